@@ -1,0 +1,47 @@
+//! Builds the freestanding test guest (`../guest-image`) with its own flags and target
+//! directory, so that a plain `cargo build` of the workspace embeds it as the default guest.
+//!
+//! The guest's rustflags live in `guest-image/.cargo/config.toml`; cargo only reads that file
+//! when it runs *inside* guest-image/, which is why the nested cargo gets that directory as its
+//! cwd and none of the outer build's flag variables (they would leak host flags into it).
+
+use std::env;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let guest_dir = manifest_dir.join("../guest-image");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
+    let target_dir = out_dir.join("guest");
+    println!("cargo:rerun-if-changed={}", guest_dir.join("src").display());
+    println!("cargo:rerun-if-changed={}", guest_dir.join("Cargo.toml").display());
+    println!("cargo:rerun-if-changed={}", guest_dir.join("linker.ld").display());
+    println!("cargo:rerun-if-changed={}", guest_dir.join("build.rs").display());
+    println!("cargo:rerun-if-changed={}", guest_dir.join(".cargo/config.toml").display());
+
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&guest_dir)
+        .args(["build", "--release", "--offline", "--target-dir"])
+        .arg(&target_dir);
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_MAKEFLAGS",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("failed to spawn cargo for the test guest");
+    if !status.success() {
+        panic!("building the test guest in {} failed", guest_dir.display());
+    }
+    let elf = target_dir.join("release/drvisor-guest");
+    println!("cargo:rustc-env=DRVISOR_GUEST_ELF={}", elf.display());
+}

@@ -1,0 +1,53 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// drvisor: a KVM micro-VMM that virtualizes the guest's x86 debug registers.
+#[derive(Debug, Parser)]
+#[command(name = "drvisor", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot a kernel (by default the embedded test guest) and run it to completion.
+    Run(RunArgs),
+    /// Probe which guest-debug mechanisms this host's KVM delivers.
+    Probe {
+        /// Print the table as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `drvisor run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Kernel to boot: an ELF with a PVH note, or a Linux bzImage. Default: the embedded test guest.
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk (bzImage kernels only).
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// Extra kernel command line.
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    pub vcpus: usize,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub mem: u64,
+    /// Test-guest scenario to run (adds `scenario=NAME` to the command line).
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// End the run when the guest touches a port no device owns (default: log it once, go on).
+    #[arg(long)]
+    pub strict_ports: bool,
+}

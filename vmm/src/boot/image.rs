@@ -1,0 +1,111 @@
+//! A kernel image in host memory: its bytes, where it came from and its format.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use vm_memory::GuestMemoryMmap;
+
+use super::Error;
+use crate::layout::HIMEM_START;
+
+/// The formats drvisor boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFormat {
+    /// ELF, booted through its PVH note.
+    Elf,
+    /// Linux bzImage.
+    BzImage,
+}
+
+/// A kernel image read into memory.
+pub struct KernelImage {
+    name: String,
+    bytes: Vec<u8>,
+    format: KernelFormat,
+}
+
+const ELF_MAGIC: &[u8] = b"\x7fELF";
+/// `HdrS` at offset 0x202 marks a Linux boot-protocol setup header.
+const SETUP_HEADER_MAGIC: &[u8] = b"HdrS";
+
+impl KernelImage {
+    /// Takes `bytes` as a kernel named `name` (used in messages).
+    pub fn from_bytes(name: impl Into<String>, bytes: Vec<u8>) -> Result<Self, Error> {
+        let name = name.into();
+        let format = if bytes.starts_with(ELF_MAGIC) {
+            KernelFormat::Elf
+        } else if bytes.get(0x202..0x206) == Some(SETUP_HEADER_MAGIC) {
+            KernelFormat::BzImage
+        } else {
+            return Err(Error::UnknownFormat { what: name });
+        };
+        Ok(KernelImage {
+            name,
+            bytes,
+            format,
+        })
+    }
+
+    /// Reads the kernel at `path`. The caller reports I/O errors; this only classifies.
+    pub fn from_file(path: &Path) -> std::io::Result<Result<Self, Error>> {
+        let bytes = std::fs::read(path)?;
+        Ok(Self::from_bytes(path.display().to_string(), bytes))
+    }
+
+    /// The name used in messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The image's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The image's format.
+    pub fn format(&self) -> KernelFormat {
+        self.format
+    }
+
+    pub(super) fn cursor(&self) -> Cursor<&[u8]> {
+        Cursor::new(&self.bytes)
+    }
+
+    /// The highest guest-physical byte the image occupies once loaded, plus one.
+    pub fn load_end(&self) -> Result<u64, Error> {
+        match self.format {
+            KernelFormat::BzImage => Ok(HIMEM_START + self.bytes.len() as u64),
+            KernelFormat::Elf => {
+                use object::read::elf::{ElfFile64, ProgramHeader};
+                let elf = ElfFile64::<object::Endianness>::parse(&*self.bytes).map_err(|_| {
+                    Error::UnknownFormat {
+                        what: self.name.clone(),
+                    }
+                })?;
+                let e = elf.endian();
+                // linux-loader places PT_LOAD segments at their physical address.
+                Ok(elf
+                    .elf_program_headers()
+                    .iter()
+                    .filter(|ph| ph.p_type(e) == object::elf::PT_LOAD)
+                    .map(|ph| ph.p_paddr(e).saturating_add(ph.p_memsz(e)))
+                    .max()
+                    .unwrap_or(HIMEM_START))
+            }
+        }
+    }
+
+    /// Refuses an image that would not fit in `mem`.
+    pub(super) fn check_fits(&self, mem: &GuestMemoryMmap) -> Result<(), Error> {
+        let ram = super::ram_size(mem);
+        let end = self.load_end()?;
+        if end > ram {
+            return Err(Error::TooBig {
+                what: self.name.clone(),
+                needed_mib: end.div_ceil(1 << 20),
+                mem_mib: ram >> 20,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,8 @@
+//! Architectural state a vCPU starts with: CPUID and the registers of each boot protocol.
+
+mod boot_state;
+mod cpuid;
+mod gdt;
+
+pub use boot_state::{configure, Error};
+pub use cpuid::per_vcpu_cpuid;

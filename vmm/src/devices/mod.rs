@@ -1,0 +1,9 @@
+//! Port-I/O devices and the bus that routes guest `in`/`out` to them.
+
+mod bus;
+mod exit_port;
+mod serial;
+
+pub use bus::{PioBus, PioDevice, PortAccess};
+pub use exit_port::{ExitPort, EXIT_PORT};
+pub use serial::{SerialConsole, COM1_BASE, COM1_GSI};

@@ -1,0 +1,27 @@
+//! The test guest, built from `guest-image/` by `build.rs` and embedded in the binary.
+//!
+//! Its boot protocol, exit port, command line and scenarios are documented in
+//! `guest-image/README.md`.
+
+use crate::boot::KernelImage;
+
+/// The ELF bytes of the embedded test guest.
+pub const ELF: &[u8] = include_bytes!(env!("DRVISOR_GUEST_ELF"));
+
+/// The scenarios the embedded guest knows (its `scenario=` command-line key).
+pub const SCENARIOS: &[&str] = &[
+    "hello",
+    "exec",
+    "write",
+    "guest-dr",
+    "smp",
+    "triple-fault",
+    "emu-fail",
+    "bad-port",
+];
+
+/// The embedded guest as a kernel image.
+pub fn kernel() -> KernelImage {
+    KernelImage::from_bytes("the embedded test guest", ELF.to_vec())
+        .expect("build.rs embeds an ELF")
+}

@@ -1,0 +1,21 @@
+//! drvisor: a KVM micro-VMM that virtualizes the guest's x86 debug registers.
+//!
+//! This crate is the only code that touches KVM. Decisions about debug-register slots live in
+//! the pure `drvisor-debug` crate; this one applies them.
+#![deny(missing_docs)]
+
+pub mod boot;
+pub mod cpu;
+pub mod devices;
+pub mod event_loop;
+pub mod guest_image;
+pub mod layout;
+pub mod memory;
+pub mod outcome;
+pub mod probe;
+pub mod run_control;
+pub mod vcpu;
+pub mod vm;
+
+pub use outcome::{exit_code, Outcome};
+pub use vm::{Console, Vm, VmConfig};

@@ -1,0 +1,144 @@
+//! What one `KVM_RUN` exit means, decided without touching the vCPU: port I/O goes to the bus,
+//! everything else becomes a [`Step`] for the run loop. Tested with fabricated exits.
+
+use kvm_bindings::kvm_debug_exit_arch;
+use kvm_ioctls::VcpuExit;
+
+use crate::devices::{PioBus, PortAccess};
+
+/// What the run loop does next.
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    /// Re-enter the guest.
+    Resume,
+    /// The vCPU halted with no interrupt source to wake it (only without an in-kernel irqchip).
+    Halted,
+    /// `KVM_EXIT_SHUTDOWN`: the guest triple-faulted.
+    TripleFault,
+    /// `KVM_EXIT_INTERNAL_ERROR`; details are read from `kvm_run` by the caller.
+    InternalError,
+    /// `KVM_EXIT_FAIL_ENTRY` with its hardware reason.
+    FailEntry(u64),
+    /// An unowned port under `--strict-ports`.
+    UnknownPort(u16),
+    /// `KVM_EXIT_DEBUG`: goes to the debug dispatcher.
+    Debug(kvm_debug_exit_arch),
+    /// An exit drvisor does not handle.
+    Unhandled(&'static str),
+}
+
+/// Policy for guest accesses that reach no device.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnknownAccessPolicy {
+    /// End the run on an unowned port instead of logging it once and going on.
+    pub strict_ports: bool,
+}
+
+/// Classifies `exit` for vCPU `vcpu`, performing port I/O on `bus`.
+pub fn classify(exit: VcpuExit<'_>, bus: &PioBus, policy: UnknownAccessPolicy, vcpu: usize) -> Step {
+    match exit {
+        VcpuExit::IoOut(port, data) => port_step(bus.write(port, data), port, policy, vcpu, "out"),
+        VcpuExit::IoIn(port, data) => port_step(bus.read(port, data), port, policy, vcpu, "in"),
+        VcpuExit::MmioRead(addr, data) => {
+            // Nothing is mapped outside RAM: reads float high, as on a bus with no device.
+            tracing::debug!(vcpu, "MMIO read of {addr:#x} with no device; returning all ones");
+            data.fill(0xff);
+            Step::Resume
+        }
+        VcpuExit::MmioWrite(addr, _) => {
+            tracing::debug!(vcpu, "MMIO write to {addr:#x} with no device; ignored");
+            Step::Resume
+        }
+        VcpuExit::Hlt => Step::Halted,
+        VcpuExit::Shutdown => Step::TripleFault,
+        VcpuExit::InternalError => Step::InternalError,
+        VcpuExit::FailEntry(reason, _cpu) => Step::FailEntry(reason),
+        VcpuExit::Debug(arch) => Step::Debug(arch),
+        VcpuExit::IrqWindowOpen | VcpuExit::Intr => Step::Resume,
+        other => Step::Unhandled(exit_name(&other)),
+    }
+}
+
+fn port_step(
+    access: PortAccess,
+    port: u16,
+    policy: UnknownAccessPolicy,
+    vcpu: usize,
+    dir: &str,
+) -> Step {
+    match access {
+        PortAccess::Handled => Step::Resume,
+        _ if policy.strict_ports => Step::UnknownPort(port),
+        PortAccess::FirstUnknown => {
+            tracing::warn!(vcpu, "guest `{dir}` on port {port:#x}, which no device owns; ignoring it (reported once per port)");
+            Step::Resume
+        }
+        PortAccess::RepeatedUnknown => Step::Resume,
+    }
+}
+
+fn exit_name(exit: &VcpuExit<'_>) -> &'static str {
+    match exit {
+        VcpuExit::Exception => "KVM_EXIT_EXCEPTION",
+        VcpuExit::Hypercall(_) => "KVM_EXIT_HYPERCALL",
+        VcpuExit::SystemEvent(..) => "KVM_EXIT_SYSTEM_EVENT",
+        VcpuExit::Unknown => "KVM_EXIT_UNKNOWN",
+        _ => "an unexpected exit",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::PioDevice;
+    use std::sync::{Arc, Mutex};
+
+    struct Sink;
+    impl PioDevice for Sink {
+        fn read(&mut self, _: u16, d: &mut [u8]) {
+            d.fill(0x42)
+        }
+        fn write(&mut self, _: u16, _: &[u8]) {}
+    }
+
+    fn bus() -> PioBus {
+        let mut bus = PioBus::default();
+        bus.insert(0x3f8, 8, Arc::new(Mutex::new(Sink)));
+        bus
+    }
+
+    #[test]
+    fn port_io_to_a_device_resumes() {
+        let bus = bus();
+        let lax = UnknownAccessPolicy::default();
+        assert_eq!(classify(VcpuExit::IoOut(0x3f8, &[b'x']), &bus, lax, 0), Step::Resume);
+        let mut d = [0u8];
+        assert_eq!(classify(VcpuExit::IoIn(0x3fd, &mut d), &bus, lax, 0), Step::Resume);
+        assert_eq!(d[0], 0x42);
+    }
+
+    #[test]
+    fn unknown_ports_resume_unless_strict() {
+        let bus = bus();
+        let lax = UnknownAccessPolicy::default();
+        let strict = UnknownAccessPolicy { strict_ports: true };
+        assert_eq!(classify(VcpuExit::IoOut(0x1234, &[0]), &bus, lax, 0), Step::Resume);
+        assert_eq!(classify(VcpuExit::IoOut(0x1234, &[0]), &bus, lax, 0), Step::Resume);
+        assert_eq!(
+            classify(VcpuExit::IoOut(0x1234, &[0]), &bus, strict, 0),
+            Step::UnknownPort(0x1234)
+        );
+    }
+
+    #[test]
+    fn guest_faults_become_steps() {
+        let bus = bus();
+        let lax = UnknownAccessPolicy::default();
+        assert_eq!(classify(VcpuExit::Shutdown, &bus, lax, 0), Step::TripleFault);
+        assert_eq!(classify(VcpuExit::InternalError, &bus, lax, 0), Step::InternalError);
+        assert_eq!(classify(VcpuExit::FailEntry(7, 0), &bus, lax, 0), Step::FailEntry(7));
+        let mut d = [0u8; 4];
+        assert_eq!(classify(VcpuExit::MmioRead(0xfee0_0000, &mut d), &bus, lax, 0), Step::Resume);
+        assert_eq!(d, [0xff; 4]);
+    }
+}

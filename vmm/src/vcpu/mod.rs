@@ -1,0 +1,157 @@
+//! A vCPU thread: enter the guest, classify the exit, act, repeat until the run ends.
+
+mod exit;
+pub mod kick;
+
+pub use exit::{classify, Step, UnknownAccessPolicy};
+
+use std::sync::Arc;
+
+use kvm_ioctls::VcpuFd;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::devices::PioBus;
+use crate::outcome::Outcome;
+use crate::run_control::RunControl;
+
+/// What every vCPU thread of a VM shares.
+pub struct VcpuShared {
+    /// Port-I/O devices.
+    pub bus: PioBus,
+    /// The end of the run.
+    pub control: Arc<RunControl>,
+    /// Guest RAM, to read instruction bytes for error reports.
+    pub mem: GuestMemoryMmap,
+    /// What to do with accesses no device owns.
+    pub unknown_access: UnknownAccessPolicy,
+}
+
+/// One vCPU and its index.
+pub struct Vcpu {
+    /// Index, equal to the KVM vCPU id and the APIC ID.
+    pub index: usize,
+    /// The KVM vCPU.
+    pub fd: VcpuFd,
+}
+
+/// `KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES` (Documentation/virt/kvm/api.rst,
+/// KVM_EXIT_INTERNAL_ERROR): the exit carries the bytes KVM failed to emulate.
+const EMULATION_FLAG_INSN_BYTES: u64 = 1;
+const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
+
+impl Vcpu {
+    /// Runs this vCPU on the calling thread until the run finishes. Never panics on guest
+    /// behaviour: every way the guest can stop becomes an [`Outcome`].
+    pub fn run(mut self, shared: &VcpuShared) {
+        let control = &shared.control;
+        control.kicker.register_current(self.index);
+        kick::enter_vcpu_thread(self.fd.get_kvm_run() as *mut _);
+        while !control.is_finished() {
+            let step = match self.fd.run() {
+                Ok(exit) => classify(exit, &shared.bus, shared.unknown_access, self.index),
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    // Kicked: clear the flag the kick set, then look at the run state again.
+                    self.fd.set_kvm_immediate_exit(0);
+                    Step::Resume
+                }
+                Err(e) => {
+                    control.finish(Outcome::VmmError {
+                        vcpu: Some(self.index),
+                        message: format!("KVM_RUN failed: {e}"),
+                    });
+                    break;
+                }
+            };
+            if let Some(outcome) = self.outcome_of(step, shared) {
+                control.finish(outcome);
+            }
+        }
+        control.kicker.unregister(self.index);
+        kick::leave_vcpu_thread();
+    }
+
+    /// The outcome a step ends the run with, if it does.
+    fn outcome_of(&mut self, step: Step, shared: &VcpuShared) -> Option<Outcome> {
+        let vcpu = self.index;
+        match step {
+            Step::Resume => None,
+            Step::Halted => Some(Outcome::VmmError {
+                vcpu: Some(vcpu),
+                message: "the vCPU halted with nothing to wake it".into(),
+            }),
+            Step::TripleFault => Some(Outcome::TripleFault {
+                vcpu,
+                rip: self.rip(),
+            }),
+            Step::InternalError => Some(self.internal_error(&shared.mem)),
+            Step::FailEntry(reason) => Some(Outcome::FailEntry { vcpu, reason }),
+            Step::UnknownPort(port) => Some(Outcome::UnknownPort {
+                vcpu,
+                rip: self.rip(),
+                port,
+            }),
+            Step::Debug(arch) => {
+                // Without a debug controller no guest debug is enabled, so this exit is a
+                // guest #DB that KVM intercepted anyway; report it rather than guess.
+                Some(Outcome::VmmError {
+                    vcpu: Some(vcpu),
+                    message: format!(
+                        "unexpected KVM_EXIT_DEBUG at rip={:#x} dr6={:#x}",
+                        arch.pc, arch.dr6
+                    ),
+                })
+            }
+            Step::Unhandled(what) => Some(Outcome::VmmError {
+                vcpu: Some(vcpu),
+                message: format!("{what} at rip={:#x}", self.rip()),
+            }),
+        }
+    }
+
+    fn rip(&self) -> u64 {
+        self.fd.get_regs().map(|r| r.rip).unwrap_or(u64::MAX)
+    }
+
+    fn internal_error(&mut self, mem: &GuestMemoryMmap) -> Outcome {
+        // SAFETY: the last exit was KVM_EXIT_INTERNAL_ERROR, so `internal` is the union member
+        // KVM filled in.
+        let internal = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal };
+        let data = &internal.data[..(internal.ndata as usize).min(internal.data.len())];
+        let rip = self.rip();
+        let mut insn: Vec<u8> = Vec::new();
+        if internal.suberror == KVM_INTERNAL_ERROR_EMULATION
+            && data.len() >= 3
+            && data[0] & EMULATION_FLAG_INSN_BYTES != 0
+        {
+            // `struct kvm_run.emulation_failure`: flags, then one byte of length followed by
+            // up to 15 instruction bytes.
+            let packed: Vec<u8> = data[1..3].iter().flat_map(|w| w.to_le_bytes()).collect();
+            let len = usize::from(packed[0]).min(15);
+            insn = packed[1..=len].to_vec();
+        }
+        if insn.is_empty() {
+            insn = self.bytes_at_rip(mem, rip);
+        }
+        Outcome::InternalError {
+            vcpu: self.index,
+            rip,
+            suberror: internal.suberror,
+            insn,
+        }
+    }
+
+    /// Up to 15 bytes (the longest x86 instruction) at the guest's RIP, if it translates.
+    fn bytes_at_rip(&self, mem: &GuestMemoryMmap, rip: u64) -> Vec<u8> {
+        let Ok(t) = self.fd.translate_gva(rip) else {
+            return Vec::new();
+        };
+        if t.valid == 0 {
+            return Vec::new();
+        }
+        let mut buf = [0u8; 15];
+        match mem.read_slice(&mut buf, GuestAddress(t.physical_address)) {
+            Ok(()) => buf.to_vec(),
+            Err(_) => Vec::new(),
+        }
+    }
+}

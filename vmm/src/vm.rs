@@ -1,0 +1,294 @@
+//! A VM built from a [`VmConfig`]: KVM, guest memory, the irqchip, devices and vCPUs. This is
+//! the one place that knows how the pieces fit together.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::boot::{self, Entry, KernelImage};
+use crate::cpu;
+use crate::devices::{ExitPort, PioBus, SerialConsole, COM1_BASE, COM1_GSI, EXIT_PORT};
+use crate::event_loop::{self, Subscriber};
+use crate::memory;
+use crate::outcome::Outcome;
+use crate::run_control::RunControl;
+use crate::vcpu::{UnknownAccessPolicy, Vcpu, VcpuShared};
+
+/// Errors building or running a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `/dev/kvm` could not be opened.
+    #[error("cannot open /dev/kvm: {0}; drvisor needs read/write access to it (are you in the `kvm` group?)")]
+    KvmAccess(kvm_ioctls::Error),
+    /// A vCPU count KVM cannot give.
+    #[error("--vcpus {asked} is out of range: this host's KVM allows 1 to {max}")]
+    VcpuCount {
+        /// What the user asked for.
+        asked: usize,
+        /// KVM_CAP_MAX_VCPUS.
+        max: usize,
+    },
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] memory::Error),
+    /// Loading the kernel.
+    #[error(transparent)]
+    Boot(#[from] boot::Error),
+    /// A KVM setup call failed.
+    #[error("KVM setup failed at {step}: {source}")]
+    Kvm {
+        /// What was being set up.
+        step: &'static str,
+        /// KVM's error.
+        source: kvm_ioctls::Error,
+    },
+    /// Setting a vCPU's boot state.
+    #[error(transparent)]
+    Cpu(#[from] cpu::Error),
+    /// The host refused an EventFd, a thread or epoll.
+    #[error("host resource: {0}")]
+    Host(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Whether this is the user's mistake (exit code 2) rather than a host or VMM failure.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Error::KvmAccess(_) | Error::VcpuCount { .. } | Error::Memory(memory::Error::TooSmall(_))
+        ) || matches!(self, Error::Boot(e) if !matches!(e, boot::Error::BootParams(_)))
+    }
+}
+
+/// Where guest console output goes.
+pub enum Console {
+    /// The process's stdout, with stdin as console input.
+    Stdio,
+    /// A writer; no console input (benchmarks and in-process tests).
+    Writer(Box<dyn Write + Send>),
+}
+
+/// Everything needed to build a VM.
+pub struct VmConfig {
+    /// The kernel.
+    pub kernel: KernelImage,
+    /// An initrd, for a bzImage.
+    pub initrd: Option<Vec<u8>>,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// Number of vCPUs.
+    pub vcpus: usize,
+    /// Guest RAM in MiB.
+    pub mem_mib: u64,
+    /// Guest console.
+    pub console: Console,
+    /// End the run on a port no device owns.
+    pub strict_ports: bool,
+}
+
+/// A VM ready to run.
+pub struct Vm {
+    _kvm: Kvm,
+    _vm_fd: VmFd,
+    vcpus: Vec<Vcpu>,
+    shared: Arc<VcpuShared>,
+    serial: Arc<Mutex<SerialConsole>>,
+    entry: Entry,
+}
+
+fn kvm_err(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
+    move |source| Error::Kvm { step, source }
+}
+
+impl TryFrom<VmConfig> for Vm {
+    type Error = Error;
+
+    fn try_from(config: VmConfig) -> Result<Self, Error> {
+        let kvm = Kvm::new().map_err(Error::KvmAccess)?;
+        let max = kvm.get_max_vcpus();
+        if config.vcpus == 0 || config.vcpus > max || config.vcpus > u8::MAX as usize {
+            return Err(Error::VcpuCount {
+                asked: config.vcpus,
+                max: max.min(u8::MAX as usize),
+            });
+        }
+        let mem = memory::create(config.mem_mib)?;
+        let entry = boot::load(
+            &mem,
+            &config.kernel,
+            config.initrd.as_deref(),
+            &config.cmdline,
+        )?;
+
+        let vm_fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        register_memory(&vm_fd, &mem)?;
+        vm_fd
+            .create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+
+        let control = Arc::new(RunControl::new()?);
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK)?;
+        vm_fd
+            .register_irqfd(&serial_irq, COM1_GSI)
+            .map_err(kvm_err("KVM_IRQFD (COM1)"))?;
+        let (out, input): (Box<dyn Write + Send>, _) = match config.console {
+            Console::Stdio => (Box::new(std::io::stdout()), Some(std::io::stdin())),
+            Console::Writer(w) => (w, None),
+        };
+        let serial = Arc::new(Mutex::new(SerialConsole::new(serial_irq, out, input)));
+        let mut bus = PioBus::default();
+        bus.insert(COM1_BASE, 8, serial.clone());
+        bus.insert(
+            EXIT_PORT,
+            1,
+            Arc::new(Mutex::new(ExitPort::new(control.clone()))),
+        );
+
+        let supported = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let count = config.vcpus as u8;
+        let mut vcpus = Vec::with_capacity(config.vcpus);
+        for index in 0..count {
+            let fd = vm_fd
+                .create_vcpu(u64::from(index))
+                .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+            fd.set_cpuid2(&cpu::per_vcpu_cpuid(&supported, index, count))
+                .map_err(kvm_err("KVM_SET_CPUID2"))?;
+            start_state(&fd, &mem, &entry, index)?;
+            vcpus.push(Vcpu {
+                index: index.into(),
+                fd,
+            });
+        }
+
+        let shared = Arc::new(VcpuShared {
+            bus,
+            control,
+            mem,
+            unknown_access: UnknownAccessPolicy {
+                strict_ports: config.strict_ports,
+            },
+        });
+        Ok(Vm {
+            _kvm: kvm,
+            _vm_fd: vm_fd,
+            vcpus,
+            shared,
+            serial,
+            entry,
+        })
+    }
+}
+
+/// Boot state for vCPU `index`.
+///
+/// PVH guests: every vCPU starts at the PVH entry at once, in the same state, and finds its
+/// index through CPUID (drvisor's documented SMP bring-up; no INIT/SIPI). Linux: only the boot
+/// vCPU starts; the others wait in KVM's INIT state for the kernel's SIPI, as on hardware.
+fn start_state(
+    fd: &kvm_ioctls::VcpuFd,
+    mem: &GuestMemoryMmap,
+    entry: &Entry,
+    index: u8,
+) -> Result<(), Error> {
+    match entry {
+        Entry::Pvh { .. } => {
+            cpu::configure(fd, mem, entry)?;
+            if index > 0 {
+                let runnable = kvm_bindings::kvm_mp_state {
+                    mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
+                };
+                fd.set_mp_state(runnable)
+                    .map_err(kvm_err("KVM_SET_MP_STATE"))?;
+            }
+        }
+        Entry::Linux64 { .. } if index == 0 => cpu::configure(fd, mem, entry)?,
+        Entry::Linux64 { .. } => {}
+    }
+    Ok(())
+}
+
+fn register_memory(vm_fd: &VmFd, mem: &GuestMemoryMmap) -> Result<(), Error> {
+    for (slot, region) in mem.iter().enumerate() {
+        let region_desc = kvm_bindings::kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+            flags: 0,
+        };
+        // SAFETY: the region is a live mapping owned by `mem`, which the VM keeps (through
+        // `VcpuShared`) for as long as the VM exists.
+        unsafe { vm_fd.set_user_memory_region(region_desc) }
+            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(())
+}
+
+impl Vm {
+    /// How the boot vCPU starts.
+    pub fn entry(&self) -> Entry {
+        self.entry
+    }
+
+    /// Guest RAM.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.shared.mem
+    }
+
+    /// The vCPUs, before the run starts.
+    pub fn vcpus(&self) -> &[Vcpu] {
+        &self.vcpus
+    }
+
+    /// Runs every vCPU on its own thread and the event loop on this one, until the run ends.
+    pub fn run(self) -> Result<Outcome, Error> {
+        let Vm {
+            vcpus,
+            shared,
+            serial,
+            _kvm,
+            _vm_fd,
+            ..
+        } = self;
+        let done = shared.control.done_evt.try_clone()?;
+        let mut threads = Vec::with_capacity(vcpus.len());
+        for vcpu in vcpus {
+            let shared = shared.clone();
+            let name = format!("vcpu{}", vcpu.index);
+            threads.push(std::thread::Builder::new().name(name).spawn(move || {
+                let index = vcpu.index;
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vcpu.run(&shared)));
+                if result.is_err() {
+                    shared.control.kicker.unregister(index);
+                    shared.control.finish(Outcome::VmmError {
+                        vcpu: Some(index),
+                        message: "the vCPU thread panicked".into(),
+                    });
+                }
+            })?);
+        }
+        let console: Subscriber = serial.clone();
+        let looped = event_loop::run_until_done(done, vec![console]);
+        if looped.is_err() {
+            shared.control.finish(Outcome::VmmError {
+                vcpu: None,
+                message: "the event loop failed".into(),
+            });
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
+        looped?;
+        Ok(shared.control.outcome().unwrap_or(Outcome::VmmError {
+            vcpu: None,
+            message: "the run ended without an outcome".into(),
+        }))
+    }
+}
