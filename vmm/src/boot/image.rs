@@ -74,7 +74,16 @@ impl KernelImage {
     /// The highest guest-physical byte the image occupies once loaded, plus one.
     pub fn load_end(&self) -> Result<u64, Error> {
         match self.format {
-            KernelFormat::BzImage => Ok(HIMEM_START + self.bytes.len() as u64),
+            KernelFormat::BzImage => {
+                // The real-mode setup (setup_sects + 1 sectors; 0 means 4) stays behind; the
+                // rest lands at 1 MiB.
+                let sects = match self.bytes.get(0x1f1) {
+                    Some(0) | None => 4,
+                    Some(&n) => u64::from(n),
+                };
+                let setup = (sects + 1) * 512;
+                Ok(HIMEM_START + (self.bytes.len() as u64).saturating_sub(setup))
+            }
             KernelFormat::Elf => {
                 use object::read::elf::{ElfFile64, ProgramHeader};
                 let elf = ElfFile64::<object::Endianness>::parse(&*self.bytes).map_err(|_| {
@@ -93,6 +102,24 @@ impl KernelImage {
                     .unwrap_or(HIMEM_START))
             }
         }
+    }
+
+    /// Whether an ELF carries the Xen `XEN_ELFNOTE_PHYS32_ENTRY` note in a PT_NOTE segment,
+    /// which is where linux-loader looks for the PVH entry.
+    pub fn has_pvh_note(&self) -> bool {
+        use object::read::elf::{ElfFile64, ProgramHeader};
+        const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+        let Ok(elf) = ElfFile64::<object::Endianness>::parse(&*self.bytes) else {
+            return false;
+        };
+        let e = elf.endian();
+        elf.elf_program_headers().iter().any(|ph| {
+            let Ok(Some(mut notes)) = ph.notes(e, &*self.bytes) else {
+                return false;
+            };
+            std::iter::from_fn(|| notes.next().ok().flatten())
+                .any(|n| n.name() == b"Xen" && n.n_type(e) == XEN_ELFNOTE_PHYS32_ENTRY)
+        })
     }
 
     /// Refuses an image that would not fit in `mem`.

@@ -90,15 +90,23 @@ pub fn load(
     initrd: Option<&[u8]>,
     cmdline: &str,
 ) -> Result<Entry, Error> {
-    kernel.check_fits(mem)?;
     match kernel.format() {
         KernelFormat::Elf => {
+            if !kernel.has_pvh_note() {
+                return Err(Error::NoPvhNote {
+                    what: kernel.name().to_owned(),
+                });
+            }
             if initrd.is_some() {
                 return Err(Error::InitrdWithElf);
             }
+            kernel.check_fits(mem)?;
             pvh::load(mem, kernel, cmdline)
         }
-        KernelFormat::BzImage => bzimage::load(mem, kernel, initrd, cmdline),
+        KernelFormat::BzImage => {
+            kernel.check_fits(mem)?;
+            bzimage::load(mem, kernel, initrd, cmdline)
+        }
     }
 }
 

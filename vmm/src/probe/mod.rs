@@ -5,7 +5,7 @@
 //! Requests are routed by [`ProbeReport::delivers`], never by assumptions about the host.
 
 mod experiments;
-mod tiny_vm;
+pub mod tiny_vm;
 
 use std::fmt;
 

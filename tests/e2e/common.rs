@@ -1,0 +1,147 @@
+//! Running the binary and reading what it prints.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use drvisor::probe::{self, ProbeReport};
+pub use libtest_mimic::{Failed, Trial};
+
+/// The drvisor binary under test.
+pub const DRVISOR: &str = env!("CARGO_BIN_EXE_drvisor");
+
+/// No scenario takes more than a few seconds here; this only stops a hung test.
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What the host delivers, probed once per test run.
+pub struct Context {
+    pub probe: ProbeReport,
+}
+
+impl Context {
+    pub fn new() -> Self {
+        let kvm = kvm_ioctls::Kvm::new().expect("the end-to-end tests need /dev/kvm");
+        Context {
+            probe: probe::run_all(&kvm).expect("the host probe runs"),
+        }
+    }
+}
+
+/// A finished run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `drvisor` with `args`, stdin closed.
+pub fn drvisor(args: &[&str]) -> Run {
+    run_command(Command::new(DRVISOR).args(args))
+}
+
+/// Runs `cmd` to completion (or kills it after [`TIMEOUT`]).
+pub fn run_command(cmd: &mut Command) -> Run {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn drvisor");
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+impl Run {
+    /// Fails unless the exit code is `code`, showing the output.
+    pub fn expect_code(&self, code: i32) -> Result<&Self, Failed> {
+        if self.code == code {
+            Ok(self)
+        } else {
+            Err(format!("exit code {} (wanted {code})\n{self}", self.code).into())
+        }
+    }
+
+    /// The guest's `drv: summary ...` line.
+    pub fn summary(&self) -> Result<&str, Failed> {
+        let lines: Vec<&str> = self
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("drv: summary "))
+            .collect();
+        match lines.as_slice() {
+            [one] => Ok(one),
+            _ => Err(format!("wanted exactly one summary line\n{self}").into()),
+        }
+    }
+
+    /// Guest lines (`drv: ...`) that contain every one of `parts`.
+    pub fn guest_lines(&self, parts: &[&str]) -> Vec<&str> {
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with("drv: ") && parts.iter().all(|p| has_field(l, p)))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "--- stdout\n{}--- stderr\n{}---",
+            self.stdout, self.stderr
+        )
+    }
+}
+
+/// Whether `line` has the whitespace-separated token `token` (e.g. `status=0`).
+pub fn has_field(line: &str, token: &str) -> bool {
+    line.split_whitespace().any(|t| t == token)
+}
+
+/// The value of `key=` in `line`.
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
+/// Fails with `message` unless `cond`.
+pub fn ensure(cond: bool, message: impl FnOnce() -> String) -> Result<(), Failed> {
+    if cond {
+        Ok(())
+    } else {
+        Err(message().into())
+    }
+}
+
+/// A trial that is listed as ignored because this host cannot run it; prints why.
+pub fn skipped(name: &str, reason: &str) -> Trial {
+    println!("skipping {name}: {reason}");
+    Trial::test(name, || Ok(())).with_ignored_flag(true)
+}

@@ -1,0 +1,25 @@
+//! End-to-end tests: the real `drvisor` binary booting real guests on this host's real KVM.
+//!
+//! Tests this host cannot run are listed as *ignored*, with the reason printed first: the probe
+//! decides, never an assumption about the host.
+
+mod bzimage;
+mod common;
+mod guest_faults;
+mod probe_table;
+mod scenarios;
+mod usage_errors;
+
+use libtest_mimic::{Arguments, Trial};
+
+fn main() {
+    let args = Arguments::from_args();
+    let ctx = common::Context::new();
+    let mut trials: Vec<Trial> = Vec::new();
+    trials.extend(scenarios::trials());
+    trials.extend(probe_table::trials());
+    trials.extend(usage_errors::trials());
+    trials.extend(guest_faults::trials(&ctx));
+    trials.extend(bzimage::trials());
+    libtest_mimic::run(&args, trials).exit();
+}

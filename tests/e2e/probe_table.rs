@@ -1,0 +1,81 @@
+//! `drvisor probe` agrees with `kvm-probe.c` (the reference probe of PLATFORM.md, copied beside
+//! this file) on every row: same mechanisms, same yes/no, same observations where they are
+//! deterministic.
+
+use std::process::Command;
+
+use crate::common::{drvisor, ensure, run_command, Failed, Trial};
+
+/// The row label and its yes/no, from a line of either probe.
+fn verdict(line: &str) -> Option<(String, String)> {
+    let (label, rest) = (line.get(..48)?, line.get(49..)?);
+    let yes_no = rest.split_whitespace().next()?;
+    Some((label.trim().to_owned(), yes_no.to_owned()))
+}
+
+fn agrees_with_kvm_probe_c() -> Result<(), Failed> {
+    let dir = std::env::temp_dir().join(format!("drvisor-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let exe = dir.join("kvm-probe");
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/e2e/kvm-probe.c");
+    let cc = run_command(Command::new("cc").args(["-O2", "-o"]).arg(&exe).arg(source));
+    cc.expect_code(0)?;
+    let reference = run_command(&mut Command::new(&exe));
+    reference.expect_code(0)?;
+    let ours = drvisor(&["probe"]);
+    ours.expect_code(0)?;
+
+    let mut ref_lines = reference.stdout.lines();
+    let mut our_lines = ours.stdout.lines();
+    ensure(ref_lines.next() == our_lines.next(), || {
+        format!("capability lines differ\n{}\n{}", reference.stdout, ours.stdout)
+    })?;
+    let ours_by_label: Vec<(String, String, &str)> = our_lines
+        .filter_map(|l| verdict(l).map(|(a, b)| (a, b, l)))
+        .collect();
+    let mut compared = 0;
+    for line in ref_lines {
+        let Some((label, yes_no)) = verdict(line) else { continue };
+        let ours = ours_by_label.iter().find(|(l, _, _)| *l == label);
+        let Some((_, our_yes_no, our_line)) = ours else {
+            return Err(format!("drvisor probe has no row `{label}`\n{}", ours_stdout(&ours_by_label)).into());
+        };
+        ensure(*our_yes_no == yes_no, || {
+            format!("row `{label}`: kvm-probe.c says {yes_no}, drvisor says {our_yes_no}")
+        })?;
+        // Exit numbers and RIPs are deterministic; the speed row's timing is not.
+        if !label.starts_with("CPL0 guest code runs natively") {
+            ensure(line == *our_line, || format!("row differs:\n  C:  {line}\n  us: {our_line}"))?;
+        }
+        compared += 1;
+    }
+    ensure(compared >= 13, || format!("only {compared} rows compared"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn ours_stdout(rows: &[(String, String, &str)]) -> String {
+    rows.iter().map(|r| format!("{}\n", r.2)).collect()
+}
+
+fn json_is_machine_readable() -> Result<(), Failed> {
+    let run = drvisor(&["probe", "--json"]);
+    run.expect_code(0)?;
+    let v: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    let rows = v["rows"].as_array().ok_or("no rows array")?;
+    let exec = rows
+        .iter()
+        .find(|r| r["mechanism"] == "host-exec-breakpoint" && r["cpl"] == 0)
+        .ok_or("no host-exec-breakpoint row")?;
+    ensure(exec["works"].is_boolean() && exec["observed"].is_string(), || {
+        format!("bad row {exec}")
+    })?;
+    ensure(v["caps"]["nr_memslots"].as_u64().unwrap_or(0) > 0, || "no memslot cap".into())
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        Trial::test("probe::agrees_with_kvm_probe_c", agrees_with_kvm_probe_c),
+        Trial::test("probe::json_is_machine_readable", json_is_machine_readable),
+    ]
+}

@@ -1,0 +1,60 @@
+//! Every scenario of the embedded guest boots and ends with its summary and status 0.
+
+use crate::common::{drvisor, ensure, field, has_field, Failed, Trial};
+
+fn scenario(name: &'static str, extra: &'static [&'static str]) -> Trial {
+    Trial::test(format!("scenario::{name}"), move || {
+        let mut args = vec!["run", "--scenario", name];
+        args.extend_from_slice(extra);
+        let run = drvisor(&args);
+        run.expect_code(0)?;
+        let summary = run.summary()?;
+        ensure(
+            has_field(summary, &format!("scenario={name}")) && has_field(summary, "status=0"),
+            || format!("bad summary: {summary}"),
+        )
+    })
+}
+
+fn exec_counts() -> Result<(), Failed> {
+    let run = drvisor(&["run", "--scenario", "exec", "--cmdline", "count=37"]);
+    run.expect_code(0)?;
+    for t in 0..4 {
+        let lines = run.guest_lines(&["scenario=exec", &format!("target={t}")]);
+        ensure(lines.len() == 1 && field(lines[0], "calls") == Some("37"), || {
+            format!("target {t}: {lines:?}\n{run}")
+        })?;
+    }
+    Ok(())
+}
+
+fn smp(vcpus: &'static str) -> Trial {
+    Trial::test(format!("scenario::smp_{vcpus}_vcpus"), move || {
+        let run = drvisor(&["run", "--scenario", "smp", "--vcpus", vcpus]);
+        run.expect_code(0)?;
+        let n: usize = vcpus.parse().expect("number");
+        let summary = run.summary()?;
+        ensure(
+            has_field(summary, &format!("cpus={n}")) && has_field(summary, "status=0"),
+            || format!("bad summary: {summary}"),
+        )?;
+        for cpu in 0..n {
+            let lines = run.guest_lines(&["scenario=smp", &format!("cpu={cpu}")]);
+            ensure(lines.len() == 1, || format!("cpu {cpu} did not report\n{run}"))?;
+        }
+        Ok(())
+    })
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        scenario("hello", &[]),
+        scenario("exec", &[]),
+        scenario("write", &[]),
+        scenario("guest-dr", &[]),
+        scenario("bad-port", &[]),
+        Trial::test("scenario::exec_count_from_cmdline", exec_counts),
+        smp("2"),
+        smp("4"),
+    ]
+}

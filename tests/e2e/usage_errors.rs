@@ -1,0 +1,95 @@
+//! The user's mistakes: a one-line message that names the problem, exit code 2, no panic.
+
+use std::process::Command;
+
+use crate::bzimage::synthetic_bzimage;
+use crate::common::{drvisor, ensure, run_command, skipped, Failed, Run, Trial, DRVISOR};
+
+/// Exit code 2, one `drvisor:` line on stderr containing `needle`, nothing panicked.
+fn one_line_usage_error(run: &Run, needle: &str) -> Result<(), Failed> {
+    run.expect_code(2)?;
+    let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    ensure(
+        lines.len() == 1 && lines[0].starts_with("drvisor: ") && lines[0].contains(needle),
+        || format!("wanted one line mentioning `{needle}`\n{run}"),
+    )?;
+    ensure(!run.stderr.contains("panicked"), || format!("panic\n{run}"))
+}
+
+fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("drvisor-{}-{name}", std::process::id()));
+    std::fs::write(&path, bytes).expect("write temp file");
+    path
+}
+
+fn case(name: &'static str, f: fn() -> Result<(), Failed>) -> Trial {
+    Trial::test(format!("usage_errors::{name}"), f)
+}
+
+pub fn trials() -> Vec<Trial> {
+    let mut trials = vec![
+        case("missing_kernel", || {
+            let run = drvisor(&["run", "--kernel", "/nonexistent/vmlinux"]);
+            one_line_usage_error(&run, "cannot read kernel /nonexistent/vmlinux")
+        }),
+        case("kernel_that_is_not_elf_or_bzimage", || {
+            let path = temp_file("notakernel", b"#!/bin/sh\necho hi\n");
+            let run = drvisor(&["run", "--kernel", path.to_str().unwrap_or_default()]);
+            let _ = std::fs::remove_file(&path);
+            one_line_usage_error(&run, "is not a kernel drvisor can boot")
+        }),
+        case("elf_without_pvh_note", || {
+            let run = drvisor(&["run", "--kernel", "/bin/true"]);
+            one_line_usage_error(&run, "without a Xen PVH entry note")
+        }),
+        case("kernel_too_big_for_mem", || {
+            let path = temp_file("big-bzimage", &synthetic_bzimage(&[0xf4], 3 << 20));
+            let run = drvisor(&["run", "--kernel", path.to_str().unwrap_or_default(), "--mem", "2"]);
+            let _ = std::fs::remove_file(&path);
+            one_line_usage_error(&run, "needs 4 MiB of guest RAM but --mem is 2 MiB")
+        }),
+        case("mem_too_small", || {
+            one_line_usage_error(&drvisor(&["run", "--mem", "1"]), "--mem 1 MiB is too small")
+        }),
+        case("zero_vcpus", || {
+            one_line_usage_error(&drvisor(&["run", "--vcpus", "0"]), "--vcpus 0 is out of range")
+        }),
+        case("more_vcpus_than_kvm_allows", || {
+            one_line_usage_error(&drvisor(&["run", "--vcpus", "100000"]), "--vcpus 100000 is out of range")
+        }),
+        case("unknown_scenario", || {
+            let run = drvisor(&["run", "--scenario", "nope"]);
+            one_line_usage_error(&run, "unknown scenario `nope`")?;
+            ensure(run.stderr.contains("hello"), || "does not list the known scenarios".into())
+        }),
+        case("initrd_with_an_elf_kernel", || {
+            let path = temp_file("initrd", b"initrd");
+            let run = drvisor(&["run", "--initrd", path.to_str().unwrap_or_default()]);
+            let _ = std::fs::remove_file(&path);
+            one_line_usage_error(&run, "--initrd is only supported with a bzImage")
+        }),
+        case("unknown_flag", || {
+            let run = drvisor(&["run", "--frobnicate"]);
+            run.expect_code(2)?;
+            ensure(run.stderr.contains("--frobnicate"), || run.to_string())
+        }),
+    ];
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        trials.push(case("no_access_to_dev_kvm", || {
+            // An unprivileged user: /dev/kvm is root-only on these machines (mode 0600).
+            let run = run_command(
+                Command::new("setpriv")
+                    .args(["--reuid=65534", "--regid=65534", "--clear-groups", DRVISOR])
+                    .args(["run", "--scenario", "hello"]),
+            );
+            one_line_usage_error(&run, "cannot open /dev/kvm")
+        }));
+    } else {
+        trials.push(skipped(
+            "usage_errors::no_access_to_dev_kvm",
+            "needs root to drop to an unprivileged user",
+        ));
+    }
+    trials
+}
