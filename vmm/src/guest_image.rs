@@ -18,6 +18,8 @@ pub const SCENARIOS: &[&str] = &[
     "triple-fault",
     "emu-fail",
     "bad-port",
+    "panic",
+    "unexpected-exception",
 ];
 
 /// The embedded guest as a kernel image.

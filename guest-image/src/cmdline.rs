@@ -1,0 +1,157 @@
+//! `hvm_start_info` access and command-line parsing.
+//!
+//! The command line is NUL-terminated, space-separated `key=value` words:
+//! `scenario=NAME` (default `hello`), `count=N` (default 100), `ncpus=N` (default 1),
+//! `slots=LIST` (guest-dr; default `0,1,2,3`; element `S` or `S:T`: debug slot S watches
+//! `drv_target_T`, T defaults to S). Unknown keys are ignored.
+//!
+//! Every CPU parses the (read-only) command line itself, so no CPU waits for another at boot.
+//! Everything is kept as byte slices: `core::str::from_utf8` is prebuilt with SSE.
+
+use crate::boot::MAX_CPUS;
+
+/// `struct hvm_start_info` from the Xen PVH ABI (only the fields the guest reads).
+#[repr(C)]
+#[allow(dead_code)]
+struct StartInfo {
+    magic: u32,
+    version: u32,
+    flags: u32,
+    nr_modules: u32,
+    modlist_paddr: u64,
+    cmdline_paddr: u64,
+    rsdp_paddr: u64,
+    memmap_paddr: u64,
+    memmap_entries: u32,
+    reserved: u32,
+}
+
+const START_INFO_MAGIC: u32 = 0x336e_c578;
+/// Longest command line read; anything after it is ignored.
+const CMDLINE_MAX: usize = 4096;
+
+/// Something wrong with the command line, reported by CPU 0 with exit status 2.
+#[derive(Clone, Copy)]
+pub enum Error {
+    /// `start_info` magic did not match (cmdline treated as empty).
+    BadMagic(u32),
+    /// `key=value` with a value that does not parse; carries the whole word.
+    BadValue(&'static [u8]),
+}
+
+/// The parsed command line.
+pub struct Config {
+    /// The raw command line (without the NUL).
+    pub raw: &'static [u8],
+    pub scenario: &'static [u8],
+    pub count: u64,
+    pub ncpus: u32,
+    /// `slots[S] = Some(T)`: guest debug slot S watches `drv_target_T`.
+    pub slots: [Option<u8>; 4],
+    pub error: Option<Error>,
+}
+
+/// Reads the command line through `start_info_paddr` and parses it.
+pub fn parse(start_info_paddr: u32) -> Config {
+    let mut cfg = Config {
+        raw: b"",
+        scenario: b"hello",
+        count: 100,
+        ncpus: 1,
+        slots: [Some(0), Some(1), Some(2), Some(3)],
+        error: None,
+    };
+    if start_info_paddr == 0 {
+        cfg.error = Some(Error::BadMagic(0));
+        return cfg;
+    }
+    // SAFETY: the VMM passes the physical address of a start_info struct in EBX; memory below
+    // 4 GiB is identity-mapped and nothing writes the struct after boot.
+    let si = unsafe { &*(start_info_paddr as usize as *const StartInfo) };
+    if si.magic != START_INFO_MAGIC {
+        cfg.error = Some(Error::BadMagic(si.magic));
+        return cfg;
+    }
+    cfg.raw = read_cstr(si.cmdline_paddr);
+
+    for word in cfg.raw.split(|&c| c == b' ' || c == b'\t' || c == b'\n') {
+        let Some(eq) = word.iter().position(|&c| c == b'=') else {
+            continue;
+        };
+        let (key, value) = (&word[..eq], &word[eq + 1..]);
+        let ok = match key {
+            b"scenario" => {
+                cfg.scenario = value;
+                true
+            }
+            b"count" => parse_u64(value).map(|n| cfg.count = n).is_some(),
+            b"ncpus" => match parse_u64(value) {
+                Some(n) if n >= 1 && n <= MAX_CPUS as u64 => {
+                    cfg.ncpus = n as u32;
+                    true
+                }
+                _ => false,
+            },
+            b"slots" => parse_slots(value).map(|s| cfg.slots = s).is_some(),
+            _ => true,
+        };
+        if !ok && cfg.error.is_none() {
+            cfg.error = Some(Error::BadValue(word));
+        }
+    }
+    cfg
+}
+
+/// The NUL-terminated string at `paddr` (empty if `paddr` is 0), at most `CMDLINE_MAX` bytes.
+fn read_cstr(paddr: u64) -> &'static [u8] {
+    if paddr == 0 || paddr >= 1 << 32 {
+        return b"";
+    }
+    let p = paddr as usize as *const u8;
+    let mut len = 0;
+    // SAFETY: identity-mapped guest memory provided by the VMM; reads stop at the NUL or
+    // CMDLINE_MAX, and the bytes are never written afterwards.
+    unsafe {
+        while len < CMDLINE_MAX && p.add(len).read_volatile() != 0 {
+            len += 1;
+        }
+        core::slice::from_raw_parts(p, len)
+    }
+}
+
+/// Decimal `u64`, no sign, no overflow, at least one digit.
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(n)
+}
+
+/// `S[:T],S[:T],...` with S and T in 0..=3. An empty list enables no slot.
+fn parse_slots(s: &[u8]) -> Option<[Option<u8>; 4]> {
+    let mut slots = [None; 4];
+    if s.is_empty() {
+        return Some(slots);
+    }
+    for elem in s.split(|&c| c == b',') {
+        let (slot, target) = match elem.iter().position(|&c| c == b':') {
+            Some(colon) => (parse_u64(&elem[..colon])?, parse_u64(&elem[colon + 1..])?),
+            None => {
+                let s = parse_u64(elem)?;
+                (s, s)
+            }
+        };
+        if slot > 3 || target > 3 {
+            return None;
+        }
+        slots[slot as usize] = Some(target as u8);
+    }
+    Some(slots)
+}

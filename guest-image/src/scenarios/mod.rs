@@ -1,0 +1,31 @@
+//! One module per scenario; `run` dispatches on `scenario=`.
+
+pub mod exec;
+pub mod faults;
+pub mod guest_dr;
+pub mod hello;
+pub mod smp;
+pub mod write;
+
+use crate::cmdline::Config;
+
+/// Runs the scenario named on the command line on CPU 0. Never returns: every scenario ends
+/// with its summary line and the exit port (or with a deliberate fault).
+pub fn run(cfg: &Config) -> ! {
+    match cfg.scenario {
+        b"hello" => hello::run(cfg),
+        b"exec" => exec::run(cfg),
+        b"write" => write::run(cfg),
+        b"guest-dr" => guest_dr::run(cfg),
+        b"smp" => smp::run_boot(cfg),
+        b"triple-fault" => faults::triple_fault(),
+        b"emu-fail" => faults::emu_fail(),
+        b"bad-port" => faults::bad_port(),
+        b"panic" => faults::panic(),
+        b"unexpected-exception" => faults::unexpected_exception(),
+        name => {
+            crate::serial::line().s("error unknown scenario=").b(name);
+            crate::finish(2)
+        }
+    }
+}
