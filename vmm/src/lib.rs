@@ -14,6 +14,7 @@ pub mod memory;
 pub mod outcome;
 pub mod probe;
 pub mod run_control;
+pub mod symbols;
 pub mod vcpu;
 pub mod vm;
 
