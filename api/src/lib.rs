@@ -1,1 +1,158 @@
-//! Wire types (being written).
+//! drvisor's wire types: what the CLI prints as JSON lines (`--events`) and what the REST
+//! control plane will speak. Plain serde data, no behaviour; the VMM converts to and from its
+//! own types at the edge.
+#![deny(missing_docs)]
+
+use serde::{Deserialize, Serialize};
+
+/// Where a breakpoint goes: a symbol of the guest kernel or an address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Location {
+    /// A symbol, resolved from the kernel's symbol table or a System.map.
+    Symbol(String),
+    /// A guest-virtual address.
+    Address(u64),
+}
+
+/// What a breakpoint watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BreakKind {
+    /// Instruction fetch.
+    Exec,
+    /// Data writes.
+    Write,
+    /// Data reads or writes.
+    ReadWrite,
+}
+
+/// What happens when a host breakpoint is hit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HitAction {
+    /// Report and go on.
+    #[default]
+    Continue,
+    /// Report and pause every vCPU until resumed.
+    Pause,
+    /// Report and end the run.
+    Stop,
+}
+
+/// A request for a host breakpoint or watchpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakpointSpec {
+    /// Where.
+    pub location: Location,
+    /// What.
+    pub kind: BreakKind,
+    /// Bytes watched: 1 for exec; 1, 2, 4 or 8 for data.
+    pub len: u8,
+    /// Only this vCPU; `None` for the whole VM.
+    pub vcpu: Option<u32>,
+    /// What a hit does.
+    pub action: HitAction,
+}
+
+/// The general registers at a hit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct Registers {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rip: u64,
+    pub rflags: u64,
+}
+
+/// One host breakpoint hit, as printed by `drvisor run` (one JSON line per hit).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HitEvent {
+    /// Always `"hit"`.
+    pub event: String,
+    /// The breakpoint's id.
+    pub id: u32,
+    /// How the user named it (symbol or address).
+    pub label: String,
+    /// The vCPU that hit it.
+    pub vcpu: u32,
+    /// RIP at the hit: the instruction for exec (a fault), the next one for data (a trap).
+    pub rip: u64,
+    /// The breakpoint's address.
+    pub addr: u64,
+    /// What fired.
+    pub kind: BreakKind,
+    /// What the action decided.
+    pub action: HitAction,
+    /// The hit number of this breakpoint, from 1.
+    pub count: u64,
+    /// The registers at the hit.
+    pub regs: Registers,
+}
+
+/// Where one host breakpoint lives right now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakpointState {
+    /// The id.
+    pub id: u32,
+    /// How the user named it.
+    pub label: String,
+    /// `armed`, `partly-armed` or `pending`.
+    pub state: String,
+    /// Hardware slot per vCPU where armed (`[vcpu, slot]`).
+    pub armed: Vec<(u32, u8)>,
+    /// Why, per vCPU where not armed (`[vcpu, reason]`).
+    pub pending: Vec<(u32, String)>,
+}
+
+/// One vCPU's debug state: its physical slots and the guest's virtual slots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VcpuDebugState {
+    /// The vCPU.
+    pub vcpu: u32,
+    /// Owner of each physical slot: `free`, `host:ID` or `guest:DRn`.
+    pub physical: [String; 4],
+    /// State of each of the guest's virtual slots, in words.
+    pub guest: [String; 4],
+    /// The merged DR7 drvisor installs.
+    pub dr7: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hit_event_round_trips_as_one_json_line() {
+        let e = HitEvent {
+            event: "hit".into(),
+            id: 1,
+            label: "drv_target_0".into(),
+            vcpu: 0,
+            rip: 0x1030e0,
+            addr: 0x1030e0,
+            kind: BreakKind::Exec,
+            action: HitAction::Continue,
+            count: 3,
+            regs: Registers::default(),
+        };
+        let line = serde_json::to_string(&e).unwrap();
+        assert!(!line.contains('\n'));
+        assert!(line.contains("\"kind\":\"exec\""));
+        assert_eq!(serde_json::from_str::<HitEvent>(&line).unwrap(), e);
+    }
+}
