@@ -15,10 +15,22 @@ fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
     let target_dir = out_dir.join("guest");
     println!("cargo:rerun-if-changed={}", guest_dir.join("src").display());
-    println!("cargo:rerun-if-changed={}", guest_dir.join("Cargo.toml").display());
-    println!("cargo:rerun-if-changed={}", guest_dir.join("linker.ld").display());
-    println!("cargo:rerun-if-changed={}", guest_dir.join("build.rs").display());
-    println!("cargo:rerun-if-changed={}", guest_dir.join(".cargo/config.toml").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        guest_dir.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        guest_dir.join("linker.ld").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        guest_dir.join("build.rs").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        guest_dir.join(".cargo/config.toml").display()
+    );
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -38,7 +50,9 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("failed to spawn cargo for the test guest");
+    let status = cmd
+        .status()
+        .expect("failed to spawn cargo for the test guest");
     if !status.success() {
         panic!("building the test guest in {} failed", guest_dir.display());
     }

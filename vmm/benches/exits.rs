@@ -41,7 +41,9 @@ fn boot_hello() -> Duration {
 fn io_exit(kvm: &Kvm) -> Duration {
     let n = EXITS.to_le_bytes();
     // mov ecx, EXITS; 1: out 0x80, al; dec ecx; jnz 1b; hlt
-    let code = [0xb9, n[0], n[1], n[2], n[3], 0xe6, 0x80, 0xff, 0xc9, 0x75, 0xfa, 0xf4];
+    let code = [
+        0xb9, n[0], n[1], n[2], n[3], 0xe6, 0x80, 0xff, 0xc9, 0x75, 0xfa, 0xf4,
+    ];
     let mut vm = TinyVm::new(kvm, 0, false, &code).expect("probe VM");
     let start = Instant::now();
     let mut exits = 0;
@@ -78,11 +80,29 @@ fn main() {
     let io = median((0..5).map(|_| io_exit(&kvm)).collect());
     let hlt = median((0..5).map(|_| hlt_run(&kvm)).collect());
     println!("drvisor exit baselines (median of repeated runs, same process)");
-    println!("  boot `hello` to exit, in process      {:>10.1} us", boot.as_secs_f64() * 1e6);
-    println!("  bare KVM_EXIT_IO round trip, per exit  {:>10.3} us", io.as_secs_f64() * 1e6);
-    println!("  KVM_RUN that only exits on HLT         {:>10.3} us", hlt.as_secs_f64() * 1e6);
+    println!(
+        "  boot `hello` to exit, in process      {:>10.1} us",
+        boot.as_secs_f64() * 1e6
+    );
+    println!(
+        "  bare KVM_EXIT_IO round trip, per exit  {:>10.3} us",
+        io.as_secs_f64() * 1e6
+    );
+    println!(
+        "  KVM_RUN that only exits on HLT         {:>10.3} us",
+        hlt.as_secs_f64() * 1e6
+    );
     println!("ratios");
-    println!("  io exit / hlt run                      {:>10.2}", io.as_secs_f64() / hlt.as_secs_f64());
-    println!("  boot / io exit                         {:>10.0}", boot.as_secs_f64() / io.as_secs_f64());
-    println!("  boot / hlt run                         {:>10.0}", boot.as_secs_f64() / hlt.as_secs_f64());
+    println!(
+        "  io exit / hlt run                      {:>10.2}",
+        io.as_secs_f64() / hlt.as_secs_f64()
+    );
+    println!(
+        "  boot / io exit                         {:>10.0}",
+        boot.as_secs_f64() / io.as_secs_f64()
+    );
+    println!(
+        "  boot / hlt run                         {:>10.0}",
+        boot.as_secs_f64() / hlt.as_secs_f64()
+    );
 }

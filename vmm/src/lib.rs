@@ -6,6 +6,7 @@
 
 pub mod boot;
 pub mod cpu;
+pub mod debug;
 pub mod devices;
 pub mod event_loop;
 pub mod guest_image;

@@ -39,27 +39,33 @@ fn suggest(nearest: &[String]) -> String {
     }
 }
 
-/// Names to addresses.
+/// Names to addresses (and sizes, where the source gives them).
 #[derive(Debug, Default, Clone)]
 pub struct SymbolTable {
     by_name: BTreeMap<String, u64>,
+    sizes: BTreeMap<String, u64>,
 }
 
 impl SymbolTable {
     /// The function and data symbols of an ELF image (empty if it has none, or is not an ELF).
     pub fn from_elf(bytes: &[u8]) -> SymbolTable {
         let mut by_name = BTreeMap::new();
+        let mut sizes = BTreeMap::new();
         if let Ok(file) = object::File::parse(bytes) {
             for sym in file.symbols() {
-                if !matches!(sym.kind(), SymbolKind::Text | SymbolKind::Data) || sym.address() == 0 {
+                if !matches!(sym.kind(), SymbolKind::Text | SymbolKind::Data) || sym.address() == 0
+                {
                     continue;
                 }
                 if let Ok(name) = sym.name() {
                     by_name.entry(name.to_owned()).or_insert(sym.address());
+                    if sym.size() > 0 {
+                        sizes.entry(name.to_owned()).or_insert(sym.size());
+                    }
                 }
             }
         }
-        SymbolTable { by_name }
+        SymbolTable { by_name, sizes }
     }
 
     /// Parses a System.map (`ffffffff81000000 T _text` per line). `path` names it in errors.
@@ -85,7 +91,10 @@ impl SymbolTable {
             };
             by_name.entry(name.to_owned()).or_insert(addr);
         }
-        Ok(SymbolTable { by_name })
+        Ok(SymbolTable {
+            by_name,
+            sizes: BTreeMap::new(),
+        })
     }
 
     /// Whether the table has no symbols.
@@ -98,10 +107,18 @@ impl SymbolTable {
         if self.by_name.is_empty() {
             return Err(Error::NoSymbols(name.to_owned()));
         }
-        self.by_name.get(name).copied().ok_or_else(|| Error::Unknown {
-            name: name.to_owned(),
-            nearest: self.nearest(name, 3),
-        })
+        self.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::Unknown {
+                name: name.to_owned(),
+                nearest: self.nearest(name, 3),
+            })
+    }
+
+    /// The size of `name` in bytes, where the symbol table records it (ELF; not System.map).
+    pub fn size(&self, name: &str) -> Option<u64> {
+        self.sizes.get(name).copied()
     }
 
     /// The symbol that contains `addr` best: the highest symbol at or below it, and the offset.
@@ -190,6 +207,8 @@ mod tests {
             .collect();
         assert!(addrs.windows(2).all(|w| w[0] != w[1]));
         assert!(t.resolve("drv_watch_u64").is_ok());
+        assert_eq!(t.size("drv_watch_u64"), Some(8));
+        assert_eq!(t.size("drv_watch_u16"), Some(2));
     }
 
     #[test]

@@ -10,10 +10,12 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{self, Entry, KernelImage};
 use crate::cpu;
+use crate::debug::{DebugCaps, DebugController};
 use crate::devices::{ExitPort, PioBus, SerialConsole, COM1_BASE, COM1_GSI, EXIT_PORT};
 use crate::event_loop::{self, Subscriber};
 use crate::memory;
 use crate::outcome::Outcome;
+use crate::probe;
 use crate::run_control::RunControl;
 use crate::vcpu::{UnknownAccessPolicy, Vcpu, VcpuShared};
 
@@ -58,7 +60,9 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            Error::KvmAccess(_) | Error::VcpuCount { .. } | Error::Memory(memory::Error::TooSmall(_))
+            Error::KvmAccess(_)
+                | Error::VcpuCount { .. }
+                | Error::Memory(memory::Error::TooSmall(_))
         ) || matches!(self, Error::Boot(e) if !matches!(e, boot::Error::BootParams(_)))
     }
 }
@@ -87,6 +91,27 @@ pub struct VmConfig {
     pub console: Console,
     /// End the run on a port no device owns.
     pub strict_ports: bool,
+    /// Who wins when host and guest breakpoints cannot both fit.
+    pub policy: drvisor_debug::Policy,
+    /// What this host delivers; `None` runs the probe (milliseconds).
+    pub debug_caps: Option<DebugCaps>,
+}
+
+impl VmConfig {
+    /// A configuration for `kernel` with defaults: one vCPU, 64 MiB, console to a sink.
+    pub fn new(kernel: KernelImage, cmdline: impl Into<String>) -> Self {
+        VmConfig {
+            kernel,
+            initrd: None,
+            cmdline: cmdline.into(),
+            vcpus: 1,
+            mem_mib: 64,
+            console: Console::Writer(Box::new(std::io::sink())),
+            strict_ports: false,
+            policy: drvisor_debug::Policy::default(),
+            debug_caps: None,
+        }
+    }
 }
 
 /// A VM ready to run.
@@ -97,6 +122,7 @@ pub struct Vm {
     shared: Arc<VcpuShared>,
     serial: Arc<Mutex<SerialConsole>>,
     entry: Entry,
+    debug: Arc<DebugController>,
 }
 
 fn kvm_err(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
@@ -129,7 +155,19 @@ impl TryFrom<VmConfig> for Vm {
             .create_irq_chip()
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
 
+        let caps = match config.debug_caps {
+            Some(caps) => caps,
+            None => DebugCaps::from_probe(
+                &probe::run_for_routing(&kvm).map_err(kvm_err("the host probe"))?,
+            ),
+        };
         let control = Arc::new(RunControl::new()?);
+        let debug = Arc::new(DebugController::new(
+            caps,
+            config.policy,
+            config.vcpus,
+            control.clone(),
+        ));
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK)?;
         vm_fd
             .register_irqfd(&serial_irq, COM1_GSI)
@@ -172,6 +210,7 @@ impl TryFrom<VmConfig> for Vm {
             unknown_access: UnknownAccessPolicy {
                 strict_ports: config.strict_ports,
             },
+            debug: debug.clone(),
         });
         Ok(Vm {
             _kvm: kvm,
@@ -180,6 +219,7 @@ impl TryFrom<VmConfig> for Vm {
             shared,
             serial,
             entry,
+            debug,
         })
     }
 }
@@ -238,6 +278,16 @@ impl Vm {
     /// Guest RAM.
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.shared.mem
+    }
+
+    /// The debug controller: add and remove host breakpoints, before or during the run.
+    pub fn debug(&self) -> &Arc<DebugController> {
+        &self.debug
+    }
+
+    /// The run's shared control, to end it from outside.
+    pub fn run_control(&self) -> &Arc<RunControl> {
+        &self.shared.control
     }
 
     /// The vCPUs, before the run starts.

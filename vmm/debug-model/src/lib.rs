@@ -53,6 +53,7 @@
 
 mod arbiter;
 mod attribution;
+mod carriage;
 mod dr6;
 mod dr7;
 mod guest_file;
@@ -68,6 +69,7 @@ pub use attribution::{
     attribute, physical_dr6_for, Attribution, AttributionContext, AttributionError, Hit, HostHit,
     VmmEvent,
 };
+pub use carriage::{guests_compete, plan_for, GuestCarriage};
 pub use dr6::Dr6;
 pub use dr7::{Dr7, Dr7Error, DrKind, DrLen};
 pub use guest_file::{GuestDrFile, GuestSpec, MovDrError};

@@ -112,6 +112,9 @@ pub enum GuestSlotState {
     /// The guest's DR7 does not enable the slot.
     #[default]
     Unused,
+    /// Armed by the guest's own DR7, which this host checks apart from the host's: it costs
+    /// no physical slot ([`crate::GuestCarriage::Native`]).
+    Native,
     /// Armed in a physical slot.
     Armed {
         /// The physical slot.
@@ -128,6 +131,9 @@ impl fmt::Display for GuestSlotState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             GuestSlotState::Unused => f.write_str("unused"),
+            GuestSlotState::Native => {
+                f.write_str("armed by the guest's own DR7 (checked natively)")
+            }
             GuestSlotState::Armed { phys } => write!(f, "armed in {phys}"),
             GuestSlotState::Pending { reason } => write!(f, "pending: {reason}"),
         }

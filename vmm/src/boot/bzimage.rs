@@ -104,7 +104,10 @@ mod tests {
 
     #[test]
     fn initrd_goes_to_the_top_of_ram_page_aligned() {
-        assert_eq!(initrd_address(64 << 20, 2 << 20, 0x1800).unwrap(), (64 << 20) - 0x2000);
+        assert_eq!(
+            initrd_address(64 << 20, 2 << 20, 0x1800).unwrap(),
+            (64 << 20) - 0x2000
+        );
     }
 
     #[test]

@@ -38,7 +38,11 @@ pub fn segment(selector: u16) -> kvm_segment {
     let raw_limit = ((d >> 32) & 0x000f_0000) | (d & 0xffff);
     kvm_segment {
         base: ((d >> 16) & 0x00ff_ffff) | ((d >> 32) & 0xff00_0000),
-        limit: if granular { (raw_limit << 12) | 0xfff } else { raw_limit } as u32,
+        limit: if granular {
+            (raw_limit << 12) | 0xfff
+        } else {
+            raw_limit
+        } as u32,
         selector,
         type_: ((d >> 40) & 0xf) as u8,
         present: ((d >> 47) & 1) as u8,

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use super::PioDevice;
-use crate::run_control::RunControl;
 use crate::outcome::Outcome;
+use crate::run_control::RunControl;
 
 /// The exit port.
 pub const EXIT_PORT: u16 = 0xf4;

@@ -2,7 +2,9 @@
 
 use std::time::Instant;
 
-use kvm_bindings::{kvm_debugregs, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP};
+use kvm_bindings::{
+    kvm_debugregs, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
+};
 use kvm_ioctls::Kvm;
 
 use super::tiny_vm::{Result, Stop, TinyVm, CODE, DATA};
@@ -19,9 +21,9 @@ const DR7_L1_EXEC: u64 = 0x404;
 const PROG: &[u8] = &[
     0x48, 0xc7, 0xc0, 0x42, 0, 0, 0, /* 0x00 mov rax,0x42 */
     0x88, 0x04, 0x25, 0, 0, 0x20, 0, /* 0x07 mov [0x200000],al */
-    0x48, 0x89, 0x04, 0x25, 0x08, 0, 0x20, 0, /* 0x0e mov [0x200008],rax */
+    0x48, 0x89, 0x04, 0x25, 0x08, 0, 0x20, 0,    /* 0x0e mov [0x200008],rax */
     0x90, /* 0x16 nop */
-    0x48, 0x8b, 0x1c, 0x25, 0x08, 0, 0x20, 0, /* 0x17 mov rbx,[0x200008] */
+    0x48, 0x8b, 0x1c, 0x25, 0x08, 0, 0x20, 0,    /* 0x17 mov rbx,[0x200008] */
     0xf4, /* 0x1f hlt */
 ];
 const NOP_AT: u64 = CODE + 0x16;
@@ -29,6 +31,14 @@ const AFTER_FIRST: u64 = CODE + 7;
 
 /// Runs every experiment on `kvm` and returns the table.
 pub fn run_all(kvm: &Kvm) -> Result<ProbeReport> {
+    let mut report = run_for_routing(kvm)?;
+    report.rows.push(native_speed(kvm)?);
+    Ok(report)
+}
+
+/// The experiments that routing depends on: all but the speed measurement, so that a VM start
+/// pays milliseconds for it.
+pub fn run_for_routing(kvm: &Kvm) -> Result<ProbeReport> {
     let mut rows = Vec::new();
     for cpl in [0, 3] {
         exec_breakpoint(kvm, cpl, &mut rows)?;
@@ -40,7 +50,6 @@ pub fn run_all(kvm: &Kvm) -> Result<ProbeReport> {
     rows.push(guest_breakpoint_live(kvm)?);
     rows.push(host_first_at_shared_address(kvm)?);
     rows.push(int3(kvm)?);
-    rows.push(native_speed(kvm)?);
     Ok(ProbeReport {
         caps: Caps::read(kvm),
         rows,
@@ -81,7 +90,11 @@ fn exec_breakpoint(kvm: &Kvm, cpl: u8, rows: &mut Vec<ProbeRow>) -> Result<()> {
         Mechanism::HostExecBreakpoint,
         cpl,
         fired,
-        format!("exit={} rip={rip:#x} dr6={}", stop.exit_number(), c_hex(dr6_of(&stop))),
+        format!(
+            "exit={} rip={rip:#x} dr6={}",
+            stop.exit_number(),
+            c_hex(dr6_of(&stop))
+        ),
     ));
     if matches!(stop, Stop::Debug { .. }) {
         // Does RF (SDM Vol. 3, 17.3.1.1) suppress the same breakpoint on resume?
@@ -103,7 +116,11 @@ fn exec_breakpoint(kvm: &Kvm, cpl: u8, rows: &mut Vec<ProbeRow>) -> Result<()> {
 fn write_watchpoint(kvm: &Kvm, cpl: u8, rows: &mut Vec<ProbeRow>) -> Result<()> {
     let mut vm = TinyVm::new(kvm, cpl, false, PROG)?;
     // Slot 0: RW=01 (write), LEN=10 (8 bytes) on DATA+8.
-    vm.guest_debug(HW_BP, [DATA + 8, 0, 0, 0], DR7_L0_EXEC | (1 << 16) | (2 << 18))?;
+    vm.guest_debug(
+        HW_BP,
+        [DATA + 8, 0, 0, 0],
+        DR7_L0_EXEC | (1 << 16) | (2 << 18),
+    )?;
     let (stop, rip) = vm.run()?;
     rows.push(row(
         Mechanism::HostWriteWatchpoint,
@@ -122,7 +139,11 @@ fn single_step(kvm: &Kvm, cpl: u8, rows: &mut Vec<ProbeRow>) -> Result<()> {
         Mechanism::SingleStep,
         cpl,
         matches!(stop, Stop::Debug { .. }) && rip == AFTER_FIRST,
-        format!("exit={} rip={rip:#x} dr6={}", stop.exit_number(), c_hex(dr6_of(&stop))),
+        format!(
+            "exit={} rip={rip:#x} dr6={}",
+            stop.exit_number(),
+            c_hex(dr6_of(&stop))
+        ),
     ));
     Ok(())
 }
@@ -133,7 +154,11 @@ fn readonly_memslot(kvm: &Kvm, cpl: u8, rows: &mut Vec<ProbeRow>) -> Result<()> 
     let (works, observed) = match stop {
         Stop::Mmio { addr, len, write } => (
             write,
-            format!("exit={} phys={addr:#x} len={len} write={}", stop.exit_number(), write as u8),
+            format!(
+                "exit={} phys={addr:#x} len={len} write={}",
+                stop.exit_number(),
+                write as u8
+            ),
         ),
         _ => (false, format!("exit={}", stop.exit_number())),
     };
@@ -150,7 +175,11 @@ fn gd_trap(kvm: &Kvm) -> Result<ProbeRow> {
         Mechanism::GdTrapsMovDr,
         0,
         matches!(stop, Stop::Debug { .. }),
-        format!("exit={} rip={rip:#x} dr6={}", stop.exit_number(), c_hex(dr6_of(&stop))),
+        format!(
+            "exit={} rip={rip:#x} dr6={}",
+            stop.exit_number(),
+            c_hex(dr6_of(&stop))
+        ),
     ))
 }
 
@@ -172,7 +201,11 @@ fn guest_and_host_breakpoints(kvm: &Kvm, guest_at: u64, host_at: u64) -> Result<
 
 fn guest_breakpoint_live(kvm: &Kvm) -> Result<ProbeRow> {
     let (stop, rip) = guest_and_host_breakpoints(kvm, CODE + 2, CODE + 3)?;
-    let delivered = stop == Stop::IoOut { port: 0x10, value: 1 };
+    let delivered = stop
+        == Stop::IoOut {
+            port: 0x10,
+            value: 1,
+        };
     Ok(row(
         Mechanism::GuestBreakpointLiveUnderHostDebug,
         0,
@@ -180,7 +213,11 @@ fn guest_breakpoint_live(kvm: &Kvm) -> Result<ProbeRow> {
         format!(
             "exit={} rip={rip:#x}{}",
             stop.exit_number(),
-            if delivered { " (guest #DB handler ran)" } else { "" }
+            if delivered {
+                " (guest #DB handler ran)"
+            } else {
+                ""
+            }
         ),
     ))
 }
@@ -192,7 +229,11 @@ fn host_first_at_shared_address(kvm: &Kvm) -> Result<ProbeRow> {
         Mechanism::HostExitFirstAtSharedAddress,
         0,
         host_first,
-        format!("exit={} rip={rip:#x} dr6={}", stop.exit_number(), c_hex(dr6_of(&stop))),
+        format!(
+            "exit={} rip={rip:#x} dr6={}",
+            stop.exit_number(),
+            c_hex(dr6_of(&stop))
+        ),
     ))
 }
 

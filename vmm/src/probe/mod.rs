@@ -12,7 +12,7 @@ use std::fmt;
 use kvm_ioctls::{Cap, Kvm};
 use serde::Serialize;
 
-pub use experiments::run_all;
+pub use experiments::{run_all, run_for_routing};
 
 /// A mechanism the probe tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -105,7 +105,8 @@ impl Caps {
             set_guest_debug: kvm.check_extension_int(Cap::SetGuestDebug),
             debugregs: kvm.check_extension_int(Cap::Debugregs),
             readonly_mem: kvm.check_extension_int(Cap::ReadonlyMem),
-            set_guest_debug2: kvm.check_extension_raw(kvm_bindings::KVM_CAP_SET_GUEST_DEBUG2.into()),
+            set_guest_debug2: kvm
+                .check_extension_raw(kvm_bindings::KVM_CAP_SET_GUEST_DEBUG2.into()),
             nr_memslots: kvm.get_nr_memslots(),
             max_vcpus: kvm.get_max_vcpus(),
         }
@@ -158,7 +159,13 @@ impl fmt::Display for ProbeReport {
         )?;
         for r in &self.rows {
             let yes = if r.works { "yes" } else { "no" };
-            writeln!(f, "{:<48} {:<3} {}", r.mechanism.label(r.cpl), yes, r.observed)?;
+            writeln!(
+                f,
+                "{:<48} {:<3} {}",
+                r.mechanism.label(r.cpl),
+                yes,
+                r.observed
+            )?;
         }
         Ok(())
     }

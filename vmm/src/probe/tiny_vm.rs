@@ -149,8 +149,12 @@ impl TinyVm {
     /// Installs a 64-bit GDT and an IDT whose 32 exception vectors each run
     /// `mov al, vector; out 0x10, al; hlt`, so a delivered exception shows as an `out` to 0x10.
     pub fn install_reporting_idt(&mut self) -> Result<()> {
-        let _ = self.mem.write_obj(0x0020_9a00_0000_0000u64, GuestAddress(GDT + 8));
-        let _ = self.mem.write_obj(0x0000_9200_0000_0000u64, GuestAddress(GDT + 16));
+        let _ = self
+            .mem
+            .write_obj(0x0020_9a00_0000_0000u64, GuestAddress(GDT + 8));
+        let _ = self
+            .mem
+            .write_obj(0x0000_9200_0000_0000u64, GuestAddress(GDT + 16));
         for vector in 0..32u64 {
             let handler = HANDLERS + vector * 16;
             let mut gate = [0u8; 16];

@@ -35,13 +35,21 @@ pub struct UnknownAccessPolicy {
 }
 
 /// Classifies `exit` for vCPU `vcpu`, performing port I/O on `bus`.
-pub fn classify(exit: VcpuExit<'_>, bus: &PioBus, policy: UnknownAccessPolicy, vcpu: usize) -> Step {
+pub fn classify(
+    exit: VcpuExit<'_>,
+    bus: &PioBus,
+    policy: UnknownAccessPolicy,
+    vcpu: usize,
+) -> Step {
     match exit {
         VcpuExit::IoOut(port, data) => port_step(bus.write(port, data), port, policy, vcpu, "out"),
         VcpuExit::IoIn(port, data) => port_step(bus.read(port, data), port, policy, vcpu, "in"),
         VcpuExit::MmioRead(addr, data) => {
             // Nothing is mapped outside RAM: reads float high, as on a bus with no device.
-            tracing::debug!(vcpu, "MMIO read of {addr:#x} with no device; returning all ones");
+            tracing::debug!(
+                vcpu,
+                "MMIO read of {addr:#x} with no device; returning all ones"
+            );
             data.fill(0xff);
             Step::Resume
         }
@@ -111,9 +119,15 @@ mod tests {
     fn port_io_to_a_device_resumes() {
         let bus = bus();
         let lax = UnknownAccessPolicy::default();
-        assert_eq!(classify(VcpuExit::IoOut(0x3f8, &[b'x']), &bus, lax, 0), Step::Resume);
+        assert_eq!(
+            classify(VcpuExit::IoOut(0x3f8, &[b'x']), &bus, lax, 0),
+            Step::Resume
+        );
         let mut d = [0u8];
-        assert_eq!(classify(VcpuExit::IoIn(0x3fd, &mut d), &bus, lax, 0), Step::Resume);
+        assert_eq!(
+            classify(VcpuExit::IoIn(0x3fd, &mut d), &bus, lax, 0),
+            Step::Resume
+        );
         assert_eq!(d[0], 0x42);
     }
 
@@ -122,8 +136,14 @@ mod tests {
         let bus = bus();
         let lax = UnknownAccessPolicy::default();
         let strict = UnknownAccessPolicy { strict_ports: true };
-        assert_eq!(classify(VcpuExit::IoOut(0x1234, &[0]), &bus, lax, 0), Step::Resume);
-        assert_eq!(classify(VcpuExit::IoOut(0x1234, &[0]), &bus, lax, 0), Step::Resume);
+        assert_eq!(
+            classify(VcpuExit::IoOut(0x1234, &[0]), &bus, lax, 0),
+            Step::Resume
+        );
+        assert_eq!(
+            classify(VcpuExit::IoOut(0x1234, &[0]), &bus, lax, 0),
+            Step::Resume
+        );
         assert_eq!(
             classify(VcpuExit::IoOut(0x1234, &[0]), &bus, strict, 0),
             Step::UnknownPort(0x1234)
@@ -134,11 +154,23 @@ mod tests {
     fn guest_faults_become_steps() {
         let bus = bus();
         let lax = UnknownAccessPolicy::default();
-        assert_eq!(classify(VcpuExit::Shutdown, &bus, lax, 0), Step::TripleFault);
-        assert_eq!(classify(VcpuExit::InternalError, &bus, lax, 0), Step::InternalError);
-        assert_eq!(classify(VcpuExit::FailEntry(7, 0), &bus, lax, 0), Step::FailEntry(7));
+        assert_eq!(
+            classify(VcpuExit::Shutdown, &bus, lax, 0),
+            Step::TripleFault
+        );
+        assert_eq!(
+            classify(VcpuExit::InternalError, &bus, lax, 0),
+            Step::InternalError
+        );
+        assert_eq!(
+            classify(VcpuExit::FailEntry(7, 0), &bus, lax, 0),
+            Step::FailEntry(7)
+        );
         let mut d = [0u8; 4];
-        assert_eq!(classify(VcpuExit::MmioRead(0xfee0_0000, &mut d), &bus, lax, 0), Step::Resume);
+        assert_eq!(
+            classify(VcpuExit::MmioRead(0xfee0_0000, &mut d), &bus, lax, 0),
+            Step::Resume
+        );
         assert_eq!(d, [0xff; 4]);
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::debug::{DebugController, KvmDebugVcpu, VcpuDebug, Verdict};
 use crate::devices::PioBus;
 use crate::outcome::Outcome;
 use crate::run_control::RunControl;
@@ -24,6 +25,8 @@ pub struct VcpuShared {
     pub mem: GuestMemoryMmap,
     /// What to do with accesses no device owns.
     pub unknown_access: UnknownAccessPolicy,
+    /// Debug-register virtualization.
+    pub debug: Arc<DebugController>,
 }
 
 /// One vCPU and its index.
@@ -32,6 +35,12 @@ pub struct Vcpu {
     pub index: usize,
     /// The KVM vCPU.
     pub fd: VcpuFd,
+}
+
+/// Where a vCPU thread's exit handling looks for what it needs.
+struct Ctx<'a> {
+    shared: &'a VcpuShared,
+    debug: &'a mut VcpuDebug,
 }
 
 /// `KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES` (Documentation/virt/kvm/api.rst,
@@ -44,9 +53,23 @@ impl Vcpu {
     /// behaviour: every way the guest can stop becomes an [`Outcome`].
     pub fn run(mut self, shared: &VcpuShared) {
         let control = &shared.control;
+        let mut debug = VcpuDebug::new(self.index, shared.debug.clone());
         control.kicker.register_current(self.index);
         kick::enter_vcpu_thread(self.fd.get_kvm_run() as *mut _);
+        crate::debug::set_current_vcpu(Some(self.index));
+        shared.debug.set_running(self.index, true);
+        let mut ctx = Ctx {
+            shared,
+            debug: &mut debug,
+        };
         while !control.is_finished() {
+            if let Err(e) = ctx.debug.before_entry(&self.debug_vcpu(shared)) {
+                control.finish(self.vmm_error(e));
+                break;
+            }
+            if control.is_finished() {
+                break;
+            }
             let step = match self.fd.run() {
                 Ok(exit) => classify(exit, &shared.bus, shared.unknown_access, self.index),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
@@ -62,17 +85,38 @@ impl Vcpu {
                     break;
                 }
             };
-            if let Some(outcome) = self.outcome_of(step, shared) {
+            if let Some(outcome) = self.outcome_of(step, &mut ctx) {
                 control.finish(outcome);
+                break;
+            }
+            if let Err(e) = ctx.debug.after_exit(&self.debug_vcpu(shared)) {
+                control.finish(self.vmm_error(e));
             }
         }
+        shared.debug.set_running(self.index, false);
+        crate::debug::set_current_vcpu(None);
         control.kicker.unregister(self.index);
         kick::leave_vcpu_thread();
     }
 
+    fn debug_vcpu<'a>(&'a self, shared: &'a VcpuShared) -> KvmDebugVcpu<'a> {
+        KvmDebugVcpu {
+            fd: &self.fd,
+            mem: &shared.mem,
+        }
+    }
+
+    fn vmm_error(&self, e: impl std::fmt::Display) -> Outcome {
+        Outcome::VmmError {
+            vcpu: Some(self.index),
+            message: e.to_string(),
+        }
+    }
+
     /// The outcome a step ends the run with, if it does.
-    fn outcome_of(&mut self, step: Step, shared: &VcpuShared) -> Option<Outcome> {
+    fn outcome_of(&mut self, step: Step, ctx: &mut Ctx<'_>) -> Option<Outcome> {
         let vcpu = self.index;
+        let shared = ctx.shared;
         match step {
             Step::Resume => None,
             Step::Halted => Some(Outcome::VmmError {
@@ -91,15 +135,15 @@ impl Vcpu {
                 port,
             }),
             Step::Debug(arch) => {
-                // Without a debug controller no guest debug is enabled, so this exit is a
-                // guest #DB that KVM intercepted anyway; report it rather than guess.
-                Some(Outcome::VmmError {
-                    vcpu: Some(vcpu),
-                    message: format!(
-                        "unexpected KVM_EXIT_DEBUG at rip={:#x} dr6={:#x}",
-                        arch.pc, arch.dr6
-                    ),
-                })
+                match ctx.debug.on_debug_exit(arch.dr6, &self.debug_vcpu(shared)) {
+                    Ok(Verdict::Resume) => None,
+                    Ok(Verdict::Stop { id, rip }) => Some(Outcome::HostStop {
+                        vcpu,
+                        rip,
+                        id: id.0,
+                    }),
+                    Err(e) => Some(self.vmm_error(e)),
+                }
             }
             Step::Unhandled(what) => Some(Outcome::VmmError {
                 vcpu: Some(vcpu),

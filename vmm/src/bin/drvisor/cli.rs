@@ -50,4 +50,34 @@ pub struct RunArgs {
     /// End the run when the guest touches a port no device owns (default: log it once, go on).
     #[arg(long)]
     pub strict_ports: bool,
+    /// Host exec breakpoint at a symbol or address (repeatable). `--vcpu` and `--action` after it
+    /// apply to it.
+    #[arg(long = "break", value_name = "SYMBOL|ADDR")]
+    pub breaks: Vec<String>,
+    /// Host watchpoint: `SYMBOL|ADDR[:w|rw][:LEN]` (repeatable; default `w`, LEN from the symbol's
+    /// size). x86 cannot watch reads alone.
+    #[arg(long = "watch", value_name = "SYMBOL|ADDR[:w|rw][:LEN]")]
+    pub watches: Vec<String>,
+    /// Only this vCPU, for the preceding --break or --watch (default: every vCPU).
+    #[arg(long = "vcpu", value_name = "N")]
+    pub vcpus_of: Vec<u32>,
+    /// What a hit of the preceding --break or --watch does (default: continue).
+    #[arg(long = "action", value_name = "continue|pause|stop")]
+    pub actions: Vec<String>,
+    /// Who wins when host and guest breakpoints cannot both fit in the four slots.
+    #[arg(
+        long,
+        default_value = "host-first",
+        value_name = "host-first|guest-first|deny"
+    )]
+    pub policy: String,
+    /// Print each vCPU's slot plan, to stderr, whenever it changes.
+    #[arg(long)]
+    pub show_plan: bool,
+    /// Write hit events (JSON lines) to this file instead of stderr.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// A System.map to resolve symbols with (default: the kernel ELF's symbol table).
+    #[arg(long, value_name = "FILE")]
+    pub symbols: Option<PathBuf>,
 }

@@ -1,12 +1,19 @@
 //! The `drvisor` command.
 
 mod cli;
+mod requests;
 
+use std::io::Write;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use drvisor::boot::KernelImage;
+use drvisor::debug::{plan_view, DebugController, HitContext, HostRequest, OnHit};
+use drvisor::symbols::SymbolTable;
 use drvisor::{exit_code, guest_image, probe, Console, Vm, VmConfig};
+use drvisor_api::{HitAction, HitEvent};
+use drvisor_debug::Policy;
 
 use cli::{Cli, Command, RunArgs};
 
@@ -23,6 +30,13 @@ impl Failure {
             message: message.into(),
         }
     }
+
+    fn vmm(message: impl Into<String>) -> Self {
+        Failure {
+            code: exit_code::VMM_ERROR,
+            message: message.into(),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -34,9 +48,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(args, &matches),
         Command::Probe { json } => probe_host(json),
     };
     match result {
@@ -48,35 +66,143 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> Result<u8, Failure> {
+fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     let kernel = match &args.kernel {
         None => guest_image::kernel(),
         Some(path) => KernelImage::from_file(path)
             .map_err(|e| Failure::usage(format!("cannot read kernel {}: {e}", path.display())))?
             .map_err(|e| Failure::usage(e.to_string()))?,
     };
-    let initrd = match &args.initrd {
-        None => None,
-        Some(path) => Some(std::fs::read(path).map_err(|e| {
-            Failure::usage(format!("cannot read initrd {}: {e}", path.display()))
-        })?),
-    };
-    let cmdline = command_line(&args)?;
-    let config = VmConfig {
-        kernel,
-        initrd,
-        cmdline,
-        vcpus: args.vcpus,
-        mem_mib: args.mem,
-        console: Console::Stdio,
-        strict_ports: args.strict_ports,
-    };
+    let initrd =
+        match &args.initrd {
+            None => None,
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                Failure::usage(format!("cannot read initrd {}: {e}", path.display()))
+            })?),
+        };
+    let policy: Policy = args
+        .policy
+        .parse()
+        .map_err(|e| Failure::usage(format!("--policy: {e}")))?;
+    let symbols = symbol_table(&args, &kernel)?;
+    let requests = requests::from_matches(
+        matches,
+        &args.breaks,
+        &args.watches,
+        &args.vcpus_of,
+        &args.actions,
+        &symbols,
+    )
+    .map_err(Failure::usage)?;
+    let events = event_sink(&args)?;
+
+    let mut config = VmConfig::new(kernel, command_line(&args)?);
+    config.initrd = initrd;
+    config.vcpus = args.vcpus;
+    config.mem_mib = args.mem;
+    config.console = Console::Stdio;
+    config.strict_ports = args.strict_ports;
+    config.policy = policy;
     let vm = Vm::try_from(config).map_err(vm_failure)?;
+
+    let ctl = vm.debug().clone();
+    if args.show_plan {
+        ctl.observe_plan(Arc::new(|plan, labels| {
+            eprint!("drvisor: {}", plan_view::describe(plan, labels));
+        }));
+    }
+    let mut pausing = false;
+    for r in requests {
+        pausing |= r.action == HitAction::Pause;
+        let request = HostRequest {
+            spec: r.spec,
+            scope: r.scope,
+            label: r.label.clone(),
+            on_hit: report_and(r.action, events.clone()),
+        };
+        ctl.add(request)
+            .map_err(|e| Failure::usage(format!("{}: {e}", r.label)))?;
+    }
+    if pausing {
+        resume_on_sigusr1(ctl)?;
+    }
+
     let outcome = vm.run().map_err(vm_failure)?;
     if !matches!(outcome, drvisor::Outcome::GuestExit { .. }) {
         eprintln!("drvisor: {outcome}");
     }
     Ok(outcome.exit_code())
+}
+
+type EventSink = Arc<Mutex<Box<dyn Write + Send>>>;
+
+fn event_sink(args: &RunArgs) -> Result<EventSink, Failure> {
+    let sink: Box<dyn Write + Send> = match &args.events {
+        None => Box::new(std::io::stderr()),
+        Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
+            Failure::usage(format!(
+                "--events {}: cannot create it: {e}",
+                path.display()
+            ))
+        })?),
+    };
+    Ok(Arc::new(Mutex::new(sink)))
+}
+
+/// The CLI's hit callback: one JSON line per hit, then the configured action.
+fn report_and(action: HitAction, events: EventSink) -> OnHit {
+    Arc::new(move |hit: &HitContext| {
+        let event = HitEvent {
+            event: "hit".into(),
+            id: hit.id.0,
+            label: hit.label.clone(),
+            vcpu: hit.vcpu as u32,
+            rip: hit.rip,
+            addr: hit.addr,
+            kind: match hit.kind {
+                drvisor_debug::BreakKind::Exec => drvisor_api::BreakKind::Exec,
+                drvisor_debug::BreakKind::Write => drvisor_api::BreakKind::Write,
+                drvisor_debug::BreakKind::ReadWrite => drvisor_api::BreakKind::ReadWrite,
+            },
+            action,
+            count: hit.count,
+            regs: hit.regs.clone(),
+        };
+        if let Ok(line) = serde_json::to_string(&event) {
+            let mut out = events.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+        action
+    })
+}
+
+/// A paused VM resumes when the process receives SIGUSR1 (`kill -USR1 <pid>`).
+fn resume_on_sigusr1(ctl: Arc<DebugController>) -> Result<(), Failure> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])
+        .map_err(|e| Failure::vmm(format!("cannot watch SIGUSR1: {e}")))?;
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            if ctl.is_paused() {
+                eprintln!("drvisor: resuming (SIGUSR1)");
+                ctl.resume();
+            }
+        }
+    });
+    Ok(())
+}
+
+fn symbol_table(args: &RunArgs, kernel: &KernelImage) -> Result<SymbolTable, Failure> {
+    match &args.symbols {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Failure::usage(format!("cannot read --symbols {}: {e}", path.display()))
+            })?;
+            SymbolTable::from_system_map(&text, &path.display().to_string())
+                .map_err(|e| Failure::usage(e.to_string()))
+        }
+        None => Ok(SymbolTable::from_elf(kernel.bytes())),
+    }
 }
 
 /// The kernel command line: the scenario, the vCPU count for the test guest, and the user's.
@@ -117,15 +243,11 @@ fn probe_host(json: bool) -> Result<u8, Failure> {
             "cannot open /dev/kvm: {e}; drvisor needs read/write access to it"
         ))
     })?;
-    let report = probe::run_all(&kvm).map_err(|e| Failure {
-        code: exit_code::VMM_ERROR,
-        message: format!("the probe VM failed: {e}"),
-    })?;
+    let report =
+        probe::run_all(&kvm).map_err(|e| Failure::vmm(format!("the probe VM failed: {e}")))?;
     if json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| Failure {
-            code: exit_code::VMM_ERROR,
-            message: e.to_string(),
-        })?;
+        let text =
+            serde_json::to_string_pretty(&report).map_err(|e| Failure::vmm(e.to_string()))?;
         println!("{text}");
     } else {
         print!("{report}");

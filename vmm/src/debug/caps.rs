@@ -1,0 +1,53 @@
+//! What this host delivers for guest debugging, as the probe measured it. Every routing
+//! decision reads these flags; none assumes a host.
+
+use crate::probe::{Mechanism, ProbeReport};
+
+/// The probe's answers that drive the debug-register machinery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DebugCaps {
+    /// Host exec breakpoints exit with DR6.Bn (CPL0).
+    pub exec_breakpoints: bool,
+    /// RF set through `KVM_SET_REGS` resumes past a host exec breakpoint. Otherwise drvisor
+    /// steps over: disarm, single-step, re-arm.
+    pub rf_resumes: bool,
+    /// Host data watchpoints exit.
+    pub data_watchpoints: bool,
+    /// `KVM_GUESTDBG_SINGLESTEP` exits with DR6.BS.
+    pub single_step: bool,
+    /// A host DR7.GD makes guest MOV DR exit with DR6.BD, so drvisor can trap and emulate it.
+    /// Otherwise it re-syncs the guest's DR file from `KVM_GET_DEBUGREGS` at every exit.
+    pub gd_trap: bool,
+    /// The guest's own breakpoints stay live while host debugging is on, checked separately
+    /// from the host's DR7 (this project's development hosts). Then guest slots need no
+    /// physical slot. On VMX/SVM, KVM disarms them and drvisor must place them itself.
+    pub guest_breakpoints_native: bool,
+}
+
+impl DebugCaps {
+    /// The capabilities the probe found.
+    pub fn from_probe(probe: &ProbeReport) -> DebugCaps {
+        DebugCaps {
+            exec_breakpoints: probe.delivers(Mechanism::HostExecBreakpoint, 0),
+            rf_resumes: probe.delivers(Mechanism::RfResumesPastBreakpoint, 0),
+            data_watchpoints: probe.delivers(Mechanism::HostWriteWatchpoint, 0),
+            single_step: probe.delivers(Mechanism::SingleStep, 0),
+            gd_trap: probe.delivers(Mechanism::GdTrapsMovDr, 0),
+            guest_breakpoints_native: probe
+                .delivers(Mechanism::GuestBreakpointLiveUnderHostDebug, 0),
+        }
+    }
+
+    /// What KVM on Intel VMX or AMD SVM delivers (KVM's x86 debug_regs selftest relies on all
+    /// of it). Used by tests that drive the dispatch code with synthetic exits.
+    pub const fn vmx_like() -> DebugCaps {
+        DebugCaps {
+            exec_breakpoints: true,
+            rf_resumes: true,
+            data_watchpoints: true,
+            single_step: true,
+            gd_trap: true,
+            guest_breakpoints_native: false,
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The VM's debug state, shared by every vCPU thread and whoever changes breakpoints: the host
+//! breakpoints, the guests' DR files as last seen, the current plan, and the protocol that gets
+//! a new plan onto every vCPU before the change is reported done.
+//!
+//! A change bumps a generation and kicks every running vCPU out of `KVM_RUN` (the 2009
+//! review's IPI). Each vCPU installs the plan of the current generation before it next enters
+//! the guest and acknowledges it; the changing call returns when every running vCPU has.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use drvisor_debug::{
+    check_registration, guests_compete, plan_for, ArbiterError, BreakSpec, GuestCarriage,
+    GuestDrFile, HostBpId, HostBreakpoint, Plan, Policy, Scope, VcpuPlan,
+};
+
+use super::action::OnHit;
+use super::caps::DebugCaps;
+use crate::run_control::RunControl;
+
+/// Errors changing the host breakpoint set.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The arbiter refused the registration (for example under `deny`).
+    #[error(transparent)]
+    Arbiter(#[from] ArbiterError),
+    /// No breakpoint has this id.
+    #[error("no host breakpoint has id {0}")]
+    NoSuchBreakpoint(u32),
+    /// This host cannot deliver the breakpoint's kind.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A host breakpoint to add.
+#[derive(Clone)]
+pub struct HostRequest {
+    /// What and where.
+    pub spec: BreakSpec,
+    /// The whole VM or one vCPU.
+    pub scope: Scope,
+    /// How the user named it.
+    pub label: String,
+    /// What a hit does.
+    pub on_hit: OnHit,
+}
+
+/// What the dispatcher needs to know about a hit breakpoint.
+pub struct HitInfo {
+    /// How the user named it.
+    pub label: String,
+    /// Its spec.
+    pub spec: BreakSpec,
+    /// Its callback.
+    pub on_hit: OnHit,
+    /// Hit count including this hit.
+    pub count: u64,
+}
+
+struct Registered {
+    bp: HostBreakpoint,
+    label: String,
+    on_hit: OnHit,
+    hits: u64,
+}
+
+#[derive(Clone, Copy, Default)]
+struct VcpuSync {
+    running: bool,
+    applied: u64,
+}
+
+struct State {
+    policy: Policy,
+    next_id: u32,
+    hosts: BTreeMap<HostBpId, Registered>,
+    guests: Vec<GuestDrFile>,
+    plan: Plan,
+    vcpus: Vec<VcpuSync>,
+}
+
+/// Called with the new plan and the breakpoints' labels whenever the plan changes
+/// (`--show-plan`). It runs under the controller's lock: it must not call back into it.
+pub type PlanObserver = Arc<dyn Fn(&Plan, &BTreeMap<HostBpId, String>) + Send + Sync>;
+
+/// The VM's debug controller.
+pub struct DebugController {
+    caps: DebugCaps,
+    carriage: GuestCarriage,
+    control: Arc<RunControl>,
+    state: Mutex<State>,
+    changed: Condvar,
+    /// Mirrors the plan generation, so vCPUs check for news without the lock.
+    generation: AtomicU64,
+    paused: AtomicBool,
+    on_plan: Mutex<Option<PlanObserver>>,
+}
+
+/// How long a waiter sleeps before re-checking that the run has not ended.
+const WAIT_SLICE: Duration = Duration::from_millis(20);
+
+impl DebugController {
+    /// A controller for `vcpus` vCPUs on a host with `caps`, ending runs through `control`.
+    pub fn new(caps: DebugCaps, policy: Policy, vcpus: usize, control: Arc<RunControl>) -> Self {
+        let carriage = if caps.guest_breakpoints_native {
+            GuestCarriage::Native
+        } else {
+            GuestCarriage::Physical
+        };
+        let guests = vec![GuestDrFile::default(); vcpus];
+        let plan = plan_for(carriage, policy, &[], &guests);
+        DebugController {
+            caps,
+            carriage,
+            control,
+            state: Mutex::new(State {
+                policy,
+                next_id: 1,
+                hosts: BTreeMap::new(),
+                guests,
+                plan,
+                vcpus: vec![VcpuSync::default(); vcpus],
+            }),
+            changed: Condvar::new(),
+            generation: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
+            on_plan: Mutex::new(None),
+        }
+    }
+
+    /// The host's capabilities.
+    pub fn caps(&self) -> DebugCaps {
+        self.caps
+    }
+
+    /// How the guest's own breakpoints are carried on this host.
+    pub fn carriage(&self) -> GuestCarriage {
+        self.carriage
+    }
+
+    /// Calls `observer` with every new plan, starting with the current one.
+    pub fn observe_plan(&self, observer: PlanObserver) {
+        let state = self.lock();
+        observer(&state.plan, &Self::labels(&state));
+        *self.on_plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(observer);
+    }
+
+    fn labels(state: &State) -> BTreeMap<HostBpId, String> {
+        state
+            .hosts
+            .iter()
+            .map(|(id, r)| (*id, r.label.clone()))
+            .collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current plan.
+    pub fn plan(&self) -> Plan {
+        self.lock().plan.clone()
+    }
+
+    /// Hits so far of breakpoint `id`.
+    pub fn hits(&self, id: HostBpId) -> Option<u64> {
+        self.lock().hosts.get(&id).map(|r| r.hits)
+    }
+
+    /// The ids of the host breakpoints, with their labels.
+    pub fn breakpoints(&self) -> Vec<(HostBpId, String, BreakSpec)> {
+        self.lock()
+            .hosts
+            .values()
+            .map(|r| (r.bp.id, r.label.clone(), r.bp.spec))
+            .collect()
+    }
+
+    /// Adds a host breakpoint. Returns once every running vCPU runs a plan that includes it
+    /// (armed or, with its reason, pending).
+    pub fn add(&self, req: HostRequest) -> Result<HostBpId, Error> {
+        if req.spec.kind() != drvisor_debug::BreakKind::Exec && !self.caps.data_watchpoints {
+            return Err(Error::Unsupported(
+                "this host does not deliver hardware data watchpoints (probe row \"host write watchpoint\": no)".into(),
+            ));
+        }
+        let (generation, id) = {
+            let mut state = self.lock();
+            let id = HostBpId(state.next_id);
+            let bp = HostBreakpoint {
+                id,
+                spec: req.spec,
+                scope: req.scope,
+            };
+            let hosts: Vec<HostBreakpoint> = state.hosts.values().map(|r| r.bp).collect();
+            let competing = if guests_compete(self.carriage) {
+                state.guests.clone()
+            } else {
+                vec![GuestDrFile::default(); state.guests.len()]
+            };
+            check_registration(state.policy, &hosts, &bp, &competing)?;
+            state.next_id += 1;
+            state.hosts.insert(
+                id,
+                Registered {
+                    bp,
+                    label: req.label,
+                    on_hit: req.on_hit,
+                    hits: 0,
+                },
+            );
+            self.replan(&mut state);
+            (self.generation(), id)
+        };
+        self.publish(generation);
+        Ok(id)
+    }
+
+    /// Removes host breakpoint `id`; returns once no running vCPU has it armed.
+    pub fn remove(&self, id: HostBpId) -> Result<(), Error> {
+        let generation = {
+            let mut state = self.lock();
+            if state.hosts.remove(&id).is_none() {
+                return Err(Error::NoSuchBreakpoint(id.0));
+            }
+            self.replan(&mut state);
+            self.generation()
+        };
+        self.publish(generation);
+        Ok(())
+    }
+
+    /// Recomputes the plan; bumps the generation if any vCPU's physical plan changed.
+    fn replan(&self, state: &mut State) -> bool {
+        let hosts: Vec<HostBreakpoint> = state.hosts.values().map(|r| r.bp).collect();
+        let plan = plan_for(self.carriage, state.policy, &hosts, &state.guests);
+        let physical_changed = plan.vcpus != state.plan.vcpus;
+        let visible_changed = plan != state.plan;
+        state.plan = plan;
+        if physical_changed {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        if visible_changed {
+            if let Some(observer) = self
+                .on_plan
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                observer(&state.plan, &Self::labels(state));
+            }
+        }
+        physical_changed
+    }
+
+    /// Kicks every vCPU and waits until every running one (other than the caller's own) has
+    /// installed `generation`, or the run has ended.
+    fn publish(&self, generation: u64) {
+        self.control.kicker.kick_all();
+        let me = super::current_vcpu();
+        let mut state = self.lock();
+        loop {
+            let behind = state
+                .vcpus
+                .iter()
+                .enumerate()
+                .any(|(i, v)| v.running && v.applied < generation && Some(i) != me);
+            if !behind || self.control.is_finished() {
+                return;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, WAIT_SLICE)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            // A kick can land while a vCPU is between KVM_RUN calls; repeat it until acknowledged.
+            self.control.kicker.kick_all();
+        }
+    }
+
+    /// The current generation, lock-free.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// vCPU `index`'s plan and the generation it belongs to.
+    pub(crate) fn vcpu_plan(&self, index: usize) -> (u64, VcpuPlan) {
+        let state = self.lock();
+        let plan = state
+            .plan
+            .vcpus
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| VcpuPlan::empty(drvisor_debug::VcpuId(index as u32)));
+        (self.generation(), plan)
+    }
+
+    /// vCPU `index` now runs `generation`.
+    pub(crate) fn ack(&self, index: usize, generation: u64) {
+        let mut state = self.lock();
+        if let Some(v) = state.vcpus.get_mut(index) {
+            v.applied = generation;
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// vCPU `index` starts or stops running.
+    pub(crate) fn set_running(&self, index: usize, running: bool) {
+        let mut state = self.lock();
+        if let Some(v) = state.vcpus.get_mut(index) {
+            v.running = running;
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// vCPU `index` saw the guest's DR file change to `file`. Re-plans; if physical plans
+    /// changed, the other vCPUs are kicked (this one installs before it re-enters).
+    pub(crate) fn guest_changed(&self, index: usize, file: GuestDrFile) {
+        let mut state = self.lock();
+        match state.guests.get_mut(index) {
+            Some(g) if *g != file => *g = file,
+            _ => return,
+        }
+        if self.replan(&mut state) {
+            drop(state);
+            self.control.kicker.kick_all();
+        }
+    }
+
+    /// Counts a hit of `id` and returns what dispatching it needs.
+    pub(crate) fn record_hit(&self, id: HostBpId) -> Option<HitInfo> {
+        let mut state = self.lock();
+        let r = state.hosts.get_mut(&id)?;
+        r.hits += 1;
+        Some(HitInfo {
+            label: r.label.clone(),
+            spec: r.bp.spec,
+            on_hit: r.on_hit.clone(),
+            count: r.hits,
+        })
+    }
+
+    /// Pauses every vCPU (all-stop): each parks before it next enters the guest.
+    pub fn pause_all(&self) {
+        self.paused.store(true, Ordering::Release);
+        self.control.kicker.kick_all();
+    }
+
+    /// Resumes every vCPU.
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::Release);
+        let _guard = self.lock();
+        self.changed.notify_all();
+    }
+
+    /// Whether the VM is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// Blocks vCPU `index` while the VM is paused, returning early when a new plan is out (so
+    /// the vCPU installs it while parked) or the run ends.
+    pub(crate) fn park(&self, applied: u64) {
+        let mut state = self.lock();
+        while self.is_paused() && !self.control.is_finished() && self.generation() == applied {
+            state = self
+                .changed
+                .wait_timeout(state, WAIT_SLICE)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The narrow seam between the debug machinery and KVM: the few vCPU operations it needs.
+//! [`KvmDebugVcpu`] implements them on a real vCPU; tests implement them on a fake to drive
+//! the same dispatch code with synthetic exits.
+
+use kvm_bindings::{
+    kvm_debugregs, kvm_guest_debug, kvm_regs, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP,
+    KVM_GUESTDBG_USE_HW_BP,
+};
+use kvm_ioctls::VcpuFd;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// A KVM failure, with the operation that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} failed: {source}")]
+pub struct KvmError {
+    /// The ioctl.
+    pub op: &'static str,
+    /// KVM's errno.
+    pub source: kvm_ioctls::Error,
+}
+
+/// Result of a seam operation.
+pub type Result<T> = std::result::Result<T, KvmError>;
+
+/// What `KVM_SET_GUEST_DEBUG` gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestDebug {
+    /// Breakpoint slots are armed (`KVM_GUESTDBG_USE_HW_BP`).
+    pub hw_bp: bool,
+    /// Single-step (`KVM_GUESTDBG_SINGLESTEP`).
+    pub single_step: bool,
+    /// DR0-DR3.
+    pub dr: [u64; 4],
+    /// DR7.
+    pub dr7: u64,
+}
+
+impl GuestDebug {
+    /// Guest debugging entirely off: the vCPU runs as if drvisor were not there.
+    pub const OFF: GuestDebug = GuestDebug {
+        hw_bp: false,
+        single_step: false,
+        dr: [0; 4],
+        dr7: 0,
+    };
+
+    /// Whether anything is on.
+    pub fn is_on(&self) -> bool {
+        self.hw_bp || self.single_step
+    }
+}
+
+/// The vCPU operations the debug machinery needs.
+pub trait DebugVcpu {
+    /// `KVM_GET_REGS`.
+    fn regs(&self) -> Result<kvm_regs>;
+    /// `KVM_SET_REGS`.
+    fn set_regs(&self, regs: &kvm_regs) -> Result<()>;
+    /// `KVM_GET_DEBUGREGS`: the guest's own view.
+    fn debugregs(&self) -> Result<kvm_debugregs>;
+    /// `KVM_SET_DEBUGREGS`.
+    fn set_debugregs(&self, regs: &kvm_debugregs) -> Result<()>;
+    /// `KVM_SET_GUEST_DEBUG`.
+    fn set_guest_debug(&self, dbg: &GuestDebug) -> Result<()>;
+    /// Makes the guest take a #DB (vector 1) on its next entry, with the guest's DR6 already set.
+    fn inject_db(&self) -> Result<()>;
+    /// Up to 15 bytes at guest-virtual `rip` (fewer if it does not translate).
+    fn fetch(&self, rip: u64) -> Vec<u8>;
+}
+
+/// A real vCPU and the guest memory it runs in.
+pub struct KvmDebugVcpu<'a> {
+    /// The vCPU.
+    pub fd: &'a VcpuFd,
+    /// Guest RAM.
+    pub mem: &'a GuestMemoryMmap,
+}
+
+fn err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
+    move |source| KvmError { op, source }
+}
+
+impl DebugVcpu for KvmDebugVcpu<'_> {
+    fn regs(&self) -> Result<kvm_regs> {
+        self.fd.get_regs().map_err(err("KVM_GET_REGS"))
+    }
+
+    fn set_regs(&self, regs: &kvm_regs) -> Result<()> {
+        self.fd.set_regs(regs).map_err(err("KVM_SET_REGS"))
+    }
+
+    fn debugregs(&self) -> Result<kvm_debugregs> {
+        self.fd.get_debug_regs().map_err(err("KVM_GET_DEBUGREGS"))
+    }
+
+    fn set_debugregs(&self, regs: &kvm_debugregs) -> Result<()> {
+        self.fd
+            .set_debug_regs(regs)
+            .map_err(err("KVM_SET_DEBUGREGS"))
+    }
+
+    fn set_guest_debug(&self, dbg: &GuestDebug) -> Result<()> {
+        let mut control = 0;
+        if dbg.is_on() {
+            control |= KVM_GUESTDBG_ENABLE;
+        }
+        if dbg.hw_bp {
+            control |= KVM_GUESTDBG_USE_HW_BP;
+        }
+        if dbg.single_step {
+            control |= KVM_GUESTDBG_SINGLESTEP;
+        }
+        let mut arg = kvm_guest_debug {
+            control,
+            ..Default::default()
+        };
+        arg.arch.debugreg[..4].copy_from_slice(&dbg.dr);
+        arg.arch.debugreg[7] = dbg.dr7;
+        self.fd
+            .set_guest_debug(&arg)
+            .map_err(err("KVM_SET_GUEST_DEBUG"))
+    }
+
+    fn inject_db(&self) -> Result<()> {
+        let mut events = self
+            .fd
+            .get_vcpu_events()
+            .map_err(err("KVM_GET_VCPU_EVENTS"))?;
+        // #DB has no error code; `injected` delivers it on the next entry, before the
+        // instruction at RIP, as a fault-class #DB is delivered on hardware (SDM 17.3.1.1).
+        events.exception.injected = 1;
+        events.exception.nr = 1;
+        events.exception.has_error_code = 0;
+        events.exception.error_code = 0;
+        events.flags = 0;
+        self.fd
+            .set_vcpu_events(&events)
+            .map_err(err("KVM_SET_VCPU_EVENTS"))
+    }
+
+    fn fetch(&self, rip: u64) -> Vec<u8> {
+        let Ok(t) = self.fd.translate_gva(rip) else {
+            return Vec::new();
+        };
+        let mut buf = [0u8; 15];
+        if t.valid == 0
+            || self
+                .mem
+                .read_slice(&mut buf, GuestAddress(t.physical_address))
+                .is_err()
+        {
+            return Vec::new();
+        }
+        buf.to_vec()
+    }
+}

@@ -1,0 +1,318 @@
+//! One vCPU's side of debug-register virtualization: install the current plan before each
+//! entry, dispatch every `#DB` exit, step over exec breakpoints where RF does not work, and keep
+//! the guest's DR file in view.
+
+use std::sync::Arc;
+
+use drvisor_api::HitAction;
+use drvisor_debug::{
+    attribute, AttributionContext, BreakKind, Dr6, Dr7, DrKind, GuestDrFile, HostBpId, Slot,
+    VcpuPlan, VmmEvent,
+};
+use kvm_bindings::kvm_regs;
+
+use super::action::{registers, HitContext};
+use super::controller::DebugController;
+use super::kvm_vcpu::{DebugVcpu, GuestDebug, Result};
+use super::mov_dr;
+
+/// RFLAGS.RF (SDM 17.3.1.1): suppresses instruction breakpoints for one instruction.
+const RFLAGS_RF: u64 = 1 << 16;
+/// DR7.GD.
+const DR7_GD: u64 = 1 << 13;
+
+/// What the run loop does after a `#DB` exit.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Re-enter the guest.
+    Resume,
+    /// A host breakpoint's action ended the run.
+    Stop {
+        /// The breakpoint.
+        id: HostBpId,
+        /// RIP at the hit.
+        rip: u64,
+    },
+}
+
+/// An exec breakpoint being stepped over: its slots stay disarmed for one single-step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct StepOver {
+    disarmed: Vec<Slot>,
+}
+
+/// One vCPU's debug state.
+pub struct VcpuDebug {
+    index: usize,
+    ctl: Arc<DebugController>,
+    applied: u64,
+    plan: VcpuPlan,
+    installed: GuestDebug,
+    step_over: Option<StepOver>,
+    guest: GuestDrFile,
+}
+
+impl VcpuDebug {
+    /// The debug state of vCPU `index`, before its first entry.
+    pub fn new(index: usize, ctl: Arc<DebugController>) -> Self {
+        VcpuDebug {
+            index,
+            ctl,
+            applied: u64::MAX,
+            plan: VcpuPlan::empty(drvisor_debug::VcpuId(index as u32)),
+            installed: GuestDebug::OFF,
+            step_over: None,
+            guest: GuestDrFile::default(),
+        }
+    }
+
+    /// The controller.
+    pub fn controller(&self) -> &Arc<DebugController> {
+        &self.ctl
+    }
+
+    /// The plan this vCPU runs.
+    pub fn plan(&self) -> &VcpuPlan {
+        &self.plan
+    }
+
+    /// Runs before every `KVM_RUN`: parks while the VM is paused, and installs the newest plan.
+    /// Cheap when nothing changed: one atomic load and one comparison.
+    pub fn before_entry(&mut self, vcpu: &impl DebugVcpu) -> Result<()> {
+        loop {
+            if self.ctl.generation() != self.applied {
+                let (generation, plan) = self.ctl.vcpu_plan(self.index);
+                let was_on = self.installed.hw_bp;
+                self.plan = plan;
+                self.install(vcpu)?;
+                if self.installed.hw_bp && !was_on {
+                    // Host debugging just came on: look at the guest's DRs now, so the
+                    // visible states are right from the first moment.
+                    self.resync_guest(vcpu)?;
+                }
+                self.applied = generation;
+                self.ctl.ack(self.index, generation);
+            }
+            if !self.ctl.is_paused() {
+                return Ok(());
+            }
+            self.ctl.park(self.applied);
+            if self.ctl.generation() == self.applied && !self.ctl.is_paused() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// What `KVM_SET_GUEST_DEBUG` must hold now.
+    fn desired(&self) -> GuestDebug {
+        let mut dr7 = self.plan.dr7;
+        if let Some(step) = &self.step_over {
+            for &slot in &step.disarmed {
+                dr7 = dr7.with_local(slot, false).with_global(slot, false);
+            }
+        }
+        let hw_bp = !self.plan.is_empty();
+        if !hw_bp && self.step_over.is_none() {
+            // Lazy switching: nothing to watch, so the vCPU runs with guest debug off and the
+            // guest's own DRs loaded by KVM as if drvisor were not there.
+            return GuestDebug::OFF;
+        }
+        let mut dr7 = dr7.bits();
+        if hw_bp && self.ctl.caps().gd_trap {
+            // Trap the guest's MOV DR so its DR file stays exact (SDM 17.2.4).
+            dr7 |= DR7_GD;
+        }
+        GuestDebug {
+            hw_bp,
+            single_step: self.step_over.is_some(),
+            dr: self.plan.dr,
+            dr7,
+        }
+    }
+
+    fn install(&mut self, vcpu: &impl DebugVcpu) -> Result<()> {
+        let want = self.desired();
+        if want != self.installed {
+            vcpu.set_guest_debug(&want)?;
+            self.installed = want;
+        }
+        Ok(())
+    }
+
+    /// Runs after every exit: where MOV DR cannot be trapped, re-reads the guest's DR file while
+    /// host debugging is on. The window this leaves: a guest change between two exits is seen
+    /// at the second, so a plan that depends on it (physical carriage only) lags by one exit.
+    pub fn after_exit(&mut self, vcpu: &impl DebugVcpu) -> Result<()> {
+        if self.installed.hw_bp && !self.ctl.caps().gd_trap {
+            self.resync_guest(vcpu)?;
+        }
+        Ok(())
+    }
+
+    fn resync_guest(&mut self, vcpu: &impl DebugVcpu) -> Result<()> {
+        let d = vcpu.debugregs()?;
+        let file = GuestDrFile {
+            dr: d.db,
+            dr6: Dr6::from_bits(d.dr6),
+            dr7: Dr7::from_bits(d.dr7),
+        };
+        // DR6 changes on every guest #DB; only DR0-3 and DR7 claim slots.
+        if file.dr != self.guest.dr || file.dr7 != self.guest.dr7 {
+            self.ctl.guest_changed(self.index, file);
+        }
+        self.guest = file;
+        Ok(())
+    }
+
+    /// Dispatches a `KVM_EXIT_DEBUG` with physical `dr6`: every bit to its owner.
+    pub fn on_debug_exit(&mut self, dr6: u64, vcpu: &impl DebugVcpu) -> Result<Verdict> {
+        let ctx = AttributionContext {
+            host_single_step: self.step_over.is_some(),
+            host_gd_trap: self.installed.dr7 & DR7_GD != 0,
+            guest_gd: self.guest.dr7.gd(),
+        };
+        let attribution = attribute(Dr6::from_bits(dr6), &self.plan, ctx);
+        tracing::trace!(vcpu = self.index, "#DB exit dr6={dr6:#x}: {attribution}");
+        let mut regs = vcpu.regs()?;
+        let mut verdict = Verdict::Resume;
+        let mut injected = false;
+
+        for event in &attribution.vmm_events {
+            match event {
+                // The step-over is done: the slots re-arm at the next install.
+                VmmEvent::SingleStep => self.step_over = None,
+                VmmEvent::DrAccess => {
+                    injected |= self.emulate_mov_dr(vcpu, &mut regs, attribution.guest_dr6)?;
+                }
+            }
+        }
+
+        let mut exec_slots = Vec::new();
+        for hit in &attribution.host_hits {
+            if hit.kind == DrKind::Exec {
+                exec_slots.push(hit.phys);
+                if regs.rflags & RFLAGS_RF != 0 {
+                    // The instruction is being re-executed with RF=1 (the guest returned from
+                    // its own #DB handler): hardware would suppress every instruction
+                    // breakpoint here, so this is not a new hit (SDM 17.3.1.1).
+                    continue;
+                }
+            }
+            if let Some(stop) = self.dispatch_host_hit(hit.id, hit.kind, &regs) {
+                verdict = stop;
+            }
+        }
+
+        if !exec_slots.is_empty() {
+            self.resume_past_exec(vcpu, &mut regs, exec_slots)?;
+        }
+        if let Some(guest_dr6) = attribution.guest_dr6.filter(|_| !injected) {
+            self.inject(vcpu, guest_dr6)?;
+        }
+        self.install(vcpu)?;
+        Ok(verdict)
+    }
+
+    /// Runs the breakpoint's action; `Some` if it stops the run.
+    fn dispatch_host_hit(&self, id: HostBpId, kind: DrKind, regs: &kvm_regs) -> Option<Verdict> {
+        let info = self.ctl.record_hit(id)?;
+        let hit = HitContext {
+            id,
+            label: info.label,
+            vcpu: self.index,
+            rip: regs.rip,
+            addr: info.spec.addr(),
+            kind: match kind {
+                DrKind::Exec => BreakKind::Exec,
+                DrKind::Write => BreakKind::Write,
+                _ => BreakKind::ReadWrite,
+            },
+            count: info.count,
+            regs: registers(regs),
+        };
+        match (info.on_hit)(&hit) {
+            HitAction::Continue => None,
+            HitAction::Pause => {
+                self.ctl.pause_all();
+                None
+            }
+            HitAction::Stop => Some(Verdict::Stop { id, rip: regs.rip }),
+        }
+    }
+
+    /// An exec breakpoint is a fault: the instruction has not run. Resume past it with RF where
+    /// the host honours it, else step over it with its slots disarmed.
+    fn resume_past_exec(
+        &mut self,
+        vcpu: &impl DebugVcpu,
+        regs: &mut kvm_regs,
+        slots: Vec<Slot>,
+    ) -> Result<()> {
+        if self.ctl.caps().rf_resumes {
+            regs.rflags |= RFLAGS_RF;
+            vcpu.set_regs(regs)
+        } else {
+            self.step_over = Some(StepOver { disarmed: slots });
+            Ok(())
+        }
+    }
+
+    /// Delivers `dr6` (guest numbering) to the guest as a #DB.
+    fn inject(&mut self, vcpu: &impl DebugVcpu, dr6: Dr6) -> Result<()> {
+        let mut d = vcpu.debugregs()?;
+        d.dr6 = dr6.bits();
+        vcpu.set_debugregs(&d)?;
+        self.guest.dr6 = dr6;
+        vcpu.inject_db()
+    }
+
+    /// BD with the host's GD trap: the guest executed MOV DR. Emulate it against the guest's
+    /// DR file and step past it, unless the guest's own GD wants the #DB (then attribution
+    /// hands the guest its BD and the access is not performed, as on hardware). Returns whether
+    /// it injected the guest's #DB.
+    fn emulate_mov_dr(
+        &mut self,
+        vcpu: &impl DebugVcpu,
+        regs: &mut kvm_regs,
+        guest_dr6: Option<Dr6>,
+    ) -> Result<bool> {
+        if guest_dr6.is_some_and(|d| d.bd()) {
+            // The processor clears GD when it delivers the BD #DB (SDM 17.2.4).
+            self.guest.dr7 = self.guest.dr7.with_gd(false);
+            let mut d = vcpu.debugregs()?;
+            d.dr7 = self.guest.dr7.bits();
+            d.dr6 = guest_dr6.map(Dr6::bits).unwrap_or(d.dr6);
+            vcpu.set_debugregs(&d)?;
+            self.ctl.guest_changed(self.index, self.guest);
+            vcpu.inject_db()?;
+            return Ok(true);
+        }
+        let bytes = vcpu.fetch(regs.rip);
+        let Some(insn) = mov_dr::decode(&bytes) else {
+            tracing::warn!(
+                vcpu = self.index,
+                "BD exit at rip={:#x} is not a MOV DR ({bytes:02x?}); resuming",
+                regs.rip
+            );
+            return Ok(false);
+        };
+        if insn.to_dr {
+            let value = mov_dr::gpr(regs, insn.gpr);
+            if let Err(e) = self.guest.write(insn.dr, value) {
+                tracing::warn!(vcpu = self.index, "guest MOV to DR{}: {e}", insn.dr);
+            }
+            let mut d = vcpu.debugregs()?;
+            d.db = self.guest.dr;
+            d.dr6 = self.guest.dr6.bits();
+            d.dr7 = self.guest.dr7.bits();
+            vcpu.set_debugregs(&d)?;
+            self.ctl.guest_changed(self.index, self.guest);
+        } else {
+            let value = self.guest.read(insn.dr).unwrap_or(0);
+            mov_dr::set_gpr(regs, insn.gpr, value);
+        }
+        regs.rip += u64::from(insn.len);
+        vcpu.set_regs(regs)?;
+        Ok(false)
+    }
+}
