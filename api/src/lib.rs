@@ -96,6 +96,8 @@ pub struct HitEvent {
     pub addr: u64,
     /// What fired.
     pub kind: BreakKind,
+    /// The physical debug-register slot that reported it (0-3).
+    pub slot: u8,
     /// What the action decided.
     pub action: HitAction,
     /// The hit number of this breakpoint, from 1.
@@ -146,6 +148,7 @@ mod tests {
             rip: 0x1030e0,
             addr: 0x1030e0,
             kind: BreakKind::Exec,
+            slot: 3,
             action: HitAction::Continue,
             count: 3,
             regs: Registers::default(),

@@ -21,6 +21,8 @@ pub struct HitContext {
     pub addr: u64,
     /// What fired.
     pub kind: BreakKind,
+    /// The physical debug-register slot that reported it (0-3).
+    pub slot: u8,
     /// This breakpoint's hit count, including this hit.
     pub count: u64,
     /// General registers at the hit.

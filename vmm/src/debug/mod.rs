@@ -11,6 +11,11 @@ pub mod mov_dr;
 pub mod plan_view;
 mod vcpu_debug;
 
+#[cfg(test)]
+mod dispatch_tests;
+#[cfg(test)]
+mod fake_vcpu;
+
 pub use action::{always, registers, HitContext, OnHit};
 pub use caps::DebugCaps;
 pub use controller::{DebugController, Error, HostRequest, PlanObserver};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use drvisor_api::HitAction;
 use drvisor_debug::{
-    attribute, AttributionContext, BreakKind, Dr6, Dr7, DrKind, GuestDrFile, HostBpId, Slot,
-    VcpuPlan, VmmEvent,
+    attribute, AttributionContext, BreakKind, Dr6, Dr7, DrKind, GuestDrFile, HostBpId, HostHit,
+    Slot, VcpuPlan, VmmEvent,
 };
 use kvm_bindings::kvm_regs;
 
@@ -80,18 +80,20 @@ impl VcpuDebug {
     /// Cheap when nothing changed: one atomic load and one comparison.
     pub fn before_entry(&mut self, vcpu: &impl DebugVcpu) -> Result<()> {
         loop {
-            if self.ctl.generation() != self.applied {
+            let generation = self.ctl.generation();
+            if generation != self.applied {
                 let (generation, plan) = self.ctl.vcpu_plan(self.index);
                 let was_on = self.installed.hw_bp;
                 self.plan = plan;
                 self.install(vcpu)?;
+                self.applied = generation;
                 if self.installed.hw_bp && !was_on {
                     // Host debugging just came on: look at the guest's DRs now, so the
-                    // visible states are right from the first moment.
+                    // visible states are right from the first moment. This may re-plan.
                     self.resync_guest(vcpu)?;
                 }
-                self.applied = generation;
                 self.ctl.ack(self.index, generation);
+                continue;
             }
             if !self.ctl.is_paused() {
                 return Ok(());
@@ -198,7 +200,7 @@ impl VcpuDebug {
                     continue;
                 }
             }
-            if let Some(stop) = self.dispatch_host_hit(hit.id, hit.kind, &regs) {
+            if let Some(stop) = self.dispatch_host_hit(hit, &regs) {
                 verdict = stop;
             }
         }
@@ -214,7 +216,8 @@ impl VcpuDebug {
     }
 
     /// Runs the breakpoint's action; `Some` if it stops the run.
-    fn dispatch_host_hit(&self, id: HostBpId, kind: DrKind, regs: &kvm_regs) -> Option<Verdict> {
+    fn dispatch_host_hit(&self, hit: &HostHit, regs: &kvm_regs) -> Option<Verdict> {
+        let (id, kind) = (hit.id, hit.kind);
         let info = self.ctl.record_hit(id)?;
         let hit = HitContext {
             id,
@@ -227,6 +230,7 @@ impl VcpuDebug {
                 DrKind::Write => BreakKind::Write,
                 _ => BreakKind::ReadWrite,
             },
+            slot: hit.phys.number(),
             count: info.count,
             regs: registers(regs),
         };

@@ -164,6 +164,7 @@ fn report_and(action: HitAction, events: EventSink) -> OnHit {
                 drvisor_debug::BreakKind::Write => drvisor_api::BreakKind::Write,
                 drvisor_debug::BreakKind::ReadWrite => drvisor_api::BreakKind::ReadWrite,
             },
+            slot: hit.slot,
             action,
             count: hit.count,
             regs: hit.regs.clone(),

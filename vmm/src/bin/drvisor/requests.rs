@@ -112,11 +112,13 @@ fn watch_spec(text: &str, symbols: &SymbolTable) -> Result<BreakSpec, String> {
             "w" => access = WatchAccess::Write,
             "rw" => access = WatchAccess::ReadWrite,
             "r" => access = WatchAccess::Read,
-            n => len = Some(n.parse().map_err(|_| {
-                format!(
+            n => {
+                len = Some(n.parse().map_err(|_| {
+                    format!(
                     "--watch {text}: `{n}` is neither an access (w, rw) nor a length (1, 2, 4, 8)"
                 )
-            })?),
+                })?)
+            }
         }
     }
     let len = match len {

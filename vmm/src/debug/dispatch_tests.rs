@@ -1,0 +1,430 @@
+//! The real dispatch code, driven by synthetic `KVM_EXIT_DEBUG` exits through [`FakeVcpu`].
+//! These pin the behaviour this host cannot show: data watchpoints in every slot, RF resume,
+//! GD/BD emulation, guest slots carried in physical slots, and the step-over sequence.
+
+use std::sync::{Arc, Mutex};
+
+use drvisor_api::HitAction;
+use drvisor_debug::{BreakKind, BreakSpec, Dr6, HostBpId, Policy, Scope, WatchAccess};
+
+use super::fake_vcpu::FakeVcpu;
+use super::{
+    always, DebugCaps, DebugController, HitContext, HostRequest, OnHit, VcpuDebug, Verdict,
+};
+use crate::run_control::RunControl;
+
+const RF: u64 = 1 << 16;
+const DR6_INIT: u64 = 0xffff_0ff0;
+const BS: u64 = 1 << 14;
+const BD: u64 = 1 << 13;
+
+/// This project's development hosts, as the probe sees them.
+const THIS_HOST: DebugCaps = DebugCaps {
+    exec_breakpoints: true,
+    rf_resumes: false,
+    data_watchpoints: false,
+    single_step: true,
+    gd_trap: false,
+    guest_breakpoints_native: true,
+};
+
+struct Rig {
+    ctl: Arc<DebugController>,
+    vcpu: VcpuDebug,
+    fake: FakeVcpu,
+    hits: Arc<Mutex<Vec<HitContext>>>,
+}
+
+impl Rig {
+    fn new(caps: DebugCaps, policy: Policy) -> Rig {
+        let control = Arc::new(RunControl::new().unwrap());
+        let ctl = Arc::new(DebugController::new(caps, policy, 1, control));
+        let fake = FakeVcpu::default();
+        {
+            let mut s = fake.0.borrow_mut();
+            s.debugregs.dr6 = DR6_INIT;
+            s.debugregs.dr7 = 0x400;
+            s.regs.rflags = 2;
+        }
+        Rig {
+            vcpu: VcpuDebug::new(0, ctl.clone()),
+            ctl,
+            fake,
+            hits: Arc::default(),
+        }
+    }
+
+    fn recorder(&self, action: HitAction) -> OnHit {
+        let hits = self.hits.clone();
+        Arc::new(move |h: &HitContext| {
+            hits.lock().unwrap().push(h.clone());
+            action
+        })
+    }
+
+    fn add(&mut self, spec: BreakSpec, action: HitAction) -> HostBpId {
+        let on_hit = self.recorder(action);
+        let id = self
+            .ctl
+            .add(HostRequest {
+                spec,
+                scope: Scope::Vm,
+                label: format!("{:#x}", spec.addr()),
+                on_hit,
+            })
+            .unwrap();
+        self.vcpu.before_entry(&self.fake).unwrap();
+        id
+    }
+
+    /// The guest programs its own DRs (as KVM_GET_DEBUGREGS would then report).
+    fn guest_programs(&mut self, dr: [u64; 4], dr7: u64) {
+        let mut s = self.fake.0.borrow_mut();
+        s.debugregs.db = dr;
+        s.debugregs.dr7 = dr7;
+    }
+
+    fn exit(&mut self, dr6: u64, rip: u64) -> Verdict {
+        self.at(rip);
+        let v = self.vcpu.on_debug_exit(dr6, &self.fake).unwrap();
+        self.vcpu.after_exit(&self.fake).unwrap();
+        self.vcpu.before_entry(&self.fake).unwrap();
+        v
+    }
+
+    /// Moves the fake to `rip`; like hardware, RF clears once an instruction completes.
+    fn at(&self, rip: u64) {
+        let mut s = self.fake.0.borrow_mut();
+        if s.regs.rip != rip {
+            s.regs.rflags &= !RF;
+        }
+        s.regs.rip = rip;
+    }
+
+    fn hit_ids(&self) -> Vec<(u32, u8, BreakKind)> {
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|h| (h.id.0, h.slot, h.kind))
+            .collect()
+    }
+}
+
+fn exec(addr: u64) -> BreakSpec {
+    BreakSpec::exec(addr).unwrap()
+}
+
+#[test]
+fn nothing_armed_runs_with_guest_debug_off() {
+    let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);
+    rig.vcpu.before_entry(&rig.fake).unwrap();
+    assert!(
+        rig.fake.0.borrow().guest_debug.is_empty(),
+        "no ioctl at all"
+    );
+    let id = rig.add(exec(0x1000), HitAction::Continue);
+    assert!(rig.fake.installed().hw_bp);
+    rig.ctl.remove(id).unwrap();
+    rig.vcpu.before_entry(&rig.fake).unwrap();
+    assert!(!rig.fake.installed().is_on(), "lazy switch back to off");
+}
+
+#[test]
+fn exec_hit_with_rf_sets_rf_and_resumes() {
+    let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);
+    let id = rig.add(exec(0x1000), HitAction::Continue);
+    assert_eq!(rig.exit(DR6_INIT | 1 << 3, 0x1000), Verdict::Resume);
+    assert_eq!(rig.hit_ids(), vec![(id.0, 3, BreakKind::Exec)]);
+    assert_ne!(
+        rig.fake.0.borrow().regs.rflags & RF,
+        0,
+        "RF set to resume past the fault"
+    );
+    assert!(
+        !rig.fake.installed().single_step,
+        "no step-over where RF works"
+    );
+}
+
+#[test]
+fn exec_hit_without_rf_steps_over_then_rearms() {
+    let mut rig = Rig::new(THIS_HOST, Policy::HostFirst);
+    rig.add(exec(0x1000), HitAction::Continue);
+    rig.exit(DR6_INIT | 1 << 3, 0x1000);
+    let stepping = rig.fake.installed();
+    assert!(stepping.single_step);
+    assert_eq!(stepping.dr7 & 0xc0, 0, "slot 3 disarmed during the step");
+    assert_eq!(rig.fake.0.borrow().regs.rflags & RF, 0, "RF not relied on");
+    // The single-step exit: the VMM's own, not reported to anyone.
+    rig.exit(DR6_INIT | BS, 0x1003);
+    let rearmed = rig.fake.installed();
+    assert!(!rearmed.single_step);
+    assert_ne!(rearmed.dr7 & 0x40, 0, "slot 3 re-armed");
+    assert_eq!(rig.hits.lock().unwrap().len(), 1);
+    assert!(
+        rig.fake.0.borrow().injected.is_empty(),
+        "BS was the VMM's, not the guest's"
+    );
+}
+
+#[test]
+fn re_execution_with_rf_is_not_a_new_hit() {
+    // The guest's own #DB handler returned to the instruction with RF=1.
+    let mut rig = Rig::new(THIS_HOST, Policy::HostFirst);
+    rig.add(exec(0x1000), HitAction::Continue);
+    rig.at(0x1000);
+    rig.fake.0.borrow_mut().regs.rflags = 2 | RF;
+    rig.exit(DR6_INIT | 1 << 3, 0x1000);
+    assert!(
+        rig.hits.lock().unwrap().is_empty(),
+        "the host is not told twice"
+    );
+    assert!(
+        rig.fake.installed().single_step,
+        "but the instruction is still stepped over"
+    );
+    assert!(rig.fake.0.borrow().injected.is_empty(), "nor is the guest");
+}
+
+#[test]
+fn write_watch_in_every_slot() {
+    let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);
+    let ids: Vec<HostBpId> = (0..4u64)
+        .map(|i| {
+            rig.add(
+                BreakSpec::watch(0x2000 + 8 * i, WatchAccess::Write, 4).unwrap(),
+                HitAction::Continue,
+            )
+        })
+        .collect();
+    // Host breakpoints fill from DR3 down: id 1 in DR3 ... id 4 in DR0.
+    for (n, id) in ids.iter().enumerate() {
+        let slot = 3 - n as u8;
+        rig.exit(DR6_INIT | 1 << slot, 0x1234);
+        assert_eq!(rig.hit_ids().last(), Some(&(id.0, slot, BreakKind::Write)));
+    }
+    assert_eq!(
+        rig.fake.0.borrow().regs.rflags & RF,
+        0,
+        "data breakpoints are traps"
+    );
+    assert!(!rig.fake.installed().single_step);
+}
+
+#[test]
+fn several_hits_at_once_are_all_dispatched() {
+    let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);
+    let a = rig.add(
+        BreakSpec::watch(0x2000, WatchAccess::ReadWrite, 8).unwrap(),
+        HitAction::Continue,
+    );
+    let b = rig.add(
+        BreakSpec::watch(0x3000, WatchAccess::Write, 2).unwrap(),
+        HitAction::Continue,
+    );
+    rig.exit(DR6_INIT | 0b1100 | BS, 0x1234);
+    assert_eq!(
+        rig.hit_ids(),
+        vec![(b.0, 2, BreakKind::Write), (a.0, 3, BreakKind::ReadWrite)]
+    );
+    // BS was not the VMM's (it was not stepping): it goes to the guest.
+    assert_eq!(rig.fake.0.borrow().injected, vec![DR6_INIT | BS]);
+}
+
+#[test]
+fn guest_slot_in_a_physical_slot_is_reinjected_in_guest_numbering() {
+    let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);
+    // The guest enables only its DR1: first fit from the bottom puts it in physical DR0.
+    rig.guest_programs([0, 0x5000, 0, 0], 0x400 | 1 << 2);
+    let host = rig.add(exec(0x1000), HitAction::Continue);
+    let plan = rig.ctl.plan();
+    assert_eq!(plan.vcpus[0].virt_to_phys[1].map(|s| s.number()), Some(0));
+    assert_eq!(rig.fake.installed().dr[0], 0x5000);
+    rig.exit(DR6_INIT | 1 << 0, 0x5000);
+    assert_eq!(
+        rig.fake.0.borrow().injected,
+        vec![DR6_INIT | 1 << 1],
+        "guest sees B1"
+    );
+    assert!(rig.hits.lock().unwrap().is_empty());
+    // Host and guest together in one exit.
+    rig.exit(DR6_INIT | 1 << 0 | 1 << 3, 0x5000);
+    assert_eq!(rig.hit_ids(), vec![(host.0, 3, BreakKind::Exec)]);
+    assert_eq!(rig.fake.0.borrow().injected.len(), 2);
+}
+
+#[test]
+fn unowned_bits_go_back_to_the_guest() {
+    let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);
+    rig.add(exec(0x1000), HitAction::Continue);
+    rig.exit(DR6_INIT | 1 << 1, 0x1000);
+    assert_eq!(rig.fake.0.borrow().injected, vec![DR6_INIT | 1 << 1]);
+    assert!(rig.hits.lock().unwrap().is_empty());
+}
+
+#[test]
+fn conflict_outcome_under_each_policy_with_physical_carriage() {
+    // The guest uses all four DRs; the host wants two.
+    for (policy, host_armed, guest_armed) in [
+        (Policy::HostFirst, 2, 2),
+        (Policy::GuestFirst, 0, 4),
+        (Policy::Deny, 0, 4),
+    ] {
+        let mut rig = Rig::new(DebugCaps::vmx_like(), policy);
+        rig.guest_programs([0x10, 0x20, 0x30, 0x40], 0x400 | 0x55);
+        rig.vcpu.before_entry(&rig.fake).unwrap();
+        let a = rig.add(exec(0x1000), HitAction::Continue);
+        let b = rig.add(exec(0x2000), HitAction::Continue);
+        let plan = rig.ctl.plan();
+        let armed = [a, b]
+            .iter()
+            .filter(|id| !plan.host_states[id].armed.is_empty())
+            .count();
+        assert_eq!(armed, host_armed, "{policy}");
+        let guests = plan.guest_states[0]
+            .iter()
+            .filter(|s| matches!(s, drvisor_debug::GuestSlotState::Armed { .. }))
+            .count();
+        assert_eq!(guests, guest_armed, "{policy}");
+        // Every physical bit reaches its owner: hosts where armed, the guest's in its numbering.
+        rig.exit(DR6_INIT | 0xf, 0x3000);
+        assert_eq!(rig.hits.lock().unwrap().len(), host_armed, "{policy}");
+        let injected = rig.fake.0.borrow().injected.clone();
+        assert_eq!(
+            Dr6::from_bits(injected[0]).hit_slots().count(),
+            guest_armed,
+            "{policy}"
+        );
+    }
+}
+
+#[test]
+fn deny_refuses_a_registration_that_would_starve_the_guest() {
+    let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::Deny);
+    rig.guest_programs([0x10, 0x20, 0x30, 0], 0x400 | 0x15);
+    let _ = rig.add(exec(0x1000), HitAction::Continue); // three guest slots + one host: fits
+    let refused = rig.ctl.add(HostRequest {
+        spec: exec(0x2000),
+        scope: Scope::Vm,
+        label: "x".into(),
+        on_hit: always(HitAction::Continue),
+    });
+    assert!(
+        matches!(refused, Err(super::Error::Arbiter(_))),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn mov_to_dr7_is_emulated_where_gd_traps() {
+    let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);
+    rig.add(exec(0x1000), HitAction::Continue);
+    assert_ne!(rig.fake.installed().dr7 & BD, 0, "GD set in the host DR7");
+    {
+        let mut s = rig.fake.0.borrow_mut();
+        s.code.insert(0x4000, vec![0x0f, 0x23, 0xf9]); // mov dr7, rcx
+        s.regs.rcx = 0x400 | 1; // L0, exec
+    }
+    rig.exit(DR6_INIT | BD, 0x4000);
+    let s = rig.fake.0.borrow();
+    assert_eq!(
+        s.debugregs.dr7, 0x401,
+        "the guest's DR7 now holds what it wrote"
+    );
+    assert_eq!(s.regs.rip, 0x4003, "stepped past the MOV");
+    assert!(s.injected.is_empty());
+    drop(s);
+    let plan = rig.ctl.plan();
+    assert!(matches!(
+        plan.guest_states[0][0],
+        drvisor_debug::GuestSlotState::Armed { .. }
+    ));
+}
+
+#[test]
+fn mov_from_dr_reads_the_guests_view() {
+    let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);
+    rig.guest_programs([0xabc, 0, 0, 0], 0x400);
+    rig.add(exec(0x1000), HitAction::Continue);
+    rig.fake
+        .0
+        .borrow_mut()
+        .code
+        .insert(0x4000, vec![0x0f, 0x21, 0xc0]); // mov rax, dr0
+    rig.exit(DR6_INIT | BD, 0x4000);
+    assert_eq!(rig.fake.0.borrow().regs.rax, 0xabc);
+}
+
+#[test]
+fn guest_gd_gets_its_own_bd_and_the_access_is_not_performed() {
+    let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);
+    rig.guest_programs([0; 4], 0x400 | BD);
+    rig.add(exec(0x1000), HitAction::Continue);
+    {
+        let mut s = rig.fake.0.borrow_mut();
+        s.code.insert(0x4000, vec![0x0f, 0x23, 0xf9]);
+        s.regs.rcx = 0x401;
+    }
+    rig.exit(DR6_INIT | BD, 0x4000);
+    let s = rig.fake.0.borrow();
+    assert_eq!(s.injected, vec![DR6_INIT | BD]);
+    assert_eq!(s.regs.rip, 0x4000, "a fault: RIP stays on the MOV");
+    assert_eq!(
+        s.debugregs.dr7 & BD,
+        0,
+        "GD cleared on delivery (SDM 17.2.4)"
+    );
+    assert_eq!(s.debugregs.dr7 & 1, 0, "the write did not happen");
+}
+
+#[test]
+fn stop_and_pause_actions() {
+    let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);
+    let stop = rig.add(exec(0x1000), HitAction::Stop);
+    let _pause = rig.add(exec(0x2000), HitAction::Pause);
+    assert_eq!(
+        rig.exit(DR6_INIT | 1 << 3, 0x1000),
+        Verdict::Stop {
+            id: stop,
+            rip: 0x1000
+        }
+    );
+    assert!(!rig.ctl.is_paused());
+    rig.at(0x2000);
+    rig.vcpu
+        .on_debug_exit(DR6_INIT | 1 << 2, &rig.fake)
+        .unwrap();
+    assert!(rig.ctl.is_paused());
+    rig.ctl.resume();
+    assert!(!rig.ctl.is_paused());
+}
+
+#[test]
+fn data_watch_is_refused_where_the_host_cannot_deliver_it() {
+    let rig = Rig::new(THIS_HOST, Policy::HostFirst);
+    let err = rig
+        .ctl
+        .add(HostRequest {
+            spec: BreakSpec::watch(0x2000, WatchAccess::Write, 8).unwrap(),
+            scope: Scope::Vm,
+            label: "w".into(),
+            on_hit: always(HitAction::Continue),
+        })
+        .unwrap_err();
+    assert!(err
+        .to_string()
+        .contains("does not deliver hardware data watchpoints"));
+}
+
+#[test]
+fn native_guest_changes_are_seen_at_the_next_exit() {
+    let mut rig = Rig::new(THIS_HOST, Policy::HostFirst);
+    rig.add(exec(0x1000), HitAction::Continue);
+    rig.guest_programs([0x5000, 0, 0, 0], 0x401);
+    rig.exit(DR6_INIT | BS, 0x1234); // any exit
+    assert_eq!(
+        rig.ctl.plan().guest_states[0][0],
+        drvisor_debug::GuestSlotState::Native
+    );
+}
