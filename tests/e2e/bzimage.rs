@@ -7,7 +7,7 @@
 //! Linux bzImage, when one is available, is loaded and checked in process.
 
 use drvisor::boot::{Entry, KernelImage};
-use drvisor::{Console, Vm, VmConfig};
+use drvisor::{Vm, VmConfig};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::common::{drvisor, ensure, skipped, Failed, Trial};
@@ -22,13 +22,15 @@ const STARTUP_64: usize = 0x200;
 const ENTRY_CODE: &[u8] = &[
     0x81, 0xbe, 0x02, 0x02, 0, 0, 0x48, 0x64, 0x72, 0x53, // cmp dword [rsi+0x202], "HdrS"
     0xb0, 0x01, 0x75, 0x42, // mov al,1; jne out
-    0x81, 0xbe, 0x28, 0x02, 0, 0, 0x00, 0x00, 0x02, 0x00, // cmp dword [rsi+0x228] (cmd_line_ptr), 0x20000
+    0x81, 0xbe, 0x28, 0x02, 0, 0, 0x00, 0x00, 0x02,
+    0x00, // cmp dword [rsi+0x228] (cmd_line_ptr), 0x20000
     0xb0, 0x02, 0x75, 0x34, // mov al,2; jne out
     0x80, 0xbe, 0xe8, 0x01, 0, 0, 0x02, // cmp byte [rsi+0x1e8] (e820_entries), 2
     0xb0, 0x03, 0x75, 0x29, // mov al,3; jne out
     0x80, 0x3c, 0x25, 0x00, 0x00, 0x02, 0x00, 0x78, // cmp byte [0x20000], 'x'
     0xb0, 0x04, 0x75, 0x1d, // mov al,4; jne out
-    0x81, 0xbe, 0x1c, 0x02, 0, 0, 0x00, 0x10, 0x00, 0x00, // cmp dword [rsi+0x21c] (ramdisk_size), 4096
+    0x81, 0xbe, 0x1c, 0x02, 0, 0, 0x00, 0x10, 0x00,
+    0x00, // cmp dword [rsi+0x21c] (ramdisk_size), 4096
     0xb0, 0x05, 0x75, 0x0f, // mov al,5; jne out
     0x8b, 0xbe, 0x18, 0x02, 0, 0, // mov edi, [rsi+0x218] (ramdisk_image)
     0x80, 0x3f, 0xab, // cmp byte [rdi], 0xab
@@ -79,15 +81,10 @@ fn boots_to_startup_64_with_right_zero_page() -> Result<(), Failed> {
 
 fn vcpu_starts_in_long_mode_at_the_entry() -> Result<(), Failed> {
     let image = KernelImage::from_bytes("synthetic", synthetic_bzimage(ENTRY_CODE, 8192))?;
-    let vm = Vm::try_from(VmConfig {
-        kernel: image,
-        initrd: Some(vec![0xab; 4096]),
-        cmdline: "x=1".into(),
-        vcpus: 1,
-        mem_mib: 32,
-        console: Console::Writer(Box::new(std::io::sink())),
-        strict_ports: false,
-    })?;
+    let mut config = VmConfig::new(image, "x=1");
+    config.initrd = Some(vec![0xab; 4096]);
+    config.mem_mib = 32;
+    let vm = Vm::try_from(config)?;
     ensure(
         vm.entry()
             == Entry::Linux64 {
@@ -99,16 +96,23 @@ fn vcpu_starts_in_long_mode_at_the_entry() -> Result<(), Failed> {
     let vcpu = &vm.vcpus()[0].fd;
     let regs = vcpu.get_regs()?;
     let sregs = vcpu.get_sregs()?;
-    ensure(regs.rip == 0x10_0200 && regs.rsi == 0x7000, || format!("{regs:?}"))?;
-    ensure(sregs.efer & 0x500 == 0x500 && sregs.cr0 & (1 << 31) != 0 && sregs.cs.l == 1, || {
-        format!("not in long mode: {sregs:?}")
+    ensure(regs.rip == 0x10_0200 && regs.rsi == 0x7000, || {
+        format!("{regs:?}")
     })?;
+    ensure(
+        sregs.efer & 0x500 == 0x500 && sregs.cr0 & (1 << 31) != 0 && sregs.cs.l == 1,
+        || format!("not in long mode: {sregs:?}"),
+    )?;
     let mem = vm.memory();
     let magic: u32 = mem.read_obj(GuestAddress(0x7000 + 0x202))?;
     let loader: u8 = mem.read_obj(GuestAddress(0x7000 + 0x210))?;
     let initrd_at: u32 = mem.read_obj(GuestAddress(0x7000 + 0x218))?;
-    ensure(magic == 0x5372_6448 && loader == 0xff, || "setup header".into())?;
-    ensure(initrd_at as u64 == (32 << 20) - 4096, || format!("initrd at {initrd_at:#x}"))
+    ensure(magic == 0x5372_6448 && loader == 0xff, || {
+        "setup header".into()
+    })?;
+    ensure(initrd_at as u64 == (32 << 20) - 4096, || {
+        format!("initrd at {initrd_at:#x}")
+    })
 }
 
 /// A real Linux bzImage: from `DRVISOR_TEST_BZIMAGE`, or the host's /boot/vmlinuz-*.
@@ -119,7 +123,10 @@ fn real_kernel() -> Option<std::path::PathBuf> {
     let mut found: Vec<_> = std::fs::read_dir("/boot")
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))
+        })
         .collect();
     found.sort();
     found.pop()
@@ -130,31 +137,38 @@ fn real_linux_loads(path: std::path::PathBuf) -> Result<(), Failed> {
     let header: [u8; 0x80] = bytes[0x1f1..0x271].try_into()?;
     let code32_start = u32::from_le_bytes(bytes[0x214..0x218].try_into()?) as u64;
     let image = KernelImage::from_bytes(path.display().to_string(), bytes)?;
-    let vm = Vm::try_from(VmConfig {
-        kernel: image,
-        initrd: None,
-        cmdline: "console=ttyS0 earlyprintk=serial".into(),
-        vcpus: 1,
-        mem_mib: 256,
-        console: Console::Writer(Box::new(std::io::sink())),
-        strict_ports: false,
-    })?;
+    let mut config = VmConfig::new(image, "console=ttyS0 earlyprintk=serial");
+    config.mem_mib = 256;
+    let vm = Vm::try_from(config)?;
     let entry = code32_start + 0x200;
-    ensure(vm.vcpus()[0].fd.get_regs()?.rip == entry, || "rip is not startup_64".into())?;
+    ensure(vm.vcpus()[0].fd.get_regs()?.rip == entry, || {
+        "rip is not startup_64".into()
+    })?;
     let mut in_guest = [0u8; 0x80];
-    vm.memory().read_slice(&mut in_guest, GuestAddress(0x7000 + 0x1f1))?;
+    vm.memory()
+        .read_slice(&mut in_guest, GuestAddress(0x7000 + 0x1f1))?;
     // The loader keeps the kernel's header, changing only what the boot protocol says a loader fills in.
     let kept = |off: usize| in_guest[off - 0x1f1] == header[off - 0x1f1];
-    ensure((0x202..0x210).all(kept) && (0x230..0x238).all(kept), || "setup header not copied".into())
+    ensure((0x202..0x210).all(kept) && (0x230..0x238).all(kept), || {
+        "setup header not copied".into()
+    })
 }
 
 pub fn trials() -> Vec<Trial> {
     let mut trials = vec![
-        Trial::test("bzimage::boots_to_startup_64_with_right_zero_page", boots_to_startup_64_with_right_zero_page),
-        Trial::test("bzimage::vcpu_starts_in_long_mode_at_the_entry", vcpu_starts_in_long_mode_at_the_entry),
+        Trial::test(
+            "bzimage::boots_to_startup_64_with_right_zero_page",
+            boots_to_startup_64_with_right_zero_page,
+        ),
+        Trial::test(
+            "bzimage::vcpu_starts_in_long_mode_at_the_entry",
+            vcpu_starts_in_long_mode_at_the_entry,
+        ),
     ];
     match real_kernel() {
-        Some(path) => trials.push(Trial::test("bzimage::real_linux_loads", move || real_linux_loads(path))),
+        Some(path) => trials.push(Trial::test("bzimage::real_linux_loads", move || {
+            real_linux_loads(path)
+        })),
         None => trials.push(skipped(
             "bzimage::real_linux_loads",
             "no Linux bzImage: set DRVISOR_TEST_BZIMAGE or install one in /boot",

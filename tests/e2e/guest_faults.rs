@@ -10,7 +10,9 @@ fn triple_fault() -> Result<(), Failed> {
     let run = drvisor(&["run", "--scenario", "triple-fault"]);
     run.expect_code(exit_code::TRIPLE_FAULT.into())?;
     ensure(
-        run.stderr.contains("guest triple fault on vCPU 0 at rip=0x") && !run.stderr.contains("panicked"),
+        run.stderr
+            .contains("guest triple fault on vCPU 0 at rip=0x")
+            && !run.stderr.contains("panicked"),
         || run.to_string(),
     )
 }
@@ -19,7 +21,8 @@ fn int3_emulation_failure() -> Result<(), Failed> {
     let run = drvisor(&["run", "--scenario", "emu-fail"]);
     run.expect_code(exit_code::INTERNAL_ERROR.into())?;
     ensure(
-        run.stderr.contains("KVM could not emulate an instruction (suberror 1) on vCPU 0 at rip=0x")
+        run.stderr
+            .contains("KVM could not emulate an instruction (suberror 1) on vCPU 0 at rip=0x")
             && run.stderr.contains("instruction bytes: cc"),
         || run.to_string(),
     )
@@ -34,28 +37,41 @@ fn int3_without_idt_triple_faults() -> Result<(), Failed> {
 fn unknown_port_logged_once() -> Result<(), Failed> {
     let run = drvisor(&["run", "--scenario", "bad-port"]);
     run.expect_code(0)?;
-    let reports = run.stderr.matches("port 0x1234, which no device owns").count();
+    let reports = run
+        .stderr
+        .matches("port 0x1234, which no device owns")
+        .count();
     ensure(reports == 1, || format!("reported {reports} times\n{run}"))
 }
 
 fn unknown_port_strict() -> Result<(), Failed> {
     let run = drvisor(&["run", "--scenario", "bad-port", "--strict-ports"]);
     run.expect_code(exit_code::UNKNOWN_PORT.into())?;
-    ensure(run.stderr.contains("accessed port 0x1234") && run.stderr.contains("rip=0x"), || {
-        run.to_string()
-    })
+    ensure(
+        run.stderr.contains("accessed port 0x1234") && run.stderr.contains("rip=0x"),
+        || run.to_string(),
+    )
 }
 
 pub fn trials(ctx: &Context) -> Vec<Trial> {
     let int3 = if ctx.probe.delivers(Mechanism::Int3Executes, 0) {
-        Trial::test("guest_faults::int3_without_idt_triple_faults", int3_without_idt_triple_faults)
+        Trial::test(
+            "guest_faults::int3_without_idt_triple_faults",
+            int3_without_idt_triple_faults,
+        )
     } else {
-        Trial::test("guest_faults::int3_emulation_failure", int3_emulation_failure)
+        Trial::test(
+            "guest_faults::int3_emulation_failure",
+            int3_emulation_failure,
+        )
     };
     vec![
         Trial::test("guest_faults::triple_fault", triple_fault),
         int3,
-        Trial::test("guest_faults::unknown_port_logged_once", unknown_port_logged_once),
+        Trial::test(
+            "guest_faults::unknown_port_logged_once",
+            unknown_port_logged_once,
+        ),
         Trial::test("guest_faults::unknown_port_strict", unknown_port_strict),
     ]
 }

@@ -28,24 +28,35 @@ fn agrees_with_kvm_probe_c() -> Result<(), Failed> {
     let mut ref_lines = reference.stdout.lines();
     let mut our_lines = ours.stdout.lines();
     ensure(ref_lines.next() == our_lines.next(), || {
-        format!("capability lines differ\n{}\n{}", reference.stdout, ours.stdout)
+        format!(
+            "capability lines differ\n{}\n{}",
+            reference.stdout, ours.stdout
+        )
     })?;
     let ours_by_label: Vec<(String, String, &str)> = our_lines
         .filter_map(|l| verdict(l).map(|(a, b)| (a, b, l)))
         .collect();
     let mut compared = 0;
     for line in ref_lines {
-        let Some((label, yes_no)) = verdict(line) else { continue };
+        let Some((label, yes_no)) = verdict(line) else {
+            continue;
+        };
         let ours = ours_by_label.iter().find(|(l, _, _)| *l == label);
         let Some((_, our_yes_no, our_line)) = ours else {
-            return Err(format!("drvisor probe has no row `{label}`\n{}", ours_stdout(&ours_by_label)).into());
+            return Err(format!(
+                "drvisor probe has no row `{label}`\n{}",
+                ours_stdout(&ours_by_label)
+            )
+            .into());
         };
         ensure(*our_yes_no == yes_no, || {
             format!("row `{label}`: kvm-probe.c says {yes_no}, drvisor says {our_yes_no}")
         })?;
         // Exit numbers and RIPs are deterministic; the speed row's timing is not.
         if !label.starts_with("CPL0 guest code runs natively") {
-            ensure(line == *our_line, || format!("row differs:\n  C:  {line}\n  us: {our_line}"))?;
+            ensure(line == *our_line, || {
+                format!("row differs:\n  C:  {line}\n  us: {our_line}")
+            })?;
         }
         compared += 1;
     }
@@ -67,10 +78,13 @@ fn json_is_machine_readable() -> Result<(), Failed> {
         .iter()
         .find(|r| r["mechanism"] == "host-exec-breakpoint" && r["cpl"] == 0)
         .ok_or("no host-exec-breakpoint row")?;
-    ensure(exec["works"].is_boolean() && exec["observed"].is_string(), || {
-        format!("bad row {exec}")
-    })?;
-    ensure(v["caps"]["nr_memslots"].as_u64().unwrap_or(0) > 0, || "no memslot cap".into())
+    ensure(
+        exec["works"].is_boolean() && exec["observed"].is_string(),
+        || format!("bad row {exec}"),
+    )?;
+    ensure(v["caps"]["nr_memslots"].as_u64().unwrap_or(0) > 0, || {
+        "no memslot cap".into()
+    })
 }
 
 pub fn trials() -> Vec<Trial> {

@@ -21,9 +21,10 @@ fn exec_counts() -> Result<(), Failed> {
     run.expect_code(0)?;
     for t in 0..4 {
         let lines = run.guest_lines(&["scenario=exec", &format!("target={t}")]);
-        ensure(lines.len() == 1 && field(lines[0], "calls") == Some("37"), || {
-            format!("target {t}: {lines:?}\n{run}")
-        })?;
+        ensure(
+            lines.len() == 1 && field(lines[0], "calls") == Some("37"),
+            || format!("target {t}: {lines:?}\n{run}"),
+        )?;
     }
     Ok(())
 }
@@ -40,7 +41,9 @@ fn smp(vcpus: &'static str) -> Trial {
         )?;
         for cpu in 0..n {
             let lines = run.guest_lines(&["scenario=smp", &format!("cpu={cpu}")]);
-            ensure(lines.len() == 1, || format!("cpu {cpu} did not report\n{run}"))?;
+            ensure(lines.len() == 1, || {
+                format!("cpu {cpu} did not report\n{run}")
+            })?;
         }
         Ok(())
     })

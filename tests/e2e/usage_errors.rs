@@ -8,7 +8,11 @@ use crate::common::{drvisor, ensure, run_command, skipped, Failed, Run, Trial, D
 /// Exit code 2, one `drvisor:` line on stderr containing `needle`, nothing panicked.
 fn one_line_usage_error(run: &Run, needle: &str) -> Result<(), Failed> {
     run.expect_code(2)?;
-    let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     ensure(
         lines.len() == 1 && lines[0].starts_with("drvisor: ") && lines[0].contains(needle),
         || format!("wanted one line mentioning `{needle}`\n{run}"),
@@ -44,7 +48,13 @@ pub fn trials() -> Vec<Trial> {
         }),
         case("kernel_too_big_for_mem", || {
             let path = temp_file("big-bzimage", &synthetic_bzimage(&[0xf4], 3 << 20));
-            let run = drvisor(&["run", "--kernel", path.to_str().unwrap_or_default(), "--mem", "2"]);
+            let run = drvisor(&[
+                "run",
+                "--kernel",
+                path.to_str().unwrap_or_default(),
+                "--mem",
+                "2",
+            ]);
             let _ = std::fs::remove_file(&path);
             one_line_usage_error(&run, "needs 4 MiB of guest RAM but --mem is 2 MiB")
         }),
@@ -52,15 +62,23 @@ pub fn trials() -> Vec<Trial> {
             one_line_usage_error(&drvisor(&["run", "--mem", "1"]), "--mem 1 MiB is too small")
         }),
         case("zero_vcpus", || {
-            one_line_usage_error(&drvisor(&["run", "--vcpus", "0"]), "--vcpus 0 is out of range")
+            one_line_usage_error(
+                &drvisor(&["run", "--vcpus", "0"]),
+                "--vcpus 0 is out of range",
+            )
         }),
         case("more_vcpus_than_kvm_allows", || {
-            one_line_usage_error(&drvisor(&["run", "--vcpus", "100000"]), "--vcpus 100000 is out of range")
+            one_line_usage_error(
+                &drvisor(&["run", "--vcpus", "100000"]),
+                "--vcpus 100000 is out of range",
+            )
         }),
         case("unknown_scenario", || {
             let run = drvisor(&["run", "--scenario", "nope"]);
             one_line_usage_error(&run, "unknown scenario `nope`")?;
-            ensure(run.stderr.contains("hello"), || "does not list the known scenarios".into())
+            ensure(run.stderr.contains("hello"), || {
+                "does not list the known scenarios".into()
+            })
         }),
         case("initrd_with_an_elf_kernel", || {
             let path = temp_file("initrd", b"initrd");

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use drvisor::probe::tiny_vm::{Stop, TinyVm};
-use drvisor::{guest_image, Console, Vm, VmConfig};
+use drvisor::{guest_image, Vm, VmConfig};
 use kvm_ioctls::Kvm;
 
 const EXITS: u32 = 20_000;
@@ -22,16 +22,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn boot_hello() -> Duration {
     let start = Instant::now();
-    let vm = Vm::try_from(VmConfig {
-        kernel: guest_image::kernel(),
-        initrd: None,
-        cmdline: "scenario=hello ncpus=1".into(),
-        vcpus: 1,
-        mem_mib: 64,
-        console: Console::Writer(Box::new(std::io::sink())),
-        strict_ports: false,
-    })
-    .expect("build VM");
+    let vm = Vm::try_from(VmConfig::new(guest_image::kernel(), "scenario=hello ncpus=1"))
+        .expect("build VM");
     let outcome = vm.run().expect("run");
     assert_eq!(outcome.exit_code(), 0, "{outcome}");
     start.elapsed()
