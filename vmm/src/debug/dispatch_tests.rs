@@ -269,7 +269,6 @@ fn conflict_outcome_under_each_policy_with_physical_carriage() {
     for (policy, host_armed, guest_armed) in [
         (Policy::HostFirst, 2, 2),
         (Policy::GuestFirst, 0, 4),
-        (Policy::Deny, 0, 4),
     ] {
         let mut rig = Rig::new(DebugCaps::vmx_like(), policy);
         rig.guest_programs([0x10, 0x20, 0x30, 0x40], 0x400 | 0x55);
