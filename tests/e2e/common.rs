@@ -145,3 +145,48 @@ pub fn skipped(name: &str, reason: &str) -> Trial {
     println!("skipping {name}: {reason}");
     Trial::test(name, || Ok(())).with_ignored_flag(true)
 }
+
+/// A fresh path in the temp directory for this test process.
+pub fn temp_path(name: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("drvisor-{}-{n}-{name}", std::process::id()))
+}
+
+/// The hit events of a run (`--events FILE`), parsed.
+pub fn read_events(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Runs drvisor with `args` plus `--events`, and returns the run and its events.
+pub fn drvisor_with_events(args: &[&str]) -> (Run, Vec<serde_json::Value>) {
+    let path = temp_path("events.jsonl");
+    let mut all: Vec<&str> = args.to_vec();
+    let p = path.to_str().unwrap_or_default().to_owned();
+    all.extend(["--events", &p]);
+    let run = drvisor(&all);
+    let events = read_events(&path);
+    let _ = std::fs::remove_file(&path);
+    (run, events)
+}
+
+/// How many events have `key == value`.
+pub fn count_events(events: &[serde_json::Value], key: &str, value: &serde_json::Value) -> usize {
+    events.iter().filter(|e| &e[key] == value).count()
+}
+
+/// The number after `key=` on the one guest line that has all of `parts`.
+pub fn guest_number(run: &Run, parts: &[&str], key: &str) -> Result<u64, Failed> {
+    let lines = run.guest_lines(parts);
+    match lines.as_slice() {
+        [line] => field(line, key)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("no {key}= in {line}").into()),
+        _ => Err(format!("wanted one line with {parts:?}\n{run}").into()),
+    }
+}

@@ -6,6 +6,7 @@
 mod bzimage;
 mod common;
 mod guest_faults;
+mod host_breakpoints;
 mod probe_table;
 mod scenarios;
 mod usage_errors;
@@ -21,5 +22,6 @@ fn main() {
     trials.extend(usage_errors::trials());
     trials.extend(guest_faults::trials(&ctx));
     trials.extend(bzimage::trials());
+    trials.extend(host_breakpoints::trials(&ctx));
     libtest_mimic::run(&args, trials).exit();
 }

@@ -22,8 +22,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn boot_hello() -> Duration {
     let start = Instant::now();
-    let vm = Vm::try_from(VmConfig::new(guest_image::kernel(), "scenario=hello ncpus=1"))
-        .expect("build VM");
+    let vm = Vm::try_from(VmConfig::new(
+        guest_image::kernel(),
+        "scenario=hello ncpus=1",
+    ))
+    .expect("build VM");
     let outcome = vm.run().expect("run");
     assert_eq!(outcome.exit_code(), 0, "{outcome}");
     start.elapsed()

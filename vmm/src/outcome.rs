@@ -72,6 +72,8 @@ pub enum Outcome {
         /// The breakpoint's id.
         id: u32,
     },
+    /// The embedding program ended the run (library API; the REST API's stop).
+    Requested,
     /// A KVM call failed.
     VmmError {
         /// Which vCPU, if one.
@@ -91,6 +93,7 @@ impl Outcome {
             Outcome::FailEntry { .. } => exit_code::FAIL_ENTRY,
             Outcome::UnknownPort { .. } => exit_code::UNKNOWN_PORT,
             Outcome::HostStop { .. } => exit_code::HOST_STOP,
+            Outcome::Requested => 0,
             Outcome::VmmError { .. } => exit_code::VMM_ERROR,
         }
     }
@@ -133,6 +136,7 @@ impl fmt::Display for Outcome {
             Outcome::HostStop { vcpu, rip, id } => {
                 write!(f, "host breakpoint {id} stopped the run on vCPU {vcpu} at rip={rip:#x}")
             }
+            Outcome::Requested => write!(f, "the run was ended on request"),
             Outcome::VmmError { vcpu, message } => match vcpu {
                 Some(v) => write!(f, "VMM error on vCPU {v}: {message}"),
                 None => write!(f, "VMM error: {message}"),

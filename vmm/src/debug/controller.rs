@@ -280,6 +280,15 @@ impl DebugController {
         }
     }
 
+    /// Whether every running vCPU runs the current plan.
+    pub fn all_applied(&self) -> bool {
+        let generation = self.generation();
+        self.lock()
+            .vcpus
+            .iter()
+            .all(|v| !v.running || v.applied == generation)
+    }
+
     /// The current generation, lock-free.
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

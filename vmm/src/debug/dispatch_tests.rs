@@ -156,6 +156,12 @@ fn exec_hit_without_rf_steps_over_then_rearms() {
     assert!(stepping.single_step);
     assert_eq!(stepping.dr7 & 0xc0, 0, "slot 3 disarmed during the step");
     assert_eq!(rig.fake.0.borrow().regs.rflags & RF, 0, "RF not relied on");
+    // A step exit before the instruction retired changes nothing.
+    rig.exit(DR6_INIT | BS, 0x1000);
+    assert!(
+        rig.fake.installed().single_step,
+        "still stepping: RIP has not moved"
+    );
     // The single-step exit: the VMM's own, not reported to anyone.
     rig.exit(DR6_INIT | BS, 0x1003);
     let rearmed = rig.fake.installed();
@@ -266,10 +272,8 @@ fn unowned_bits_go_back_to_the_guest() {
 #[test]
 fn conflict_outcome_under_each_policy_with_physical_carriage() {
     // The guest uses all four DRs; the host wants two.
-    for (policy, host_armed, guest_armed) in [
-        (Policy::HostFirst, 2, 2),
-        (Policy::GuestFirst, 0, 4),
-    ] {
+    for (policy, host_armed, guest_armed) in [(Policy::HostFirst, 2, 2), (Policy::GuestFirst, 0, 4)]
+    {
         let mut rig = Rig::new(DebugCaps::vmx_like(), policy);
         rig.guest_programs([0x10, 0x20, 0x30, 0x40], 0x400 | 0x55);
         rig.vcpu.before_entry(&rig.fake).unwrap();

@@ -35,9 +35,11 @@ pub enum Verdict {
     },
 }
 
-/// An exec breakpoint being stepped over: its slots stay disarmed for one single-step.
+/// An exec breakpoint being stepped over: its slots stay disarmed until the instruction at
+/// `rip` has retired.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct StepOver {
+    rip: u64,
     disarmed: Vec<Slot>,
 }
 
@@ -174,15 +176,28 @@ impl VcpuDebug {
             guest_gd: self.guest.dr7.gd(),
         };
         let attribution = attribute(Dr6::from_bits(dr6), &self.plan, ctx);
-        tracing::trace!(vcpu = self.index, "#DB exit dr6={dr6:#x}: {attribution}");
         let mut regs = vcpu.regs()?;
+        tracing::trace!(
+            vcpu = self.index,
+            "#DB exit rip={:#x} rflags={:#x} dr6={dr6:#x}: {attribution}",
+            regs.rip,
+            regs.rflags
+        );
         let mut verdict = Verdict::Resume;
         let mut injected = false;
 
         for event in &attribution.vmm_events {
             match event {
-                // The step-over is done: the slots re-arm at the next install.
-                VmmEvent::SingleStep => self.step_over = None,
+                // The step-over is done once RIP has moved: the slots re-arm at the next
+                // install. A BS with RIP still on the instruction is not progress: a `rep`
+                // iteration, or (seen on this project's hosts under SMP load) a step exit
+                // delivered before the instruction ran. Re-arming then would report the same
+                // execution twice, so keep stepping.
+                VmmEvent::SingleStep => {
+                    if self.step_over.as_ref().is_some_and(|s| s.rip != regs.rip) {
+                        self.step_over = None;
+                    }
+                }
                 VmmEvent::DrAccess => {
                     injected |= self.emulate_mov_dr(vcpu, &mut regs, attribution.guest_dr6)?;
                 }
@@ -256,7 +271,10 @@ impl VcpuDebug {
             regs.rflags |= RFLAGS_RF;
             vcpu.set_regs(regs)
         } else {
-            self.step_over = Some(StepOver { disarmed: slots });
+            self.step_over = Some(StepOver {
+                rip: regs.rip,
+                disarmed: slots,
+            });
             Ok(())
         }
     }

@@ -1,0 +1,351 @@
+//! Host breakpoints on real KVM with the test guest: every physical slot, symbols and
+//! addresses, the actions, SMP, and refusals of what this host cannot deliver.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use drvisor::exit_code;
+use drvisor::probe::Mechanism;
+use drvisor::symbols::SymbolTable;
+use serde_json::json;
+
+use crate::common::{
+    count_events, drvisor, drvisor_with_events, ensure, read_events, skipped, temp_path, Context,
+    Failed, Trial, DRVISOR,
+};
+
+const TARGETS: [&str; 4] = [
+    "drv_target_0",
+    "drv_target_1",
+    "drv_target_2",
+    "drv_target_3",
+];
+
+fn exec_in_each_physical_slot() -> Result<(), Failed> {
+    let (run, events) = drvisor_with_events(&[
+        "run",
+        "--scenario",
+        "exec",
+        "--cmdline",
+        "count=37",
+        "--break",
+        TARGETS[0],
+        "--break",
+        TARGETS[1],
+        "--break",
+        TARGETS[2],
+        "--break",
+        TARGETS[3],
+    ]);
+    run.expect_code(0)?;
+    let mut slots = Vec::new();
+    for (i, t) in TARGETS.iter().enumerate() {
+        let hits: Vec<&serde_json::Value> = events.iter().filter(|e| e["label"] == *t).collect();
+        ensure(hits.len() == 37, || {
+            format!("{t}: {} hits, wanted 37", hits.len())
+        })?;
+        let slot = hits[0]["slot"].as_u64().unwrap_or(99);
+        ensure(hits.iter().all(|e| e["slot"] == slot), || {
+            format!("{t} moved slots")
+        })?;
+        ensure(
+            hits.iter()
+                .all(|e| e["kind"] == "exec" && e["rip"] == e["addr"]),
+            || format!("{t}: exec hits report RIP at the instruction"),
+        )?;
+        ensure(slot == 3 - i as u64, || {
+            format!(
+                "{t} in DR{slot}, wanted DR{} (host slots fill from the top)",
+                3 - i
+            )
+        })?;
+        slots.push(slot);
+    }
+    slots.sort();
+    ensure(slots == [0, 1, 2, 3], || format!("slots {slots:?}"))
+}
+
+fn by_address() -> Result<(), Failed> {
+    let symbols = SymbolTable::from_elf(drvisor::guest_image::ELF);
+    let addr = symbols.resolve("drv_target_1")?;
+    let hex = format!("{addr:#x}");
+    let (run, events) = drvisor_with_events(&[
+        "run",
+        "--scenario",
+        "exec",
+        "--cmdline",
+        "count=11",
+        "--break",
+        &hex,
+    ]);
+    run.expect_code(0)?;
+    ensure(
+        events.len() == 11 && events.iter().all(|e| e["addr"] == addr),
+        || format!("{} events at {hex}", events.len()),
+    )
+}
+
+fn by_system_map() -> Result<(), Failed> {
+    let symbols = SymbolTable::from_elf(drvisor::guest_image::ELF);
+    let addr = symbols.resolve("drv_target_2")?;
+    let map = temp_path("System.map");
+    std::fs::write(&map, format!("{addr:016x} T my_renamed_target\n"))?;
+    let (run, events) = drvisor_with_events(&[
+        "run",
+        "--scenario",
+        "exec",
+        "--cmdline",
+        "count=5",
+        "--symbols",
+        map.to_str().unwrap_or_default(),
+        "--break",
+        "my_renamed_target",
+    ]);
+    let _ = std::fs::remove_file(&map);
+    run.expect_code(0)?;
+    ensure(events.len() == 5, || format!("{} events", events.len()))
+}
+
+fn unknown_symbol_suggests_names() -> Result<(), Failed> {
+    let run = drvisor(&["run", "--break", "drv_target_9"]);
+    run.expect_code(2)?;
+    ensure(
+        run.stderr
+            .contains("unknown symbol `drv_target_9`; did you mean drv_target_0"),
+        || run.to_string(),
+    )
+}
+
+fn bad_breakpoint_inputs() -> Result<(), Failed> {
+    for (args, needle) in [
+        (vec!["--watch", "drv_watch_u8:r"], "read"),
+        (vec!["--watch", "0x10c001:w:4"], "align"),
+        (vec!["--watch", "drv_watch_u32:w:3"], "1, 2, 4 or 8"),
+        (vec!["--break", "0x0000800000000000"], "canonical"),
+        (vec!["--break", "12zz"], "not a valid address"),
+        (
+            vec!["--vcpu", "0", "--break", "drv_target_0"],
+            "must follow",
+        ),
+        (vec!["--break", "drv_target_0", "--vcpu", "5"], "vcpu"),
+        (
+            vec!["--break", "drv_target_0", "--action", "explode"],
+            "unknown action",
+        ),
+        (vec!["--policy", "fair"], "policy"),
+    ] {
+        let mut all = vec!["run", "--scenario", "hello"];
+        all.extend(args.iter().copied());
+        let run = drvisor(&all);
+        run.expect_code(2)?;
+        ensure(run.stderr.to_lowercase().contains(needle), || {
+            format!("{args:?}: wanted `{needle}`\n{run}")
+        })?;
+        ensure(!run.stderr.contains("panicked"), || run.to_string())?;
+    }
+    Ok(())
+}
+
+fn stop_action() -> Result<(), Failed> {
+    let (run, events) = drvisor_with_events(&[
+        "run",
+        "--scenario",
+        "exec",
+        "--break",
+        "drv_target_2",
+        "--action",
+        "stop",
+    ]);
+    run.expect_code(exit_code::HOST_STOP.into())?;
+    ensure(events.len() == 1 && events[0]["action"] == "stop", || {
+        format!("{events:?}")
+    })?;
+    ensure(
+        run.stderr
+            .contains("host breakpoint 1 stopped the run on vCPU 0 at rip=0x"),
+        || run.to_string(),
+    )?;
+    ensure(run.guest_lines(&["drv:", "summary"]).is_empty(), || {
+        "the guest went on after stop".into()
+    })
+}
+
+/// Each hit pauses the whole VM; SIGUSR1 resumes it. While paused, the guest makes no progress.
+fn pause_action() -> Result<(), Failed> {
+    let events_path = temp_path("pause-events.jsonl");
+    let mut child = Command::new(DRVISOR)
+        .args([
+            "run",
+            "--scenario",
+            "exec",
+            "--cmdline",
+            "count=3",
+            "--break",
+            "drv_target_1",
+            "--action",
+            "pause",
+            "--events",
+        ])
+        .arg(&events_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut resumed = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("timed out".into());
+        }
+        let seen = read_events(&events_path).len();
+        if seen > resumed {
+            // Paused at hit number `seen`: nothing moves while we wait.
+            std::thread::sleep(Duration::from_millis(300));
+            ensure(read_events(&events_path).len() == seen, || {
+                "a hit while paused".into()
+            })?;
+            ensure(child.try_wait()?.is_none(), || {
+                "the guest finished while paused".into()
+            })?;
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+            resumed = seen;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let events = read_events(&events_path);
+    let _ = std::fs::remove_file(&events_path);
+    ensure(status.code() == Some(0), || format!("exit {status:?}"))?;
+    ensure(events.len() == 3 && resumed == 3, || {
+        format!("{} hits, {resumed} resumes", events.len())
+    })
+}
+
+fn smp_exact_counts(vcpus: &'static str) -> Trial {
+    Trial::test(
+        format!("host_bp::smp_exact_counts_{vcpus}_vcpus"),
+        move || {
+            let (run, events) = drvisor_with_events(&[
+                "run",
+                "--scenario",
+                "smp",
+                "--vcpus",
+                vcpus,
+                "--cmdline",
+                "count=30",
+                "--break",
+                "drv_target_0",
+                "--break",
+                "drv_target_3",
+            ]);
+            run.expect_code(0)?;
+            let n: u64 = vcpus.parse()?;
+            for cpu in 0..n {
+                for t in ["drv_target_0", "drv_target_3"] {
+                    let hits = events
+                        .iter()
+                        .filter(|e| e["vcpu"] == cpu && e["label"] == t)
+                        .count();
+                    ensure(hits == 30, || {
+                        format!("vcpu {cpu} {t}: {hits} hits, wanted 30")
+                    })?;
+                }
+            }
+            ensure(events.len() as u64 == 60 * n, || {
+                format!("{} events in all", events.len())
+            })
+        },
+    )
+}
+
+fn per_vcpu_scope() -> Result<(), Failed> {
+    let (run, events) = drvisor_with_events(&[
+        "run",
+        "--scenario",
+        "smp",
+        "--vcpus",
+        "2",
+        "--cmdline",
+        "count=9",
+        "--break",
+        "drv_target_1",
+        "--vcpu",
+        "1",
+    ]);
+    run.expect_code(0)?;
+    ensure(
+        count_events(&events, "vcpu", &json!(1)) == 9 && events.len() == 9,
+        || format!("{events:?}"),
+    )
+}
+
+fn hardware_write_watch(ctx: &Context) -> Trial {
+    let name = "host_bp::hardware_write_watch";
+    if ctx.probe.delivers(Mechanism::HostWriteWatchpoint, 0) {
+        Trial::test(name, || {
+            let (run, events) = drvisor_with_events(&[
+                "run",
+                "--scenario",
+                "write",
+                "--cmdline",
+                "count=13",
+                "--watch",
+                "drv_watch_u32",
+            ]);
+            run.expect_code(0)?;
+            ensure(
+                events.len() == 13 && events.iter().all(|e| e["kind"] == "write"),
+                || format!("{events:?}"),
+            )
+        })
+    } else {
+        skipped(name, &format!(
+            "{} (the same dispatch runs on synthetic exits in debug::dispatch_tests::write_watch_in_every_slot)",
+            ctx.probe.why_not(Mechanism::HostWriteWatchpoint, 0).unwrap_or_default()
+        ))
+    }
+}
+
+fn watch_refused_with_the_probes_reason(ctx: &Context) -> Trial {
+    let deliverable = ctx.probe.delivers(Mechanism::HostWriteWatchpoint, 0);
+    Trial::test("host_bp::watch_refused_where_it_cannot_fire", move || {
+        let run = drvisor(&["run", "--scenario", "write", "--watch", "drv_watch_u32"]);
+        if deliverable {
+            return run.expect_code(0).map(|_| ());
+        }
+        run.expect_code(2)?;
+        ensure(
+            run.stderr
+                .contains("does not deliver hardware data watchpoints"),
+            || run.to_string(),
+        )
+    })
+    .with_ignored_flag(false)
+}
+
+pub fn trials(ctx: &Context) -> Vec<Trial> {
+    vec![
+        Trial::test(
+            "host_bp::exec_in_each_physical_slot",
+            exec_in_each_physical_slot,
+        ),
+        Trial::test("host_bp::by_address", by_address),
+        Trial::test("host_bp::by_system_map", by_system_map),
+        Trial::test(
+            "host_bp::unknown_symbol_suggests_names",
+            unknown_symbol_suggests_names,
+        ),
+        Trial::test("host_bp::bad_breakpoint_inputs", bad_breakpoint_inputs),
+        Trial::test("host_bp::stop_action", stop_action),
+        Trial::test("host_bp::pause_action", pause_action),
+        smp_exact_counts("2"),
+        smp_exact_counts("4"),
+        Trial::test("host_bp::per_vcpu_scope", per_vcpu_scope),
+        hardware_write_watch(ctx),
+        watch_refused_with_the_probes_reason(ctx),
+    ]
+}
