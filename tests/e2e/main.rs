@@ -5,6 +5,7 @@
 
 mod bzimage;
 mod common;
+mod guest_and_host;
 mod guest_faults;
 mod host_breakpoints;
 mod probe_table;
@@ -23,5 +24,6 @@ fn main() {
     trials.extend(guest_faults::trials(&ctx));
     trials.extend(bzimage::trials());
     trials.extend(host_breakpoints::trials(&ctx));
+    trials.extend(guest_and_host::trials(&ctx));
     libtest_mimic::run(&args, trials).exit();
 }
