@@ -5,9 +5,11 @@
 
 mod bzimage;
 mod common;
+mod debug_regs_port;
 mod guest_and_host;
 mod guest_faults;
 mod host_breakpoints;
+mod live_changes;
 mod probe_table;
 mod scenarios;
 mod usage_errors;
@@ -25,5 +27,7 @@ fn main() {
     trials.extend(bzimage::trials());
     trials.extend(host_breakpoints::trials(&ctx));
     trials.extend(guest_and_host::trials(&ctx));
+    trials.extend(live_changes::trials());
+    trials.extend(debug_regs_port::trials(&ctx));
     libtest_mimic::run(&args, trials).exit();
 }
