@@ -230,7 +230,7 @@ impl Driven {
                 mem: &self.vm.mem,
             };
             self.vcpu.before_entry(&seam)?;
-            let (stop, _) = self.vm.run()?;
+            let (stop, pc) = self.vm.run_raw()?;
             let Stop::Debug { dr6 } = stop else {
                 return Ok(stop);
             };
@@ -238,7 +238,7 @@ impl Driven {
                 fd: &self.vm.vcpu,
                 mem: &self.vm.mem,
             };
-            self.vcpu.on_debug_exit(dr6, &seam)?;
+            self.vcpu.on_debug_exit(dr6, pc, &seam)?;
         }
     }
 }

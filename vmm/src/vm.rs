@@ -95,6 +95,9 @@ pub struct VmConfig {
     pub policy: drvisor_debug::Policy,
     /// What this host delivers; `None` runs the probe (milliseconds).
     pub debug_caps: Option<DebugCaps>,
+    /// Run the debug hooks on every vCPU (the default). `false` detaches them entirely, as if
+    /// drvisor had no debug support; it exists to measure what attaching costs.
+    pub debug_attached: bool,
 }
 
 impl VmConfig {
@@ -110,6 +113,7 @@ impl VmConfig {
             strict_ports: false,
             policy: drvisor_debug::Policy::default(),
             debug_caps: None,
+            debug_attached: true,
         }
     }
 }
@@ -168,6 +172,9 @@ impl TryFrom<VmConfig> for Vm {
             config.vcpus,
             control.clone(),
         ));
+        if !config.debug_attached {
+            debug.detach();
+        }
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK)?;
         vm_fd
             .register_irqfd(&serial_irq, COM1_GSI)
@@ -211,6 +218,7 @@ impl TryFrom<VmConfig> for Vm {
                 strict_ports: config.strict_ports,
             },
             debug: debug.clone(),
+            debug_attached: config.debug_attached,
         });
         Ok(Vm {
             _kvm: kvm,

@@ -32,6 +32,9 @@ pub enum Error {
     /// This host cannot deliver the breakpoint's kind.
     #[error("{0}")]
     Unsupported(String),
+    /// The VM runs without the debug hooks (`VmConfig::debug_attached = false`).
+    #[error("this VM runs with debugging detached; breakpoints cannot be armed")]
+    Detached,
 }
 
 /// A host breakpoint to add.
@@ -95,6 +98,7 @@ pub struct DebugController {
     /// Mirrors the plan generation, so vCPUs check for news without the lock.
     generation: AtomicU64,
     paused: AtomicBool,
+    detached: AtomicBool,
     on_plan: Mutex<Option<PlanObserver>>,
 }
 
@@ -126,8 +130,14 @@ impl DebugController {
             changed: Condvar::new(),
             generation: AtomicU64::new(0),
             paused: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
             on_plan: Mutex::new(None),
         }
+    }
+
+    /// Refuses every future breakpoint: the vCPUs will not run the debug hooks.
+    pub(crate) fn detach(&self) {
+        self.detached.store(true, Ordering::Release);
     }
 
     /// The host's capabilities.
@@ -181,6 +191,9 @@ impl DebugController {
     /// Adds a host breakpoint. Returns once every running vCPU runs a plan that includes it
     /// (armed or, with its reason, pending).
     pub fn add(&self, req: HostRequest) -> Result<HostBpId, Error> {
+        if self.detached.load(Ordering::Acquire) {
+            return Err(Error::Detached);
+        }
         if req.spec.kind() != drvisor_debug::BreakKind::Exec && !self.caps.data_watchpoints {
             return Err(Error::Unsupported(
                 "this host does not deliver hardware data watchpoints (probe row \"host write watchpoint\": no)".into(),

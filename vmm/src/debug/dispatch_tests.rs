@@ -86,7 +86,7 @@ impl Rig {
 
     fn exit(&mut self, dr6: u64, rip: u64) -> Verdict {
         self.at(rip);
-        let v = self.vcpu.on_debug_exit(dr6, &self.fake).unwrap();
+        let v = self.vcpu.on_debug_exit(dr6, rip, &self.fake).unwrap();
         self.vcpu.after_exit(&self.fake).unwrap();
         self.vcpu.before_entry(&self.fake).unwrap();
         v
@@ -396,7 +396,7 @@ fn stop_and_pause_actions() {
     assert!(!rig.ctl.is_paused());
     rig.at(0x2000);
     rig.vcpu
-        .on_debug_exit(DR6_INIT | 1 << 2, &rig.fake)
+        .on_debug_exit(DR6_INIT | 1 << 2, 0x2000, &rig.fake)
         .unwrap();
     assert!(rig.ctl.is_paused());
     rig.ctl.resume();

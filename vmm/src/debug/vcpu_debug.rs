@@ -52,6 +52,7 @@ pub struct VcpuDebug {
     installed: GuestDebug,
     step_over: Option<StepOver>,
     guest: GuestDrFile,
+    skip_resync: bool,
 }
 
 impl VcpuDebug {
@@ -65,6 +66,7 @@ impl VcpuDebug {
             installed: GuestDebug::OFF,
             step_over: None,
             guest: GuestDrFile::default(),
+            skip_resync: false,
         }
     }
 
@@ -145,8 +147,13 @@ impl VcpuDebug {
 
     /// Runs after every exit: where MOV DR cannot be trapped, re-reads the guest's DR file while
     /// host debugging is on. The window this leaves: a guest change between two exits is seen
-    /// at the second, so a plan that depends on it (physical carriage only) lags by one exit.
+    /// at the second (the end of a step-over does not count: only the stepped instruction ran),
+    /// so a plan that depends on it (physical carriage only) lags by one exit, and the visible
+    /// guest states lag likewise.
     pub fn after_exit(&mut self, vcpu: &impl DebugVcpu) -> Result<()> {
+        if std::mem::take(&mut self.skip_resync) {
+            return Ok(());
+        }
         if self.installed.hw_bp && !self.ctl.caps().gd_trap {
             self.resync_guest(vcpu)?;
         }
@@ -168,23 +175,33 @@ impl VcpuDebug {
         Ok(())
     }
 
-    /// Dispatches a `KVM_EXIT_DEBUG` with physical `dr6`: every bit to its owner.
-    pub fn on_debug_exit(&mut self, dr6: u64, vcpu: &impl DebugVcpu) -> Result<Verdict> {
+    /// Dispatches a `KVM_EXIT_DEBUG` with physical `dr6` at linear address `pc` (the exit's
+    /// `debug.arch.pc`): every bit to its owner.
+    pub fn on_debug_exit(&mut self, dr6: u64, pc: u64, vcpu: &impl DebugVcpu) -> Result<Verdict> {
         let ctx = AttributionContext {
             host_single_step: self.step_over.is_some(),
             host_gd_trap: self.installed.dr7 & DR7_GD != 0,
             guest_gd: self.guest.dr7.gd(),
         };
         let attribution = attribute(Dr6::from_bits(dr6), &self.plan, ctx);
-        let mut regs = vcpu.regs()?;
         tracing::trace!(
             vcpu = self.index,
-            "#DB exit rip={:#x} rflags={:#x} dr6={dr6:#x}: {attribution}",
-            regs.rip,
-            regs.rflags
+            "#DB exit pc={pc:#x} dr6={dr6:#x}: {attribution}"
         );
         let mut verdict = Verdict::Resume;
         let mut injected = false;
+        // Only the end of a step-over: no registers needed, and nothing the guest ran but the
+        // one stepped instruction, so the next after_exit need not re-read its DRs.
+        if attribution.host_hits.is_empty() && attribution.vmm_events == [VmmEvent::SingleStep] {
+            self.finish_step(pc);
+            self.skip_resync = true;
+            if let Some(guest_dr6) = attribution.guest_dr6 {
+                self.inject(vcpu, guest_dr6)?;
+            }
+            self.install(vcpu)?;
+            return Ok(verdict);
+        }
+        let mut regs = vcpu.regs()?;
 
         for event in &attribution.vmm_events {
             match event {
@@ -193,11 +210,7 @@ impl VcpuDebug {
                 // iteration, or (seen on this project's hosts under SMP load) a step exit
                 // delivered before the instruction ran. Re-arming then would report the same
                 // execution twice, so keep stepping.
-                VmmEvent::SingleStep => {
-                    if self.step_over.as_ref().is_some_and(|s| s.rip != regs.rip) {
-                        self.step_over = None;
-                    }
-                }
+                VmmEvent::SingleStep => self.finish_step(pc),
                 VmmEvent::DrAccess => {
                     injected |= self.emulate_mov_dr(vcpu, &mut regs, attribution.guest_dr6)?;
                 }
@@ -221,13 +234,20 @@ impl VcpuDebug {
         }
 
         if !exec_slots.is_empty() {
-            self.resume_past_exec(vcpu, &mut regs, exec_slots)?;
+            self.resume_past_exec(vcpu, &mut regs, pc, exec_slots)?;
         }
         if let Some(guest_dr6) = attribution.guest_dr6.filter(|_| !injected) {
             self.inject(vcpu, guest_dr6)?;
         }
         self.install(vcpu)?;
         Ok(verdict)
+    }
+
+    /// A single-step exit at `pc` ends the step-over once the instruction has retired.
+    fn finish_step(&mut self, pc: u64) {
+        if self.step_over.as_ref().is_some_and(|s| s.rip != pc) {
+            self.step_over = None;
+        }
     }
 
     /// Runs the breakpoint's action; `Some` if it stops the run.
@@ -265,6 +285,7 @@ impl VcpuDebug {
         &mut self,
         vcpu: &impl DebugVcpu,
         regs: &mut kvm_regs,
+        pc: u64,
         slots: Vec<Slot>,
     ) -> Result<()> {
         if self.ctl.caps().rf_resumes {
@@ -272,7 +293,7 @@ impl VcpuDebug {
             vcpu.set_regs(regs)
         } else {
             self.step_over = Some(StepOver {
-                rip: regs.rip,
+                rip: pc,
                 disarmed: slots,
             });
             Ok(())

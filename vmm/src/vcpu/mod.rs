@@ -27,6 +27,8 @@ pub struct VcpuShared {
     pub unknown_access: UnknownAccessPolicy,
     /// Debug-register virtualization.
     pub debug: Arc<DebugController>,
+    /// Whether the vCPUs run the debug hooks at all (`false` only to measure their cost).
+    pub debug_attached: bool,
 }
 
 /// One vCPU and its index.
@@ -40,7 +42,7 @@ pub struct Vcpu {
 /// Where a vCPU thread's exit handling looks for what it needs.
 struct Ctx<'a> {
     shared: &'a VcpuShared,
-    debug: &'a mut VcpuDebug,
+    debug: Option<&'a mut VcpuDebug>,
 }
 
 /// `KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES` (Documentation/virt/kvm/api.rst,
@@ -57,15 +59,17 @@ impl Vcpu {
         control.kicker.register_current(self.index);
         kick::enter_vcpu_thread(self.fd.get_kvm_run() as *mut _);
         crate::debug::set_current_vcpu(Some(self.index));
-        shared.debug.set_running(self.index, true);
+        shared.debug.set_running(self.index, shared.debug_attached);
         let mut ctx = Ctx {
             shared,
-            debug: &mut debug,
+            debug: shared.debug_attached.then_some(&mut debug),
         };
         while !control.is_finished() {
-            if let Err(e) = ctx.debug.before_entry(&self.debug_vcpu(shared)) {
-                control.finish(self.vmm_error(e));
-                break;
+            if let Some(debug) = ctx.debug.as_deref_mut() {
+                if let Err(e) = debug.before_entry(&self.debug_vcpu(shared)) {
+                    control.finish(self.vmm_error(e));
+                    break;
+                }
             }
             if control.is_finished() {
                 break;
@@ -89,8 +93,10 @@ impl Vcpu {
                 control.finish(outcome);
                 break;
             }
-            if let Err(e) = ctx.debug.after_exit(&self.debug_vcpu(shared)) {
-                control.finish(self.vmm_error(e));
+            if let Some(debug) = ctx.debug.as_deref_mut() {
+                if let Err(e) = debug.after_exit(&self.debug_vcpu(shared)) {
+                    control.finish(self.vmm_error(e));
+                }
             }
         }
         shared.debug.set_running(self.index, false);
@@ -134,17 +140,24 @@ impl Vcpu {
                 rip: self.rip(),
                 port,
             }),
-            Step::Debug(arch) => {
-                match ctx.debug.on_debug_exit(arch.dr6, &self.debug_vcpu(shared)) {
-                    Ok(Verdict::Resume) => None,
-                    Ok(Verdict::Stop { id, rip }) => Some(Outcome::HostStop {
-                        vcpu,
-                        rip,
-                        id: id.0,
-                    }),
-                    Err(e) => Some(self.vmm_error(e)),
+            Step::Debug(arch) => match ctx.debug.as_deref_mut() {
+                Some(debug) => {
+                    match debug.on_debug_exit(arch.dr6, arch.pc, &self.debug_vcpu(shared)) {
+                        Ok(Verdict::Resume) => None,
+                        Ok(Verdict::Stop { id, rip }) => Some(Outcome::HostStop {
+                            vcpu,
+                            rip,
+                            id: id.0,
+                        }),
+                        Err(e) => Some(self.vmm_error(e)),
+                    }
                 }
-            }
+                // Detached: no guest debug was enabled, so KVM should never report this.
+                None => Some(self.vmm_error(format!(
+                    "unexpected KVM_EXIT_DEBUG at rip={:#x} dr6={:#x}",
+                    arch.pc, arch.dr6
+                ))),
+            },
             Step::Unhandled(what) => Some(Outcome::VmmError {
                 vcpu: Some(vcpu),
                 message: format!("{what} at rip={:#x}", self.rip()),

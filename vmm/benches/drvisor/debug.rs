@@ -1,0 +1,274 @@
+//! Debug-register virtualization costs (issue 3), against the baseline of the same run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drvisor::debug::{
+    always, DebugCaps, DebugController, DebugVcpu, GuestDebug, HostRequest, KvmDebugVcpu,
+    KvmError, VcpuDebug,
+};
+use drvisor::probe::tiny_vm::{Stop, TinyVm, CODE};
+use drvisor::run_control::RunControl;
+use drvisor::symbols::SymbolTable;
+use drvisor::{guest_image, Outcome, Vm, VmConfig};
+use drvisor_api::HitAction;
+use drvisor_debug::{
+    plan_for, BreakSpec, DrKind, DrLen, GuestCarriage, GuestDrFile, HostBpId, HostBreakpoint,
+    Policy, Scope, Slot, VcpuId,
+};
+use kvm_ioctls::Kvm;
+
+use crate::baseline::{loop_of, Baseline, BODY_OFFSET, EXITS};
+use crate::measure::{median_of, ratio, time, us};
+
+/// A host exec breakpoint on the loop body (a 2-byte NOP): exit, dispatch, callback, resume.
+fn breakpoint_round_trip(kvm: &Kvm, caps: DebugCaps) -> Duration {
+    let hits = EXITS / 4;
+    let mut vm = TinyVm::new(kvm, 0, false, &loop_of([0x66, 0x90], hits)).expect("VM");
+    let ctl = Arc::new(DebugController::new(
+        caps,
+        Policy::HostFirst,
+        1,
+        Arc::new(RunControl::new().expect("evt")),
+    ));
+    ctl.add(HostRequest {
+        spec: BreakSpec::exec(CODE + BODY_OFFSET).expect("spec"),
+        scope: Scope::Vm,
+        label: "loop".into(),
+        on_hit: always(HitAction::Continue),
+    })
+    .expect("add");
+    let mut dbg = VcpuDebug::new(0, ctl.clone());
+    let t = time(|| loop {
+        let seam = KvmDebugVcpu {
+            fd: &vm.vcpu,
+            mem: &vm.mem,
+        };
+        dbg.before_entry(&seam).expect("install");
+        match vm.run_raw().expect("run") {
+            (Stop::Debug { dr6 }, pc) => {
+                let seam = KvmDebugVcpu {
+                    fd: &vm.vcpu,
+                    mem: &vm.mem,
+                };
+                dbg.on_debug_exit(dr6, pc, &seam).expect("dispatch");
+                dbg.after_exit(&seam).expect("resync");
+            }
+            (Stop::Hlt, _) => break,
+            other => panic!("{other:?}"),
+        }
+    });
+    assert_eq!(ctl.hits(HostBpId(1)), Some(u64::from(hits)));
+    t / hits
+}
+
+/// The VMM's own work per host hit, with KVM taken away: attribution, the callback, and the
+/// RF decision, on a vCPU that answers every ioctl at once (an RF host's path).
+fn dispatch_cpu_cost() -> Duration {
+    struct Instant0;
+    impl DebugVcpu for Instant0 {
+        fn regs(&self) -> Result<kvm_bindings::kvm_regs, KvmError> {
+            Ok(kvm_bindings::kvm_regs {
+                rip: 0x1000,
+                rflags: 2,
+                ..Default::default()
+            })
+        }
+        fn set_regs(&self, _: &kvm_bindings::kvm_regs) -> Result<(), KvmError> {
+            Ok(())
+        }
+        fn debugregs(&self) -> Result<kvm_bindings::kvm_debugregs, KvmError> {
+            Ok(kvm_bindings::kvm_debugregs {
+                dr6: 0xffff_0ff0,
+                dr7: 0x400,
+                ..Default::default()
+            })
+        }
+        fn set_debugregs(&self, _: &kvm_bindings::kvm_debugregs) -> Result<(), KvmError> {
+            Ok(())
+        }
+        fn set_guest_debug(&self, _: &GuestDebug) -> Result<(), KvmError> {
+            Ok(())
+        }
+        fn inject_db(&self) -> Result<(), KvmError> {
+            Ok(())
+        }
+        fn fetch(&self, _: u64) -> Vec<u8> {
+            Vec::new()
+        }
+    }
+    let ctl = Arc::new(DebugController::new(
+        DebugCaps::vmx_like(),
+        Policy::HostFirst,
+        1,
+        Arc::new(RunControl::new().expect("evt")),
+    ));
+    ctl.add(HostRequest {
+        spec: BreakSpec::exec(0x1000).expect("spec"),
+        scope: Scope::Vm,
+        label: "x".into(),
+        on_hit: always(HitAction::Continue),
+    })
+    .expect("add");
+    let mut dbg = VcpuDebug::new(0, ctl);
+    dbg.before_entry(&Instant0).expect("install");
+    const N: u32 = 100_000;
+    time(|| {
+        for _ in 0..N {
+            dbg.on_debug_exit(0xffff_0ff8, 0x1000, &Instant0)
+                .expect("dispatch");
+            dbg.before_entry(&Instant0).expect("entry");
+        }
+    }) / N
+}
+
+/// The `exec` scenario of the test guest, attached (nothing armed) or detached.
+fn guest_workload(attached: bool) -> Duration {
+    let mut config = VmConfig::new(guest_image::kernel(), "scenario=exec count=3000 ncpus=1");
+    config.debug_attached = attached;
+    let vm = Vm::try_from(config).expect("VM");
+    time(|| {
+        let outcome = vm.run().expect("run");
+        assert_eq!(outcome.exit_code(), 0, "{outcome}");
+    })
+}
+
+/// How long `add` takes to reach every running vCPU (kick, install, acknowledge), and `remove`.
+fn change_latency(vcpus: usize) -> Duration {
+    let target = SymbolTable::from_elf(guest_image::ELF)
+        .resolve("drv_watch_u8")
+        .expect("symbol");
+    let mut config = VmConfig::new(
+        guest_image::kernel(),
+        format!("scenario=smp ncpus={vcpus} count=100000000"),
+    );
+    config.vcpus = vcpus;
+    let vm = Vm::try_from(config).expect("VM");
+    let ctl = vm.debug().clone();
+    let control = vm.run_control().clone();
+    let runner = std::thread::spawn(move || vm.run());
+    std::thread::sleep(Duration::from_millis(100));
+    // An exec breakpoint on a data symbol: armed on every vCPU, never hit.
+    let latency = median_of(21, || {
+        let start = Instant::now();
+        let id = ctl
+            .add(HostRequest {
+                spec: BreakSpec::exec(target).expect("spec"),
+                scope: Scope::Vm,
+                label: "probe".into(),
+                on_hit: always(HitAction::Continue),
+            })
+            .expect("add");
+        let t = start.elapsed();
+        ctl.remove(id).expect("remove");
+        t
+    });
+    control.finish(Outcome::Requested);
+    let _ = runner.join();
+    latency
+}
+
+/// `plan_for` with three VM-wide host breakpoints, one per vCPU, and guests using 0-3 slots.
+fn replan_cost(vcpus: usize, carriage: GuestCarriage) -> Duration {
+    let mut hosts: Vec<HostBreakpoint> = (0..3u32)
+        .map(|i| HostBreakpoint {
+            id: HostBpId(i + 1),
+            spec: BreakSpec::exec(0x1000 * u64::from(i + 1)).expect("spec"),
+            scope: Scope::Vm,
+        })
+        .collect();
+    hosts.extend((0..vcpus as u32).map(|v| HostBreakpoint {
+        id: HostBpId(100 + v),
+        spec: BreakSpec::exec(0x9000 + u64::from(v)).expect("spec"),
+        scope: Scope::Vcpu(VcpuId(v)),
+    }));
+    let guests: Vec<GuestDrFile> = (0..vcpus)
+        .map(|v| {
+            let mut file = GuestDrFile::default();
+            for slot in Slot::ALL.into_iter().take(v % 4) {
+                file.dr7 = file
+                    .dr7
+                    .with_local(slot, true)
+                    .with_rw(slot, DrKind::Exec)
+                    .with_len(slot, DrLen::One);
+                file.dr[slot.index()] = 0x5000 + slot.index() as u64;
+            }
+            file
+        })
+        .collect();
+    const N: u32 = 20_000;
+    time(|| {
+        for _ in 0..N {
+            std::hint::black_box(plan_for(carriage, Policy::HostFirst, &hosts, &guests));
+        }
+    }) / N
+}
+
+/// Measures and prints the debug costs.
+pub fn run(kvm: &Kvm, base: &Baseline) {
+    let probed = DebugCaps::from_probe(&drvisor::probe::run_for_routing(kvm).expect("probe"));
+    let bp = median_of(5, || breakpoint_round_trip(kvm, probed));
+    println!(
+        "host exec breakpoint (this host: {})",
+        if probed.rf_resumes {
+            "RF resume"
+        } else {
+            "step-over: disarm, single-step, re-arm"
+        }
+    );
+    println!(
+        "  hit round trip (exit, dispatch, callback, resume) {:>8.3} us",
+        us(bp)
+    );
+    println!(
+        "  / bare KVM_EXIT_IO round trip                     {:>8.2}   (target <= 1.25)",
+        ratio(bp, base.io_exit)
+    );
+    let cpu = dispatch_cpu_cost();
+    println!(
+        "  VMM work per hit without KVM (RF path)            {:>8.3} us = {:.3} bare io exits",
+        us(cpu),
+        ratio(cpu, base.io_exit)
+    );
+
+    let _warm = guest_workload(true);
+    let mut attached = Vec::new();
+    let mut detached = Vec::new();
+    for _ in 0..7 {
+        attached.push(guest_workload(true));
+        detached.push(guest_workload(false));
+    }
+    attached.sort();
+    detached.sort();
+    let (a, d) = (attached[3], detached[3]);
+    println!("guest workload (`exec` scenario, count=3000), nothing armed");
+    println!(
+        "  attached {:>10.1} us, detached {:>10.1} us, ratio {:>6.3}   (target <= 1.02)",
+        us(a),
+        us(d),
+        ratio(a, d)
+    );
+
+    println!("apply a host change to every running vCPU (add returns when all run the new plan)");
+    for vcpus in [1, 2, 4] {
+        let latency = change_latency(vcpus);
+        println!(
+            "  {vcpus} vCPU(s) {:>10.1} us   ({:>6.1} bare io exits)",
+            us(latency),
+            ratio(latency, base.io_exit)
+        );
+    }
+
+    println!(
+        "arbiter re-plan (pure, 3 VM-wide + 1 per-vCPU host breakpoints, guests using 0-3 slots)"
+    );
+    for vcpus in [1, 4, 16] {
+        let physical = replan_cost(vcpus, GuestCarriage::Physical);
+        let native = replan_cost(vcpus, GuestCarriage::Native);
+        println!(
+            "  {vcpus:>2} vCPU(s): physical carriage {:>8.0} ns, native carriage {:>8.0} ns",
+            physical.as_secs_f64() * 1e9,
+            native.as_secs_f64() * 1e9
+        );
+    }
+}
