@@ -23,6 +23,8 @@ pub enum BreakKind {
     Exec,
     /// Data writes.
     Write,
+    /// Data reads (page engine only: x86 debug registers cannot watch reads alone).
+    Read,
     /// Data reads or writes.
     ReadWrite,
 }
@@ -96,14 +98,36 @@ pub struct HitEvent {
     pub addr: u64,
     /// What fired.
     pub kind: BreakKind,
-    /// The physical debug-register slot that reported it (0-3).
-    pub slot: u8,
+    /// The engine that carried it: `hw` (a debug-register slot) or `page` (page protection).
+    pub engine: String,
+    /// The physical debug-register slot that reported it (hw engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u8>,
+    /// The access that hit it (page engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessEvent>,
     /// What the action decided.
     pub action: HitAction,
     /// The hit number of this breakpoint, from 1.
     pub count: u64,
     /// The registers at the hit.
     pub regs: Registers,
+}
+
+/// The guest access behind a page-engine hit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessEvent {
+    /// Guest-physical address of the access.
+    pub phys_addr: u64,
+    /// Its length in bytes (1-8).
+    pub len: u8,
+    /// A write (true) or a read.
+    pub write: bool,
+    /// For a write, the accessed bytes before it (little-endian).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<u64>,
+    /// The bytes written, or read (little-endian).
+    pub value: u64,
 }
 
 /// Where one host breakpoint lives right now.
@@ -148,7 +172,9 @@ mod tests {
             rip: 0x1030e0,
             addr: 0x1030e0,
             kind: BreakKind::Exec,
-            slot: 3,
+            engine: "hw".into(),
+            slot: Some(3),
+            access: None,
             action: HitAction::Continue,
             count: 3,
             regs: Registers::default(),

@@ -11,7 +11,6 @@ use drvisor::debug::{
 };
 use drvisor::probe::tiny_vm::{Stop, TinyVm, CODE, DATA};
 use drvisor::probe::Mechanism;
-use drvisor::run_control::RunControl;
 use drvisor_api::HitAction;
 use drvisor_debug::{
     attribute, AttributionContext, BreakSpec, Dr6, GuestDrFile, HostBpId, HostBreakpoint, PhysSlot,
@@ -199,8 +198,7 @@ impl Driven {
     fn new(code: &[u8]) -> Result<Driven, Failed> {
         let kvm = kvm();
         let caps = DebugCaps::from_probe(&drvisor::probe::run_for_routing(&kvm)?);
-        let control = Arc::new(RunControl::new()?);
-        let ctl = Arc::new(DebugController::new(caps, Policy::HostFirst, 1, control));
+        let ctl = Arc::new(DebugController::standalone(caps, Policy::HostFirst, 1)?);
         Ok(Driven {
             vm: TinyVm::new(&kvm, 0, false, code)?,
             vcpu: VcpuDebug::new(0, ctl.clone()),
@@ -273,7 +271,10 @@ fn write_watch_in_each_slot() -> Result<(), Failed> {
         ensure(stop == Stop::Hlt, || format!("{stop:?}"))?;
         let hits = d.hits.lock().unwrap().clone();
         ensure(
-            hits.len() == 1 && hits[0].id == id && hits[0].slot == slot && hits[0].rip == CODE + 12,
+            hits.len() == 1
+                && hits[0].id == id
+                && hits[0].slot == Some(slot)
+                && hits[0].rip == CODE + 12,
             || format!("slot {slot}: {hits:?}"),
         )?;
     }

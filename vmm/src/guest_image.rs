@@ -20,6 +20,8 @@ pub const SCENARIOS: &[&str] = &[
     "bad-port",
     "panic",
     "unexpected-exception",
+    "ranges",
+    "mixed",
 ];
 
 /// The embedded guest as a kernel image.

@@ -18,6 +18,7 @@ pub mod run_control;
 pub mod symbols;
 pub mod vcpu;
 pub mod vm;
+pub mod watch;
 
 pub use outcome::{exit_code, Outcome};
 pub use vm::{Console, Vm, VmConfig};

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::{Kvm, VmFd};
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{self, Entry, KernelImage};
@@ -17,7 +17,8 @@ use crate::memory;
 use crate::outcome::Outcome;
 use crate::probe;
 use crate::run_control::RunControl;
-use crate::vcpu::{UnknownAccessPolicy, Vcpu, VcpuShared};
+use crate::vcpu::{UnknownAccessPolicy, Vcpu, VcpuGate, VcpuShared};
+use crate::watch::{PageWatchEngine, Translator};
 
 /// Errors building or running a VM.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,9 @@ pub enum Error {
     /// Setting a vCPU's boot state.
     #[error(transparent)]
     Cpu(#[from] cpu::Error),
+    /// Installing guest RAM as memslots.
+    #[error(transparent)]
+    Memslots(#[from] crate::watch::Error),
     /// The host refused an EventFd, a thread or epoll.
     #[error("host resource: {0}")]
     Host(#[from] std::io::Error),
@@ -121,12 +125,13 @@ impl VmConfig {
 /// A VM ready to run.
 pub struct Vm {
     _kvm: Kvm,
-    _vm_fd: VmFd,
+    _vm_fd: Arc<VmFd>,
     vcpus: Vec<Vcpu>,
     shared: Arc<VcpuShared>,
     serial: Arc<Mutex<SerialConsole>>,
     entry: Entry,
     debug: Arc<DebugController>,
+    watch: Arc<PageWatchEngine>,
 }
 
 fn kvm_err(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
@@ -153,8 +158,7 @@ impl TryFrom<VmConfig> for Vm {
             &config.cmdline,
         )?;
 
-        let vm_fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-        register_memory(&vm_fd, &mem)?;
+        let vm_fd = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
         vm_fd
             .create_irq_chip()
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
@@ -166,15 +170,26 @@ impl TryFrom<VmConfig> for Vm {
             ),
         };
         let control = Arc::new(RunControl::new()?);
+        let gate = Arc::new(VcpuGate::new(config.vcpus, control.clone()));
         let debug = Arc::new(DebugController::new(
             caps,
             config.policy,
             config.vcpus,
             control.clone(),
+            gate.clone(),
         ));
         if !config.debug_attached {
             debug.detach();
         }
+        // Guest RAM becomes memslots through the watch engine, which owns the layout from here.
+        let watch = Arc::new(PageWatchEngine::install(
+            vm_fd.clone(),
+            mem.clone(),
+            gate.clone(),
+            debug.clone(),
+            kvm.get_nr_memslots(),
+            config.kernel.executable_ranges(),
+        )?);
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK)?;
         vm_fd
             .register_irqfd(&serial_irq, COM1_GSI)
@@ -210,6 +225,9 @@ impl TryFrom<VmConfig> for Vm {
             });
         }
 
+        if let Some(first) = vcpus.first() {
+            watch.set_translator(Translator::new(&first.fd)?);
+        }
         let shared = Arc::new(VcpuShared {
             bus,
             control,
@@ -219,6 +237,8 @@ impl TryFrom<VmConfig> for Vm {
             },
             debug: debug.clone(),
             debug_attached: config.debug_attached,
+            gate,
+            watch: watch.clone(),
         });
         Ok(Vm {
             _kvm: kvm,
@@ -228,6 +248,7 @@ impl TryFrom<VmConfig> for Vm {
             serial,
             entry,
             debug,
+            watch,
         })
     }
 }
@@ -260,23 +281,6 @@ fn start_state(
     Ok(())
 }
 
-fn register_memory(vm_fd: &VmFd, mem: &GuestMemoryMmap) -> Result<(), Error> {
-    for (slot, region) in mem.iter().enumerate() {
-        let region_desc = kvm_bindings::kvm_userspace_memory_region {
-            slot: slot as u32,
-            guest_phys_addr: region.start_addr().0,
-            memory_size: region.len(),
-            userspace_addr: region.as_ptr() as u64,
-            flags: 0,
-        };
-        // SAFETY: the region is a live mapping owned by `mem`, which the VM keeps (through
-        // `VcpuShared`) for as long as the VM exists.
-        unsafe { vm_fd.set_user_memory_region(region_desc) }
-            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
-    }
-    Ok(())
-}
-
 impl Vm {
     /// How the boot vCPU starts.
     pub fn entry(&self) -> Entry {
@@ -291,6 +295,11 @@ impl Vm {
     /// The debug controller: add and remove host breakpoints, before or during the run.
     pub fn debug(&self) -> &Arc<DebugController> {
         &self.debug
+    }
+
+    /// The page-protection watch engine: watches of any length and number.
+    pub fn watch(&self) -> &Arc<PageWatchEngine> {
+        &self.watch
     }
 
     /// The run's shared control, to end it from outside.

@@ -4,11 +4,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drvisor::debug::{
-    always, DebugCaps, DebugController, DebugVcpu, GuestDebug, HostRequest, KvmDebugVcpu,
-    KvmError, VcpuDebug,
+    always, DebugCaps, DebugController, DebugVcpu, GuestDebug, HostRequest, KvmDebugVcpu, KvmError,
+    VcpuDebug,
 };
 use drvisor::probe::tiny_vm::{Stop, TinyVm, CODE};
-use drvisor::run_control::RunControl;
 use drvisor::symbols::SymbolTable;
 use drvisor::{guest_image, Outcome, Vm, VmConfig};
 use drvisor_api::HitAction;
@@ -25,12 +24,7 @@ use crate::measure::{median_of, ratio, time, us};
 fn breakpoint_round_trip(kvm: &Kvm, caps: DebugCaps) -> Duration {
     let hits = EXITS / 4;
     let mut vm = TinyVm::new(kvm, 0, false, &loop_of([0x66, 0x90], hits)).expect("VM");
-    let ctl = Arc::new(DebugController::new(
-        caps,
-        Policy::HostFirst,
-        1,
-        Arc::new(RunControl::new().expect("evt")),
-    ));
+    let ctl = Arc::new(DebugController::standalone(caps, Policy::HostFirst, 1).expect("evt"));
     ctl.add(HostRequest {
         spec: BreakSpec::exec(CODE + BODY_OFFSET).expect("spec"),
         scope: Scope::Vm,
@@ -97,12 +91,9 @@ fn dispatch_cpu_cost() -> Duration {
             Vec::new()
         }
     }
-    let ctl = Arc::new(DebugController::new(
-        DebugCaps::vmx_like(),
-        Policy::HostFirst,
-        1,
-        Arc::new(RunControl::new().expect("evt")),
-    ));
+    let ctl = Arc::new(
+        DebugController::standalone(DebugCaps::vmx_like(), Policy::HostFirst, 1).expect("evt"),
+    );
     ctl.add(HostRequest {
         spec: BreakSpec::exec(0x1000).expect("spec"),
         scope: Scope::Vm,

@@ -104,6 +104,34 @@ impl KernelImage {
         }
     }
 
+    /// The guest-physical ranges the kernel executes from once loaded: the executable PT_LOAD
+    /// segments of an ELF, or the whole protected-mode image of a bzImage (which decompresses
+    /// itself, so no finer map is known).
+    pub fn executable_ranges(&self) -> Vec<std::ops::Range<u64>> {
+        use object::read::elf::{ElfFile64, ProgramHeader};
+        match self.format {
+            KernelFormat::BzImage => match self.load_end() {
+                Ok(end) => vec![HIMEM_START..end],
+                Err(_) => Vec::new(),
+            },
+            KernelFormat::Elf => {
+                let Ok(elf) = ElfFile64::<object::Endianness>::parse(&*self.bytes) else {
+                    return Vec::new();
+                };
+                let e = elf.endian();
+                elf.elf_program_headers()
+                    .iter()
+                    .filter(|ph| {
+                        ph.p_type(e) == object::elf::PT_LOAD
+                            && ph.p_flags(e) & object::elf::PF_X != 0
+                            && ph.p_memsz(e) > 0
+                    })
+                    .map(|ph| ph.p_paddr(e)..ph.p_paddr(e) + ph.p_memsz(e))
+                    .collect()
+            }
+        }
+    }
+
     /// Whether an ELF carries the Xen `XEN_ELFNOTE_PHYS32_ENTRY` note in a PT_NOTE segment,
     /// which is where linux-loader looks for the PVH entry.
     pub fn has_pvh_note(&self) -> bool {

@@ -3,8 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use drvisor_api::{HitAction, Registers};
-use drvisor_debug::{BreakKind, HostBpId};
+use drvisor_api::{AccessEvent, BreakKind, HitAction, Registers};
+use drvisor_debug::HostBpId;
+
+use crate::watch::Engine;
 
 /// Everything known about one host hit.
 #[derive(Clone, Debug)]
@@ -21,8 +23,12 @@ pub struct HitContext {
     pub addr: u64,
     /// What fired.
     pub kind: BreakKind,
-    /// The physical debug-register slot that reported it (0-3).
-    pub slot: u8,
+    /// The engine that carried it.
+    pub engine: Engine,
+    /// The physical debug-register slot that reported it (hw engine).
+    pub slot: Option<u8>,
+    /// The guest access behind it (page engine).
+    pub access: Option<AccessEvent>,
     /// This breakpoint's hit count, including this hit.
     pub count: u64,
     /// General registers at the hit.

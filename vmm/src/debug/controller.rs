@@ -19,6 +19,7 @@ use drvisor_debug::{
 use super::action::OnHit;
 use super::caps::DebugCaps;
 use crate::run_control::RunControl;
+use crate::vcpu::VcpuGate;
 
 /// Errors changing the host breakpoint set.
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +98,7 @@ pub struct DebugController {
     changed: Condvar,
     /// Mirrors the plan generation, so vCPUs check for news without the lock.
     generation: AtomicU64,
-    paused: AtomicBool,
+    gate: Arc<VcpuGate>,
     detached: AtomicBool,
     on_plan: Mutex<Option<PlanObserver>>,
 }
@@ -106,8 +107,23 @@ pub struct DebugController {
 const WAIT_SLICE: Duration = Duration::from_millis(20);
 
 impl DebugController {
-    /// A controller for `vcpus` vCPUs on a host with `caps`, ending runs through `control`.
-    pub fn new(caps: DebugCaps, policy: Policy, vcpus: usize, control: Arc<RunControl>) -> Self {
+    /// A controller with its own run control and gate, for driving vCPUs by hand (tests,
+    /// benchmarks, tiny VMs).
+    pub fn standalone(caps: DebugCaps, policy: Policy, vcpus: usize) -> std::io::Result<Self> {
+        let control = Arc::new(RunControl::new()?);
+        let gate = Arc::new(VcpuGate::new(vcpus, control.clone()));
+        Ok(Self::new(caps, policy, vcpus, control, gate))
+    }
+
+    /// A controller for `vcpus` vCPUs on a host with `caps`, ending runs through `control` and
+    /// pausing them through `gate`.
+    pub fn new(
+        caps: DebugCaps,
+        policy: Policy,
+        vcpus: usize,
+        control: Arc<RunControl>,
+        gate: Arc<VcpuGate>,
+    ) -> Self {
         let carriage = if caps.guest_breakpoints_native {
             GuestCarriage::Native
         } else {
@@ -129,7 +145,7 @@ impl DebugController {
             }),
             changed: Condvar::new(),
             generation: AtomicU64::new(0),
-            paused: AtomicBool::new(false),
+            gate,
             detached: AtomicBool::new(false),
             on_plan: Mutex::new(None),
         }
@@ -138,6 +154,14 @@ impl DebugController {
     /// Refuses every future breakpoint: the vCPUs will not run the debug hooks.
     pub(crate) fn detach(&self) {
         self.detached.store(true, Ordering::Release);
+    }
+
+    /// A fresh breakpoint id, from the one sequence shared by every engine.
+    pub fn allocate_id(&self) -> HostBpId {
+        let mut state = self.lock();
+        let id = HostBpId(state.next_id);
+        state.next_id += 1;
+        id
     }
 
     /// The host's capabilities.
@@ -368,32 +392,16 @@ impl DebugController {
 
     /// Pauses every vCPU (all-stop): each parks before it next enters the guest.
     pub fn pause_all(&self) {
-        self.paused.store(true, Ordering::Release);
-        self.control.kicker.kick_all();
+        self.gate.pause();
     }
 
     /// Resumes every vCPU.
     pub fn resume(&self) {
-        self.paused.store(false, Ordering::Release);
-        let _guard = self.lock();
-        self.changed.notify_all();
+        self.gate.resume();
     }
 
     /// Whether the VM is paused.
     pub fn is_paused(&self) -> bool {
-        self.paused.load(Ordering::Acquire)
-    }
-
-    /// Blocks vCPU `index` while the VM is paused, returning early when a new plan is out (so
-    /// the vCPU installs it while parked) or the run ends.
-    pub(crate) fn park(&self, applied: u64) {
-        let mut state = self.lock();
-        while self.is_paused() && !self.control.is_finished() && self.generation() == applied {
-            state = self
-                .changed
-                .wait_timeout(state, WAIT_SLICE)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        self.gate.is_paused()
     }
 }

@@ -4,14 +4,14 @@
 
 use std::sync::{Arc, Mutex};
 
+use drvisor_api::BreakKind;
 use drvisor_api::HitAction;
-use drvisor_debug::{BreakKind, BreakSpec, Dr6, HostBpId, Policy, Scope, WatchAccess};
+use drvisor_debug::{BreakSpec, Dr6, HostBpId, Policy, Scope, WatchAccess};
 
 use super::fake_vcpu::FakeVcpu;
 use super::{
     always, DebugCaps, DebugController, HitContext, HostRequest, OnHit, VcpuDebug, Verdict,
 };
-use crate::run_control::RunControl;
 
 const RF: u64 = 1 << 16;
 const DR6_INIT: u64 = 0xffff_0ff0;
@@ -37,8 +37,7 @@ struct Rig {
 
 impl Rig {
     fn new(caps: DebugCaps, policy: Policy) -> Rig {
-        let control = Arc::new(RunControl::new().unwrap());
-        let ctl = Arc::new(DebugController::new(caps, policy, 1, control));
+        let ctl = Arc::new(DebugController::standalone(caps, policy, 1).unwrap());
         let fake = FakeVcpu::default();
         {
             let mut s = fake.0.borrow_mut();
@@ -106,7 +105,7 @@ impl Rig {
             .lock()
             .unwrap()
             .iter()
-            .map(|h| (h.id.0, h.slot, h.kind))
+            .map(|h| (h.id.0, h.slot.unwrap_or(99), h.kind))
             .collect()
     }
 }

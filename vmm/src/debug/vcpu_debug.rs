@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
-use drvisor_api::HitAction;
+use drvisor_api::{BreakKind, HitAction};
+
+use crate::watch::Engine;
 use drvisor_debug::{
-    attribute, AttributionContext, BreakKind, Dr6, Dr7, DrKind, GuestDrFile, HostBpId, HostHit,
-    Slot, VcpuPlan, VmmEvent,
+    attribute, AttributionContext, Dr6, Dr7, DrKind, GuestDrFile, HostBpId, HostHit, Slot,
+    VcpuPlan, VmmEvent,
 };
 use kvm_bindings::kvm_regs;
 
@@ -80,33 +82,28 @@ impl VcpuDebug {
         &self.plan
     }
 
-    /// Runs before every `KVM_RUN`: parks while the VM is paused, and installs the newest plan.
-    /// Cheap when nothing changed: one atomic load and one comparison.
+    /// Runs before every `KVM_RUN`: installs the newest plan. Cheap when nothing changed: one
+    /// atomic load and one comparison.
     pub fn before_entry(&mut self, vcpu: &impl DebugVcpu) -> Result<()> {
-        loop {
-            let generation = self.ctl.generation();
-            if generation != self.applied {
-                let (generation, plan) = self.ctl.vcpu_plan(self.index);
-                let was_on = self.installed.hw_bp;
-                self.plan = plan;
-                self.install(vcpu)?;
-                self.applied = generation;
-                if self.installed.hw_bp && !was_on {
-                    // Host debugging just came on: look at the guest's DRs now, so the
-                    // visible states are right from the first moment. This may re-plan.
-                    self.resync_guest(vcpu)?;
-                }
-                self.ctl.ack(self.index, generation);
-                continue;
+        while self.has_news() {
+            let (generation, plan) = self.ctl.vcpu_plan(self.index);
+            let was_on = self.installed.hw_bp;
+            self.plan = plan;
+            self.install(vcpu)?;
+            self.applied = generation;
+            if self.installed.hw_bp && !was_on {
+                // Host debugging just came on: look at the guest's DRs now, so the visible
+                // states are right from the first moment. This may re-plan (hence the loop).
+                self.resync_guest(vcpu)?;
             }
-            if !self.ctl.is_paused() {
-                return Ok(());
-            }
-            self.ctl.park(self.applied);
-            if self.ctl.generation() == self.applied && !self.ctl.is_paused() {
-                return Ok(());
-            }
+            self.ctl.ack(self.index, generation);
         }
+        Ok(())
+    }
+
+    /// Whether a newer plan is out than the one this vCPU runs.
+    pub fn has_news(&self) -> bool {
+        self.ctl.generation() != self.applied
     }
 
     /// What `KVM_SET_GUEST_DEBUG` must hold now.
@@ -265,7 +262,9 @@ impl VcpuDebug {
                 DrKind::Write => BreakKind::Write,
                 _ => BreakKind::ReadWrite,
             },
-            slot: hit.phys.number(),
+            engine: Engine::Hw,
+            slot: Some(hit.phys.number()),
+            access: None,
             count: info.count,
             regs: registers(regs),
         };

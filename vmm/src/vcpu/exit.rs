@@ -5,6 +5,7 @@ use kvm_bindings::kvm_debug_exit_arch;
 use kvm_ioctls::VcpuExit;
 
 use crate::devices::{PioBus, PortAccess};
+use crate::watch::{MmioAccess, PageWatchEngine, PendingPageHit};
 
 /// What the run loop does next.
 #[derive(Debug, PartialEq)]
@@ -23,6 +24,8 @@ pub enum Step {
     UnknownPort(u16),
     /// `KVM_EXIT_DEBUG`: goes to the debug dispatcher.
     Debug(kvm_debug_exit_arch),
+    /// Page-watch hits from an MMIO exit on guest RAM (already performed).
+    PageHits(Vec<PendingPageHit>),
     /// An exit drvisor does not handle.
     Unhandled(&'static str),
 }
@@ -34,29 +37,48 @@ pub struct UnknownAccessPolicy {
     pub strict_ports: bool,
 }
 
-/// Classifies `exit` for vCPU `vcpu`, performing port I/O on `bus`.
+/// Where MMIO exits on guest RAM go (the page-watch engine; a test double in unit tests).
+pub trait RamAccess {
+    /// Performs an access that exited as MMIO; `None` if `gpa` is not guest RAM.
+    fn on_mmio(&self, gpa: u64, access: MmioAccess<'_>) -> Option<Vec<PendingPageHit>>;
+}
+
+impl RamAccess for PageWatchEngine {
+    fn on_mmio(&self, gpa: u64, access: MmioAccess<'_>) -> Option<Vec<PendingPageHit>> {
+        PageWatchEngine::on_mmio(self, gpa, access)
+    }
+}
+
+/// Classifies `exit` for vCPU `vcpu`, performing port I/O on `bus` and guest-RAM MMIO on `ram`.
 pub fn classify(
     exit: VcpuExit<'_>,
     bus: &PioBus,
+    ram: &dyn RamAccess,
     policy: UnknownAccessPolicy,
     vcpu: usize,
 ) -> Step {
     match exit {
         VcpuExit::IoOut(port, data) => port_step(bus.write(port, data), port, policy, vcpu, "out"),
         VcpuExit::IoIn(port, data) => port_step(bus.read(port, data), port, policy, vcpu, "in"),
-        VcpuExit::MmioRead(addr, data) => {
-            // Nothing is mapped outside RAM: reads float high, as on a bus with no device.
-            tracing::debug!(
-                vcpu,
-                "MMIO read of {addr:#x} with no device; returning all ones"
-            );
-            data.fill(0xff);
-            Step::Resume
-        }
-        VcpuExit::MmioWrite(addr, _) => {
-            tracing::debug!(vcpu, "MMIO write to {addr:#x} with no device; ignored");
-            Step::Resume
-        }
+        VcpuExit::MmioRead(addr, data) => match ram.on_mmio(addr, MmioAccess::Read(&mut *data)) {
+            Some(hits) => page_step(hits),
+            None => {
+                // Nothing is mapped outside RAM: reads float high, as on a bus with no device.
+                tracing::debug!(
+                    vcpu,
+                    "MMIO read of {addr:#x} with no device; returning all ones"
+                );
+                data.fill(0xff);
+                Step::Resume
+            }
+        },
+        VcpuExit::MmioWrite(addr, data) => match ram.on_mmio(addr, MmioAccess::Write(data)) {
+            Some(hits) => page_step(hits),
+            None => {
+                tracing::debug!(vcpu, "MMIO write to {addr:#x} with no device; ignored");
+                Step::Resume
+            }
+        },
         VcpuExit::Hlt => Step::Halted,
         VcpuExit::Shutdown => Step::TripleFault,
         VcpuExit::InternalError => Step::InternalError,
@@ -64,6 +86,14 @@ pub fn classify(
         VcpuExit::Debug(arch) => Step::Debug(arch),
         VcpuExit::IrqWindowOpen | VcpuExit::Intr => Step::Resume,
         other => Step::Unhandled(exit_name(&other)),
+    }
+}
+
+fn page_step(hits: Vec<PendingPageHit>) -> Step {
+    if hits.is_empty() {
+        Step::Resume
+    } else {
+        Step::PageHits(hits)
     }
 }
 
@@ -101,6 +131,14 @@ mod tests {
     use crate::devices::PioDevice;
     use std::sync::{Arc, Mutex};
 
+    /// No guest RAM behind any MMIO exit.
+    struct NoRam;
+    impl RamAccess for NoRam {
+        fn on_mmio(&self, _: u64, _: MmioAccess<'_>) -> Option<Vec<PendingPageHit>> {
+            None
+        }
+    }
+
     struct Sink;
     impl PioDevice for Sink {
         fn read(&mut self, _: u16, d: &mut [u8]) {
@@ -120,12 +158,12 @@ mod tests {
         let bus = bus();
         let lax = UnknownAccessPolicy::default();
         assert_eq!(
-            classify(VcpuExit::IoOut(0x3f8, &[b'x']), &bus, lax, 0),
+            classify(VcpuExit::IoOut(0x3f8, &[b'x']), &bus, &NoRam, lax, 0),
             Step::Resume
         );
         let mut d = [0u8];
         assert_eq!(
-            classify(VcpuExit::IoIn(0x3fd, &mut d), &bus, lax, 0),
+            classify(VcpuExit::IoIn(0x3fd, &mut d), &bus, &NoRam, lax, 0),
             Step::Resume
         );
         assert_eq!(d[0], 0x42);
@@ -137,15 +175,15 @@ mod tests {
         let lax = UnknownAccessPolicy::default();
         let strict = UnknownAccessPolicy { strict_ports: true };
         assert_eq!(
-            classify(VcpuExit::IoOut(0x1234, &[0]), &bus, lax, 0),
+            classify(VcpuExit::IoOut(0x1234, &[0]), &bus, &NoRam, lax, 0),
             Step::Resume
         );
         assert_eq!(
-            classify(VcpuExit::IoOut(0x1234, &[0]), &bus, lax, 0),
+            classify(VcpuExit::IoOut(0x1234, &[0]), &bus, &NoRam, lax, 0),
             Step::Resume
         );
         assert_eq!(
-            classify(VcpuExit::IoOut(0x1234, &[0]), &bus, strict, 0),
+            classify(VcpuExit::IoOut(0x1234, &[0]), &bus, &NoRam, strict, 0),
             Step::UnknownPort(0x1234)
         );
     }
@@ -155,20 +193,26 @@ mod tests {
         let bus = bus();
         let lax = UnknownAccessPolicy::default();
         assert_eq!(
-            classify(VcpuExit::Shutdown, &bus, lax, 0),
+            classify(VcpuExit::Shutdown, &bus, &NoRam, lax, 0),
             Step::TripleFault
         );
         assert_eq!(
-            classify(VcpuExit::InternalError, &bus, lax, 0),
+            classify(VcpuExit::InternalError, &bus, &NoRam, lax, 0),
             Step::InternalError
         );
         assert_eq!(
-            classify(VcpuExit::FailEntry(7, 0), &bus, lax, 0),
+            classify(VcpuExit::FailEntry(7, 0), &bus, &NoRam, lax, 0),
             Step::FailEntry(7)
         );
         let mut d = [0u8; 4];
         assert_eq!(
-            classify(VcpuExit::MmioRead(0xfee0_0000, &mut d), &bus, lax, 0),
+            classify(
+                VcpuExit::MmioRead(0xfee0_0000, &mut d),
+                &bus,
+                &NoRam,
+                lax,
+                0
+            ),
             Step::Resume
         );
         assert_eq!(d, [0xff; 4]);

@@ -1,19 +1,23 @@
 //! A vCPU thread: enter the guest, classify the exit, act, repeat until the run ends.
 
 mod exit;
+mod gate;
 pub mod kick;
 
 pub use exit::{classify, Step, UnknownAccessPolicy};
+pub use gate::{Quiesced, VcpuGate};
 
 use std::sync::Arc;
 
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::debug::{DebugController, KvmDebugVcpu, VcpuDebug, Verdict};
+use crate::debug::{registers, DebugController, HitContext, KvmDebugVcpu, VcpuDebug, Verdict};
 use crate::devices::PioBus;
 use crate::outcome::Outcome;
 use crate::run_control::RunControl;
+use crate::watch::{Engine, PageWatchEngine, PendingPageHit};
+use drvisor_api::{AccessEvent, BreakKind, HitAction};
 
 /// What every vCPU thread of a VM shares.
 pub struct VcpuShared {
@@ -29,6 +33,10 @@ pub struct VcpuShared {
     pub debug: Arc<DebugController>,
     /// Whether the vCPUs run the debug hooks at all (`false` only to measure their cost).
     pub debug_attached: bool,
+    /// The entry gate: pauses and quiescing.
+    pub gate: Arc<VcpuGate>,
+    /// Page-protection watches: guest RAM accesses that exit as MMIO.
+    pub watch: Arc<PageWatchEngine>,
 }
 
 /// One vCPU and its index.
@@ -74,8 +82,21 @@ impl Vcpu {
             if control.is_finished() {
                 break;
             }
-            let step = match self.fd.run() {
-                Ok(exit) => classify(exit, &shared.bus, shared.unknown_access, self.index),
+            if !shared.gate.try_enter(self.index) {
+                let debug = ctx.debug.as_deref();
+                shared.gate.park(|| debug.is_some_and(VcpuDebug::has_news));
+                continue;
+            }
+            let run = self.fd.run();
+            shared.gate.leave(self.index);
+            let step = match run {
+                Ok(exit) => classify(
+                    exit,
+                    &shared.bus,
+                    &*shared.watch,
+                    shared.unknown_access,
+                    self.index,
+                ),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     // Kicked: clear the flag the kick set, then look at the run state again.
                     self.fd.set_kvm_immediate_exit(0);
@@ -158,11 +179,62 @@ impl Vcpu {
                     arch.pc, arch.dr6
                 ))),
             },
+            Step::PageHits(hits) => self.dispatch_page_hits(hits, shared),
             Step::Unhandled(what) => Some(Outcome::VmmError {
                 vcpu: Some(vcpu),
                 message: format!("{what} at rip={:#x}", self.rip()),
             }),
         }
+    }
+
+    /// Runs the callbacks of page-watch hits, with the registers at the access.
+    fn dispatch_page_hits(
+        &self,
+        hits: Vec<PendingPageHit>,
+        shared: &VcpuShared,
+    ) -> Option<Outcome> {
+        let regs = match self.fd.get_regs() {
+            Ok(r) => r,
+            Err(e) => return Some(self.vmm_error(format!("KVM_GET_REGS: {e}"))),
+        };
+        let mut outcome = None;
+        for hit in hits {
+            let context = HitContext {
+                id: hit.id,
+                label: hit.label.clone(),
+                vcpu: self.index,
+                rip: regs.rip,
+                addr: hit.addr,
+                kind: match hit.access {
+                    drvisor_watch::Access::Write => BreakKind::Write,
+                    drvisor_watch::Access::Read => BreakKind::Read,
+                    drvisor_watch::Access::ReadWrite => BreakKind::ReadWrite,
+                },
+                engine: Engine::Page,
+                slot: None,
+                access: Some(AccessEvent {
+                    phys_addr: hit.gpa,
+                    len: hit.len,
+                    write: hit.write,
+                    old: hit.old,
+                    value: hit.value,
+                }),
+                count: hit.count,
+                regs: registers(&regs),
+            };
+            match (hit.on_hit)(&context) {
+                HitAction::Continue => {}
+                HitAction::Pause => shared.gate.pause(),
+                HitAction::Stop => {
+                    outcome.get_or_insert(Outcome::HostStop {
+                        vcpu: self.index,
+                        rip: regs.rip,
+                        id: hit.id.0,
+                    });
+                }
+            }
+        }
+        outcome
     }
 
     fn rip(&self) -> u64 {

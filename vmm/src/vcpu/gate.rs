@@ -1,0 +1,173 @@
+//! The gate every vCPU passes before it enters the guest. It parks the vCPUs for an all-stop
+//! pause (a breakpoint's `pause` action), and it lets the VMM *quiesce* them: wait until no
+//! vCPU is inside `KVM_RUN`, for changes such as memslot updates that must not race a guest
+//! access.
+//!
+//! The protocol is Dekker's: a vCPU publishes `in_guest` and then checks for a pause; the VMM
+//! publishes the pause, kicks, and then waits for `in_guest` to clear. With sequentially
+//! consistent accesses, either the vCPU sees the pause and stays out, or the VMM sees the vCPU
+//! inside and waits for the kick to bring it out.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::run_control::RunControl;
+
+/// How long a waiter sleeps before re-checking that the run has not ended, and re-kicking.
+const WAIT_SLICE: Duration = Duration::from_millis(20);
+
+/// The vCPUs' entry gate.
+pub struct VcpuGate {
+    user_paused: AtomicBool,
+    holds: AtomicUsize,
+    in_guest: Vec<AtomicBool>,
+    lock: Mutex<()>,
+    changed: Condvar,
+    control: Arc<RunControl>,
+}
+
+/// While alive, no vCPU is inside `KVM_RUN`. Dropping it lets them back in.
+pub struct Quiesced<'a> {
+    gate: &'a VcpuGate,
+}
+
+impl Drop for Quiesced<'_> {
+    fn drop(&mut self) {
+        self.gate.holds.fetch_sub(1, SeqCst);
+        self.gate.notify();
+    }
+}
+
+impl VcpuGate {
+    /// A gate for `vcpus` vCPUs of the run `control`.
+    pub fn new(vcpus: usize, control: Arc<RunControl>) -> Self {
+        VcpuGate {
+            user_paused: AtomicBool::new(false),
+            holds: AtomicUsize::new(0),
+            in_guest: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
+            lock: Mutex::new(()),
+            changed: Condvar::new(),
+            control,
+        }
+    }
+
+    fn notify(&self) {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.changed.notify_all();
+    }
+
+    fn closed(&self) -> bool {
+        self.user_paused.load(SeqCst) || self.holds.load(SeqCst) > 0
+    }
+
+    /// Called by vCPU `index` right before `KVM_RUN`. `false`: it must not enter; park.
+    pub fn try_enter(&self, index: usize) -> bool {
+        let Some(flag) = self.in_guest.get(index) else {
+            return true;
+        };
+        flag.store(true, SeqCst);
+        if self.closed() {
+            self.leave(index);
+            return false;
+        }
+        true
+    }
+
+    /// Called by vCPU `index` when `KVM_RUN` returns.
+    pub fn leave(&self, index: usize) {
+        if let Some(flag) = self.in_guest.get(index) {
+            flag.store(false, SeqCst);
+            if self.holds.load(SeqCst) > 0 {
+                self.notify();
+            }
+        }
+    }
+
+    /// Blocks a vCPU thread while the gate is closed, until `wake` says there is work to do
+    /// outside the guest, or the run ends.
+    pub fn park(&self, wake: impl Fn() -> bool) {
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        while self.closed() && !self.control.is_finished() && !wake() {
+            guard = self
+                .changed
+                .wait_timeout(guard, WAIT_SLICE)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Pauses every vCPU (all-stop) until [`VcpuGate::resume`].
+    pub fn pause(&self) {
+        self.user_paused.store(true, SeqCst);
+        self.control.kicker.kick_all();
+    }
+
+    /// Ends a pause.
+    pub fn resume(&self) {
+        self.user_paused.store(false, SeqCst);
+        self.notify();
+    }
+
+    /// Whether the VM is paused by [`VcpuGate::pause`].
+    pub fn is_paused(&self) -> bool {
+        self.user_paused.load(SeqCst)
+    }
+
+    /// Keeps every vCPU out of the guest until the returned guard is dropped. Returns once none
+    /// is inside `KVM_RUN` (or the run has ended). Callable from a vCPU thread: that one is, by
+    /// definition, not inside `KVM_RUN`.
+    pub fn quiesce(&self) -> Quiesced<'_> {
+        self.holds.fetch_add(1, SeqCst);
+        self.control.kicker.kick_all();
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        while self.in_guest.iter().any(|f| f.load(SeqCst)) && !self.control.is_finished() {
+            guard = self
+                .changed
+                .wait_timeout(guard, WAIT_SLICE)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            self.control.kicker.kick_all();
+        }
+        Quiesced { gate: self }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(n: usize) -> VcpuGate {
+        VcpuGate::new(n, Arc::new(RunControl::new().unwrap()))
+    }
+
+    #[test]
+    fn a_closed_gate_keeps_vcpus_out() {
+        let g = gate(2);
+        assert!(g.try_enter(0));
+        g.leave(0);
+        g.pause();
+        assert!(!g.try_enter(0));
+        g.resume();
+        assert!(g.try_enter(1));
+        g.leave(1);
+    }
+
+    #[test]
+    fn quiesce_waits_for_the_vcpu_inside() {
+        let g = Arc::new(gate(1));
+        assert!(g.try_enter(0));
+        let g2 = g.clone();
+        let leaver = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            g2.leave(0);
+        });
+        let start = std::time::Instant::now();
+        let q = g.quiesce();
+        assert!(start.elapsed() >= Duration::from_millis(40));
+        assert!(!g.try_enter(0), "closed while quiesced");
+        drop(q);
+        assert!(g.try_enter(0), "open again");
+        leaver.join().unwrap();
+    }
+}

@@ -1,0 +1,471 @@
+//! The page-protection watch engine: watches of any length and number, carried by read-only
+//! memslots (write watches) and memslot holes (read and access watches).
+//!
+//! Every guest access to a trapped page exits as `KVM_EXIT_MMIO`. The engine performs it on
+//! guest RAM itself (a write is stored, a read is served), then matches it byte by byte against
+//! the watches. An access that touched a trapped page but no watch is a *false trap*: counted,
+//! never dropped.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use drvisor_debug::HostBpId;
+use drvisor_watch::{
+    diff, plan_layout, Access, Layout, LayoutError, PageMode, RamRegion, SlotOp, Watch, WatchId,
+};
+use kvm_ioctls::VmFd;
+use serde::Serialize;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use super::memslots;
+use super::translate::{self, Translator};
+use crate::debug::{DebugController, OnHit};
+use crate::vcpu::VcpuGate;
+
+/// Errors arming or removing a page watch.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The planner refused the layout (outside RAM, too many memslots...).
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// The guest-virtual range does not translate.
+    #[error(transparent)]
+    Translate(#[from] translate::Error),
+    /// A read or access watch on a page the guest executes from.
+    #[error("a {access} watch on {gpa:#x} would unmap a page the guest executes from (kernel image {range:#x?}); instruction fetch from an unmapped page is impossible, so use a write watch there")]
+    ExecutablePage {
+        /// The access kind.
+        access: Access,
+        /// The watched address.
+        gpa: u64,
+        /// The executable range it hits.
+        range: Range<u64>,
+    },
+    /// An empty range.
+    #[error("a watch needs at least one byte")]
+    Empty,
+    /// No page watch has this id.
+    #[error("no page watch has id {0}")]
+    NoSuchWatch(u32),
+    /// Installing the memslots failed.
+    #[error("installing the memslot layout failed: {0}")]
+    Memslots(String),
+}
+
+/// Which bytes a watch covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchRange {
+    /// Guest-physical bytes.
+    Physical {
+        /// First byte.
+        gpa: u64,
+        /// Length.
+        len: u64,
+    },
+    /// Guest-virtual bytes, translated through vCPU 0's page tables when armed. Later
+    /// re-mapping by the guest is not followed.
+    Virtual {
+        /// First byte.
+        gva: u64,
+        /// Length.
+        len: u64,
+    },
+}
+
+/// A page watch to arm.
+#[derive(Clone)]
+pub struct PageWatchRequest {
+    /// Which bytes.
+    pub range: WatchRange,
+    /// Which accesses.
+    pub access: Access,
+    /// How the user named it.
+    pub label: String,
+    /// What a hit does.
+    pub on_hit: OnHit,
+}
+
+/// One hit found while handling an MMIO exit, before the vCPU's registers are read.
+#[derive(Clone)]
+pub struct PendingPageHit {
+    /// The watch.
+    pub id: HostBpId,
+    /// Its label.
+    pub label: String,
+    /// Its first guest-physical byte.
+    pub addr: u64,
+    /// Its access kind.
+    pub access: Access,
+    /// Its callback.
+    pub on_hit: OnHit,
+    /// Its hit count including this hit.
+    pub count: u64,
+    /// The access: guest-physical address.
+    pub gpa: u64,
+    /// The access: length in bytes (at most 8).
+    pub len: u8,
+    /// The access: a write (true) or a read.
+    pub write: bool,
+    /// For a write, the bytes before it (little-endian).
+    pub old: Option<u64>,
+    /// The bytes written, or read.
+    pub value: u64,
+}
+
+/// Equal when they describe the same hit (the callback is not compared).
+impl PartialEq for PendingPageHit {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            self.id, self.gpa, self.len, self.write, self.old, self.value, self.count,
+        ) == (
+            other.id,
+            other.gpa,
+            other.len,
+            other.write,
+            other.old,
+            other.value,
+            other.count,
+        )
+    }
+}
+
+impl std::fmt::Debug for PendingPageHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "page hit #{} of {} ({}): {} {}@{:#x} value={:#x}",
+            self.count,
+            self.id.0,
+            self.label,
+            if self.write { "write" } else { "read" },
+            self.len,
+            self.gpa,
+            self.value
+        )
+    }
+}
+
+/// A page watch as the user sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PageWatchState {
+    /// Its id.
+    pub id: u32,
+    /// How the user named it.
+    pub label: String,
+    /// Its access kind.
+    pub access: Access,
+    /// The guest-physical ranges it covers.
+    pub ranges: Vec<(u64, u64)>,
+    /// The pages it traps and how.
+    pub pages: Vec<(u64, PageMode)>,
+    /// Hits so far.
+    pub hits: u64,
+}
+
+/// A guest access the vCPU could not perform against a memslot.
+pub enum MmioAccess<'a> {
+    /// A read into `data`.
+    Read(&'a mut [u8]),
+    /// A write of `data`.
+    Write(&'a [u8]),
+}
+
+struct Registered {
+    label: String,
+    access: Access,
+    ranges: Vec<(u64, u64)>,
+    parts: Vec<WatchId>,
+    on_hit: OnHit,
+    hits: AtomicU64,
+}
+
+struct State {
+    layout: Layout,
+    watches: BTreeMap<HostBpId, Registered>,
+    owner: BTreeMap<WatchId, HostBpId>,
+    next_part: u32,
+}
+
+/// The engine.
+pub struct PageWatchEngine {
+    vm_fd: Arc<VmFd>,
+    mem: GuestMemoryMmap,
+    gate: Arc<VcpuGate>,
+    ids: Arc<DebugController>,
+    translator: Mutex<Option<Translator>>,
+    max_slots: usize,
+    executable: Vec<Range<u64>>,
+    state: RwLock<State>,
+    traps: AtomicU64,
+    false_traps: AtomicU64,
+}
+
+impl PageWatchEngine {
+    /// Plans guest RAM with no watches and installs it (the VM's initial memslots).
+    /// `executable` lists the guest-physical ranges the kernel image executes from.
+    pub fn install(
+        vm_fd: Arc<VmFd>,
+        mem: GuestMemoryMmap,
+        gate: Arc<VcpuGate>,
+        ids: Arc<DebugController>,
+        max_slots: usize,
+        executable: Vec<Range<u64>>,
+    ) -> Result<Self, Error> {
+        let ram: Vec<RamRegion> = mem
+            .iter()
+            .map(|r| RamRegion::new(r.start_addr().0, r.len()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::Memslots(e.to_string()))?;
+        let layout = plan_layout(&ram, &[], max_slots)?;
+        let creates: Vec<SlotOp> = layout.slots().iter().copied().map(SlotOp::Create).collect();
+        memslots::apply(&vm_fd, &mem, &creates).map_err(Error::Memslots)?;
+        Ok(PageWatchEngine {
+            vm_fd,
+            mem,
+            gate,
+            ids,
+            translator: Mutex::new(None),
+            max_slots,
+            executable,
+            state: RwLock::new(State {
+                layout,
+                watches: BTreeMap::new(),
+                owner: BTreeMap::new(),
+                next_part: 0,
+            }),
+            traps: AtomicU64::new(0),
+            false_traps: AtomicU64::new(0),
+        })
+    }
+
+    /// Lets the engine translate guest-virtual watches through `translator`.
+    pub fn set_translator(&self, translator: Translator) {
+        *self.translator.lock().unwrap_or_else(|e| e.into_inner()) = Some(translator);
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Arms a page watch. Returns once the new memslots are installed; no vCPU is inside the
+    /// guest while they change, so no access is lost.
+    pub fn add(&self, req: PageWatchRequest) -> Result<HostBpId, Error> {
+        let ranges = self.physical_ranges(req.range)?;
+        if req.access != Access::Write {
+            self.refuse_executable(&ranges, req.access)?;
+        }
+        let mut state = self.write();
+        let mut parts = Vec::new();
+        let mut all: Vec<Watch> = state.layout.watches().cloned().collect();
+        for &(gpa, len) in &ranges {
+            let id = WatchId(state.next_part + parts.len() as u32);
+            let watch =
+                Watch::new(id, gpa, len, req.access).map_err(|e| Error::Memslots(e.to_string()))?;
+            all.push(watch);
+            parts.push(id);
+        }
+        let layout = state.layout.replan(&all, self.max_slots)?;
+        self.install_layout(&mut state, layout)?;
+        state.next_part += parts.len() as u32;
+        let id = self.ids.allocate_id();
+        for part in &parts {
+            state.owner.insert(*part, id);
+        }
+        state.watches.insert(
+            id,
+            Registered {
+                label: req.label,
+                access: req.access,
+                ranges,
+                parts,
+                on_hit: req.on_hit,
+                hits: AtomicU64::new(0),
+            },
+        );
+        Ok(id)
+    }
+
+    /// Disarms page watch `id`; neighbouring memslots merge back.
+    pub fn remove(&self, id: HostBpId) -> Result<(), Error> {
+        let mut state = self.write();
+        let Some(gone) = state.watches.get(&id) else {
+            return Err(Error::NoSuchWatch(id.0));
+        };
+        let parts = gone.parts.clone();
+        let all: Vec<Watch> = state
+            .layout
+            .watches()
+            .filter(|w| !parts.contains(&w.id()))
+            .cloned()
+            .collect();
+        let layout = state.layout.replan(&all, self.max_slots)?;
+        self.install_layout(&mut state, layout)?;
+        state.watches.remove(&id);
+        for part in parts {
+            state.owner.remove(&part);
+        }
+        Ok(())
+    }
+
+    /// Installs `layout` with the vCPUs quiesced.
+    fn install_layout(&self, state: &mut State, layout: Layout) -> Result<(), Error> {
+        let ops = diff(&state.layout, &layout);
+        if !ops.is_empty() {
+            let _quiet = self.gate.quiesce();
+            memslots::apply(&self.vm_fd, &self.mem, &ops).map_err(Error::Memslots)?;
+        }
+        state.layout = layout;
+        Ok(())
+    }
+
+    fn physical_ranges(&self, range: WatchRange) -> Result<Vec<(u64, u64)>, Error> {
+        match range {
+            WatchRange::Physical { len: 0, .. } | WatchRange::Virtual { len: 0, .. } => {
+                Err(Error::Empty)
+            }
+            WatchRange::Physical { gpa, len } => Ok(vec![(gpa, len)]),
+            WatchRange::Virtual { gva, len } => {
+                let translator = self.translator.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(t) = translator.as_ref() else {
+                    // No vCPU to translate through: the address is taken as physical, which
+                    // is exact for an identity-mapped guest before it enables paging.
+                    return Ok(vec![(gva, len)]);
+                };
+                let _quiet = self.gate.quiesce();
+                Ok(t.translate_range(gva, len)?)
+            }
+        }
+    }
+
+    fn refuse_executable(&self, ranges: &[(u64, u64)], access: Access) -> Result<(), Error> {
+        let page = |a: u64| a & !(drvisor_watch::PAGE_SIZE - 1);
+        for &(gpa, len) in ranges {
+            let (first, last) = (page(gpa), page(gpa + len - 1) + drvisor_watch::PAGE_SIZE);
+            if let Some(range) = self.executable.iter().find(|r| {
+                first < page(r.end - 1) + drvisor_watch::PAGE_SIZE && page(r.start) < last
+            }) {
+                return Err(Error::ExecutablePage {
+                    access,
+                    gpa,
+                    range: range.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Accesses that trapped so far, and how many of them hit no watch.
+    pub fn trap_counts(&self) -> (u64, u64) {
+        (
+            self.traps.load(Ordering::Relaxed),
+            self.false_traps.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The memslot layout in force.
+    pub fn layout(&self) -> Layout {
+        self.read().layout.clone()
+    }
+
+    /// Every page watch's state.
+    pub fn states(&self) -> Vec<PageWatchState> {
+        let state = self.read();
+        state
+            .watches
+            .iter()
+            .map(|(id, r)| PageWatchState {
+                id: id.0,
+                label: r.label.clone(),
+                access: r.access,
+                ranges: r.ranges.clone(),
+                pages: state
+                    .layout
+                    .traps()
+                    .iter()
+                    .filter(|(_, t)| t.watches.iter().any(|w| r.parts.contains(w)))
+                    .map(|(page, t)| (*page, t.mode))
+                    .collect(),
+                hits: r.hits.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Whether the page holding `gpa` has no memslot because of a watch.
+    pub fn is_hole(&self, gpa: u64) -> bool {
+        self.read().layout.is_trapped(gpa) == Some(PageMode::Absent)
+    }
+
+    /// Handles an MMIO exit at `gpa`. `None` if the address is not guest RAM (a device's, or
+    /// no one's). Otherwise the access is performed on guest RAM, whatever the layout says now
+    /// (a trap removed while the exit was in flight must not lose the access), and the hits
+    /// are returned.
+    pub fn on_mmio(&self, gpa: u64, access: MmioAccess<'_>) -> Option<Vec<PendingPageHit>> {
+        let (len, write) = match &access {
+            MmioAccess::Read(d) => (d.len(), false),
+            MmioAccess::Write(d) => (d.len(), true),
+        };
+        let addr = GuestAddress(gpa);
+        if len == 0 || len > 8 || !self.mem.address_in_range(addr) {
+            return None;
+        }
+        let state = self.read();
+        let mut before = [0u8; 8];
+        let value = match access {
+            MmioAccess::Write(data) => {
+                self.mem.read_slice(&mut before[..len], addr).ok()?;
+                self.mem.write_slice(data, addr).ok()?;
+                le(data)
+            }
+            MmioAccess::Read(data) => {
+                self.mem.read_slice(data, addr).ok()?;
+                le(data)
+            }
+        };
+        self.traps.fetch_add(1, Ordering::Relaxed);
+        let found = state.layout.match_access(gpa, len as u64, write);
+        if found.hits.is_empty() {
+            self.false_traps.fetch_add(1, Ordering::Relaxed);
+            return Some(Vec::new());
+        }
+        let mut owners: Vec<HostBpId> = found
+            .hits
+            .iter()
+            .filter_map(|part| state.owner.get(part).copied())
+            .collect();
+        owners.dedup();
+        Some(
+            owners
+                .into_iter()
+                .filter_map(|id| {
+                    let r = state.watches.get(&id)?;
+                    Some(PendingPageHit {
+                        id,
+                        label: r.label.clone(),
+                        addr: r.ranges.first().map(|r| r.0).unwrap_or(gpa),
+                        access: r.access,
+                        on_hit: r.on_hit.clone(),
+                        count: r.hits.fetch_add(1, Ordering::Relaxed) + 1,
+                        gpa,
+                        len: len as u8,
+                        write,
+                        old: write.then(|| le(&before[..len])),
+                        value,
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Up to eight bytes as a little-endian number.
+fn le(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b[..bytes.len().min(8)].copy_from_slice(&bytes[..bytes.len().min(8)]);
+    u64::from_le_bytes(b)
+}

@@ -1,0 +1,45 @@
+//! Installing a memslot layout in KVM: the one place that calls `KVM_SET_USER_MEMORY_REGION`.
+
+use drvisor_watch::{Memslot, SlotOp};
+use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
+use kvm_ioctls::VmFd;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+/// Applies `ops` in order (the planner puts deletes first). The caller keeps the vCPUs out of
+/// the guest meanwhile: between a delete and its create the range is a hole.
+pub fn apply(vm_fd: &VmFd, mem: &GuestMemoryMmap, ops: &[SlotOp]) -> Result<(), String> {
+    for op in ops {
+        let region = match op {
+            SlotOp::Delete { slot } => kvm_userspace_memory_region {
+                slot: *slot,
+                memory_size: 0,
+                ..Default::default()
+            },
+            SlotOp::Create(m) => create(mem, m)?,
+        };
+        // SAFETY: a create maps a range of a live mapping owned by `mem`, which the VM keeps
+        // for its whole life (checked in `create`); a delete maps nothing.
+        unsafe { vm_fd.set_user_memory_region(region) }
+            .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION ({op:?}): {e}"))?;
+    }
+    Ok(())
+}
+
+fn create(mem: &GuestMemoryMmap, m: &Memslot) -> Result<kvm_userspace_memory_region, String> {
+    let region = mem.iter().nth(m.region).ok_or_else(|| {
+        format!(
+            "memslot {m} names RAM region {} which does not exist",
+            m.region
+        )
+    })?;
+    if m.region_offset + m.size > region.len() {
+        return Err(format!("memslot {m} runs past its RAM region"));
+    }
+    Ok(kvm_userspace_memory_region {
+        slot: m.slot,
+        flags: if m.readonly { KVM_MEM_READONLY } else { 0 },
+        guest_phys_addr: m.gpa,
+        memory_size: m.size,
+        userspace_addr: region.as_ptr() as u64 + m.region_offset,
+    })
+}

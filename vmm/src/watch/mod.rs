@@ -1,0 +1,15 @@
+//! Watchpoints beyond four slots: the page-protection engine on KVM, engine routing, and
+//! guest-virtual translation. The memslot layout itself is planned by the pure
+//! `drvisor-watch` crate.
+
+mod engine;
+mod memslots;
+pub mod route;
+pub mod translate;
+
+pub use engine::{
+    Error, MmioAccess, PageWatchEngine, PageWatchRequest, PageWatchState, PendingPageHit,
+    WatchRange,
+};
+pub use route::{route, Engine, EngineChoice, RouteError, RouteInput};
+pub use translate::Translator;

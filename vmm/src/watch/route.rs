@@ -1,0 +1,144 @@
+//! Which engine carries a data watchpoint: the four hardware slots, or page protection.
+//! Pure: the probe's answer, the request and the slot situation in, a choice or a refusal out.
+
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// What the user asked for (`--engine`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// Hardware debug-register slots only.
+    Hw,
+    /// Page protection only.
+    Page,
+    /// Hardware where it works here and fits, page protection otherwise.
+    #[default]
+    Auto,
+}
+
+impl FromStr for EngineChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "hw" => Ok(EngineChoice::Hw),
+            "page" => Ok(EngineChoice::Page),
+            "auto" => Ok(EngineChoice::Auto),
+            other => Err(format!("unknown engine `{other}`; use hw, page or auto")),
+        }
+    }
+}
+
+/// The engine that carries a watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    /// A hardware debug-register slot.
+    Hw,
+    /// Page protection (read-only or absent memslots).
+    Page,
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Engine::Hw => "hw",
+            Engine::Page => "page",
+        })
+    }
+}
+
+/// What routing needs to know about one watch request.
+#[derive(Clone, Debug)]
+pub struct RouteInput {
+    /// The user's choice.
+    pub choice: EngineChoice,
+    /// Why this host cannot deliver hardware data watchpoints (the probe's words), or `None`
+    /// if it can.
+    pub hw_unavailable: Option<String>,
+    /// Whether the range fits one slot: length 1, 2, 4 or 8, aligned to it, and not read-only.
+    pub fits_one_slot: bool,
+    /// Whether a slot is free for it under the policy on every vCPU in its scope.
+    pub slot_free: bool,
+}
+
+/// Why a watch cannot go where it was asked to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// `--engine hw` on a host that does not deliver hardware data watchpoints.
+    #[error("--engine hw: {0}; use --engine page or auto")]
+    HwUnavailable(String),
+    /// `--engine hw` for a range no slot can hold.
+    #[error("--engine hw: a hardware slot watches 1, 2, 4 or 8 aligned bytes, for writes or reads-and-writes; use --engine page or auto for this range")]
+    HwShape,
+    /// `--engine hw` when no slot is free.
+    #[error("--engine hw: no hardware slot is free for it under the current policy; use --engine page or auto")]
+    NoFreeSlot,
+}
+
+/// Routes one watch. `auto` takes a hardware slot only when this host delivers hardware data
+/// watchpoints, the range fits one slot, and a slot is free; otherwise page protection.
+pub fn route(input: &RouteInput) -> Result<Engine, RouteError> {
+    let hw_ok = input.hw_unavailable.is_none() && input.fits_one_slot && input.slot_free;
+    match input.choice {
+        EngineChoice::Page => Ok(Engine::Page),
+        EngineChoice::Auto if hw_ok => Ok(Engine::Hw),
+        EngineChoice::Auto => Ok(Engine::Page),
+        EngineChoice::Hw => match &input.hw_unavailable {
+            Some(why) => Err(RouteError::HwUnavailable(why.clone())),
+            None if !input.fits_one_slot => Err(RouteError::HwShape),
+            None if !input.slot_free => Err(RouteError::NoFreeSlot),
+            None => Ok(Engine::Hw),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(choice: EngineChoice, hw: bool, fits: bool, free: bool) -> RouteInput {
+        RouteInput {
+            choice,
+            hw_unavailable: (!hw).then(|| "no hw watchpoints here".to_owned()),
+            fits_one_slot: fits,
+            slot_free: free,
+        }
+    }
+
+    #[test]
+    fn routing_table() {
+        use EngineChoice::*;
+        let cases = [
+            // choice, host delivers hw, fits one slot, slot free => result
+            (Auto, true, true, true, Ok(Engine::Hw)),
+            (Auto, false, true, true, Ok(Engine::Page)),
+            (Auto, true, false, true, Ok(Engine::Page)),
+            (Auto, true, true, false, Ok(Engine::Page)),
+            (Page, true, true, true, Ok(Engine::Page)),
+            (Hw, true, true, true, Ok(Engine::Hw)),
+            (
+                Hw,
+                false,
+                true,
+                true,
+                Err(RouteError::HwUnavailable("no hw watchpoints here".into())),
+            ),
+            (Hw, true, false, true, Err(RouteError::HwShape)),
+            (Hw, true, true, false, Err(RouteError::NoFreeSlot)),
+        ];
+        for (choice, hw, fits, free, want) in cases {
+            assert_eq!(
+                route(&input(choice, hw, fits, free)),
+                want,
+                "{choice:?} {hw} {fits} {free}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusal_names_the_probes_reason() {
+        let err = route(&input(EngineChoice::Hw, false, true, true)).unwrap_err();
+        assert!(err.to_string().contains("no hw watchpoints here"));
+    }
+}
