@@ -99,6 +99,9 @@ pub struct VmConfig {
     pub policy: drvisor_debug::Policy,
     /// What this host delivers; `None` runs the probe (milliseconds).
     pub debug_caps: Option<DebugCaps>,
+    /// The most memslots the watch engine may use; `None` for all KVM offers
+    /// (`KVM_CAP_NR_MEMSLOTS`). A lower limit leaves slots for other users of the VM.
+    pub memslot_limit: Option<usize>,
     /// Run the debug hooks on every vCPU (the default). `false` detaches them entirely, as if
     /// drvisor had no debug support; it exists to measure what attaching costs.
     pub debug_attached: bool,
@@ -118,6 +121,7 @@ impl VmConfig {
             policy: drvisor_debug::Policy::default(),
             debug_caps: None,
             debug_attached: true,
+            memslot_limit: None,
         }
     }
 }
@@ -187,7 +191,9 @@ impl TryFrom<VmConfig> for Vm {
             mem.clone(),
             gate.clone(),
             debug.clone(),
-            kvm.get_nr_memslots(),
+            config
+                .memslot_limit
+                .map_or(kvm.get_nr_memslots(), |l| l.min(kvm.get_nr_memslots())),
             config.kernel.executable_ranges(),
         )?);
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK)?;

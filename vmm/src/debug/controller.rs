@@ -255,6 +255,30 @@ impl DebugController {
         Ok(id)
     }
 
+    /// Whether `spec` in `scope` would be armed on every vCPU of its scope right now, under the
+    /// policy: the "slot is free" test of engine routing.
+    pub fn would_arm(&self, spec: BreakSpec, scope: Scope) -> bool {
+        let state = self.lock();
+        let trial = HostBreakpoint {
+            id: HostBpId(u32::MAX),
+            spec,
+            scope,
+        };
+        let mut hosts: Vec<HostBreakpoint> = state.hosts.values().map(|r| r.bp).collect();
+        let competing = if guests_compete(self.carriage) {
+            state.guests.clone()
+        } else {
+            vec![GuestDrFile::default(); state.guests.len()]
+        };
+        if check_registration(state.policy, &hosts, &trial, &competing).is_err() {
+            return false;
+        }
+        hosts.push(trial);
+        let plan = plan_for(self.carriage, state.policy, &hosts, &state.guests);
+        plan.host_state(trial.id)
+            .is_some_and(|s| s.pending.is_empty() && !s.armed.is_empty())
+    }
+
     /// Removes host breakpoint `id`; returns once no running vCPU has it armed.
     pub fn remove(&self, id: HostBpId) -> Result<(), Error> {
         let generation = {

@@ -29,9 +29,10 @@ pub struct Memslot {
 }
 
 impl Memslot {
-    /// One past the last byte.
+    /// One past the last byte. Saturates, because the fields are public and a hand-built
+    /// memslot may not fit; planned ones always do.
     pub const fn end(&self) -> u64 {
-        self.gpa + self.size
+        self.gpa.saturating_add(self.size)
     }
 
     /// Whether `gpa` is one of its bytes.

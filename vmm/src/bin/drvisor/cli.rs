@@ -54,10 +54,14 @@ pub struct RunArgs {
     /// apply to it.
     #[arg(long = "break", value_name = "SYMBOL|ADDR")]
     pub breaks: Vec<String>,
-    /// Host watchpoint: `SYMBOL|ADDR[:w|rw][:LEN]` (repeatable; default `w`, LEN from the symbol's
-    /// size). x86 cannot watch reads alone.
-    #[arg(long = "watch", value_name = "SYMBOL|ADDR[:w|rw][:LEN]")]
+    /// Host watchpoint: `[phys:]SYMBOL|ADDR[:w|r|rw][:LEN]` (repeatable; default `w`, LEN from
+    /// the symbol's size). Addresses are guest-virtual unless prefixed with `phys:`.
+    #[arg(long = "watch", value_name = "[phys:]SYMBOL|ADDR[:w|r|rw][:LEN]")]
     pub watches: Vec<String>,
+    /// Engine for the preceding --watch: hardware slots, page protection, or auto (default:
+    /// hardware only where this host delivers it and the range fits a free slot).
+    #[arg(long = "engine", value_name = "hw|page|auto")]
+    pub engines: Vec<String>,
     /// Only this vCPU, for the preceding --break or --watch (default: every vCPU).
     #[arg(long = "vcpu", value_name = "N")]
     pub vcpus_of: Vec<u32>,

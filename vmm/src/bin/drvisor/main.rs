@@ -1,5 +1,6 @@
 //! The `drvisor` command.
 
+mod arm;
 mod cli;
 mod requests;
 
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use clap::{CommandFactory, FromArgMatches};
 use drvisor::boot::KernelImage;
-use drvisor::debug::{plan_view, DebugController, HitContext, HostRequest, OnHit};
+use drvisor::debug::{plan_view, DebugController, HitContext, OnHit};
 use drvisor::symbols::SymbolTable;
 use drvisor::{exit_code, guest_image, probe, Console, Vm, VmConfig};
 use drvisor_api::{HitAction, HitEvent};
@@ -85,15 +86,14 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         .parse()
         .map_err(|e| Failure::usage(format!("--policy: {e}")))?;
     let symbols = symbol_table(&args, &kernel)?;
-    let requests = requests::from_matches(
-        matches,
-        &args.breaks,
-        &args.watches,
-        &args.vcpus_of,
-        &args.actions,
-        &symbols,
-    )
-    .map_err(Failure::usage)?;
+    let flags = requests::Flags {
+        breaks: &args.breaks,
+        watches: &args.watches,
+        vcpus: &args.vcpus_of,
+        actions: &args.actions,
+        engines: &args.engines,
+    };
+    let requests = requests::from_matches(matches, flags, &symbols).map_err(Failure::usage)?;
     let events = event_sink(&args)?;
 
     let mut config = VmConfig::new(kernel, command_line(&args)?);
@@ -112,22 +112,33 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         }));
     }
     let mut pausing = false;
-    for r in requests {
+    for r in &requests {
         pausing |= r.action == HitAction::Pause;
-        let request = HostRequest {
-            spec: r.spec,
-            scope: r.scope,
-            label: r.label.clone(),
-            on_hit: report_and(r.action, events.clone()),
-        };
-        ctl.add(request)
-            .map_err(|e| Failure::usage(format!("{}: {e}", r.label)))?;
+        let armed = arm::arm(r, report_and(r.action, events.clone()), &ctl, vm.watch())
+            .map_err(Failure::usage)?;
+        tracing::info!(
+            "{} armed as #{} on the {} engine",
+            r.label,
+            armed.id.0,
+            armed.engine
+        );
+    }
+    if args.show_plan && !vm.watch().states().is_empty() {
+        eprint!("drvisor: {}", describe_page_watches(vm.watch()));
     }
     if pausing {
         resume_on_sigusr1(ctl)?;
     }
 
+    let pages = vm.watch().clone();
     let outcome = vm.run().map_err(vm_failure)?;
+    if !pages.states().is_empty() {
+        let (traps, false_traps) = pages.trap_counts();
+        let line =
+            serde_json::json!({"event": "page-traps", "traps": traps, "false_traps": false_traps});
+        let mut out = events.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(out, "{line}");
+    }
     if !matches!(outcome, drvisor::Outcome::GuestExit { .. }) {
         eprintln!("drvisor: {outcome}");
     }
@@ -135,6 +146,32 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
 }
 
 type EventSink = Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// The page watches and the pages they trap, for `--show-plan`.
+fn describe_page_watches(pages: &drvisor::watch::PageWatchEngine) -> String {
+    let mut out = String::from("page watches (engine page):\n");
+    for w in pages.states() {
+        let ranges: Vec<String> = w
+            .ranges
+            .iter()
+            .map(|(a, n)| format!("{a:#x}+{n}"))
+            .collect();
+        let traps: Vec<String> = w
+            .pages
+            .iter()
+            .map(|(p, m)| format!("{p:#x} {m:?}"))
+            .collect();
+        out.push_str(&format!(
+            "  #{} {} {}: armed by page protection on [{}] (pages: {})\n",
+            w.id,
+            w.label,
+            w.access,
+            ranges.join(", "),
+            traps.join(", ")
+        ));
+    }
+    out
+}
 
 fn event_sink(args: &RunArgs) -> Result<EventSink, Failure> {
     let sink: Box<dyn Write + Send> = match &args.events {

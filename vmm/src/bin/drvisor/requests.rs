@@ -1,32 +1,66 @@
-//! Turning `--break`/`--watch` with their `--vcpu`/`--action` into breakpoint requests.
+//! Turning `--break`/`--watch` with their `--vcpu`/`--action`/`--engine` into requests.
 //!
-//! `--vcpu` and `--action` bind to the nearest `--break` or `--watch` before them on the
-//! command line, which clap reports through argument indices.
+//! `--vcpu`, `--action` and `--engine` bind to the nearest `--break` or `--watch` before them
+//! on the command line, which clap reports through argument indices.
 
 use clap::ArgMatches;
 use drvisor::symbols::SymbolTable;
+use drvisor::watch::EngineChoice;
 use drvisor_api::HitAction;
-use drvisor_debug::{BreakSpec, Scope, VcpuId, WatchAccess};
+use drvisor_debug::{BreakSpec, Scope, VcpuId};
+use drvisor_watch::Access;
 
-/// One breakpoint the user asked for.
+/// Where a watch is.
+#[derive(Clone, Copy, Debug)]
+pub enum Place {
+    /// A guest-virtual address (symbols, plain addresses).
+    Virtual(u64),
+    /// A guest-physical address (`phys:ADDR`).
+    Physical(u64),
+}
+
+/// What was asked for.
+pub enum What {
+    /// An exec breakpoint (always a hardware slot).
+    Break(BreakSpec),
+    /// A data watchpoint, routed to an engine later.
+    Watch {
+        /// Where.
+        place: Place,
+        /// Which accesses.
+        access: Access,
+        /// How many bytes.
+        len: u64,
+        /// Which engine the user wants.
+        engine: EngineChoice,
+    },
+}
+
+/// One breakpoint or watchpoint the user asked for.
 pub struct Request {
     /// As written on the command line.
     pub label: String,
-    /// Resolved and validated.
-    pub spec: BreakSpec,
+    /// What.
+    pub what: What,
     /// Which vCPUs.
     pub scope: Scope,
     /// What a hit does.
     pub action: HitAction,
 }
 
+/// The flags that build requests.
+pub struct Flags<'a> {
+    pub breaks: &'a [String],
+    pub watches: &'a [String],
+    pub vcpus: &'a [u32],
+    pub actions: &'a [String],
+    pub engines: &'a [String],
+}
+
 /// Builds the requests from the parsed flags.
 pub fn from_matches(
     matches: &ArgMatches,
-    breaks: &[String],
-    watches: &[String],
-    vcpus: &[u32],
-    actions: &[String],
+    flags: Flags<'_>,
     symbols: &SymbolTable,
 ) -> Result<Vec<Request>, String> {
     let indices = |id: &str| -> Vec<usize> {
@@ -38,13 +72,13 @@ pub fn from_matches(
     };
     // (position on the command line, request) for every --break and --watch.
     let mut placed: Vec<(usize, Request)> = Vec::new();
-    for (at, text) in indices("breaks").into_iter().zip(breaks) {
+    for (at, text) in indices("breaks").into_iter().zip(flags.breaks) {
         let addr = location(text, symbols)?;
         let spec = BreakSpec::exec(addr).map_err(|e| format!("--break {text}: {e}"))?;
-        placed.push((at, request(text, spec)));
+        placed.push((at, request(text, What::Break(spec))));
     }
-    for (at, text) in indices("watches").into_iter().zip(watches) {
-        placed.push((at, request(text, watch_spec(text, symbols)?)));
+    for (at, text) in indices("watches").into_iter().zip(flags.watches) {
+        placed.push((at, request(text, watch(text, symbols)?)));
     }
     placed.sort_by_key(|(at, _)| *at);
 
@@ -55,11 +89,11 @@ pub fn from_matches(
             .rposition(|p| *p < at)
             .ok_or_else(|| format!("{flag} must follow the --break or --watch it applies to"))
     };
-    for (at, vcpu) in indices("vcpus_of").into_iter().zip(vcpus) {
+    for (at, vcpu) in indices("vcpus_of").into_iter().zip(flags.vcpus) {
         let i = owner(at, "--vcpu")?;
         placed[i].1.scope = Scope::Vcpu(VcpuId(*vcpu));
     }
-    for (at, action) in indices("actions").into_iter().zip(actions) {
+    for (at, action) in indices("actions").into_iter().zip(flags.actions) {
         let i = owner(at, "--action")?;
         placed[i].1.action = match action.as_str() {
             "continue" => HitAction::Continue,
@@ -72,13 +106,26 @@ pub fn from_matches(
             }
         };
     }
+    for (at, engine) in indices("engines").into_iter().zip(flags.engines) {
+        let i = owner(at, "--engine")?;
+        let choice: EngineChoice = engine.parse().map_err(|e| format!("--engine: {e}"))?;
+        match &mut placed[i].1.what {
+            What::Watch { engine, .. } => *engine = choice,
+            What::Break(_) => {
+                return Err(
+                    "--engine applies to --watch only: exec breakpoints always use a hardware slot"
+                        .into(),
+                )
+            }
+        }
+    }
     Ok(placed.into_iter().map(|(_, r)| r).collect())
 }
 
-fn request(label: &str, spec: BreakSpec) -> Request {
+fn request(label: &str, what: What) -> Request {
     Request {
         label: label.to_owned(),
-        spec,
+        what,
         scope: Scope::Vm,
         action: HitAction::Continue,
     }
@@ -100,37 +147,46 @@ fn location(text: &str, symbols: &SymbolTable) -> Result<u64, String> {
     }
 }
 
-/// `SYMBOL|ADDR[:w|rw|r][:LEN]`.
-fn watch_spec(text: &str, symbols: &SymbolTable) -> Result<BreakSpec, String> {
-    let mut parts = text.split(':');
-    let place = parts.next().unwrap_or_default();
-    let addr = location(place, symbols).map_err(|e| format!("--watch {text}: {e}"))?;
-    let mut access = WatchAccess::Write;
-    let mut len: Option<u8> = None;
+/// `[phys:]SYMBOL|ADDR[:w|r|rw][:LEN]`.
+fn watch(text: &str, symbols: &SymbolTable) -> Result<What, String> {
+    let (physical, rest) = match text.strip_prefix("phys:") {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let mut parts = rest.split(':');
+    let name = parts.next().unwrap_or_default();
+    let addr = location(name, symbols).map_err(|e| format!("--watch {text}: {e}"))?;
+    let mut access = Access::Write;
+    let mut len: Option<u64> = None;
     for part in parts {
         match part {
-            "w" => access = WatchAccess::Write,
-            "rw" => access = WatchAccess::ReadWrite,
-            "r" => access = WatchAccess::Read,
+            "w" => access = Access::Write,
+            "rw" => access = Access::ReadWrite,
+            "r" => access = Access::Read,
             n => {
-                len = Some(n.parse().map_err(|_| {
-                    format!(
-                    "--watch {text}: `{n}` is neither an access (w, rw) nor a length (1, 2, 4, 8)"
-                )
+                let parsed = n.parse().ok().filter(|&l: &u64| l > 0);
+                len = Some(parsed.ok_or_else(|| {
+                    format!("--watch {text}: `{n}` is neither an access (w, r, rw) nor a length (a positive number of bytes)")
                 })?)
             }
         }
     }
-    let len = match len {
+    let len = match len.or_else(|| symbols.size(name)) {
         Some(len) => len,
-        None => match symbols.size(place) {
-            Some(n @ (1 | 2 | 4 | 8)) => n as u8,
-            _ => {
-                return Err(format!(
-                    "--watch {text}: give a length (`{place}:w:8`); the size of `{place}` is not known or not 1, 2, 4 or 8"
-                ))
-            }
-        },
+        None => {
+            return Err(format!(
+                "--watch {text}: give a length (`{name}:w:8`); the size of `{name}` is not known"
+            ))
+        }
     };
-    BreakSpec::watch(addr, access, len).map_err(|e| format!("--watch {text}: {e}"))
+    Ok(What::Watch {
+        place: if physical {
+            Place::Physical(addr)
+        } else {
+            Place::Virtual(addr)
+        },
+        access,
+        len,
+        engine: EngineChoice::Auto,
+    })
 }
