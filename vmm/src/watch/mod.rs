@@ -2,11 +2,13 @@
 //! guest-virtual translation. The memslot layout itself is planned by the pure
 //! `drvisor-watch` crate.
 
+mod arm;
 mod engine;
 mod memslots;
 pub mod route;
 pub mod translate;
 
+pub use arm::{arm_watch, Place, WatchRequest};
 pub use engine::{
     Error, MmioAccess, PageWatchEngine, PageWatchRequest, PageWatchState, PendingPageHit,
     WatchRange,

@@ -114,14 +114,9 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     let mut pausing = false;
     for r in &requests {
         pausing |= r.action == HitAction::Pause;
-        let armed = arm::arm(r, report_and(r.action, events.clone()), &ctl, vm.watch())
+        let (id, engine) = arm::arm(r, report_and(r.action, events.clone()), &ctl, vm.watch())
             .map_err(Failure::usage)?;
-        tracing::info!(
-            "{} armed as #{} on the {} engine",
-            r.label,
-            armed.id.0,
-            armed.engine
-        );
+        tracing::info!("{} armed as #{} on the {engine} engine", r.label, id.0);
     }
     if args.show_plan && !vm.watch().states().is_empty() {
         eprint!("drvisor: {}", describe_page_watches(vm.watch()));

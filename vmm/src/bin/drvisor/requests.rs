@@ -5,19 +5,10 @@
 
 use clap::ArgMatches;
 use drvisor::symbols::SymbolTable;
-use drvisor::watch::EngineChoice;
+use drvisor::watch::{EngineChoice, Place};
 use drvisor_api::HitAction;
 use drvisor_debug::{BreakSpec, Scope, VcpuId};
 use drvisor_watch::Access;
-
-/// Where a watch is.
-#[derive(Clone, Copy, Debug)]
-pub enum Place {
-    /// A guest-virtual address (symbols, plain addresses).
-    Virtual(u64),
-    /// A guest-physical address (`phys:ADDR`).
-    Physical(u64),
-}
 
 /// What was asked for.
 pub enum What {
