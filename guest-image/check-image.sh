@@ -4,7 +4,9 @@
 #    popcnt, cmpxchg16b, xsave/xrstor, int n) and exactly one int3 (the emu-fail scenario's);
 #  - the Xen PVH PHYS32_ENTRY note is present (in a PT_NOTE) and points at pvh_entry;
 #  - drv_target_0..3 and drv_watch_u8..u64 exist at distinct addresses, the watch variables on
-#    one page of their own.
+#    one page of their own;
+#  - drv_range_buf (section .drv_ranges, 17 pages) and drv_mixed_page (.drv_mixed, 1 page) each
+#    fill their page-aligned section exactly, and no other symbol or section is on those pages.
 # Needs binutils (objdump, readelf, nm). Exit status 0 = all checks passed.
 set -eu
 elf=${1:-"$(dirname "$0")/target/release/drvisor-guest"}
@@ -58,6 +60,39 @@ others=$(nm "$elf" | awk -v lo=$((0x$ws)) -v hi=$((0x$we)) '
     { a = 0; h = $1; for (i = 1; i <= length(h); i++) a = a * 16 + index("0123456789abcdef", substr(h, i, 1)) - 1 }
     a >= lo && a < hi && $3 !~ /^(drv_watch_u(8|16|32|64)|__drv_watch_(start|end))$/ { print $3 }')
 [ -z "$others" ] || err "other symbols on the watch page: $others"
+
+# Page-protection watch buffers: SECTION SYMBOL SIZE. The section must be page-aligned, exactly
+# SIZE bytes, hold SYMBOL (nm size SIZE) at its start and no other symbol (a preceding region's
+# `__drv_*_end` marker may equal its start), and share no page with any other allocated section.
+sections=$(readelf -SW "$elf" | sed -nE 's/^ *\[ *[0-9]+\] +//p' |
+    awk 'NF == 10 && $7 ~ /A/ { print $1, $3, $5 }')
+own_pages() {
+    sec=$1; want_sym=$2; want_size=$3
+    line=$(echo "$sections" | awk -v s="$sec" '$1 == s')
+    [ -n "$line" ] || { err "section $sec missing"; return; }
+    set -- $line; lo=$((0x$2)); hi=$((0x$2 + 0x$3))
+    [ $((lo % 4096)) = 0 ] && [ $((hi - lo)) = "$want_size" ] ||
+        err "$sec is not $want_size page-aligned bytes (at 0x$2, size 0x$3)"
+    symline=$(nm -S "$elf" | awk -v s="$want_sym" '$4 == s')
+    [ -n "$symline" ] || { err "symbol $want_sym missing"; return; }
+    set -- $symline
+    [ $((0x$1)) = $lo ] && [ $((0x$2)) = "$want_size" ] ||
+        err "$want_sym (0x$1, size 0x$2) does not fill $sec"
+    echo "check-image: $want_sym = 0x$1 size $want_size ($sec)"
+    others=$(nm "$elf" | awk -v lo=$lo -v hi=$hi -v s="$want_sym" '
+        { a = 0; h = $1; for (i = 1; i <= length(h); i++) a = a * 16 + index("0123456789abcdef", substr(h, i, 1)) - 1 }
+        a >= lo && a < hi && $3 != s && $3 !~ /^__drv_[a-z_]+_end$/ { print $3 }')  # end markers point past their own region
+    [ -z "$others" ] || err "other symbols in $sec: $others"
+    # Other sections on the same pages (lo and hi are page-aligned when the check above passed).
+    shared=$(echo "$sections" | while read -r n a z; do
+        [ "$n" = "$sec" ] && continue
+        b=$((0x$a / 4096 * 4096)); e=$(( (0x$a + 0x$z + 4095) / 4096 * 4096 ))
+        if [ $((0x$z)) -gt 0 ] && [ $b -lt $hi ] && [ $e -gt $lo ]; then echo "$n"; fi
+    done)
+    [ -z "$shared" ] || err "sections sharing pages with $sec: $shared"
+}
+own_pages .drv_ranges drv_range_buf 69632
+own_pages .drv_mixed drv_mixed_page 4096
 
 [ $fail = 0 ] && echo "check-image: OK ($elf)"
 exit $fail

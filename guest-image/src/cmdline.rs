@@ -1,9 +1,9 @@
 //! `hvm_start_info` access and command-line parsing.
 //!
 //! The command line is NUL-terminated, space-separated `key=value` words:
-//! `scenario=NAME` (default `hello`), `count=N` (default 100), `ncpus=N` (default 1),
-//! `slots=LIST` (guest-dr; default `0,1,2,3`; element `S` or `S:T`: debug slot S watches
-//! `drv_target_T`, T defaults to S). Unknown keys are ignored.
+//! `scenario=NAME` (default `hello`), `count=N` (default 100; 1 for `ranges`), `ncpus=N`
+//! (default 1), `slots=LIST` (guest-dr; default `0,1,2,3`; element `S` or `S:T`: debug slot S
+//! watches `drv_target_T`, T defaults to S). Unknown keys are ignored.
 //!
 //! Every CPU parses the (read-only) command line itself, so no CPU waits for another at boot.
 //! Everything is kept as byte slices: `core::str::from_utf8` is prebuilt with SSE.
@@ -45,6 +45,8 @@ pub struct Config {
     pub raw: &'static [u8],
     pub scenario: &'static [u8],
     pub count: u64,
+    /// Whether `count=` appeared (scenarios with their own default check it).
+    pub count_given: bool,
     pub ncpus: u32,
     /// `slots[S] = Some(T)`: guest debug slot S watches `drv_target_T`.
     pub slots: [Option<u8>; 4],
@@ -57,6 +59,7 @@ pub fn parse(start_info_paddr: u32) -> Config {
         raw: b"",
         scenario: b"hello",
         count: 100,
+        count_given: false,
         ncpus: 1,
         slots: [Some(0), Some(1), Some(2), Some(3)],
         error: None,
@@ -84,7 +87,12 @@ pub fn parse(start_info_paddr: u32) -> Config {
                 cfg.scenario = value;
                 true
             }
-            b"count" => parse_u64(value).map(|n| cfg.count = n).is_some(),
+            b"count" => parse_u64(value)
+                .map(|n| {
+                    cfg.count = n;
+                    cfg.count_given = true;
+                })
+                .is_some(),
             b"ncpus" => match parse_u64(value) {
                 Some(n) if n >= 1 && n <= MAX_CPUS as u64 => {
                     cfg.ncpus = n as u32;

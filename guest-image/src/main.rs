@@ -8,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod access;
 mod boot;
 mod cmdline;
 mod idt;

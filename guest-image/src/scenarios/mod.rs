@@ -4,6 +4,8 @@ pub mod exec;
 pub mod faults;
 pub mod guest_dr;
 pub mod hello;
+pub mod mixed;
+pub mod ranges;
 pub mod smp;
 pub mod write;
 
@@ -21,6 +23,8 @@ pub fn run(cfg: &Config) -> ! {
         b"triple-fault" => faults::triple_fault(),
         b"emu-fail" => faults::emu_fail(),
         b"bad-port" => faults::bad_port(),
+        b"ranges" => ranges::run(cfg),
+        b"mixed" => mixed::run(cfg),
         b"panic" => faults::panic(),
         b"unexpected-exception" => faults::unexpected_exception(),
         name => {
