@@ -118,11 +118,20 @@ fn unknown_symbol_suggests_names() -> Result<(), Failed> {
 
 fn bad_breakpoint_inputs() -> Result<(), Failed> {
     for (args, needle) in [
-        (vec!["--watch", "drv_watch_u32:w:0"], "positive number of bytes"),
+        (
+            vec!["--watch", "drv_watch_u32:w:0"],
+            "positive number of bytes",
+        ),
         (vec!["--watch", "drv_watch_u32:x"], "neither an access"),
         (vec!["--watch", "nosuchvar:w:4"], "unknown symbol"),
-        (vec!["--watch", "drv_watch_u32", "--engine", "warp"], "unknown engine"),
-        (vec!["--break", "drv_target_0", "--engine", "page"], "--watch only"),
+        (
+            vec!["--watch", "drv_watch_u32", "--engine", "warp"],
+            "unknown engine",
+        ),
+        (
+            vec!["--break", "drv_target_0", "--engine", "page"],
+            "--watch only",
+        ),
         (vec!["--break", "0x0000800000000000"], "canonical"),
         (vec!["--break", "12zz"], "not a valid address"),
         (
@@ -314,14 +323,29 @@ fn hardware_write_watch(ctx: &Context) -> Trial {
 
 fn engine_hw_refused_where_it_cannot_fire(ctx: &Context) -> Trial {
     let deliverable = ctx.probe.delivers(Mechanism::HostWriteWatchpoint, 0);
-    Trial::test("host_bp::engine_hw_refused_where_it_cannot_fire", move || {
-        let run = drvisor(&["run", "--scenario", "write", "--watch", "drv_watch_u32", "--engine", "hw"]);
-        if deliverable {
-            return run.expect_code(0).map(|_| ());
-        }
-        run.expect_code(2)?;
-        ensure(run.stderr.contains("--engine hw: this host does not deliver hardware data watchpoints"), || run.to_string())
-    })
+    Trial::test(
+        "host_bp::engine_hw_refused_where_it_cannot_fire",
+        move || {
+            let run = drvisor(&[
+                "run",
+                "--scenario",
+                "write",
+                "--watch",
+                "drv_watch_u32",
+                "--engine",
+                "hw",
+            ]);
+            if deliverable {
+                return run.expect_code(0).map(|_| ());
+            }
+            run.expect_code(2)?;
+            ensure(
+                run.stderr
+                    .contains("--engine hw: this host does not deliver hardware data watchpoints"),
+                || run.to_string(),
+            )
+        },
+    )
 }
 
 pub fn trials(ctx: &Context) -> Vec<Trial> {

@@ -10,6 +10,7 @@ mod guest_and_host;
 mod guest_faults;
 mod host_breakpoints;
 mod live_changes;
+mod page_watches;
 mod probe_table;
 mod scenarios;
 mod usage_errors;
@@ -29,5 +30,6 @@ fn main() {
     trials.extend(guest_and_host::trials(&ctx));
     trials.extend(live_changes::trials());
     trials.extend(debug_regs_port::trials(&ctx));
+    trials.extend(page_watches::trials(&ctx));
     libtest_mimic::run(&args, trials).exit();
 }

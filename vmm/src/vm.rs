@@ -225,10 +225,7 @@ impl TryFrom<VmConfig> for Vm {
             fd.set_cpuid2(&cpu::per_vcpu_cpuid(&supported, index, count))
                 .map_err(kvm_err("KVM_SET_CPUID2"))?;
             start_state(&fd, &mem, &entry, index)?;
-            vcpus.push(Vcpu {
-                index: index.into(),
-                fd,
-            });
+            vcpus.push(Vcpu::new(index.into(), fd));
         }
 
         if let Some(first) = vcpus.first() {

@@ -45,6 +45,19 @@ pub struct Vcpu {
     pub index: usize,
     /// The KVM vCPU.
     pub fd: VcpuFd,
+    /// The last page-watch access reported: its RIP, where it ended, and the watches it hit.
+    last_page_access: Option<(u64, u64, Vec<drvisor_debug::HostBpId>)>,
+}
+
+impl Vcpu {
+    /// vCPU `index` on `fd`.
+    pub fn new(index: usize, fd: VcpuFd) -> Vcpu {
+        Vcpu {
+            index,
+            fd,
+            last_page_access: None,
+        }
+    }
 }
 
 /// Where a vCPU thread's exit handling looks for what it needs.
@@ -189,7 +202,7 @@ impl Vcpu {
 
     /// Runs the callbacks of page-watch hits, with the registers at the access.
     fn dispatch_page_hits(
-        &self,
+        &mut self,
         hits: Vec<PendingPageHit>,
         shared: &VcpuShared,
     ) -> Option<Outcome> {
@@ -198,7 +211,24 @@ impl Vcpu {
             Err(e) => return Some(self.vmm_error(format!("KVM_GET_REGS: {e}"))),
         };
         let mut outcome = None;
+        let (first_gpa, end) = match hits.first() {
+            Some(h) => (h.gpa, h.gpa + u64::from(h.len)),
+            None => return None,
+        };
+        let previous = self.last_page_access.take();
+        let ids: Vec<drvisor_debug::HostBpId> = hits.iter().map(|h| h.id).collect();
+        self.last_page_access = Some((regs.rip, end, ids));
         for hit in hits {
+            let second_piece = previous.as_ref().is_some_and(|(rip, prev_end, prev_ids)| {
+                *rip == regs.rip
+                    && *prev_end == first_gpa
+                    && first_gpa % drvisor_watch::PAGE_SIZE == 0
+                    && prev_ids.contains(&hit.id)
+            });
+            if second_piece {
+                shared.watch.retract(hit.id);
+                continue;
+            }
             let context = HitContext {
                 id: hit.id,
                 label: hit.label.clone(),

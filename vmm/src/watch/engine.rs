@@ -360,6 +360,14 @@ impl PageWatchEngine {
         Ok(())
     }
 
+    /// Takes back the count of a hit that turned out to be the second piece of an access
+    /// already reported (see [`crate::vcpu`]'s split-access rule).
+    pub fn retract(&self, id: HostBpId) {
+        if let Some(r) = self.read().watches.get(&id) {
+            r.hits.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Accesses that trapped so far, and how many of them hit no watch.
     pub fn trap_counts(&self) -> (u64, u64) {
         (

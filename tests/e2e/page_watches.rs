@@ -1,0 +1,429 @@
+//! Watchpoints beyond four slots, on real KVM: the page-protection engine with the test guest's
+//! `write`, `mixed` and `ranges` scenarios, whose access counts are known exactly
+//! (guest-image/README.md).
+
+use drvisor::probe::Mechanism;
+use drvisor::symbols::SymbolTable;
+use drvisor::watch::{arm_watch, Engine, EngineChoice, Place, WatchRequest};
+use drvisor::{guest_image, Vm, VmConfig};
+use drvisor_debug::Scope;
+use drvisor_watch::Access;
+
+use crate::common::{
+    drvisor, drvisor_with_events, ensure, guest_number, Context, Failed, Run, Trial,
+};
+
+fn symbol(name: &str) -> u64 {
+    SymbolTable::from_elf(guest_image::ELF)
+        .resolve(name)
+        .expect("test guest symbol")
+}
+
+fn hits<'a>(events: &'a [serde_json::Value], label: &str) -> Vec<&'a serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "hit" && e["label"] == label)
+        .collect()
+}
+
+fn traps(events: &[serde_json::Value]) -> (u64, u64) {
+    events
+        .iter()
+        .find(|e| e["event"] == "page-traps")
+        .map(|e| {
+            (
+                e["traps"].as_u64().unwrap_or(0),
+                e["false_traps"].as_u64().unwrap_or(0),
+            )
+        })
+        .unwrap_or((0, 0))
+}
+
+fn checksum(run: &Run, scenario: &str) -> Result<String, Failed> {
+    let lines = run.guest_lines(&[&format!("scenario={scenario}")]);
+    lines
+        .iter()
+        .find_map(|l| crate::common::field(l, "checksum"))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no checksum line\n{run}").into())
+}
+
+/// Write watches of 1, 2, 4 and 8 bytes: one hit per guest write, with the old and new values.
+fn write_widths() -> Result<(), Failed> {
+    let vars = [
+        "drv_watch_u8",
+        "drv_watch_u16",
+        "drv_watch_u32",
+        "drv_watch_u64",
+    ];
+    let mut args = vec!["run", "--scenario", "write", "--cmdline", "count=23"];
+    for v in vars {
+        args.extend(["--watch", v, "--engine", "page"]);
+    }
+    let (run, events) = drvisor_with_events(&args);
+    run.expect_code(0)?;
+    for (width, var) in [(1u32, vars[0]), (2, vars[1]), (4, vars[2]), (8, vars[3])] {
+        let got = hits(&events, var);
+        ensure(got.len() == 23, || {
+            format!("{var}: {} hits, wanted 23", got.len())
+        })?;
+        for (i, e) in got.iter().enumerate() {
+            let n = i as u64 + 1;
+            // The guest writes i (truncated) for u8..u32 and i * 0x0101010101010101 for u64.
+            let value = |n: u64| {
+                if width == 8 {
+                    n.wrapping_mul(0x0101_0101_0101_0101)
+                } else {
+                    n & ((1u64 << (8 * width)) - 1)
+                }
+            };
+            let a = &e["access"];
+            ensure(
+                a["len"] == width && a["write"] == true && a["phys_addr"] == symbol(var),
+                || format!("{var}: {e}"),
+            )?;
+            ensure(a["value"] == value(n) && a["old"] == value(n - 1), || {
+                format!("{var} write {n}: {a}")
+            })?;
+            ensure(e["engine"] == "page" && e["kind"] == "write", || {
+                e.to_string()
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Read and access watches on the `mixed` page, and the false traps of its unwatched bytes.
+fn read_access_and_false_traps() -> Result<(), Failed> {
+    let page = symbol("drv_mixed_page");
+    // The guest (count=50) writes offset 0 and offset 2048 50 times each and reads offset 1024
+    // 50 times; then it reads 0 and 2048 back once and checksums the page with 512 8-byte reads.
+    let cases = [
+        // watch, hits, traps, false traps
+        (format!("{:#x}:w:8", page), 50, 100, 50), // a write watch: read-only page, reads don't trap
+        (format!("{:#x}:r:8", page + 1024), 51, 664, 613), // a read watch: the page is a hole
+        (format!("{:#x}:rw:8", page), 52, 664, 612), // an access watch
+    ];
+    for (watch, want_hits, want_traps, want_false) in cases {
+        let (run, events) = drvisor_with_events(&[
+            "run",
+            "--scenario",
+            "mixed",
+            "--cmdline",
+            "count=50",
+            "--watch",
+            &watch,
+            "--engine",
+            "page",
+        ]);
+        run.expect_code(0)?;
+        let got = hits(&events, &watch).len();
+        ensure(got == want_hits, || {
+            format!("{watch}: {got} hits, wanted {want_hits}")
+        })?;
+        let (t, f) = traps(&events);
+        ensure((t, f) == (want_traps, want_false), || {
+            format!("{watch}: traps {t} false {f}, wanted {want_traps}/{want_false}")
+        })?;
+    }
+    Ok(())
+}
+
+/// 128 watches at once, one per 512-byte cell of `drv_range_buf` (eight share each page), plus
+/// one spanning two pages. Cell k is written (k % 5) + 1 times per repetition.
+fn hundred_watches_same_page_and_spanning() -> Result<(), Failed> {
+    let buf = symbol("drv_range_buf");
+    let watches: Vec<String> = (0..128u64)
+        .map(|k| format!("{:#x}:w:512", buf + 512 * k))
+        .collect();
+    let straddle = format!("{:#x}:w:8", buf + 65532);
+    let mut args = vec!["run", "--scenario", "ranges", "--cmdline", "count=2"];
+    for w in &watches {
+        args.extend(["--watch", w.as_str(), "--engine", "page"]);
+    }
+    args.extend(["--watch", straddle.as_str(), "--engine", "page"]);
+    let (run, events) = drvisor_with_events(&args);
+    run.expect_code(0)?;
+    for (k, w) in watches.iter().enumerate() {
+        // Cell 127 also holds the first half of each straddling write (offset 65532).
+        let want = 2 * (k % 5 + 1) + if k == 127 { 6 } else { 0 };
+        let got = hits(&events, w).len();
+        ensure(got == want, || {
+            format!("cell {k}: {got} hits, wanted {want}")
+        })?;
+    }
+    // Each straddling write is one instruction, split by KVM into one exit per page: one hit.
+    let got = hits(&events, &straddle);
+    ensure(got.len() == 6, || {
+        format!("straddle: {} hits, wanted 6", got.len())
+    })?;
+    ensure(
+        got.iter()
+            .all(|e| e["access"]["phys_addr"] == buf + 65532 && e["access"]["len"] == 4),
+        || format!("straddle pieces: {got:?}"),
+    )
+}
+
+/// Guest memory after a run with watches is byte-identical to a run without them.
+fn memory_identical_with_and_without_watches() -> Result<(), Failed> {
+    let buf = symbol("drv_range_buf");
+    let with: Vec<String> = (0..17u64)
+        .map(|p| format!("{:#x}:rw:100", buf + 4096 * p + 7))
+        .collect();
+    let mut args = vec!["run", "--scenario", "ranges", "--cmdline", "count=3"];
+    let bare = drvisor(&args);
+    bare.expect_code(0)?;
+    for w in &with {
+        args.extend(["--watch", w.as_str(), "--engine", "page"]);
+    }
+    let watched = drvisor(&args);
+    watched.expect_code(0)?;
+    ensure(
+        checksum(&bare, "ranges")? == checksum(&watched, "ranges")?,
+        || "checksums differ".into(),
+    )?;
+    let sum = |r: &Run| {
+        r.guest_lines(&["scenario=ranges"])
+            .iter()
+            .find_map(|l| crate::common::field(l, "read_sum").map(str::to_owned))
+    };
+    ensure(sum(&bare) == sum(&watched) && sum(&bare).is_some(), || {
+        "read sums differ: reads were not served from RAM".into()
+    })?;
+    let w = drvisor(&[
+        "run",
+        "--scenario",
+        "write",
+        "--watch",
+        "drv_watch_u16",
+        "--engine",
+        "page",
+    ]);
+    w.expect_code(0)?;
+    ensure(
+        checksum(&w, "write")? == checksum(&drvisor(&["run", "--scenario", "write"]), "write")?,
+        || "write checksums differ".into(),
+    )
+}
+
+fn refusals() -> Result<(), Failed> {
+    for (args, needle) in [
+        (vec!["--watch", "phys:0x40000000:w:8"], "not all guest ram"),
+        (vec!["--watch", "drv_target_0:r:1"], "executes from"),
+        (
+            vec![
+                "--watch",
+                "drv_watch_u32",
+                "--engine",
+                "page",
+                "--vcpu",
+                "0",
+            ],
+            "cover every vcpu",
+        ),
+    ] {
+        let mut all = vec!["run", "--scenario", "write"];
+        all.extend(args.iter().copied());
+        let run = drvisor(&all);
+        run.expect_code(2)?;
+        ensure(run.stderr.to_lowercase().contains(needle), || {
+            format!("{args:?}: wanted `{needle}`\n{run}")
+        })?;
+    }
+    Ok(())
+}
+
+/// `auto` picks what this host delivers: the page engine here, where hardware data
+/// watchpoints never fire.
+fn auto_routes_by_probe(hw: bool) -> Result<(), Failed> {
+    let (run, events) = drvisor_with_events(&[
+        "run",
+        "--scenario",
+        "write",
+        "--cmdline",
+        "count=4",
+        "--watch",
+        "drv_watch_u32",
+    ]);
+    run.expect_code(0)?;
+    let engine = if hw { "hw" } else { "page" };
+    ensure(
+        events
+            .iter()
+            .filter(|e| e["event"] == "hit")
+            .all(|e| e["engine"] == engine)
+            && !events.is_empty(),
+        || format!("wanted every hit on the {engine} engine: {events:?}"),
+    )?;
+    ensure(
+        guest_number(&run, &["var=drv_watch_u32"], "writes")? == 4,
+        || "guest count".into(),
+    )
+}
+
+fn test_vm(
+    caps: Option<drvisor::debug::DebugCaps>,
+    memslot_limit: Option<usize>,
+) -> Result<Vm, Failed> {
+    let mut config = VmConfig::new(guest_image::kernel(), "scenario=write");
+    config.debug_caps = caps;
+    config.memslot_limit = memslot_limit;
+    Ok(Vm::try_from(config)?)
+}
+
+fn request(place: Place, len: u64, engine: EngineChoice) -> WatchRequest {
+    WatchRequest {
+        place,
+        access: Access::Write,
+        len,
+        engine,
+        scope: Scope::Vm,
+        label: "w".into(),
+        on_hit: drvisor::debug::always(drvisor_api::HitAction::Continue),
+    }
+}
+
+/// The hardware route, with a faked probe answer (a VMX/SVM host), and its fallback to pages
+/// when no slot is free.
+fn hw_route_with_faked_probe() -> Result<(), Failed> {
+    let vm = test_vm(Some(drvisor::debug::DebugCaps::vmx_like()), None)?;
+    let (ctl, pages) = (vm.debug(), vm.watch());
+    let u32_at = symbol("drv_watch_u32");
+    let (id, engine) = arm_watch(
+        request(Place::Virtual(u32_at), 4, EngineChoice::Auto),
+        ctl,
+        pages,
+    )?;
+    ensure(engine == Engine::Hw, || format!("auto chose {engine}"))?;
+    let plan = ctl.plan();
+    ensure(!plan.host_states[&id].armed.is_empty(), || {
+        "not armed in a slot".into()
+    })?;
+    // Fill the other three slots: auto must fall back to the page engine, and say so.
+    for t in 1..=3 {
+        ctl.add(drvisor::debug::HostRequest {
+            spec: drvisor_debug::BreakSpec::exec(symbol(&format!("drv_target_{t}")))?,
+            scope: Scope::Vm,
+            label: format!("t{t}"),
+            on_hit: drvisor::debug::always(drvisor_api::HitAction::Continue),
+        })?;
+    }
+    let (_, engine) = arm_watch(
+        request(
+            Place::Virtual(symbol("drv_watch_u64")),
+            8,
+            EngineChoice::Auto,
+        ),
+        ctl,
+        pages,
+    )?;
+    ensure(engine == Engine::Page, || {
+        format!("with no free slot auto chose {engine}")
+    })?;
+    let err = arm_watch(
+        request(Place::Virtual(symbol("drv_watch_u16")), 2, EngineChoice::Hw),
+        ctl,
+        pages,
+    );
+    ensure(
+        err.as_ref()
+            .is_err_and(|e| e.contains("no hardware slot is free")),
+        || format!("{:?}", err.err()),
+    )?;
+    // Unaligned or long ranges never fit a slot.
+    let (_, engine) = arm_watch(
+        request(Place::Virtual(u32_at + 1), 4, EngineChoice::Auto),
+        ctl,
+        pages,
+    )?;
+    ensure(engine == Engine::Page, || "unaligned went to hw".into())
+}
+
+/// Removing the last watch restores the original memslot layout, numbers included.
+fn removal_restores_layout() -> Result<(), Failed> {
+    let vm = test_vm(None, None)?;
+    let pages = vm.watch();
+    let before = pages.layout().slots().to_vec();
+    ensure(before.len() == 1, || format!("{before:?}"))?;
+    let a = pages.add(drvisor::watch::PageWatchRequest {
+        range: drvisor::watch::WatchRange::Physical {
+            gpa: symbol("drv_watch_u8"),
+            len: 1,
+        },
+        access: Access::Write,
+        label: "a".into(),
+        on_hit: drvisor::debug::always(drvisor_api::HitAction::Continue),
+    })?;
+    let b = pages.add(drvisor::watch::PageWatchRequest {
+        range: drvisor::watch::WatchRange::Physical {
+            gpa: symbol("drv_range_buf") + 4000,
+            len: 300,
+        },
+        access: Access::Read,
+        label: "b".into(),
+        on_hit: drvisor::debug::always(drvisor_api::HitAction::Continue),
+    })?;
+    // RAM below the u8's page, its read-only page, a hole over the read-watched pages, the rest.
+    ensure(pages.layout().slots().len() == 3, || {
+        format!("{:?}", pages.layout().slots())
+    })?;
+    ensure(
+        pages.is_hole(symbol("drv_range_buf")) && pages.is_hole(symbol("drv_range_buf") + 4096),
+        || "no hole".into(),
+    )?;
+    pages.remove(a)?;
+    pages.remove(b)?;
+    ensure(pages.layout().slots() == before.as_slice(), || {
+        format!("{:?} != {before:?}", pages.layout().slots())
+    })
+}
+
+/// Past the memslot limit, a watch is refused with the numbers.
+fn too_many_memslots() -> Result<(), Failed> {
+    let vm = test_vm(None, Some(4))?;
+    let pages = vm.watch();
+    let watch = |gpa: u64| drvisor::watch::PageWatchRequest {
+        range: drvisor::watch::WatchRange::Physical { gpa, len: 8 },
+        access: Access::Write,
+        label: format!("{gpa:#x}"),
+        on_hit: drvisor::debug::always(drvisor_api::HitAction::Continue),
+    };
+    pages.add(watch(0x30_0000))?; // 3 memslots
+    let err = pages
+        .add(watch(0x50_0000))
+        .err()
+        .ok_or("a 5-memslot layout was accepted")?;
+    ensure(
+        err.to_string().contains('5') && err.to_string().contains('4'),
+        || err.to_string(),
+    )?;
+    ensure(pages.layout().slots().len() == 3, || {
+        "the refused watch changed the layout".into()
+    })
+}
+
+pub fn trials(ctx: &Context) -> Vec<Trial> {
+    let hw = ctx.probe.delivers(Mechanism::HostWriteWatchpoint, 0);
+    vec![
+        Trial::test("page::write_widths", write_widths),
+        Trial::test(
+            "page::read_access_and_false_traps",
+            read_access_and_false_traps,
+        ),
+        Trial::test(
+            "page::hundred_watches_same_page_and_spanning",
+            hundred_watches_same_page_and_spanning,
+        ),
+        Trial::test(
+            "page::memory_identical_with_and_without_watches",
+            memory_identical_with_and_without_watches,
+        ),
+        Trial::test("page::refusals", refusals),
+        Trial::test("page::auto_routes_by_probe", move || {
+            auto_routes_by_probe(hw)
+        }),
+        Trial::test("page::hw_route_with_faked_probe", hw_route_with_faked_probe),
+        Trial::test("page::removal_restores_layout", removal_restores_layout),
+        Trial::test("page::too_many_memslots", too_many_memslots),
+    ]
+}
