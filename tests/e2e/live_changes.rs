@@ -72,7 +72,7 @@ fn change_reaches_every_vcpu(vcpus: usize) -> Result<(), Failed> {
 }
 
 pub fn trials() -> Vec<Trial> {
-    [1usize, 2, 4]
+    let mut trials: Vec<Trial> = [1usize, 2, 4]
         .into_iter()
         .map(|n| {
             Trial::test(
@@ -80,5 +80,73 @@ pub fn trials() -> Vec<Trial> {
                 move || change_reaches_every_vcpu(n),
             )
         })
-        .collect()
+        .collect();
+    trials.push(Trial::test(
+        "live_changes::page_watches_while_running",
+        page_watches_while_running,
+    ));
+    trials
+}
+
+/// Page watches armed and removed while the guest runs: memslots change under running vCPUs,
+/// hits arrive while armed and stop once removal returns, and no access is lost: the guest's
+/// own check of its buffer passes and its checksum equals a run without watches.
+fn page_watches_while_running() -> Result<(), Failed> {
+    use drvisor::watch::{PageWatchRequest, WatchRange};
+    use drvisor_watch::Access;
+
+    let buf = SymbolTable::from_elf(guest_image::ELF).resolve("drv_range_buf")?;
+    let cmdline = "scenario=ranges count=1500 ncpus=1";
+    let console: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let mut config = VmConfig::new(guest_image::kernel(), cmdline);
+    config.console = drvisor::Console::Writer(Box::new(SharedWriter(console.clone())));
+    let vm = Vm::try_from(config)?;
+    let pages = vm.watch().clone();
+    let runner = std::thread::spawn(move || vm.run());
+    std::thread::sleep(Duration::from_millis(100));
+
+    let seen: Arc<Mutex<usize>> = Arc::default();
+    let mut ids = Vec::new();
+    for (i, access) in [(0u64, Access::Write), (5, Access::ReadWrite), (9, Access::Read)] {
+        let record = seen.clone();
+        ids.push(pages.add(PageWatchRequest {
+            range: WatchRange::Physical { gpa: buf + 4096 * i + 256, len: 600 },
+            access,
+            label: format!("live{i}"),
+            on_hit: Arc::new(move |_h: &HitContext| {
+                *record.lock().unwrap() += 1;
+                HitAction::Continue
+            }),
+        })?);
+    }
+    wait_for("page hits while running", Duration::from_secs(60), || *seen.lock().unwrap() > 50)?;
+    for id in ids {
+        pages.remove(id)?;
+    }
+    let after_remove = *seen.lock().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    ensure(*seen.lock().unwrap() == after_remove, || "hits after removal returned".into())?;
+    ensure(pages.layout().slots().len() == 1, || format!("{:?}", pages.layout().slots()))?;
+
+    let outcome = runner.join().map_err(|_| "run thread panicked")??;
+    let text = String::from_utf8_lossy(&console.lock().unwrap()).into_owned();
+    ensure(outcome == Outcome::GuestExit { status: 0 }, || format!("{outcome}\n{text}"))?;
+    let bare = crate::common::drvisor(&["run", "--scenario", "ranges", "--cmdline", "count=1500"]);
+    let checksum = |t: &str| t.lines().find(|l| l.contains("checksum=")).map(str::to_owned);
+    ensure(checksum(&text) == checksum(&bare.stdout) && checksum(&text).is_some(), || {
+        format!("{:?} vs {:?}", checksum(&text), checksum(&bare.stdout))
+    })
+}
+
+/// A `Write` that appends to a shared buffer (the console of an in-process VM).
+struct SharedWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
