@@ -16,6 +16,9 @@ pub const EXITS: u32 = 20_000;
 pub struct Baseline {
     /// Per bare `KVM_EXIT_IO` round trip.
     pub io_exit: Duration,
+    /// Per bare `KVM_EXIT_MMIO` round trip: a guest store to a read-only memslot, exit, resume
+    /// without doing anything with it.
+    pub mmio_exit: Duration,
 }
 
 /// `mov ecx, n; 1: <body>; dec ecx; jnz 1b; hlt`, with a 2-byte body.
@@ -54,6 +57,23 @@ fn io_exit(kvm: &Kvm) -> Duration {
     t / EXITS
 }
 
+fn mmio_exit(kvm: &Kvm) -> Duration {
+    let n = EXITS.to_le_bytes();
+    // mov ecx, EXITS; 1: mov [DATA], al; dec ecx; jnz 1b; hlt  (DATA is a read-only memslot)
+    let code = [
+        0xb9, n[0], n[1], n[2], n[3], 0x88, 0x04, 0x25, 0, 0, 0x20, 0, 0xff, 0xc9, 0x75, 0xf5, 0xf4,
+    ];
+    let mut vm = TinyVm::new(kvm, 0, true, &code).expect("VM");
+    let t = time(|| {
+        let mut exits = 0;
+        while let (Stop::Mmio { .. }, _) = vm.run_raw().expect("run") {
+            exits += 1;
+        }
+        assert_eq!(exits, EXITS);
+    });
+    t / EXITS
+}
+
 fn hlt_run(kvm: &Kvm) -> Duration {
     // 1: hlt; jmp 1b
     let mut vm = TinyVm::new(kvm, 0, false, &[0xf4, 0xeb, 0xfd]).expect("VM");
@@ -70,6 +90,7 @@ pub fn run(kvm: &Kvm) -> Baseline {
     let boot = median_of(15, boot_hello);
     let io = median_of(5, || io_exit(kvm));
     let hlt = median_of(5, || hlt_run(kvm));
+    let mmio = median_of(5, || mmio_exit(kvm));
     println!("exit baselines (medians, one process)");
     println!(
         "  boot `hello` to exit, in process         {:>12.1} us",
@@ -84,6 +105,10 @@ pub fn run(kvm: &Kvm) -> Baseline {
         us(hlt)
     );
     println!(
+        "  bare KVM_EXIT_MMIO (read-only memslot)    {:>12.3} us",
+        us(mmio)
+    );
+    println!(
         "  io exit / hlt run                         {:>12.2}",
         ratio(io, hlt)
     );
@@ -95,5 +120,8 @@ pub fn run(kvm: &Kvm) -> Baseline {
         "  boot / hlt run                            {:>12.0}",
         ratio(boot, hlt)
     );
-    Baseline { io_exit: io }
+    Baseline {
+        io_exit: io,
+        mmio_exit: mmio,
+    }
 }

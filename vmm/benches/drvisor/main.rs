@@ -6,6 +6,7 @@
 mod baseline;
 mod debug;
 mod measure;
+mod watch;
 
 fn main() {
     // `cargo test --benches` runs bench targets without `--bench`; measure only under `cargo bench`.
@@ -15,4 +16,5 @@ fn main() {
     let kvm = kvm_ioctls::Kvm::new().expect("the benchmarks need /dev/kvm");
     let base = baseline::run(&kvm);
     debug::run(&kvm, &base);
+    watch::run(&base);
 }
