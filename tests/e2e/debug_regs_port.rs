@@ -117,6 +117,7 @@ fn injected_db_reaches_the_guest() -> Result<(), Failed> {
         let seam = KvmDebugVcpu {
             fd: &vm.vcpu,
             mem: &vm.mem,
+            synced_regs: false,
         };
         seam.set_debugregs(&kvm_debugregs {
             dr6: want_dr6,
@@ -226,6 +227,7 @@ impl Driven {
             let seam = KvmDebugVcpu {
                 fd: &self.vm.vcpu,
                 mem: &self.vm.mem,
+                synced_regs: false,
             };
             self.vcpu.before_entry(&seam)?;
             let (stop, pc) = self.vm.run_raw()?;
@@ -235,6 +237,7 @@ impl Driven {
             let seam = KvmDebugVcpu {
                 fd: &self.vm.vcpu,
                 mem: &self.vm.mem,
+                synced_regs: false,
             };
             self.vcpu.on_debug_exit(dr6, pc, &seam)?;
         }

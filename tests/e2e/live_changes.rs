@@ -107,10 +107,17 @@ fn page_watches_while_running() -> Result<(), Failed> {
 
     let seen: Arc<Mutex<usize>> = Arc::default();
     let mut ids = Vec::new();
-    for (i, access) in [(0u64, Access::Write), (5, Access::ReadWrite), (9, Access::Read)] {
+    for (i, access) in [
+        (0u64, Access::Write),
+        (5, Access::ReadWrite),
+        (9, Access::Read),
+    ] {
         let record = seen.clone();
         ids.push(pages.add(PageWatchRequest {
-            range: WatchRange::Physical { gpa: buf + 4096 * i + 256, len: 600 },
+            range: WatchRange::Physical {
+                gpa: buf + 4096 * i + 256,
+                len: 600,
+            },
             access,
             label: format!("live{i}"),
             on_hit: Arc::new(move |_h: &HitContext| {
@@ -119,23 +126,36 @@ fn page_watches_while_running() -> Result<(), Failed> {
             }),
         })?);
     }
-    wait_for("page hits while running", Duration::from_secs(60), || *seen.lock().unwrap() > 50)?;
+    wait_for("page hits while running", Duration::from_secs(60), || {
+        *seen.lock().unwrap() > 50
+    })?;
     for id in ids {
         pages.remove(id)?;
     }
     let after_remove = *seen.lock().unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    ensure(*seen.lock().unwrap() == after_remove, || "hits after removal returned".into())?;
-    ensure(pages.layout().slots().len() == 1, || format!("{:?}", pages.layout().slots()))?;
+    ensure(*seen.lock().unwrap() == after_remove, || {
+        "hits after removal returned".into()
+    })?;
+    ensure(pages.layout().slots().len() == 1, || {
+        format!("{:?}", pages.layout().slots())
+    })?;
 
     let outcome = runner.join().map_err(|_| "run thread panicked")??;
     let text = String::from_utf8_lossy(&console.lock().unwrap()).into_owned();
-    ensure(outcome == Outcome::GuestExit { status: 0 }, || format!("{outcome}\n{text}"))?;
+    ensure(outcome == Outcome::GuestExit { status: 0 }, || {
+        format!("{outcome}\n{text}")
+    })?;
     let bare = crate::common::drvisor(&["run", "--scenario", "ranges", "--cmdline", "count=1500"]);
-    let checksum = |t: &str| t.lines().find(|l| l.contains("checksum=")).map(str::to_owned);
-    ensure(checksum(&text) == checksum(&bare.stdout) && checksum(&text).is_some(), || {
-        format!("{:?} vs {:?}", checksum(&text), checksum(&bare.stdout))
-    })
+    let checksum = |t: &str| {
+        t.lines()
+            .find(|l| l.contains("checksum="))
+            .map(str::to_owned)
+    };
+    ensure(
+        checksum(&text) == checksum(&bare.stdout) && checksum(&text).is_some(),
+        || format!("{:?} vs {:?}", checksum(&text), checksum(&bare.stdout)),
+    )
 }
 
 /// A `Write` that appends to a shared buffer (the console of an in-process VM).

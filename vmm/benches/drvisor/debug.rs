@@ -24,6 +24,11 @@ use crate::measure::{median_of, ratio, time, us};
 fn breakpoint_round_trip(kvm: &Kvm, caps: DebugCaps) -> Duration {
     let hits = EXITS / 4;
     let mut vm = TinyVm::new(kvm, 0, false, &loop_of([0x66, 0x90], hits)).expect("VM");
+    // As drvisor's own vCPUs do where KVM offers it: registers arrive with the exit.
+    let sync = kvm.check_extension(kvm_ioctls::Cap::SyncRegs);
+    if sync {
+        vm.vcpu.set_sync_valid_reg(kvm_ioctls::SyncReg::Register);
+    }
     let ctl = Arc::new(DebugController::standalone(caps, Policy::HostFirst, 1).expect("evt"));
     ctl.add(HostRequest {
         spec: BreakSpec::exec(CODE + BODY_OFFSET).expect("spec"),
@@ -37,6 +42,7 @@ fn breakpoint_round_trip(kvm: &Kvm, caps: DebugCaps) -> Duration {
         let seam = KvmDebugVcpu {
             fd: &vm.vcpu,
             mem: &vm.mem,
+            synced_regs: sync,
         };
         dbg.before_entry(&seam).expect("install");
         match vm.run_raw().expect("run") {
@@ -44,6 +50,7 @@ fn breakpoint_round_trip(kvm: &Kvm, caps: DebugCaps) -> Duration {
                 let seam = KvmDebugVcpu {
                     fd: &vm.vcpu,
                     mem: &vm.mem,
+                    synced_regs: sync,
                 };
                 dbg.on_debug_exit(dr6, pc, &seam).expect("dispatch");
                 dbg.after_exit(&seam).expect("resync");

@@ -74,6 +74,9 @@ pub struct KvmDebugVcpu<'a> {
     pub fd: &'a VcpuFd,
     /// Guest RAM.
     pub mem: &'a GuestMemoryMmap,
+    /// The vCPU has `KVM_SYNC_X86_REGS` set: registers as of the last exit are in `kvm_run`,
+    /// and reading them costs no ioctl.
+    pub synced_regs: bool,
 }
 
 fn err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
@@ -82,6 +85,9 @@ fn err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
 
 impl DebugVcpu for KvmDebugVcpu<'_> {
     fn regs(&self) -> Result<kvm_regs> {
+        if self.synced_regs {
+            return Ok(self.fd.sync_regs().regs);
+        }
         self.fd.get_regs().map_err(err("KVM_GET_REGS"))
     }
 

@@ -47,15 +47,30 @@ pub struct Vcpu {
     pub fd: VcpuFd,
     /// The last page-watch access reported: its RIP, where it ended, and the watches it hit.
     last_page_access: Option<(u64, u64, Vec<drvisor_debug::HostBpId>)>,
+    /// KVM copies the registers into `kvm_run` at every exit (`KVM_CAP_SYNC_REGS`).
+    sync_regs: bool,
 }
 
 impl Vcpu {
-    /// vCPU `index` on `fd`.
-    pub fn new(index: usize, fd: VcpuFd) -> Vcpu {
+    /// vCPU `index` on `fd`; with `sync_regs`, registers are read from `kvm_run` after exits.
+    pub fn new(index: usize, mut fd: VcpuFd, sync_regs: bool) -> Vcpu {
+        if sync_regs {
+            fd.set_sync_valid_reg(kvm_ioctls::SyncReg::Register);
+        }
         Vcpu {
             index,
             fd,
             last_page_access: None,
+            sync_regs,
+        }
+    }
+
+    /// The general registers as of the last exit.
+    fn regs(&self) -> Result<kvm_bindings::kvm_regs, kvm_ioctls::Error> {
+        if self.sync_regs {
+            Ok(self.fd.sync_regs().regs)
+        } else {
+            self.fd.get_regs()
         }
     }
 }
@@ -143,6 +158,7 @@ impl Vcpu {
         KvmDebugVcpu {
             fd: &self.fd,
             mem: &shared.mem,
+            synced_regs: self.sync_regs,
         }
     }
 
@@ -206,7 +222,7 @@ impl Vcpu {
         hits: Vec<PendingPageHit>,
         shared: &VcpuShared,
     ) -> Option<Outcome> {
-        let regs = match self.fd.get_regs() {
+        let regs = match self.regs() {
             Ok(r) => r,
             Err(e) => return Some(self.vmm_error(format!("KVM_GET_REGS: {e}"))),
         };
@@ -268,7 +284,7 @@ impl Vcpu {
     }
 
     fn rip(&self) -> u64 {
-        self.fd.get_regs().map(|r| r.rip).unwrap_or(u64::MAX)
+        self.regs().map(|r| r.rip).unwrap_or(u64::MAX)
     }
 
     fn internal_error(&mut self, mem: &GuestMemoryMmap) -> Outcome {
