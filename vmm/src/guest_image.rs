@@ -22,6 +22,7 @@ pub const SCENARIOS: &[&str] = &[
     "unexpected-exception",
     "ranges",
     "mixed",
+    "evict",
 ];
 
 /// The embedded guest as a kernel image.

@@ -234,6 +234,12 @@ impl TryFrom<VmConfig> for Vm {
         if let Some(first) = vcpus.first() {
             watch.set_translator(Translator::new(&first.fd)?);
         }
+        let pages = Arc::downgrade(&watch);
+        debug.on_change(Arc::new(move |plan| {
+            if let Some(pages) = pages.upgrade() {
+                pages.migrations.follow(plan, &pages);
+            }
+        }));
         let shared = Arc::new(VcpuShared {
             bus,
             control,

@@ -101,7 +101,13 @@ pub struct DebugController {
     gate: Arc<VcpuGate>,
     detached: AtomicBool,
     on_plan: Mutex<Option<PlanObserver>>,
+    /// Called after every plan change, outside the controller's lock (engine migration).
+    listeners: Mutex<Vec<PlanListener>>,
 }
+
+/// Called with the new plan after it changed, outside the controller's lock, on the thread
+/// that changed it (possibly a vCPU thread, never inside `KVM_RUN`).
+pub type PlanListener = Arc<dyn Fn(&Plan) + Send + Sync>;
 
 /// How long a waiter sleeps before re-checking that the run has not ended.
 const WAIT_SLICE: Duration = Duration::from_millis(20);
@@ -148,6 +154,7 @@ impl DebugController {
             gate,
             detached: AtomicBool::new(false),
             on_plan: Mutex::new(None),
+            listeners: Mutex::new(Vec::new()),
         }
     }
 
@@ -179,6 +186,40 @@ impl DebugController {
         let state = self.lock();
         observer(&state.plan, &Self::labels(&state));
         *self.on_plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(observer);
+    }
+
+    /// Calls `listener` after every plan change.
+    pub fn on_change(&self, listener: PlanListener) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener);
+    }
+
+    /// While the listeners catch up with a plan change, no vCPU may start running the new
+    /// plan: a watch the plan evicts must have its page shadow before any vCPU runs without it.
+    fn hold_for_listeners(&self) -> Option<crate::vcpu::Quiesced<'_>> {
+        let any = !self
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        any.then(|| self.gate.hold())
+    }
+
+    fn notify_listeners(&self) {
+        let listeners = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if listeners.is_empty() {
+            return;
+        }
+        let plan = self.plan();
+        for l in listeners {
+            l(&plan);
+        }
     }
 
     fn labels(state: &State) -> BTreeMap<HostBpId, String> {
@@ -223,7 +264,7 @@ impl DebugController {
                 "this host does not deliver hardware data watchpoints (probe row \"host write watchpoint\": no)".into(),
             ));
         }
-        let (generation, id) = {
+        let (generation, id, hold) = {
             let mut state = self.lock();
             let id = HostBpId(state.next_id);
             let bp = HostBreakpoint {
@@ -249,8 +290,10 @@ impl DebugController {
                 },
             );
             self.replan(&mut state);
-            (self.generation(), id)
+            (self.generation(), id, self.hold_for_listeners())
         };
+        self.notify_listeners();
+        drop(hold);
         self.publish(generation);
         Ok(id)
     }
@@ -281,14 +324,16 @@ impl DebugController {
 
     /// Removes host breakpoint `id`; returns once no running vCPU has it armed.
     pub fn remove(&self, id: HostBpId) -> Result<(), Error> {
-        let generation = {
+        let (generation, hold) = {
             let mut state = self.lock();
             if state.hosts.remove(&id).is_none() {
                 return Err(Error::NoSuchBreakpoint(id.0));
             }
             self.replan(&mut state);
-            self.generation()
+            (self.generation(), self.hold_for_listeners())
         };
+        self.notify_listeners();
+        drop(hold);
         self.publish(generation);
         Ok(())
     }
@@ -395,8 +440,12 @@ impl DebugController {
             Some(g) if *g != file => *g = file,
             _ => return,
         }
-        if self.replan(&mut state) {
-            drop(state);
+        let physical = self.replan(&mut state);
+        let hold = self.hold_for_listeners();
+        drop(state);
+        self.notify_listeners();
+        drop(hold);
+        if physical {
             self.control.kicker.kick_all();
         }
     }

@@ -430,3 +430,17 @@ fn native_guest_changes_are_seen_at_the_next_exit() {
         drvisor_debug::GuestSlotState::Native
     );
 }
+
+#[test]
+fn guest_exec_hit_re_executed_with_rf_is_not_injected_again() {
+    let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);
+    rig.guest_programs([0x5000, 0, 0, 0], 0x400 | 1);
+    rig.add(exec(0x1000), HitAction::Continue);
+    rig.exit(DR6_INIT | 1, 0x5000);
+    assert_eq!(rig.fake.0.borrow().injected.len(), 1, "first hit delivered");
+    // The guest's handler returned to 0x5000 with RF=1; a host that ignores RF exits again.
+    rig.fake.0.borrow_mut().regs.rflags |= RF;
+    rig.exit(DR6_INIT | 1, 0x5000);
+    assert_eq!(rig.fake.0.borrow().injected.len(), 1, "not delivered twice");
+    assert!(rig.hits.lock().unwrap().is_empty());
+}

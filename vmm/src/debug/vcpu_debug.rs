@@ -230,10 +230,29 @@ impl VcpuDebug {
             }
         }
 
+        // The same rule for the guest's exec breakpoints carried in physical slots: with RF=1
+        // the guest is re-executing the instruction its own #DB handler returned to, so the hit
+        // was delivered already. Step over it instead of injecting it again.
+        let mut guest_dr6 = attribution.guest_dr6;
+        if regs.rflags & RFLAGS_RF != 0 {
+            if let Some(dr6) = guest_dr6 {
+                let mut left = dr6;
+                for virt in dr6.hit_slots() {
+                    let Some(phys) = self.plan.phys_of_guest(virt) else {
+                        continue;
+                    };
+                    if self.plan.dr7.rw(phys) == DrKind::Exec {
+                        left = left.with_hit(virt, false);
+                        exec_slots.push(phys);
+                    }
+                }
+                guest_dr6 = left.has_events().then_some(left);
+            }
+        }
         if !exec_slots.is_empty() {
             self.resume_past_exec(vcpu, &mut regs, pc, exec_slots)?;
         }
-        if let Some(guest_dr6) = attribution.guest_dr6.filter(|_| !injected) {
+        if let Some(guest_dr6) = guest_dr6.filter(|_| !injected) {
             self.inject(vcpu, guest_dr6)?;
         }
         self.install(vcpu)?;

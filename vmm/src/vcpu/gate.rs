@@ -114,6 +114,14 @@ impl VcpuGate {
         self.user_paused.load(SeqCst)
     }
 
+    /// Keeps vCPUs from entering the guest until the returned guard is dropped, without waiting
+    /// for the ones inside to come out: they finish what they run, and cannot start anything
+    /// new.
+    pub fn hold(&self) -> Quiesced<'_> {
+        self.holds.fetch_add(1, SeqCst);
+        Quiesced { gate: self }
+    }
+
     /// Keeps every vCPU out of the guest until the returned guard is dropped. Returns once none
     /// is inside `KVM_RUN` (or the run has ended). Callable from a vCPU thread: that one is, by
     /// definition, not inside `KVM_RUN`.

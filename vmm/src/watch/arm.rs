@@ -52,15 +52,32 @@ pub fn arm_watch(
         slot_free: hw.is_some_and(|s| ctl.would_arm(s, req.scope)),
     };
     let engine = route(&input).map_err(|e| e.to_string())?;
+    let page_request = PageWatchRequest {
+        range: match req.place {
+            Place::Virtual(gva) => WatchRange::Virtual { gva, len: req.len },
+            Place::Physical(gpa) => WatchRange::Physical { gpa, len: req.len },
+        },
+        access: req.access,
+        label: req.label.clone(),
+        on_hit: req.on_hit.clone(),
+    };
     let id = match (engine, hw) {
-        (Engine::Hw, Some(spec)) => ctl
-            .add(HostRequest {
-                spec,
-                scope: req.scope,
-                label: req.label,
-                on_hit: req.on_hit,
-            })
-            .map_err(|e| e.to_string())?,
+        (Engine::Hw, Some(spec)) => {
+            let id = ctl
+                .add(HostRequest {
+                    spec,
+                    scope: req.scope,
+                    label: req.label,
+                    on_hit: req.on_hit,
+                })
+                .map_err(|e| e.to_string())?;
+            // Chosen by `auto`: it may move to pages when evicted (a VM-wide watch only, as
+            // page protection is VM-wide).
+            if req.engine == EngineChoice::Auto && req.scope == Scope::Vm {
+                pages.migrations.track(id, page_request);
+            }
+            id
+        }
         (Engine::Hw, None) => return Err("no hardware slot can hold this range".into()),
         (Engine::Page, _) => {
             if let Scope::Vcpu(v) = req.scope {
@@ -69,18 +86,7 @@ pub fn arm_watch(
                     v.0
                 ));
             }
-            let range = match req.place {
-                Place::Virtual(gva) => WatchRange::Virtual { gva, len: req.len },
-                Place::Physical(gpa) => WatchRange::Physical { gpa, len: req.len },
-            };
-            pages
-                .add(PageWatchRequest {
-                    range,
-                    access: req.access,
-                    label: req.label,
-                    on_hit: req.on_hit,
-                })
-                .map_err(|e| e.to_string())?
+            pages.add(page_request).map_err(|e| e.to_string())?
         }
     };
     Ok((id, engine))

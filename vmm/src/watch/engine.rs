@@ -200,6 +200,8 @@ pub struct PageWatchEngine {
     state: RwLock<State>,
     traps: AtomicU64,
     false_traps: AtomicU64,
+    /// Hardware watches that move here when the guest evicts them.
+    pub migrations: super::Migrations,
 }
 
 impl PageWatchEngine {
@@ -237,6 +239,7 @@ impl PageWatchEngine {
             }),
             traps: AtomicU64::new(0),
             false_traps: AtomicU64::new(0),
+            migrations: super::Migrations::default(),
         })
     }
 

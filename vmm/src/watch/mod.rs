@@ -5,6 +5,7 @@
 mod arm;
 mod engine;
 mod memslots;
+mod migrate;
 pub mod route;
 pub mod translate;
 
@@ -13,5 +14,6 @@ pub use engine::{
     Error, MmioAccess, PageWatchEngine, PageWatchRequest, PageWatchState, PendingPageHit,
     WatchRange,
 };
+pub use migrate::Migrations;
 pub use route::{route, Engine, EngineChoice, RouteError, RouteInput};
 pub use translate::Translator;
