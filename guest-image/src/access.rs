@@ -1,5 +1,5 @@
 //! Single-instruction memory accesses of an exact width, for the page-protection watch
-//! scenarios (`ranges`, `mixed`).
+//! scenarios (`ranges`, `mixed`) and the `evict` scenario's writes to `drv_watch_u32`.
 //!
 //! A VMM that write-protects or unmaps a page sees every access to it as one trapped access of
 //! the instruction's operand size, so each helper is exactly one `mov` of the stated width
@@ -17,6 +17,19 @@ pub unsafe fn write_u64(addr: *mut u8, value: u64) {
     // SAFETY: the caller vouches for the 8 bytes at addr.
     unsafe {
         asm!("mov qword ptr [{a}], {v}", a = in(reg) addr, v = in(reg) value,
+            options(nostack, preserves_flags))
+    };
+}
+
+/// One 4-byte store `mov dword ptr [addr], value`; `addr` need not be aligned.
+///
+/// # Safety
+/// `addr..addr + 4` must be mapped, writable memory the caller owns.
+#[inline(always)]
+pub unsafe fn write_u32(addr: *mut u8, value: u32) {
+    // SAFETY: the caller vouches for the 4 bytes at addr.
+    unsafe {
+        asm!("mov dword ptr [{a}], {v:e}", a = in(reg) addr, v = in(reg) value,
             options(nostack, preserves_flags))
     };
 }

@@ -3,8 +3,9 @@
 //! Each stub pushes a dummy error code (for vectors where the CPU pushes none) and its vector
 //! number, then `drv_isr_common` saves all GPRs and calls `drv_exception(&mut Frame)`. On return
 //! the GPRs are restored from the (possibly modified) frame and `iretq` resumes the interrupted
-//! code. Vector 1 (#DB) goes to the guest-dr handler; any other vector prints
-//! `drv: unexpected exception vector=V rip=0x.. error=0x..` and exits with status 4.
+//! code. Vector 1 (#DB) goes to the guest-dr handler (to the evict one while that scenario
+//! runs); any other vector prints `drv: unexpected exception vector=V rip=0x.. error=0x..` and
+//! exits with status 4.
 
 use crate::serial;
 
@@ -225,7 +226,11 @@ pub fn load_null() {
 #[no_mangle]
 extern "C" fn drv_exception(frame: &mut Frame) {
     if frame.vector == 1 {
-        crate::scenarios::guest_dr::on_debug_exception(frame);
+        if crate::scenarios::evict::owns_debug_exceptions() {
+            crate::scenarios::evict::on_debug_exception(frame);
+        } else {
+            crate::scenarios::guest_dr::on_debug_exception(frame);
+        }
         return;
     }
     serial::line()

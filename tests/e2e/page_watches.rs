@@ -425,5 +425,107 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
         Trial::test("page::hw_route_with_faked_probe", hw_route_with_faked_probe),
         Trial::test("page::removal_restores_layout", removal_restores_layout),
         Trial::test("page::too_many_memslots", too_many_memslots),
+        Trial::test("page::evict_and_migrate", move || {
+            if !hw {
+                println!("page::evict_and_migrate: hardware data watchpoints never fire on this host, so phases A and C (the watch in its slot) show no hits here; phase B (the page shadow) must show every write");
+            }
+            evict_and_migrate(hw)
+        }),
     ]
+}
+
+/// Evict and migrate, with a faked probe answer (a VMX/SVM host: hardware data watchpoints,
+/// guest slots carried physically). Under guest-first, the guest's `evict` scenario takes all
+/// four slots in its phase B: the host's hardware watch on drv_watch_u32 must move to the page
+/// engine for that phase (its hits keep its id), and back to its slot for phase C.
+fn evict_and_migrate(hw_fires_here: bool) -> Result<(), Failed> {
+    use drvisor::debug::{DebugCaps, HitContext};
+    use std::sync::{Arc, Mutex};
+
+    let caps = DebugCaps {
+        data_watchpoints: true,
+        guest_breakpoints_native: false,
+        gd_trap: false,
+        ..DebugCaps::from_probe(&drvisor::probe::run_for_routing(&kvm_ioctls::Kvm::new()?)?)
+    };
+    let count = 20u64;
+    let mut config = VmConfig::new(
+        guest_image::kernel(),
+        format!("scenario=evict count={count} ncpus=1"),
+    );
+    config.debug_caps = Some(caps);
+    config.policy = drvisor_debug::Policy::GuestFirst;
+    let vm = Vm::try_from(config)?;
+    let hits: Arc<Mutex<Vec<HitContext>>> = Arc::default();
+    let record = hits.clone();
+    let (id, engine) = arm_watch(
+        WatchRequest {
+            on_hit: Arc::new(move |h: &HitContext| {
+                record.lock().unwrap().push(h.clone());
+                drvisor_api::HitAction::Continue
+            }),
+            ..request(
+                Place::Virtual(symbol("drv_watch_u32")),
+                4,
+                EngineChoice::Auto,
+            )
+        },
+        vm.debug(),
+        vm.watch(),
+    )?;
+    ensure(engine == Engine::Hw, || format!("auto chose {engine}"))?;
+    // Watch the moves: (evicted in the plan, page shadow armed), after every plan change.
+    let moves: Arc<Mutex<Vec<(bool, bool)>>> = Arc::default();
+    let (m, pages) = (moves.clone(), Arc::downgrade(vm.watch()));
+    vm.debug().on_change(Arc::new(move |plan| {
+        let evicted = plan.host_state(id).is_some_and(|s| !s.pending.is_empty());
+        let shadow = pages
+            .upgrade()
+            .and_then(|p| p.migrations.shadow_of(id))
+            .is_some();
+        m.lock().unwrap().push((evicted, shadow));
+    }));
+    let pages = vm.watch().clone();
+    let outcome = vm.run()?;
+    ensure(outcome.exit_code() == 0, || format!("{outcome}"))?;
+
+    let moves = moves.lock().unwrap().clone();
+    ensure(moves.contains(&(true, true)), || {
+        format!("never moved to the page engine: {moves:?}")
+    })?;
+    ensure(moves.last() == Some(&(false, false)), || {
+        format!("never moved back: {moves:?}")
+    })?;
+    ensure(
+        moves.iter().all(|(evicted, shadow)| evicted == shadow),
+        || format!("evicted without a shadow: {moves:?}"),
+    )?;
+    ensure(pages.states().is_empty(), || {
+        "the shadow outlived the eviction".into()
+    })?;
+
+    let hits = hits.lock().unwrap().clone();
+    let paged: Vec<&HitContext> = hits.iter().filter(|h| h.engine == Engine::Page).collect();
+    ensure(
+        paged.len() as u64 == count && paged.iter().all(|h| h.id == id),
+        || {
+            format!(
+                "{} page hits (wanted {count}, all under id {})",
+                paged.len(),
+                id.0
+            )
+        },
+    )?;
+    // Phase B wrote 1001..=1000+count: exactly those, in order.
+    for (i, h) in paged.iter().enumerate() {
+        let value = h.access.as_ref().map(|a| a.value);
+        ensure(value == Some(1001 + i as u64), || {
+            format!("page hit {i}: {value:?}")
+        })?;
+    }
+    let in_slot = hits.iter().filter(|h| h.engine == Engine::Hw).count() as u64;
+    let want = if hw_fires_here { 2 * count } else { 0 };
+    ensure(in_slot == want, || {
+        format!("{in_slot} hits from the hardware slot, wanted {want}")
+    })
 }

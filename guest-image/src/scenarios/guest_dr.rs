@@ -19,11 +19,11 @@ use crate::serial;
 use crate::targets::{exec_loop, target_addr};
 
 /// DR6 value that clears every status bit (reserved bits read as 1).
-const DR6_CLEAR: u64 = 0xffff_0ff0;
+pub const DR6_CLEAR: u64 = 0xffff_0ff0;
 const DR6_BD: u64 = 1 << 13;
 const DR6_BS: u64 = 1 << 14;
 /// DR7 LE | GE | bit 10.
-const DR7_BASE: u64 = 0x700;
+pub const DR7_BASE: u64 = 0x700;
 
 static HITS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 static LAST_DR6: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];

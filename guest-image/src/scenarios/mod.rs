@@ -1,5 +1,6 @@
 //! One module per scenario; `run` dispatches on `scenario=`.
 
+pub mod evict;
 pub mod exec;
 pub mod faults;
 pub mod guest_dr;
@@ -25,6 +26,7 @@ pub fn run(cfg: &Config) -> ! {
         b"bad-port" => faults::bad_port(),
         b"ranges" => ranges::run(cfg),
         b"mixed" => mixed::run(cfg),
+        b"evict" => evict::run(cfg),
         b"panic" => faults::panic(),
         b"unexpected-exception" => faults::unexpected_exception(),
         name => {
