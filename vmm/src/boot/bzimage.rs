@@ -5,7 +5,7 @@
 use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
-use linux_loader::loader::{BzImage, KernelLoader};
+use linux_loader::loader::BzImage;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::{Entry, Error, KernelImage};
@@ -27,16 +27,7 @@ pub fn load(
     initrd: Option<&[u8]>,
     cmdline: &str,
 ) -> Result<Entry, Error> {
-    let loaded = BzImage::load(
-        mem,
-        None,
-        &mut kernel.cursor(),
-        Some(GuestAddress(HIMEM_START)),
-    )
-    .map_err(|source| Error::Loader {
-        what: kernel.name().to_owned(),
-        source,
-    })?;
+    let loaded = kernel.load_with::<BzImage>(mem)?;
     super::write_cmdline(mem, cmdline)?;
 
     let ram = super::ram_size(mem);

@@ -3,7 +3,8 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use vm_memory::GuestMemoryMmap;
+use linux_loader::loader::{KernelLoader, KernelLoaderResult};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::Error;
 use crate::layout::HIMEM_START;
@@ -67,8 +68,21 @@ impl KernelImage {
         self.format
     }
 
-    pub(super) fn cursor(&self) -> Cursor<&[u8]> {
-        Cursor::new(&self.bytes)
+    /// Loads the image into `mem` at and above 1 MiB with linux-loader's loader `L`.
+    pub(super) fn load_with<L: KernelLoader>(
+        &self,
+        mem: &GuestMemoryMmap,
+    ) -> Result<KernelLoaderResult, Error> {
+        L::load(
+            mem,
+            None,
+            &mut Cursor::new(&self.bytes),
+            Some(GuestAddress(HIMEM_START)),
+        )
+        .map_err(|source| Error::Loader {
+            what: self.name.clone(),
+            source,
+        })
     }
 
     /// The highest guest-physical byte the image occupies once loaded, plus one.
@@ -111,7 +125,7 @@ impl KernelImage {
         use object::read::elf::{ElfFile64, ProgramHeader};
         match self.format {
             KernelFormat::BzImage => match self.load_end() {
-                Ok(end) => vec![HIMEM_START..end],
+                Ok(end) => std::iter::once(HIMEM_START..end).collect(),
                 Err(_) => Vec::new(),
             },
             KernelFormat::Elf => {

@@ -6,7 +6,6 @@ use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_start_info};
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
-use linux_loader::loader::KernelLoader;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::{Entry, Error, KernelImage};
@@ -19,16 +18,7 @@ const E820_RAM: u32 = 1;
 
 /// Loads a PVH ELF and writes its `hvm_start_info`, memory map and command line.
 pub fn load(mem: &GuestMemoryMmap, kernel: &KernelImage, cmdline: &str) -> Result<Entry, Error> {
-    let loaded = Elf::load(
-        mem,
-        None,
-        &mut kernel.cursor(),
-        Some(GuestAddress(HIMEM_START)),
-    )
-    .map_err(|source| Error::Loader {
-        what: kernel.name().to_owned(),
-        source,
-    })?;
+    let loaded = kernel.load_with::<Elf>(mem)?;
     let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap else {
         return Err(Error::NoPvhNote {
             what: kernel.name().to_owned(),

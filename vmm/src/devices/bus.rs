@@ -22,25 +22,32 @@ pub enum PortAccess {
     RepeatedUnknown,
 }
 
+/// Ports `base..base+len`, owned by `device`.
+struct PortRange {
+    base: u16,
+    len: u16,
+    device: Arc<Mutex<dyn PioDevice>>,
+}
+
 /// Devices by port range. Shared by every vCPU thread; each device has its own lock, so the
 /// bus itself is immutable once built and needs none.
 #[derive(Default)]
 pub struct PioBus {
-    devices: Vec<(u16, u16, Arc<Mutex<dyn PioDevice>>)>,
+    devices: Vec<PortRange>,
     unknown_seen: Mutex<BTreeSet<u16>>,
 }
 
 impl PioBus {
     /// Gives ports `base..base+len` to `device`.
     pub fn insert(&mut self, base: u16, len: u16, device: Arc<Mutex<dyn PioDevice>>) {
-        self.devices.push((base, len, device));
+        self.devices.push(PortRange { base, len, device });
     }
 
     fn find(&self, port: u16) -> Option<(u16, &Arc<Mutex<dyn PioDevice>>)> {
         self.devices
             .iter()
-            .find(|(base, len, _)| port >= *base && port - *base < *len)
-            .map(|(base, _, dev)| (port - base, dev))
+            .find(|r| port >= r.base && port - r.base < r.len)
+            .map(|r| (port - r.base, &r.device))
     }
 
     fn unknown(&self, port: u16) -> PortAccess {

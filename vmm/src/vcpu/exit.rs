@@ -158,7 +158,7 @@ mod tests {
         let bus = bus();
         let lax = UnknownAccessPolicy::default();
         assert_eq!(
-            classify(VcpuExit::IoOut(0x3f8, &[b'x']), &bus, &NoRam, lax, 0),
+            classify(VcpuExit::IoOut(0x3f8, b"x"), &bus, &NoRam, lax, 0),
             Step::Resume
         );
         let mut d = [0u8];

@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Boot a kernel (by default the embedded test guest) and run it to completion.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Probe which guest-debug mechanisms this host's KVM delivers.
     Probe {
         /// Print the table as JSON.

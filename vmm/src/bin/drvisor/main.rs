@@ -55,7 +55,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let result = match cli.command {
-        Command::Run(args) => run(args, &matches),
+        Command::Run(args) => run(*args, &matches),
         Command::Probe { json } => probe_host(json),
     };
     match result {
