@@ -46,6 +46,8 @@ pub enum Outcome {
         suberror: u32,
         /// The instruction bytes at RIP, when KVM or guest memory gave them.
         insn: Vec<u8>,
+        /// What drvisor knows about the cause, if anything (e.g. a watched page with no memslot).
+        note: Option<String>,
     },
     /// `KVM_EXIT_FAIL_ENTRY`.
     FailEntry {
@@ -111,6 +113,7 @@ impl fmt::Display for Outcome {
                 rip,
                 suberror,
                 insn,
+                note,
             } => {
                 let what = if *suberror == 1 {
                     "KVM could not emulate an instruction"
@@ -123,6 +126,9 @@ impl fmt::Display for Outcome {
                     for b in insn {
                         write!(f, " {b:02x}")?;
                     }
+                }
+                if let Some(note) = note {
+                    write!(f, " ({note})")?;
                 }
                 Ok(())
             }

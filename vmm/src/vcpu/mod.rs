@@ -183,7 +183,7 @@ impl Vcpu {
                 vcpu,
                 rip: self.rip(),
             }),
-            Step::InternalError => Some(self.internal_error(&shared.mem)),
+            Step::InternalError => Some(self.internal_error(shared)),
             Step::FailEntry(reason) => Some(Outcome::FailEntry { vcpu, reason }),
             Step::UnknownPort(port) => Some(Outcome::UnknownPort {
                 vcpu,
@@ -287,7 +287,8 @@ impl Vcpu {
         self.regs().map(|r| r.rip).unwrap_or(u64::MAX)
     }
 
-    fn internal_error(&mut self, mem: &GuestMemoryMmap) -> Outcome {
+    fn internal_error(&mut self, shared: &VcpuShared) -> Outcome {
+        let mem = &shared.mem;
         // SAFETY: the last exit was KVM_EXIT_INTERNAL_ERROR, so `internal` is the union member
         // KVM filled in.
         let internal = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal };
@@ -307,11 +308,25 @@ impl Vcpu {
         if insn.is_empty() {
             insn = self.bytes_at_rip(mem, rip);
         }
+        // Instruction fetch from a page a read or access watch unmapped cannot work; the
+        // refusal at arm time knows only the kernel image's code, so say it here too.
+        let note = self
+            .fd
+            .translate_gva(rip)
+            .ok()
+            .filter(|t| t.valid != 0 && shared.watch.is_hole(t.physical_address))
+            .map(|t| {
+                format!(
+                    "the guest executes from {:#x}, a page a read or access watch left without a memslot; remove that watch or make it a write watch",
+                    t.physical_address & !0xfff
+                )
+            });
         Outcome::InternalError {
             vcpu: self.index,
             rip,
             suberror: internal.suberror,
             insn,
+            note,
         }
     }
 
