@@ -344,7 +344,6 @@ impl Vm {
                 let result =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vcpu.run(&shared)));
                 if result.is_err() {
-                    shared.control.kicker.unregister(index);
                     shared.control.finish(Outcome::VmmError {
                         vcpu: Some(index),
                         message: "the vCPU thread panicked".into(),

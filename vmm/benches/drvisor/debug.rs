@@ -91,8 +91,8 @@ fn dispatch_cpu_cost() -> Duration {
         fn set_guest_debug(&self, _: &GuestDebug) -> Result<(), KvmError> {
             Ok(())
         }
-        fn inject_db(&self) -> Result<(), KvmError> {
-            Ok(())
+        fn inject_db(&self) -> Result<bool, KvmError> {
+            Ok(true)
         }
         fn fetch(&self, _: u64) -> Vec<u8> {
             Vec::new()

@@ -22,6 +22,9 @@ pub struct DebugCaps {
     /// from the host's DR7 (this project's development hosts). Then guest slots need no
     /// physical slot. On VMX/SVM, KVM disarms them and drvisor must place them itself.
     pub guest_breakpoints_native: bool,
+    /// `KVM_GUESTDBG_BLOCKIRQ` is supported (`KVM_CAP_SET_GUEST_DEBUG2`): single-steps can
+    /// keep interrupts out.
+    pub block_irq: bool,
 }
 
 impl DebugCaps {
@@ -35,6 +38,8 @@ impl DebugCaps {
             gd_trap: probe.delivers(Mechanism::GdTrapsMovDr, 0),
             guest_breakpoints_native: probe
                 .delivers(Mechanism::GuestBreakpointLiveUnderHostDebug, 0),
+            block_irq: probe.caps.set_guest_debug2 as u32 & kvm_bindings::KVM_GUESTDBG_BLOCKIRQ
+                != 0,
         }
     }
 
@@ -48,6 +53,7 @@ impl DebugCaps {
             single_step: true,
             gd_trap: true,
             guest_breakpoints_native: false,
+            block_irq: true,
         }
     }
 }

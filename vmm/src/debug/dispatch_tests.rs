@@ -26,6 +26,7 @@ const THIS_HOST: DebugCaps = DebugCaps {
     single_step: true,
     gd_trap: false,
     guest_breakpoints_native: true,
+    block_irq: true,
 };
 
 struct Rig {
@@ -443,4 +444,64 @@ fn guest_exec_hit_re_executed_with_rf_is_not_injected_again() {
     rig.exit(DR6_INIT | 1, 0x5000);
     assert_eq!(rig.fake.0.borrow().injected.len(), 1, "not delivered twice");
     assert!(rig.hits.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_guest_db_waits_while_kvm_holds_another_event() {
+    let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);
+    rig.add(exec(0x1000), HitAction::Continue);
+    rig.fake.0.borrow_mut().event_busy = true;
+    rig.exit(DR6_INIT | 1 << 1, 0x1000); // an unowned bit: the guest's
+    assert!(rig.fake.0.borrow().injected.is_empty(), "not overwritten");
+    rig.fake.0.borrow_mut().event_busy = false;
+    rig.vcpu.before_entry(&rig.fake).unwrap();
+    assert_eq!(
+        rig.fake.0.borrow().injected,
+        vec![DR6_INIT | 1 << 1],
+        "delivered once free"
+    );
+}
+
+#[test]
+fn step_over_follows_a_breakpoint_that_moves_slots_mid_step() {
+    let mut rig = Rig::new(THIS_HOST, Policy::HostFirst);
+    let first = rig.add(exec(0x1000), HitAction::Continue); // DR3
+    let second = rig.add(exec(0x2000), HitAction::Continue); // DR2
+    rig.exit(DR6_INIT | 1 << 2, 0x2000); // #2 hit: stepping with DR2 disarmed
+    assert_eq!(rig.fake.installed().dr7 & (0b11 << 4), 0);
+    rig.ctl.remove(first).unwrap(); // #2 moves to DR3
+    rig.vcpu.before_entry(&rig.fake).unwrap();
+    let during = rig.fake.installed();
+    assert!(during.single_step);
+    assert_eq!(
+        rig.ctl.plan().vcpus[0]
+            .phys_of_host(second)
+            .map(|s| s.number()),
+        Some(3)
+    );
+    assert_eq!(
+        during.dr7 & (0b11 << 6),
+        0,
+        "#2 stays disarmed in its new slot"
+    );
+    assert!(during.block_irq, "no interrupt lands inside the step");
+}
+
+#[test]
+fn a_stepped_mov_dr_is_re_read() {
+    let mut rig = Rig::new(THIS_HOST, Policy::HostFirst);
+    rig.add(exec(0x4000), HitAction::Continue);
+    rig.fake
+        .0
+        .borrow_mut()
+        .code
+        .insert(0x4000, vec![0x0f, 0x23, 0xf9]); // mov dr7, rcx
+    rig.exit(DR6_INIT | 1 << 3, 0x4000);
+    // The stepped MOV DR enabled the guest's DR0; the step's exit must look at it.
+    rig.guest_programs([0x5000, 0, 0, 0], 0x401);
+    rig.exit(DR6_INIT | BS, 0x4003);
+    assert_eq!(
+        rig.ctl.plan().guest_states[0][0],
+        drvisor_debug::GuestSlotState::Native
+    );
 }

@@ -21,6 +21,8 @@ pub struct FakeState {
     pub injected: Vec<u64>,
     /// Guest-virtual address to instruction bytes.
     pub code: BTreeMap<u64, Vec<u8>>,
+    /// KVM holds another event for the next entry: #DB injection must wait.
+    pub event_busy: bool,
 }
 
 /// The fake vCPU.
@@ -58,11 +60,14 @@ impl DebugVcpu for FakeVcpu {
         self.0.borrow_mut().guest_debug.push(*dbg);
         Ok(())
     }
-    fn inject_db(&self) -> Result<()> {
+    fn inject_db(&self) -> Result<bool> {
         let mut s = self.0.borrow_mut();
+        if s.event_busy {
+            return Ok(false);
+        }
         let dr6 = s.debugregs.dr6;
         s.injected.push(dr6);
-        Ok(())
+        Ok(true)
     }
     fn fetch(&self, rip: u64) -> Vec<u8> {
         self.0.borrow().code.get(&rip).cloned().unwrap_or_default()

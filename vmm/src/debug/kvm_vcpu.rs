@@ -29,6 +29,10 @@ pub struct GuestDebug {
     pub hw_bp: bool,
     /// Single-step (`KVM_GUESTDBG_SINGLESTEP`).
     pub single_step: bool,
+    /// Keep interrupts from being delivered during the single-step (`KVM_GUESTDBG_BLOCKIRQ`):
+    /// a step that lands in an interrupt handler would end a step-over before the stepped
+    /// instruction ran.
+    pub block_irq: bool,
     /// DR0-DR3.
     pub dr: [u64; 4],
     /// DR7.
@@ -40,6 +44,7 @@ impl GuestDebug {
     pub const OFF: GuestDebug = GuestDebug {
         hw_bp: false,
         single_step: false,
+        block_irq: false,
         dr: [0; 4],
         dr7: 0,
     };
@@ -62,8 +67,10 @@ pub trait DebugVcpu {
     fn set_debugregs(&self, regs: &kvm_debugregs) -> Result<()>;
     /// `KVM_SET_GUEST_DEBUG`.
     fn set_guest_debug(&self, dbg: &GuestDebug) -> Result<()>;
-    /// Makes the guest take a #DB (vector 1) on its next entry, with the guest's DR6 already set.
-    fn inject_db(&self) -> Result<()>;
+    /// Makes the guest take a #DB (vector 1) on its next entry, with the guest's DR6 already
+    /// set. `false` if KVM already holds an event for that entry: nothing was done, try again
+    /// at the next one (overwriting the event would drop it).
+    fn inject_db(&self) -> Result<bool>;
     /// Up to 15 bytes at guest-virtual `rip` (fewer if it does not translate).
     fn fetch(&self, rip: u64) -> Vec<u8>;
 }
@@ -116,6 +123,9 @@ impl DebugVcpu for KvmDebugVcpu<'_> {
         if dbg.single_step {
             control |= KVM_GUESTDBG_SINGLESTEP;
         }
+        if dbg.single_step && dbg.block_irq {
+            control |= kvm_bindings::KVM_GUESTDBG_BLOCKIRQ;
+        }
         let mut arg = kvm_guest_debug {
             control,
             ..Default::default()
@@ -127,11 +137,18 @@ impl DebugVcpu for KvmDebugVcpu<'_> {
             .map_err(err("KVM_SET_GUEST_DEBUG"))
     }
 
-    fn inject_db(&self) -> Result<()> {
+    fn inject_db(&self) -> Result<bool> {
         let mut events = self
             .fd
             .get_vcpu_events()
             .map_err(err("KVM_GET_VCPU_EVENTS"))?;
+        if events.exception.injected != 0
+            || events.exception.pending != 0
+            || events.nmi.injected != 0
+            || events.interrupt.injected != 0
+        {
+            return Ok(false);
+        }
         // #DB has no error code; `injected` delivers it on the next entry, before the
         // instruction at RIP, as a fault-class #DB is delivered on hardware (SDM 17.3.1.1).
         events.exception.injected = 1;
@@ -141,7 +158,8 @@ impl DebugVcpu for KvmDebugVcpu<'_> {
         events.flags = 0;
         self.fd
             .set_vcpu_events(&events)
-            .map_err(err("KVM_SET_VCPU_EVENTS"))
+            .map_err(err("KVM_SET_VCPU_EVENTS"))?;
+        Ok(true)
     }
 
     fn fetch(&self, rip: u64) -> Vec<u8> {

@@ -8,9 +8,11 @@ use drvisor_api::{BreakKind, HitAction};
 
 use crate::watch::Engine;
 use drvisor_debug::{
-    attribute, AttributionContext, Dr6, Dr7, DrKind, GuestDrFile, HostBpId, HostHit, Slot,
-    VcpuPlan, VmmEvent,
+    attribute, AttributionContext, Dr6, Dr7, DrKind, GuestDrFile, HostBpId, HostHit, PhysSlot,
+    Slot, VcpuPlan, VmmEvent,
 };
+use std::collections::HashMap;
+
 use kvm_bindings::kvm_regs;
 
 use super::action::{registers, HitContext};
@@ -42,7 +44,11 @@ pub enum Verdict {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct StepOver {
     rip: u64,
-    disarmed: Vec<Slot>,
+    /// The owners whose slots stay disarmed: owners, not slot numbers, because a plan change
+    /// during the step may move a breakpoint to another slot.
+    disarmed: Vec<PhysSlot>,
+    /// The stepped instruction is a MOV DR, so the guest's DR file may change with it.
+    mov_dr: bool,
 }
 
 /// One vCPU's debug state.
@@ -55,6 +61,10 @@ pub struct VcpuDebug {
     step_over: Option<StepOver>,
     guest: GuestDrFile,
     skip_resync: bool,
+    /// A guest #DB that could not be queued yet (KVM held another event); retried before entry.
+    deferred_db: bool,
+    /// Whether the instruction at an address is a MOV DR, for the addresses stepped over.
+    mov_dr_at: HashMap<u64, bool>,
 }
 
 impl VcpuDebug {
@@ -69,6 +79,8 @@ impl VcpuDebug {
             step_over: None,
             guest: GuestDrFile::default(),
             skip_resync: false,
+            deferred_db: false,
+            mov_dr_at: HashMap::new(),
         }
     }
 
@@ -85,6 +97,9 @@ impl VcpuDebug {
     /// Runs before every `KVM_RUN`: installs the newest plan. Cheap when nothing changed: one
     /// atomic load and one comparison.
     pub fn before_entry(&mut self, vcpu: &impl DebugVcpu) -> Result<()> {
+        if self.deferred_db {
+            self.deferred_db = !vcpu.inject_db()?;
+        }
         while self.has_news() {
             let (generation, plan) = self.ctl.vcpu_plan(self.index);
             let was_on = self.installed.hw_bp;
@@ -110,8 +125,15 @@ impl VcpuDebug {
     fn desired(&self) -> GuestDebug {
         let mut dr7 = self.plan.dr7;
         if let Some(step) = &self.step_over {
-            for &slot in &step.disarmed {
-                dr7 = dr7.with_local(slot, false).with_global(slot, false);
+            for owner in &step.disarmed {
+                let slot = match *owner {
+                    PhysSlot::Host(id) => self.plan.phys_of_host(id),
+                    PhysSlot::Guest(virt) => self.plan.phys_of_guest(virt),
+                    PhysSlot::Free => None,
+                };
+                if let Some(slot) = slot {
+                    dr7 = dr7.with_local(slot, false).with_global(slot, false);
+                }
             }
         }
         let hw_bp = !self.plan.is_empty();
@@ -128,6 +150,7 @@ impl VcpuDebug {
         GuestDebug {
             hw_bp,
             single_step: self.step_over.is_some(),
+            block_irq: self.ctl.caps().block_irq,
             dr: self.plan.dr,
             dr7,
         }
@@ -190,8 +213,9 @@ impl VcpuDebug {
         // Only the end of a step-over: no registers needed, and nothing the guest ran but the
         // one stepped instruction, so the next after_exit need not re-read its DRs.
         if attribution.host_hits.is_empty() && attribution.vmm_events == [VmmEvent::SingleStep] {
+            // Unless the stepped instruction was itself a MOV DR.
+            self.skip_resync = !self.step_over.as_ref().is_some_and(|s| s.mov_dr);
             self.finish_step(pc);
-            self.skip_resync = true;
             if let Some(guest_dr6) = attribution.guest_dr6 {
                 self.inject(vcpu, guest_dr6)?;
             }
@@ -310,21 +334,32 @@ impl VcpuDebug {
             regs.rflags |= RFLAGS_RF;
             vcpu.set_regs(regs)
         } else {
+            let mov_dr = match self.mov_dr_at.get(&pc) {
+                Some(&known) => known,
+                None => {
+                    let known = mov_dr::decode(&vcpu.fetch(pc)).is_some();
+                    self.mov_dr_at.insert(pc, known);
+                    known
+                }
+            };
             self.step_over = Some(StepOver {
                 rip: pc,
-                disarmed: slots,
+                disarmed: slots.iter().map(|&s| self.plan.owner_of(s)).collect(),
+                mov_dr,
             });
             Ok(())
         }
     }
 
-    /// Delivers `dr6` (guest numbering) to the guest as a #DB.
+    /// Delivers `dr6` (guest numbering) to the guest as a #DB: now, or before the next entry
+    /// that finds KVM's event slot free.
     fn inject(&mut self, vcpu: &impl DebugVcpu, dr6: Dr6) -> Result<()> {
         let mut d = vcpu.debugregs()?;
         d.dr6 = dr6.bits();
         vcpu.set_debugregs(&d)?;
         self.guest.dr6 = dr6;
-        vcpu.inject_db()
+        self.deferred_db = !vcpu.inject_db()?;
+        Ok(())
     }
 
     /// BD with the host's GD trap: the guest executed MOV DR. Emulate it against the guest's
@@ -345,7 +380,7 @@ impl VcpuDebug {
             d.dr6 = guest_dr6.map(Dr6::bits).unwrap_or(d.dr6);
             vcpu.set_debugregs(&d)?;
             self.ctl.guest_changed(self.index, self.guest);
-            vcpu.inject_db()?;
+            self.deferred_db = !vcpu.inject_db()?;
             return Ok(true);
         }
         let bytes = vcpu.fetch(regs.rip);

@@ -45,8 +45,9 @@ pub struct Vcpu {
     pub index: usize,
     /// The KVM vCPU.
     pub fd: VcpuFd,
-    /// The last page-watch access reported: its RIP, where it ended, and the watches it hit.
-    last_page_access: Option<(u64, u64, Vec<drvisor_debug::HostBpId>)>,
+    /// The page-watch access of the previous exit, if that exit was one: the registers at it,
+    /// where it ended, and the watches it hit.
+    last_page_access: Option<(kvm_bindings::kvm_regs, u64, Vec<drvisor_debug::HostBpId>)>,
     /// KVM copies the registers into `kvm_run` at every exit (`KVM_CAP_SYNC_REGS`).
     sync_regs: bool,
 }
@@ -75,6 +76,32 @@ impl Vcpu {
     }
 }
 
+/// The calling thread runs vCPU `index`: it may be kicked, and the controller waits for it.
+/// Dropping it undoes all of that.
+struct ThreadRegistration<'a> {
+    index: usize,
+    shared: &'a VcpuShared,
+}
+
+impl<'a> ThreadRegistration<'a> {
+    fn new(index: usize, fd: &mut VcpuFd, shared: &'a VcpuShared) -> Self {
+        shared.control.kicker.register_current(index);
+        kick::enter_vcpu_thread(fd.get_kvm_run() as *mut _);
+        crate::debug::set_current_vcpu(Some(index));
+        shared.debug.set_running(index, shared.debug_attached);
+        ThreadRegistration { index, shared }
+    }
+}
+
+impl Drop for ThreadRegistration<'_> {
+    fn drop(&mut self) {
+        self.shared.debug.set_running(self.index, false);
+        crate::debug::set_current_vcpu(None);
+        self.shared.control.kicker.unregister(self.index);
+        kick::leave_vcpu_thread();
+    }
+}
+
 /// Where a vCPU thread's exit handling looks for what it needs.
 struct Ctx<'a> {
     shared: &'a VcpuShared,
@@ -92,10 +119,9 @@ impl Vcpu {
     pub fn run(mut self, shared: &VcpuShared) {
         let control = &shared.control;
         let mut debug = VcpuDebug::new(self.index, shared.debug.clone());
-        control.kicker.register_current(self.index);
-        kick::enter_vcpu_thread(self.fd.get_kvm_run() as *mut _);
-        crate::debug::set_current_vcpu(Some(self.index));
-        shared.debug.set_running(self.index, shared.debug_attached);
+        // Declared after `self` (a parameter), so dropped first, also when unwinding: no kick
+        // can reach this thread once its kvm_run mapping goes away.
+        let _registered = ThreadRegistration::new(self.index, &mut self.fd, shared);
         let mut ctx = Ctx {
             shared,
             debug: shared.debug_attached.then_some(&mut debug),
@@ -138,6 +164,10 @@ impl Vcpu {
                     break;
                 }
             };
+            if !matches!(step, Step::PageHits(_)) {
+                // Pieces of one access come in consecutive exits; anything else ends them.
+                self.last_page_access = None;
+            }
             if let Some(outcome) = self.outcome_of(step, &mut ctx) {
                 control.finish(outcome);
                 break;
@@ -148,10 +178,6 @@ impl Vcpu {
                 }
             }
         }
-        shared.debug.set_running(self.index, false);
-        crate::debug::set_current_vcpu(None);
-        control.kicker.unregister(self.index);
-        kick::leave_vcpu_thread();
     }
 
     fn debug_vcpu<'a>(&'a self, shared: &'a VcpuShared) -> KvmDebugVcpu<'a> {
@@ -233,14 +259,13 @@ impl Vcpu {
         };
         let previous = self.last_page_access.take();
         let ids: Vec<drvisor_debug::HostBpId> = hits.iter().map(|h| h.id).collect();
-        self.last_page_access = Some((regs.rip, end, ids));
+        self.last_page_access = Some((regs, end, ids));
         for hit in hits {
-            let second_piece = previous.as_ref().is_some_and(|(rip, prev_end, prev_ids)| {
-                *rip == regs.rip
-                    && *prev_end == first_gpa
-                    && first_gpa % drvisor_watch::PAGE_SIZE == 0
-                    && prev_ids.contains(&hit.id)
-            });
+            let second_piece = previous
+                .as_ref()
+                .is_some_and(|(prev_regs, prev_end, prev_ids)| {
+                    *prev_regs == regs && *prev_end == first_gpa && prev_ids.contains(&hit.id)
+                });
             if second_piece {
                 shared.watch.retract(hit.id);
                 continue;
