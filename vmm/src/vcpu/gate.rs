@@ -52,6 +52,11 @@ impl VcpuGate {
         }
     }
 
+    /// How many vCPUs pass this gate.
+    pub fn vcpus(&self) -> usize {
+        self.in_guest.len()
+    }
+
     fn notify(&self) {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.changed.notify_all();

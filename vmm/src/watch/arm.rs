@@ -74,7 +74,7 @@ pub fn arm_watch(
             // Chosen by `auto`: it may move to pages when evicted (a VM-wide watch only, as
             // page protection is VM-wide).
             if req.engine == EngineChoice::Auto && req.scope == Scope::Vm {
-                pages.migrations.track(id, page_request);
+                pages.track_migration(id, page_request);
             }
             id
         }

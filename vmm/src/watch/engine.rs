@@ -46,6 +46,12 @@ pub enum Error {
     /// An empty range.
     #[error("a watch needs at least one byte")]
     Empty,
+    /// A range longer than guest RAM.
+    #[error("a watch of {len} bytes is longer than guest RAM; watch a range of RAM")]
+    TooLong {
+        /// The length asked for.
+        len: u64,
+    },
     /// No page watch has this id.
     #[error("no page watch has id {0}")]
     NoSuchWatch(u32),
@@ -200,6 +206,9 @@ pub struct PageWatchEngine {
     state: RwLock<State>,
     traps: AtomicU64,
     false_traps: AtomicU64,
+    /// Serialises the read of the old value and the store, so that two vCPUs writing the same
+    /// bytes each report the value the other left.
+    perform: Mutex<()>,
     /// Hardware watches that move here when the guest evicts them.
     pub migrations: super::Migrations,
 }
@@ -239,8 +248,16 @@ impl PageWatchEngine {
             }),
             traps: AtomicU64::new(0),
             false_traps: AtomicU64::new(0),
+            perform: Mutex::new(()),
             migrations: super::Migrations::default(),
         })
+    }
+
+    /// Lets hardware watch `id` move here as `request` when the guest evicts it, and moves it
+    /// at once if the current plan already evicts it.
+    pub fn track_migration(&self, id: HostBpId, request: PageWatchRequest) {
+        self.migrations.track(id, request, self.ids.clone());
+        self.migrations.follow(&self.ids.plan(), self);
     }
 
     /// Lets the engine translate guest-virtual watches through `translator`.
@@ -260,6 +277,14 @@ impl PageWatchEngine {
     /// guest while they change, so no access is lost.
     pub fn add(&self, req: PageWatchRequest) -> Result<HostBpId, Error> {
         let ranges = self.physical_ranges(req.range)?;
+        if self.gate.vcpus() > 1 {
+            // KVM emulates a locked read-modify-write on a trapped page as an in-kernel read
+            // followed by a write exit, which is not atomic against the other vCPUs.
+            tracing::warn!(
+                "{}: a locked read-modify-write (lock cmpxchg, xadd, inc...) by several vCPUs on a page this watch traps is not atomic; keep locks and shared counters off watched pages",
+                req.label
+            );
+        }
         if req.access != Access::Write {
             self.refuse_executable(&ranges, req.access)?;
         }
@@ -321,7 +346,8 @@ impl PageWatchEngine {
         let ops = diff(&state.layout, &layout);
         if !ops.is_empty() {
             let _quiet = self.gate.quiesce();
-            memslots::apply(&self.vm_fd, &self.mem, &ops).map_err(Error::Memslots)?;
+            memslots::apply_all(&self.vm_fd, &self.mem, state.layout.slots(), &ops)
+                .map_err(Error::Memslots)?;
         }
         state.layout = layout;
         Ok(())
@@ -331,6 +357,12 @@ impl PageWatchEngine {
         match range {
             WatchRange::Physical { len: 0, .. } | WatchRange::Virtual { len: 0, .. } => {
                 Err(Error::Empty)
+            }
+            // Longer than guest RAM cannot be RAM; refusing here also bounds the translation.
+            WatchRange::Physical { len, .. } | WatchRange::Virtual { len, .. }
+                if len > self.mem.iter().map(|r| r.len()).sum::<u64>() =>
+            {
+                Err(Error::TooLong { len })
             }
             WatchRange::Physical { gpa, len } => Ok(vec![(gpa, len)]),
             WatchRange::Virtual { gva, len } => {
@@ -427,6 +459,7 @@ impl PageWatchEngine {
         }
         let state = self.read();
         let mut before = [0u8; 8];
+        let performing = self.perform.lock().unwrap_or_else(|e| e.into_inner());
         let value = match access {
             MmioAccess::Write(data) => {
                 self.mem.read_slice(&mut before[..len], addr).ok()?;
@@ -438,6 +471,7 @@ impl PageWatchEngine {
                 le(data)
             }
         };
+        drop(performing);
         self.traps.fetch_add(1, Ordering::Relaxed);
         let found = state.layout.match_access(gpa, len as u64, write);
         if found.hits.is_empty() {

@@ -7,6 +7,40 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// Applies `ops` in order (the planner puts deletes first). The caller keeps the vCPUs out of
 /// the guest meanwhile: between a delete and its create the range is a hole.
+///
+/// All or nothing: if an op fails, the ones already applied are undone (`old` says what a
+/// deleted slot was), so KVM keeps the layout the caller still believes in.
+pub fn apply_all(
+    vm_fd: &VmFd,
+    mem: &GuestMemoryMmap,
+    old: &[Memslot],
+    ops: &[SlotOp],
+) -> Result<(), String> {
+    for (done, op) in ops.iter().enumerate() {
+        if let Err(e) = apply(vm_fd, mem, std::slice::from_ref(op)) {
+            let undo: Vec<SlotOp> = ops[..done]
+                .iter()
+                .rev()
+                .filter_map(|op| match op {
+                    SlotOp::Create(m) => Some(SlotOp::Delete { slot: m.slot }),
+                    SlotOp::Delete { slot } => old
+                        .iter()
+                        .find(|m| m.slot == *slot)
+                        .map(|m| SlotOp::Create(*m)),
+                })
+                .collect();
+            return match apply(vm_fd, mem, &undo) {
+                Ok(()) => Err(e),
+                Err(undo_err) => Err(format!(
+                    "{e}; undoing the ops already applied failed too ({undo_err}): KVM's memslots no longer match the layout"
+                )),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// Applies `ops` in order, stopping at the first failure.
 pub fn apply(vm_fd: &VmFd, mem: &GuestMemoryMmap, ops: &[SlotOp]) -> Result<(), String> {
     for op in ops {
         let region = match op {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use drvisor_debug::{HostBpId, Plan};
 
 use super::{PageWatchEngine, PageWatchRequest};
-use crate::debug::HitContext;
+use crate::debug::{DebugController, HitContext};
 
 /// A hardware watch that may move.
 struct Movable {
@@ -31,13 +31,17 @@ pub struct Migrations {
 }
 
 impl Migrations {
-    /// Lets hardware watch `id` move to the page engine as `request` when evicted.
-    pub fn track(&self, id: HostBpId, mut request: PageWatchRequest) {
+    /// Lets hardware watch `id` move to the page engine as `request` when evicted. `counts`
+    /// keeps the watch's hit count, so a move does not restart it.
+    pub fn track(&self, id: HostBpId, mut request: PageWatchRequest, counts: Arc<DebugController>) {
         let on_hit = request.on_hit.clone();
-        // The shadow's hits are the watch's hits: same id, same callback.
+        // The shadow's hits are the watch's hits: same id, same callback, same count.
         request.on_hit = Arc::new(move |hit: &HitContext| {
             let mut hit = hit.clone();
             hit.id = id;
+            if let Some(info) = counts.record_hit(id) {
+                hit.count = info.count;
+            }
             on_hit(&hit)
         });
         request.label = format!("{} (migrated from its hardware slot)", request.label);

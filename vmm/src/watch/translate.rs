@@ -76,14 +76,18 @@ impl Translator {
         let end = gva.saturating_add(len);
         let mut at = gva;
         while at < end {
-            let page_end = ((at / PAGE) + 1) * PAGE;
-            let chunk = page_end.min(end) - at;
+            // The last page of the address space ends at 2^64: saturate rather than overflow.
+            let page_end = (at / PAGE).saturating_add(1).saturating_mul(PAGE);
+            let chunk = page_end.min(end).saturating_sub(at).max(1);
             let gpa = self.translate(at)?;
             match out.last_mut() {
-                Some((start, n)) if *start + *n == gpa => *n += chunk,
+                Some((start, n)) if start.checked_add(*n) == Some(gpa) => *n += chunk,
                 _ => out.push((gpa, chunk)),
             }
-            at += chunk;
+            at = at.saturating_add(chunk);
+            if at == u64::MAX {
+                break;
+            }
         }
         Ok(out)
     }
