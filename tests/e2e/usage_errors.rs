@@ -93,20 +93,35 @@ pub fn trials() -> Vec<Trial> {
         }),
     ];
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    let root = unsafe { libc::geteuid() } == 0;
+    let kvm_private = std::fs::metadata("/dev/kvm")
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o006 == 0)
+        .unwrap_or(false);
+    if root && kvm_private {
         trials.push(case("no_access_to_dev_kvm", || {
+            use std::os::unix::fs::PermissionsExt;
+            // The checkout may sit where an unprivileged user cannot read (/root): run a copy
+            // of the binary (it embeds the guest) from a world-readable directory.
+            let dir = std::env::temp_dir().join(format!("drvisor-nokvm-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+            let exe = dir.join("drvisor");
+            std::fs::copy(DRVISOR, &exe)?;
+            std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))?;
             // An unprivileged user: /dev/kvm is root-only on these machines (mode 0600).
             let run = run_command(
                 Command::new("setpriv")
-                    .args(["--reuid=65534", "--regid=65534", "--clear-groups", DRVISOR])
+                    .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                    .arg(&exe)
                     .args(["run", "--scenario", "hello"]),
             );
+            let _ = std::fs::remove_dir_all(&dir);
             one_line_usage_error(&run, "cannot open /dev/kvm")
         }));
     } else {
         trials.push(skipped(
             "usage_errors::no_access_to_dev_kvm",
-            "needs root to drop to an unprivileged user",
+            "needs root, and a /dev/kvm that other users cannot open, to show the refusal",
         ));
     }
     trials
