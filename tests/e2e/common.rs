@@ -190,3 +190,16 @@ pub fn guest_number(run: &Run, parts: &[&str], key: &str) -> Result<u64, Failed>
         _ => Err(format!("wanted one line with {parts:?}\n{run}").into()),
     }
 }
+
+/// Runs `drvisor run --scenario SCENARIO ARGS...` and checks that it is refused as the user's
+/// mistake: exit code 2, `needle` (lowercase) in the message, no panic.
+pub fn refused(scenario: &str, args: &[&str], needle: &str) -> Result<(), Failed> {
+    let mut all = vec!["run", "--scenario", scenario];
+    all.extend_from_slice(args);
+    let run = drvisor(&all);
+    run.expect_code(2)?;
+    ensure(run.stderr.to_lowercase().contains(needle), || {
+        format!("{args:?}: wanted `{needle}`\n{run}")
+    })?;
+    ensure(!run.stderr.contains("panicked"), || run.to_string())
+}

@@ -10,8 +10,8 @@ use drvisor::symbols::SymbolTable;
 use serde_json::json;
 
 use crate::common::{
-    count_events, drvisor, drvisor_with_events, ensure, read_events, skipped, temp_path, Context,
-    Failed, Trial, DRVISOR,
+    count_events, drvisor, drvisor_with_events, ensure, read_events, refused, skipped, temp_path,
+    Context, Failed, Trial, DRVISOR,
 };
 
 const TARGETS: [&str; 4] = [
@@ -145,14 +145,7 @@ fn bad_breakpoint_inputs() -> Result<(), Failed> {
         ),
         (vec!["--policy", "fair"], "policy"),
     ] {
-        let mut all = vec!["run", "--scenario", "hello"];
-        all.extend(args.iter().copied());
-        let run = drvisor(&all);
-        run.expect_code(2)?;
-        ensure(run.stderr.to_lowercase().contains(needle), || {
-            format!("{args:?}: wanted `{needle}`\n{run}")
-        })?;
-        ensure(!run.stderr.contains("panicked"), || run.to_string())?;
+        refused("hello", &args, needle)?;
     }
     Ok(())
 }

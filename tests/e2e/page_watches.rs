@@ -10,7 +10,7 @@ use drvisor_debug::Scope;
 use drvisor_watch::Access;
 
 use crate::common::{
-    drvisor, drvisor_with_events, ensure, guest_number, Context, Failed, Run, Trial,
+    drvisor, drvisor_with_events, ensure, guest_number, refused, Context, Failed, Run, Trial,
 };
 
 fn symbol(name: &str) -> u64 {
@@ -222,13 +222,7 @@ fn refusals() -> Result<(), Failed> {
             "cover every vcpu",
         ),
     ] {
-        let mut all = vec!["run", "--scenario", "write"];
-        all.extend(args.iter().copied());
-        let run = drvisor(&all);
-        run.expect_code(2)?;
-        ensure(run.stderr.to_lowercase().contains(needle), || {
-            format!("{args:?}: wanted `{needle}`\n{run}")
-        })?;
+        refused("write", &args, needle)?;
     }
     Ok(())
 }
