@@ -1,8 +1,10 @@
 //! A vCPU thread: enter the guest, classify the exit, act, repeat until the run ends.
 
 mod exit;
+mod failure;
 mod gate;
 pub mod kick;
+mod page_hits;
 
 pub use exit::{classify, Step, UnknownAccessPolicy};
 pub use gate::{Quiesced, VcpuGate};
@@ -10,14 +12,13 @@ pub use gate::{Quiesced, VcpuGate};
 use std::sync::Arc;
 
 use kvm_ioctls::VcpuFd;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
 
-use crate::debug::{registers, DebugController, HitContext, KvmDebugVcpu, VcpuDebug, Verdict};
+use crate::debug::{DebugController, KvmDebugVcpu, VcpuDebug, Verdict};
 use crate::devices::PioBus;
 use crate::outcome::Outcome;
 use crate::run_control::RunControl;
-use crate::watch::{Engine, PageWatchEngine, PendingPageHit};
-use drvisor_api::{AccessEvent, BreakKind, HitAction};
+use crate::watch::PageWatchEngine;
 
 /// What every vCPU thread of a VM shares.
 pub struct VcpuShared {
@@ -107,11 +108,6 @@ struct Ctx<'a> {
     shared: &'a VcpuShared,
     debug: Option<&'a mut VcpuDebug>,
 }
-
-/// `KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES` (Documentation/virt/kvm/api.rst,
-/// KVM_EXIT_INTERNAL_ERROR): the exit carries the bytes KVM failed to emulate.
-const EMULATION_FLAG_INSN_BYTES: u64 = 1;
-const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
 
 impl Vcpu {
     /// Runs this vCPU on the calling thread until the run finishes. Never panics on guest
@@ -242,131 +238,7 @@ impl Vcpu {
         }
     }
 
-    /// Runs the callbacks of page-watch hits, with the registers at the access.
-    fn dispatch_page_hits(
-        &mut self,
-        hits: Vec<PendingPageHit>,
-        shared: &VcpuShared,
-    ) -> Option<Outcome> {
-        let regs = match self.regs() {
-            Ok(r) => r,
-            Err(e) => return Some(self.vmm_error(format!("KVM_GET_REGS: {e}"))),
-        };
-        let mut outcome = None;
-        let (first_gpa, end) = match hits.first() {
-            Some(h) => (h.gpa, h.gpa + u64::from(h.len)),
-            None => return None,
-        };
-        let previous = self.last_page_access.take();
-        let ids: Vec<drvisor_debug::HostBpId> = hits.iter().map(|h| h.id).collect();
-        self.last_page_access = Some((regs, end, ids));
-        for hit in hits {
-            let second_piece = previous
-                .as_ref()
-                .is_some_and(|(prev_regs, prev_end, prev_ids)| {
-                    *prev_regs == regs && *prev_end == first_gpa && prev_ids.contains(&hit.id)
-                });
-            if second_piece {
-                shared.watch.retract(hit.id);
-                continue;
-            }
-            let context = HitContext {
-                id: hit.id,
-                label: hit.label.clone(),
-                vcpu: self.index,
-                rip: regs.rip,
-                addr: hit.addr,
-                kind: match hit.access {
-                    drvisor_watch::Access::Write => BreakKind::Write,
-                    drvisor_watch::Access::Read => BreakKind::Read,
-                    drvisor_watch::Access::ReadWrite => BreakKind::ReadWrite,
-                },
-                engine: Engine::Page,
-                slot: None,
-                access: Some(AccessEvent {
-                    phys_addr: hit.gpa,
-                    len: hit.len,
-                    write: hit.write,
-                    old: hit.old,
-                    value: hit.value,
-                }),
-                count: hit.count,
-                regs: registers(&regs),
-            };
-            match (hit.on_hit)(&context) {
-                HitAction::Continue => {}
-                HitAction::Pause => shared.gate.pause(),
-                HitAction::Stop => {
-                    outcome.get_or_insert(Outcome::HostStop {
-                        vcpu: self.index,
-                        rip: regs.rip,
-                        id: hit.id.0,
-                    });
-                }
-            }
-        }
-        outcome
-    }
-
     fn rip(&self) -> u64 {
         self.regs().map(|r| r.rip).unwrap_or(u64::MAX)
-    }
-
-    fn internal_error(&mut self, shared: &VcpuShared) -> Outcome {
-        let mem = &shared.mem;
-        // SAFETY: the last exit was KVM_EXIT_INTERNAL_ERROR, so `internal` is the union member
-        // KVM filled in.
-        let internal = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal };
-        let data = &internal.data[..(internal.ndata as usize).min(internal.data.len())];
-        let rip = self.rip();
-        let mut insn: Vec<u8> = Vec::new();
-        if internal.suberror == KVM_INTERNAL_ERROR_EMULATION
-            && data.len() >= 3
-            && data[0] & EMULATION_FLAG_INSN_BYTES != 0
-        {
-            // `struct kvm_run.emulation_failure`: flags, then one byte of length followed by
-            // up to 15 instruction bytes.
-            let packed: Vec<u8> = data[1..3].iter().flat_map(|w| w.to_le_bytes()).collect();
-            let len = usize::from(packed[0]).min(15);
-            insn = packed[1..=len].to_vec();
-        }
-        if insn.is_empty() {
-            insn = self.bytes_at_rip(mem, rip);
-        }
-        // Instruction fetch from a page a read or access watch unmapped cannot work; the
-        // refusal at arm time knows only the kernel image's code, so say it here too.
-        let note = self
-            .fd
-            .translate_gva(rip)
-            .ok()
-            .filter(|t| t.valid != 0 && shared.watch.is_hole(t.physical_address))
-            .map(|t| {
-                format!(
-                    "the guest executes from {:#x}, a page a read or access watch left without a memslot; remove that watch or make it a write watch",
-                    t.physical_address & !0xfff
-                )
-            });
-        Outcome::InternalError {
-            vcpu: self.index,
-            rip,
-            suberror: internal.suberror,
-            insn,
-            note,
-        }
-    }
-
-    /// Up to 15 bytes (the longest x86 instruction) at the guest's RIP, if it translates.
-    fn bytes_at_rip(&self, mem: &GuestMemoryMmap, rip: u64) -> Vec<u8> {
-        let Ok(t) = self.fd.translate_gva(rip) else {
-            return Vec::new();
-        };
-        if t.valid == 0 {
-            return Vec::new();
-        }
-        let mut buf = [0u8; 15];
-        match mem.read_slice(&mut buf, GuestAddress(t.physical_address)) {
-            Ok(()) => buf.to_vec(),
-            Err(_) => Vec::new(),
-        }
     }
 }

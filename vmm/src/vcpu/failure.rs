@@ -1,0 +1,71 @@
+//! Reporting a guest instruction KVM could not run (`KVM_EXIT_INTERNAL_ERROR`).
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::{Vcpu, VcpuShared};
+use crate::outcome::Outcome;
+
+/// `KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES` (Documentation/virt/kvm/api.rst,
+/// KVM_EXIT_INTERNAL_ERROR): the exit carries the bytes KVM failed to emulate.
+const EMULATION_FLAG_INSN_BYTES: u64 = 1;
+const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
+
+impl Vcpu {
+    pub(super) fn internal_error(&mut self, shared: &VcpuShared) -> Outcome {
+        let mem = &shared.mem;
+        // SAFETY: the last exit was KVM_EXIT_INTERNAL_ERROR, so `internal` is the union member
+        // KVM filled in.
+        let internal = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal };
+        let data = &internal.data[..(internal.ndata as usize).min(internal.data.len())];
+        let rip = self.rip();
+        let mut insn: Vec<u8> = Vec::new();
+        if internal.suberror == KVM_INTERNAL_ERROR_EMULATION
+            && data.len() >= 3
+            && data[0] & EMULATION_FLAG_INSN_BYTES != 0
+        {
+            // `struct kvm_run.emulation_failure`: flags, then one byte of length followed by
+            // up to 15 instruction bytes.
+            let packed: Vec<u8> = data[1..3].iter().flat_map(|w| w.to_le_bytes()).collect();
+            let len = usize::from(packed[0]).min(15);
+            insn = packed[1..=len].to_vec();
+        }
+        if insn.is_empty() {
+            insn = self.bytes_at_rip(mem, rip);
+        }
+        // Instruction fetch from a page a read or access watch unmapped cannot work; the
+        // refusal at arm time knows only the kernel image's code, so say it here too.
+        let note = self
+            .fd
+            .translate_gva(rip)
+            .ok()
+            .filter(|t| t.valid != 0 && shared.watch.is_hole(t.physical_address))
+            .map(|t| {
+                format!(
+                    "the guest executes from {:#x}, a page a read or access watch left without a memslot; remove that watch or make it a write watch",
+                    t.physical_address & !0xfff
+                )
+            });
+        Outcome::InternalError {
+            vcpu: self.index,
+            rip,
+            suberror: internal.suberror,
+            insn,
+            note,
+        }
+    }
+
+    /// Up to 15 bytes (the longest x86 instruction) at the guest's RIP, if it translates.
+    fn bytes_at_rip(&self, mem: &GuestMemoryMmap, rip: u64) -> Vec<u8> {
+        let Ok(t) = self.fd.translate_gva(rip) else {
+            return Vec::new();
+        };
+        if t.valid == 0 {
+            return Vec::new();
+        }
+        let mut buf = [0u8; 15];
+        match mem.read_slice(&mut buf, GuestAddress(t.physical_address)) {
+            Ok(()) => buf.to_vec(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
