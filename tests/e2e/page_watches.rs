@@ -206,6 +206,47 @@ fn memory_identical_with_and_without_watches() -> Result<(), Failed> {
     )
 }
 
+/// `--show-plan` says which engine carries each watch, and which pages it traps how.
+fn show_plan_names_the_engine(hw: bool) -> Result<(), Failed> {
+    let run = drvisor(&[
+        "run",
+        "--scenario",
+        "write",
+        "--cmdline",
+        "count=2",
+        "--show-plan",
+        "--watch",
+        "drv_watch_u32",
+        "--watch",
+        "drv_watch_u8:r",
+        "--events",
+        "/dev/null",
+    ]);
+    run.expect_code(0)?;
+    let page = symbol("drv_watch_u32") & !0xfff;
+    // The read watch can only be carried by pages; the write watch by pages unless hw works here.
+    ensure(run.stderr.contains("page watches (engine page):"), || {
+        run.stderr.clone()
+    })?;
+    ensure(
+        run.stderr
+            .contains(&format!("drv_watch_u8:r read: armed by page protection")),
+        || run.stderr.clone(),
+    )?;
+    ensure(run.stderr.contains(&format!("{page:#x} Absent")), || {
+        run.stderr.clone()
+    })?;
+    let u32_paged = run
+        .stderr
+        .contains("drv_watch_u32 write: armed by page protection");
+    ensure(u32_paged != hw, || {
+        format!(
+            "drv_watch_u32 on the wrong engine (hw delivered: {hw})\n{}",
+            run.stderr
+        )
+    })
+}
+
 fn refusals() -> Result<(), Failed> {
     for (args, needle) in [
         (vec!["--watch", "phys:0x40000000:w:8"], "not all guest ram"),
@@ -413,6 +454,9 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             memory_identical_with_and_without_watches,
         ),
         Trial::test("page::refusals", refusals),
+        Trial::test("page::show_plan_names_the_engine", move || {
+            show_plan_names_the_engine(hw)
+        }),
         Trial::test("page::auto_routes_by_probe", move || {
             auto_routes_by_probe(hw)
         }),
