@@ -230,7 +230,7 @@ fn show_plan_names_the_engine(hw: bool) -> Result<(), Failed> {
     })?;
     ensure(
         run.stderr
-            .contains(&format!("drv_watch_u8:r read: armed by page protection")),
+            .contains("drv_watch_u8:r read: armed by page protection"),
         || run.stderr.clone(),
     )?;
     ensure(run.stderr.contains(&format!("{page:#x} Absent")), || {
