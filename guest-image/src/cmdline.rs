@@ -3,7 +3,8 @@
 //! The command line is NUL-terminated, space-separated `key=value` words:
 //! `scenario=NAME` (default `hello`), `count=N` (default 100; 1 for `ranges`), `ncpus=N`
 //! (default 1), `slots=LIST` (guest-dr; default `0,1,2,3`; element `S` or `S:T`: debug slot S
-//! watches `drv_target_T`, T defaults to S). Unknown keys are ignored.
+//! watches `drv_target_T`, T defaults to S), `polls=N` (echo: LSR polls before giving up,
+//! default 500000). Unknown keys are ignored.
 //!
 //! Every CPU parses the (read-only) command line itself, so no CPU waits for another at boot.
 //! Everything is kept as byte slices: `core::str::from_utf8` is prebuilt with SSE.
@@ -29,6 +30,8 @@ struct StartInfo {
 const START_INFO_MAGIC: u32 = 0x336e_c578;
 /// Longest command line read; anything after it is ignored.
 const CMDLINE_MAX: usize = 4096;
+/// Default of `polls=`: LSR polls the echo scenario makes before giving up.
+pub const DEFAULT_POLLS: u64 = 500_000;
 
 /// Something wrong with the command line, reported by CPU 0 with exit status 2.
 #[derive(Clone, Copy)]
@@ -50,6 +53,8 @@ pub struct Config {
     pub ncpus: u32,
     /// `slots[S] = Some(T)`: guest debug slot S watches `drv_target_T`.
     pub slots: [Option<u8>; 4],
+    /// echo: how many times to poll COM1's LSR for input before giving up.
+    pub polls: u64,
     pub error: Option<Error>,
 }
 
@@ -62,6 +67,7 @@ pub fn parse(start_info_paddr: u32) -> Config {
         count_given: false,
         ncpus: 1,
         slots: [Some(0), Some(1), Some(2), Some(3)],
+        polls: DEFAULT_POLLS,
         error: None,
     };
     if start_info_paddr == 0 {
@@ -101,6 +107,7 @@ pub fn parse(start_info_paddr: u32) -> Config {
                 _ => false,
             },
             b"slots" => parse_slots(value).map(|s| cfg.slots = s).is_some(),
+            b"polls" => parse_u64(value).map(|n| cfg.polls = n).is_some(),
             _ => true,
         };
         if !ok && cfg.error.is_none() {

@@ -4,7 +4,8 @@
 //! KVM on the CI machines cannot execute at CPL0. Numbers are printed by `Line::dec`/`Line::hex`.
 //!
 //! Bytes are written straight to the COM1 data port 0x3f8 (no LSR polling: every VMM the guest
-//! runs under accepts the write at once). A line is built under a spinlock, so lines from
+//! runs under accepts the write at once). Input (the `echo` scenario only) is read by polling
+//! LSR bit 0 and reading RBR: `rx_init` and `try_read`. A line is built under a spinlock, so lines from
 //! different CPUs never interleave; the lock is re-entrant for the CPU holding it, so a panic or
 //! an unexpected exception in the middle of a line still gets printed instead of deadlocking.
 
@@ -13,6 +14,14 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use crate::boot::cpu_index;
 
 const COM1: u16 = 0x3f8;
+/// COM1 registers at offsets from `COM1` (DLAB clear): interrupt enable, line control, modem
+/// control, line status.
+const COM1_IER: u16 = COM1 + 1;
+const COM1_LCR: u16 = COM1 + 3;
+const COM1_MCR: u16 = COM1 + 4;
+const COM1_LSR: u16 = COM1 + 5;
+/// LSR bit 0: the receive buffer (FIFO) holds at least one byte.
+const LSR_DATA_READY: u8 = 0x01;
 /// Writing a byte here ends the run; the byte is the exit status.
 const EXIT_PORT: u16 = 0xf4;
 
@@ -29,6 +38,48 @@ pub unsafe fn outb(port: u16, value: u8) {
     unsafe {
         core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
     };
+}
+
+/// Read one byte from an I/O port.
+///
+/// # Safety
+/// Port reads can have device side effects (reading RBR pops the UART's receive FIFO).
+#[inline(always)]
+pub unsafe fn inb(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: the caller vouches for the port; `in` touches no memory.
+    unsafe {
+        core::arch::asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+/// Puts COM1 in the state receiving needs, without touching data already received: no
+/// interrupts (IER = 0; the guest polls), LCR = 8N1 with DLAB clear (so offset 0 is RBR, not the
+/// divisor latch), MCR = DTR | RTS | OUT2 with loopback off (in loopback the UART would take no
+/// outside input). The FIFO control register is not written: a FIFO reset would drop bytes the
+/// VMM queued before the guest got here.
+pub fn rx_init() {
+    // SAFETY: COM1 control registers; these writes only configure the UART.
+    unsafe {
+        outb(COM1_IER, 0x00);
+        outb(COM1_LCR, 0x03);
+        outb(COM1_MCR, 0x0b);
+    }
+}
+
+/// One poll of COM1: reads LSR once; if bit 0 (data ready) is set, reads RBR (popping one byte
+/// off the receive FIFO) and returns it.
+pub fn try_read() -> Option<u8> {
+    // SAFETY: reading LSR has no side effect the guest cares about; reading RBR pops the byte
+    // that LSR just said is there, which is the point.
+    unsafe {
+        if inb(COM1_LSR) & LSR_DATA_READY != 0 {
+            Some(inb(COM1))
+        } else {
+            None
+        }
+    }
 }
 
 fn put(byte: u8) {

@@ -40,14 +40,33 @@ pub fn drvisor(args: &[&str]) -> Run {
     run_command(Command::new(DRVISOR).args(args))
 }
 
-/// Runs `cmd` to completion (or kills it after [`TIMEOUT`]).
+/// Runs `drvisor` with `args`, `input` on its stdin (then closed).
+pub fn drvisor_with_stdin(args: &[&str], input: &[u8]) -> Run {
+    run_command_with_input(Command::new(DRVISOR).args(args), Some(input))
+}
+
+/// Runs `cmd` to completion (or kills it after [`TIMEOUT`]), stdin closed.
 pub fn run_command(cmd: &mut Command) -> Run {
+    run_command_with_input(cmd, None)
+}
+
+fn run_command_with_input(cmd: &mut Command, input: Option<&[u8]>) -> Run {
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn drvisor");
+    if let (Some(bytes), Some(mut pipe)) = (input, child.stdin.take()) {
+        use std::io::Write;
+        let _ = pipe.write_all(bytes);
+        // Dropping the pipe closes it: the console sees EOF after the input.
+    }
     let mut out = child.stdout.take().expect("piped");
     let mut err = child.stderr.take().expect("piped");
     let out_reader = std::thread::spawn(move || {

@@ -49,6 +49,28 @@ fn smp(vcpus: &'static str) -> Trial {
     })
 }
 
+/// Host stdin reaches the guest through the event loop and the UART's receive FIFO.
+fn echo_reads_the_console() -> Result<(), Failed> {
+    let run = crate::common::drvisor_with_stdin(&["run", "--scenario", "echo"], b"hello-drvisor\n");
+    run.expect_code(0)?;
+    let lines = run.guest_lines(&["scenario=echo", "got=hello-drvisor", "len=13"]);
+    ensure(lines.len() == 1, || {
+        format!("the guest did not read the input\n{run}")
+    })?;
+    // More than the UART's 64-byte FIFO: the rest waits on the host side, none is dropped.
+    let long = "x".repeat(150);
+    let run = crate::common::drvisor_with_stdin(
+        &["run", "--scenario", "echo"],
+        format!("{long}\n").as_bytes(),
+    );
+    run.expect_code(0)?;
+    let got = format!("got={long}");
+    ensure(
+        run.guest_lines(&["scenario=echo", &got, "len=150"]).len() == 1,
+        || run.to_string(),
+    )
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         scenario("hello", &[]),
@@ -57,6 +79,7 @@ pub fn trials() -> Vec<Trial> {
         scenario("guest-dr", &[]),
         scenario("bad-port", &[]),
         Trial::test("scenario::exec_count_from_cmdline", exec_counts),
+        Trial::test("scenario::echo_reads_the_console", echo_reads_the_console),
         smp("2"),
         smp("4"),
     ]

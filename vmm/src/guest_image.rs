@@ -23,6 +23,7 @@ pub const SCENARIOS: &[&str] = &[
     "ranges",
     "mixed",
     "evict",
+    "echo",
 ];
 
 /// The embedded guest as a kernel image.

@@ -200,11 +200,11 @@ impl TryFrom<VmConfig> for Vm {
         vm_fd
             .register_irqfd(&serial_irq, COM1_GSI)
             .map_err(kvm_err("KVM_IRQFD (COM1)"))?;
-        let (out, input): (Box<dyn Write + Send>, _) = match config.console {
-            Console::Stdio => (Box::new(std::io::stdout()), Some(std::io::stdin())),
-            Console::Writer(w) => (w, None),
+        let (out, stdin): (Box<dyn Write + Send>, bool) = match config.console {
+            Console::Stdio => (Box::new(std::io::stdout()), true),
+            Console::Writer(w) => (w, false),
         };
-        let serial = Arc::new(Mutex::new(SerialConsole::new(serial_irq, out, input)));
+        let serial = Arc::new(Mutex::new(SerialConsole::new(serial_irq, out, stdin)?));
         let mut bus = PioBus::default();
         bus.insert(COM1_BASE, 8, serial.clone());
         bus.insert(

@@ -1,5 +1,6 @@
 //! One module per scenario; `run` dispatches on `scenario=`.
 
+pub mod echo;
 pub mod evict;
 pub mod exec;
 pub mod faults;
@@ -27,6 +28,7 @@ pub fn run(cfg: &Config) -> ! {
         b"ranges" => ranges::run(cfg),
         b"mixed" => mixed::run(cfg),
         b"evict" => evict::run(cfg),
+        b"echo" => echo::run(cfg),
         b"panic" => faults::panic(),
         b"unexpected-exception" => faults::unexpected_exception(),
         name => {
