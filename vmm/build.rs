@@ -14,23 +14,15 @@ fn main() {
     let guest_dir = manifest_dir.join("../guest-image");
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
     let target_dir = out_dir.join("guest");
-    println!("cargo:rerun-if-changed={}", guest_dir.join("src").display());
-    println!(
-        "cargo:rerun-if-changed={}",
-        guest_dir.join("Cargo.toml").display()
-    );
-    println!(
-        "cargo:rerun-if-changed={}",
-        guest_dir.join("linker.ld").display()
-    );
-    println!(
-        "cargo:rerun-if-changed={}",
-        guest_dir.join("build.rs").display()
-    );
-    println!(
-        "cargo:rerun-if-changed={}",
-        guest_dir.join(".cargo/config.toml").display()
-    );
+    for input in [
+        "src",
+        "Cargo.toml",
+        "linker.ld",
+        "build.rs",
+        ".cargo/config.toml",
+    ] {
+        println!("cargo:rerun-if-changed={}", guest_dir.join(input).display());
+    }
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);

@@ -176,11 +176,6 @@ impl DebugController {
         self.caps
     }
 
-    /// How the guest's own breakpoints are carried on this host.
-    pub fn carriage(&self) -> GuestCarriage {
-        self.carriage
-    }
-
     /// Calls `observer` with every new plan, starting with the current one.
     pub fn observe_plan(&self, observer: PlanObserver) {
         let state = self.lock();
@@ -244,15 +239,6 @@ impl DebugController {
         self.lock().hosts.get(&id).map(|r| r.hits)
     }
 
-    /// The ids of the host breakpoints, with their labels.
-    pub fn breakpoints(&self) -> Vec<(HostBpId, String, BreakSpec)> {
-        self.lock()
-            .hosts
-            .values()
-            .map(|r| (r.bp.id, r.label.clone(), r.bp.spec))
-            .collect()
-    }
-
     /// Adds a host breakpoint. Returns once every running vCPU runs a plan that includes it
     /// (armed or, with its reason, pending).
     pub fn add(&self, req: HostRequest) -> Result<HostBpId, Error> {
@@ -273,11 +259,7 @@ impl DebugController {
                 scope: req.scope,
             };
             let hosts: Vec<HostBreakpoint> = state.hosts.values().map(|r| r.bp).collect();
-            let competing = if guests_compete(self.carriage) {
-                state.guests.clone()
-            } else {
-                vec![GuestDrFile::default(); state.guests.len()]
-            };
+            let competing = self.competing_guests(&state);
             check_registration(state.policy, &hosts, &bp, &competing)?;
             state.next_id += 1;
             state.hosts.insert(
@@ -308,11 +290,7 @@ impl DebugController {
             scope,
         };
         let mut hosts: Vec<HostBreakpoint> = state.hosts.values().map(|r| r.bp).collect();
-        let competing = if guests_compete(self.carriage) {
-            state.guests.clone()
-        } else {
-            vec![GuestDrFile::default(); state.guests.len()]
-        };
+        let competing = self.competing_guests(&state);
         if check_registration(state.policy, &hosts, &trial, &competing).is_err() {
             return false;
         }
@@ -336,6 +314,16 @@ impl DebugController {
         drop(hold);
         self.publish(generation);
         Ok(())
+    }
+
+    /// The guest DR files a registration competes with: the real ones where guest slots take
+    /// physical slots, idle ones where the host checks the guest's DR7 apart (native carriage).
+    fn competing_guests(&self, state: &State) -> Vec<GuestDrFile> {
+        if guests_compete(self.carriage) {
+            state.guests.clone()
+        } else {
+            vec![GuestDrFile::default(); state.guests.len()]
+        }
     }
 
     /// Recomputes the plan; bumps the generation if any vCPU's physical plan changed.

@@ -75,6 +75,16 @@ pub trait DebugVcpu {
     fn fetch(&self, rip: u64) -> Vec<u8>;
 }
 
+/// The general registers as of the last exit: from `kvm_run` when KVM copies them there
+/// (`KVM_SYNC_X86_REGS`, no ioctl), else `KVM_GET_REGS`.
+pub fn exit_regs(fd: &VcpuFd, synced: bool) -> std::result::Result<kvm_regs, kvm_ioctls::Error> {
+    if synced {
+        Ok(fd.sync_regs().regs)
+    } else {
+        fd.get_regs()
+    }
+}
+
 /// A real vCPU and the guest memory it runs in.
 pub struct KvmDebugVcpu<'a> {
     /// The vCPU.
@@ -92,10 +102,7 @@ fn err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
 
 impl DebugVcpu for KvmDebugVcpu<'_> {
     fn regs(&self) -> Result<kvm_regs> {
-        if self.synced_regs {
-            return Ok(self.fd.sync_regs().regs);
-        }
-        self.fd.get_regs().map_err(err("KVM_GET_REGS"))
+        exit_regs(self.fd, self.synced_regs).map_err(err("KVM_GET_REGS"))
     }
 
     fn set_regs(&self, regs: &kvm_regs) -> Result<()> {

@@ -19,7 +19,7 @@ mod fake_vcpu;
 pub use action::{always, registers, HitContext, OnHit};
 pub use caps::DebugCaps;
 pub use controller::{DebugController, Error, HostRequest, PlanListener, PlanObserver};
-pub use kvm_vcpu::{DebugVcpu, GuestDebug, KvmDebugVcpu, KvmError};
+pub use kvm_vcpu::{exit_regs, DebugVcpu, GuestDebug, KvmDebugVcpu, KvmError};
 pub use vcpu_debug::{VcpuDebug, Verdict};
 
 use std::cell::Cell;

@@ -1,11 +1,13 @@
-//! The plan as people and tools see it: wire states for the API and `--events`, and a text
-//! table for `--show-plan`.
+//! The plan as people and tools see it: wire states for the API and `--events`, and text
+//! tables for `--show-plan` (the hardware slots, and the page watches).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use drvisor_api::{BreakpointState, VcpuDebugState};
 use drvisor_debug::{HostBpId, HostSummary, PhysSlot, Plan};
+
+use crate::watch::PageWatchState;
 
 /// Each vCPU's physical slots and guest slot states.
 pub fn vcpu_states(plan: &Plan) -> Vec<VcpuDebugState> {
@@ -77,6 +79,32 @@ pub fn describe(plan: &Plan, labels: &BTreeMap<HostBpId, String>) -> String {
             let _ = write!(out, "; vcpu{v} pending: {why}");
         }
         out.push('\n');
+    }
+    out
+}
+
+/// The page watches and the pages they trap, for `--show-plan`.
+pub fn describe_page_watches(watches: &[PageWatchState]) -> String {
+    let mut out = String::from("page watches (engine page):\n");
+    for w in watches {
+        let ranges: Vec<String> = w
+            .ranges
+            .iter()
+            .map(|(a, n)| format!("{a:#x}+{n}"))
+            .collect();
+        let traps: Vec<String> = w
+            .pages
+            .iter()
+            .map(|(p, m)| format!("{p:#x} {m:?}"))
+            .collect();
+        out.push_str(&format!(
+            "  #{} {} {}: armed by page protection on [{}] (pages: {})\n",
+            w.id,
+            w.label,
+            w.access,
+            ranges.join(", "),
+            traps.join(", ")
+        ));
     }
     out
 }

@@ -69,11 +69,7 @@ impl Vcpu {
 
     /// The general registers as of the last exit.
     fn regs(&self) -> Result<kvm_bindings::kvm_regs, kvm_ioctls::Error> {
-        if self.sync_regs {
-            Ok(self.fd.sync_regs().regs)
-        } else {
-            self.fd.get_regs()
-        }
+        crate::debug::exit_regs(&self.fd, self.sync_regs)
     }
 }
 

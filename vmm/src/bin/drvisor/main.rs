@@ -119,7 +119,10 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         tracing::info!("{} armed as #{} on the {engine} engine", r.label, id.0);
     }
     if args.show_plan && !vm.watch().states().is_empty() {
-        eprint!("drvisor: {}", describe_page_watches(vm.watch()));
+        eprint!(
+            "drvisor: {}",
+            plan_view::describe_page_watches(&vm.watch().states())
+        );
     }
     if pausing {
         resume_on_sigusr1(ctl)?;
@@ -141,32 +144,6 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
 }
 
 type EventSink = Arc<Mutex<Box<dyn Write + Send>>>;
-
-/// The page watches and the pages they trap, for `--show-plan`.
-fn describe_page_watches(pages: &drvisor::watch::PageWatchEngine) -> String {
-    let mut out = String::from("page watches (engine page):\n");
-    for w in pages.states() {
-        let ranges: Vec<String> = w
-            .ranges
-            .iter()
-            .map(|(a, n)| format!("{a:#x}+{n}"))
-            .collect();
-        let traps: Vec<String> = w
-            .pages
-            .iter()
-            .map(|(p, m)| format!("{p:#x} {m:?}"))
-            .collect();
-        out.push_str(&format!(
-            "  #{} {} {}: armed by page protection on [{}] (pages: {})\n",
-            w.id,
-            w.label,
-            w.access,
-            ranges.join(", "),
-            traps.join(", ")
-        ));
-    }
-    out
-}
 
 fn event_sink(args: &RunArgs) -> Result<EventSink, Failure> {
     let sink: Box<dyn Write + Send> = match &args.events {
