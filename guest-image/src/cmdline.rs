@@ -3,8 +3,9 @@
 //! The command line is NUL-terminated, space-separated `key=value` words:
 //! `scenario=NAME` (default `hello`), `count=N` (default 100; 1 for `ranges`), `ncpus=N`
 //! (default 1), `slots=LIST` (guest-dr; default `0,1,2,3`; element `S` or `S:T`: debug slot S
-//! watches `drv_target_T`, T defaults to S), `polls=N` (echo: LSR polls before giving up,
-//! default 500000). Unknown keys are ignored.
+//! watches `drv_target_T`, T defaults to S), `announce=0|1` (guest-dr; default 1: print DR7
+//! after arming it, so an exit separates the arming from the first call), `polls=N` (echo: LSR
+//! polls before giving up, default 500000). Unknown keys are ignored.
 //!
 //! Every CPU parses the (read-only) command line itself, so no CPU waits for another at boot.
 //! Everything is kept as byte slices: `core::str::from_utf8` is prebuilt with SSE.
@@ -53,6 +54,10 @@ pub struct Config {
     pub ncpus: u32,
     /// `slots[S] = Some(T)`: guest debug slot S watches `drv_target_T`.
     pub slots: [Option<u8>; 4],
+    /// guest-dr: whether the DR7 line is printed after arming (an exit before the first call).
+    pub announce: bool,
+    /// ranges: repeat until the host signals (`until=signal`).
+    pub until_signal: bool,
     /// echo: how many times to poll COM1's LSR for input before giving up.
     pub polls: u64,
     pub error: Option<Error>,
@@ -67,6 +72,8 @@ pub fn parse(start_info_paddr: u32) -> Config {
         count_given: false,
         ncpus: 1,
         slots: [Some(0), Some(1), Some(2), Some(3)],
+        announce: true,
+        until_signal: false,
         polls: DEFAULT_POLLS,
         error: None,
     };
@@ -108,6 +115,17 @@ pub fn parse(start_info_paddr: u32) -> Config {
             },
             b"slots" => parse_slots(value).map(|s| cfg.slots = s).is_some(),
             b"polls" => parse_u64(value).map(|n| cfg.polls = n).is_some(),
+            b"until" => {
+                cfg.until_signal = value == b"signal";
+                cfg.until_signal
+            }
+            b"announce" => match value {
+                b"0" | b"1" => {
+                    cfg.announce = value == b"1";
+                    true
+                }
+                _ => false,
+            },
             _ => true,
         };
         if !ok && cfg.error.is_none() {

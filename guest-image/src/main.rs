@@ -11,6 +11,7 @@
 mod access;
 mod boot;
 mod cmdline;
+mod host_signal;
 mod idt;
 mod mem;
 mod scenarios;

@@ -35,24 +35,33 @@ fn change_reaches_every_vcpu(vcpus: usize) -> Result<(), Failed> {
     let control = vm.run_control().clone();
     let runner = std::thread::spawn(move || vm.run());
 
-    // Let every vCPU enter the guest.
-    std::thread::sleep(Duration::from_millis(200));
-    let seen: Arc<Mutex<Vec<usize>>> = Arc::default();
-    let record = seen.clone();
+    // The guest runs until it is stopped below, so the change lands while it runs.
+    let seen: Arc<Mutex<Vec<(usize, u64)>>> = Arc::default();
+    let record = |seen: &Arc<Mutex<Vec<(usize, u64)>>>| {
+        let seen = seen.clone();
+        Arc::new(move |h: &HitContext| {
+            seen.lock().unwrap().push((h.vcpu, h.addr));
+            HitAction::Continue
+        })
+    };
     let id = ctl.add(HostRequest {
         spec: BreakSpec::exec(target)?,
         scope: Scope::Vm,
         label: "drv_target_2".into(),
-        on_hit: Arc::new(move |h: &HitContext| {
-            record.lock().unwrap().push(h.vcpu);
-            HitAction::Continue
-        }),
+        on_hit: record(&seen),
     })?;
     ensure(ctl.all_applied(), || {
         "add returned before every vCPU ran the new plan".into()
     })?;
-    wait_for("a hit on every vCPU", Duration::from_secs(60), || {
-        seen.lock().unwrap().iter().collect::<BTreeSet<_>>().len() == vcpus
+    let on_target = |seen: &Arc<Mutex<Vec<(usize, u64)>>>, addr: u64| {
+        let seen = seen.lock().unwrap();
+        seen.iter()
+            .filter(|(_, a)| *a == addr)
+            .map(|(v, _)| *v)
+            .collect::<BTreeSet<_>>()
+    };
+    wait_for("a hit on every vCPU", Duration::from_secs(120), || {
+        on_target(&seen, target).len() == vcpus
     })?;
 
     ctl.remove(id)?;
@@ -60,11 +69,36 @@ fn change_reaches_every_vcpu(vcpus: usize) -> Result<(), Failed> {
         "remove returned before every vCPU ran the new plan".into()
     })?;
     let after_remove = seen.lock().unwrap().len();
-    std::thread::sleep(Duration::from_millis(300));
-    let later = seen.lock().unwrap().len();
-    ensure(later == after_remove, || {
-        format!("{} hits after remove returned", later - after_remove)
+    // Progress, not time: every vCPU calls drv_target_3 right after drv_target_2 in its loop,
+    // so once each has hit a new breakpoint there twice, each has passed drv_target_2 since
+    // the removal returned.
+    let next = SymbolTable::from_elf(guest_image::ELF).resolve("drv_target_3")?;
+    let probe = ctl.add(HostRequest {
+        spec: BreakSpec::exec(next)?,
+        scope: Scope::Vm,
+        label: "drv_target_3".into(),
+        on_hit: record(&seen),
     })?;
+    wait_for(
+        "two more loops on every vCPU",
+        Duration::from_secs(120),
+        || {
+            let seen = seen.lock().unwrap();
+            (0..vcpus).all(|v| {
+                seen[after_remove..]
+                    .iter()
+                    .filter(|(vcpu, a)| *vcpu == v && *a == next)
+                    .count()
+                    >= 2
+            })
+        },
+    )?;
+    ctl.remove(probe)?;
+    let late = seen.lock().unwrap()[after_remove..]
+        .iter()
+        .filter(|(_, a)| *a == target)
+        .count();
+    ensure(late == 0, || format!("{late} hits after remove returned"))?;
 
     control.finish(Outcome::Requested);
     let outcome = runner.join().map_err(|_| "run thread panicked")??;
@@ -96,14 +130,29 @@ fn page_watches_while_running() -> Result<(), Failed> {
     use drvisor_watch::Access;
 
     let buf = SymbolTable::from_elf(guest_image::ELF).resolve("drv_range_buf")?;
-    let cmdline = "scenario=ranges count=1500 ncpus=1";
+    // The guest repeats its accesses until signalled, printing `running=R` after each
+    // repetition: every step below waits for the guest's progress, never for time.
+    let cmdline = "scenario=ranges until=signal ncpus=1";
     let console: Arc<Mutex<Vec<u8>>> = Arc::default();
     let mut config = VmConfig::new(guest_image::kernel(), cmdline);
     config.console = drvisor::Console::Writer(Box::new(SharedWriter(console.clone())));
     let vm = Vm::try_from(config)?;
     let pages = vm.watch().clone();
+    let signal = vm.host_signal().clone();
     let runner = std::thread::spawn(move || vm.run());
-    std::thread::sleep(Duration::from_millis(100));
+    let repetitions = || {
+        let text = String::from_utf8_lossy(&console.lock().unwrap()).into_owned();
+        text.lines()
+            .filter_map(|l| l.split("running=").nth(1))
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .last()
+            .unwrap_or(0)
+    };
+    wait_for(
+        "the guest's first repetition",
+        Duration::from_secs(120),
+        || repetitions() >= 1,
+    )?;
 
     let seen: Arc<Mutex<usize>> = Arc::default();
     let mut ids = Vec::new();
@@ -126,14 +175,21 @@ fn page_watches_while_running() -> Result<(), Failed> {
             }),
         })?);
     }
-    wait_for("page hits while running", Duration::from_secs(60), || {
+    wait_for("page hits while running", Duration::from_secs(120), || {
         *seen.lock().unwrap() > 50
     })?;
     for id in ids {
         pages.remove(id)?;
     }
     let after_remove = *seen.lock().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Two more repetitions start after removal returned: at least one whole repetition, which
+    // touches every watched range, runs with the watches gone.
+    let at_remove = repetitions();
+    wait_for(
+        "two repetitions after removal",
+        Duration::from_secs(120),
+        || repetitions() >= at_remove + 2,
+    )?;
     ensure(*seen.lock().unwrap() == after_remove, || {
         "hits after removal returned".into()
     })?;
@@ -141,12 +197,14 @@ fn page_watches_while_running() -> Result<(), Failed> {
         format!("{:?}", pages.layout().slots())
     })?;
 
+    signal.raise();
     let outcome = runner.join().map_err(|_| "run thread panicked")??;
     let text = String::from_utf8_lossy(&console.lock().unwrap()).into_owned();
     ensure(outcome == Outcome::GuestExit { status: 0 }, || {
         format!("{outcome}\n{text}")
     })?;
-    let bare = crate::common::drvisor(&["run", "--scenario", "ranges", "--cmdline", "count=1500"]);
+    // The buffer's final contents do not depend on how many repetitions ran.
+    let bare = crate::common::drvisor(&["run", "--scenario", "ranges", "--cmdline", "count=3"]);
     let checksum = |t: &str| {
         t.lines()
             .find(|l| l.contains("checksum="))

@@ -11,7 +11,10 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::boot::{self, Entry, KernelImage};
 use crate::cpu;
 use crate::debug::{DebugCaps, DebugController};
-use crate::devices::{ExitPort, PioBus, SerialConsole, COM1_BASE, COM1_GSI, EXIT_PORT};
+use crate::devices::{
+    ExitPort, HostSignal, HostSignalPort, PioBus, SerialConsole, COM1_BASE, COM1_GSI, EXIT_PORT,
+    HOST_SIGNAL_PORT,
+};
 use crate::event_loop::{self, Subscriber};
 use crate::memory;
 use crate::outcome::Outcome;
@@ -136,6 +139,7 @@ pub struct Vm {
     entry: Entry,
     debug: Arc<DebugController>,
     watch: Arc<PageWatchEngine>,
+    host_signal: Arc<HostSignal>,
 }
 
 fn kvm_err(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
@@ -212,6 +216,12 @@ impl TryFrom<VmConfig> for Vm {
             1,
             Arc::new(Mutex::new(ExitPort::new(control.clone()))),
         );
+        let host_signal = Arc::new(HostSignal::default());
+        bus.insert(
+            HOST_SIGNAL_PORT,
+            1,
+            Arc::new(Mutex::new(HostSignalPort(host_signal.clone()))),
+        );
 
         let supported = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
@@ -261,6 +271,7 @@ impl TryFrom<VmConfig> for Vm {
             entry,
             debug,
             watch,
+            host_signal,
         })
     }
 }
@@ -312,6 +323,11 @@ impl Vm {
     /// The page-protection watch engine: watches of any length and number.
     pub fn watch(&self) -> &Arc<PageWatchEngine> {
         &self.watch
+    }
+
+    /// The host's signal to the guest (port 0xf5), for guests that wait for the host.
+    pub fn host_signal(&self) -> &Arc<HostSignal> {
+        &self.host_signal
     }
 
     /// The run's shared control, to end it from outside.

@@ -2,7 +2,14 @@
 //!
 //! For each `slots=` element S[:T]: DR<S> = &drv_target_T, DR7.L<S> = 1 with RW=00 LEN=00
 //! (instruction breakpoint), plus DR7 bits 8/9 (LE/GE) and 10 (reserved, 1). Then the `exec`
-//! loop runs, then DR7 = 0. Output (always every line, even when the host stole slots):
+//! loop runs, then DR7 = 0.
+//!
+//! With `announce=1` (the default) the DR7 line is printed after DR7 is written: the port
+//! writes are exits, so a VMM that cannot trap MOV DR (SVM) has seen the new DR7 before the
+//! first call. With `announce=0` it is printed before, and nothing separates the DR7 write from
+//! the first call: the window that such a VMM documents.
+//!
+//! Output (always every line, even when the host stole slots):
 //!   drv: scenario=guest-dr dr7=0x..
 //!   drv: scenario=guest-dr target=K calls=C                 (K = 0..3)
 //!   drv: scenario=guest-dr slot=S target=T hits=H dr6=0x..  (each enabled slot; dr6 = last
@@ -80,9 +87,13 @@ pub fn run(cfg: &Config) -> ! {
         }
     }
     ENABLED.store(enabled, Ordering::Relaxed);
-    serial::line().s("scenario=guest-dr dr7=").hex(dr7);
-
-    dr::write_dr7(dr7);
+    if cfg.announce {
+        dr::write_dr7(dr7);
+        serial::line().s("scenario=guest-dr dr7=").hex(dr7);
+    } else {
+        serial::line().s("scenario=guest-dr dr7=").hex(dr7);
+        dr::write_dr7(dr7);
+    }
     exec_loop(cfg.count);
     dr::write_dr7(0);
 

@@ -95,10 +95,27 @@ const READ_SUM_PER_REPEAT: u64 = read_sum_per_repeat();
 pub static mut drv_range_buf: [u8; BUF_SIZE] = initial();
 
 pub fn run(cfg: &Config) -> ! {
-    let repeats = if cfg.count_given { cfg.count } else { 1 };
+    // `until=signal`: repeat until the host signals (port 0xf5), at least once, and print the
+    // number of repetitions done after each, so a test changes watches while the guest surely
+    // runs, however fast this host runs it.
+    let until_signal = cfg.until_signal;
+    let repeats_wanted = if cfg.count_given { cfg.count } else { 1 };
     let base = &raw mut drv_range_buf as *mut u8;
     let mut read_sum: u64 = 0;
-    for _ in 0..repeats {
+    let mut repeats: u64 = 0;
+    loop {
+        if until_signal {
+            if repeats > 0 {
+                // Progress a test can wait for: `repeats` repetitions are done.
+                serial::line().s("scenario=ranges running=").dec(repeats);
+                if crate::host_signal::raised() {
+                    break;
+                }
+            }
+        } else if repeats == repeats_wanted {
+            break;
+        }
+        repeats += 1;
         for k in 0..CELLS {
             let cell = k * CELL_SIZE;
             for j in 0..=(k % 5) {

@@ -5,12 +5,16 @@
 //! first-fit from DR0 upwards, so the two owners only meet when the slots run out. The guest's
 //! virtual slot n may therefore live in physical slot m, and the plan records that map. The
 //! [`Policy`] only decides who is placed first when both do not fit.
+//!
+//! A host breakpoint and a guest slot that ask for the same address, kind and length share one
+//! physical slot ([`PhysSlot::Shared`]): the hardware fires once per access either way, and
+//! each hit goes to both owners, so sharing saves a slot without changing what either sees.
 
 use std::collections::BTreeMap;
 
 use crate::{
-    Dr7, DrKind, GuestDrFile, GuestSlotState, HostBpId, HostBreakpoint, HostState, PendingReason,
-    PhysSlot, Plan, Policy, Scope, Slot, VcpuId, VcpuPlan,
+    Dr7, DrKind, DrLen, GuestDrFile, GuestSlotState, HostBpId, HostBreakpoint, HostState,
+    PendingReason, PhysSlot, Plan, Policy, Scope, Slot, VcpuId, VcpuPlan,
 };
 
 /// Why [`check_registration`] refuses a new host breakpoint.
@@ -116,11 +120,11 @@ pub fn plan(policy: Policy, hosts: &[HostBreakpoint], guests: &[GuestDrFile]) ->
             .filter(|h| h.scope.covers(vcpu))
             .collect();
         if policy.guest_placed_first() {
-            placer.place_guest();
+            placer.place_guest(&here);
             placer.place_hosts(policy, &here, &mut host_states);
         } else {
             placer.place_hosts(policy, &here, &mut host_states);
-            placer.place_guest();
+            placer.place_guest(&here);
         }
         let (vcpu_plan, guest_state) = placer.finish(&here);
         vcpus.push(vcpu_plan);
@@ -165,6 +169,14 @@ impl<'a> Placer<'a> {
     ) {
         for (rank, h) in here.iter().enumerate() {
             let state = states.entry(h.id).or_default();
+            if let Some((phys, virt)) = self.guest_slot_like(h) {
+                self.slots[phys.index()] = PhysSlot::Shared {
+                    host: h.id,
+                    guest: virt,
+                };
+                state.armed.insert(self.vcpu, phys);
+                continue;
+            }
             match Slot::ALL.into_iter().rev().find(|s| self.free(*s)) {
                 Some(phys) => {
                     self.slots[phys.index()] = PhysSlot::Host(h.id);
@@ -183,22 +195,58 @@ impl<'a> Placer<'a> {
         }
     }
 
-    /// Guest-enabled virtual slots in ascending order, each into the lowest free slot.
-    fn place_guest(&mut self) {
+    /// The guest's DR fields for virtual slot `virt`: address, RW, LEN.
+    fn guest_fields(&self, virt: Slot) -> (u64, DrKind, DrLen) {
+        let dr7 = self.guest.dr7;
+        (self.guest.dr[virt.index()], dr7.rw(virt), dr7.len(virt))
+    }
+
+    /// A physical slot already holding a guest virtual slot that asks for exactly what `h`
+    /// asks for.
+    fn guest_slot_like(&self, h: &HostBreakpoint) -> Option<(Slot, Slot)> {
+        let (rw, len) = h.spec.to_dr7_fields();
+        Slot::ALL
+            .into_iter()
+            .find_map(|phys| match self.slots[phys.index()] {
+                PhysSlot::Guest(virt) => {
+                    (self.guest_fields(virt) == (h.spec.addr(), rw, len)).then_some((phys, virt))
+                }
+                _ => None,
+            })
+    }
+
+    /// A physical slot already holding a host breakpoint (alone) that asks for exactly what
+    /// guest virtual slot `virt` asks for.
+    fn host_slot_like(&self, virt: Slot, here: &[&HostBreakpoint]) -> Option<(Slot, HostBpId)> {
+        let want = self.guest_fields(virt);
+        Slot::ALL
+            .into_iter()
+            .find_map(|phys| match self.slots[phys.index()] {
+                PhysSlot::Host(id) => {
+                    let h = here.iter().find(|h| h.id == id)?;
+                    let (rw, len) = h.spec.to_dr7_fields();
+                    ((h.spec.addr(), rw, len) == want).then_some((phys, id))
+                }
+                _ => None,
+            })
+    }
+
+    /// Guest-enabled virtual slots in ascending order, each sharing the slot of a host
+    /// breakpoint that asks for the same, or else into the lowest free slot.
+    fn place_guest(&mut self, here: &[&HostBreakpoint]) {
         for virt in self.guest.claimed_slots() {
             let state = if self.guest.dr7.rw(virt) == DrKind::Io {
                 GuestSlotState::Pending {
                     reason: PendingReason::IoBreakpoint,
                 }
+            } else if let Some((phys, host)) = self.host_slot_like(virt, here) {
+                self.slots[phys.index()] = PhysSlot::Shared { host, guest: virt };
+                GuestSlotState::Armed { phys }
             } else if let Some(phys) = Slot::ALL.into_iter().find(|s| self.free(*s)) {
                 self.slots[phys.index()] = PhysSlot::Guest(virt);
                 GuestSlotState::Armed { phys }
             } else {
-                let host_slots = self
-                    .slots
-                    .iter()
-                    .filter(|s| matches!(s, PhysSlot::Host(_)))
-                    .count();
+                let host_slots = self.slots.iter().filter(|s| s.host().is_some()).count();
                 GuestSlotState::Pending {
                     reason: PendingReason::HeldByHost { host_slots },
                 }
@@ -223,10 +271,10 @@ impl<'a> Placer<'a> {
                     // Unreachable: only breakpoints from `here` were placed.
                     None => continue,
                 },
-                PhysSlot::Guest(virt) => {
+                // A shared slot's two owners ask for the same fields: the guest's serve both.
+                PhysSlot::Guest(virt) | PhysSlot::Shared { guest: virt, .. } => {
                     plan.virt_to_phys[virt.index()] = Some(phys);
-                    let dr7 = self.guest.dr7;
-                    (self.guest.dr[virt.index()], dr7.rw(virt), dr7.len(virt))
+                    self.guest_fields(virt)
                 }
             };
             plan.dr[phys.index()] = addr;
@@ -247,7 +295,8 @@ impl<'a> Placer<'a> {
 /// Under every policy: refuses an id already in `hosts` and a scope naming a vCPU that does not
 /// exist. Under [`Policy::Deny`] only: refuses `new` when, on some vCPU it covers where the
 /// guest has slots enabled, the host breakpoints already covering it plus `new` plus the
-/// guest's enabled slots exceed four, i.e. when `new` could only be armed there by taking a
+/// guest's enabled slots need more than four physical slots (a host breakpoint identical to a
+/// guest slot shares it and needs none), i.e. when `new` could only be armed there by taking a
 /// guest slot. On vCPUs where the guest enables nothing, a surplus host breakpoint starves no
 /// one and is merely pending. Under the other policies a surplus is resolved by placement and
 /// reported in the [`Plan`], so this returns `Ok`.
@@ -272,7 +321,9 @@ pub fn check_registration(
     if policy != Policy::Deny {
         return Ok(());
     }
-    let hosts = by_id(hosts);
+    let mut with_new = hosts.to_vec();
+    with_new.push(new.clone());
+    let with_new = by_id(&with_new);
     for (vcpu, guest) in vcpus_of(guests) {
         if !new.scope.covers(vcpu) {
             continue;
@@ -281,13 +332,31 @@ pub fn check_registration(
         if guest_slots == 0 {
             continue;
         }
-        let host_slots = hosts.iter().filter(|h| h.scope.covers(vcpu)).count();
-        if host_slots + 1 + guest_slots > Slot::ALL.len() {
+        // Place the host breakpoints first, `new` among them: if a guest slot is then left
+        // without one, `new` could only be armed by taking it. Sharing is counted: a host
+        // breakpoint identical to a guest slot takes nothing from it.
+        let here: Vec<&HostBreakpoint> = with_new
+            .iter()
+            .copied()
+            .filter(|h| h.scope.covers(vcpu))
+            .collect();
+        let mut placer = Placer::new(vcpu, guest);
+        placer.place_hosts(Policy::HostFirst, &here, &mut BTreeMap::new());
+        placer.place_guest(&here);
+        let starved = placer.guest_state.iter().any(|s| {
+            matches!(
+                s,
+                GuestSlotState::Pending {
+                    reason: PendingReason::HeldByHost { .. }
+                }
+            )
+        });
+        if starved {
             return Err(ArbiterError::WouldStarveGuest {
                 id: new.id,
                 vcpu,
                 guest_slots,
-                host_slots,
+                host_slots: here.len() - 1,
             });
         }
     }
@@ -455,6 +524,80 @@ mod tests {
             (0x7000, DrKind::ReadWrite, DrLen::Eight)
         );
         assert_eq!(p.virt_to_phys, [None, None, Some(S::DR0), None]);
+    }
+
+    /// A guest enabling exec breakpoints in `virt` slots on the addresses of host breakpoints
+    /// `ids` (see [`host`]): slot i on host `ids[i]`'s address.
+    fn guest_on_hosts(virt: &[Slot], ids: &[u32]) -> GuestDrFile {
+        let mut file = GuestDrFile::default();
+        for (v, id) in virt.iter().zip(ids) {
+            file.dr[v.index()] = host(*id, Scope::Vm).spec.addr();
+            file.dr7 = file
+                .dr7
+                .with_local(*v, true)
+                .with_rw(*v, DrKind::Exec)
+                .with_len(*v, DrLen::One);
+        }
+        file
+    }
+
+    #[test]
+    fn identical_host_and_guest_breakpoints_share_a_slot_under_every_policy() {
+        let shared = |id: u32, virt: Slot| PhysSlot::Shared {
+            host: HostBpId(id),
+            guest: virt,
+        };
+        for policy in Policy::ALL {
+            // The guest's four slots on hosts 1-4's addresses, and host 1 and 3: four slots
+            // suffice, and nobody is pending.
+            let file = guest_on_hosts(&S::ALL, &[1, 2, 3, 4]);
+            let plan = plan(policy, &vm_hosts(&[1, 3]), &[file]);
+            let p = &plan.vcpus[0];
+            let want = if policy.guest_placed_first() {
+                [
+                    shared(1, S::DR0),
+                    Guest(S::DR1),
+                    shared(3, S::DR2),
+                    Guest(S::DR3),
+                ]
+            } else {
+                [
+                    Guest(S::DR1),
+                    Guest(S::DR3),
+                    shared(3, S::DR2),
+                    shared(1, S::DR0),
+                ]
+            };
+            assert_eq!(p.slots, want, "{policy}");
+            assert!(plan.guest_states[0]
+                .iter()
+                .all(|s| matches!(s, Armed { .. })));
+            assert!(plan
+                .host_states
+                .values()
+                .all(|s| s.summary() == HostSummary::Armed));
+            for (id, virt) in [(1, S::DR0), (3, S::DR2)] {
+                let phys = p.phys_of_host(HostBpId(id)).expect("armed");
+                assert_eq!(p.phys_of_guest(virt), Some(phys));
+                assert_eq!(p.phys_of(shared(id, virt)), Some(phys));
+            }
+            // Only the exact same request shares: another length is a slot of its own.
+            let mut other_len = file;
+            other_len.dr7 = other_len.dr7.with_len(S::DR0, DrLen::Two);
+            let apart = super::plan(policy, &vm_hosts(&[1]), &[other_len]);
+            assert!(!apart.vcpus[0]
+                .slots
+                .iter()
+                .any(|s| matches!(s, PhysSlot::Shared { .. })));
+            // Deny lets a host breakpoint in that shares instead of starving the guest.
+            let sharing = host(2, Scope::Vm);
+            assert_eq!(
+                check_registration(Policy::Deny, &vm_hosts(&[1]), &sharing, &[file]),
+                Ok(())
+            );
+            let starving = host(9, Scope::Vm);
+            assert!(check_registration(Policy::Deny, &vm_hosts(&[1]), &starving, &[file]).is_err());
+        }
     }
 
     #[test]

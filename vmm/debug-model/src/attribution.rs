@@ -104,6 +104,7 @@ impl fmt::Display for Attribution {
 /// |---|---|
 /// | Bm, slot m holds host breakpoint h | `host_hits` (h, m, its RW) |
 /// | Bm, slot m holds guest virtual slot n | guest Bn (the guest's numbering) |
+/// | Bm, slot m shared by host breakpoint h and guest virtual slot n | both: `host_hits` (h) and guest Bn |
 /// | Bm, slot m free | guest Bm unchanged: the CPU may set Bm for a disabled slot (SDM 17.2.3), and the guest would have seen it without a VMM |
 /// | BS, `host_single_step` | [`VmmEvent::SingleStep`] only: the guest did not ask for the step |
 /// | BS, not `host_single_step` | guest BS (its own RFLAGS.TF) |
@@ -130,6 +131,14 @@ pub fn attribute(dr6: Dr6, plan: &VcpuPlan, ctx: AttributionContext) -> Attribut
                 kind: plan.dr7.rw(phys),
             }),
             PhysSlot::Guest(virt) => guest = guest.with_hit(virt, true),
+            PhysSlot::Shared { host, guest: virt } => {
+                host_hits.push(HostHit {
+                    id: host,
+                    phys,
+                    kind: plan.dr7.rw(phys),
+                });
+                guest = guest.with_hit(virt, true);
+            }
             PhysSlot::Free => guest = guest.with_hit(phys, true),
         }
     }

@@ -19,6 +19,39 @@ pub enum PhysSlot {
     Host(HostBpId),
     /// The guest's virtual slot (its DRn), which may differ from the physical slot number.
     Guest(Slot),
+    /// A host breakpoint and a guest virtual slot that ask for the same address, kind and
+    /// length: one physical slot serves both, and each hit goes to both owners.
+    Shared {
+        /// The host breakpoint.
+        host: HostBpId,
+        /// The guest's virtual slot.
+        guest: Slot,
+    },
+}
+
+impl PhysSlot {
+    /// The host breakpoint this slot serves, alone or shared.
+    pub fn host(self) -> Option<HostBpId> {
+        match self {
+            PhysSlot::Host(id) | PhysSlot::Shared { host: id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The guest virtual slot this slot serves, alone or shared.
+    pub fn guest(self) -> Option<Slot> {
+        match self {
+            PhysSlot::Guest(virt) | PhysSlot::Shared { guest: virt, .. } => Some(virt),
+            _ => None,
+        }
+    }
+
+    /// Each owner on its own: a shared slot is two owners.
+    pub fn owners(self) -> impl Iterator<Item = PhysSlot> {
+        let host = self.host().map(PhysSlot::Host);
+        let guest = self.guest().map(PhysSlot::Guest);
+        host.into_iter().chain(guest)
+    }
 }
 
 impl fmt::Display for PhysSlot {
@@ -27,6 +60,7 @@ impl fmt::Display for PhysSlot {
             PhysSlot::Free => f.write_str("free"),
             PhysSlot::Host(id) => write!(f, "host {id}"),
             PhysSlot::Guest(virt) => write!(f, "guest {virt}"),
+            PhysSlot::Shared { host, guest } => write!(f, "host {host} + guest {guest}"),
         }
     }
 }
@@ -69,7 +103,7 @@ impl VcpuPlan {
     /// own and equals what the guest wrote (modulo the slot number), so a VMM may also leave
     /// guest debug off and let KVM load the guest's registers directly.
     pub fn has_host_slots(&self) -> bool {
-        self.slots.iter().any(|s| matches!(s, PhysSlot::Host(_)))
+        self.slots.iter().any(|s| s.host().is_some())
     }
 
     /// The physical slot holding guest virtual slot `virt`, if armed.
@@ -77,11 +111,24 @@ impl VcpuPlan {
         self.virt_to_phys[virt.index()]
     }
 
-    /// The physical slot holding host breakpoint `id`, if armed on this vCPU.
+    /// The physical slot holding host breakpoint `id`, alone or shared, if armed on this vCPU.
     pub fn phys_of_host(&self, id: HostBpId) -> Option<Slot> {
         Slot::ALL
             .into_iter()
-            .find(|s| self.slots[s.index()] == PhysSlot::Host(id))
+            .find(|s| self.slots[s.index()].host() == Some(id))
+    }
+
+    /// The physical slot serving `owner` (a host breakpoint or a guest virtual slot; a shared
+    /// owner names the slot holding both).
+    pub fn phys_of(&self, owner: PhysSlot) -> Option<Slot> {
+        match owner {
+            PhysSlot::Free => None,
+            PhysSlot::Host(id) => self.phys_of_host(id),
+            PhysSlot::Guest(virt) => self.phys_of_guest(virt),
+            shared @ PhysSlot::Shared { .. } => Slot::ALL
+                .into_iter()
+                .find(|s| self.slots[s.index()] == shared),
+        }
     }
 
     /// The owner of physical slot `phys`.
@@ -334,5 +381,14 @@ mod tests {
         }
         assert_eq!(PhysSlot::Host(HostBpId(4)).to_string(), "host #4");
         assert_eq!(PhysSlot::Guest(Slot::DR1).to_string(), "guest DR1");
+        let shared = PhysSlot::Shared {
+            host: HostBpId(2),
+            guest: Slot::DR0,
+        };
+        assert_eq!(shared.to_string(), "host #2 + guest DR0");
+        assert_eq!(
+            shared.owners().collect::<Vec<_>>(),
+            [PhysSlot::Host(HostBpId(2)), PhysSlot::Guest(Slot::DR0)]
+        );
     }
 }

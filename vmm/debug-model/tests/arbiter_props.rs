@@ -230,6 +230,20 @@ fn check_invariants(
                     prop_assert_eq!((p.dr7.rw(phys), p.dr7.len(phys)), h.spec.to_dr7_fields());
                     prop_assert_eq!(plan.host_states[&id].armed.get(&vcpu), Some(&phys));
                 }
+                PhysSlot::Shared { host, guest: virt } => {
+                    // Both owners ask for exactly what the slot holds.
+                    let h = hosts
+                        .iter()
+                        .find(|h| h.id == host)
+                        .expect("placed host exists");
+                    let spec = guest
+                        .guest_spec(virt)
+                        .expect("placed guest slot is enabled");
+                    prop_assert_eq!(p.dr[phys.index()], h.spec.addr());
+                    prop_assert_eq!(spec.addr, h.spec.addr());
+                    prop_assert_eq!((spec.rw, spec.len), h.spec.to_dr7_fields());
+                    prop_assert_eq!(p.phys_of_guest(virt), Some(phys));
+                }
                 PhysSlot::Guest(virt) => {
                     // The guest's request is reproduced exactly in the physical slot.
                     let spec = guest
@@ -358,6 +372,11 @@ proptest! {
                         hits.push(Hit::Guest(virt));
                         want_guest.insert(virt);
                     }
+                    PhysSlot::Shared { host, guest } => {
+                        hits.push(Hit::Host(host));
+                        want_hosts.insert(host);
+                        want_guest.insert(guest);
+                    }
                     PhysSlot::Free => {}
                 }
             }
@@ -367,7 +386,7 @@ proptest! {
             prop_assert_eq!(got.host_hits.len(), want_hosts.len());
             prop_assert_eq!(got_hosts, want_hosts);
             for hit in &got.host_hits {
-                prop_assert_eq!(p.owner_of(hit.phys), PhysSlot::Host(hit.id));
+                prop_assert_eq!(p.owner_of(hit.phys).host(), Some(hit.id));
             }
             prop_assert_eq!(got.guest_hits().collect::<BTreeSet<_>>(), want_guest.clone());
             prop_assert_eq!(got.guest_dr6.is_some(), !want_guest.is_empty());
@@ -398,6 +417,11 @@ proptest! {
                         prop_assert!(got.host_hits.iter().any(|h| h.id == id && h.phys == phys));
                     }
                     PhysSlot::Guest(virt) => prop_assert!(guest_hits.contains(&virt)),
+                    PhysSlot::Shared { host, guest } => {
+                        host_count += 1;
+                        prop_assert!(got.host_hits.iter().any(|h| h.id == host && h.phys == phys));
+                        prop_assert!(guest_hits.contains(&guest));
+                    }
                     PhysSlot::Free => prop_assert!(guest_hits.contains(&phys)),
                 }
             }

@@ -12,8 +12,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use drvisor_debug::{
-    check_registration, guests_compete, plan_for, ArbiterError, BreakSpec, GuestCarriage,
-    GuestDrFile, HostBpId, HostBreakpoint, Plan, Policy, Scope, VcpuPlan,
+    check_registration, guests_compete, plan_for, ArbiterError, BreakSpec, DrKind, GuestCarriage,
+    GuestDrFile, HostBpId, HostBreakpoint, Plan, Policy, Scope, Slot, VcpuPlan,
 };
 
 use super::action::OnHit;
@@ -103,7 +103,13 @@ pub struct DebugController {
     on_plan: Mutex<Option<PlanObserver>>,
     /// Called after every plan change, outside the controller's lock (engine migration).
     listeners: Mutex<Vec<PlanListener>>,
+    /// Guest slots placed only at the exit after the guest armed them (see
+    /// [`DebugController::report_late_guest_slot`]).
+    late_guest_slots: AtomicU64,
 }
+
+/// How many late guest slots are described one by one; the rest are only counted.
+const LATE_SLOTS_SHOWN: u64 = 4;
 
 /// Called with the new plan after it changed, outside the controller's lock, on the thread
 /// that changed it (possibly a vCPU thread, never inside `KVM_RUN`).
@@ -155,6 +161,7 @@ impl DebugController {
             detached: AtomicBool::new(false),
             on_plan: Mutex::new(None),
             listeners: Mutex::new(Vec::new()),
+            late_guest_slots: AtomicU64::new(0),
         }
     }
 
@@ -436,6 +443,33 @@ impl DebugController {
         if physical {
             self.control.kicker.kick_all();
         }
+    }
+
+    /// vCPU `index` found, at an exit, that the guest had armed its virtual slot `virt` (`kind`
+    /// at `addr`) since the previous exit, while host debugging was on. On hosts that carry
+    /// guest slots physically and cannot trap MOV DR (SVM: KVM emulates the guest's MOV DR in
+    /// the kernel and tells no one), the slot was not in hardware until now, so any hit in
+    /// between was lost. Each one is counted, and the first few are described.
+    pub(crate) fn report_late_guest_slot(&self, index: usize, virt: Slot, addr: u64, kind: DrKind) {
+        let n = self.late_guest_slots.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= LATE_SLOTS_SHOWN {
+            tracing::warn!(
+                "vcpu{index}: the guest armed its {virt} ({kind:?} at {addr:#x}) while host \
+                 breakpoints were loaded; this host cannot trap MOV DR, so drvisor placed it only \
+                 at the next exit: a hit between the guest's write and that exit was not \
+                 delivered{}",
+                if n == LATE_SLOTS_SHOWN {
+                    " (further late slots are counted, not shown)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+
+    /// How many guest slots were placed late (see [`Self::report_late_guest_slot`]).
+    pub fn late_guest_slots(&self) -> u64 {
+        self.late_guest_slots.load(Ordering::Relaxed)
     }
 
     /// Counts a hit of `id` and returns what dispatching it needs.

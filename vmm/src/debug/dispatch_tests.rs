@@ -505,3 +505,90 @@ fn a_stepped_mov_dr_is_re_read() {
         drvisor_debug::GuestSlotState::Native
     );
 }
+
+#[test]
+fn identical_host_and_guest_breakpoints_share_a_slot_and_both_get_the_hit() {
+    let mut rig = Rig::new(DebugCaps::svm_like(), Policy::HostFirst);
+    // The guest's four slots are busy, DR2 on the host's address: sharing makes room.
+    rig.guest_programs([0x5000, 0x6000, 0x7000, 0x8000], 0x400 | 0x55);
+    let host = rig.add(exec(0x7000), HitAction::Continue);
+    let plan = rig.ctl.plan();
+    let phys = plan.vcpus[0].phys_of_host(host).expect("armed");
+    assert_eq!(
+        plan.vcpus[0].phys_of_guest(drvisor_debug::Slot::DR2),
+        Some(phys)
+    );
+    assert!(plan.guest_states[0]
+        .iter()
+        .all(|s| matches!(s, drvisor_debug::GuestSlotState::Armed { .. })));
+    rig.exit(DR6_INIT | 1 << phys.number(), 0x7000);
+    assert_eq!(
+        rig.hit_ids(),
+        vec![(host.0, phys.number() as u8, BreakKind::Exec)]
+    );
+    assert_eq!(
+        rig.fake.0.borrow().injected,
+        vec![DR6_INIT | 1 << 2],
+        "the guest sees its own B2"
+    );
+}
+
+#[test]
+fn a_plan_with_guest_slots_only_runs_with_guest_debug_off() {
+    let mut rig = Rig::new(DebugCaps::svm_like(), Policy::HostFirst);
+    let host = rig.add(exec(0x1000), HitAction::Continue);
+    rig.guest_programs([0x5000, 0, 0, 0], 0x401);
+    rig.exit(DR6_INIT | 1 << 3, 0x1000);
+    assert!(rig.fake.installed().hw_bp);
+    rig.ctl.remove(host).unwrap();
+    rig.vcpu.before_entry(&rig.fake).unwrap();
+    assert_eq!(
+        rig.ctl.plan().guest_states[0][0],
+        drvisor_debug::GuestSlotState::Armed {
+            phys: drvisor_debug::Slot::DR0
+        }
+    );
+    // KVM loads the guest's own DRs then: its changes take effect without waiting for an exit.
+    assert!(!rig.fake.installed().is_on());
+}
+
+#[test]
+fn a_guest_slot_armed_between_exits_is_reported_where_mov_dr_cannot_be_trapped() {
+    for (caps, late) in [
+        (DebugCaps::svm_like(), 1),
+        (DebugCaps::vmx_like(), 0),
+        (THIS_HOST, 0),
+    ] {
+        let mut rig = Rig::new(caps, Policy::HostFirst);
+        rig.add(exec(0x1000), HitAction::Continue);
+        rig.guest_programs([0x5000, 0, 0, 0], 0x401);
+        rig.exit(DR6_INIT | 1 << 3, 0x1000);
+        // Seen once: the same DRs at the next exit are not late again.
+        rig.exit(DR6_INIT | 1 << 3, 0x1000);
+        assert_eq!(rig.ctl.late_guest_slots(), late, "{caps:?}");
+    }
+}
+
+#[test]
+fn late_slots_are_new_or_changed_enabled_slots() {
+    use drvisor_debug::{Dr7, GuestDrFile, Slot};
+    let file = |dr: [u64; 4], dr7: u64| GuestDrFile {
+        dr,
+        dr6: Dr6::INIT,
+        dr7: Dr7::from_bits(dr7),
+    };
+    let none = file([0; 4], 0x400);
+    let one = file([0x5000, 0, 0, 0], 0x401);
+    let moved = file([0x6000, 0, 0, 0], 0x401);
+    let io = file([0, 0x80, 0, 0], 0x400 | 1 << 2 | 0b10 << 20);
+    let table = [
+        (none, one, vec![Slot::DR0]),
+        (one, one, vec![]),
+        (one, moved, vec![Slot::DR0]),
+        (one, none, vec![]),
+        (none, io, vec![]),
+    ];
+    for (before, now, want) in table {
+        assert_eq!(super::vcpu_debug::late_slots(&before, &now), want);
+    }
+}

@@ -20,6 +20,7 @@ pub fn vcpu_states(plan: &Plan) -> Vec<VcpuDebugState> {
                 PhysSlot::Free => "free".to_owned(),
                 PhysSlot::Host(id) => format!("host:{}", id.0),
                 PhysSlot::Guest(virt) => format!("guest:{virt}"),
+                PhysSlot::Shared { host, guest } => format!("host:{}+guest:{guest}", host.0),
             }),
             guest: guest.map(|g| g.to_string()),
             dr7: v.dr7.bits(),

@@ -126,20 +126,17 @@ impl VcpuDebug {
         let mut dr7 = self.plan.dr7;
         if let Some(step) = &self.step_over {
             for owner in &step.disarmed {
-                let slot = match *owner {
-                    PhysSlot::Host(id) => self.plan.phys_of_host(id),
-                    PhysSlot::Guest(virt) => self.plan.phys_of_guest(virt),
-                    PhysSlot::Free => None,
-                };
-                if let Some(slot) = slot {
+                if let Some(slot) = self.plan.phys_of(*owner) {
                     dr7 = dr7.with_local(slot, false).with_global(slot, false);
                 }
             }
         }
-        let hw_bp = !self.plan.is_empty();
+        // Lazy switching: with nothing of the host's to watch, the vCPU runs with guest debug
+        // off and KVM loads the guest's own DRs as if drvisor were not there. That holds also
+        // when the plan carries guest slots only: then they fire natively, and every guest DR
+        // change takes effect at once, even on hosts that cannot trap MOV DR.
+        let hw_bp = self.plan.has_host_slots();
         if !hw_bp && self.step_over.is_none() {
-            // Lazy switching: nothing to watch, so the vCPU runs with guest debug off and the
-            // guest's own DRs loaded by KVM as if drvisor were not there.
             return GuestDebug::OFF;
         }
         let mut dr7 = dr7.bits();
@@ -175,7 +172,11 @@ impl VcpuDebug {
             return Ok(());
         }
         if self.installed.hw_bp && !self.ctl.caps().gd_trap {
+            let before = self.guest;
             self.resync_guest(vcpu)?;
+            if !self.ctl.caps().guest_breakpoints_native {
+                self.report_late_slots(&before);
+            }
         }
         Ok(())
     }
@@ -193,6 +194,20 @@ impl VcpuDebug {
         }
         self.guest = file;
         Ok(())
+    }
+
+    /// Physical carriage without a MOV DR trap (SVM): KVM kept the guest's DR writes since the
+    /// last exit to itself, so a guest slot armed or moved in that time was not in hardware
+    /// until now. Whatever it would have caught in between is lost; say so, never silently.
+    fn report_late_slots(&self, before: &GuestDrFile) {
+        for virt in late_slots(before, &self.guest) {
+            self.ctl.report_late_guest_slot(
+                self.index,
+                virt,
+                self.guest.dr[virt.index()],
+                self.guest.dr7.rw(virt),
+            );
+        }
     }
 
     /// Dispatches a `KVM_EXIT_DEBUG` with physical `dr6` at linear address `pc` (the exit's
@@ -344,7 +359,12 @@ impl VcpuDebug {
             };
             self.step_over = Some(StepOver {
                 rip: pc,
-                disarmed: slots.iter().map(|&s| self.plan.owner_of(s)).collect(),
+                // Each owner on its own: a shared slot that splits mid-step stays disarmed in
+                // both of its new places.
+                disarmed: slots
+                    .iter()
+                    .flat_map(|&s| self.plan.owner_of(s).owners())
+                    .collect(),
                 mov_dr,
             });
             Ok(())
@@ -411,4 +431,14 @@ impl VcpuDebug {
         vcpu.set_regs(regs)?;
         Ok(false)
     }
+}
+
+/// The guest's virtual slots that `now` arms for something `before` did not: newly enabled, or
+/// enabled with a new address, kind or length. I/O breakpoints take no slot and are left out.
+pub(crate) fn late_slots(before: &GuestDrFile, now: &GuestDrFile) -> Vec<Slot> {
+    let fields = |f: &GuestDrFile, s: Slot| (f.dr[s.index()], f.dr7.rw(s), f.dr7.len(s));
+    now.claimed_slots()
+        .filter(|&s| now.dr7.rw(s) != DrKind::Io)
+        .filter(|&s| !before.claimed_slots().any(|b| b == s) || fields(before, s) != fields(now, s))
+        .collect()
 }
