@@ -143,9 +143,9 @@ fn page_watches_while_running() -> Result<(), Failed> {
     let repetitions = || {
         let text = String::from_utf8_lossy(&console.lock().unwrap()).into_owned();
         text.lines()
+            .rev()
             .filter_map(|l| l.split("running=").nth(1))
-            .filter_map(|n| n.trim().parse::<u64>().ok())
-            .last()
+            .find_map(|n| n.trim().parse::<u64>().ok())
             .unwrap_or(0)
     };
     wait_for(

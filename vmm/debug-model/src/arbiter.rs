@@ -322,7 +322,7 @@ pub fn check_registration(
         return Ok(());
     }
     let mut with_new = hosts.to_vec();
-    with_new.push(new.clone());
+    with_new.push(*new);
     let with_new = by_id(&with_new);
     for (vcpu, guest) in vcpus_of(guests) {
         if !new.scope.covers(vcpu) {

@@ -106,6 +106,8 @@ pub struct DebugController {
     /// Guest slots placed only at the exit after the guest armed them (see
     /// [`DebugController::report_late_guest_slot`]).
     late_guest_slots: AtomicU64,
+    /// Whether any host breakpoint is registered, mirrored for vCPUs to read without the lock.
+    hosts_registered: AtomicBool,
 }
 
 /// How many late guest slots are described one by one; the rest are only counted.
@@ -162,6 +164,7 @@ impl DebugController {
             on_plan: Mutex::new(None),
             listeners: Mutex::new(Vec::new()),
             late_guest_slots: AtomicU64::new(0),
+            hosts_registered: AtomicBool::new(false),
         }
     }
 
@@ -337,6 +340,8 @@ impl DebugController {
     fn replan(&self, state: &mut State) -> bool {
         let hosts: Vec<HostBreakpoint> = state.hosts.values().map(|r| r.bp).collect();
         let plan = plan_for(self.carriage, state.policy, &hosts, &state.guests);
+        self.hosts_registered
+            .store(!hosts.is_empty(), Ordering::Release);
         let physical_changed = plan.vcpus != state.plan.vcpus;
         let visible_changed = plan != state.plan;
         state.plan = plan;
@@ -465,6 +470,14 @@ impl DebugController {
                 }
             );
         }
+    }
+
+    /// Whether the guest's DR file can change the physical plan: it carries guest slots
+    /// physically and some host breakpoint exists, placed or waiting for a slot. A vCPU running
+    /// with guest debug off must then still read the guest's DRs at its exits, or a host
+    /// breakpoint evicted by the guest would never get its slot back.
+    pub(crate) fn guest_file_matters(&self) -> bool {
+        guests_compete(self.carriage) && self.hosts_registered.load(Ordering::Acquire)
     }
 
     /// How many guest slots were placed late (see [`Self::report_late_guest_slot`]).

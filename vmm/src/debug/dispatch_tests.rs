@@ -524,7 +524,7 @@ fn identical_host_and_guest_breakpoints_share_a_slot_and_both_get_the_hit() {
     rig.exit(DR6_INIT | 1 << phys.number(), 0x7000);
     assert_eq!(
         rig.hit_ids(),
-        vec![(host.0, phys.number() as u8, BreakKind::Exec)]
+        vec![(host.0, phys.number(), BreakKind::Exec)]
     );
     assert_eq!(
         rig.fake.0.borrow().injected,
@@ -550,6 +550,28 @@ fn a_plan_with_guest_slots_only_runs_with_guest_debug_off() {
     );
     // KVM loads the guest's own DRs then: its changes take effect without waiting for an exit.
     assert!(!rig.fake.installed().is_on());
+}
+
+#[test]
+fn a_host_breakpoint_evicted_by_the_guest_gets_its_slot_back_with_guest_debug_off() {
+    for caps in [DebugCaps::svm_like(), DebugCaps::vmx_like()] {
+        let mut rig = Rig::new(caps, Policy::GuestFirst);
+        rig.guest_programs([0x5000, 0x6000, 0x7000, 0x8000], 0x400 | 0x55);
+        rig.vcpu.before_entry(&rig.fake).unwrap();
+        let host = rig.add(exec(0x1000), HitAction::Continue);
+        // Host debugging came on for the host's breakpoint, and the guest's four slots evicted
+        // it at once: guest slots only, so guest debug is off again.
+        assert_eq!(rig.ctl.plan().vcpus[0].phys_of_host(host), None, "{caps:?}");
+        assert!(!rig.fake.installed().is_on(), "{caps:?}");
+        // The guest frees its slots; the next exit of any kind must notice.
+        rig.guest_programs([0; 4], 0x400);
+        rig.exit(DR6_INIT | BS, 0x1234);
+        assert!(
+            rig.ctl.plan().vcpus[0].phys_of_host(host).is_some(),
+            "{caps:?}"
+        );
+        assert!(rig.fake.installed().hw_bp, "{caps:?}");
+    }
 }
 
 #[test]

@@ -163,7 +163,8 @@ impl VcpuDebug {
     }
 
     /// Runs after every exit: where MOV DR cannot be trapped, re-reads the guest's DR file while
-    /// host debugging is on. The window this leaves: a guest change between two exits is seen
+    /// host debugging is on, and while it is off but the guest's DRs decide where host
+    /// breakpoints go. The window this leaves: a guest change between two exits is seen
     /// at the second (the end of a step-over does not count: only the stepped instruction ran),
     /// so a plan that depends on it (physical carriage only) lags by one exit, and the visible
     /// guest states lag likewise.
@@ -171,12 +172,18 @@ impl VcpuDebug {
         if std::mem::take(&mut self.skip_resync) {
             return Ok(());
         }
-        if self.installed.hw_bp && !self.ctl.caps().gd_trap {
-            let before = self.guest;
-            self.resync_guest(vcpu)?;
-            if !self.ctl.caps().guest_breakpoints_native {
-                self.report_late_slots(&before);
+        if self.installed.hw_bp {
+            if !self.ctl.caps().gd_trap {
+                let before = self.guest;
+                self.resync_guest(vcpu)?;
+                if !self.ctl.caps().guest_breakpoints_native {
+                    self.report_late_slots(&before);
+                }
             }
+        } else if self.ctl.guest_file_matters() {
+            // Guest debug is off, so KVM loaded the guest's own DRs and nothing was late; but a
+            // host breakpoint may be waiting for a slot the guest holds.
+            self.resync_guest(vcpu)?;
         }
         Ok(())
     }
