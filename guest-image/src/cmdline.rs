@@ -55,6 +55,8 @@ pub struct Config {
     pub slots: [Option<u8>; 4],
     /// echo: how many times to poll COM1's LSR for input before giving up.
     pub polls: u64,
+    /// status: the status byte to exit with.
+    pub status: u8,
     pub error: Option<Error>,
 }
 
@@ -68,6 +70,7 @@ pub fn parse(start_info_paddr: u32) -> Config {
         ncpus: 1,
         slots: [Some(0), Some(1), Some(2), Some(3)],
         polls: DEFAULT_POLLS,
+        status: 0,
         error: None,
     };
     if start_info_paddr == 0 {
@@ -108,6 +111,13 @@ pub fn parse(start_info_paddr: u32) -> Config {
             },
             b"slots" => parse_slots(value).map(|s| cfg.slots = s).is_some(),
             b"polls" => parse_u64(value).map(|n| cfg.polls = n).is_some(),
+            b"status" => match parse_u64(value) {
+                Some(n) if n <= u64::from(u8::MAX) => {
+                    cfg.status = n as u8;
+                    true
+                }
+                _ => false,
+            },
             _ => true,
         };
         if !ok && cfg.error.is_none() {

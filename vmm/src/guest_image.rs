@@ -24,6 +24,8 @@ pub const SCENARIOS: &[&str] = &[
     "mixed",
     "evict",
     "echo",
+    "spin",
+    "status",
 ];
 
 /// The embedded guest as a kernel image.

@@ -9,6 +9,8 @@ pub mod hello;
 pub mod mixed;
 pub mod ranges;
 pub mod smp;
+pub mod spin;
+pub mod status;
 pub mod write;
 
 use crate::cmdline::Config;
@@ -29,6 +31,8 @@ pub fn run(cfg: &Config) -> ! {
         b"mixed" => mixed::run(cfg),
         b"evict" => evict::run(cfg),
         b"echo" => echo::run(cfg),
+        b"spin" => spin::run(),
+        b"status" => status::run(cfg),
         b"panic" => faults::panic(),
         b"unexpected-exception" => faults::unexpected_exception(),
         name => {
