@@ -2,17 +2,23 @@
 
 mod arm;
 mod cli;
+#[cfg(test)]
+mod cli_tests;
+mod inputs;
 mod requests;
+mod signals;
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::{CommandFactory, FromArgMatches};
-use drvisor::boot::KernelImage;
+use drvisor::boot::{KernelFormat, KernelImage};
 use drvisor::debug::{plan_view, DebugController, HitContext, OnHit};
+use drvisor::layout::CMDLINE_MAX;
+use drvisor::quote::cut;
 use drvisor::symbols::SymbolTable;
-use drvisor::{exit_code, guest_image, probe, Console, Vm, VmConfig};
+use drvisor::{exit_code, guest_image, memory, probe, Console, Vm, VmConfig};
 use drvisor_api::{HitAction, HitEvent};
 use drvisor_debug::Policy;
 
@@ -68,24 +74,17 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
-    let kernel = match &args.kernel {
-        None => guest_image::kernel(),
-        Some(path) => KernelImage::from_file(path)
-            .map_err(|e| Failure::usage(format!("cannot read kernel {}: {e}", path.display())))?
-            .map_err(|e| Failure::usage(e.to_string()))?,
-    };
-    let initrd =
-        match &args.initrd {
-            None => None,
-            Some(path) => Some(std::fs::read(path).map_err(|e| {
-                Failure::usage(format!("cannot read initrd {}: {e}", path.display()))
-            })?),
-        };
-    let policy: Policy = args
-        .policy
-        .parse()
-        .map_err(|e| Failure::usage(format!("--policy: {e}")))?;
-    let symbols = symbol_table(&args, &kernel)?;
+    let stopper =
+        signals::install().map_err(|e| Failure::vmm(format!("cannot handle signals: {e}")))?;
+    // Checks of the flags alone come first: no file is opened before they pass.
+    let ram_bytes = memory::size_of(args.mem).map_err(|e| Failure::usage(e.to_string()))?;
+    let policy: Policy = args.policy.parse().map_err(|_| {
+        Failure::usage(format!(
+            "--policy {}: unknown policy; use host-first, guest-first or deny",
+            cut(&args.policy)
+        ))
+    })?;
+    let cmdline = command_line(&args)?;
     let flags = requests::Flags {
         breaks: &args.breaks,
         watches: &args.watches,
@@ -93,10 +92,42 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         actions: &args.actions,
         engines: &args.engines,
     };
-    let requests = requests::from_matches(matches, flags, &symbols).map_err(Failure::usage)?;
+    let parsed = requests::parse(matches, flags).map_err(Failure::usage)?;
+
+    // Then the checks of the input files that need no content, then their content.
+    let opened = inputs::open_all(&args, ram_bytes)?;
+    let kernel = match opened.kernel {
+        None => guest_image::kernel(),
+        Some(file) => {
+            let name = file.shown_path().to_owned();
+            KernelImage::from_bytes(name, inputs::read(file)?)
+                .map_err(|e| Failure::usage(e.to_string()))?
+        }
+    };
+    if opened.initrd.is_some() && kernel.format() != KernelFormat::BzImage {
+        return Err(Failure::usage(format!(
+            "--initrd is only supported with a bzImage kernel, and {} is an ELF",
+            kernel.name()
+        )));
+    }
+    let initrd = opened.initrd.map(inputs::read).transpose()?;
+    let symbols = match opened.symbols {
+        Some(file) => {
+            let name = file.shown_path().to_owned();
+            let text = String::from_utf8(inputs::read(file)?).map_err(|e| {
+                Failure::usage(format!(
+                    "--symbols {name}: not text (invalid UTF-8 at byte {}); give a System.map",
+                    e.utf8_error().valid_up_to()
+                ))
+            })?;
+            SymbolTable::from_system_map(&text, &name).map_err(|e| Failure::usage(e.to_string()))?
+        }
+        None => SymbolTable::from_elf(kernel.bytes()),
+    };
+    let requests = requests::resolve(parsed, &symbols).map_err(Failure::usage)?;
     let events = event_sink(&args)?;
 
-    let mut config = VmConfig::new(kernel, command_line(&args)?);
+    let mut config = VmConfig::new(kernel, cmdline);
     config.initrd = initrd;
     config.vcpus = args.vcpus;
     config.mem_mib = args.mem;
@@ -104,6 +135,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.strict_ports = args.strict_ports;
     config.policy = policy;
     let vm = Vm::try_from(config).map_err(vm_failure)?;
+    stopper.attach(vm.run_control().clone());
 
     let ctl = vm.debug().clone();
     if args.show_plan {
@@ -116,7 +148,11 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         pausing |= r.action == HitAction::Pause;
         let (id, engine) = arm::arm(r, report_and(r.action, events.clone()), &ctl, vm.watch())
             .map_err(Failure::usage)?;
-        tracing::info!("{} armed as #{} on the {engine} engine", r.label, id.0);
+        tracing::info!(
+            "{} armed as #{} on the {engine} engine",
+            cut(&r.label),
+            id.0
+        );
     }
     if args.show_plan && !vm.watch().states().is_empty() {
         eprint!(
@@ -136,8 +172,9 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
             serde_json::json!({"event": "page-traps", "traps": traps, "false_traps": false_traps});
         let mut out = events.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(out, "{line}");
+        let _ = out.flush();
     }
-    if !matches!(outcome, drvisor::Outcome::GuestExit { .. }) {
+    if !outcome.is_guest_status() {
         eprintln!("drvisor: {outcome}");
     }
     Ok(outcome.exit_code())
@@ -200,38 +237,55 @@ fn resume_on_sigusr1(ctl: Arc<DebugController>) -> Result<(), Failure> {
     Ok(())
 }
 
-fn symbol_table(args: &RunArgs, kernel: &KernelImage) -> Result<SymbolTable, Failure> {
-    match &args.symbols {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Failure::usage(format!("cannot read --symbols {}: {e}", path.display()))
-            })?;
-            SymbolTable::from_system_map(&text, &path.display().to_string())
-                .map_err(|e| Failure::usage(e.to_string()))
-        }
-        None => Ok(SymbolTable::from_elf(kernel.bytes())),
-    }
-}
-
 /// The kernel command line: the scenario, the vCPU count for the test guest, and the user's.
+/// A word of `--cmdline` that sets what another flag sets is refused, not silently taken.
 fn command_line(args: &RunArgs) -> Result<String, Failure> {
     let mut parts = Vec::new();
+    let words: Vec<&str> = args.cmdline.split_whitespace().collect();
     if let Some(scenario) = &args.scenario {
         if args.kernel.is_none() && !guest_image::SCENARIOS.contains(&scenario.as_str()) {
             return Err(Failure::usage(format!(
-                "unknown scenario `{scenario}`; the embedded guest knows: {}",
+                "unknown scenario `{}`; the embedded guest knows: {}",
+                cut(scenario),
                 guest_image::SCENARIOS.join(", ")
+            )));
+        }
+        if scenario.is_empty() || scenario.contains(char::is_whitespace) {
+            return Err(Failure::usage(format!(
+                "--scenario `{}`: a scenario is one word",
+                cut(scenario)
+            )));
+        }
+        if let Some(word) = words.iter().find(|w| w.starts_with("scenario=")) {
+            return Err(Failure::usage(format!(
+                "--cmdline {} conflicts with --scenario {}; give the scenario once",
+                cut(word),
+                cut(scenario)
             )));
         }
         parts.push(format!("scenario={scenario}"));
     }
     if args.kernel.is_none() {
+        if let Some(word) = words.iter().find(|w| w.starts_with("ncpus=")) {
+            return Err(Failure::usage(format!(
+                "--cmdline {}: drvisor sets ncpus= from --vcpus for the embedded guest; use --vcpus",
+                cut(word)
+            )));
+        }
         parts.push(format!("ncpus={}", args.vcpus));
     }
     if !args.cmdline.is_empty() {
         parts.push(args.cmdline.clone());
     }
-    Ok(parts.join(" "))
+    let line = parts.join(" ");
+    // The loader keeps room for the terminating NUL.
+    if line.len() >= CMDLINE_MAX {
+        return Err(Failure::usage(format!(
+            "the kernel command line is {} bytes; it must be shorter than {CMDLINE_MAX}",
+            line.len()
+        )));
+    }
+    Ok(line)
 }
 
 fn vm_failure(e: drvisor::vm::Error) -> Failure {
