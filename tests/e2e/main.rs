@@ -3,6 +3,7 @@
 //! Tests this host cannot run are listed as *ignored*, with the reason printed first: the probe
 //! decides, never an assumption about the host.
 
+mod bad_input;
 mod bzimage;
 mod common;
 mod debug_regs_port;
@@ -13,6 +14,7 @@ mod live_changes;
 mod page_watches;
 mod probe_table;
 mod scenarios;
+mod signals;
 mod usage_errors;
 
 use libtest_mimic::{Arguments, Trial};
@@ -24,6 +26,8 @@ fn main() {
     trials.extend(scenarios::trials());
     trials.extend(probe_table::trials());
     trials.extend(usage_errors::trials());
+    trials.extend(bad_input::trials());
+    trials.extend(signals::trials());
     trials.extend(guest_faults::trials(&ctx));
     trials.extend(bzimage::trials());
     trials.extend(host_breakpoints::trials(&ctx));

@@ -17,18 +17,13 @@ pub fn cut(text: &str) -> Cow<'_, str> {
         return Cow::Borrowed(text);
     }
     let mut out = String::new();
-    let mut shown = 0usize;
     let mut used = 0usize;
-    for c in text.chars() {
-        if shown == MAX_QUOTED {
-            break;
-        }
+    for c in text.chars().take(MAX_QUOTED) {
         if c.is_control() {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
-        shown += 1;
         used += c.len_utf8();
     }
     if used < text.len() {

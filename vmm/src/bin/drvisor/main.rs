@@ -55,9 +55,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (m, cli)));
+    let (matches, cli) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e)
+            if e.use_stderr()
+                && e.kind() != clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            eprintln!("drvisor: {}", clap_error_line(&e));
+            return ExitCode::from(exit_code::USAGE);
+        }
+        // --help and --version print to stdout and succeed.
         Err(e) => e.exit(),
     };
     let result = match cli.command {
@@ -71,6 +81,30 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// clap's error as one line: its first line without the `error: ` prefix, quoted input cut,
+/// and where to look for more.
+fn clap_error_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    format!("{} (see drvisor run --help)", cut_quoted(first))
+}
+
+/// Cuts each `'...'` quoted value of a clap message, keeping its words.
+fn cut_quoted(line: &str) -> String {
+    line.split('\'')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 1 {
+                cut(part).into_owned()
+            } else {
+                part.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("'")
 }
 
 fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {

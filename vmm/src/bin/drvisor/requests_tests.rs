@@ -349,7 +349,11 @@ proptest! {
             ws.clone(),
             Bound { vcpus: vec![], actions: acts.clone(), engines: vec![] },
         );
-        if acts.iter().any(|(at, _)| first_owner.map_or(true, |f| *at < f)) {
+        let before_any_owner = |at: usize| match first_owner {
+            Some(first) => at < first,
+            None => true,
+        };
+        if acts.iter().any(|(at, _)| before_any_owner(*at)) {
             prop_assert!(result.is_err());
         }
         if let Ok(parsed) = result {
