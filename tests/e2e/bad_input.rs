@@ -93,6 +93,37 @@ impl Files {
         write("bad-line.map", b"1000 T drv_target_0\nnonsense\n");
         write("good.map", b"100010 T drv_target_0\n");
         write("initrd", &[0xab; 4096]);
+        // bzImage headers that are not a 64-bit kernel boot (boot.rst field offsets).
+        let bz = synthetic_bzimage(&[0xb0, 0x00, 0xe6, 0xf4, 0xf4], 8192);
+        let patched = |at: usize, value: &[u8]| {
+            let mut b = bz.clone();
+            b[at..at + value.len()].copy_from_slice(value);
+            b
+        };
+        write("bz-setup-sects-0", &patched(0x1f1, &[0]));
+        write("bz-version-ffff", &patched(0x206, &[0xff, 0xff]));
+        write("bz-no-kernel-64", &patched(0x236, &[0, 0]));
+        write("bz-empty-payload", &bz[..1024]);
+        write("bz-init-size-max", &patched(0x260, &[0xff; 4]));
+        write("bz-alignment-0", &patched(0x230, &[0; 4]));
+        // The test guest with a segment moved over the boot area, or away from the entry.
+        let elf = drvisor::guest_image::ELF;
+        let paddr = |segment: usize, addr: u64| {
+            let mut b = elf.to_vec();
+            let at = 64 + segment * 56 + 24; // ELF64: program headers at 64, 56 bytes each
+            b[at..at + 8].copy_from_slice(&addr.to_le_bytes());
+            b
+        };
+        for (name, addr) in [
+            ("0", 0u64),
+            ("500", 0x500),
+            ("7000", 0x7000),
+            ("20000", 0x20000),
+            ("a0000", 0xa0000),
+        ] {
+            write(&format!("elf-segment-at-{name}"), &paddr(2, addr));
+        }
+        write("elf-entry-outside", &paddr(0, 0x300_0000));
         let sparse = |name: &str, len: u64| {
             if let Ok(file) = std::fs::File::create(f.path(name)) {
                 let _ = file.set_len(len);
@@ -292,6 +323,67 @@ fn cases(f: &Files) -> Vec<Case> {
             "symbols_without_the_asked_name",
             &["--symbols", &p("good.map"), "--break", "drv_target_1"],
             "unknown symbol `drv_target_1`; did you mean drv_target_0?",
+        ),
+        // Load-time facts about the kernel: refused before a vCPU runs, never blamed on it.
+        refused(
+            "bzimage_setup_sects_0",
+            &["--kernel", &p("bz-setup-sects-0")],
+            "setup_sects is 0",
+        ),
+        refused(
+            "bzimage_version_ffff",
+            &["--kernel", &p("bz-version-ffff")],
+            "boot protocol version 255.255",
+        ),
+        refused(
+            "bzimage_without_xlf_kernel_64",
+            &["--kernel", &p("bz-no-kernel-64")],
+            "XLF_KERNEL_64",
+        ),
+        refused(
+            "bzimage_empty_payload",
+            &["--kernel", &p("bz-empty-payload")],
+            "no protected-mode kernel",
+        ),
+        refused(
+            "bzimage_init_size_max",
+            &["--kernel", &p("bz-init-size-max")],
+            "init_size 0xffffffff",
+        ),
+        refused(
+            "bzimage_kernel_alignment_0",
+            &["--kernel", &p("bz-alignment-0")],
+            "kernel_alignment 0x0",
+        ),
+        refused(
+            "elf_segment_at_0",
+            &["--kernel", &p("elf-segment-at-0")],
+            "overlaps drvisor's boot area",
+        ),
+        refused(
+            "elf_segment_at_0x500",
+            &["--kernel", &p("elf-segment-at-500")],
+            "overlaps drvisor's boot area",
+        ),
+        refused(
+            "elf_segment_on_the_zero_page",
+            &["--kernel", &p("elf-segment-at-7000")],
+            "overlaps drvisor's boot area",
+        ),
+        refused(
+            "elf_segment_on_the_command_line",
+            &["--kernel", &p("elf-segment-at-20000")],
+            "overlaps drvisor's boot area",
+        ),
+        refused(
+            "elf_segment_at_0xa0000",
+            &["--kernel", &p("elf-segment-at-a0000")],
+            "overlaps drvisor's boot area",
+        ),
+        refused(
+            "elf_entry_outside_every_segment",
+            &["--kernel", &p("elf-entry-outside")],
+            "outside every loaded segment",
         ),
         // --mem: both ends, the wrap at 2^44 MiB, and beyond u64.
         refused("mem_0", &["--mem", "0"], "--mem 0 MiB is too small"),

@@ -155,7 +155,7 @@ fn bzimage() -> Vec<u8> {
     image[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes());
     image[0x230..0x234].copy_from_slice(&0x20_0000u32.to_le_bytes()); // kernel_alignment
     image[0x236..0x238].copy_from_slice(&1u16.to_le_bytes()); // xloadflags: XLF_KERNEL_64
-    image[0x260..0x264].copy_from_slice(&0x40_0000u32.to_le_bytes()); // init_size
+    image[0x260..0x264].copy_from_slice(&0x10_0000u32.to_le_bytes()); // init_size
     image
 }
 
