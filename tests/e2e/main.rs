@@ -10,6 +10,7 @@ mod debug_regs_port;
 mod guest_and_host;
 mod guest_faults;
 mod host_breakpoints;
+mod hostile_guests;
 mod live_changes;
 mod page_watches;
 mod probe_table;
@@ -28,6 +29,7 @@ fn main() {
     trials.extend(usage_errors::trials());
     trials.extend(bad_input::trials());
     trials.extend(signals::trials());
+    trials.extend(hostile_guests::trials());
     trials.extend(guest_faults::trials(&ctx));
     trials.extend(bzimage::trials());
     trials.extend(host_breakpoints::trials(&ctx));

@@ -26,6 +26,8 @@ pub const SCENARIOS: &[&str] = &[
     "echo",
     "spin",
     "status",
+    "dr7-storm",
+    "exit-race",
 ];
 
 /// The embedded guest as a kernel image.
