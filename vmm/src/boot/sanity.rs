@@ -4,10 +4,9 @@
 //! 70), cannot run its first instruction (71), or spins in zeroed memory for ever: the user's
 //! mistake would be blamed on the guest. Each refusal says which field is wrong and why.
 //!
-//! - **ELF** (32- or 64-bit): every loaded segment lies at or above 1 MiB, clear of drvisor's
+//! - **ELF** (32- or 64-bit) with a PVH entry note: every loaded segment lies at or above 1 MiB, clear of drvisor's
 //!   boot data (GDT at 0x500, start info, zero page, command line at 0x20000) and of the
-//!   legacy hole at 0xa0000; the entry point (the PVH note's, else `e_entry`) lies inside a
-//!   loaded segment.
+//!   legacy hole at 0xa0000; the PVH entry point lies inside a loaded segment.
 //! - **bzImage** (Documentation/arch/x86/boot.rst): `setup_sects` is not 0, the protocol
 //!   version is 2.12 to 2.255 (xloadflags exist from 2.12), `XLF_KERNEL_64` is set (drvisor
 //!   enters at `startup_64`), there is a protected-mode payload after the setup sectors,
@@ -36,7 +35,7 @@ pub enum Insane {
     /// The entry point is in no loaded segment.
     #[error("the entry point {entry:#x} is outside every loaded segment, so the first instruction would run in empty memory")]
     EntryOutsideSegments {
-        /// The entry (PVH note or `e_entry`).
+        /// The PVH entry.
         entry: u64,
     },
     /// A bzImage header field that no bootable 64-bit kernel has.
@@ -89,6 +88,11 @@ pub fn check(bytes: &[u8], ram: u64) -> Result<(), Insane> {
 }
 
 fn check_elf<H: FileHeader>(header: &H, e: H::Endian, bytes: &[u8]) -> Result<(), Insane> {
+    // Only an image with an entry drvisor boots from (the PVH note) is judged here: for any
+    // other ELF the loader's own refusal ("no PVH note") is the one that helps.
+    if pvh_entry(header, e, bytes).is_none() {
+        return Ok(());
+    }
     let Ok(phdrs) = header.program_headers(e, bytes) else {
         return Ok(()); // the loader refuses unreadable program headers itself
     };
@@ -105,8 +109,8 @@ fn check_elf<H: FileHeader>(header: &H, e: H::Endian, bytes: &[u8]) -> Result<()
         }
         loaded.push(start..end);
     }
-    let entry = pvh_entry(header, e, bytes).unwrap_or_else(|| header.e_entry(e).into());
-    if !loaded.is_empty() && !loaded.iter().any(|r| r.contains(&entry)) {
+    let entry = pvh_entry(header, e, bytes).unwrap_or_default();
+    if !loaded.iter().any(|r| r.contains(&entry)) {
         return Err(Insane::EntryOutsideSegments { entry });
     }
     Ok(())
@@ -291,6 +295,15 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn an_elf_without_a_pvh_note_is_left_to_the_loader() {
+        let mut b = guest_with_paddr(2, 0);
+        // Rename the note ("Xen" -> "Xem"): no PVH entry any more.
+        let at = b.windows(4).position(|w| w == b"Xen\0").unwrap();
+        b[at + 2] = b'm';
+        assert_eq!(check(&b, RAM), Ok(()));
     }
 
     #[test]
