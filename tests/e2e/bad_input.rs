@@ -637,6 +637,31 @@ fn cases(f: &Files) -> Vec<Case> {
             &["--policy", &long_name],
             "more bytes)",
         ),
+        refused(
+            "long_kernel_path_is_cut",
+            &["--kernel", &format!("/{long_name}")],
+            "more bytes)",
+        ),
+        refused(
+            "long_events_path_is_cut",
+            &["--events", &format!("/{long_name}")],
+            "more bytes)",
+        ),
+        refused(
+            "long_scenario_is_cut",
+            &["--scenario", &long_name],
+            "more bytes)",
+        ),
+        refused(
+            "long_cmdline_word_is_cut",
+            &[
+                "--scenario",
+                "hello",
+                "--cmdline",
+                &format!("scenario={long_name}"),
+            ],
+            "more bytes)",
+        ),
         // The guest's status: 0-63 pass through; above, exit 77 with the raw value.
         ends(
             "guest_status_0",

@@ -93,6 +93,41 @@ fn stops_in_order(signal: i32, name: &'static str, code: i32) -> Result<(), Fail
     )
 }
 
+/// A VM paused by a breakpoint's `pause` action stops in order too.
+fn stops_while_paused() -> Result<(), Failed> {
+    let events = temp_path("paused.jsonl");
+    let child = Command::new(DRVISOR)
+        .args([
+            "run",
+            "--scenario",
+            "spin",
+            "--break",
+            "drv_target_0",
+            "--action",
+            "pause",
+        ])
+        .arg("--events")
+        .arg(&events)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    if let Err(e) = wait_for_events(&events, 1) {
+        kill(pid, libc::SIGKILL);
+        return Err(e);
+    }
+    kill(pid, libc::SIGTERM);
+    let run = wait_bounded(child, BOUND, "paused");
+    let all = read_events(&events);
+    let _ = std::fs::remove_file(&events);
+    let run = run?;
+    run.expect_code(143)?;
+    ensure(all.len() == 1 && all[0]["action"] == "pause", || {
+        format!("wanted the one pausing hit: {all:?}")
+    })
+}
+
 /// A run that cannot stop in order (its events go to a pipe nobody reads, so the vCPU blocks
 /// writing one) still ends at the second signal, at once.
 fn second_signal_exits_at_once() -> Result<(), Failed> {
@@ -146,6 +181,7 @@ pub fn trials() -> Vec<Trial> {
         Trial::test("signals::sighup_stops_in_order_with_129", || {
             stops_in_order(libc::SIGHUP, "SIGHUP", 129)
         }),
+        Trial::test("signals::sigterm_stops_a_paused_vm", stops_while_paused),
         Trial::test(
             "signals::a_second_signal_exits_at_once",
             second_signal_exits_at_once,

@@ -222,7 +222,7 @@ fn event_sink(args: &RunArgs) -> Result<EventSink, Failure> {
         Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
             Failure::usage(format!(
                 "--events {}: cannot create it: {e}",
-                path.display()
+                cut(&path.display().to_string())
             ))
         })?),
     };
