@@ -412,10 +412,15 @@ fn cases(f: &Files) -> Vec<Case> {
         refused("mem_negative", &["--mem", "-1"], "-1"),
         refused("mem_hex", &["--mem", "0x40"], "0x40"),
         // --vcpus
+        refused(
+            "vcpus_33_for_the_embedded_guest",
+            &["--vcpus", "33"],
+            "the embedded test guest runs 1 to 32 vCPUs",
+        ),
         refused("vcpus_0", &["--vcpus", "0"], "--vcpus 0 is out of range"),
         refused(
             "vcpus_256",
-            &["--vcpus", "256"],
+            &["--kernel", &elf, "--vcpus", "256"],
             "--vcpus 256 is out of range",
         ),
         refused(

@@ -306,6 +306,15 @@ fn command_line(args: &RunArgs) -> Result<String, Failure> {
                 cut(word)
             )));
         }
+        if args.vcpus > guest_image::MAX_VCPUS {
+            // The guest would refuse `ncpus=` itself, with its status 2: a guest status that
+            // reads like drvisor's own "your mistake".
+            return Err(Failure::usage(format!(
+                "--vcpus {} is out of range: the embedded test guest runs 1 to {} vCPUs",
+                args.vcpus,
+                guest_image::MAX_VCPUS
+            )));
+        }
         parts.push(format!("ncpus={}", args.vcpus));
     }
     if !args.cmdline.is_empty() {
