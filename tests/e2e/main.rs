@@ -14,6 +14,7 @@ mod hostile_guests;
 mod live_changes;
 mod page_watches;
 mod probe_table;
+mod real_bzimage_mutations;
 mod scenarios;
 mod signals;
 mod usage_errors;
@@ -30,6 +31,7 @@ fn main() {
     trials.extend(bad_input::trials());
     trials.extend(signals::trials());
     trials.extend(hostile_guests::trials());
+    trials.extend(real_bzimage_mutations::trials());
     trials.extend(guest_faults::trials(&ctx));
     trials.extend(bzimage::trials());
     trials.extend(host_breakpoints::trials(&ctx));
