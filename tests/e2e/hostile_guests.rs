@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::bad_input::bounded;
+use crate::bounded::bounded;
 use crate::common::{ensure, guest_number, read_events, temp_path, Failed, Trial};
 
 const BOUND: Duration = Duration::from_secs(240);

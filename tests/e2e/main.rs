@@ -4,6 +4,7 @@
 //! decides, never an assumption about the host.
 
 mod bad_input;
+mod bounded;
 mod bzimage;
 mod common;
 mod debug_regs_port;

@@ -9,7 +9,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::bad_input::wait_bounded;
+use crate::bounded::wait_bounded;
 use crate::common::{ensure, read_events, temp_path, Failed, Trial, DRVISOR};
 
 /// The signal must end the run well within this; the bound only turns a hang into a failure.

@@ -7,7 +7,8 @@ use clap::{CommandFactory, FromArgMatches};
 use proptest::prelude::*;
 
 use crate::cli::{Cli, Command};
-use crate::{command_line, requests, Failure};
+use crate::cmdline::command_line;
+use crate::{requests, Failure};
 
 #[test]
 fn the_clap_definition_is_consistent() {
