@@ -2,11 +2,15 @@
 //!
 //! [`open_all`] runs every check that needs no content (each file open, regular and within its
 //! limit; an initrd only with a kernel that can take one, as far as that is known without
-//! reading); reading comes after, in [`Opened::read_kernel`] and friends.
+//! reading); [`Opened::read`] then reads them, the kernel first, so that an initrd the kernel
+//! cannot take is refused before it is read.
 
 use std::path::Path;
 
+use drvisor::boot::{KernelFormat, KernelImage};
+use drvisor::guest_image;
 use drvisor::input_file::{self, InputFile, Limit};
+use drvisor::symbols::SymbolTable;
 
 use crate::cli::RunArgs;
 use crate::Failure;
@@ -90,7 +94,54 @@ pub fn open_all(args: &RunArgs, ram_bytes: u64) -> Result<Opened, Failure> {
     })
 }
 
-/// Reads an input file checked by [`open_all`].
-pub fn read(file: InputFile) -> Result<Vec<u8>, Failure> {
+/// The input files' content.
+pub struct Inputs {
+    pub kernel: KernelImage,
+    pub initrd: Option<Vec<u8>>,
+    pub symbols: SymbolTable,
+}
+
+fn read(file: InputFile) -> Result<Vec<u8>, Failure> {
     file.read().map_err(|e| Failure::usage(e.to_string()))
+}
+
+impl Opened {
+    /// Reads and classifies the files: the kernel (or the embedded guest), then the initrd if
+    /// that kernel takes one, then the symbols (a System.map, or the kernel's own).
+    pub fn read(self) -> Result<Inputs, Failure> {
+        let kernel = match self.kernel {
+            None => guest_image::kernel(),
+            Some(file) => {
+                let name = file.shown_path().to_owned();
+                KernelImage::from_bytes(name, read(file)?)
+                    .map_err(|e| Failure::usage(e.to_string()))?
+            }
+        };
+        if self.initrd.is_some() && kernel.format() != KernelFormat::BzImage {
+            return Err(Failure::usage(format!(
+                "--initrd is only supported with a bzImage kernel, and {} is an ELF",
+                kernel.name()
+            )));
+        }
+        let initrd = self.initrd.map(read).transpose()?;
+        let symbols = match self.symbols {
+            Some(file) => {
+                let name = file.shown_path().to_owned();
+                let text = String::from_utf8(read(file)?).map_err(|e| {
+                    Failure::usage(format!(
+                        "--symbols {name}: not text (invalid UTF-8 at byte {}); give a System.map",
+                        e.utf8_error().valid_up_to()
+                    ))
+                })?;
+                SymbolTable::from_system_map(&text, &name)
+                    .map_err(|e| Failure::usage(e.to_string()))?
+            }
+            None => SymbolTable::from_elf(kernel.bytes()),
+        };
+        Ok(Inputs {
+            kernel,
+            initrd,
+            symbols,
+        })
+    }
 }

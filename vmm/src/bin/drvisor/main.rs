@@ -14,11 +14,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::{CommandFactory, FromArgMatches};
-use drvisor::boot::{KernelFormat, KernelImage};
 use drvisor::debug::{plan_view, DebugController, HitContext, OnHit};
 use drvisor::quote::cut;
-use drvisor::symbols::SymbolTable;
-use drvisor::{exit_code, guest_image, memory, probe, Console, Vm, VmConfig};
+use drvisor::{exit_code, memory, probe, Console, Vm, VmConfig};
 use drvisor_api::{HitAction, HitEvent};
 use drvisor_debug::Policy;
 
@@ -130,34 +128,11 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
 
     // Then the checks of the input files that need no content, then their content.
     let opened = inputs::open_all(&args, ram_bytes)?;
-    let kernel = match opened.kernel {
-        None => guest_image::kernel(),
-        Some(file) => {
-            let name = file.shown_path().to_owned();
-            KernelImage::from_bytes(name, inputs::read(file)?)
-                .map_err(|e| Failure::usage(e.to_string()))?
-        }
-    };
-    if opened.initrd.is_some() && kernel.format() != KernelFormat::BzImage {
-        return Err(Failure::usage(format!(
-            "--initrd is only supported with a bzImage kernel, and {} is an ELF",
-            kernel.name()
-        )));
-    }
-    let initrd = opened.initrd.map(inputs::read).transpose()?;
-    let symbols = match opened.symbols {
-        Some(file) => {
-            let name = file.shown_path().to_owned();
-            let text = String::from_utf8(inputs::read(file)?).map_err(|e| {
-                Failure::usage(format!(
-                    "--symbols {name}: not text (invalid UTF-8 at byte {}); give a System.map",
-                    e.utf8_error().valid_up_to()
-                ))
-            })?;
-            SymbolTable::from_system_map(&text, &name).map_err(|e| Failure::usage(e.to_string()))?
-        }
-        None => SymbolTable::from_elf(kernel.bytes()),
-    };
+    let inputs::Inputs {
+        kernel,
+        initrd,
+        symbols,
+    } = opened.read()?;
     let requests = requests::resolve(parsed, &symbols).map_err(Failure::usage)?;
     let events = event_sink(&args)?;
 
