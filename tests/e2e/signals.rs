@@ -144,8 +144,16 @@ fn second_signal_exits_at_once() -> Result<(), Failed> {
         .open(&fifo)?;
     let child = spin(&fifo)?;
     let pid = child.id();
-    // 64 KiB of hit events fill the pipe in well under a second; give it a few.
-    std::thread::sleep(Duration::from_secs(3));
+    // Wait until the pipe is full (64 KiB of hit events): from then on the vCPU is blocked.
+    let start = std::time::Instant::now();
+    while queued(&reader) < 60_000 {
+        if start.elapsed() > BOUND {
+            kill(pid, libc::SIGKILL);
+            return Err("the events pipe never filled".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
     kill(pid, libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(1500));
     kill(pid, libc::SIGINT);
@@ -157,6 +165,19 @@ fn second_signal_exits_at_once() -> Result<(), Failed> {
     ensure(run.stderr.contains("SIGINT again: exiting at once"), || {
         run.to_string()
     })
+}
+
+/// Bytes waiting in the pipe behind `reader`.
+fn queued(reader: &std::fs::File) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int, which `n` is; the descriptor is open for the call.
+    let ret = unsafe { libc::ioctl(reader.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if ret < 0 {
+        0
+    } else {
+        n as usize
+    }
 }
 
 trait NonBlocking {
