@@ -290,7 +290,7 @@ impl PageWatchEngine {
             // followed by a write exit, which is not atomic against the other vCPUs.
             tracing::warn!(
                 "{}: a locked read-modify-write (lock cmpxchg, xadd, inc...) by several vCPUs on a page this watch traps is not atomic; keep locks and shared counters off watched pages",
-                req.label
+                crate::quote::cut(&req.label)
             );
         }
         if req.access != Access::Write {
