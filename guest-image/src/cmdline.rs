@@ -60,6 +60,8 @@ pub struct Config {
     pub until_signal: bool,
     /// echo: how many times to poll COM1's LSR for input before giving up.
     pub polls: u64,
+    /// status: the status byte to exit with.
+    pub status: u8,
     pub error: Option<Error>,
 }
 
@@ -75,6 +77,7 @@ pub fn parse(start_info_paddr: u32) -> Config {
         announce: true,
         until_signal: false,
         polls: DEFAULT_POLLS,
+        status: 0,
         error: None,
     };
     if start_info_paddr == 0 {
@@ -122,6 +125,13 @@ pub fn parse(start_info_paddr: u32) -> Config {
             b"announce" => match value {
                 b"0" | b"1" => {
                     cfg.announce = value == b"1";
+                    true
+                }
+                _ => false,
+            },
+            b"status" => match parse_u64(value) {
+                Some(n) if n <= u64::from(u8::MAX) => {
+                    cfg.status = n as u8;
                     true
                 }
                 _ => false,

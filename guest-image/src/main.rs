@@ -60,9 +60,12 @@ extern "C" fn drv_main(cpu: u32, start_info_paddr: u32) -> ! {
     let cfg = cmdline::parse(start_info_paddr);
 
     if cpu != 0 {
-        // Only the smp scenario uses the other CPUs.
+        // Only the smp and exit-race scenarios use the other CPUs.
         if cfg.error.is_none() && cfg.scenario == b"smp" && cpu < cfg.ncpus {
             scenarios::smp::run_secondary(cpu as usize, &cfg);
+        }
+        if cfg.error.is_none() && cfg.scenario == b"exit-race" && cpu < cfg.ncpus {
+            scenarios::exit_race::run_secondary(cpu, &cfg);
         }
         boot::park();
     }

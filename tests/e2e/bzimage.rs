@@ -50,6 +50,9 @@ pub fn synthetic_bzimage(entry_code: &[u8], total_len: usize) -> Vec<u8> {
     image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes()); // boot protocol 2.15
     image[0x211] = 1; // loadflags: LOADED_HIGH
     image[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes()); // code32_start
+    image[0x230..0x234].copy_from_slice(&0x20_0000u32.to_le_bytes()); // kernel_alignment
+    image[0x236..0x238].copy_from_slice(&1u16.to_le_bytes()); // xloadflags: XLF_KERNEL_64
+    image[0x260..0x264].copy_from_slice(&0x10_0000u32.to_le_bytes()); // init_size: 1 MiB
     let entry = SETUP_SIZE + STARTUP_64;
     image[entry..entry + entry_code.len()].copy_from_slice(entry_code);
     image

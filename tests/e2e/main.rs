@@ -3,16 +3,21 @@
 //! Tests this host cannot run are listed as *ignored*, with the reason printed first: the probe
 //! decides, never an assumption about the host.
 
+mod bad_input;
+mod bounded;
 mod bzimage;
 mod common;
 mod debug_regs_port;
 mod guest_and_host;
 mod guest_faults;
 mod host_breakpoints;
+mod hostile_guests;
 mod live_changes;
 mod page_watches;
 mod probe_table;
+mod real_bzimage_mutations;
 mod scenarios;
+mod signals;
 mod usage_errors;
 
 use libtest_mimic::{Arguments, Trial};
@@ -24,6 +29,10 @@ fn main() {
     trials.extend(scenarios::trials());
     trials.extend(probe_table::trials());
     trials.extend(usage_errors::trials());
+    trials.extend(bad_input::trials());
+    trials.extend(signals::trials());
+    trials.extend(hostile_guests::trials());
+    trials.extend(real_bzimage_mutations::trials());
     trials.extend(guest_faults::trials(&ctx));
     trials.extend(bzimage::trials());
     trials.extend(host_breakpoints::trials(&ctx));

@@ -34,7 +34,7 @@ pub fn trials() -> Vec<Trial> {
     let mut trials = vec![
         case("missing_kernel", || {
             let run = drvisor(&["run", "--kernel", "/nonexistent/vmlinux"]);
-            one_line_usage_error(&run, "cannot read kernel /nonexistent/vmlinux")
+            one_line_usage_error(&run, "--kernel /nonexistent/vmlinux: cannot read it")
         }),
         case("kernel_that_is_not_elf_or_bzimage", || {
             let path = temp_file("notakernel", b"#!/bin/sh\necho hi\n");

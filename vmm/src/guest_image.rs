@@ -8,6 +8,9 @@ use crate::boot::KernelImage;
 /// The ELF bytes of the embedded test guest.
 pub const ELF: &[u8] = include_bytes!(env!("DRVISOR_GUEST_ELF"));
 
+/// The most vCPUs the embedded guest runs (its `ncpus=` range, `MAX_CPUS` in guest-image).
+pub const MAX_VCPUS: usize = 32;
+
 /// The scenarios the embedded guest knows (its `scenario=` command-line key).
 pub const SCENARIOS: &[&str] = &[
     "hello",
@@ -24,6 +27,10 @@ pub const SCENARIOS: &[&str] = &[
     "mixed",
     "evict",
     "echo",
+    "spin",
+    "status",
+    "dr7-storm",
+    "exit-race",
 ];
 
 /// The embedded guest as a kernel image.

@@ -2,9 +2,12 @@
 
 use std::fmt;
 
-/// Exit codes drvisor itself uses. Guest statuses pass through unchanged, so guests should keep
-/// theirs below 64 (the test guest uses 0-4).
+/// Exit codes drvisor itself uses. Guest statuses 0-63 pass through unchanged (the test guest
+/// uses 0-4); a status above 63 becomes [`exit_code::GUEST_STATUS_OUT_OF_RANGE`], so that no
+/// guest can pass for one of drvisor's own codes (2, 70-77, 128+N).
 pub mod exit_code {
+    /// The highest guest status passed through as the exit code.
+    pub const GUEST_MAX: u8 = 63;
     /// The user's mistake: bad flags, a missing kernel, no access to /dev/kvm.
     pub const USAGE: u8 = 2;
     /// The guest triple-faulted (`KVM_EXIT_SHUTDOWN`).
@@ -19,6 +22,12 @@ pub mod exit_code {
     pub const HOST_STOP: u8 = 74;
     /// A KVM ioctl failed: a VMM or host problem, not the guest's.
     pub const VMM_ERROR: u8 = 75;
+    /// The guest wrote a status above [`GUEST_MAX`] to the exit port (the message has it).
+    /// 76 is left for the event writer's failure.
+    pub const GUEST_STATUS_OUT_OF_RANGE: u8 = 77;
+    /// A signal stopped the run: 128 + its number, as shells report a process it killed
+    /// (SIGHUP 129, SIGINT 130, SIGTERM 143).
+    pub const SIGNAL_BASE: u8 = 128;
 }
 
 /// How a run ended.
@@ -76,6 +85,11 @@ pub enum Outcome {
     },
     /// The embedding program ended the run (library API; the REST API's stop).
     Requested,
+    /// A signal (SIGINT, SIGTERM, SIGHUP) stopped the run in an orderly way.
+    Signalled {
+        /// The signal's number.
+        signal: i32,
+    },
     /// A KVM call failed.
     VmmError {
         /// Which vCPU, if one.
@@ -89,22 +103,52 @@ impl Outcome {
     /// The process exit code for this outcome.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Outcome::GuestExit { status } => *status,
+            Outcome::GuestExit { status } if *status <= exit_code::GUEST_MAX => *status,
+            Outcome::GuestExit { .. } => exit_code::GUEST_STATUS_OUT_OF_RANGE,
             Outcome::TripleFault { .. } => exit_code::TRIPLE_FAULT,
             Outcome::InternalError { .. } => exit_code::INTERNAL_ERROR,
             Outcome::FailEntry { .. } => exit_code::FAIL_ENTRY,
             Outcome::UnknownPort { .. } => exit_code::UNKNOWN_PORT,
             Outcome::HostStop { .. } => exit_code::HOST_STOP,
             Outcome::Requested => 0,
+            Outcome::Signalled { signal } => {
+                exit_code::SIGNAL_BASE.saturating_add(u8::try_from(*signal).unwrap_or(0))
+            }
             Outcome::VmmError { .. } => exit_code::VMM_ERROR,
         }
+    }
+}
+
+impl Outcome {
+    /// Whether this is the guest's own, in-range status, which needs no message from drvisor.
+    pub fn is_guest_status(&self) -> bool {
+        matches!(self, Outcome::GuestExit { status } if *status <= exit_code::GUEST_MAX)
+    }
+}
+
+/// `SIGINT` for 2, and so on; the number for a signal drvisor does not name.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGUSR1 => "SIGUSR1".into(),
+        n => format!("signal {n}"),
     }
 }
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Outcome::GuestExit { status } => write!(f, "guest exited with status {status}"),
+            Outcome::GuestExit { status } if *status <= exit_code::GUEST_MAX => {
+                write!(f, "guest exited with status {status}")
+            }
+            Outcome::GuestExit { status } => write!(
+                f,
+                "the guest exited with status {status}, outside the guest range 0-{}; exit code {} stands for it",
+                exit_code::GUEST_MAX,
+                exit_code::GUEST_STATUS_OUT_OF_RANGE
+            ),
             Outcome::TripleFault { vcpu, rip } => {
                 write!(f, "guest triple fault on vCPU {vcpu} at rip={rip:#x}")
             }
@@ -143,10 +187,40 @@ impl fmt::Display for Outcome {
                 write!(f, "host breakpoint {id} stopped the run on vCPU {vcpu} at rip={rip:#x}")
             }
             Outcome::Requested => write!(f, "the run was ended on request"),
+            Outcome::Signalled { signal } => {
+                write!(f, "stopped by {}; the vCPUs were stopped and the events written", signal_name(*signal))
+            }
             Outcome::VmmError { vcpu, message } => match vcpu {
                 Some(v) => write!(f, "VMM error on vCPU {v}: {message}"),
                 None => write!(f, "VMM error: {message}"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_statuses_in_range_pass_through_and_others_never_pose_as_drvisor_codes() {
+        for status in 0..=63u8 {
+            assert_eq!(Outcome::GuestExit { status }.exit_code(), status);
+            assert!(Outcome::GuestExit { status }.is_guest_status());
+        }
+        for status in 64..=255u8 {
+            let o = Outcome::GuestExit { status };
+            assert_eq!(o.exit_code(), exit_code::GUEST_STATUS_OUT_OF_RANGE);
+            assert!(!o.is_guest_status());
+            assert!(o.to_string().contains(&format!("status {status}")), "{o}");
+        }
+    }
+
+    #[test]
+    fn signals_exit_as_shells_expect() {
+        let code = |signal| Outcome::Signalled { signal }.exit_code();
+        assert_eq!(code(libc::SIGHUP), 129);
+        assert_eq!(code(libc::SIGINT), 130);
+        assert_eq!(code(libc::SIGTERM), 143);
     }
 }

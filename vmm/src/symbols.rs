@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 
 use object::{Object, ObjectSymbol, SymbolKind};
 
+use crate::quote::cut;
+
 /// Errors resolving or loading symbols.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     /// No symbol has this name.
-    #[error("unknown symbol `{name}`{}", suggest(.nearest))]
+    #[error("unknown symbol `{}`{}", cut(.name), suggest(.nearest))]
     Unknown {
         /// The name asked for.
         name: String,
@@ -17,10 +19,10 @@ pub enum Error {
         nearest: Vec<String>,
     },
     /// The kernel has no symbols to resolve from.
-    #[error("no symbols to resolve `{0}` with: the kernel has no symbol table; pass --symbols System.map, or give an address")]
+    #[error("no symbols to resolve `{}` with: the kernel has no symbol table; pass --symbols System.map, or give an address", cut(.0))]
     NoSymbols(String),
     /// A System.map line that does not parse.
-    #[error("{path}:{line}: not a System.map line (want `ADDRESS TYPE NAME`): {text}")]
+    #[error("{}:{line}: not a System.map line (want `ADDRESS TYPE NAME`): {}", cut(.path), cut(.text))]
     BadMapLine {
         /// The file.
         path: String,
@@ -35,9 +37,13 @@ fn suggest(nearest: &[String]) -> String {
     if nearest.is_empty() {
         String::new()
     } else {
-        format!("; did you mean {}?", nearest.join(", "))
+        let shown: Vec<_> = nearest.iter().map(|n| cut(n)).collect();
+        format!("; did you mean {}?", shown.join(", "))
     }
 }
+
+/// Names longer than this get no "did you mean" (no kernel symbol is this long).
+const MAX_SUGGESTED_NAME: usize = 512;
 
 /// Names to addresses (and sizes, where the source gives them).
 #[derive(Debug, Default, Clone)]
@@ -86,7 +92,7 @@ impl SymbolTable {
                 return Err(Error::BadMapLine {
                     path: path.to_owned(),
                     line: i + 1,
-                    text: line.to_owned(),
+                    text: cut(line).into_owned(),
                 });
             };
             by_name.entry(name.to_owned()).or_insert(addr);
@@ -132,12 +138,23 @@ impl SymbolTable {
 
     /// The `k` names closest to `name` by edit distance (ties by name), close enough to help.
     fn nearest(&self, name: &str, k: usize) -> Vec<String> {
+        // Edit distance costs |a| * |b|: a name no symbol could be near gets no suggestion,
+        // and a candidate whose length alone puts it out of reach is not measured.
+        if name.len() > MAX_SUGGESTED_NAME {
+            return Vec::new();
+        }
         let limit = name.len().max(3) / 2 + 1;
         let mut scored: Vec<(usize, &String)> = self
             .by_name
             .keys()
-            .map(|n| (edit_distance(name, n), n))
-            .filter(|(d, n)| *d <= limit || n.contains(name))
+            .filter_map(|n| {
+                if n.len().abs_diff(name.len()) <= limit {
+                    let d = edit_distance(name, n);
+                    (d <= limit || n.contains(name)).then_some((d, n))
+                } else {
+                    n.contains(name).then_some((usize::MAX, n))
+                }
+            })
             .collect();
         scored.sort();
         scored.into_iter().take(k).map(|(_, n)| n.clone()).collect()
@@ -209,6 +226,14 @@ mod tests {
         assert!(t.resolve("drv_watch_u64").is_ok());
         assert_eq!(t.size("drv_watch_u64"), Some(8));
         assert_eq!(t.size("drv_watch_u16"), Some(2));
+    }
+
+    #[test]
+    fn a_gigantic_bad_line_gives_a_short_message() {
+        let nuls = "\0".repeat(1 << 20);
+        let err = SymbolTable::from_system_map(&nuls, "map").unwrap_err();
+        let text = err.to_string();
+        assert!(text.len() < 400 && !text.contains('\n'), "{}", text.len());
     }
 
     #[test]

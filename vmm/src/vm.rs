@@ -67,9 +67,7 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            Error::KvmAccess(_)
-                | Error::VcpuCount { .. }
-                | Error::Memory(memory::Error::TooSmall(_))
+            Error::KvmAccess(_) | Error::VcpuCount { .. } | Error::Memory(_)
         ) || matches!(self, Error::Boot(e) if !matches!(e, boot::Error::BootParams(_)))
     }
 }

@@ -40,6 +40,21 @@ static OTHER_DB: AtomicU64 = AtomicU64::new(0);
 /// Bit n set = slot n armed by the guest.
 static ENABLED: AtomicU64 = AtomicU64::new(0);
 
+/// Which guest slots the handler counts as armed (bit n = slot n), for scenarios that share it.
+pub fn set_enabled(mask: u64) {
+    ENABLED.store(mask, Ordering::Relaxed);
+}
+
+/// #DBs with B<slot> set so far.
+pub fn hits(slot: usize) -> u64 {
+    HITS.get(slot).map_or(0, |h| h.load(Ordering::Relaxed))
+}
+
+/// #DBs that carried no armed slot's B bit, no BS and no BD.
+pub fn other_db() -> u64 {
+    OTHER_DB.load(Ordering::Relaxed)
+}
+
 /// #DB handler (vector 1), called from the exception stub with the saved frame.
 /// A #DB carrying no B<n> of an armed slot, no BS and no BD counts as "other".
 pub fn on_debug_exception(frame: &mut Frame) {

@@ -1,7 +1,9 @@
 //! One module per scenario; `run` dispatches on `scenario=`.
 
+pub mod dr7_storm;
 pub mod echo;
 pub mod evict;
+pub mod exit_race;
 pub mod exec;
 pub mod faults;
 pub mod guest_dr;
@@ -9,6 +11,8 @@ pub mod hello;
 pub mod mixed;
 pub mod ranges;
 pub mod smp;
+pub mod spin;
+pub mod status;
 pub mod write;
 
 use crate::cmdline::Config;
@@ -29,6 +33,10 @@ pub fn run(cfg: &Config) -> ! {
         b"mixed" => mixed::run(cfg),
         b"evict" => evict::run(cfg),
         b"echo" => echo::run(cfg),
+        b"spin" => spin::run(),
+        b"dr7-storm" => dr7_storm::run(cfg),
+        b"exit-race" => exit_race::run(cfg),
+        b"status" => status::run(cfg),
         b"panic" => faults::panic(),
         b"unexpected-exception" => faults::unexpected_exception(),
         name => {

@@ -140,7 +140,7 @@ impl KernelImage {
                             && ph.p_flags(e) & object::elf::PF_X != 0
                             && ph.p_memsz(e) > 0
                     })
-                    .map(|ph| ph.p_paddr(e)..ph.p_paddr(e) + ph.p_memsz(e))
+                    .map(|ph| ph.p_paddr(e)..ph.p_paddr(e).saturating_add(ph.p_memsz(e)))
                     .collect()
             }
         }

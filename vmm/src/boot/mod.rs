@@ -9,6 +9,7 @@
 pub mod bzimage;
 mod image;
 pub mod pvh;
+pub mod sanity;
 
 pub use image::{KernelFormat, KernelImage};
 
@@ -59,6 +60,14 @@ pub enum Error {
         /// linux-loader's reason.
         source: linux_loader::loader::Error,
     },
+    /// A load-time fact that makes the image unbootable.
+    #[error("{what}: {source}")]
+    Insane {
+        /// Where the image came from.
+        what: String,
+        /// Which fact.
+        source: sanity::Insane,
+    },
     /// Writing boot data to guest memory failed.
     #[error("writing boot parameters failed: {0}")]
     BootParams(String),
@@ -90,6 +99,7 @@ pub fn load(
     initrd: Option<&[u8]>,
     cmdline: &str,
 ) -> Result<Entry, Error> {
+    sanity::check_image(kernel, mem)?;
     match kernel.format() {
         KernelFormat::Elf => {
             if !kernel.has_pvh_note() {

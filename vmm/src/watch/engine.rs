@@ -43,7 +43,15 @@ pub enum Error {
         /// The executable range it hits.
         range: Range<u64>,
     },
-    /// An empty range.
+    /// A guest-virtual range whose end wraps past 2^64.
+    #[error("a watch at guest-virtual {gva:#x} with length {len:#x} runs past the end of the 64-bit address space; shorten it so that address + length <= 2^64 - 1")]
+    VirtualOverflow {
+        /// Its first byte.
+        gva: u64,
+        /// The requested length.
+        len: u64,
+    },
+    /// A watch of zero bytes.
     #[error("a watch needs at least one byte")]
     Empty,
     /// A range longer than guest RAM.
@@ -282,7 +290,7 @@ impl PageWatchEngine {
             // followed by a write exit, which is not atomic against the other vCPUs.
             tracing::warn!(
                 "{}: a locked read-modify-write (lock cmpxchg, xadd, inc...) by several vCPUs on a page this watch traps is not atomic; keep locks and shared counters off watched pages",
-                req.label
+                crate::quote::cut(&req.label)
             );
         }
         if req.access != Access::Write {
@@ -363,6 +371,11 @@ impl PageWatchEngine {
                 if len > self.mem.iter().map(|r| r.len()).sum::<u64>() =>
             {
                 Err(Error::TooLong { len })
+            }
+            // The physical form is refused by the planner's `Watch::new`; a virtual range that
+            // wraps would translate to nothing and never fire.
+            WatchRange::Virtual { gva, len } if gva.checked_add(len).is_none() => {
+                Err(Error::VirtualOverflow { gva, len })
             }
             WatchRange::Physical { gpa, len } => Ok(vec![(gpa, len)]),
             WatchRange::Virtual { gva, len } => {

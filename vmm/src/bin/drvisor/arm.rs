@@ -44,5 +44,5 @@ pub fn arm(
             pages,
         ),
     };
-    armed.map_err(|e| format!("{label}: {e}"))
+    armed.map_err(|e| format!("{}: {e}", drvisor::quote::cut(&label)))
 }

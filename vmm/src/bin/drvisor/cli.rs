@@ -32,16 +32,17 @@ pub struct RunArgs {
     /// Kernel to boot: an ELF with a PVH note, or a Linux bzImage. Default: the embedded test guest.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
-    /// Initial ramdisk (bzImage kernels only).
+    /// Initial ramdisk (bzImage kernels only; a regular file that fits in guest RAM).
     #[arg(long)]
     pub initrd: Option<PathBuf>,
-    /// Extra kernel command line.
+    /// Extra kernel command line (may not repeat `scenario=` from --scenario, nor `ncpus=` for
+    /// the embedded guest).
     #[arg(long, default_value = "")]
     pub cmdline: String,
-    /// Number of vCPUs.
+    /// Number of vCPUs (1 to what KVM allows; 1 to 32 with the embedded test guest).
     #[arg(long, default_value_t = 1)]
     pub vcpus: usize,
-    /// Guest RAM in MiB.
+    /// Guest RAM in MiB (2 to 1048576).
     #[arg(long, default_value_t = 64)]
     pub mem: u64,
     /// Test-guest scenario to run (adds `scenario=NAME` to the command line).
@@ -54,8 +55,9 @@ pub struct RunArgs {
     /// apply to it.
     #[arg(long = "break", value_name = "SYMBOL|ADDR")]
     pub breaks: Vec<String>,
-    /// Host watchpoint: `[phys:]SYMBOL|ADDR[:w|r|rw][:LEN]` (repeatable; default `w`, LEN from
-    /// the symbol's size). Addresses are guest-virtual unless prefixed with `phys:`.
+    /// Host watchpoint: `[phys:]SYMBOL|ADDR[:w|r|rw][:LEN]` (repeatable; each part at most once;
+    /// default `w`, LEN in bytes, 0x hex or decimal, default the symbol's size). Addresses are
+    /// guest-virtual unless prefixed with `phys:`.
     #[arg(long = "watch", value_name = "[phys:]SYMBOL|ADDR[:w|r|rw][:LEN]")]
     pub watches: Vec<String>,
     /// Engine for the preceding --watch: hardware slots, page protection, or auto (default:

@@ -2,17 +2,21 @@
 
 mod arm;
 mod cli;
+#[cfg(test)]
+mod cli_tests;
+mod cmdline;
+mod inputs;
 mod requests;
+mod signals;
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::{CommandFactory, FromArgMatches};
-use drvisor::boot::KernelImage;
 use drvisor::debug::{plan_view, DebugController, HitContext, OnHit};
-use drvisor::symbols::SymbolTable;
-use drvisor::{exit_code, guest_image, probe, Console, Vm, VmConfig};
+use drvisor::quote::cut;
+use drvisor::{exit_code, memory, probe, Console, Vm, VmConfig};
 use drvisor_api::{HitAction, HitEvent};
 use drvisor_debug::Policy;
 
@@ -49,9 +53,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (m, cli)));
+    let (matches, cli) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e)
+            if e.use_stderr()
+                && e.kind() != clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            eprintln!("drvisor: {}", clap_error_line(&e));
+            return ExitCode::from(exit_code::USAGE);
+        }
+        // --help and --version print to stdout and succeed.
         Err(e) => e.exit(),
     };
     let result = match cli.command {
@@ -67,25 +81,42 @@ fn main() -> ExitCode {
     }
 }
 
+/// clap's error as one line: its first line without the `error: ` prefix, quoted input cut,
+/// and where to look for more.
+fn clap_error_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    format!("{} (see drvisor run --help)", cut_quoted(first))
+}
+
+/// Cuts each `'...'` quoted value of a clap message, keeping its words.
+fn cut_quoted(line: &str) -> String {
+    line.split('\'')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 1 {
+                cut(part).into_owned()
+            } else {
+                part.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("'")
+}
+
 fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
-    let kernel = match &args.kernel {
-        None => guest_image::kernel(),
-        Some(path) => KernelImage::from_file(path)
-            .map_err(|e| Failure::usage(format!("cannot read kernel {}: {e}", path.display())))?
-            .map_err(|e| Failure::usage(e.to_string()))?,
-    };
-    let initrd =
-        match &args.initrd {
-            None => None,
-            Some(path) => Some(std::fs::read(path).map_err(|e| {
-                Failure::usage(format!("cannot read initrd {}: {e}", path.display()))
-            })?),
-        };
-    let policy: Policy = args
-        .policy
-        .parse()
-        .map_err(|e| Failure::usage(format!("--policy: {e}")))?;
-    let symbols = symbol_table(&args, &kernel)?;
+    let stopper =
+        signals::install().map_err(|e| Failure::vmm(format!("cannot handle signals: {e}")))?;
+    // Checks of the flags alone come first: no file is opened before they pass.
+    let ram_bytes = memory::size_of(args.mem).map_err(|e| Failure::usage(e.to_string()))?;
+    let policy: Policy = args.policy.parse().map_err(|_| {
+        Failure::usage(format!(
+            "--policy {}: unknown policy; use host-first, guest-first or deny",
+            cut(&args.policy)
+        ))
+    })?;
+    let cmdline = cmdline::command_line(&args)?;
     let flags = requests::Flags {
         breaks: &args.breaks,
         watches: &args.watches,
@@ -93,10 +124,19 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         actions: &args.actions,
         engines: &args.engines,
     };
-    let requests = requests::from_matches(matches, flags, &symbols).map_err(Failure::usage)?;
+    let parsed = requests::parse(matches, flags).map_err(Failure::usage)?;
+
+    // Then the checks of the input files that need no content, then their content.
+    let opened = inputs::open_all(&args, ram_bytes)?;
+    let inputs::Inputs {
+        kernel,
+        initrd,
+        symbols,
+    } = opened.read()?;
+    let requests = requests::resolve(parsed, &symbols).map_err(Failure::usage)?;
     let events = event_sink(&args)?;
 
-    let mut config = VmConfig::new(kernel, command_line(&args)?);
+    let mut config = VmConfig::new(kernel, cmdline);
     config.initrd = initrd;
     config.vcpus = args.vcpus;
     config.mem_mib = args.mem;
@@ -104,6 +144,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.strict_ports = args.strict_ports;
     config.policy = policy;
     let vm = Vm::try_from(config).map_err(vm_failure)?;
+    stopper.attach(vm.run_control().clone());
 
     let ctl = vm.debug().clone();
     if args.show_plan {
@@ -116,7 +157,11 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         pausing |= r.action == HitAction::Pause;
         let (id, engine) = arm::arm(r, report_and(r.action, events.clone()), &ctl, vm.watch())
             .map_err(Failure::usage)?;
-        tracing::info!("{} armed as #{} on the {engine} engine", r.label, id.0);
+        tracing::info!(
+            "{} armed as #{} on the {engine} engine",
+            cut(&r.label),
+            id.0
+        );
     }
     if args.show_plan && !vm.watch().states().is_empty() {
         eprint!(
@@ -136,8 +181,9 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
             serde_json::json!({"event": "page-traps", "traps": traps, "false_traps": false_traps});
         let mut out = events.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(out, "{line}");
+        let _ = out.flush();
     }
-    if !matches!(outcome, drvisor::Outcome::GuestExit { .. }) {
+    if !outcome.is_guest_status() {
         eprintln!("drvisor: {outcome}");
     }
     Ok(outcome.exit_code())
@@ -151,7 +197,7 @@ fn event_sink(args: &RunArgs) -> Result<EventSink, Failure> {
         Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
             Failure::usage(format!(
                 "--events {}: cannot create it: {e}",
-                path.display()
+                cut(&path.display().to_string())
             ))
         })?),
     };
@@ -198,40 +244,6 @@ fn resume_on_sigusr1(ctl: Arc<DebugController>) -> Result<(), Failure> {
         }
     });
     Ok(())
-}
-
-fn symbol_table(args: &RunArgs, kernel: &KernelImage) -> Result<SymbolTable, Failure> {
-    match &args.symbols {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Failure::usage(format!("cannot read --symbols {}: {e}", path.display()))
-            })?;
-            SymbolTable::from_system_map(&text, &path.display().to_string())
-                .map_err(|e| Failure::usage(e.to_string()))
-        }
-        None => Ok(SymbolTable::from_elf(kernel.bytes())),
-    }
-}
-
-/// The kernel command line: the scenario, the vCPU count for the test guest, and the user's.
-fn command_line(args: &RunArgs) -> Result<String, Failure> {
-    let mut parts = Vec::new();
-    if let Some(scenario) = &args.scenario {
-        if args.kernel.is_none() && !guest_image::SCENARIOS.contains(&scenario.as_str()) {
-            return Err(Failure::usage(format!(
-                "unknown scenario `{scenario}`; the embedded guest knows: {}",
-                guest_image::SCENARIOS.join(", ")
-            )));
-        }
-        parts.push(format!("scenario={scenario}"));
-    }
-    if args.kernel.is_none() {
-        parts.push(format!("ncpus={}", args.vcpus));
-    }
-    if !args.cmdline.is_empty() {
-        parts.push(args.cmdline.clone());
-    }
-    Ok(parts.join(" "))
 }
 
 fn vm_failure(e: drvisor::vm::Error) -> Failure {

@@ -1,9 +1,14 @@
-//! Turning `--break`/`--watch` with their `--vcpu`/`--action`/`--engine` into requests.
+//! Turning `--break`/`--watch` with their `--vcpu`/`--action`/`--engine` into requests, in two
+//! steps:
+//! - [`parse`] checks everything the flags alone decide (syntax, numbers, ranges that wrap,
+//!   parts or flags given twice), before any input file is read;
+//! - [`resolve`] then looks the symbols up and builds the breakpoint specs.
 //!
 //! `--vcpu`, `--action` and `--engine` bind to the nearest `--break` or `--watch` before them
 //! on the command line, which clap reports through argument indices.
 
 use clap::ArgMatches;
+use drvisor::quote::cut;
 use drvisor::symbols::SymbolTable;
 use drvisor::watch::{EngineChoice, Place};
 use drvisor_api::HitAction;
@@ -48,12 +53,54 @@ pub struct Flags<'a> {
     pub engines: &'a [String],
 }
 
-/// Builds the requests from the parsed flags.
-pub fn from_matches(
-    matches: &ArgMatches,
-    flags: Flags<'_>,
-    symbols: &SymbolTable,
-) -> Result<Vec<Request>, String> {
+/// A symbol or an address, as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `0x`-prefixed hex or decimal.
+    Number(u64),
+    /// Anything else: a symbol name, looked up later.
+    Symbol(String),
+}
+
+/// `[phys:]SYMBOL|ADDR[:w|r|rw][:LEN]`, parsed but not resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchSpec {
+    /// `phys:` was given.
+    pub physical: bool,
+    /// Where.
+    pub target: Target,
+    /// Which accesses (`w` when not given).
+    pub access: Access,
+    /// How many bytes, when given (else the symbol's size).
+    pub len: Option<u64>,
+}
+
+/// What one `--break` or `--watch` asks for, before symbols are looked up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `--break`.
+    Break(Target),
+    /// `--watch`.
+    Watch(WatchSpec),
+}
+
+/// One `--break` or `--watch` with the flags bound to it, checked but not resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    /// As written on the command line.
+    pub label: String,
+    /// What.
+    pub kind: Kind,
+    /// `--vcpu`.
+    pub vcpu: Option<u32>,
+    /// `--action`.
+    pub action: Option<HitAction>,
+    /// `--engine` (watches only).
+    pub engine: Option<EngineChoice>,
+}
+
+/// Parses the flags' values and binds `--vcpu`/`--action`/`--engine` to their owners.
+pub fn parse(matches: &ArgMatches, flags: Flags<'_>) -> Result<Vec<Parsed>, String> {
     let indices = |id: &str| -> Vec<usize> {
         matches
             .subcommand_matches("run")
@@ -61,15 +108,38 @@ pub fn from_matches(
             .map(|i| i.collect())
             .unwrap_or_default()
     };
+    bind(
+        indices("breaks").into_iter().zip(flags.breaks),
+        indices("watches").into_iter().zip(flags.watches),
+        Bound {
+            vcpus: indices("vcpus_of").into_iter().zip(flags.vcpus).collect(),
+            actions: indices("actions").into_iter().zip(flags.actions).collect(),
+            engines: indices("engines").into_iter().zip(flags.engines).collect(),
+        },
+    )
+}
+
+/// The flags that bind to the `--break` or `--watch` before them, with their positions.
+pub struct Bound<'a> {
+    pub vcpus: Vec<(usize, &'a u32)>,
+    pub actions: Vec<(usize, &'a String)>,
+    pub engines: Vec<(usize, &'a String)>,
+}
+
+/// [`parse`] on positions and values: pure, so it is tested without clap.
+pub fn bind<'a>(
+    breaks: impl IntoIterator<Item = (usize, &'a String)>,
+    watches: impl IntoIterator<Item = (usize, &'a String)>,
+    bound: Bound<'_>,
+) -> Result<Vec<Parsed>, String> {
     // (position on the command line, request) for every --break and --watch.
-    let mut placed: Vec<(usize, Request)> = Vec::new();
-    for (at, text) in indices("breaks").into_iter().zip(flags.breaks) {
-        let addr = location(text, symbols)?;
-        let spec = BreakSpec::exec(addr).map_err(|e| format!("--break {text}: {e}"))?;
-        placed.push((at, request(text, What::Break(spec))));
+    let mut placed: Vec<(usize, Parsed)> = Vec::new();
+    for (at, text) in breaks {
+        let target = location(text).map_err(|e| format!("--break {}: {e}", cut(text)))?;
+        placed.push((at, parsed(text, Kind::Break(target))));
     }
-    for (at, text) in indices("watches").into_iter().zip(flags.watches) {
-        placed.push((at, request(text, watch(text, symbols)?)));
+    for (at, text) in watches {
+        placed.push((at, parsed(text, Kind::Watch(watch(text)?))));
     }
     placed.sort_by_key(|(at, _)| *at);
 
@@ -80,104 +150,221 @@ pub fn from_matches(
             .rposition(|p| *p < at)
             .ok_or_else(|| format!("{flag} must follow the --break or --watch it applies to"))
     };
-    for (at, vcpu) in indices("vcpus_of").into_iter().zip(flags.vcpus) {
-        let i = owner(at, "--vcpu")?;
-        placed[i].1.scope = Scope::Vcpu(VcpuId(*vcpu));
+    let twice = |flag: &str, label: &str| {
+        format!(
+            "{flag} given twice for {}; give it once after each --break or --watch",
+            cut(label)
+        )
+    };
+    for (at, vcpu) in bound.vcpus {
+        let p = &mut placed[owner(at, "--vcpu")?].1;
+        if p.vcpu.replace(*vcpu).is_some() {
+            return Err(twice("--vcpu", &p.label));
+        }
     }
-    for (at, action) in indices("actions").into_iter().zip(flags.actions) {
-        let i = owner(at, "--action")?;
-        placed[i].1.action = match action.as_str() {
+    for (at, action) in bound.actions {
+        let p = &mut placed[owner(at, "--action")?].1;
+        let value = match action.as_str() {
             "continue" => HitAction::Continue,
             "pause" => HitAction::Pause,
             "stop" => HitAction::Stop,
             other => {
                 return Err(format!(
-                    "--action {other}: unknown action; use continue, pause or stop"
+                    "--action {}: unknown action; use continue, pause or stop",
+                    cut(other)
                 ))
             }
         };
-    }
-    for (at, engine) in indices("engines").into_iter().zip(flags.engines) {
-        let i = owner(at, "--engine")?;
-        let choice: EngineChoice = engine.parse().map_err(|e| format!("--engine: {e}"))?;
-        match &mut placed[i].1.what {
-            What::Watch { engine, .. } => *engine = choice,
-            What::Break(_) => {
-                return Err(
-                    "--engine applies to --watch only: exec breakpoints always use a hardware slot"
-                        .into(),
-                )
-            }
+        if p.action.replace(value).is_some() {
+            return Err(twice("--action", &p.label));
         }
     }
-    Ok(placed.into_iter().map(|(_, r)| r).collect())
+    for (at, engine) in bound.engines {
+        let p = &mut placed[owner(at, "--engine")?].1;
+        let choice: EngineChoice = engine.parse().map_err(|_| {
+            format!(
+                "--engine {}: unknown engine; use hw, page or auto",
+                cut(engine)
+            )
+        })?;
+        if matches!(p.kind, Kind::Break(_)) {
+            return Err(
+                "--engine applies to --watch only: exec breakpoints always use a hardware slot"
+                    .into(),
+            );
+        }
+        if p.engine.replace(choice).is_some() {
+            return Err(twice("--engine", &p.label));
+        }
+    }
+    Ok(placed.into_iter().map(|(_, p)| p).collect())
 }
 
-fn request(label: &str, what: What) -> Request {
-    Request {
+fn parsed(label: &str, kind: Kind) -> Parsed {
+    Parsed {
         label: label.to_owned(),
-        what,
-        scope: Scope::Vm,
-        action: HitAction::Continue,
+        kind,
+        vcpu: None,
+        action: None,
+        engine: None,
+    }
+}
+
+/// `0x` hex or decimal.
+pub fn number(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) if !hex.starts_with(['+', '-']) => u64::from_str_radix(hex, 16).ok(),
+        Some(_) => None,
+        None if text.starts_with(|c: char| c.is_ascii_digit()) => text.parse().ok(),
+        None => None,
     }
 }
 
 /// A symbol or a number (`0x` hex or decimal).
-fn location(text: &str, symbols: &SymbolTable) -> Result<u64, String> {
-    let number = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None if text.starts_with(|c: char| c.is_ascii_digit()) => text.parse().ok(),
-        None => None,
-    };
-    match number {
-        Some(addr) => Ok(addr),
+pub fn location(text: &str) -> Result<Target, String> {
+    if text.is_empty() {
+        return Err("give a symbol or an address (0x-prefixed hex or decimal)".into());
+    }
+    match number(text) {
+        Some(addr) => Ok(Target::Number(addr)),
         None if text.starts_with(|c: char| c.is_ascii_digit()) => Err(format!(
-            "`{text}` is not a valid address; write 0x-prefixed hex or decimal"
+            "`{}` is not a valid address; write 0x-prefixed hex or decimal, at most 64 bits",
+            cut(text)
         )),
-        None => symbols.resolve(text).map_err(|e| e.to_string()),
+        None => Ok(Target::Symbol(text.to_owned())),
     }
 }
 
-/// `[phys:]SYMBOL|ADDR[:w|r|rw][:LEN]`.
-fn watch(text: &str, symbols: &SymbolTable) -> Result<What, String> {
+/// `[phys:]SYMBOL|ADDR[:w|r|rw][:LEN]`: each part at most once, the length `0x` hex or
+/// decimal and positive, and a numeric range that does not wrap past 2^64.
+pub fn watch(text: &str) -> Result<WatchSpec, String> {
+    let bad = |why: String| format!("--watch {}: {why}", cut(text));
     let (physical, rest) = match text.strip_prefix("phys:") {
         Some(rest) => (true, rest),
         None => (false, text),
     };
     let mut parts = rest.split(':');
     let name = parts.next().unwrap_or_default();
-    let addr = location(name, symbols).map_err(|e| format!("--watch {text}: {e}"))?;
-    let mut access = Access::Write;
+    let target = location(name).map_err(bad)?;
+    let mut access: Option<Access> = None;
     let mut len: Option<u64> = None;
     for part in parts {
-        match part {
-            "w" => access = Access::Write,
-            "rw" => access = Access::ReadWrite,
-            "r" => access = Access::Read,
-            n => {
-                let parsed = n.parse().ok().filter(|&l: &u64| l > 0);
-                len = Some(parsed.ok_or_else(|| {
-                    format!("--watch {text}: `{n}` is neither an access (w, r, rw) nor a length (a positive number of bytes)")
-                })?)
+        let this = match part {
+            "w" => Some(Access::Write),
+            "rw" => Some(Access::ReadWrite),
+            "r" => Some(Access::Read),
+            _ => None,
+        };
+        match this {
+            Some(a) if access.is_some() => {
+                return Err(bad(format!(
+                    "the access is given twice (`{}` after `{}`); give one of w, r, rw",
+                    access_name(a),
+                    access_name(access.unwrap_or(a))
+                )))
+            }
+            Some(a) => access = Some(a),
+            None => {
+                let n = number(part).filter(|&l| l > 0).ok_or_else(|| {
+                    bad(format!(
+                        "`{}` is neither an access (w, r, rw) nor a length (a positive number of bytes, 0x hex or decimal)",
+                        cut(part)
+                    ))
+                })?;
+                if len.replace(n).is_some() {
+                    return Err(bad("the length is given twice; give it once".into()));
+                }
             }
         }
     }
-    let len = match len.or_else(|| symbols.size(name)) {
-        Some(len) => len,
-        None => {
-            return Err(format!(
-                "--watch {text}: give a length (`{name}:w:8`); the size of `{name}` is not known"
-            ))
-        }
-    };
-    Ok(What::Watch {
-        place: if physical {
-            Place::Physical(addr)
-        } else {
-            Place::Virtual(addr)
-        },
-        access,
+    if let (Target::Number(addr), Some(len)) = (&target, len) {
+        check_range(*addr, len).map_err(bad)?;
+    }
+    Ok(WatchSpec {
+        physical,
+        target,
+        access: access.unwrap_or(Access::Write),
         len,
-        engine: EngineChoice::Auto,
     })
 }
+
+fn access_name(a: Access) -> &'static str {
+    match a {
+        Access::Write => "w",
+        Access::Read => "r",
+        Access::ReadWrite => "rw",
+    }
+}
+
+/// `[addr, addr + len)` must not wrap: the last byte is at most 2^64 - 1, and the end is
+/// representable, as the page engine requires of both physical and virtual ranges.
+fn check_range(addr: u64, len: u64) -> Result<(), String> {
+    match addr.checked_add(len) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "{addr:#x} + {len:#x} bytes runs past the end of the 64-bit address space; shorten it so that address + length <= 2^64 - 1"
+        )),
+    }
+}
+
+/// Looks up symbols and builds the requests.
+pub fn resolve(parsed: Vec<Parsed>, symbols: &SymbolTable) -> Result<Vec<Request>, String> {
+    parsed
+        .into_iter()
+        .map(|p| resolve_one(p, symbols))
+        .collect()
+}
+
+fn resolve_one(p: Parsed, symbols: &SymbolTable) -> Result<Request, String> {
+    let label = cut(&p.label).into_owned();
+    let address = |t: &Target| match t {
+        Target::Number(n) => Ok(*n),
+        Target::Symbol(name) => symbols.resolve(name).map_err(|e| e.to_string()),
+    };
+    let what = match &p.kind {
+        Kind::Break(target) => {
+            let addr = address(target).map_err(|e| format!("--break {label}: {e}"))?;
+            What::Break(BreakSpec::exec(addr).map_err(|e| format!("--break {label}: {e}"))?)
+        }
+        Kind::Watch(w) => {
+            let addr = address(&w.target).map_err(|e| format!("--watch {label}: {e}"))?;
+            let size = match &w.target {
+                Target::Symbol(name) => symbols.size(name),
+                Target::Number(_) => None,
+            };
+            let len = match w.len.or(size) {
+                Some(len) => len,
+                None => {
+                    let name = match &w.target {
+                        Target::Symbol(name) => cut(name).into_owned(),
+                        Target::Number(n) => format!("{n:#x}"),
+                    };
+                    return Err(format!(
+                        "--watch {label}: give a length (`{name}:w:8`); the size of `{name}` is not known"
+                    ));
+                }
+            };
+            check_range(addr, len).map_err(|e| format!("--watch {label}: {e}"))?;
+            What::Watch {
+                place: if w.physical {
+                    Place::Physical(addr)
+                } else {
+                    Place::Virtual(addr)
+                },
+                access: w.access,
+                len,
+                engine: p.engine.unwrap_or(EngineChoice::Auto),
+            }
+        }
+    };
+    Ok(Request {
+        label: p.label,
+        what,
+        scope: p.vcpu.map_or(Scope::Vm, |v| Scope::Vcpu(VcpuId(v))),
+        action: p.action.unwrap_or(HitAction::Continue),
+    })
+}
+
+#[cfg(test)]
+#[path = "requests_tests.rs"]
+mod tests;

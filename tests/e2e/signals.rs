@@ -1,0 +1,211 @@
+//! Stopping a guest that never exits (the `spin` scenario) with a signal: the run ends in
+//! order, with the shell's exit code, and the events file is whole.
+//!
+//! "Whole" is checked exactly: every line is JSON; the exec breakpoint's hits are numbered
+//! 1..=N with no gap; the last line is the `page-traps` record, and its trap count equals the
+//! write hits reported (the watch covers the only variable the loop writes on its page, so
+//! there is no false trap).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::bounded::wait_bounded;
+use crate::common::{ensure, read_events, temp_path, Failed, Trial, DRVISOR};
+
+/// The signal must end the run well within this; the bound only turns a hang into a failure.
+const BOUND: Duration = Duration::from_secs(60);
+
+fn spin(events: &std::path::Path) -> Result<std::process::Child, Failed> {
+    Ok(Command::new(DRVISOR)
+        .args(["run", "--scenario", "spin", "--break", "drv_target_0"])
+        .args(["--watch", "drv_watch_u64", "--events"])
+        .arg(events)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?)
+}
+
+/// Waits until the guest has produced `n` events, so the signal lands mid-run.
+fn wait_for_events(path: &std::path::Path, n: usize) -> Result<(), Failed> {
+    let start = std::time::Instant::now();
+    while read_events(path).len() < n {
+        if start.elapsed() > BOUND {
+            return Err(format!("fewer than {n} events after {BOUND:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn kill(pid: u32, signal: i32) {
+    // SAFETY: kill has no memory preconditions; `pid` is our own child, not yet reaped.
+    unsafe { libc::kill(pid as libc::pid_t, signal) };
+}
+
+fn stops_in_order(signal: i32, name: &'static str, code: i32) -> Result<(), Failed> {
+    let events = temp_path("spin-events.jsonl");
+    let child = spin(&events)?;
+    let pid = child.id();
+    if let Err(e) = wait_for_events(&events, 20) {
+        kill(pid, libc::SIGKILL);
+        return Err(e);
+    }
+    kill(pid, signal);
+    let run = wait_bounded(child, BOUND, name)?;
+    let text = std::fs::read_to_string(&events).unwrap_or_default();
+    let _ = std::fs::remove_file(&events);
+    run.expect_code(code)?;
+    ensure(
+        run.stderr.contains(&format!("drvisor: stopped by {name}")),
+        || format!("no closing message\n{run}"),
+    )?;
+    ensure(run.stdout.contains("drv: scenario=spin started"), || {
+        run.to_string()
+    })?;
+
+    let lines: Vec<&str> = text.lines().collect();
+    let parsed: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("a line of the events file is not JSON ({e})"))?;
+    let exec: Vec<u64> = parsed
+        .iter()
+        .filter(|e| e["kind"] == "exec")
+        .filter_map(|e| e["count"].as_u64())
+        .collect();
+    ensure(
+        !exec.is_empty() && exec.iter().zip(1..).all(|(c, i)| *c == i),
+        || format!("exec hits are not numbered 1..=N: {exec:?}"),
+    )?;
+    let writes = parsed
+        .iter()
+        .filter(|e| e["event"] == "hit" && e["kind"] != "exec")
+        .count();
+    let last = parsed.last().cloned().unwrap_or_default();
+    ensure(last["event"] == "page-traps", || {
+        format!("the last line is not the page-traps record: {last}")
+    })?;
+    ensure(
+        last["traps"].as_u64() == Some(writes as u64) && last["false_traps"] == 0,
+        || format!("{writes} write hits but {last}"),
+    )
+}
+
+/// A VM paused by a breakpoint's `pause` action stops in order too.
+fn stops_while_paused() -> Result<(), Failed> {
+    let events = temp_path("paused.jsonl");
+    let child = Command::new(DRVISOR)
+        .args([
+            "run",
+            "--scenario",
+            "spin",
+            "--break",
+            "drv_target_0",
+            "--action",
+            "pause",
+        ])
+        .arg("--events")
+        .arg(&events)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    if let Err(e) = wait_for_events(&events, 1) {
+        kill(pid, libc::SIGKILL);
+        return Err(e);
+    }
+    kill(pid, libc::SIGTERM);
+    let run = wait_bounded(child, BOUND, "paused");
+    let all = read_events(&events);
+    let _ = std::fs::remove_file(&events);
+    let run = run?;
+    run.expect_code(143)?;
+    ensure(all.len() == 1 && all[0]["action"] == "pause", || {
+        format!("wanted the one pausing hit: {all:?}")
+    })
+}
+
+/// A run that cannot stop in order (its events go to a pipe nobody reads, so the vCPU blocks
+/// writing one) still ends at the second signal, at once.
+fn second_signal_exits_at_once() -> Result<(), Failed> {
+    let fifo = temp_path("events.fifo");
+    let c = std::ffi::CString::new(fifo.to_string_lossy().as_bytes())?;
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    ensure(unsafe { libc::mkfifo(c.as_ptr(), 0o600) } == 0, || {
+        "mkfifo failed".into()
+    })?;
+    // A reader that never reads: drvisor can open the FIFO, and its writes fill the pipe.
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags_nonblocking()
+        .open(&fifo)?;
+    let child = spin(&fifo)?;
+    let pid = child.id();
+    // Wait until the pipe is full (64 KiB of hit events): from then on the vCPU is blocked.
+    let start = std::time::Instant::now();
+    while queued(&reader) < 60_000 {
+        if start.elapsed() > BOUND {
+            kill(pid, libc::SIGKILL);
+            return Err("the events pipe never filled".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    kill(pid, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(1500));
+    kill(pid, libc::SIGINT);
+    let run = wait_bounded(child, BOUND, "second signal");
+    drop(reader);
+    let _ = std::fs::remove_file(&fifo);
+    let run = run?;
+    run.expect_code(130)?;
+    ensure(run.stderr.contains("SIGINT again: exiting at once"), || {
+        run.to_string()
+    })
+}
+
+/// Bytes waiting in the pipe behind `reader`.
+fn queued(reader: &std::fs::File) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int, which `n` is; the descriptor is open for the call.
+    let ret = unsafe { libc::ioctl(reader.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if ret < 0 {
+        0
+    } else {
+        n as usize
+    }
+}
+
+trait NonBlocking {
+    fn custom_flags_nonblocking(&mut self) -> &mut Self;
+}
+
+impl NonBlocking for std::fs::OpenOptions {
+    fn custom_flags_nonblocking(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_NONBLOCK)
+    }
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        Trial::test("signals::sigint_stops_in_order_with_130", || {
+            stops_in_order(libc::SIGINT, "SIGINT", 130)
+        }),
+        Trial::test("signals::sigterm_stops_in_order_with_143", || {
+            stops_in_order(libc::SIGTERM, "SIGTERM", 143)
+        }),
+        Trial::test("signals::sighup_stops_in_order_with_129", || {
+            stops_in_order(libc::SIGHUP, "SIGHUP", 129)
+        }),
+        Trial::test("signals::sigterm_stops_a_paused_vm", stops_while_paused),
+        Trial::test(
+            "signals::a_second_signal_exits_at_once",
+            second_signal_exits_at_once,
+        ),
+    ]
+}

@@ -1,0 +1,109 @@
+//! The command line as a parser: clap's definition is consistent, and arbitrary arguments, from
+//! known flags with hostile values to random bytes, never panic clap or the checks that run on
+//! the flags alone before any file is opened. Every refusal is a value (clap's error or a
+//! [`Failure`] with exit code 2), never a panic.
+
+use clap::{CommandFactory, FromArgMatches};
+use proptest::prelude::*;
+
+use crate::cli::{Cli, Command};
+use crate::cmdline::command_line;
+use crate::{requests, Failure};
+
+#[test]
+fn the_clap_definition_is_consistent() {
+    Cli::command().debug_assert();
+}
+
+/// Runs every check of the flags alone on `args`; a refusal must be exit code 2.
+fn flags_alone(args: &[String]) -> Result<(), String> {
+    let matches = Cli::command()
+        .try_get_matches_from(std::iter::once("drvisor".to_owned()).chain(args.iter().cloned()))
+        .map_err(|e| e.kind().to_string())?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+    let Command::Run(run) = cli.command else {
+        return Ok(());
+    };
+    let usage = |f: Failure| {
+        assert_eq!(f.code, drvisor::exit_code::USAGE, "{}", f.message);
+        assert!(!f.message.contains('\n'), "{}", f.message);
+        f.message
+    };
+    drvisor::memory::size_of(run.mem).map_err(|e| e.to_string())?;
+    command_line(&run).map_err(usage)?;
+    let flags = requests::Flags {
+        breaks: &run.breaks,
+        watches: &run.watches,
+        vcpus: &run.vcpus_of,
+        actions: &run.actions,
+        engines: &run.engines,
+    };
+    requests::parse(&matches, flags)?;
+    Ok(())
+}
+
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        Just("drv_target_0".to_owned()),
+        Just("drv_watch_u64:w:8".to_owned()),
+        Just("phys:0xffffffffffffffff:rw:0x10".to_owned()),
+        Just("0".to_owned()),
+        Just("-1".to_owned()),
+        Just("18446744073709551616".to_owned()),
+        Just("scenario=panic".to_owned()),
+        Just("ncpus=9".to_owned()),
+        any::<u64>().prop_map(|n| n.to_string()),
+        any::<u32>().prop_map(|n| format!("{n:#x}")),
+        ".{0,12}",
+    ]
+}
+
+fn flag() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("--kernel"),
+        Just("--initrd"),
+        Just("--cmdline"),
+        Just("--vcpus"),
+        Just("--mem"),
+        Just("--scenario"),
+        Just("--strict-ports"),
+        Just("--break"),
+        Just("--watch"),
+        Just("--engine"),
+        Just("--vcpu"),
+        Just("--action"),
+        Just("--policy"),
+        Just("--show-plan"),
+        Just("--events"),
+        Just("--symbols"),
+        Just("--json"),
+        Just("--"),
+        Just("-h"),
+    ]
+    .prop_map(str::to_owned)
+}
+
+fn argument() -> impl Strategy<Value = String> {
+    prop_oneof![3 => flag(), 2 => value()]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn run_flags_with_hostile_values_never_panic(
+        args in proptest::collection::vec(argument(), 0..12),
+    ) {
+        let mut all = vec!["run".to_owned()];
+        all.extend(args);
+        let _ = flags_alone(&all);
+    }
+
+    #[test]
+    fn arbitrary_arguments_never_panic(
+        args in proptest::collection::vec(".{0,16}", 0..6),
+    ) {
+        let _ = flags_alone(&args);
+    }
+}

@@ -1,0 +1,147 @@
+//! The run's input files and their limits: `--kernel`, `--initrd`, `--symbols`.
+//!
+//! [`open_all`] runs every check that needs no content (each file open, regular and within its
+//! limit; an initrd only with a kernel that can take one, as far as that is known without
+//! reading); [`Opened::read`] then reads them, the kernel first, so that an initrd the kernel
+//! cannot take is refused before it is read.
+
+use std::path::Path;
+
+use drvisor::boot::{KernelFormat, KernelImage};
+use drvisor::guest_image;
+use drvisor::input_file::{self, InputFile, Limit};
+use drvisor::symbols::SymbolTable;
+
+use crate::cli::RunArgs;
+use crate::Failure;
+
+/// The largest kernel file read: an ELF may carry debug info far beyond what it loads, so the
+/// bound is a sane maximum rather than guest RAM; what it loads must still fit `--mem`.
+pub const MAX_KERNEL: u64 = 1 << 30;
+/// The largest System.map read (a full distribution kernel's is about 10 MB).
+pub const MAX_SYMBOLS: u64 = 256 << 20;
+/// The boot protocol places the initrd below 4 GiB.
+const INITRD_ADDRESS_LIMIT: u64 = 1 << 32;
+
+/// The input files, open and checked, not yet read.
+pub struct Opened {
+    pub kernel: Option<InputFile>,
+    pub initrd: Option<InputFile>,
+    pub symbols: Option<InputFile>,
+}
+
+fn open(flag: &'static str, path: &Path, limit: Limit) -> Result<InputFile, Failure> {
+    input_file::open(flag, path, limit).map_err(|e| Failure::usage(e.to_string()))
+}
+
+/// Opens every input file and checks it without reading it.
+pub fn open_all(args: &RunArgs, ram_bytes: u64) -> Result<Opened, Failure> {
+    if args.initrd.is_some() && args.kernel.is_none() {
+        // The embedded test guest is a PVH ELF: known without reading anything.
+        return Err(Failure::usage(
+            "--initrd is only supported with a bzImage kernel (give one with --kernel); the embedded test guest is a PVH ELF",
+        ));
+    }
+    let kernel = args
+        .kernel
+        .as_deref()
+        .map(|p| {
+            open(
+                "--kernel",
+                p,
+                Limit {
+                    bytes: MAX_KERNEL,
+                    why: "a sane maximum for a kernel image".into(),
+                },
+            )
+        })
+        .transpose()?;
+    let initrd = args
+        .initrd
+        .as_deref()
+        .map(|p| {
+            open(
+                "--initrd",
+                p,
+                Limit {
+                    bytes: ram_bytes.min(INITRD_ADDRESS_LIMIT),
+                    why: format!(
+                        "it must fit in guest RAM below 4 GiB, and --mem is {} MiB",
+                        args.mem
+                    ),
+                },
+            )
+        })
+        .transpose()?;
+    let symbols = args
+        .symbols
+        .as_deref()
+        .map(|p| {
+            open(
+                "--symbols",
+                p,
+                Limit {
+                    bytes: MAX_SYMBOLS,
+                    why: "a sane maximum for a System.map".into(),
+                },
+            )
+        })
+        .transpose()?;
+    Ok(Opened {
+        kernel,
+        initrd,
+        symbols,
+    })
+}
+
+/// The input files' content.
+pub struct Inputs {
+    pub kernel: KernelImage,
+    pub initrd: Option<Vec<u8>>,
+    pub symbols: SymbolTable,
+}
+
+fn read(file: InputFile) -> Result<Vec<u8>, Failure> {
+    file.read().map_err(|e| Failure::usage(e.to_string()))
+}
+
+impl Opened {
+    /// Reads and classifies the files: the kernel (or the embedded guest), then the initrd if
+    /// that kernel takes one, then the symbols (a System.map, or the kernel's own).
+    pub fn read(self) -> Result<Inputs, Failure> {
+        let kernel = match self.kernel {
+            None => guest_image::kernel(),
+            Some(file) => {
+                let name = file.shown_path().to_owned();
+                KernelImage::from_bytes(name, read(file)?)
+                    .map_err(|e| Failure::usage(e.to_string()))?
+            }
+        };
+        if self.initrd.is_some() && kernel.format() != KernelFormat::BzImage {
+            return Err(Failure::usage(format!(
+                "--initrd is only supported with a bzImage kernel, and {} is an ELF",
+                kernel.name()
+            )));
+        }
+        let initrd = self.initrd.map(read).transpose()?;
+        let symbols = match self.symbols {
+            Some(file) => {
+                let name = file.shown_path().to_owned();
+                let text = String::from_utf8(read(file)?).map_err(|e| {
+                    Failure::usage(format!(
+                        "--symbols {name}: not text (invalid UTF-8 at byte {}); give a System.map",
+                        e.utf8_error().valid_up_to()
+                    ))
+                })?;
+                SymbolTable::from_system_map(&text, &name)
+                    .map_err(|e| Failure::usage(e.to_string()))?
+            }
+            None => SymbolTable::from_elf(kernel.bytes()),
+        };
+        Ok(Inputs {
+            kernel,
+            initrd,
+            symbols,
+        })
+    }
+}
