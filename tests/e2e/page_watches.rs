@@ -10,7 +10,8 @@ use drvisor_debug::Scope;
 use drvisor_watch::Access;
 
 use crate::common::{
-    drvisor, drvisor_with_events, ensure, guest_number, refused, Context, Failed, Run, Trial,
+    drvisor, drvisor_with_events, ensure, guest_number, refused, skipped, Context, Failed, Run,
+    Trial,
 };
 
 fn symbol(name: &str) -> u64 {
@@ -463,12 +464,22 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
         Trial::test("page::hw_route_with_faked_probe", hw_route_with_faked_probe),
         Trial::test("page::removal_restores_layout", removal_restores_layout),
         Trial::test("page::too_many_memslots", too_many_memslots),
-        Trial::test("page::evict_and_migrate", move || {
-            if !hw {
-                println!("page::evict_and_migrate: hardware data watchpoints never fire on this host, so phases A and C (the watch in its slot) show no hits here; phase B (the page shadow) must show every write");
-            }
-            evict_and_migrate(hw)
+        Trial::test("page::evict_and_migrate_page_phase", || {
+            evict_and_migrate(Phases::Page)
         }),
+        if hw {
+            Trial::test("page::evict_and_migrate_hardware_phases", || {
+                evict_and_migrate(Phases::Hardware)
+            })
+        } else {
+            skipped(
+                "page::evict_and_migrate_hardware_phases",
+                "hardware data watchpoints never fire on this host (probe), so phases A and C \
+                 (the watch in its slot) cannot be shown; the page phase runs in \
+                 page::evict_and_migrate_page_phase, and this one on VMX/SVM \
+                 (tests/nested-svm/run-e2e.sh)",
+            )
+        },
     ]
 }
 
@@ -476,7 +487,16 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
 /// guest slots carried physically). Under guest-first, the guest's `evict` scenario takes all
 /// four slots in its phase B: the host's hardware watch on drv_watch_u32 must move to the page
 /// engine for that phase (its hits keep its id), and back to its slot for phase C.
-fn evict_and_migrate(hw_fires_here: bool) -> Result<(), Failed> {
+/// Which phases of the evict scenario a trial checks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phases {
+    /// The moves, and phase B: the page shadow sees every write under the watch's id.
+    Page,
+    /// Phases A and C: the hardware slot sees every write (hosts whose data watchpoints fire).
+    Hardware,
+}
+
+fn evict_and_migrate(phases: Phases) -> Result<(), Failed> {
     use drvisor::debug::{DebugCaps, HitContext};
     use std::sync::{Arc, Mutex};
 
@@ -543,6 +563,15 @@ fn evict_and_migrate(hw_fires_here: bool) -> Result<(), Failed> {
     })?;
 
     let hits = hits.lock().unwrap().clone();
+    if phases == Phases::Hardware {
+        let in_slot = hits.iter().filter(|h| h.engine == Engine::Hw).count() as u64;
+        return ensure(in_slot == 2 * count, || {
+            format!(
+                "{in_slot} hits from the hardware slot, wanted {}",
+                2 * count
+            )
+        });
+    }
     let paged: Vec<&HitContext> = hits.iter().filter(|h| h.engine == Engine::Page).collect();
     ensure(
         paged.len() as u64 == count && paged.iter().all(|h| h.id == id),
@@ -561,9 +590,5 @@ fn evict_and_migrate(hw_fires_here: bool) -> Result<(), Failed> {
             format!("page hit {i}: {value:?}")
         })?;
     }
-    let in_slot = hits.iter().filter(|h| h.engine == Engine::Hw).count() as u64;
-    let want = if hw_fires_here { 2 * count } else { 0 };
-    ensure(in_slot == want, || {
-        format!("{in_slot} hits from the hardware slot, wanted {want}")
-    })
+    Ok(())
 }
