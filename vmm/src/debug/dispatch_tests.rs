@@ -21,6 +21,7 @@ const BD: u64 = 1 << 13;
 /// This project's development hosts, as the probe sees them.
 const THIS_HOST: DebugCaps = DebugCaps {
     exec_breakpoints: true,
+    exec_breakpoints_cpl3: false,
     rf_resumes: false,
     data_watchpoints: false,
     single_step: true,
@@ -613,4 +614,55 @@ fn late_slots_are_new_or_changed_enabled_slots() {
     for (before, now, want) in table {
         assert_eq!(super::vcpu_debug::late_slots(&before, &now), want);
     }
+}
+
+#[test]
+fn exec_breakpoints_are_refused_where_nothing_fires_or_resumes_them() {
+    let table = [
+        (
+            DebugCaps {
+                exec_breakpoints: false,
+                ..THIS_HOST
+            },
+            Some("does not deliver host exec breakpoints"),
+        ),
+        (
+            DebugCaps {
+                rf_resumes: false,
+                single_step: false,
+                ..THIS_HOST
+            },
+            Some("neither resume past an exec breakpoint with RF nor single-step"),
+        ),
+        (
+            DebugCaps {
+                rf_resumes: true,
+                single_step: false,
+                ..THIS_HOST
+            },
+            None,
+        ),
+        (THIS_HOST, None),
+    ];
+    for (caps, refusal) in table {
+        let rig = Rig::new(caps, Policy::HostFirst);
+        let got = rig.ctl.add(HostRequest {
+            spec: exec(0x1000),
+            scope: Scope::Vm,
+            label: "f".into(),
+            on_hit: always(HitAction::Continue),
+        });
+        match refusal {
+            Some(why) => assert!(
+                got.as_ref().is_err_and(|e| e.to_string().contains(why)),
+                "{caps:?}: {got:?}"
+            ),
+            None => assert!(got.is_ok(), "{caps:?}: {got:?}"),
+        }
+    }
+    assert_eq!(
+        THIS_HOST.exec_note(),
+        Some("fires in CPL0 code only on this host")
+    );
+    assert_eq!(DebugCaps::vmx_like().exec_note(), None);
 }

@@ -7,7 +7,7 @@ pub mod kick;
 mod page_hits;
 
 pub use exit::{classify, Step, UnknownAccessPolicy};
-pub use gate::{Quiesced, VcpuGate};
+pub use gate::{Held, Quiesced, VcpuGate};
 
 use std::sync::Arc;
 

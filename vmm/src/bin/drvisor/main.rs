@@ -148,8 +148,9 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
 
     let ctl = vm.debug().clone();
     if args.show_plan {
-        ctl.observe_plan(Arc::new(|plan, labels| {
-            eprint!("drvisor: {}", plan_view::describe(plan, labels));
+        let exec_note = ctl.caps().exec_note();
+        ctl.observe_plan(Arc::new(move |plan, labels| {
+            eprint!("drvisor: {}", plan_view::describe(plan, labels, exec_note));
         }));
     }
     let mut pausing = false;
