@@ -217,6 +217,17 @@ impl Vcpu {
                             rip,
                             id: id.0,
                         }),
+                        Ok(Verdict::Unemulated { rip, bytes }) => Some(Outcome::InternalError {
+                            vcpu,
+                            rip,
+                            suberror: 1,
+                            insn: bytes,
+                            note: Some(
+                                "drvisor trapped this MOV DR (DR7.GD) but cannot decode it, so \
+                                 it can neither perform it nor step past it"
+                                    .into(),
+                            ),
+                        }),
                         Err(e) => Some(self.vmm_error(e)),
                     }
                 }
