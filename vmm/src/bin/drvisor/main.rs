@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use clap::{CommandFactory, FromArgMatches};
 use drvisor::boot::KernelImage;
+use drvisor::boot::Module;
 use drvisor::debug::{plan_view, DebugController, HitContext, OnHit};
 use drvisor::symbols::SymbolTable;
-use drvisor::{exit_code, guest_image, probe, Console, Vm, VmConfig};
+use drvisor::{exit_code, guest_image, probe, ApStart, Console, Vm, VmConfig};
 use drvisor_api::{HitAction, HitEvent};
 use drvisor_debug::Policy;
 
@@ -81,6 +82,15 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
                 Failure::usage(format!("cannot read initrd {}: {e}", path.display()))
             })?),
         };
+    let modules = args
+        .modules
+        .iter()
+        .map(|spec| boot_module(spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    let exit_status = args
+        .exit_status
+        .parse()
+        .map_err(|e| Failure::usage(format!("--exit-status: {e}")))?;
     let policy: Policy = args
         .policy
         .parse()
@@ -98,6 +108,12 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
 
     let mut config = VmConfig::new(kernel, command_line(&args)?);
     config.initrd = initrd;
+    config.modules = modules;
+    config.exit_status = exit_status;
+    if args.kernel.is_none() {
+        // The test guest's `smp` scenario expects every vCPU at its entry (no trampoline yet).
+        config.ap_start = ApStart::AllAtEntry;
+    }
     config.vcpus = args.vcpus;
     config.mem_mib = args.mem;
     config.console = Console::Stdio;
@@ -232,6 +248,18 @@ fn command_line(args: &RunArgs) -> Result<String, Failure> {
         parts.push(args.cmdline.clone());
     }
     Ok(parts.join(" "))
+}
+
+/// `--module FILE[,CMDLINE]`: the file's bytes and the module's command line.
+fn boot_module(spec: &str) -> Result<Module, Failure> {
+    let (path, cmdline) = spec.split_once(',').unwrap_or((spec, ""));
+    let bytes = std::fs::read(path)
+        .map_err(|e| Failure::usage(format!("cannot read --module {path}: {e}")))?;
+    Ok(Module {
+        name: path.to_owned(),
+        bytes,
+        cmdline: cmdline.to_owned(),
+    })
 }
 
 fn vm_failure(e: drvisor::vm::Error) -> Failure {
