@@ -9,6 +9,7 @@ mod debug_regs_port;
 mod guest_and_host;
 mod guest_faults;
 mod host_breakpoints;
+mod kvm_unit_tests;
 mod live_changes;
 mod page_watches;
 mod probe_table;
@@ -31,5 +32,6 @@ fn main() {
     trials.extend(live_changes::trials());
     trials.extend(debug_regs_port::trials(&ctx));
     trials.extend(page_watches::trials(&ctx));
+    trials.extend(kvm_unit_tests::trials());
     libtest_mimic::run(&args, trials).exit();
 }
