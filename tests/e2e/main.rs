@@ -14,6 +14,7 @@ mod live_changes;
 mod page_watches;
 mod probe_table;
 mod scenarios;
+mod tiny_kernels;
 mod usage_errors;
 
 use libtest_mimic::{Arguments, Trial};
@@ -33,5 +34,6 @@ fn main() {
     trials.extend(debug_regs_port::trials(&ctx));
     trials.extend(page_watches::trials(&ctx));
     trials.extend(kvm_unit_tests::trials());
+    trials.extend(tiny_kernels::trials());
     libtest_mimic::run(&args, trials).exit();
 }
