@@ -21,4 +21,4 @@ pub mod vm;
 pub mod watch;
 
 pub use outcome::{exit_code, Outcome};
-pub use vm::{ApStart, Console, Vm, VmConfig};
+pub use vm::{Console, Vm, VmConfig};

@@ -8,7 +8,7 @@ use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::boot::{self, Entry, KernelImage, Module};
+use crate::boot::{self, ApStart, Entry, KernelImage, Module};
 use crate::cpu;
 use crate::debug::{DebugCaps, DebugController};
 use crate::devices::{
@@ -92,8 +92,6 @@ pub struct VmConfig {
     pub modules: Vec<Module>,
     /// How the value the guest writes to the exit port becomes the exit status.
     pub exit_status: ExitStatus,
-    /// How the vCPUs other than the boot vCPU start.
-    pub ap_start: ApStart,
     /// The kernel command line.
     pub cmdline: String,
     /// Number of vCPUs.
@@ -124,7 +122,6 @@ impl VmConfig {
             initrd: None,
             modules: Vec::new(),
             exit_status: ExitStatus::Raw,
-            ap_start: ApStart::WaitForSipi,
             cmdline: cmdline.into(),
             vcpus: 1,
             mem_mib: 64,
@@ -136,18 +133,6 @@ impl VmConfig {
             memslot_limit: None,
         }
     }
-}
-
-/// How the application processors (every vCPU but vCPU 0) start.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ApStart {
-    /// As every boot protocol says: they wait in KVM's wait-for-SIPI state until the guest
-    /// starts them with INIT/SIPI through the in-kernel LAPIC.
-    #[default]
-    WaitForSipi,
-    /// Every vCPU starts at the PVH entry at once and finds its index through CPUID. Only the
-    /// embedded test guest asks for this: its `smp` scenario has no INIT/SIPI trampoline yet.
-    AllAtEntry,
 }
 
 /// A VM ready to run.
@@ -267,7 +252,7 @@ impl TryFrom<VmConfig> for Vm {
             if let Some(cap) = mcg_cap {
                 cpu::mce::setup(&fd, cap).map_err(kvm_err("KVM_X86_SETUP_MCE"))?;
             }
-            start_state(&fd, &mem, &entry, index, config.ap_start)?;
+            start_state(&fd, &mem, &entry, index, config.kernel.ap_start())?;
             vcpus.push(Vcpu::new(index.into(), fd, sync_regs));
         }
 

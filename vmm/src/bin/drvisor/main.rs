@@ -13,7 +13,7 @@ use drvisor::boot::KernelImage;
 use drvisor::boot::Module;
 use drvisor::debug::{plan_view, DebugController, HitContext, OnHit};
 use drvisor::symbols::SymbolTable;
-use drvisor::{exit_code, guest_image, probe, ApStart, Console, Vm, VmConfig};
+use drvisor::{exit_code, guest_image, probe, Console, Vm, VmConfig};
 use drvisor_api::{HitAction, HitEvent};
 use drvisor_debug::Policy;
 
@@ -110,10 +110,6 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.initrd = initrd;
     config.modules = modules;
     config.exit_status = exit_status;
-    if args.kernel.is_none() {
-        // The test guest's `smp` scenario expects every vCPU at its entry (no trampoline yet).
-        config.ap_start = ApStart::AllAtEntry;
-    }
     config.vcpus = args.vcpus;
     config.mem_mib = args.mem;
     config.console = Console::Stdio;
