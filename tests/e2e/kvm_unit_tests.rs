@@ -119,6 +119,7 @@ pub fn trials() -> Vec<Trial> {
                 trials.push(skipped(&format!("kvm_unit_tests::{}", c.name), &reason));
             }
             trials.push(skipped("kvm_unit_tests::breakpoints_on_report", &reason));
+            trials.push(skipped("kvm_unit_tests::elf32_symbols", &reason));
             return trials;
         }
     };
@@ -134,6 +135,10 @@ pub fn trials() -> Vec<Trial> {
         "kvm_unit_tests::breakpoints_on_report",
         move || breakpoints_on_report(&d),
     ));
+    let d = dir.clone();
+    trials.push(Trial::test("kvm_unit_tests::elf32_symbols", move || {
+        elf32_symbols(&d)
+    }));
     trials.push(skipped(
         "kvm_unit_tests::emulator",
         "needs pc-testdev's MMIO RAM at 0xff000000 (its tests run on it), which drvisor lacks",
@@ -398,4 +403,35 @@ fn breakpoints_on_report(dir: &Path) -> Result<(), Failed> {
     ensure(count("report_summary") == 1, || {
         format!("{} hits on report_summary", count("report_summary"))
     })
+}
+
+/// The images' ELF32 symbol tables: `start64` is a local label without `.type` in
+/// `x86/cstart64.S`, run once by the boot CPU; `max_cpus` is an absolute symbol (`.set`).
+fn elf32_symbols(dir: &Path) -> Result<(), Failed> {
+    let events = crate::common::temp_path("kut-sym-events.jsonl");
+    let ev = events.to_str().unwrap_or_default();
+    let run = run_watched(
+        &drvisor_args(dir, "setjmp", 1, &["--break", "start64", "--events", ev]),
+        FINISH_TIMEOUT,
+        |_| false,
+        Duration::ZERO,
+    );
+    let hits = crate::common::read_events(&events);
+    let _ = std::fs::remove_file(&events);
+    ensure(run.status == Some(1), || {
+        format!("status {:?}\n{}{}", run.status, run.stdout, run.stderr)
+    })?;
+    ensure(hits.len() == 1 && hits[0]["label"] == "start64", || {
+        format!("wanted one hit on start64: {hits:?}")
+    })?;
+    let abs = run_watched(
+        &drvisor_args(dir, "setjmp", 1, &["--break", "max_cpus"]),
+        FINISH_TIMEOUT,
+        |_| false,
+        Duration::ZERO,
+    );
+    ensure(
+        abs.status == Some(2) && abs.stderr.contains("`max_cpus` is an absolute symbol"),
+        || format!("status {:?}: {}", abs.status, abs.stderr),
+    )
 }
