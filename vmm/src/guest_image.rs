@@ -3,7 +3,7 @@
 //! Its boot protocol, exit port, command line and scenarios are documented in
 //! `guest-image/README.md`.
 
-use crate::boot::{ApStart, KernelImage};
+use crate::boot::KernelImage;
 
 /// The ELF bytes of the embedded test guest.
 pub const ELF: &[u8] = include_bytes!(env!("DRVISOR_GUEST_ELF"));
@@ -26,10 +26,8 @@ pub const SCENARIOS: &[&str] = &[
     "echo",
 ];
 
-/// The embedded guest as a kernel image. Its `smp` scenario expects every vCPU at its PVH
-/// entry at once (it has no INIT/SIPI trampoline yet).
+/// The embedded guest as a kernel image.
 pub fn kernel() -> KernelImage {
     KernelImage::from_bytes("the embedded test guest", ELF.to_vec())
         .expect("build.rs embeds an ELF")
-        .with_ap_start(ApStart::AllAtEntry)
 }

@@ -8,7 +8,7 @@ use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::boot::{self, ApStart, Entry, KernelImage, Module};
+use crate::boot::{self, Entry, KernelImage, Module};
 use crate::cpu;
 use crate::debug::{DebugCaps, DebugController};
 use crate::devices::{
@@ -252,7 +252,7 @@ impl TryFrom<VmConfig> for Vm {
             if let Some(cap) = mcg_cap {
                 cpu::mce::setup(&fd, cap).map_err(kvm_err("KVM_X86_SETUP_MCE"))?;
             }
-            start_state(&fd, &mem, &entry, index, config.kernel.ap_start())?;
+            start_state(&fd, &mem, &entry, index)?;
             vcpus.push(Vcpu::new(index.into(), fd, sync_regs));
         }
 
@@ -295,26 +295,21 @@ impl TryFrom<VmConfig> for Vm {
 /// The boot vCPU (index 0, KVM's default BSP) starts at the entry in the state its protocol
 /// requires. The others are put, explicitly, in `KVM_MP_STATE_UNINITIALIZED`, KVM's power-on
 /// state for an AP with the in-kernel LAPIC: KVM_RUN waits in the kernel until the guest's
-/// INIT and SIPI, which start the AP in real mode at the SIPI vector, as on hardware. Under [`ApStart::AllAtEntry`] (PVH only) every vCPU
-/// starts at the entry at once instead.
+/// INIT and SIPI, which start the AP in real mode at the SIPI vector, as on hardware. This holds
+/// for every format: PVH, multiboot and Linux all bring up their APs this way.
 fn start_state(
     fd: &kvm_ioctls::VcpuFd,
     mem: &GuestMemoryMmap,
     entry: &Entry,
     index: u8,
-    ap_start: ApStart,
 ) -> Result<(), Error> {
-    let all_at_entry = ap_start == ApStart::AllAtEntry && matches!(entry, Entry::Pvh { .. });
-    if index == 0 || all_at_entry {
+    if index == 0 {
         cpu::configure(fd, mem, entry)?;
-    }
-    if index > 0 {
-        let mp_state = if all_at_entry {
-            kvm_bindings::KVM_MP_STATE_RUNNABLE
-        } else {
-            kvm_bindings::KVM_MP_STATE_UNINITIALIZED
+    } else {
+        let waiting = kvm_bindings::kvm_mp_state {
+            mp_state: kvm_bindings::KVM_MP_STATE_UNINITIALIZED,
         };
-        fd.set_mp_state(kvm_bindings::kvm_mp_state { mp_state })
+        fd.set_mp_state(waiting)
             .map_err(kvm_err("KVM_SET_MP_STATE"))?;
     }
     Ok(())

@@ -26,18 +26,6 @@ pub enum KernelFormat {
     BzImage,
 }
 
-/// How the application processors (every vCPU but vCPU 0) start.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ApStart {
-    /// As every boot protocol says: they wait in KVM's power-on state until the guest starts
-    /// them with INIT/SIPI through the in-kernel LAPIC.
-    #[default]
-    WaitForSipi,
-    /// Every vCPU starts at the PVH entry at once and finds its index through CPUID. Only the
-    /// embedded test guest asks for this: its `smp` scenario has no INIT/SIPI trampoline yet.
-    AllAtEntry,
-}
-
 /// A kernel image read into memory.
 pub struct KernelImage {
     name: String,
@@ -47,8 +35,6 @@ pub struct KernelImage {
     segments: Vec<Segment>,
     /// The 32-bit entry (PVH and multiboot).
     entry: u64,
-    /// How its APs start.
-    ap_start: ApStart,
 }
 
 const ELF_MAGIC: &[u8] = b"\x7fELF";
@@ -69,7 +55,6 @@ impl KernelImage {
             format: KernelFormat::BzImage,
             segments: Vec::new(),
             entry: 0,
-            ap_start: ApStart::WaitForSipi,
         };
         let bytes = &image.bytes;
         if bytes.get(0x202..0x206) == Some(SETUP_HEADER_MAGIC) {
@@ -165,18 +150,6 @@ impl KernelImage {
     pub fn from_file(path: &Path) -> std::io::Result<Result<Self, Error>> {
         let bytes = std::fs::read(path)?;
         Ok(Self::from_bytes(path.display().to_string(), bytes))
-    }
-
-    /// The same image, with its APs started as `ap_start` says (PVH images only; others
-    /// always wait for INIT/SIPI).
-    pub fn with_ap_start(mut self, ap_start: ApStart) -> Self {
-        self.ap_start = ap_start;
-        self
-    }
-
-    /// How the image's APs start.
-    pub fn ap_start(&self) -> ApStart {
-        self.ap_start
     }
 
     /// The name used in messages.

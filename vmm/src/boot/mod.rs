@@ -20,7 +20,7 @@ pub mod multiboot;
 pub mod pvh;
 pub mod test_elf;
 
-pub use image::{ApStart, KernelFormat, KernelImage};
+pub use image::{KernelFormat, KernelImage};
 
 use vm_memory::GuestMemoryMmap;
 
