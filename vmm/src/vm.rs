@@ -12,8 +12,9 @@ use crate::boot::{self, Entry, KernelImage, Module};
 use crate::cpu;
 use crate::debug::{DebugCaps, DebugController};
 use crate::devices::{
-    ExitPort, ExitStatus, FwCfg, PioBus, SerialConsole, COM1_BASE, COM1_GSI, EXIT_PORT, EXIT_PORTS,
-    FW_CFG_PORT, FW_CFG_PORTS,
+    ExitPort, ExitStatus, FwCfg, MmioBus, PioBus, SerialConsole, TestDevIomem, TestDevPort,
+    COM1_BASE, COM1_GSI, EXIT_PORT, EXIT_PORTS, FW_CFG_PORT, FW_CFG_PORTS, IOMEM_BASE, IOMEM_LEN,
+    TESTDEV_PORT, TESTDEV_PORTS,
 };
 use crate::event_loop::{self, Subscriber};
 use crate::memory;
@@ -234,6 +235,22 @@ impl TryFrom<VmConfig> for Vm {
             ))),
         );
 
+        // pc-testdev, as kvm-unit-tests' runner configures QEMU: its scratch port, and its MMIO
+        // RAM where no guest RAM is (it would shadow RAM otherwise).
+        bus.insert(
+            TESTDEV_PORT,
+            TESTDEV_PORTS,
+            Arc::new(Mutex::new(TestDevPort::default())),
+        );
+        let mut mmio = MmioBus::default();
+        if boot::ram_size(&mem) <= IOMEM_BASE {
+            mmio.insert(
+                IOMEM_BASE,
+                IOMEM_LEN,
+                Arc::new(Mutex::new(TestDevIomem::default())),
+            );
+        }
+
         let supported = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
@@ -267,6 +284,7 @@ impl TryFrom<VmConfig> for Vm {
         }));
         let shared = Arc::new(VcpuShared {
             bus,
+            mmio,
             control,
             mem,
             unknown_access: UnknownAccessPolicy {

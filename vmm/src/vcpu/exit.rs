@@ -49,6 +49,28 @@ impl RamAccess for PageWatchEngine {
     }
 }
 
+/// MMIO devices outside RAM first (a cheap range check), then guest RAM through `ram`.
+pub struct GuestMmio<'a> {
+    /// Devices such as pc-testdev's MMIO RAM.
+    pub devices: &'a crate::devices::MmioBus,
+    /// Guest RAM: the page-watch engine.
+    pub ram: &'a dyn RamAccess,
+}
+
+impl RamAccess for GuestMmio<'_> {
+    fn on_mmio(&self, gpa: u64, mut access: MmioAccess<'_>) -> Option<Vec<PendingPageHit>> {
+        let done = match &mut access {
+            MmioAccess::Read(data) => self.devices.read(gpa, data),
+            MmioAccess::Write(data) => self.devices.write(gpa, data),
+        };
+        if done {
+            Some(Vec::new())
+        } else {
+            self.ram.on_mmio(gpa, access)
+        }
+    }
+}
+
 /// Classifies `exit` for vCPU `vcpu`, performing port I/O on `bus` and guest-RAM MMIO on `ram`.
 pub fn classify(
     exit: VcpuExit<'_>,

@@ -6,7 +6,7 @@ mod gate;
 pub mod kick;
 mod page_hits;
 
-pub use exit::{classify, Step, UnknownAccessPolicy};
+pub use exit::{classify, GuestMmio, Step, UnknownAccessPolicy};
 pub use gate::{Quiesced, VcpuGate};
 
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use kvm_ioctls::VcpuFd;
 use vm_memory::GuestMemoryMmap;
 
 use crate::debug::{DebugController, KvmDebugVcpu, VcpuDebug, Verdict};
-use crate::devices::PioBus;
+use crate::devices::{MmioBus, PioBus};
 use crate::outcome::Outcome;
 use crate::run_control::RunControl;
 use crate::watch::PageWatchEngine;
@@ -24,6 +24,8 @@ use crate::watch::PageWatchEngine;
 pub struct VcpuShared {
     /// Port-I/O devices.
     pub bus: PioBus,
+    /// MMIO devices outside guest RAM.
+    pub mmio: MmioBus,
     /// The end of the run.
     pub control: Arc<RunControl>,
     /// Guest RAM, to read instruction bytes for error reports.
@@ -139,7 +141,10 @@ impl Vcpu {
                 Ok(exit) => classify(
                     exit,
                     &shared.bus,
-                    &*shared.watch,
+                    &GuestMmio {
+                        devices: &shared.mmio,
+                        ram: &*shared.watch,
+                    },
                     shared.unknown_access,
                     self.index,
                 ),
