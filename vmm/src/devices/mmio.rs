@@ -11,23 +11,30 @@ pub trait MmioDevice: Send {
     fn write(&mut self, offset: u64, data: &[u8]);
 }
 
+/// Addresses `base..base+len`, owned by `device`.
+struct MmioRange {
+    base: u64,
+    len: u64,
+    device: Arc<Mutex<dyn MmioDevice>>,
+}
+
 /// MMIO devices by address range; immutable once built, each device with its own lock.
 #[derive(Default)]
 pub struct MmioBus {
-    devices: Vec<(u64, u64, Arc<Mutex<dyn MmioDevice>>)>,
+    devices: Vec<MmioRange>,
 }
 
 impl MmioBus {
     /// Gives `base..base+len` to `device`.
     pub fn insert(&mut self, base: u64, len: u64, device: Arc<Mutex<dyn MmioDevice>>) {
-        self.devices.push((base, len, device));
+        self.devices.push(MmioRange { base, len, device });
     }
 
     fn find(&self, addr: u64) -> Option<(u64, &Arc<Mutex<dyn MmioDevice>>)> {
         self.devices
             .iter()
-            .find(|(base, len, _)| addr >= *base && addr - base < *len)
-            .map(|(base, _, d)| (addr - base, d))
+            .find(|r| addr >= r.base && addr - r.base < r.len)
+            .map(|r| (addr - r.base, &r.device))
     }
 
     /// Performs a read if a device owns `addr`; false if none does.
