@@ -88,6 +88,39 @@ const PVH_CODE: &[u8] = &[
     0xc3, // putn, as above
 ];
 
+/// Reads fw_cfg items through ports 0x510 (16-bit selector) and 0x511 (data) and copies their
+/// bytes to COM1: the signature (4 bytes), the CPU count (key 0x05, 2), the RAM size (key 0x03,
+/// 8) and the file directory's count (key 0x19, 4). Then exits with 0.
+const FW_CFG_CODE: &[u8] = &[
+    0xbc, 0x00, 0x00, 0x08, 0x00, // mov esp, 0x80000
+    0x66, 0xb8, 0x00, 0x00, //       mov ax, 0x00 (signature)
+    0xb9, 0x04, 0x00, 0x00, 0x00, // mov ecx, 4
+    0xe8, 0x32, 0x00, 0x00, 0x00, // call item
+    0x66, 0xb8, 0x05, 0x00, //       mov ax, 0x05 (CPU count)
+    0xb9, 0x02, 0x00, 0x00, 0x00, // mov ecx, 2
+    0xe8, 0x24, 0x00, 0x00, 0x00, // call item
+    0x66, 0xb8, 0x03, 0x00, //       mov ax, 0x03 (RAM size)
+    0xb9, 0x08, 0x00, 0x00, 0x00, // mov ecx, 8
+    0xe8, 0x16, 0x00, 0x00, 0x00, // call item
+    0x66, 0xb8, 0x19, 0x00, //       mov ax, 0x19 (file directory)
+    0xb9, 0x04, 0x00, 0x00, 0x00, // mov ecx, 4
+    0xe8, 0x08, 0x00, 0x00, 0x00, // call item
+    0x31, 0xc0, //                   xor eax, eax
+    0x66, 0xba, 0xf4, 0x00, //       mov dx, 0xf4
+    0xee, //                         out dx, al
+    0xf4, //                         hlt
+    // item: select ax, copy ecx bytes to COM1.
+    0x66, 0xba, 0x10, 0x05, //       mov dx, 0x510
+    0x66, 0xef, //                   out dx, ax
+    0x66, 0xba, 0x11, 0x05, //       1: mov dx, 0x511
+    0xec, //                         in al, dx
+    0x66, 0xba, 0xf8, 0x03, //       mov dx, 0x3f8
+    0xee, //                         out dx, al
+    0x49, //                         dec ecx
+    0x75, 0xf3, //                   jnz 1b
+    0xc3, //                         ret
+];
+
 const MULTIBOOT_MAGIC: u32 = 0x1bad_b002;
 const AOUT_KLUDGE: u32 = 1 << 16;
 const VIDEO_MODE: u32 = 1 << 2;
@@ -163,6 +196,10 @@ pub fn trials() -> Vec<Trial> {
         only_the_boot_vcpu_starts,
     ));
     trials.push(Trial::test("tiny_kernel::refusals", refusals));
+    trials.push(Trial::test(
+        "tiny_kernel::fw_cfg_matches_the_vm",
+        fw_cfg_matches_the_vm,
+    ));
     trials
 }
 
@@ -346,4 +383,38 @@ fn refusals() -> Result<(), Failed> {
     let run = drvisor(&["run", "--exit-status", "binary"]);
     run.expect_code(2)?;
     ensure(run.stderr.contains("--exit-status"), || run.to_string())
+}
+
+/// What fw_cfg answers is what the VM was given: 3 vCPUs and 48 MiB here.
+fn fw_cfg_matches_the_vm() -> Result<(), Failed> {
+    let kernel = write_temp(
+        "fw-cfg-kernel",
+        &elf(
+            ElfClass::Elf32,
+            FW_CFG_CODE,
+            None,
+            &multiboot_header(0, &[]),
+        ),
+    );
+    let run = drvisor(&[
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap_or_default(),
+        "--vcpus",
+        "3",
+        "--mem",
+        "48",
+    ]);
+    let _ = std::fs::remove_file(&kernel);
+    run.expect_code(0)?;
+    let mut want = b"QEMU".to_vec();
+    want.extend_from_slice(&3u16.to_le_bytes());
+    want.extend_from_slice(&(48u64 << 20).to_le_bytes());
+    want.extend_from_slice(&0u32.to_be_bytes());
+    ensure(run.stdout.as_bytes() == want, || {
+        format!(
+            "fw_cfg said {:02x?}, wanted {want:02x?}",
+            run.stdout.as_bytes()
+        )
+    })
 }

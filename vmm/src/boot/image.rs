@@ -75,8 +75,12 @@ impl KernelImage {
         }
         let header = multiboot::Header::find(bytes).map_err(&refuse)?;
         match (header, elf) {
-            (Some(h), _) if h.aout.is_some() => {
-                let aout = h.aout.expect("checked");
+            (
+                Some(multiboot::Header {
+                    aout: Some(aout), ..
+                }),
+                _,
+            ) => {
                 image.format = KernelFormat::Multiboot(None);
                 image.segments = vec![aout.segment];
                 image.entry = aout.entry;
