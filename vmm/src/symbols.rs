@@ -495,6 +495,65 @@ ffffffff81000200 T startup_64
         assert!(matches!(t.resolve("x"), Err(Error::NoSymbols(_))));
     }
 
+    /// An ELF of `class` whose symbol table has two local `helper`s from two files, a global
+    /// function, an untyped label, an absolute symbol and a file-less global object.
+    fn elf_with_symbols(class: crate::boot::elf::ElfClass) -> Vec<u8> {
+        use crate::boot::test_elf::{build_with_symbols, LoadSegment, SymbolPlace, TestSymbol};
+        let sym = |name, value, kind, local, place| TestSymbol {
+            name,
+            value,
+            size: if kind == 2 { 4 } else { 0 },
+            kind,
+            local,
+            place,
+        };
+        let text = SymbolPlace::Text;
+        build_with_symbols(
+            class,
+            0x10_0000,
+            &[LoadSegment {
+                paddr: 0x10_0000,
+                bytes: &[0x90; 64],
+                memsz: 64,
+            }],
+            None,
+            &[],
+            &[
+                sym("a.c", 0, 4, true, text),
+                sym("helper", 0x10_0010, 2, true, text),
+                sym("b.c", 0, 4, true, text),
+                sym("helper", 0x10_0020, 2, true, text),
+                sym("start64", 0x10_0030, 0, true, text),
+                sym("max_cpus", 0x400, 0, true, SymbolPlace::Absolute),
+                sym("main", 0x10_0000, 2, false, text),
+            ],
+        )
+    }
+
+    #[test]
+    fn elf32_and_elf64_symbol_tables_follow_the_rules() {
+        use crate::boot::elf::ElfClass;
+        for class in [ElfClass::Elf32, ElfClass::Elf64] {
+            let t = SymbolTable::from_elf(&elf_with_symbols(class));
+            assert_eq!(t.resolve("main"), Ok(0x10_0000), "{class}");
+            assert_eq!(t.size("main"), Some(4));
+            assert_eq!(t.resolve("start64"), Ok(0x10_0030), "untyped local label");
+            assert_eq!(t.resolve("main+0x8"), Ok(0x10_0008));
+            let err = t.resolve("helper").unwrap_err().to_string();
+            assert_eq!(
+                err,
+                "`helper` is ambiguous: 2 symbols have this name (0x100010 in a.c, 0x100020 in \
+                 b.c); pick one with `helper@ADDRESS`"
+            );
+            assert_eq!(t.resolve("helper@0x100020"), Ok(0x10_0020));
+            let abs = t.resolve("max_cpus").unwrap_err().to_string();
+            assert!(abs.contains("absolute symbol (value 0x400)"), "{abs}");
+            assert_eq!(t.describe(0x10_0034), Some(("start64".into(), 4)));
+            // A table with symbols, none of them the one asked for: not "no symbol table".
+            assert!(matches!(t.resolve("nope"), Err(Error::Unknown { .. })));
+        }
+    }
+
     #[test]
     fn edit_distance_basics() {
         assert_eq!(edit_distance("kitten", "sitting"), 3);

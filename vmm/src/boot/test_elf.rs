@@ -15,6 +15,32 @@ pub enum NotePlace {
     Section,
 }
 
+/// Where a test symbol is defined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SymbolPlace {
+    /// In `.text` (the first segment).
+    Text,
+    /// `SHN_ABS`.
+    Absolute,
+}
+
+/// A symbol-table entry. Locals must come before globals, as in any ELF; an `STT_FILE` entry
+/// (`kind` 4) names the source file of the locals after it.
+pub struct TestSymbol<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// `st_value`.
+    pub value: u64,
+    /// `st_size`.
+    pub size: u64,
+    /// `STT_*`: 0 notype, 1 object, 2 func, 4 file.
+    pub kind: u8,
+    /// `STB_LOCAL` rather than `STB_GLOBAL`.
+    pub local: bool,
+    /// Its section.
+    pub place: SymbolPlace,
+}
+
 /// One loadable segment.
 pub struct LoadSegment<'a> {
     /// Guest-physical (and virtual) address.
@@ -34,6 +60,18 @@ pub fn build_with(
     segments: &[LoadSegment<'_>],
     pvh: Option<(u32, NotePlace)>,
     prefix: &[u8],
+) -> Vec<u8> {
+    build_with_symbols(class, entry, segments, pvh, prefix, &[])
+}
+
+/// [`build_with`], plus a `.symtab` with `symbols` (none: no symbol table at all).
+pub fn build_with_symbols(
+    class: ElfClass,
+    entry: u64,
+    segments: &[LoadSegment<'_>],
+    pvh: Option<(u32, NotePlace)>,
+    prefix: &[u8],
+    symbols: &[TestSymbol<'_>],
 ) -> Vec<u8> {
     let wide = class == ElfClass::Elf64;
     let (ehsize, phentsize, shentsize) = if wide { (64, 56, 64) } else { (52, 32, 40) };
@@ -64,14 +102,104 @@ pub fn build_with(
         seg_offs.push(out.len());
         out.extend_from_slice(s.bytes);
     }
-    // Sections: null, .note.Xen (when asked), .shstrtab.
-    let shstrtab: &[u8] = b"\0.note.Xen\0.shstrtab\0";
+    // Sections: null, .text, .note.Xen (when asked), .symtab and .strtab (when asked), .shstrtab.
+    let shstrtab: &[u8] = b"\0.note.Xen\0.shstrtab\0.text\0.symtab\0.strtab\0";
+    let mut sections = vec![Section::default()];
+    if let (Some(first), Some(&off)) = (segments.first(), seg_offs.first()) {
+        sections.push(Section {
+            name: 21,
+            kind: 1,  // SHT_PROGBITS
+            flags: 6, // SHF_ALLOC | SHF_EXECINSTR
+            addr: first.paddr,
+            offset: off as u64,
+            size: first.bytes.len() as u64,
+            align: 16,
+            ..Default::default()
+        });
+    }
+    let text_index = 1u16;
+    let note_len = note.as_ref().map_or(0, Vec::len) as u64;
+    if note_section {
+        sections.push(Section {
+            name: 1,
+            kind: 7, // SHT_NOTE
+            flags: 2,
+            offset: note_off as u64,
+            size: note_len,
+            align: 4,
+            ..Default::default()
+        });
+    }
+    if !symbols.is_empty() {
+        let mut strtab = vec![0u8];
+        let mut symtab = vec![0u8; if wide { 24 } else { 16 }]; // the null symbol
+        let mut first_global = symbols.len() + 1;
+        for (i, sym) in symbols.iter().enumerate() {
+            let name = strtab.len() as u32;
+            strtab.extend_from_slice(sym.name.as_bytes());
+            strtab.push(0);
+            if !sym.local && first_global > symbols.len() {
+                first_global = i + 1;
+            }
+            let info = (if sym.local { 0 } else { 1 << 4 }) | sym.kind;
+            let shndx: u16 = match (sym.kind, sym.place) {
+                (4, _) | (_, SymbolPlace::Absolute) => 0xfff1, // SHN_ABS
+                (_, SymbolPlace::Text) => text_index,
+            };
+            if wide {
+                symtab.extend_from_slice(&name.to_le_bytes());
+                symtab.extend_from_slice(&[info, 0]);
+                symtab.extend_from_slice(&shndx.to_le_bytes());
+                symtab.extend_from_slice(&sym.value.to_le_bytes());
+                symtab.extend_from_slice(&sym.size.to_le_bytes());
+            } else {
+                symtab.extend_from_slice(&name.to_le_bytes());
+                symtab.extend_from_slice(&(sym.value as u32).to_le_bytes());
+                symtab.extend_from_slice(&(sym.size as u32).to_le_bytes());
+                symtab.extend_from_slice(&[info, 0]);
+                symtab.extend_from_slice(&shndx.to_le_bytes());
+            }
+        }
+        align(&mut out, 8);
+        let symtab_off = out.len();
+        out.extend_from_slice(&symtab);
+        let strtab_off = out.len();
+        out.extend_from_slice(&strtab);
+        let strtab_index = sections.len() as u32 + 1;
+        sections.push(Section {
+            name: 27,
+            kind: 2, // SHT_SYMTAB
+            offset: symtab_off as u64,
+            size: symtab.len() as u64,
+            link: strtab_index,
+            info: first_global.min(symbols.len() + 1) as u32,
+            align: 8,
+            entsize: if wide { 24 } else { 16 },
+            ..Default::default()
+        });
+        sections.push(Section {
+            name: 35,
+            kind: 3, // SHT_STRTAB
+            offset: strtab_off as u64,
+            size: strtab.len() as u64,
+            align: 1,
+            ..Default::default()
+        });
+    }
     align(&mut out, 8);
     let shstr_off = out.len();
     out.extend_from_slice(shstrtab);
+    sections.push(Section {
+        name: 11,
+        kind: 3,
+        offset: shstr_off as u64,
+        size: shstrtab.len() as u64,
+        align: 1,
+        ..Default::default()
+    });
     align(&mut out, 8);
     let shoff = out.len();
-    let shnum = if note_section { 3 } else { 2 };
+    let shnum = sections.len() as u16;
 
     let mut w = Writer {
         out: &mut out,
@@ -110,17 +238,12 @@ pub fn build_with(
         );
         ph += phentsize;
     }
-    let note_len = note.as_ref().map_or(0, Vec::len) as u64;
     if note_segment {
         w.phdr(ph, 4, 4, note_off as u64, 0, note_len, note_len, 4);
     }
-    // Section headers (the null one stays zero).
-    let mut sh = shoff + shentsize;
-    if note_section {
-        w.shdr(sh, 1, 7, note_off as u64, note_len, 4);
-        sh += shentsize;
+    for (i, sec) in sections.iter().enumerate() {
+        w.shdr(shoff + i * shentsize, sec);
     }
-    w.shdr(sh, 11, 3, shstr_off as u64, shstrtab.len() as u64, 1);
     let end = shoff + shnum as usize * shentsize;
     out.resize(end, 0);
     out
@@ -198,16 +321,31 @@ impl Writer<'_> {
             self.u32(p + 4, align as u32);
         }
     }
-    fn shdr(&mut self, off: usize, name: u32, sh_type: u32, offset: u64, size: u64, align: u64) {
-        self.u32(off, name);
-        self.u32(off + 4, sh_type);
+    fn shdr(&mut self, off: usize, sec: &Section) {
+        self.u32(off, sec.name);
+        self.u32(off + 4, sec.kind);
         let mut p = off + 8;
-        for v in [0, 0, offset, size] {
-            p = self.word(p, v); // flags, addr, offset, size
+        for v in [sec.flags, sec.addr, sec.offset, sec.size] {
+            p = self.word(p, v);
         }
-        self.u32(p, 0); // link
-        self.u32(p + 4, 0); // info
-        let p = self.word(p + 8, align);
-        self.word(p, 0); // entsize
+        self.u32(p, sec.link);
+        self.u32(p + 4, sec.info);
+        let p = self.word(p + 8, sec.align);
+        self.word(p, sec.entsize);
     }
+}
+
+/// A section header's fields.
+#[derive(Default)]
+struct Section {
+    name: u32,
+    kind: u32,
+    flags: u64,
+    addr: u64,
+    offset: u64,
+    size: u64,
+    link: u32,
+    info: u32,
+    align: u64,
+    entsize: u64,
 }
