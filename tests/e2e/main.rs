@@ -14,6 +14,7 @@ mod live_changes;
 mod page_watches;
 mod probe_table;
 mod scenarios;
+mod symbol_specs;
 mod tiny_kernels;
 mod usage_errors;
 
@@ -35,5 +36,6 @@ fn main() {
     trials.extend(page_watches::trials(&ctx));
     trials.extend(kvm_unit_tests::trials());
     trials.extend(tiny_kernels::trials());
+    trials.extend(symbol_specs::trials());
     libtest_mimic::run(&args, trials).exit();
 }
