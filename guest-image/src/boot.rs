@@ -1,8 +1,10 @@
 //! PVH entry: 32-bit protected mode -> 64-bit long mode, per-CPU stacks, then `drv_main`.
 //!
-//! Every vCPU enters at `pvh_entry` at the same time (no INIT/SIPI), in 32-bit protected mode
-//! with paging off, flat segments, interrupts off and EBX = physical address of the shared
-//! `hvm_start_info`. Each CPU:
+//! The boot CPU enters at `pvh_entry` in 32-bit protected mode with paging off, flat segments,
+//! interrupts off and EBX = physical address of the `hvm_start_info`. It starts the other CPUs
+//! with INIT/SIPI ([`start_aps`]): each runs the real-mode trampoline `drv_tramp_start`, copied
+//! to [`TRAMPOLINE`], which switches to the same protected-mode state and jumps to `pvh_entry`
+//! with the same EBX. Each CPU then:
 //!   1. loads our GDT (64-bit code at 0x08, flat data at 0x10),
 //!   2. reads its index from CPUID.1:EBX[31:24] (initial APIC ID),
 //!   3. enables PAE, loads CR3 with the static page tables, sets EFER.LME, enables paging,
@@ -109,6 +111,44 @@ drv_park:
     .size drv_entry64, . - drv_entry64
     .popsection
 
+    /* ---- AP trampoline: copied to 0x1000 (SIPI vector 0x01) by start_aps, run in real mode ---- */
+    .pushsection .rodata.drv_trampoline, "a"
+    .code16
+    .global drv_tramp_start
+drv_tramp_start:
+    cli
+    xorw %ax, %ax
+    movw %ax, %ds
+    lgdtl (drv_tramp_gdt_desc - drv_tramp_start + 0x1000)
+    movl %cr0, %eax
+    orl $1, %eax                    /* CR0.PE */
+    movl %eax, %cr0
+    ljmpl $0x08, $(drv_tramp_32 - drv_tramp_start + 0x1000)
+    .code32
+drv_tramp_32:
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movl (drv_tramp_start_info - drv_tramp_start + 0x1000), %ebx
+    movl $pvh_entry, %eax
+    jmp *%eax
+    .balign 8
+drv_tramp_gdt:
+    .quad 0
+    .quad 0x00cf9b000000ffff        /* 0x08: flat 32-bit code, accessed */
+    .quad 0x00cf93000000ffff        /* 0x10: flat data, accessed */
+drv_tramp_gdt_desc:
+    .word 23
+    .long drv_tramp_gdt - drv_tramp_start + 0x1000
+    .global drv_tramp_start_info
+drv_tramp_start_info:
+    .long 0                         /* start_info paddr, written into the copy */
+    .global drv_tramp_end
+drv_tramp_end:
+    .code64
+    .popsection
+
     /* ---- GDT (in .data: it must be writable memory, although the Accessed bits are preset) ---- */
     .pushsection .data, "aw"
     .balign 16
@@ -166,6 +206,58 @@ drv_dup_cpus:
 extern "C" {
     static drv_stacks: u8;
     static drv_dup_cpus: core::sync::atomic::AtomicU32;
+    static drv_tramp_start: u8;
+    static drv_tramp_start_info: u8;
+    static drv_tramp_end: u8;
+}
+
+/// Where the AP trampoline runs: SIPI vector 0x01. Free RAM in drvisor's (and QEMU's) low
+/// memory: below drvisor's `hvm_start_info` at 0x6000, above its boot GDT at 0x500.
+pub const TRAMPOLINE: usize = 0x1000;
+/// The local APIC's registers (xAPIC mode, KVM's in-kernel LAPIC), identity-mapped.
+const APIC_ICR_LOW: usize = 0xfee0_0300;
+const APIC_ICR_HIGH: usize = 0xfee0_0310;
+/// The spurious-interrupt vector register; bit 8 software-enables the APIC.
+const APIC_SVR: usize = 0xfee0_00f0;
+const SVR_ENABLE: u32 = 1 << 8;
+/// ICR: delivery status (send pending).
+const ICR_PENDING: u32 = 1 << 12;
+/// ICR: INIT, level assert.
+const ICR_INIT: u32 = 0x4500;
+/// ICR: start-up, level assert; the low byte is the vector (start address >> 12).
+const ICR_STARTUP: u32 = 0x4600;
+
+/// Sends one IPI with `low` to the CPU with APIC ID `apic_id`, and waits until it is sent.
+fn send_ipi(apic_id: u32, low: u32) {
+    // SAFETY: the xAPIC ICR registers, identity-mapped by the static page tables; KVM's
+    // in-kernel LAPIC serves them. Volatile: each access is a register access.
+    unsafe {
+        core::ptr::write_volatile(APIC_ICR_HIGH as *mut u32, apic_id << 24);
+        core::ptr::write_volatile(APIC_ICR_LOW as *mut u32, low);
+        while core::ptr::read_volatile(APIC_ICR_LOW as *const u32) & ICR_PENDING != 0 {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Starts CPUs 1..`ncpus` (APIC IDs = indexes, as drvisor assigns them) with INIT and SIPI at
+/// the trampoline, which enters `pvh_entry` with EBX = `start_info_paddr`.
+pub fn start_aps(start_info_paddr: u32, ncpus: u32) {
+    // SAFETY: only the addresses of the asm-defined trampoline bounds are taken; the copy goes
+    // to identity-mapped low RAM that nothing else uses (see TRAMPOLINE), before any AP runs.
+    unsafe {
+        let start = core::ptr::addr_of!(drv_tramp_start);
+        let len = core::ptr::addr_of!(drv_tramp_end) as usize - start as usize;
+        let info_at = core::ptr::addr_of!(drv_tramp_start_info) as usize - start as usize;
+        core::ptr::copy_nonoverlapping(start, TRAMPOLINE as *mut u8, len);
+        core::ptr::write_volatile((TRAMPOLINE + info_at) as *mut u32, start_info_paddr);
+    }
+    // SAFETY: the xAPIC spurious-vector register, identity-mapped like the ICR.
+    unsafe { core::ptr::write_volatile(APIC_SVR as *mut u32, SVR_ENABLE | 0xff) };
+    for apic_id in 1..ncpus.min(MAX_CPUS as u32) {
+        send_ipi(apic_id, ICR_INIT);
+        send_ipi(apic_id, ICR_STARTUP | (TRAMPOLINE >> 12) as u32);
+    }
 }
 
 /// Number of CPUs that parked at boot because their CPUID.1:EBX[31:24] index was already taken

@@ -70,6 +70,11 @@ extern "C" fn drv_main(cpu: u32, start_info_paddr: u32) -> ! {
         boot::park();
     }
 
+    if cfg.ncpus > 1 {
+        // The other CPUs wait for INIT/SIPI, as the PVH protocol says; they park unless the
+        // scenario is smp.
+        boot::start_aps(start_info_paddr, cfg.ncpus);
+    }
     set_scenario(cfg.scenario);
     match cfg.error {
         None => {}

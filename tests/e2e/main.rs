@@ -12,12 +12,15 @@ mod guest_and_host;
 mod guest_faults;
 mod host_breakpoints;
 mod hostile_guests;
+mod kvm_unit_tests;
 mod live_changes;
 mod page_watches;
 mod probe_table;
 mod real_bzimage_mutations;
 mod scenarios;
 mod signals;
+mod symbol_specs;
+mod tiny_kernels;
 mod usage_errors;
 
 use libtest_mimic::{Arguments, Trial};
@@ -40,5 +43,8 @@ fn main() {
     trials.extend(live_changes::trials());
     trials.extend(debug_regs_port::trials(&ctx));
     trials.extend(page_watches::trials(&ctx));
+    trials.extend(kvm_unit_tests::trials());
+    trials.extend(tiny_kernels::trials());
+    trials.extend(symbol_specs::trials());
     libtest_mimic::run(&args, trials).exit();
 }

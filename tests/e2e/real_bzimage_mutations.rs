@@ -71,7 +71,7 @@ fn never_panics(path: std::path::PathBuf) -> Result<(), Failed> {
                 }
             }
             let result = KernelImage::from_bytes("mutated", bytes)
-                .and_then(|k| boot::load(&ram, &k, Some(&[0xab; 4096][..]), "console=ttyS0"));
+                .and_then(|k| boot::load(&ram, &k, Some(&[0xab; 4096][..]), &[], "console=ttyS0"));
             if let Err(e) = result {
                 let text = e.to_string();
                 prop_assert!(!text.contains('\n') && text.len() < 1000, "{}", text);

@@ -40,11 +40,11 @@ pub fn trials() -> Vec<Trial> {
             let path = temp_file("notakernel", b"#!/bin/sh\necho hi\n");
             let run = drvisor(&["run", "--kernel", path.to_str().unwrap_or_default()]);
             let _ = std::fs::remove_file(&path);
-            one_line_usage_error(&run, "is not a kernel drvisor can boot")
+            one_line_usage_error(&run, "not a kernel drvisor can boot")
         }),
-        case("elf_without_pvh_note", || {
+        case("elf_without_pvh_note_or_multiboot", || {
             let run = drvisor(&["run", "--kernel", "/bin/true"]);
-            one_line_usage_error(&run, "without a Xen PVH entry note")
+            one_line_usage_error(&run, "ELF64 without PVH or multiboot")
         }),
         case("kernel_too_big_for_mem", || {
             let path = temp_file("big-bzimage", &synthetic_bzimage(&[0xf4], 3 << 20));
@@ -80,11 +80,23 @@ pub fn trials() -> Vec<Trial> {
                 "does not list the known scenarios".into()
             })
         }),
-        case("initrd_with_an_elf_kernel", || {
-            let path = temp_file("initrd", b"initrd");
-            let run = drvisor(&["run", "--initrd", path.to_str().unwrap_or_default()]);
-            let _ = std::fs::remove_file(&path);
-            one_line_usage_error(&run, "--initrd is only supported with a bzImage")
+        case("module_with_a_bzimage", || {
+            let kernel = temp_file("bz-for-module", &synthetic_bzimage(&[0xf4], 8192));
+            let module = temp_file("module", b"module");
+            let run = drvisor(&[
+                "run",
+                "--kernel",
+                kernel.to_str().unwrap_or_default(),
+                "--module",
+                module.to_str().unwrap_or_default(),
+            ]);
+            let _ = std::fs::remove_file(&kernel);
+            let _ = std::fs::remove_file(&module);
+            one_line_usage_error(&run, "--module needs a PVH or multiboot kernel")
+        }),
+        case("unreadable_module", || {
+            let run = drvisor(&["run", "--module", "/nonexistent/module,arg"]);
+            one_line_usage_error(&run, "--module /nonexistent/module: cannot read it")
         }),
         case("unknown_flag", || {
             let run = drvisor(&["run", "--frobnicate"]);

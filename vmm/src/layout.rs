@@ -20,6 +20,10 @@ pub const PML4: u64 = 0x9000;
 pub const PDPT: u64 = 0xa000;
 /// See [`PML4`].
 pub const PD: u64 = 0xb000;
+/// The multiboot information or the PVH module list, and the strings they point to.
+pub const BOOT_INFO: u64 = 0xc000;
+/// End of [`BOOT_INFO`]'s room.
+pub const BOOT_INFO_END: u64 = 0x10000;
 /// The kernel command line.
 pub const CMDLINE: u64 = 0x20000;
 /// Room for the command line, NUL included.

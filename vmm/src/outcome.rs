@@ -38,6 +38,13 @@ pub enum Outcome {
         /// The status byte.
         status: u8,
     },
+    /// The guest wrote `value` to the exit port under `--exit-status qemu`: the process
+    /// status is QEMU isa-debug-exit's `(value << 1) | 1`, whatever it is, because the
+    /// scripts that ask for this encoding (kvm-unit-tests') read it so.
+    QemuExit {
+        /// The value written.
+        value: u32,
+    },
     /// The guest triple-faulted.
     TripleFault {
         /// Which vCPU.
@@ -105,6 +112,7 @@ impl Outcome {
         match self {
             Outcome::GuestExit { status } if *status <= exit_code::GUEST_MAX => *status,
             Outcome::GuestExit { .. } => exit_code::GUEST_STATUS_OUT_OF_RANGE,
+            Outcome::QemuExit { value } => ((value << 1) | 1) as u8,
             Outcome::TripleFault { .. } => exit_code::TRIPLE_FAULT,
             Outcome::InternalError { .. } => exit_code::INTERNAL_ERROR,
             Outcome::FailEntry { .. } => exit_code::FAIL_ENTRY,
@@ -123,6 +131,7 @@ impl Outcome {
     /// Whether this is the guest's own, in-range status, which needs no message from drvisor.
     pub fn is_guest_status(&self) -> bool {
         matches!(self, Outcome::GuestExit { status } if *status <= exit_code::GUEST_MAX)
+            || matches!(self, Outcome::QemuExit { .. })
     }
 }
 
@@ -143,6 +152,11 @@ impl fmt::Display for Outcome {
             Outcome::GuestExit { status } if *status <= exit_code::GUEST_MAX => {
                 write!(f, "guest exited with status {status}")
             }
+            Outcome::QemuExit { value } => write!(
+                f,
+                "guest exited with value {value} (status {}, QEMU's encoding)",
+                self.exit_code()
+            ),
             Outcome::GuestExit { status } => write!(
                 f,
                 "the guest exited with status {status}, outside the guest range 0-{}; exit code {} stands for it",

@@ -1,9 +1,19 @@
-//! Guest kernel symbols, by name: from the kernel ELF's symbol table or from a `System.map`,
-//! the way `kallsyms_lookup_name` answers inside the kernel.
+//! Guest kernel symbols, by name: from the kernel ELF's symbol table (ELF32 or ELF64) or from a
+//! `System.map`, the way `kallsyms_lookup_name` answers inside the kernel, but never silently.
+//!
+//! - Every symbol `nm` lists is known: functions, objects, untyped labels (`.S` files), and
+//!   local symbols.
+//! - A name several symbols share is ambiguous: resolving it is an error that lists each
+//!   candidate's address (and its source file, where the ELF's `STT_FILE` entries give it).
+//!   `NAME@0xADDR` picks one.
+//! - `NAME+OFFSET` (hex with `0x`, or decimal) is an address inside a symbol.
+//! - Absolute symbols (`SHN_ABS`, System.map type `A`) and per-cpu offsets (the ELF section
+//!   `.data..percpu`, or a System.map address between `__per_cpu_start` and `__per_cpu_end`)
+//!   are not code or data addresses: resolving them is refused with that reason.
 
 use std::collections::BTreeMap;
 
-use object::{Object, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectSection, ObjectSymbol, SymbolKind, SymbolSection};
 
 use crate::quote::cut;
 
@@ -21,6 +31,35 @@ pub enum Error {
     /// The kernel has no symbols to resolve from.
     #[error("no symbols to resolve `{}` with: the kernel has no symbol table; pass --symbols System.map, or give an address", cut(.0))]
     NoSymbols(String),
+    /// Several symbols share the name.
+    #[error("`{}` is ambiguous: {} symbols have this name ({}); pick one with `{}@ADDRESS`", cut(.name), .candidates.len(), .candidates.join(", "), cut(.name))]
+    Ambiguous {
+        /// The name asked for.
+        name: String,
+        /// Each candidate: its address and, where known, its source file.
+        candidates: Vec<String>,
+    },
+    /// `NAME@ADDRESS` names an address none of the symbols called NAME has.
+    #[error("no symbol `{}` at {addr:#x}; the symbols with this name are at {}", cut(.name), .candidates.join(", "))]
+    NoSuchCandidate {
+        /// The name asked for.
+        name: String,
+        /// The address asked for.
+        addr: u64,
+        /// The candidates there are.
+        candidates: Vec<String>,
+    },
+    /// The symbol's value is not a code or data address.
+    #[error("`{}` is {what}, not a code or data address; give an address instead", cut(.name))]
+    NotAnAddress {
+        /// The name asked for.
+        name: String,
+        /// What it is instead.
+        what: String,
+    },
+    /// `NAME+OFFSET` or `NAME@ADDRESS` with a number that does not parse.
+    #[error("`{}`: the part after `+` or `@` must be a number (0x-prefixed hex or decimal)", cut(.0))]
+    BadNumber(String),
     /// A System.map line that does not parse.
     #[error("{}:{line}: not a System.map line (want `ADDRESS TYPE NAME`): {}", cut(.path), cut(.text))]
     BadMapLine {
@@ -33,6 +72,9 @@ pub enum Error {
     },
 }
 
+/// Names longer than this get no "did you mean" (no kernel symbol is this long).
+const MAX_SUGGESTED_NAME: usize = 512;
+
 fn suggest(nearest: &[String]) -> String {
     if nearest.is_empty() {
         String::new()
@@ -42,65 +84,154 @@ fn suggest(nearest: &[String]) -> String {
     }
 }
 
-/// Names longer than this get no "did you mean" (no kernel symbol is this long).
-const MAX_SUGGESTED_NAME: usize = 512;
-
-/// Names to addresses (and sizes, where the source gives them).
-#[derive(Debug, Default, Clone)]
-pub struct SymbolTable {
-    by_name: BTreeMap<String, u64>,
-    sizes: BTreeMap<String, u64>,
+/// What a symbol's value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// A code or data address.
+    Address,
+    /// An absolute value (`SHN_ABS`, System.map `A`/`a`).
+    Absolute,
+    /// An offset into each CPU's per-cpu area.
+    PerCpu,
 }
 
+/// One symbol of a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Candidate {
+    addr: u64,
+    size: Option<u64>,
+    /// The source file of a local ELF symbol.
+    file: Option<String>,
+    class: Class,
+}
+
+impl Candidate {
+    fn describe(&self) -> String {
+        match &self.file {
+            Some(f) => format!("{:#x} in {f}", self.addr),
+            None => format!("{:#x}", self.addr),
+        }
+    }
+}
+
+/// Names to their symbols.
+#[derive(Debug, Default, Clone)]
+pub struct SymbolTable {
+    by_name: BTreeMap<String, Vec<Candidate>>,
+    /// Whether the source had a symbol table at all (it may hold nothing resolvable).
+    has_table: bool,
+}
+
+/// The ELF section whose symbols are per-cpu offsets (Linux `vmlinux.lds`).
+const PERCPU_SECTION: &str = ".data..percpu";
+
 impl SymbolTable {
-    /// The function and data symbols of an ELF image (empty if it has none, or is not an ELF).
+    fn add(&mut self, name: &str, c: Candidate) {
+        let list = self.by_name.entry(name.to_owned()).or_default();
+        // The same symbol twice (e.g. a local and its alias) is one candidate.
+        if !list.iter().any(|o| o.addr == c.addr && o.class == c.class) {
+            list.push(c);
+        }
+    }
+
+    /// The symbols of an ELF32 or ELF64 image (empty if it has none, or is not an ELF).
     pub fn from_elf(bytes: &[u8]) -> SymbolTable {
-        let mut by_name = BTreeMap::new();
-        let mut sizes = BTreeMap::new();
-        if let Ok(file) = object::File::parse(bytes) {
-            for sym in file.symbols() {
-                if !matches!(sym.kind(), SymbolKind::Text | SymbolKind::Data) || sym.address() == 0
-                {
-                    continue;
-                }
-                if let Ok(name) = sym.name() {
-                    by_name.entry(name.to_owned()).or_insert(sym.address());
-                    if sym.size() > 0 {
-                        sizes.entry(name.to_owned()).or_insert(sym.size());
+        let mut table = SymbolTable::default();
+        let Ok(file) = object::File::parse(bytes) else {
+            return table;
+        };
+        table.has_table = file.symbol_table().is_some();
+        let mut source: Option<String> = None;
+        for sym in file.symbols() {
+            let kind = sym.kind();
+            if kind == SymbolKind::File {
+                source = sym.name().ok().map(str::to_owned);
+                continue;
+            }
+            if !matches!(
+                kind,
+                SymbolKind::Text | SymbolKind::Data | SymbolKind::Unknown | SymbolKind::Label
+            ) {
+                continue;
+            }
+            let Ok(name) = sym.name() else { continue };
+            if name.is_empty() {
+                continue;
+            }
+            let class = match sym.section() {
+                SymbolSection::Absolute => Class::Absolute,
+                SymbolSection::Section(index) => {
+                    match file.section_by_index(index).and_then(|s| s.name()) {
+                        Ok(PERCPU_SECTION) => Class::PerCpu,
+                        _ => Class::Address,
                     }
                 }
-            }
+                _ => continue,
+            };
+            table.add(
+                name,
+                Candidate {
+                    addr: sym.address(),
+                    size: (sym.size() > 0).then_some(sym.size()),
+                    file: if sym.is_local() { source.clone() } else { None },
+                    class,
+                },
+            );
         }
-        SymbolTable { by_name, sizes }
+        table
     }
 
     /// Parses a System.map (`ffffffff81000000 T _text` per line). `path` names it in errors.
     pub fn from_system_map(text: &str, path: &str) -> Result<SymbolTable, Error> {
-        let mut by_name = BTreeMap::new();
+        let mut entries = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             let mut parts = line.split_whitespace();
             let parsed = match (parts.next(), parts.next(), parts.next()) {
-                (Some(addr), Some(_kind), Some(name)) => {
-                    u64::from_str_radix(addr, 16).ok().map(|a| (name, a))
+                (Some(addr), Some(kind), Some(name)) => {
+                    u64::from_str_radix(addr, 16).ok().map(|a| (name, kind, a))
                 }
                 _ => None,
             };
-            let Some((name, addr)) = parsed else {
+            let Some(entry) = parsed else {
                 return Err(Error::BadMapLine {
                     path: path.to_owned(),
                     line: i + 1,
-                    text: cut(line).into_owned(),
+                    text: line.to_owned(),
                 });
             };
-            by_name.entry(name.to_owned()).or_insert(addr);
+            entries.push(entry);
         }
-        Ok(SymbolTable {
-            by_name,
-            sizes: BTreeMap::new(),
-        })
+        let marker = |m: &str| entries.iter().find(|e| e.0 == m).map(|e| e.2);
+        let percpu = match (marker("__per_cpu_start"), marker("__per_cpu_end")) {
+            (Some(start), Some(end)) => start..end,
+            _ => 0..0,
+        };
+        let mut table = SymbolTable {
+            has_table: true,
+            ..Default::default()
+        };
+        for (name, kind, addr) in entries {
+            let class = if kind.eq_ignore_ascii_case("a") {
+                Class::Absolute
+            } else if percpu.contains(&addr) {
+                Class::PerCpu
+            } else {
+                Class::Address
+            };
+            table.add(
+                name,
+                Candidate {
+                    addr,
+                    size: None,
+                    file: None,
+                    class,
+                },
+            );
+        }
+        Ok(table)
     }
 
     /// Whether the table has no symbols.
@@ -108,38 +239,98 @@ impl SymbolTable {
         self.by_name.is_empty()
     }
 
-    /// The address of `name`, or an error that suggests the nearest names.
-    pub fn resolve(&self, name: &str) -> Result<u64, Error> {
-        if self.by_name.is_empty() {
+    /// The address `spec` names: `NAME`, `NAME@ADDRESS` (one of several symbols called
+    /// NAME), each optionally followed by `+OFFSET`. Errors say why not, and suggest names.
+    pub fn resolve(&self, spec: &str) -> Result<u64, Error> {
+        let (symbol, offset) = match spec.split_once('+') {
+            Some((symbol, off)) => (
+                symbol,
+                parse_number(off).ok_or_else(|| Error::BadNumber(spec.to_owned()))?,
+            ),
+            None => (spec, 0),
+        };
+        let candidate = self.candidate(symbol)?;
+        Ok(candidate.addr.wrapping_add(offset))
+    }
+
+    /// The one symbol `NAME` or `NAME@ADDRESS` designates, if it is an address.
+    fn candidate(&self, symbol: &str) -> Result<&Candidate, Error> {
+        let (name, pick) = match symbol.split_once('@') {
+            Some((name, addr)) => (
+                name,
+                Some(parse_number(addr).ok_or_else(|| Error::BadNumber(symbol.to_owned()))?),
+            ),
+            None => (symbol, None),
+        };
+        if self.by_name.is_empty() && !self.has_table {
             return Err(Error::NoSymbols(name.to_owned()));
         }
-        self.by_name
-            .get(name)
-            .copied()
-            .ok_or_else(|| Error::Unknown {
+        let Some(all) = self.by_name.get(name) else {
+            return Err(Error::Unknown {
                 name: name.to_owned(),
                 nearest: self.nearest(name, 3),
-            })
+            });
+        };
+        let list = |cs: &[Candidate]| cs.iter().map(Candidate::describe).collect();
+        let chosen = match pick {
+            Some(addr) => {
+                all.iter()
+                    .find(|c| c.addr == addr)
+                    .ok_or_else(|| Error::NoSuchCandidate {
+                        name: name.to_owned(),
+                        addr,
+                        candidates: list(all),
+                    })?
+            }
+            None => match all.as_slice() {
+                [one] => one,
+                many => {
+                    return Err(Error::Ambiguous {
+                        name: name.to_owned(),
+                        candidates: list(many),
+                    })
+                }
+            },
+        };
+        match chosen.class {
+            Class::Address => Ok(chosen),
+            Class::Absolute => Err(Error::NotAnAddress {
+                name: name.to_owned(),
+                what: format!("an absolute symbol (value {:#x})", chosen.addr),
+            }),
+            Class::PerCpu => Err(Error::NotAnAddress {
+                name: name.to_owned(),
+                what: format!(
+                    "a per-cpu variable (offset {:#x} into each CPU's per-cpu area)",
+                    chosen.addr
+                ),
+            }),
+        }
     }
 
-    /// The size of `name` in bytes, where the symbol table records it (ELF; not System.map).
-    pub fn size(&self, name: &str) -> Option<u64> {
-        self.sizes.get(name).copied()
+    /// The size in bytes of the symbol `NAME` or `NAME@ADDRESS`, where the symbol table records
+    /// it (ELF; not System.map). None for `NAME+OFFSET`.
+    pub fn size(&self, spec: &str) -> Option<u64> {
+        if spec.contains('+') {
+            return None;
+        }
+        self.candidate(spec).ok().and_then(|c| c.size)
     }
 
-    /// The symbol that contains `addr` best: the highest symbol at or below it, and the offset.
+    /// The symbol that contains `addr` best: the highest code or data symbol at or below it,
+    /// and the offset.
     pub fn describe(&self, addr: u64) -> Option<(String, u64)> {
         self.by_name
             .iter()
-            .filter(|(_, &a)| a <= addr)
-            .max_by_key(|(_, &a)| a)
-            .map(|(n, &a)| (n.clone(), addr - a))
+            .flat_map(|(n, cs)| cs.iter().map(move |c| (n, c)))
+            .filter(|(_, c)| c.class == Class::Address && c.addr <= addr)
+            .max_by_key(|(_, c)| c.addr)
+            .map(|(n, c)| (n.clone(), addr - c.addr))
     }
 
     /// The `k` names closest to `name` by edit distance (ties by name), close enough to help.
     fn nearest(&self, name: &str, k: usize) -> Vec<String> {
-        // Edit distance costs |a| * |b|: a name no symbol could be near gets no suggestion,
-        // and a candidate whose length alone puts it out of reach is not measured.
+        // Edit distance costs |a| * |b|: a name no symbol could be near gets no suggestion.
         if name.len() > MAX_SUGGESTED_NAME {
             return Vec::new();
         }
@@ -148,6 +339,7 @@ impl SymbolTable {
             .by_name
             .keys()
             .filter_map(|n| {
+                // A candidate whose length alone puts it out of reach is not measured.
                 if n.len().abs_diff(name.len()) <= limit {
                     let d = edit_distance(name, n);
                     (d <= limit || n.contains(name)).then_some((d, n))
@@ -158,6 +350,14 @@ impl SymbolTable {
             .collect();
         scored.sort();
         scored.into_iter().take(k).map(|(_, n)| n.clone()).collect()
+    }
+}
+
+/// `0x`-prefixed hex or decimal.
+fn parse_number(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
     }
 }
 
@@ -228,12 +428,147 @@ mod tests {
         assert_eq!(t.size("drv_watch_u16"), Some(2));
     }
 
+    const LINUX_MAP: &str = "\
+0000000000000000 D __per_cpu_start
+0000000000000000 D fixed_percpu_data
+0000000000001000 D cpu_number
+0000000000030000 D __per_cpu_end
+0000000000000400 A kexec_control_code_size
+ffffffff81000000 T _text
+ffffffff81000100 t early_cpu_to_node
+ffffffff81234500 T early_cpu_to_node
+ffffffff81000200 T startup_64
+ffffffff81000200 T startup_64
+";
+
     #[test]
-    fn a_gigantic_bad_line_gives_a_short_message() {
-        let nuls = "\0".repeat(1 << 20);
-        let err = SymbolTable::from_system_map(&nuls, "map").unwrap_err();
-        let text = err.to_string();
-        assert!(text.len() < 400 && !text.contains('\n'), "{}", text.len());
+    fn shared_names_are_ambiguous_and_can_be_picked() {
+        let t = SymbolTable::from_system_map(LINUX_MAP, "m").unwrap();
+        let err = t.resolve("early_cpu_to_node").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`early_cpu_to_node` is ambiguous: 2 symbols have this name (0xffffffff81000100, \
+             0xffffffff81234500); pick one with `early_cpu_to_node@ADDRESS`"
+        );
+        assert_eq!(
+            t.resolve("early_cpu_to_node@0xffffffff81234500"),
+            Ok(0xffff_ffff_8123_4500)
+        );
+        assert!(matches!(
+            t.resolve("early_cpu_to_node@0x1"),
+            Err(Error::NoSuchCandidate { .. })
+        ));
+        // The same symbol listed twice is one candidate.
+        assert_eq!(t.resolve("startup_64"), Ok(0xffff_ffff_8100_0200));
+    }
+
+    #[test]
+    fn offsets_add_to_the_symbol() {
+        let t = SymbolTable::from_system_map(LINUX_MAP, "m").unwrap();
+        assert_eq!(t.resolve("_text+0x10"), Ok(0xffff_ffff_8100_0010));
+        assert_eq!(t.resolve("_text+16"), Ok(0xffff_ffff_8100_0010));
+        assert_eq!(
+            t.resolve("early_cpu_to_node@0xffffffff81000100+4"),
+            Ok(0xffff_ffff_8100_0104)
+        );
+        assert!(matches!(t.resolve("_text+x"), Err(Error::BadNumber(_))));
+    }
+
+    #[test]
+    fn absolute_and_percpu_symbols_are_refused_with_the_reason() {
+        let t = SymbolTable::from_system_map(LINUX_MAP, "m").unwrap();
+        let abs = t
+            .resolve("kexec_control_code_size")
+            .unwrap_err()
+            .to_string();
+        assert!(abs.contains("an absolute symbol (value 0x400)"), "{abs}");
+        let percpu = t.resolve("fixed_percpu_data").unwrap_err().to_string();
+        assert!(percpu.contains("a per-cpu variable"), "{percpu}");
+        assert!(t.resolve("cpu_number").is_err());
+        assert_eq!(t.describe(0x500), None);
+    }
+
+    #[test]
+    fn untyped_and_local_labels_of_the_guest_elf_resolve() {
+        let t = SymbolTable::from_elf(crate::guest_image::ELF);
+        // `.global drv_park` and the local `drv_gdt` are labels without `.type` in boot.rs.
+        assert!(t.resolve("drv_park").is_ok());
+        assert!(t.resolve("drv_gdt").is_ok());
+        assert!(t.resolve("drv_pml4").is_ok());
+    }
+
+    #[test]
+    fn no_symbol_table_only_when_there_is_none() {
+        let t = SymbolTable::from_elf(b"not an elf");
+        assert!(matches!(t.resolve("x"), Err(Error::NoSymbols(_))));
+        let stripped = crate::boot::test_elf::build(
+            crate::boot::elf::ElfClass::Elf32,
+            0x10_0000,
+            &[0xf4],
+            None,
+            &[],
+        );
+        let t = SymbolTable::from_elf(&stripped);
+        assert!(matches!(t.resolve("x"), Err(Error::NoSymbols(_))));
+    }
+
+    /// An ELF of `class` whose symbol table has two local `helper`s from two files, a global
+    /// function, an untyped label, an absolute symbol and a file-less global object.
+    fn elf_with_symbols(class: crate::boot::elf::ElfClass) -> Vec<u8> {
+        use crate::boot::test_elf::{build_with_symbols, LoadSegment, SymbolPlace, TestSymbol};
+        let sym = |name, value, kind, local, place| TestSymbol {
+            name,
+            value,
+            size: if kind == 2 { 4 } else { 0 },
+            kind,
+            local,
+            place,
+        };
+        let text = SymbolPlace::Text;
+        build_with_symbols(
+            class,
+            0x10_0000,
+            &[LoadSegment {
+                paddr: 0x10_0000,
+                bytes: &[0x90; 64],
+                memsz: 64,
+            }],
+            None,
+            &[],
+            &[
+                sym("a.c", 0, 4, true, text),
+                sym("helper", 0x10_0010, 2, true, text),
+                sym("b.c", 0, 4, true, text),
+                sym("helper", 0x10_0020, 2, true, text),
+                sym("start64", 0x10_0030, 0, true, text),
+                sym("max_cpus", 0x400, 0, true, SymbolPlace::Absolute),
+                sym("main", 0x10_0000, 2, false, text),
+            ],
+        )
+    }
+
+    #[test]
+    fn elf32_and_elf64_symbol_tables_follow_the_rules() {
+        use crate::boot::elf::ElfClass;
+        for class in [ElfClass::Elf32, ElfClass::Elf64] {
+            let t = SymbolTable::from_elf(&elf_with_symbols(class));
+            assert_eq!(t.resolve("main"), Ok(0x10_0000), "{class}");
+            assert_eq!(t.size("main"), Some(4));
+            assert_eq!(t.resolve("start64"), Ok(0x10_0030), "untyped local label");
+            assert_eq!(t.resolve("main+0x8"), Ok(0x10_0008));
+            let err = t.resolve("helper").unwrap_err().to_string();
+            assert_eq!(
+                err,
+                "`helper` is ambiguous: 2 symbols have this name (0x100010 in a.c, 0x100020 in \
+                 b.c); pick one with `helper@ADDRESS`"
+            );
+            assert_eq!(t.resolve("helper@0x100020"), Ok(0x10_0020));
+            let abs = t.resolve("max_cpus").unwrap_err().to_string();
+            assert!(abs.contains("absolute symbol (value 0x400)"), "{abs}");
+            assert_eq!(t.describe(0x10_0034), Some(("start64".into(), 4)));
+            // A table with symbols, none of them the one asked for: not "no symbol table".
+            assert!(matches!(t.resolve("nope"), Err(Error::Unknown { .. })));
+        }
     }
 
     #[test]

@@ -8,12 +8,13 @@ use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::boot::{self, Entry, KernelImage};
+use crate::boot::{self, Entry, KernelImage, Module};
 use crate::cpu;
 use crate::debug::{DebugCaps, DebugController};
 use crate::devices::{
-    ExitPort, HostSignal, HostSignalPort, PioBus, SerialConsole, COM1_BASE, COM1_GSI, EXIT_PORT,
-    HOST_SIGNAL_PORT,
+    ExitPort, ExitStatus, FwCfg, HostSignal, HostSignalPort, MmioBus, PioBus, SerialConsole,
+    TestDevIomem, TestDevPort, COM1_BASE, COM1_GSI, EXIT_PORT, EXIT_PORTS, FW_CFG_PORT,
+    FW_CFG_PORTS, HOST_SIGNAL_PORT, IOMEM_BASE, IOMEM_LEN, TESTDEV_PORT, TESTDEV_PORTS,
 };
 use crate::event_loop::{self, Subscriber};
 use crate::memory;
@@ -84,8 +85,12 @@ pub enum Console {
 pub struct VmConfig {
     /// The kernel.
     pub kernel: KernelImage,
-    /// An initrd, for a bzImage.
+    /// An initrd: a bzImage's, or module 0 of a PVH or multiboot kernel.
     pub initrd: Option<Vec<u8>>,
+    /// Boot modules after the initrd (PVH and multiboot kernels).
+    pub modules: Vec<Module>,
+    /// How the value the guest writes to the exit port becomes the exit status.
+    pub exit_status: ExitStatus,
     /// The kernel command line.
     pub cmdline: String,
     /// Number of vCPUs.
@@ -114,6 +119,8 @@ impl VmConfig {
         VmConfig {
             kernel,
             initrd: None,
+            modules: Vec::new(),
+            exit_status: ExitStatus::Raw,
             cmdline: cmdline.into(),
             vcpus: 1,
             mem_mib: 64,
@@ -161,6 +168,7 @@ impl TryFrom<VmConfig> for Vm {
             &mem,
             &config.kernel,
             config.initrd.as_deref(),
+            &config.modules,
             &config.cmdline,
         )?;
 
@@ -211,8 +219,11 @@ impl TryFrom<VmConfig> for Vm {
         bus.insert(COM1_BASE, 8, serial.clone());
         bus.insert(
             EXIT_PORT,
-            1,
-            Arc::new(Mutex::new(ExitPort::new(control.clone()))),
+            EXIT_PORTS,
+            Arc::new(Mutex::new(ExitPort::new(
+                control.clone(),
+                config.exit_status,
+            ))),
         );
         let host_signal = Arc::new(HostSignal::default());
         bus.insert(
@@ -220,6 +231,30 @@ impl TryFrom<VmConfig> for Vm {
             1,
             Arc::new(Mutex::new(HostSignalPort(host_signal.clone()))),
         );
+        bus.insert(
+            FW_CFG_PORT,
+            FW_CFG_PORTS,
+            Arc::new(Mutex::new(FwCfg::new(
+                boot::ram_size(&mem),
+                config.vcpus as u16,
+            ))),
+        );
+
+        // pc-testdev, as kvm-unit-tests' runner configures QEMU: its scratch port, and its MMIO
+        // RAM where no guest RAM is (it would shadow RAM otherwise).
+        bus.insert(
+            TESTDEV_PORT,
+            TESTDEV_PORTS,
+            Arc::new(Mutex::new(TestDevPort::default())),
+        );
+        let mut mmio = MmioBus::default();
+        if boot::ram_size(&mem) <= IOMEM_BASE {
+            mmio.insert(
+                IOMEM_BASE,
+                IOMEM_LEN,
+                Arc::new(Mutex::new(TestDevIomem::default())),
+            );
+        }
 
         let supported = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
@@ -228,6 +263,7 @@ impl TryFrom<VmConfig> for Vm {
         // With KVM_CAP_SYNC_REGS, KVM copies the general registers into kvm_run at every exit,
         // so a hit's context costs no KVM_GET_REGS (about 6 us per ioctl on our hosts).
         let sync_regs = kvm.check_extension(kvm_ioctls::Cap::SyncRegs);
+        let mcg_cap = cpu::mce::supported(&kvm).and_then(cpu::mce::mcg_cap);
         let mut vcpus = Vec::with_capacity(config.vcpus);
         for index in 0..count {
             let fd = vm_fd
@@ -235,6 +271,9 @@ impl TryFrom<VmConfig> for Vm {
                 .map_err(kvm_err("KVM_CREATE_VCPU"))?;
             fd.set_cpuid2(&cpu::per_vcpu_cpuid(&supported, index, count))
                 .map_err(kvm_err("KVM_SET_CPUID2"))?;
+            if let Some(cap) = mcg_cap {
+                cpu::mce::setup(&fd, cap).map_err(kvm_err("KVM_X86_SETUP_MCE"))?;
+            }
             start_state(&fd, &mem, &entry, index)?;
             vcpus.push(Vcpu::new(index.into(), fd, sync_regs));
         }
@@ -250,6 +289,7 @@ impl TryFrom<VmConfig> for Vm {
         }));
         let shared = Arc::new(VcpuShared {
             bus,
+            mmio,
             control,
             mem,
             unknown_access: UnknownAccessPolicy {
@@ -276,28 +316,25 @@ impl TryFrom<VmConfig> for Vm {
 
 /// Boot state for vCPU `index`.
 ///
-/// PVH guests: every vCPU starts at the PVH entry at once, in the same state, and finds its
-/// index through CPUID (drvisor's documented SMP bring-up; no INIT/SIPI). Linux: only the boot
-/// vCPU starts; the others wait in KVM's INIT state for the kernel's SIPI, as on hardware.
+/// The boot vCPU (index 0, KVM's default BSP) starts at the entry in the state its protocol
+/// requires. The others are put, explicitly, in `KVM_MP_STATE_UNINITIALIZED`, KVM's power-on
+/// state for an AP with the in-kernel LAPIC: KVM_RUN waits in the kernel until the guest's
+/// INIT and SIPI, which start the AP in real mode at the SIPI vector, as on hardware. This holds
+/// for every format: PVH, multiboot and Linux all bring up their APs this way.
 fn start_state(
     fd: &kvm_ioctls::VcpuFd,
     mem: &GuestMemoryMmap,
     entry: &Entry,
     index: u8,
 ) -> Result<(), Error> {
-    match entry {
-        Entry::Pvh { .. } => {
-            cpu::configure(fd, mem, entry)?;
-            if index > 0 {
-                let runnable = kvm_bindings::kvm_mp_state {
-                    mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
-                };
-                fd.set_mp_state(runnable)
-                    .map_err(kvm_err("KVM_SET_MP_STATE"))?;
-            }
-        }
-        Entry::Linux64 { .. } if index == 0 => cpu::configure(fd, mem, entry)?,
-        Entry::Linux64 { .. } => {}
+    if index == 0 {
+        cpu::configure(fd, mem, entry)?;
+    } else {
+        let waiting = kvm_bindings::kvm_mp_state {
+            mp_state: kvm_bindings::KVM_MP_STATE_UNINITIALIZED,
+        };
+        fd.set_mp_state(waiting)
+            .map_err(kvm_err("KVM_SET_MP_STATE"))?;
     }
     Ok(())
 }
@@ -323,7 +360,7 @@ impl Vm {
         &self.watch
     }
 
-    /// The host's signal to the guest (port 0xf5), for guests that wait for the host.
+    /// The host's signal to the guest (port 0x520), for guests that wait for the host.
     pub fn host_signal(&self) -> &Arc<HostSignal> {
         &self.host_signal
     }

@@ -125,7 +125,7 @@ fn exercise(bytes: Vec<u8>) -> Result<(), TestCaseError> {
     let _ = kernel.executable_ranges();
     let _ = kernel.has_pvh_note();
     for initrd in [None, Some(&[0xabu8; 4096][..])] {
-        if let Err(e) = boot::load(&ram(), &kernel, initrd, "console=ttyS0") {
+        if let Err(e) = boot::load(&ram(), &kernel, initrd, &[], "console=ttyS0") {
             one_line(&e)?;
         }
     }
@@ -162,9 +162,9 @@ fn bzimage() -> Vec<u8> {
 #[test]
 fn the_unmutated_images_load() {
     let kernel = KernelImage::from_bytes("guest", ELF.to_vec()).expect("an ELF");
-    boot::load(&ram(), &kernel, None, "x=1").expect("the test guest loads");
+    boot::load(&ram(), &kernel, None, &[], "x=1").expect("the test guest loads");
     let kernel = KernelImage::from_bytes("bz", bzimage()).expect("a bzImage");
-    boot::load(&ram(), &kernel, Some(&[1u8; 64][..]), "x=1").expect("the bzImage loads");
+    boot::load(&ram(), &kernel, Some(&[1u8; 64][..]), &[], "x=1").expect("the bzImage loads");
 }
 
 proptest! {

@@ -95,7 +95,7 @@ const READ_SUM_PER_REPEAT: u64 = read_sum_per_repeat();
 pub static mut drv_range_buf: [u8; BUF_SIZE] = initial();
 
 pub fn run(cfg: &Config) -> ! {
-    // `until=signal`: repeat until the host signals (port 0xf5), at least once, and print the
+    // `until=signal`: repeat until the host signals (port 0x520), at least once, and print the
     // number of repetitions done after each, so a test changes watches while the guest surely
     // runs, however fast this host runs it.
     let until_signal = cfg.until_signal;

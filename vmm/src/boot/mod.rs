@@ -1,15 +1,25 @@
 //! Loading a kernel into guest memory and describing how its first vCPU must start.
 //!
-//! Two formats, both through linux-loader:
-//! - an ELF with a Xen PVH note (`XEN_ELFNOTE_PHYS32_ENTRY`): the vCPU starts in 32-bit protected
-//!   mode at the note's entry, with EBX pointing at an `hvm_start_info` ([`pvh`]);
+//! Three protocols:
+//! - an ELF32 or ELF64 with a Xen PVH note (`XEN_ELFNOTE_PHYS32_ENTRY`): the vCPU starts in
+//!   32-bit protected mode at the note's entry, with EBX pointing at an `hvm_start_info`
+//!   ([`pvh`]);
+//! - multiboot v1: 32-bit protected mode, EAX = `0x2BADB002`, EBX = the multiboot information
+//!   ([`multiboot`]);
 //! - a Linux bzImage: the vCPU starts in 64-bit mode at the kernel's `startup_64`, with RSI
 //!   pointing at the zero page ([`bzimage`]).
+//!
+//! PVH and multiboot kernels take modules: `--initrd` is module 0, then each `--module`.
 
 pub mod bzimage;
+pub mod elf;
 mod image;
+mod info_area;
+mod modules;
+pub mod multiboot;
 pub mod pvh;
 pub mod sanity;
+pub mod test_elf;
 
 pub use image::{KernelFormat, KernelImage};
 
@@ -18,17 +28,13 @@ use vm_memory::GuestMemoryMmap;
 /// Errors loading a kernel.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The file is neither an ELF nor a bzImage.
-    #[error("{what} is not a kernel drvisor can boot: expected an ELF with a PVH note or a Linux bzImage")]
-    UnknownFormat {
+    /// The file is no kernel drvisor can boot, for the reason given.
+    #[error("{what} cannot be booted: {reason}")]
+    NotBootable {
         /// Where the image came from.
         what: String,
-    },
-    /// An ELF without the PVH entry note.
-    #[error("{what} is an ELF without a Xen PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); rebuild it with CONFIG_PVH or add the note")]
-    NoPvhNote {
-        /// Where the image came from.
-        what: String,
+        /// Why, naming the format it was taken for.
+        reason: String,
     },
     /// The kernel does not fit in guest RAM.
     #[error("{what} needs {needed_mib} MiB of guest RAM but --mem is {mem_mib} MiB; raise --mem")]
@@ -49,9 +55,25 @@ pub enum Error {
     /// The command line is too long or malformed.
     #[error("the kernel command line is invalid: {0}")]
     Cmdline(String),
-    /// An initrd was given for a PVH ELF kernel, which drvisor passes no modules to.
-    #[error("--initrd is only supported with a bzImage kernel")]
-    InitrdWithElf,
+    /// `--module` for a bzImage, whose protocol has one initrd and no modules.
+    #[error("--module needs a PVH or multiboot kernel; a bzImage takes one --initrd only")]
+    ModulesWithBzImage,
+    /// A module does not fit in guest RAM below 4 GiB after the kernel.
+    #[error(
+        "module {what} ({size} bytes) does not fit in guest RAM after the kernel; raise --mem"
+    )]
+    ModuleTooBig {
+        /// The module's file.
+        what: String,
+        /// Its size.
+        size: usize,
+    },
+    /// The boot information (module list, command lines) outgrew its area.
+    #[error("the module list and command lines need more than the {room} bytes of the boot information area; pass fewer or shorter ones")]
+    BootInfoFull {
+        /// The area's size.
+        room: u64,
+    },
     /// linux-loader refused the image.
     #[error("loading {what} failed: {source}")]
     Loader {
@@ -73,6 +95,28 @@ pub enum Error {
     BootParams(String),
 }
 
+/// A boot module for a PVH or multiboot kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    /// Where it came from (messages).
+    pub name: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Its command line (the multiboot `string`, the PVH `cmdline_paddr`).
+    pub cmdline: String,
+}
+
+/// A module once in guest memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedModule {
+    /// Guest-physical start.
+    pub start: u64,
+    /// Guest-physical end (exclusive).
+    pub end: u64,
+    /// Its command line.
+    pub cmdline: String,
+}
+
 /// How the boot vCPU must start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry {
@@ -83,6 +127,13 @@ pub enum Entry {
         /// Guest-physical address of `hvm_start_info`.
         start_info: u64,
     },
+    /// Multiboot v1: 32-bit protected mode, paging off, EAX = `0x2BADB002`, EBX = `info`.
+    Multiboot {
+        /// The ELF's or the header's entry address.
+        entry: u64,
+        /// Guest-physical address of the multiboot information.
+        info: u64,
+    },
     /// Linux 64-bit boot protocol: long mode, identity-mapped, RSI = zero page.
     Linux64 {
         /// `startup_64`: the protected-mode kernel's load address + 0x200.
@@ -92,31 +143,51 @@ pub enum Entry {
     },
 }
 
-/// Loads `kernel` (and `initrd`, for a bzImage) with `cmdline` into `mem`.
+/// Loads `kernel` with `cmdline` into `mem`. A bzImage takes `initrd`; PVH and multiboot
+/// kernels take `initrd` as module 0 (with an empty command line) and then `modules`.
 pub fn load(
     mem: &GuestMemoryMmap,
     kernel: &KernelImage,
     initrd: Option<&[u8]>,
+    modules: &[Module],
     cmdline: &str,
 ) -> Result<Entry, Error> {
     sanity::check_image(kernel, mem)?;
+    kernel.check_fits(mem)?;
+    if kernel.format() == KernelFormat::BzImage {
+        if !modules.is_empty() {
+            return Err(Error::ModulesWithBzImage);
+        }
+        return bzimage::load(mem, kernel, initrd, cmdline);
+    }
+    kernel.load_segments(mem)?;
+    let all: Vec<Module> = initrd
+        .map(|bytes| Module {
+            name: "--initrd".into(),
+            bytes: bytes.to_vec(),
+            cmdline: String::new(),
+        })
+        .into_iter()
+        .chain(modules.iter().cloned())
+        .collect();
+    let placed = modules::place(mem, kernel.load_end()?, &all)?;
+    let mut area = info_area::InfoArea::default();
     match kernel.format() {
-        KernelFormat::Elf => {
-            if !kernel.has_pvh_note() {
-                return Err(Error::NoPvhNote {
-                    what: kernel.name().to_owned(),
-                });
-            }
-            if initrd.is_some() {
-                return Err(Error::InitrdWithElf);
-            }
-            kernel.check_fits(mem)?;
-            pvh::load(mem, kernel, cmdline)
+        KernelFormat::Multiboot(_) => {
+            // QEMU's convention: the command line starts with the kernel's file name, which
+            // kvm-unit-tests and GRUB-style kernels take as argv[0].
+            let line = if cmdline.is_empty() {
+                kernel.name().to_owned()
+            } else {
+                format!("{} {cmdline}", kernel.name())
+            };
+            let info = multiboot::write_info(mem, &mut area, ram_size(mem), &line, &placed)?;
+            Ok(Entry::Multiboot {
+                entry: kernel.entry(),
+                info,
+            })
         }
-        KernelFormat::BzImage => {
-            kernel.check_fits(mem)?;
-            bzimage::load(mem, kernel, initrd, cmdline)
-        }
+        _ => pvh::write_start_info(mem, &mut area, kernel.entry(), cmdline, &placed),
     }
 }
 

@@ -77,6 +77,16 @@ pub fn configure(vcpu: &VcpuFd, mem: &GuestMemoryMmap, entry: &Entry) -> Result<
             regs.rip = entry;
             regs.rbx = start_info;
         }
+        Entry::Multiboot { entry, info } => {
+            // Multiboot spec 3.2: the same flat protected mode, EAX = the boot loader's magic.
+            sregs.cs = gdt::segment(gdt::CODE32);
+            sregs.cr0 = CR0_PE | CR0_ET;
+            sregs.cr4 = 0;
+            sregs.efer = 0;
+            regs.rip = entry;
+            regs.rax = u64::from(crate::boot::multiboot::BOOTLOADER_MAGIC);
+            regs.rbx = info;
+        }
         Entry::Linux64 { entry, zero_page } => {
             sregs.cs = gdt::segment(gdt::CODE64);
             sregs.cr3 = PML4;

@@ -38,8 +38,17 @@ pub struct PioBus {
 }
 
 impl PioBus {
-    /// Gives ports `base..base+len` to `device`.
+    /// Gives ports `base..base+len` to `device`. Ranges never overlap: a port belongs to one
+    /// device, and a second claim is a bug in the machine's layout (two devices silently
+    /// sharing a port would make one of them unreachable).
     pub fn insert(&mut self, base: u16, len: u16, device: Arc<Mutex<dyn PioDevice>>) {
+        let end = u32::from(base) + u32::from(len);
+        assert!(
+            self.devices.iter().all(|r| {
+                end <= u32::from(r.base) || u32::from(r.base) + u32::from(r.len) <= u32::from(base)
+            }),
+            "port range {base:#x}+{len} overlaps a device already on the bus"
+        );
         self.devices.push(PortRange { base, len, device });
     }
 
@@ -92,6 +101,15 @@ impl PioBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[should_panic(expected = "overlaps a device already on the bus")]
+    fn a_port_claimed_twice_is_a_layout_bug() {
+        let mut bus = PioBus::default();
+        let latch = Arc::new(Mutex::new(Latch(Vec::new())));
+        bus.insert(0xf4, 4, latch.clone());
+        bus.insert(0xf5, 1, latch);
+    }
 
     struct Latch(Vec<(u16, u8)>);
     impl PioDevice for Latch {

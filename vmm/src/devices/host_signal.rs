@@ -1,4 +1,4 @@
-//! The host's signal to the guest, on port 0xf5: a read returns how many times the host has
+//! The host's signal to the guest, on port 0x520: a read returns how many times the host has
 //! signalled (saturating at 255); writes are ignored.
 //!
 //! A guest that must wait for the host (the test guest's `ranges` scenario with `until=signal`)
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::PioDevice;
 
 /// The port.
-pub const HOST_SIGNAL_PORT: u16 = 0xf5;
+pub const HOST_SIGNAL_PORT: u16 = 0x520;
 
 /// The count the guest reads, shared between the device and whoever signals.
 #[derive(Debug, Default)]

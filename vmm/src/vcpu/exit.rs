@@ -49,6 +49,28 @@ impl RamAccess for PageWatchEngine {
     }
 }
 
+/// MMIO devices outside RAM first (a cheap range check), then guest RAM through `ram`.
+pub struct GuestMmio<'a> {
+    /// Devices such as pc-testdev's MMIO RAM.
+    pub devices: &'a crate::devices::MmioBus,
+    /// Guest RAM: the page-watch engine.
+    pub ram: &'a dyn RamAccess,
+}
+
+impl RamAccess for GuestMmio<'_> {
+    fn on_mmio(&self, gpa: u64, mut access: MmioAccess<'_>) -> Option<Vec<PendingPageHit>> {
+        let done = match &mut access {
+            MmioAccess::Read(data) => self.devices.read(gpa, data),
+            MmioAccess::Write(data) => self.devices.write(gpa, data),
+        };
+        if done {
+            Some(Vec::new())
+        } else {
+            self.ram.on_mmio(gpa, access)
+        }
+    }
+}
+
 /// Classifies `exit` for vCPU `vcpu`, performing port I/O on `bus` and guest-RAM MMIO on `ram`.
 pub fn classify(
     exit: VcpuExit<'_>,
@@ -86,6 +108,41 @@ pub fn classify(
         VcpuExit::Debug(arch) => Step::Debug(arch),
         VcpuExit::IrqWindowOpen | VcpuExit::Intr => Step::Resume,
         other => Step::Unhandled(exit_name(&other)),
+    }
+}
+
+/// Like [`classify`], for an exit whose port I/O, if any, has elements of `io_size` bytes
+/// (`kvm_run.io.size`). A `rep ins`/`rep outs` arrives as one `KVM_EXIT_IO` with `count`
+/// elements; each element is one access to the device, as on hardware, so a device sees
+/// `count` reads of `io_size` bytes rather than one read of `count * io_size`.
+pub fn classify_elements(
+    exit: VcpuExit<'_>,
+    io_size: usize,
+    bus: &PioBus,
+    ram: &dyn RamAccess,
+    policy: UnknownAccessPolicy,
+    vcpu: usize,
+) -> Step {
+    let each = |step: &mut Step, exit: VcpuExit<'_>| {
+        if *step == Step::Resume {
+            *step = classify(exit, bus, ram, policy, vcpu);
+        }
+    };
+    let mut step = Step::Resume;
+    match exit {
+        VcpuExit::IoIn(port, data) if io_size > 0 && data.len() > io_size => {
+            for element in data.chunks_mut(io_size) {
+                each(&mut step, VcpuExit::IoIn(port, element));
+            }
+            step
+        }
+        VcpuExit::IoOut(port, data) if io_size > 0 && data.len() > io_size => {
+            for element in data.chunks(io_size) {
+                each(&mut step, VcpuExit::IoOut(port, element));
+            }
+            step
+        }
+        other => classify(other, bus, ram, policy, vcpu),
     }
 }
 
@@ -151,6 +208,33 @@ mod tests {
         let mut bus = PioBus::default();
         bus.insert(0x3f8, 8, Arc::new(Mutex::new(Sink)));
         bus
+    }
+
+    /// Counts accesses and serves a rising byte.
+    struct Counter(u8);
+    impl PioDevice for Counter {
+        fn read(&mut self, _: u16, d: &mut [u8]) {
+            self.0 += 1;
+            d.fill(self.0)
+        }
+        fn write(&mut self, _: u16, d: &[u8]) {
+            self.0 += d.len() as u8;
+        }
+    }
+
+    #[test]
+    fn string_io_reaches_the_device_element_by_element() {
+        let counter = Arc::new(Mutex::new(Counter(0)));
+        let mut bus = PioBus::default();
+        bus.insert(0xe0, 4, counter.clone());
+        let lax = UnknownAccessPolicy::default();
+        let mut data = [0u8; 6];
+        let step = classify_elements(VcpuExit::IoIn(0xe0, &mut data), 2, &bus, &NoRam, lax, 0);
+        assert_eq!(step, Step::Resume);
+        assert_eq!(data, [1, 1, 2, 2, 3, 3]);
+        let step = classify_elements(VcpuExit::IoOut(0xe0, &[0; 4]), 4, &bus, &NoRam, lax, 0);
+        assert_eq!(step, Step::Resume);
+        assert_eq!(counter.lock().unwrap().0, 7);
     }
 
     #[test]

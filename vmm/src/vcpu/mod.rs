@@ -6,7 +6,7 @@ mod gate;
 pub mod kick;
 mod page_hits;
 
-pub use exit::{classify, Step, UnknownAccessPolicy};
+pub use exit::{classify, classify_elements, GuestMmio, Step, UnknownAccessPolicy};
 pub use gate::{Held, Quiesced, VcpuGate};
 
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use kvm_ioctls::VcpuFd;
 use vm_memory::GuestMemoryMmap;
 
 use crate::debug::{DebugController, KvmDebugVcpu, VcpuDebug, Verdict};
-use crate::devices::PioBus;
+use crate::devices::{MmioBus, PioBus};
 use crate::outcome::Outcome;
 use crate::run_control::RunControl;
 use crate::watch::PageWatchEngine;
@@ -24,6 +24,8 @@ use crate::watch::PageWatchEngine;
 pub struct VcpuShared {
     /// Port-I/O devices.
     pub bus: PioBus,
+    /// MMIO devices outside guest RAM.
+    pub mmio: MmioBus,
     /// The end of the run.
     pub control: Arc<RunControl>,
     /// Guest RAM, to read instruction bytes for error reports.
@@ -118,6 +120,8 @@ impl Vcpu {
             shared,
             debug: shared.debug_attached.then_some(&mut debug),
         };
+        // Read after a port-I/O exit for its element size, which `VcpuExit` does not carry.
+        let kvm_run: *const kvm_bindings::kvm_run = self.fd.get_kvm_run();
         while !control.is_finished() {
             if let Some(debug) = ctx.debug.as_deref_mut() {
                 if let Err(e) = debug.before_entry(&self.debug_vcpu(shared)) {
@@ -136,10 +140,18 @@ impl Vcpu {
             let run = self.fd.run();
             shared.gate.leave(self.index);
             let step = match run {
-                Ok(exit) => classify(
+                Ok(exit) => classify_elements(
                     exit,
+                    // SAFETY: `kvm_run` points at this vCPU's kvm_run mapping, alive as long as
+                    // `self.fd`; `io.size` is plain data that KVM wrote before the exit and is
+                    // only used for a port-I/O exit, when the `io` member is the valid one.
+                    // The exit's data slice lies elsewhere in the mapping.
+                    usize::from(unsafe { (*kvm_run).__bindgen_anon_1.io.size }),
                     &shared.bus,
-                    &*shared.watch,
+                    &GuestMmio {
+                        devices: &shared.mmio,
+                        ram: &*shared.watch,
+                    },
                     shared.unknown_access,
                     self.index,
                 ),

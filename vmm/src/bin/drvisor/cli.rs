@@ -29,12 +29,22 @@ pub enum Command {
 /// `drvisor run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Kernel to boot: an ELF with a PVH note, or a Linux bzImage. Default: the embedded test guest.
+    /// Kernel to boot: an ELF32/ELF64 with a PVH note, a multiboot image, or a Linux bzImage.
+    /// Default: the embedded test guest.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
-    /// Initial ramdisk (bzImage kernels only; a regular file that fits in guest RAM).
+    /// Initial ramdisk: a bzImage's, or module 0 of a PVH or multiboot kernel (a regular file
+    /// that fits in guest RAM).
     #[arg(long)]
     pub initrd: Option<PathBuf>,
+    /// A boot module for a PVH or multiboot kernel, with its own command line (repeatable;
+    /// after the --initrd, in order).
+    #[arg(long = "module", value_name = "FILE[,CMDLINE]")]
+    pub modules: Vec<String>,
+    /// How the value written to the exit port 0xf4 becomes the exit status: `raw` passes it
+    /// through, `qemu` returns (value << 1) | 1 as QEMU's isa-debug-exit does.
+    #[arg(long, default_value = "raw", value_name = "raw|qemu")]
+    pub exit_status: String,
     /// Extra kernel command line (may not repeat `scenario=` from --scenario, nor `ncpus=` for
     /// the embedded guest).
     #[arg(long, default_value = "")]

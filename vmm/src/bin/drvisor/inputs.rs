@@ -1,13 +1,12 @@
-//! The run's input files and their limits: `--kernel`, `--initrd`, `--symbols`.
+//! The run's input files and their limits: `--kernel`, `--initrd`, `--module`, `--symbols`.
 //!
 //! [`open_all`] runs every check that needs no content (each file open, regular and within its
-//! limit; an initrd only with a kernel that can take one, as far as that is known without
-//! reading); [`Opened::read`] then reads them, the kernel first, so that an initrd the kernel
-//! cannot take is refused before it is read.
+//! limit); [`Opened::read`] then reads them, the kernel first, so that modules the kernel
+//! cannot take are refused before they are read.
 
 use std::path::Path;
 
-use drvisor::boot::{KernelFormat, KernelImage};
+use drvisor::boot::{KernelFormat, KernelImage, Module};
 use drvisor::guest_image;
 use drvisor::input_file::{self, InputFile, Limit};
 use drvisor::symbols::SymbolTable;
@@ -27,6 +26,8 @@ const INITRD_ADDRESS_LIMIT: u64 = 1 << 32;
 pub struct Opened {
     pub kernel: Option<InputFile>,
     pub initrd: Option<InputFile>,
+    /// Each `--module`'s file and command line.
+    pub modules: Vec<(InputFile, String)>,
     pub symbols: Option<InputFile>,
 }
 
@@ -36,12 +37,6 @@ fn open(flag: &'static str, path: &Path, limit: Limit) -> Result<InputFile, Fail
 
 /// Opens every input file and checks it without reading it.
 pub fn open_all(args: &RunArgs, ram_bytes: u64) -> Result<Opened, Failure> {
-    if args.initrd.is_some() && args.kernel.is_none() {
-        // The embedded test guest is a PVH ELF: known without reading anything.
-        return Err(Failure::usage(
-            "--initrd is only supported with a bzImage kernel (give one with --kernel); the embedded test guest is a PVH ELF",
-        ));
-    }
     let kernel = args
         .kernel
         .as_deref()
@@ -87,9 +82,28 @@ pub fn open_all(args: &RunArgs, ram_bytes: u64) -> Result<Opened, Failure> {
             )
         })
         .transpose()?;
+    let module_limit = || Limit {
+        bytes: ram_bytes.min(INITRD_ADDRESS_LIMIT),
+        why: format!(
+            "it must fit in guest RAM below 4 GiB, and --mem is {} MiB",
+            args.mem
+        ),
+    };
+    let modules = args
+        .modules
+        .iter()
+        .map(|spec| {
+            let (path, cmdline) = spec.split_once(',').unwrap_or((spec, ""));
+            Ok((
+                open("--module", Path::new(path), module_limit())?,
+                cmdline.to_owned(),
+            ))
+        })
+        .collect::<Result<Vec<_>, Failure>>()?;
     Ok(Opened {
         kernel,
         initrd,
+        modules,
         symbols,
     })
 }
@@ -98,6 +112,7 @@ pub fn open_all(args: &RunArgs, ram_bytes: u64) -> Result<Opened, Failure> {
 pub struct Inputs {
     pub kernel: KernelImage,
     pub initrd: Option<Vec<u8>>,
+    pub modules: Vec<Module>,
     pub symbols: SymbolTable,
 }
 
@@ -117,13 +132,26 @@ impl Opened {
                     .map_err(|e| Failure::usage(e.to_string()))?
             }
         };
-        if self.initrd.is_some() && kernel.format() != KernelFormat::BzImage {
+        if !self.modules.is_empty() && kernel.format() == KernelFormat::BzImage {
             return Err(Failure::usage(format!(
-                "--initrd is only supported with a bzImage kernel, and {} is an ELF",
+                "--module needs a PVH or multiboot kernel, and {} is a bzImage; give it an \
+                 --initrd instead",
                 kernel.name()
             )));
         }
         let initrd = self.initrd.map(read).transpose()?;
+        let modules = self
+            .modules
+            .into_iter()
+            .map(|(file, cmdline)| {
+                let name = file.shown_path().to_owned();
+                Ok(Module {
+                    name,
+                    bytes: read(file)?,
+                    cmdline,
+                })
+            })
+            .collect::<Result<Vec<_>, Failure>>()?;
         let symbols = match self.symbols {
             Some(file) => {
                 let name = file.shown_path().to_owned();
@@ -141,6 +169,7 @@ impl Opened {
         Ok(Inputs {
             kernel,
             initrd,
+            modules,
             symbols,
         })
     }

@@ -116,6 +116,10 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
             cut(&args.policy)
         ))
     })?;
+    let exit_status = args
+        .exit_status
+        .parse()
+        .map_err(|e| Failure::usage(format!("--exit-status: {e}")))?;
     let cmdline = cmdline::command_line(&args)?;
     let flags = requests::Flags {
         breaks: &args.breaks,
@@ -131,6 +135,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     let inputs::Inputs {
         kernel,
         initrd,
+        modules,
         symbols,
     } = opened.read()?;
     let requests = requests::resolve(parsed, &symbols).map_err(Failure::usage)?;
@@ -138,6 +143,8 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
 
     let mut config = VmConfig::new(kernel, cmdline);
     config.initrd = initrd;
+    config.modules = modules;
+    config.exit_status = exit_status;
     config.vcpus = args.vcpus;
     config.mem_mib = args.mem;
     config.console = Console::Stdio;

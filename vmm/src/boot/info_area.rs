@@ -1,0 +1,60 @@
+//! The boot-information area: the multiboot information or the PVH module list, with the
+//! strings they point to, packed into [`crate::layout::BOOT_INFO`]..[`crate::layout::BOOT_INFO_END`].
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::Error;
+use crate::layout::{BOOT_INFO, BOOT_INFO_END};
+
+/// A bump allocator over the boot-information area.
+pub struct InfoArea {
+    next: u64,
+}
+
+impl Default for InfoArea {
+    fn default() -> Self {
+        InfoArea { next: BOOT_INFO }
+    }
+}
+
+impl InfoArea {
+    /// Writes `bytes` at the next `align`-aligned address and returns that address.
+    pub fn push(&mut self, mem: &GuestMemoryMmap, bytes: &[u8], align: u64) -> Result<u64, Error> {
+        let addr = self.next.div_ceil(align) * align;
+        let end = addr + bytes.len() as u64;
+        if end > BOOT_INFO_END {
+            return Err(Error::BootInfoFull {
+                room: BOOT_INFO_END - BOOT_INFO,
+            });
+        }
+        mem.write_slice(bytes, GuestAddress(addr))
+            .map_err(|e| Error::BootParams(e.to_string()))?;
+        self.next = end;
+        Ok(addr)
+    }
+
+    /// Writes `s` NUL-terminated and returns its address.
+    pub fn push_str(&mut self, mem: &GuestMemoryMmap, s: &str) -> Result<u64, Error> {
+        let mut bytes = s.as_bytes().to_vec();
+        bytes.push(0);
+        self.push(mem, &bytes, 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushes_are_aligned_and_bounded() {
+        let mem = crate::memory::create(2).unwrap();
+        let mut area = InfoArea::default();
+        assert_eq!(area.push_str(&mem, "ab").unwrap(), BOOT_INFO);
+        assert_eq!(area.push(&mem, &[1; 4], 8).unwrap(), BOOT_INFO + 8);
+        let too_big = vec![0u8; (BOOT_INFO_END - BOOT_INFO) as usize];
+        assert!(matches!(
+            area.push(&mem, &too_big, 1),
+            Err(Error::BootInfoFull { .. })
+        ));
+    }
+}
