@@ -12,6 +12,9 @@ fn triple_fault() -> Result<(), Failed> {
     ensure(
         run.stderr
             .contains("guest triple fault on vCPU 0 at rip=0x")
+            && run
+                .stderr
+                .contains("(drvisor_guest::scenarios::faults::triple_fault+0x")
             && !run.stderr.contains("panicked"),
         || run.to_string(),
     )
@@ -23,6 +26,10 @@ fn int3_emulation_failure() -> Result<(), Failed> {
     ensure(
         run.stderr
             .contains("KVM could not emulate an instruction (suberror 1) on vCPU 0 at rip=0x")
+            // The function RIP is in, from the embedded guest's symbols.
+            && run
+                .stderr
+                .contains("(drvisor_guest::scenarios::faults::emu_fail+0x")
             && run.stderr.contains("instruction bytes: cc"),
         || run.to_string(),
     )
@@ -32,6 +39,40 @@ fn int3_without_idt_triple_faults() -> Result<(), Failed> {
     // On a host that runs int3 natively, the zero-limit IDT turns it into a triple fault.
     let run = drvisor(&["run", "--scenario", "emu-fail"]);
     run.expect_code(exit_code::TRIPLE_FAULT.into()).map(|_| ())
+}
+
+/// The guest's panic handler prints where and why, and ends with status 3.
+fn guest_panic() -> Result<(), Failed> {
+    let run = drvisor(&["run", "--scenario", "panic"]);
+    run.expect_code(3)?;
+    let panics = run.guest_lines(&["panic"]);
+    ensure(
+        panics.len() == 1
+            && panics[0].starts_with("drv: panic at src/scenarios/faults.rs:")
+            && panics[0].ends_with(": requested by scenario=panic"),
+        || run.to_string(),
+    )?;
+    ensure(
+        run.summary()? == "drv: summary scenario=panic status=3",
+        || run.to_string(),
+    )?;
+    // A guest status in range is the guest's own: drvisor adds nothing.
+    ensure(!run.stderr.contains("drvisor:"), || run.to_string())
+}
+
+/// An exception the guest did not expect (`ud2`, #UD) reaches its catch-all handler: vector 6,
+/// status 4.
+fn guest_unexpected_exception() -> Result<(), Failed> {
+    let run = drvisor(&["run", "--scenario", "unexpected-exception"]);
+    run.expect_code(4)?;
+    let lines = run.guest_lines(&["unexpected", "exception", "vector=6", "error=0x0"]);
+    ensure(lines.len() == 1 && lines[0].contains(" rip=0x"), || {
+        run.to_string()
+    })?;
+    ensure(
+        run.summary()? == "drv: summary scenario=unexpected-exception status=4",
+        || run.to_string(),
+    )
 }
 
 fn unknown_port_logged_once() -> Result<(), Failed> {
@@ -67,6 +108,11 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
     };
     vec![
         Trial::test("guest_faults::triple_fault", triple_fault),
+        Trial::test("guest_faults::guest_panic_status_3", guest_panic),
+        Trial::test(
+            "guest_faults::unexpected_exception_status_4",
+            guest_unexpected_exception,
+        ),
         int3,
         Trial::test(
             "guest_faults::unknown_port_logged_once",

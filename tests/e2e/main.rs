@@ -19,6 +19,7 @@ mod real_bzimage_mutations;
 mod scenarios;
 mod signals;
 mod usage_errors;
+mod what_a_person_sees;
 
 use libtest_mimic::{Arguments, Trial};
 
@@ -29,6 +30,7 @@ fn main() {
     trials.extend(scenarios::trials());
     trials.extend(probe_table::trials());
     trials.extend(usage_errors::trials());
+    trials.extend(what_a_person_sees::trials());
     trials.extend(bad_input::trials());
     trials.extend(signals::trials());
     trials.extend(hostile_guests::trials());

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::bounded::wait_bounded;
-use crate::common::{ensure, read_events, temp_path, Failed, Trial, DRVISOR};
+use crate::common::{ensure, events_so_far, read_events, temp_path, Failed, Trial, DRVISOR};
 
 /// The signal must end the run well within this; the bound only turns a hang into a failure.
 const BOUND: Duration = Duration::from_secs(60);
@@ -29,7 +29,7 @@ fn spin(events: &std::path::Path) -> Result<std::process::Child, Failed> {
 /// Waits until the guest has produced `n` events, so the signal lands mid-run.
 fn wait_for_events(path: &std::path::Path, n: usize) -> Result<(), Failed> {
     let start = std::time::Instant::now();
-    while read_events(path).len() < n {
+    while events_so_far(path)? < n {
         if start.elapsed() > BOUND {
             return Err(format!("fewer than {n} events after {BOUND:?}").into());
         }
@@ -123,6 +123,7 @@ fn stops_while_paused() -> Result<(), Failed> {
     let _ = std::fs::remove_file(&events);
     let run = run?;
     run.expect_code(143)?;
+    let all = all?;
     ensure(all.len() == 1 && all[0]["action"] == "pause", || {
         format!("wanted the one pausing hit: {all:?}")
     })

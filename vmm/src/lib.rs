@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod boot;
+pub mod console_lines;
 pub mod cpu;
 pub mod debug;
 pub mod devices;

@@ -9,6 +9,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{self, Entry, KernelImage};
+use crate::console_lines::{ConsoleLines, GuestConsole};
 use crate::cpu;
 use crate::debug::{DebugCaps, DebugController};
 use crate::devices::{
@@ -74,7 +75,8 @@ impl Error {
 
 /// Where guest console output goes.
 pub enum Console {
-    /// The process's stdout, with stdin as console input.
+    /// The process's stdout, with stdin as console input. drvisor's messages on stderr wait
+    /// for the end of the guest's line (see [`crate::console_lines`]).
     Stdio,
     /// A writer; no console input (benchmarks and in-process tests).
     Writer(Box<dyn Write + Send>),
@@ -203,7 +205,13 @@ impl TryFrom<VmConfig> for Vm {
             .register_irqfd(&serial_irq, COM1_GSI)
             .map_err(kvm_err("KVM_IRQFD (COM1)"))?;
         let (out, stdin): (Box<dyn Write + Send>, bool) = match config.console {
-            Console::Stdio => (Box::new(std::io::stdout()), true),
+            Console::Stdio => (
+                Box::new(GuestConsole::new(
+                    std::io::stdout(),
+                    ConsoleLines::stdio().clone(),
+                )),
+                true,
+            ),
             Console::Writer(w) => (w, false),
         };
         let serial = Arc::new(Mutex::new(SerialConsole::new(serial_irq, out, stdin)?));
