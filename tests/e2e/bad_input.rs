@@ -235,15 +235,15 @@ fn cases(f: &Files) -> Vec<Case> {
         refused("break_empty", &["--break", ""], "give a symbol or an address"),
         // Flags bound to a breakpoint.
         refused("action_twice", &["--break", "drv_target_0", "--action", "stop", "--action", "continue"], "--action given twice for drv_target_0"),
-        refused("action_unknown", &["--break", "drv_target_0", "--action", "explode"], "unknown action"),
+        refused("action_unknown", &["--break", "drv_target_0", "--action", "explode"], "invalid value 'explode' for '--action <ACTION>'; use one of: continue, pause, stop"),
         refused("action_without_owner", &["--action", "stop", "--break", "drv_target_0"], "--action must follow"),
         refused("vcpu_twice", &["--break", "drv_target_0", "--vcpu", "0", "--vcpu", "0"], "--vcpu given twice"),
         refused("vcpu_out_of_range", &["--break", "drv_target_0", "--vcpu", "4294967296"], "--vcpu"),
         refused("engine_twice", &["--watch", "drv_watch_u64", "--engine", "page", "--engine", "auto"], "--engine given twice"),
         refused("engine_on_a_break", &["--break", "drv_target_0", "--engine", "page"], "--engine applies to --watch only"),
-        refused("engine_unknown", &["--watch", "drv_watch_u64", "--engine", "fpga"], "unknown engine"),
+        refused("engine_unknown", &["--watch", "drv_watch_u64", "--engine", "fpga"], "invalid value 'fpga' for '--engine <ENGINE>'; use one of: hw, page, auto"),
         // Other flags.
-        refused("policy_unknown", &["--policy", "me-first"], "unknown policy"),
+        refused("policy_unknown", &["--policy", "me-first"], "invalid value 'me-first' for '--policy <POLICY>'; use one of: host-first, guest-first, deny"),
         refused("scenario_unknown", &["--scenario", "nope"], "unknown scenario `nope`"),
         refused("scenario_two_words", &["--kernel", &elf, "--scenario", "hello count=5"], "a scenario is one word"),
         refused("cmdline_scenario_conflict", &["--scenario", "hello", "--cmdline", "scenario=panic"], "conflicts with --scenario hello"),

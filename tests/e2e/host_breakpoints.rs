@@ -126,7 +126,7 @@ fn bad_breakpoint_inputs() -> Result<(), Failed> {
         (vec!["--watch", "nosuchvar:w:4"], "unknown symbol"),
         (
             vec!["--watch", "drv_watch_u32", "--engine", "warp"],
-            "unknown engine",
+            "use one of: hw, page, auto",
         ),
         (
             vec!["--break", "drv_target_0", "--engine", "page"],
@@ -141,7 +141,7 @@ fn bad_breakpoint_inputs() -> Result<(), Failed> {
         (vec!["--break", "drv_target_0", "--vcpu", "5"], "vcpu"),
         (
             vec!["--break", "drv_target_0", "--action", "explode"],
-            "unknown action",
+            "use one of: continue, pause, stop",
         ),
         (vec!["--policy", "fair"], "policy"),
     ] {

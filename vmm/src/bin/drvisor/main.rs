@@ -94,7 +94,14 @@ fn clap_error_line(e: &clap::Error) -> String {
     let text = e.to_string();
     let first = text.lines().next().unwrap_or_default();
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    format!("{} (see drvisor run --help)", cut_quoted(first))
+    // An invalid value of a ValueEnum flag: clap lists the possible ones on a line of its own.
+    let possible = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("[possible values: "))
+        .and_then(|l| l.strip_suffix(']'))
+        .map(|values| format!("; use one of: {values}"))
+        .unwrap_or_default();
+    format!("{}{possible} (see drvisor run --help)", cut_quoted(first))
 }
 
 /// Cuts each `'...'` quoted value of a clap message, keeping its words.
@@ -117,12 +124,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         signals::install().map_err(|e| Failure::vmm(format!("cannot handle signals: {e}")))?;
     // Checks of the flags alone come first: no file is opened before they pass.
     let ram_bytes = memory::size_of(args.mem).map_err(|e| Failure::usage(e.to_string()))?;
-    let policy: Policy = args.policy.parse().map_err(|_| {
-        Failure::usage(format!(
-            "--policy {}: unknown policy; use host-first, guest-first or deny",
-            cut(&args.policy)
-        ))
-    })?;
+    let policy: Policy = args.policy.into();
     let cmdline = cmdline::command_line(&args)?;
     let flags = requests::Flags {
         breaks: &args.breaks,
