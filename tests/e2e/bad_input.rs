@@ -198,8 +198,8 @@ fn cases(f: &Files) -> Vec<Case> {
         refused("elf_segment_at_0xa0000", &["--kernel", &p("elf-segment-at-a0000")], "overlaps drvisor's boot area"),
         refused("elf_entry_outside_every_segment", &["--kernel", &p("elf-entry-outside")], "outside every loaded segment"),
         // --mem: both ends, the wrap at 2^44 MiB, and beyond u64.
-        refused("mem_0", &["--mem", "0"], "--mem 0 MiB is too small"),
-        refused("mem_1", &["--mem", "1"], "--mem 1 MiB is too small"),
+        refused("mem_0", &["--mem", "0"], "--mem 0: 0 MiB of guest RAM is too small"),
+        refused("mem_1", &["--mem", "1"], "--mem 1: 1 MiB of guest RAM is too small"),
         refused("mem_one_past_the_limit", &["--mem", "1048577"], "at most 1048576 MiB"),
         refused("mem_that_wrapped_to_2_mib", &["--mem", "17592186044418"], "at most 1048576 MiB"),
         refused("mem_2_pow_30", &["--mem", "1073741824"], "at most 1048576 MiB"),
@@ -209,8 +209,8 @@ fn cases(f: &Files) -> Vec<Case> {
         refused("mem_hex", &["--mem", "0x40"], "0x40"),
         // --vcpus
         refused("vcpus_33_for_the_embedded_guest", &["--vcpus", "33"], "the embedded test guest runs 1 to 32 vCPUs"),
-        refused("vcpus_0", &["--vcpus", "0"], "--vcpus 0 is out of range"),
-        refused("vcpus_256", &["--kernel", &elf, "--vcpus", "256"], "--vcpus 256 is out of range"),
+        refused("vcpus_0", &["--vcpus", "0"], "--vcpus 0: 0 vCPUs is out of range"),
+        refused("vcpus_256", &["--kernel", &elf, "--vcpus", "256"], "--vcpus 256: 256 vCPUs is out of range"),
         refused("vcpus_past_u64", &["--vcpus", "18446744073709551616"], "--vcpus"),
         // --watch
         refused("watch_virtual_end_wraps", &["--watch", "0xffffffffffffffff:w:8"], "runs past the end of the 64-bit address space"),

@@ -363,7 +363,7 @@ fn hw_route_with_faked_probe() -> Result<(), Failed> {
     );
     ensure(
         err.as_ref()
-            .is_err_and(|e| e.contains("no hardware slot is free")),
+            .is_err_and(|e| e.to_string().contains("no hardware slot is free")),
         || format!("{:?}", err.err()),
     )?;
     // Unaligned or long ranges never fit a slot.

@@ -14,6 +14,8 @@ pub mod guest_image;
 pub mod input_file;
 pub mod layout;
 pub mod memory;
+#[cfg(test)]
+mod no_flag_names_tests;
 pub mod outcome;
 pub mod probe;
 pub mod quote;

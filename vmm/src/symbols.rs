@@ -19,7 +19,7 @@ pub enum Error {
         nearest: Vec<String>,
     },
     /// The kernel has no symbols to resolve from.
-    #[error("no symbols to resolve `{}` with: the kernel has no symbol table; pass --symbols System.map, or give an address", cut(.0))]
+    #[error("no symbols to resolve `{}` with: the kernel has no symbol table; give a System.map, or an address", cut(.0))]
     NoSymbols(String),
     /// A System.map line that does not parse.
     #[error("{}:{line}: not a System.map line (want `ADDRESS TYPE NAME`): {}", cut(.path), cut(.text))]

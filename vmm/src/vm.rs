@@ -31,7 +31,7 @@ pub enum Error {
     #[error("cannot open /dev/kvm: {0}; drvisor needs read/write access to it (are you in the `kvm` group?)")]
     KvmAccess(kvm_ioctls::Error),
     /// A vCPU count KVM cannot give.
-    #[error("--vcpus {asked} is out of range: this host's KVM allows 1 to {max}")]
+    #[error("{asked} vCPUs is out of range: this host's KVM allows 1 to {max}")]
     VcpuCount {
         /// What the user asked for.
         asked: usize,

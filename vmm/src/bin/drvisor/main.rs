@@ -123,7 +123,8 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     let stopper =
         signals::install().map_err(|e| Failure::vmm(format!("cannot handle signals: {e}")))?;
     // Checks of the flags alone come first: no file is opened before they pass.
-    let ram_bytes = memory::size_of(args.mem).map_err(|e| Failure::usage(e.to_string()))?;
+    let ram_bytes = memory::size_of(args.mem)
+        .map_err(|e| Failure::usage(format!("--mem {}: {e}", args.mem)))?;
     let policy: Policy = args.policy.into();
     let cmdline = cmdline::command_line(&args)?;
     let flags = requests::Flags {
@@ -271,13 +272,21 @@ fn resume_on_sigusr1(ctl: Arc<DebugController>) -> Result<(), Failure> {
 }
 
 fn vm_failure(e: drvisor::vm::Error) -> Failure {
+    use drvisor::vm::Error;
+    // The library names no flag; the command line says which one to change.
+    let message = match &e {
+        Error::VcpuCount { asked, .. } => format!("--vcpus {asked}: {e}"),
+        Error::Memory(memory::Error::Mmap { mib, .. }) => format!("--mem {mib}: {e}"),
+        Error::Memory(_) => format!("--mem: {e}"),
+        _ => e.to_string(),
+    };
     Failure {
         code: if e.is_usage() {
             exit_code::USAGE
         } else {
             exit_code::VMM_ERROR
         },
-        message: e.to_string(),
+        message,
     }
 }
 

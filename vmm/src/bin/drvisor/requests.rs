@@ -310,7 +310,10 @@ fn resolve_one(p: Parsed, symbols: &SymbolTable) -> Result<Request, String> {
     let label = cut(&p.label).into_owned();
     let address = |t: &Target| match t {
         Target::Number(n) => Ok(*n),
-        Target::Symbol(name) => symbols.resolve(name).map_err(|e| e.to_string()),
+        Target::Symbol(name) => symbols.resolve(name).map_err(|e| match e {
+            drvisor::symbols::Error::NoSymbols(_) => format!("{e} (--symbols System.map)"),
+            e => e.to_string(),
+        }),
     };
     let what = match &p.kind {
         Kind::Break(target) => {
