@@ -1,10 +1,12 @@
 //! The guest's misbehaviour is reported with RIP and context, with a distinct exit code, and
 //! never panics the VMM.
 
-use drvisor::exit_code;
-use drvisor::probe::Mechanism;
+use std::process::Command;
 
-use crate::common::{drvisor, ensure, Context, Failed, Trial};
+use drvisor::probe::Mechanism;
+use drvisor::{exit_code, fault_injection};
+
+use crate::common::{drvisor, ensure, run_command, Context, Failed, Trial, DRVISOR};
 
 fn triple_fault() -> Result<(), Failed> {
     let run = drvisor(&["run", "--scenario", "triple-fault"]);
@@ -75,6 +77,40 @@ fn guest_unexpected_exception() -> Result<(), Failed> {
     )
 }
 
+/// Exit code 72: the vCPU could not enter the guest. Injected (see the library's
+/// `fault_injection`: simulated, as this host's KVM never fails an entry), then reported
+/// through the real path.
+fn fail_entry_exits_72() -> Result<(), Failed> {
+    let run = run_command(
+        Command::new(DRVISOR)
+            .env(fault_injection::ENV, "fail-entry")
+            .args(["run", "--scenario", "hello"]),
+    );
+    run.expect_code(exit_code::FAIL_ENTRY.into())?;
+    ensure(
+        run.stderr.trim_end()
+            == "drvisor: vCPU 0 failed to enter the guest (hardware reason 0xdead0072)",
+        || run.to_string(),
+    )
+}
+
+/// Exit code 75: a KVM call failed, for real: KVM refuses vCPU 0's KVM_RUN (an undefined
+/// kvm_run.kvm_valid_regs bit).
+fn failed_kvm_call_exits_75() -> Result<(), Failed> {
+    let run = run_command(
+        Command::new(DRVISOR)
+            .env(fault_injection::ENV, "kvm-run")
+            .args(["run", "--scenario", "hello"]),
+    );
+    run.expect_code(exit_code::VMM_ERROR.into())?;
+    ensure(
+        run.stderr.trim_end()
+            == "drvisor: VMM error on vCPU 0: KVM_RUN failed: Invalid argument (os error 22)",
+        || run.to_string(),
+    )?;
+    ensure(run.stdout.is_empty(), || "the guest ran".into())
+}
+
 fn unknown_port_logged_once() -> Result<(), Failed> {
     let run = drvisor(&["run", "--scenario", "bad-port"]);
     run.expect_code(0)?;
@@ -108,6 +144,11 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
     };
     vec![
         Trial::test("guest_faults::triple_fault", triple_fault),
+        Trial::test("guest_faults::fail_entry_exits_72", fail_entry_exits_72),
+        Trial::test(
+            "guest_faults::failed_kvm_call_exits_75",
+            failed_kvm_call_exits_75,
+        ),
         Trial::test("guest_faults::guest_panic_status_3", guest_panic),
         Trial::test(
             "guest_faults::unexpected_exception_status_4",

@@ -17,6 +17,7 @@ use crate::devices::{
     HOST_SIGNAL_PORT,
 };
 use crate::event_loop::{self, Subscriber};
+use crate::fault_injection::InjectedFault;
 use crate::memory;
 use crate::outcome::Outcome;
 use crate::probe;
@@ -105,6 +106,8 @@ pub struct VmConfig {
     /// The most memslots the watch engine may use; `None` for all KVM offers
     /// (`KVM_CAP_NR_MEMSLOTS`). A lower limit leaves slots for other users of the VM.
     pub memslot_limit: Option<usize>,
+    /// Test only: a real KVM failure to provoke on vCPU 0 (see [`crate::fault_injection`]).
+    pub inject_fault: Option<InjectedFault>,
     /// Run the debug hooks on every vCPU (the default). `false` detaches them entirely, as if
     /// drvisor had no debug support; it exists to measure what attaching costs.
     pub debug_attached: bool,
@@ -125,6 +128,7 @@ impl VmConfig {
             debug_caps: None,
             debug_attached: true,
             memslot_limit: None,
+            inject_fault: None,
         }
     }
 }
@@ -249,6 +253,9 @@ impl TryFrom<VmConfig> for Vm {
 
         if let Some(first) = vcpus.first() {
             watch.set_translator(Translator::new(&first.fd)?);
+        }
+        if let (Some(fault), Some(first)) = (config.inject_fault, vcpus.first_mut()) {
+            first.fail_first_entry = fault.apply(&mut first.fd);
         }
         let pages = Arc::downgrade(&watch);
         debug.on_change(Arc::new(move |plan| {

@@ -84,10 +84,14 @@ pub fn outcome(outcome: &Outcome, labels: &BTreeMap<u32, String>, symbols: &Symb
     }
 }
 
+/// Farther than this past the nearest symbol, an address is in no function drvisor knows.
+const MAX_SYMBOL_OFFSET: u64 = 1 << 20;
+
 /// `function+0xoffset` for a guest address, from the nearest symbol at or below it.
 fn symbolize(symbols: &SymbolTable, addr: u64) -> Option<String> {
     symbols
         .describe(addr)
+        .filter(|(_, off)| *off < MAX_SYMBOL_OFFSET)
         .map(|(name, off)| format!("{}+{off:#x}", demangle(&name)))
 }
 
@@ -166,6 +170,7 @@ mod tests {
         let t = SymbolTable::from_system_map("1000 T start\n2000 T emu_fail\n", "m").unwrap();
         assert_eq!(symbolize(&t, 0x2004).as_deref(), Some("emu_fail+0x4"));
         assert_eq!(symbolize(&t, 0x10), None);
+        assert_eq!(symbolize(&t, 0x8000_0000_0000_0000), None);
         let o = Outcome::TripleFault {
             vcpu: 0,
             rip: 0x1001,

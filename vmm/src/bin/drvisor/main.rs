@@ -153,6 +153,8 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.console = Console::Stdio;
     config.strict_ports = args.strict_ports;
     config.policy = policy;
+    config.inject_fault =
+        drvisor::fault_injection::InjectedFault::from_env().map_err(Failure::usage)?;
     let vm = Vm::try_from(config).map_err(vm_failure)?;
     stopper.attach(vm.run_control().clone());
 
