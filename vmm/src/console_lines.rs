@@ -21,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The longest a message waits for the guest to end its line.
-pub const HOLD_BOUND: Duration = Duration::from_millis(200);
+pub const HOLD_BOUND: Duration = Duration::from_millis(500);
 
 /// Where the guest's console line stands, and the messages held for its end. Pure: time is
 /// passed in.
