@@ -377,5 +377,33 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
         Trial::test("host_bp::per_vcpu_scope", per_vcpu_scope),
         hardware_write_watch(ctx),
         engine_hw_refused_where_it_cannot_fire(ctx),
+        cpl0_only_is_stated(ctx),
     ]
+}
+
+/// Where the probe says host exec breakpoints fire only in CPL0 code (our hosts), an armed
+/// exec breakpoint's state says so; where they fire at CPL3 too, it does not.
+fn cpl0_only_is_stated(ctx: &Context) -> Trial {
+    let cpl0_only = !ctx.probe.delivers(Mechanism::HostExecBreakpoint, 3);
+    Trial::test("host_bp::cpl0_only_is_stated", move || {
+        let run = drvisor(&[
+            "run",
+            "--scenario",
+            "exec",
+            "--break",
+            "drv_target_0",
+            "--show-plan",
+        ]);
+        run.expect_code(0)?;
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.contains("host #1 drv_target_0: armed"))
+            .unwrap_or_default()
+            .to_owned();
+        let noted = line.contains("(fires in CPL0 code only on this host)");
+        ensure(noted == cpl0_only, || {
+            format!("cpl0 only: {cpl0_only}, state line: {line:?}\n{run}")
+        })
+    })
 }

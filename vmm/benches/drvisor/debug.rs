@@ -91,8 +91,11 @@ fn dispatch_cpu_cost() -> Duration {
         fn set_guest_debug(&self, _: &GuestDebug) -> Result<(), KvmError> {
             Ok(())
         }
-        fn inject_db(&self) -> Result<bool, KvmError> {
+        fn inject_exception(&self, _: u8, _: Option<u32>) -> Result<bool, KvmError> {
             Ok(true)
+        }
+        fn cr4(&self) -> Result<u64, KvmError> {
+            Ok(0)
         }
         fn fetch(&self, _: u64) -> Vec<u8> {
             Vec::new()

@@ -51,13 +51,32 @@ pub enum MovDrError {
         /// The register number.
         reg: u8,
     },
+    /// DR4 or DR5 while CR4.DE=1: #UD instead of the DR6/DR7 alias (SDM 17.2.2).
+    #[error("MOV DR{reg} with CR4.DE set: DR4 and DR5 do not alias DR6 and DR7 then; inject #UD")]
+    DebugExtensions {
+        /// The register number (4 or 5).
+        reg: u8,
+    },
+}
+
+/// CR4.DE (debugging extensions).
+pub const CR4_DE: u64 = 1 << 3;
+
+/// The #UD that DR4 or DR5 raise under CR4.DE=1, checked before [`GuestDrFile::write`] or
+/// [`GuestDrFile::read`], which do not see CR4.
+pub fn check_debug_extensions(reg: u8, cr4: u64) -> Result<(), MovDrError> {
+    if matches!(reg, 4 | 5) && cr4 & CR4_DE != 0 {
+        Err(MovDrError::DebugExtensions { reg })
+    } else {
+        Ok(())
+    }
 }
 
 impl MovDrError {
     /// The exception vector to inject: 6 (#UD), 13 (#GP) or 1 (#DB).
     pub const fn vector(&self) -> u8 {
         match self {
-            MovDrError::NoSuchRegister { .. } => 6,
+            MovDrError::NoSuchRegister { .. } | MovDrError::DebugExtensions { .. } => 6,
             MovDrError::ReservedBits { .. } => 13,
             MovDrError::GeneralDetect { .. } => 1,
         }

@@ -72,7 +72,7 @@ pub use attribution::{
 pub use carriage::{guests_compete, plan_for, GuestCarriage};
 pub use dr6::Dr6;
 pub use dr7::{Dr7, Dr7Error, DrKind, DrLen};
-pub use guest_file::{GuestDrFile, GuestSpec, MovDrError};
+pub use guest_file::{check_debug_extensions, GuestDrFile, GuestSpec, MovDrError, CR4_DE};
 pub use host::{HostBpId, HostBreakpoint, Scope};
 pub use plan::{GuestSlotState, HostState, HostSummary, PhysSlot, Plan, VcpuPlan};
 pub use policy::{Policy, PolicyParseError};

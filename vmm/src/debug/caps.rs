@@ -1,6 +1,8 @@
 //! What this host delivers for guest debugging, as the probe measured it. Every routing
 //! decision reads these flags; none assumes a host.
 
+use drvisor_debug::BreakKind;
+
 use crate::probe::{Mechanism, ProbeReport};
 
 /// The probe's answers that drive the debug-register machinery.
@@ -8,6 +10,8 @@ use crate::probe::{Mechanism, ProbeReport};
 pub struct DebugCaps {
     /// Host exec breakpoints exit with DR6.Bn (CPL0).
     pub exec_breakpoints: bool,
+    /// Host exec breakpoints also fire in CPL3 code.
+    pub exec_breakpoints_cpl3: bool,
     /// RF set through `KVM_SET_REGS` resumes past a host exec breakpoint. Otherwise drvisor
     /// steps over: disarm, single-step, re-arm.
     pub rf_resumes: bool,
@@ -32,6 +36,7 @@ impl DebugCaps {
     pub fn from_probe(probe: &ProbeReport) -> DebugCaps {
         DebugCaps {
             exec_breakpoints: probe.delivers(Mechanism::HostExecBreakpoint, 0),
+            exec_breakpoints_cpl3: probe.delivers(Mechanism::HostExecBreakpoint, 3),
             rf_resumes: probe.delivers(Mechanism::RfResumesPastBreakpoint, 0),
             data_watchpoints: probe.delivers(Mechanism::HostWriteWatchpoint, 0),
             single_step: probe.delivers(Mechanism::SingleStep, 0),
@@ -48,6 +53,7 @@ impl DebugCaps {
     pub const fn vmx_like() -> DebugCaps {
         DebugCaps {
             exec_breakpoints: true,
+            exec_breakpoints_cpl3: true,
             rf_resumes: true,
             data_watchpoints: true,
             single_step: true,
@@ -65,5 +71,34 @@ impl DebugCaps {
             gd_trap: false,
             ..Self::vmx_like()
         }
+    }
+
+    /// Why a host breakpoint of `kind` in a hardware slot could never work on this host, if it
+    /// could not: nothing would fire it, or nothing could resume the guest past it. `None` when
+    /// it works. The reasons quote the probe's rows.
+    pub fn refuses(&self, kind: BreakKind) -> Option<&'static str> {
+        match kind {
+            BreakKind::Exec if !self.exec_breakpoints => Some(
+                "this host does not deliver host exec breakpoints (probe row \"host exec \
+                 breakpoint, guest CPL0\": no), so nothing would ever fire it",
+            ),
+            BreakKind::Exec if !self.rf_resumes && !self.single_step => Some(
+                "this host can neither resume past an exec breakpoint with RF nor single-step \
+                 over it (probe rows \"RF set by the VMM steps past it\" and \"single-step, guest \
+                 CPL0\": no), so the guest would stop at it for ever",
+            ),
+            BreakKind::Exec => None,
+            _ if !self.data_watchpoints => Some(
+                "this host does not deliver hardware data watchpoints (probe row \"host write \
+                 watchpoint (8 bytes), guest CPL0\": no)",
+            ),
+            _ => None,
+        }
+    }
+
+    /// A note for the states of exec breakpoints armed here, when they fire only in CPL0 code.
+    pub fn exec_note(&self) -> Option<&'static str> {
+        (self.exec_breakpoints && !self.exec_breakpoints_cpl3)
+            .then_some("fires in CPL0 code only on this host")
     }
 }

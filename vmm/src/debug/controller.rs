@@ -203,7 +203,7 @@ impl DebugController {
 
     /// While the listeners catch up with a plan change, no vCPU may start running the new
     /// plan: a watch the plan evicts must have its page shadow before any vCPU runs without it.
-    fn hold_for_listeners(&self) -> Option<crate::vcpu::Quiesced<'_>> {
+    fn hold_for_listeners(&self) -> Option<crate::vcpu::Held<'_>> {
         let any = !self
             .listeners
             .lock()
@@ -255,10 +255,8 @@ impl DebugController {
         if self.detached.load(Ordering::Acquire) {
             return Err(Error::Detached);
         }
-        if req.spec.kind() != drvisor_debug::BreakKind::Exec && !self.caps.data_watchpoints {
-            return Err(Error::Unsupported(
-                "this host does not deliver hardware data watchpoints (probe row \"host write watchpoint\": no)".into(),
-            ));
+        if let Some(why) = self.caps.refuses(req.spec.kind()) {
+            return Err(Error::Unsupported(why.into()));
         }
         let (generation, id, hold) = {
             let mut state = self.lock();

@@ -21,6 +21,7 @@ const BD: u64 = 1 << 13;
 /// This project's development hosts, as the probe sees them.
 const THIS_HOST: DebugCaps = DebugCaps {
     exec_breakpoints: true,
+    exec_breakpoints_cpl3: false,
     rf_resumes: false,
     data_watchpoints: false,
     single_step: true,
@@ -613,4 +614,137 @@ fn late_slots_are_new_or_changed_enabled_slots() {
     for (before, now, want) in table {
         assert_eq!(super::vcpu_debug::late_slots(&before, &now), want);
     }
+}
+
+#[test]
+fn exec_breakpoints_are_refused_where_nothing_fires_or_resumes_them() {
+    let table = [
+        (
+            DebugCaps {
+                exec_breakpoints: false,
+                ..THIS_HOST
+            },
+            Some("does not deliver host exec breakpoints"),
+        ),
+        (
+            DebugCaps {
+                rf_resumes: false,
+                single_step: false,
+                ..THIS_HOST
+            },
+            Some("neither resume past an exec breakpoint with RF nor single-step"),
+        ),
+        (
+            DebugCaps {
+                rf_resumes: true,
+                single_step: false,
+                ..THIS_HOST
+            },
+            None,
+        ),
+        (THIS_HOST, None),
+    ];
+    for (caps, refusal) in table {
+        let rig = Rig::new(caps, Policy::HostFirst);
+        let got = rig.ctl.add(HostRequest {
+            spec: exec(0x1000),
+            scope: Scope::Vm,
+            label: "f".into(),
+            on_hit: always(HitAction::Continue),
+        });
+        match refusal {
+            Some(why) => assert!(
+                got.as_ref().is_err_and(|e| e.to_string().contains(why)),
+                "{caps:?}: {got:?}"
+            ),
+            None => assert!(got.is_ok(), "{caps:?}: {got:?}"),
+        }
+    }
+    assert_eq!(
+        THIS_HOST.exec_note(),
+        Some("fires in CPL0 code only on this host")
+    );
+    assert_eq!(DebugCaps::vmx_like().exec_note(), None);
+}
+
+/// A rig on a GD host with one host breakpoint, and the guest about to run `code` at 0x4000.
+fn mov_dr_rig(code: &[u8]) -> Rig {
+    let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);
+    rig.add(exec(0x1000), HitAction::Continue);
+    rig.fake.0.borrow_mut().code.insert(0x4000, code.to_vec());
+    rig
+}
+
+#[test]
+fn an_undecodable_mov_dr_ends_the_run_instead_of_trapping_for_ever() {
+    let mut rig = mov_dr_rig(&[0x90, 0x90, 0x90]);
+    let verdict = rig.exit(DR6_INIT | BD, 0x4000);
+    assert_eq!(
+        verdict,
+        Verdict::Unemulated {
+            rip: 0x4000,
+            bytes: vec![0x90, 0x90, 0x90]
+        }
+    );
+}
+
+#[test]
+fn reserved_bits_in_dr7_raise_gp_and_change_nothing() {
+    let mut rig = mov_dr_rig(&[0x0f, 0x23, 0xf9]); // mov dr7, rcx
+    rig.fake.0.borrow_mut().regs.rcx = 1 << 40 | 0x401;
+    rig.exit(DR6_INIT | BD, 0x4000);
+    let s = rig.fake.0.borrow();
+    assert_eq!(s.faults, vec![(13, Some(0))], "#GP(0)");
+    assert_eq!(s.regs.rip, 0x4000, "a fault: RIP stays on the instruction");
+    assert_eq!(s.debugregs.dr7, 0x400, "the guest's DR7 is unchanged");
+}
+
+#[test]
+fn dr4_and_dr5_under_cr4_de_raise_ud() {
+    for (cr4, faults, rip) in [
+        (drvisor_debug::CR4_DE, vec![(6, None)], 0x4000),
+        (0, vec![], 0x4003),
+    ] {
+        let mut rig = mov_dr_rig(&[0x0f, 0x21, 0xe0]); // mov rax, dr4
+        rig.fake.0.borrow_mut().cr4 = cr4;
+        rig.exit(DR6_INIT | BD, 0x4000);
+        let s = rig.fake.0.borrow();
+        assert_eq!(s.faults, faults, "cr4={cr4:#x}");
+        assert_eq!(s.regs.rip, rip, "cr4={cr4:#x}");
+    }
+}
+
+#[test]
+fn an_emulated_mov_dr_under_the_guests_tf_owes_it_a_single_step_db() {
+    let mut rig = mov_dr_rig(&[0x0f, 0x23, 0xf9]); // mov dr7, rcx
+    {
+        let mut s = rig.fake.0.borrow_mut();
+        s.regs.rcx = 0x401;
+        s.regs.rflags |= 1 << 8;
+    }
+    rig.exit(DR6_INIT | BD, 0x4000);
+    let s = rig.fake.0.borrow();
+    assert_eq!(s.regs.rip, 0x4003);
+    assert_eq!(s.injected, vec![DR6_INIT | BS], "the guest's own BS");
+}
+
+#[test]
+fn the_guests_own_single_step_is_not_swallowed_by_a_step_over() {
+    let mut rig = Rig::new(THIS_HOST, Policy::HostFirst);
+    rig.add(exec(0x1000), HitAction::Continue);
+    rig.fake.0.borrow_mut().regs.rflags |= 1 << 8; // the guest's TF
+    rig.exit(DR6_INIT | 1 << 3, 0x1000);
+    assert!(rig.fake.installed().single_step);
+    rig.exit(DR6_INIT | BS, 0x1003);
+    assert_eq!(
+        rig.fake.0.borrow().injected,
+        vec![DR6_INIT | BS],
+        "the step's BS is the guest's too"
+    );
+    // Without the guest's TF, the same step stays the VMM's alone.
+    let mut rig = Rig::new(THIS_HOST, Policy::HostFirst);
+    rig.add(exec(0x1000), HitAction::Continue);
+    rig.exit(DR6_INIT | 1 << 3, 0x1000);
+    rig.exit(DR6_INIT | BS, 0x1003);
+    assert!(rig.fake.0.borrow().injected.is_empty());
 }

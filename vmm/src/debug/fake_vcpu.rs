@@ -23,6 +23,10 @@ pub struct FakeState {
     pub code: BTreeMap<u64, Vec<u8>>,
     /// KVM holds another event for the next entry: #DB injection must wait.
     pub event_busy: bool,
+    /// Every other exception injected: vector and error code.
+    pub faults: Vec<(u8, Option<u32>)>,
+    /// The guest's CR4.
+    pub cr4: u64,
 }
 
 /// The fake vCPU.
@@ -60,14 +64,21 @@ impl DebugVcpu for FakeVcpu {
         self.0.borrow_mut().guest_debug.push(*dbg);
         Ok(())
     }
-    fn inject_db(&self) -> Result<bool> {
+    fn inject_exception(&self, vector: u8, error_code: Option<u32>) -> Result<bool> {
         let mut s = self.0.borrow_mut();
         if s.event_busy {
             return Ok(false);
         }
-        let dr6 = s.debugregs.dr6;
-        s.injected.push(dr6);
+        if vector == 1 {
+            let dr6 = s.debugregs.dr6;
+            s.injected.push(dr6);
+        } else {
+            s.faults.push((vector, error_code));
+        }
         Ok(true)
+    }
+    fn cr4(&self) -> Result<u64> {
+        Ok(self.0.borrow().cr4)
     }
     fn fetch(&self, rip: u64) -> Vec<u8> {
         self.0.borrow().code.get(&rip).cloned().unwrap_or_default()

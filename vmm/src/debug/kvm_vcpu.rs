@@ -67,10 +67,16 @@ pub trait DebugVcpu {
     fn set_debugregs(&self, regs: &kvm_debugregs) -> Result<()>;
     /// `KVM_SET_GUEST_DEBUG`.
     fn set_guest_debug(&self, dbg: &GuestDebug) -> Result<()>;
-    /// Makes the guest take a #DB (vector 1) on its next entry, with the guest's DR6 already
-    /// set. `false` if KVM already holds an event for that entry: nothing was done, try again
-    /// at the next one (overwriting the event would drop it).
-    fn inject_db(&self) -> Result<bool>;
+    /// Makes the guest take exception `vector` (with `error_code` where the vector has one) on
+    /// its next entry. `false` if KVM already holds an event for that entry: nothing was done,
+    /// try again at the next one (overwriting the event would drop it).
+    fn inject_exception(&self, vector: u8, error_code: Option<u32>) -> Result<bool>;
+    /// [`DebugVcpu::inject_exception`] of a #DB (vector 1), with the guest's DR6 already set.
+    fn inject_db(&self) -> Result<bool> {
+        self.inject_exception(1, None)
+    }
+    /// The guest's CR4 (`KVM_GET_SREGS`).
+    fn cr4(&self) -> Result<u64>;
     /// Up to 15 bytes at guest-virtual `rip` (fewer if it does not translate).
     fn fetch(&self, rip: u64) -> Vec<u8>;
 }
@@ -144,7 +150,7 @@ impl DebugVcpu for KvmDebugVcpu<'_> {
             .map_err(err("KVM_SET_GUEST_DEBUG"))
     }
 
-    fn inject_db(&self) -> Result<bool> {
+    fn inject_exception(&self, vector: u8, error_code: Option<u32>) -> Result<bool> {
         let mut events = self
             .fd
             .get_vcpu_events()
@@ -156,12 +162,12 @@ impl DebugVcpu for KvmDebugVcpu<'_> {
         {
             return Ok(false);
         }
-        // #DB has no error code; `injected` delivers it on the next entry, before the
-        // instruction at RIP, as a fault-class #DB is delivered on hardware (SDM 17.3.1.1).
+        // `injected` delivers it on the next entry, before the instruction at RIP, as a
+        // fault-class exception is delivered on hardware (SDM 17.3.1.1 for #DB).
         events.exception.injected = 1;
-        events.exception.nr = 1;
-        events.exception.has_error_code = 0;
-        events.exception.error_code = 0;
+        events.exception.nr = vector;
+        events.exception.has_error_code = u8::from(error_code.is_some());
+        events.exception.error_code = error_code.unwrap_or(0);
         events.flags = 0;
         self.fd
             .set_vcpu_events(&events)
@@ -169,19 +175,53 @@ impl DebugVcpu for KvmDebugVcpu<'_> {
         Ok(true)
     }
 
+    fn cr4(&self) -> Result<u64> {
+        Ok(self.fd.get_sregs().map_err(err("KVM_GET_SREGS"))?.cr4)
+    }
+
     fn fetch(&self, rip: u64) -> Vec<u8> {
-        let Ok(t) = self.fd.translate_gva(rip) else {
-            return Vec::new();
-        };
-        let mut buf = [0u8; 15];
-        if t.valid == 0
-            || self
-                .mem
-                .read_slice(&mut buf, GuestAddress(t.physical_address))
-                .is_err()
-        {
-            return Vec::new();
+        let mut bytes = Vec::with_capacity(MAX_INSN);
+        for (va, len) in fetch_pieces(rip) {
+            let Ok(t) = self.fd.translate_gva(va) else {
+                break;
+            };
+            let mut chunk = vec![0u8; len];
+            if t.valid == 0
+                || self
+                    .mem
+                    .read_slice(&mut chunk, GuestAddress(t.physical_address))
+                    .is_err()
+            {
+                break;
+            }
+            bytes.extend_from_slice(&chunk);
         }
-        buf.to_vec()
+        bytes
+    }
+}
+
+/// The pieces, one per guest page, of the longest instruction at guest-virtual `rip`: an
+/// instruction may cross into the next page, which may map anywhere, so each piece is
+/// translated on its own.
+fn fetch_pieces(rip: u64) -> Vec<(u64, usize)> {
+    let first = (PAGE - (rip & (PAGE - 1))).min(MAX_INSN as u64) as usize;
+    let mut pieces = vec![(rip, first)];
+    if first < MAX_INSN {
+        pieces.push((rip.wrapping_add(first as u64), MAX_INSN - first));
+    }
+    pieces
+}
+
+/// The longest x86 instruction.
+const MAX_INSN: usize = 15;
+const PAGE: u64 = 4096;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_instruction_crossing_a_page_is_fetched_in_two_translations() {
+        assert_eq!(super::fetch_pieces(0x1000), vec![(0x1000, 15)]);
+        assert_eq!(super::fetch_pieces(0x1ff1), vec![(0x1ff1, 15)]);
+        assert_eq!(super::fetch_pieces(0x1ffe), vec![(0x1ffe, 2), (0x2000, 13)]);
     }
 }

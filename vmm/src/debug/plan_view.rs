@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use drvisor_api::{BreakpointState, VcpuDebugState};
-use drvisor_debug::{HostBpId, HostSummary, PhysSlot, Plan};
+use drvisor_debug::{DrKind, HostBpId, HostSummary, PhysSlot, Plan, Slot};
 
 use crate::watch::PageWatchState;
 
@@ -51,8 +51,13 @@ pub fn breakpoint_states(plan: &Plan, labels: &BTreeMap<HostBpId, String>) -> Ve
         .collect()
 }
 
-/// A text table of the plan.
-pub fn describe(plan: &Plan, labels: &BTreeMap<HostBpId, String>) -> String {
+/// A text table of the plan. `exec_note`, when the host has one ([`super::DebugCaps::exec_note`]),
+/// follows every armed exec breakpoint's state.
+pub fn describe(
+    plan: &Plan,
+    labels: &BTreeMap<HostBpId, String>,
+    exec_note: Option<&str>,
+) -> String {
     let mut out = format!("slot plan (policy {}):\n", plan.policy);
     for v in vcpu_states(plan) {
         let _ = writeln!(
@@ -75,6 +80,14 @@ pub fn describe(plan: &Plan, labels: &BTreeMap<HostBpId, String>) -> String {
         let _ = write!(out, "  host #{} {}: {}", b.id, b.label, b.state);
         if !armed.is_empty() {
             let _ = write!(out, " [{}]", armed.join(" "));
+            let exec = b.armed.iter().any(|(v, s)| {
+                plan.vcpus.get(*v as usize).is_some_and(|p| {
+                    Slot::new(*s).is_some_and(|slot| p.dr7.rw(slot) == DrKind::Exec)
+                })
+            });
+            if let Some(note) = exec_note.filter(|_| exec) {
+                let _ = write!(out, " ({note})");
+            }
         }
         for (v, why) in &b.pending {
             let _ = write!(out, "; vcpu{v} pending: {why}");

@@ -19,6 +19,7 @@ use super::action::{registers, HitContext};
 use super::controller::DebugController;
 use super::kvm_vcpu::{DebugVcpu, GuestDebug, Result};
 use super::mov_dr;
+use drvisor_debug::check_debug_extensions;
 
 /// RFLAGS.RF (SDM 17.3.1.1): suppresses instruction breakpoints for one instruction.
 const RFLAGS_RF: u64 = 1 << 16;
@@ -37,7 +38,29 @@ pub enum Verdict {
         /// RIP at the hit.
         rip: u64,
     },
+    /// drvisor trapped a guest MOV DR (DR7.GD) that it cannot decode, so it can neither
+    /// perform it nor step past it: resuming would trap again for ever.
+    Unemulated {
+        /// RIP of the instruction.
+        rip: u64,
+        /// Its bytes, as fetched.
+        bytes: Vec<u8>,
+    },
 }
+
+/// What emulating a trapped MOV DR did.
+enum MovDrDone {
+    /// Performed; RIP advanced; nothing injected.
+    Performed,
+    /// An exception went to the guest instead of (#DB with BD, #UD, #GP) or after (#DB with
+    /// BS for its TF) the access.
+    Injected,
+    /// Not a MOV DR drvisor can decode.
+    Undecodable(Vec<u8>),
+}
+
+/// RFLAGS.TF.
+const RFLAGS_TF: u64 = 1 << 8;
 
 /// An exec breakpoint being stepped over: its slots stay disarmed until the instruction at
 /// `rip` has retired.
@@ -49,6 +72,9 @@ struct StepOver {
     disarmed: Vec<PhysSlot>,
     /// The stepped instruction is a MOV DR, so the guest's DR file may change with it.
     mov_dr: bool,
+    /// The guest itself single-steps (its RFLAGS.TF was set at the hit): the step's BS is
+    /// the guest's too.
+    guest_tf: bool,
 }
 
 /// One vCPU's debug state.
@@ -237,14 +263,15 @@ impl VcpuDebug {
         if attribution.host_hits.is_empty() && attribution.vmm_events == [VmmEvent::SingleStep] {
             // Unless the stepped instruction was itself a MOV DR.
             self.skip_resync = !self.step_over.as_ref().is_some_and(|s| s.mov_dr);
-            self.finish_step(pc);
-            if let Some(guest_dr6) = attribution.guest_dr6 {
+            let guest_dr6 = self.finish_step(pc, attribution.guest_dr6);
+            if let Some(guest_dr6) = guest_dr6 {
                 self.inject(vcpu, guest_dr6)?;
             }
             self.install(vcpu)?;
             return Ok(verdict);
         }
         let mut regs = vcpu.regs()?;
+        let mut guest_dr6 = attribution.guest_dr6;
 
         for event in &attribution.vmm_events {
             match event {
@@ -253,10 +280,17 @@ impl VcpuDebug {
                 // iteration, or (seen on this project's hosts under SMP load) a step exit
                 // delivered before the instruction ran. Re-arming then would report the same
                 // execution twice, so keep stepping.
-                VmmEvent::SingleStep => self.finish_step(pc),
-                VmmEvent::DrAccess => {
-                    injected |= self.emulate_mov_dr(vcpu, &mut regs, attribution.guest_dr6)?;
-                }
+                VmmEvent::SingleStep => guest_dr6 = self.finish_step(pc, guest_dr6),
+                VmmEvent::DrAccess => match self.emulate_mov_dr(vcpu, &mut regs, guest_dr6)? {
+                    MovDrDone::Performed => {}
+                    MovDrDone::Injected => injected = true,
+                    MovDrDone::Undecodable(bytes) => {
+                        return Ok(Verdict::Unemulated {
+                            rip: regs.rip,
+                            bytes,
+                        })
+                    }
+                },
             }
         }
 
@@ -279,7 +313,6 @@ impl VcpuDebug {
         // The same rule for the guest's exec breakpoints carried in physical slots: with RF=1
         // the guest is re-executing the instruction its own #DB handler returned to, so the hit
         // was delivered already. Step over it instead of injecting it again.
-        let mut guest_dr6 = attribution.guest_dr6;
         if regs.rflags & RFLAGS_RF != 0 {
             if let Some(dr6) = guest_dr6 {
                 let mut left = dr6;
@@ -305,10 +338,21 @@ impl VcpuDebug {
         Ok(verdict)
     }
 
-    /// A single-step exit at `pc` ends the step-over once the instruction has retired.
-    fn finish_step(&mut self, pc: u64) {
-        if self.step_over.as_ref().is_some_and(|s| s.rip != pc) {
-            self.step_over = None;
+    /// A single-step exit at `pc` ends the step-over once the instruction has retired. Returns
+    /// the guest's DR6 for this exit: `guest_dr6`, plus BS when the guest single-steps itself
+    /// and so is owed the #DB that follows the instruction (SDM 17.3.1.4).
+    fn finish_step(&mut self, pc: u64, guest_dr6: Option<Dr6>) -> Option<Dr6> {
+        match self.step_over.take() {
+            Some(step) if step.rip != pc => {
+                if step.guest_tf {
+                    return Some(guest_dr6.unwrap_or(Dr6::INIT).with_bs(true));
+                }
+                guest_dr6
+            }
+            still => {
+                self.step_over = still;
+                guest_dr6
+            }
         }
     }
 
@@ -373,6 +417,7 @@ impl VcpuDebug {
                     .flat_map(|&s| self.plan.owner_of(s).owners())
                     .collect(),
                 mov_dr,
+                guest_tf: regs.rflags & RFLAGS_TF != 0,
             });
             Ok(())
         }
@@ -398,7 +443,7 @@ impl VcpuDebug {
         vcpu: &impl DebugVcpu,
         regs: &mut kvm_regs,
         guest_dr6: Option<Dr6>,
-    ) -> Result<bool> {
+    ) -> Result<MovDrDone> {
         if guest_dr6.is_some_and(|d| d.bd()) {
             // The processor clears GD when it delivers the BD #DB (SDM 17.2.4).
             self.guest.dr7 = self.guest.dr7.with_gd(false);
@@ -408,35 +453,51 @@ impl VcpuDebug {
             vcpu.set_debugregs(&d)?;
             self.ctl.guest_changed(self.index, self.guest);
             self.deferred_db = !vcpu.inject_db()?;
-            return Ok(true);
+            return Ok(MovDrDone::Injected);
         }
         let bytes = vcpu.fetch(regs.rip);
         let Some(insn) = mov_dr::decode(&bytes) else {
-            tracing::warn!(
-                vcpu = self.index,
-                "BD exit at rip={:#x} is not a MOV DR ({bytes:02x?}); resuming",
-                regs.rip
-            );
-            return Ok(false);
+            return Ok(MovDrDone::Undecodable(bytes));
         };
-        if insn.to_dr {
-            let value = mov_dr::gpr(regs, insn.gpr);
-            if let Err(e) = self.guest.write(insn.dr, value) {
-                tracing::warn!(vcpu = self.index, "guest MOV to DR{}: {e}", insn.dr);
+        // The checks the CPU makes before the access (SDM Vol. 2B, MOV DR "Protected Mode
+        // Exceptions"): DR4/DR5 under CR4.DE are #UD, reserved DR6/DR7 bits #GP(0). The fault
+        // leaves RIP on the instruction, and the access does not happen.
+        let checked = check_debug_extensions(insn.dr, vcpu.cr4()?).and_then(|()| {
+            if insn.to_dr {
+                self.guest.write(insn.dr, mov_dr::gpr(regs, insn.gpr))
+            } else {
+                self.guest
+                    .read(insn.dr)
+                    .map(|value| mov_dr::set_gpr(regs, insn.gpr, value))
             }
+        });
+        if let Err(fault) = checked {
+            let error_code = (fault.vector() == 13).then_some(0);
+            if !vcpu.inject_exception(fault.vector(), error_code)? {
+                // KVM holds another event: leave RIP on the instruction; it traps again
+                // once that event is delivered.
+                tracing::debug!(vcpu = self.index, "MOV DR fault deferred: {fault}");
+            }
+            return Ok(MovDrDone::Injected);
+        }
+        if insn.to_dr {
             let mut d = vcpu.debugregs()?;
             d.db = self.guest.dr;
             d.dr6 = self.guest.dr6.bits();
             d.dr7 = self.guest.dr7.bits();
             vcpu.set_debugregs(&d)?;
             self.ctl.guest_changed(self.index, self.guest);
-        } else {
-            let value = self.guest.read(insn.dr).unwrap_or(0);
-            mov_dr::set_gpr(regs, insn.gpr, value);
         }
         regs.rip += u64::from(insn.len);
         vcpu.set_regs(regs)?;
-        Ok(false)
+        if regs.rflags & RFLAGS_TF != 0 {
+            // The guest single-steps: the instruction drvisor performed for it still owes it
+            // the #DB with BS that the CPU raises after it (SDM 17.3.1.4).
+            let dr6 = guest_dr6.unwrap_or(Dr6::INIT).with_bs(true);
+            self.inject(vcpu, dr6)?;
+            return Ok(MovDrDone::Injected);
+        }
+        Ok(MovDrDone::Performed)
     }
 }
 

@@ -27,16 +27,23 @@ pub struct VcpuGate {
     control: Arc<RunControl>,
 }
 
-/// While alive, no vCPU is inside `KVM_RUN`. Dropping it lets them back in.
-pub struct Quiesced<'a> {
+/// While alive, no vCPU *enters* `KVM_RUN`; vCPUs already inside may still be running there.
+/// Dropping it lets them back in.
+pub struct Held<'a> {
     gate: &'a VcpuGate,
 }
 
-impl Drop for Quiesced<'_> {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.gate.holds.fetch_sub(1, SeqCst);
         self.gate.notify();
     }
+}
+
+/// While alive, no vCPU is inside `KVM_RUN` (or the run has ended): a [`Held`] gate that was
+/// also waited empty. Dropping it lets them back in.
+pub struct Quiesced<'a> {
+    _held: Held<'a>,
 }
 
 impl VcpuGate {
@@ -122,16 +129,16 @@ impl VcpuGate {
     /// Keeps vCPUs from entering the guest until the returned guard is dropped, without waiting
     /// for the ones inside to come out: they finish what they run, and cannot start anything
     /// new.
-    pub fn hold(&self) -> Quiesced<'_> {
+    pub fn hold(&self) -> Held<'_> {
         self.holds.fetch_add(1, SeqCst);
-        Quiesced { gate: self }
+        Held { gate: self }
     }
 
     /// Keeps every vCPU out of the guest until the returned guard is dropped. Returns once none
     /// is inside `KVM_RUN` (or the run has ended). Callable from a vCPU thread: that one is, by
     /// definition, not inside `KVM_RUN`.
     pub fn quiesce(&self) -> Quiesced<'_> {
-        self.holds.fetch_add(1, SeqCst);
+        let held = self.hold();
         self.control.kicker.kick_all();
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         while self.in_guest.iter().any(|f| f.load(SeqCst)) && !self.control.is_finished() {
@@ -142,7 +149,7 @@ impl VcpuGate {
                 .0;
             self.control.kicker.kick_all();
         }
-        Quiesced { gate: self }
+        Quiesced { _held: held }
     }
 }
 

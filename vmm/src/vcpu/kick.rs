@@ -62,8 +62,11 @@ pub struct Kicker {
 }
 
 impl Kicker {
-    /// Registers the calling thread as vCPU `index`.
+    /// Registers the calling thread as vCPU `index`. The kick handler is installed first: a
+    /// kick that arrives the moment the thread is registered must find it, not the signal's
+    /// default action (which ends the process).
     pub fn register_current(&self, index: usize) {
+        install_handler();
         let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         if threads.len() <= index {
             threads.resize(index + 1, None);

@@ -7,7 +7,7 @@ pub mod kick;
 mod page_hits;
 
 pub use exit::{classify, Step, UnknownAccessPolicy};
-pub use gate::{Quiesced, VcpuGate};
+pub use gate::{Held, Quiesced, VcpuGate};
 
 use std::sync::Arc;
 
@@ -223,6 +223,17 @@ impl Vcpu {
                             vcpu,
                             rip,
                             id: id.0,
+                        }),
+                        Ok(Verdict::Unemulated { rip, bytes }) => Some(Outcome::InternalError {
+                            vcpu,
+                            rip,
+                            suberror: 1,
+                            insn: bytes,
+                            note: Some(
+                                "drvisor trapped this MOV DR (DR7.GD) but cannot decode it, so \
+                                 it can neither perform it nor step past it"
+                                    .into(),
+                            ),
                         }),
                         Err(e) => Some(self.vmm_error(e)),
                     }

@@ -160,8 +160,9 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
 
     let ctl = vm.debug().clone();
     if args.show_plan {
-        ctl.observe_plan(Arc::new(|plan, labels| {
-            announce::say(plan_view::describe(plan, labels));
+        let exec_note = ctl.caps().exec_note();
+        ctl.observe_plan(Arc::new(move |plan, labels| {
+            announce::say(plan_view::describe(plan, labels, exec_note));
         }));
     }
     let mut pausing = false;
@@ -172,7 +173,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         let on_hit = announce::announce_pause(report_and(r.action, events.clone()));
         let (id, engine) = arm::arm(r, on_hit, &ctl, vm.watch()).map_err(Failure::usage)?;
         labels.insert(id.0, cut(&r.label).into_owned());
-        engines.insert(id.0, engine);
+        engines.insert(id.0, (engine, matches!(r.what, requests::What::Break(_))));
     }
     // Each breakpoint's state once all are in: a later one can take no slot from an earlier.
     let states = plan_view::breakpoint_states(
@@ -183,12 +184,16 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
             .collect(),
     );
     for (id, label) in &labels {
-        let engine = engines[id];
+        let (engine, exec) = engines[id];
         let (word, warning) = match engine {
             Engine::Hw => announce::hw_state(states.iter().find(|s| s.id == *id)),
             Engine::Page => ("armed", None),
         };
-        tracing::info!("{label} is {word} as #{id} on the {engine} engine");
+        let note = match ctl.caps().exec_note() {
+            Some(note) if exec && word != "pending" => format!(" ({note})"),
+            _ => String::new(),
+        };
+        tracing::info!("{label} is {word}{note} as #{id} on the {engine} engine");
         if let Some(warning) = warning {
             announce::say(warning);
         }
