@@ -197,8 +197,8 @@ fn cases(f: &Files) -> Vec<Case> {
         refused("elf_segment_at_0xa0000", &["--kernel", &p("elf-segment-at-a0000")], "below 1 MiB, where drvisor keeps boot data"),
         refused("elf_entry_outside_every_segment", &["--kernel", &p("elf-entry-outside")], "outside every loaded segment"),
         // --mem: both ends, the wrap at 2^44 MiB, and beyond u64.
-        refused("mem_0", &["--mem", "0"], "--mem 0 MiB is too small"),
-        refused("mem_1", &["--mem", "1"], "--mem 1 MiB is too small"),
+        refused("mem_0", &["--mem", "0"], "--mem 0: 0 MiB of guest RAM is too small"),
+        refused("mem_1", &["--mem", "1"], "--mem 1: 1 MiB of guest RAM is too small"),
         refused("mem_one_past_the_limit", &["--mem", "1048577"], "at most 1048576 MiB"),
         refused("mem_that_wrapped_to_2_mib", &["--mem", "17592186044418"], "at most 1048576 MiB"),
         refused("mem_2_pow_30", &["--mem", "1073741824"], "at most 1048576 MiB"),
@@ -208,8 +208,8 @@ fn cases(f: &Files) -> Vec<Case> {
         refused("mem_hex", &["--mem", "0x40"], "0x40"),
         // --vcpus
         refused("vcpus_33_for_the_embedded_guest", &["--vcpus", "33"], "the embedded test guest runs 1 to 32 vCPUs"),
-        refused("vcpus_0", &["--vcpus", "0"], "--vcpus 0 is out of range"),
-        refused("vcpus_256", &["--kernel", &elf, "--vcpus", "256"], "--vcpus 256 is out of range"),
+        refused("vcpus_0", &["--vcpus", "0"], "--vcpus 0: 0 vCPUs is out of range"),
+        refused("vcpus_256", &["--kernel", &elf, "--vcpus", "256"], "--vcpus 256: 256 vCPUs is out of range"),
         refused("vcpus_past_u64", &["--vcpus", "18446744073709551616"], "--vcpus"),
         // --watch
         refused("watch_virtual_end_wraps", &["--watch", "0xffffffffffffffff:w:8"], "runs past the end of the 64-bit address space"),
@@ -234,15 +234,15 @@ fn cases(f: &Files) -> Vec<Case> {
         refused("break_empty", &["--break", ""], "give a symbol or an address"),
         // Flags bound to a breakpoint.
         refused("action_twice", &["--break", "drv_target_0", "--action", "stop", "--action", "continue"], "--action given twice for drv_target_0"),
-        refused("action_unknown", &["--break", "drv_target_0", "--action", "explode"], "unknown action"),
+        refused("action_unknown", &["--break", "drv_target_0", "--action", "explode"], "invalid value 'explode' for '--action <ACTION>'; use one of: continue, pause, stop"),
         refused("action_without_owner", &["--action", "stop", "--break", "drv_target_0"], "--action must follow"),
         refused("vcpu_twice", &["--break", "drv_target_0", "--vcpu", "0", "--vcpu", "0"], "--vcpu given twice"),
         refused("vcpu_out_of_range", &["--break", "drv_target_0", "--vcpu", "4294967296"], "--vcpu"),
         refused("engine_twice", &["--watch", "drv_watch_u64", "--engine", "page", "--engine", "auto"], "--engine given twice"),
         refused("engine_on_a_break", &["--break", "drv_target_0", "--engine", "page"], "--engine applies to --watch only"),
-        refused("engine_unknown", &["--watch", "drv_watch_u64", "--engine", "fpga"], "unknown engine"),
+        refused("engine_unknown", &["--watch", "drv_watch_u64", "--engine", "fpga"], "invalid value 'fpga' for '--engine <ENGINE>'; use one of: hw, page, auto"),
         // Other flags.
-        refused("policy_unknown", &["--policy", "me-first"], "unknown policy"),
+        refused("policy_unknown", &["--policy", "me-first"], "invalid value 'me-first' for '--policy <POLICY>'; use one of: host-first, guest-first, deny"),
         refused("scenario_unknown", &["--scenario", "nope"], "unknown scenario `nope`"),
         refused("scenario_two_words", &["--kernel", &elf, "--scenario", "hello count=5"], "a scenario is one word"),
         refused("cmdline_scenario_conflict", &["--scenario", "hello", "--cmdline", "scenario=panic"], "conflicts with --scenario hello"),

@@ -1,5 +1,5 @@
 //! The Linux bzImage path, as far as this host allows (a stock kernel cannot finish booting
-//! under its emulator, PLATFORM.md): the image loads, the zero page is right, and the vCPU
+//! under its emulator, the platform notes): the image loads, the zero page is right, and the vCPU
 //! starts at the kernel's 64-bit entry.
 //!
 //! A synthetic bzImage proves all three end to end: its "kernel" is a few instructions at

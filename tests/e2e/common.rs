@@ -173,17 +173,58 @@ pub fn temp_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("drvisor-{}-{n}-{name}", std::process::id()))
 }
 
-/// The hit events of a run (`--events FILE`), parsed.
-pub fn read_events(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+/// The hit events of a finished run (`--events FILE`), parsed. Every line must be complete
+/// and JSON: a line that is not fails the test, naming it.
+pub fn read_events(path: &std::path::Path) -> Result<Vec<serde_json::Value>, Failed> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the events file {}: {e}", path.display()))?;
+    if !text.is_empty() && !text.ends_with('\n') {
+        return Err(format!(
+            "the events file ends in an unfinished line: {:?}",
+            last_line(&text)
+        )
+        .into());
+    }
+    parse_event_lines(&text)
+}
+
+/// How many events a *running* drvisor has written so far: complete lines only (the writer may
+/// be in the middle of the last one), each of which must be JSON.
+pub fn events_so_far(path: &std::path::Path) -> Result<usize, Failed> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display()).into()),
+    };
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    Ok(parse_event_lines(complete)?.len())
+}
+
+fn parse_event_lines(text: &str) -> Result<Vec<serde_json::Value>, Failed> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                format!("events line {} is not JSON ({e}): {:?}", i + 1, shorten(l)).into()
+            })
+        })
         .collect()
 }
 
-/// Runs drvisor with `args` plus `--events`, and returns the run and its events.
-pub fn drvisor_with_events(args: &[&str]) -> (Run, Vec<serde_json::Value>) {
+fn last_line(text: &str) -> &str {
+    shorten(text.rsplit('\n').next().unwrap_or_default())
+}
+
+fn shorten(line: &str) -> &str {
+    match line.char_indices().nth(200) {
+        Some((i, _)) => &line[..i],
+        None => line,
+    }
+}
+
+/// Runs drvisor with `args` plus `--events`, and returns the run and its events; fails if a
+/// line of the events file is not JSON.
+pub fn drvisor_with_events(args: &[&str]) -> Result<(Run, Vec<serde_json::Value>), Failed> {
     let path = temp_path("events.jsonl");
     let mut all: Vec<&str> = args.to_vec();
     let p = path.to_str().unwrap_or_default().to_owned();
@@ -191,7 +232,8 @@ pub fn drvisor_with_events(args: &[&str]) -> (Run, Vec<serde_json::Value>) {
     let run = drvisor(&all);
     let events = read_events(&path);
     let _ = std::fs::remove_file(&path);
-    (run, events)
+    let events = events.map_err(|e| format!("{}\n{run}", e.message().unwrap_or_default()))?;
+    Ok((run, events))
 }
 
 /// How many events have `key == value`.

@@ -34,7 +34,7 @@ fn sharing_functions() -> Result<(), Failed> {
         "drv_target_0",
         "--break",
         "drv_target_2",
-    ]);
+    ])?;
     run.expect_code(0)?;
     for slot in 0..4u8 {
         let (hits, dr6) = guest_slot(&run, slot)?;
@@ -71,7 +71,7 @@ fn disjoint_functions() -> Result<(), Failed> {
         "drv_target_2",
         "--break",
         "drv_target_3",
-    ]);
+    ])?;
     run.expect_code(0)?;
     for slot in 0..2u8 {
         let (hits, _) = guest_slot(&run, slot)?;
@@ -102,7 +102,7 @@ fn guest_renumbered_slots() -> Result<(), Failed> {
         "drv_target_0",
         "--break",
         "drv_target_1",
-    ]);
+    ])?;
     run.expect_code(0)?;
     for slot in [2u8, 3] {
         let (hits, dr6) = guest_slot(&run, slot)?;
@@ -134,7 +134,7 @@ fn conflict(policy: &'static str) -> Result<(), Failed> {
         "drv_target_1",
         "--break",
         "drv_target_3",
-    ]);
+    ])?;
     let plan = busiest_plan(&run);
     let guest_hits = |slot| guest_slot(&run, slot).map(|(hits, _)| hits);
     match policy {
@@ -188,7 +188,7 @@ fn arming_without_an_exit(window: bool) -> Result<(), Failed> {
         "drv_target_2",
         "--break",
         "drv_target_3",
-    ]);
+    ])?;
     let late = run
         .stderr
         .matches("placed it only at the next exit")

@@ -1,10 +1,12 @@
 //! The guest's misbehaviour is reported with RIP and context, with a distinct exit code, and
 //! never panics the VMM.
 
-use drvisor::exit_code;
-use drvisor::probe::Mechanism;
+use std::process::Command;
 
-use crate::common::{drvisor, ensure, Context, Failed, Trial};
+use drvisor::probe::Mechanism;
+use drvisor::{exit_code, fault_injection};
+
+use crate::common::{drvisor, ensure, run_command, Context, Failed, Trial, DRVISOR};
 
 fn triple_fault() -> Result<(), Failed> {
     let run = drvisor(&["run", "--scenario", "triple-fault"]);
@@ -12,6 +14,9 @@ fn triple_fault() -> Result<(), Failed> {
     ensure(
         run.stderr
             .contains("guest triple fault on vCPU 0 at rip=0x")
+            && run
+                .stderr
+                .contains("(drvisor_guest::scenarios::faults::triple_fault+0x")
             && !run.stderr.contains("panicked"),
         || run.to_string(),
     )
@@ -23,6 +28,10 @@ fn int3_emulation_failure() -> Result<(), Failed> {
     ensure(
         run.stderr
             .contains("KVM could not emulate an instruction (suberror 1) on vCPU 0 at rip=0x")
+            // The function RIP is in, from the embedded guest's symbols.
+            && run
+                .stderr
+                .contains("(drvisor_guest::scenarios::faults::emu_fail+0x")
             && run.stderr.contains("instruction bytes: cc"),
         || run.to_string(),
     )
@@ -32,6 +41,74 @@ fn int3_without_idt_triple_faults() -> Result<(), Failed> {
     // On a host that runs int3 natively, the zero-limit IDT turns it into a triple fault.
     let run = drvisor(&["run", "--scenario", "emu-fail"]);
     run.expect_code(exit_code::TRIPLE_FAULT.into()).map(|_| ())
+}
+
+/// The guest's panic handler prints where and why, and ends with status 3.
+fn guest_panic() -> Result<(), Failed> {
+    let run = drvisor(&["run", "--scenario", "panic"]);
+    run.expect_code(3)?;
+    let panics = run.guest_lines(&["panic"]);
+    ensure(
+        panics.len() == 1
+            && panics[0].starts_with("drv: panic at src/scenarios/faults.rs:")
+            && panics[0].ends_with(": requested by scenario=panic"),
+        || run.to_string(),
+    )?;
+    ensure(
+        run.summary()? == "drv: summary scenario=panic status=3",
+        || run.to_string(),
+    )?;
+    // A guest status in range is the guest's own: drvisor adds nothing.
+    ensure(!run.stderr.contains("drvisor:"), || run.to_string())
+}
+
+/// An exception the guest did not expect (`ud2`, #UD) reaches its catch-all handler: vector 6,
+/// status 4.
+fn guest_unexpected_exception() -> Result<(), Failed> {
+    let run = drvisor(&["run", "--scenario", "unexpected-exception"]);
+    run.expect_code(4)?;
+    let lines = run.guest_lines(&["unexpected", "exception", "vector=6", "error=0x0"]);
+    ensure(lines.len() == 1 && lines[0].contains(" rip=0x"), || {
+        run.to_string()
+    })?;
+    ensure(
+        run.summary()? == "drv: summary scenario=unexpected-exception status=4",
+        || run.to_string(),
+    )
+}
+
+/// Exit code 72: the vCPU could not enter the guest. Injected (see the library's
+/// `fault_injection`: simulated, as this host's KVM never fails an entry), then reported
+/// through the real path.
+fn fail_entry_exits_72() -> Result<(), Failed> {
+    let run = run_command(
+        Command::new(DRVISOR)
+            .env(fault_injection::ENV, "fail-entry")
+            .args(["run", "--scenario", "hello"]),
+    );
+    run.expect_code(exit_code::FAIL_ENTRY.into())?;
+    ensure(
+        run.stderr.trim_end()
+            == "drvisor: vCPU 0 failed to enter the guest (hardware reason 0xdead0072)",
+        || run.to_string(),
+    )
+}
+
+/// Exit code 75: a KVM call failed, for real: KVM refuses vCPU 0's KVM_RUN (an undefined
+/// kvm_run.kvm_valid_regs bit).
+fn failed_kvm_call_exits_75() -> Result<(), Failed> {
+    let run = run_command(
+        Command::new(DRVISOR)
+            .env(fault_injection::ENV, "kvm-run")
+            .args(["run", "--scenario", "hello"]),
+    );
+    run.expect_code(exit_code::VMM_ERROR.into())?;
+    ensure(
+        run.stderr.trim_end()
+            == "drvisor: VMM error on vCPU 0: KVM_RUN failed: Invalid argument (os error 22)",
+        || run.to_string(),
+    )?;
+    ensure(run.stdout.is_empty(), || "the guest ran".into())
 }
 
 fn unknown_port_logged_once() -> Result<(), Failed> {
@@ -67,6 +144,16 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
     };
     vec![
         Trial::test("guest_faults::triple_fault", triple_fault),
+        Trial::test("guest_faults::fail_entry_exits_72", fail_entry_exits_72),
+        Trial::test(
+            "guest_faults::failed_kvm_call_exits_75",
+            failed_kvm_call_exits_75,
+        ),
+        Trial::test("guest_faults::guest_panic_status_3", guest_panic),
+        Trial::test(
+            "guest_faults::unexpected_exception_status_4",
+            guest_unexpected_exception,
+        ),
         int3,
         Trial::test(
             "guest_faults::unknown_port_logged_once",

@@ -10,8 +10,8 @@ use drvisor::symbols::SymbolTable;
 use serde_json::json;
 
 use crate::common::{
-    count_events, drvisor, drvisor_with_events, ensure, read_events, refused, skipped, temp_path,
-    Context, Failed, Trial, DRVISOR,
+    count_events, drvisor, drvisor_with_events, ensure, events_so_far, read_events, refused,
+    skipped, temp_path, Context, Failed, Trial, DRVISOR,
 };
 
 const TARGETS: [&str; 4] = [
@@ -36,7 +36,7 @@ fn exec_in_each_physical_slot() -> Result<(), Failed> {
         TARGETS[2],
         "--break",
         TARGETS[3],
-    ]);
+    ])?;
     run.expect_code(0)?;
     let mut slots = Vec::new();
     for (i, t) in TARGETS.iter().enumerate() {
@@ -77,7 +77,7 @@ fn by_address() -> Result<(), Failed> {
         "count=11",
         "--break",
         &hex,
-    ]);
+    ])?;
     run.expect_code(0)?;
     ensure(
         events.len() == 11 && events.iter().all(|e| e["addr"] == addr),
@@ -100,7 +100,7 @@ fn by_system_map() -> Result<(), Failed> {
         map.to_str().unwrap_or_default(),
         "--break",
         "my_renamed_target",
-    ]);
+    ])?;
     let _ = std::fs::remove_file(&map);
     run.expect_code(0)?;
     ensure(events.len() == 5, || format!("{} events", events.len()))
@@ -126,7 +126,7 @@ fn bad_breakpoint_inputs() -> Result<(), Failed> {
         (vec!["--watch", "nosuchvar:w:4"], "unknown symbol"),
         (
             vec!["--watch", "drv_watch_u32", "--engine", "warp"],
-            "unknown engine",
+            "use one of: hw, page, auto",
         ),
         (
             vec!["--break", "drv_target_0", "--engine", "page"],
@@ -141,7 +141,7 @@ fn bad_breakpoint_inputs() -> Result<(), Failed> {
         (vec!["--break", "drv_target_0", "--vcpu", "5"], "vcpu"),
         (
             vec!["--break", "drv_target_0", "--action", "explode"],
-            "unknown action",
+            "use one of: continue, pause, stop",
         ),
         (vec!["--policy", "fair"], "policy"),
     ] {
@@ -159,14 +159,14 @@ fn stop_action() -> Result<(), Failed> {
         "drv_target_2",
         "--action",
         "stop",
-    ]);
+    ])?;
     run.expect_code(exit_code::HOST_STOP.into())?;
     ensure(events.len() == 1 && events[0]["action"] == "stop", || {
         format!("{events:?}")
     })?;
     ensure(
         run.stderr
-            .contains("host breakpoint 1 stopped the run on vCPU 0 at rip=0x"),
+            .contains("host breakpoint 1 (drv_target_2) stopped the run on vCPU 0 at rip=0x"),
         || run.to_string(),
     )?;
     ensure(run.guest_lines(&["drv:", "summary"]).is_empty(), || {
@@ -174,7 +174,10 @@ fn stop_action() -> Result<(), Failed> {
     })
 }
 
-/// Each hit pauses the whole VM; SIGUSR1 resumes it. While paused, the guest makes no progress.
+/// Each hit pauses the whole VM, says so on stderr, and SIGUSR1 resumes it. While paused the
+/// guest makes no progress: at no point are there more hits than resumes plus the one that
+/// paused (a pause that did not hold would let the guest run ahead to its next hit, however
+/// fast or slow this host is).
 fn pause_action() -> Result<(), Failed> {
     let events_path = temp_path("pause-events.jsonl");
     let mut child = Command::new(DRVISOR)
@@ -193,8 +196,14 @@ fn pause_action() -> Result<(), Failed> {
         .arg(&events_path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()?;
+    let mut stderr = child.stderr.take().ok_or("no stderr")?;
+    let stderr_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut resumed = 0;
     let status = loop {
@@ -205,27 +214,34 @@ fn pause_action() -> Result<(), Failed> {
             let _ = child.kill();
             return Err("timed out".into());
         }
-        let seen = read_events(&events_path).len();
-        if seen > resumed {
-            // Paused at hit number `seen`: nothing moves while we wait.
-            std::thread::sleep(Duration::from_millis(300));
-            ensure(read_events(&events_path).len() == seen, || {
-                "a hit while paused".into()
-            })?;
-            ensure(child.try_wait()?.is_none(), || {
-                "the guest finished while paused".into()
-            })?;
+        let seen = events_so_far(&events_path)?;
+        ensure(seen <= resumed + 1, || {
+            format!("{seen} hits after {resumed} resumes: the guest ran on while paused")
+        })?;
+        if seen == resumed + 1 {
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
             resumed = seen;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    let stderr = stderr_reader.join().unwrap_or_default();
     let events = read_events(&events_path);
     let _ = std::fs::remove_file(&events_path);
+    let events = events?;
     ensure(status.code() == Some(0), || format!("exit {status:?}"))?;
     ensure(events.len() == 3 && resumed == 3, || {
         format!("{} hits, {resumed} resumes", events.len())
+    })?;
+    let pauses = stderr
+        .lines()
+        .filter(|l| {
+            l.starts_with("drvisor: paused: host breakpoint #1 drv_target_1 hit #")
+                && l.ends_with(&format!("`kill -USR1 {}` resumes", child.id()))
+        })
+        .count();
+    ensure(pauses == 3, || {
+        format!("wanted 3 pause messages naming the breakpoint and the resume\n{stderr}")
     })
 }
 
@@ -245,7 +261,7 @@ fn smp_exact_counts(vcpus: &'static str) -> Trial {
                 "drv_target_0",
                 "--break",
                 "drv_target_3",
-            ]);
+            ])?;
             run.expect_code(0)?;
             let n: u64 = vcpus.parse()?;
             for cpu in 0..n {
@@ -279,7 +295,7 @@ fn per_vcpu_scope() -> Result<(), Failed> {
         "drv_target_1",
         "--vcpu",
         "1",
-    ]);
+    ])?;
     run.expect_code(0)?;
     ensure(
         count_events(&events, "vcpu", &json!(1)) == 9 && events.len() == 9,
@@ -299,7 +315,7 @@ fn hardware_write_watch(ctx: &Context) -> Trial {
                 "count=13",
                 "--watch",
                 "drv_watch_u32",
-            ]);
+            ])?;
             run.expect_code(0)?;
             ensure(
                 events.len() == 13 && events.iter().all(|e| e["kind"] == "write"),

@@ -35,6 +35,7 @@ fn dr7_storm_keeps_exact_counts() -> Result<(), Failed> {
     let all = read_events(&events);
     let _ = std::fs::remove_file(&events);
     run.expect_code(0)?;
+    let all = all?;
     let parts = ["scenario=dr7-storm", "other_db=0"];
     ensure(
         guest_number(&run, &parts, "guest_hits")? == STORM / 2

@@ -22,6 +22,7 @@ mod signals;
 mod symbol_specs;
 mod tiny_kernels;
 mod usage_errors;
+mod what_a_person_sees;
 
 use libtest_mimic::{Arguments, Trial};
 
@@ -32,6 +33,7 @@ fn main() {
     trials.extend(scenarios::trials());
     trials.extend(probe_table::trials());
     trials.extend(usage_errors::trials());
+    trials.extend(what_a_person_sees::trials());
     trials.extend(bad_input::trials());
     trials.extend(signals::trials());
     trials.extend(hostile_guests::trials());

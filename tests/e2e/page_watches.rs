@@ -61,7 +61,7 @@ fn write_widths() -> Result<(), Failed> {
     for v in vars {
         args.extend(["--watch", v, "--engine", "page"]);
     }
-    let (run, events) = drvisor_with_events(&args);
+    let (run, events) = drvisor_with_events(&args)?;
     run.expect_code(0)?;
     for (width, var) in [(1u32, vars[0]), (2, vars[1]), (4, vars[2]), (8, vars[3])] {
         let got = hits(&events, var);
@@ -116,7 +116,7 @@ fn read_access_and_false_traps() -> Result<(), Failed> {
             &watch,
             "--engine",
             "page",
-        ]);
+        ])?;
         run.expect_code(0)?;
         let got = hits(&events, &watch).len();
         ensure(got == want_hits, || {
@@ -143,7 +143,7 @@ fn hundred_watches_same_page_and_spanning() -> Result<(), Failed> {
         args.extend(["--watch", w.as_str(), "--engine", "page"]);
     }
     args.extend(["--watch", straddle.as_str(), "--engine", "page"]);
-    let (run, events) = drvisor_with_events(&args);
+    let (run, events) = drvisor_with_events(&args)?;
     run.expect_code(0)?;
     for (k, w) in watches.iter().enumerate() {
         // Cell 127 also holds the first half of each straddling write (offset 65532).
@@ -280,7 +280,7 @@ fn auto_routes_by_probe(hw: bool) -> Result<(), Failed> {
         "count=4",
         "--watch",
         "drv_watch_u32",
-    ]);
+    ])?;
     run.expect_code(0)?;
     let engine = if hw { "hw" } else { "page" };
     ensure(
@@ -363,7 +363,7 @@ fn hw_route_with_faked_probe() -> Result<(), Failed> {
     );
     ensure(
         err.as_ref()
-            .is_err_and(|e| e.contains("no hardware slot is free")),
+            .is_err_and(|e| e.to_string().contains("no hardware slot is free")),
         || format!("{:?}", err.err()),
     )?;
     // Unaligned or long ranges never fit a slot.

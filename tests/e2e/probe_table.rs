@@ -1,4 +1,4 @@
-//! `drvisor probe` agrees with `kvm-probe.c` (the reference probe of PLATFORM.md, copied beside
+//! `drvisor probe` agrees with `kvm-probe.c` (the reference probe of the platform notes, copied beside
 //! this file) on every row: same mechanisms, same yes/no, same observations where they are
 //! deterministic.
 

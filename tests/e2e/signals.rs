@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::bounded::wait_bounded;
-use crate::common::{ensure, read_events, temp_path, Failed, Trial, DRVISOR};
+use crate::common::{ensure, events_so_far, read_events, temp_path, Failed, Trial, DRVISOR};
 
 /// The signal must end the run well within this; the bound only turns a hang into a failure.
 const BOUND: Duration = Duration::from_secs(60);
@@ -29,7 +29,7 @@ fn spin(events: &std::path::Path) -> Result<std::process::Child, Failed> {
 /// Waits until the guest has produced `n` events, so the signal lands mid-run.
 fn wait_for_events(path: &std::path::Path, n: usize) -> Result<(), Failed> {
     let start = std::time::Instant::now();
-    while read_events(path).len() < n {
+    while events_so_far(path)? < n {
         if start.elapsed() > BOUND {
             return Err(format!("fewer than {n} events after {BOUND:?}").into());
         }
@@ -123,6 +123,7 @@ fn stops_while_paused() -> Result<(), Failed> {
     let _ = std::fs::remove_file(&events);
     let run = run?;
     run.expect_code(143)?;
+    let all = all?;
     ensure(all.len() == 1 && all[0]["action"] == "pause", || {
         format!("wanted the one pausing hit: {all:?}")
     })
@@ -153,17 +154,40 @@ fn second_signal_exits_at_once() -> Result<(), Failed> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // The second signal follows the first once drvisor has taken it (its message), not after
+    // a guess at how long that takes.
+    let mut child = child;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err_reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
     kill(pid, libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(1500));
+    let first_taken = std::iter::from_fn(|| rx.recv_timeout(BOUND).ok())
+        .any(|l| l.starts_with("drvisor: SIGTERM: stopping the run"));
+    if !first_taken {
+        kill(pid, libc::SIGKILL);
+        return Err("no message for the first signal".into());
+    }
+    // Still blocked on the full pipe: the first signal could not end the run.
+    ensure(child.try_wait()?.is_none(), || {
+        "the run ended at the first signal, with its events pipe full".into()
+    })?;
     kill(pid, libc::SIGINT);
     let run = wait_bounded(child, BOUND, "second signal");
     drop(reader);
     let _ = std::fs::remove_file(&fifo);
     let run = run?;
+    let stderr = err_reader.join().unwrap_or_default();
     run.expect_code(130)?;
-    ensure(run.stderr.contains("SIGINT again: exiting at once"), || {
-        run.to_string()
+    ensure(stderr.contains("SIGINT again: exiting at once"), || {
+        format!("{run}\n{stderr}")
     })
 }
 

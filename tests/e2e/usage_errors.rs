@@ -59,12 +59,15 @@ pub fn trials() -> Vec<Trial> {
             one_line_usage_error(&run, "needs 4 MiB of guest RAM but --mem is 2 MiB")
         }),
         case("mem_too_small", || {
-            one_line_usage_error(&drvisor(&["run", "--mem", "1"]), "--mem 1 MiB is too small")
+            one_line_usage_error(
+                &drvisor(&["run", "--mem", "1"]),
+                "--mem 1: 1 MiB of guest RAM is too small",
+            )
         }),
         case("zero_vcpus", || {
             one_line_usage_error(
                 &drvisor(&["run", "--vcpus", "0"]),
-                "--vcpus 0 is out of range",
+                "--vcpus 0: 0 vCPUs is out of range",
             )
         }),
         case("more_vcpus_than_kvm_allows", || {

@@ -5,14 +5,18 @@
 #![deny(missing_docs)]
 
 pub mod boot;
+pub mod console_lines;
 pub mod cpu;
 pub mod debug;
 pub mod devices;
 pub mod event_loop;
+pub mod fault_injection;
 pub mod guest_image;
 pub mod input_file;
 pub mod layout;
 pub mod memory;
+#[cfg(test)]
+mod no_flag_names_tests;
 pub mod outcome;
 pub mod probe;
 pub mod quote;

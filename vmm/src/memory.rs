@@ -6,15 +6,13 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The size is too small to hold the boot area and a kernel.
-    #[error("--mem {0} MiB is too small: drvisor needs at least 2 MiB of guest RAM")]
+    #[error("{0} MiB of guest RAM is too small: drvisor needs at least 2 MiB")]
     TooSmall(u64),
     /// More than drvisor accepts (and, past it, more than KVM or the host can map).
-    #[error(
-        "--mem {0} MiB is too large: drvisor accepts at most {MAX_MIB} MiB (1 TiB) of guest RAM"
-    )]
+    #[error("{0} MiB of guest RAM is too large: drvisor accepts at most {MAX_MIB} MiB (1 TiB)")]
     TooLarge(u64),
     /// The host refused the mapping.
-    #[error("could not map {mib} MiB of guest RAM: {source}; lower --mem")]
+    #[error("could not map {mib} MiB of guest RAM: {source}; ask for less")]
     Mmap {
         /// Requested size.
         mib: u64,

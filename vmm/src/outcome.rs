@@ -146,16 +146,63 @@ pub fn signal_name(signal: i32) -> String {
     }
 }
 
+/// What the reader of an outcome knows beyond it: the labels of host breakpoints and the guest's
+/// symbols. The library knows neither; whoever armed the breakpoints and loaded the symbols does.
+#[derive(Clone, Copy)]
+pub struct Names<'a> {
+    /// The label of host breakpoint `id`.
+    pub label: &'a dyn Fn(u32) -> Option<String>,
+    /// `symbol+0xoffset` for a guest address.
+    pub symbol: &'a dyn Fn(u64) -> Option<String>,
+}
+
+impl Names<'_> {
+    /// No labels, no symbols.
+    pub const NONE: Names<'static> = Names {
+        label: &|_| None,
+        symbol: &|_| None,
+    };
+}
+
+/// `rip=0x...`, with the function it is in where symbols say.
+struct Rip<'a>(u64, Names<'a>);
+
+impl fmt::Display for Rip<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rip={:#x}", self.0)?;
+        match (self.1.symbol)(self.0) {
+            Some(sym) => write!(f, " ({sym})"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Outcome {
+    /// The outcome in words, with breakpoint labels and guest symbols from `names`.
+    pub fn describe(&self, names: Names<'_>) -> String {
+        Described(self, names).to_string()
+    }
+}
+
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        Described(self, Names::NONE).fmt(f)
+    }
+}
+
+struct Described<'a>(&'a Outcome, Names<'a>);
+
+impl fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = self.1;
+        match self.0 {
             Outcome::GuestExit { status } if *status <= exit_code::GUEST_MAX => {
                 write!(f, "guest exited with status {status}")
             }
             Outcome::QemuExit { value } => write!(
                 f,
                 "guest exited with value {value} (status {}, QEMU's encoding)",
-                self.exit_code()
+                self.0.exit_code()
             ),
             Outcome::GuestExit { status } => write!(
                 f,
@@ -164,7 +211,7 @@ impl fmt::Display for Outcome {
                 exit_code::GUEST_STATUS_OUT_OF_RANGE
             ),
             Outcome::TripleFault { vcpu, rip } => {
-                write!(f, "guest triple fault on vCPU {vcpu} at rip={rip:#x}")
+                write!(f, "guest triple fault on vCPU {vcpu} at {}", Rip(*rip, names))
             }
             Outcome::InternalError {
                 vcpu,
@@ -178,7 +225,7 @@ impl fmt::Display for Outcome {
                 } else {
                     "KVM internal error"
                 };
-                write!(f, "{what} (suberror {suberror}) on vCPU {vcpu} at rip={rip:#x}")?;
+                write!(f, "{what} (suberror {suberror}) on vCPU {vcpu} at {}", Rip(*rip, names))?;
                 if !insn.is_empty() {
                     write!(f, ", instruction bytes:")?;
                     for b in insn {
@@ -195,10 +242,15 @@ impl fmt::Display for Outcome {
             }
             Outcome::UnknownPort { vcpu, rip, port } => write!(
                 f,
-                "vCPU {vcpu} accessed port {port:#x}, which no device owns, at rip={rip:#x} (--strict-ports)"
+                "vCPU {vcpu} accessed port {port:#x}, which no device owns, at {}; strict port checking ends the run there",
+                Rip(*rip, names)
             ),
             Outcome::HostStop { vcpu, rip, id } => {
-                write!(f, "host breakpoint {id} stopped the run on vCPU {vcpu} at rip={rip:#x}")
+                write!(f, "host breakpoint {id}")?;
+                if let Some(label) = (names.label)(*id) {
+                    write!(f, " ({label})")?;
+                }
+                write!(f, " stopped the run on vCPU {vcpu} at {}", Rip(*rip, names))
             }
             Outcome::Requested => write!(f, "the run was ended on request"),
             Outcome::Signalled { signal } => {
@@ -228,6 +280,43 @@ mod tests {
             assert!(!o.is_guest_status());
             assert!(o.to_string().contains(&format!("status {status}")), "{o}");
         }
+    }
+
+    #[test]
+    fn reports_name_the_label_and_the_function() {
+        let names = Names {
+            label: &|id| (id == 3).then(|| "drv_target_2".to_owned()),
+            symbol: &|rip| (rip >= 0x1000).then(|| format!("emu_fail+{:#x}", rip - 0x1000)),
+        };
+        let stop = Outcome::HostStop {
+            vcpu: 0,
+            rip: 0x1004,
+            id: 3,
+        };
+        assert_eq!(
+            stop.describe(names),
+            "host breakpoint 3 (drv_target_2) stopped the run on vCPU 0 at rip=0x1004 (emu_fail+0x4)"
+        );
+        assert_eq!(
+            stop.to_string(),
+            "host breakpoint 3 stopped the run on vCPU 0 at rip=0x1004"
+        );
+        let emu = Outcome::InternalError {
+            vcpu: 1,
+            rip: 0x1010,
+            suberror: 1,
+            insn: vec![0xcc],
+            note: None,
+        };
+        assert_eq!(
+            emu.describe(names),
+            "KVM could not emulate an instruction (suberror 1) on vCPU 1 at rip=0x1010 (emu_fail+0x10), instruction bytes: cc"
+        );
+        let triple = Outcome::TripleFault { vcpu: 0, rip: 0x10 };
+        assert_eq!(
+            triple.describe(names),
+            "guest triple fault on vCPU 0 at rip=0x10"
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub enum Error {
         nearest: Vec<String>,
     },
     /// The kernel has no symbols to resolve from.
-    #[error("no symbols to resolve `{}` with: the kernel has no symbol table; pass --symbols System.map, or give an address", cut(.0))]
+    #[error("no symbols to resolve `{}` with: the kernel has no symbol table; give a System.map, or an address", cut(.0))]
     NoSymbols(String),
     /// Several symbols share the name.
     #[error("`{}` is ambiguous: {} symbols have this name ({}); pick one with `{}@ADDRESS`", cut(.name), .candidates.len(), .candidates.join(", "), cut(.name))]
@@ -341,7 +341,7 @@ impl SymbolTable {
             .filter_map(|n| {
                 // A candidate whose length alone puts it out of reach is not measured.
                 if n.len().abs_diff(name.len()) <= limit {
-                    let d = edit_distance(name, n);
+                    let d = strsim::levenshtein(name, n);
                     (d <= limit || n.contains(name)).then_some((d, n))
                 } else {
                     n.contains(name).then_some((usize::MAX, n))
@@ -359,22 +359,6 @@ fn parse_number(text: &str) -> Option<u64> {
         Some(hex) => u64::from_str_radix(hex, 16).ok(),
         None => text.parse().ok(),
     }
-}
-
-/// Levenshtein distance over bytes.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, &ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -572,8 +556,16 @@ ffffffff81000200 T startup_64
     }
 
     #[test]
-    fn edit_distance_basics() {
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
+    fn suggestions_rank_by_edit_distance_then_name() {
+        let t = SymbolTable::from_system_map(
+            "1 T do_sys_open\n2 T do_sys_openat2\n3 T do_sys_poll\n4 T ksys_open\n",
+            "m",
+        )
+        .unwrap();
+        // do_sys_opem: 1 edit from do_sys_open, 3 from do_sys_poll; ksys_open is 3 edits.
+        assert_eq!(
+            t.nearest("do_sys_opem", 3),
+            vec!["do_sys_open", "do_sys_openat2", "do_sys_poll"]
+        );
     }
 }

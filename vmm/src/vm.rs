@@ -9,6 +9,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{self, Entry, KernelImage, Module};
+use crate::console_lines::{ConsoleLines, GuestConsole};
 use crate::cpu;
 use crate::debug::{DebugCaps, DebugController};
 use crate::devices::{
@@ -17,6 +18,7 @@ use crate::devices::{
     FW_CFG_PORTS, HOST_SIGNAL_PORT, IOMEM_BASE, IOMEM_LEN, TESTDEV_PORT, TESTDEV_PORTS,
 };
 use crate::event_loop::{self, Subscriber};
+use crate::fault_injection::InjectedFault;
 use crate::memory;
 use crate::outcome::Outcome;
 use crate::probe;
@@ -31,7 +33,7 @@ pub enum Error {
     #[error("cannot open /dev/kvm: {0}; drvisor needs read/write access to it (are you in the `kvm` group?)")]
     KvmAccess(kvm_ioctls::Error),
     /// A vCPU count KVM cannot give.
-    #[error("--vcpus {asked} is out of range: this host's KVM allows 1 to {max}")]
+    #[error("{asked} vCPUs is out of range: this host's KVM allows 1 to {max}")]
     VcpuCount {
         /// What the user asked for.
         asked: usize,
@@ -75,7 +77,8 @@ impl Error {
 
 /// Where guest console output goes.
 pub enum Console {
-    /// The process's stdout, with stdin as console input.
+    /// The process's stdout, with stdin as console input. drvisor's messages on stderr wait
+    /// for the end of the guest's line (see [`crate::console_lines`]).
     Stdio,
     /// A writer; no console input (benchmarks and in-process tests).
     Writer(Box<dyn Write + Send>),
@@ -108,6 +111,8 @@ pub struct VmConfig {
     /// The most memslots the watch engine may use; `None` for all KVM offers
     /// (`KVM_CAP_NR_MEMSLOTS`). A lower limit leaves slots for other users of the VM.
     pub memslot_limit: Option<usize>,
+    /// Test only: a real KVM failure to provoke on vCPU 0 (see [`crate::fault_injection`]).
+    pub inject_fault: Option<InjectedFault>,
     /// Run the debug hooks on every vCPU (the default). `false` detaches them entirely, as if
     /// drvisor had no debug support; it exists to measure what attaching costs.
     pub debug_attached: bool,
@@ -130,6 +135,7 @@ impl VmConfig {
             debug_caps: None,
             debug_attached: true,
             memslot_limit: None,
+            inject_fault: None,
         }
     }
 }
@@ -211,7 +217,13 @@ impl TryFrom<VmConfig> for Vm {
             .register_irqfd(&serial_irq, COM1_GSI)
             .map_err(kvm_err("KVM_IRQFD (COM1)"))?;
         let (out, stdin): (Box<dyn Write + Send>, bool) = match config.console {
-            Console::Stdio => (Box::new(std::io::stdout()), true),
+            Console::Stdio => (
+                Box::new(GuestConsole::new(
+                    std::io::stdout(),
+                    ConsoleLines::stdio().clone(),
+                )),
+                true,
+            ),
             Console::Writer(w) => (w, false),
         };
         let serial = Arc::new(Mutex::new(SerialConsole::new(serial_irq, out, stdin)?));
@@ -280,6 +292,9 @@ impl TryFrom<VmConfig> for Vm {
 
         if let Some(first) = vcpus.first() {
             watch.set_translator(Translator::new(&first.fd)?);
+        }
+        if let (Some(fault), Some(first)) = (config.inject_fault, vcpus.first_mut()) {
+            first.fail_first_entry = fault.apply(&mut first.fd);
         }
         let pages = Arc::downgrade(&watch);
         debug.on_change(Arc::new(move |plan| {

@@ -1,9 +1,10 @@
 //! System.map parsing against a reference model.
 //!
 //! Model: a map is a list of `ADDRESS TYPE NAME` lines (hex address, any type letter, a name);
-//! blank lines are skipped; the first line of a name gives its address. Any other line is
-//! refused with its 1-based number, in a message of one bounded line. Nothing panics, whatever
-//! the text.
+//! blank lines are skipped. A name given by one symbol (one address, one class) resolves to
+//! its address, unless that symbol is absolute (`A`/`a`: not an address, refused); a name that
+//! several symbols share is ambiguous (refused, listing them). Any other line is refused with
+//! its 1-based number, in a message of one bounded line. Nothing panics, whatever the text.
 
 use std::collections::BTreeMap;
 
@@ -26,13 +27,14 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
-    fn well_formed_maps_resolve_every_name_to_its_first_address(
+    fn well_formed_maps_resolve_every_unique_name(
         entries in proptest::collection::vec(entry(), 1..40),
         blank_every in 2usize..10,
         zero_padded in any::<bool>(),
     ) {
         let mut text = String::new();
-        let mut model: BTreeMap<&str, u64> = BTreeMap::new();
+        // Per name: its distinct symbols, as (address, absolute).
+        let mut model: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
         for (i, (addr, kind, name)) in entries.iter().enumerate() {
             if i % blank_every == 0 {
                 text.push_str("   \n");
@@ -42,11 +44,20 @@ proptest! {
             } else {
                 text.push_str(&format!("{addr:x}\t{kind}  {name}\n"));
             }
-            model.entry(name).or_insert(*addr);
+            let symbol = (*addr, kind.eq_ignore_ascii_case(&'a'));
+            let symbols = model.entry(name).or_default();
+            if !symbols.contains(&symbol) {
+                symbols.push(symbol);
+            }
         }
         let table = SymbolTable::from_system_map(&text, "System.map").unwrap();
-        for (name, addr) in model {
-            prop_assert_eq!(table.resolve(name), Ok(addr));
+        for (name, symbols) in model {
+            let got = table.resolve(name);
+            match symbols.as_slice() {
+                [(addr, false)] => prop_assert_eq!(got, Ok(*addr)),
+                [(_, true)] => prop_assert!(matches!(got, Err(Error::NotAnAddress { .. })), "{got:?}"),
+                _ => prop_assert!(matches!(got, Err(Error::Ambiguous { .. })), "{got:?}"),
+            }
         }
     }
 

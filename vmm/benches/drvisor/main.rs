@@ -1,6 +1,6 @@
 //! `cargo bench -p drvisor`: drvisor's costs, as ratios measured in one run on one machine.
 //!
-//! Absolute times on an emulating host are noise (PLATFORM.md); the ratios are the result.
+//! Absolute times on an emulating host are noise (the platform notes); the ratios are the result.
 //! This is a measurement, not a test: it asserts nothing about speed.
 
 mod baseline;

@@ -53,6 +53,9 @@ pub struct Vcpu {
     last_page_access: Option<(kvm_bindings::kvm_regs, u64, Vec<drvisor_debug::HostBpId>)>,
     /// KVM copies the registers into `kvm_run` at every exit (`KVM_CAP_SYNC_REGS`).
     sync_regs: bool,
+    /// Test only: report the next exit as `KVM_EXIT_FAIL_ENTRY` with this reason
+    /// ([`crate::fault_injection`]).
+    pub(crate) fail_first_entry: Option<u64>,
 }
 
 impl Vcpu {
@@ -66,6 +69,7 @@ impl Vcpu {
             fd,
             last_page_access: None,
             sync_regs,
+            fail_first_entry: None,
         }
     }
 
@@ -140,6 +144,9 @@ impl Vcpu {
             let run = self.fd.run();
             shared.gate.leave(self.index);
             let step = match run {
+                Ok(_) if self.fail_first_entry.is_some() => {
+                    Step::FailEntry(self.fail_first_entry.take().unwrap_or_default())
+                }
                 Ok(exit) => classify_elements(
                     exit,
                     // SAFETY: `kvm_run` points at this vCPU's kvm_run mapping, alive as long as

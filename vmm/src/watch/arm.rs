@@ -4,7 +4,8 @@ use drvisor_debug::{BreakSpec, HostBpId, Scope, WatchAccess};
 use drvisor_watch::Access;
 
 use super::{
-    route, Engine, EngineChoice, PageWatchEngine, PageWatchRequest, RouteInput, WatchRange,
+    route, Engine, EngineChoice, PageWatchEngine, PageWatchRequest, RouteError, RouteInput,
+    WatchRange,
 };
 use crate::debug::{DebugController, HostRequest, OnHit};
 
@@ -36,12 +37,36 @@ pub struct WatchRequest {
     pub on_hit: OnHit,
 }
 
-/// Arms `req` and says on which engine; the error is one line for the user.
+/// Why a watch was not armed. The messages name no command-line flag: a client adds its own
+/// words for the engine and the scope it was asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum ArmError {
+    /// The engine asked for cannot carry the watch.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// A page watch limited to one vCPU.
+    #[error("page watches cover every vCPU (memslots belong to the whole VM), so one cannot be limited to vCPU {vcpu}")]
+    PageWatchOnOneVcpu {
+        /// The vCPU asked for.
+        vcpu: u32,
+    },
+    /// No hardware slot can hold the range.
+    #[error("no hardware slot can hold this range")]
+    NoSlotShape,
+    /// The debug controller refused the hardware breakpoint.
+    #[error(transparent)]
+    Hw(#[from] crate::debug::Error),
+    /// The page engine refused the watch.
+    #[error(transparent)]
+    Page(#[from] super::Error),
+}
+
+/// Arms `req` and says on which engine.
 pub fn arm_watch(
     req: WatchRequest,
     ctl: &DebugController,
     pages: &PageWatchEngine,
-) -> Result<(HostBpId, Engine), String> {
+) -> Result<(HostBpId, Engine), ArmError> {
     let hw = hw_spec(req.place, req.access, req.len);
     let input = RouteInput {
         choice: req.engine,
@@ -51,7 +76,7 @@ pub fn arm_watch(
         fits_one_slot: hw.is_some(),
         slot_free: hw.is_some_and(|s| ctl.would_arm(s, req.scope)),
     };
-    let engine = route(&input).map_err(|e| e.to_string())?;
+    let engine = route(&input)?;
     let page_request = PageWatchRequest {
         range: match req.place {
             Place::Virtual(gva) => WatchRange::Virtual { gva, len: req.len },
@@ -63,14 +88,12 @@ pub fn arm_watch(
     };
     let id = match (engine, hw) {
         (Engine::Hw, Some(spec)) => {
-            let id = ctl
-                .add(HostRequest {
-                    spec,
-                    scope: req.scope,
-                    label: req.label,
-                    on_hit: req.on_hit,
-                })
-                .map_err(|e| e.to_string())?;
+            let id = ctl.add(HostRequest {
+                spec,
+                scope: req.scope,
+                label: req.label,
+                on_hit: req.on_hit,
+            })?;
             // Chosen by `auto`: it may move to pages when evicted (a VM-wide watch only, as
             // page protection is VM-wide).
             if req.engine == EngineChoice::Auto && req.scope == Scope::Vm {
@@ -78,15 +101,12 @@ pub fn arm_watch(
             }
             id
         }
-        (Engine::Hw, None) => return Err("no hardware slot can hold this range".into()),
+        (Engine::Hw, None) => return Err(ArmError::NoSlotShape),
         (Engine::Page, _) => {
             if let Scope::Vcpu(v) = req.scope {
-                return Err(format!(
-                    "--vcpu {}: page watches cover every vCPU (memslots belong to the whole VM); drop --vcpu, or use --engine hw where this host delivers it",
-                    v.0
-                ));
+                return Err(ArmError::PageWatchOnOneVcpu { vcpu: v.0 });
             }
-            pages.add(page_request).map_err(|e| e.to_string())?
+            pages.add(page_request)?
         }
     };
     Ok((id, engine))

@@ -9,7 +9,7 @@ mod migrate;
 pub mod route;
 pub mod translate;
 
-pub use arm::{arm_watch, Place, WatchRequest};
+pub use arm::{arm_watch, ArmError, Place, WatchRequest};
 pub use engine::{
     Error, MmioAccess, PageWatchEngine, PageWatchRequest, PageWatchState, PendingPageHit,
     WatchRange,

@@ -65,14 +65,16 @@ pub struct RouteInput {
 /// Why a watch cannot go where it was asked to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
-    /// `--engine hw` on a host that does not deliver hardware data watchpoints.
-    #[error("--engine hw: {0}; use --engine page or auto")]
+    /// The hardware engine, on a host that does not deliver hardware data watchpoints.
+    #[error("{0}; use the page or auto engine")]
     HwUnavailable(String),
-    /// `--engine hw` for a range no slot can hold.
-    #[error("--engine hw: a hardware slot watches 1, 2, 4 or 8 aligned bytes, for writes or reads-and-writes; use --engine page or auto for this range")]
+    /// The hardware engine, for a range no slot can hold.
+    #[error("a hardware slot watches 1, 2, 4 or 8 aligned bytes, for writes or reads-and-writes; use the page or auto engine for this range")]
     HwShape,
-    /// `--engine hw` when no slot is free.
-    #[error("--engine hw: no hardware slot is free for it under the current policy; use --engine page or auto")]
+    /// The hardware engine, when no slot is free.
+    #[error(
+        "no hardware slot is free for it under the current policy; use the page or auto engine"
+    )]
     NoFreeSlot,
 }
 

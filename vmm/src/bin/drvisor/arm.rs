@@ -2,7 +2,7 @@
 //! watchpoint on the engine routing picks for it.
 
 use drvisor::debug::{DebugController, HostRequest, OnHit};
-use drvisor::watch::{arm_watch, Engine, PageWatchEngine, WatchRequest};
+use drvisor::watch::{arm_watch, ArmError, Engine, PageWatchEngine, WatchRequest};
 use drvisor_debug::HostBpId;
 
 use crate::requests::{Request, What};
@@ -42,7 +42,19 @@ pub fn arm(
             },
             ctl,
             pages,
-        ),
+        )
+        .map_err(|e| flag_context(&e)),
     };
     armed.map_err(|e| format!("{}: {e}", drvisor::quote::cut(&label)))
+}
+
+/// The library's reason, with the flags the user can change.
+fn flag_context(e: &ArmError) -> String {
+    match e {
+        ArmError::Route(_) | ArmError::NoSlotShape => format!("--engine hw: {e}"),
+        ArmError::PageWatchOnOneVcpu { vcpu } => format!(
+            "--vcpu {vcpu}: {e}; drop --vcpu, or use --engine hw where this host delivers it"
+        ),
+        ArmError::Hw(_) | ArmError::Page(_) => e.to_string(),
+    }
 }

@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use drvisor::watch::EngineChoice;
+use drvisor_api::HitAction;
+use drvisor_debug::Policy;
 
 /// drvisor: a KVM micro-VMM that virtualizes the guest's x86 debug registers.
 #[derive(Debug, Parser)]
@@ -72,21 +75,17 @@ pub struct RunArgs {
     pub watches: Vec<String>,
     /// Engine for the preceding --watch: hardware slots, page protection, or auto (default:
     /// hardware only where this host delivers it and the range fits a free slot).
-    #[arg(long = "engine", value_name = "hw|page|auto")]
-    pub engines: Vec<String>,
+    #[arg(long = "engine", value_name = "ENGINE")]
+    pub engines: Vec<EngineArg>,
     /// Only this vCPU, for the preceding --break or --watch (default: every vCPU).
     #[arg(long = "vcpu", value_name = "N")]
     pub vcpus_of: Vec<u32>,
     /// What a hit of the preceding --break or --watch does (default: continue).
-    #[arg(long = "action", value_name = "continue|pause|stop")]
-    pub actions: Vec<String>,
+    #[arg(long = "action", value_name = "ACTION")]
+    pub actions: Vec<ActionArg>,
     /// Who wins when host and guest breakpoints cannot both fit in the four slots.
-    #[arg(
-        long,
-        default_value = "host-first",
-        value_name = "host-first|guest-first|deny"
-    )]
-    pub policy: String,
+    #[arg(long, default_value = "host-first", value_name = "POLICY")]
+    pub policy: PolicyArg,
     /// Print each vCPU's slot plan, to stderr, whenever it changes.
     #[arg(long)]
     pub show_plan: bool,
@@ -96,4 +95,67 @@ pub struct RunArgs {
     /// A System.map to resolve symbols with (default: the kernel ELF's symbol table).
     #[arg(long, value_name = "FILE")]
     pub symbols: Option<PathBuf>,
+}
+
+/// `--engine`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// A hardware debug-register slot.
+    Hw,
+    /// Page protection.
+    Page,
+    /// Hardware where this host delivers it and a slot is free, else page protection.
+    Auto,
+}
+
+impl From<EngineArg> for EngineChoice {
+    fn from(e: EngineArg) -> Self {
+        match e {
+            EngineArg::Hw => EngineChoice::Hw,
+            EngineArg::Page => EngineChoice::Page,
+            EngineArg::Auto => EngineChoice::Auto,
+        }
+    }
+}
+
+/// `--action`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ActionArg {
+    /// Report the hit and go on.
+    Continue,
+    /// Report the hit and pause every vCPU until SIGUSR1.
+    Pause,
+    /// Report the hit and end the run (exit code 74).
+    Stop,
+}
+
+impl From<ActionArg> for HitAction {
+    fn from(a: ActionArg) -> Self {
+        match a {
+            ActionArg::Continue => HitAction::Continue,
+            ActionArg::Pause => HitAction::Pause,
+            ActionArg::Stop => HitAction::Stop,
+        }
+    }
+}
+
+/// `--policy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PolicyArg {
+    /// Host breakpoints win; the guest's surplus slots wait.
+    HostFirst,
+    /// The guest's slots win; the host's surplus waits.
+    GuestFirst,
+    /// A host breakpoint that would take a slot the guest uses is refused.
+    Deny,
+}
+
+impl From<PolicyArg> for Policy {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::HostFirst => Policy::HostFirst,
+            PolicyArg::GuestFirst => Policy::GuestFirst,
+            PolicyArg::Deny => Policy::Deny,
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The `drvisor` command.
 
+mod announce;
 mod arm;
 mod cli;
 #[cfg(test)]
@@ -9,16 +10,18 @@ mod inputs;
 mod requests;
 mod signals;
 
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::{CommandFactory, FromArgMatches};
 use drvisor::debug::{plan_view, DebugController, HitContext, OnHit};
 use drvisor::quote::cut;
+use drvisor::watch::Engine;
 use drvisor::{exit_code, memory, probe, Console, Vm, VmConfig};
 use drvisor_api::{HitAction, HitEvent};
-use drvisor_debug::Policy;
+use drvisor_debug::{HostBpId, Policy};
 
 use cli::{Cli, Command, RunArgs};
 
@@ -50,7 +53,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("DRVISOR_LOG")
                 .unwrap_or_else(|_| "warn".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(drvisor::console_lines::MessageWriter::stdio)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
     let parsed = Cli::command()
@@ -62,7 +66,8 @@ fn main() -> ExitCode {
             if e.use_stderr()
                 && e.kind() != clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
         {
-            eprintln!("drvisor: {}", clap_error_line(&e));
+            announce::say(clap_error_line(&e));
+            announce::flush();
             return ExitCode::from(exit_code::USAGE);
         }
         // --help and --version print to stdout and succeed.
@@ -72,13 +77,15 @@ fn main() -> ExitCode {
         Command::Run(args) => run(*args, &matches),
         Command::Probe { json } => probe_host(json),
     };
-    match result {
-        Ok(code) => ExitCode::from(code),
+    let code = match result {
+        Ok(code) => code,
         Err(f) => {
-            eprintln!("drvisor: {}", f.message);
-            ExitCode::from(f.code)
+            announce::say(&f.message);
+            f.code
         }
-    }
+    };
+    announce::flush();
+    ExitCode::from(code)
 }
 
 /// clap's error as one line: its first line without the `error: ` prefix, quoted input cut,
@@ -87,7 +94,14 @@ fn clap_error_line(e: &clap::Error) -> String {
     let text = e.to_string();
     let first = text.lines().next().unwrap_or_default();
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    format!("{} (see drvisor run --help)", cut_quoted(first))
+    // An invalid value of a ValueEnum flag: clap lists the possible ones on a line of its own.
+    let possible = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("[possible values: "))
+        .and_then(|l| l.strip_suffix(']'))
+        .map(|values| format!("; use one of: {values}"))
+        .unwrap_or_default();
+    format!("{}{possible} (see drvisor run --help)", cut_quoted(first))
 }
 
 /// Cuts each `'...'` quoted value of a clap message, keeping its words.
@@ -109,13 +123,9 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     let stopper =
         signals::install().map_err(|e| Failure::vmm(format!("cannot handle signals: {e}")))?;
     // Checks of the flags alone come first: no file is opened before they pass.
-    let ram_bytes = memory::size_of(args.mem).map_err(|e| Failure::usage(e.to_string()))?;
-    let policy: Policy = args.policy.parse().map_err(|_| {
-        Failure::usage(format!(
-            "--policy {}: unknown policy; use host-first, guest-first or deny",
-            cut(&args.policy)
-        ))
-    })?;
+    let ram_bytes = memory::size_of(args.mem)
+        .map_err(|e| Failure::usage(format!("--mem {}: {e}", args.mem)))?;
+    let policy: Policy = args.policy.into();
     let exit_status = args
         .exit_status
         .parse()
@@ -150,6 +160,8 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.console = Console::Stdio;
     config.strict_ports = args.strict_ports;
     config.policy = policy;
+    config.inject_fault =
+        drvisor::fault_injection::InjectedFault::from_env().map_err(Failure::usage)?;
     let vm = Vm::try_from(config).map_err(vm_failure)?;
     stopper.attach(vm.run_control().clone());
 
@@ -157,25 +169,44 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     if args.show_plan {
         let exec_note = ctl.caps().exec_note();
         ctl.observe_plan(Arc::new(move |plan, labels| {
-            eprint!("drvisor: {}", plan_view::describe(plan, labels, exec_note));
+            announce::say(plan_view::describe(plan, labels, exec_note));
         }));
     }
     let mut pausing = false;
+    let mut labels = BTreeMap::new();
+    let mut engines = BTreeMap::new();
     for r in &requests {
         pausing |= r.action == HitAction::Pause;
-        let (id, engine) = arm::arm(r, report_and(r.action, events.clone()), &ctl, vm.watch())
-            .map_err(Failure::usage)?;
-        tracing::info!(
-            "{} armed as #{} on the {engine} engine",
-            cut(&r.label),
-            id.0
-        );
+        let on_hit = announce::announce_pause(report_and(r.action, events.clone()));
+        let (id, engine) = arm::arm(r, on_hit, &ctl, vm.watch()).map_err(Failure::usage)?;
+        labels.insert(id.0, cut(&r.label).into_owned());
+        engines.insert(id.0, (engine, matches!(r.what, requests::What::Break(_))));
+    }
+    // Each breakpoint's state once all are in: a later one can take no slot from an earlier.
+    let states = plan_view::breakpoint_states(
+        &ctl.plan(),
+        &labels
+            .iter()
+            .map(|(&id, l)| (HostBpId(id), l.clone()))
+            .collect(),
+    );
+    for (id, label) in &labels {
+        let (engine, exec) = engines[id];
+        let (word, warning) = match engine {
+            Engine::Hw => announce::hw_state(states.iter().find(|s| s.id == *id)),
+            Engine::Page => ("armed", None),
+        };
+        let note = match ctl.caps().exec_note() {
+            Some(note) if exec && word != "pending" => format!(" ({note})"),
+            _ => String::new(),
+        };
+        tracing::info!("{label} is {word}{note} as #{id} on the {engine} engine");
+        if let Some(warning) = warning {
+            announce::say(warning);
+        }
     }
     if args.show_plan && !vm.watch().states().is_empty() {
-        eprint!(
-            "drvisor: {}",
-            plan_view::describe_page_watches(&vm.watch().states())
-        );
+        announce::say(plan_view::describe_page_watches(&vm.watch().states()));
     }
     if pausing {
         resume_on_sigusr1(ctl)?;
@@ -192,7 +223,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         let _ = out.flush();
     }
     if !outcome.is_guest_status() {
-        eprintln!("drvisor: {outcome}");
+        announce::say(announce::outcome(&outcome, &labels, &symbols));
     }
     Ok(outcome.exit_code())
 }
@@ -201,7 +232,7 @@ type EventSink = Arc<Mutex<Box<dyn Write + Send>>>;
 
 fn event_sink(args: &RunArgs) -> Result<EventSink, Failure> {
     let sink: Box<dyn Write + Send> = match &args.events {
-        None => Box::new(std::io::stderr()),
+        None => Box::new(drvisor::console_lines::MessageWriter::stdio()),
         Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
             Failure::usage(format!(
                 "--events {}: cannot create it: {e}",
@@ -246,7 +277,7 @@ fn resume_on_sigusr1(ctl: Arc<DebugController>) -> Result<(), Failure> {
     std::thread::spawn(move || {
         for _ in signals.forever() {
             if ctl.is_paused() {
-                eprintln!("drvisor: resuming (SIGUSR1)");
+                announce::say("resuming (SIGUSR1)");
                 ctl.resume();
             }
         }
@@ -255,13 +286,21 @@ fn resume_on_sigusr1(ctl: Arc<DebugController>) -> Result<(), Failure> {
 }
 
 fn vm_failure(e: drvisor::vm::Error) -> Failure {
+    use drvisor::vm::Error;
+    // The library names no flag; the command line says which one to change.
+    let message = match &e {
+        Error::VcpuCount { asked, .. } => format!("--vcpus {asked}: {e}"),
+        Error::Memory(memory::Error::Mmap { mib, .. }) => format!("--mem {mib}: {e}"),
+        Error::Memory(_) => format!("--mem: {e}"),
+        _ => e.to_string(),
+    };
     Failure {
         code: if e.is_usage() {
             exit_code::USAGE
         } else {
             exit_code::VMM_ERROR
         },
-        message: e.to_string(),
+        message,
     }
 }
 

@@ -15,6 +15,8 @@ use drvisor_api::HitAction;
 use drvisor_debug::{BreakSpec, Scope, VcpuId};
 use drvisor_watch::Access;
 
+use crate::cli::{ActionArg, EngineArg};
+
 /// What was asked for.
 pub enum What {
     /// An exec breakpoint (always a hardware slot).
@@ -49,8 +51,8 @@ pub struct Flags<'a> {
     pub breaks: &'a [String],
     pub watches: &'a [String],
     pub vcpus: &'a [u32],
-    pub actions: &'a [String],
-    pub engines: &'a [String],
+    pub actions: &'a [ActionArg],
+    pub engines: &'a [EngineArg],
 }
 
 /// A symbol or an address, as written.
@@ -113,8 +115,14 @@ pub fn parse(matches: &ArgMatches, flags: Flags<'_>) -> Result<Vec<Parsed>, Stri
         indices("watches").into_iter().zip(flags.watches),
         Bound {
             vcpus: indices("vcpus_of").into_iter().zip(flags.vcpus).collect(),
-            actions: indices("actions").into_iter().zip(flags.actions).collect(),
-            engines: indices("engines").into_iter().zip(flags.engines).collect(),
+            actions: indices("actions")
+                .into_iter()
+                .zip(flags.actions.iter().map(|&a| a.into()))
+                .collect(),
+            engines: indices("engines")
+                .into_iter()
+                .zip(flags.engines.iter().map(|&e| e.into()))
+                .collect(),
         },
     )
 }
@@ -122,8 +130,8 @@ pub fn parse(matches: &ArgMatches, flags: Flags<'_>) -> Result<Vec<Parsed>, Stri
 /// The flags that bind to the `--break` or `--watch` before them, with their positions.
 pub struct Bound<'a> {
     pub vcpus: Vec<(usize, &'a u32)>,
-    pub actions: Vec<(usize, &'a String)>,
-    pub engines: Vec<(usize, &'a String)>,
+    pub actions: Vec<(usize, HitAction)>,
+    pub engines: Vec<(usize, EngineChoice)>,
 }
 
 /// [`parse`] on positions and values: pure, so it is tested without clap.
@@ -164,29 +172,12 @@ pub fn bind<'a>(
     }
     for (at, action) in bound.actions {
         let p = &mut placed[owner(at, "--action")?].1;
-        let value = match action.as_str() {
-            "continue" => HitAction::Continue,
-            "pause" => HitAction::Pause,
-            "stop" => HitAction::Stop,
-            other => {
-                return Err(format!(
-                    "--action {}: unknown action; use continue, pause or stop",
-                    cut(other)
-                ))
-            }
-        };
-        if p.action.replace(value).is_some() {
+        if p.action.replace(action).is_some() {
             return Err(twice("--action", &p.label));
         }
     }
-    for (at, engine) in bound.engines {
+    for (at, choice) in bound.engines {
         let p = &mut placed[owner(at, "--engine")?].1;
-        let choice: EngineChoice = engine.parse().map_err(|_| {
-            format!(
-                "--engine {}: unknown engine; use hw, page or auto",
-                cut(engine)
-            )
-        })?;
         if matches!(p.kind, Kind::Break(_)) {
             return Err(
                 "--engine applies to --watch only: exec breakpoints always use a hardware slot"
@@ -319,7 +310,10 @@ fn resolve_one(p: Parsed, symbols: &SymbolTable) -> Result<Request, String> {
     let label = cut(&p.label).into_owned();
     let address = |t: &Target| match t {
         Target::Number(n) => Ok(*n),
-        Target::Symbol(name) => symbols.resolve(name).map_err(|e| e.to_string()),
+        Target::Symbol(name) => symbols.resolve(name).map_err(|e| match e {
+            drvisor::symbols::Error::NoSymbols(_) => format!("{e} (--symbols System.map)"),
+            e => e.to_string(),
+        }),
     };
     let what = match &p.kind {
         Kind::Break(target) => {

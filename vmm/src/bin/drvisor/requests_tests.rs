@@ -108,14 +108,14 @@ fn s(v: &str) -> String {
 #[test]
 fn flags_bind_to_the_nearest_break_or_watch_before_them() {
     let (b, wt) = (s("drv_target_0"), s("x:w:8"));
-    let (one, stop, page) = (1u32, s("stop"), s("page"));
+    let one = 1u32;
     let parsed = bind(
         [(1, &b)],
         [(5, &wt)],
         Bound {
             vcpus: vec![(3, &one)],
-            actions: vec![(7, &stop)],
-            engines: vec![(9, &page)],
+            actions: vec![(7, HitAction::Stop)],
+            engines: vec![(9, EngineChoice::Page)],
         },
     )
     .unwrap();
@@ -128,13 +128,13 @@ fn flags_bind_to_the_nearest_break_or_watch_before_them() {
 #[test]
 fn a_flag_given_twice_for_one_breakpoint_is_refused() {
     let b = s("drv_target_0");
-    let (stop, cont) = (s("stop"), s("continue"));
+    let (stop, cont) = (HitAction::Stop, HitAction::Continue);
     let e = bind(
         [(1, &b)],
         [],
         Bound {
             vcpus: vec![],
-            actions: vec![(3, &stop), (5, &cont)],
+            actions: vec![(3, stop), (5, cont)],
             engines: vec![],
         },
     )
@@ -156,14 +156,14 @@ fn a_flag_given_twice_for_one_breakpoint_is_refused() {
     .unwrap_err();
     assert!(e.starts_with("--vcpu given twice"), "{e}");
     let wt = s("x:w:8");
-    let (hw, page) = (s("hw"), s("page"));
+    let (hw, page) = (EngineChoice::Hw, EngineChoice::Page);
     let e = bind(
         [],
         [(1, &wt)],
         Bound {
             vcpus: vec![],
             actions: vec![],
-            engines: vec![(3, &hw), (5, &page)],
+            engines: vec![(3, hw), (5, page)],
         },
     )
     .unwrap_err();
@@ -173,13 +173,13 @@ fn a_flag_given_twice_for_one_breakpoint_is_refused() {
 #[test]
 fn the_same_flag_for_two_breakpoints_is_fine() {
     let (a, b) = (s("drv_target_0"), s("drv_target_1"));
-    let (stop, cont) = (s("stop"), s("continue"));
+    let (stop, cont) = (HitAction::Stop, HitAction::Continue);
     let parsed = bind(
         [(1, &a), (5, &b)],
         [],
         Bound {
             vcpus: vec![],
-            actions: vec![(3, &stop), (7, &cont)],
+            actions: vec![(3, stop), (7, cont)],
             engines: vec![],
         },
     )
@@ -191,19 +191,6 @@ fn the_same_flag_for_two_breakpoints_is_fine() {
 fn a_huge_spec_gives_a_short_message() {
     let huge = format!("{}:q", "a".repeat(1 << 20));
     let e = w(&huge).unwrap_err();
-    assert!(e.len() < 600, "{} bytes", e.len());
-    let huge_action = "z".repeat(1 << 20);
-    let b = s("x");
-    let e = bind(
-        [(1, &b)],
-        [],
-        Bound {
-            vcpus: vec![],
-            actions: vec![(3, &huge_action)],
-            engines: vec![],
-        },
-    )
-    .unwrap_err();
     assert!(e.len() < 600, "{} bytes", e.len());
 }
 
@@ -329,19 +316,19 @@ proptest! {
     fn bindings_never_panic_and_refuse_a_flag_before_any_owner(
         breaks in proptest::collection::vec(0usize..20, 0..4),
         watches in proptest::collection::vec(0usize..20, 0..4),
-        actions in proptest::collection::vec((0usize..20, 0usize..4), 0..4),
+        actions in proptest::collection::vec((0usize..20, 0usize..3), 0..4),
     ) {
         let b = s("drv_target_0");
         let wt = s("x:w:8");
-        let names = [s("continue"), s("pause"), s("stop"), s("nope")];
-        let acts: Vec<(usize, &String)> =
-            actions.iter().map(|&(at, i)| (at, &names[i])).collect();
+        let names = [HitAction::Continue, HitAction::Pause, HitAction::Stop];
+        let acts: Vec<(usize, HitAction)> =
+            actions.iter().map(|&(at, i)| (at, names[i])).collect();
         let mut taken = std::collections::BTreeSet::new();
         let bs: Vec<(usize, &String)> =
             breaks.iter().filter(|&&at| taken.insert(at)).map(|&at| (at, &b)).collect();
         let ws: Vec<(usize, &String)> =
             watches.iter().filter(|&&at| taken.insert(at)).map(|&at| (at, &wt)).collect();
-        let acts: Vec<(usize, &String)> =
+        let acts: Vec<(usize, HitAction)> =
             acts.into_iter().filter(|(at, _)| taken.insert(*at)).collect();
         let first_owner = taken_owner_min(&bs, &ws);
         let result = bind(

@@ -37,6 +37,8 @@ impl Stopper {
     fn on_signal(&self, signal: i32) {
         let name = signal_name(signal);
         let code = i32::from(exit_code::SIGNAL_BASE) + signal;
+        // The messages before a forced exit go straight to stderr: one held for a guest line
+        // would be lost with the process.
         if self.received.fetch_add(1, Ordering::SeqCst) > 0 {
             eprintln!("drvisor: {name} again: exiting at once");
             force_exit(code);
@@ -44,7 +46,9 @@ impl Stopper {
         let run = self.run.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match run {
             Some(run) => {
-                eprintln!("drvisor: {name}: stopping the run (send it again to exit at once)");
+                crate::announce::say(format!(
+                    "{name}: stopping the run (send it again to exit at once)"
+                ));
                 run.finish(Outcome::Signalled { signal });
             }
             None => {

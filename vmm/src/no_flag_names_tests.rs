@@ -1,0 +1,35 @@
+//! Library errors name no command-line flag: the library has clients other than the command
+//! line (the REST API, gdb, embedders), and the `drvisor` binary adds the flag context itself.
+//! (`boot::Error` still names `--mem` and `--initrd`; the loaders are being reworked apart.)
+
+use crate::memory;
+use crate::outcome::Outcome;
+use crate::symbols;
+use crate::watch::{ArmError, RouteError};
+
+fn messages() -> Vec<String> {
+    vec![
+        memory::Error::TooSmall(1).to_string(),
+        memory::Error::TooLarge(u64::MAX).to_string(),
+        crate::vm::Error::VcpuCount { asked: 0, max: 8 }.to_string(),
+        RouteError::HwUnavailable("no hardware data watchpoints here".into()).to_string(),
+        RouteError::HwShape.to_string(),
+        RouteError::NoFreeSlot.to_string(),
+        ArmError::PageWatchOnOneVcpu { vcpu: 3 }.to_string(),
+        ArmError::NoSlotShape.to_string(),
+        symbols::Error::NoSymbols("jiffies".into()).to_string(),
+        Outcome::UnknownPort {
+            vcpu: 0,
+            rip: 0x1000,
+            port: 0x1234,
+        }
+        .to_string(),
+    ]
+}
+
+#[test]
+fn library_errors_name_no_flag() {
+    for m in messages() {
+        assert!(!m.contains("--"), "a library error names a flag: {m}");
+    }
+}
