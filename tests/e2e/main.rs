@@ -6,6 +6,7 @@
 mod bzimage;
 mod common;
 mod debug_regs_port;
+mod events;
 mod guest_and_host;
 mod guest_faults;
 mod host_breakpoints;
@@ -31,5 +32,6 @@ fn main() {
     trials.extend(live_changes::trials());
     trials.extend(debug_regs_port::trials(&ctx));
     trials.extend(page_watches::trials(&ctx));
+    trials.extend(events::trials());
     libtest_mimic::run(&args, trials).exit();
 }

@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod debug;
 pub mod devices;
 pub mod event_loop;
+pub mod events;
 pub mod guest_image;
 pub mod layout;
 pub mod memory;

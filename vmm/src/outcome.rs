@@ -19,6 +19,8 @@ pub mod exit_code {
     pub const HOST_STOP: u8 = 74;
     /// A KVM ioctl failed: a VMM or host problem, not the guest's.
     pub const VMM_ERROR: u8 = 75;
+    /// A hit event could not be written (`--events` file or stderr): the run was stopped.
+    pub const EVENTS_UNWRITABLE: u8 = 76;
 }
 
 /// How a run ended.
@@ -76,6 +78,14 @@ pub enum Outcome {
     },
     /// The embedding program ended the run (library API; the REST API's stop).
     Requested,
+    /// An event could not be written to its sink (a full disk, `/dev/full`, a closed pipe):
+    /// the run was stopped rather than go on losing events.
+    EventsUnwritable {
+        /// Where the events went (`--events` path or `stderr`).
+        sink: String,
+        /// The error.
+        message: String,
+    },
     /// A KVM call failed.
     VmmError {
         /// Which vCPU, if one.
@@ -97,6 +107,7 @@ impl Outcome {
             Outcome::HostStop { .. } => exit_code::HOST_STOP,
             Outcome::Requested => 0,
             Outcome::VmmError { .. } => exit_code::VMM_ERROR,
+            Outcome::EventsUnwritable { .. } => exit_code::EVENTS_UNWRITABLE,
         }
     }
 }
@@ -143,6 +154,10 @@ impl fmt::Display for Outcome {
                 write!(f, "host breakpoint {id} stopped the run on vCPU {vcpu} at rip={rip:#x}")
             }
             Outcome::Requested => write!(f, "the run was ended on request"),
+            Outcome::EventsUnwritable { sink, message } => write!(
+                f,
+                "cannot write events to {sink}: {message}; the run was stopped, and the events written before the error are intact"
+            ),
             Outcome::VmmError { vcpu, message } => match vcpu {
                 Some(v) => write!(f, "VMM error on vCPU {v}: {message}"),
                 None => write!(f, "VMM error: {message}"),

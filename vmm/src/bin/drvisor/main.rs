@@ -2,18 +2,19 @@
 
 mod arm;
 mod cli;
+mod events_out;
 mod requests;
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
 use drvisor::boot::KernelImage;
-use drvisor::debug::{plan_view, DebugController, HitContext, OnHit};
+use drvisor::debug::{plan_view, DebugController};
 use drvisor::symbols::SymbolTable;
 use drvisor::{exit_code, guest_image, probe, Console, Vm, VmConfig};
-use drvisor_api::{HitAction, HitEvent};
+use drvisor_api::HitAction;
 use drvisor_debug::Policy;
 
 use cli::{Cli, Command, RunArgs};
@@ -61,7 +62,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("drvisor: {}", f.message);
+            say(&f.message);
             ExitCode::from(f.code)
         }
     }
@@ -94,7 +95,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         engines: &args.engines,
     };
     let requests = requests::from_matches(matches, flags, &symbols).map_err(Failure::usage)?;
-    let events = event_sink(&args)?;
+    let sink = events_out::open(args.events.as_deref())?;
 
     let mut config = VmConfig::new(kernel, command_line(&args)?);
     config.initrd = initrd;
@@ -104,6 +105,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.strict_ports = args.strict_ports;
     config.policy = policy;
     let vm = Vm::try_from(config).map_err(vm_failure)?;
+    let events = events_out::EventsOut::start(sink, vm.run_control().clone())?;
 
     let ctl = vm.debug().clone();
     if args.show_plan {
@@ -114,8 +116,8 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     let mut pausing = false;
     for r in &requests {
         pausing |= r.action == HitAction::Pause;
-        let (id, engine) = arm::arm(r, report_and(r.action, events.clone()), &ctl, vm.watch())
-            .map_err(Failure::usage)?;
+        let (id, engine) =
+            arm::arm(r, events.report_and(r.action), &ctl, vm.watch()).map_err(Failure::usage)?;
         tracing::info!("{} armed as #{} on the {engine} engine", r.label, id.0);
     }
     if args.show_plan && !vm.watch().states().is_empty() {
@@ -132,57 +134,19 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     let outcome = vm.run().map_err(vm_failure)?;
     if !pages.states().is_empty() {
         let (traps, false_traps) = pages.trap_counts();
-        let line =
-            serde_json::json!({"event": "page-traps", "traps": traps, "false_traps": false_traps});
-        let mut out = events.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(out, "{line}");
+        events.page_traps(traps, false_traps);
     }
+    let outcome = events.finish(outcome);
     if !matches!(outcome, drvisor::Outcome::GuestExit { .. }) {
-        eprintln!("drvisor: {outcome}");
+        say(&outcome.to_string());
     }
     Ok(outcome.exit_code())
 }
 
-type EventSink = Arc<Mutex<Box<dyn Write + Send>>>;
-
-fn event_sink(args: &RunArgs) -> Result<EventSink, Failure> {
-    let sink: Box<dyn Write + Send> = match &args.events {
-        None => Box::new(std::io::stderr()),
-        Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
-            Failure::usage(format!(
-                "--events {}: cannot create it: {e}",
-                path.display()
-            ))
-        })?),
-    };
-    Ok(Arc::new(Mutex::new(sink)))
-}
-
-/// The CLI's hit callback: one JSON line per hit, then the configured action.
-fn report_and(action: HitAction, events: EventSink) -> OnHit {
-    Arc::new(move |hit: &HitContext| {
-        let event = HitEvent {
-            event: "hit".into(),
-            id: hit.id.0,
-            label: hit.label.clone(),
-            vcpu: hit.vcpu as u32,
-            rip: hit.rip,
-            addr: hit.addr,
-            kind: hit.kind,
-            engine: hit.engine.to_string(),
-            slot: hit.slot,
-            access: hit.access.clone(),
-            action,
-            count: hit.count,
-            regs: hit.regs.clone(),
-        };
-        if let Ok(line) = serde_json::to_string(&event) {
-            let mut out = events.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        }
-        action
-    })
+/// One line on stderr. A stderr that cannot be written (a closed pipe) is not a reason to
+/// panic: the exit code still says what happened.
+fn say(message: &str) {
+    let _ = writeln!(std::io::stderr(), "drvisor: {message}");
 }
 
 /// A paused VM resumes when the process receives SIGUSR1 (`kill -USR1 <pid>`).
