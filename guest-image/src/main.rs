@@ -12,6 +12,7 @@ mod access;
 mod boot;
 mod cmdline;
 mod idt;
+mod kfuncs;
 mod mem;
 mod scenarios;
 mod serial;
@@ -60,8 +61,12 @@ extern "C" fn drv_main(cpu: u32, start_info_paddr: u32) -> ! {
 
     if cpu != 0 {
         // Only the smp scenario uses the other CPUs.
-        if cfg.error.is_none() && cfg.scenario == b"smp" && cpu < cfg.ncpus {
-            scenarios::smp::run_secondary(cpu as usize, &cfg);
+        if cfg.error.is_none() && cpu < cfg.ncpus {
+            match cfg.scenario {
+                b"smp" => scenarios::smp::run_secondary(cpu as usize, &cfg),
+                b"kfunc" => scenarios::kfunc::run_secondary(cpu as usize, &cfg),
+                _ => {}
+            }
         }
         boot::park();
     }

@@ -219,7 +219,8 @@ impl TryFrom<VmConfig> for Vm {
         let count = config.vcpus as u8;
         // With KVM_CAP_SYNC_REGS, KVM copies the general registers into kvm_run at every exit,
         // so a hit's context costs no KVM_GET_REGS (about 6 us per ioctl on our hosts).
-        let sync_regs = kvm.check_extension(kvm_ioctls::Cap::SyncRegs);
+        // Registers, system registers and events all arrive with the exit (mask 7), or none.
+        let sync_regs = kvm.check_extension_int(kvm_ioctls::Cap::SyncRegs) & 7 == 7;
         let mut vcpus = Vec::with_capacity(config.vcpus);
         for index in 0..count {
             let fd = vm_fd

@@ -6,6 +6,7 @@ pub mod exec;
 pub mod faults;
 pub mod guest_dr;
 pub mod hello;
+pub mod kfunc;
 pub mod mixed;
 pub mod ranges;
 pub mod smp;
@@ -29,6 +30,7 @@ pub fn run(cfg: &Config) -> ! {
         b"mixed" => mixed::run(cfg),
         b"evict" => evict::run(cfg),
         b"echo" => echo::run(cfg),
+        b"kfunc" => kfunc::run_boot(cfg),
         b"panic" => faults::panic(),
         b"unexpected-exception" => faults::unexpected_exception(),
         name => {

@@ -25,9 +25,12 @@ fn breakpoint_round_trip(kvm: &Kvm, caps: DebugCaps) -> Duration {
     let hits = EXITS / 4;
     let mut vm = TinyVm::new(kvm, 0, false, &loop_of([0x66, 0x90], hits)).expect("VM");
     // As drvisor's own vCPUs do where KVM offers it: registers arrive with the exit.
-    let sync = kvm.check_extension(kvm_ioctls::Cap::SyncRegs);
+    let sync = kvm.check_extension_int(kvm_ioctls::Cap::SyncRegs) & 7 == 7;
     if sync {
         vm.vcpu.set_sync_valid_reg(kvm_ioctls::SyncReg::Register);
+        vm.vcpu
+            .set_sync_valid_reg(kvm_ioctls::SyncReg::SystemRegister);
+        vm.vcpu.set_sync_valid_reg(kvm_ioctls::SyncReg::VcpuEvents);
     }
     let ctl = Arc::new(DebugController::standalone(caps, Policy::HostFirst, 1).expect("evt"));
     ctl.add(HostRequest {
@@ -39,19 +42,11 @@ fn breakpoint_round_trip(kvm: &Kvm, caps: DebugCaps) -> Duration {
     .expect("add");
     let mut dbg = VcpuDebug::new(0, ctl.clone());
     let t = time(|| loop {
-        let seam = KvmDebugVcpu {
-            fd: &vm.vcpu,
-            mem: &vm.mem,
-            synced_regs: sync,
-        };
+        let seam = KvmDebugVcpu::new(&mut vm.vcpu, &vm.mem, sync, None);
         dbg.before_entry(&seam).expect("install");
         match vm.run_raw().expect("run") {
             (Stop::Debug { dr6 }, pc) => {
-                let seam = KvmDebugVcpu {
-                    fd: &vm.vcpu,
-                    mem: &vm.mem,
-                    synced_regs: sync,
-                };
+                let seam = KvmDebugVcpu::new(&mut vm.vcpu, &vm.mem, sync, None);
                 dbg.on_debug_exit(dr6, pc, &seam).expect("dispatch");
                 dbg.after_exit(&seam).expect("resync");
             }

@@ -18,6 +18,7 @@ use drvisor_debug::{
 
 use super::action::OnHit;
 use super::caps::DebugCaps;
+use super::resume::{ResumeCounts, ResumeTally};
 use crate::run_control::RunControl;
 use crate::vcpu::VcpuGate;
 
@@ -103,6 +104,8 @@ pub struct DebugController {
     on_plan: Mutex<Option<PlanObserver>>,
     /// Called after every plan change, outside the controller's lock (engine migration).
     listeners: Mutex<Vec<PlanListener>>,
+    /// How the vCPUs that finished resumed past exec breakpoints.
+    resumes: ResumeTally,
 }
 
 /// Called with the new plan after it changed, outside the controller's lock, on the thread
@@ -155,6 +158,7 @@ impl DebugController {
             detached: AtomicBool::new(false),
             on_plan: Mutex::new(None),
             listeners: Mutex::new(Vec::new()),
+            resumes: ResumeTally::default(),
         }
     }
 
@@ -174,6 +178,16 @@ impl DebugController {
     /// The host's capabilities.
     pub fn caps(&self) -> DebugCaps {
         self.caps
+    }
+
+    /// How exec breakpoints were resumed past (RF, emulation, step-over), summed over the
+    /// vCPUs whose debug state has gone away (all of them once a run is over).
+    pub fn resumes(&self) -> ResumeCounts {
+        self.resumes.get()
+    }
+
+    pub(super) fn tally_resumes(&self, counts: ResumeCounts) {
+        self.resumes.add(counts);
     }
 
     /// Calls `observer` with every new plan, starting with the current one.

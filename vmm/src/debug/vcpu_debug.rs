@@ -19,6 +19,7 @@ use super::action::{registers, HitContext};
 use super::controller::DebugController;
 use super::kvm_vcpu::{DebugVcpu, GuestDebug, Result};
 use super::mov_dr;
+use super::resume::{guest_exec_at, Emulator, ResumeCounts};
 
 /// RFLAGS.RF (SDM 17.3.1.1): suppresses instruction breakpoints for one instruction.
 const RFLAGS_RF: u64 = 1 << 16;
@@ -65,6 +66,16 @@ pub struct VcpuDebug {
     deferred_db: bool,
     /// Whether the instruction at an address is a MOV DR, for the addresses stepped over.
     mov_dr_at: HashMap<u64, bool>,
+    /// Hosts without RF: the instructions resumed by emulation instead of a step-over.
+    emulator: Emulator,
+    /// How each exec hit was resumed, for benchmarks and tests.
+    resumes: ResumeCounts,
+}
+
+impl Drop for VcpuDebug {
+    fn drop(&mut self) {
+        self.ctl.tally_resumes(self.resumes);
+    }
 }
 
 impl VcpuDebug {
@@ -81,7 +92,14 @@ impl VcpuDebug {
             skip_resync: false,
             deferred_db: false,
             mov_dr_at: HashMap::new(),
+            emulator: Emulator::default(),
+            resumes: ResumeCounts::default(),
         }
+    }
+
+    /// How this vCPU has resumed past exec breakpoints so far.
+    pub fn resumes(&self) -> ResumeCounts {
+        self.resumes
     }
 
     /// The controller.
@@ -239,10 +257,13 @@ impl VcpuDebug {
         }
 
         let mut exec_slots = Vec::new();
+        let mut reexecution = None;
         for hit in &attribution.host_hits {
             if hit.kind == DrKind::Exec {
                 exec_slots.push(hit.phys);
-                if regs.rflags & RFLAGS_RF != 0 {
+                if regs.rflags & RFLAGS_RF != 0
+                    && *reexecution.get_or_insert(self.guest_reexecutes(vcpu, pc)?)
+                {
                     // The instruction is being re-executed with RF=1 (the guest returned from
                     // its own #DB handler): hardware would suppress every instruction
                     // breakpoint here, so this is not a new hit (SDM 17.3.1.1).
@@ -281,6 +302,23 @@ impl VcpuDebug {
         }
         self.install(vcpu)?;
         Ok(verdict)
+    }
+
+    /// Whether a host exec exit at `pc` with RF=1 is the re-execution of an instruction whose
+    /// breakpoints were serviced: the guest's own exec breakpoint is at `pc` (as of the previous
+    /// exit, or now, if its handler disarmed it). RF=1 elsewhere is not a re-execution: this
+    /// project's hosts leave RF set for one instruction more after the guest's `iretq` (a host
+    /// breakpoint on the instruction right after a guest breakpoint exits with RF=1), and on
+    /// hardware RF is cleared when an instruction completes (SDM 17.3.1.1), so the hit is new.
+    fn guest_reexecutes(&mut self, vcpu: &impl DebugVcpu, pc: u64) -> Result<bool> {
+        let before = guest_exec_at(self.guest.dr7, &self.guest.dr, pc);
+        if !self.ctl.caps().gd_trap && self.installed.hw_bp {
+            // The guest may have armed it since the previous exit; the copy read now serves
+            // this exit's after_exit too.
+            self.resync_guest(vcpu)?;
+            self.skip_resync = true;
+        }
+        Ok(before || guest_exec_at(self.guest.dr7, &self.guest.dr, pc))
     }
 
     /// A single-step exit at `pc` ends the step-over once the instruction has retired.
@@ -322,7 +360,9 @@ impl VcpuDebug {
     }
 
     /// An exec breakpoint is a fault: the instruction has not run. Resume past it with RF where
-    /// the host honours it, else step over it with its slots disarmed.
+    /// the host honours it (written through the sync-regs dirty bits: no `KVM_SET_REGS`). Else
+    /// emulate the instruction where that is exact ([`super::resume`]): one exit per hit. Else
+    /// step over it with its slots disarmed.
     fn resume_past_exec(
         &mut self,
         vcpu: &impl DebugVcpu,
@@ -332,23 +372,42 @@ impl VcpuDebug {
     ) -> Result<()> {
         if self.ctl.caps().rf_resumes {
             regs.rflags |= RFLAGS_RF;
-            vcpu.set_regs(regs)
-        } else {
-            let mov_dr = match self.mov_dr_at.get(&pc) {
-                Some(&known) => known,
-                None => {
-                    let known = mov_dr::decode(&vcpu.fetch(pc)).is_some();
-                    self.mov_dr_at.insert(pc, known);
-                    known
-                }
-            };
-            self.step_over = Some(StepOver {
-                rip: pc,
-                disarmed: slots.iter().map(|&s| self.plan.owner_of(s)).collect(),
-                mov_dr,
-            });
-            Ok(())
+            self.resumes.rf += 1;
+            return vcpu.set_regs(regs);
         }
+        if pc == regs.rip && regs.rflags & RFLAGS_RF == 0 {
+            // The decision needs the guest's DR file as of this exit: a guest exec breakpoint
+            // on this instruction must still fire, and where MOV DR cannot be trapped, the copy
+            // from the previous exit may be one change behind. So read it now, once: the
+            // after_exit re-read of this exit is then skipped. Where GD traps every MOV DR,
+            // the copy is exact and no read is needed.
+            if !self.ctl.caps().gd_trap && self.installed.hw_bp && !self.skip_resync {
+                self.resync_guest(vcpu)?;
+                self.skip_resync = true;
+            }
+            if self
+                .emulator
+                .try_emulate(vcpu, regs, &self.guest, &self.plan)?
+            {
+                self.resumes.emulated += 1;
+                return Ok(());
+            }
+        }
+        self.resumes.stepped += 1;
+        let mov_dr = match self.mov_dr_at.get(&pc) {
+            Some(&known) => known,
+            None => {
+                let known = mov_dr::decode(&vcpu.fetch(pc)).is_some();
+                self.mov_dr_at.insert(pc, known);
+                known
+            }
+        };
+        self.step_over = Some(StepOver {
+            rip: pc,
+            disarmed: slots.iter().map(|&s| self.plan.owner_of(s)).collect(),
+            mov_dr,
+        });
+        Ok(())
     }
 
     /// Delivers `dr6` (guest numbering) to the guest as a #DB: now, or before the next entry

@@ -127,7 +127,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         );
     }
     if pausing {
-        resume_on_sigusr1(ctl)?;
+        resume_on_sigusr1(ctl.clone())?;
     }
 
     let pages = vm.watch().clone();
@@ -137,6 +137,15 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         events.page_traps(traps, false_traps);
     }
     let outcome = events.finish(outcome);
+    if args.show_plan {
+        let r = ctl.resumes();
+        if r != Default::default() {
+            say(&format!(
+                "exec breakpoints resumed: emulated={} stepped={} rf={}",
+                r.emulated, r.stepped, r.rf
+            ));
+        }
+    }
     if !matches!(outcome, drvisor::Outcome::GuestExit { .. }) {
         say(&outcome.to_string());
     }
