@@ -4,7 +4,8 @@
 //! `scenario=NAME` (default `hello`), `count=N` (default 100; 1 for `ranges`), `ncpus=N`
 //! (default 1), `slots=LIST` (guest-dr; default `0,1,2,3`; element `S` or `S:T`: debug slot S
 //! watches `drv_target_T`, T defaults to S), `polls=N` (echo: LSR polls before giving up,
-//! default 500000). Unknown keys are ignored.
+//! default 500000), `gbp=entry|inc` (kfunc: where the guest's breakpoints go in each function,
+//! default `entry`). Unknown keys are ignored.
 //!
 //! Every CPU parses the (read-only) command line itself, so no CPU waits for another at boot.
 //! Everything is kept as byte slices: `core::str::from_utf8` is prebuilt with SSE.
@@ -55,6 +56,9 @@ pub struct Config {
     pub slots: [Option<u8>; 4],
     /// echo: how many times to poll COM1's LSR for input before giving up.
     pub polls: u64,
+    /// kfunc: the guest's breakpoints go on each function's `lock inc` (`gbp=inc`) instead of
+    /// its entry (`gbp=entry`, the default).
+    pub gbp_inc: bool,
     pub error: Option<Error>,
 }
 
@@ -68,6 +72,7 @@ pub fn parse(start_info_paddr: u32) -> Config {
         ncpus: 1,
         slots: [Some(0), Some(1), Some(2), Some(3)],
         polls: DEFAULT_POLLS,
+        gbp_inc: false,
         error: None,
     };
     if start_info_paddr == 0 {
@@ -108,6 +113,13 @@ pub fn parse(start_info_paddr: u32) -> Config {
             },
             b"slots" => parse_slots(value).map(|s| cfg.slots = s).is_some(),
             b"polls" => parse_u64(value).map(|n| cfg.polls = n).is_some(),
+            b"gbp" => match value {
+                b"entry" | b"inc" => {
+                    cfg.gbp_inc = value == b"inc";
+                    true
+                }
+                _ => false,
+            },
             _ => true,
         };
         if !ok && cfg.error.is_none() {

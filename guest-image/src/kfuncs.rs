@@ -64,6 +64,10 @@ extern "C" {
     fn drv_kfunc_1();
     fn drv_kfunc_2();
     fn drv_kfunc_3();
+    fn drv_kfunc_0_inc();
+    fn drv_kfunc_1_inc();
+    fn drv_kfunc_2_inc();
+    fn drv_kfunc_3_inc();
 }
 
 /// Entry address of `drv_kfunc_K`.
@@ -73,6 +77,17 @@ pub fn kfunc_addr(k: u8) -> u64 {
         1 => drv_kfunc_1,
         2 => drv_kfunc_2,
         _ => drv_kfunc_3,
+    };
+    f as usize as u64
+}
+
+/// Address of `drv_kfunc_K_inc`, its `lock incq`.
+pub fn kfunc_inc_addr(k: u8) -> u64 {
+    let f: unsafe extern "C" fn() = match k {
+        0 => drv_kfunc_0_inc,
+        1 => drv_kfunc_1_inc,
+        2 => drv_kfunc_2_inc,
+        _ => drv_kfunc_3_inc,
     };
     f as usize as u64
 }

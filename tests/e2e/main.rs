@@ -6,6 +6,7 @@
 mod bzimage;
 mod common;
 mod debug_regs_port;
+mod emulation;
 mod events;
 mod guest_and_host;
 mod guest_faults;
@@ -33,5 +34,6 @@ fn main() {
     trials.extend(debug_regs_port::trials(&ctx));
     trials.extend(page_watches::trials(&ctx));
     trials.extend(events::trials());
+    trials.extend(emulation::trials());
     libtest_mimic::run(&args, trials).exit();
 }

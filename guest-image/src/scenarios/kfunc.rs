@@ -1,5 +1,6 @@
 //! `kfunc`: every CPU 0..ncpus-1 arms its own debug registers on the kernel-like functions
-//! (`slots=`: slot S on `drv_kfunc_T`; `slots=` empty arms none), calls `drv_kfunc_0..3`
+//! (`slots=`: slot S on `drv_kfunc_T`, or on `drv_kfunc_T_inc` with `gbp=inc`; `slots=` empty
+//! arms none), calls `drv_kfunc_0..3`
 //! `count` times each, and disarms. The #DBs are counted by the guest-dr handler.
 //!
 //! Output:
@@ -14,7 +15,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::boot::MAX_CPUS;
 use crate::cmdline::Config;
 use crate::idt::dr;
-use crate::kfuncs::{kfunc_addr, kfunc_loop, KFUNC_CALLS};
+use crate::kfuncs::{kfunc_addr, kfunc_inc_addr, kfunc_loop, KFUNC_CALLS};
 use crate::serial;
 
 use super::guest_dr::{self, DR6_CLEAR, DR7_BASE};
@@ -31,7 +32,12 @@ fn work(cpu: usize, cfg: &Config) {
     let mut dr7 = DR7_BASE;
     for (slot, target) in cfg.slots.iter().enumerate() {
         if let Some(t) = target {
-            dr::write_addr(slot, kfunc_addr(*t));
+            let addr = if cfg.gbp_inc {
+                kfunc_inc_addr(*t)
+            } else {
+                kfunc_addr(*t)
+            };
+            dr::write_addr(slot, addr);
             dr7 |= 1 << (2 * slot); // L<slot>, exec
         }
     }

@@ -102,7 +102,7 @@ fn sub_flags(dst: u64, src: u64) -> u64 {
         flags |= CF;
     }
     // PF: even parity of the low byte of the result.
-    if (result as u8).count_ones() % 2 == 0 {
+    if (result as u8).count_ones() & 1 == 0 {
         flags |= PF;
     }
     if (dst ^ src ^ result) & 0x10 != 0 {
