@@ -7,6 +7,7 @@ mod bzimage;
 mod common;
 mod debug_regs_port;
 mod emulation;
+mod emulation_exact;
 mod events;
 mod guest_and_host;
 mod guest_faults;
@@ -35,5 +36,6 @@ fn main() {
     trials.extend(page_watches::trials(&ctx));
     trials.extend(events::trials());
     trials.extend(emulation::trials());
+    trials.extend(emulation_exact::trials(&ctx));
     libtest_mimic::run(&args, trials).exit();
 }
