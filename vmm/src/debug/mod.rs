@@ -17,6 +17,8 @@ mod vcpu_debug;
 #[cfg(test)]
 mod dispatch_tests;
 #[cfg(test)]
+mod emulation_tests;
+#[cfg(test)]
 mod fake_vcpu;
 
 pub use action::{always, registers, HitContext, OnHit};
