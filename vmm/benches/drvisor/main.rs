@@ -5,6 +5,7 @@
 
 mod baseline;
 mod debug;
+mod hits;
 mod measure;
 mod watch;
 
@@ -16,5 +17,6 @@ fn main() {
     let kvm = kvm_ioctls::Kvm::new().expect("the benchmarks need /dev/kvm");
     let base = baseline::run(&kvm);
     debug::run(&kvm, &base);
+    hits::run();
     watch::run(&base);
 }
