@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drvisor::debug::{HitContext, HostRequest};
-use drvisor::events::{spawn_writer, EventBus, WriterOptions, DEFAULT_CAPACITY};
+use drvisor::events::{spawn_writer, Event, EventBus, WriterOptions, DEFAULT_CAPACITY};
 use drvisor::symbols::SymbolTable;
 use drvisor::{guest_image, Vm, VmConfig};
-use drvisor_api::HitAction;
+use drvisor_api::{HitAction, HitEvent};
 use drvisor_debug::{BreakSpec, Scope};
 
 use crate::measure::{median_of, time, us};
@@ -27,7 +27,7 @@ fn kfunc_run(vcpus: usize, symbol: Option<&str>) -> (Duration, u64) {
     );
     config.vcpus = vcpus;
     let vm = Vm::try_from(config).expect("VM");
-    let bus = Arc::new(EventBus::<u64>::new());
+    let bus = Arc::new(EventBus::<Event>::new());
     let writer = spawn_writer(
         bus.subscribe(DEFAULT_CAPACITY),
         Box::new(std::io::sink()),
@@ -45,8 +45,23 @@ fn kfunc_run(vcpus: usize, symbol: Option<&str>) -> (Duration, u64) {
                 spec: BreakSpec::exec(addr).expect("spec"),
                 scope: Scope::Vm,
                 label: symbol.into(),
+                // What the command line's callback does: a wire event onto the bus.
                 on_hit: Arc::new(move |h: &HitContext| {
-                    publish.publish(h.regs.rip);
+                    publish.publish(Event::Hit(HitEvent {
+                        event: "hit".into(),
+                        id: h.id.0,
+                        label: h.label.clone(),
+                        vcpu: h.vcpu as u32,
+                        rip: h.rip,
+                        addr: h.addr,
+                        kind: h.kind,
+                        engine: h.engine.to_string(),
+                        slot: h.slot,
+                        access: h.access.clone(),
+                        action: HitAction::Continue,
+                        count: h.count,
+                        regs: h.regs.clone(),
+                    }));
                     HitAction::Continue
                 }),
             })
@@ -77,13 +92,11 @@ pub fn run() {
                 t
             });
             let without = median_of(3, || kfunc_run(vcpus, None).0);
-            let added = with.saturating_sub(without);
             println!(
-                "  {path:<22} {vcpus} vCPU(s): {hits} hits in {:>8.1} ms = {:>8.0} hits/s wall; {:>6.2} us added per hit ({:.0} hits/s of VMM work)",
+                "  {path:<22} {vcpus} vCPU(s): {hits} hits in {:>7.1} ms = {:>6.0} hits/s (the same run without the breakpoint: {:>6.1} ms)",
                 us(with) / 1e3,
                 hits as f64 / with.as_secs_f64(),
-                us(added) / hits as f64,
-                hits as f64 / added.as_secs_f64()
+                us(without) / 1e3,
             );
         }
     }

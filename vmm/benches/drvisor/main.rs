@@ -4,6 +4,7 @@
 //! This is a measurement, not a test: it asserts nothing about speed.
 
 mod baseline;
+mod breakdown;
 mod debug;
 mod hits;
 mod measure;
@@ -17,6 +18,7 @@ fn main() {
     let kvm = kvm_ioctls::Kvm::new().expect("the benchmarks need /dev/kvm");
     let base = baseline::run(&kvm);
     debug::run(&kvm, &base);
+    breakdown::run(&kvm, &base);
     hits::run();
     watch::run(&base);
 }

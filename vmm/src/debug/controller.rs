@@ -115,6 +115,9 @@ pub type PlanListener = Arc<dyn Fn(&Plan) + Send + Sync>;
 /// How long a waiter sleeps before re-checking that the run has not ended.
 const WAIT_SLICE: Duration = Duration::from_millis(20);
 
+/// How many times a vCPU that installed a change yields its core to vCPUs still behind.
+const YIELDS_FOR_OTHERS: usize = 16;
+
 impl DebugController {
     /// A controller with its own run control and gate, for driving vCPUs by hand (tests,
     /// benchmarks, tiny VMs).
@@ -422,6 +425,22 @@ impl DebugController {
         }
         drop(state);
         self.changed.notify_all();
+        // With more vCPU threads than cores, a kicked vCPU may be runnable but waiting for a
+        // core: its kick is only handled once it runs, which the scheduler would grant at the
+        // end of this thread's slice (milliseconds). Hand the core over while any is behind,
+        // a few times at most.
+        for _ in 0..YIELDS_FOR_OTHERS {
+            let behind = self
+                .lock()
+                .vcpus
+                .iter()
+                .enumerate()
+                .any(|(i, v)| i != index && v.running && v.applied < generation);
+            if !behind {
+                break;
+            }
+            std::thread::yield_now();
+        }
     }
 
     /// vCPU `index` starts or stops running.
