@@ -1,4 +1,5 @@
-//! What one hit is made of on this host, each part against the bare IO exit of the same run:
+//! What one hit is made of on this host, each part divided by a bare IO exit measured right
+//! before it:
 //! a `KVM_EXIT_DEBUG` with nothing done but RIP moved through the sync-regs dirty bits (the
 //! floor for "a hit costs one exit"), the same IO exit with every sync-regs field copied, and
 //! one `KVM_GET_DEBUGREGS`.
@@ -9,8 +10,8 @@ use drvisor::probe::tiny_vm::{Stop, TinyVm, CODE};
 use kvm_bindings::{KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_USE_HW_BP};
 use kvm_ioctls::{Kvm, SyncReg};
 
-use crate::baseline::{loop_of, Baseline, BODY_OFFSET, EXITS};
-use crate::measure::{median_of, ratio, time, us};
+use crate::baseline::{loop_of, BODY_OFFSET, EXITS};
+use crate::measure::{paired_ratio, time, us};
 
 fn sync_all(vm: &mut TinyVm) {
     vm.vcpu.set_sync_valid_reg(SyncReg::Register);
@@ -54,6 +55,31 @@ fn bare_debug_exit(kvm: &Kvm) -> Duration {
     t / hits
 }
 
+/// The bare #DB exit plus one `KVM_GET_DEBUGREGS` at each exit, as the emulated path does.
+fn debug_exit_and_get_debugregs(kvm: &Kvm) -> Duration {
+    let hits = EXITS / 4;
+    let mut vm = TinyVm::new(kvm, 0, false, &loop_of([0x66, 0x90], hits)).expect("VM");
+    sync_all(&mut vm);
+    vm.guest_debug(
+        KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP,
+        [CODE + BODY_OFFSET, 0, 0, 0],
+        0x402,
+    )
+    .expect("guest debug");
+    let t = time(|| loop {
+        match vm.run_raw().expect("run") {
+            (Stop::Debug { .. }, _) => {
+                std::hint::black_box(vm.vcpu.get_debug_regs().expect("ioctl"));
+                vm.vcpu.sync_regs_mut().regs.rip += 2;
+                vm.vcpu.set_sync_dirty_reg(SyncReg::Register);
+            }
+            (Stop::Hlt, _) => break,
+            other => panic!("{other:?}"),
+        }
+    });
+    t / hits
+}
+
 /// One `KVM_GET_DEBUGREGS`.
 fn get_debugregs(kvm: &Kvm) -> Duration {
     let vm = TinyVm::new(kvm, 0, false, &[0xf4]).expect("VM");
@@ -80,28 +106,20 @@ fn set_guest_debug(kvm: &Kvm) -> Duration {
 }
 
 /// Prints the parts.
-pub fn run(kvm: &Kvm, base: &Baseline) {
-    println!("what a hit is made of on this host (each / bare IO exit of this run)");
-    let parts = [
+pub fn run(kvm: &Kvm) {
+    println!("what a hit is made of on this host (each / a bare IO exit measured just before it)");
+    let parts: [(&str, fn(&Kvm) -> Duration); 5] = [
+        ("IO exit with regs+sregs+events synced", io_exit_synced),
+        ("bare #DB exit, RIP moved by dirty bits", bare_debug_exit),
         (
-            "IO exit with regs+sregs+events synced",
-            median_of(5, || io_exit_synced(kvm)),
+            "the same + one KVM_GET_DEBUGREGS",
+            debug_exit_and_get_debugregs,
         ),
-        (
-            "bare #DB exit, RIP moved by dirty bits",
-            median_of(5, || bare_debug_exit(kvm)),
-        ),
-        ("one KVM_GET_DEBUGREGS", median_of(5, || get_debugregs(kvm))),
-        (
-            "one KVM_SET_GUEST_DEBUG",
-            median_of(5, || set_guest_debug(kvm)),
-        ),
+        ("one KVM_GET_DEBUGREGS", get_debugregs),
+        ("one KVM_SET_GUEST_DEBUG", set_guest_debug),
     ];
-    for (what, t) in parts {
-        println!(
-            "  {what:<40} {:>8.2} us = {:>5.2}",
-            us(t),
-            ratio(t, base.io_exit)
-        );
+    for (what, f) in parts {
+        let (r, t) = paired_ratio(5, || crate::baseline::io_exit(kvm), || f(kvm));
+        println!("  {what:<40} {:>8.2} us = {r:>5.2}", us(t));
     }
 }

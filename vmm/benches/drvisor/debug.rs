@@ -19,13 +19,17 @@ use kvm_ioctls::Kvm;
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::baseline::{loop_of, Baseline, BODY_OFFSET, EXITS};
-use crate::measure::{median_of, ratio, time, us};
+use crate::measure::{median_of, paired_ratio, ratio, time, us};
 
 /// How a host exec breakpoint is resumed past in a round-trip measurement.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum ResumePath {
     /// The instruction emulated by drvisor (a 2-byte NOP body, registers synced).
     Emulated,
+    /// The same, as on a host where a guest MOV DR is trapped (GD): the guest's DR file is
+    /// exact, so no `KVM_GET_DEBUGREGS` at the hit. This host ignores the GD bit drvisor then
+    /// sets, which only makes the figure a floor.
+    EmulatedGdTrap,
     /// A step-over (`inc %eax` body, which drvisor does not emulate).
     SteppedOver,
     /// RF through the sync-regs dirty bits (only where the host honours RF).
@@ -43,11 +47,12 @@ struct RoundTrip {
 fn breakpoint_round_trip(kvm: &Kvm, caps: DebugCaps, path: ResumePath) -> RoundTrip {
     let hits = EXITS / 4;
     let body = match path {
-        ResumePath::Emulated | ResumePath::Rf => [0x66, 0x90], // xchg %ax,%ax: a 2-byte NOP
-        ResumePath::SteppedOver => [0xff, 0xc0],               // inc %eax
+        ResumePath::Emulated | ResumePath::EmulatedGdTrap | ResumePath::Rf => [0x66, 0x90], // a 2-byte NOP
+        ResumePath::SteppedOver => [0xff, 0xc0], // inc %eax
     };
     let caps = DebugCaps {
         rf_resumes: path == ResumePath::Rf,
+        gd_trap: caps.gd_trap || path == ResumePath::EmulatedGdTrap,
         ..caps
     };
     let mut vm = TinyVm::new(kvm, 0, false, &loop_of(body, hits)).expect("VM");
@@ -263,17 +268,23 @@ pub fn run(kvm: &Kvm, base: &Baseline) {
         println!("  RF through sync regs: not on this host (the probe found RF ignored)");
     }
     for (path, name, target) in paths {
-        let mut runs: Vec<RoundTrip> = (0..5)
-            .map(|_| breakpoint_round_trip(kvm, probed, path))
-            .collect();
-        runs.sort_by_key(|r| r.per_hit);
-        let r = &runs[2];
+        let mut last = None;
+        let (r, t) = paired_ratio(
+            5,
+            || crate::baseline::io_exit(kvm),
+            || {
+                let rt = breakpoint_round_trip(kvm, probed, path);
+                let t = rt.per_hit;
+                last = Some(rt);
+                t
+            },
+        );
+        let Some(rt) = last else { continue };
         println!(
-            "  {name} {:>7.2} us = {:>5.2} bare IO exits (target {target}), {:.2} ioctls/hit, resumes {:?}",
-            us(r.per_hit),
-            ratio(r.per_hit, base.io_exit),
-            r.ioctls_per_hit,
-            r.resumes
+            "  {name} {:>7.2} us = {r:>5.2} bare IO exits (target {target}), {:.2} ioctls/hit, resumes {:?}",
+            us(t),
+            rt.ioctls_per_hit,
+            rt.resumes
         );
     }
     let cpu = dispatch_cpu_cost();

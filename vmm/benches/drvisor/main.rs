@@ -18,7 +18,7 @@ fn main() {
     let kvm = kvm_ioctls::Kvm::new().expect("the benchmarks need /dev/kvm");
     let base = baseline::run(&kvm);
     debug::run(&kvm, &base);
-    breakdown::run(&kvm, &base);
+    breakdown::run(&kvm);
     hits::run();
     watch::run(&base);
 }
