@@ -261,6 +261,11 @@ pub fn run(kvm: &Kvm, base: &Baseline) {
             "step-over (inc %eax)       ",
             "<= 2.2",
         ),
+        (
+            ResumePath::EmulatedGdTrap,
+            "emulated, MOV DR trapped   ",
+            "<= 1.25",
+        ),
     ];
     if probed.rf_resumes {
         paths.push((ResumePath::Rf, "RF through sync regs       ", "<= 1.25"));
