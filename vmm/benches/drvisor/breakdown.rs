@@ -105,10 +105,13 @@ fn set_guest_debug(kvm: &Kvm) -> Duration {
     }) / EXITS
 }
 
+/// A part of a hit and how to measure one.
+type Part = (&'static str, fn(&Kvm) -> Duration);
+
 /// Prints the parts.
 pub fn run(kvm: &Kvm) {
     println!("what a hit is made of on this host (each / a bare IO exit measured just before it)");
-    let parts: [(&str, fn(&Kvm) -> Duration); 5] = [
+    let parts: [Part; 5] = [
         ("IO exit with regs+sregs+events synced", io_exit_synced),
         ("bare #DB exit, RIP moved by dirty bits", bare_debug_exit),
         (
