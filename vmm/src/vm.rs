@@ -13,6 +13,7 @@ use crate::cpu;
 use crate::debug::{DebugCaps, DebugController};
 use crate::devices::{ExitPort, PioBus, SerialConsole, COM1_BASE, COM1_GSI, EXIT_PORT};
 use crate::event_loop::{self, Subscriber};
+use crate::events::{Event, EventBus};
 use crate::memory;
 use crate::outcome::Outcome;
 use crate::probe;
@@ -136,6 +137,7 @@ pub struct Vm {
     entry: Entry,
     debug: Arc<DebugController>,
     watch: Arc<PageWatchEngine>,
+    events: Arc<EventBus<Event>>,
 }
 
 fn kvm_err(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
@@ -262,6 +264,7 @@ impl TryFrom<VmConfig> for Vm {
             entry,
             debug,
             watch,
+            events: Arc::new(EventBus::new()),
         })
     }
 }
@@ -313,6 +316,12 @@ impl Vm {
     /// The page-protection watch engine: watches of any length and number.
     pub fn watch(&self) -> &Arc<PageWatchEngine> {
         &self.watch
+    }
+
+    /// The event bus: hit callbacks publish here, and each client (the `--events` writer, later
+    /// the REST stream, gdb, the CI collector) reads it through a bounded view of its own.
+    pub fn events(&self) -> &Arc<EventBus<Event>> {
+        &self.events
     }
 
     /// The run's shared control, to end it from outside.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drvisor::debug::{HitContext, HostRequest};
-use drvisor::events::{spawn_writer, Event, EventBus, WriterOptions, DEFAULT_CAPACITY};
+use drvisor::events::{spawn_writer, Event, WriterOptions, DEFAULT_CAPACITY};
 use drvisor::symbols::SymbolTable;
 use drvisor::{guest_image, Vm, VmConfig};
 use drvisor_api::{HitAction, HitEvent};
@@ -27,7 +27,7 @@ fn kfunc_run(vcpus: usize, symbol: Option<&str>) -> (Duration, u64) {
     );
     config.vcpus = vcpus;
     let vm = Vm::try_from(config).expect("VM");
-    let bus = Arc::new(EventBus::<Event>::new());
+    let bus = vm.events().clone();
     let writer = spawn_writer(
         bus.subscribe(DEFAULT_CAPACITY),
         Box::new(std::io::sink()),

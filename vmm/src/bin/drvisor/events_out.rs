@@ -54,9 +54,13 @@ pub struct EventsOut {
 }
 
 impl EventsOut {
-    /// Starts the writer on `sink`. A write error ends the run through `control`.
-    pub fn start(sink: Sink, control: Arc<RunControl>) -> Result<EventsOut, Failure> {
-        let bus = Arc::new(EventBus::new());
+    /// Starts the writer on `sink`, reading its own view of `bus`. A write error ends the run
+    /// through `control`.
+    pub fn start(
+        sink: Sink,
+        bus: Arc<EventBus<Event>>,
+        control: Arc<RunControl>,
+    ) -> Result<EventsOut, Failure> {
         let capacity = knob(CAPACITY_VAR).unwrap_or(DEFAULT_CAPACITY as u64) as usize;
         let options = WriterOptions {
             stall: Duration::from_millis(knob(STALL_VAR).unwrap_or(0)),

@@ -105,7 +105,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.strict_ports = args.strict_ports;
     config.policy = policy;
     let vm = Vm::try_from(config).map_err(vm_failure)?;
-    let events = events_out::EventsOut::start(sink, vm.run_control().clone())?;
+    let events = events_out::EventsOut::start(sink, vm.events().clone(), vm.run_control().clone())?;
 
     let ctl = vm.debug().clone();
     if args.show_plan {
