@@ -296,3 +296,46 @@ fn rf_hosts_set_rf_through_set_regs_and_nothing_else() {
     assert_eq!(fake.regs().rflags & RF, RF);
     assert_eq!(fake.regs().rip, CODE);
 }
+
+#[test]
+fn a_guest_db_in_the_same_exit_is_delivered_before_the_instruction_runs() {
+    // Physical carriage: the guest's write watch sits in DR0 and reports in the same exit as
+    // the host's exec breakpoint. The guest's #DB must come before the instruction runs, so it
+    // is stepped, not emulated.
+    let caps = DebugCaps {
+        guest_breakpoints_native: false,
+        ..THIS_HOST
+    };
+    let fake = SyncedFake::new(NOP5);
+    {
+        let mut s = fake.fake.0.borrow_mut();
+        s.debugregs.db[0] = 0x5000;
+        s.debugregs.dr7 = 0x400 | 1 | 0b01 << 16 | 0b11 << 18; // L0, write, 4 bytes
+    }
+    let ctl = Arc::new(DebugController::standalone(caps, Policy::HostFirst, 1).unwrap());
+    ctl.add(HostRequest {
+        spec: BreakSpec::exec(CODE).unwrap(),
+        scope: Scope::Vm,
+        label: "code".into(),
+        on_hit: always(HitAction::Continue),
+    })
+    .unwrap();
+    let mut vcpu = VcpuDebug::new(0, ctl);
+    vcpu.before_entry(&fake).unwrap();
+    vcpu.after_exit(&fake).unwrap();
+    vcpu.before_entry(&fake).unwrap();
+    let guest_phys = fake.fake.installed();
+    assert_ne!(
+        guest_phys.dr7 & 0b11,
+        0,
+        "the guest's watch is carried in DR0"
+    );
+    vcpu.on_debug_exit(HIT | 1, CODE, &fake).unwrap();
+    assert_eq!(vcpu.resumes(), STEPPED);
+    assert_eq!(fake.regs().rip, CODE);
+    assert_eq!(
+        fake.fake.0.borrow().injected.len(),
+        1,
+        "the guest got its #DB"
+    );
+}

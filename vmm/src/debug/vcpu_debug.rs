@@ -262,7 +262,10 @@ impl VcpuDebug {
             if hit.kind == DrKind::Exec {
                 exec_slots.push(hit.phys);
                 if regs.rflags & RFLAGS_RF != 0
-                    && *reexecution.get_or_insert(self.guest_reexecutes(vcpu, pc)?)
+                    && match reexecution {
+                        Some(known) => known,
+                        None => *reexecution.insert(self.guest_reexecutes(vcpu, pc)?),
+                    }
                 {
                     // The instruction is being re-executed with RF=1 (the guest returned from
                     // its own #DB handler): hardware would suppress every instruction
@@ -295,7 +298,8 @@ impl VcpuDebug {
             }
         }
         if !exec_slots.is_empty() {
-            self.resume_past_exec(vcpu, &mut regs, pc, exec_slots)?;
+            let guest_db = injected || guest_dr6.is_some();
+            self.resume_past_exec(vcpu, &mut regs, pc, exec_slots, guest_db)?;
         }
         if let Some(guest_dr6) = guest_dr6.filter(|_| !injected) {
             self.inject(vcpu, guest_dr6)?;
@@ -362,20 +366,22 @@ impl VcpuDebug {
     /// An exec breakpoint is a fault: the instruction has not run. Resume past it with RF where
     /// the host honours it (written through the sync-regs dirty bits: no `KVM_SET_REGS`). Else
     /// emulate the instruction where that is exact ([`super::resume`]): one exit per hit. Else
-    /// step over it with its slots disarmed.
+    /// step over it with its slots disarmed. `guest_db`: this exit also delivers a #DB to the
+    /// guest, which must reach it before the instruction runs, so it is not emulated.
     fn resume_past_exec(
         &mut self,
         vcpu: &impl DebugVcpu,
         regs: &mut kvm_regs,
         pc: u64,
         slots: Vec<Slot>,
+        guest_db: bool,
     ) -> Result<()> {
         if self.ctl.caps().rf_resumes {
             regs.rflags |= RFLAGS_RF;
             self.resumes.rf += 1;
             return vcpu.set_regs(regs);
         }
-        if pc == regs.rip && regs.rflags & RFLAGS_RF == 0 {
+        if pc == regs.rip && regs.rflags & RFLAGS_RF == 0 && !guest_db && !self.deferred_db {
             // The decision needs the guest's DR file as of this exit: a guest exec breakpoint
             // on this instruction must still fire, and where MOV DR cannot be trapped, the copy
             // from the previous exit may be one change behind. So read it now, once: the
