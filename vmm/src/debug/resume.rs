@@ -84,7 +84,9 @@ impl Emulator {
         let long_supervisor = sregs.efer & EFER_LMA != 0
             && sregs.cr0 & CR0_PG != 0
             && sregs.cs.l == 1
-            && sregs.cs.dpl == 0;
+            // CPL: KVM takes it from SS.DPL (VMX) or its own copy (SVM, kept equal to it).
+            && sregs.cs.dpl == 0
+            && sregs.ss.dpl == 0;
         let quiet = events.interrupt.shadow == 0
             && events.interrupt.injected == 0
             && events.exception.injected == 0

@@ -385,9 +385,16 @@ impl VcpuDebug {
             // The decision needs the guest's DR file as of this exit: a guest exec breakpoint
             // on this instruction must still fire, and where MOV DR cannot be trapped, the copy
             // from the previous exit may be one change behind. So read it now, once: the
-            // after_exit re-read of this exit is then skipped. Where GD traps every MOV DR,
-            // the copy is exact and no read is needed.
-            if !self.ctl.caps().gd_trap && self.installed.hw_bp && !self.skip_resync {
+            // after_exit re-read of this exit is then skipped. No read is needed where GD
+            // traps every MOV DR (the copy is exact), nor where the guest's breakpoints are
+            // carried in physical slots: then they are in the plan the hardware runs, and a
+            // change not yet planned would not fire on hardware either.
+            let caps = self.ctl.caps();
+            if !caps.gd_trap
+                && caps.guest_breakpoints_native
+                && self.installed.hw_bp
+                && !self.skip_resync
+            {
                 self.resync_guest(vcpu)?;
                 self.skip_resync = true;
             }
