@@ -5,7 +5,8 @@
 //! (default 1), `slots=LIST` (guest-dr; default `0,1,2,3`; element `S` or `S:T`: debug slot S
 //! watches `drv_target_T`, T defaults to S), `announce=0|1` (guest-dr; default 1: print DR7
 //! after arming it, so an exit separates the arming from the first call), `polls=N` (echo: LSR
-//! polls before giving up, default 500000). Unknown keys are ignored.
+//! polls before giving up, default 500000), `gbp=entry|inc` (kfunc: where the guest's
+//! breakpoints go in each function, default `entry`). Unknown keys are ignored.
 //!
 //! Every CPU parses the (read-only) command line itself, so no CPU waits for another at boot.
 //! Everything is kept as byte slices: `core::str::from_utf8` is prebuilt with SSE.
@@ -62,6 +63,9 @@ pub struct Config {
     pub polls: u64,
     /// status: the status byte to exit with.
     pub status: u8,
+    /// kfunc: the guest's breakpoints go on each function's `lock inc` (`gbp=inc`) instead of
+    /// its entry (`gbp=entry`, the default).
+    pub gbp_inc: bool,
     pub error: Option<Error>,
 }
 
@@ -78,6 +82,7 @@ pub fn parse(start_info_paddr: u32) -> Config {
         until_signal: false,
         polls: DEFAULT_POLLS,
         status: 0,
+        gbp_inc: false,
         error: None,
     };
     if start_info_paddr == 0 {
@@ -132,6 +137,13 @@ pub fn parse(start_info_paddr: u32) -> Config {
             b"status" => match parse_u64(value) {
                 Some(n) if n <= u64::from(u8::MAX) => {
                     cfg.status = n as u8;
+                    true
+                }
+                _ => false,
+            },
+            b"gbp" => match value {
+                b"entry" | b"inc" => {
+                    cfg.gbp_inc = value == b"inc";
                     true
                 }
                 _ => false,

@@ -184,6 +184,21 @@ extern "C" {
     static drv_isr_table: [u64; 32];
 }
 
+/// Loads the IDT that `install` built on this CPU (the other CPUs, after CPU 0 installed it).
+pub fn load() {
+    // SAFETY: the gates were written by `install` before any caller gets here (the caller
+    // waits for CPU 0); only their address is taken.
+    let gates = unsafe { &(*IDT.0.get()).0 };
+    let desc = IdtDescriptor {
+        limit: (core::mem::size_of::<Idt>() - 1) as u16,
+        base: gates.as_ptr() as u64,
+    };
+    // SAFETY: the descriptor points at a valid, 'static IDT whose gates point at our stubs.
+    unsafe {
+        core::arch::asm!("lidt [{}]", in(reg) &desc, options(readonly, nostack, preserves_flags))
+    };
+}
+
 /// Fills the IDT (32 interrupt gates, DPL0, code selector 0x08) and loads it on this CPU.
 pub fn install() {
     // SAFETY: drv_isr_table is a read-only table of stub addresses emitted above.

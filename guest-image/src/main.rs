@@ -13,6 +13,7 @@ mod boot;
 mod cmdline;
 mod host_signal;
 mod idt;
+mod kfuncs;
 mod mem;
 mod scenarios;
 mod serial;
@@ -60,9 +61,13 @@ extern "C" fn drv_main(cpu: u32, start_info_paddr: u32) -> ! {
     let cfg = cmdline::parse(start_info_paddr);
 
     if cpu != 0 {
-        // Only the smp and exit-race scenarios use the other CPUs.
-        if cfg.error.is_none() && cfg.scenario == b"smp" && cpu < cfg.ncpus {
-            scenarios::smp::run_secondary(cpu as usize, &cfg);
+        // Only the smp, kfunc and exit-race scenarios use the other CPUs.
+        if cfg.error.is_none() && cpu < cfg.ncpus {
+            match cfg.scenario {
+                b"smp" => scenarios::smp::run_secondary(cpu as usize, &cfg),
+                b"kfunc" => scenarios::kfunc::run_secondary(cpu as usize, &cfg),
+                _ => {}
+            }
         }
         if cfg.error.is_none() && cfg.scenario == b"exit-race" && cpu < cfg.ncpus {
             scenarios::exit_race::run_secondary(cpu, &cfg);

@@ -114,11 +114,7 @@ fn injected_db_reaches_the_guest() -> Result<(), Failed> {
     vm.install_reporting_idt()?;
     let want_dr6 = 0xffff_0ff0 | 1 << 2;
     {
-        let seam = KvmDebugVcpu {
-            fd: &vm.vcpu,
-            mem: &vm.mem,
-            synced_regs: false,
-        };
+        let seam = KvmDebugVcpu::new(&mut vm.vcpu, &vm.mem, false, None);
         seam.set_debugregs(&kvm_debugregs {
             dr6: want_dr6,
             dr7: 0x400,
@@ -224,21 +220,13 @@ impl Driven {
     /// Enters the guest until something other than a #DB exit; dispatches every #DB.
     fn run(&mut self) -> Result<Stop, Failed> {
         loop {
-            let seam = KvmDebugVcpu {
-                fd: &self.vm.vcpu,
-                mem: &self.vm.mem,
-                synced_regs: false,
-            };
+            let seam = KvmDebugVcpu::new(&mut self.vm.vcpu, &self.vm.mem, false, None);
             self.vcpu.before_entry(&seam)?;
             let (stop, pc) = self.vm.run_raw()?;
             let Stop::Debug { dr6 } = stop else {
                 return Ok(stop);
             };
-            let seam = KvmDebugVcpu {
-                fd: &self.vm.vcpu,
-                mem: &self.vm.mem,
-                synced_regs: false,
-            };
+            let seam = KvmDebugVcpu::new(&mut self.vm.vcpu, &self.vm.mem, false, None);
             self.vcpu.on_debug_exit(dr6, pc, &seam)?;
         }
     }

@@ -8,6 +8,9 @@ mod bounded;
 mod bzimage;
 mod common;
 mod debug_regs_port;
+mod emulation;
+mod emulation_exact;
+mod events;
 mod guest_and_host;
 mod guest_faults;
 mod host_breakpoints;
@@ -48,5 +51,8 @@ fn main() {
     trials.extend(kvm_unit_tests::trials());
     trials.extend(tiny_kernels::trials());
     trials.extend(symbol_specs::trials());
+    trials.extend(events::trials());
+    trials.extend(emulation::trials());
+    trials.extend(emulation_exact::trials(&ctx));
     libtest_mimic::run(&args, trials).exit();
 }

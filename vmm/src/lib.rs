@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod debug;
 pub mod devices;
 pub mod event_loop;
+pub mod events;
 pub mod fault_injection;
 pub mod guest_image;
 pub mod input_file;

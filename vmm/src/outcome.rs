@@ -22,8 +22,9 @@ pub mod exit_code {
     pub const HOST_STOP: u8 = 74;
     /// A KVM ioctl failed: a VMM or host problem, not the guest's.
     pub const VMM_ERROR: u8 = 75;
+    /// A hit event could not be written (`--events` file or stderr): the run was stopped.
+    pub const EVENTS_UNWRITABLE: u8 = 76;
     /// The guest wrote a status above [`GUEST_MAX`] to the exit port (the message has it).
-    /// 76 is left for the event writer's failure.
     pub const GUEST_STATUS_OUT_OF_RANGE: u8 = 77;
     /// A signal stopped the run: 128 + its number, as shells report a process it killed
     /// (SIGHUP 129, SIGINT 130, SIGTERM 143).
@@ -97,6 +98,14 @@ pub enum Outcome {
         /// The signal's number.
         signal: i32,
     },
+    /// An event could not be written to its sink (a full disk, `/dev/full`, a closed pipe):
+    /// the run was stopped rather than go on losing events.
+    EventsUnwritable {
+        /// Where the events went (`--events` path or `stderr`).
+        sink: String,
+        /// The error.
+        message: String,
+    },
     /// A KVM call failed.
     VmmError {
         /// Which vCPU, if one.
@@ -123,6 +132,7 @@ impl Outcome {
                 exit_code::SIGNAL_BASE.saturating_add(u8::try_from(*signal).unwrap_or(0))
             }
             Outcome::VmmError { .. } => exit_code::VMM_ERROR,
+            Outcome::EventsUnwritable { .. } => exit_code::EVENTS_UNWRITABLE,
         }
     }
 }
@@ -256,6 +266,10 @@ impl fmt::Display for Described<'_> {
             Outcome::Signalled { signal } => {
                 write!(f, "stopped by {}; the vCPUs were stopped and the events written", signal_name(*signal))
             }
+            Outcome::EventsUnwritable { sink, message } => write!(
+                f,
+                "cannot write events to {sink}: {message}; the run was stopped, and the events written before the error are intact"
+            ),
             Outcome::VmmError { vcpu, message } => match vcpu {
                 Some(v) => write!(f, "VMM error on vCPU {v}: {message}"),
                 None => write!(f, "VMM error: {message}"),

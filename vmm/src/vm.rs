@@ -18,6 +18,7 @@ use crate::devices::{
     FW_CFG_PORTS, HOST_SIGNAL_PORT, IOMEM_BASE, IOMEM_LEN, TESTDEV_PORT, TESTDEV_PORTS,
 };
 use crate::event_loop::{self, Subscriber};
+use crate::events::{Event, EventBus};
 use crate::fault_injection::InjectedFault;
 use crate::memory;
 use crate::outcome::Outcome;
@@ -151,6 +152,7 @@ pub struct Vm {
     debug: Arc<DebugController>,
     watch: Arc<PageWatchEngine>,
     host_signal: Arc<HostSignal>,
+    events: Arc<EventBus<Event>>,
 }
 
 fn kvm_err(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
@@ -274,7 +276,8 @@ impl TryFrom<VmConfig> for Vm {
         let count = config.vcpus as u8;
         // With KVM_CAP_SYNC_REGS, KVM copies the general registers into kvm_run at every exit,
         // so a hit's context costs no KVM_GET_REGS (about 6 us per ioctl on our hosts).
-        let sync_regs = kvm.check_extension(kvm_ioctls::Cap::SyncRegs);
+        // Registers, system registers and events all arrive with the exit (mask 7), or none.
+        let sync_regs = kvm.check_extension_int(kvm_ioctls::Cap::SyncRegs) & 7 == 7;
         let mcg_cap = cpu::mce::supported(&kvm).and_then(cpu::mce::mcg_cap);
         let mut vcpus = Vec::with_capacity(config.vcpus);
         for index in 0..count {
@@ -325,6 +328,7 @@ impl TryFrom<VmConfig> for Vm {
             debug,
             watch,
             host_signal,
+            events: Arc::new(EventBus::new()),
         })
     }
 }
@@ -378,6 +382,12 @@ impl Vm {
     /// The host's signal to the guest (port 0x520), for guests that wait for the host.
     pub fn host_signal(&self) -> &Arc<HostSignal> {
         &self.host_signal
+    }
+
+    /// The event bus: hit callbacks publish here, and each client (the `--events` writer, later
+    /// the REST stream, gdb, the CI collector) reads it through a bounded view of its own.
+    pub fn events(&self) -> &Arc<EventBus<Event>> {
+        &self.events
     }
 
     /// The run's shared control, to end it from outside.

@@ -84,6 +84,17 @@ pub fn on_debug_exception(frame: &mut Frame) {
     frame.rflags |= RFLAGS_RF;
 }
 
+/// Tells the #DB handler which slots are armed (bit n = slot n), for other scenarios that arm
+/// their own and count with this handler.
+pub fn expect_slots(slots: &[Option<u8>; 4]) {
+    let enabled = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.is_some())
+        .fold(0, |bits, (slot, _)| bits | 1 << slot);
+    ENABLED.store(enabled, Ordering::Relaxed);
+}
+
 pub fn run(cfg: &Config) -> ! {
     crate::idt::install();
 

@@ -8,6 +8,7 @@ pub mod exec;
 pub mod faults;
 pub mod guest_dr;
 pub mod hello;
+pub mod kfunc;
 pub mod mixed;
 pub mod ranges;
 pub mod smp;
@@ -37,6 +38,7 @@ pub fn run(cfg: &Config) -> ! {
         b"dr7-storm" => dr7_storm::run(cfg),
         b"exit-race" => exit_race::run(cfg),
         b"status" => status::run(cfg),
+        b"kfunc" => kfunc::run_boot(cfg),
         b"panic" => faults::panic(),
         b"unexpected-exception" => faults::unexpected_exception(),
         name => {

@@ -4,7 +4,9 @@
 //! This is a measurement, not a test: it asserts nothing about speed.
 
 mod baseline;
+mod breakdown;
 mod debug;
+mod hits;
 mod measure;
 mod watch;
 
@@ -16,5 +18,7 @@ fn main() {
     let kvm = kvm_ioctls::Kvm::new().expect("the benchmarks need /dev/kvm");
     let base = baseline::run(&kvm);
     debug::run(&kvm, &base);
+    breakdown::run(&kvm);
+    hits::run();
     watch::run(&base);
 }

@@ -25,3 +25,22 @@ pub fn us(d: Duration) -> f64 {
 pub fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64()
 }
+
+/// The median of `runs` ratios `f() / baseline()`, each pair measured back to back: on a
+/// machine shared with other work, a ratio of two measurements taken minutes apart says more
+/// about the load than about the code.
+pub fn paired_ratio(
+    runs: usize,
+    mut baseline: impl FnMut() -> Duration,
+    mut f: impl FnMut() -> Duration,
+) -> (f64, Duration) {
+    let mut v: Vec<(f64, Duration)> = (0..runs)
+        .map(|_| {
+            let b = baseline();
+            let t = f();
+            (ratio(t, b), t)
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v[v.len() / 2]
+}

@@ -18,6 +18,7 @@ use drvisor_debug::{
 
 use super::action::OnHit;
 use super::caps::DebugCaps;
+use super::resume::{ResumeCounts, ResumeTally};
 use crate::run_control::RunControl;
 use crate::vcpu::VcpuGate;
 
@@ -108,6 +109,8 @@ pub struct DebugController {
     late_guest_slots: AtomicU64,
     /// Whether any host breakpoint is registered, mirrored for vCPUs to read without the lock.
     hosts_registered: AtomicBool,
+    /// How the vCPUs that finished resumed past exec breakpoints.
+    resumes: ResumeTally,
 }
 
 /// How many late guest slots are described one by one; the rest are only counted.
@@ -119,6 +122,9 @@ pub type PlanListener = Arc<dyn Fn(&Plan) + Send + Sync>;
 
 /// How long a waiter sleeps before re-checking that the run has not ended.
 const WAIT_SLICE: Duration = Duration::from_millis(20);
+
+/// How many times a vCPU that installed a change yields its core to vCPUs still behind.
+const YIELDS_FOR_OTHERS: usize = 16;
 
 impl DebugController {
     /// A controller with its own run control and gate, for driving vCPUs by hand (tests,
@@ -165,6 +171,7 @@ impl DebugController {
             listeners: Mutex::new(Vec::new()),
             late_guest_slots: AtomicU64::new(0),
             hosts_registered: AtomicBool::new(false),
+            resumes: ResumeTally::default(),
         }
     }
 
@@ -184,6 +191,16 @@ impl DebugController {
     /// The host's capabilities.
     pub fn caps(&self) -> DebugCaps {
         self.caps
+    }
+
+    /// How exec breakpoints were resumed past (RF, emulation, step-over), summed over the
+    /// vCPUs whose debug state has gone away (all of them once a run is over).
+    pub fn resumes(&self) -> ResumeCounts {
+        self.resumes.get()
+    }
+
+    pub(super) fn tally_resumes(&self, counts: ResumeCounts) {
+        self.resumes.add(counts);
     }
 
     /// Calls `observer` with every new plan, starting with the current one.
@@ -418,6 +435,22 @@ impl DebugController {
         }
         drop(state);
         self.changed.notify_all();
+        // With more vCPU threads than cores, a kicked vCPU may be runnable but waiting for a
+        // core: its kick is only handled once it runs, which the scheduler would grant at the
+        // end of this thread's slice (milliseconds). Hand the core over while any is behind,
+        // a few times at most.
+        for _ in 0..YIELDS_FOR_OTHERS {
+            let behind = self
+                .lock()
+                .vcpus
+                .iter()
+                .enumerate()
+                .any(|(i, v)| i != index && v.running && v.applied < generation);
+            if !behind {
+                break;
+            }
+            std::thread::yield_now();
+        }
     }
 
     /// vCPU `index` starts or stops running.

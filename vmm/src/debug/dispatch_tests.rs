@@ -177,9 +177,11 @@ fn exec_hit_without_rf_steps_over_then_rearms() {
 
 #[test]
 fn re_execution_with_rf_is_not_a_new_hit() {
-    // The guest's own #DB handler returned to the instruction with RF=1.
+    // The guest's own #DB handler (for its own breakpoint on the same instruction) returned to
+    // the instruction with RF=1.
     let mut rig = Rig::new(THIS_HOST, Policy::HostFirst);
     rig.add(exec(0x1000), HitAction::Continue);
+    rig.guest_programs([0x1000, 0, 0, 0], 0x401);
     rig.at(0x1000);
     rig.fake.0.borrow_mut().regs.rflags = 2 | RF;
     rig.exit(DR6_INIT | 1 << 3, 0x1000);
@@ -192,6 +194,25 @@ fn re_execution_with_rf_is_not_a_new_hit() {
         "but the instruction is still stepped over"
     );
     assert!(rig.fake.0.borrow().injected.is_empty(), "nor is the guest");
+}
+
+#[test]
+fn rf_left_over_from_the_instruction_before_is_a_new_hit() {
+    // This project's hosts leave RF set for one more instruction after the guest's iretq: a
+    // host breakpoint right after a guest breakpoint exits with RF=1. The guest has no
+    // breakpoint here, so this is not a re-execution: hardware would have cleared RF.
+    let mut rig = Rig::new(THIS_HOST, Policy::HostFirst);
+    rig.add(exec(0x1004), HitAction::Continue);
+    rig.guest_programs([0x1000, 0, 0, 0], 0x401);
+    rig.at(0x1004);
+    rig.fake.0.borrow_mut().regs.rflags = 2 | RF;
+    rig.exit(DR6_INIT | 1 << 3, 0x1004);
+    assert_eq!(
+        rig.hits.lock().unwrap().len(),
+        1,
+        "the host's hit is reported"
+    );
+    assert!(rig.fake.installed().single_step, "and stepped over");
 }
 
 #[test]
@@ -747,4 +768,25 @@ fn the_guests_own_single_step_is_not_swallowed_by_a_step_over() {
     rig.exit(DR6_INIT | 1 << 3, 0x1000);
     rig.exit(DR6_INIT | BS, 0x1003);
     assert!(rig.fake.0.borrow().injected.is_empty());
+}
+
+#[test]
+fn a_re_execution_step_keeps_rf_across_a_step_exit_that_made_no_progress() {
+    let mut rig = Rig::new(THIS_HOST, Policy::HostFirst);
+    rig.add(exec(0x1000), HitAction::Continue);
+    rig.guest_programs([0x1000, 0, 0, 0], 0x401);
+    rig.at(0x1000);
+    rig.fake.0.borrow_mut().regs.rflags = 2 | RF;
+    rig.exit(DR6_INIT | 1 << 3, 0x1000);
+    // The step exit arrives before the instruction retired, and RF is gone (our hosts, SMP).
+    rig.fake.0.borrow_mut().regs.rflags = 2;
+    rig.vcpu
+        .on_debug_exit(DR6_INIT | BS, 0x1000, &rig.fake)
+        .unwrap();
+    assert!(rig.fake.installed().single_step, "still stepping");
+    assert_ne!(
+        rig.fake.0.borrow().regs.rflags & RF,
+        0,
+        "RF set again: the guest's own breakpoint, already delivered, must not fire twice"
+    );
 }

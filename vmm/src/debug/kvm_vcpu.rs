@@ -2,12 +2,31 @@
 //! [`KvmDebugVcpu`] implements them on a real vCPU; tests implement them on a fake to drive
 //! the same dispatch code with synthetic exits.
 
+use std::cell::Cell;
+use std::ptr::NonNull;
+
 use kvm_bindings::{
-    kvm_debugregs, kvm_guest_debug, kvm_regs, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP,
-    KVM_GUESTDBG_USE_HW_BP,
+    kvm_debugregs, kvm_guest_debug, kvm_regs, kvm_run, kvm_sregs, kvm_vcpu_events,
+    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_SYNC_X86_REGS,
 };
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::watch::PageWatchEngine;
+
+thread_local! {
+    static IOCTLS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many ioctls the debug seam has made on the calling thread (benchmarks: ioctls per hit).
+/// `KVM_RUN` is not among them.
+pub fn seam_ioctls() -> u64 {
+    IOCTLS.with(Cell::get)
+}
+
+fn count_ioctl() {
+    IOCTLS.with(|c| c.set(c.get() + 1));
+}
 
 /// A KVM failure, with the operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +98,25 @@ pub trait DebugVcpu {
     fn cr4(&self) -> Result<u64>;
     /// Up to 15 bytes at guest-virtual `rip` (fewer if it does not translate).
     fn fetch(&self, rip: u64) -> Vec<u8>;
+    /// The system registers as of the last exit, if they came with it (`KVM_SYNC_X86_SREGS`).
+    /// `None` costs the caller its fast path, never an ioctl.
+    fn sregs(&self) -> Option<kvm_sregs> {
+        None
+    }
+    /// The pending and injected events and the interrupt shadow as of the last exit, if they
+    /// came with it (`KVM_SYNC_X86_EVENTS`).
+    fn events(&self) -> Option<kvm_vcpu_events> {
+        None
+    }
+    /// Guest RAM, for reading and writing what an emulated instruction touches.
+    fn memory(&self) -> Option<&GuestMemoryMmap> {
+        None
+    }
+    /// Whether a store to guest-physical `gpa` may go straight to RAM: no page watch traps
+    /// that page (its writes must exit to the page engine).
+    fn plain_ram(&self, _gpa: u64) -> bool {
+        false
+    }
 }
 
 /// The general registers as of the last exit: from `kvm_run` when KVM copies them there
@@ -94,12 +132,36 @@ pub fn exit_regs(fd: &VcpuFd, synced: bool) -> std::result::Result<kvm_regs, kvm
 /// A real vCPU and the guest memory it runs in.
 pub struct KvmDebugVcpu<'a> {
     /// The vCPU.
-    pub fd: &'a VcpuFd,
+    fd: &'a VcpuFd,
+    /// Its `kvm_run`, for writing registers back through the sync-regs dirty bits.
+    run: NonNull<kvm_run>,
     /// Guest RAM.
-    pub mem: &'a GuestMemoryMmap,
-    /// The vCPU has `KVM_SYNC_X86_REGS` set: registers as of the last exit are in `kvm_run`,
-    /// and reading them costs no ioctl.
-    pub synced_regs: bool,
+    mem: &'a GuestMemoryMmap,
+    /// The vCPU has `KVM_SYNC_X86_REGS`, `_SREGS` and `_EVENTS` set: their state as of the last
+    /// exit is in `kvm_run`, and reading or writing the registers costs no ioctl.
+    synced: bool,
+    /// The page engine, whose trapped pages an emulated store must not bypass.
+    watch: Option<&'a PageWatchEngine>,
+}
+
+impl<'a> KvmDebugVcpu<'a> {
+    /// The seam on `fd`. With `synced`, the vCPU must have all three x86 sync-regs fields valid
+    /// (`KVM_CAP_SYNC_REGS` reports 7).
+    pub fn new(
+        fd: &'a mut VcpuFd,
+        mem: &'a GuestMemoryMmap,
+        synced: bool,
+        watch: Option<&'a PageWatchEngine>,
+    ) -> Self {
+        let run = NonNull::from(fd.get_kvm_run());
+        KvmDebugVcpu {
+            fd,
+            run,
+            mem,
+            synced,
+            watch,
+        }
+    }
 }
 
 fn err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
@@ -108,24 +170,44 @@ fn err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
 
 impl DebugVcpu for KvmDebugVcpu<'_> {
     fn regs(&self) -> Result<kvm_regs> {
-        exit_regs(self.fd, self.synced_regs).map_err(err("KVM_GET_REGS"))
+        if !self.synced {
+            count_ioctl();
+        }
+        exit_regs(self.fd, self.synced).map_err(err("KVM_GET_REGS"))
     }
 
     fn set_regs(&self, regs: &kvm_regs) -> Result<()> {
+        if self.synced {
+            // KVM loads `s.regs.regs` at the next KVM_RUN when its dirty bit is set, and clears
+            // the bit (`sync_regs()` in arch/x86/kvm/x86.c): no KVM_SET_REGS needed.
+            // SAFETY: `run` is this vCPU's kvm_run mapping, alive as long as `fd`, which this
+            // seam borrows; only this thread touches it, and not during KVM_RUN. The x86
+            // `kvm_sync_regs` is the `regs` member of the `s` union (KVM_CAP_SYNC_REGS).
+            unsafe {
+                let run = self.run.as_ptr();
+                (*run).s.regs.regs = *regs;
+                (*run).kvm_dirty_regs |= u64::from(KVM_SYNC_X86_REGS);
+            }
+            return Ok(());
+        }
+        count_ioctl();
         self.fd.set_regs(regs).map_err(err("KVM_SET_REGS"))
     }
 
     fn debugregs(&self) -> Result<kvm_debugregs> {
+        count_ioctl();
         self.fd.get_debug_regs().map_err(err("KVM_GET_DEBUGREGS"))
     }
 
     fn set_debugregs(&self, regs: &kvm_debugregs) -> Result<()> {
+        count_ioctl();
         self.fd
             .set_debug_regs(regs)
             .map_err(err("KVM_SET_DEBUGREGS"))
     }
 
     fn set_guest_debug(&self, dbg: &GuestDebug) -> Result<()> {
+        count_ioctl();
         let mut control = 0;
         if dbg.is_on() {
             control |= KVM_GUESTDBG_ENABLE;
@@ -151,6 +233,7 @@ impl DebugVcpu for KvmDebugVcpu<'_> {
     }
 
     fn inject_exception(&self, vector: u8, error_code: Option<u32>) -> Result<bool> {
+        count_ioctl();
         let mut events = self
             .fd
             .get_vcpu_events()
@@ -169,6 +252,7 @@ impl DebugVcpu for KvmDebugVcpu<'_> {
         events.exception.has_error_code = u8::from(error_code.is_some());
         events.exception.error_code = error_code.unwrap_or(0);
         events.flags = 0;
+        count_ioctl();
         self.fd
             .set_vcpu_events(&events)
             .map_err(err("KVM_SET_VCPU_EVENTS"))?;
@@ -176,12 +260,17 @@ impl DebugVcpu for KvmDebugVcpu<'_> {
     }
 
     fn cr4(&self) -> Result<u64> {
+        if let Some(sregs) = self.sregs() {
+            return Ok(sregs.cr4);
+        }
+        count_ioctl();
         Ok(self.fd.get_sregs().map_err(err("KVM_GET_SREGS"))?.cr4)
     }
 
     fn fetch(&self, rip: u64) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(MAX_INSN);
         for (va, len) in fetch_pieces(rip) {
+            count_ioctl();
             let Ok(t) = self.fd.translate_gva(va) else {
                 break;
             };
@@ -197,6 +286,22 @@ impl DebugVcpu for KvmDebugVcpu<'_> {
             bytes.extend_from_slice(&chunk);
         }
         bytes
+    }
+
+    fn sregs(&self) -> Option<kvm_sregs> {
+        self.synced.then(|| self.fd.sync_regs().sregs)
+    }
+
+    fn events(&self) -> Option<kvm_vcpu_events> {
+        self.synced.then(|| self.fd.sync_regs().events)
+    }
+
+    fn memory(&self) -> Option<&GuestMemoryMmap> {
+        Some(self.mem)
+    }
+
+    fn plain_ram(&self, gpa: u64) -> bool {
+        !self.watch.is_some_and(|w| w.traps(gpa))
     }
 }
 

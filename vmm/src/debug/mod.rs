@@ -6,20 +6,26 @@
 mod action;
 mod caps;
 mod controller;
+mod emulate;
 mod kvm_vcpu;
 pub mod mov_dr;
+mod page_walk;
 pub mod plan_view;
+mod resume;
 mod vcpu_debug;
 
 #[cfg(test)]
 mod dispatch_tests;
+#[cfg(test)]
+mod emulation_tests;
 #[cfg(test)]
 mod fake_vcpu;
 
 pub use action::{always, registers, HitContext, OnHit};
 pub use caps::DebugCaps;
 pub use controller::{DebugController, Error, HostRequest, PlanListener, PlanObserver};
-pub use kvm_vcpu::{exit_regs, DebugVcpu, GuestDebug, KvmDebugVcpu, KvmError};
+pub use kvm_vcpu::{exit_regs, seam_ioctls, DebugVcpu, GuestDebug, KvmDebugVcpu, KvmError};
+pub use resume::ResumeCounts;
 pub use vcpu_debug::{VcpuDebug, Verdict};
 
 use std::cell::Cell;

@@ -19,6 +19,7 @@ use super::action::{registers, HitContext};
 use super::controller::DebugController;
 use super::kvm_vcpu::{DebugVcpu, GuestDebug, Result};
 use super::mov_dr;
+use super::resume::{guest_exec_at, Emulator, ResumeCounts};
 use drvisor_debug::check_debug_extensions;
 
 /// RFLAGS.RF (SDM 17.3.1.1): suppresses instruction breakpoints for one instruction.
@@ -75,6 +76,9 @@ struct StepOver {
     /// The guest itself single-steps (its RFLAGS.TF was set at the hit): the step's BS is
     /// the guest's too.
     guest_tf: bool,
+    /// RFLAGS.RF was set at the hit (a re-execution after the guest's own #DB handler): it
+    /// must stay set until the instruction retires, or the guest's breakpoint there fires again.
+    rf: bool,
 }
 
 /// One vCPU's debug state.
@@ -91,6 +95,16 @@ pub struct VcpuDebug {
     deferred_db: bool,
     /// Whether the instruction at an address is a MOV DR, for the addresses stepped over.
     mov_dr_at: HashMap<u64, bool>,
+    /// Hosts without RF: the instructions resumed by emulation instead of a step-over.
+    emulator: Emulator,
+    /// How each exec hit was resumed, for benchmarks and tests.
+    resumes: ResumeCounts,
+}
+
+impl Drop for VcpuDebug {
+    fn drop(&mut self) {
+        self.ctl.tally_resumes(self.resumes);
+    }
 }
 
 impl VcpuDebug {
@@ -107,7 +121,14 @@ impl VcpuDebug {
             skip_resync: false,
             deferred_db: false,
             mov_dr_at: HashMap::new(),
+            emulator: Emulator::default(),
+            resumes: ResumeCounts::default(),
         }
+    }
+
+    /// How this vCPU has resumed past exec breakpoints so far.
+    pub fn resumes(&self) -> ResumeCounts {
+        self.resumes
     }
 
     /// The controller.
@@ -135,7 +156,8 @@ impl VcpuDebug {
             if self.installed.hw_bp && !was_on {
                 // Host debugging just came on: look at the guest's DRs now, so the visible
                 // states are right from the first moment. This may re-plan (hence the loop).
-                self.resync_guest(vcpu)?;
+                // Until now KVM loaded the guest's own DRs: nothing was late.
+                self.resync_guest(vcpu, false)?;
             }
             self.ctl.ack(self.index, generation);
         }
@@ -200,21 +222,22 @@ impl VcpuDebug {
         }
         if self.installed.hw_bp {
             if !self.ctl.caps().gd_trap {
-                let before = self.guest;
-                self.resync_guest(vcpu)?;
-                if !self.ctl.caps().guest_breakpoints_native {
-                    self.report_late_slots(&before);
-                }
+                self.resync_guest(vcpu, true)?;
             }
         } else if self.ctl.guest_file_matters() {
             // Guest debug is off, so KVM loaded the guest's own DRs and nothing was late; but a
             // host breakpoint may be waiting for a slot the guest holds.
-            self.resync_guest(vcpu)?;
+            self.resync_guest(vcpu, false)?;
         }
         Ok(())
     }
 
-    fn resync_guest(&mut self, vcpu: &impl DebugVcpu) -> Result<()> {
+    /// Re-reads the guest's DR file; re-plans if what claims slots changed. When the guest ran
+    /// since the previous read with the plan drvisor placed (`ran_our_plan`: host debugging on,
+    /// physical carriage, no MOV DR trap), the guest slots armed in between were not in
+    /// hardware: they are reported late.
+    fn resync_guest(&mut self, vcpu: &impl DebugVcpu, ran_our_plan: bool) -> Result<()> {
+        let before = self.guest;
         let d = vcpu.debugregs()?;
         let file = GuestDrFile {
             dr: d.db,
@@ -226,6 +249,10 @@ impl VcpuDebug {
             self.ctl.guest_changed(self.index, file);
         }
         self.guest = file;
+        let caps = self.ctl.caps();
+        if ran_our_plan && !caps.gd_trap && !caps.guest_breakpoints_native {
+            self.report_late_slots(&before);
+        }
         Ok(())
     }
 
@@ -267,6 +294,17 @@ impl VcpuDebug {
             if let Some(guest_dr6) = guest_dr6 {
                 self.inject(vcpu, guest_dr6)?;
             }
+            if self.step_over.as_ref().is_some_and(|s| s.rf) {
+                // A step exit before the instruction retired (seen on this project's hosts
+                // under SMP load) clears RF as a completed instruction would; the step goes on
+                // with RF set again, so the guest's own breakpoint there, already delivered,
+                // does not fire a second time.
+                let mut regs = vcpu.regs()?;
+                if regs.rflags & RFLAGS_RF == 0 {
+                    regs.rflags |= RFLAGS_RF;
+                    vcpu.set_regs(&regs)?;
+                }
+            }
             self.install(vcpu)?;
             return Ok(verdict);
         }
@@ -295,10 +333,16 @@ impl VcpuDebug {
         }
 
         let mut exec_slots = Vec::new();
+        let mut reexecution = None;
         for hit in &attribution.host_hits {
             if hit.kind == DrKind::Exec {
                 exec_slots.push(hit.phys);
-                if regs.rflags & RFLAGS_RF != 0 {
+                if regs.rflags & RFLAGS_RF != 0
+                    && match reexecution {
+                        Some(known) => known,
+                        None => *reexecution.insert(self.guest_reexecutes(vcpu, pc)?),
+                    }
+                {
                     // The instruction is being re-executed with RF=1 (the guest returned from
                     // its own #DB handler): hardware would suppress every instruction
                     // breakpoint here, so this is not a new hit (SDM 17.3.1.1).
@@ -329,13 +373,31 @@ impl VcpuDebug {
             }
         }
         if !exec_slots.is_empty() {
-            self.resume_past_exec(vcpu, &mut regs, pc, exec_slots)?;
+            let guest_db = injected || guest_dr6.is_some();
+            self.resume_past_exec(vcpu, &mut regs, pc, exec_slots, guest_db)?;
         }
         if let Some(guest_dr6) = guest_dr6.filter(|_| !injected) {
             self.inject(vcpu, guest_dr6)?;
         }
         self.install(vcpu)?;
         Ok(verdict)
+    }
+
+    /// Whether a host exec exit at `pc` with RF=1 is the re-execution of an instruction whose
+    /// breakpoints were serviced: the guest's own exec breakpoint is at `pc` (as of the previous
+    /// exit, or now, if its handler disarmed it). RF=1 elsewhere is not a re-execution: this
+    /// project's hosts leave RF set for one instruction more after the guest's `iretq` (a host
+    /// breakpoint on the instruction right after a guest breakpoint exits with RF=1), and on
+    /// hardware RF is cleared when an instruction completes (SDM 17.3.1.1), so the hit is new.
+    fn guest_reexecutes(&mut self, vcpu: &impl DebugVcpu, pc: u64) -> Result<bool> {
+        let before = guest_exec_at(self.guest.dr7, &self.guest.dr, pc);
+        if !self.ctl.caps().gd_trap && self.installed.hw_bp {
+            // The guest may have armed it since the previous exit; the copy read now serves
+            // this exit's after_exit too.
+            self.resync_guest(vcpu, self.installed.hw_bp)?;
+            self.skip_resync = true;
+        }
+        Ok(before || guest_exec_at(self.guest.dr7, &self.guest.dr, pc))
     }
 
     /// A single-step exit at `pc` ends the step-over once the instruction has retired. Returns
@@ -388,39 +450,70 @@ impl VcpuDebug {
     }
 
     /// An exec breakpoint is a fault: the instruction has not run. Resume past it with RF where
-    /// the host honours it, else step over it with its slots disarmed.
+    /// the host honours it (written through the sync-regs dirty bits: no `KVM_SET_REGS`). Else
+    /// emulate the instruction where that is exact ([`super::resume`]): one exit per hit. Else
+    /// step over it with its slots disarmed. `guest_db`: this exit also delivers a #DB to the
+    /// guest, which must reach it before the instruction runs, so it is not emulated.
     fn resume_past_exec(
         &mut self,
         vcpu: &impl DebugVcpu,
         regs: &mut kvm_regs,
         pc: u64,
         slots: Vec<Slot>,
+        guest_db: bool,
     ) -> Result<()> {
         if self.ctl.caps().rf_resumes {
             regs.rflags |= RFLAGS_RF;
-            vcpu.set_regs(regs)
-        } else {
-            let mov_dr = match self.mov_dr_at.get(&pc) {
-                Some(&known) => known,
-                None => {
-                    let known = mov_dr::decode(&vcpu.fetch(pc)).is_some();
-                    self.mov_dr_at.insert(pc, known);
-                    known
-                }
-            };
-            self.step_over = Some(StepOver {
-                rip: pc,
-                // Each owner on its own: a shared slot that splits mid-step stays disarmed in
-                // both of its new places.
-                disarmed: slots
-                    .iter()
-                    .flat_map(|&s| self.plan.owner_of(s).owners())
-                    .collect(),
-                mov_dr,
-                guest_tf: regs.rflags & RFLAGS_TF != 0,
-            });
-            Ok(())
+            self.resumes.rf += 1;
+            return vcpu.set_regs(regs);
         }
+        if pc == regs.rip && regs.rflags & RFLAGS_RF == 0 && !guest_db && !self.deferred_db {
+            // The decision needs the guest's DR file as of this exit: a guest exec breakpoint
+            // on this instruction must still fire, and where MOV DR cannot be trapped, the copy
+            // from the previous exit may be one change behind. So read it now, once: the
+            // after_exit re-read of this exit is then skipped. No read is needed where GD
+            // traps every MOV DR (the copy is exact), nor where the guest's breakpoints are
+            // carried in physical slots: then they are in the plan the hardware runs, and a
+            // change not yet planned would not fire on hardware either.
+            let caps = self.ctl.caps();
+            if !caps.gd_trap
+                && caps.guest_breakpoints_native
+                && self.installed.hw_bp
+                && !self.skip_resync
+            {
+                self.resync_guest(vcpu, self.installed.hw_bp)?;
+                self.skip_resync = true;
+            }
+            if self
+                .emulator
+                .try_emulate(vcpu, regs, &self.guest, &self.plan)?
+            {
+                self.resumes.emulated += 1;
+                return Ok(());
+            }
+        }
+        self.resumes.stepped += 1;
+        let mov_dr = match self.mov_dr_at.get(&pc) {
+            Some(&known) => known,
+            None => {
+                let known = mov_dr::decode(&vcpu.fetch(pc)).is_some();
+                self.mov_dr_at.insert(pc, known);
+                known
+            }
+        };
+        self.step_over = Some(StepOver {
+            rip: pc,
+            // Each owner on its own: a shared slot that splits mid-step stays disarmed in both
+            // of its new places.
+            disarmed: slots
+                .iter()
+                .flat_map(|&s| self.plan.owner_of(s).owners())
+                .collect(),
+            mov_dr,
+            guest_tf: regs.rflags & RFLAGS_TF != 0,
+            rf: regs.rflags & RFLAGS_RF != 0,
+        });
+        Ok(())
     }
 
     /// Delivers `dr6` (guest numbering) to the guest as a #DB: now, or before the next entry

@@ -51,7 +51,8 @@ pub struct Vcpu {
     /// The page-watch access of the previous exit, if that exit was one: the registers at it,
     /// where it ended, and the watches it hit.
     last_page_access: Option<(kvm_bindings::kvm_regs, u64, Vec<drvisor_debug::HostBpId>)>,
-    /// KVM copies the registers into `kvm_run` at every exit (`KVM_CAP_SYNC_REGS`).
+    /// KVM copies the registers, system registers and events into `kvm_run` at every exit
+    /// (`KVM_CAP_SYNC_REGS`).
     sync_regs: bool,
     /// Test only: report the next exit as `KVM_EXIT_FAIL_ENTRY` with this reason
     /// ([`crate::fault_injection`]).
@@ -59,10 +60,15 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
-    /// vCPU `index` on `fd`; with `sync_regs`, registers are read from `kvm_run` after exits.
+    /// vCPU `index` on `fd`; with `sync_regs`, registers are read from `kvm_run` after exits
+    /// (the host must offer all three x86 fields).
     pub fn new(index: usize, mut fd: VcpuFd, sync_regs: bool) -> Vcpu {
         if sync_regs {
+            // The system registers and events too: emulating a hit's instruction needs CR3,
+            // CS and the interrupt shadow, and then costs no ioctl.
             fd.set_sync_valid_reg(kvm_ioctls::SyncReg::Register);
+            fd.set_sync_valid_reg(kvm_ioctls::SyncReg::SystemRegister);
+            fd.set_sync_valid_reg(kvm_ioctls::SyncReg::VcpuEvents);
         }
         Vcpu {
             index,
@@ -191,12 +197,13 @@ impl Vcpu {
         }
     }
 
-    fn debug_vcpu<'a>(&'a self, shared: &'a VcpuShared) -> KvmDebugVcpu<'a> {
-        KvmDebugVcpu {
-            fd: &self.fd,
-            mem: &shared.mem,
-            synced_regs: self.sync_regs,
-        }
+    fn debug_vcpu<'a>(&'a mut self, shared: &'a VcpuShared) -> KvmDebugVcpu<'a> {
+        KvmDebugVcpu::new(
+            &mut self.fd,
+            &shared.mem,
+            self.sync_regs,
+            Some(&shared.watch),
+        )
     }
 
     fn vmm_error(&self, e: impl std::fmt::Display) -> Outcome {

@@ -452,6 +452,11 @@ impl PageWatchEngine {
             .collect()
     }
 
+    /// Whether accesses to the page holding `gpa` exit to this engine (read-only or no memslot).
+    pub fn traps(&self, gpa: u64) -> bool {
+        self.read().layout.is_trapped(gpa).is_some()
+    }
+
     /// Whether the page holding `gpa` has no memslot because of a watch.
     pub fn is_hole(&self, gpa: u64) -> bool {
         self.read().layout.is_trapped(gpa) == Some(PageMode::Absent)

@@ -6,21 +6,22 @@ mod cli;
 #[cfg(test)]
 mod cli_tests;
 mod cmdline;
+mod events_out;
 mod inputs;
 mod requests;
 mod signals;
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
-use drvisor::debug::{plan_view, DebugController, HitContext, OnHit};
+use drvisor::debug::{plan_view, DebugController};
 use drvisor::quote::cut;
 use drvisor::watch::Engine;
 use drvisor::{exit_code, memory, probe, Console, Vm, VmConfig};
-use drvisor_api::{HitAction, HitEvent};
+use drvisor_api::HitAction;
 use drvisor_debug::{HostBpId, Policy};
 
 use cli::{Cli, Command, RunArgs};
@@ -149,7 +150,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         symbols,
     } = opened.read()?;
     let requests = requests::resolve(parsed, &symbols).map_err(Failure::usage)?;
-    let events = event_sink(&args)?;
+    let sink = events_out::open(args.events.as_deref())?;
 
     let mut config = VmConfig::new(kernel, cmdline);
     config.initrd = initrd;
@@ -164,6 +165,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         drvisor::fault_injection::InjectedFault::from_env().map_err(Failure::usage)?;
     let vm = Vm::try_from(config).map_err(vm_failure)?;
     stopper.attach(vm.run_control().clone());
+    let events = events_out::EventsOut::start(sink, vm.events().clone(), vm.run_control().clone())?;
 
     let ctl = vm.debug().clone();
     if args.show_plan {
@@ -177,7 +179,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     let mut engines = BTreeMap::new();
     for r in &requests {
         pausing |= r.action == HitAction::Pause;
-        let on_hit = announce::announce_pause(report_and(r.action, events.clone()));
+        let on_hit = announce::announce_pause(events.report_and(r.action));
         let (id, engine) = arm::arm(r, on_hit, &ctl, vm.watch()).map_err(Failure::usage)?;
         labels.insert(id.0, cut(&r.label).into_owned());
         engines.insert(id.0, (engine, matches!(r.what, requests::What::Break(_))));
@@ -209,65 +211,29 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         announce::say(plan_view::describe_page_watches(&vm.watch().states()));
     }
     if pausing {
-        resume_on_sigusr1(ctl)?;
+        resume_on_sigusr1(ctl.clone())?;
     }
 
     let pages = vm.watch().clone();
     let outcome = vm.run().map_err(vm_failure)?;
     if !pages.states().is_empty() {
         let (traps, false_traps) = pages.trap_counts();
-        let line =
-            serde_json::json!({"event": "page-traps", "traps": traps, "false_traps": false_traps});
-        let mut out = events.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        events.page_traps(traps, false_traps);
+    }
+    let outcome = events.finish(outcome);
+    if args.show_plan {
+        let r = ctl.resumes();
+        if r != Default::default() {
+            announce::say(format!(
+                "exec breakpoints resumed: emulated={} stepped={} rf={}",
+                r.emulated, r.stepped, r.rf
+            ));
+        }
     }
     if !outcome.is_guest_status() {
         announce::say(announce::outcome(&outcome, &labels, &symbols));
     }
     Ok(outcome.exit_code())
-}
-
-type EventSink = Arc<Mutex<Box<dyn Write + Send>>>;
-
-fn event_sink(args: &RunArgs) -> Result<EventSink, Failure> {
-    let sink: Box<dyn Write + Send> = match &args.events {
-        None => Box::new(drvisor::console_lines::MessageWriter::stdio()),
-        Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
-            Failure::usage(format!(
-                "--events {}: cannot create it: {e}",
-                cut(&path.display().to_string())
-            ))
-        })?),
-    };
-    Ok(Arc::new(Mutex::new(sink)))
-}
-
-/// The CLI's hit callback: one JSON line per hit, then the configured action.
-fn report_and(action: HitAction, events: EventSink) -> OnHit {
-    Arc::new(move |hit: &HitContext| {
-        let event = HitEvent {
-            event: "hit".into(),
-            id: hit.id.0,
-            label: hit.label.clone(),
-            vcpu: hit.vcpu as u32,
-            rip: hit.rip,
-            addr: hit.addr,
-            kind: hit.kind,
-            engine: hit.engine.to_string(),
-            slot: hit.slot,
-            access: hit.access.clone(),
-            action,
-            count: hit.count,
-            regs: hit.regs.clone(),
-        };
-        if let Ok(line) = serde_json::to_string(&event) {
-            let mut out = events.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        }
-        action
-    })
 }
 
 /// A paused VM resumes when the process receives SIGUSR1 (`kill -USR1 <pid>`).

@@ -1,0 +1,196 @@
+//! The event bus from the outside: every hit of a full-rate run reaches the `--events` file,
+//! numbered; a forced overflow is counted and reported; a sink that cannot be written stops the
+//! run with its own exit code and keeps what was written.
+
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+/// `drvisor::exit_code::EVENTS_UNWRITABLE`.
+const EVENTS_UNWRITABLE: i32 = 76;
+
+fn hits(events: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    events.iter().filter(|e| e["event"] == "hit").collect()
+}
+
+fn lost(events: &[serde_json::Value]) -> u64 {
+    events
+        .iter()
+        .filter(|e| e["event"] == "lost")
+        .filter_map(|e| e["count"].as_u64())
+        .sum()
+}
+
+/// Every hit's `seq`, sorted; fails on a missing or repeated one.
+fn sorted_seqs(hits: &[&serde_json::Value]) -> Result<Vec<u64>, Failed> {
+    let mut seqs: Vec<u64> = hits.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    ensure(seqs.len() == hits.len(), || "a hit without seq".into())?;
+    seqs.sort_unstable();
+    let before = seqs.len();
+    seqs.dedup();
+    ensure(seqs.len() == before, || "a repeated seq".into())?;
+    Ok(seqs)
+}
+
+const ALL_TARGETS: [&str; 8] = [
+    "--break",
+    "drv_target_0",
+    "--break",
+    "drv_target_1",
+    "--break",
+    "drv_target_2",
+    "--break",
+    "drv_target_3",
+];
+
+fn nothing_lost_at_full_hit_rate() -> Result<(), Failed> {
+    // Four vCPUs hitting four breakpoints back to back: the highest rate this host produces.
+    // 20000 hits, more than the writer's view holds (16384): the writer must keep up.
+    let mut args = vec![
+        "run",
+        "--scenario",
+        "smp",
+        "--vcpus",
+        "4",
+        "--cmdline",
+        "count=1250",
+    ];
+    args.extend(ALL_TARGETS);
+    let (run, events) = drvisor_with_events(&args)?;
+    run.expect_code(0)?;
+    let hits = hits(&events);
+    ensure(lost(&events) == 0, || format!("lost {}", lost(&events)))?;
+    ensure(hits.len() == 20000, || {
+        format!("{} hits, wanted 20000", hits.len())
+    })?;
+    let seqs = sorted_seqs(&hits)?;
+    ensure(seqs == (1..=20000).collect::<Vec<_>>(), || {
+        "the hits are not numbered 1..=20000".into()
+    })
+}
+
+fn forced_overflow_is_counted_and_reported() -> Result<(), Failed> {
+    let path = temp_path("overflow.jsonl");
+    let mut cmd = Command::new(DRVISOR);
+    cmd.args(["run", "--scenario", "exec", "--cmdline", "count=200"])
+        .args(ALL_TARGETS)
+        .arg("--events")
+        .arg(&path)
+        // A view of 4 events and a writer that sleeps 20 ms per batch cannot keep up.
+        .env("DRVISOR_EVENT_QUEUE", "4")
+        .env("DRVISOR_EVENT_STALL_MS", "20");
+    let run = run_command(&mut cmd);
+    let events = read_events(&path);
+    let _ = std::fs::remove_file(&path);
+    let events = events?;
+    run.expect_code(0)?;
+    let hits = hits(&events);
+    let lost = lost(&events);
+    ensure(lost > 0, || format!("nothing lost: {} hits", hits.len()))?;
+    ensure(hits.len() as u64 + lost == 800, || {
+        format!("{} hits written + {lost} lost != 800 hits", hits.len())
+    })?;
+    let seqs = sorted_seqs(&hits)?;
+    ensure(seqs.iter().all(|&s| (1..=800).contains(&s)), || {
+        format!("seq out of range: {seqs:?}")
+    })?;
+    // The run itself is unaffected: the guest's own counts are exact.
+    run.summary().map(|_| ())
+}
+
+fn dev_full_stops_the_run() -> Result<(), Failed> {
+    let mut args = vec![
+        "run",
+        "--scenario",
+        "exec",
+        "--cmdline",
+        "count=100",
+        "--events",
+        "/dev/full",
+    ];
+    args.extend(ALL_TARGETS);
+    let run = drvisor(&args);
+    run.expect_code(EVENTS_UNWRITABLE)?;
+    let said = run
+        .stderr
+        .matches("cannot write events to /dev/full")
+        .count();
+    ensure(said == 1, || format!("said {said} times\n{run}"))
+}
+
+fn closed_stderr_stops_the_run() -> Result<(), Failed> {
+    // No --events: hits go to stderr, whose reader is gone (EPIPE).
+    let mut child = Command::new(DRVISOR)
+        .args(["run", "--scenario", "exec", "--cmdline", "count=100"])
+        .args(ALL_TARGETS)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    drop(child.stderr.take());
+    let status = child.wait()?;
+    ensure(status.code() == Some(EVENTS_UNWRITABLE), || {
+        format!("{status:?}")
+    })
+}
+
+fn written_events_stay_intact_when_the_disk_fills() -> Result<(), Failed> {
+    // A file-size limit stands in for a full disk: writes past it fail with EFBIG. Every line
+    // before the failure must be whole, and numbered from 1.
+    let path = temp_path("limited.jsonl");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -f 8 && trap '' XFSZ && exec \"$@\"")
+        .arg("sh")
+        .arg(DRVISOR)
+        .args(["run", "--scenario", "exec", "--cmdline", "count=500"])
+        .args(ALL_TARGETS)
+        .arg("--events")
+        .arg(&path);
+    let run = run_command(&mut cmd);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    run.expect_code(EVENTS_UNWRITABLE)?;
+    let whole: Vec<serde_json::Value> = text
+        .lines()
+        .map_while(|l| serde_json::from_str(l).ok())
+        .collect();
+    ensure(!whole.is_empty(), || "nothing written".into())?;
+    for (i, e) in whole.iter().enumerate() {
+        ensure(e["seq"] == i as u64 + 1, || format!("line {i}: {e}"))?;
+    }
+    Ok(())
+}
+
+pub fn trials() -> Vec<Trial> {
+    let mut trials = vec![
+        Trial::test(
+            "events::nothing_lost_at_full_hit_rate",
+            nothing_lost_at_full_hit_rate,
+        ),
+        Trial::test(
+            "events::forced_overflow_is_counted_and_reported",
+            forced_overflow_is_counted_and_reported,
+        ),
+        Trial::test(
+            "events::closed_stderr_stops_the_run",
+            closed_stderr_stops_the_run,
+        ),
+        Trial::test(
+            "events::written_events_stay_intact_when_the_disk_fills",
+            written_events_stay_intact_when_the_disk_fills,
+        ),
+    ];
+    if std::path::Path::new("/dev/full").exists() {
+        trials.push(Trial::test(
+            "events::dev_full_stops_the_run",
+            dev_full_stops_the_run,
+        ));
+    } else {
+        trials.push(skipped(
+            "events::dev_full_stops_the_run",
+            "this machine has no /dev/full",
+        ));
+    }
+    trials
+}

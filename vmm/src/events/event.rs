@@ -1,0 +1,39 @@
+//! What travels on the bus: the records every client of the engine reads.
+
+use drvisor_api::HitEvent;
+use serde::Serialize;
+
+/// One event on the bus. Serialized, each is one JSON object with an `event` field naming it.
+// Nearly every event is a hit, and each is moved once into the bus's `Arc`: boxing the hit
+// would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum Event {
+    /// A host breakpoint or watch hit (`"event":"hit"`).
+    Hit(HitEvent),
+    /// The page engine's trap counts at the end of a run (`"event":"page-traps"`).
+    PageTraps(PageTraps),
+}
+
+/// `{"event":"page-traps","traps":T,"false_traps":F}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PageTraps {
+    /// Always `"page-traps"`.
+    pub event: &'static str,
+    /// Every trapped access.
+    pub traps: u64,
+    /// Trapped accesses that touched no watched byte.
+    pub false_traps: u64,
+}
+
+impl PageTraps {
+    /// The counts as a record.
+    pub fn new(traps: u64, false_traps: u64) -> Self {
+        PageTraps {
+            event: "page-traps",
+            traps,
+            false_traps,
+        }
+    }
+}
