@@ -142,15 +142,29 @@ fn case(path: Path, vcpus: u64, guest: Guest) -> Result<(), Failed> {
     }
 }
 
-pub fn trials() -> Vec<Trial> {
+pub fn trials(ctx: &crate::common::Context) -> Vec<Trial> {
+    let native = ctx.probe.delivers(
+        drvisor::probe::Mechanism::GuestBreakpointLiveUnderHostDebug,
+        0,
+    );
     let mut trials = Vec::new();
     for path in Path::ALL {
         for vcpus in [1, 4] {
             for guest in [Guest::None, Guest::Entry, Guest::Inc] {
-                trials.push(Trial::test(
-                    format!("emulation::{path:?}_{vcpus}_vcpus_guest_{guest:?}").to_lowercase(),
-                    move || case(path, vcpus, guest),
-                ));
+                let name =
+                    format!("emulation::{path:?}_{vcpus}_vcpus_guest_{guest:?}").to_lowercase();
+                if native && vcpus > 1 && guest == Guest::Inc {
+                    trials.push(crate::common::skipped(
+                        &name,
+                        "this host's KVM delivers the guest's own breakpoint on a `lock inc` twice \
+                         now and then on SMP, with no host debugging at all (drvisor run --scenario \
+                         kfunc --vcpus 4 --cmdline gbp=inc, no --break: slot counts of 481-483 for \
+                         480 calls), so the guest's count cannot be exact here; it runs on VMX/SVM \
+                         (tests/nested-svm/run-e2e.sh), and the 1-vCPU case runs here",
+                    ));
+                    continue;
+                }
+                trials.push(Trial::test(name, move || case(path, vcpus, guest)));
             }
         }
     }

@@ -52,7 +52,7 @@ fn main() {
     trials.extend(tiny_kernels::trials());
     trials.extend(symbol_specs::trials());
     trials.extend(events::trials());
-    trials.extend(emulation::trials());
+    trials.extend(emulation::trials(&ctx));
     trials.extend(emulation_exact::trials(&ctx));
     libtest_mimic::run(&args, trials).exit();
 }
