@@ -46,6 +46,22 @@ pub enum Outcome {
         /// The value written.
         value: u32,
     },
+    /// The guest triple-faulted because a read or access page watch hid a page the CPU itself
+    /// must read (page tables, GDT, IDT): the user's request, not the guest's fault.
+    CpuStructureWatched {
+        /// Which vCPU.
+        vcpu: usize,
+        /// Its RIP when KVM reported the shutdown.
+        rip: u64,
+        /// The hidden page.
+        page: u64,
+        /// What it holds ("the guest's page tables", ...).
+        what: String,
+        /// The watch that hid it, and how the user named it.
+        watch: (u32, String),
+        /// The guest triple-faulted (else: it could make no progress).
+        triple_fault: bool,
+    },
     /// The guest triple-faulted.
     TripleFault {
         /// Which vCPU.
@@ -123,6 +139,7 @@ impl Outcome {
             Outcome::GuestExit { .. } => exit_code::GUEST_STATUS_OUT_OF_RANGE,
             Outcome::QemuExit { value } => ((value << 1) | 1) as u8,
             Outcome::TripleFault { .. } => exit_code::TRIPLE_FAULT,
+            Outcome::CpuStructureWatched { .. } => exit_code::USAGE,
             Outcome::InternalError { .. } => exit_code::INTERNAL_ERROR,
             Outcome::FailEntry { .. } => exit_code::FAIL_ENTRY,
             Outcome::UnknownPort { .. } => exit_code::UNKNOWN_PORT,
@@ -223,6 +240,27 @@ impl fmt::Display for Described<'_> {
             Outcome::TripleFault { vcpu, rip } => {
                 write!(f, "guest triple fault on vCPU {vcpu} at {}", Rip(*rip, names))
             }
+            Outcome::CpuStructureWatched {
+                vcpu,
+                rip,
+                page,
+                what,
+                watch,
+                triple_fault,
+            } => write!(
+                f,
+                "page watch #{} ({}) hides page {page:#x}, which holds {what}; the CPU's own \
+                 accesses to it cannot go through the page engine, so vCPU {vcpu} {} at {}. \
+                 Watch that memory for writes only (:w), which leaves it readable, or not at all",
+                watch.0,
+                crate::quote::cut(&watch.1),
+                if *triple_fault {
+                    "triple-faulted"
+                } else {
+                    "could not go on"
+                },
+                Rip(*rip, names)
+            ),
             Outcome::InternalError {
                 vcpu,
                 rip,

@@ -11,6 +11,72 @@ const EMULATION_FLAG_INSN_BYTES: u64 = 1;
 const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
 
 impl Vcpu {
+    /// Whether this exit's MMIO `read` of a trapped page (`gpa`, length), repeated with no
+    /// progress, shows a descriptor-table load KVM cannot complete: then the run ends with the
+    /// watch named, instead of spinning for ever ([`super::stuck`]).
+    pub(super) fn stuck_on(
+        &mut self,
+        read: Option<(u64, usize)>,
+        shared: &VcpuShared,
+    ) -> Option<Outcome> {
+        let rip = if read.is_some() { self.rip() } else { 0 };
+        let key = read.map(|(gpa, len)| (rip, gpa, len));
+        if !self.repeated_reads.observe(key) {
+            return None;
+        }
+        let (gpa, _) = read?;
+        let insn = super::stuck::descriptor_load(&self.bytes_at_rip(&shared.mem, rip), rip)?;
+        let page = gpa & !0xfff;
+        let watch = shared
+            .watch
+            .states()
+            .into_iter()
+            .find(|w| w.pages.iter().any(|(p, _)| *p == page))?;
+        Some(Outcome::CpuStructureWatched {
+            vcpu: self.index,
+            rip,
+            page,
+            what: format!("the operand of `{insn}` at {gpa:#x}"),
+            watch: (watch.id, watch.label),
+            triple_fault: false,
+        })
+    }
+
+    /// A triple fault: the guest's, unless a read or access page watch hid a page the CPU
+    /// itself reads (page tables, GDT, IDT), which is the user's request.
+    pub(super) fn triple_fault(&mut self, shared: &VcpuShared) -> Outcome {
+        let rip = self.rip();
+        let watched = self
+            .fd
+            .get_sregs()
+            .ok()
+            .and_then(|sregs| {
+                let regs = crate::watch::cpu_structures::Registers::from(&sregs);
+                crate::watch::cpu_structures::pages(&shared.mem, &regs)
+                    .into_iter()
+                    .find(|(page, _)| shared.watch.is_hole(*page))
+            })
+            .and_then(|(page, what)| {
+                let watch = shared
+                    .watch
+                    .states()
+                    .into_iter()
+                    .find(|w| w.pages.iter().any(|(p, _)| *p == page))?;
+                Some(Outcome::CpuStructureWatched {
+                    vcpu: self.index,
+                    rip,
+                    page,
+                    what: what.to_string(),
+                    watch: (watch.id, watch.label),
+                    triple_fault: true,
+                })
+            });
+        watched.unwrap_or(Outcome::TripleFault {
+            vcpu: self.index,
+            rip,
+        })
+    }
+
     pub(super) fn internal_error(&mut self, shared: &VcpuShared) -> Outcome {
         let mem = &shared.mem;
         // SAFETY: the last exit was KVM_EXIT_INTERNAL_ERROR, so `internal` is the union member

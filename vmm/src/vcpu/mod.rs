@@ -5,13 +5,14 @@ mod failure;
 mod gate;
 pub mod kick;
 mod page_hits;
+mod stuck;
 
 pub use exit::{classify, classify_elements, GuestMmio, Step, UnknownAccessPolicy};
 pub use gate::{Held, Quiesced, VcpuGate};
 
 use std::sync::Arc;
 
-use kvm_ioctls::VcpuFd;
+use kvm_ioctls::{VcpuExit, VcpuFd};
 use vm_memory::GuestMemoryMmap;
 
 use crate::debug::{DebugController, KvmDebugVcpu, VcpuDebug, Verdict};
@@ -54,6 +55,8 @@ pub struct Vcpu {
     /// KVM copies the registers, system registers and events into `kvm_run` at every exit
     /// (`KVM_CAP_SYNC_REGS`).
     sync_regs: bool,
+    /// Identical consecutive MMIO reads on trapped pages ([`stuck`]).
+    repeated_reads: stuck::RepeatedReads,
     /// Test only: report the next exit as `KVM_EXIT_FAIL_ENTRY` with this reason
     /// ([`crate::fault_injection`]).
     pub(crate) fail_first_entry: Option<u64>,
@@ -74,6 +77,7 @@ impl Vcpu {
             index,
             fd,
             last_page_access: None,
+            repeated_reads: stuck::RepeatedReads::default(),
             sync_regs,
             fail_first_entry: None,
         }
@@ -149,25 +153,35 @@ impl Vcpu {
             }
             let run = self.fd.run();
             shared.gate.leave(self.index);
+            let mut stuck_read = None;
             let step = match run {
                 Ok(_) if self.fail_first_entry.is_some() => {
                     Step::FailEntry(self.fail_first_entry.take().unwrap_or_default())
                 }
-                Ok(exit) => classify_elements(
-                    exit,
-                    // SAFETY: `kvm_run` points at this vCPU's kvm_run mapping, alive as long as
-                    // `self.fd`; `io.size` is plain data that KVM wrote before the exit and is
-                    // only used for a port-I/O exit, when the `io` member is the valid one.
-                    // The exit's data slice lies elsewhere in the mapping.
-                    usize::from(unsafe { (*kvm_run).__bindgen_anon_1.io.size }),
-                    &shared.bus,
-                    &GuestMmio {
-                        devices: &shared.mmio,
-                        ram: &*shared.watch,
-                    },
-                    shared.unknown_access,
-                    self.index,
-                ),
+                Ok(exit) => {
+                    let read = match &exit {
+                        VcpuExit::MmioRead(gpa, data) if shared.watch.is_hole(*gpa) => {
+                            Some((*gpa, data.len()))
+                        }
+                        _ => None,
+                    };
+                    stuck_read = read;
+                    classify_elements(
+                        exit,
+                        // SAFETY: `kvm_run` points at this vCPU's kvm_run mapping, alive as long as
+                        // `self.fd`; `io.size` is plain data that KVM wrote before the exit and is
+                        // only used for a port-I/O exit, when the `io` member is the valid one.
+                        // The exit's data slice lies elsewhere in the mapping.
+                        usize::from(unsafe { (*kvm_run).__bindgen_anon_1.io.size }),
+                        &shared.bus,
+                        &GuestMmio {
+                            devices: &shared.mmio,
+                            ram: &*shared.watch,
+                        },
+                        shared.unknown_access,
+                        self.index,
+                    )
+                }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     // Kicked: clear the flag the kick set, then look at the run state again.
                     self.fd.set_kvm_immediate_exit(0);
@@ -181,6 +195,10 @@ impl Vcpu {
                     break;
                 }
             };
+            if let Some(outcome) = self.stuck_on(stuck_read, shared) {
+                control.finish(outcome);
+                break;
+            }
             if !matches!(step, Step::PageHits(_)) {
                 // Pieces of one access come in consecutive exits; anything else ends them.
                 self.last_page_access = None;
@@ -223,10 +241,7 @@ impl Vcpu {
                 vcpu: Some(vcpu),
                 message: "the vCPU halted with nothing to wake it".into(),
             }),
-            Step::TripleFault => Some(Outcome::TripleFault {
-                vcpu,
-                rip: self.rip(),
-            }),
+            Step::TripleFault => Some(self.triple_fault(shared)),
             Step::InternalError => Some(self.internal_error(shared)),
             Step::FailEntry(reason) => Some(Outcome::FailEntry { vcpu, reason }),
             Step::UnknownPort(port) => Some(Outcome::UnknownPort {

@@ -3,6 +3,7 @@
 //! `drvisor-watch` crate.
 
 mod arm;
+pub mod cpu_structures;
 mod engine;
 mod memslots;
 mod migrate;
