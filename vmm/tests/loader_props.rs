@@ -5,7 +5,8 @@
 //! Property: classifying, measuring, loading into guest memory (no KVM needed) and reading
 //! symbols never panic; every refusal is a typed `boot::Error` whose message is one line.
 
-use drvisor::boot::{self, KernelImage};
+use drvisor::boot::elf::ElfClass;
+use drvisor::boot::{self, test_elf, KernelImage};
 use drvisor::guest_image::ELF;
 use drvisor::symbols::SymbolTable;
 use proptest::prelude::*;
@@ -159,8 +160,46 @@ fn bzimage() -> Vec<u8> {
     image
 }
 
+const MULTIBOOT_MAGIC: u32 = 0x1bad_b002;
+const AOUT_KLUDGE: u32 = 1 << 16;
+
+/// A multiboot header with `flags` and, for the a.out kludge, its five address fields.
+fn multiboot_header(flags: u32, addresses: &[u32]) -> Vec<u8> {
+    let sum = 0u32.wrapping_sub(MULTIBOOT_MAGIC.wrapping_add(flags));
+    [MULTIBOOT_MAGIC, flags, sum]
+        .iter()
+        .chain(addresses)
+        .flat_map(|w| w.to_le_bytes())
+        .collect()
+}
+
+/// A multiboot ELF32 (header after the ELF headers, in the first 8 KiB) and a multiboot
+/// a.out-kludge image (header at 0, the header's own load addresses).
+fn multiboot_images() -> [Vec<u8>; 2] {
+    let code = [0xf4u8; 16]; // hlt
+    let elf = test_elf::build(
+        ElfClass::Elf32,
+        0x20_0000,
+        &code,
+        None,
+        &multiboot_header(0, &[]),
+    );
+    let base = 0x20_0000u32;
+    let mut aout = multiboot_header(AOUT_KLUDGE, &[base, base, 0, base + 0x8000, base + 0x40]);
+    aout.resize(0x40, 0);
+    aout.extend_from_slice(&code);
+    [elf, aout]
+}
+
+/// The multiboot header's neighbourhood in both images, and the ELF headers.
+const MB_HOT: &[(usize, usize)] = &[(0, 0x40), (0x40, 0x200)];
+
 #[test]
 fn the_unmutated_images_load() {
+    for image in multiboot_images() {
+        let kernel = KernelImage::from_bytes("multiboot", image).expect("a multiboot image");
+        boot::load(&ram(), &kernel, Some(&[1u8; 64][..]), &[], "x=1").expect("multiboot loads");
+    }
     let kernel = KernelImage::from_bytes("guest", ELF.to_vec()).expect("an ELF");
     boot::load(&ram(), &kernel, None, &[], "x=1").expect("the test guest loads");
     let kernel = KernelImage::from_bytes("bz", bzimage()).expect("a bzImage");
@@ -188,6 +227,17 @@ proptest! {
         cut in proptest::option::weighted(0.1, 0..bzimage().len()),
     ) {
         let mut bytes = bzimage();
+        apply(&mut bytes, &mutations, cut);
+        exercise(bytes)?;
+    }
+
+    #[test]
+    fn mutated_multiboot_never_panics(
+        which in 0usize..2,
+        mutations in proptest::collection::vec(mutation(0x240, MB_HOT), 1..8),
+        cut in proptest::option::weighted(0.1, 0..0x240usize),
+    ) {
+        let mut bytes = multiboot_images()[which].clone();
         apply(&mut bytes, &mutations, cut);
         exercise(bytes)?;
     }
