@@ -49,6 +49,11 @@ fn sharing_functions() -> Result<(), Failed> {
         guest_number(&run, &["scenario=guest-dr", "other_db=0"], "other_db")? == 0,
         || "the guest saw #DBs that were not its own".into(),
     )?;
+    // The guest never single-steps: a BS it sees would be drvisor's step leaking into it.
+    ensure(
+        guest_number(&run, &["scenario=guest-dr", "bs_db="], "bs_db")? == 0,
+        || format!("the guest saw single-step #DBs it never asked for\n{run}"),
+    )?;
     for t in ["drv_target_0", "drv_target_2"] {
         ensure(host_hits(&events, t) == 25, || {
             format!("host {t}: {}", host_hits(&events, t))

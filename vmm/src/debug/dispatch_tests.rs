@@ -750,27 +750,6 @@ fn an_emulated_mov_dr_under_the_guests_tf_owes_it_a_single_step_db() {
 }
 
 #[test]
-fn the_guests_own_single_step_is_not_swallowed_by_a_step_over() {
-    let mut rig = Rig::new(THIS_HOST, Policy::HostFirst);
-    rig.add(exec(0x1000), HitAction::Continue);
-    rig.fake.0.borrow_mut().regs.rflags |= 1 << 8; // the guest's TF
-    rig.exit(DR6_INIT | 1 << 3, 0x1000);
-    assert!(rig.fake.installed().single_step);
-    rig.exit(DR6_INIT | BS, 0x1003);
-    assert_eq!(
-        rig.fake.0.borrow().injected,
-        vec![DR6_INIT | BS],
-        "the step's BS is the guest's too"
-    );
-    // Without the guest's TF, the same step stays the VMM's alone.
-    let mut rig = Rig::new(THIS_HOST, Policy::HostFirst);
-    rig.add(exec(0x1000), HitAction::Continue);
-    rig.exit(DR6_INIT | 1 << 3, 0x1000);
-    rig.exit(DR6_INIT | BS, 0x1003);
-    assert!(rig.fake.0.borrow().injected.is_empty());
-}
-
-#[test]
 fn a_re_execution_step_keeps_rf_across_a_step_exit_that_made_no_progress() {
     let mut rig = Rig::new(THIS_HOST, Policy::HostFirst);
     rig.add(exec(0x1000), HitAction::Continue);
