@@ -25,7 +25,12 @@ impl Vcpu {
             return None;
         }
         let (gpa, _) = read?;
-        let insn = super::stuck::descriptor_load(&self.bytes_at_rip(&shared.mem, rip), rip)?;
+        let Some(insn) = super::stuck::descriptor_load(&self.bytes_at_rip(&shared.mem, rip), rip)
+        else {
+            // Not a descriptor load: stuck only if the page is one the CPU itself reads (a page
+            // walk KVM keeps retrying); a guest polling a watched variable goes on.
+            return self.cpu_structure_watched(shared, Some(gpa & !0xfff), false);
+        };
         let page = gpa & !0xfff;
         let watch = shared
             .watch
@@ -42,42 +47,54 @@ impl Vcpu {
         })
     }
 
+    /// A read or access page watch that hides a page the CPU itself reads (page tables, GDT,
+    /// IDT, as the system registers locate them now), if any, as the outcome that says so.
+    /// `only` narrows the search to one page.
+    fn cpu_structure_watched(
+        &mut self,
+        shared: &VcpuShared,
+        only: Option<u64>,
+        triple_fault: bool,
+    ) -> Option<Outcome> {
+        let rip = self.rip();
+        let sregs = self.fd.get_sregs().ok()?;
+        let regs = crate::watch::cpu_structures::Registers::from(&sregs);
+        let (page, what) = crate::watch::cpu_structures::pages(&shared.mem, &regs)
+            .into_iter()
+            .filter(|(page, _)| only.is_none() || only == Some(*page))
+            .find(|(page, _)| shared.watch.is_hole(*page))?;
+        let watch = shared
+            .watch
+            .states()
+            .into_iter()
+            .find(|w| w.pages.iter().any(|(p, _)| *p == page))?;
+        Some(Outcome::CpuStructureWatched {
+            vcpu: self.index,
+            rip,
+            page,
+            what: what.to_string(),
+            watch: (watch.id, watch.label),
+            triple_fault,
+        })
+    }
+
     /// A triple fault: the guest's, unless a read or access page watch hid a page the CPU
     /// itself reads (page tables, GDT, IDT), which is the user's request.
     pub(super) fn triple_fault(&mut self, shared: &VcpuShared) -> Outcome {
         let rip = self.rip();
-        let watched = self
-            .fd
-            .get_sregs()
-            .ok()
-            .and_then(|sregs| {
-                let regs = crate::watch::cpu_structures::Registers::from(&sregs);
-                crate::watch::cpu_structures::pages(&shared.mem, &regs)
-                    .into_iter()
-                    .find(|(page, _)| shared.watch.is_hole(*page))
+        self.cpu_structure_watched(shared, None, true)
+            .unwrap_or(Outcome::TripleFault {
+                vcpu: self.index,
+                rip,
             })
-            .and_then(|(page, what)| {
-                let watch = shared
-                    .watch
-                    .states()
-                    .into_iter()
-                    .find(|w| w.pages.iter().any(|(p, _)| *p == page))?;
-                Some(Outcome::CpuStructureWatched {
-                    vcpu: self.index,
-                    rip,
-                    page,
-                    what: what.to_string(),
-                    watch: (watch.id, watch.label),
-                    triple_fault: true,
-                })
-            });
-        watched.unwrap_or(Outcome::TripleFault {
-            vcpu: self.index,
-            rip,
-        })
     }
 
     pub(super) fn internal_error(&mut self, shared: &VcpuShared) -> Outcome {
+        // KVM could not complete an access of the CPU's own (a page walk, a descriptor load)
+        // through a page a watch hid: the user's request, said as such.
+        if let Some(watched) = self.cpu_structure_watched(shared, None, false) {
+            return watched;
+        }
         let mem = &shared.mem;
         // SAFETY: the last exit was KVM_EXIT_INTERNAL_ERROR, so `internal` is the union member
         // KVM filled in.
