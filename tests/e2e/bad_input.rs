@@ -256,10 +256,6 @@ fn cases(f: &Files) -> Vec<Case> {
         refused("long_watch_is_cut", &["--watch", &format!("{long_name}:q")], "more bytes)"),
         refused("long_policy_is_cut", &["--policy", &long_name], "more bytes)"),
         refused("long_kernel_path_is_cut", &["--kernel", &format!("/{long_name}")], "more bytes)"),
-        // A read watch on the guest's own page tables: the CPU's page walk cannot go through the
-        // page engine, so the guest triple-faults; that is the user's request, said as such.
-        refused("read_watch_on_the_page_tables", &["--watch", "drv_pml4:r:8", "--events", "/dev/null"], "which holds the guest's page tables"),
-        refused("access_watch_on_the_page_tables", &["--watch", "drv_pdpt:rw:8", "--events", "/dev/null"], "which holds the guest's page tables"),
         // An access watch on the GDT page: KVM re-issues the read of `lgdt`'s operand for ever;
         // drvisor sees the streak, names the instruction and the watch, and ends the run.
         refused("access_watch_on_the_gdt", &["--watch", "drv_gdt:rw:24", "--events", "/dev/null"], "the operand of `lgdt`"),

@@ -89,11 +89,16 @@ fn resumes(run: &Run) -> Result<(u64, u64, u64), Failed> {
     Ok((num("emulated")?, num("stepped")?, num("rf")?))
 }
 
-fn case(path: Path, vcpus: u64, guest: Guest) -> Result<(), Failed> {
+/// `native`: the host checks the guest's breakpoints apart from the host's. Elsewhere (VMX/SVM)
+/// the guest's slots take physical slots, so the guest uses three and leaves one to the host's
+/// breakpoint; with four, host-first would rightly leave one pending.
+fn case(path: Path, vcpus: u64, guest: Guest, native: bool) -> Result<(), Failed> {
+    let slots = if native { "0,1,2,3" } else { "0,1,2" };
+    let guest_slots = if native { 0..4 } else { 0..3 };
     let cmdline = match guest {
         Guest::None => format!("count={COUNT} slots="),
-        Guest::Entry => format!("count={COUNT} gbp=entry"),
-        Guest::Inc => format!("count={COUNT} gbp=inc"),
+        Guest::Entry => format!("count={COUNT} gbp=entry slots={slots}"),
+        Guest::Inc => format!("count={COUNT} gbp=inc slots={slots}"),
     };
     let vcpus_arg = vcpus.to_string();
     let (run, events) = drvisor_with_events(&[
@@ -121,7 +126,7 @@ fn case(path: Path, vcpus: u64, guest: Guest) -> Result<(), Failed> {
         ensure(n == COUNT, || format!("vCPU {cpu}: {n} host hits"))?;
     }
     if guest != Guest::None {
-        for slot in 0..4 {
+        for slot in guest_slots {
             let h = guest_number(&run, &["scenario=kfunc", &format!("slot={slot}")], "hits")?;
             ensure(h == total, || format!("guest slot {slot}: {h} hits"))?;
         }
@@ -164,7 +169,7 @@ pub fn trials(ctx: &crate::common::Context) -> Vec<Trial> {
                     ));
                     continue;
                 }
-                trials.push(Trial::test(name, move || case(path, vcpus, guest)));
+                trials.push(Trial::test(name, move || case(path, vcpus, guest, native)));
             }
         }
     }

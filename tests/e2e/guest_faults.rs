@@ -11,13 +11,38 @@ use crate::common::{drvisor, ensure, run_command, Context, Failed, Trial, DRVISO
 fn triple_fault() -> Result<(), Failed> {
     let run = drvisor(&["run", "--scenario", "triple-fault"]);
     run.expect_code(exit_code::TRIPLE_FAULT.into())?;
+    // SVM resets the vCPU at a shutdown before KVM reports it: RIP is the reset vector there,
+    // in no function of the guest's.
+    let reset = run.stderr.contains("at rip=0xfff0");
     ensure(
         run.stderr
             .contains("guest triple fault on vCPU 0 at rip=0x")
-            && run
-                .stderr
-                .contains("(drvisor_guest::scenarios::faults::triple_fault+0x")
+            && (reset
+                || run
+                    .stderr
+                    .contains("(drvisor_guest::scenarios::faults::triple_fault+0x"))
             && !run.stderr.contains("panicked"),
+        || run.to_string(),
+    )
+}
+
+/// A read or access watch on the guest's own page tables: the CPU's page walk cannot go through
+/// the page engine, so the guest triple-faults. Where the vCPU's registers survive the fault
+/// (our hosts), that is reported as the user's request, exit 2; where KVM resets the vCPU first
+/// (SVM), it stays a triple fault (70), with a warning naming the armed watches.
+fn watch_on_the_page_tables(spec: &'static str) -> Result<(), Failed> {
+    let run = drvisor(&["run", "--watch", spec, "--events", "/dev/null"]);
+    if run.code == i32::from(exit_code::TRIPLE_FAULT) {
+        return ensure(
+            run.stderr.contains("at rip=0xfff0")
+                && run.stderr.contains("KVM reset vCPU 0 at the triple fault")
+                && run.stderr.contains(spec),
+            || run.to_string(),
+        );
+    }
+    run.expect_code(exit_code::USAGE.into())?;
+    ensure(
+        run.stderr.contains("which holds the guest's page tables") && run.stderr.contains(spec),
         || run.to_string(),
     )
 }
@@ -143,6 +168,12 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
         )
     };
     vec![
+        Trial::test("guest_faults::read_watch_on_the_page_tables", || {
+            watch_on_the_page_tables("drv_pml4:r:8")
+        }),
+        Trial::test("guest_faults::access_watch_on_the_page_tables", || {
+            watch_on_the_page_tables("drv_pdpt:rw:8")
+        }),
         Trial::test("guest_faults::triple_fault", triple_fault),
         Trial::test("guest_faults::fail_entry_exits_72", fail_entry_exits_72),
         Trial::test(

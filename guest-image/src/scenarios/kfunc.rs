@@ -42,6 +42,10 @@ fn work(cpu: usize, cfg: &Config) {
         }
     }
     dr::write_dr7(dr7);
+    // One exit (a read of the host-signal port) between arming and the first call, so a VMM
+    // that cannot trap MOV DR (SVM) has placed the slots before they are relied on, as the
+    // guest-dr scenario's `announce=1` does.
+    let _ = crate::host_signal::raised();
     let calls = kfunc_loop(cfg.count);
     dr::write_dr7(0);
     if let Some(c) = CALLS.get(cpu) {

@@ -113,9 +113,6 @@ pub struct DebugController {
     resumes: ResumeTally,
 }
 
-/// How many late guest slots are described one by one; the rest are only counted.
-const LATE_SLOTS_SHOWN: u64 = 4;
-
 /// Called with the new plan after it changed, outside the controller's lock, on the thread
 /// that changed it (possibly a vCPU thread, never inside `KVM_RUN`).
 pub type PlanListener = Arc<dyn Fn(&Plan) + Send + Sync>;
@@ -487,20 +484,12 @@ impl DebugController {
     /// the kernel and tells no one), the slot was not in hardware until now, so any hit in
     /// between was lost. Each one is counted, and the first few are described.
     pub(crate) fn report_late_guest_slot(&self, index: usize, virt: Slot, addr: u64, kind: DrKind) {
-        let n = self.late_guest_slots.fetch_add(1, Ordering::Relaxed) + 1;
-        if n <= LATE_SLOTS_SHOWN {
-            tracing::warn!(
-                "vcpu{index}: the guest armed its {virt} ({kind:?} at {addr:#x}) while host \
-                 breakpoints were loaded; this host cannot trap MOV DR, so drvisor placed it only \
-                 at the next exit: a hit between the guest's write and that exit was not \
-                 delivered{}",
-                if n == LATE_SLOTS_SHOWN {
-                    " (further late slots are counted, not shown)"
-                } else {
-                    ""
-                }
-            );
-        }
+        self.late_guest_slots.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            "vcpu{index}: the guest armed its {virt} ({kind:?} at {addr:#x}) while host \
+             breakpoints were loaded; this host cannot trap MOV DR, so drvisor placed it at the \
+             next exit"
+        );
     }
 
     /// Whether the guest's DR file can change the physical plan: it carries guest slots

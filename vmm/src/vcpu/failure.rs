@@ -58,7 +58,13 @@ impl Vcpu {
     ) -> Option<Outcome> {
         let rip = self.rip();
         let sregs = self.fd.get_sregs().ok()?;
-        let regs = crate::watch::cpu_structures::Registers::from(&sregs);
+        // SVM resets the vCPU at a shutdown before the exit (CS base 0xffff0000, RIP 0xfff0):
+        // then the structures are where the previous exit saw them.
+        let reset = sregs.cs.base == 0xffff_0000 && rip == 0xfff0;
+        let regs = match self.last_structures {
+            Some(last) if reset => last,
+            _ => crate::watch::cpu_structures::Registers::from(&sregs),
+        };
         let (page, what) = crate::watch::cpu_structures::pages(&shared.mem, &regs)
             .into_iter()
             .filter(|(page, _)| only.is_none() || only == Some(*page))
@@ -82,11 +88,30 @@ impl Vcpu {
     /// itself reads (page tables, GDT, IDT), which is the user's request.
     pub(super) fn triple_fault(&mut self, shared: &VcpuShared) -> Outcome {
         let rip = self.rip();
-        self.cpu_structure_watched(shared, None, true)
-            .unwrap_or(Outcome::TripleFault {
-                vcpu: self.index,
-                rip,
-            })
+        if let Some(watched) = self.cpu_structure_watched(shared, None, true) {
+            return watched;
+        }
+        let holes: Vec<String> = shared
+            .watch
+            .states()
+            .into_iter()
+            .filter(|w| w.pages.iter().any(|(p, _)| shared.watch.is_hole(*p)))
+            .map(|w| format!("#{} {}", w.id, crate::quote::cut(&w.label)))
+            .collect();
+        if rip == 0xfff0 && !holes.is_empty() {
+            // SVM resets the vCPU at a shutdown, so where the tables were is gone.
+            tracing::warn!(
+                "KVM reset vCPU {} at the triple fault, so drvisor cannot tell which page the CPU \
+                 failed to read; read or access page watches are armed ({}): if one covers the \
+                 guest's page tables, GDT or IDT, watch it for writes (:w) instead",
+                self.index,
+                holes.join(", ")
+            );
+        }
+        Outcome::TripleFault {
+            vcpu: self.index,
+            rip,
+        }
     }
 
     pub(super) fn internal_error(&mut self, shared: &VcpuShared) -> Outcome {

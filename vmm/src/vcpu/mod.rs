@@ -55,6 +55,9 @@ pub struct Vcpu {
     /// KVM copies the registers, system registers and events into `kvm_run` at every exit
     /// (`KVM_CAP_SYNC_REGS`).
     sync_regs: bool,
+    /// Where the CPU's own structures were at the previous exit (synced system registers): on
+    /// SVM a triple fault resets the vCPU before drvisor sees it.
+    last_structures: Option<crate::watch::cpu_structures::Registers>,
     /// Identical consecutive MMIO reads on trapped pages ([`stuck`]).
     repeated_reads: stuck::RepeatedReads,
     /// Test only: report the next exit as `KVM_EXIT_FAIL_ENTRY` with this reason
@@ -78,6 +81,7 @@ impl Vcpu {
             fd,
             last_page_access: None,
             repeated_reads: stuck::RepeatedReads::default(),
+            last_structures: None,
             sync_regs,
             fail_first_entry: None,
         }
@@ -195,6 +199,10 @@ impl Vcpu {
                     break;
                 }
             };
+            if self.sync_regs && step != Step::TripleFault {
+                // A memory read of kvm_run, no ioctl.
+                self.last_structures = Some((&self.fd.sync_regs().sregs).into());
+            }
             if let Some(outcome) = self.stuck_on(stuck_read, shared) {
                 control.finish(outcome);
                 break;

@@ -221,6 +221,17 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         events.page_traps(traps, false_traps);
     }
     let outcome = events.finish(outcome);
+    let late = ctl.late_guest_slots();
+    if late > 0 {
+        // Never silent: where MOV DR cannot be trapped (SVM), a guest slot armed while host
+        // breakpoints were loaded was in hardware only from the vCPU's next exit on.
+        announce::say(format!(
+            "{late} time(s) the guest armed a debug register while host breakpoints were \
+             loaded; this host cannot trap MOV DR, so each took effect only at the vCPU's next \
+             exit, and a hit before that exit could not reach the guest \
+             (DRVISOR_LOG=info names them)"
+        ));
+    }
     if args.show_plan {
         let r = ctl.resumes();
         if r != Default::default() {
