@@ -26,12 +26,17 @@ fn triple_fault() -> Result<(), Failed> {
     )
 }
 
-/// A read or access watch on the guest's own page tables: the CPU's page walk cannot go through
-/// the page engine, so the guest triple-faults. Where the vCPU's registers survive the fault
-/// (our hosts), that is reported as the user's request, exit 2; where KVM resets the vCPU first
-/// (SVM), it stays a triple fault (70), with a warning naming the armed watches.
+/// A read or access watch on the guest's own page tables. Where the CPU's page walk cannot go
+/// through the page engine the guest triple-faults: where the vCPU's registers survive the
+/// fault (our hosts), that is reported as the user's request, exit 2; where KVM resets the vCPU
+/// first (SVM), it stays a triple fault (70), with a warning naming the armed watches. Where
+/// KVM serves the walk through the trapped page (SVM with an access watch on the PDPT, measured
+/// in the nested run), the guest simply runs: exit 0.
 fn watch_on_the_page_tables(spec: &'static str) -> Result<(), Failed> {
     let run = drvisor(&["run", "--watch", spec, "--events", "/dev/null"]);
+    if run.code == 0 {
+        return run.summary().map(|_| ());
+    }
     if run.code == i32::from(exit_code::TRIPLE_FAULT) {
         return ensure(
             run.stderr.contains("at rip=0xfff0")
