@@ -26,10 +26,26 @@ drvisor=$(dirname "$(dirname "$e2e")")/drvisor
 # One vCPU thread at a time: L1 has two CPUs and TCG makes each slow, and the SMP tests bring
 # their own parallelism.
 extra=$(printf '%q ' "$@")
+rm -f "$out/flaky.txt" "$out/failed-again.txt" "$out/e2e-retry.txt"
+# A test that fails is run once more on its own. One that then passes is reported FLAKY by
+# name, here and in flaky.txt: TCG makes the nested guest's timing erratic, and a known
+# intermittent SVM failure is tracked in the issue notes. One that fails again fails the run.
+cat > "$out/.suite.sh" <<SUITE
+#!/bin/bash
+$drvisor probe > $out/probe.txt 2>&1
+$e2e --test-threads 1 $extra > $out/e2e.txt 2>&1 && exit 0
+for t in \$(sed -n 's/^test \(.*[^ ]\) *\.\.\. FAILED\$/\1/p' $out/e2e.txt); do
+  if $e2e --exact "\$t" --test-threads 1 >> $out/e2e-retry.txt 2>&1; then
+    echo "\$t" >> $out/flaky.txt
+  else
+    echo "\$t" >> $out/failed-again.txt
+  fi
+done
+[ ! -s $out/failed-again.txt ] && [ -s $out/flaky.txt ]
+SUITE
+chmod +x "$out/.suite.sh"
 status=0
-tests/nested-svm/boot-l1.sh "$out" \
-  "$drvisor probe > $out/probe.txt 2>&1; $e2e --test-threads 1 $extra > $out/e2e.txt 2>&1" \
-  || status=$?
+tests/nested-svm/boot-l1.sh "$out" "$out/.suite.sh" || status=$?
 
 echo "== drvisor probe inside the nested SVM guest"
 cat "$out/probe.txt" 2>/dev/null || echo "(no probe output)"
@@ -38,6 +54,14 @@ if [ -f "$out/e2e.txt" ]; then
   grep -E '^test .* \.\.\. |^skipping ' "$out/e2e.txt" || true
   sed -n '/^failures:$/,$p' "$out/e2e.txt"
   grep -E '^test result:' "$out/e2e.txt" || true
+  if [ -s "$out/flaky.txt" ]; then
+    echo "== FLAKY on nested SVM (failed, then passed when run again on its own):"
+    sed 's/^/  /' "$out/flaky.txt"
+  fi
+  if [ -s "$out/failed-again.txt" ]; then
+    echo "== FAILED again when run on its own:"
+    sed 's/^/  /' "$out/failed-again.txt"
+  fi
 else
   echo "(the suite did not run; see $out/l1-console.txt)"
 fi
