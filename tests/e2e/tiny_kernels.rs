@@ -7,7 +7,7 @@
 //! Then the refusals, each with its reason and exit code 2.
 
 use drvisor::boot::elf::ElfClass;
-use drvisor::boot::test_elf::{build_with, LoadSegment, NotePlace};
+use drvisor::boot::test_elf::{build_with, multiboot_header, LoadSegment, NotePlace, AOUT_KLUDGE};
 
 use crate::common::{drvisor, ensure, temp_path, Failed, Trial};
 
@@ -121,19 +121,7 @@ const FW_CFG_CODE: &[u8] = &[
     0xc3, //                         ret
 ];
 
-const MULTIBOOT_MAGIC: u32 = 0x1bad_b002;
-const AOUT_KLUDGE: u32 = 1 << 16;
 const VIDEO_MODE: u32 = 1 << 2;
-
-/// A multiboot header with `flags` and, for the kludge, its five address fields.
-fn multiboot_header(flags: u32, addresses: &[u32]) -> Vec<u8> {
-    let sum = 0u32.wrapping_sub(MULTIBOOT_MAGIC.wrapping_add(flags));
-    [MULTIBOOT_MAGIC, flags, sum]
-        .iter()
-        .chain(addresses)
-        .flat_map(|w| w.to_le_bytes())
-        .collect()
-}
 
 fn elf(class: ElfClass, code: &[u8], pvh: Option<NotePlace>, prefix: &[u8]) -> Vec<u8> {
     // A second, bss-only segment checks that memsz beyond filesz is honoured.

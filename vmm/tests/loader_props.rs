@@ -6,7 +6,8 @@
 //! symbols never panic; every refusal is a typed `boot::Error` whose message is one line.
 
 use drvisor::boot::elf::ElfClass;
-use drvisor::boot::{self, test_elf, KernelImage};
+use drvisor::boot::test_elf::{self, multiboot_header, AOUT_KLUDGE};
+use drvisor::boot::{self, KernelImage};
 use drvisor::guest_image::ELF;
 use drvisor::symbols::SymbolTable;
 use proptest::prelude::*;
@@ -158,19 +159,6 @@ fn bzimage() -> Vec<u8> {
     image[0x236..0x238].copy_from_slice(&1u16.to_le_bytes()); // xloadflags: XLF_KERNEL_64
     image[0x260..0x264].copy_from_slice(&0x10_0000u32.to_le_bytes()); // init_size
     image
-}
-
-const MULTIBOOT_MAGIC: u32 = 0x1bad_b002;
-const AOUT_KLUDGE: u32 = 1 << 16;
-
-/// A multiboot header with `flags` and, for the a.out kludge, its five address fields.
-fn multiboot_header(flags: u32, addresses: &[u32]) -> Vec<u8> {
-    let sum = 0u32.wrapping_sub(MULTIBOOT_MAGIC.wrapping_add(flags));
-    [MULTIBOOT_MAGIC, flags, sum]
-        .iter()
-        .chain(addresses)
-        .flat_map(|w| w.to_le_bytes())
-        .collect()
 }
 
 /// A multiboot ELF32 (header after the ELF headers, in the first 8 KiB) and a multiboot

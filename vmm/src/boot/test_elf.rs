@@ -349,3 +349,19 @@ struct Section {
     align: u64,
     entsize: u64,
 }
+
+/// The multiboot v1 header magic.
+pub const MULTIBOOT_MAGIC: u32 = 0x1bad_b002;
+/// Multiboot flag 16: the header's own load addresses (the a.out kludge) follow.
+pub const AOUT_KLUDGE: u32 = 1 << 16;
+
+/// A multiboot v1 header with `flags`, its checksum, and, for the a.out kludge, its five
+/// address fields.
+pub fn multiboot_header(flags: u32, addresses: &[u32]) -> Vec<u8> {
+    let sum = 0u32.wrapping_sub(MULTIBOOT_MAGIC.wrapping_add(flags));
+    [MULTIBOOT_MAGIC, flags, sum]
+        .iter()
+        .chain(addresses)
+        .flat_map(|w| w.to_le_bytes())
+        .collect()
+}

@@ -63,6 +63,22 @@ impl DebugCaps {
         }
     }
 
+    /// What this project's paravirtual (PVM) hosts deliver, as their probe measured it: exec
+    /// breakpoints at CPL0 only, no RF, no data watchpoints, no GD trap, and the guest's own
+    /// breakpoints checked apart from the host's. Used by tests with synthetic exits.
+    pub const fn pvm_like() -> DebugCaps {
+        DebugCaps {
+            exec_breakpoints: true,
+            exec_breakpoints_cpl3: false,
+            rf_resumes: false,
+            data_watchpoints: false,
+            single_step: true,
+            gd_trap: false,
+            guest_breakpoints_native: true,
+            block_irq: true,
+        }
+    }
+
     /// What KVM on AMD SVM delivers, as measured in the nested SVM guest
     /// (`tests/nested-svm/`): like VMX, but a guest MOV DR never exits to the VMM (KVM's SVM
     /// code emulates it in the kernel), so no GD trap.

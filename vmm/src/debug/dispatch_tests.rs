@@ -19,16 +19,7 @@ const BS: u64 = 1 << 14;
 const BD: u64 = 1 << 13;
 
 /// This project's development hosts, as the probe sees them.
-const THIS_HOST: DebugCaps = DebugCaps {
-    exec_breakpoints: true,
-    exec_breakpoints_cpl3: false,
-    rf_resumes: false,
-    data_watchpoints: false,
-    single_step: true,
-    gd_trap: false,
-    guest_breakpoints_native: true,
-    block_irq: true,
-};
+const THIS_HOST: DebugCaps = DebugCaps::pvm_like();
 
 struct Rig {
     ctl: Arc<DebugController>,

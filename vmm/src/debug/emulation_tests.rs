@@ -22,16 +22,7 @@ const HIT: u64 = 0xffff_0ff0 | 1 << 3;
 const TF: u64 = 1 << 8;
 const RF: u64 = 1 << 16;
 
-const THIS_HOST: DebugCaps = DebugCaps {
-    exec_breakpoints: true,
-    exec_breakpoints_cpl3: false,
-    rf_resumes: false,
-    data_watchpoints: false,
-    single_step: true,
-    gd_trap: false,
-    guest_breakpoints_native: true,
-    block_irq: true,
-};
+const THIS_HOST: DebugCaps = DebugCaps::pvm_like();
 
 /// [`FakeVcpu`] plus what arrives with a synced exit, and guest RAM with identity-mapped
 /// 2 MiB pages (Accessed and Dirty set) over the first 4 MiB.

@@ -31,7 +31,19 @@ impl Vcpu {
             // walk KVM keeps retrying); a guest polling a watched variable goes on.
             return self.cpu_structure_watched(shared, Some(gpa & !0xfff), false);
         };
-        let page = gpa & !0xfff;
+        let what = format!("the operand of `{insn}` at {gpa:#x}");
+        self.watched_page(shared, rip, gpa & !0xfff, what, false)
+    }
+
+    /// The outcome naming the page watch that traps `page` (which holds `what`).
+    fn watched_page(
+        &self,
+        shared: &VcpuShared,
+        rip: u64,
+        page: u64,
+        what: String,
+        triple_fault: bool,
+    ) -> Option<Outcome> {
         let watch = shared
             .watch
             .states()
@@ -41,9 +53,9 @@ impl Vcpu {
             vcpu: self.index,
             rip,
             page,
-            what: format!("the operand of `{insn}` at {gpa:#x}"),
+            what,
             watch: (watch.id, watch.label),
-            triple_fault: false,
+            triple_fault,
         })
     }
 
@@ -69,19 +81,7 @@ impl Vcpu {
             .into_iter()
             .filter(|(page, _)| only.is_none() || only == Some(*page))
             .find(|(page, _)| shared.watch.is_hole(*page))?;
-        let watch = shared
-            .watch
-            .states()
-            .into_iter()
-            .find(|w| w.pages.iter().any(|(p, _)| *p == page))?;
-        Some(Outcome::CpuStructureWatched {
-            vcpu: self.index,
-            rip,
-            page,
-            what: what.to_string(),
-            watch: (watch.id, watch.label),
-            triple_fault,
-        })
+        self.watched_page(shared, rip, page, what.to_string(), triple_fault)
     }
 
     /// A triple fault: the guest's, unless a read or access page watch hid a page the CPU

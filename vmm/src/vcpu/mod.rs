@@ -200,8 +200,8 @@ impl Vcpu {
                 }
             };
             if self.sync_regs && step != Step::TripleFault {
-                // A memory read of kvm_run, no ioctl.
-                self.last_structures = Some((&self.fd.sync_regs().sregs).into());
+                // Five fields read in place from kvm_run: no ioctl, no copy of the sync area.
+                self.last_structures = Some((&self.fd.sync_regs_mut().sregs).into());
             }
             if let Some(outcome) = self.stuck_on(stuck_read, shared) {
                 control.finish(outcome);
