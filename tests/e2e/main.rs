@@ -48,7 +48,7 @@ fn main() {
     trials.extend(live_changes::trials());
     trials.extend(debug_regs_port::trials(&ctx));
     trials.extend(page_watches::trials(&ctx));
-    trials.extend(kvm_unit_tests::trials());
+    trials.extend(kvm_unit_tests::trials(&ctx));
     trials.extend(tiny_kernels::trials());
     trials.extend(symbol_specs::trials());
     trials.extend(events::trials());
