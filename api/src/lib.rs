@@ -3,7 +3,12 @@
 //! own types at the edge.
 #![deny(missing_docs)]
 
+pub mod control;
+pub mod rest;
+pub mod ring;
+
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Where a breakpoint goes: a symbol of the guest kernel or an address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +35,7 @@ pub enum BreakKind {
 }
 
 /// What happens when a host breakpoint is hit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum HitAction {
     /// Report and go on.
@@ -58,7 +63,7 @@ pub struct BreakpointSpec {
 }
 
 /// The general registers at a hit.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[allow(missing_docs)]
 pub struct Registers {
     pub rax: u64,
