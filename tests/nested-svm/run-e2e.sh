@@ -34,7 +34,8 @@ cat > "$out/.suite.sh" <<SUITE
 #!/bin/bash
 $drvisor probe > $out/probe.txt 2>&1
 $e2e --test-threads 1 $extra > $out/e2e.txt 2>&1 && exit 0
-for t in \$(sed -n 's/^test \(.*[^ ]\) *\.\.\. FAILED\$/\1/p' $out/e2e.txt); do
+# The names under the closing "failures:" list: a test's own output may split its result line.
+for t in \$(sed -n '/^failures:\$/,/^test result:/s/^    \([^ ]*::[^ ]*\)\$/\1/p' $out/e2e.txt); do
   if $e2e --exact "\$t" --test-threads 1 >> $out/e2e-retry.txt 2>&1; then
     echo "\$t" >> $out/flaky.txt
   else
