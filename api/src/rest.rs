@@ -407,3 +407,47 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// What changed in the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlanChange {
+    /// A breakpoint or watch was armed (or left pending).
+    Added,
+    /// One was removed: no vCPU reports it any more.
+    Removed,
+}
+
+/// The `plan` event: `{"event":"plan","change":"added","breakpoint":{...}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlanEvent {
+    /// Always `"plan"`.
+    pub event: String,
+    /// Added or removed.
+    pub change: PlanChange,
+    /// The breakpoint as it was after an add, or before a removal.
+    pub breakpoint: Breakpoint,
+}
+
+/// The `state` event: `{"event":"state","state":"paused","reason":"..."}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StateEvent {
+    /// Always `"state"`.
+    pub event: String,
+    /// The new state.
+    pub state: VmState,
+    /// Why: `api`, `hit #ID on vCPU N`, `signal`, or the run's end in words.
+    pub reason: String,
+    /// Set when stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<VmExit>,
+}
+
+/// The `lost` event: `{"event":"lost","count":N}`, events this reader missed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LostEvent {
+    /// Always `"lost"`.
+    pub event: String,
+    /// How many.
+    pub count: u64,
+}

@@ -192,9 +192,19 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             return trials;
         }
     };
+    let emulated_host = !ctx
+        .probe
+        .delivers(drvisor::probe::Mechanism::NativeCpl0, 0);
     for c in CASES {
         let name = format!("kvm_unit_tests::{}", c.name);
         match baseline_source(ctx) {
+            Ok(Source::Live) if c.name == "emulator" && emulated_host => trials.push(skipped(
+                &name,
+                "on a KVM that itself runs under an emulator (the nested SVM guest), the \
+                 emulator image run for QEMU's baseline crashed the outer QEMU (TCG assertion \
+                 `tcg_handle_interrupt: bql_locked()`), taking every test with it; it runs \
+                 against the recorded results on this project's hosts, and live on VMX/SVM",
+            )),
             Ok(source) => {
                 let dir = dir.clone();
                 trials.push(Trial::test(name, move || run_case(&dir, c, &source)));

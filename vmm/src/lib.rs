@@ -6,6 +6,7 @@
 
 pub mod boot;
 pub mod console_lines;
+pub mod control;
 pub mod cpu;
 pub mod debug;
 pub mod devices;

@@ -24,6 +24,7 @@ use crate::memory;
 use crate::outcome::Outcome;
 use crate::probe;
 use crate::run_control::RunControl;
+use crate::vcpu::parked::ParkedRegs;
 use crate::vcpu::{UnknownAccessPolicy, Vcpu, VcpuGate, VcpuShared};
 use crate::watch::{PageWatchEngine, Translator};
 
@@ -153,6 +154,7 @@ pub struct Vm {
     watch: Arc<PageWatchEngine>,
     host_signal: Arc<HostSignal>,
     events: Arc<EventBus<Event>>,
+    probe: Option<probe::ProbeReport>,
 }
 
 fn kvm_err(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
@@ -185,11 +187,12 @@ impl TryFrom<VmConfig> for Vm {
             .create_irq_chip()
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
 
-        let caps = match config.debug_caps {
-            Some(caps) => caps,
-            None => DebugCaps::from_probe(
-                &probe::run_for_routing(&kvm).map_err(kvm_err("the host probe"))?,
-            ),
+        let (caps, probe) = match config.debug_caps {
+            Some(caps) => (caps, None),
+            None => {
+                let report = probe::run_for_routing(&kvm).map_err(kvm_err("the host probe"))?;
+                (DebugCaps::from_probe(&report), Some(report))
+            }
         };
         let control = Arc::new(RunControl::new()?);
         let gate = Arc::new(VcpuGate::new(config.vcpus, control.clone()));
@@ -317,6 +320,7 @@ impl TryFrom<VmConfig> for Vm {
             debug_attached: config.debug_attached,
             gate,
             watch: watch.clone(),
+            parked: Arc::new(ParkedRegs::new(config.vcpus)),
         });
         Ok(Vm {
             _kvm: kvm,
@@ -329,6 +333,7 @@ impl TryFrom<VmConfig> for Vm {
             watch,
             host_signal,
             events: Arc::new(EventBus::new()),
+            probe,
         })
     }
 }
@@ -393,6 +398,21 @@ impl Vm {
     /// The run's shared control, to end it from outside.
     pub fn run_control(&self) -> &Arc<RunControl> {
         &self.shared.control
+    }
+
+    /// What the host probe measured, unless the capabilities were given.
+    pub fn probe(&self) -> Option<&probe::ProbeReport> {
+        self.probe.as_ref()
+    }
+
+    /// The registers of paused vCPUs.
+    pub fn parked(&self) -> &Arc<ParkedRegs> {
+        &self.shared.parked
+    }
+
+    /// The vCPUs' entry gate: pause, resume, quiesce.
+    pub fn gate(&self) -> &Arc<VcpuGate> {
+        &self.shared.gate
     }
 
     /// The vCPUs, before the run starts.

@@ -528,6 +528,26 @@ impl DebugController {
         self.gate.resume();
     }
 
+    /// vCPU `index`'s debug registers as the guest wrote them, the plan it runs, and whether
+    /// host debugging is on for it (off, the guest's own registers are loaded as they are).
+    pub fn vcpu_view(&self, index: usize) -> Option<(GuestDrFile, VcpuPlan, bool)> {
+        let state = self.lock();
+        let guest = *state.guests.get(index)?;
+        let plan = *state.plan.vcpus.get(index)?;
+        let host_debug = !plan.is_empty();
+        Some((guest, plan, host_debug))
+    }
+
+    /// See [`VcpuGate::resume_mark`].
+    pub fn resume_mark(&self) -> u64 {
+        self.gate.resume_mark()
+    }
+
+    /// See [`VcpuGate::pause_unless_resumed_since`].
+    pub fn pause_unless_resumed_since(&self, mark: u64) -> bool {
+        self.gate.pause_unless_resumed_since(mark)
+    }
+
     /// Whether the VM is paused.
     pub fn is_paused(&self) -> bool {
         self.gate.is_paused()

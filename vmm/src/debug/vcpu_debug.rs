@@ -432,10 +432,12 @@ impl VcpuDebug {
             count: info.count,
             regs: registers(regs),
         };
+        // The mark comes before the hit is published: a resume answering it is kept.
+        let mark = self.ctl.resume_mark();
         match (info.on_hit)(&hit) {
             HitAction::Continue => None,
             HitAction::Pause => {
-                self.ctl.pause_all();
+                self.ctl.pause_unless_resumed_since(mark);
                 None
             }
             HitAction::Stop => Some(Verdict::Stop { id, rip: regs.rip }),

@@ -12,7 +12,7 @@ mod tests;
 
 pub use bus::{EventBus, Record, RecvTimeoutError, Sequenced, Subscription};
 pub use event::{Event, PageTraps};
-pub use writer::{spawn_writer, WriterOptions, WriterReport, MAX_BATCH};
+pub use writer::{line_json, spawn_writer, WriterOptions, WriterReport, MAX_BATCH};
 
 /// How many unread events a view holds by default: at the highest hit rates measured
 /// (BENCHMARKS.md, about 10^5 hits/s over all vCPUs) this is more than 100 ms of hits, far

@@ -46,6 +46,11 @@ struct Line<'a, T> {
     event: &'a T,
 }
 
+/// One event as the JSON of its line (no newline): `{"seq":N,...}`, as every client shows it.
+pub fn line_json<T: Serialize>(seq: u64, event: &T) -> serde_json::Result<String> {
+    serde_json::to_string(&Line { seq, event })
+}
+
 #[derive(Serialize)]
 struct LostLine {
     event: &'static str,

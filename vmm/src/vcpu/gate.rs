@@ -8,7 +8,7 @@
 //! consistent accesses, either the vCPU sees the pause and stays out, or the VMM sees the vCPU
 //! inside and waits for the kick to bring it out.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ const WAIT_SLICE: Duration = Duration::from_millis(20);
 /// The vCPUs' entry gate.
 pub struct VcpuGate {
     user_paused: AtomicBool,
+    /// Counts resumes, so a pause decided before a resume arrived does not undo it.
+    resumes: AtomicU64,
     holds: AtomicUsize,
     in_guest: Vec<AtomicBool>,
     lock: Mutex<()>,
@@ -51,6 +53,7 @@ impl VcpuGate {
     pub fn new(vcpus: usize, control: Arc<RunControl>) -> Self {
         VcpuGate {
             user_paused: AtomicBool::new(false),
+            resumes: AtomicU64::new(0),
             holds: AtomicUsize::new(0),
             in_guest: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
             lock: Mutex::new(()),
@@ -117,8 +120,29 @@ impl VcpuGate {
 
     /// Ends a pause.
     pub fn resume(&self) {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.resumes.fetch_add(1, SeqCst);
         self.user_paused.store(false, SeqCst);
-        self.notify();
+        self.changed.notify_all();
+    }
+
+    /// A mark to give [`VcpuGate::pause_unless_resumed_since`]: take it before announcing a
+    /// pause that is about to happen (a `pause` hit's event), so a client that answers the
+    /// announcement with a resume at once is not overtaken by the pause.
+    pub fn resume_mark(&self) -> u64 {
+        self.resumes.load(SeqCst)
+    }
+
+    /// Pauses every vCPU, unless a resume arrived after `mark` was taken. Whether it paused.
+    pub fn pause_unless_resumed_since(&self, mark: u64) -> bool {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.resumes.load(SeqCst) != mark {
+            return false;
+        }
+        self.user_paused.store(true, SeqCst);
+        drop(_guard);
+        self.control.kicker.kick_all();
+        true
     }
 
     /// Whether the VM is paused by [`VcpuGate::pause`].
@@ -171,6 +195,19 @@ mod tests {
         g.resume();
         assert!(g.try_enter(1));
         g.leave(1);
+    }
+
+    #[test]
+    fn a_resume_after_the_mark_is_not_undone_by_the_pause() {
+        let g = gate(1);
+        let mark = g.resume_mark();
+        // The pause was announced; the client resumed before the vCPU got to pause.
+        g.resume();
+        assert!(!g.pause_unless_resumed_since(mark));
+        assert!(!g.is_paused());
+        let mark = g.resume_mark();
+        assert!(g.pause_unless_resumed_since(mark));
+        assert!(g.is_paused());
     }
 
     #[test]

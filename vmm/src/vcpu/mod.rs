@@ -5,6 +5,7 @@ mod failure;
 mod gate;
 pub mod kick;
 mod page_hits;
+pub mod parked;
 mod stuck;
 
 pub use exit::{classify, classify_elements, GuestMmio, Step, UnknownAccessPolicy};
@@ -41,6 +42,8 @@ pub struct VcpuShared {
     pub gate: Arc<VcpuGate>,
     /// Page-protection watches: guest RAM accesses that exit as MMIO.
     pub watch: Arc<PageWatchEngine>,
+    /// The registers of paused vCPUs, for clients.
+    pub parked: Arc<parked::ParkedRegs>,
 }
 
 /// One vCPU and its index.
@@ -151,8 +154,17 @@ impl Vcpu {
                 break;
             }
             if !shared.gate.try_enter(self.index) {
+                if shared.gate.is_paused() {
+                    if let Some(regs) = parked::snapshot(self.index, &mut self.fd, self.sync_regs)
+                    {
+                        shared.parked.park(self.index, regs);
+                    }
+                }
                 let debug = ctx.debug.as_deref();
                 shared.gate.park(|| debug.is_some_and(VcpuDebug::has_news));
+                if !shared.gate.is_paused() {
+                    shared.parked.unpark(self.index);
+                }
                 continue;
             }
             let run = self.fd.run();

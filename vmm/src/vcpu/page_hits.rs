@@ -59,9 +59,13 @@ impl Vcpu {
                 count: hit.count,
                 regs: registers(&regs),
             };
+            // The mark comes before the hit is published: a resume answering it is kept.
+            let mark = shared.gate.resume_mark();
             match (hit.on_hit)(&context) {
                 HitAction::Continue => {}
-                HitAction::Pause => shared.gate.pause(),
+                HitAction::Pause => {
+                    shared.gate.pause_unless_resumed_since(mark);
+                }
                 HitAction::Stop => {
                     outcome.get_or_insert(Outcome::HostStop {
                         vcpu: self.index,

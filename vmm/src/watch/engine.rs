@@ -361,7 +361,9 @@ impl PageWatchEngine {
         Ok(())
     }
 
-    fn physical_ranges(&self, range: WatchRange) -> Result<Vec<(u64, u64)>, Error> {
+    /// The guest-physical pieces of `range`, translating a virtual one through the guest's
+    /// page tables (with the vCPUs briefly out of the guest).
+    pub fn physical_ranges(&self, range: WatchRange) -> Result<Vec<(u64, u64)>, Error> {
         match range {
             WatchRange::Physical { len: 0, .. } | WatchRange::Virtual { len: 0, .. } => {
                 Err(Error::Empty)

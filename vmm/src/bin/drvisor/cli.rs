@@ -95,6 +95,20 @@ pub struct RunArgs {
     /// A System.map to resolve symbols with (default: the kernel ELF's symbol table).
     #[arg(long, value_name = "FILE")]
     pub symbols: Option<PathBuf>,
+    /// Serve the REST control plane (HTTP/1.1) on this Unix socket, created with mode 0600 and
+    /// removed at exit (`drvisor ctl --sock PATH` drives it).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+    /// Also serve it on TCP, loopback only (needs --api-token-file).
+    #[arg(long, value_name = "127.0.0.1:PORT", requires = "api_token_file")]
+    pub api_tcp: Option<std::net::SocketAddr>,
+    /// The bearer token TCP clients must send (`Authorization: Bearer TOKEN`).
+    #[arg(long, value_name = "FILE", requires = "api_tcp")]
+    pub api_token_file: Option<PathBuf>,
+    /// Keep every vCPU out of the guest until the first resume (`PUT /vm/state`, `drvisor ctl
+    /// resume` or SIGUSR1), so breakpoints can be set before the first instruction.
+    #[arg(long)]
+    pub paused: bool,
 }
 
 /// `--engine`.
@@ -123,7 +137,7 @@ impl From<EngineArg> for EngineChoice {
 pub enum ActionArg {
     /// Report the hit and go on.
     Continue,
-    /// Report the hit and pause every vCPU until SIGUSR1.
+    /// Report the hit and pause every vCPU until resumed (the REST plane, or SIGUSR1).
     Pause,
     /// Report the hit and end the run (exit code 74).
     Stop,

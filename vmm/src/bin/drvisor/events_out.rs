@@ -6,13 +6,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use drvisor::debug::{HitContext, OnHit};
 use drvisor::events::{
     spawn_writer, Event, EventBus, PageTraps, WriterOptions, WriterReport, DEFAULT_CAPACITY,
 };
 use drvisor::run_control::RunControl;
 use drvisor::Outcome;
-use drvisor_api::{HitAction, HitEvent};
 
 use crate::Failure;
 
@@ -77,29 +75,6 @@ impl EventsOut {
             bus,
             writer,
             sink: sink.name,
-        })
-    }
-
-    /// The hit callback of a breakpoint with `action`: publish the hit, answer the action.
-    pub fn report_and(&self, action: HitAction) -> OnHit {
-        let bus = self.bus.clone();
-        Arc::new(move |hit: &HitContext| {
-            bus.publish(Event::Hit(HitEvent {
-                event: "hit".into(),
-                id: hit.id.0,
-                label: hit.label.clone(),
-                vcpu: hit.vcpu as u32,
-                rip: hit.rip,
-                addr: hit.addr,
-                kind: hit.kind,
-                engine: hit.engine.to_string(),
-                slot: hit.slot,
-                access: hit.access.clone(),
-                action,
-                count: hit.count,
-                regs: hit.regs.clone(),
-            }));
-            action
         })
     }
 

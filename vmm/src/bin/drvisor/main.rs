@@ -1,6 +1,7 @@
 //! The `drvisor` command.
 
 mod announce;
+mod api_server;
 mod arm;
 mod cli;
 #[cfg(test)]
@@ -16,8 +17,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{CommandFactory, FromArgMatches};
-use drvisor::debug::{plan_view, DebugController};
+use clap::{CommandFactory, FromArgMatches, ValueEnum};
+use drvisor::control::{Facts, Session};
+use drvisor::debug::plan_view;
 use drvisor::quote::cut;
 use drvisor::watch::Engine;
 use drvisor::{exit_code, memory, probe, Console, Vm, VmConfig};
@@ -166,6 +168,25 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     let vm = Vm::try_from(config).map_err(vm_failure)?;
     stopper.attach(vm.run_control().clone());
     let events = events_out::EventsOut::start(sink, vm.events().clone(), vm.run_control().clone())?;
+    let symbols = Arc::new(symbols);
+    let facts = Facts {
+        kernel: args.kernel.as_ref().map_or_else(
+            || "embedded test guest".to_owned(),
+            |k| k.display().to_string(),
+        ),
+        memory_mib: args.mem,
+        policy: args
+            .policy
+            .to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_owned()),
+        vcpus: args.vcpus as u32,
+    };
+    let session = Session::new(&vm, facts, symbols.clone())
+        .map_err(|e| Failure::vmm(format!("cannot start the event stream: {e}")))?;
+    if args.paused {
+        // No vCPU has run yet: the gate is closed before the first entry.
+        vm.debug().pause_all();
+    }
 
     let ctl = vm.debug().clone();
     if args.show_plan {
@@ -179,8 +200,8 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     let mut engines = BTreeMap::new();
     for r in &requests {
         pausing |= r.action == HitAction::Pause;
-        let on_hit = announce::announce_pause(events.report_and(r.action));
-        let (id, engine) = arm::arm(r, on_hit, &ctl, vm.watch()).map_err(Failure::usage)?;
+        let on_hit = announce::announce_pause(session.on_hit(r));
+        let (id, engine) = arm::arm(&session, r, on_hit).map_err(Failure::usage)?;
         labels.insert(id.0, cut(&r.label).into_owned());
         engines.insert(id.0, (engine, matches!(r.what, requests::What::Break(_))));
     }
@@ -210,9 +231,10 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     if args.show_plan && !vm.watch().states().is_empty() {
         announce::say(plan_view::describe_page_watches(&vm.watch().states()));
     }
-    if pausing {
-        resume_on_sigusr1(ctl.clone())?;
+    if pausing || args.paused {
+        resume_on_sigusr1(session.clone())?;
     }
+    let server = api_server::start(&args, session.clone())?;
 
     let pages = vm.watch().clone();
     let outcome = vm.run().map_err(vm_failure)?;
@@ -221,6 +243,8 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         events.page_traps(traps, false_traps);
     }
     let outcome = events.finish(outcome);
+    session.finished(&outcome);
+    drop(server);
     let late = ctl.late_guest_slots();
     if late > 0 {
         // Never silent: where MOV DR cannot be trapped (SVM), a guest slot armed while host
@@ -247,15 +271,16 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     Ok(outcome.exit_code())
 }
 
-/// A paused VM resumes when the process receives SIGUSR1 (`kill -USR1 <pid>`).
-fn resume_on_sigusr1(ctl: Arc<DebugController>) -> Result<(), Failure> {
+/// A paused VM resumes when the process receives SIGUSR1 (`kill -USR1 <pid>`), an alias of
+/// the REST plane's resume.
+fn resume_on_sigusr1(session: Arc<Session>) -> Result<(), Failure> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])
         .map_err(|e| Failure::vmm(format!("cannot watch SIGUSR1: {e}")))?;
     std::thread::spawn(move || {
         for _ in signals.forever() {
-            if ctl.is_paused() {
+            if session.state().0 == drvisor_api::rest::VmState::Paused {
                 announce::say("resuming (SIGUSR1)");
-                ctl.resume();
+                session.resume("signal");
             }
         }
     });

@@ -8,6 +8,9 @@
 //! on the command line, which clap reports through argument indices.
 
 use clap::ArgMatches;
+pub use drvisor::control::location::{check_range, number, Target};
+pub use drvisor::control::{Request, What};
+use drvisor_api::rest::Owner;
 use drvisor::quote::cut;
 use drvisor::symbols::SymbolTable;
 use drvisor::watch::{EngineChoice, Place};
@@ -17,35 +20,6 @@ use drvisor_watch::Access;
 
 use crate::cli::{ActionArg, EngineArg};
 
-/// What was asked for.
-pub enum What {
-    /// An exec breakpoint (always a hardware slot).
-    Break(BreakSpec),
-    /// A data watchpoint, routed to an engine later.
-    Watch {
-        /// Where.
-        place: Place,
-        /// Which accesses.
-        access: Access,
-        /// How many bytes.
-        len: u64,
-        /// Which engine the user wants.
-        engine: EngineChoice,
-    },
-}
-
-/// One breakpoint or watchpoint the user asked for.
-pub struct Request {
-    /// As written on the command line.
-    pub label: String,
-    /// What.
-    pub what: What,
-    /// Which vCPUs.
-    pub scope: Scope,
-    /// What a hit does.
-    pub action: HitAction,
-}
-
 /// The flags that build requests.
 pub struct Flags<'a> {
     pub breaks: &'a [String],
@@ -53,15 +27,6 @@ pub struct Flags<'a> {
     pub vcpus: &'a [u32],
     pub actions: &'a [ActionArg],
     pub engines: &'a [EngineArg],
-}
-
-/// A symbol or an address, as written.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// `0x`-prefixed hex or decimal.
-    Number(u64),
-    /// Anything else: a symbol name, looked up later.
-    Symbol(String),
 }
 
 /// `[phys:]SYMBOL|ADDR[:w|r|rw][:LEN]`, parsed but not resolved.
@@ -201,29 +166,9 @@ fn parsed(label: &str, kind: Kind) -> Parsed {
     }
 }
 
-/// `0x` hex or decimal.
-pub fn number(text: &str) -> Option<u64> {
-    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) if !hex.starts_with(['+', '-']) => u64::from_str_radix(hex, 16).ok(),
-        Some(_) => None,
-        None if text.starts_with(|c: char| c.is_ascii_digit()) => text.parse().ok(),
-        None => None,
-    }
-}
-
 /// A symbol or a number (`0x` hex or decimal).
 pub fn location(text: &str) -> Result<Target, String> {
-    if text.is_empty() {
-        return Err("give a symbol or an address (0x-prefixed hex or decimal)".into());
-    }
-    match number(text) {
-        Some(addr) => Ok(Target::Number(addr)),
-        None if text.starts_with(|c: char| c.is_ascii_digit()) => Err(format!(
-            "`{}` is not a valid address; write 0x-prefixed hex or decimal, at most 64 bits",
-            cut(text)
-        )),
-        None => Ok(Target::Symbol(text.to_owned())),
-    }
+    drvisor::control::location::parse(text)
 }
 
 /// `[phys:]SYMBOL|ADDR[:w|r|rw][:LEN]`: each part at most once, the length `0x` hex or
@@ -287,17 +232,6 @@ fn access_name(a: Access) -> &'static str {
     }
 }
 
-/// `[addr, addr + len)` must not wrap: the last byte is at most 2^64 - 1, and the end is
-/// representable, as the page engine requires of both physical and virtual ranges.
-fn check_range(addr: u64, len: u64) -> Result<(), String> {
-    match addr.checked_add(len) {
-        Some(_) => Ok(()),
-        None => Err(format!(
-            "{addr:#x} + {len:#x} bytes runs past the end of the 64-bit address space; shorten it so that address + length <= 2^64 - 1"
-        )),
-    }
-}
-
 /// Looks up symbols and builds the requests.
 pub fn resolve(parsed: Vec<Parsed>, symbols: &SymbolTable) -> Result<Vec<Request>, String> {
     parsed
@@ -356,6 +290,7 @@ fn resolve_one(p: Parsed, symbols: &SymbolTable) -> Result<Request, String> {
         what,
         scope: p.vcpu.map_or(Scope::Vm, |v| Scope::Vcpu(VcpuId(v))),
         action: p.action.unwrap_or(HitAction::Continue),
+        owner: Owner::Cli,
     })
 }
 

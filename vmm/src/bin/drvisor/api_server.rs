@@ -1,0 +1,42 @@
+//! `--api-sock`/`--api-tcp`: the REST control plane on threads of its own, serving the run's
+//! session. Every mistake in these flags is found here, before the guest runs.
+
+use std::sync::Arc;
+
+use drvisor::control::Session;
+use drvisor_api::server::{read_token_file, serve, ServerConfig, ServerHandle};
+
+use crate::cli::RunArgs;
+use crate::Failure;
+
+/// Starts the server if a flag asks for it. Dropping the handle stops serving and removes the
+/// socket.
+pub fn start(args: &RunArgs, session: Arc<Session>) -> Result<Option<ServerHandle>, Failure> {
+    if args.api_sock.is_none() && args.api_tcp.is_none() {
+        return Ok(None);
+    }
+    let token = match &args.api_token_file {
+        Some(path) => Some(
+            read_token_file(path).map_err(|e| Failure::usage(format!("--api-token-file: {e}")))?,
+        ),
+        None => None,
+    };
+    let config = ServerConfig {
+        unix: args.api_sock.clone(),
+        tcp: args.api_tcp,
+        token,
+    };
+    let flag = if args.api_sock.is_some() {
+        "--api-sock"
+    } else {
+        "--api-tcp"
+    };
+    let server = serve(session, config).map_err(|e| Failure::usage(format!("{flag}: {e}")))?;
+    if let Some(path) = server.unix_path() {
+        tracing::info!("REST control plane on {}", path.display());
+    }
+    if let Some(addr) = server.tcp_addr() {
+        tracing::info!("REST control plane on http://{addr}");
+    }
+    Ok(Some(server))
+}

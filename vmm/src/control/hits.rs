@@ -1,0 +1,51 @@
+//! What a hit does besides its action: it leaves the vCPU once, as an event on the bus, and a
+//! `pause` also tells the stream's readers that the VM is pausing.
+
+use std::sync::Arc;
+
+use drvisor_api::rest::{StateEvent, VmState};
+use drvisor_api::ring::{EventKind, EventRing};
+use drvisor_api::{HitAction, HitEvent};
+
+use crate::debug::{HitContext, OnHit};
+use crate::events::{Event, EventBus};
+
+/// The hit callback of a breakpoint with `action`: publish the hit, answer the action. The
+/// vCPU pauses after it returns, unless a client resumed in between (see
+/// [`crate::vcpu::VcpuGate::resume_mark`]).
+pub fn reporter(bus: Arc<EventBus<Event>>, ring: Arc<EventRing>, action: HitAction) -> OnHit {
+    Arc::new(move |hit: &HitContext| {
+        bus.publish(Event::Hit(hit_event(hit, action)));
+        if action == HitAction::Pause {
+            let state = StateEvent {
+                event: "state".into(),
+                state: VmState::Paused,
+                reason: format!("hit #{} on vCPU {}", hit.id.0, hit.vcpu),
+                exit: None,
+            };
+            if let Ok(json) = serde_json::to_string(&state) {
+                ring.push(EventKind::State, json);
+            }
+        }
+        action
+    })
+}
+
+/// A hit as its event.
+pub fn hit_event(hit: &HitContext, action: HitAction) -> HitEvent {
+    HitEvent {
+        event: "hit".into(),
+        id: hit.id.0,
+        label: hit.label.clone(),
+        vcpu: hit.vcpu as u32,
+        rip: hit.rip,
+        addr: hit.addr,
+        kind: hit.kind,
+        engine: hit.engine.to_string(),
+        slot: hit.slot,
+        access: hit.access.clone(),
+        action,
+        count: hit.count,
+        regs: hit.regs.clone(),
+    }
+}

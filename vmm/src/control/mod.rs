@@ -1,0 +1,14 @@
+//! One engine, many clients: the entry points the command line, the REST plane, gdb and the CI
+//! harness share. A client describes what it wants in the engine's terms ([`Request`], the
+//! location syntax of [`location`]) and calls a [`Session`]; none has a road of its own to KVM.
+
+mod api;
+mod feeder;
+mod hits;
+pub mod location;
+mod request;
+mod session;
+
+pub use hits::{hit_event, reporter};
+pub use request::{arm, Error, Request, What};
+pub use session::{Facts, Session, PAUSE_TIMEOUT, RING_CAPACITY};

@@ -1,0 +1,92 @@
+//! A breakpoint or watch request in the engine's terms, whichever client made it, and how it
+//! is armed: exec breakpoints in hardware slots, watches on the engine routing picks.
+
+use drvisor_api::rest::Owner;
+use drvisor_api::HitAction;
+use drvisor_debug::{BreakSpec, HostBpId, Scope};
+use drvisor_watch::Access;
+
+use crate::debug::{DebugController, HostRequest, OnHit};
+use crate::watch::{arm_watch, ArmError, Engine, EngineChoice, PageWatchEngine, Place, WatchRequest};
+
+/// What was asked for.
+#[derive(Clone, Debug)]
+pub enum What {
+    /// An exec breakpoint (always a hardware slot).
+    Break(BreakSpec),
+    /// A data watchpoint, routed to an engine when armed.
+    Watch {
+        /// Where.
+        place: Place,
+        /// Which accesses.
+        access: Access,
+        /// How many bytes.
+        len: u64,
+        /// Which engine the client wants.
+        engine: EngineChoice,
+    },
+}
+
+/// One breakpoint or watchpoint a client asked for, resolved.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// How the client named it (a symbol or an address, as written).
+    pub label: String,
+    /// What.
+    pub what: What,
+    /// Which vCPUs.
+    pub scope: Scope,
+    /// What a hit does.
+    pub action: HitAction,
+    /// Which client asked.
+    pub owner: Owner,
+}
+
+/// Why a request was not armed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The debug controller refused the exec breakpoint.
+    #[error(transparent)]
+    Break(#[from] crate::debug::Error),
+    /// The watch could not be armed.
+    #[error(transparent)]
+    Watch(#[from] ArmError),
+}
+
+/// Arms `req` with `on_hit` and says on which engine.
+pub fn arm(
+    req: &Request,
+    on_hit: OnHit,
+    ctl: &DebugController,
+    pages: &PageWatchEngine,
+) -> Result<(HostBpId, Engine), Error> {
+    match &req.what {
+        What::Break(spec) => Ok((
+            ctl.add(HostRequest {
+                spec: *spec,
+                scope: req.scope,
+                label: req.label.clone(),
+                on_hit,
+            })?,
+            Engine::Hw,
+        )),
+        What::Watch {
+            place,
+            access,
+            len,
+            engine,
+        } => Ok(arm_watch(
+            WatchRequest {
+                place: *place,
+                access: *access,
+                len: *len,
+                engine: *engine,
+                scope: req.scope,
+                label: req.label.clone(),
+                on_hit,
+            },
+            ctl,
+            pages,
+        )?),
+    }
+}

@@ -1,0 +1,315 @@
+//! A running VM as its clients drive it: the one object the command line, the REST plane and
+//! (later) gdb and the CI harness call. It arms and removes breakpoints through the debug
+//! controller and the page-watch engine, pauses and resumes through the vCPU gate, ends the
+//! run through run control, and keeps the book of who asked for what. No method touches a
+//! vCPU's file descriptor; a change returns once every vCPU runs the new plan.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use drvisor_api::rest::{
+    Breakpoint, BreakpointKind, PlanChange, PlanEvent, StateEvent, VcpuPlacement, VmExit,
+    VmState, WatchAccess,
+};
+use drvisor_api::ring::{EventKind, EventRing};
+use drvisor_debug::HostBpId;
+use drvisor_watch::Access;
+use vm_memory::GuestMemoryMmap;
+
+use super::hits::reporter;
+use super::request::{arm, Error, Request, What};
+use crate::debug::{DebugController, OnHit};
+use crate::events::{Event, EventBus};
+use crate::outcome::Outcome;
+use crate::probe::ProbeReport;
+use crate::run_control::RunControl;
+use crate::symbols::SymbolTable;
+use crate::vcpu::parked::ParkedRegs;
+use crate::watch::{Engine, PageWatchEngine, Place};
+use crate::Vm;
+
+/// How many events the stream's ring keeps for replay.
+pub const RING_CAPACITY: usize = 64 * 1024;
+
+/// How long a pause waits for every vCPU to leave the guest.
+pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the VM was built with, for `GET /vm`.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    /// The kernel: a path, or `embedded test guest`.
+    pub kernel: String,
+    /// Guest RAM in MiB.
+    pub memory_mib: u64,
+    /// The slot policy's name.
+    pub policy: String,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+}
+
+/// One armed request and where it went.
+struct Entry {
+    request: Request,
+    engine: Engine,
+}
+
+/// A VM's control session.
+pub struct Session {
+    pub(super) debug: Arc<DebugController>,
+    pub(super) watch: Arc<PageWatchEngine>,
+    pub(super) control: Arc<RunControl>,
+    pub(super) parked: Arc<ParkedRegs>,
+    pub(super) mem: GuestMemoryMmap,
+    pub(super) symbols: Arc<SymbolTable>,
+    pub(super) probe: Option<ProbeReport>,
+    pub(super) facts: Facts,
+    pub(super) started: Instant,
+    bus: Arc<EventBus<Event>>,
+    pub(super) ring: Arc<EventRing>,
+    feeder: Mutex<Option<JoinHandle<()>>>,
+    book: Mutex<BTreeMap<u32, Entry>>,
+}
+
+impl Session {
+    /// A session on `vm`, before it runs. Starts the thread that feeds the stream's ring.
+    pub fn new(vm: &Vm, facts: Facts, symbols: Arc<SymbolTable>) -> std::io::Result<Arc<Self>> {
+        let ring = Arc::new(EventRing::new(RING_CAPACITY));
+        let feeder = super::feeder::spawn(vm.events(), ring.clone())?;
+        Ok(Arc::new(Session {
+            debug: vm.debug().clone(),
+            watch: vm.watch().clone(),
+            control: vm.run_control().clone(),
+            parked: vm.parked().clone(),
+            mem: vm.memory().clone(),
+            symbols,
+            probe: vm.probe().cloned(),
+            facts,
+            started: Instant::now(),
+            bus: vm.events().clone(),
+            ring,
+            feeder: Mutex::new(Some(feeder)),
+            book: Mutex::new(BTreeMap::new()),
+        }))
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Entry>> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The callback a breakpoint with `req`'s action reports its hits through.
+    pub fn on_hit(&self, req: &Request) -> OnHit {
+        reporter(self.bus.clone(), self.ring.clone(), req.action)
+    }
+
+    /// Arms `req` with the standard hit reporting; returns its id and engine once every vCPU
+    /// runs the new plan.
+    pub fn arm(&self, req: Request) -> Result<(HostBpId, Engine), Error> {
+        let on_hit = self.on_hit(&req);
+        self.arm_with(req, on_hit)
+    }
+
+    /// [`Session::arm`] with a hit callback of the caller's.
+    pub fn arm_with(&self, req: Request, on_hit: OnHit) -> Result<(HostBpId, Engine), Error> {
+        let (id, engine) = arm(&req, on_hit, &self.debug, &self.watch)?;
+        self.book().insert(
+            id.0,
+            Entry {
+                request: req,
+                engine,
+            },
+        );
+        if let Some(bp) = self.breakpoint(id.0) {
+            self.publish_plan(PlanChange::Added, bp);
+        }
+        Ok((id, engine))
+    }
+
+    /// Removes breakpoint `id`; `false` if there is none. Returns once no vCPU reports it.
+    pub fn remove(&self, id: u32) -> Result<bool, Error> {
+        let Some(before) = self.breakpoint(id) else {
+            return Ok(false);
+        };
+        let engine = self.book().get(&id).map(|e| e.engine);
+        match engine {
+            Some(Engine::Page) => self
+                .watch
+                .remove(HostBpId(id))
+                .map_err(|e| Error::Watch(e.into()))?,
+            _ => self.debug.remove(HostBpId(id))?,
+        }
+        self.book().remove(&id);
+        self.publish_plan(PlanChange::Removed, before);
+        Ok(true)
+    }
+
+    /// Every breakpoint and watch, by id.
+    pub fn breakpoints(&self) -> Vec<Breakpoint> {
+        let ids: Vec<u32> = self.book().keys().copied().collect();
+        ids.into_iter().filter_map(|id| self.breakpoint(id)).collect()
+    }
+
+    /// Breakpoint `id` as clients see it.
+    pub fn breakpoint(&self, id: u32) -> Option<Breakpoint> {
+        let book = self.book();
+        let entry = book.get(&id)?;
+        let req = &entry.request;
+        let (kind, addr, len, access) = match &req.what {
+            What::Break(spec) => (BreakpointKind::Exec, spec.addr(), 1, None),
+            What::Watch {
+                place, access, len, ..
+            } => {
+                let addr = match place {
+                    Place::Virtual(a) | Place::Physical(a) => *a,
+                };
+                let access = match access {
+                    Access::Write => WatchAccess::Write,
+                    Access::Read => WatchAccess::Read,
+                    Access::ReadWrite => WatchAccess::ReadWrite,
+                };
+                (BreakpointKind::Watch, addr, *len, Some(access))
+            }
+        };
+        let mut bp = Breakpoint {
+            id,
+            kind,
+            location: req.label.clone(),
+            addr,
+            len,
+            access,
+            vcpu: match req.scope {
+                drvisor_debug::Scope::Vm => None,
+                drvisor_debug::Scope::Vcpu(v) => Some(v.0),
+            },
+            action: req.action,
+            engine: match entry.engine {
+                Engine::Hw => drvisor_api::rest::Engine::Hw,
+                Engine::Page => drvisor_api::rest::Engine::Page,
+            },
+            owner: req.owner,
+            state: String::new(),
+            vcpus: Vec::new(),
+            pages: Vec::new(),
+            hits: 0,
+        };
+        drop(book);
+        self.place(&mut bp);
+        Some(bp)
+    }
+
+    /// Fills in where `bp` lives now: its slots or pages, its state and its hits.
+    fn place(&self, bp: &mut Breakpoint) {
+        let id = HostBpId(bp.id);
+        let plan = self.debug.plan();
+        if let Some(state) = plan.host_states.get(&id) {
+            bp.engine = drvisor_api::rest::Engine::Hw;
+            bp.vcpus = state
+                .armed
+                .iter()
+                .map(|(v, slot)| VcpuPlacement {
+                    vcpu: v.0,
+                    state: "armed".into(),
+                    slot: Some(slot.number()),
+                    reason: None,
+                })
+                .chain(state.pending.iter().map(|(v, why)| VcpuPlacement {
+                    vcpu: v.0,
+                    state: "pending".into(),
+                    slot: None,
+                    reason: Some(why.to_string()),
+                }))
+                .collect();
+            bp.vcpus.sort_by_key(|p| p.vcpu);
+            let word = match state.summary() {
+                drvisor_debug::HostSummary::Armed => "armed",
+                drvisor_debug::HostSummary::PartlyArmed => "partly-armed",
+                drvisor_debug::HostSummary::Pending => "pending",
+            };
+            bp.state = match self.debug.caps().exec_note() {
+                Some(note) if bp.kind == BreakpointKind::Exec && word != "pending" => {
+                    format!("{word} ({note})")
+                }
+                _ => word.to_owned(),
+            };
+            bp.hits = self.debug.hits(id).unwrap_or(0);
+        } else if let Some(watch) = self.watch.states().into_iter().find(|w| w.id == bp.id) {
+            bp.engine = drvisor_api::rest::Engine::Page;
+            bp.state = "armed".into();
+            bp.pages = watch.pages.iter().map(|(gpa, _)| *gpa).collect();
+            bp.hits = watch.hits;
+        } else {
+            bp.state = "pending (carried by neither engine)".into();
+        }
+    }
+
+    fn publish_plan(&self, change: PlanChange, breakpoint: Breakpoint) {
+        let event = PlanEvent {
+            event: "plan".into(),
+            change,
+            breakpoint,
+        };
+        if let Ok(json) = serde_json::to_string(&event) {
+            self.ring.push(EventKind::Plan, json);
+        }
+    }
+
+    pub(super) fn publish_state(&self, state: VmState, reason: &str, exit: Option<VmExit>) {
+        let event = StateEvent {
+            event: "state".into(),
+            state,
+            reason: reason.to_owned(),
+            exit,
+        };
+        if let Ok(json) = serde_json::to_string(&event) {
+            self.ring.push(EventKind::State, json);
+        }
+    }
+
+    /// Pauses every vCPU and waits until each has left the guest. `false` if one did not in
+    /// [`PAUSE_TIMEOUT`].
+    pub fn pause(&self, reason: &str) -> bool {
+        self.debug.pause_all();
+        self.publish_state(VmState::Paused, reason, None);
+        self.parked.wait_all(PAUSE_TIMEOUT) || self.control.is_finished()
+    }
+
+    /// Resumes every vCPU.
+    pub fn resume(&self, reason: &str) {
+        self.debug.resume();
+        self.publish_state(VmState::Running, reason, None);
+    }
+
+    /// Ends the run (`Outcome::Requested`).
+    pub fn stop(&self) {
+        self.control.finish(Outcome::Requested);
+    }
+
+    /// The VM's state now.
+    pub fn state(&self) -> (VmState, Option<VmExit>) {
+        match self.control.outcome() {
+            Some(outcome) => (VmState::Stopped, Some(exit_of(&outcome))),
+            None if self.debug.is_paused() => (VmState::Paused, None),
+            None => (VmState::Running, None),
+        }
+    }
+
+    /// The run ended with `outcome` and its event bus was closed: once the bus has drained
+    /// into the stream, tell the stream's readers and end the stream.
+    pub fn finished(&self, outcome: &Outcome) {
+        let feeder = self.feeder.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(feeder) = feeder {
+            let _ = feeder.join();
+        }
+        let exit = exit_of(outcome);
+        self.publish_state(VmState::Stopped, &exit.reason.clone(), Some(exit));
+        self.ring.close();
+    }
+}
+
+fn exit_of(outcome: &Outcome) -> VmExit {
+    VmExit {
+        status: outcome.exit_code(),
+        reason: outcome.to_string(),
+    }
+}
