@@ -3,9 +3,12 @@
 //! own types at the edge.
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod control;
+pub mod ctl;
 pub mod rest;
 pub mod ring;
+pub mod server;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -1,0 +1,67 @@
+//! How failures leave the server: every one is JSON [`ErrorBody`] with the status of its
+//! [`ErrorKind`], and what can go wrong while starting one ([`ServeError`]).
+
+use std::path::PathBuf;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::rest::{ApiError, ErrorKind};
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.kind.status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.body)).into_response()
+    }
+}
+
+/// 400 with `code`.
+pub(crate) fn bad_request(code: &str, message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::BadRequest, code, message)
+}
+
+/// Why [`serve`](super::serve) refused to start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Neither a Unix socket nor a TCP address was configured.
+    #[error("nothing to serve: give a Unix socket path, a TCP address, or both")]
+    NothingToServe,
+    /// TCP asked for without a token.
+    #[error("refusing to serve TCP on {0} without a token: every TCP request must carry `Authorization: Bearer <token>`")]
+    TcpWithoutToken(std::net::SocketAddr),
+    /// TCP asked for on an address other hosts can reach.
+    #[error("refusing to serve TCP on {0}: only loopback addresses (127.0.0.0/8, ::1) are allowed")]
+    NotLoopback(std::net::SocketAddr),
+    /// A server already answers on the socket path.
+    #[error("another server already answers on {}; stop it or choose another path", .0.display())]
+    AlreadyServing(PathBuf),
+    /// Something that is not a socket is in the way.
+    #[error("{} exists and is not a socket; refusing to replace it", .0.display())]
+    NotASocket(PathBuf),
+    /// A token file is unusable.
+    #[error("token file {}: {why}", path.display())]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ServeError {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+        let what = what.into();
+        move |source| ServeError::Io { what, source }
+    }
+}
