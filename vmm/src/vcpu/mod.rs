@@ -155,8 +155,9 @@ impl Vcpu {
             }
             if !shared.gate.try_enter(self.index) {
                 if shared.gate.is_paused() {
-                    if let Some(regs) = parked::snapshot(self.index, &mut self.fd, self.sync_regs)
-                    {
+                    // The sync area is filled at exits: before the first, ask KVM.
+                    let synced = self.sync_regs && self.last_structures.is_some();
+                    if let Some(regs) = parked::snapshot(self.index, &mut self.fd, synced) {
                         shared.parked.park(self.index, regs);
                     }
                 }
