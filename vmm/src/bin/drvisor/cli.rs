@@ -27,6 +27,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drive a running `drvisor run --api-sock PATH` over its REST control plane.
+    Ctl(Box<drvisor_api::ctl::CtlArgs>),
 }
 
 /// `drvisor run`.

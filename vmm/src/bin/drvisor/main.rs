@@ -79,6 +79,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(*args, &matches),
         Command::Probe { json } => probe_host(json),
+        Command::Ctl(args) => Ok(drvisor_api::ctl::run(*args)),
     };
     let code = match result {
         Ok(code) => code,
