@@ -312,7 +312,7 @@ pub struct MemoryQuery {
     /// A guest-physical address (`0x` hex or decimal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpa: Option<String>,
-    /// A guest-virtual address, translated through the guest's page tables.
+    /// A guest-virtual address or a symbol, translated through the guest's page tables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gva: Option<String>,
     /// Bytes, 1 to [`MEMORY_READ_MAX`].

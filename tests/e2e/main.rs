@@ -19,6 +19,7 @@ mod kvm_unit_tests;
 mod live_changes;
 mod page_watches;
 mod probe_table;
+mod rest_api;
 mod real_bzimage_mutations;
 mod scenarios;
 mod signals;
@@ -49,6 +50,7 @@ fn main() {
     trials.extend(debug_regs_port::trials(&ctx));
     trials.extend(page_watches::trials(&ctx));
     trials.extend(kvm_unit_tests::trials(&ctx));
+    trials.extend(rest_api::trials());
     trials.extend(tiny_kernels::trials());
     trials.extend(symbol_specs::trials());
     trials.extend(events::trials());

@@ -10,7 +10,8 @@
 //! - A reader that fell behind the ring first gets `event: lost` with
 //!   `data: {"event":"lost","count":N}` and `id:` the last lost sequence number, so a client
 //!   that reconnects with that id does not count the same loss twice.
-//! - The stream ends when the ring is closed (the VM stopped) or the server shuts down.
+//! - The stream ends when the ring is closed (the VM stopped) or, at the latest
+//!   [`DRAIN_GRACE`] after the server began to shut down.
 //!   Idle streams get a keep-alive comment every 15 s.
 //!
 //! The ring is read on the blocking pool with a timeout, only when the HTTP connection has
@@ -27,6 +28,9 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
+
+/// How long a stream may go on draining the ring once the server shuts down.
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 use super::error::bad_request;
 use super::extract::StrictQuery;
@@ -140,8 +144,12 @@ pub(crate) async fn events(
         done: false,
     };
     let mut shutdown = st.shutdown.clone();
+    // The VMM closes the ring before it shuts the server down: a reader that keeps up gets
+    // every event up to the VM's stop and ends by itself. One that does not is cut off after
+    // DRAIN_GRACE.
     let stopped = async move {
         let _ = shutdown.wait_for(|s| *s).await;
+        tokio::time::sleep(DRAIN_GRACE).await;
     };
     let stream = stream::unfold(reader, Reader::next).take_until(stopped);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))

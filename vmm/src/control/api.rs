@@ -362,7 +362,8 @@ impl Control for Session {
         let (gpa, gva) = match (&query.gpa, &query.gva) {
             (Some(gpa), None) => (address("gpa", gpa)?, None),
             (None, Some(gva)) => {
-                let gva = address("gva", gva)?;
+                // A symbol or an address, as everywhere a location is written.
+                let gva = self.parse_location(gva)?.1;
                 (self.translate(gva, query.len)?, Some(gva))
             }
             _ => {
