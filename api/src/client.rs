@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
@@ -197,11 +197,16 @@ impl Client {
         if body.is_some() {
             b = b.header(CONTENT_TYPE, "application/json");
         }
+        let mut req = b
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        // Extra headers replace the defaults above.
         for (k, v) in headers {
-            b = b.header(*k, *v);
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| ClientError::Http(e.to_string()))?;
+            let value = HeaderValue::from_str(v).map_err(|e| ClientError::Http(e.to_string()))?;
+            req.headers_mut().insert(name, value);
         }
-        b.body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ClientError::Http(e.to_string()))
+        Ok(req)
     }
 
     async fn send_async(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, ClientError> {
