@@ -34,8 +34,12 @@ fn curl(sock: &std::path::Path, args: &[&str], path: &str) -> (u16, String) {
 }
 
 fn code(body: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
-    v["code"].as_str().unwrap_or_else(|| panic!("no code: {body}")).to_owned()
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    v["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no code: {body}"))
+        .to_owned()
 }
 
 const JSON: &[&str] = &["-H", "content-type: application/json"];
@@ -65,11 +69,19 @@ fn curl_sees_json_everywhere() {
     let (st, body) = post(r#"{"location":"nosuch"}"#);
     assert_eq!((st, code(&body).as_str()), (422, "unknown-symbol"));
     // curl's default form content type is refused.
-    let (st, body) = curl(sock, &["-X", "POST", "-d", r#"{"location":"x"}"#], "/breakpoints");
+    let (st, body) = curl(
+        sock,
+        &["-X", "POST", "-d", r#"{"location":"x"}"#],
+        "/breakpoints",
+    );
     assert_eq!((st, code(&body).as_str()), (400, "bad-json"));
 
     let big = std::env::temp_dir().join(format!("drvisor-big-{}.json", std::process::id()));
-    std::fs::write(&big, format!(r#"{{"location":"{}"}}"#, "a".repeat(70 * 1024))).unwrap();
+    std::fs::write(
+        &big,
+        format!(r#"{{"location":"{}"}}"#, "a".repeat(70 * 1024)),
+    )
+    .unwrap();
     let at = format!("@{}", big.display());
     let mut a = JSON.to_vec();
     a.extend(["-X", "POST", "--data-binary", &at]);
@@ -104,7 +116,9 @@ fn curl_reads_the_event_stream() {
         return;
     }
     let s = serve_unix(8);
-    s.stub.ring.push(EventKind::Hit, r#"{"event":"hit","id":1}"#);
+    s.stub
+        .ring
+        .push(EventKind::Hit, r#"{"event":"hit","id":1}"#);
     s.stub.ring.push(EventKind::State, r#"{"event":"state"}"#);
     let (st, body) = curl(&s.sock, &["-N"], "/events?since=0&follow=false");
     assert_eq!(st, 200);
@@ -113,6 +127,10 @@ fn curl_reads_the_event_stream() {
         "id: 1\nevent: hit\ndata: {\"event\":\"hit\",\"id\":1}\n\n\
          id: 2\nevent: state\ndata: {\"event\":\"state\"}\n\n"
     );
-    let (_, body) = curl(&s.sock, &["-N", "-H", "Last-Event-ID: 1"], "/events?follow=false");
+    let (_, body) = curl(
+        &s.sock,
+        &["-N", "-H", "Last-Event-ID: 1"],
+        "/events?follow=false",
+    );
     assert!(body.starts_with("id: 2\n"), "{body}");
 }

@@ -8,7 +8,7 @@ use drvisor_api::client::ClientError;
 use drvisor_api::rest::*;
 use drvisor_api::server::openapi_json;
 use drvisor_api::HitAction;
-use hyper::Method;
+use drvisor_api::client::Method;
 
 fn api_err(e: ClientError) -> (u16, String) {
     match e {
@@ -30,9 +30,16 @@ fn every_endpoint_round_trips() {
     assert_eq!(c.debugregs(1).unwrap().slots.len(), 4);
 
     let bp = c
-        .add_breakpoint(&NewBreakpoint { location: "0x1030e0".into(), vcpu: None, action: HitAction::Pause })
+        .add_breakpoint(&NewBreakpoint {
+            location: "0x1030e0".into(),
+            vcpu: None,
+            action: HitAction::Pause,
+        })
         .unwrap();
-    assert_eq!((bp.addr, bp.action, bp.kind), (0x1030e0, HitAction::Pause, BreakpointKind::Exec));
+    assert_eq!(
+        (bp.addr, bp.action, bp.kind),
+        (0x1030e0, HitAction::Pause, BreakpointKind::Exec)
+    );
     let wp = c
         .add_watchpoint(&NewWatchpoint {
             location: "phys:0x2000".into(),
@@ -43,20 +50,44 @@ fn every_endpoint_round_trips() {
             engine: EngineChoice::Page,
         })
         .unwrap();
-    assert_eq!((wp.kind, wp.len, wp.engine), (BreakpointKind::Watch, 4, Engine::Page));
+    assert_eq!(
+        (wp.kind, wp.len, wp.engine),
+        (BreakpointKind::Watch, 4, Engine::Page)
+    );
     assert_eq!(c.breakpoints().unwrap(), vec![bp.clone(), wp.clone()]);
     assert_eq!(c.breakpoint(bp.id).unwrap(), bp);
     c.remove_breakpoint(bp.id).unwrap();
-    assert_eq!(api_err(c.breakpoint(bp.id).unwrap_err()), (404, "not-found".into()));
-    assert_eq!(api_err(c.remove_breakpoint(bp.id).unwrap_err()), (404, "not-found".into()));
+    assert_eq!(
+        api_err(c.breakpoint(bp.id).unwrap_err()),
+        (404, "not-found".into())
+    );
+    assert_eq!(
+        api_err(c.remove_breakpoint(bp.id).unwrap_err()),
+        (404, "not-found".into())
+    );
 
-    let m = c.memory(&MemoryQuery { gpa: Some("0x10".into()), gva: None, len: 2 }).unwrap();
+    let m = c
+        .memory(&MemoryQuery {
+            gpa: Some("0x10".into()),
+            gva: None,
+            len: 2,
+        })
+        .unwrap();
     assert_eq!((m.gpa, m.hex.as_str()), (0x10, "abab"));
-    let m = c.memory(&MemoryQuery { gpa: None, gva: Some("0x20".into()), len: 1 }).unwrap();
+    let m = c
+        .memory(&MemoryQuery {
+            gpa: None,
+            gva: Some("0x20".into()),
+            len: 1,
+        })
+        .unwrap();
     assert_eq!(m.gva, Some(0x20));
 
     let doc = c.openapi().unwrap();
-    assert_eq!(doc, serde_json::from_str::<serde_json::Value>(&openapi_json()).unwrap());
+    assert_eq!(
+        doc,
+        serde_json::from_str::<serde_json::Value>(&openapi_json()).unwrap()
+    );
 
     assert_eq!(c.stop().unwrap().state, VmState::Stopped);
     assert_eq!(api_err(c.stop().unwrap_err()), (409, "vm-stopped".into()));
@@ -65,38 +96,103 @@ fn every_endpoint_round_trips() {
 #[test]
 fn creation_is_201_and_removal_204() {
     let s = serve_unix(8);
-    let r = s.client.raw(Method::POST, "/breakpoints", Some(br#"{"location":"start_kernel"}"#.to_vec()), &[]).unwrap();
+    let r = s
+        .client
+        .raw(
+            Method::POST,
+            "/breakpoints",
+            Some(br#"{"location":"start_kernel"}"#.to_vec()),
+            &[],
+        )
+        .unwrap();
     assert_eq!(r.status, 201);
     let bp: Breakpoint = serde_json::from_slice(&r.body).unwrap();
-    let r = s.client.raw(Method::POST, "/watchpoints", Some(br#"{"location":"jiffies","len":8}"#.to_vec()), &[]).unwrap();
+    let r = s
+        .client
+        .raw(
+            Method::POST,
+            "/watchpoints",
+            Some(br#"{"location":"jiffies","len":8}"#.to_vec()),
+            &[],
+        )
+        .unwrap();
     assert_eq!(r.status, 201);
-    let r = s.client.raw(Method::DELETE, &format!("/breakpoints/{}", bp.id), None, &[]).unwrap();
+    let r = s
+        .client
+        .raw(
+            Method::DELETE,
+            &format!("/breakpoints/{}", bp.id),
+            None,
+            &[],
+        )
+        .unwrap();
     assert_eq!((r.status, r.body.len()), (204, 0));
 }
 
 /// Sends `body` (or nothing) to `method path` and returns (status, code), checking that the
 /// answer is JSON `ErrorBody`.
-fn refused(s: &common::Served, method: Method, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> (u16, String, String) {
-    let r = s.client.raw(method.clone(), path, body.map(<[u8]>::to_vec), headers).unwrap();
-    assert_eq!(r.content_type.as_deref(), Some("application/json"), "{method} {path}: {r:?}");
-    let e: ErrorBody = serde_json::from_slice(&r.body)
-        .unwrap_or_else(|e| panic!("{method} {path}: not an ErrorBody ({e}): {:?}", String::from_utf8_lossy(&r.body)));
+fn refused(
+    s: &common::Served,
+    method: Method,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    let r = s
+        .client
+        .raw(method.clone(), path, body.map(<[u8]>::to_vec), headers)
+        .unwrap();
+    assert_eq!(
+        r.content_type.as_deref(),
+        Some("application/json"),
+        "{method} {path}: {r:?}"
+    );
+    let e: ErrorBody = serde_json::from_slice(&r.body).unwrap_or_else(|e| {
+        panic!(
+            "{method} {path}: not an ErrorBody ({e}): {:?}",
+            String::from_utf8_lossy(&r.body)
+        )
+    });
     (r.status, e.code, e.message)
 }
 
 #[test]
 fn client_mistakes_are_json_4xx() {
     let s = serve_unix(8);
-    let (st, code, msg) = refused(&s, Method::POST, "/breakpoints", Some(b"{\"location\":"), &[]);
+    let (st, code, msg) = refused(
+        &s,
+        Method::POST,
+        "/breakpoints",
+        Some(b"{\"location\":"),
+        &[],
+    );
     assert_eq!((st, code.as_str()), (400, "bad-json"));
     assert!(msg.contains("EOF"), "{msg}");
-    let (st, code, msg) = refused(&s, Method::POST, "/breakpoints", Some(br#"{"location":"x","colour":1}"#), &[]);
+    let (st, code, msg) = refused(
+        &s,
+        Method::POST,
+        "/breakpoints",
+        Some(br#"{"location":"x","colour":1}"#),
+        &[],
+    );
     assert_eq!((st, code.as_str()), (400, "bad-json"));
     assert!(msg.contains("unknown field `colour`"), "{msg}");
-    let (st, code, _) = refused(&s, Method::PUT, "/vm/state", Some(br#"{"state":"sideways"}"#), &[]);
+    let (st, code, _) = refused(
+        &s,
+        Method::PUT,
+        "/vm/state",
+        Some(br#"{"state":"sideways"}"#),
+        &[],
+    );
     assert_eq!((st, code.as_str()), (400, "bad-json"));
     // The wrong content type: the client sends application/json, so override it.
-    let (st, code, msg) = refused(&s, Method::PUT, "/vm/state", Some(br#"{"state":"paused"}"#), &[("content-type", "text/plain")]);
+    let (st, code, msg) = refused(
+        &s,
+        Method::PUT,
+        "/vm/state",
+        Some(br#"{"state":"paused"}"#),
+        &[("content-type", "text/plain")],
+    );
     assert_eq!((st, code.as_str()), (400, "bad-json"), "{msg}");
     let big = format!(r#"{{"location":"{}"}}"#, "a".repeat(100 * 1024));
     let (st, code, _) = refused(&s, Method::POST, "/breakpoints", Some(big.as_bytes()), &[]);
@@ -128,7 +224,13 @@ fn client_mistakes_are_json_4xx() {
     assert_eq!((st, code.as_str()), (422, "bad-length"));
     let (st, code, _) = refused(&s, Method::GET, "/events?colour=1", None, &[]);
     assert_eq!((st, code.as_str()), (400, "bad-query"));
-    let (st, code, _) = refused(&s, Method::GET, "/events", None, &[("last-event-id", "soon")]);
+    let (st, code, _) = refused(
+        &s,
+        Method::GET,
+        "/events",
+        None,
+        &[("last-event-id", "soon")],
+    );
     assert_eq!((st, code.as_str()), (400, "bad-header"));
 }
 
@@ -137,9 +239,21 @@ fn the_stubs_refusals_keep_their_status() {
     let s = serve_unix(8);
     let (st, code, _) = refused(&s, Method::GET, "/vcpus/0/registers", None, &[]);
     assert_eq!((st, code.as_str()), (409, "vm-not-paused"));
-    let (st, code, _) = refused(&s, Method::POST, "/breakpoints", Some(br#"{"location":"nosuch"}"#), &[]);
+    let (st, code, _) = refused(
+        &s,
+        Method::POST,
+        "/breakpoints",
+        Some(br#"{"location":"nosuch"}"#),
+        &[],
+    );
     assert_eq!((st, code.as_str()), (422, "unknown-symbol"));
-    let (st, code, _) = refused(&s, Method::POST, "/watchpoints", Some(br#"{"location":"x","len":3}"#), &[]);
+    let (st, code, _) = refused(
+        &s,
+        Method::POST,
+        "/watchpoints",
+        Some(br#"{"location":"x","len":3}"#),
+        &[],
+    );
     assert_eq!((st, code.as_str()), (422, "bad-length"));
     let (st, code, _) = refused(&s, Method::GET, "/memory?gpa=boom&len=1", None, &[]);
     assert_eq!((st, code.as_str()), (500, "kvm-failed"));
@@ -156,7 +270,10 @@ fn a_chunked_body_over_the_limit_is_413() {
         req.extend_from_slice(b"\r\n");
     }
     req.extend_from_slice(b"0\r\n\r\n");
-    let (status, reply) = raw_exchange(std::os::unix::net::UnixStream::connect(&s.sock).unwrap(), &req);
+    let (status, reply) = raw_exchange(
+        std::os::unix::net::UnixStream::connect(&s.sock).unwrap(),
+        &req,
+    );
     assert_eq!(status, 413, "{reply}");
     assert!(reply.contains(r#""code":"too-large""#), "{reply}");
 }

@@ -11,8 +11,12 @@ use drvisor_api::ring::EventKind;
 
 fn push_mixed(s: &common::Served) {
     s.stub.ring.push(EventKind::Hit, r#"{"event":"hit","n":1}"#);
-    s.stub.ring.push(EventKind::Plan, r#"{"event":"plan","n":2}"#);
-    s.stub.ring.push(EventKind::State, r#"{"event":"state","n":3}"#);
+    s.stub
+        .ring
+        .push(EventKind::Plan, r#"{"event":"plan","n":2}"#);
+    s.stub
+        .ring
+        .push(EventKind::State, r#"{"event":"state","n":3}"#);
     s.stub.ring.push(EventKind::Hit, r#"{"event":"hit","n":4}"#);
     s.stub.ring.push(EventKind::Hit, r#"{"event":"hit","n":5}"#);
 }
@@ -29,7 +33,12 @@ fn take(stream: &mut EventStream, n: usize) -> Vec<SseEvent> {
 fn events_come_in_order_with_id_kind_and_data() {
     let s = serve_unix(16);
     push_mixed(&s);
-    let all: Vec<SseEvent> = s.client.events(Some(0), false).unwrap().map(Result::unwrap).collect();
+    let all: Vec<SseEvent> = s
+        .client
+        .events(Some(0), false)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(ids(&all), [1, 2, 3, 4, 5]);
     let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["hit", "plan", "state", "hit", "hit"]);
@@ -94,7 +103,11 @@ fn follow_to_end(stream: EventStream, pushes: u64) -> (u64, u32, u64) {
             assert_eq!(v["event"], "lost");
             let count = v["count"].as_u64().unwrap();
             assert!(count > 0);
-            assert_eq!(id, next + count - 1, "a lost event's id is the last lost seq");
+            assert_eq!(
+                id,
+                next + count - 1,
+                "a lost event's id is the last lost seq"
+            );
             lost += count;
             losses += 1;
             next = id + 1;
@@ -123,24 +136,41 @@ fn a_stalled_reader_is_told_what_it_lost_and_never_slows_the_producer() {
     let mut slowest = Duration::ZERO;
     for n in 1..=PUSHES {
         let started = Instant::now();
-        s.stub.ring.push(EventKind::Hit, format!(r#"{{"n":{n},"pad":"{pad}"}}"#));
+        s.stub
+            .ring
+            .push(EventKind::Hit, format!(r#"{{"n":{n},"pad":"{pad}"}}"#));
         slowest = slowest.max(started.elapsed());
         // A pace a live reader keeps up with.
         if n % 2 == 0 {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    assert!(slowest < Duration::from_millis(100), "a push took {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(100),
+        "a push took {slowest:?}"
+    );
     s.client.stop().unwrap(); // one more event, then the ring closes
     let end = PUSHES + 2;
 
     let (lost, losses, next) = follow_to_end(stalled, PUSHES);
-    println!("the stalled reader lost {lost} of {PUSHES} in {losses} gap(s); slowest push {slowest:?}");
+    println!(
+        "the stalled reader lost {lost} of {PUSHES} in {losses} gap(s); slowest push {slowest:?}"
+    );
     assert_eq!(next, end, "the stream ran to the end");
-    assert!(lost > 0, "the stalled reader lost nothing: the test did not stall it");
-    assert!(lost <= PUSHES - CAPACITY as u64, "lost {lost}, more than left the ring");
+    assert!(
+        lost > 0,
+        "the stalled reader lost nothing: the test did not stall it"
+    );
+    assert!(
+        lost <= PUSHES - CAPACITY as u64,
+        "lost {lost}, more than left the ring"
+    );
     let (lost, _, next) = live.join().unwrap();
-    assert_eq!((lost, next), (0, end), "the reader that kept up lost events");
+    assert_eq!(
+        (lost, next),
+        (0, end),
+        "the reader that kept up lost events"
+    );
 }
 
 #[test]

@@ -31,7 +31,12 @@ fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -63,14 +68,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 async fn read_limited(body: Body) -> Result<bytes::Bytes, ApiError> {
     axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
         let inner = e.into_inner();
-        let over = std::iter::successors(Some(&*inner as &(dyn std::error::Error + 'static)), |e| {
-            e.source()
-        })
-        .any(|e| e.is::<http_body_util::LengthLimitError>());
+        let over =
+            std::iter::successors(Some(&*inner as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            })
+            .any(|e| e.is::<http_body_util::LengthLimitError>());
         if over {
             too_large()
         } else {
-            bad_request("bad-body", format!("could not read the request body: {inner}"))
+            bad_request(
+                "bad-body",
+                format!("could not read the request body: {inner}"),
+            )
         }
     })
 }

@@ -60,13 +60,21 @@ impl Stub {
         if n < VCPUS {
             Ok(())
         } else {
-            Err(ApiError::new(ErrorKind::NotFound, "no-such-vcpu", format!("no vCPU {n}")))
+            Err(ApiError::new(
+                ErrorKind::NotFound,
+                "no-such-vcpu",
+                format!("no vCPU {n}"),
+            ))
         }
     }
 
     fn running(s: &Inner) -> Result<(), ApiError> {
         if s.state == VmState::Stopped {
-            Err(ApiError::new(ErrorKind::Conflict, "vm-stopped", "the run has ended"))
+            Err(ApiError::new(
+                ErrorKind::Conflict,
+                "vm-stopped",
+                "the run has ended",
+            ))
         } else {
             Ok(())
         }
@@ -78,7 +86,10 @@ impl Stub {
         bp.id = s.next_id;
         s.next_id += 1;
         s.bps.insert(bp.id, bp.clone());
-        self.ring.push(EventKind::Plan, format!(r#"{{"event":"plan","added":{}}}"#, bp.id));
+        self.ring.push(
+            EventKind::Plan,
+            format!(r#"{{"event":"plan","added":{}}}"#, bp.id),
+        );
         bp
     }
 }
@@ -134,7 +145,10 @@ impl Control for Stub {
             WantedState::Running => VmState::Running,
             WantedState::Paused => VmState::Paused,
         };
-        self.ring.push(EventKind::State, format!(r#"{{"event":"state","state":"{:?}"}}"#, s.state));
+        self.ring.push(
+            EventKind::State,
+            format!(r#"{{"event":"state","state":"{:?}"}}"#, s.state),
+        );
         Ok(Self::info(&s))
     }
 
@@ -142,7 +156,8 @@ impl Control for Stub {
         let mut s = self.inner.lock().unwrap();
         Self::running(&s)?;
         s.state = VmState::Stopped;
-        self.ring.push(EventKind::State, r#"{"event":"state","state":"stopped"}"#);
+        self.ring
+            .push(EventKind::State, r#"{"event":"state","state":"stopped"}"#);
         self.ring.close();
         Ok(Self::info(&s))
     }
@@ -175,13 +190,21 @@ impl Control for Stub {
         let addr = resolve(&req.location)?;
         let len = req.len.unwrap_or(8);
         if ![1, 2, 4, 8].contains(&len) {
-            return Err(ApiError::new(ErrorKind::Unprocessable, "bad-length", "len must be 1, 2, 4 or 8"));
+            return Err(ApiError::new(
+                ErrorKind::Unprocessable,
+                "bad-length",
+                "len must be 1, 2, 4 or 8",
+            ));
         }
         let mut bp = breakpoint(req.location, addr, req.vcpu, req.action);
         bp.kind = BreakpointKind::Watch;
         bp.len = len;
         bp.access = Some(req.access);
-        bp.engine = if req.engine == EngineChoice::Page { Engine::Page } else { Engine::Hw };
+        bp.engine = if req.engine == EngineChoice::Page {
+            Engine::Page
+        } else {
+            Engine::Hw
+        };
         Ok(self.insert(bp))
     }
 
@@ -190,12 +213,26 @@ impl Control for Stub {
     }
 
     fn breakpoint(&self, id: u32) -> Result<Breakpoint, ApiError> {
-        self.inner.lock().unwrap().bps.get(&id).cloned().ok_or_else(|| not_found(id))
+        self.inner
+            .lock()
+            .unwrap()
+            .bps
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| not_found(id))
     }
 
     fn remove_breakpoint(&self, id: u32) -> Result<(), ApiError> {
-        self.inner.lock().unwrap().bps.remove(&id).ok_or_else(|| not_found(id))?;
-        self.ring.push(EventKind::Plan, format!(r#"{{"event":"plan","removed":{id}}}"#));
+        self.inner
+            .lock()
+            .unwrap()
+            .bps
+            .remove(&id)
+            .ok_or_else(|| not_found(id))?;
+        self.ring.push(
+            EventKind::Plan,
+            format!(r#"{{"event":"plan","removed":{id}}}"#),
+        );
         Ok(())
     }
 
@@ -210,7 +247,12 @@ impl Control for Stub {
             guest: DrFile::default(),
             loaded: DrFile::default(),
             host_debug: true,
-            slots: (0..4).map(|slot| SlotOwner { slot, owner: "free".into() }).collect(),
+            slots: (0..4)
+                .map(|slot| SlotOwner {
+                    slot,
+                    owner: "free".into(),
+                })
+                .collect(),
             guest_slots: vec!["idle".into(); 4],
         })
     }
@@ -218,21 +260,36 @@ impl Control for Stub {
     fn registers(&self, vcpu: u32) -> Result<VcpuRegisters, ApiError> {
         Self::vcpu(vcpu)?;
         if self.inner.lock().unwrap().state != VmState::Paused {
-            return Err(ApiError::new(ErrorKind::Conflict, "vm-not-paused", "pause the VM first"));
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                "vm-not-paused",
+                "pause the VM first",
+            ));
         }
-        Ok(VcpuRegisters { vcpu, ..Default::default() })
+        Ok(VcpuRegisters {
+            vcpu,
+            ..Default::default()
+        })
     }
 
     fn memory(&self, query: &MemoryQuery) -> Result<MemoryRead, ApiError> {
         if query.gpa.as_deref() == Some("boom") {
-            return Err(ApiError::new(ErrorKind::Internal, "kvm-failed", "KVM_TRANSLATE failed: EIO"));
+            return Err(ApiError::new(
+                ErrorKind::Internal,
+                "kvm-failed",
+                "KVM_TRANSLATE failed: EIO",
+            ));
         }
-        let gva = query.gva.as_deref().map(|a| resolve(a)).transpose()?;
+        let gva = query.gva.as_deref().map(resolve).transpose()?;
         let gpa = match &query.gpa {
             Some(a) => resolve(a)?,
             None => gva.unwrap_or(0),
         };
-        Ok(MemoryRead { gpa, gva, hex: "ab".repeat(query.len as usize) })
+        Ok(MemoryRead {
+            gpa,
+            gva,
+            hex: "ab".repeat(query.len as usize),
+        })
     }
 
     fn events(&self) -> &EventRing {
@@ -241,7 +298,11 @@ impl Control for Stub {
 }
 
 fn not_found(id: u32) -> ApiError {
-    ApiError::new(ErrorKind::NotFound, "not-found", format!("no breakpoint {id}"))
+    ApiError::new(
+        ErrorKind::NotFound,
+        "not-found",
+        format!("no breakpoint {id}"),
+    )
 }
 
 /// A stub served on a Unix socket in a temporary directory.
@@ -259,11 +320,21 @@ pub fn serve_unix(ring_capacity: usize) -> Served {
     let stub = Stub::new(ring_capacity);
     let handle = serve(
         stub.clone(),
-        ServerConfig { unix: Some(sock.clone()), tcp: None, token: None },
+        ServerConfig {
+            unix: Some(sock.clone()),
+            tcp: None,
+            token: None,
+        },
     )
     .unwrap();
     let client = Client::unix(&sock).unwrap();
-    Served { dir, sock, stub, handle, client }
+    Served {
+        dir,
+        sock,
+        stub,
+        handle,
+        client,
+    }
 }
 
 /// Writes `request` as it is on a new connection and reads the reply to EOF: for what the
