@@ -14,8 +14,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
-use hyper::{Method, Request, Response};
+use hyper::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
+pub use hyper::Method;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -115,7 +116,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("target", &self.target.to_string()).finish()
+        f.debug_struct("Client")
+            .field("target", &self.target.to_string())
+            .finish()
     }
 }
 
@@ -173,7 +176,9 @@ impl Client {
             source,
         };
         match &self.target {
-            Target::Unix(p) => handshake(tokio::net::UnixStream::connect(p).await.map_err(fail)?).await,
+            Target::Unix(p) => {
+                handshake(tokio::net::UnixStream::connect(p).await.map_err(fail)?).await
+            }
             Target::Tcp { addr, .. } => {
                 handshake(tokio::net::TcpStream::connect(addr).await.map_err(fail)?).await
             }
@@ -197,14 +202,23 @@ impl Client {
         if body.is_some() {
             b = b.header(CONTENT_TYPE, "application/json");
         }
+        let mut req = b
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        // Extra headers replace the defaults above.
         for (k, v) in headers {
-            b = b.header(*k, *v);
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| ClientError::Http(e.to_string()))?;
+            let value = HeaderValue::from_str(v).map_err(|e| ClientError::Http(e.to_string()))?;
+            req.headers_mut().insert(name, value);
         }
-        b.body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ClientError::Http(e.to_string()))
+        Ok(req)
     }
 
-    async fn send_async(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, ClientError> {
+    async fn send_async(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, ClientError> {
         let mut sender = self.connect().await?;
         sender
             .send_request(req)
@@ -269,7 +283,11 @@ impl Client {
             .transpose()
             .map_err(|e| ClientError::Decode(e.to_string()))?;
         let raw = self.raw(method, path, body, &[])?;
-        let bytes = if raw.status == 204 { b"null".as_slice() } else { &raw.body };
+        let bytes = if raw.status == 204 {
+            b"null".as_slice()
+        } else {
+            &raw.body
+        };
         decode(raw.status, bytes)
     }
 
@@ -384,7 +402,11 @@ impl Client {
 
     /// `GET` an event stream at `path` (with its query) and extra `headers`
     /// (`Last-Event-ID`).
-    pub fn events_at(&self, path: &str, headers: &[(&str, &str)]) -> Result<EventStream, ClientError> {
+    pub fn events_at(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<EventStream, ClientError> {
         let mut hs = vec![(ACCEPT.as_str(), "text/event-stream")];
         hs.extend_from_slice(headers);
         let req = self.request(Method::GET, path, None, &hs)?;
@@ -453,7 +475,9 @@ pub struct EventStream {
 
 impl std::fmt::Debug for EventStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventStream").field("done", &self.done).finish()
+        f.debug_struct("EventStream")
+            .field("done", &self.done)
+            .finish()
     }
 }
 
@@ -524,7 +548,14 @@ mod tests {
         let mut buf = b":\n\nid: 3\nevent: hit\ndata: {\"a\":1}\n\nid: 4\nev".to_vec();
         assert_eq!(take_block(&mut buf), Some(None));
         let ev = take_block(&mut buf).unwrap().unwrap();
-        assert_eq!(ev, SseEvent { id: Some(3), kind: "hit".into(), data: "{\"a\":1}".into() });
+        assert_eq!(
+            ev,
+            SseEvent {
+                id: Some(3),
+                kind: "hit".into(),
+                data: "{\"a\":1}".into()
+            }
+        );
         assert_eq!(take_block(&mut buf), None);
         assert_eq!(buf, b"id: 4\nev");
     }

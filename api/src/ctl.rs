@@ -34,7 +34,12 @@ pub const EXIT_SERVER: u8 = 4;
 #[command(name = "drvisor ctl")]
 pub struct CtlArgs {
     /// The control plane's Unix socket.
-    #[arg(long, value_name = "PATH", required_unless_present = "tcp", conflicts_with = "tcp")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "tcp",
+        conflicts_with = "tcp"
+    )]
     pub sock: Option<PathBuf>,
     /// A loopback TCP address of the control plane (needs --token-file).
     #[arg(long, value_name = "ADDR", requires = "token_file")]
@@ -77,7 +82,12 @@ pub enum CtlCommand {
     /// Read guest memory.
     Mem {
         /// A guest-physical address.
-        #[arg(long, value_name = "ADDR", required_unless_present = "gva", conflicts_with = "gva")]
+        #[arg(
+            long,
+            value_name = "ADDR",
+            required_unless_present = "gva",
+            conflicts_with = "gva"
+        )]
         gpa: Option<String>,
         /// A guest-virtual address.
         #[arg(long, value_name = "ADDR")]
@@ -213,7 +223,11 @@ impl From<EngineArg> for EngineChoice {
 
 /// Runs `drvisor ctl` with stdout and stderr; returns the exit code.
 pub fn run(args: CtlArgs) -> u8 {
-    run_with(args, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())
+    run_with(
+        args,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )
 }
 
 /// [`run`] writing to `out` and `err`.
@@ -255,11 +269,15 @@ fn client(args: &CtlArgs) -> Result<Client, Failure> {
     let made = match (&args.sock, &args.tcp, &args.token_file) {
         (Some(sock), _, _) => Client::unix(sock),
         (None, Some(addr), Some(file)) => {
-            let token = crate::server::read_token_file(file)
-                .map_err(|e| Failure::Local(e.to_string()))?;
+            let token =
+                crate::server::read_token_file(file).map_err(|e| Failure::Local(e.to_string()))?;
             Client::tcp(*addr, token)
         }
-        _ => return Err(Failure::Local("give --sock PATH, or --tcp ADDR --token-file FILE".into())),
+        _ => {
+            return Err(Failure::Local(
+                "give --sock PATH, or --tcp ADDR --token-file FILE".into(),
+            ))
+        }
     };
     Ok(made?)
 }
@@ -280,13 +298,28 @@ fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
         CtlCommand::Regs { vcpu } => print(out, &c.registers(vcpu)?),
         CtlCommand::Debugregs { vcpu } => print(out, &c.debugregs(vcpu)?),
         CtlCommand::Mem { gpa, gva, len } => print(out, &c.memory(&MemoryQuery { gpa, gva, len })?),
-        CtlCommand::Break(BreakCommand::Add { location, vcpu, action }) => {
-            let req = NewBreakpoint { location, vcpu, action: action.into() };
+        CtlCommand::Break(BreakCommand::Add {
+            location,
+            vcpu,
+            action,
+        }) => {
+            let req = NewBreakpoint {
+                location,
+                vcpu,
+                action: action.into(),
+            };
             print(out, &c.add_breakpoint(&req)?)
         }
         CtlCommand::Break(BreakCommand::List) => print(out, &c.breakpoints()?),
         CtlCommand::Break(BreakCommand::Rm { id }) => Ok(c.remove_breakpoint(id)?),
-        CtlCommand::Watch(WatchCommand::Add { location, access, len, vcpu, action, engine }) => {
+        CtlCommand::Watch(WatchCommand::Add {
+            location,
+            access,
+            len,
+            vcpu,
+            action,
+            engine,
+        }) => {
             let req = NewWatchpoint {
                 location,
                 access: access.into(),
@@ -298,7 +331,11 @@ fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
             print(out, &c.add_watchpoint(&req)?)
         }
         CtlCommand::Events { follow, since } => {
-            let since = if follow { since } else { Some(since.unwrap_or(0)) };
+            let since = if follow {
+                since
+            } else {
+                Some(since.unwrap_or(0))
+            };
             let stream = c.with_timeout(None).events(since, follow)?;
             for ev in stream {
                 let ev = ev?;
@@ -322,17 +359,41 @@ mod tests {
 
     #[test]
     fn the_command_line_parses() {
-        let a = parse(&["--sock", "/tmp/s", "watch", "add", "jiffies", "--access", "rw", "--len", "8", "--engine", "page"]).unwrap();
+        let a = parse(&[
+            "--sock", "/tmp/s", "watch", "add", "jiffies", "--access", "rw", "--len", "8",
+            "--engine", "page",
+        ])
+        .unwrap();
         assert!(matches!(
             a.command,
-            CtlCommand::Watch(WatchCommand::Add { access: Access::Rw, len: Some(8), engine: EngineArg::Page, .. })
+            CtlCommand::Watch(WatchCommand::Add {
+                access: Access::Rw,
+                len: Some(8),
+                engine: EngineArg::Page,
+                ..
+            })
         ));
         assert!(parse(&["--sock", "/tmp/s", "break", "rm", "3"]).is_ok());
         assert!(parse(&["--tcp", "127.0.0.1:1", "--token-file", "/t", "vm"]).is_ok());
         assert!(parse(&["vm"]).is_err(), "a server is required");
-        assert!(parse(&["--tcp", "127.0.0.1:1", "vm"]).is_err(), "--tcp needs a token");
-        assert!(parse(&["--sock", "/s", "--tcp", "127.0.0.1:1", "--token-file", "/t", "vm"]).is_err());
-        assert!(parse(&["--sock", "/s", "mem", "--len", "4"]).is_err(), "an address is required");
+        assert!(
+            parse(&["--tcp", "127.0.0.1:1", "vm"]).is_err(),
+            "--tcp needs a token"
+        );
+        assert!(parse(&[
+            "--sock",
+            "/s",
+            "--tcp",
+            "127.0.0.1:1",
+            "--token-file",
+            "/t",
+            "vm"
+        ])
+        .is_err());
+        assert!(
+            parse(&["--sock", "/s", "mem", "--len", "4"]).is_err(),
+            "an address is required"
+        );
         assert!(parse(&["--sock", "/s", "mem", "--gpa", "0", "--gva", "0", "--len", "4"]).is_err());
     }
 

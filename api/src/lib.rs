@@ -1,6 +1,10 @@
 //! drvisor's wire types: what the CLI prints as JSON lines (`--events`) and what the REST
-//! control plane will speak. Plain serde data, no behaviour; the VMM converts to and from its
+//! control plane speaks. Plain serde data, no behaviour; the VMM converts to and from its
 //! own types at the edge.
+//!
+//! The control plane itself lives here too, apart from the VMM: [`server::serve`] runs the
+//! HTTP server over a [`control::Control`], [`client::Client`] talks to it, and [`ctl`] is
+//! the `drvisor ctl` command built on the client.
 #![deny(missing_docs)]
 
 pub mod client;

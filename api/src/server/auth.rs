@@ -80,7 +80,10 @@ mod tests {
         std::fs::write(&p, "  abc\n").unwrap();
         assert_eq!(read_token_file(&p).unwrap(), "abc");
         std::fs::write(&p, " \n").unwrap();
-        assert!(read_token_file(&p).unwrap_err().to_string().contains("empty"));
+        assert!(read_token_file(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
         assert!(read_token_file(dir.path().join("none")).is_err());
     }
 }

@@ -11,8 +11,8 @@ use crate::rest::{ApiError, ErrorKind};
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.kind.status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(self.body)).into_response()
     }
 }
@@ -32,7 +32,9 @@ pub enum ServeError {
     #[error("refusing to serve TCP on {0} without a token: every TCP request must carry `Authorization: Bearer <token>`")]
     TcpWithoutToken(std::net::SocketAddr),
     /// TCP asked for on an address other hosts can reach.
-    #[error("refusing to serve TCP on {0}: only loopback addresses (127.0.0.0/8, ::1) are allowed")]
+    #[error(
+        "refusing to serve TCP on {0}: only loopback addresses (127.0.0.0/8, ::1) are allowed"
+    )]
     NotLoopback(std::net::SocketAddr),
     /// A server already answers on the socket path.
     #[error("another server already answers on {}; stop it or choose another path", .0.display())]

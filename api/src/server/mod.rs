@@ -101,7 +101,7 @@ impl Drop for ServerHandle {
 }
 
 fn bind_tcp(addr: SocketAddr, token: Option<&str>) -> Result<std::net::TcpListener, ServeError> {
-    if !token.is_some_and(|t| !t.trim().is_empty()) {
+    if token.is_none_or(|t| t.trim().is_empty()) {
         return Err(ServeError::TcpWithoutToken(addr));
     }
     if !addr.ip().is_loopback() {
@@ -124,7 +124,10 @@ pub fn serve(control: Arc<dyn Control>, config: ServerConfig) -> Result<ServerHa
         None => None,
     };
     let tcp_addr = match &tcp {
-        Some(l) => Some(l.local_addr().map_err(ServeError::io("reading the TCP address"))?),
+        Some(l) => Some(
+            l.local_addr()
+                .map_err(ServeError::io("reading the TCP address"))?,
+        ),
         None => None,
     };
     let (unix, socket) = match &config.unix {
@@ -194,5 +197,8 @@ async fn run(
         }
     }
     let _ = stopped.wait_for(|s| *s).await;
-    let _ = tokio::time::timeout(GRACE, async { while servers.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(GRACE, async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
 }

@@ -49,7 +49,10 @@ fn add_common(op: &mut Operation) {
             .entry(status.to_owned())
             .or_insert_with(|| error(description).into());
     };
-    add("400", "Malformed request: bad JSON, unknown field, bad query, path or header");
+    add(
+        "400",
+        "Malformed request: bad JSON, unknown field, bad query, path or header",
+    );
     add("401", "TCP listener only: missing or wrong bearer token");
     add("500", "A KVM call failed");
     if op.request_body.is_some() {
@@ -60,9 +63,14 @@ fn add_common(op: &mut Operation) {
 impl Modify for CommonErrors {
     fn modify(&self, doc: &mut Doc) {
         for item in doc.paths.paths.values_mut() {
-            for op in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete]
-                .into_iter()
-                .flatten()
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
             {
                 add_common(op);
             }
@@ -121,7 +129,10 @@ mod tests {
             for (method, op) in item.as_object().unwrap() {
                 let responses = op["responses"].as_object().unwrap();
                 for status in ["400", "401", "500"] {
-                    assert!(responses.contains_key(status), "{method} {path} lacks {status}");
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path} lacks {status}"
+                    );
                 }
                 if op.get("requestBody").is_some() {
                     assert!(responses.contains_key("413"), "{method} {path} lacks 413");

@@ -38,7 +38,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/vm/stop", post(stop))
         .route("/host/capabilities", get(capabilities))
         .route("/breakpoints", post(add_breakpoint).get(breakpoints))
-        .route("/breakpoints/{id}", get(breakpoint).delete(remove_breakpoint))
+        .route(
+            "/breakpoints/{id}",
+            get(breakpoint).delete(remove_breakpoint),
+        )
         .route("/watchpoints", post(add_watchpoint))
         .route("/vcpus", get(vcpus))
         .route("/vcpus/{n}/debugregs", get(debugregs))
@@ -52,7 +55,11 @@ pub(crate) fn router(state: AppState) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(ErrorKind::NotFound, "not-found", "no such path; see GET /openapi.json")
+    ApiError::new(
+        ErrorKind::NotFound,
+        "not-found",
+        "no such path; see GET /openapi.json",
+    )
 }
 
 async fn method_not_allowed() -> impl IntoResponse {

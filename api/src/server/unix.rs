@@ -52,7 +52,10 @@ fn clear_stale(path: &Path) -> Result<(), ServeError> {
         Err(e) if e.kind() == IoKind::ConnectionRefused => match fs::remove_file(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == IoKind::NotFound => Ok(()),
-            Err(e) => Err(ServeError::io(format!("removing stale socket {}", path.display()))(e)),
+            Err(e) => Err(ServeError::io(format!(
+                "removing stale socket {}",
+                path.display()
+            ))(e)),
         },
         Err(e) => Err(ServeError::io(format!("probing {}", path.display()))(e)),
     }
@@ -75,6 +78,7 @@ pub(crate) fn bind(path: &Path) -> Result<(UnixListener, SocketFile), ServeError
     };
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(at("chmod 0600"))?;
     sock.listen(128).map_err(at("listening on"))?;
-    sock.set_nonblocking(true).map_err(at("setting non-blocking"))?;
+    sock.set_nonblocking(true)
+        .map_err(at("setting non-blocking"))?;
     Ok((sock.into(), file))
 }
