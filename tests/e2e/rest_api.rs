@@ -17,17 +17,24 @@ pub fn trials() -> Vec<Trial> {
     let mut t = vec![
         Trial::test("rest::errors_and_socket_mode", errors_and_socket_mode),
         Trial::test("rest::ctl_and_curl_drive_a_paused_vm", ctl_and_curl),
-        Trial::test("rest::delete_stops_the_hits", delete_stops_the_hits),
-        Trial::test(
-            "rest::watch_added_mid_run_sees_every_later_write",
-            watch_added_mid_run,
-        ),
         Trial::test("rest::pause_action_with_an_instant_resume", pause_and_resume),
+        Trial::test("rest::running_vm_states_and_stop", running_vm_states_and_stop),
+        Trial::test("rest::tcp_needs_the_token", tcp_needs_the_token),
+        Trial::test("rest::second_server_on_a_live_socket_refused", second_server_refused),
+        Trial::test("rest::stalled_reader_is_told_what_it_lost", stalled_reader),
     ];
     for vcpus in [1, 4] {
         t.push(Trial::test(
             format!("rest::paused_start_catches_the_first_call_{vcpus}_vcpus"),
             move || paused_start_catches_every_call(vcpus),
+        ));
+        t.push(Trial::test(
+            format!("rest::delete_stops_the_hits_{vcpus}_vcpus"),
+            move || delete_stops_the_hits(vcpus),
+        ));
+        t.push(Trial::test(
+            format!("rest::watch_mid_run_sees_every_write_until_removed_{vcpus}_vcpus"),
+            move || watch_added_mid_run(vcpus),
         ));
     }
     t
@@ -176,8 +183,17 @@ fn paused_start_catches_every_call(vcpus: usize) -> Result<(), Failed> {
 }
 
 /// After `DELETE` returns, the guest runs on and nothing more is reported.
-fn delete_stops_the_hits() -> Result<(), Failed> {
-    let mut served = Served::start(&["--paused", "--scenario", "exec", "--cmdline", "count=20000"])?;
+fn delete_stops_the_hits(vcpus: usize) -> Result<(), Failed> {
+    let n = vcpus.to_string();
+    let mut served = Served::start(&[
+        "--paused",
+        "--scenario",
+        "exec",
+        "--cmdline",
+        "count=20000",
+        "--vcpus",
+        &n,
+    ])?;
     let c = &served.client;
     let bp = c.add_breakpoint(&NewBreakpoint {
         location: "drv_target_1".into(),
@@ -215,65 +231,94 @@ fn delete_stops_the_hits() -> Result<(), Failed> {
     ensure(removed.is_some(), || "no plan event for the removal".into())
 }
 
-/// A page watch added while the guest writes: its hits are exactly the writes after it was
-/// armed, with no gap, up to the last.
-fn watch_added_mid_run() -> Result<(), Failed> {
-    let count = 30_000u64;
-    let mut served = Served::start(&[
-        "--paused",
-        "--scenario",
-        "write",
-        "--cmdline",
-        &format!("count={count}"),
-    ])?;
+/// The step between two of `spin`'s writes to `drv_watch_u64` (write i stores i * STEP).
+const SPIN_STEP: u64 = 0x0101_0101_0101_0101;
+
+/// A page watch added while the guest writes, and removed while it still writes (`spin` writes
+/// `drv_watch_u64` for ever): its hits are exactly the writes in between, with no gap, and
+/// none from before it was armed or after its removal returned.
+fn watch_added_mid_run(vcpus: usize) -> Result<(), Failed> {
+    let n = vcpus.to_string();
+    let mut served = Served::start(&["--paused", "--scenario", "spin", "--vcpus", &n])?;
     let c = &served.client;
     c.resume()?;
-    // Wait until the guest is surely writing, reading its variable through the API.
+    // Which write the guest is at, read through the API (write i stores i * SPIN_STEP).
     let read = || -> Result<u64, Failed> {
         let m = c.memory(&drvisor_api::rest::MemoryQuery {
             gpa: None,
-            gva: Some("drv_watch_u32".into()),
-            len: 4,
+            gva: Some("drv_watch_u64".into()),
+            len: 8,
         })?;
-        let bytes: Vec<u8> = (0..4)
+        let bytes: Vec<u8> = (0..8)
             .map(|i| u8::from_str_radix(&m.hex[2 * i..2 * i + 2], 16).unwrap_or(0))
             .collect();
-        Ok(u64::from(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])))
+        Ok(u64::from_le_bytes(bytes.try_into().unwrap_or_default()))
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while read()? < 10 {
+    let before = loop {
+        let v = read()?;
+        if v != 0 {
+            break v;
+        }
         ensure(Instant::now() < deadline, || "the guest never wrote".into())?;
         std::thread::sleep(Duration::from_millis(1));
-    }
-    let stream = c.events(Some(0), true)?;
+    };
+    let mut stream = c.events(None, true)?;
     let w = c.add_watchpoint(&NewWatchpoint {
-        location: "drv_watch_u32".into(),
+        location: "drv_watch_u64".into(),
         access: WatchAccess::Write,
-        len: Some(4),
+        len: Some(8),
         vcpu: None,
         action: HitAction::Continue,
         engine: EngineChoice::Page,
     })?;
-    let events = drain(stream);
+    let mut hits = 0;
+    for e in stream.by_ref() {
+        if e.map_err(|e| e.to_string())?.kind == "hit" {
+            hits += 1;
+            if hits == 2000 {
+                break;
+            }
+        }
+    }
+    c.remove_breakpoint(w.id)?;
+    let after = read()?;
+    drop(stream);
+    c.stop()?;
     let (code, out, err) = served.finish()?;
     ensure(code == 0, || format!("exit {code}\n{out}{err}"))?;
-    let values: Vec<u64> = hits_of(&events, w.id)
+    let values: Vec<u64> = read_events(&served.events)?
         .iter()
+        .filter(|e| e["event"] == "hit" && e["id"] == w.id)
         .filter_map(|h| h["access"]["value"].as_u64())
         .collect();
-    ensure(!values.is_empty(), || {
-        format!("no hits: the guest finished before the watch was armed\n{out}")
+    ensure(values.len() >= 2000, || format!("{} hits", values.len()))?;
+    let gap = values
+        .windows(2)
+        .position(|p| p[1] != p[0].wrapping_add(SPIN_STEP));
+    ensure(gap.is_none(), || {
+        format!("a write was missed after hit {gap:?} of {}", values.len())
     })?;
-    let first = values[0];
-    let expected: Vec<u64> = (first..=count).collect();
-    ensure(values == expected, || {
+    // In write numbers: the first hit after the write seen before the add, the last no later
+    // than the one seen after the removal returned.
+    let index = |v: u64| v.wrapping_mul(inverse(SPIN_STEP));
+    let (first, last) = (index(values[0]), index(values[values.len() - 1]));
+    ensure(first > index(before) && last <= index(after), || {
         format!(
-            "hits {}..{} ({} of them), wanted every write from {first} to {count}",
-            values[0],
-            values[values.len() - 1],
-            values.len()
+            "hits of writes {first}..{last}; the guest was at write {} before the add and {} after the removal",
+            index(before),
+            index(after)
         )
     })
+}
+
+/// The inverse of an odd `a` modulo 2^64 (Newton's iteration).
+fn inverse(a: u64) -> u64 {
+    let mut x = a;
+    for _ in 0..6 {
+        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+    }
+    x
 }
 
 /// The `pause` action, answered by a resume the moment the stream shows the pause: every hit
@@ -414,5 +459,169 @@ fn ctl_and_curl() -> Result<(), Failed> {
     let (code, out, err) = served.finish()?;
     ensure(code == 0 && guest_calls(&out, 3) == Some(5), || {
         format!("exit {code}\n{out}{err}")
+    })
+}
+
+/// A VM that never ends by itself: registers are refused while it runs, readable once paused,
+/// and `POST /vm/stop` ends the run (exit 0, the stream's last event says so).
+fn running_vm_states_and_stop() -> Result<(), Failed> {
+    let mut served = Served::start(&["--scenario", "spin", "--vcpus", "2"])?;
+    let c = &served.client;
+    let running = c.registers(0).err().map(|e| (e.status(), e.code().map(str::to_owned)));
+    ensure(
+        running == Some((Some(409), Some("vm-not-paused".into()))),
+        || format!("registers while running: {running:?}"),
+    )?;
+    ensure(c.pause()?.state == VmState::Paused, || "not paused".into())?;
+    for vcpu in 0..2 {
+        let regs = c.registers(vcpu)?;
+        ensure(regs.vcpu == vcpu, || format!("{regs:?}"))?;
+    }
+    // The boot vCPU runs the guest in long mode; its RIP is inside the kernel image.
+    let regs = c.registers(0)?;
+    ensure(regs.efer & 0x400 != 0 && regs.regs.rip >= 0x100000, || {
+        format!("vCPU 0 paused at {regs:?}")
+    })?;
+    let missing = c.registers(5).err().and_then(|e| e.status());
+    ensure(missing == Some(404), || format!("vCPU 5 of 2: {missing:?}"))?;
+    let dr = c.debugregs(1)?;
+    ensure(dr.slots.len() == 4, || format!("{dr:?}"))?;
+    ensure(c.resume()?.state == VmState::Running, || "not running".into())?;
+    let stream = c.events(None, true)?;
+    let stopped = c.stop()?;
+    ensure(stopped.state == VmState::Stopped, || format!("{stopped:?}"))?;
+    let again = c.stop().err().and_then(|e| e.status());
+    ensure(again == Some(409) || again.is_none(), || {
+        format!("a second stop: {again:?}")
+    })?;
+    let events = drain(stream);
+    let (code, out, err) = served.finish()?;
+    ensure(code == 0, || format!("exit {code}\n{out}{err}"))?;
+    ensure(
+        events
+            .last()
+            .is_some_and(|(k, v)| k == "state" && v["exit"]["status"] == 0),
+        || format!("the stream did not end with the stop: {:?}", events.last()),
+    )
+}
+
+/// Loopback TCP: no token or a wrong one is 401, the right one is served.
+fn tcp_needs_the_token() -> Result<(), Failed> {
+    if !has_curl() {
+        println!("  rest::tcp_needs_the_token: no curl here; skipped its checks");
+        return Ok(());
+    }
+    let token = temp_path("api-token");
+    std::fs::write(&token, "s3cret-token\n").map_err(|e| e.to_string())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let tok = token.to_str().unwrap_or_default().to_owned();
+    let mut served = Served::start(&[
+        "--paused",
+        "--scenario",
+        "exec",
+        "--api-tcp",
+        &addr,
+        "--api-token-file",
+        &tok,
+    ])?;
+    let get = |auth: Option<&str>| -> Result<String, Failed> {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]);
+        if let Some(a) = auth {
+            cmd.args(["-H", &format!("Authorization: Bearer {a}")]);
+        }
+        let out = cmd
+            .arg(format!("http://{addr}/vm"))
+            .output()
+            .map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (none, wrong, right) = (get(None)?, get(Some("guess"))?, get(Some("s3cret-token"))?);
+    ensure(none == "401" && wrong == "401" && right == "200", || {
+        format!("no token {none}, wrong {wrong}, right {right}")
+    })?;
+    served.client.stop()?;
+    let _ = std::fs::remove_file(&token);
+    let (code, out, err) = served.finish()?;
+    ensure(code == 0, || format!("exit {code}\n{out}{err}"))
+}
+
+/// A second drvisor on the socket a live one serves is refused before it boots anything, and
+/// the first keeps its socket.
+fn second_server_refused() -> Result<(), Failed> {
+    let mut served = Served::start(&["--paused", "--scenario", "exec"])?;
+    let sock = served.sock.to_str().unwrap_or_default().to_owned();
+    let second = crate::common::drvisor(&["run", "--api-sock", &sock, "--scenario", "exec"]);
+    ensure(second.code == 2 && second.stderr.contains("--api-sock"), || {
+        format!("second server: {second}")
+    })?;
+    ensure(served.client.vm().is_ok(), || "the first server lost its socket".into())?;
+    let far = crate::common::drvisor(&[
+        "run",
+        "--api-tcp",
+        "192.0.2.1:8080",
+        "--api-token-file",
+        "/dev/null",
+    ]);
+    ensure(far.code == 2, || format!("a non-loopback address: {far}"))?;
+    served.client.stop()?;
+    let (code, out, err) = served.finish()?;
+    ensure(code == 0, || format!("exit {code}\n{out}{err}"))
+}
+
+/// A client that opens the stream and reads nothing while more hits arrive than the ring holds:
+/// the guest is not held up (the `--events` file has every hit), and when the client reads at
+/// last it is told how many it lost, right where they are missing: no silent gap.
+fn stalled_reader() -> Result<(), Failed> {
+    let mut served = Served::start(&["--paused", "--scenario", "spin"])?;
+    let bp = served.client.add_breakpoint(&NewBreakpoint {
+        location: "drv_target_0".into(),
+        vcpu: None,
+        action: HitAction::Continue,
+    })?;
+    let stalled = served.client.events(Some(0), true)?;
+    served.client.resume()?;
+    // More hits than the ring's 65,536, by the file's count.
+    let wanted = drvisor::control::RING_CAPACITY + 10_000;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while crate::common::events_so_far(&served.events)? < wanted {
+        ensure(Instant::now() < deadline, || "too few hits in 240 s".into())?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Read until the stream is past the loss.
+    let mut ids = Vec::new();
+    let mut lost = 0;
+    for e in stalled {
+        let e = e.map_err(|e| e.to_string())?;
+        if e.kind == "lost" {
+            let v: serde_json::Value = serde_json::from_str(&e.data).map_err(|e| e.to_string())?;
+            lost += v["count"].as_u64().unwrap_or(0);
+            ids.push((e.id.unwrap_or(0), true));
+        } else {
+            ids.push((e.id.unwrap_or(0), false));
+        }
+        if lost > 0 && ids.len() > 10 && !ids[ids.len() - 1].1 {
+            break;
+        }
+    }
+    served.client.stop()?;
+    let (code, out, err) = served.finish()?;
+    ensure(code == 0, || format!("exit {code}\n{out}{err}"))?;
+    ensure(lost > 0, || "the stalled reader was told of no loss".into())?;
+    // Every id follows the one before: a lost event's id is the last one it stands for.
+    let gap = ids.windows(2).find(|w| w[1].0 != w[0].0 + 1 && !w[1].1);
+    ensure(gap.is_none(), || format!("a silent gap in the ids: {gap:?}"))?;
+    let written = read_events(&served.events)?;
+    let file_lost = written.iter().filter(|e| e["event"] == "lost").count();
+    let file_hits = written
+        .iter()
+        .filter(|e| e["event"] == "hit" && e["id"] == bp.id)
+        .count();
+    ensure(file_lost == 0 && file_hits >= wanted, || {
+        format!("--events has {file_hits} hits and {file_lost} losses while a reader stalled")
     })
 }
