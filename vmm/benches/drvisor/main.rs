@@ -2,12 +2,17 @@
 //!
 //! Absolute times on an emulating host are noise (the platform notes); the ratios are the result.
 //! This is a measurement, not a test: it asserts nothing about speed.
+//!
+//! `cargo bench -p drvisor -- NAME` runs only the groups whose name contains NAME (`debug`,
+//! `breakdown`, `hits`, `watch`, `rest`); the exit baselines always run, since every ratio
+//! divides by them.
 
 mod baseline;
 mod breakdown;
 mod debug;
 mod hits;
 mod measure;
+mod rest;
 mod watch;
 
 fn main() {
@@ -15,10 +20,23 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |group: &str| filter.as_deref().is_none_or(|f| group.contains(f));
     let kvm = kvm_ioctls::Kvm::new().expect("the benchmarks need /dev/kvm");
     let base = baseline::run(&kvm);
-    debug::run(&kvm, &base);
-    breakdown::run(&kvm);
-    hits::run();
-    watch::run(&base);
+    if wanted("debug") {
+        debug::run(&kvm, &base);
+    }
+    if wanted("breakdown") {
+        breakdown::run(&kvm);
+    }
+    if wanted("hits") {
+        hits::run();
+    }
+    if wanted("watch") {
+        watch::run(&base);
+    }
+    if wanted("rest") {
+        rest::run(&base);
+    }
 }
