@@ -162,7 +162,10 @@ mod tests {
         }
         let b = r.read_after(0, 100, NOW);
         assert_eq!(b.lost, 0);
-        assert_eq!(b.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(
+            b.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
         assert!(r.read_after(3, 100, NOW).events.is_empty());
     }
 

@@ -5,10 +5,10 @@ mod common;
 
 use common::{raw_exchange, serve_unix};
 use drvisor_api::client::ClientError;
+use drvisor_api::client::Method;
 use drvisor_api::rest::*;
 use drvisor_api::server::openapi_json;
 use drvisor_api::HitAction;
-use drvisor_api::client::Method;
 
 fn api_err(e: ClientError) -> (u16, String) {
     match e {

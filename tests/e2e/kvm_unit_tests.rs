@@ -192,9 +192,7 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             return trials;
         }
     };
-    let emulated_host = !ctx
-        .probe
-        .delivers(drvisor::probe::Mechanism::NativeCpl0, 0);
+    let emulated_host = !ctx.probe.delivers(drvisor::probe::Mechanism::NativeCpl0, 0);
     for c in CASES {
         let name = format!("kvm_unit_tests::{}", c.name);
         match baseline_source(ctx) {
@@ -507,9 +505,10 @@ fn run_case(dir: &Path, c: &Case, source: &Source) -> Result<(), Failed> {
         })?;
     }
     if let Some(bytes) = &base.stops_at {
-        ensure(run.status == Some(71) && run.stderr.contains(bytes.as_str()), || {
-            format!("wanted the emulation failure at `{bytes}`\n{}", show())
-        })?;
+        ensure(
+            run.status == Some(71) && run.stderr.contains(bytes.as_str()),
+            || format!("wanted the emulation failure at `{bytes}`\n{}", show()),
+        )?;
     }
     match (base.status, run.status) {
         (Some(q), Some(o)) if same_status(q, o) => {}

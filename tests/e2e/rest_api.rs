@@ -17,10 +17,19 @@ pub fn trials() -> Vec<Trial> {
     let mut t = vec![
         Trial::test("rest::errors_and_socket_mode", errors_and_socket_mode),
         Trial::test("rest::ctl_and_curl_drive_a_paused_vm", ctl_and_curl),
-        Trial::test("rest::pause_action_with_an_instant_resume", pause_and_resume),
-        Trial::test("rest::running_vm_states_and_stop", running_vm_states_and_stop),
+        Trial::test(
+            "rest::pause_action_with_an_instant_resume",
+            pause_and_resume,
+        ),
+        Trial::test(
+            "rest::running_vm_states_and_stop",
+            running_vm_states_and_stop,
+        ),
         Trial::test("rest::tcp_needs_the_token", tcp_needs_the_token),
-        Trial::test("rest::second_server_on_a_live_socket_refused", second_server_refused),
+        Trial::test(
+            "rest::second_server_on_a_live_socket_refused",
+            second_server_refused,
+        ),
         Trial::test("rest::stalled_reader_is_told_what_it_lost", stalled_reader),
     ];
     for vcpus in [1, 4] {
@@ -147,7 +156,9 @@ fn paused_start_catches_every_call(vcpus: usize) -> Result<(), Failed> {
     let n = vcpus.to_string();
     let mut served = Served::start(&["--paused", "--scenario", "exec", "--vcpus", &n])?;
     let c = &served.client;
-    ensure(c.vm()?.state == VmState::Paused, || "not paused at start".into())?;
+    ensure(c.vm()?.state == VmState::Paused, || {
+        "not paused at start".into()
+    })?;
     let bp = c.add_breakpoint(&NewBreakpoint {
         location: "drv_target_0".into(),
         vcpu: None,
@@ -161,9 +172,14 @@ fn paused_start_catches_every_call(vcpus: usize) -> Result<(), Failed> {
     let calls = guest_calls(&out, 0).ok_or_else(|| format!("no calls line\n{out}"))?;
     let hits = hits_of(&events, bp.id);
     ensure(hits.len() as u64 == calls && calls > 0, || {
-        format!("{} hits over the stream, the guest counted {calls} calls", hits.len())
+        format!(
+            "{} hits over the stream, the guest counted {calls} calls",
+            hits.len()
+        )
     })?;
-    ensure(hits[0]["count"] == 1, || "the first call was not caught".into())?;
+    ensure(hits[0]["count"] == 1, || {
+        "the first call was not caught".into()
+    })?;
     let written = read_events(&served.events)?;
     let file_hits: Vec<&serde_json::Value> =
         written.iter().filter(|e| e["event"] == "hit").collect();
@@ -214,9 +230,10 @@ fn delete_stops_the_hits(vcpus: usize) -> Result<(), Failed> {
     }
     c.remove_breakpoint(bp.id)?;
     let gone = c.breakpoint(bp.id);
-    ensure(gone.as_ref().err().and_then(|e| e.status()) == Some(404), || {
-        format!("GET after DELETE: {gone:?}")
-    })?;
+    ensure(
+        gone.as_ref().err().and_then(|e| e.status()) == Some(404),
+        || format!("GET after DELETE: {gone:?}"),
+    )?;
     let events = drain(stream);
     let (code, out, err) = served.finish()?;
     ensure(code == 0, || format!("exit {code}\n{out}{err}"))?;
@@ -375,7 +392,9 @@ fn errors_and_socket_mode() -> Result<(), Failed> {
         .map_err(|e| e.to_string())?
         .permissions()
         .mode();
-    ensure(mode & 0o777 == 0o600, || format!("socket mode {:o}", mode & 0o777))?;
+    ensure(mode & 0o777 == 0o600, || {
+        format!("socket mode {:o}", mode & 0o777)
+    })?;
     let c = &served.client;
     let status = |r: Result<drvisor_api::rest::Breakpoint, drvisor_api::client::ClientError>| {
         r.err().map(|e| (e.status(), e.code().map(str::to_owned)))
@@ -400,13 +419,23 @@ fn errors_and_socket_mode() -> Result<(), Failed> {
     let missing = c.breakpoint(99).err().and_then(|e| e.status());
     ensure(missing == Some(404), || format!("unknown id: {missing:?}"))?;
     if has_curl() {
-        let (code, body) = curl(&served.sock, &["-XPOST", "-d", "{\"location\":", "http://x/breakpoints"])?;
+        let (code, body) = curl(
+            &served.sock,
+            &["-XPOST", "-d", "{\"location\":", "http://x/breakpoints"],
+        )?;
         ensure(code == 400 && body.contains("\"code\""), || {
             format!("malformed JSON: {code} {body}")
         })?;
         let (code, _) = curl(
             &served.sock,
-            &["-XPOST", "-H", "content-type: application/json", "-d", "{\"location\":\"drv_target_0\",\"colour\":1}", "http://x/breakpoints"],
+            &[
+                "-XPOST",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                "{\"location\":\"drv_target_0\",\"colour\":1}",
+                "http://x/breakpoints",
+            ],
         )?;
         ensure(code == 400, || format!("unknown field: {code}"))?;
         let (code, body) = curl(&served.sock, &["http://x/vm"])?;
@@ -467,7 +496,10 @@ fn ctl_and_curl() -> Result<(), Failed> {
 fn running_vm_states_and_stop() -> Result<(), Failed> {
     let mut served = Served::start(&["--scenario", "spin", "--vcpus", "2"])?;
     let c = &served.client;
-    let running = c.registers(0).err().map(|e| (e.status(), e.code().map(str::to_owned)));
+    let running = c
+        .registers(0)
+        .err()
+        .map(|e| (e.status(), e.code().map(str::to_owned)));
     ensure(
         running == Some((Some(409), Some("vm-not-paused".into()))),
         || format!("registers while running: {running:?}"),
@@ -486,7 +518,9 @@ fn running_vm_states_and_stop() -> Result<(), Failed> {
     ensure(missing == Some(404), || format!("vCPU 5 of 2: {missing:?}"))?;
     let dr = c.debugregs(1)?;
     ensure(dr.slots.len() == 4, || format!("{dr:?}"))?;
-    ensure(c.resume()?.state == VmState::Running, || "not running".into())?;
+    ensure(c.resume()?.state == VmState::Running, || {
+        "not running".into()
+    })?;
     let stream = c.events(None, true)?;
     let stopped = c.stop()?;
     ensure(stopped.state == VmState::Stopped, || format!("{stopped:?}"))?;
@@ -556,10 +590,13 @@ fn second_server_refused() -> Result<(), Failed> {
     let mut served = Served::start(&["--paused", "--scenario", "exec"])?;
     let sock = served.sock.to_str().unwrap_or_default().to_owned();
     let second = crate::common::drvisor(&["run", "--api-sock", &sock, "--scenario", "exec"]);
-    ensure(second.code == 2 && second.stderr.contains("--api-sock"), || {
-        format!("second server: {second}")
+    ensure(
+        second.code == 2 && second.stderr.contains("--api-sock"),
+        || format!("second server: {second}"),
+    )?;
+    ensure(served.client.vm().is_ok(), || {
+        "the first server lost its socket".into()
     })?;
-    ensure(served.client.vm().is_ok(), || "the first server lost its socket".into())?;
     let far = crate::common::drvisor(&[
         "run",
         "--api-tcp",
@@ -614,7 +651,9 @@ fn stalled_reader() -> Result<(), Failed> {
     ensure(lost > 0, || "the stalled reader was told of no loss".into())?;
     // Every id follows the one before: a lost event's id is the last one it stands for.
     let gap = ids.windows(2).find(|w| w[1].0 != w[0].0 + 1 && !w[1].1);
-    ensure(gap.is_none(), || format!("a silent gap in the ids: {gap:?}"))?;
+    ensure(gap.is_none(), || {
+        format!("a silent gap in the ids: {gap:?}")
+    })?;
     let written = read_events(&served.events)?;
     let file_lost = written.iter().filter(|e| e["event"] == "lost").count();
     let file_hits = written

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use drvisor_api::control::Control;
 use drvisor_api::rest::{
-    ApiError, Breakpoint, CapabilityRow, DebugRegs, DrFile, EngineChoice as WireEngine,
-    ErrorKind, HostCapabilities, MemoryQuery, MemoryRead, NewBreakpoint, NewWatchpoint, Owner,
-    SlotOwner, VcpuInfo, VcpuRegisters, VmInfo, VmState, WantedState, WatchAccess,
-    MEMORY_READ_MAX,
+    ApiError, Breakpoint, CapabilityRow, DebugRegs, DrFile, EngineChoice as WireEngine, ErrorKind,
+    HostCapabilities, MemoryQuery, MemoryRead, NewBreakpoint, NewWatchpoint, Owner, SlotOwner,
+    VcpuInfo, VcpuRegisters, VmInfo, VmState, WantedState, WatchAccess, MEMORY_READ_MAX,
 };
 use drvisor_api::ring::EventRing;
 use drvisor_debug::{BreakSpec, PhysSlot, Scope, VcpuId};
@@ -273,7 +272,9 @@ impl Control for Session {
     }
 
     fn vcpus(&self) -> Vec<VcpuInfo> {
-        (0..self.facts.vcpus).map(|vcpu| VcpuInfo { vcpu }).collect()
+        (0..self.facts.vcpus)
+            .map(|vcpu| VcpuInfo { vcpu })
+            .collect()
     }
 
     fn debugregs(&self, vcpu: u32) -> Result<DebugRegs, ApiError> {

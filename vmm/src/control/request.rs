@@ -7,7 +7,9 @@ use drvisor_debug::{BreakSpec, HostBpId, Scope};
 use drvisor_watch::Access;
 
 use crate::debug::{DebugController, HostRequest, OnHit};
-use crate::watch::{arm_watch, ArmError, Engine, EngineChoice, PageWatchEngine, Place, WatchRequest};
+use crate::watch::{
+    arm_watch, ArmError, Engine, EngineChoice, PageWatchEngine, Place, WatchRequest,
+};
 
 /// What was asked for.
 #[derive(Clone, Debug)]

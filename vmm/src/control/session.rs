@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use drvisor_api::rest::{
-    Breakpoint, BreakpointKind, PlanChange, PlanEvent, StateEvent, VcpuPlacement, VmExit,
-    VmState, WatchAccess,
+    Breakpoint, BreakpointKind, PlanChange, PlanEvent, StateEvent, VcpuPlacement, VmExit, VmState,
+    WatchAccess,
 };
 use drvisor_api::ring::{EventKind, EventRing};
 use drvisor_debug::HostBpId;
@@ -147,7 +147,9 @@ impl Session {
     /// Every breakpoint and watch, by id.
     pub fn breakpoints(&self) -> Vec<Breakpoint> {
         let ids: Vec<u32> = self.book().keys().copied().collect();
-        ids.into_iter().filter_map(|id| self.breakpoint(id)).collect()
+        ids.into_iter()
+            .filter_map(|id| self.breakpoint(id))
+            .collect()
     }
 
     /// Breakpoint `id` as clients see it.

@@ -10,10 +10,10 @@
 use clap::ArgMatches;
 pub use drvisor::control::location::{check_range, number, Target};
 pub use drvisor::control::{Request, What};
-use drvisor_api::rest::Owner;
 use drvisor::quote::cut;
 use drvisor::symbols::SymbolTable;
 use drvisor::watch::{EngineChoice, Place};
+use drvisor_api::rest::Owner;
 use drvisor_api::HitAction;
 use drvisor_debug::{BreakSpec, Scope, VcpuId};
 use drvisor_watch::Access;
