@@ -4,6 +4,7 @@
 
 mod api;
 mod feeder;
+mod guest_view;
 mod hits;
 pub mod location;
 mod request;

@@ -111,6 +111,8 @@ pub struct DebugController {
     hosts_registered: AtomicBool,
     /// How the vCPUs that finished resumed past exec breakpoints.
     resumes: ResumeTally,
+    /// Single steps a client (gdb) asked for, per vCPU, not yet taken up.
+    step_requests: Vec<AtomicBool>,
 }
 
 /// Called with the new plan after it changed, outside the controller's lock, on the thread
@@ -169,6 +171,7 @@ impl DebugController {
             late_guest_slots: AtomicU64::new(0),
             hosts_registered: AtomicBool::new(false),
             resumes: ResumeTally::default(),
+            step_requests: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
@@ -536,6 +539,28 @@ impl DebugController {
         let plan = *state.plan.vcpus.get(index)?;
         let host_debug = !plan.is_empty();
         Some((guest, plan, host_debug))
+    }
+
+    /// Single-steps vCPU `index` by one instruction while the others stay paused (a debugger's
+    /// `stepi`; the VM must be paused). The vCPU takes the request before its next entry, runs
+    /// with `KVM_GUESTDBG_SINGLESTEP` until the step exit, and parks again.
+    pub fn step_one(&self, index: usize) {
+        if let Some(r) = self.step_requests.get(index) {
+            r.store(true, Ordering::SeqCst);
+            self.gate.pass(index);
+        }
+    }
+
+    /// vCPU `index` finished a client's single-step: it parks with the others again.
+    pub(crate) fn end_step(&self, index: usize) {
+        self.gate.end_pass(index);
+    }
+
+    /// Takes vCPU `index`'s pending step request.
+    pub(crate) fn take_step_request(&self, index: usize) -> bool {
+        self.step_requests
+            .get(index)
+            .is_some_and(|r| r.load(Ordering::Relaxed) && r.swap(false, Ordering::SeqCst))
     }
 
     /// See [`VcpuGate::resume_mark`].

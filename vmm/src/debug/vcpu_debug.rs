@@ -86,6 +86,11 @@ pub struct VcpuDebug {
     plan: VcpuPlan,
     installed: GuestDebug,
     step_over: Option<StepOver>,
+    /// A client's single-step (gdb `stepi`) is under way: its BS is the client's, not the
+    /// guest's.
+    client_step: bool,
+    /// How many client single-steps this vCPU has taken.
+    client_steps: u64,
     guest: GuestDrFile,
     skip_resync: bool,
     /// A guest #DB that could not be queued yet (KVM held another event); retried before entry.
@@ -114,6 +119,8 @@ impl VcpuDebug {
             plan: VcpuPlan::empty(drvisor_debug::VcpuId(index as u32)),
             installed: GuestDebug::OFF,
             step_over: None,
+            client_step: false,
+            client_steps: 0,
             guest: GuestDrFile::default(),
             skip_resync: false,
             deferred_db: false,
@@ -144,6 +151,10 @@ impl VcpuDebug {
         if self.deferred_db {
             self.deferred_db = !vcpu.inject_db()?;
         }
+        if self.ctl.take_step_request(self.index) {
+            self.client_step = true;
+            self.install(vcpu)?;
+        }
         while self.has_news() {
             let (generation, plan) = self.ctl.vcpu_plan(self.index);
             let was_on = self.installed.hw_bp;
@@ -159,6 +170,11 @@ impl VcpuDebug {
             self.ctl.ack(self.index, generation);
         }
         Ok(())
+    }
+
+    /// How many client single-steps this vCPU has finished.
+    pub fn client_steps(&self) -> u64 {
+        self.client_steps
     }
 
     /// Whether a newer plan is out than the one this vCPU runs.
@@ -181,7 +197,8 @@ impl VcpuDebug {
         // when the plan carries guest slots only: then they fire natively, and every guest DR
         // change takes effect at once, even on hosts that cannot trap MOV DR.
         let hw_bp = self.plan.has_host_slots();
-        if !hw_bp && self.step_over.is_none() {
+        let stepping = self.step_over.is_some() || self.client_step;
+        if !hw_bp && !stepping {
             return GuestDebug::OFF;
         }
         let mut dr7 = dr7.bits();
@@ -191,7 +208,7 @@ impl VcpuDebug {
         }
         GuestDebug {
             hw_bp,
-            single_step: self.step_over.is_some(),
+            single_step: stepping,
             block_irq: self.ctl.caps().block_irq,
             dr: self.plan.dr,
             dr7,
@@ -271,7 +288,7 @@ impl VcpuDebug {
     /// `debug.arch.pc`): every bit to its owner.
     pub fn on_debug_exit(&mut self, dr6: u64, pc: u64, vcpu: &impl DebugVcpu) -> Result<Verdict> {
         let ctx = AttributionContext {
-            host_single_step: self.step_over.is_some(),
+            host_single_step: self.step_over.is_some() || self.client_step,
             host_gd_trap: self.installed.dr7 & DR7_GD != 0,
             guest_gd: self.guest.dr7.gd(),
         };
@@ -405,6 +422,11 @@ impl VcpuDebug {
     /// frame the guest's #DB handler pushed (adding it delivered one spurious BS per hit), and
     /// the guest's TF is not tracked elsewhere. The README says so.
     fn finish_step(&mut self, pc: u64, guest_dr6: Option<Dr6>) -> Option<Dr6> {
+        // A client's step ends with the first step exit: one instruction has run.
+        if std::mem::take(&mut self.client_step) {
+            self.client_steps += 1;
+            self.ctl.end_step(self.index);
+        }
         if self.step_over.as_ref().is_some_and(|s| s.rip != pc) {
             self.step_over = None;
         }

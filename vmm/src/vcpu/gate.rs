@@ -24,6 +24,8 @@ pub struct VcpuGate {
     resumes: AtomicU64,
     holds: AtomicUsize,
     in_guest: Vec<AtomicBool>,
+    /// One entry each, granted while the gate is closed (a debugger's single-step).
+    passes: Vec<AtomicBool>,
     lock: Mutex<()>,
     changed: Condvar,
     control: Arc<RunControl>,
@@ -56,6 +58,7 @@ impl VcpuGate {
             resumes: AtomicU64::new(0),
             holds: AtomicUsize::new(0),
             in_guest: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
+            passes: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
             lock: Mutex::new(()),
             changed: Condvar::new(),
             control,
@@ -82,11 +85,33 @@ impl VcpuGate {
             return true;
         };
         flag.store(true, SeqCst);
-        if self.closed() {
+        if self.closed() && !self.passes[index].load(SeqCst) {
             self.leave(index);
             return false;
         }
         true
+    }
+
+    /// Lets vCPU `index` enter while the gate stays closed for the others, until
+    /// [`VcpuGate::end_pass`] (a debugger's single-step: the entries it takes until the
+    /// instruction has run, however often a kick interrupts them).
+    pub fn pass(&self, index: usize) {
+        if let Some(pass) = self.passes.get(index) {
+            pass.store(true, SeqCst);
+            self.notify();
+        }
+    }
+
+    /// Ends vCPU `index`'s pass.
+    pub fn end_pass(&self, index: usize) {
+        if let Some(pass) = self.passes.get(index) {
+            pass.store(false, SeqCst);
+        }
+    }
+
+    /// Whether vCPU `index` holds an unused pass (it should stop parking and try to enter).
+    pub fn has_pass(&self, index: usize) -> bool {
+        self.passes.get(index).is_some_and(|p| p.load(SeqCst))
     }
 
     /// Called by vCPU `index` when `KVM_RUN` returns.
@@ -208,6 +233,21 @@ mod tests {
         let mark = g.resume_mark();
         assert!(g.pause_unless_resumed_since(mark));
         assert!(g.is_paused());
+    }
+
+    #[test]
+    fn a_pass_lets_one_vcpu_in_until_it_ends() {
+        let g = gate(2);
+        g.pause();
+        g.pass(1);
+        assert!(g.has_pass(1) && !g.has_pass(0));
+        assert!(!g.try_enter(0), "the others stay out");
+        assert!(g.try_enter(1), "the pass holder enters");
+        g.leave(1);
+        assert!(g.try_enter(1), "until the pass ends");
+        g.leave(1);
+        g.end_pass(1);
+        assert!(!g.try_enter(1), "then it parks with the others");
     }
 
     #[test]

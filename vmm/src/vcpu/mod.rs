@@ -157,14 +157,23 @@ impl Vcpu {
                 if shared.gate.is_paused() {
                     // The sync area is filled at exits: before the first, ask KVM.
                     let synced = self.sync_regs && self.last_structures.is_some();
+                    let steps = ctx.debug.as_deref().map_or(0, VcpuDebug::client_steps);
                     if let Some(regs) = parked::snapshot(self.index, &mut self.fd, synced) {
-                        shared.parked.park(self.index, regs);
+                        shared.parked.park(self.index, regs, steps);
                     }
                 }
                 let debug = ctx.debug.as_deref();
-                shared.gate.park(|| debug.is_some_and(VcpuDebug::has_news));
-                if !shared.gate.is_paused() {
-                    shared.parked.unpark(self.index);
+                let index = self.index;
+                shared.gate.park(|| {
+                    debug.is_some_and(VcpuDebug::has_news) || shared.gate.has_pass(index)
+                });
+                // Leaving the park (to run, or to look at news and park again): the registers
+                // are the vCPU's own again, with what a client wrote meanwhile.
+                if let Some(written) = shared.parked.unpark(self.index) {
+                    if let Err(e) = self.load_written(shared, &written) {
+                        control.finish(self.vmm_error(e));
+                        break;
+                    }
                 }
                 continue;
             }
@@ -234,6 +243,24 @@ impl Vcpu {
                 }
             }
         }
+    }
+
+    /// Loads the general registers a client wrote while this vCPU was parked.
+    fn load_written(
+        &mut self,
+        shared: &VcpuShared,
+        written: &drvisor_api::Registers,
+    ) -> Result<(), crate::debug::KvmError> {
+        use crate::debug::DebugVcpu;
+        let seam = self.debug_vcpu(shared);
+        let mut r = seam.regs()?;
+        let w = written;
+        (r.rax, r.rbx, r.rcx, r.rdx) = (w.rax, w.rbx, w.rcx, w.rdx);
+        (r.rsi, r.rdi, r.rsp, r.rbp) = (w.rsi, w.rdi, w.rsp, w.rbp);
+        (r.r8, r.r9, r.r10, r.r11) = (w.r8, w.r9, w.r10, w.r11);
+        (r.r12, r.r13, r.r14, r.r15) = (w.r12, w.r13, w.r14, w.r15);
+        (r.rip, r.rflags) = (w.rip, w.rflags);
+        seam.set_regs(&r)
     }
 
     fn debug_vcpu<'a>(&'a mut self, shared: &'a VcpuShared) -> KvmDebugVcpu<'a> {

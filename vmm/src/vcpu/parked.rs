@@ -1,11 +1,13 @@
 //! The registers of paused vCPUs. A client thread never touches a vCPU's file descriptor, so a
 //! vCPU leaves its registers here when it parks for a pause, and takes them back when it
-//! resumes. `GET /vcpus/{n}/registers` reads them.
+//! resumes, with any general registers a client wrote meanwhile (gdb's `set $rax = ...`).
+//! `GET /vcpus/{n}/registers` and gdb read them.
 
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use drvisor_api::rest::{Segment, VcpuRegisters};
+use drvisor_api::Registers;
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use kvm_ioctls::VcpuFd;
 
@@ -13,35 +15,91 @@ use crate::debug::registers;
 
 /// One snapshot slot per vCPU.
 pub struct ParkedRegs {
-    slots: Mutex<Vec<Option<VcpuRegisters>>>,
+    slots: Mutex<Vec<Slot>>,
     changed: Condvar,
+}
+
+#[derive(Clone, Default)]
+struct Slot {
+    parked: Option<VcpuRegisters>,
+    /// General registers a client wrote while the vCPU was parked, to load before it runs.
+    written: Option<Registers>,
+    /// How many client single-steps it had taken when it last parked.
+    steps: u64,
 }
 
 impl ParkedRegs {
     /// Empty slots for `vcpus` vCPUs.
     pub fn new(vcpus: usize) -> Self {
         ParkedRegs {
-            slots: Mutex::new(vec![None; vcpus]),
+            slots: Mutex::new(vec![Slot::default(); vcpus]),
             changed: Condvar::new(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<VcpuRegisters>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// vCPU `index` parked with these registers.
-    pub fn park(&self, index: usize, regs: VcpuRegisters) {
+    /// vCPU `index` parked with these registers, having taken `steps` client single-steps
+    /// since it started.
+    pub fn park(&self, index: usize, mut regs: VcpuRegisters, steps: u64) {
         if let Some(slot) = self.lock().get_mut(index) {
-            *slot = Some(regs);
+            if let Some(written) = &slot.written {
+                regs.regs = written.clone();
+            }
+            slot.parked = Some(regs);
+            slot.steps = steps;
         }
         self.changed.notify_all();
     }
 
-    /// vCPU `index` runs again.
-    pub fn unpark(&self, index: usize) {
-        if let Some(slot) = self.lock().get_mut(index) {
-            *slot = None;
+    /// How many client single-steps vCPU `index` had taken when it last parked.
+    pub fn steps(&self, index: usize) -> u64 {
+        self.lock().get(index).map_or(0, |s| s.steps)
+    }
+
+    /// Waits up to `timeout` until vCPU `index` is parked having taken more than `steps`
+    /// client single-steps.
+    pub fn wait_stepped(&self, index: usize, steps: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut slots = self.lock();
+        while slots.get(index).is_some_and(|s| s.steps <= steps || s.parked.is_none()) {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            slots = self
+                .changed
+                .wait_timeout(slots, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        slots.get(index).is_some()
+    }
+
+    /// vCPU `index` runs again: the general registers to load first, if a client wrote them.
+    pub fn unpark(&self, index: usize) -> Option<Registers> {
+        let mut slots = self.lock();
+        let slot = slots.get_mut(index)?;
+        slot.parked = None;
+        slot.written.take()
+    }
+
+    /// Writes vCPU `index`'s general registers (loaded before it next runs). `false` unless it
+    /// is parked.
+    pub fn write(&self, index: usize, regs: Registers) -> bool {
+        let mut slots = self.lock();
+        match slots.get_mut(index) {
+            Some(Slot {
+                parked: Some(parked),
+                written,
+                ..
+            }) => {
+                parked.regs = regs.clone();
+                *written = Some(regs);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -52,8 +110,10 @@ impl ParkedRegs {
         loop {
             match slots.get(index) {
                 None => return None,
-                Some(Some(regs)) => return Some(regs.clone()),
-                Some(None) => {}
+                Some(Slot {
+                    parked: Some(regs), ..
+                }) => return Some(regs.clone()),
+                Some(_) => {}
             }
             let left = deadline.checked_duration_since(Instant::now())?;
             slots = self
@@ -68,7 +128,7 @@ impl ParkedRegs {
     pub fn wait_all(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut slots = self.lock();
-        while slots.iter().any(Option::is_none) {
+        while slots.iter().any(|s| s.parked.is_none()) {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return false;
             };
@@ -120,12 +180,17 @@ mod tests {
         assert!(p.wait(5, Duration::ZERO).is_none(), "no such vCPU");
         let p2 = p.clone();
         let t = std::thread::spawn(move || p2.wait(1, Duration::from_secs(10)));
-        p.park(1, VcpuRegisters::default());
+        p.park(1, VcpuRegisters::default(), 0);
         assert!(t.join().unwrap().is_some());
         assert!(!p.wait_all(Duration::ZERO), "vCPU 0 has not parked");
-        p.park(0, VcpuRegisters::default());
+        p.park(0, VcpuRegisters::default(), 0);
         assert!(p.wait_all(Duration::ZERO));
-        p.unpark(0);
+        let mut r = Registers::default();
+        r.rax = 7;
+        assert!(p.write(0, r.clone()));
+        assert_eq!(p.wait(0, Duration::ZERO).unwrap().regs.rax, 7, "reads see the write");
+        assert_eq!(p.unpark(0), Some(r), "the vCPU loads it");
         assert!(p.wait(0, Duration::ZERO).is_none());
+        assert!(!p.write(0, Registers::default()), "not parked");
     }
 }

@@ -107,6 +107,13 @@ pub struct RunArgs {
     /// The bearer token TCP clients must send (`Authorization: Bearer TOKEN`).
     #[arg(long, value_name = "FILE", requires = "api_tcp")]
     pub api_token_file: Option<PathBuf>,
+    /// Serve gdb's remote protocol: `tcp:127.0.0.1:PORT` (loopback only) or `unix:PATH`
+    /// (`target remote :PORT` in gdb). gdb's breakpoints share the slots with everyone else's.
+    #[arg(long, value_name = "tcp:ADDR|unix:PATH")]
+    pub gdb: Option<String>,
+    /// Keep every vCPU out of the guest until gdb attaches and continues.
+    #[arg(long, requires = "gdb")]
+    pub gdb_wait: bool,
     /// Keep every vCPU out of the guest until the first resume (`PUT /vm/state`, `drvisor ctl
     /// resume` or SIGUSR1), so breakpoints can be set before the first instruction.
     #[arg(long)]

@@ -143,6 +143,12 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         engines: &args.engines,
     };
     let parsed = requests::parse(matches, flags).map_err(Failure::usage)?;
+    let gdb = args
+        .gdb
+        .as_deref()
+        .map(drvisor::gdb::parse_listen)
+        .transpose()
+        .map_err(|e| Failure::usage(format!("--gdb: {e}")))?;
 
     // Then the checks of the input files that need no content, then their content.
     let opened = inputs::open_all(&args, ram_bytes)?;
@@ -184,7 +190,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     };
     let session = Session::new(&vm, facts, symbols.clone())
         .map_err(|e| Failure::vmm(format!("cannot start the event stream: {e}")))?;
-    if args.paused {
+    if args.paused || args.gdb_wait {
         // No vCPU has run yet: the gate is closed before the first entry.
         vm.debug().pause_all();
     }
@@ -236,6 +242,15 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         resume_on_sigusr1(session.clone())?;
     }
     let server = api_server::start(&args, session.clone())?;
+    let gdb_stub = match &gdb {
+        Some(at) => Some(drvisor::gdb::serve(session.clone(), at).map_err(|e| {
+            Failure::usage(format!(
+                "--gdb {}: {e}",
+                cut(args.gdb.as_deref().unwrap_or_default())
+            ))
+        })?),
+        None => None,
+    };
 
     let pages = vm.watch().clone();
     let outcome = vm.run().map_err(vm_failure)?;
@@ -245,6 +260,10 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     }
     let outcome = events.finish(outcome);
     session.finished(&outcome);
+    if let Some(stub) = gdb_stub {
+        // gdb hears how the run ended before the process goes.
+        stub.finish(std::time::Duration::from_secs(2));
+    }
     drop(server);
     let late = ctl.late_guest_slots();
     if late > 0 {

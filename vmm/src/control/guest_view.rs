@@ -1,0 +1,123 @@
+//! What a client may look at and change in the guest through the session: memory by
+//! guest-virtual address, the registers of parked vCPUs, and the plan and probe as text.
+
+use std::collections::BTreeMap;
+
+use drvisor_api::rest::VcpuRegisters;
+use drvisor_api::Registers;
+use drvisor_debug::HostBpId;
+use vm_memory::{Bytes, GuestAddress};
+
+use super::session::Session;
+use crate::debug::plan_view;
+use crate::watch::WatchRange;
+
+impl Session {
+    /// The guest-physical pieces of `[gva, gva + len)`.
+    fn pieces(&self, gva: u64, len: usize) -> Result<Vec<(u64, u64)>, String> {
+        self.watch
+            .physical_ranges(WatchRange::Virtual {
+                gva,
+                len: len as u64,
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    /// Reads guest-virtual memory, translated through the guest's page tables.
+    pub fn read_virtual(&self, gva: u64, buf: &mut [u8]) -> Result<(), String> {
+        let mut at = 0usize;
+        for (gpa, len) in self.pieces(gva, buf.len())? {
+            let piece = &mut buf[at..at + len as usize];
+            self.mem
+                .read_slice(piece, GuestAddress(gpa))
+                .map_err(|e| format!("{gpa:#x}: {e}"))?;
+            at += len as usize;
+        }
+        Ok(())
+    }
+
+    /// Writes guest-virtual memory. The write goes straight to guest RAM: page watches on the
+    /// bytes do not report it (it is the debugger's, not the guest's).
+    pub fn write_virtual(&self, gva: u64, data: &[u8]) -> Result<(), String> {
+        let mut at = 0usize;
+        for (gpa, len) in self.pieces(gva, data.len())? {
+            let piece = &data[at..at + len as usize];
+            self.mem
+                .write_slice(piece, GuestAddress(gpa))
+                .map_err(|e| format!("{gpa:#x}: {e}"))?;
+            at += len as usize;
+        }
+        Ok(())
+    }
+
+    /// vCPU `index`'s registers, if it is parked (waiting a moment for it to park).
+    pub fn parked_registers(&self, index: usize) -> Option<VcpuRegisters> {
+        self.parked.wait(index, std::time::Duration::from_secs(5))
+    }
+
+    /// Writes vCPU `index`'s general registers, loaded before it runs again. `false` unless
+    /// it is parked.
+    pub fn write_registers(&self, index: usize, regs: Registers) -> bool {
+        self.parked.write(index, regs)
+    }
+
+    /// The number of vCPUs.
+    pub fn vcpu_count(&self) -> usize {
+        self.facts.vcpus as usize
+    }
+
+    /// The slot plan as `--show-plan` prints it, with every breakpoint's label.
+    pub fn plan_text(&self) -> String {
+        let labels: BTreeMap<HostBpId, String> = self
+            .breakpoints()
+            .into_iter()
+            .map(|b| (HostBpId(b.id), format!("{} ({:?})", b.location, b.owner)))
+            .collect();
+        let mut text = plan_view::describe(&self.debug.plan(), &labels, self.debug.caps().exec_note());
+        let pages = self.watch.states();
+        if !pages.is_empty() {
+            text.push_str(&plan_view::describe_page_watches(&pages));
+        }
+        text
+    }
+
+    /// The probe's table, as `drvisor probe` prints it.
+    pub fn probe_text(&self) -> String {
+        match &self.probe {
+            Some(p) => p.to_string(),
+            None => "the capabilities were given, not probed".into(),
+        }
+    }
+
+    /// The slot policy's name.
+    pub fn policy_name(&self) -> &str {
+        &self.facts.policy
+    }
+
+    /// Whether the run has ended.
+    pub fn is_finished(&self) -> bool {
+        self.control.is_finished()
+    }
+
+    /// The run's exit code, once it has ended.
+    pub fn exit_code(&self) -> Option<u8> {
+        self.control.outcome().map(|o| o.exit_code())
+    }
+
+    /// Runs vCPU `index` for one instruction while every other vCPU stays paused, and returns
+    /// once it has parked again (`false` if it did not within `timeout`). The VM must be
+    /// paused; this host must deliver single-steps.
+    pub fn step(&self, index: usize, timeout: std::time::Duration) -> Result<bool, String> {
+        if !self.debug.caps().single_step {
+            return Err("this host does not deliver single-steps (probe row \"single-step\")".into());
+        }
+        let steps = self.parked.steps(index);
+        self.debug.step_one(index);
+        Ok(self.parked.wait_stepped(index, steps, timeout))
+    }
+
+    /// Whether every vCPU has parked, waiting up to `timeout`.
+    pub fn wait_parked(&self, timeout: std::time::Duration) -> bool {
+        self.parked.wait_all(timeout)
+    }
+}

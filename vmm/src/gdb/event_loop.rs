@@ -1,0 +1,88 @@
+//! Waiting while the guest runs: for a gdb breakpoint's hit, for the run's end, or for a byte
+//! from gdb (a Ctrl-C), whichever comes first.
+
+use std::time::Duration;
+
+use gdbstub::common::Signal;
+use gdbstub::conn::{Connection, ConnectionExt};
+use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
+use gdbstub::stub::MultiThreadStopReason;
+use gdbstub::target::ext::breakpoints::WatchKind;
+
+use super::target::{tid, GdbTarget, Kind, Point, Stop};
+
+/// How long a stop waits for every vCPU to leave the guest before it is reported.
+const PARK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the loop looks at the connection while the guest runs.
+const POLL: Duration = Duration::from_millis(5);
+
+/// The stub's event loop.
+pub enum StubLoop {}
+
+fn reason(stop: Stop) -> MultiThreadStopReason<u64> {
+    let t = tid(stop.vcpu);
+    match stop.point {
+        None => MultiThreadStopReason::SignalWithThread {
+            tid: t,
+            signal: Signal::SIGTRAP,
+        },
+        Some(Point::Soft(_)) => MultiThreadStopReason::SwBreak(t),
+        Some(Point::Hard(_)) => MultiThreadStopReason::HwBreak(t),
+        Some(Point::Watch(addr, _, k)) => MultiThreadStopReason::Watch {
+            tid: t,
+            kind: match k {
+                Kind::Write => WatchKind::Write,
+                Kind::Read => WatchKind::Read,
+                Kind::Access => WatchKind::ReadWrite,
+            },
+            addr,
+        },
+    }
+}
+
+impl BlockingEventLoop for StubLoop {
+    type Target = GdbTarget;
+    type Connection = Box<dyn ConnectionExt<Error = std::io::Error>>;
+    type StopReason = MultiThreadStopReason<u64>;
+
+    fn wait_for_stop_reason(
+        target: &mut GdbTarget,
+        conn: &mut Self::Connection,
+    ) -> Result<
+        Event<Self::StopReason>,
+        WaitForStopReasonError<String, <Self::Connection as Connection>::Error>,
+    > {
+        loop {
+            let stop = match target.queued.pop_front() {
+                Some(stop) => Some(stop),
+                None => target.stops.recv_timeout(POLL).ok(),
+            };
+            if let Some(stop) = stop {
+                // All-stop: the hit paused every vCPU; report once they are all out.
+                target.session.wait_parked(PARK_TIMEOUT);
+                return Ok(Event::TargetStopped(reason(stop)));
+            }
+            if target.session.is_finished() {
+                let code = target.session.exit_code().unwrap_or(0);
+                return Ok(Event::TargetStopped(MultiThreadStopReason::Exited(code)));
+            }
+            if conn
+                .peek()
+                .map_err(WaitForStopReasonError::Connection)?
+                .is_some()
+            {
+                let byte = conn.read().map_err(WaitForStopReasonError::Connection)?;
+                return Ok(Event::IncomingData(byte));
+            }
+        }
+    }
+
+    fn on_interrupt(target: &mut GdbTarget) -> Result<Option<Self::StopReason>, String> {
+        target.session.pause("gdb interrupt");
+        target.session.wait_parked(PARK_TIMEOUT);
+        Ok(Some(MultiThreadStopReason::SignalWithThread {
+            tid: tid(0),
+            signal: Signal::SIGINT,
+        }))
+    }
+}

@@ -1,0 +1,393 @@
+//! gdb's view of the VM: threads are vCPUs, breakpoints and watchpoints are session requests
+//! owned by `gdb`, and a hit of one stops every vCPU and is reported to gdb.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+
+use drvisor_api::rest::Owner;
+use drvisor_api::{HitAction, Registers};
+use drvisor_debug::{BreakSpec, Scope};
+use drvisor_watch::Access;
+use gdbstub::common::{Signal, Tid};
+use gdbstub::outputln;
+use gdbstub::target::ext::base::multithread::{
+    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
+    MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
+};
+use gdbstub::target::ext::base::BaseOps;
+use gdbstub::target::ext::breakpoints::{
+    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps,
+    SwBreakpoint, SwBreakpointOps, WatchKind,
+};
+use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
+use gdbstub::target::{Target, TargetError, TargetResult};
+use gdbstub_arch::x86::reg::X86_64CoreRegs;
+use gdbstub_arch::x86::X86_64_SSE;
+
+use crate::control::{Request, Session, What};
+use crate::debug::HitContext;
+use crate::watch::{EngineChoice, Place};
+
+/// What gdb asked for: a `Z0`-`Z4` packet's type, address and length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Point {
+    /// `Z0`: served by a hardware slot (`int3` cannot work on every host).
+    Soft(u64),
+    /// `Z1`.
+    Hard(u64),
+    /// `Z2`-`Z4`.
+    Watch(u64, u64, Kind),
+}
+
+/// A watch's access kind, orderable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// Writes.
+    Write,
+    /// Reads.
+    Read,
+    /// Either.
+    Access,
+}
+
+/// Why a vCPU stopped for gdb: a gdb breakpoint's hit (sent from the vCPU that hit it), or the
+/// end of a single-step (`point` is `None`).
+#[derive(Clone, Copy, Debug)]
+pub struct Stop {
+    /// The vCPU.
+    pub vcpu: usize,
+    /// What it hit.
+    pub point: Option<Point>,
+}
+
+/// How long a single-step may take before gdb is told it failed.
+const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The stub's target.
+pub struct GdbTarget {
+    pub(super) session: Arc<Session>,
+    pub(super) stops: Receiver<Stop>,
+    sender: Sender<Stop>,
+    /// Stops that arrived together (several vCPUs hit at once): reported one per resume.
+    pub(super) queued: VecDeque<Stop>,
+    points: BTreeMap<Point, u32>,
+    /// The vCPU gdb asked to single-step at the next resume.
+    step: Option<usize>,
+}
+
+/// The thread id of vCPU `index` (gdb's thread ids start at 1).
+pub fn tid(index: usize) -> Tid {
+    Tid::new(index + 1).unwrap_or(Tid::MIN)
+}
+
+fn index(tid: Tid) -> usize {
+    tid.get() - 1
+}
+
+impl GdbTarget {
+    /// A target on `session`.
+    pub fn new(session: Arc<Session>) -> Self {
+        let (sender, stops) = channel();
+        GdbTarget {
+            session,
+            stops,
+            sender,
+            queued: VecDeque::new(),
+            points: BTreeMap::new(),
+            step: None,
+        }
+    }
+
+    /// Removes every breakpoint this gdb set: a gdb that went away must not leave the guest to
+    /// pause at its breakpoints with nobody to resume it.
+    pub fn forget_all(&mut self) {
+        for (_, id) in std::mem::take(&mut self.points) {
+            let _ = self.session.remove(id);
+        }
+    }
+
+    fn add(&mut self, point: Point) -> TargetResult<bool, Self> {
+        if self.points.contains_key(&point) {
+            return Ok(true);
+        }
+        let label = match point {
+            Point::Soft(a) | Point::Hard(a) => format!("gdb:{a:#x}"),
+            Point::Watch(a, len, _) => format!("gdb:{a:#x}:{len}"),
+        };
+        let what = match point {
+            Point::Soft(addr) | Point::Hard(addr) => match BreakSpec::exec(addr) {
+                Ok(spec) => What::Break(spec),
+                Err(_) => return Ok(false),
+            },
+            Point::Watch(addr, len, kind) => What::Watch {
+                place: Place::Virtual(addr),
+                access: match kind {
+                    Kind::Write => Access::Write,
+                    Kind::Read => Access::Read,
+                    Kind::Access => Access::ReadWrite,
+                },
+                len,
+                engine: EngineChoice::Auto,
+            },
+        };
+        let req = Request {
+            label,
+            what,
+            scope: Scope::Vm,
+            action: HitAction::Pause,
+            owner: Owner::Gdb,
+        };
+        let report = self.session.on_hit(&req);
+        let sender = self.sender.clone();
+        let on_hit = Arc::new(move |hit: &HitContext| {
+            let action = report(hit);
+            let _ = sender.send(Stop {
+                vcpu: hit.vcpu,
+                point: Some(point),
+            });
+            action
+        });
+        match self.session.arm_with(req, on_hit) {
+            Ok((id, _)) => {
+                self.points.insert(point, id.0);
+                Ok(true)
+            }
+            Err(e) => {
+                // gdb prints only that the breakpoint could not be inserted; say why here.
+                tracing::warn!("gdb: cannot insert {point:?}: {e}");
+                Ok(false)
+            }
+        }
+    }
+
+    fn remove(&mut self, point: Point) -> TargetResult<bool, Self> {
+        match self.points.remove(&point) {
+            Some(id) => Ok(self.session.remove(id).unwrap_or(false)),
+            None => Ok(false),
+        }
+    }
+}
+
+impl Target for GdbTarget {
+    type Arch = X86_64_SSE;
+    type Error = String;
+
+    fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
+        BaseOps::MultiThread(self)
+    }
+
+    fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl MultiThreadBase for GdbTarget {
+    fn read_registers(&mut self, regs: &mut X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+        let r = self
+            .session
+            .parked_registers(index(tid))
+            .ok_or(TargetError::NonFatal)?;
+        let g = &r.regs;
+        regs.regs = [
+            g.rax, g.rbx, g.rcx, g.rdx, g.rsi, g.rdi, g.rbp, g.rsp, g.r8, g.r9, g.r10, g.r11,
+            g.r12, g.r13, g.r14, g.r15,
+        ];
+        regs.rip = g.rip;
+        regs.eflags = g.rflags as u32;
+        regs.segments.cs = u32::from(r.cs.selector);
+        regs.segments.ss = u32::from(r.ss.selector);
+        Ok(())
+    }
+
+    fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+        let r = &regs.regs;
+        let written = Registers {
+            rax: r[0],
+            rbx: r[1],
+            rcx: r[2],
+            rdx: r[3],
+            rsi: r[4],
+            rdi: r[5],
+            rbp: r[6],
+            rsp: r[7],
+            r8: r[8],
+            r9: r[9],
+            r10: r[10],
+            r11: r[11],
+            r12: r[12],
+            r13: r[13],
+            r14: r[14],
+            r15: r[15],
+            rip: regs.rip,
+            rflags: u64::from(regs.eflags),
+        };
+        if self.session.write_registers(index(tid), written) {
+            Ok(())
+        } else {
+            Err(TargetError::NonFatal)
+        }
+    }
+
+    fn read_addrs(&mut self, start: u64, data: &mut [u8], _tid: Tid) -> TargetResult<usize, Self> {
+        self.session
+            .read_virtual(start, data)
+            .map(|()| data.len())
+            .map_err(|_| TargetError::Errno(14))
+    }
+
+    fn write_addrs(&mut self, start: u64, data: &[u8], _tid: Tid) -> TargetResult<(), Self> {
+        self.session
+            .write_virtual(start, data)
+            .map_err(|_| TargetError::Errno(14))
+    }
+
+    fn list_active_threads(&mut self, register: &mut dyn FnMut(Tid)) -> Result<(), String> {
+        for i in 0..self.session.vcpu_count() {
+            register(tid(i));
+        }
+        Ok(())
+    }
+
+    fn support_resume(&mut self) -> Option<MultiThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl MultiThreadResume for GdbTarget {
+    fn resume(&mut self) -> Result<(), String> {
+        // Hits that arrived with the one reported stop are reported before anything runs.
+        self.queued.extend(self.stops.try_iter());
+        if !self.queued.is_empty() {
+            return Ok(());
+        }
+        match self.step.take() {
+            // All-stop: the other vCPUs stay paused while this one runs its instruction.
+            Some(vcpu) => match self.session.step(vcpu, STEP_TIMEOUT)? {
+                true => self.queued.push_back(Stop { vcpu, point: None }),
+                false => return Err(format!("vCPU {vcpu} did not finish its single-step")),
+            },
+            None => self.session.resume("gdb"),
+        }
+        Ok(())
+    }
+
+    fn clear_resume_actions(&mut self) -> Result<(), String> {
+        self.step = None;
+        Ok(())
+    }
+
+    fn support_single_step(&mut self) -> Option<MultiThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_scheduler_locking(&mut self) -> Option<MultiThreadSchedulerLockingOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn set_resume_action_continue(
+        &mut self,
+        _tid: Tid,
+        signal: Option<Signal>,
+    ) -> Result<(), String> {
+        match signal {
+            None => Ok(()),
+            Some(s) => Err(format!(
+                "cannot deliver {s:?} to a vCPU; continue without a signal (`signal 0`)"
+            )),
+        }
+    }
+}
+
+impl MultiThreadSchedulerLocking for GdbTarget {
+    /// Only the stepped vCPU runs during a step anyway (all-stop).
+    fn set_resume_action_scheduler_lock(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl MultiThreadSingleStep for GdbTarget {
+    fn set_resume_action_step(&mut self, tid: Tid, signal: Option<Signal>) -> Result<(), String> {
+        if let Some(s) = signal {
+            return Err(format!("cannot deliver {s:?} to a vCPU; step without a signal"));
+        }
+        self.step = Some(index(tid));
+        Ok(())
+    }
+}
+
+impl Breakpoints for GdbTarget {
+    fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SwBreakpoint for GdbTarget {
+    fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        self.add(Point::Soft(addr))
+    }
+
+    fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        self.remove(Point::Soft(addr))
+    }
+}
+
+impl HwBreakpoint for GdbTarget {
+    fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        self.add(Point::Hard(addr))
+    }
+
+    fn remove_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        self.remove(Point::Hard(addr))
+    }
+}
+
+fn kind(k: WatchKind) -> Kind {
+    match k {
+        WatchKind::Write => Kind::Write,
+        WatchKind::Read => Kind::Read,
+        WatchKind::ReadWrite => Kind::Access,
+    }
+}
+
+impl HwWatchpoint for GdbTarget {
+    fn add_hw_watchpoint(&mut self, addr: u64, len: u64, k: WatchKind) -> TargetResult<bool, Self> {
+        self.add(Point::Watch(addr, len, kind(k)))
+    }
+
+    fn remove_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        k: WatchKind,
+    ) -> TargetResult<bool, Self> {
+        self.remove(Point::Watch(addr, len, kind(k)))
+    }
+}
+
+impl MonitorCmd for GdbTarget {
+    fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), String> {
+        match std::str::from_utf8(cmd).unwrap_or_default().trim() {
+            "plan" => outputln!(out, "{}", self.session.plan_text()),
+            "probe" => outputln!(out, "{}", self.session.probe_text()),
+            "policy" => outputln!(out, "policy {}", self.session.policy_name()),
+            other => outputln!(
+                out,
+                "unknown monitor command `{other}`; drvisor knows: plan, probe, policy"
+            ),
+        }
+        Ok(())
+    }
+}
