@@ -11,6 +11,7 @@ mod debug_regs_port;
 mod emulation;
 mod emulation_exact;
 mod events;
+mod gdb_stub;
 mod guest_and_host;
 mod guest_faults;
 mod host_breakpoints;
@@ -51,6 +52,7 @@ fn main() {
     trials.extend(page_watches::trials(&ctx));
     trials.extend(kvm_unit_tests::trials(&ctx));
     trials.extend(rest_api::trials());
+    trials.extend(gdb_stub::trials());
     trials.extend(tiny_kernels::trials());
     trials.extend(symbol_specs::trials());
     trials.extend(events::trials());

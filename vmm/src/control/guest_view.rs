@@ -73,7 +73,8 @@ impl Session {
             .into_iter()
             .map(|b| (HostBpId(b.id), format!("{} ({:?})", b.location, b.owner)))
             .collect();
-        let mut text = plan_view::describe(&self.debug.plan(), &labels, self.debug.caps().exec_note());
+        let mut text =
+            plan_view::describe(&self.debug.plan(), &labels, self.debug.caps().exec_note());
         let pages = self.watch.states();
         if !pages.is_empty() {
             text.push_str(&plan_view::describe_page_watches(&pages));
@@ -109,7 +110,9 @@ impl Session {
     /// paused; this host must deliver single-steps.
     pub fn step(&self, index: usize, timeout: std::time::Duration) -> Result<bool, String> {
         if !self.debug.caps().single_step {
-            return Err("this host does not deliver single-steps (probe row \"single-step\")".into());
+            return Err(
+                "this host does not deliver single-steps (probe row \"single-step\")".into(),
+            );
         }
         let steps = self.parked.steps(index);
         self.debug.step_one(index);

@@ -46,9 +46,7 @@ pub fn parse_listen(text: &str) -> Result<Listen, String> {
         }
         return Ok(Listen::Unix(PathBuf::from(path)));
     }
-    Err(format!(
-        "`{text}`: write tcp:127.0.0.1:PORT or unix:PATH"
-    ))
+    Err(format!("`{text}`: write tcp:127.0.0.1:PORT or unix:PATH"))
 }
 
 enum Listener {

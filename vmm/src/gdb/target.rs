@@ -313,7 +313,9 @@ impl MultiThreadSchedulerLocking for GdbTarget {
 impl MultiThreadSingleStep for GdbTarget {
     fn set_resume_action_step(&mut self, tid: Tid, signal: Option<Signal>) -> Result<(), String> {
         if let Some(s) = signal {
-            return Err(format!("cannot deliver {s:?} to a vCPU; step without a signal"));
+            return Err(format!(
+                "cannot deliver {s:?} to a vCPU; step without a signal"
+            ));
         }
         self.step = Some(index(tid));
         Ok(())

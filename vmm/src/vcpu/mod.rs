@@ -164,9 +164,9 @@ impl Vcpu {
                 }
                 let debug = ctx.debug.as_deref();
                 let index = self.index;
-                shared.gate.park(|| {
-                    debug.is_some_and(VcpuDebug::has_news) || shared.gate.has_pass(index)
-                });
+                shared
+                    .gate
+                    .park(|| debug.is_some_and(VcpuDebug::has_news) || shared.gate.has_pass(index));
                 // Leaving the park (to run, or to look at news and park again): the registers
                 // are the vCPU's own again, with what a client wrote meanwhile.
                 if let Some(written) = shared.parked.unpark(self.index) {

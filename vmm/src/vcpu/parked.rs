@@ -64,7 +64,10 @@ impl ParkedRegs {
     pub fn wait_stepped(&self, index: usize, steps: u64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut slots = self.lock();
-        while slots.get(index).is_some_and(|s| s.steps <= steps || s.parked.is_none()) {
+        while slots
+            .get(index)
+            .is_some_and(|s| s.steps <= steps || s.parked.is_none())
+        {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return false;
             };
@@ -185,10 +188,16 @@ mod tests {
         assert!(!p.wait_all(Duration::ZERO), "vCPU 0 has not parked");
         p.park(0, VcpuRegisters::default(), 0);
         assert!(p.wait_all(Duration::ZERO));
-        let mut r = Registers::default();
-        r.rax = 7;
+        let r = Registers {
+            rax: 7,
+            ..Default::default()
+        };
         assert!(p.write(0, r.clone()));
-        assert_eq!(p.wait(0, Duration::ZERO).unwrap().regs.rax, 7, "reads see the write");
+        assert_eq!(
+            p.wait(0, Duration::ZERO).unwrap().regs.rax,
+            7,
+            "reads see the write"
+        );
         assert_eq!(p.unpark(0), Some(r), "the vCPU loads it");
         assert!(p.wait(0, Duration::ZERO).is_none());
         assert!(!p.write(0, Registers::default()), "not parked");

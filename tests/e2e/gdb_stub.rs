@@ -1,0 +1,312 @@
+//! The gdb stub against the real gdb (Debian's, in batch mode): `drvisor run --gdb ...` with a
+//! gdb script, the guest's own counts as the truth. Without gdb every trial is ignored with
+//! the reason.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{ensure, guest_number, skipped, temp_path, Failed, Run, Trial, DRVISOR};
+
+pub fn trials() -> Vec<Trial> {
+    let cases: Vec<(&str, fn() -> Result<(), Failed>)> = vec![
+        ("gdb::hbreak_counts_every_call", hbreak_counts_every_call),
+        ("gdb::break_on_smp_names_the_vcpu", break_on_smp),
+        ("gdb::watch_and_awatch_on_this_host", watch_and_awatch),
+        (
+            "gdb::guest_breakpoints_stay_exact",
+            guest_breakpoints_stay_exact,
+        ),
+        ("gdb::registers_memory_stepi", registers_memory_stepi),
+        ("gdb::interrupt_detach_and_kill", interrupt_detach_and_kill),
+        ("gdb::bad_packets_leave_the_vm_running", bad_packets),
+    ];
+    let gdb = Command::new("gdb").arg("--version").output();
+    cases
+        .into_iter()
+        .map(|(name, f)| match &gdb {
+            Ok(out) if out.status.success() => Trial::test(name, f),
+            _ => skipped(name, "no gdb here (apt-get install gdb)"),
+        })
+        .collect()
+}
+
+/// The embedded test guest's ELF, for gdb's symbols.
+fn guest_elf() -> Result<PathBuf, Failed> {
+    let path = temp_path("guest.elf");
+    std::fs::write(&path, drvisor::guest_image::ELF).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// A `drvisor run --gdb unix:SOCK --gdb-wait ...` and the socket gdb connects to.
+struct Stub {
+    child: Child,
+    sock: PathBuf,
+    events: PathBuf,
+}
+
+impl Stub {
+    fn start(args: &[&str]) -> Result<Stub, Failed> {
+        let sock = temp_path("gdb.sock");
+        // Hit events to a file: a pipe nobody reads while gdb works would fill up.
+        let events = temp_path("gdb-events.jsonl");
+        let child = Command::new(DRVISOR)
+            .arg("run")
+            .arg("--gdb")
+            .arg(format!("unix:{}", sock.display()))
+            .arg("--gdb-wait")
+            .arg("--events")
+            .arg(&events)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn drvisor: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !sock.exists() {
+            ensure(Instant::now() < deadline, || {
+                "the gdb socket never appeared".into()
+            })?;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Stub {
+            child,
+            sock,
+            events,
+        })
+    }
+
+    /// Runs gdb with `script` (one command per line) against the stub: gdb's output.
+    fn gdb(&self, script: &str) -> Result<String, Failed> {
+        self.gdb_interrupted(script, None)
+    }
+
+    /// [`Stub::gdb`], sending gdb a SIGINT (Ctrl-C) `after` it started, if given.
+    fn gdb_interrupted(&self, script: &str, after: Option<Duration>) -> Result<String, Failed> {
+        let elf = guest_elf()?;
+        let file = temp_path("script.gdb");
+        let text = format!(
+            "set pagination off\nset confirm off\ntarget remote {}\n{script}\n",
+            self.sock.display()
+        );
+        std::fs::write(&file, text).map_err(|e| e.to_string())?;
+        let child = Command::new("gdb")
+            .args(["-q", "-batch", "-nx", "-x"])
+            .arg(&file)
+            .arg(&elf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("gdb: {e}"))?;
+        let pid = child.id() as libc::pid_t;
+        let interrupter = after.map(|after| {
+            std::thread::spawn(move || {
+                std::thread::sleep(after);
+                // SAFETY: kill(2) on the gdb child's pid, which this test owns and has not
+                // reaped yet (wait_with_output below reaps it).
+                unsafe { libc::kill(pid, libc::SIGINT) };
+            })
+        });
+        let out = child.wait_with_output().map_err(|e| format!("gdb: {e}"))?;
+        if let Some(t) = interrupter {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&file);
+        let _ = std::fs::remove_file(&elf);
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+
+    /// Waits for the run to end.
+    fn finish(mut self) -> Result<Run, Failed> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().map_err(|e| e.to_string())? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return Err("the run did not end".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = o.read_to_string(&mut stdout);
+        }
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        Ok(Run {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        })
+    }
+}
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.events);
+    }
+}
+
+fn number_after(text: &str, prefix: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+const COUNTING: &str = "commands\nsilent\nset $hits = $hits + 1\ncontinue\nend\nset $hits = 0\ncontinue\nprintf \"HITS %d\\n\", $hits";
+
+/// `hbreak` with `silent; continue` is hit exactly as often as the guest calls the function.
+fn hbreak_counts_every_call() -> Result<(), Failed> {
+    let stub = Stub::start(&["--scenario", "exec", "--cmdline", "count=200"])?;
+    let out = stub.gdb(&format!("hbreak drv_target_1\n{COUNTING}"))?;
+    let run = stub.finish()?;
+    run.expect_code(0)?;
+    let calls = guest_number(&run, &["scenario=exec", "target=1"], "calls")?;
+    ensure(
+        number_after(&out, "HITS ") == Some(calls) && calls == 200,
+        || {
+            format!(
+                "gdb counted {:?} hits for {calls} calls\n{out}",
+                number_after(&out, "HITS ")
+            )
+        },
+    )?;
+    ensure(out.contains("exited normally"), || {
+        format!("gdb did not see the end\n{out}")
+    })
+}
+
+/// On 4 vCPUs gdb lists every vCPU as a thread, and a hit names the vCPU that made it.
+fn break_on_smp() -> Result<(), Failed> {
+    let stub = Stub::start(&["--scenario", "smp", "--vcpus", "4"])?;
+    let out = stub.gdb("hbreak drv_target_0\ncontinue\ninfo threads\nkill")?;
+    let _ = stub.finish();
+    for t in 1..=4 {
+        ensure(out.contains(&format!("Thread 1.{t}")), || {
+            format!("thread {t} missing\n{out}")
+        })?;
+    }
+    ensure(
+        out.contains("hit Breakpoint 1") || out.contains("Breakpoint 1,"),
+        || format!("no hit\n{out}"),
+    )
+}
+
+/// `watch` stops at every write with the old and new value, and `awatch` takes a range longer
+/// than 8 bytes, on this host too, where hardware data watchpoints never fire.
+fn watch_and_awatch() -> Result<(), Failed> {
+    let stub = Stub::start(&["--scenario", "write", "--cmdline", "count=5"])?;
+    let out = stub.gdb(
+        "watch *(unsigned int *)&drv_watch_u32\ncontinue\ncontinue\ncontinue\ndelete\n\
+         awatch *(char(*)[24])&drv_watch_u8\ncontinue\ndelete\ncontinue",
+    )?;
+    let run = stub.finish()?;
+    run.expect_code(0)?;
+    for (old, new) in [(0, 1), (1, 2), (2, 3)] {
+        ensure(
+            out.contains(&format!("Old value = {old}\nNew value = {new}")),
+            || format!("no stop for the write of {new}\n{out}"),
+        )?;
+    }
+    ensure(out.contains("access (read/write) watchpoint 2"), || {
+        format!("the 24-byte awatch did not stop\n{out}")
+    })
+}
+
+/// With the guest's own four breakpoints armed, gdb's breakpoint and the guest's counts are
+/// both exact.
+fn guest_breakpoints_stay_exact() -> Result<(), Failed> {
+    let stub = Stub::start(&["--scenario", "guest-dr", "--cmdline", "count=25"])?;
+    let out = stub.gdb(&format!("hbreak drv_target_2\n{COUNTING}"))?;
+    let run = stub.finish()?;
+    run.expect_code(0)?;
+    for slot in 0..4u8 {
+        let hits = guest_number(
+            &run,
+            &["scenario=guest-dr", &format!("slot={slot}")],
+            "hits",
+        )?;
+        ensure(hits == 25, || {
+            format!("guest slot {slot}: {hits} hits\n{run}")
+        })?;
+    }
+    ensure(number_after(&out, "HITS ") == Some(25), || {
+        format!("gdb counted {:?}\n{out}", number_after(&out, "HITS "))
+    })
+}
+
+/// Registers and memory read and written, and `stepi` moves RIP by one instruction.
+fn registers_memory_stepi() -> Result<(), Failed> {
+    let stub = Stub::start(&["--scenario", "write", "--cmdline", "count=3"])?;
+    let out = stub.gdb(
+        "hbreak drv_target_0\nwatch *(unsigned int *)&drv_watch_u32\ncontinue\ndelete\n\
+         printf \"RIP0 %lu\\n\", $rip\nstepi\nprintf \"RIP1 %lu\\n\", $rip\n\
+         set var *(unsigned int *)&drv_watch_u32 = 4242\n\
+         printf \"MEM %u\\n\", *(unsigned int *)&drv_watch_u32\n\
+         set $r15 = 77\nprintf \"R15 %lu\\n\", $r15\ndetach",
+    )?;
+    let run = stub.finish()?;
+    run.expect_code(0)?;
+    let (rip0, rip1) = (number_after(&out, "RIP0 "), number_after(&out, "RIP1 "));
+    ensure(
+        rip0.zip(rip1).is_some_and(|(a, b)| b > a && b - a <= 15),
+        || format!("stepi went from {rip0:?} to {rip1:?}\n{out}"),
+    )?;
+    ensure(number_after(&out, "MEM ") == Some(4242), || {
+        format!("memory write not read back\n{out}")
+    })?;
+    ensure(number_after(&out, "R15 ") == Some(77), || {
+        format!("register write not read back\n{out}")
+    })
+}
+
+/// Ctrl-C stops a running guest, detach lets it run on, and a second gdb's kill ends the run.
+fn interrupt_detach_and_kill() -> Result<(), Failed> {
+    let stub = Stub::start(&["--scenario", "spin"])?;
+    // Ctrl-C while gdb waits in `continue`: gdb sends the interrupt, the guest stops, and the
+    // script goes on.
+    let out = stub.gdb_interrupted(
+        "continue\nprintf \"RIP %lu\\n\", $rip\ndetach",
+        Some(Duration::from_millis(1500)),
+    )?;
+    ensure(
+        out.contains("SIGINT") && number_after(&out, "RIP ").is_some(),
+        || format!("the interrupt did not stop the guest\n{out}"),
+    )?;
+    let out = stub.gdb("kill")?;
+    let run = stub.finish()?;
+    ensure(run.code == 0, || {
+        format!("kill: exit {}\n{out}\n{run}", run.code)
+    })
+}
+
+/// Garbage and a client that goes away mid-packet leave the VM running; a real gdb still
+/// attaches afterwards.
+fn bad_packets() -> Result<(), Failed> {
+    let stub = Stub::start(&["--scenario", "spin"])?;
+    for junk in [&b"$zzz#00"[..], b"$m0,#00garbage", b"\x03\x03$qSupported:"] {
+        let mut s =
+            std::os::unix::net::UnixStream::connect(&stub.sock).map_err(|e| e.to_string())?;
+        let _ = s.write_all(junk);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = stub.gdb("info threads\nkill")?;
+    let run = stub.finish()?;
+    ensure(out.contains("Thread 1.1"), || {
+        format!("gdb could not attach after the junk\n{out}")
+    })?;
+    ensure(run.code == 0, || format!("exit {}\n{run}", run.code))
+}
