@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::common::{ensure, guest_number, skipped, temp_path, Failed, Run, Trial, DRVISOR};
 
+type Case = (&'static str, fn() -> Result<(), Failed>);
+
 pub fn trials() -> Vec<Trial> {
-    let cases: Vec<(&str, fn() -> Result<(), Failed>)> = vec![
+    let cases: Vec<Case> = vec![
         ("gdb::hbreak_counts_every_call", hbreak_counts_every_call),
         ("gdb::break_on_smp_names_the_vcpu", break_on_smp),
         ("gdb::watch_and_awatch_on_this_host", watch_and_awatch),
