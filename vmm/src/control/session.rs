@@ -73,10 +73,19 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session on `vm`, before it runs. Starts the thread that feeds the stream's ring.
-    pub fn new(vm: &Vm, facts: Facts, symbols: Arc<SymbolTable>) -> std::io::Result<Arc<Self>> {
+    /// A session on `vm`, before it runs. With `stream`, a thread feeds the hits on the bus
+    /// into the ring `GET /events` serves; without, nobody pays for serializing them twice.
+    pub fn new(
+        vm: &Vm,
+        facts: Facts,
+        symbols: Arc<SymbolTable>,
+        stream: bool,
+    ) -> std::io::Result<Arc<Self>> {
         let ring = Arc::new(EventRing::new(RING_CAPACITY));
-        let feeder = super::feeder::spawn(vm.events(), ring.clone())?;
+        let feeder = match stream {
+            true => Some(super::feeder::spawn(vm.events(), ring.clone())?),
+            false => None,
+        };
         Ok(Arc::new(Session {
             debug: vm.debug().clone(),
             watch: vm.watch().clone(),
@@ -89,7 +98,7 @@ impl Session {
             started: Instant::now(),
             bus: vm.events().clone(),
             ring,
-            feeder: Mutex::new(Some(feeder)),
+            feeder: Mutex::new(feeder),
             book: Mutex::new(BTreeMap::new()),
         }))
     }

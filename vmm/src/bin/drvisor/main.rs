@@ -188,7 +188,8 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
             .map_or_else(String::new, |v| v.get_name().to_owned()),
         vcpus: args.vcpus as u32,
     };
-    let session = Session::new(&vm, facts, symbols.clone())
+    let streaming = args.api_sock.is_some() || args.api_tcp.is_some();
+    let session = Session::new(&vm, facts, symbols.clone(), streaming)
         .map_err(|e| Failure::vmm(format!("cannot start the event stream: {e}")))?;
     if args.paused || args.gdb_wait {
         // No vCPU has run yet: the gate is closed before the first entry.
