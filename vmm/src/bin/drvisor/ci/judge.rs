@@ -84,6 +84,18 @@ pub fn judge(spec: &Spec, obs: &Observation, skips: &BTreeMap<String, String>) -
             });
             continue;
         }
+        if let RunEnd::Refused(_) | RunEnd::Infrastructure(_) = obs.end {
+            // Nothing ran: no check can have passed or failed on its own terms.
+            out.push(CaseResult {
+                name: check.name.clone(),
+                verdict: Verdict::Fail {
+                    expected: "a run to judge".into(),
+                    observed: obs.end.to_string(),
+                    context: None,
+                },
+            });
+            continue;
+        }
         let (verdict, parsed) = judge_check(check, obs);
         out.push(CaseResult {
             name: check.name.clone(),

@@ -6,7 +6,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -350,7 +350,8 @@ fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, Spec
         }
     }
     let regex = |s: &Spanned<String>| {
-        Regex::new(s.get_ref()).map_err(|e| {
+        // Line-wise, as people read a console: `^BUG:` matches at the start of any line.
+        RegexBuilder::new(s.get_ref()).multi_line(true).build().map_err(|e| {
             let why = e.to_string();
             let last = why.lines().last().unwrap_or_default().trim().to_owned();
             err(Some(s.span()), format!("bad regex: {last}"))
@@ -489,7 +490,7 @@ exit_status = 0
         assert_eq!(s.vm.timeout, 5.0);
         assert_eq!(s.vm.scenario.as_deref(), Some("exec"));
         assert_eq!(s.checks.len(), 4);
-        assert_eq!(s.checks[1].line, 11);
+        assert_eq!(s.checks[1].line, 10);
         match &s.checks[0].kind {
             CheckKind::Break(h) => assert_eq!(h.expect, HitExpect { min: 3, max: Some(3) }),
             k => panic!("{k:?}"),
