@@ -70,7 +70,9 @@ fn passing_examples() -> Result<(), Failed> {
     let (run, report) = ci(&args)?;
     run.expect_code(0)?;
     let t = &report["totals"];
-    ensure(t["failed"] == 0 && t["passed"].as_u64() > Some(10), || format!("{t}\n{run}"))?;
+    ensure(t["failed"] == 0 && t["passed"].as_u64() > Some(10), || {
+        format!("{t}\n{run}")
+    })?;
     for (spec, case) in [
         ("exec", "target_0 called count times"),
         ("exec", "target_2 at most 5 on vCPU 0"),
@@ -87,20 +89,28 @@ fn passing_examples() -> Result<(), Failed> {
         })?;
     }
     // capture puts the first hit's registers into the report.
-    let exec = report["specs"].as_array().and_then(|s| s.iter().find(|s| s["name"] == "exec"));
+    let exec = report["specs"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "exec"));
     let captured = exec
         .and_then(|s| s["cases"].as_array())
-        .and_then(|c| c.iter().find(|c| c["name"] == "target_1 at least once, registers captured"))
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c["name"] == "target_1 at least once, registers captured")
+        })
         .and_then(|c| c["context"].as_str())
         .unwrap_or_default();
-    ensure(captured.contains("hit #1 of drv_target_1") && captured.contains("rip="), || {
-        format!("no captured context: {captured:?}")
-    })?;
+    ensure(
+        captured.contains("hit #1 of drv_target_1") && captured.contains("rip="),
+        || format!("no captured context: {captured:?}"),
+    )?;
     // The JUnit file has one testcase per case of the JSON report.
     let xml = std::fs::read_to_string(&junit).map_err(|e| format!("no junit: {e}"))?;
     let _ = std::fs::remove_file(&junit);
     let cases = xml.matches("<testcase ").count() as u64;
-    ensure(Some(cases) == t["cases"].as_u64(), || format!("{cases} testcases vs {t}"))?;
+    ensure(Some(cases) == t["cases"].as_u64(), || {
+        format!("{cases} testcases vs {t}")
+    })?;
     ensure(xml.matches("<testsuite ").count() == 4, || xml.clone())
 }
 
@@ -124,13 +134,23 @@ fn failing_examples() -> Result<(), Failed> {
             format!("{spec}::{case} did not fail\n{run}")
         })?;
     }
-    ensure(run.stdout.contains("observed: value 0x3 written (hit #3)"), || run.to_string())?;
-    ensure(run.stdout.contains("timed out after 2 s; the VM was killed"), || run.to_string())
+    ensure(
+        run.stdout.contains("observed: value 0x3 written (hit #3)"),
+        || run.to_string(),
+    )?;
+    ensure(
+        run.stdout
+            .contains("timed out after 2 s; the VM was killed"),
+        || run.to_string(),
+    )
 }
 
 /// The spin guest is killed at its timeout, and no `drvisor run` of this harness survives it.
 fn timeout_leaves_nothing_behind() -> Result<(), Failed> {
-    let spec = spec_file("spin.toml", "[vm]\nscenario = \"spin\"\ntimeout = 1\n[[check]]\nname = \"s\"\nexit_status = 0\n");
+    let spec = spec_file(
+        "spin.toml",
+        "[vm]\nscenario = \"spin\"\ntimeout = 1\n[[check]]\nname = \"s\"\nexit_status = 0\n",
+    );
     let mut cmd = std::process::Command::new(DRVISOR);
     cmd.args(["ci", &spec.display().to_string()]);
     let child = cmd
@@ -140,8 +160,12 @@ fn timeout_leaves_nothing_behind() -> Result<(), Failed> {
     let pid = child.id();
     let out = child.wait_with_output().map_err(|e| format!("wait: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure(out.status.code() == Some(1), || format!("{:?}\n{stdout}", out.status))?;
-    ensure(stdout.contains("timed out after 1 s"), || stdout.to_string())?;
+    ensure(out.status.code() == Some(1), || {
+        format!("{:?}\n{stdout}", out.status)
+    })?;
+    ensure(stdout.contains("timed out after 1 s"), || {
+        stdout.to_string()
+    })?;
     // The child's events file is named after the harness's pid: no process may still hold it.
     let marker = format!("drvisor-ci-{pid}-");
     let survivors: Vec<String> = std::fs::read_dir("/proc")
@@ -151,30 +175,58 @@ fn timeout_leaves_nothing_behind() -> Result<(), Failed> {
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .filter(|c| c.contains(&marker))
         .collect();
-    ensure(survivors.is_empty(), || format!("left behind: {survivors:?}"))
+    ensure(survivors.is_empty(), || {
+        format!("left behind: {survivors:?}")
+    })
 }
 
 /// Each spec error names file, line and column; nothing runs; exit code 2.
 fn spec_errors() -> Result<(), Failed> {
     let table = [
-        ("unknown-key.toml", "[[check]]\nname = \"a\"\nexit_status = 0\nbogus = 1\n", ":4:1: unknown field `bogus`"),
-        ("wrong-type.toml", "[vm]\nvcpus = \"two\"\n[[check]]\nname = \"a\"\nexit_status = 0\n", ":2:9: invalid type"),
-        ("bad-regex.toml", "[[check]]\nname = \"a\"\nconsole_never = \"a(b\"\n", ":3:17: bad regex"),
-        ("no-kernel.toml", "[vm]\nkernel = \"missing/bzImage\"\n[[check]]\nname = \"a\"\nexit_status = 0\n", ":2:10: kernel "),
+        (
+            "unknown-key.toml",
+            "[[check]]\nname = \"a\"\nexit_status = 0\nbogus = 1\n",
+            ":4:1: unknown field `bogus`",
+        ),
+        (
+            "wrong-type.toml",
+            "[vm]\nvcpus = \"two\"\n[[check]]\nname = \"a\"\nexit_status = 0\n",
+            ":2:9: invalid type",
+        ),
+        (
+            "bad-regex.toml",
+            "[[check]]\nname = \"a\"\nconsole_never = \"a(b\"\n",
+            ":3:17: bad regex",
+        ),
+        (
+            "no-kernel.toml",
+            "[vm]\nkernel = \"missing/bzImage\"\n[[check]]\nname = \"a\"\nexit_status = 0\n",
+            ":2:10: kernel ",
+        ),
     ];
     for (name, text, want) in table {
         let spec = spec_file(name, text);
         let run = drvisor(&["ci", &spec.display().to_string()]);
         run.expect_code(2)?;
         let line = format!("ERROR {}{want}", spec.display());
-        ensure(run.stdout.contains(&line), || format!("wanted {line:?}\n{run}"))?;
+        ensure(run.stdout.contains(&line), || {
+            format!("wanted {line:?}\n{run}")
+        })?;
     }
     // An unknown symbol is found by drvisor run: reported at the check's line, exit 2.
-    let spec = spec_file("unknown-symbol.toml", "[vm]\nscenario = \"exec\"\n[[check]]\nname = \"a\"\nbreak = \"drv_target_9\"\n");
+    let spec = spec_file(
+        "unknown-symbol.toml",
+        "[vm]\nscenario = \"exec\"\n[[check]]\nname = \"a\"\nbreak = \"drv_target_9\"\n",
+    );
     let run = drvisor(&["ci", &spec.display().to_string()]);
     run.expect_code(2)?;
-    let want = format!("ERROR {}:3: --break drv_target_9: unknown symbol", spec.display());
-    ensure(run.stdout.contains(&want), || format!("wanted {want:?}\n{run}"))
+    let want = format!(
+        "ERROR {}:3: --break drv_target_9: unknown symbol",
+        spec.display()
+    );
+    ensure(run.stdout.contains(&want), || {
+        format!("wanted {want:?}\n{run}")
+    })
 }
 
 /// Exit code 4: the VM cannot run (KVM_RUN refused through the test-only fault hook).
@@ -186,7 +238,9 @@ fn infrastructure_exit_code() -> Result<(), Failed> {
             .args(["ci", &spec.display().to_string()]),
     );
     run.expect_code(4)?;
-    ensure(run.stdout.contains("the VM could not run"), || run.to_string())
+    ensure(run.stdout.contains("the VM could not run"), || {
+        run.to_string()
+    })
 }
 
 /// Exit code 3: every check skipped, with the probe's reason (a hardware-only watch on a host
@@ -195,8 +249,15 @@ fn all_skipped_exit_code() -> Result<(), Failed> {
     let spec = spec_file("hw.toml", "[vm]\nscenario = \"write\"\n[[check]]\nname = \"hw watch\"\nwatch = \"drv_watch_u32\"\nengine = \"hw\"\n");
     let (run, report) = ci(&[spec.display().to_string()])?;
     run.expect_code(3)?;
-    ensure(case_status(&report, "hw", "hw watch") == Some("skipped"), || run.to_string())?;
-    ensure(run.stdout.contains("SKIP  hw::hw watch: the host probe found"), || run.to_string())
+    ensure(
+        case_status(&report, "hw", "hw watch") == Some("skipped"),
+        || run.to_string(),
+    )?;
+    ensure(
+        run.stdout
+            .contains("SKIP  hw::hw watch: the host probe found"),
+        || run.to_string(),
+    )
 }
 
 /// The shards of the examples are disjoint and cover them; --jobs 2 gives the same verdicts.
@@ -205,7 +266,12 @@ fn shards_partition() -> Result<(), Failed> {
     let mut seen: Vec<String> = Vec::new();
     for i in 0..3 {
         let mut args = all.clone();
-        args.extend(["--shard".into(), format!("{i}/3"), "--jobs".into(), "2".into()]);
+        args.extend([
+            "--shard".into(),
+            format!("{i}/3"),
+            "--jobs".into(),
+            "2".into(),
+        ]);
         let (run, report) = ci(&args)?;
         run.expect_code(0)?;
         for s in report["specs"].as_array().into_iter().flatten() {
@@ -215,8 +281,12 @@ fn shards_partition() -> Result<(), Failed> {
     let mut sorted = seen.clone();
     sorted.sort();
     sorted.dedup();
-    ensure(sorted.len() == seen.len(), || format!("a spec in two shards: {seen:?}"))?;
-    ensure(sorted == all, || format!("shards {sorted:?} vs suite {all:?}"))?;
+    ensure(sorted.len() == seen.len(), || {
+        format!("a spec in two shards: {seen:?}")
+    })?;
+    ensure(sorted == all, || {
+        format!("shards {sorted:?} vs suite {all:?}")
+    })?;
     let run = drvisor(&["ci", &all[0], "--shard", "3/3"]);
     run.expect_code(2).map(|_| ())
 }
@@ -225,9 +295,15 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
     let mut t = vec![
         Trial::test("ci_harness::passing_examples", passing_examples),
         Trial::test("ci_harness::failing_examples", failing_examples),
-        Trial::test("ci_harness::timeout_leaves_nothing_behind", timeout_leaves_nothing_behind),
+        Trial::test(
+            "ci_harness::timeout_leaves_nothing_behind",
+            timeout_leaves_nothing_behind,
+        ),
         Trial::test("ci_harness::spec_errors", spec_errors),
-        Trial::test("ci_harness::infrastructure_exit_code", infrastructure_exit_code),
+        Trial::test(
+            "ci_harness::infrastructure_exit_code",
+            infrastructure_exit_code,
+        ),
         Trial::test("ci_harness::shards_partition", shards_partition),
     ];
     if ctx.probe.delivers(Mechanism::HostWriteWatchpoint, 0) {
@@ -236,7 +312,10 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             "this host delivers hardware data watchpoints, so a hw-only watch is not skipped",
         ));
     } else {
-        t.push(Trial::test("ci_harness::all_skipped_exit_code", all_skipped_exit_code));
+        t.push(Trial::test(
+            "ci_harness::all_skipped_exit_code",
+            all_skipped_exit_code,
+        ));
     }
     t
 }

@@ -53,8 +53,15 @@ pub struct Observation {
 /// One test case's verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    Pass { observed: String, context: Option<String> },
-    Fail { expected: String, observed: String, context: Option<String> },
+    Pass {
+        observed: String,
+        context: Option<String>,
+    },
+    Fail {
+        expected: String,
+        observed: String,
+        context: Option<String>,
+    },
     Skip(String),
 }
 
@@ -115,7 +122,10 @@ fn on_hit(c: &Check) -> Option<OnHit> {
 }
 
 fn run_verdict(end: &RunEnd, stop_expected: bool) -> Verdict {
-    let pass = |observed: String| Verdict::Pass { observed, context: None };
+    let pass = |observed: String| Verdict::Pass {
+        observed,
+        context: None,
+    };
     match end {
         RunEnd::Guest(_) => pass(end.to_string()),
         RunEnd::Stopped(_) if stop_expected => pass(end.to_string()),
@@ -139,7 +149,10 @@ fn judge_check(check: &Check, obs: &Observation) -> (Verdict, Vec<CaseResult>) {
                 },
                 None => Verdict::Fail {
                     expected: format!("the console matches /{re}/"),
-                    observed: format!("no match; the console ends with:\n{}", tail(&obs.console, 5)),
+                    observed: format!(
+                        "no match; the console ends with:\n{}",
+                        tail(&obs.console, 5)
+                    ),
                     context: None,
                 },
             };
@@ -205,25 +218,34 @@ fn results(check: &Check, format: ResultsFormat, obs: &Observation) -> (Verdict,
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let cases = parsed
         .into_iter()
-        .map(|ResultCase { name, outcome, line }| {
-            // A name printed twice stays two cases.
-            let n = seen.entry(name.clone()).or_default();
-            *n += 1;
-            let name = if *n > 1 { format!("{name} #{n}") } else { name };
-            let verdict = match outcome {
-                Outcome::Pass => Verdict::Pass { observed: line, context: None },
-                Outcome::Skip(why) => Verdict::Skip(if why.is_empty() { line } else { why }),
-                Outcome::Fail => Verdict::Fail {
-                    expected: "ok".into(),
-                    observed: line,
-                    context: None,
-                },
-            };
-            CaseResult {
-                name: format!("{}/{name}", check.name),
-                verdict,
-            }
-        })
+        .map(
+            |ResultCase {
+                 name,
+                 outcome,
+                 line,
+             }| {
+                // A name printed twice stays two cases.
+                let n = seen.entry(name.clone()).or_default();
+                *n += 1;
+                let name = if *n > 1 { format!("{name} #{n}") } else { name };
+                let verdict = match outcome {
+                    Outcome::Pass => Verdict::Pass {
+                        observed: line,
+                        context: None,
+                    },
+                    Outcome::Skip(why) => Verdict::Skip(if why.is_empty() { line } else { why }),
+                    Outcome::Fail => Verdict::Fail {
+                        expected: "ok".into(),
+                        observed: line,
+                        context: None,
+                    },
+                };
+                CaseResult {
+                    name: format!("{}/{name}", check.name),
+                    verdict,
+                }
+            },
+        )
         .collect();
     (verdict, cases)
 }
@@ -257,7 +279,10 @@ fn hit_verdict(h: &HitCheck, values: &ValueExpect, obs: &Observation) -> Verdict
     for e in &hits {
         let Some(v) = value(e) else {
             if values.any() {
-                return fail("a hit without the written value (not the page engine)".into(), Some(e));
+                return fail(
+                    "a hit without the written value (not the page engine)".into(),
+                    Some(e),
+                );
             }
             continue;
         };
@@ -328,8 +353,28 @@ pub fn hit_context(e: &HitEvent) -> String {
          rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x}\n\
          rsp={:#x} rbp={:#x} r8={:#x} r9={:#x} r10={:#x} r11={:#x}\n\
          r12={:#x} r13={:#x} r14={:#x} r15={:#x} rflags={:#x}",
-        e.count, e.label, e.vcpu, e.rip, e.addr, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp,
-        r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.rflags
+        e.count,
+        e.label,
+        e.vcpu,
+        e.rip,
+        e.addr,
+        r.rax,
+        r.rbx,
+        r.rcx,
+        r.rdx,
+        r.rsi,
+        r.rdi,
+        r.rsp,
+        r.rbp,
+        r.r8,
+        r.r9,
+        r.r10,
+        r.r11,
+        r.r12,
+        r.r13,
+        r.r14,
+        r.r15,
+        r.rflags
     )
 }
 
@@ -365,7 +410,8 @@ mod tests {
                      "r10":0,"r11":0,"r12":0,"r13":0,"r14":0,"r15":0,"rip":0x1000,"rflags":2}
         });
         if let Some(value) = value {
-            v["access"] = serde_json::json!({"phys_addr": 0x2000, "len": 4, "write": true, "value": value});
+            v["access"] =
+                serde_json::json!({"phys_addr": 0x2000, "len": 4, "write": true, "value": value});
         }
         serde_json::from_value(v).expect("a hit event")
     }
@@ -440,9 +486,16 @@ mod tests {
         };
         let cases = judge(&s, &obs, &BTreeMap::new());
         match &cases[1].verdict {
-            Verdict::Fail { observed, context: Some(ctx), .. } => {
+            Verdict::Fail {
+                observed,
+                context: Some(ctx),
+                ..
+            } => {
                 assert_eq!(observed, "value 0x2 written (hit #2)");
-                assert!(ctx.starts_with("hit #2 of w on vCPU 0 at rip=0x1000"), "{ctx}");
+                assert!(
+                    ctx.starts_with("hit #2 of w on vCPU 0 at rip=0x1000"),
+                    "{ctx}"
+                );
             }
             v => panic!("{v:?}"),
         }
@@ -465,10 +518,17 @@ mod tests {
     #[test]
     fn skipped_checks_stay_skipped() {
         let s = spec("[[check]]\nname = \"c\"\nbreak = \"f\"\n");
-        let obs = Observation { console: String::new(), hits: vec![], end: RunEnd::Guest(0) };
+        let obs = Observation {
+            console: String::new(),
+            hits: vec![],
+            end: RunEnd::Guest(0),
+        };
         let skips = BTreeMap::from([("c".to_owned(), "no exec breakpoints".to_owned())]);
         let cases = judge(&s, &obs, &skips);
-        assert_eq!(cases[1].verdict, Verdict::Skip("no exec breakpoints".into()));
+        assert_eq!(
+            cases[1].verdict,
+            Verdict::Skip("no exec breakpoints".into())
+        );
     }
 
     #[test]

@@ -87,8 +87,14 @@ mod tests {
             ],
         }];
         let xml = xml(&specs, 1.0).expect("serializes");
-        assert!(xml.contains(r#"<testsuite name="a" tests="3" disabled="1" errors="0" failures="1""#), "{xml}");
-        assert!(xml.contains("expected exactly 3 hit(s) of f; observed 2 hit(s)"), "{xml}");
+        assert!(
+            xml.contains(r#"<testsuite name="a" tests="3" disabled="1" errors="0" failures="1""#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("expected exactly 3 hit(s) of f; observed 2 hit(s)"),
+            "{xml}"
+        );
         assert!(xml.contains("hit #2 of f"), "{xml}");
         assert!(xml.contains(r#"<skipped message="no hw"/>"#), "{xml}");
     }

@@ -38,7 +38,11 @@ fn depth_and_text(raw: &str) -> (usize, &str) {
     let mut line = raw.trim_end_matches('\r');
     if let Some(rest) = line.strip_prefix('[') {
         if let Some(end) = rest.find("] ") {
-            if rest[..end].trim().chars().all(|c| c.is_ascii_digit() || c == '.') {
+            if rest[..end]
+                .trim()
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '.')
+            {
                 line = &rest[end + 2..];
             }
         }
@@ -166,7 +170,11 @@ pub fn parse(console: &str) -> Vec<ResultCase> {
 
 /// Results at this level itself (not nested ones, which carry a `/`).
 fn count_own(level: &Level) -> u64 {
-    level.results.iter().filter(|r| !r.name.contains('/')).count() as u64
+    level
+        .results
+        .iter()
+        .filter(|r| !r.name.contains('/'))
+        .count() as u64
 }
 
 /// A finished level's cases, plus a failing `plan` case when its plan does not match.
@@ -181,7 +189,11 @@ fn close(level: Level, owner: &str) -> Vec<ResultCase> {
                 outcome: Outcome::Fail,
                 line: format!(
                     "plan 1..{plan} but {own} result(s){}",
-                    if owner.is_empty() { String::new() } else { format!(" in {owner}") }
+                    if owner.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" in {owner}")
+                    }
                 ),
             });
         }
@@ -194,7 +206,10 @@ mod tests {
     use super::*;
 
     fn names(cases: &[ResultCase]) -> Vec<(&str, &Outcome)> {
-        cases.iter().map(|c| (c.name.as_str(), &c.outcome)).collect()
+        cases
+            .iter()
+            .map(|c| (c.name.as_str(), &c.outcome))
+            .collect()
     }
 
     /// The example of Documentation/dev-tools/ktap.rst ("Example KTAP output").
@@ -234,12 +249,18 @@ not ok 1 main_test
             vec![
                 ("main_test/example_test_1/test_1", &Outcome::Pass),
                 ("main_test/example_test_1", &Outcome::Pass),
-                ("main_test/example_test_2/test_1", &Outcome::Skip("test_1 skipped".into())),
+                (
+                    "main_test/example_test_2/test_1",
+                    &Outcome::Skip("test_1 skipped".into())
+                ),
                 ("main_test/example_test_2/test_2", &Outcome::Pass),
                 ("main_test/example_test_2", &Outcome::Pass),
                 ("main_test/example_test_3/test_1", &Outcome::Pass),
                 ("main_test/example_test_3/test_2", &Outcome::Fail),
-                ("main_test/example_test_3/test_3", &Outcome::Skip("test_3 skipped".into())),
+                (
+                    "main_test/example_test_3/test_3",
+                    &Outcome::Skip("test_3 skipped".into())
+                ),
                 ("main_test/example_test_3", &Outcome::Fail),
                 ("main_test", &Outcome::Fail),
             ]

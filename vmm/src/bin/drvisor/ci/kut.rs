@@ -47,8 +47,10 @@ XFAIL: known broken
 SUMMARY: 4 tests, 1 unexpected failures, 1 skipped
 ";
         let cases = parse(console);
-        let got: Vec<(&str, &Outcome)> =
-            cases.iter().map(|c| (c.name.as_str(), &c.outcome)).collect();
+        let got: Vec<(&str, &Outcome)> = cases
+            .iter()
+            .map(|c| (c.name.as_str(), &c.outcome))
+            .collect();
         assert_eq!(
             got,
             vec![

@@ -78,7 +78,10 @@ pub fn main(args: CiArgs) -> u8 {
         }
     }
     if errors > 0 {
-        println!("drvisor ci: {errors} spec error(s); nothing ran (exit {})", code::SPEC_ERROR);
+        println!(
+            "drvisor ci: {errors} spec error(s); nothing ran (exit {})",
+            code::SPEC_ERROR
+        );
         return code::SPEC_ERROR;
     }
     let probe = match kvm_ioctls::Kvm::new() {
@@ -92,7 +95,10 @@ pub fn main(args: CiArgs) -> u8 {
         Ok(kvm) => match probe::run_all(&kvm) {
             Ok(p) => p,
             Err(e) => {
-                println!("drvisor ci: the host probe failed: {e} (exit {})", code::INFRASTRUCTURE);
+                println!(
+                    "drvisor ci: the host probe failed: {e} (exit {})",
+                    code::INFRASTRUCTURE
+                );
                 return code::INFRASTRUCTURE;
             }
         },
@@ -211,4 +217,3 @@ fn refusal_at(spec: &Spec, message: &str) -> String {
         None => format!("{}: {message}", spec.path.display()),
     }
 }
-

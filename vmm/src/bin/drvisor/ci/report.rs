@@ -219,10 +219,28 @@ mod tests {
         use Status::*;
         let ok = RunEnd::Guest(0);
         let table = [
-            (vec![spec(&[("(run)", Passed), ("a", Passed), ("b", Skipped)], ok.clone())], 0),
-            (vec![spec(&[("(run)", Passed), ("a", Failed)], ok.clone())], 1),
-            (vec![spec(&[("(run)", Passed), ("a", Skipped)], ok.clone())], 3),
-            (vec![spec(&[("(run)", Failed)], RunEnd::Infrastructure("x".into()))], 4),
+            (
+                vec![spec(
+                    &[("(run)", Passed), ("a", Passed), ("b", Skipped)],
+                    ok.clone(),
+                )],
+                0,
+            ),
+            (
+                vec![spec(&[("(run)", Passed), ("a", Failed)], ok.clone())],
+                1,
+            ),
+            (
+                vec![spec(&[("(run)", Passed), ("a", Skipped)], ok.clone())],
+                3,
+            ),
+            (
+                vec![spec(
+                    &[("(run)", Failed)],
+                    RunEnd::Infrastructure("x".into()),
+                )],
+                4,
+            ),
             (vec![], 3),
         ];
         for (specs, want) in table {

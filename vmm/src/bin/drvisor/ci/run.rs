@@ -115,7 +115,10 @@ pub fn end_of(code: i32, messages: &str) -> RunEnd {
         .find_map(|l| l.strip_prefix("drvisor: "))
         .map(str::to_owned);
     let Ok(byte) = u8::try_from(code) else {
-        return RunEnd::Infrastructure(format!("drvisor died (status {code}): {}", last.unwrap_or_default()));
+        return RunEnd::Infrastructure(format!(
+            "drvisor died (status {code}): {}",
+            last.unwrap_or_default()
+        ));
     };
     match (byte, last) {
         (b, None) if b <= exit_code::GUEST_MAX => RunEnd::Guest(code),
@@ -143,11 +146,31 @@ mod tests {
             (0, "", RunEnd::Guest(0)),
             (1, "", RunEnd::Guest(1)),
             (2, "", RunEnd::Guest(2)),
-            (0, "drvisor: warning: host breakpoint #5 is pending\n", RunEnd::Guest(0)),
-            (2, "drvisor: unknown symbol 'x'\n", RunEnd::Refused("unknown symbol 'x'".into())),
-            (74, "drvisor: host breakpoint 1 (f) stopped the run\n", RunEnd::Stopped("host breakpoint 1 (f) stopped the run".into())),
-            (70, "drvisor: triple fault\n", RunEnd::Aborted(70, "triple fault".into())),
-            (75, "drvisor: KVM_RUN failed\n", RunEnd::Infrastructure("KVM_RUN failed".into())),
+            (
+                0,
+                "drvisor: warning: host breakpoint #5 is pending\n",
+                RunEnd::Guest(0),
+            ),
+            (
+                2,
+                "drvisor: unknown symbol 'x'\n",
+                RunEnd::Refused("unknown symbol 'x'".into()),
+            ),
+            (
+                74,
+                "drvisor: host breakpoint 1 (f) stopped the run\n",
+                RunEnd::Stopped("host breakpoint 1 (f) stopped the run".into()),
+            ),
+            (
+                70,
+                "drvisor: triple fault\n",
+                RunEnd::Aborted(70, "triple fault".into()),
+            ),
+            (
+                75,
+                "drvisor: KVM_RUN failed\n",
+                RunEnd::Infrastructure("KVM_RUN failed".into()),
+            ),
         ];
         for (code, messages, want) in table {
             assert_eq!(end_of(code, messages), want, "{code} {messages:?}");
@@ -156,7 +179,8 @@ mod tests {
 
     #[test]
     fn only_hits_are_read() {
-        let text = "{\"seq\":7,\"event\":\"page-traps\",\"traps\":12,\"false_traps\":6}\nnot json\n";
+        let text =
+            "{\"seq\":7,\"event\":\"page-traps\",\"traps\":12,\"false_traps\":6}\nnot json\n";
         assert!(hit_events(text).is_empty());
     }
 }

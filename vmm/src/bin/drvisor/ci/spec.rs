@@ -24,7 +24,9 @@ pub struct SpecError {
 impl std::fmt::Display for SpecError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.at {
-            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message),
+            Some((line, col)) => {
+                write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message)
+            }
             None => write!(f, "{}: {}", self.file.display(), self.message),
         }
     }
@@ -255,7 +257,10 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
     }
     let timeout = match &vm.timeout {
         Some(t) if !(t.get_ref().is_finite() && *t.get_ref() > 0.0) => {
-            return Err(err(Some(t.span()), "`timeout` is a positive number of seconds".into()))
+            return Err(err(
+                Some(t.span()),
+                "`timeout` is a positive number of seconds".into(),
+            ))
         }
         Some(t) => *t.get_ref(),
         None => DEFAULT_TIMEOUT,
@@ -275,7 +280,10 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
         let span = c.span();
         let check = check(c.into_inner(), span.clone(), &err)?;
         if checks.iter().any(|o| o.name == check.name) {
-            return Err(err(Some(span), format!("a second check named `{}`", check.name)));
+            return Err(err(
+                Some(span),
+                format!("a second check named `{}`", check.name),
+            ));
         }
         checks.push(Check {
             line: line_col(text, span.start).0,
@@ -285,9 +293,10 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
     if checks.is_empty() {
         return Err(err(None, "no [[check]]: a spec needs at least one".into()));
     }
-    let name = path
-        .file_stem()
-        .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned());
+    let name = path.file_stem().map_or_else(
+        || path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
     Ok(Spec {
         path: path.to_owned(),
         name,
@@ -302,7 +311,10 @@ type ErrFn<'a> = dyn Fn(Option<Range<usize>>, String) -> SpecError + 'a;
 fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, SpecError> {
     let name = c.name.get_ref().clone();
     if name.trim().is_empty() {
-        return Err(err(Some(c.name.span()), "a check's `name` is not empty".into()));
+        return Err(err(
+            Some(c.name.span()),
+            "a check's `name` is not empty".into(),
+        ));
     }
     let kinds = [
         c.brk.as_ref().map(|_| "break"),
@@ -319,7 +331,11 @@ fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, Spec
             format!(
                 "check `{name}` needs exactly one of break, watch, console_match, console_never, \
                  results, exit_status (it has {})",
-                if given.is_empty() { "none".to_owned() } else { given.join(", ") }
+                if given.is_empty() {
+                    "none".to_owned()
+                } else {
+                    given.join(", ")
+                }
             ),
         ));
     }
@@ -341,7 +357,10 @@ fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, Spec
     ];
     for (key, at) in hit_keys {
         if let (Some(at), false) = (at, is_hit) {
-            return Err(err(Some(at), format!("`{key}` belongs to a break or watch check")));
+            return Err(err(
+                Some(at),
+                format!("`{key}` belongs to a break or watch check"),
+            ));
         }
     }
     for (key, at) in watch_keys {
@@ -351,11 +370,14 @@ fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, Spec
     }
     let regex = |s: &Spanned<String>| {
         // Line-wise, as people read a console: `^BUG:` matches at the start of any line.
-        RegexBuilder::new(s.get_ref()).multi_line(true).build().map_err(|e| {
-            let why = e.to_string();
-            let last = why.lines().last().unwrap_or_default().trim().to_owned();
-            err(Some(s.span()), format!("bad regex: {last}"))
-        })
+        RegexBuilder::new(s.get_ref())
+            .multi_line(true)
+            .build()
+            .map_err(|e| {
+                let why = e.to_string();
+                let last = why.lines().last().unwrap_or_default().trim().to_owned();
+                err(Some(s.span()), format!("bad regex: {last}"))
+            })
     };
     let kind = if let Some(r) = &c.console_match {
         CheckKind::ConsoleMatch(regex(r)?)
@@ -366,9 +388,12 @@ fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, Spec
     } else if let Some(s) = c.exit_status {
         CheckKind::ExitStatus(s.into_inner())
     } else {
-        let target = c.brk.as_ref().or(c.watch.as_ref()).expect("one kind is given");
-        if target.get_ref().trim().is_empty() || target.get_ref().contains(char::is_whitespace)
-        {
+        let target = c
+            .brk
+            .as_ref()
+            .or(c.watch.as_ref())
+            .expect("one kind is given");
+        if target.get_ref().trim().is_empty() || target.get_ref().contains(char::is_whitespace) {
             return Err(err(Some(target.span()), "a location is one word".into()));
         }
         let expect = hit_expect(&c, err)?;
@@ -382,13 +407,19 @@ fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, Spec
             CheckKind::Break(hits)
         } else {
             let values = ValueExpect {
-                values_in: c.values_in.as_ref().map(|v| (v.get_ref()[0], v.get_ref()[1])),
+                values_in: c
+                    .values_in
+                    .as_ref()
+                    .map(|v| (v.get_ref()[0], v.get_ref()[1])),
                 never_value: c.never_value.map(Spanned::into_inner),
                 last_value: c.last_value.map(Spanned::into_inner),
             };
             if let Some(v) = &c.values_in {
                 if v.get_ref()[0] > v.get_ref()[1] {
-                    return Err(err(Some(v.span()), "`values_in = [lo, hi]` needs lo <= hi".into()));
+                    return Err(err(
+                        Some(v.span()),
+                        "`values_in = [lo, hi]` needs lo <= hi".into(),
+                    ));
                 }
             }
             if let Some(e) = &c.engine {
@@ -417,28 +448,49 @@ fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, Spec
 fn hit_expect(c: &RawCheck, err: &ErrFn<'_>) -> Result<HitExpect, SpecError> {
     if let Some(h) = &c.hits {
         if let Some(other) = c.min.as_ref().or(c.max.as_ref()) {
-            return Err(err(Some(other.span()), "`hits` is exact; drop `min` and `max`".into()));
+            return Err(err(
+                Some(other.span()),
+                "`hits` is exact; drop `min` and `max`".into(),
+            ));
         }
         if let Some(n) = &c.never {
-            return Err(err(Some(n.span()), "`hits` and `never` exclude each other".into()));
+            return Err(err(
+                Some(n.span()),
+                "`hits` and `never` exclude each other".into(),
+            ));
         }
         let n = *h.get_ref();
-        return Ok(HitExpect { min: n, max: Some(n) });
+        return Ok(HitExpect {
+            min: n,
+            max: Some(n),
+        });
     }
     if let Some(n) = &c.never {
         if let Some(other) = c.min.as_ref().or(c.max.as_ref()) {
-            return Err(err(Some(other.span()), "`never` excludes `min` and `max`".into()));
+            return Err(err(
+                Some(other.span()),
+                "`never` excludes `min` and `max`".into(),
+            ));
         }
         if !*n.get_ref() {
-            return Err(err(Some(n.span()), "`never = false` means nothing; drop it".into()));
+            return Err(err(
+                Some(n.span()),
+                "`never = false` means nothing; drop it".into(),
+            ));
         }
-        return Ok(HitExpect { min: 0, max: Some(0) });
+        return Ok(HitExpect {
+            min: 0,
+            max: Some(0),
+        });
     }
     let min = c.min.as_ref().map(|m| *m.get_ref());
     let max = c.max.as_ref().map(|m| *m.get_ref());
     if let (Some(lo), Some(hi)) = (min, max) {
         if lo > hi {
-            return Err(err(c.max.as_ref().map(Spanned::span), format!("`max = {hi}` is below `min = {lo}`")));
+            return Err(err(
+                c.max.as_ref().map(Spanned::span),
+                format!("`max = {hi}` is below `min = {lo}`"),
+            ));
         }
     }
     Ok(HitExpect {
@@ -492,7 +544,13 @@ exit_status = 0
         assert_eq!(s.checks.len(), 4);
         assert_eq!(s.checks[1].line, 10);
         match &s.checks[0].kind {
-            CheckKind::Break(h) => assert_eq!(h.expect, HitExpect { min: 3, max: Some(3) }),
+            CheckKind::Break(h) => assert_eq!(
+                h.expect,
+                HitExpect {
+                    min: 3,
+                    max: Some(3)
+                }
+            ),
             k => panic!("{k:?}"),
         }
     }
