@@ -291,6 +291,28 @@ fn shards_partition() -> Result<(), Failed> {
     run.expect_code(2).map(|_| ())
 }
 
+/// The kvm-unit-tests suite: its expectations are what those images do on this host.
+fn kvm_unit_tests_suite() -> Result<(), Failed> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/kvm-unit-tests");
+    let (run, report) = ci(&[specs_in(&dir), vec!["--jobs".into(), "2".into()]].concat())?;
+    run.expect_code(0)?;
+    // setjmp's ten PASS lines are ten cases of their own.
+    let setjmp = report["specs"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "setjmp"))
+        .and_then(|s| s["cases"].as_array())
+        .map_or(0, |c| {
+            c.iter()
+                .filter(|c| {
+                    c["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("results/"))
+                })
+                .count()
+        });
+    ensure(setjmp == 10, || format!("{setjmp} setjmp results\n{run}"))
+}
+
 pub fn trials(ctx: &Context) -> Vec<Trial> {
     let mut t = vec![
         Trial::test("ci_harness::passing_examples", passing_examples),
@@ -306,6 +328,18 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
         ),
         Trial::test("ci_harness::shards_partition", shards_partition),
     ];
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/kvm-unit-tests");
+    if images.join("setjmp.flat").is_file() {
+        t.push(Trial::test(
+            "ci_harness::kvm_unit_tests_suite",
+            kvm_unit_tests_suite,
+        ));
+    } else {
+        t.push(skipped(
+            "ci_harness::kvm_unit_tests_suite",
+            "../shared/testdata/kvm-unit-tests is not here",
+        ));
+    }
     if ctx.probe.delivers(Mechanism::HostWriteWatchpoint, 0) {
         t.push(skipped(
             "ci_harness::all_skipped_exit_code",

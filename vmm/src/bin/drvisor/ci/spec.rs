@@ -372,6 +372,7 @@ fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, Spec
         // Line-wise, as people read a console: `^BUG:` matches at the start of any line.
         RegexBuilder::new(s.get_ref())
             .multi_line(true)
+            .crlf(true)
             .build()
             .map_err(|e| {
                 let why = e.to_string();
