@@ -291,6 +291,32 @@ fn shards_partition() -> Result<(), Failed> {
     run.expect_code(2).map(|_| ())
 }
 
+/// Exit code 3: no access to /dev/kvm (an unprivileged user, as `usage_errors` does it).
+fn no_kvm_exit_code() -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_path("nokvm");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let exe = dir.join("drvisor");
+    std::fs::copy(DRVISOR, &exe)?;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))?;
+    let spec = dir.join("s.toml");
+    std::fs::write(&spec, "[[check]]\nname = \"s\"\nexit_status = 0\n")?;
+    std::fs::set_permissions(&spec, std::fs::Permissions::from_mode(0o644))?;
+    let run = run_command(
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&exe)
+            .arg("ci")
+            .arg(&spec),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    run.expect_code(3)?;
+    ensure(run.stdout.contains("cannot open /dev/kvm"), || {
+        run.to_string()
+    })
+}
+
 /// The kvm-unit-tests suite: its expectations are what those images do on this host.
 fn kvm_unit_tests_suite() -> Result<(), Failed> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/kvm-unit-tests");
@@ -328,6 +354,22 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
         ),
         Trial::test("ci_harness::shards_partition", shards_partition),
     ];
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let kvm_private = std::fs::metadata("/dev/kvm")
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o006 == 0)
+        .unwrap_or(false);
+    if root && kvm_private {
+        t.push(Trial::test(
+            "ci_harness::no_kvm_exit_code",
+            no_kvm_exit_code,
+        ));
+    } else {
+        t.push(skipped(
+            "ci_harness::no_kvm_exit_code",
+            "needs root, and a /dev/kvm that other users cannot open",
+        ));
+    }
     let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/kvm-unit-tests");
     if images.join("setjmp.flat").is_file() {
         t.push(Trial::test(

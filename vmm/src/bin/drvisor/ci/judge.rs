@@ -48,6 +48,8 @@ pub struct Observation {
     /// Every hit event, in order.
     pub hits: Vec<HitEvent>,
     pub end: RunEnd,
+    /// Wall-clock seconds of the `drvisor run` child, from spawn to exit.
+    pub seconds: f64,
 }
 
 /// One test case's verdict.
@@ -444,6 +446,7 @@ mod tests {
                 hit("w", 0, 3, Some(3)),
             ],
             end: RunEnd::Guest(0),
+            seconds: 0.0,
         };
         let table: &[(&str, &str)] = &[
             ("break = \"f\"\nhits = 3", "pass"),
@@ -483,6 +486,7 @@ mod tests {
             console: String::new(),
             hits: vec![hit("w", 0, 1, Some(1)), hit("w", 0, 2, Some(2))],
             end: RunEnd::Guest(0),
+            seconds: 0.0,
         };
         let cases = judge(&s, &obs, &BTreeMap::new());
         match &cases[1].verdict {
@@ -508,6 +512,7 @@ mod tests {
             console: String::new(),
             hits: vec![],
             end: RunEnd::TimedOut(2.0),
+            seconds: 0.0,
         };
         assert_eq!(
             verdicts(&s, &obs),
@@ -522,6 +527,7 @@ mod tests {
             console: String::new(),
             hits: vec![],
             end: RunEnd::Guest(0),
+            seconds: 0.0,
         };
         let skips = BTreeMap::from([("c".to_owned(), "no exec breakpoints".to_owned())]);
         let cases = judge(&s, &obs, &skips);
@@ -538,6 +544,7 @@ mod tests {
             console: "KTAP version 1\n1..2\nok 1 a\nnot ok 2 b\n".into(),
             hits: vec![],
             end: RunEnd::Guest(0),
+            seconds: 0.0,
         };
         assert_eq!(
             verdicts(&s, &obs),

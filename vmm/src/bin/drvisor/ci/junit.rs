@@ -77,6 +77,7 @@ mod tests {
             path: "a.toml".into(),
             name: "a".into(),
             seconds: 0.5,
+            run_seconds: 0.4,
             end: "the guest exited with status 0".into(),
             run_end: None,
             spec_error: None,

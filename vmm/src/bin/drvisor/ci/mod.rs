@@ -193,6 +193,7 @@ fn run_spec(spec: &Spec, probe: &ProbeReport, exe: &Path, index: usize) -> SpecR
         path: spec.path.clone(),
         name: spec.name.clone(),
         seconds: start.elapsed().as_secs_f64(),
+        run_seconds: obs.seconds,
         end: obs.end.to_string(),
         run_end: Some(obs.end),
         spec_error,

@@ -27,6 +27,8 @@ pub struct SpecResult {
     pub path: PathBuf,
     pub name: String,
     pub seconds: f64,
+    /// Of which the `drvisor run` child (VM creation, boot, the guest's run, teardown).
+    pub run_seconds: f64,
     /// How the run ended, in words.
     pub end: String,
     #[serde(skip)]
@@ -197,6 +199,7 @@ mod tests {
             path: "x.toml".into(),
             name: "x".into(),
             seconds: 0.0,
+            run_seconds: 0.0,
             end: end.to_string(),
             run_end: Some(end),
             spec_error: None,

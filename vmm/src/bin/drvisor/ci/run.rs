@@ -35,6 +35,7 @@ pub fn run(exe: &Path, args: &[String], events: &Path, timeout: f64) -> Observat
                 console: String::new(),
                 hits: Vec::new(),
                 end: RunEnd::Infrastructure(format!("cannot start {}: {e}", exe.display())),
+                seconds: 0.0,
             }
         }
     };
@@ -54,6 +55,7 @@ pub fn run(exe: &Path, args: &[String], events: &Path, timeout: f64) -> Observat
             Err(_) => break kill_group(&mut child),
         }
     };
+    let seconds = start.elapsed().as_secs_f64();
     let console = stdout.join().unwrap_or_default();
     let messages = stderr.join().unwrap_or_default();
     let hits = std::fs::read_to_string(events)
@@ -65,7 +67,12 @@ pub fn run(exe: &Path, args: &[String], events: &Path, timeout: f64) -> Observat
     } else {
         end_of(code, &messages)
     };
-    Observation { console, hits, end }
+    Observation {
+        console,
+        hits,
+        end,
+        seconds,
+    }
 }
 
 /// SIGTERM to the child's group (drvisor then writes its events and a closing line), SIGKILL
