@@ -180,6 +180,50 @@ fn timeout_leaves_nothing_behind() -> Result<(), Failed> {
     })
 }
 
+/// SIGTERM to the harness kills every VM it runs (they are in process groups of their own, so
+/// the signal does not reach them by itself) and exits 128 + 15.
+fn interrupted_leaves_nothing_behind() -> Result<(), Failed> {
+    let text =
+        "[vm]\nscenario = \"spin\"\ntimeout = 120\n[[check]]\nname = \"s\"\nexit_status = 0\n";
+    let a = spec_file("spin-a.toml", text);
+    let b = spec_file("spin-b.toml", text);
+    let child = std::process::Command::new(DRVISOR)
+        .args(["ci", "--jobs", "2"])
+        .args([&a, &b])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn: {e}"))?;
+    let pid = child.id();
+    let marker = format!("drvisor-ci-{pid}-");
+    let running = || -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&marker))
+            .collect()
+    };
+    let start = std::time::Instant::now();
+    while running().len() < 2 && start.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    ensure(running().len() == 2, || "the two VMs did not start".into())?;
+    // SAFETY: kill(2) on the harness's pid; no memory is involved.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().map_err(|e| format!("wait: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure(out.status.code() == Some(143), || {
+        format!("{:?}\n{stdout}", out.status)
+    })?;
+    ensure(stdout.contains("interrupted by signal 15"), || {
+        stdout.to_string()
+    })?;
+    let left = running();
+    ensure(left.is_empty(), || format!("left behind: {left:?}"))
+}
+
 /// Each spec error names file, line and column; nothing runs; exit code 2.
 fn spec_errors() -> Result<(), Failed> {
     let table = [
@@ -348,6 +392,10 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             timeout_leaves_nothing_behind,
         ),
         Trial::test("ci_harness::spec_errors", spec_errors),
+        Trial::test(
+            "ci_harness::interrupted_leaves_nothing_behind",
+            interrupted_leaves_nothing_behind,
+        ),
         Trial::test(
             "ci_harness::infrastructure_exit_code",
             infrastructure_exit_code,

@@ -17,8 +17,8 @@ mod shard;
 mod spec;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use clap::Args;
@@ -110,7 +110,19 @@ pub fn main(args: CiArgs) -> u8 {
             return code::INFRASTRUCTURE;
         }
     };
-    let results = run_all(&specs, &probe, &exe, args.jobs.max(1));
+    // SIGINT, SIGTERM or SIGHUP: every running child is killed with its group, the specs not
+    // started are left out, the reports are written, and the exit code is 128 + the signal.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let signal = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let registered = signal_hook::flag::register(sig, interrupted.clone())
+            .and_then(|_| signal_hook::flag::register_usize(sig, signal.clone(), sig as usize));
+        if let Err(e) = registered {
+            println!("drvisor ci: cannot handle signal {sig}: {e}");
+            return code::INFRASTRUCTURE;
+        }
+    }
+    let results = run_all(&specs, &probe, &exe, args.jobs.max(1), &interrupted);
     let seconds = start.elapsed().as_secs_f64();
     let exit = report::exit_code(&results);
     let totals = report::totals(&results);
@@ -141,6 +153,12 @@ pub fn main(args: CiArgs) -> u8 {
             write_failed = true;
         }
     }
+    let caught = signal.load(Ordering::Relaxed);
+    if caught != 0 {
+        let code = 128 + caught as u8;
+        println!("drvisor ci: interrupted by signal {caught}; every VM was killed (exit {code})");
+        return code;
+    }
     println!("{}", report::summary_line(&totals, seconds, exit));
     if write_failed && exit == code::PASSED {
         return code::INFRASTRUCTURE;
@@ -149,7 +167,13 @@ pub fn main(args: CiArgs) -> u8 {
 }
 
 /// Runs every spec, `jobs` at a time; results in the specs' order, each printed as it ends.
-fn run_all(specs: &[Spec], probe: &ProbeReport, exe: &Path, jobs: usize) -> Vec<SpecResult> {
+fn run_all(
+    specs: &[Spec],
+    probe: &ProbeReport,
+    exe: &Path,
+    jobs: usize,
+    interrupted: &Arc<AtomicBool>,
+) -> Vec<SpecResult> {
     let next = AtomicUsize::new(0);
     let slots: Vec<Mutex<Option<SpecResult>>> = specs.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|scope| {
@@ -157,7 +181,10 @@ fn run_all(specs: &[Spec], probe: &ProbeReport, exe: &Path, jobs: usize) -> Vec<
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(spec) = specs.get(i) else { break };
-                let result = run_spec(spec, probe, exe, i);
+                if interrupted.load(Ordering::Relaxed) {
+                    break;
+                }
+                let result = run_spec(spec, probe, exe, i, interrupted);
                 print!("{}", report::spec_lines(&result));
                 if let Ok(mut slot) = slots[i].lock() {
                     *slot = Some(result);
@@ -172,7 +199,13 @@ fn run_all(specs: &[Spec], probe: &ProbeReport, exe: &Path, jobs: usize) -> Vec<
 }
 
 /// One spec: skip what the host cannot deliver, run the rest, judge.
-fn run_spec(spec: &Spec, probe: &ProbeReport, exe: &Path, index: usize) -> SpecResult {
+fn run_spec(
+    spec: &Spec,
+    probe: &ProbeReport,
+    exe: &Path,
+    index: usize,
+    interrupted: &Arc<AtomicBool>,
+) -> SpecResult {
     let start = Instant::now();
     let skips = plan::skips(spec, probe);
     let events = std::env::temp_dir().join(format!(
@@ -180,7 +213,7 @@ fn run_spec(spec: &Spec, probe: &ProbeReport, exe: &Path, index: usize) -> SpecR
         std::process::id()
     ));
     let args = plan::run_args(spec, &skips, &events);
-    let obs = run::run(exe, &args, &events, spec.vm.timeout);
+    let obs = run::run(exe, &args, &events, spec.vm.timeout, interrupted);
     let spec_error = match &obs.end {
         judge::RunEnd::Refused(m) => Some(refusal_at(spec, m)),
         _ => None,

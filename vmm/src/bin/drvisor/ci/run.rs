@@ -6,6 +6,8 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drvisor::exit_code;
@@ -16,9 +18,17 @@ use super::judge::{Observation, RunEnd};
 /// How long a killed run gets to write its events after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(2);
 
-/// Runs `exe` with `args`; kills it after `timeout` seconds. `events` is the `--events` file
-/// the arguments name; it is read, then removed.
-pub fn run(exe: &Path, args: &[String], events: &Path, timeout: f64) -> Observation {
+/// Runs `exe` with `args`; kills it after `timeout` seconds, or as soon as `interrupted` is set
+/// (the harness got SIGINT, SIGTERM or SIGHUP: its children are in groups of their own, so the
+/// signal did not reach them). `events` is the `--events` file the arguments name; it is read,
+/// then removed.
+pub fn run(
+    exe: &Path,
+    args: &[String],
+    events: &Path,
+    timeout: f64,
+    interrupted: &Arc<AtomicBool>,
+) -> Observation {
     let spawned = Command::new(exe)
         .args(args)
         .stdin(Stdio::null())
@@ -44,11 +54,16 @@ pub fn run(exe: &Path, args: &[String], events: &Path, timeout: f64) -> Observat
     let limit = Duration::from_secs_f64(timeout);
     let start = Instant::now();
     let mut timed_out = false;
+    let mut stopped = false;
     let code = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status.code().unwrap_or(-1),
             Ok(None) if start.elapsed() >= limit => {
                 timed_out = true;
+                break kill_group(&mut child);
+            }
+            Ok(None) if interrupted.load(Ordering::Relaxed) => {
+                stopped = true;
                 break kill_group(&mut child);
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
@@ -64,6 +79,11 @@ pub fn run(exe: &Path, args: &[String], events: &Path, timeout: f64) -> Observat
     let _ = std::fs::remove_file(events);
     let end = if timed_out {
         RunEnd::TimedOut(timeout)
+    } else if stopped {
+        RunEnd::Aborted(
+            code,
+            "the harness was interrupted; the VM was killed".into(),
+        )
     } else {
         end_of(code, &messages)
     };
