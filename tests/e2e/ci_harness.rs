@@ -361,6 +361,31 @@ fn no_kvm_exit_code() -> Result<(), Failed> {
     })
 }
 
+/// The stock Debian kernel: run when ci/linux/fetch.sh has put it in ci/linux/cache/, else
+/// every check is listed as skipped with the reason (and the suite exits 3).
+fn debian_kernel() -> Result<(), Failed> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/linux");
+    let present = dir.join("cache/vmlinuz").is_file() && dir.join("cache/System.map").is_file();
+    let (run, report) = ci(&specs_in(&dir))?;
+    if !present {
+        run.expect_code(3)?;
+        return ensure(run.stdout.contains("is not a file"), || run.to_string());
+    }
+    run.expect_code(0)?;
+    for case in [
+        "(run)",
+        "start_kernel once",
+        "setup_arch once",
+        "early_serial_write once per console line",
+    ] {
+        ensure(
+            case_status(&report, "debian-cloud", case) == Some("passed"),
+            || format!("{case} did not pass\n{run}"),
+        )?;
+    }
+    Ok(())
+}
+
 /// The kvm-unit-tests suite: its expectations are what those images do on this host.
 fn kvm_unit_tests_suite() -> Result<(), Failed> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/kvm-unit-tests");
@@ -401,6 +426,7 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             infrastructure_exit_code,
         ),
         Trial::test("ci_harness::shards_partition", shards_partition),
+        Trial::test("ci_harness::debian_kernel", debian_kernel),
     ];
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;

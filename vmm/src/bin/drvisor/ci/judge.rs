@@ -7,7 +7,9 @@ use drvisor_api::HitEvent;
 
 use super::ktap::{self, Outcome, ResultCase};
 use super::kut;
-use super::spec::{Check, CheckKind, HitCheck, OnHit, ResultsFormat, Spec, ValueExpect};
+use super::spec::{
+    Check, CheckKind, HitCheck, HitExpect, OnHit, ResultsFormat, Spec, ValueExpect, VmSpec,
+};
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,7 +85,7 @@ pub fn judge(spec: &Spec, obs: &Observation, skips: &BTreeMap<String, String>) -
     let stop_expected = spec.checks.iter().any(|c| on_hit(c) == Some(OnHit::Stop));
     let mut out = vec![CaseResult {
         name: RUN_CASE.into(),
-        verdict: run_verdict(&obs.end, stop_expected),
+        verdict: run_verdict(&obs.end, stop_expected, &spec.vm),
     }];
     for check in &spec.checks {
         if let Some(reason) = skips.get(&check.name) {
@@ -123,14 +125,28 @@ fn on_hit(c: &Check) -> Option<OnHit> {
     }
 }
 
-fn run_verdict(end: &RunEnd, stop_expected: bool) -> Verdict {
+/// Every case skipped for `reason`: the spec could not run here (an input it names is missing).
+pub fn all_skipped(spec: &Spec, reason: &str) -> Vec<CaseResult> {
+    std::iter::once(RUN_CASE)
+        .chain(spec.checks.iter().map(|c| c.name.as_str()))
+        .map(|name| CaseResult {
+            name: name.to_owned(),
+            verdict: Verdict::Skip(reason.to_owned()),
+        })
+        .collect()
+}
+
+fn run_verdict(end: &RunEnd, stop_expected: bool, vm: &VmSpec) -> Verdict {
     let pass = |observed: String| Verdict::Pass {
         observed,
         context: None,
     };
+    let accepted = |why: &RunEnd| pass(format!("an accepted end: {why}"));
     match end {
         RunEnd::Guest(_) => pass(end.to_string()),
         RunEnd::Stopped(_) if stop_expected => pass(end.to_string()),
+        RunEnd::Aborted(code, _) if vm.accept_exit.contains(code) => accepted(end),
+        RunEnd::TimedOut(_) if vm.accept_timeout => accepted(end),
         _ => Verdict::Fail {
             expected: "the guest runs to its exit".into(),
             observed: end.to_string(),
@@ -263,7 +279,26 @@ fn hits_of<'a>(h: &HitCheck, obs: &'a Observation) -> Vec<&'a HitEvent> {
 fn hit_verdict(h: &HitCheck, values: &ValueExpect, obs: &Observation) -> Verdict {
     let hits = hits_of(h, obs);
     let n = hits.len() as u64;
-    let expected = expect_text(h, values);
+    // One hit per matching console line: the count comes from this run's console.
+    let per_line = h.expect.per_line.as_ref().map(|p| {
+        let lines = obs.console.lines().filter(|l| p.0.is_match(l)).count() as u64;
+        (p.0.as_str(), lines)
+    });
+    let h = &match per_line {
+        Some((_, lines)) => HitCheck {
+            expect: HitExpect {
+                min: lines,
+                max: Some(lines),
+                per_line: None,
+            },
+            ..h.clone()
+        },
+        None => h.clone(),
+    };
+    let mut expected = expect_text(h, values);
+    if let Some((pattern, _)) = per_line {
+        expected += &format!(" (one per console line matching /{pattern}/)");
+    }
     let fail = |observed: String, offending: Option<&HitEvent>| Verdict::Fail {
         expected: expected.clone(),
         observed,
@@ -450,6 +485,8 @@ mod tests {
         };
         let table: &[(&str, &str)] = &[
             ("break = \"f\"\nhits = 3", "pass"),
+            ("break = \"f\"\nhits_per_line = \"^drv: \"", "fail"),
+            ("break = \"f\"\nhits_per_line = \"^(drv|BUG)\"", "pass"),
             ("break = \"f\"\nhits = 2", "fail"),
             ("break = \"f\"\nvcpu = 0\nhits = 2", "pass"),
             ("break = \"f\"\nmin = 4", "fail"),

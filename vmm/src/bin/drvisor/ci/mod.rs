@@ -207,6 +207,21 @@ fn run_spec(
     interrupted: &Arc<AtomicBool>,
 ) -> SpecResult {
     let start = Instant::now();
+    if let Some(reason) = &spec.vm.missing {
+        return SpecResult {
+            path: spec.path.clone(),
+            name: spec.name.clone(),
+            seconds: 0.0,
+            run_seconds: 0.0,
+            end: format!("not run: {reason}"),
+            run_end: None,
+            spec_error: None,
+            cases: judge::all_skipped(spec, reason)
+                .into_iter()
+                .map(CaseReport::from)
+                .collect(),
+        };
+    }
     let skips = plan::skips(spec, probe);
     let events = std::env::temp_dir().join(format!(
         "drvisor-ci-{}-{index}-events.jsonl",

@@ -58,6 +58,14 @@ pub struct VmSpec {
     pub mem: u64,
     /// Wall-clock limit for the whole run, in seconds.
     pub timeout: f64,
+    /// drvisor's own exit codes accepted as the end of the run (71: an emulation failure on
+    /// hosts whose KVM emulates CPL0 code), the reason kept in the report.
+    pub accept_exit: Vec<i32>,
+    /// Whether reaching `timeout` is an accepted end (a kernel that never powers off).
+    pub accept_timeout: bool,
+    /// With `inputs_missing = "skip"`: the input file that is not there. Every check is then
+    /// skipped with this reason instead of the spec being an error.
+    pub missing: Option<String>,
 }
 
 /// One `[[check]]`.
@@ -99,11 +107,25 @@ pub struct WatchCheck {
 }
 
 /// How many hits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HitExpect {
     pub min: u64,
     pub max: Option<u64>,
+    /// `hits_per_line`: exactly one hit per console line this matches (it overrides min/max).
+    pub per_line: Option<LinePattern>,
 }
+
+/// A regex compared by its text, so that expectations stay comparable in tests.
+#[derive(Clone, Debug)]
+pub struct LinePattern(pub Regex);
+
+impl PartialEq for LinePattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for LinePattern {}
 
 /// Constraints on the values a watch sees written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -184,6 +206,11 @@ struct RawVm {
     vcpus: Option<Spanned<u32>>,
     mem: Option<Spanned<u64>>,
     timeout: Option<Spanned<f64>>,
+    #[serde(default)]
+    accept_exit: Vec<i32>,
+    #[serde(default)]
+    accept_timeout: bool,
+    inputs_missing: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -199,6 +226,7 @@ struct RawCheck {
     exit_status: Option<Spanned<i64>>,
     vcpu: Option<Spanned<u32>>,
     hits: Option<Spanned<u64>>,
+    hits_per_line: Option<Spanned<String>>,
     min: Option<Spanned<u64>>,
     max: Option<Spanned<u64>>,
     never: Option<Spanned<bool>>,
@@ -237,14 +265,28 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
     let raw: RawSpec = toml::from_str(text).map_err(|e| err(e.span(), e.message().to_owned()))?;
     let folder = path.parent().unwrap_or(Path::new("."));
     let vm = raw.vm.map(Spanned::into_inner).unwrap_or_default();
+    let skip_missing = match &vm.inputs_missing {
+        None => false,
+        Some(m) if m.get_ref() == "skip" => true,
+        Some(m) if m.get_ref() == "error" => false,
+        Some(m) => {
+            return Err(err(
+                Some(m.span()),
+                "`inputs_missing` is \"error\" (the default) or \"skip\"".into(),
+            ))
+        }
+    };
+    let missing = std::cell::RefCell::new(None::<String>);
     let resolve = |p: &Option<Spanned<String>>, what: &str| -> Result<Option<PathBuf>, SpecError> {
         let Some(p) = p else { return Ok(None) };
         let full = folder.join(p.get_ref());
         if !exists(&full) {
-            return Err(err(
-                Some(p.span()),
-                format!("{what} {} is not a file", full.display()),
-            ));
+            let why = format!("{what} {} is not a file", full.display());
+            if skip_missing {
+                missing.borrow_mut().get_or_insert(why);
+                return Ok(Some(full));
+            }
+            return Err(err(Some(p.span()), why));
         }
         Ok(Some(full))
     };
@@ -274,6 +316,13 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
         vcpus: vm.vcpus.map_or(1, Spanned::into_inner),
         mem: vm.mem.map_or(64, Spanned::into_inner),
         timeout,
+        accept_exit: vm.accept_exit,
+        accept_timeout: vm.accept_timeout,
+        missing: None,
+    };
+    let vm_spec = VmSpec {
+        missing: missing.into_inner(),
+        ..vm_spec
     };
     let mut checks: Vec<Check> = Vec::new();
     for c in raw.check {
@@ -344,6 +393,7 @@ fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, Spec
     let hit_keys = [
         ("vcpu", c.vcpu.as_ref().map(Spanned::span)),
         ("hits", c.hits.as_ref().map(Spanned::span)),
+        ("hits_per_line", c.hits_per_line.as_ref().map(Spanned::span)),
         ("min", c.min.as_ref().map(Spanned::span)),
         ("max", c.max.as_ref().map(Spanned::span)),
         ("never", c.never.as_ref().map(Spanned::span)),
@@ -368,18 +418,7 @@ fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, Spec
             return Err(err(Some(at), format!("`{key}` belongs to a watch check")));
         }
     }
-    let regex = |s: &Spanned<String>| {
-        // Line-wise, as people read a console: `^BUG:` matches at the start of any line.
-        RegexBuilder::new(s.get_ref())
-            .multi_line(true)
-            .crlf(true)
-            .build()
-            .map_err(|e| {
-                let why = e.to_string();
-                let last = why.lines().last().unwrap_or_default().trim().to_owned();
-                err(Some(s.span()), format!("bad regex: {last}"))
-            })
-    };
+    let regex = |s: &Spanned<String>| line_regex(s, err);
     let kind = if let Some(r) = &c.console_match {
         CheckKind::ConsoleMatch(regex(r)?)
     } else if let Some(r) = &c.console_never {
@@ -445,8 +484,42 @@ fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, Spec
     })
 }
 
+/// A console regex, line-wise as people read a console: `^BUG:` matches at the start of any
+/// line, and `$` before `\r\n` too (serial consoles end lines so).
+fn line_regex(s: &Spanned<String>, err: &ErrFn<'_>) -> Result<Regex, SpecError> {
+    RegexBuilder::new(s.get_ref())
+        .multi_line(true)
+        .crlf(true)
+        .build()
+        .map_err(|e| {
+            let why = e.to_string();
+            let last = why.lines().last().unwrap_or_default().trim().to_owned();
+            err(Some(s.span()), format!("bad regex: {last}"))
+        })
+}
+
 /// `hits`, `min`, `max`, `never`: at least one hit when none is given.
 fn hit_expect(c: &RawCheck, err: &ErrFn<'_>) -> Result<HitExpect, SpecError> {
+    if let Some(p) = &c.hits_per_line {
+        let other = [c.hits.as_ref(), c.min.as_ref(), c.max.as_ref()]
+            .into_iter()
+            .flatten()
+            .next();
+        if let Some(o) = other
+            .map(Spanned::span)
+            .or(c.never.as_ref().map(Spanned::span))
+        {
+            return Err(err(
+                Some(o),
+                "`hits_per_line` sets the count; drop hits, min, max and never".into(),
+            ));
+        }
+        return Ok(HitExpect {
+            min: 0,
+            max: None,
+            per_line: Some(LinePattern(line_regex(p, err)?)),
+        });
+    }
     if let Some(h) = &c.hits {
         if let Some(other) = c.min.as_ref().or(c.max.as_ref()) {
             return Err(err(
@@ -464,6 +537,7 @@ fn hit_expect(c: &RawCheck, err: &ErrFn<'_>) -> Result<HitExpect, SpecError> {
         return Ok(HitExpect {
             min: n,
             max: Some(n),
+            per_line: None,
         });
     }
     if let Some(n) = &c.never {
@@ -482,6 +556,7 @@ fn hit_expect(c: &RawCheck, err: &ErrFn<'_>) -> Result<HitExpect, SpecError> {
         return Ok(HitExpect {
             min: 0,
             max: Some(0),
+            per_line: None,
         });
     }
     let min = c.min.as_ref().map(|m| *m.get_ref());
@@ -497,6 +572,7 @@ fn hit_expect(c: &RawCheck, err: &ErrFn<'_>) -> Result<HitExpect, SpecError> {
     Ok(HitExpect {
         min: min.unwrap_or(if max.is_some() { 0 } else { 1 }),
         max,
+        per_line: None,
     })
 }
 
@@ -549,11 +625,19 @@ exit_status = 0
                 h.expect,
                 HitExpect {
                     min: 3,
-                    max: Some(3)
+                    max: Some(3),
+                    per_line: None,
                 }
             ),
             k => panic!("{k:?}"),
         }
+    }
+
+    #[test]
+    fn missing_inputs_can_be_a_skip() {
+        let text = "[vm]\nkernel = \"k\"\ninputs_missing = \"skip\"\n[[check]]\nname = \"e\"\nexit_status = 0\n";
+        let s = parse(Path::new("/s/x.toml"), text, &|_| false).expect("a skip, not an error");
+        assert_eq!(s.vm.missing.as_deref(), Some("kernel /s/k is not a file"));
     }
 
     #[test]
@@ -577,6 +661,8 @@ exit_status = 0
             ("[[check]]\nname = \"a\"\nexit_status = 0\n[[check]]\nname = \"a\"\nexit_status = 1\n", "/s/x.toml:4:1: a second check"),
             ("[vm]\ntimeout = 0\n[[check]]\nname = \"a\"\nexit_status = 0\n", "/s/x.toml:2:11: `timeout`"),
             ("[[check]]\nname = \"a\"\nresults = \"junit\"\n", "/s/x.toml:3:11: unknown variant"),
+            ("[[check]]\nname = \"a\"\nbreak = \"f\"\nhits_per_line = \"x\"\nhits = 1\n", "/s/x.toml:5:8: `hits_per_line` sets the count"),
+            ("[vm]\ninputs_missing = \"maybe\"\n[[check]]\nname = \"a\"\nexit_status = 0\n", "/s/x.toml:2:18: `inputs_missing`"),
         ];
         for (text, want) in table {
             let got = parse_err(text);
