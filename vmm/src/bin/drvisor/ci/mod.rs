@@ -16,6 +16,7 @@ mod run;
 mod shard;
 mod spec;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -166,6 +167,52 @@ pub fn main(args: CiArgs) -> u8 {
     exit
 }
 
+/// What stdout shows while specs run: each spec's lines as it ends and, on a terminal only, a
+/// progress line under them that is rewritten in place. Plain lines when stdout is a pipe or a
+/// file (CI logs).
+struct Progress {
+    tty: bool,
+    total: usize,
+    done: usize,
+    running: Vec<String>,
+}
+
+impl Progress {
+    fn started(&mut self, name: &str) {
+        self.running.push(name.to_owned());
+        self.redraw("");
+    }
+
+    fn finished(&mut self, name: &str, lines: &str) {
+        self.running.retain(|n| n != name);
+        self.done += 1;
+        self.redraw(lines);
+    }
+
+    fn redraw(&self, lines: &str) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if !self.tty {
+            let _ = out.write_all(lines.as_bytes());
+            return;
+        }
+        let running: Vec<&str> = self.running.iter().map(String::as_str).collect();
+        // \r and erase-line: the old progress line goes, the new lines take its place.
+        let _ = write!(
+            out,
+            "\r\x1b[K{lines}{}",
+            report::progress_line(self.done, self.total, &running)
+        );
+        let _ = out.flush();
+    }
+
+    fn clear(&self) {
+        if self.tty {
+            print!("\r\x1b[K");
+        }
+    }
+}
+
 /// Runs every spec, `jobs` at a time; results in the specs' order, each printed as it ends.
 fn run_all(
     specs: &[Spec],
@@ -176,6 +223,12 @@ fn run_all(
 ) -> Vec<SpecResult> {
     let next = AtomicUsize::new(0);
     let slots: Vec<Mutex<Option<SpecResult>>> = specs.iter().map(|_| Mutex::new(None)).collect();
+    let progress = Mutex::new(Progress {
+        tty: std::io::stdout().is_terminal(),
+        total: specs.len(),
+        done: 0,
+        running: Vec::new(),
+    });
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(specs.len()) {
             scope.spawn(|| loop {
@@ -184,14 +237,22 @@ fn run_all(
                 if interrupted.load(Ordering::Relaxed) {
                     break;
                 }
+                if let Ok(mut p) = progress.lock() {
+                    p.started(&spec.name);
+                }
                 let result = run_spec(spec, probe, exe, i, interrupted);
-                print!("{}", report::spec_lines(&result));
+                if let Ok(mut p) = progress.lock() {
+                    p.finished(&spec.name, &report::spec_lines(&result));
+                }
                 if let Ok(mut slot) = slots[i].lock() {
                     *slot = Some(result);
                 }
             });
         }
     });
+    if let Ok(p) = progress.lock() {
+        p.clear();
+    }
     slots
         .into_iter()
         .filter_map(|m| m.into_inner().ok().flatten())

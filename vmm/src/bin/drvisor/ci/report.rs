@@ -182,6 +182,19 @@ pub fn spec_lines(s: &SpecResult) -> String {
     out
 }
 
+/// The progress line shown on a terminal under the finished specs' lines.
+pub fn progress_line(done: usize, total: usize, running: &[&str]) -> String {
+    let mut line = format!("[{done}/{total}]");
+    if !running.is_empty() {
+        line += &format!(" running {}", running.join(", "));
+    }
+    // One terminal line: a long list is cut, not wrapped.
+    if line.chars().count() > 100 {
+        line = line.chars().take(97).collect::<String>() + "...";
+    }
+    line
+}
+
 /// The closing line.
 pub fn summary_line(t: &Totals, seconds: f64, code: u8) -> String {
     format!(
@@ -215,6 +228,18 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn progress_lines() {
+        assert_eq!(
+            progress_line(1, 3, &["exec", "write"]),
+            "[1/3] running exec, write"
+        );
+        assert_eq!(progress_line(3, 3, &[]), "[3/3]");
+        let long: Vec<String> = (0..40).map(|i| format!("spec{i}")).collect();
+        let names: Vec<&str> = long.iter().map(String::as_str).collect();
+        assert_eq!(progress_line(0, 40, &names).chars().count(), 100);
     }
 
     #[test]
