@@ -6,6 +6,7 @@
 mod bad_input;
 mod bounded;
 mod bzimage;
+mod ci_harness;
 mod common;
 mod debug_regs_port;
 mod emulation;
@@ -58,5 +59,6 @@ fn main() {
     trials.extend(events::trials());
     trials.extend(emulation::trials(&ctx));
     trials.extend(emulation_exact::trials(&ctx));
+    trials.extend(ci_harness::trials(&ctx));
     libtest_mimic::run(&args, trials).exit();
 }

@@ -29,6 +29,8 @@ pub enum Command {
     },
     /// Drive a running `drvisor run --api-sock PATH` over its REST control plane.
     Ctl(Box<drvisor_api::ctl::CtlArgs>),
+    /// Run spec files (TOML) as a CI suite: JUnit XML, a JSON report, an exit code.
+    Ci(Box<crate::ci::CiArgs>),
 }
 
 /// `drvisor run`.

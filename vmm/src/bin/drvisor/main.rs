@@ -3,6 +3,7 @@
 mod announce;
 mod api_server;
 mod arm;
+mod ci;
 mod cli;
 #[cfg(test)]
 mod cli_tests;
@@ -80,6 +81,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(*args, &matches),
         Command::Probe { json } => probe_host(json),
         Command::Ctl(args) => Ok(drvisor_api::ctl::run(*args)),
+        Command::Ci(args) => Ok(ci::main(*args)),
     };
     let code = match result {
         Ok(code) => code,

@@ -1,0 +1,471 @@
+//! `drvisor ci` end to end: the example specs against real VMs (every check kind passing and
+//! failing), spec errors with their line and column, every exit code this host can produce,
+//! shards that partition the suite, and a guest that never exits, killed at its timeout with no
+//! drvisor process left behind.
+
+use std::path::{Path, PathBuf};
+
+use drvisor::probe::Mechanism;
+
+use crate::common::*;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/examples")
+}
+
+fn specs_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// `drvisor ci ARGS... --json FILE`: the run and the parsed report.
+fn ci(args: &[String]) -> Result<(Run, serde_json::Value), Failed> {
+    let json = temp_path("ci.json");
+    let mut all: Vec<&str> = vec!["ci"];
+    all.extend(args.iter().map(String::as_str));
+    let j = json.display().to_string();
+    all.extend(["--json", &j]);
+    let run = drvisor(&all);
+    let report = std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let _ = std::fs::remove_file(&json);
+    Ok((run, report))
+}
+
+/// A spec file with `text`, in a folder of its own.
+fn spec_file(name: &str, text: &str) -> PathBuf {
+    let dir = temp_path("specs");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write a spec");
+    path
+}
+
+fn case_status<'a>(report: &'a serde_json::Value, spec: &str, case: &str) -> Option<&'a str> {
+    report["specs"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == spec)?["cases"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == case)?["status"]
+        .as_str()
+}
+
+fn passing_examples() -> Result<(), Failed> {
+    let junit = temp_path("junit.xml");
+    let mut args = specs_in(&examples());
+    args.extend(["--junit".into(), junit.display().to_string()]);
+    let (run, report) = ci(&args)?;
+    run.expect_code(0)?;
+    let t = &report["totals"];
+    ensure(t["failed"] == 0 && t["passed"].as_u64() > Some(10), || {
+        format!("{t}\n{run}")
+    })?;
+    for (spec, case) in [
+        ("exec", "target_0 called count times"),
+        ("exec", "target_2 at most 5 on vCPU 0"),
+        ("exec", "summary line"),
+        ("exec", "no panic"),
+        ("write", "u32 written count times, values 1..4"),
+        ("write", "u8 never written 0"),
+        ("stop", "stop at target_3"),
+        ("status", "status 7"),
+        ("status", "exec never runs"),
+    ] {
+        ensure(case_status(&report, spec, case) == Some("passed"), || {
+            format!("{spec}::{case} did not pass\n{run}")
+        })?;
+    }
+    // capture puts the first hit's registers into the report.
+    let exec = report["specs"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "exec"));
+    let captured = exec
+        .and_then(|s| s["cases"].as_array())
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c["name"] == "target_1 at least once, registers captured")
+        })
+        .and_then(|c| c["context"].as_str())
+        .unwrap_or_default();
+    ensure(
+        captured.contains("hit #1 of drv_target_1") && captured.contains("rip="),
+        || format!("no captured context: {captured:?}"),
+    )?;
+    // The JUnit file has one testcase per case of the JSON report.
+    let xml = std::fs::read_to_string(&junit).map_err(|e| format!("no junit: {e}"))?;
+    let _ = std::fs::remove_file(&junit);
+    let cases = xml.matches("<testcase ").count() as u64;
+    ensure(Some(cases) == t["cases"].as_u64(), || {
+        format!("{cases} testcases vs {t}")
+    })?;
+    ensure(xml.matches("<testsuite ").count() == 4, || xml.clone())
+}
+
+fn failing_examples() -> Result<(), Failed> {
+    let (run, report) = ci(&specs_in(&examples().join("failing")))?;
+    run.expect_code(1)?;
+    for (spec, case) in [
+        ("exec-fails", "wrong hit count"),
+        ("exec-fails", "never, but it is called"),
+        ("exec-fails", "too many"),
+        ("exec-fails", "console_match that is not there"),
+        ("exec-fails", "console_never that is there"),
+        ("exec-fails", "no KTAP from the test guest"),
+        ("exec-fails", "wrong exit status"),
+        ("write-fails", "value out of range"),
+        ("write-fails", "a forbidden value"),
+        ("write-fails", "wrong last value"),
+        ("spin-timeout", "(run)"),
+    ] {
+        ensure(case_status(&report, spec, case) == Some("failed"), || {
+            format!("{spec}::{case} did not fail\n{run}")
+        })?;
+    }
+    ensure(
+        run.stdout.contains("observed: value 0x3 written (hit #3)"),
+        || run.to_string(),
+    )?;
+    ensure(
+        run.stdout
+            .contains("timed out after 2 s; the VM was killed"),
+        || run.to_string(),
+    )
+}
+
+/// The spin guest is killed at its timeout, and no `drvisor run` of this harness survives it.
+fn timeout_leaves_nothing_behind() -> Result<(), Failed> {
+    let spec = spec_file(
+        "spin.toml",
+        "[vm]\nscenario = \"spin\"\ntimeout = 1\n[[check]]\nname = \"s\"\nexit_status = 0\n",
+    );
+    let mut cmd = std::process::Command::new(DRVISOR);
+    cmd.args(["ci", &spec.display().to_string()]);
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn: {e}"))?;
+    let pid = child.id();
+    let out = child.wait_with_output().map_err(|e| format!("wait: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure(out.status.code() == Some(1), || {
+        format!("{:?}\n{stdout}", out.status)
+    })?;
+    ensure(stdout.contains("timed out after 1 s"), || {
+        stdout.to_string()
+    })?;
+    // The child's events file is named after the harness's pid: no process may still hold it.
+    let marker = format!("drvisor-ci-{pid}-");
+    let survivors: Vec<String> = std::fs::read_dir("/proc")
+        .map_err(|e| format!("/proc: {e}"))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&marker))
+        .collect();
+    ensure(survivors.is_empty(), || {
+        format!("left behind: {survivors:?}")
+    })
+}
+
+/// SIGTERM to the harness kills every VM it runs (they are in process groups of their own, so
+/// the signal does not reach them by itself) and exits 128 + 15.
+fn interrupted_leaves_nothing_behind() -> Result<(), Failed> {
+    let text =
+        "[vm]\nscenario = \"spin\"\ntimeout = 120\n[[check]]\nname = \"s\"\nexit_status = 0\n";
+    let a = spec_file("spin-a.toml", text);
+    let b = spec_file("spin-b.toml", text);
+    let child = std::process::Command::new(DRVISOR)
+        .args(["ci", "--jobs", "2"])
+        .args([&a, &b])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn: {e}"))?;
+    let pid = child.id();
+    let marker = format!("drvisor-ci-{pid}-");
+    let running = || -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&marker))
+            .collect()
+    };
+    let start = std::time::Instant::now();
+    while running().len() < 2 && start.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    ensure(running().len() == 2, || "the two VMs did not start".into())?;
+    // SAFETY: kill(2) on the harness's pid; no memory is involved.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().map_err(|e| format!("wait: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure(out.status.code() == Some(143), || {
+        format!("{:?}\n{stdout}", out.status)
+    })?;
+    ensure(stdout.contains("interrupted by signal 15"), || {
+        stdout.to_string()
+    })?;
+    let left = running();
+    ensure(left.is_empty(), || format!("left behind: {left:?}"))
+}
+
+/// Each spec error names file, line and column; nothing runs; exit code 2.
+fn spec_errors() -> Result<(), Failed> {
+    let table = [
+        (
+            "unknown-key.toml",
+            "[[check]]\nname = \"a\"\nexit_status = 0\nbogus = 1\n",
+            ":4:1: unknown field `bogus`",
+        ),
+        (
+            "wrong-type.toml",
+            "[vm]\nvcpus = \"two\"\n[[check]]\nname = \"a\"\nexit_status = 0\n",
+            ":2:9: invalid type",
+        ),
+        (
+            "bad-regex.toml",
+            "[[check]]\nname = \"a\"\nconsole_never = \"a(b\"\n",
+            ":3:17: bad regex",
+        ),
+        (
+            "no-kernel.toml",
+            "[vm]\nkernel = \"missing/bzImage\"\n[[check]]\nname = \"a\"\nexit_status = 0\n",
+            ":2:10: kernel ",
+        ),
+    ];
+    for (name, text, want) in table {
+        let spec = spec_file(name, text);
+        let run = drvisor(&["ci", &spec.display().to_string()]);
+        run.expect_code(2)?;
+        let line = format!("ERROR {}{want}", spec.display());
+        ensure(run.stdout.contains(&line), || {
+            format!("wanted {line:?}\n{run}")
+        })?;
+    }
+    // An unknown symbol is found by drvisor run: reported at the check's line, exit 2.
+    let spec = spec_file(
+        "unknown-symbol.toml",
+        "[vm]\nscenario = \"exec\"\n[[check]]\nname = \"a\"\nbreak = \"drv_target_9\"\n",
+    );
+    let run = drvisor(&["ci", &spec.display().to_string()]);
+    run.expect_code(2)?;
+    let want = format!(
+        "ERROR {}:3: --break drv_target_9: unknown symbol",
+        spec.display()
+    );
+    ensure(run.stdout.contains(&want), || {
+        format!("wanted {want:?}\n{run}")
+    })
+}
+
+/// Exit code 4: the VM cannot run (KVM_RUN refused through the test-only fault hook).
+fn infrastructure_exit_code() -> Result<(), Failed> {
+    let spec = examples().join("status.toml");
+    let run = run_command(
+        std::process::Command::new(DRVISOR)
+            .env("DRVISOR_TEST_INJECT_FAULT", "kvm-run")
+            .args(["ci", &spec.display().to_string()]),
+    );
+    run.expect_code(4)?;
+    ensure(run.stdout.contains("the VM could not run"), || {
+        run.to_string()
+    })
+}
+
+/// Exit code 3: every check skipped, with the probe's reason (a hardware-only watch on a host
+/// without hardware data watchpoints).
+fn all_skipped_exit_code() -> Result<(), Failed> {
+    let spec = spec_file("hw.toml", "[vm]\nscenario = \"write\"\n[[check]]\nname = \"hw watch\"\nwatch = \"drv_watch_u32\"\nengine = \"hw\"\n");
+    let (run, report) = ci(&[spec.display().to_string()])?;
+    run.expect_code(3)?;
+    ensure(
+        case_status(&report, "hw", "hw watch") == Some("skipped"),
+        || run.to_string(),
+    )?;
+    ensure(
+        run.stdout
+            .contains("SKIP  hw::hw watch: the host probe found"),
+        || run.to_string(),
+    )
+}
+
+/// The shards of the examples are disjoint and cover them; --jobs 2 gives the same verdicts.
+fn shards_partition() -> Result<(), Failed> {
+    let all = specs_in(&examples());
+    let mut seen: Vec<String> = Vec::new();
+    for i in 0..3 {
+        let mut args = all.clone();
+        args.extend([
+            "--shard".into(),
+            format!("{i}/3"),
+            "--jobs".into(),
+            "2".into(),
+        ]);
+        let (run, report) = ci(&args)?;
+        run.expect_code(0)?;
+        for s in report["specs"].as_array().into_iter().flatten() {
+            seen.push(s["path"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    ensure(sorted.len() == seen.len(), || {
+        format!("a spec in two shards: {seen:?}")
+    })?;
+    ensure(sorted == all, || {
+        format!("shards {sorted:?} vs suite {all:?}")
+    })?;
+    let run = drvisor(&["ci", &all[0], "--shard", "3/3"]);
+    run.expect_code(2).map(|_| ())
+}
+
+/// Exit code 3: no access to /dev/kvm (an unprivileged user, as `usage_errors` does it).
+fn no_kvm_exit_code() -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_path("nokvm");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let exe = dir.join("drvisor");
+    std::fs::copy(DRVISOR, &exe)?;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))?;
+    let spec = dir.join("s.toml");
+    std::fs::write(&spec, "[[check]]\nname = \"s\"\nexit_status = 0\n")?;
+    std::fs::set_permissions(&spec, std::fs::Permissions::from_mode(0o644))?;
+    let run = run_command(
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&exe)
+            .arg("ci")
+            .arg(&spec),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    run.expect_code(3)?;
+    ensure(run.stdout.contains("cannot open /dev/kvm"), || {
+        run.to_string()
+    })
+}
+
+/// The stock Debian kernel: run when ci/linux/fetch.sh has put it in ci/linux/cache/, else
+/// every check is listed as skipped with the reason (and the suite exits 3).
+fn debian_kernel() -> Result<(), Failed> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/linux");
+    let present = dir.join("cache/vmlinuz").is_file() && dir.join("cache/System.map").is_file();
+    let (run, report) = ci(&specs_in(&dir))?;
+    if !present {
+        run.expect_code(3)?;
+        return ensure(run.stdout.contains("is not a file"), || run.to_string());
+    }
+    run.expect_code(0)?;
+    for case in [
+        "(run)",
+        "start_kernel once",
+        "setup_arch once",
+        "early_serial_write once per console line",
+    ] {
+        ensure(
+            case_status(&report, "debian-cloud", case) == Some("passed"),
+            || format!("{case} did not pass\n{run}"),
+        )?;
+    }
+    Ok(())
+}
+
+/// The kvm-unit-tests suite: its expectations are what those images do on this host.
+fn kvm_unit_tests_suite() -> Result<(), Failed> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/kvm-unit-tests");
+    let (run, report) = ci(&[specs_in(&dir), vec!["--jobs".into(), "2".into()]].concat())?;
+    run.expect_code(0)?;
+    // setjmp's ten PASS lines are ten cases of their own.
+    let setjmp = report["specs"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "setjmp"))
+        .and_then(|s| s["cases"].as_array())
+        .map_or(0, |c| {
+            c.iter()
+                .filter(|c| {
+                    c["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("results/"))
+                })
+                .count()
+        });
+    ensure(setjmp == 10, || format!("{setjmp} setjmp results\n{run}"))
+}
+
+pub fn trials(ctx: &Context) -> Vec<Trial> {
+    let mut t = vec![
+        Trial::test("ci_harness::passing_examples", passing_examples),
+        Trial::test("ci_harness::failing_examples", failing_examples),
+        Trial::test(
+            "ci_harness::timeout_leaves_nothing_behind",
+            timeout_leaves_nothing_behind,
+        ),
+        Trial::test("ci_harness::spec_errors", spec_errors),
+        Trial::test(
+            "ci_harness::interrupted_leaves_nothing_behind",
+            interrupted_leaves_nothing_behind,
+        ),
+        Trial::test(
+            "ci_harness::infrastructure_exit_code",
+            infrastructure_exit_code,
+        ),
+        Trial::test("ci_harness::shards_partition", shards_partition),
+        Trial::test("ci_harness::debian_kernel", debian_kernel),
+    ];
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let kvm_private = std::fs::metadata("/dev/kvm")
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o006 == 0)
+        .unwrap_or(false);
+    if root && kvm_private {
+        t.push(Trial::test(
+            "ci_harness::no_kvm_exit_code",
+            no_kvm_exit_code,
+        ));
+    } else {
+        t.push(skipped(
+            "ci_harness::no_kvm_exit_code",
+            "needs root, and a /dev/kvm that other users cannot open",
+        ));
+    }
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/kvm-unit-tests");
+    if images.join("setjmp.flat").is_file() {
+        t.push(Trial::test(
+            "ci_harness::kvm_unit_tests_suite",
+            kvm_unit_tests_suite,
+        ));
+    } else {
+        t.push(skipped(
+            "ci_harness::kvm_unit_tests_suite",
+            "../shared/testdata/kvm-unit-tests is not here",
+        ));
+    }
+    if ctx.probe.delivers(Mechanism::HostWriteWatchpoint, 0) {
+        t.push(skipped(
+            "ci_harness::all_skipped_exit_code",
+            "this host delivers hardware data watchpoints, so a hw-only watch is not skipped",
+        ));
+    } else {
+        t.push(Trial::test(
+            "ci_harness::all_skipped_exit_code",
+            all_skipped_exit_code,
+        ));
+    }
+    t
+}

@@ -1,0 +1,329 @@
+//! `drvisor ci`: spec files in, a verdict CI understands out (JUnit XML, a JSON report, plain
+//! lines and an exit code). Three rooms, as kunit.py keeps them: the spec ([`spec`]), the run
+//! ([`plan`] builds a `drvisor run` command line, [`run`] runs it), and the report ([`judge`],
+//! [`ktap`], [`kut`], [`report`], [`junit`]). Everything but [`run`] and this file is pure.
+//!
+//! Each spec runs as a child `drvisor run` (this same binary), one VM per child: a run that
+//! hangs or crashes is killed or reported without touching the harness or the other specs.
+
+mod judge;
+mod junit;
+mod ktap;
+mod kut;
+mod plan;
+mod report;
+mod run;
+mod shard;
+mod spec;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use clap::Args;
+use drvisor::probe::{self, ProbeReport};
+use serde::Serialize;
+
+use report::{code, CaseReport, SpecResult};
+use shard::Shard;
+use spec::Spec;
+
+/// `drvisor ci`.
+#[derive(Debug, Args)]
+pub struct CiArgs {
+    /// Spec files (TOML).
+    #[arg(required = true, value_name = "SPEC.toml")]
+    pub specs: Vec<PathBuf>,
+    /// Write JUnit XML here.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Specs run at once, one VM each.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub jobs: usize,
+    /// Run only shard I of N (0-based): the specs, sorted by path, whose index is I mod N.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+}
+
+/// The JSON report.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    exit_code: u8,
+    seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shard: Option<String>,
+    jobs: usize,
+    totals: report::Totals,
+    probe: Option<&'a ProbeReport>,
+    specs: &'a [SpecResult],
+}
+
+/// Runs the suite; returns the exit code.
+pub fn main(args: CiArgs) -> u8 {
+    let start = Instant::now();
+    let paths = shard::select(args.specs.clone(), args.shard);
+    let mut specs = Vec::new();
+    let mut errors = 0;
+    for p in &paths {
+        match spec::load(p) {
+            Ok(s) => specs.push(s),
+            Err(e) => {
+                println!("ERROR {e}");
+                errors += 1;
+            }
+        }
+    }
+    if errors > 0 {
+        println!(
+            "drvisor ci: {errors} spec error(s); nothing ran (exit {})",
+            code::SPEC_ERROR
+        );
+        return code::SPEC_ERROR;
+    }
+    let probe = match kvm_ioctls::Kvm::new() {
+        Err(e) => {
+            println!(
+                "drvisor ci: this host cannot run the suite: cannot open /dev/kvm: {e} (exit {})",
+                code::CANNOT_RUN
+            );
+            return code::CANNOT_RUN;
+        }
+        Ok(kvm) => match probe::run_all(&kvm) {
+            Ok(p) => p,
+            Err(e) => {
+                println!(
+                    "drvisor ci: the host probe failed: {e} (exit {})",
+                    code::INFRASTRUCTURE
+                );
+                return code::INFRASTRUCTURE;
+            }
+        },
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            println!("drvisor ci: cannot find the drvisor binary: {e}");
+            return code::INFRASTRUCTURE;
+        }
+    };
+    // SIGINT, SIGTERM or SIGHUP: every running child is killed with its group, the specs not
+    // started are left out, the reports are written, and the exit code is 128 + the signal.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let signal = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let registered = signal_hook::flag::register(sig, interrupted.clone())
+            .and_then(|_| signal_hook::flag::register_usize(sig, signal.clone(), sig as usize));
+        if let Err(e) = registered {
+            println!("drvisor ci: cannot handle signal {sig}: {e}");
+            return code::INFRASTRUCTURE;
+        }
+    }
+    let results = run_all(&specs, &probe, &exe, args.jobs.max(1), &interrupted);
+    let seconds = start.elapsed().as_secs_f64();
+    let exit = report::exit_code(&results);
+    let totals = report::totals(&results);
+    let mut write_failed = false;
+    if let Some(path) = &args.junit {
+        let written = junit::xml(&results, seconds)
+            .and_then(|x| std::fs::write(path, x).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            println!("drvisor ci: cannot write {}: {e}", path.display());
+            write_failed = true;
+        }
+    }
+    if let Some(path) = &args.json {
+        let json = JsonReport {
+            exit_code: exit,
+            seconds,
+            shard: args.shard.map(|s| s.to_string()),
+            jobs: args.jobs,
+            totals,
+            probe: Some(&probe),
+            specs: &results,
+        };
+        let written = serde_json::to_string_pretty(&json)
+            .map_err(|e| e.to_string())
+            .and_then(|t| std::fs::write(path, t + "\n").map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            println!("drvisor ci: cannot write {}: {e}", path.display());
+            write_failed = true;
+        }
+    }
+    let caught = signal.load(Ordering::Relaxed);
+    if caught != 0 {
+        let code = 128 + caught as u8;
+        println!("drvisor ci: interrupted by signal {caught}; every VM was killed (exit {code})");
+        return code;
+    }
+    println!("{}", report::summary_line(&totals, seconds, exit));
+    if write_failed && exit == code::PASSED {
+        return code::INFRASTRUCTURE;
+    }
+    exit
+}
+
+/// What stdout shows while specs run: each spec's lines as it ends and, on a terminal only, a
+/// progress line under them that is rewritten in place. Plain lines when stdout is a pipe or a
+/// file (CI logs).
+struct Progress {
+    tty: bool,
+    total: usize,
+    done: usize,
+    running: Vec<String>,
+}
+
+impl Progress {
+    fn started(&mut self, name: &str) {
+        self.running.push(name.to_owned());
+        self.redraw("");
+    }
+
+    fn finished(&mut self, name: &str, lines: &str) {
+        self.running.retain(|n| n != name);
+        self.done += 1;
+        self.redraw(lines);
+    }
+
+    fn redraw(&self, lines: &str) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if !self.tty {
+            let _ = out.write_all(lines.as_bytes());
+            return;
+        }
+        let running: Vec<&str> = self.running.iter().map(String::as_str).collect();
+        // \r and erase-line: the old progress line goes, the new lines take its place.
+        let _ = write!(
+            out,
+            "\r\x1b[K{lines}{}",
+            report::progress_line(self.done, self.total, &running)
+        );
+        let _ = out.flush();
+    }
+
+    fn clear(&self) {
+        if self.tty {
+            print!("\r\x1b[K");
+        }
+    }
+}
+
+/// Runs every spec, `jobs` at a time; results in the specs' order, each printed as it ends.
+fn run_all(
+    specs: &[Spec],
+    probe: &ProbeReport,
+    exe: &Path,
+    jobs: usize,
+    interrupted: &Arc<AtomicBool>,
+) -> Vec<SpecResult> {
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<SpecResult>>> = specs.iter().map(|_| Mutex::new(None)).collect();
+    let progress = Mutex::new(Progress {
+        tty: std::io::stdout().is_terminal(),
+        total: specs.len(),
+        done: 0,
+        running: Vec::new(),
+    });
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(specs.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(spec) = specs.get(i) else { break };
+                if interrupted.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(mut p) = progress.lock() {
+                    p.started(&spec.name);
+                }
+                let result = run_spec(spec, probe, exe, i, interrupted);
+                if let Ok(mut p) = progress.lock() {
+                    p.finished(&spec.name, &report::spec_lines(&result));
+                }
+                if let Ok(mut slot) = slots[i].lock() {
+                    *slot = Some(result);
+                }
+            });
+        }
+    });
+    if let Ok(p) = progress.lock() {
+        p.clear();
+    }
+    slots
+        .into_iter()
+        .filter_map(|m| m.into_inner().ok().flatten())
+        .collect()
+}
+
+/// One spec: skip what the host cannot deliver, run the rest, judge.
+fn run_spec(
+    spec: &Spec,
+    probe: &ProbeReport,
+    exe: &Path,
+    index: usize,
+    interrupted: &Arc<AtomicBool>,
+) -> SpecResult {
+    let start = Instant::now();
+    if let Some(reason) = &spec.vm.missing {
+        return SpecResult {
+            path: spec.path.clone(),
+            name: spec.name.clone(),
+            seconds: 0.0,
+            run_seconds: 0.0,
+            end: format!("not run: {reason}"),
+            run_end: None,
+            spec_error: None,
+            cases: judge::all_skipped(spec, reason)
+                .into_iter()
+                .map(CaseReport::from)
+                .collect(),
+        };
+    }
+    let skips = plan::skips(spec, probe);
+    let events = std::env::temp_dir().join(format!(
+        "drvisor-ci-{}-{index}-events.jsonl",
+        std::process::id()
+    ));
+    let args = plan::run_args(spec, &skips, &events);
+    let obs = run::run(exe, &args, &events, spec.vm.timeout, interrupted);
+    let spec_error = match &obs.end {
+        judge::RunEnd::Refused(m) => Some(refusal_at(spec, m)),
+        _ => None,
+    };
+    let cases: Vec<CaseReport> = judge::judge(spec, &obs, &skips)
+        .into_iter()
+        .map(CaseReport::from)
+        .collect();
+    SpecResult {
+        path: spec.path.clone(),
+        name: spec.name.clone(),
+        seconds: start.elapsed().as_secs_f64(),
+        run_seconds: obs.seconds,
+        end: obs.end.to_string(),
+        run_end: Some(obs.end),
+        spec_error,
+        cases,
+    }
+}
+
+/// drvisor's refusal as a spec error, at the line of the check whose location it names
+/// (`unknown symbol 'drv_target_9'; did you mean ...`).
+fn refusal_at(spec: &Spec, message: &str) -> String {
+    let line = spec.checks.iter().find_map(|c| {
+        let target = match &c.kind {
+            spec::CheckKind::Break(h) => &h.target,
+            spec::CheckKind::Watch(w) => &w.hits.target,
+            _ => return None,
+        };
+        let name = target.split(':').next().unwrap_or(target);
+        message.contains(name).then_some(c.line)
+    });
+    match line {
+        Some(l) => format!("{}:{l}: {message}", spec.path.display()),
+        None => format!("{}: {message}", spec.path.display()),
+    }
+}

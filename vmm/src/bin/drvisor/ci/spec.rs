@@ -1,0 +1,678 @@
+//! The spec file: TOML in, a validated [`Spec`] out, or one error with file, line and column.
+//!
+//! Pure: the text and the spec's folder in, no file is opened here except to check that the
+//! inputs it names exist (so a missing kernel is reported at its line, before any VM starts).
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use regex::{Regex, RegexBuilder};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A spec error: where it is and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecError {
+    /// The spec file.
+    pub file: PathBuf,
+    /// 1-based line and column, when the error has a place.
+    pub at: Option<(usize, usize)>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.at {
+            Some((line, col)) => {
+                write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message)
+            }
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// A validated spec.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// The spec file, as given.
+    pub path: PathBuf,
+    /// The suite's name: the file name without `.toml`.
+    pub name: String,
+    /// The VM to boot.
+    pub vm: VmSpec,
+    /// The checks, in file order.
+    pub checks: Vec<Check>,
+}
+
+/// `[vm]`, with paths resolved against the spec's folder.
+#[derive(Clone, Debug, Default)]
+pub struct VmSpec {
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub symbols: Option<PathBuf>,
+    pub cmdline: String,
+    /// `--scenario` of the embedded test guest.
+    pub scenario: Option<String>,
+    pub vcpus: u32,
+    pub mem: u64,
+    /// Wall-clock limit for the whole run, in seconds.
+    pub timeout: f64,
+    /// drvisor's own exit codes accepted as the end of the run (71: an emulation failure on
+    /// hosts whose KVM emulates CPL0 code), the reason kept in the report.
+    pub accept_exit: Vec<i32>,
+    /// Whether reaching `timeout` is an accepted end (a kernel that never powers off).
+    pub accept_timeout: bool,
+    /// With `inputs_missing = "skip"`: the input file that is not there. Every check is then
+    /// skipped with this reason instead of the spec being an error.
+    pub missing: Option<String>,
+}
+
+/// One `[[check]]`.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub name: String,
+    /// 1-based line of the check's table, for messages that come from the run.
+    pub line: usize,
+    pub kind: CheckKind,
+}
+
+/// What a check looks at.
+#[derive(Clone, Debug)]
+pub enum CheckKind {
+    Break(HitCheck),
+    Watch(WatchCheck),
+    ConsoleMatch(Regex),
+    ConsoleNever(Regex),
+    Results(ResultsFormat),
+    ExitStatus(i64),
+}
+
+/// A breakpoint or watchpoint and what its hits must look like.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HitCheck {
+    /// The `--break` / `--watch` text; hit events carry it as their label.
+    pub target: String,
+    pub vcpu: Option<u32>,
+    pub expect: HitExpect,
+    pub on_hit: OnHit,
+}
+
+/// A watch: its hits, and the values written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchCheck {
+    pub hits: HitCheck,
+    pub engine: Option<EngineName>,
+    pub values: ValueExpect,
+}
+
+/// How many hits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HitExpect {
+    pub min: u64,
+    pub max: Option<u64>,
+    /// `hits_per_line`: exactly one hit per console line this matches (it overrides min/max).
+    pub per_line: Option<LinePattern>,
+}
+
+/// A regex compared by its text, so that expectations stay comparable in tests.
+#[derive(Clone, Debug)]
+pub struct LinePattern(pub Regex);
+
+impl PartialEq for LinePattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for LinePattern {}
+
+/// Constraints on the values a watch sees written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ValueExpect {
+    pub values_in: Option<(u64, u64)>,
+    pub never_value: Option<u64>,
+    pub last_value: Option<u64>,
+}
+
+impl ValueExpect {
+    /// Whether any value constraint is set (they need the page engine, which reports values).
+    pub fn any(&self) -> bool {
+        self.values_in.is_some() || self.never_value.is_some() || self.last_value.is_some()
+    }
+}
+
+/// `on_hit`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnHit {
+    /// Count only.
+    #[default]
+    Count,
+    /// Record the registers of the first matching or offending hit.
+    Capture,
+    /// End the run at the first hit.
+    Stop,
+}
+
+/// `engine` of a watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineName {
+    Hw,
+    Page,
+    Auto,
+}
+
+impl EngineName {
+    /// The `--engine` value.
+    pub fn flag(self) -> &'static str {
+        match self {
+            EngineName::Hw => "hw",
+            EngineName::Page => "page",
+            EngineName::Auto => "auto",
+        }
+    }
+}
+
+/// `results`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResultsFormat {
+    Ktap,
+    KvmUnitTests,
+}
+
+/// Default of `timeout`, in seconds.
+pub const DEFAULT_TIMEOUT: f64 = 60.0;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    #[serde(default)]
+    vm: Option<Spanned<RawVm>>,
+    #[serde(default)]
+    check: Vec<Spanned<RawCheck>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawVm {
+    kernel: Option<Spanned<String>>,
+    initrd: Option<Spanned<String>>,
+    symbols: Option<Spanned<String>>,
+    cmdline: Option<String>,
+    scenario: Option<Spanned<String>>,
+    vcpus: Option<Spanned<u32>>,
+    mem: Option<Spanned<u64>>,
+    timeout: Option<Spanned<f64>>,
+    #[serde(default)]
+    accept_exit: Vec<i32>,
+    #[serde(default)]
+    accept_timeout: bool,
+    inputs_missing: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: Spanned<String>,
+    #[serde(rename = "break")]
+    brk: Option<Spanned<String>>,
+    watch: Option<Spanned<String>>,
+    console_match: Option<Spanned<String>>,
+    console_never: Option<Spanned<String>>,
+    results: Option<Spanned<ResultsFormat>>,
+    exit_status: Option<Spanned<i64>>,
+    vcpu: Option<Spanned<u32>>,
+    hits: Option<Spanned<u64>>,
+    hits_per_line: Option<Spanned<String>>,
+    min: Option<Spanned<u64>>,
+    max: Option<Spanned<u64>>,
+    never: Option<Spanned<bool>>,
+    on_hit: Option<Spanned<OnHit>>,
+    engine: Option<Spanned<EngineName>>,
+    values_in: Option<Spanned<[u64; 2]>>,
+    never_value: Option<Spanned<u64>>,
+    last_value: Option<Spanned<u64>>,
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Reads and parses the spec at `path`.
+pub fn load(path: &Path) -> Result<Spec, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+        file: path.to_owned(),
+        at: None,
+        message: format!("cannot read the spec: {e}"),
+    })?;
+    parse(path, &text, &|p| p.is_file())
+}
+
+/// Parses `text`, the spec at `path`; `exists` says whether an input file is there.
+pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<Spec, SpecError> {
+    let err = |span: Option<Range<usize>>, message: String| SpecError {
+        file: path.to_owned(),
+        at: span.map(|s| line_col(text, s.start)),
+        message,
+    };
+    let raw: RawSpec = toml::from_str(text).map_err(|e| err(e.span(), e.message().to_owned()))?;
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let vm = raw.vm.map(Spanned::into_inner).unwrap_or_default();
+    let skip_missing = match &vm.inputs_missing {
+        None => false,
+        Some(m) if m.get_ref() == "skip" => true,
+        Some(m) if m.get_ref() == "error" => false,
+        Some(m) => {
+            return Err(err(
+                Some(m.span()),
+                "`inputs_missing` is \"error\" (the default) or \"skip\"".into(),
+            ))
+        }
+    };
+    let missing = std::cell::RefCell::new(None::<String>);
+    let resolve = |p: &Option<Spanned<String>>, what: &str| -> Result<Option<PathBuf>, SpecError> {
+        let Some(p) = p else { return Ok(None) };
+        let full = folder.join(p.get_ref());
+        if !exists(&full) {
+            let why = format!("{what} {} is not a file", full.display());
+            if skip_missing {
+                missing.borrow_mut().get_or_insert(why);
+                return Ok(Some(full));
+            }
+            return Err(err(Some(p.span()), why));
+        }
+        Ok(Some(full))
+    };
+    if let (Some(_), Some(s)) = (&vm.kernel, &vm.scenario) {
+        return Err(err(
+            Some(s.span()),
+            "`scenario` picks a scenario of the embedded test guest; with `kernel`, use `cmdline`"
+                .into(),
+        ));
+    }
+    let timeout = match &vm.timeout {
+        Some(t) if !(t.get_ref().is_finite() && *t.get_ref() > 0.0) => {
+            return Err(err(
+                Some(t.span()),
+                "`timeout` is a positive number of seconds".into(),
+            ))
+        }
+        Some(t) => *t.get_ref(),
+        None => DEFAULT_TIMEOUT,
+    };
+    let vm_spec = VmSpec {
+        kernel: resolve(&vm.kernel, "kernel")?,
+        initrd: resolve(&vm.initrd, "initrd")?,
+        symbols: resolve(&vm.symbols, "symbols")?,
+        cmdline: vm.cmdline.unwrap_or_default(),
+        scenario: vm.scenario.map(Spanned::into_inner),
+        vcpus: vm.vcpus.map_or(1, Spanned::into_inner),
+        mem: vm.mem.map_or(64, Spanned::into_inner),
+        timeout,
+        accept_exit: vm.accept_exit,
+        accept_timeout: vm.accept_timeout,
+        missing: None,
+    };
+    let vm_spec = VmSpec {
+        missing: missing.into_inner(),
+        ..vm_spec
+    };
+    let mut checks: Vec<Check> = Vec::new();
+    for c in raw.check {
+        let span = c.span();
+        let check = check(c.into_inner(), span.clone(), &err)?;
+        if checks.iter().any(|o| o.name == check.name) {
+            return Err(err(
+                Some(span),
+                format!("a second check named `{}`", check.name),
+            ));
+        }
+        checks.push(Check {
+            line: line_col(text, span.start).0,
+            ..check
+        });
+    }
+    if checks.is_empty() {
+        return Err(err(None, "no [[check]]: a spec needs at least one".into()));
+    }
+    let name = path.file_stem().map_or_else(
+        || path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    Ok(Spec {
+        path: path.to_owned(),
+        name,
+        vm: vm_spec,
+        checks,
+    })
+}
+
+type ErrFn<'a> = dyn Fn(Option<Range<usize>>, String) -> SpecError + 'a;
+
+/// One raw check into a validated one.
+fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, SpecError> {
+    let name = c.name.get_ref().clone();
+    if name.trim().is_empty() {
+        return Err(err(
+            Some(c.name.span()),
+            "a check's `name` is not empty".into(),
+        ));
+    }
+    let kinds = [
+        c.brk.as_ref().map(|_| "break"),
+        c.watch.as_ref().map(|_| "watch"),
+        c.console_match.as_ref().map(|_| "console_match"),
+        c.console_never.as_ref().map(|_| "console_never"),
+        c.results.as_ref().map(|_| "results"),
+        c.exit_status.as_ref().map(|_| "exit_status"),
+    ];
+    let given: Vec<&str> = kinds.iter().flatten().copied().collect();
+    if given.len() != 1 {
+        return Err(err(
+            Some(span),
+            format!(
+                "check `{name}` needs exactly one of break, watch, console_match, console_never, \
+                 results, exit_status (it has {})",
+                if given.is_empty() {
+                    "none".to_owned()
+                } else {
+                    given.join(", ")
+                }
+            ),
+        ));
+    }
+    let is_hit = c.brk.is_some() || c.watch.is_some();
+    // Keys that only mean something for some kinds: refuse them elsewhere, at their place.
+    let hit_keys = [
+        ("vcpu", c.vcpu.as_ref().map(Spanned::span)),
+        ("hits", c.hits.as_ref().map(Spanned::span)),
+        ("hits_per_line", c.hits_per_line.as_ref().map(Spanned::span)),
+        ("min", c.min.as_ref().map(Spanned::span)),
+        ("max", c.max.as_ref().map(Spanned::span)),
+        ("never", c.never.as_ref().map(Spanned::span)),
+        ("on_hit", c.on_hit.as_ref().map(Spanned::span)),
+    ];
+    let watch_keys = [
+        ("engine", c.engine.as_ref().map(Spanned::span)),
+        ("values_in", c.values_in.as_ref().map(Spanned::span)),
+        ("never_value", c.never_value.as_ref().map(Spanned::span)),
+        ("last_value", c.last_value.as_ref().map(Spanned::span)),
+    ];
+    for (key, at) in hit_keys {
+        if let (Some(at), false) = (at, is_hit) {
+            return Err(err(
+                Some(at),
+                format!("`{key}` belongs to a break or watch check"),
+            ));
+        }
+    }
+    for (key, at) in watch_keys {
+        if let (Some(at), None) = (at, &c.watch) {
+            return Err(err(Some(at), format!("`{key}` belongs to a watch check")));
+        }
+    }
+    let regex = |s: &Spanned<String>| line_regex(s, err);
+    let kind = if let Some(r) = &c.console_match {
+        CheckKind::ConsoleMatch(regex(r)?)
+    } else if let Some(r) = &c.console_never {
+        CheckKind::ConsoleNever(regex(r)?)
+    } else if let Some(f) = c.results {
+        CheckKind::Results(f.into_inner())
+    } else if let Some(s) = c.exit_status {
+        CheckKind::ExitStatus(s.into_inner())
+    } else {
+        let target = c
+            .brk
+            .as_ref()
+            .or(c.watch.as_ref())
+            .expect("one kind is given");
+        if target.get_ref().trim().is_empty() || target.get_ref().contains(char::is_whitespace) {
+            return Err(err(Some(target.span()), "a location is one word".into()));
+        }
+        let expect = hit_expect(&c, err)?;
+        let hits = HitCheck {
+            target: target.get_ref().clone(),
+            vcpu: c.vcpu.map(Spanned::into_inner),
+            expect,
+            on_hit: c.on_hit.map(Spanned::into_inner).unwrap_or_default(),
+        };
+        if c.brk.is_some() {
+            CheckKind::Break(hits)
+        } else {
+            let values = ValueExpect {
+                values_in: c
+                    .values_in
+                    .as_ref()
+                    .map(|v| (v.get_ref()[0], v.get_ref()[1])),
+                never_value: c.never_value.map(Spanned::into_inner),
+                last_value: c.last_value.map(Spanned::into_inner),
+            };
+            if let Some(v) = &c.values_in {
+                if v.get_ref()[0] > v.get_ref()[1] {
+                    return Err(err(
+                        Some(v.span()),
+                        "`values_in = [lo, hi]` needs lo <= hi".into(),
+                    ));
+                }
+            }
+            if let Some(e) = &c.engine {
+                if *e.get_ref() == EngineName::Hw && values.any() {
+                    return Err(err(
+                        Some(e.span()),
+                        "value constraints need the written values, which only the page engine reports; drop `engine = \"hw\"`".into(),
+                    ));
+                }
+            }
+            CheckKind::Watch(WatchCheck {
+                hits,
+                engine: c.engine.map(Spanned::into_inner),
+                values,
+            })
+        }
+    };
+    Ok(Check {
+        name,
+        line: 0,
+        kind,
+    })
+}
+
+/// A console regex, line-wise as people read a console: `^BUG:` matches at the start of any
+/// line, and `$` before `\r\n` too (serial consoles end lines so).
+fn line_regex(s: &Spanned<String>, err: &ErrFn<'_>) -> Result<Regex, SpecError> {
+    RegexBuilder::new(s.get_ref())
+        .multi_line(true)
+        .crlf(true)
+        .build()
+        .map_err(|e| {
+            let why = e.to_string();
+            let last = why.lines().last().unwrap_or_default().trim().to_owned();
+            err(Some(s.span()), format!("bad regex: {last}"))
+        })
+}
+
+/// `hits`, `min`, `max`, `never`: at least one hit when none is given.
+fn hit_expect(c: &RawCheck, err: &ErrFn<'_>) -> Result<HitExpect, SpecError> {
+    if let Some(p) = &c.hits_per_line {
+        let other = [c.hits.as_ref(), c.min.as_ref(), c.max.as_ref()]
+            .into_iter()
+            .flatten()
+            .next();
+        if let Some(o) = other
+            .map(Spanned::span)
+            .or(c.never.as_ref().map(Spanned::span))
+        {
+            return Err(err(
+                Some(o),
+                "`hits_per_line` sets the count; drop hits, min, max and never".into(),
+            ));
+        }
+        return Ok(HitExpect {
+            min: 0,
+            max: None,
+            per_line: Some(LinePattern(line_regex(p, err)?)),
+        });
+    }
+    if let Some(h) = &c.hits {
+        if let Some(other) = c.min.as_ref().or(c.max.as_ref()) {
+            return Err(err(
+                Some(other.span()),
+                "`hits` is exact; drop `min` and `max`".into(),
+            ));
+        }
+        if let Some(n) = &c.never {
+            return Err(err(
+                Some(n.span()),
+                "`hits` and `never` exclude each other".into(),
+            ));
+        }
+        let n = *h.get_ref();
+        return Ok(HitExpect {
+            min: n,
+            max: Some(n),
+            per_line: None,
+        });
+    }
+    if let Some(n) = &c.never {
+        if let Some(other) = c.min.as_ref().or(c.max.as_ref()) {
+            return Err(err(
+                Some(other.span()),
+                "`never` excludes `min` and `max`".into(),
+            ));
+        }
+        if !*n.get_ref() {
+            return Err(err(
+                Some(n.span()),
+                "`never = false` means nothing; drop it".into(),
+            ));
+        }
+        return Ok(HitExpect {
+            min: 0,
+            max: Some(0),
+            per_line: None,
+        });
+    }
+    let min = c.min.as_ref().map(|m| *m.get_ref());
+    let max = c.max.as_ref().map(|m| *m.get_ref());
+    if let (Some(lo), Some(hi)) = (min, max) {
+        if lo > hi {
+            return Err(err(
+                c.max.as_ref().map(Spanned::span),
+                format!("`max = {hi}` is below `min = {lo}`"),
+            ));
+        }
+    }
+    Ok(HitExpect {
+        min: min.unwrap_or(if max.is_some() { 0 } else { 1 }),
+        max,
+        per_line: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(text: &str) -> Spec {
+        parse(Path::new("/s/x.toml"), text, &|_| true).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn parse_err(text: &str) -> String {
+        parse(Path::new("/s/x.toml"), text, &|_| false)
+            .map(|_| ())
+            .expect_err("an error")
+            .to_string()
+    }
+
+    #[test]
+    fn a_full_spec_parses() {
+        let s = parse_ok(
+            r#"
+[vm]
+scenario = "exec"
+cmdline = "count=3"
+timeout = 5
+[[check]]
+name = "t0"
+break = "drv_target_0"
+hits = 3
+[[check]]
+name = "w"
+watch = "drv_watch_u32:w"
+values_in = [1, 3]
+last_value = 3
+[[check]]
+name = "c"
+console_never = "panic"
+[[check]]
+name = "e"
+exit_status = 0
+"#,
+        );
+        assert_eq!(s.vm.timeout, 5.0);
+        assert_eq!(s.vm.scenario.as_deref(), Some("exec"));
+        assert_eq!(s.checks.len(), 4);
+        assert_eq!(s.checks[1].line, 10);
+        match &s.checks[0].kind {
+            CheckKind::Break(h) => assert_eq!(
+                h.expect,
+                HitExpect {
+                    min: 3,
+                    max: Some(3),
+                    per_line: None,
+                }
+            ),
+            k => panic!("{k:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_inputs_can_be_a_skip() {
+        let text = "[vm]\nkernel = \"k\"\ninputs_missing = \"skip\"\n[[check]]\nname = \"e\"\nexit_status = 0\n";
+        let s = parse(Path::new("/s/x.toml"), text, &|_| false).expect("a skip, not an error");
+        assert_eq!(s.vm.missing.as_deref(), Some("kernel /s/k is not a file"));
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_spec_folder() {
+        let s = parse_ok("[vm]\nkernel = \"k.elf\"\n[[check]]\nname = \"e\"\nexit_status = 0\n");
+        assert_eq!(s.vm.kernel.as_deref(), Some(Path::new("/s/k.elf")));
+    }
+
+    /// Each error names its line and column.
+    #[test]
+    fn errors_have_line_and_column() {
+        let table = [
+            ("[[check]]\nname = \"a\"\nbogus = 1\n", "/s/x.toml:3:1: unknown field `bogus`"),
+            ("[[check]]\nname = \"a\"\nexit_status = \"zero\"\n", "/s/x.toml:3:15: invalid type"),
+            ("[[check]]\nname = \"a\"\nconsole_match = \"(\"\n", "/s/x.toml:3:17: bad regex"),
+            ("[vm]\nkernel = \"nope\"\n[[check]]\nname = \"a\"\nexit_status = 0\n", "/s/x.toml:2:10: kernel /s/nope is not a file"),
+            ("[[check]]\nname = \"a\"\nbreak = \"f\"\nhits = 1\nmin = 2\n", "/s/x.toml:5:7: `hits` is exact"),
+            ("[[check]]\nname = \"a\"\nexit_status = 0\nvcpu = 1\n", "/s/x.toml:4:8: `vcpu` belongs"),
+            ("[[check]]\nname = \"a\"\nbreak = \"f\"\nwatch = \"g\"\n", "/s/x.toml:1:1: check `a` needs exactly one"),
+            ("[[check]]\nname = \"a\"\nwatch = \"g\"\nengine = \"hw\"\nlast_value = 1\n", "/s/x.toml:4:10: value constraints"),
+            ("[[check]]\nname = \"a\"\nexit_status = 0\n[[check]]\nname = \"a\"\nexit_status = 1\n", "/s/x.toml:4:1: a second check"),
+            ("[vm]\ntimeout = 0\n[[check]]\nname = \"a\"\nexit_status = 0\n", "/s/x.toml:2:11: `timeout`"),
+            ("[[check]]\nname = \"a\"\nresults = \"junit\"\n", "/s/x.toml:3:11: unknown variant"),
+            ("[[check]]\nname = \"a\"\nbreak = \"f\"\nhits_per_line = \"x\"\nhits = 1\n", "/s/x.toml:5:8: `hits_per_line` sets the count"),
+            ("[vm]\ninputs_missing = \"maybe\"\n[[check]]\nname = \"a\"\nexit_status = 0\n", "/s/x.toml:2:18: `inputs_missing`"),
+        ];
+        for (text, want) in table {
+            let got = parse_err(text);
+            assert!(got.starts_with(want), "{text:?}\n got: {got}\nwant: {want}");
+        }
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+}
