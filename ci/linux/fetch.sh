@@ -5,6 +5,10 @@
 # Without them the spec's checks are listed as skipped, with the reason.
 set -euo pipefail
 cd "$(dirname "$0")"
+if [ -f cache/vmlinuz ] && [ -f cache/System.map ]; then
+  echo "fetch.sh: ci/linux/cache/ already has $(cat cache/VERSION 2>/dev/null || echo a kernel)"
+  exit 0
+fi
 pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
 [ -n "$pkg" ] || { echo "fetch.sh: apt knows no linux-image-cloud-amd64" >&2; exit 1; }
 work=$(mktemp -d)

@@ -426,8 +426,20 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             infrastructure_exit_code,
         ),
         Trial::test("ci_harness::shards_partition", shards_partition),
-        Trial::test("ci_harness::debian_kernel", debian_kernel),
     ];
+    // ci/linux and ci/kvm-unit-tests expect what those kernels do on this project's hosts
+    // (an emulation failure as the kernel's end, msr's six failures); on VMX/SVM they run
+    // further, and those expectations have not been checked there.
+    let like_ours =
+        drvisor::debug::DebugCaps::from_probe(&ctx.probe) == drvisor::debug::DebugCaps::pvm_like();
+    let elsewhere = "the spec's expectations are what this kernel does on this project's hosts \
+                     (guest CPL0 code emulated); on this host it runs further, and they have not \
+                     been checked here";
+    if like_ours {
+        t.push(Trial::test("ci_harness::debian_kernel", debian_kernel));
+    } else {
+        t.push(skipped("ci_harness::debian_kernel", elsewhere));
+    }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let kvm_private = std::fs::metadata("/dev/kvm")
@@ -445,7 +457,9 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
         ));
     }
     let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/kvm-unit-tests");
-    if images.join("setjmp.flat").is_file() {
+    if !like_ours {
+        t.push(skipped("ci_harness::kvm_unit_tests_suite", elsewhere));
+    } else if images.join("setjmp.flat").is_file() {
         t.push(Trial::test(
             "ci_harness::kvm_unit_tests_suite",
             kvm_unit_tests_suite,
