@@ -303,6 +303,10 @@ pub struct VcpuRegisters {
     pub efer: u64,
     pub cs: Segment,
     pub ss: Segment,
+    pub ds: Segment,
+    pub es: Segment,
+    pub fs: Segment,
+    pub gs: Segment,
 }
 
 /// `GET /memory` query: exactly one of `gpa` and `gva`, and `len`.

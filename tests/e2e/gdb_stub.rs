@@ -23,6 +23,7 @@ pub fn trials() -> Vec<Trial> {
         ("gdb::registers_memory_stepi", registers_memory_stepi),
         ("gdb::interrupt_detach_and_kill", interrupt_detach_and_kill),
         ("gdb::bad_packets_leave_the_vm_running", bad_packets),
+        ("gdb::with_cli_and_rest_each_sees_its_own", three_clients),
     ];
     let gdb = Command::new("gdb").arg("--version").output();
     cases
@@ -126,7 +127,7 @@ impl Stub {
     }
 
     /// Waits for the run to end.
-    fn finish(mut self) -> Result<Run, Failed> {
+    fn finish(&mut self) -> Result<Run, Failed> {
         let deadline = Instant::now() + Duration::from_secs(120);
         let status = loop {
             if let Some(s) = self.child.try_wait().map_err(|e| e.to_string())? {
@@ -172,7 +173,7 @@ const COUNTING: &str = "commands\nsilent\nset $hits = $hits + 1\ncontinue\nend\n
 
 /// `hbreak` with `silent; continue` is hit exactly as often as the guest calls the function.
 fn hbreak_counts_every_call() -> Result<(), Failed> {
-    let stub = Stub::start(&["--scenario", "exec", "--cmdline", "count=200"])?;
+    let mut stub = Stub::start(&["--scenario", "exec", "--cmdline", "count=200"])?;
     let out = stub.gdb(&format!("hbreak drv_target_1\n{COUNTING}"))?;
     let run = stub.finish()?;
     run.expect_code(0)?;
@@ -193,7 +194,7 @@ fn hbreak_counts_every_call() -> Result<(), Failed> {
 
 /// On 4 vCPUs gdb lists every vCPU as a thread, and a hit names the vCPU that made it.
 fn break_on_smp() -> Result<(), Failed> {
-    let stub = Stub::start(&["--scenario", "smp", "--vcpus", "4"])?;
+    let mut stub = Stub::start(&["--scenario", "smp", "--vcpus", "4"])?;
     let out = stub.gdb("hbreak drv_target_0\ncontinue\ninfo threads\nkill")?;
     let _ = stub.finish();
     for t in 1..=4 {
@@ -210,7 +211,7 @@ fn break_on_smp() -> Result<(), Failed> {
 /// `watch` stops at every write with the old and new value, and `awatch` takes a range longer
 /// than 8 bytes, on this host too, where hardware data watchpoints never fire.
 fn watch_and_awatch() -> Result<(), Failed> {
-    let stub = Stub::start(&["--scenario", "write", "--cmdline", "count=5"])?;
+    let mut stub = Stub::start(&["--scenario", "write", "--cmdline", "count=5"])?;
     let out = stub.gdb(
         "watch *(unsigned int *)&drv_watch_u32\ncontinue\ncontinue\ncontinue\ndelete\n\
          awatch *(char(*)[24])&drv_watch_u8\ncontinue\ndelete\ncontinue",
@@ -231,7 +232,7 @@ fn watch_and_awatch() -> Result<(), Failed> {
 /// With the guest's own four breakpoints armed, gdb's breakpoint and the guest's counts are
 /// both exact.
 fn guest_breakpoints_stay_exact() -> Result<(), Failed> {
-    let stub = Stub::start(&["--scenario", "guest-dr", "--cmdline", "count=25"])?;
+    let mut stub = Stub::start(&["--scenario", "guest-dr", "--cmdline", "count=25"])?;
     let out = stub.gdb(&format!("hbreak drv_target_2\n{COUNTING}"))?;
     let run = stub.finish()?;
     run.expect_code(0)?;
@@ -252,7 +253,7 @@ fn guest_breakpoints_stay_exact() -> Result<(), Failed> {
 
 /// Registers and memory read and written, and `stepi` moves RIP by one instruction.
 fn registers_memory_stepi() -> Result<(), Failed> {
-    let stub = Stub::start(&["--scenario", "write", "--cmdline", "count=3"])?;
+    let mut stub = Stub::start(&["--scenario", "write", "--cmdline", "count=3"])?;
     let out = stub.gdb(
         "hbreak drv_target_0\nwatch *(unsigned int *)&drv_watch_u32\ncontinue\ndelete\n\
          printf \"RIP0 %lu\\n\", $rip\nstepi\nprintf \"RIP1 %lu\\n\", $rip\n\
@@ -277,7 +278,7 @@ fn registers_memory_stepi() -> Result<(), Failed> {
 
 /// Ctrl-C stops a running guest, detach lets it run on, and a second gdb's kill ends the run.
 fn interrupt_detach_and_kill() -> Result<(), Failed> {
-    let stub = Stub::start(&["--scenario", "spin"])?;
+    let mut stub = Stub::start(&["--scenario", "spin"])?;
     // Ctrl-C while gdb waits in `continue`: gdb sends the interrupt, the guest stops, and the
     // script goes on.
     let out = stub.gdb_interrupted(
@@ -298,7 +299,7 @@ fn interrupt_detach_and_kill() -> Result<(), Failed> {
 /// Garbage and a client that goes away mid-packet leave the VM running; a real gdb still
 /// attaches afterwards.
 fn bad_packets() -> Result<(), Failed> {
-    let stub = Stub::start(&["--scenario", "spin"])?;
+    let mut stub = Stub::start(&["--scenario", "spin"])?;
     for junk in [&b"$zzz#00"[..], b"$m0,#00garbage", b"\x03\x03$qSupported:"] {
         let mut s =
             std::os::unix::net::UnixStream::connect(&stub.sock).map_err(|e| e.to_string())?;
@@ -311,4 +312,56 @@ fn bad_packets() -> Result<(), Failed> {
         format!("gdb could not attach after the junk\n{out}")
     })?;
     ensure(run.code == 0, || format!("exit {}\n{run}", run.code))
+}
+
+/// The command line, a REST client and gdb at once, each on its own function: each sees
+/// exactly its own hits, and the REST plane lists all three owners.
+fn three_clients() -> Result<(), Failed> {
+    let api = temp_path("three.sock");
+    let mut stub = Stub::start(&[
+        "--scenario",
+        "exec",
+        "--cmdline",
+        "count=40",
+        "--break",
+        "drv_target_0",
+        "--api-sock",
+        api.to_str().unwrap_or_default(),
+    ])?;
+    let client = drvisor_api::client::Client::unix(&api).map_err(|e| e.to_string())?;
+    let rest = client.add_breakpoint(&drvisor_api::rest::NewBreakpoint {
+        location: "drv_target_1".into(),
+        vcpu: None,
+        action: drvisor_api::HitAction::Continue,
+    })?;
+    let out = stub.gdb(&format!(
+        "hbreak drv_target_2\ncommands\nsilent\nset $hits = $hits + 1\n\
+         continue\nend\nset $hits = 0\ncontinue\n\
+         printf \"HITS %d\\n\", $hits"
+    ))?;
+    let events_file = stub.events.clone();
+    let run = stub.finish()?;
+    run.expect_code(0)?;
+    let events = crate::common::read_events(&events_file)?;
+    let count = |label: &str| events.iter().filter(|e| e["label"] == label).count();
+    ensure(count("drv_target_0") == 40, || {
+        format!(
+            "the command line's breakpoint: {} hits",
+            count("drv_target_0")
+        )
+    })?;
+    let rest_hits = events.iter().filter(|e| e["id"] == rest.id).count();
+    ensure(rest_hits == 40, || {
+        format!("the REST breakpoint: {rest_hits} hits")
+    })?;
+    ensure(number_after(&out, "HITS ") == Some(40), || {
+        format!("gdb counted {:?}\n{out}", number_after(&out, "HITS "))
+    })?;
+    let gdb_events = events
+        .iter()
+        .filter(|e| e["label"].as_str().is_some_and(|l| l.starts_with("gdb:")))
+        .count();
+    ensure(gdb_events == 40, || {
+        format!("{gdb_events} gdb hits on the bus")
+    })
 }

@@ -201,6 +201,10 @@ impl MultiThreadBase for GdbTarget {
         regs.eflags = g.rflags as u32;
         regs.segments.cs = u32::from(r.cs.selector);
         regs.segments.ss = u32::from(r.ss.selector);
+        regs.segments.ds = u32::from(r.ds.selector);
+        regs.segments.es = u32::from(r.es.selector);
+        regs.segments.fs = u32::from(r.fs.selector);
+        regs.segments.gs = u32::from(r.gs.selector);
         Ok(())
     }
 

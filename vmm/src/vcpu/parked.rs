@@ -169,6 +169,10 @@ pub fn snapshot(index: usize, fd: &mut VcpuFd, sync_regs: bool) -> Option<VcpuRe
         efer: sregs.efer,
         cs: seg(&sregs.cs),
         ss: seg(&sregs.ss),
+        ds: seg(&sregs.ds),
+        es: seg(&sregs.es),
+        fs: seg(&sregs.fs),
+        gs: seg(&sregs.gs),
     })
 }
 
