@@ -334,11 +334,11 @@ fn three_clients() -> Result<(), Failed> {
         vcpu: None,
         action: drvisor_api::HitAction::Continue,
     })?;
-    let out = stub.gdb(&format!(
+    let out = stub.gdb(
         "hbreak drv_target_2\ncommands\nsilent\nset $hits = $hits + 1\n\
          continue\nend\nset $hits = 0\ncontinue\n\
-         printf \"HITS %d\\n\", $hits"
-    ))?;
+         printf \"HITS %d\\n\", $hits",
+    )?;
     let events_file = stub.events.clone();
     let run = stub.finish()?;
     run.expect_code(0)?;
