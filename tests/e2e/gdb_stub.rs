@@ -3,7 +3,7 @@
 //! the reason.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,9 @@ pub fn trials() -> Vec<Trial> {
         })
         .collect()
 }
+
+/// The longest a gdb script may take (TCG makes the nested SVM guest slow).
+const GDB_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The embedded test guest's ELF, for gdb's symbols.
 fn guest_elf() -> Result<PathBuf, Failed> {
@@ -86,8 +89,10 @@ impl Stub {
         self.gdb_interrupted(script, None)
     }
 
-    /// [`Stub::gdb`], sending gdb a SIGINT (Ctrl-C) `after` it started, if given.
-    fn gdb_interrupted(&self, script: &str, after: Option<Duration>) -> Result<String, Failed> {
+    /// [`Stub::gdb`], sending gdb a SIGINT (Ctrl-C) once the REST plane on `api` shows the
+    /// guest running (gdb is then inside its `continue`), if given. gdb is killed after
+    /// [`GDB_TIMEOUT`]: a test never hangs on it.
+    fn gdb_interrupted(&self, script: &str, api: Option<&Path>) -> Result<String, Failed> {
         let elf = guest_elf()?;
         let file = temp_path("script.gdb");
         let text = format!(
@@ -95,7 +100,9 @@ impl Stub {
             self.sock.display()
         );
         std::fs::write(&file, text).map_err(|e| e.to_string())?;
-        let child = Command::new("gdb")
+        // gdb's output in these scripts is far below a pipe's capacity, so it is read once
+        // gdb has exited.
+        let mut child = Command::new("gdb")
             .args(["-q", "-batch", "-nx", "-x"])
             .arg(&file)
             .arg(&elf)
@@ -104,26 +111,43 @@ impl Stub {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("gdb: {e}"))?;
-        let pid = child.id() as libc::pid_t;
-        let interrupter = after.map(|after| {
-            std::thread::spawn(move || {
-                std::thread::sleep(after);
-                // SAFETY: kill(2) on the gdb child's pid, which this test owns and has not
-                // reaped yet (wait_with_output below reaps it).
-                unsafe { libc::kill(pid, libc::SIGINT) };
-            })
-        });
-        let out = child.wait_with_output().map_err(|e| format!("gdb: {e}"))?;
-        if let Some(t) = interrupter {
-            let _ = t.join();
+        let started = Instant::now();
+        let mut interrupt = api.map(drvisor_api::client::Client::unix).transpose()?;
+        let running = |c: &drvisor_api::client::Client| {
+            c.vm()
+                .is_ok_and(|vm| vm.state == drvisor_api::rest::VmState::Running)
+        };
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                break Some(status);
+            }
+            if interrupt.as_ref().is_some_and(running) {
+                std::thread::sleep(Duration::from_millis(300));
+                // SAFETY: kill(2) on gdb's pid: `child` is not reaped yet (try_wait above saw
+                // it running), so the pid is still gdb's.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+                interrupt = None;
+            }
+            if started.elapsed() > GDB_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut out = String::new();
+        if let Some(mut o) = child.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut out);
         }
         let _ = std::fs::remove_file(&file);
         let _ = std::fs::remove_file(&elf);
-        Ok(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
+        match status {
+            Some(_) => Ok(out),
+            None => Err(format!("gdb did not finish in {GDB_TIMEOUT:?}\n{out}").into()),
+        }
     }
 
     /// Waits for the run to end.
@@ -278,13 +302,16 @@ fn registers_memory_stepi() -> Result<(), Failed> {
 
 /// Ctrl-C stops a running guest, detach lets it run on, and a second gdb's kill ends the run.
 fn interrupt_detach_and_kill() -> Result<(), Failed> {
-    let mut stub = Stub::start(&["--scenario", "spin"])?;
+    let api = temp_path("interrupt.sock");
+    let mut stub = Stub::start(&[
+        "--scenario",
+        "spin",
+        "--api-sock",
+        api.to_str().unwrap_or_default(),
+    ])?;
     // Ctrl-C while gdb waits in `continue`: gdb sends the interrupt, the guest stops, and the
     // script goes on.
-    let out = stub.gdb_interrupted(
-        "continue\nprintf \"RIP %lu\\n\", $rip\ndetach",
-        Some(Duration::from_millis(1500)),
-    )?;
+    let out = stub.gdb_interrupted("continue\nprintf \"RIP %lu\\n\", $rip\ndetach", Some(&api))?;
     ensure(
         out.contains("SIGINT") && number_after(&out, "RIP ").is_some(),
         || format!("the interrupt did not stop the guest\n{out}"),
