@@ -282,7 +282,7 @@ impl Session {
     pub fn pause(&self, reason: &str) -> bool {
         self.debug.pause_all();
         self.publish_state(VmState::Paused, reason, None);
-        self.parked.wait_all(PAUSE_TIMEOUT) || self.control.is_finished()
+        self.control.is_finished() || self.parked.wait_all(PAUSE_TIMEOUT)
     }
 
     /// Resumes every vCPU.
