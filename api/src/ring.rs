@@ -1,8 +1,9 @@
 //! The event ring `GET /events` serves: the last N events with their sequence numbers, so a
-//! client can replay from `Last-Event-ID` or `?since=`. One producer (the VMM's feeder, which
-//! reads the event bus) pushes; any number of readers follow with a cursor of their own. A
-//! reader that falls more than N behind learns how many it missed (a `lost` record); it never
-//! slows the producer, which never waits for a reader.
+//! client can replay from `Last-Event-ID` or `?since=`. The VMM pushes (its feeder, which reads
+//! the event bus, and the session's plan and state changes, under one short lock); any number
+//! of readers follow with a cursor of their own. A reader that falls more than N behind learns
+//! how many it missed (a `lost` record); it never slows a producer, which never waits for a
+//! reader.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};

@@ -283,7 +283,7 @@ fn registers_memory_stepi() -> Result<(), Failed> {
          printf \"RIP0 %lu\\n\", $rip\nstepi\nprintf \"RIP1 %lu\\n\", $rip\n\
          set var *(unsigned int *)&drv_watch_u32 = 4242\n\
          printf \"MEM %u\\n\", *(unsigned int *)&drv_watch_u32\n\
-         set $r15 = 77\nprintf \"R15 %lu\\n\", $r15\ndetach",
+         set $r15 = 77\nmaint flush register-cache\nprintf \"R15 %lu\\n\", $r15\ndetach",
     )?;
     let run = stub.finish()?;
     run.expect_code(0)?;
@@ -326,12 +326,27 @@ fn interrupt_detach_and_kill() -> Result<(), Failed> {
 /// Garbage and a client that goes away mid-packet leave the VM running; a real gdb still
 /// attaches afterwards.
 fn bad_packets() -> Result<(), Failed> {
-    let mut stub = Stub::start(&["--scenario", "spin"])?;
+    let api = temp_path("junk.sock");
+    let mut stub = Stub::start(&[
+        "--scenario",
+        "spin",
+        "--api-sock",
+        api.to_str().unwrap_or_default(),
+    ])?;
     for junk in [&b"$zzz#00"[..], b"$m0,#00garbage", b"\x03\x03$qSupported:"] {
         let mut s =
             std::os::unix::net::UnixStream::connect(&stub.sock).map_err(|e| e.to_string())?;
         let _ = s.write_all(junk);
         std::thread::sleep(Duration::from_millis(200));
+    }
+    // Each junk connection ended as a detach: the guest runs.
+    let client = drvisor_api::client::Client::unix(&api).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.vm()?.state != drvisor_api::rest::VmState::Running {
+        ensure(Instant::now() < deadline, || {
+            "the VM did not run on after the junk".into()
+        })?;
+        std::thread::sleep(Duration::from_millis(20));
     }
     let out = stub.gdb("info threads\nkill")?;
     let run = stub.finish()?;

@@ -308,6 +308,7 @@ impl TryFrom<VmConfig> for Vm {
                 pages.migrations.follow(plan, &pages);
             }
         }));
+        let parked = Arc::new(ParkedRegs::new(config.vcpus, control.clone()));
         let shared = Arc::new(VcpuShared {
             bus,
             mmio,
@@ -320,7 +321,7 @@ impl TryFrom<VmConfig> for Vm {
             debug_attached: config.debug_attached,
             gate,
             watch: watch.clone(),
-            parked: Arc::new(ParkedRegs::new(config.vcpus)),
+            parked,
         });
         Ok(Vm {
             _kvm: kvm,

@@ -131,9 +131,8 @@ pub(crate) async fn capabilities(
 #[utoipa::path(post, path = "/breakpoints", tag = "breakpoints", request_body = NewBreakpoint,
     responses(
         (status = 201, description = "The new breakpoint", body = Breakpoint),
-        (status = 404, description = "No such vCPU", body = ErrorBody),
         (status = 409, description = "The VM has stopped", body = ErrorBody),
-        (status = 422, description = "Unknown symbol, bad address, no slot, or a mechanism this host lacks", body = ErrorBody),
+        (status = 422, description = "Unknown symbol, bad address, no such vCPU, no slot, or a mechanism this host lacks", body = ErrorBody),
     ))]
 pub(crate) async fn add_breakpoint(
     State(st): State<AppState>,
@@ -147,9 +146,8 @@ pub(crate) async fn add_breakpoint(
 #[utoipa::path(post, path = "/watchpoints", tag = "breakpoints", request_body = NewWatchpoint,
     responses(
         (status = 201, description = "The new watch (listed and removed under /breakpoints)", body = Breakpoint),
-        (status = 404, description = "No such vCPU", body = ErrorBody),
         (status = 409, description = "The VM has stopped", body = ErrorBody),
-        (status = 422, description = "Unknown symbol, bad length or alignment, no slot, or an engine this host lacks", body = ErrorBody),
+        (status = 422, description = "Unknown symbol, bad length or alignment, no such vCPU, no slot, or an engine this host lacks", body = ErrorBody),
     ))]
 pub(crate) async fn add_watchpoint(
     State(st): State<AppState>,
@@ -188,7 +186,7 @@ pub(crate) async fn breakpoint(
     responses(
         (status = 204, description = "Removed"),
         (status = 404, description = "No such breakpoint", body = ErrorBody),
-        (status = 409, description = "The VM has stopped, or another client owns it", body = ErrorBody),
+        (status = 422, description = "The engine could not remove it", body = ErrorBody),
     ))]
 pub(crate) async fn remove_breakpoint(
     State(st): State<AppState>,
@@ -240,12 +238,11 @@ pub(crate) async fn registers(
 #[utoipa::path(get, path = "/memory", tag = "memory",
     params(
         ("gpa" = Option<String>, Query, description = "A guest-physical address (`0x` hex or decimal)"),
-        ("gva" = Option<String>, Query, description = "A guest-virtual address, translated through the guest's page tables"),
+        ("gva" = Option<String>, Query, description = "A guest-virtual address or a symbol, translated through the guest's page tables"),
         ("len" = u64, Query, description = "Bytes, 1 to 4096"),
     ),
     responses(
         (status = 200, description = "The bytes", body = MemoryRead),
-        (status = 409, description = "The VM is not in a state that allows the read", body = ErrorBody),
         (status = 422, description = "Bad length, unmapped or unparsable address", body = ErrorBody),
     ))]
 pub(crate) async fn memory(

@@ -355,17 +355,36 @@ impl Control for Session {
             })
         };
         if query.len == 0 || query.len > MEMORY_READ_MAX {
-            return Err(bad_request(
+            return Err(unprocessable(
                 "bad-length",
                 format!("len={}: read 1 to {MEMORY_READ_MAX} bytes", query.len),
             ));
         }
+        let mut bytes = vec![0u8; query.len as usize];
         let (gpa, gva) = match (&query.gpa, &query.gva) {
-            (Some(gpa), None) => (address("gpa", gpa)?, None),
+            (Some(gpa), None) => {
+                let gpa = address("gpa", gpa)?;
+                self.mem
+                    .read_slice(&mut bytes, GuestAddress(gpa))
+                    .map_err(|_| {
+                        unprocessable(
+                            "not-ram",
+                            format!(
+                                "{gpa:#x} + {} bytes is not all guest RAM ({} MiB from 0)",
+                                query.len, self.facts.memory_mib
+                            ),
+                        )
+                    })?;
+                (gpa, None)
+            }
             (None, Some(gva)) => {
-                // A symbol or an address, as everywhere a location is written.
+                // A symbol or an address, as everywhere a location is written; read page by
+                // page through the guest's page tables.
                 let gva = self.parse_location(gva)?.1;
-                (self.translate(gva, query.len)?, Some(gva))
+                let gpa = self
+                    .read_virtual(gva, &mut bytes)
+                    .map_err(|e| unprocessable("not-mapped", e))?;
+                (gpa, Some(gva))
             }
             _ => {
                 return Err(bad_request(
@@ -374,18 +393,6 @@ impl Control for Session {
                 ))
             }
         };
-        let mut bytes = vec![0u8; query.len as usize];
-        self.mem
-            .read_slice(&mut bytes, GuestAddress(gpa))
-            .map_err(|_| {
-                unprocessable(
-                    "not-ram",
-                    format!(
-                        "{gpa:#x} + {} bytes is not all guest RAM ({} MiB from 0)",
-                        query.len, self.facts.memory_mib
-                    ),
-                )
-            })?;
         Ok(MemoryRead {
             gpa,
             gva,
@@ -395,40 +402,6 @@ impl Control for Session {
 
     fn events(&self) -> &EventRing {
         &self.ring
-    }
-}
-
-impl Session {
-    /// The guest-physical address of `[gva, gva + len)`, which must be contiguous.
-    fn translate(&self, gva: u64, len: u64) -> Result<u64, ApiError> {
-        let pieces = self
-            .watch
-            .physical_ranges(crate::watch::WatchRange::Virtual { gva, len })
-            .map_err(|e| match e {
-                crate::watch::Error::Translate(crate::watch::translate::Error::Kvm(_)) => {
-                    ApiError::new(ErrorKind::Internal, "kvm", e.to_string())
-                }
-                e => unprocessable("not-mapped", e.to_string()),
-            })?;
-        match pieces.as_slice() {
-            [(gpa, _)] => Ok(*gpa),
-            [(gpa, _), rest @ ..]
-                if rest
-                    .iter()
-                    .scan(*gpa, |end, (g, l)| {
-                        let contiguous = *g == *end;
-                        *end = g + l;
-                        Some(contiguous)
-                    })
-                    .all(|c| c) =>
-            {
-                Ok(*gpa)
-            }
-            _ => Err(unprocessable(
-                "not-contiguous",
-                format!("guest-virtual {gva:#x} + {len} bytes spans pages that are not contiguous in guest-physical memory; read it page by page"),
-            )),
-        }
     }
 }
 

@@ -23,17 +23,20 @@ impl Session {
             .map_err(|e| e.to_string())
     }
 
-    /// Reads guest-virtual memory, translated through the guest's page tables.
-    pub fn read_virtual(&self, gva: u64, buf: &mut [u8]) -> Result<(), String> {
+    /// Reads guest-virtual memory, translated through the guest's page tables page by page;
+    /// returns the guest-physical address of the first byte.
+    pub fn read_virtual(&self, gva: u64, buf: &mut [u8]) -> Result<u64, String> {
+        let pieces = self.pieces(gva, buf.len())?;
+        let first = pieces.first().map_or(0, |p| p.0);
         let mut at = 0usize;
-        for (gpa, len) in self.pieces(gva, buf.len())? {
+        for (gpa, len) in pieces {
             let piece = &mut buf[at..at + len as usize];
             self.mem
                 .read_slice(piece, GuestAddress(gpa))
                 .map_err(|e| format!("{gpa:#x}: {e}"))?;
             at += len as usize;
         }
-        Ok(())
+        Ok(first)
     }
 
     /// Writes guest-virtual memory. The write goes straight to guest RAM: page watches on the
@@ -58,7 +61,8 @@ impl Session {
     /// Writes vCPU `index`'s general registers, loaded before it runs again. `false` unless
     /// it is parked.
     pub fn write_registers(&self, index: usize, regs: Registers) -> bool {
-        self.parked.write(index, regs)
+        self.parked
+            .write(index, regs, std::time::Duration::from_secs(5))
     }
 
     /// The number of vCPUs.
@@ -114,9 +118,16 @@ impl Session {
                 "this host does not deliver single-steps (probe row \"single-step\")".into(),
             );
         }
+        if index >= self.vcpu_count() {
+            return Err(format!("there is no vCPU {index}"));
+        }
         let steps = self.parked.steps(index);
         self.debug.step_one(index);
-        Ok(self.parked.wait_stepped(index, steps, timeout))
+        let done = self.parked.wait_stepped(index, steps, timeout);
+        if !done {
+            self.debug.cancel_step(index);
+        }
+        Ok(done)
     }
 
     /// Whether every vCPU has parked, waiting up to `timeout`.

@@ -1,5 +1,5 @@
 //! A running VM as its clients drive it: the one object the command line, the REST plane and
-//! (later) gdb and the CI harness call. It arms and removes breakpoints through the debug
+//! the gdb stub call (the CI harness drives `drvisor run` processes). It arms and removes breakpoints through the debug
 //! controller and the page-watch engine, pauses and resumes through the vCPU gate, ends the
 //! run through run control, and keeps the book of who asked for what. No method touches a
 //! vCPU's file descriptor; a change returns once every vCPU runs the new plan.

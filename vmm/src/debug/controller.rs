@@ -556,6 +556,15 @@ impl DebugController {
         self.gate.end_pass(index);
     }
 
+    /// Withdraws a single-step that did not finish in time: the vCPU parks with the others.
+    pub fn cancel_step(&self, index: usize) {
+        if let Some(r) = self.step_requests.get(index) {
+            r.store(false, Ordering::SeqCst);
+        }
+        self.gate.end_pass(index);
+        self.control.kicker.kick_all();
+    }
+
     /// Takes vCPU `index`'s pending step request.
     pub(crate) fn take_step_request(&self, index: usize) -> bool {
         self.step_requests

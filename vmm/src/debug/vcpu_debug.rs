@@ -78,6 +78,18 @@ struct StepOver {
     rf: bool,
 }
 
+/// A client's single-step under way.
+#[derive(Clone, Copy, Debug)]
+struct ClientStep {
+    /// RIP when it began.
+    from: u64,
+    /// Step exits so far that left RIP there.
+    stalled: u8,
+}
+
+/// How many step exits without progress end a client's step anyway (`jmp .`).
+const CLIENT_STEP_STALLS: u8 = 3;
+
 /// One vCPU's debug state.
 pub struct VcpuDebug {
     index: usize,
@@ -86,9 +98,9 @@ pub struct VcpuDebug {
     plan: VcpuPlan,
     installed: GuestDebug,
     step_over: Option<StepOver>,
-    /// A client's single-step (gdb `stepi`) is under way: its BS is the client's, not the
-    /// guest's.
-    client_step: bool,
+    /// A client's single-step (gdb `stepi`) is under way, from this RIP, with this many step
+    /// exits that left RIP there: its BS is the client's, not the guest's.
+    client_step: Option<ClientStep>,
     /// How many client single-steps this vCPU has taken.
     client_steps: u64,
     guest: GuestDrFile,
@@ -119,7 +131,7 @@ impl VcpuDebug {
             plan: VcpuPlan::empty(drvisor_debug::VcpuId(index as u32)),
             installed: GuestDebug::OFF,
             step_over: None,
-            client_step: false,
+            client_step: None,
             client_steps: 0,
             guest: GuestDrFile::default(),
             skip_resync: false,
@@ -152,7 +164,10 @@ impl VcpuDebug {
             self.deferred_db = !vcpu.inject_db()?;
         }
         if self.ctl.take_step_request(self.index) {
-            self.client_step = true;
+            self.client_step = Some(ClientStep {
+                from: vcpu.regs()?.rip,
+                stalled: 0,
+            });
             self.install(vcpu)?;
         }
         while self.has_news() {
@@ -197,7 +212,7 @@ impl VcpuDebug {
         // when the plan carries guest slots only: then they fire natively, and every guest DR
         // change takes effect at once, even on hosts that cannot trap MOV DR.
         let hw_bp = self.plan.has_host_slots();
-        let stepping = self.step_over.is_some() || self.client_step;
+        let stepping = self.step_over.is_some() || self.client_step.is_some();
         if !hw_bp && !stepping {
             return GuestDebug::OFF;
         }
@@ -288,7 +303,7 @@ impl VcpuDebug {
     /// `debug.arch.pc`): every bit to its owner.
     pub fn on_debug_exit(&mut self, dr6: u64, pc: u64, vcpu: &impl DebugVcpu) -> Result<Verdict> {
         let ctx = AttributionContext {
-            host_single_step: self.step_over.is_some() || self.client_step,
+            host_single_step: self.step_over.is_some() || self.client_step.is_some(),
             host_gd_trap: self.installed.dr7 & DR7_GD != 0,
             guest_gd: self.guest.dr7.gd(),
         };
@@ -422,10 +437,18 @@ impl VcpuDebug {
     /// frame the guest's #DB handler pushed (adding it delivered one spurious BS per hit), and
     /// the guest's TF is not tracked elsewhere. The README says so.
     fn finish_step(&mut self, pc: u64, guest_dr6: Option<Dr6>) -> Option<Dr6> {
-        // A client's step ends with the first step exit: one instruction has run.
-        if std::mem::take(&mut self.client_step) {
-            self.client_steps += 1;
-            self.ctl.end_step(self.index);
+        // A client's step ends once RIP has moved: one instruction has run. A step exit with
+        // RIP still there is a `rep` iteration or (seen on this project's hosts under SMP
+        // load) an exit before the instruction ran, as for the step-over below; a jump to
+        // itself never moves, so a few such exits end it too.
+        if let Some(step) = &mut self.client_step {
+            if step.from == pc && step.stalled < CLIENT_STEP_STALLS {
+                step.stalled += 1;
+            } else {
+                self.client_step = None;
+                self.client_steps += 1;
+                self.ctl.end_step(self.index);
+            }
         }
         if self.step_over.as_ref().is_some_and(|s| s.rip != pc) {
             self.step_over = None;

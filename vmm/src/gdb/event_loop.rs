@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use drvisor_api::rest::VmState;
 use gdbstub::common::Signal;
 use gdbstub::conn::{Connection, ConnectionExt};
 use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
@@ -58,7 +59,12 @@ impl BlockingEventLoop for StubLoop {
                 None => target.stops.recv_timeout(POLL).ok(),
             };
             if let Some(stop) = stop {
-                // All-stop: the hit paused every vCPU; report once they are all out.
+                // All-stop: the hit paused every vCPU, unless another client resumed them
+                // since; pause again (it changes nothing if paused), and report once every
+                // vCPU is out.
+                if target.session.state().0 == VmState::Running {
+                    target.session.pause("gdb stop");
+                }
                 target.session.wait_parked(PARK_TIMEOUT);
                 return Ok(Event::TargetStopped(reason(stop)));
             }

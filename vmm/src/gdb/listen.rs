@@ -64,14 +64,36 @@ impl Drop for Listener {
 
 type Conn = Box<dyn ConnectionExt<Error = std::io::Error>>;
 
+/// Removes a stale socket at `path` (one nobody answers on). A live one, or anything that is
+/// not a socket, is left alone and refused: a mistyped path must not delete a file.
+fn clear_stale(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            "a file that is not a socket is there; give a free path",
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(Error::new(
+            ErrorKind::AddrInUse,
+            "a live server already answers on this socket",
+        )),
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    }
+}
+
 impl Listener {
     fn bind(at: &Listen) -> std::io::Result<Listener> {
         Ok(match at {
             Listen::Tcp(addr) => Listener::Tcp(TcpListener::bind(addr)?),
             Listen::Unix(path) => {
-                if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
-                    std::fs::remove_file(path)?;
-                }
+                clear_stale(path)?;
                 Listener::Unix(UnixListener::bind(path)?, path.clone())
             }
         })
@@ -96,7 +118,12 @@ impl Listener {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(20))
                 }
-                Err(e) => return Err(e),
+                // A connection that went away before it was accepted, a signal, or no file
+                // descriptor left for a moment: keep listening.
+                Err(e) => {
+                    tracing::warn!("gdb stub: accept failed: {e}; still listening");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
         }
     }

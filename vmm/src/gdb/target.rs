@@ -240,7 +240,7 @@ impl MultiThreadBase for GdbTarget {
     fn read_addrs(&mut self, start: u64, data: &mut [u8], _tid: Tid) -> TargetResult<usize, Self> {
         self.session
             .read_virtual(start, data)
-            .map(|()| data.len())
+            .map(|_| data.len())
             .map_err(|_| TargetError::Errno(14))
     }
 
@@ -271,10 +271,14 @@ impl MultiThreadResume for GdbTarget {
         }
         match self.step.take() {
             // All-stop: the other vCPUs stay paused while this one runs its instruction.
-            Some(vcpu) => match self.session.step(vcpu, STEP_TIMEOUT)? {
-                true => self.queued.push_back(Stop { vcpu, point: None }),
-                false => return Err(format!("vCPU {vcpu} did not finish its single-step")),
-            },
+            // A step that did not finish (a `hlt` with interrupts held off) was withdrawn: gdb
+            // is told the vCPU stopped where it is, as after any step.
+            Some(vcpu) => {
+                if !self.session.step(vcpu, STEP_TIMEOUT)? {
+                    tracing::warn!("gdb: vCPU {vcpu} did not finish its single-step in time");
+                }
+                self.queued.push_back(Stop { vcpu, point: None });
+            }
             None => self.session.resume("gdb"),
         }
         Ok(())

@@ -85,7 +85,9 @@ impl VcpuGate {
             return true;
         };
         flag.store(true, SeqCst);
-        if self.closed() && !self.passes[index].load(SeqCst) {
+        // A pass gets past a pause, never past a hold: a quiesce promises nobody is inside.
+        let held = self.holds.load(SeqCst) > 0;
+        if held || (self.user_paused.load(SeqCst) && !self.passes[index].load(SeqCst)) {
             self.leave(index);
             return false;
         }
@@ -109,9 +111,10 @@ impl VcpuGate {
         }
     }
 
-    /// Whether vCPU `index` holds an unused pass (it should stop parking and try to enter).
+    /// Whether vCPU `index` may enter on its pass now (it should stop parking and try): it
+    /// holds one, and no hold keeps everyone out.
     pub fn has_pass(&self, index: usize) -> bool {
-        self.passes.get(index).is_some_and(|p| p.load(SeqCst))
+        self.passes.get(index).is_some_and(|p| p.load(SeqCst)) && self.holds.load(SeqCst) == 0
     }
 
     /// Called by vCPU `index` when `KVM_RUN` returns.
@@ -137,10 +140,12 @@ impl VcpuGate {
         }
     }
 
-    /// Pauses every vCPU (all-stop) until [`VcpuGate::resume`].
+    /// Pauses every vCPU (all-stop) until [`VcpuGate::resume`]. vCPUs already parked (for a
+    /// hold) are woken to leave their registers for clients.
     pub fn pause(&self) {
         self.user_paused.store(true, SeqCst);
         self.control.kicker.kick_all();
+        self.notify();
     }
 
     /// Ends a pause.
@@ -246,6 +251,10 @@ mod tests {
         g.leave(1);
         assert!(g.try_enter(1), "until the pass ends");
         g.leave(1);
+        {
+            let _held = g.hold();
+            assert!(!g.has_pass(1) && !g.try_enter(1), "never past a hold");
+        }
         g.end_pass(1);
         assert!(!g.try_enter(1), "then it parks with the others");
     }

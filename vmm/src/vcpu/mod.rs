@@ -154,7 +154,8 @@ impl Vcpu {
                 break;
             }
             if !shared.gate.try_enter(self.index) {
-                if shared.gate.is_paused() {
+                let snapped = shared.gate.is_paused();
+                if snapped {
                     // The sync area is filled at exits: before the first, ask KVM.
                     let synced = self.sync_regs && self.last_structures.is_some();
                     let steps = ctx.debug.as_deref().map_or(0, VcpuDebug::client_steps);
@@ -164,9 +165,13 @@ impl Vcpu {
                 }
                 let debug = ctx.debug.as_deref();
                 let index = self.index;
-                shared
-                    .gate
-                    .park(|| debug.is_some_and(VcpuDebug::has_news) || shared.gate.has_pass(index));
+                // Also wakes to leave its registers when a pause comes while it waits for a
+                // hold to end.
+                shared.gate.park(|| {
+                    debug.is_some_and(VcpuDebug::has_news)
+                        || shared.gate.has_pass(index)
+                        || (!snapped && shared.gate.is_paused())
+                });
                 // Leaving the park (to run, or to look at news and park again): the registers
                 // are the vCPU's own again, with what a client wrote meanwhile.
                 if let Some(written) = shared.parked.unpark(self.index) {
@@ -252,14 +257,29 @@ impl Vcpu {
         written: &drvisor_api::Registers,
     ) -> Result<(), crate::debug::KvmError> {
         use crate::debug::DebugVcpu;
+        // Before the first exit the sync area is empty and a parked read asks KVM: write
+        // through KVM too, so that read sees it.
+        let synced = self.sync_regs && self.last_structures.is_some();
+        if !synced {
+            let mut r = self
+                .fd
+                .get_regs()
+                .map_err(|source| crate::debug::KvmError {
+                    op: "KVM_GET_REGS",
+                    source,
+                })?;
+            apply_written(&mut r, written);
+            return self
+                .fd
+                .set_regs(&r)
+                .map_err(|source| crate::debug::KvmError {
+                    op: "KVM_SET_REGS",
+                    source,
+                });
+        }
         let seam = self.debug_vcpu(shared);
         let mut r = seam.regs()?;
-        let w = written;
-        (r.rax, r.rbx, r.rcx, r.rdx) = (w.rax, w.rbx, w.rcx, w.rdx);
-        (r.rsi, r.rdi, r.rsp, r.rbp) = (w.rsi, w.rdi, w.rsp, w.rbp);
-        (r.r8, r.r9, r.r10, r.r11) = (w.r8, w.r9, w.r10, w.r11);
-        (r.r12, r.r13, r.r14, r.r15) = (w.r12, w.r13, w.r14, w.r15);
-        (r.rip, r.rflags) = (w.rip, w.rflags);
+        apply_written(&mut r, written);
         seam.set_regs(&r)
     }
 
@@ -337,4 +357,14 @@ impl Vcpu {
     fn rip(&self) -> u64 {
         self.regs().map(|r| r.rip).unwrap_or(u64::MAX)
     }
+}
+
+/// A client's general registers over the vCPU's.
+fn apply_written(r: &mut kvm_bindings::kvm_regs, written: &drvisor_api::Registers) {
+    let w = written;
+    (r.rax, r.rbx, r.rcx, r.rdx) = (w.rax, w.rbx, w.rcx, w.rdx);
+    (r.rsi, r.rdi, r.rsp, r.rbp) = (w.rsi, w.rdi, w.rsp, w.rbp);
+    (r.r8, r.r9, r.r10, r.r11) = (w.r8, w.r9, w.r10, w.r11);
+    (r.r12, r.r13, r.r14, r.r15) = (w.r12, w.r13, w.r14, w.r15);
+    (r.rip, r.rflags) = (w.rip, w.rflags);
 }

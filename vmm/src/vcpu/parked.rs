@@ -3,7 +3,7 @@
 //! resumes, with any general registers a client wrote meanwhile (gdb's `set $rax = ...`).
 //! `GET /vcpus/{n}/registers` and gdb read them.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use drvisor_api::rest::{Segment, VcpuRegisters};
@@ -12,12 +12,18 @@ use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use kvm_ioctls::VcpuFd;
 
 use crate::debug::registers;
+use crate::run_control::RunControl;
 
 /// One snapshot slot per vCPU.
 pub struct ParkedRegs {
     slots: Mutex<Vec<Slot>>,
     changed: Condvar,
+    /// The run: every wait ends when it does.
+    control: Arc<RunControl>,
 }
+
+/// How often a waiter looks whether the run has ended.
+const SLICE: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Default)]
 struct Slot {
@@ -29,12 +35,32 @@ struct Slot {
 }
 
 impl ParkedRegs {
-    /// Empty slots for `vcpus` vCPUs.
-    pub fn new(vcpus: usize) -> Self {
+    /// Empty slots for the `vcpus` vCPUs of the run `control`.
+    pub fn new(vcpus: usize, control: Arc<RunControl>) -> Self {
         ParkedRegs {
             slots: Mutex::new(vec![Slot::default(); vcpus]),
             changed: Condvar::new(),
+            control,
         }
+    }
+
+    /// Waits on the condition variable until `deadline`, in slices; `None` once the deadline
+    /// has passed or the run has ended.
+    fn wait_slice<'a>(
+        &self,
+        slots: std::sync::MutexGuard<'a, Vec<Slot>>,
+        deadline: Instant,
+    ) -> Option<std::sync::MutexGuard<'a, Vec<Slot>>> {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        if self.control.is_finished() {
+            return None;
+        }
+        Some(
+            self.changed
+                .wait_timeout(slots, left.min(SLICE))
+                .unwrap_or_else(|e| e.into_inner())
+                .0,
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
@@ -68,14 +94,10 @@ impl ParkedRegs {
             .get(index)
             .is_some_and(|s| s.steps <= steps || s.parked.is_none())
         {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return false;
-            };
-            slots = self
-                .changed
-                .wait_timeout(slots, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            match self.wait_slice(slots, deadline) {
+                Some(next) => slots = next,
+                None => return false,
+            }
         }
         slots.get(index).is_some()
     }
@@ -89,9 +111,17 @@ impl ParkedRegs {
     }
 
     /// Writes vCPU `index`'s general registers (loaded before it next runs). `false` unless it
-    /// is parked.
-    pub fn write(&self, index: usize, regs: Registers) -> bool {
+    /// is parked, or parks again within `timeout` (it may be out for a moment, installing a
+    /// new plan).
+    pub fn write(&self, index: usize, regs: Registers, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         let mut slots = self.lock();
+        while slots.get(index).is_some_and(|s| s.parked.is_none()) {
+            match self.wait_slice(slots, deadline) {
+                Some(next) => slots = next,
+                None => return false,
+            }
+        }
         match slots.get_mut(index) {
             Some(Slot {
                 parked: Some(parked),
@@ -118,12 +148,7 @@ impl ParkedRegs {
                 }) => return Some(regs.clone()),
                 Some(_) => {}
             }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            slots = self
-                .changed
-                .wait_timeout(slots, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            slots = self.wait_slice(slots, deadline)?;
         }
     }
 
@@ -132,14 +157,10 @@ impl ParkedRegs {
         let deadline = Instant::now() + timeout;
         let mut slots = self.lock();
         while slots.iter().any(|s| s.parked.is_none()) {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return false;
-            };
-            slots = self
-                .changed
-                .wait_timeout(slots, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            match self.wait_slice(slots, deadline) {
+                Some(next) => slots = next,
+                None => return false,
+            }
         }
         true
     }
@@ -182,7 +203,7 @@ mod tests {
 
     #[test]
     fn a_reader_waits_for_the_vcpu_to_park() {
-        let p = std::sync::Arc::new(ParkedRegs::new(2));
+        let p = Arc::new(ParkedRegs::new(2, Arc::new(RunControl::new().unwrap())));
         assert!(p.wait(0, Duration::ZERO).is_none());
         assert!(p.wait(5, Duration::ZERO).is_none(), "no such vCPU");
         let p2 = p.clone();
@@ -196,7 +217,7 @@ mod tests {
             rax: 7,
             ..Default::default()
         };
-        assert!(p.write(0, r.clone()));
+        assert!(p.write(0, r.clone(), Duration::ZERO));
         assert_eq!(
             p.wait(0, Duration::ZERO).unwrap().regs.rax,
             7,
@@ -204,6 +225,9 @@ mod tests {
         );
         assert_eq!(p.unpark(0), Some(r), "the vCPU loads it");
         assert!(p.wait(0, Duration::ZERO).is_none());
-        assert!(!p.write(0, Registers::default()), "not parked");
+        assert!(
+            !p.write(0, Registers::default(), Duration::ZERO),
+            "not parked"
+        );
     }
 }
