@@ -59,9 +59,14 @@ struct Served {
 
 impl Served {
     fn start(args: &[&str]) -> Result<Served, Failed> {
+        Self::start_with(args, &[])
+    }
+
+    fn start_with(args: &[&str], env: &[(&str, &str)]) -> Result<Served, Failed> {
         let sock = temp_path("api.sock");
         let events = temp_path("api-events.jsonl");
         let child = Command::new(DRVISOR)
+            .envs(env.iter().copied())
             .args(["run", "--api-sock"])
             .arg(&sock)
             .arg("--events")
@@ -614,7 +619,12 @@ fn second_server_refused() -> Result<(), Failed> {
 /// the guest is not held up (the `--events` file has every hit), and when the client reads at
 /// last it is told how many it lost, right where they are missing: no silent gap.
 fn stalled_reader() -> Result<(), Failed> {
-    let mut served = Served::start(&["--paused", "--scenario", "spin"])?;
+    // A small ring, so that a few thousand hits overrun it on any host.
+    let ring = 1000usize;
+    let mut served = Served::start_with(
+        &["--paused", "--scenario", "spin"],
+        &[(drvisor::control::RING_VAR, &ring.to_string())],
+    )?;
     let bp = served.client.add_breakpoint(&NewBreakpoint {
         location: "drv_target_0".into(),
         vcpu: None,
@@ -622,8 +632,8 @@ fn stalled_reader() -> Result<(), Failed> {
     })?;
     let stalled = served.client.events(Some(0), true)?;
     served.client.resume()?;
-    // More hits than the ring's 65,536, by the file's count.
-    let wanted = drvisor::control::RING_CAPACITY + 10_000;
+    // More hits than the ring holds, by the file's count.
+    let wanted = ring + 2_000;
     let deadline = Instant::now() + Duration::from_secs(240);
     while crate::common::events_so_far(&served.events)? < wanted {
         ensure(Instant::now() < deadline, || "too few hits in 240 s".into())?;

@@ -12,4 +12,4 @@ mod session;
 
 pub use hits::{hit_event, reporter};
 pub use request::{arm, Error, Request, What};
-pub use session::{Facts, Session, PAUSE_TIMEOUT, RING_CAPACITY};
+pub use session::{Facts, Session, PAUSE_TIMEOUT, RING_CAPACITY, RING_VAR};

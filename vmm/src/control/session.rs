@@ -33,6 +33,9 @@ use crate::Vm;
 /// How many events the stream's ring keeps for replay.
 pub const RING_CAPACITY: usize = 64 * 1024;
 
+/// Test-only: the ring's capacity, to make a reader fall behind with few hits.
+pub const RING_VAR: &str = "DRVISOR_STREAM_RING";
+
 /// How long a pause waits for every vCPU to leave the guest.
 pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -81,7 +84,11 @@ impl Session {
         symbols: Arc<SymbolTable>,
         stream: bool,
     ) -> std::io::Result<Arc<Self>> {
-        let ring = Arc::new(EventRing::new(RING_CAPACITY));
+        let capacity = std::env::var(RING_VAR)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(RING_CAPACITY);
+        let ring = Arc::new(EventRing::new(capacity));
         let feeder = match stream {
             true => Some(super::feeder::spawn(vm.events(), ring.clone())?),
             false => None,
