@@ -49,11 +49,22 @@ fn agrees_with_kvm_probe_c() -> Result<(), Failed> {
             )
             .into());
         };
-        ensure(*our_yes_no == yes_no, || {
-            format!("row `{label}`: kvm-probe.c says {yes_no}, drvisor says {our_yes_no}")
-        })?;
+        let speed_row = label.starts_with("CPL0 guest code runs natively");
+        // The speed row is a timing: its verdict must agree only where both rates are far
+        // from the 500 M instr/s line (billions native, a few million emulated). Under an
+        // emulator (the nested SVM guest) both land near it, and two runs can fall either side.
+        let near_line = |l: &str| rate(l).is_none_or(|r| (100.0..2500.0).contains(&r));
+        if speed_row && (near_line(line) || near_line(our_line)) {
+            println!(
+                "  probe: speed rates near the 500 M instr/s line, verdicts not compared:\n    C:  {line}\n    us: {our_line}"
+            );
+        } else {
+            ensure(*our_yes_no == yes_no, || {
+                format!("row `{label}`: kvm-probe.c says {yes_no}, drvisor says {our_yes_no}")
+            })?;
+        }
         // Exit numbers and RIPs are deterministic; the speed row's timing is not.
-        if !label.starts_with("CPL0 guest code runs natively") {
+        if !speed_row {
             ensure(line == *our_line, || {
                 format!("row differs:\n  C:  {line}\n  us: {our_line}")
             })?;
@@ -63,6 +74,16 @@ fn agrees_with_kvm_probe_c() -> Result<(), Failed> {
     ensure(compared >= 13, || format!("only {compared} rows compared"))?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The rate a speed row reports: `... = 177.8 M instr/s`.
+fn rate(line: &str) -> Option<f64> {
+    line.rsplit_once(" = ")?
+        .1
+        .strip_suffix(" M instr/s")?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn ours_stdout(rows: &[(String, String, &str)]) -> String {
