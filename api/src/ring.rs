@@ -115,6 +115,11 @@ impl EventRing {
         self.grew.notify_all();
     }
 
+    /// Whether [`EventRing::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// The sequence number of the newest event (0 before the first).
     pub fn last_seq(&self) -> u64 {
         self.lock().next_seq - 1

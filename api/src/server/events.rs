@@ -30,7 +30,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 
 /// How long a stream may go on draining the ring once the server shuts down.
-pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(4);
 
 use super::error::bad_request;
 use super::extract::StrictQuery;
@@ -145,11 +145,15 @@ pub(crate) async fn events(
     };
     let mut shutdown = st.shutdown.clone();
     // The VMM closes the ring before it shuts the server down: a reader that keeps up gets
-    // every event up to the VM's stop and ends by itself. One that does not is cut off after
-    // DRAIN_GRACE.
+    // every event up to the VM's stop and ends by itself; one slowed down (a loaded host) has
+    // DRAIN_GRACE to catch up, and one that stopped reading is cut off then. A server shut down
+    // with the ring still open ends its streams at once.
+    let control = st.control.clone();
     let stopped = async move {
         let _ = shutdown.wait_for(|s| *s).await;
-        tokio::time::sleep(DRAIN_GRACE).await;
+        if control.events().is_closed() {
+            tokio::time::sleep(DRAIN_GRACE).await;
+        }
     };
     let stream = stream::unfold(reader, Reader::next).take_until(stopped);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))

@@ -39,9 +39,10 @@ pub use openapi::openapi_json;
 use crate::control::Control;
 use routes::AppState;
 
-/// How long shutdown waits for open connections (event streams end at once; a client that
-/// stopped reading does not hold shutdown up longer than this).
-const GRACE: Duration = Duration::from_secs(2);
+/// How long shutdown waits for open connections (event streams drain a closed ring for up to
+/// `events::DRAIN_GRACE`; a client that stopped reading does not hold shutdown up longer
+/// than this).
+const GRACE: Duration = Duration::from_secs(5);
 
 /// Where to serve.
 #[derive(Clone, Debug, Default)]
@@ -77,7 +78,7 @@ impl ServerHandle {
         self.socket.as_ref().map(|s| s.path())
     }
 
-    /// Stops serving: ends event streams, lets requests in flight finish (up to 2 s), joins
+    /// Stops serving: ends event streams, lets requests in flight finish (up to 5 s), joins
     /// the server thread and removes the socket file.
     pub fn shutdown(mut self) {
         self.stop_now();
