@@ -85,6 +85,14 @@ impl Served {
             std::thread::sleep(Duration::from_millis(10));
         }
         let client = Client::unix(&sock).map_err(|e| format!("client: {e}"))?;
+        // The file appears at bind, before the server listens (it sets the mode in between):
+        // ready once a request is answered.
+        while let Err(e) = client.vm() {
+            if Instant::now() > deadline {
+                return Err(format!("the API never answered: {e}").into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Ok(Served {
             child,
             sock,
