@@ -264,3 +264,32 @@ pub fn refused(scenario: &str, args: &[&str], needle: &str) -> Result<(), Failed
     })?;
     ensure(!run.stderr.contains("panicked"), || run.to_string())
 }
+
+/// Waits up to `timeout` for a spawned `drvisor` (stdout and stderr piped) to exit, and reads
+/// what it printed; kills it and fails if it does not end.
+pub fn wait_child(child: &mut std::process::Child, timeout: Duration) -> Result<Run, Failed> {
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("the run did not end".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut stdout);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    Ok(Run {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    })
+}

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use drvisor_api::client::Client;
+
 use crate::common::{ensure, guest_number, skipped, temp_path, Failed, Run, Trial, DRVISOR};
 
 type Case = (&'static str, fn() -> Result<(), Failed>);
@@ -84,6 +86,17 @@ impl Stub {
         })
     }
 
+    /// [`Stub::start`] with the REST plane too (`--api-sock`): the stub, the socket, and a
+    /// client of it.
+    fn with_api(args: &[&str]) -> Result<(Stub, PathBuf, Client), Failed> {
+        let api = temp_path("gdb-api.sock");
+        let mut all = args.to_vec();
+        all.extend(["--api-sock", api.to_str().unwrap_or_default()]);
+        let stub = Stub::start(&all)?;
+        let client = Client::unix(&api).map_err(|e| e.to_string())?;
+        Ok((stub, api, client))
+    }
+
     /// Runs gdb with `script` (one command per line) against the stub: gdb's output.
     fn gdb(&self, script: &str) -> Result<String, Failed> {
         self.gdb_interrupted(script, None)
@@ -112,8 +125,8 @@ impl Stub {
             .spawn()
             .map_err(|e| format!("gdb: {e}"))?;
         let started = Instant::now();
-        let mut interrupt = api.map(drvisor_api::client::Client::unix).transpose()?;
-        let running = |c: &drvisor_api::client::Client| {
+        let mut interrupt = api.map(Client::unix).transpose()?;
+        let running = |c: &Client| {
             c.vm()
                 .is_ok_and(|vm| vm.state == drvisor_api::rest::VmState::Running)
         };
@@ -152,30 +165,7 @@ impl Stub {
 
     /// Waits for the run to end.
     fn finish(&mut self) -> Result<Run, Failed> {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().map_err(|e| e.to_string())? {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                return Err("the run did not end".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut stdout = String::new();
-        let mut stderr = String::new();
-        if let Some(mut o) = self.child.stdout.take() {
-            let _ = o.read_to_string(&mut stdout);
-        }
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut stderr);
-        }
-        Ok(Run {
-            code: status.code().unwrap_or(-1),
-            stdout,
-            stderr,
-        })
+        crate::common::wait_child(&mut self.child, Duration::from_secs(120))
     }
 }
 
@@ -302,13 +292,7 @@ fn registers_memory_stepi() -> Result<(), Failed> {
 
 /// Ctrl-C stops a running guest, detach lets it run on, and a second gdb's kill ends the run.
 fn interrupt_detach_and_kill() -> Result<(), Failed> {
-    let api = temp_path("interrupt.sock");
-    let mut stub = Stub::start(&[
-        "--scenario",
-        "spin",
-        "--api-sock",
-        api.to_str().unwrap_or_default(),
-    ])?;
+    let (mut stub, api, _) = Stub::with_api(&["--scenario", "spin"])?;
     // Ctrl-C while gdb waits in `continue`: gdb sends the interrupt, the guest stops, and the
     // script goes on.
     let out = stub.gdb_interrupted("continue\nprintf \"RIP %lu\\n\", $rip\ndetach", Some(&api))?;
@@ -326,13 +310,7 @@ fn interrupt_detach_and_kill() -> Result<(), Failed> {
 /// Garbage and a client that goes away mid-packet leave the VM running; a real gdb still
 /// attaches afterwards.
 fn bad_packets() -> Result<(), Failed> {
-    let api = temp_path("junk.sock");
-    let mut stub = Stub::start(&[
-        "--scenario",
-        "spin",
-        "--api-sock",
-        api.to_str().unwrap_or_default(),
-    ])?;
+    let (mut stub, _, client) = Stub::with_api(&["--scenario", "spin"])?;
     for junk in [&b"$zzz#00"[..], b"$m0,#00garbage", b"\x03\x03$qSupported:"] {
         let mut s =
             std::os::unix::net::UnixStream::connect(&stub.sock).map_err(|e| e.to_string())?;
@@ -340,7 +318,6 @@ fn bad_packets() -> Result<(), Failed> {
         std::thread::sleep(Duration::from_millis(200));
     }
     // Each junk connection ended as a detach: the guest runs.
-    let client = drvisor_api::client::Client::unix(&api).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.vm()?.state != drvisor_api::rest::VmState::Running {
         ensure(Instant::now() < deadline, || {
@@ -357,20 +334,16 @@ fn bad_packets() -> Result<(), Failed> {
 }
 
 /// The command line, a REST client and gdb at once, each on its own function: each sees
-/// exactly its own hits, and the REST plane lists all three owners.
+/// exactly its own hits, and gdb's are on the event bus like the others'.
 fn three_clients() -> Result<(), Failed> {
-    let api = temp_path("three.sock");
-    let mut stub = Stub::start(&[
+    let (mut stub, _, client) = Stub::with_api(&[
         "--scenario",
         "exec",
         "--cmdline",
         "count=40",
         "--break",
         "drv_target_0",
-        "--api-sock",
-        api.to_str().unwrap_or_default(),
     ])?;
-    let client = drvisor_api::client::Client::unix(&api).map_err(|e| e.to_string())?;
     let rest = client.add_breakpoint(&drvisor_api::rest::NewBreakpoint {
         location: "drv_target_1".into(),
         vcpu: None,

@@ -1,7 +1,6 @@
 //! The REST control plane on a real VM: `drvisor run --api-sock` driven by the real client
 //! library, `curl --unix-socket` and `drvisor ctl`, with the guest's own counts as the truth.
 
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -103,29 +102,11 @@ impl Served {
 
     /// Waits for the run to end: its exit code, stdout and stderr.
     fn finish(&mut self) -> Result<(i32, String, String), Failed> {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().map_err(|e| e.to_string())? {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                return Err("the run did not end".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut out = String::new();
-        let mut err = String::new();
-        if let Some(mut o) = self.child.stdout.take() {
-            let _ = o.read_to_string(&mut out);
-        }
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
+        let run = crate::common::wait_child(&mut self.child, Duration::from_secs(300))?;
         ensure(!self.sock.exists(), || {
             "the socket file is still there after exit".into()
         })?;
-        Ok((status.code().unwrap_or(-1), out, err))
+        Ok((run.code, run.stdout, run.stderr))
     }
 }
 

@@ -10,7 +10,7 @@ use drvisor::debug::{HitContext, HostRequest};
 use drvisor::events::{spawn_writer, Event, WriterOptions, DEFAULT_CAPACITY};
 use drvisor::symbols::SymbolTable;
 use drvisor::{guest_image, Vm, VmConfig};
-use drvisor_api::{HitAction, HitEvent};
+use drvisor_api::HitAction;
 use drvisor_debug::{BreakSpec, Scope};
 
 use crate::measure::{median_of, time, us};
@@ -47,21 +47,10 @@ fn kfunc_run(vcpus: usize, symbol: Option<&str>) -> (Duration, u64) {
                 label: symbol.into(),
                 // What the command line's callback does: a wire event onto the bus.
                 on_hit: Arc::new(move |h: &HitContext| {
-                    publish.publish(Event::Hit(HitEvent {
-                        event: "hit".into(),
-                        id: h.id.0,
-                        label: h.label.clone(),
-                        vcpu: h.vcpu as u32,
-                        rip: h.rip,
-                        addr: h.addr,
-                        kind: h.kind,
-                        engine: h.engine.to_string(),
-                        slot: h.slot,
-                        access: h.access.clone(),
-                        action: HitAction::Continue,
-                        count: h.count,
-                        regs: h.regs.clone(),
-                    }));
+                    publish.publish(Event::Hit(drvisor::control::hit_event(
+                        h,
+                        HitAction::Continue,
+                    )));
                     HitAction::Continue
                 }),
             })

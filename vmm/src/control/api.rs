@@ -11,7 +11,7 @@ use drvisor_api::rest::{
     VcpuInfo, VcpuRegisters, VmInfo, VmState, WantedState, WatchAccess, MEMORY_READ_MAX,
 };
 use drvisor_api::ring::EventRing;
-use drvisor_debug::{BreakSpec, PhysSlot, Scope, VcpuId};
+use drvisor_debug::{BreakSpec, Scope, VcpuId};
 use drvisor_watch::Access;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -285,22 +285,9 @@ impl Control for Session {
         let guest_states = self.debug.plan().guest_states.get(index).copied();
         Ok(DebugRegs {
             vcpu,
-            guest: DrFile {
-                dr0: guest.dr[0],
-                dr1: guest.dr[1],
-                dr2: guest.dr[2],
-                dr3: guest.dr[3],
-                dr6: guest.dr6.bits(),
-                dr7: guest.dr7.bits(),
-            },
-            loaded: DrFile {
-                dr0: plan.dr[0],
-                dr1: plan.dr[1],
-                dr2: plan.dr[2],
-                dr3: plan.dr[3],
-                dr6: guest.dr6.bits(),
-                dr7: plan.dr7.bits(),
-            },
+            guest: dr_file(guest.dr, guest.dr6.bits(), guest.dr7.bits()),
+            // DR6 is the guest's: the host's plan has none of its own.
+            loaded: dr_file(plan.dr, guest.dr6.bits(), plan.dr7.bits()),
             host_debug,
             slots: plan
                 .slots
@@ -308,14 +295,7 @@ impl Control for Session {
                 .enumerate()
                 .map(|(n, s)| SlotOwner {
                     slot: n as u8,
-                    owner: match s {
-                        PhysSlot::Free => "free".to_owned(),
-                        PhysSlot::Host(id) => format!("host:{}", id.0),
-                        PhysSlot::Guest(virt) => format!("guest:{virt}"),
-                        PhysSlot::Shared { host, guest } => {
-                            format!("host:{}+guest:{guest}", host.0)
-                        }
-                    },
+                    owner: crate::debug::plan_view::slot_owner(s),
                 })
                 .collect(),
             guest_slots: guest_states
@@ -402,6 +382,18 @@ impl Control for Session {
 
     fn events(&self) -> &EventRing {
         &self.ring
+    }
+}
+
+fn dr_file(dr: [u64; 4], dr6: u64, dr7: u64) -> DrFile {
+    let [dr0, dr1, dr2, dr3] = dr;
+    DrFile {
+        dr0,
+        dr1,
+        dr2,
+        dr3,
+        dr6,
+        dr7,
     }
 }
 

@@ -239,11 +239,7 @@ impl Session {
                 }))
                 .collect();
             bp.vcpus.sort_by_key(|p| p.vcpu);
-            let word = match state.summary() {
-                drvisor_debug::HostSummary::Armed => "armed",
-                drvisor_debug::HostSummary::PartlyArmed => "partly-armed",
-                drvisor_debug::HostSummary::Pending => "pending",
-            };
+            let word = crate::debug::plan_view::summary_word(state.summary());
             bp.state = match self.debug.caps().exec_note() {
                 Some(note) if bp.kind == BreakpointKind::Exec && word != "pending" => {
                     format!("{word} ({note})")

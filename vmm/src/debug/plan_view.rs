@@ -9,6 +9,26 @@ use drvisor_debug::{DrKind, HostBpId, HostSummary, PhysSlot, Plan, Slot};
 
 use crate::watch::PageWatchState;
 
+/// Who owns a physical slot, in the wire's words: `free`, `host:ID`, `guest:DRn`, or
+/// `host:ID+guest:DRn` when they share it.
+pub fn slot_owner(slot: &PhysSlot) -> String {
+    match slot {
+        PhysSlot::Free => "free".to_owned(),
+        PhysSlot::Host(id) => format!("host:{}", id.0),
+        PhysSlot::Guest(virt) => format!("guest:{virt}"),
+        PhysSlot::Shared { host, guest } => format!("host:{}+guest:{guest}", host.0),
+    }
+}
+
+/// A breakpoint's state in one word: `armed`, `partly-armed` or `pending`.
+pub fn summary_word(summary: HostSummary) -> &'static str {
+    match summary {
+        HostSummary::Armed => "armed",
+        HostSummary::PartlyArmed => "partly-armed",
+        HostSummary::Pending => "pending",
+    }
+}
+
 /// Each vCPU's physical slots and guest slot states.
 pub fn vcpu_states(plan: &Plan) -> Vec<VcpuDebugState> {
     plan.vcpus
@@ -16,12 +36,7 @@ pub fn vcpu_states(plan: &Plan) -> Vec<VcpuDebugState> {
         .zip(&plan.guest_states)
         .map(|(v, guest)| VcpuDebugState {
             vcpu: v.vcpu.0,
-            physical: v.slots.map(|s| match s {
-                PhysSlot::Free => "free".to_owned(),
-                PhysSlot::Host(id) => format!("host:{}", id.0),
-                PhysSlot::Guest(virt) => format!("guest:{virt}"),
-                PhysSlot::Shared { host, guest } => format!("host:{}+guest:{guest}", host.0),
-            }),
+            physical: v.slots.map(|s| slot_owner(&s)),
             guest: guest.map(|g| g.to_string()),
             dr7: v.dr7.bits(),
         })
@@ -35,12 +50,7 @@ pub fn breakpoint_states(plan: &Plan, labels: &BTreeMap<HostBpId, String>) -> Ve
         .map(|(id, state)| BreakpointState {
             id: id.0,
             label: labels.get(id).cloned().unwrap_or_default(),
-            state: match state.summary() {
-                HostSummary::Armed => "armed",
-                HostSummary::PartlyArmed => "partly-armed",
-                HostSummary::Pending => "pending",
-            }
-            .to_owned(),
+            state: summary_word(state.summary()).to_owned(),
             armed: state.armed.iter().map(|(v, s)| (v.0, s.number())).collect(),
             pending: state
                 .pending
