@@ -188,16 +188,16 @@ pub fn read_events(path: &std::path::Path) -> Result<Vec<serde_json::Value>, Fai
     parse_event_lines(&text)
 }
 
-/// How many events a *running* drvisor has written so far: complete lines only (the writer may
+/// How many hits a *running* drvisor has written so far: complete lines only (the writer may
 /// be in the middle of the last one), each of which must be JSON.
-pub fn events_so_far(path: &std::path::Path) -> Result<usize, Failed> {
+pub fn hits_so_far(path: &std::path::Path) -> Result<usize, Failed> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display()).into()),
     };
     let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-    Ok(parse_event_lines(complete)?.len())
+    Ok(hits_only(parse_event_lines(complete)?).len())
 }
 
 fn parse_event_lines(text: &str) -> Result<Vec<serde_json::Value>, Failed> {
@@ -234,6 +234,18 @@ pub fn drvisor_with_events(args: &[&str]) -> Result<(Run, Vec<serde_json::Value>
     let _ = std::fs::remove_file(&path);
     let events = events.map_err(|e| format!("{}\n{run}", e.message().unwrap_or_default()))?;
     Ok((run, events))
+}
+
+/// Runs drvisor with `args` plus `--events`, and returns the run and its hit events (the
+/// file also has the `plan`, `state` and `page-traps` events of the same bus).
+pub fn drvisor_with_hits(args: &[&str]) -> Result<(Run, Vec<serde_json::Value>), Failed> {
+    let (run, events) = drvisor_with_events(args)?;
+    Ok((run, hits_only(events)))
+}
+
+/// The `hit` events among `events`.
+pub fn hits_only(events: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    events.into_iter().filter(|e| e["event"] == "hit").collect()
 }
 
 /// How many events have `key == value`.

@@ -21,10 +21,10 @@ fn lost(events: &[serde_json::Value]) -> u64 {
         .sum()
 }
 
-/// Every hit's `seq`, sorted; fails on a missing or repeated one.
-fn sorted_seqs(hits: &[&serde_json::Value]) -> Result<Vec<u64>, Failed> {
-    let mut seqs: Vec<u64> = hits.iter().filter_map(|e| e["seq"].as_u64()).collect();
-    ensure(seqs.len() == hits.len(), || "a hit without seq".into())?;
+/// Every event's `seq`, sorted; fails on a missing or repeated one.
+fn sorted_seqs(events: &[&serde_json::Value]) -> Result<Vec<u64>, Failed> {
+    let mut seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    ensure(seqs.len() == events.len(), || "an event without seq".into())?;
     seqs.sort_unstable();
     let before = seqs.len();
     seqs.dedup();
@@ -63,10 +63,20 @@ fn nothing_lost_at_full_hit_rate() -> Result<(), Failed> {
     ensure(hits.len() == 20000, || {
         format!("{} hits, wanted 20000", hits.len())
     })?;
-    let seqs = sorted_seqs(&hits)?;
-    ensure(seqs == (1..=20000).collect::<Vec<_>>(), || {
-        "the hits are not numbered 1..=20000".into()
-    })
+    // The bus numbers every event: the four breakpoints' `plan` events come first, then the
+    // hits, and nothing in between is missing.
+    let numbered: Vec<&serde_json::Value> = events.iter().collect();
+    let seqs = sorted_seqs(&numbered)?;
+    ensure(seqs == (1..=20004).collect::<Vec<_>>(), || {
+        format!(
+            "the events are not numbered 1..=20004 ({} events)",
+            seqs.len()
+        )
+    })?;
+    ensure(
+        events[..4].iter().all(|e| e["event"] == "plan") && hits[0]["seq"] == 5,
+        || format!("the plan events do not come first: {}", events[0]),
+    )
 }
 
 fn forced_overflow_is_counted_and_reported() -> Result<(), Failed> {
@@ -87,11 +97,16 @@ fn forced_overflow_is_counted_and_reported() -> Result<(), Failed> {
     let hits = hits(&events);
     let lost = lost(&events);
     ensure(lost > 0, || format!("nothing lost: {} hits", hits.len()))?;
-    ensure(hits.len() as u64 + lost == 800, || {
-        format!("{} hits written + {lost} lost != 800 hits", hits.len())
+    // Four `plan` events (one per breakpoint) and 800 hits went onto the bus.
+    let written: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] != "lost").collect();
+    ensure(written.len() as u64 + lost == 804, || {
+        format!(
+            "{} events written + {lost} lost != 4 plans + 800 hits",
+            written.len()
+        )
     })?;
-    let seqs = sorted_seqs(&hits)?;
-    ensure(seqs.iter().all(|&s| (1..=800).contains(&s)), || {
+    let seqs = sorted_seqs(&written)?;
+    ensure(seqs.iter().all(|&s| (1..=804).contains(&s)), || {
         format!("seq out of range: {seqs:?}")
     })?;
     // The run itself is unaffected: the guest's own counts are exact.

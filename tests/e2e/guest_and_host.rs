@@ -5,7 +5,7 @@
 use drvisor::probe::Mechanism;
 
 use crate::common::{
-    drvisor_with_events, ensure, guest_number, skipped, Context, Failed, Run, Trial,
+    drvisor_with_hits, ensure, guest_number, skipped, Context, Failed, Run, Trial,
 };
 
 /// The guest's hit count and DR6 for its slot `slot`.
@@ -24,7 +24,7 @@ fn host_hits(events: &[serde_json::Value], label: &str) -> usize {
 
 fn sharing_functions() -> Result<(), Failed> {
     // The guest breaks on all four targets; the host on two of the same.
-    let (run, events) = drvisor_with_events(&[
+    let (run, events) = drvisor_with_hits(&[
         "run",
         "--scenario",
         "guest-dr",
@@ -71,7 +71,7 @@ fn sharing_functions() -> Result<(), Failed> {
 
 fn disjoint_functions() -> Result<(), Failed> {
     // The guest uses its DR0/DR1 on targets 0 and 1; the host breaks on 2 and 3.
-    let (run, events) = drvisor_with_events(&[
+    let (run, events) = drvisor_with_hits(&[
         "run",
         "--scenario",
         "guest-dr",
@@ -102,7 +102,7 @@ fn disjoint_functions() -> Result<(), Failed> {
 fn guest_renumbered_slots() -> Result<(), Failed> {
     // The guest's DR2 watches target 1 and its DR3 target 0, while the host takes DR3 and DR2
     // physically: each owner keeps its own numbering.
-    let (run, events) = drvisor_with_events(&[
+    let (run, events) = drvisor_with_hits(&[
         "run",
         "--scenario",
         "guest-dr",
@@ -131,7 +131,7 @@ fn guest_renumbered_slots() -> Result<(), Failed> {
 /// (`--show-plan`) and in the hit counts. Only hosts that carry the guest's slots physically
 /// (VMX/SVM) have the conflict; elsewhere the test is ignored with that reason.
 fn conflict(policy: &'static str) -> Result<(), Failed> {
-    let (run, events) = drvisor_with_events(&[
+    let (run, events) = drvisor_with_hits(&[
         "run",
         "--scenario",
         "guest-dr",
@@ -188,7 +188,7 @@ fn conflict(policy: &'static str) -> Result<(), Failed> {
 /// drv_target_0 and drv_target_1 runs unwatched, and drvisor says so. Everywhere else the
 /// guest's counts are exact and nothing is reported.
 fn arming_without_an_exit(window: bool) -> Result<(), Failed> {
-    let (run, events) = drvisor_with_events(&[
+    let (run, events) = drvisor_with_hits(&[
         "run",
         "--scenario",
         "guest-dr",

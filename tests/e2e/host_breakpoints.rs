@@ -10,7 +10,7 @@ use drvisor::symbols::SymbolTable;
 use serde_json::json;
 
 use crate::common::{
-    count_events, drvisor, drvisor_with_events, ensure, events_so_far, read_events, refused,
+    count_events, drvisor, drvisor_with_hits, ensure, hits_only, hits_so_far, read_events, refused,
     skipped, temp_path, Context, Failed, Trial, DRVISOR,
 };
 
@@ -22,7 +22,7 @@ const TARGETS: [&str; 4] = [
 ];
 
 fn exec_in_each_physical_slot() -> Result<(), Failed> {
-    let (run, events) = drvisor_with_events(&[
+    let (run, events) = drvisor_with_hits(&[
         "run",
         "--scenario",
         "exec",
@@ -69,7 +69,7 @@ fn by_address() -> Result<(), Failed> {
     let symbols = SymbolTable::from_elf(drvisor::guest_image::ELF);
     let addr = symbols.resolve("drv_target_1")?;
     let hex = format!("{addr:#x}");
-    let (run, events) = drvisor_with_events(&[
+    let (run, events) = drvisor_with_hits(&[
         "run",
         "--scenario",
         "exec",
@@ -90,7 +90,7 @@ fn by_system_map() -> Result<(), Failed> {
     let addr = symbols.resolve("drv_target_2")?;
     let map = temp_path("System.map");
     std::fs::write(&map, format!("{addr:016x} T my_renamed_target\n"))?;
-    let (run, events) = drvisor_with_events(&[
+    let (run, events) = drvisor_with_hits(&[
         "run",
         "--scenario",
         "exec",
@@ -151,7 +151,7 @@ fn bad_breakpoint_inputs() -> Result<(), Failed> {
 }
 
 fn stop_action() -> Result<(), Failed> {
-    let (run, events) = drvisor_with_events(&[
+    let (run, events) = drvisor_with_hits(&[
         "run",
         "--scenario",
         "exec",
@@ -214,7 +214,7 @@ fn pause_action() -> Result<(), Failed> {
             let _ = child.kill();
             return Err("timed out".into());
         }
-        let seen = events_so_far(&events_path)?;
+        let seen = hits_so_far(&events_path)?;
         ensure(seen <= resumed + 1, || {
             format!("{seen} hits after {resumed} resumes: the guest ran on while paused")
         })?;
@@ -230,9 +230,26 @@ fn pause_action() -> Result<(), Failed> {
     let _ = std::fs::remove_file(&events_path);
     let events = events?;
     ensure(status.code() == Some(0), || format!("exit {status:?}"))?;
-    ensure(events.len() == 3 && resumed == 3, || {
-        format!("{} hits, {resumed} resumes", events.len())
+    let hits = hits_only(events.clone());
+    ensure(hits.len() == 3 && resumed == 3, || {
+        format!("{} hits, {resumed} resumes", hits.len())
     })?;
+    // The bus tells each pause and resume in the order the vCPU gate took them: after the
+    // plan, every hit is followed by its pause, and every pause by the resume that ended it.
+    let story: Vec<String> = events
+        .iter()
+        .map(|e| match e["event"].as_str() {
+            Some("state") => format!("{} ({})", e["state"], e["reason"]),
+            other => other.unwrap_or_default().to_owned(),
+        })
+        .collect();
+    let mut wanted = vec!["plan".to_owned()];
+    for _ in 1..=3 {
+        wanted.push("hit".into());
+        wanted.push(r#""paused" ("hit #1 on vCPU 0")"#.into());
+        wanted.push(r#""running" ("signal")"#.into());
+    }
+    ensure(story == wanted, || format!("events: {story:?}"))?;
     let pauses = stderr
         .lines()
         .filter(|l| {
@@ -249,7 +266,7 @@ fn smp_exact_counts(vcpus: &'static str) -> Trial {
     Trial::test(
         format!("host_bp::smp_exact_counts_{vcpus}_vcpus"),
         move || {
-            let (run, events) = drvisor_with_events(&[
+            let (run, events) = drvisor_with_hits(&[
                 "run",
                 "--scenario",
                 "smp",
@@ -283,7 +300,7 @@ fn smp_exact_counts(vcpus: &'static str) -> Trial {
 }
 
 fn per_vcpu_scope() -> Result<(), Failed> {
-    let (run, events) = drvisor_with_events(&[
+    let (run, events) = drvisor_with_hits(&[
         "run",
         "--scenario",
         "smp",
@@ -307,7 +324,7 @@ fn hardware_write_watch(ctx: &Context) -> Trial {
     let name = "host_bp::hardware_write_watch";
     if ctx.probe.delivers(Mechanism::HostWriteWatchpoint, 0) {
         Trial::test(name, || {
-            let (run, events) = drvisor_with_events(&[
+            let (run, events) = drvisor_with_hits(&[
                 "run",
                 "--scenario",
                 "write",

@@ -561,7 +561,7 @@ fn breakpoints_on_report(dir: &Path) -> Result<(), Failed> {
         |_| false,
         Duration::ZERO,
     );
-    let hits = crate::common::read_events(&events)?;
+    let hits = crate::common::hits_only(crate::common::read_events(&events)?);
     let _ = std::fs::remove_file(&events);
     let lines = |s: &str| -> Vec<String> {
         s.lines()
@@ -603,7 +603,7 @@ fn elf32_symbols(dir: &Path) -> Result<(), Failed> {
         |_| false,
         Duration::ZERO,
     );
-    let hits = crate::common::read_events(&events)?;
+    let hits = crate::common::hits_only(crate::common::read_events(&events)?);
     let _ = std::fs::remove_file(&events);
     ensure(run.status == Some(1), || {
         format!("status {:?}\n{}{}", run.status, run.stdout, run.stderr)

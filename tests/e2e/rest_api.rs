@@ -347,7 +347,8 @@ fn pause_and_resume() -> Result<(), Failed> {
     let mut pauses = 0;
     for e in stream {
         let e = e.map_err(|e| e.to_string())?;
-        if e.kind == "state" && e.data.contains("\"paused\"") {
+        // The hits' pauses, not the `--paused` start's.
+        if e.kind == "state" && e.data.contains("\"paused\"") && e.data.contains("\"hit #") {
             pauses += 1;
             c.resume()?;
         }
@@ -624,7 +625,7 @@ fn stalled_reader() -> Result<(), Failed> {
     // More hits than the ring holds, by the file's count.
     let wanted = ring + 2_000;
     let deadline = Instant::now() + Duration::from_secs(240);
-    while crate::common::events_so_far(&served.events)? < wanted {
+    while crate::common::hits_so_far(&served.events)? < wanted {
         ensure(Instant::now() < deadline, || "too few hits in 240 s".into())?;
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::bounded::wait_bounded;
-use crate::common::{ensure, events_so_far, read_events, temp_path, Failed, Trial, DRVISOR};
+use crate::common::{ensure, hits_so_far, read_events, temp_path, Failed, Trial, DRVISOR};
 
 /// The signal must end the run well within this; the bound only turns a hang into a failure.
 const BOUND: Duration = Duration::from_secs(60);
@@ -31,7 +31,7 @@ fn spin(events: &std::path::Path) -> Result<std::process::Child, Failed> {
 /// Waits until the guest has produced `n` events, so the signal lands mid-run.
 fn wait_for_events(path: &std::path::Path, n: usize) -> Result<(), Failed> {
     let start = std::time::Instant::now();
-    while events_so_far(path)? < n {
+    while hits_so_far(path)? < n {
         if start.elapsed() > BOUND {
             return Err(format!("fewer than {n} events after {BOUND:?}").into());
         }
@@ -126,9 +126,13 @@ fn stops_while_paused() -> Result<(), Failed> {
     let run = run?;
     run.expect_code(143)?;
     let all = all?;
-    ensure(all.len() == 1 && all[0]["action"] == "pause", || {
-        format!("wanted the one pausing hit: {all:?}")
-    })
+    let kinds: Vec<&str> = all.iter().filter_map(|e| e["event"].as_str()).collect();
+    ensure(
+        kinds == ["plan", "hit", "state"]
+            && all[1]["action"] == "pause"
+            && all[2]["state"] == "paused",
+        || format!("wanted the plan, the one pausing hit and the pause: {all:?}"),
+    )
 }
 
 /// A run that cannot stop in order (its events go to a pipe nobody reads, so the event writer

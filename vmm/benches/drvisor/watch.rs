@@ -64,7 +64,7 @@ fn arm_disarm(paused: bool) -> (Duration, Duration) {
     let runner = std::thread::spawn(move || vm.run());
     std::thread::sleep(Duration::from_millis(100));
     if paused {
-        ctl.pause_all();
+        ctl.pause_all("bench");
     }
     let buf = symbol("drv_range_buf");
     let mut adds = Vec::new();
@@ -76,7 +76,7 @@ fn arm_disarm(paused: bool) -> (Duration, Duration) {
         }));
         removes.push(time(|| pages.remove(id.expect("armed")).expect("disarm")));
     }
-    ctl.resume();
+    ctl.resume("bench");
     control.finish(Outcome::Requested);
     let _ = runner.join();
     adds.sort();

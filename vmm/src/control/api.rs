@@ -158,7 +158,9 @@ impl Control for Session {
                     ));
                 }
             }
-            WantedState::Running => self.resume("api"),
+            WantedState::Running => {
+                self.resume("api");
+            }
         }
         Ok(self.vm())
     }

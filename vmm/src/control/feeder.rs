@@ -21,6 +21,8 @@ pub fn spawn(bus: &EventBus<Event>, ring: Arc<EventRing>) -> std::io::Result<Joi
                     Record::Event(e) => {
                         let kind = match &*e.event {
                             Event::Hit(_) => EventKind::Hit,
+                            Event::Plan(_) => EventKind::Plan,
+                            Event::State(_) => EventKind::State,
                             // The end-of-run page counts are a file record only.
                             Event::PageTraps(_) => continue,
                         };

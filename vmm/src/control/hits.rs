@@ -1,10 +1,8 @@
-//! What a hit does besides its action: it leaves the vCPU once, as an event on the bus, and a
-//! `pause` also tells the stream's readers that the VM is pausing.
+//! What a hit does besides its action: it leaves the vCPU once, as an event on the bus. (A
+//! `pause` is told by the vCPU gate itself when it really pauses: see `Session::new`.)
 
 use std::sync::Arc;
 
-use drvisor_api::rest::{StateEvent, VmState};
-use drvisor_api::ring::{EventKind, EventRing};
 use drvisor_api::{HitAction, HitEvent};
 
 use crate::debug::{HitContext, OnHit};
@@ -13,20 +11,9 @@ use crate::events::{Event, EventBus};
 /// The hit callback of a breakpoint with `action`: publish the hit, answer the action. The
 /// vCPU pauses after it returns, unless a client resumed in between (see
 /// [`crate::vcpu::VcpuGate::resume_mark`]).
-pub fn reporter(bus: Arc<EventBus<Event>>, ring: Arc<EventRing>, action: HitAction) -> OnHit {
+pub fn reporter(bus: Arc<EventBus<Event>>, action: HitAction) -> OnHit {
     Arc::new(move |hit: &HitContext| {
         bus.publish(Event::Hit(hit_event(hit, action)));
-        if action == HitAction::Pause {
-            let state = StateEvent {
-                event: "state".into(),
-                state: VmState::Paused,
-                reason: format!("hit #{} on vCPU {}", hit.id.0, hit.vcpu),
-                exit: None,
-            };
-            if let Ok(json) = serde_json::to_string(&state) {
-                ring.push(EventKind::State, json);
-            }
-        }
         action
     })
 }

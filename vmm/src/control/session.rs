@@ -93,6 +93,21 @@ impl Session {
             true => Some(super::feeder::spawn(vm.events(), ring.clone())?),
             false => None,
         };
+        // Pauses and resumes reach the bus from the gate, in the order they happen there: a
+        // `pause` hit that a racing resume overtook never shows as paused.
+        let bus = vm.events().clone();
+        vm.debug().listen_pauses(Box::new(move |paused, reason| {
+            bus.publish(Event::State(StateEvent {
+                event: "state".into(),
+                state: if paused {
+                    VmState::Paused
+                } else {
+                    VmState::Running
+                },
+                reason: reason.to_owned(),
+                exit: None,
+            }));
+        }));
         Ok(Arc::new(Session {
             debug: vm.debug().clone(),
             watch: vm.watch().clone(),
@@ -116,7 +131,7 @@ impl Session {
 
     /// The callback a breakpoint with `req`'s action reports its hits through.
     pub fn on_hit(&self, req: &Request) -> OnHit {
-        reporter(self.bus.clone(), self.ring.clone(), req.action)
+        reporter(self.bus.clone(), req.action)
     }
 
     /// Arms `req` with the standard hit reporting; returns its id and engine once every vCPU
@@ -258,40 +273,24 @@ impl Session {
     }
 
     fn publish_plan(&self, change: PlanChange, breakpoint: Breakpoint) {
-        let event = PlanEvent {
+        self.bus.publish(Event::Plan(PlanEvent {
             event: "plan".into(),
             change,
             breakpoint,
-        };
-        if let Ok(json) = serde_json::to_string(&event) {
-            self.ring.push(EventKind::Plan, json);
-        }
-    }
-
-    pub(super) fn publish_state(&self, state: VmState, reason: &str, exit: Option<VmExit>) {
-        let event = StateEvent {
-            event: "state".into(),
-            state,
-            reason: reason.to_owned(),
-            exit,
-        };
-        if let Ok(json) = serde_json::to_string(&event) {
-            self.ring.push(EventKind::State, json);
-        }
+        }));
     }
 
     /// Pauses every vCPU and waits until each has left the guest. `false` if one did not in
     /// [`PAUSE_TIMEOUT`].
     pub fn pause(&self, reason: &str) -> bool {
-        self.debug.pause_all();
-        self.publish_state(VmState::Paused, reason, None);
+        self.debug.pause_all(reason);
         self.control.is_finished() || self.parked.wait_all(PAUSE_TIMEOUT)
     }
 
-    /// Resumes every vCPU.
-    pub fn resume(&self, reason: &str) {
-        self.debug.resume();
-        self.publish_state(VmState::Running, reason, None);
+    /// Resumes every vCPU; whether the VM was paused. A resume that finds it running still
+    /// cancels a `pause` hit announced and not yet taken.
+    pub fn resume(&self, reason: &str) -> bool {
+        self.debug.resume(reason)
     }
 
     /// Ends the run (`Outcome::Requested`).
@@ -315,8 +314,19 @@ impl Session {
         if let Some(feeder) = feeder {
             let _ = feeder.join();
         }
+        // The stream's last event, after the bus closed and drained: it carries the final
+        // outcome, which the `--events` writer's last flush could still change, so it cannot
+        // travel on the bus.
         let exit = exit_of(outcome);
-        self.publish_state(VmState::Stopped, &exit.reason.clone(), Some(exit));
+        let stopped = StateEvent {
+            event: "state".into(),
+            state: VmState::Stopped,
+            reason: exit.reason.clone(),
+            exit: Some(exit),
+        };
+        if let Ok(json) = serde_json::to_string(&stopped) {
+            self.ring.push(EventKind::State, json);
+        }
         self.ring.close();
     }
 }

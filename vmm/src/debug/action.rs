@@ -35,6 +35,13 @@ pub struct HitContext {
     pub regs: Registers,
 }
 
+impl HitContext {
+    /// Why the VM pauses when this hit's action is `pause`.
+    pub fn pause_reason(&self) -> String {
+        format!("hit #{} on vCPU {}", self.id.0, self.vcpu)
+    }
+}
+
 /// The callback run on each hit. It runs on the vCPU's thread while that vCPU is stopped, so it
 /// should be quick; it must not add or remove breakpoints synchronously from inside itself.
 pub type OnHit = Arc<dyn Fn(&HitContext) -> HitAction + Send + Sync>;

@@ -521,14 +521,19 @@ impl DebugController {
         })
     }
 
-    /// Pauses every vCPU (all-stop): each parks before it next enters the guest.
-    pub fn pause_all(&self) {
-        self.gate.pause();
+    /// Pauses every vCPU (all-stop) for `reason`: each parks before it next enters the guest.
+    pub fn pause_all(&self, reason: &str) {
+        self.gate.pause(reason);
     }
 
-    /// Resumes every vCPU.
-    pub fn resume(&self) {
-        self.gate.resume();
+    /// Resumes every vCPU, for `reason`; whether the VM was paused (see [`VcpuGate::resume`]).
+    pub fn resume(&self, reason: &str) -> bool {
+        self.gate.resume(reason)
+    }
+
+    /// Sets the one listener of pauses and resumes (see [`VcpuGate::listen`]).
+    pub fn listen_pauses(&self, listener: crate::vcpu::PauseListener) -> bool {
+        self.gate.listen(listener)
     }
 
     /// vCPU `index`'s debug registers as the guest wrote them, the plan it runs, and whether
@@ -578,8 +583,8 @@ impl DebugController {
     }
 
     /// See [`VcpuGate::pause_unless_resumed_since`].
-    pub fn pause_unless_resumed_since(&self, mark: u64) -> bool {
-        self.gate.pause_unless_resumed_since(mark)
+    pub fn pause_unless_resumed_since(&self, mark: u64, reason: &str) -> bool {
+        self.gate.pause_unless_resumed_since(mark, reason)
     }
 
     /// Whether the VM is paused.

@@ -412,7 +412,7 @@ fn stop_and_pause_actions() {
         .on_debug_exit(DR6_INIT | 1 << 2, 0x2000, &rig.fake)
         .unwrap();
     assert!(rig.ctl.is_paused());
-    rig.ctl.resume();
+    rig.ctl.resume("test");
     assert!(!rig.ctl.is_paused());
 }
 

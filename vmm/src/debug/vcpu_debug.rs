@@ -482,7 +482,8 @@ impl VcpuDebug {
         match (info.on_hit)(&hit) {
             HitAction::Continue => None,
             HitAction::Pause => {
-                self.ctl.pause_unless_resumed_since(mark);
+                self.ctl
+                    .pause_unless_resumed_since(mark, &hit.pause_reason());
                 None
             }
             HitAction::Stop => Some(Verdict::Stop { id, rip: regs.rip }),

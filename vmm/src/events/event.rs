@@ -1,5 +1,6 @@
 //! What travels on the bus: the records every client of the engine reads.
 
+use drvisor_api::rest::{PlanEvent, StateEvent};
 use drvisor_api::HitEvent;
 use serde::Serialize;
 
@@ -12,6 +13,10 @@ use serde::Serialize;
 pub enum Event {
     /// A host breakpoint or watch hit (`"event":"hit"`).
     Hit(HitEvent),
+    /// A breakpoint or watch added or removed, by any client (`"event":"plan"`).
+    Plan(PlanEvent),
+    /// The VM paused or resumed (`"event":"state"`), in the order the vCPU gate changed.
+    State(StateEvent),
     /// The page engine's trap counts at the end of a run (`"event":"page-traps"`).
     PageTraps(PageTraps),
 }

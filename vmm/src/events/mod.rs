@@ -1,7 +1,8 @@
-//! One engine, many clients: hits and state changes leave the vCPU thread once, onto one
-//! bounded, numbered [`EventBus`], the VM's own (`Vm::events`). Each client (the `--events` writer today; the REST SSE
-//! stream, gdb's stop replies and the CI collector later) reads it through a bounded view of its
-//! own. A slow reader loses events explicitly, with a `lost` record, and never slows a vCPU.
+//! One engine, many clients: hits, plan changes and pauses leave their thread once, onto one
+//! bounded, numbered [`EventBus`], the VM's own (`Vm::events`), so every client sees them in one
+//! order. Each client (the `--events` writer, the REST stream's feeder) reads it through a
+//! bounded view of its own. A slow reader loses events explicitly, with a `lost` record, and
+//! never slows a vCPU.
 
 mod bus;
 mod event;

@@ -279,7 +279,9 @@ impl MultiThreadResume for GdbTarget {
                 }
                 self.queued.push_back(Stop { vcpu, point: None });
             }
-            None => self.session.resume("gdb"),
+            None => {
+                self.session.resume("gdb");
+            }
         }
         Ok(())
     }

@@ -9,13 +9,18 @@
 //! inside and waits for the kick to bring it out.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::run_control::RunControl;
 
 /// How long a waiter sleeps before re-checking that the run has not ended, and re-kicking.
 const WAIT_SLICE: Duration = Duration::from_millis(20);
+
+/// Told of every pause and resume that changes the gate (`true`: paused), with its reason.
+/// It is called under the gate's lock, so the calls come in the order the changes happened; it
+/// must not call back into the gate.
+pub type PauseListener = Box<dyn Fn(bool, &str) + Send + Sync>;
 
 /// The vCPUs' entry gate.
 pub struct VcpuGate {
@@ -29,6 +34,7 @@ pub struct VcpuGate {
     lock: Mutex<()>,
     changed: Condvar,
     control: Arc<RunControl>,
+    listener: OnceLock<PauseListener>,
 }
 
 /// While alive, no vCPU *enters* `KVM_RUN`; vCPUs already inside may still be running there.
@@ -62,7 +68,25 @@ impl VcpuGate {
             lock: Mutex::new(()),
             changed: Condvar::new(),
             control,
+            listener: OnceLock::new(),
         }
+    }
+
+    /// Sets the one [`PauseListener`]; `false` if one is set already.
+    pub fn listen(&self, listener: PauseListener) -> bool {
+        self.listener.set(listener).is_ok()
+    }
+
+    /// Sets the pause flag to `paused`; tells the listener if that changed it. Under the lock.
+    /// Returns the flag as it was.
+    fn set_paused(&self, paused: bool, reason: &str) -> bool {
+        let was = self.user_paused.swap(paused, SeqCst);
+        if was != paused {
+            if let Some(tell) = self.listener.get() {
+                tell(paused, reason);
+            }
+        }
+        was
     }
 
     /// How many vCPUs pass this gate.
@@ -140,20 +164,24 @@ impl VcpuGate {
         }
     }
 
-    /// Pauses every vCPU (all-stop) until [`VcpuGate::resume`]. vCPUs already parked (for a
-    /// hold) are woken to leave their registers for clients.
-    pub fn pause(&self) {
-        self.user_paused.store(true, SeqCst);
+    /// Pauses every vCPU (all-stop) until [`VcpuGate::resume`], for `reason`. vCPUs already
+    /// parked (for a hold) are woken to leave their registers for clients.
+    pub fn pause(&self, reason: &str) {
+        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.set_paused(true, reason);
+        self.changed.notify_all();
+        drop(guard);
         self.control.kicker.kick_all();
-        self.notify();
     }
 
-    /// Ends a pause.
-    pub fn resume(&self) {
+    /// Ends a pause, for `reason`; whether the VM was paused. Not paused, it still cancels a
+    /// pause announced and not yet taken (see [`VcpuGate::resume_mark`]).
+    pub fn resume(&self, reason: &str) -> bool {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.resumes.fetch_add(1, SeqCst);
-        self.user_paused.store(false, SeqCst);
+        let was_paused = self.set_paused(false, reason);
         self.changed.notify_all();
+        was_paused
     }
 
     /// A mark to give [`VcpuGate::pause_unless_resumed_since`]: take it before announcing a
@@ -163,14 +191,15 @@ impl VcpuGate {
         self.resumes.load(SeqCst)
     }
 
-    /// Pauses every vCPU, unless a resume arrived after `mark` was taken. Whether it paused.
-    pub fn pause_unless_resumed_since(&self, mark: u64) -> bool {
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+    /// Pauses every vCPU for `reason`, unless a resume arrived after `mark` was taken. Whether
+    /// it paused.
+    pub fn pause_unless_resumed_since(&self, mark: u64, reason: &str) -> bool {
+        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         if self.resumes.load(SeqCst) != mark {
             return false;
         }
-        self.user_paused.store(true, SeqCst);
-        drop(_guard);
+        self.set_paused(true, reason);
+        drop(guard);
         self.control.kicker.kick_all();
         true
     }
@@ -220,9 +249,9 @@ mod tests {
         let g = gate(2);
         assert!(g.try_enter(0));
         g.leave(0);
-        g.pause();
+        g.pause("test");
         assert!(!g.try_enter(0));
-        g.resume();
+        g.resume("test");
         assert!(g.try_enter(1));
         g.leave(1);
     }
@@ -232,18 +261,38 @@ mod tests {
         let g = gate(1);
         let mark = g.resume_mark();
         // The pause was announced; the client resumed before the vCPU got to pause.
-        g.resume();
-        assert!(!g.pause_unless_resumed_since(mark));
+        g.resume("test");
+        assert!(!g.pause_unless_resumed_since(mark, "hit"));
         assert!(!g.is_paused());
         let mark = g.resume_mark();
-        assert!(g.pause_unless_resumed_since(mark));
+        assert!(g.pause_unless_resumed_since(mark, "hit"));
         assert!(g.is_paused());
+    }
+
+    #[test]
+    fn the_listener_hears_each_change_once_in_order() {
+        let g = gate(1);
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let log = heard.clone();
+        assert!(g.listen(Box::new(move |paused, why| {
+            log.lock().unwrap().push(format!("{paused} {why}"))
+        })));
+        g.pause("a");
+        g.pause("again: no change");
+        let mark = g.resume_mark();
+        g.resume("b");
+        assert!(!g.pause_unless_resumed_since(mark, "declined: no change"));
+        g.resume("not paused: no change");
+        let mark = g.resume_mark();
+        assert!(g.pause_unless_resumed_since(mark, "c"));
+        assert_eq!(*heard.lock().unwrap(), ["true a", "false b", "true c"]);
+        assert!(!g.listen(Box::new(|_, _| {})), "one listener");
     }
 
     #[test]
     fn a_pass_lets_one_vcpu_in_until_it_ends() {
         let g = gate(2);
-        g.pause();
+        g.pause("test");
         g.pass(1);
         assert!(g.has_pass(1) && !g.has_pass(0));
         assert!(!g.try_enter(0), "the others stay out");

@@ -9,7 +9,7 @@ pub mod parked;
 mod stuck;
 
 pub use exit::{classify, classify_elements, GuestMmio, Step, UnknownAccessPolicy};
-pub use gate::{Held, Quiesced, VcpuGate};
+pub use gate::{Held, PauseListener, Quiesced, VcpuGate};
 
 use std::sync::Arc;
 

@@ -64,7 +64,9 @@ impl Vcpu {
             match (hit.on_hit)(&context) {
                 HitAction::Continue => {}
                 HitAction::Pause => {
-                    shared.gate.pause_unless_resumed_since(mark);
+                    shared
+                        .gate
+                        .pause_unless_resumed_since(mark, &context.pause_reason());
                 }
                 HitAction::Stop => {
                     outcome.get_or_insert(Outcome::HostStop {

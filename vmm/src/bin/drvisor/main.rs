@@ -195,7 +195,11 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         .map_err(|e| Failure::vmm(format!("cannot start the event stream: {e}")))?;
     if args.paused || args.gdb_wait {
         // No vCPU has run yet: the gate is closed before the first entry.
-        vm.debug().pause_all();
+        vm.debug().pause_all(if args.paused {
+            "--paused"
+        } else {
+            "--gdb-wait"
+        });
     }
 
     let ctl = vm.debug().clone();
@@ -295,15 +299,15 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
 }
 
 /// A paused VM resumes when the process receives SIGUSR1 (`kill -USR1 <pid>`), an alias of
-/// the REST plane's resume.
+/// the REST plane's resume. A signal sent in answer to a `pause` hit's event is never lost,
+/// even when it arrives before the pause is taken.
 fn resume_on_sigusr1(session: Arc<Session>) -> Result<(), Failure> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])
         .map_err(|e| Failure::vmm(format!("cannot watch SIGUSR1: {e}")))?;
     std::thread::spawn(move || {
         for _ in signals.forever() {
-            if session.state().0 == drvisor_api::rest::VmState::Paused {
+            if session.resume("signal") {
                 announce::say("resuming (SIGUSR1)");
-                session.resume("signal");
             }
         }
     });
