@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-use crate::common::{ensure, run_command, Failed, Trial, DRVISOR};
+use crate::common::{ensure, read_events, run_command, temp_path, Failed, Run, Trial, DRVISOR};
 
 /// A fifth exec breakpoint with four slots stays pending: drvisor says so without
 /// `--show-plan`, and its info log never calls it armed.
@@ -95,6 +95,79 @@ fn messages_never_split_a_guest_line() -> Result<(), Failed> {
     )
 }
 
+/// A run with breakpoints ends with a summary on stderr whose counts are the events file's:
+/// each breakpoint's engine, state and hits, the page traps and the guest's status. `--quiet`
+/// leaves it out and writes the same events.
+fn a_run_ends_with_its_summary() -> Result<(), Failed> {
+    let run = |quiet: bool| -> Result<(Run, Vec<serde_json::Value>), Failed> {
+        let events = temp_path("summary.jsonl");
+        let mut cmd = Command::new(DRVISOR);
+        cmd.args(["run", "--scenario", "write", "--break", "drv_target_0"])
+            .args(["--watch", "drv_watch_u64", "--engine", "page", "--events"])
+            .arg(&events);
+        if quiet {
+            cmd.arg("--quiet");
+        }
+        let run = run_command(&mut cmd);
+        let read = read_events(&events);
+        let _ = std::fs::remove_file(&events);
+        run.expect_code(0)?;
+        Ok((run, read?))
+    };
+    let (loud, events) = run(false)?;
+    let hits = |id: u64| {
+        events
+            .iter()
+            .filter(|e| e["event"] == "hit" && e["id"] == id)
+            .count()
+    };
+    let traps = events
+        .iter()
+        .find(|e| e["event"] == "page-traps")
+        .ok_or("no page-traps")?;
+    let summary: Vec<&str> = loud
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("drvisor: summary: "))
+        .collect();
+    ensure(hits(2) == 100, || {
+        format!("hits: {} and {}", hits(1), hits(2))
+    })?;
+    let wanted = [
+        "#1 drv_target_0 (exec): hw slot 3, ".to_owned(),
+        "#2 drv_watch_u64 (write watch, 8 bytes): page engine on 1 page, armed, 100 hits"
+            .to_owned(),
+        format!(
+            "page traps: {}, of which {} touched no watched byte",
+            traps["traps"], traps["false_traps"]
+        ),
+        "the guest's status: 0".to_owned(),
+    ];
+    ensure(
+        summary.len() == 4
+            && summary[0].starts_with(&wanted[0])
+            && summary[0].ends_with(&format!(", {} hits", hits(1)))
+            && summary[1..] == wanted[1..],
+        || {
+            format!(
+                "wanted the summary {wanted:#?}
+{loud}"
+            )
+        },
+    )?;
+    let (quiet, quiet_events) = run(true)?;
+    ensure(!quiet.stderr.contains("summary"), || {
+        format!("--quiet printed a summary\n{quiet}")
+    })?;
+    ensure(quiet_events.len() == events.len(), || {
+        format!(
+            "--quiet wrote {} events, not {}",
+            quiet_events.len(),
+            events.len()
+        )
+    })
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         Trial::test(
@@ -108,6 +181,10 @@ pub fn trials() -> Vec<Trial> {
         Trial::test(
             "person::messages_never_split_a_guest_line",
             messages_never_split_a_guest_line,
+        ),
+        Trial::test(
+            "person::a_run_ends_with_its_summary",
+            a_run_ends_with_its_summary,
         ),
     ]
 }

@@ -93,6 +93,10 @@ pub struct RunArgs {
     /// Print each vCPU's slot plan, to stderr, whenever it changes.
     #[arg(long)]
     pub show_plan: bool,
+    /// Leave out the summary a run ends with (each breakpoint's engine, state and hits, the
+    /// page traps, the guest's status); the JSON events are written all the same.
+    #[arg(long)]
+    pub quiet: bool,
     /// Write hit events (JSON lines) to this file instead of stderr.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,

@@ -12,6 +12,7 @@ mod events_out;
 mod inputs;
 mod requests;
 mod signals;
+mod summary;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -261,8 +262,8 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
 
     let pages = vm.watch().clone();
     let outcome = vm.run().map_err(vm_failure)?;
-    if !pages.states().is_empty() {
-        let (traps, false_traps) = pages.trap_counts();
+    let traps = (!pages.states().is_empty()).then(|| pages.trap_counts());
+    if let Some((traps, false_traps)) = traps {
         events.page_traps(traps, false_traps);
     }
     let outcome = events.finish(outcome);
@@ -290,6 +291,11 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
                 "exec breakpoints resumed: emulated={} stepped={} rf={}",
                 r.emulated, r.stepped, r.rf
             ));
+        }
+    }
+    if !args.quiet {
+        for line in summary::lines(&session.breakpoints(), traps, &outcome) {
+            announce::say(line);
         }
     }
     if !outcome.is_guest_status() {
