@@ -418,6 +418,8 @@ impl std::error::Error for ApiError {}
 pub enum PlanChange {
     /// A breakpoint or watch was armed (or left pending).
     Added,
+    /// One that was pending took effect (a guest-virtual watch the guest now maps).
+    Armed,
     /// One was removed: no vCPU reports it any more.
     Removed,
 }

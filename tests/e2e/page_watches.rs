@@ -269,6 +269,64 @@ fn refusals() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A watch on a guest-virtual address the guest does not map yet (as a kernel's own addresses
+/// before it sets up paging) is pending with its reason, not refused; it arms itself once the
+/// guest maps the address, and from then on sees every write. `late-map` maps an alias of low
+/// memory, writes `drv_watch_u8` once (a page exit, where drvisor retries), then writes 1..=N
+/// through the alias.
+fn a_virtual_watch_waits_for_the_guest_to_map_it() -> Result<(), Failed> {
+    const N: u64 = 40;
+    let alias = format!(
+        "{:#x}:w:8",
+        0xffff_ff80_0000_0000u64 + symbol("drv_watch_u64")
+    );
+    let (run, events) = drvisor_with_events(&[
+        "run",
+        "--scenario",
+        "late-map",
+        "--cmdline",
+        &format!("count={N}"),
+        "--watch",
+        "phys:drv_watch_u8",
+        "--engine",
+        "page",
+        "--watch",
+        &alias,
+        "--engine",
+        "page",
+    ])?;
+    run.expect_code(0)?;
+    ensure(
+        run.stderr.contains(&format!(
+            "watch #2 {alias} is pending: the guest's paging is off"
+        )),
+        || format!("no pending warning\n{run}"),
+    )?;
+    let plan = |change: &str| {
+        events.iter().position(|e| {
+            e["event"] == "plan" && e["change"] == change && e["breakpoint"]["id"] == 2
+        })
+    };
+    let added = plan("added").ok_or("no plan event for the watch")?;
+    ensure(
+        events[added]["breakpoint"]["state"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("pending (")),
+        || format!("added as {}", events[added]["breakpoint"]),
+    )?;
+    let armed = plan("armed").ok_or_else(|| format!("never armed\n{run}"))?;
+    let writes: Vec<(usize, u64)> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["event"] == "hit" && e["id"] == 2)
+        .map(|(i, e)| (i, e["access"]["value"].as_u64().unwrap_or(0)))
+        .collect();
+    ensure(
+        writes.iter().map(|w| w.1).eq(1..=N) && writes.iter().all(|w| w.0 > armed),
+        || format!("wanted the writes 1..={N} after the watch armed: {writes:?}"),
+    )
+}
+
 /// `auto` picks what this host delivers: the page engine here, where hardware data
 /// watchpoints never fire.
 fn auto_routes_by_probe(hw: bool) -> Result<(), Failed> {
@@ -455,6 +513,10 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             memory_identical_with_and_without_watches,
         ),
         Trial::test("page::refusals", refusals),
+        Trial::test(
+            "page::a_virtual_watch_waits_for_the_guest_to_map_it",
+            a_virtual_watch_waits_for_the_guest_to_map_it,
+        ),
         Trial::test("page::show_plan_names_the_engine", move || {
             show_plan_names_the_engine(hw)
         }),

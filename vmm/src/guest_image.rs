@@ -32,6 +32,7 @@ pub const SCENARIOS: &[&str] = &[
     "status",
     "dr7-storm",
     "exit-race",
+    "late-map",
 ];
 
 /// The embedded guest as a kernel image.

@@ -9,6 +9,7 @@ pub mod faults;
 pub mod guest_dr;
 pub mod hello;
 pub mod kfunc;
+pub mod late_map;
 pub mod mixed;
 pub mod ranges;
 pub mod smp;
@@ -39,6 +40,7 @@ pub fn run(cfg: &Config) -> ! {
         b"exit-race" => exit_race::run(cfg),
         b"status" => status::run(cfg),
         b"kfunc" => kfunc::run_boot(cfg),
+        b"late-map" => late_map::run(cfg),
         b"panic" => faults::panic(),
         b"unexpected-exception" => faults::unexpected_exception(),
         name => {

@@ -108,7 +108,7 @@ impl Session {
                 exit: None,
             }));
         }));
-        Ok(Arc::new(Session {
+        let session = Arc::new(Session {
             debug: vm.debug().clone(),
             watch: vm.watch().clone(),
             control: vm.run_control().clone(),
@@ -122,7 +122,18 @@ impl Session {
             ring,
             feeder: Mutex::new(feeder),
             book: Mutex::new(BTreeMap::new()),
-        }))
+        });
+        // A watch that waited for the guest's page tables tells every client when it arms.
+        let weak = Arc::downgrade(&session);
+        vm.watch().on_armed(Box::new(move |id| {
+            let Some(session) = weak.upgrade() else {
+                return;
+            };
+            if let Some(bp) = session.breakpoint(id.0) {
+                session.publish_plan(PlanChange::Armed, bp);
+            }
+        }));
+        Ok(session)
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Entry>> {
@@ -267,6 +278,9 @@ impl Session {
             bp.state = "armed".into();
             bp.pages = watch.pages.iter().map(|(gpa, _)| *gpa).collect();
             bp.hits = watch.hits;
+        } else if let Some(why) = self.watch.waiting_reason(id) {
+            bp.engine = drvisor_api::rest::Engine::Page;
+            bp.state = format!("pending ({why}; it arms itself once the guest maps it)");
         } else {
             bp.state = "pending (carried by neither engine)".into();
         }

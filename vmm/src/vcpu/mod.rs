@@ -238,9 +238,15 @@ impl Vcpu {
                 // Pieces of one access come in consecutive exits; anything else ends them.
                 self.last_page_access = None;
             }
+            // Guest-virtual watches waiting for the guest's page tables are tried at debug and
+            // page exits too, not only on their timer (one load when none waits).
+            let retry_waiting = matches!(step, Step::Debug(_) | Step::PageHits(_));
             if let Some(outcome) = self.outcome_of(step, &mut ctx) {
                 control.finish(outcome);
                 break;
+            }
+            if retry_waiting {
+                shared.watch.retry_waiting_at_exit();
             }
             if let Some(debug) = ctx.debug.as_deref_mut() {
                 if let Err(e) = debug.after_exit(&self.debug_vcpu(shared)) {

@@ -54,6 +54,16 @@ pub enum Error {
     /// A watch of zero bytes.
     #[error("a watch needs at least one byte")]
     Empty,
+    /// Guest-physical bytes that are not RAM.
+    #[error("{gpa:#x}..{end:#x} is not all guest RAM: {missing:#x} is not RAM; page protection works only on RAM (a device's MMIO already exits to the VMM), so watch a range of RAM", end = gpa.saturating_add(*len))]
+    NotRam {
+        /// Its first byte.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+        /// The lowest of its bytes that is not RAM.
+        missing: u64,
+    },
     /// A range longer than guest RAM.
     #[error("a watch of {len} bytes is longer than guest RAM; watch a range of RAM")]
     TooLong {
@@ -78,8 +88,8 @@ pub enum WatchRange {
         /// Length.
         len: u64,
     },
-    /// Guest-virtual bytes, translated through vCPU 0's page tables when armed. Later
-    /// re-mapping by the guest is not followed.
+    /// Guest-virtual bytes, translated through vCPU 0's page tables when armed (waiting until
+    /// the guest maps them). Later re-mapping by the guest is not followed.
     Virtual {
         /// First byte.
         gva: u64,
@@ -99,6 +109,14 @@ pub struct PageWatchRequest {
     pub label: String,
     /// What a hit does.
     pub on_hit: OnHit,
+}
+
+/// Where a watch's bytes are now.
+pub(super) enum Resolved {
+    /// In RAM, as these guest-physical pieces.
+    Ranges(Vec<(u64, u64)>),
+    /// Not yet: the guest does not map them to RAM (why).
+    NotYet(String),
 }
 
 /// One hit found while handling an MMIO exit, before the vCPU's registers are read.
@@ -207,7 +225,7 @@ pub struct PageWatchEngine {
     vm_fd: Arc<VmFd>,
     mem: GuestMemoryMmap,
     gate: Arc<VcpuGate>,
-    ids: Arc<DebugController>,
+    pub(super) ids: Arc<DebugController>,
     translator: Mutex<Option<Translator>>,
     max_slots: usize,
     executable: Vec<Range<u64>>,
@@ -219,6 +237,8 @@ pub struct PageWatchEngine {
     perform: Mutex<()>,
     /// Hardware watches that move here when the guest evicts them.
     pub migrations: super::Migrations,
+    /// Guest-virtual watches waiting for the guest to map their bytes.
+    pub(super) waiting: super::waiting::Waiting,
 }
 
 impl PageWatchEngine {
@@ -258,6 +278,7 @@ impl PageWatchEngine {
             false_traps: AtomicU64::new(0),
             perform: Mutex::new(()),
             migrations: super::Migrations::default(),
+            waiting: Default::default(),
         })
     }
 
@@ -282,9 +303,25 @@ impl PageWatchEngine {
     }
 
     /// Arms a page watch. Returns once the new memslots are installed; no vCPU is inside the
-    /// guest while they change, so no access is lost.
+    /// guest while they change, so no access is lost. A guest-virtual watch whose bytes the
+    /// guest does not map yet waits for it (see [`super::waiting`]) and is armed the moment
+    /// they translate; its id is returned at once.
     pub fn add(&self, req: PageWatchRequest) -> Result<HostBpId, Error> {
-        let ranges = self.physical_ranges(req.range)?;
+        let ranges = match self.resolve(req.range)? {
+            Resolved::Ranges(ranges) => ranges,
+            Resolved::NotYet(reason) => return Ok(self.wait_for_mapping(req, reason)),
+        };
+        let id = self.install_watch(None, req, ranges)?;
+        Ok(id)
+    }
+
+    /// Plans and installs a watch on `ranges`, as `id` (one that waited) or a new id.
+    pub(super) fn install_watch(
+        &self,
+        id: Option<HostBpId>,
+        req: PageWatchRequest,
+        ranges: Vec<(u64, u64)>,
+    ) -> Result<HostBpId, Error> {
         if self.gate.vcpus() > 1 {
             // KVM emulates a locked read-modify-write on a trapped page as an in-kernel read
             // followed by a write exit, which is not atomic against the other vCPUs.
@@ -309,7 +346,7 @@ impl PageWatchEngine {
         let layout = state.layout.replan(&all, self.max_slots)?;
         self.install_layout(&mut state, layout)?;
         state.next_part += parts.len() as u32;
-        let id = self.ids.allocate_id();
+        let id = id.unwrap_or_else(|| self.ids.allocate_id());
         for part in &parts {
             state.owner.insert(*part, id);
         }
@@ -329,6 +366,9 @@ impl PageWatchEngine {
 
     /// Disarms page watch `id`; neighbouring memslots merge back.
     pub fn remove(&self, id: HostBpId) -> Result<(), Error> {
+        if self.stop_waiting(id) {
+            return Ok(());
+        }
         let mut state = self.write();
         let Some(gone) = state.watches.get(&id) else {
             return Err(Error::NoSuchWatch(id.0));
@@ -391,6 +431,54 @@ impl PageWatchEngine {
                 Ok(t.translate_range(gva, len)?)
             }
         }
+    }
+
+    /// `range`'s guest-physical pieces, all in RAM; or, for a guest-virtual range the guest
+    /// does not map to RAM yet, why it must wait.
+    pub(super) fn resolve(&self, range: WatchRange) -> Result<Resolved, Error> {
+        let ranges = match self.physical_ranges(range) {
+            Ok(ranges) => ranges,
+            Err(Error::Translate(translate::Error::NotMapped(at))) => {
+                return Ok(Resolved::NotYet(format!(
+                    "guest-virtual {at:#x} is not mapped by the guest's page tables yet"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(missing) = ranges
+            .iter()
+            .find_map(|&(gpa, len)| self.first_not_ram(gpa, len))
+        else {
+            return Ok(Resolved::Ranges(ranges));
+        };
+        match range {
+            // With paging off an address translates to itself: a kernel's high addresses are
+            // not RAM until it sets up its page tables.
+            WatchRange::Virtual { gva, len } if ranges == [(gva, len)] => Ok(Resolved::NotYet(
+                format!("the guest's paging is off, and {missing:#x} is not guest RAM as a physical address"),
+            )),
+            _ => {
+                let (gpa, len) = ranges[0];
+                Err(Error::NotRam { gpa, len, missing })
+            }
+        }
+    }
+
+    /// The first byte of `[gpa, gpa + len)` that is not guest RAM.
+    fn first_not_ram(&self, gpa: u64, len: u64) -> Option<u64> {
+        let end = gpa.saturating_add(len);
+        let mut at = gpa;
+        while at < end {
+            let region = self
+                .mem
+                .iter()
+                .find(|r| r.start_addr().0 <= at && at - r.start_addr().0 < r.len());
+            match region {
+                Some(r) => at = r.start_addr().0 + r.len(),
+                None => return Some(at),
+            }
+        }
+        None
     }
 
     fn refuse_executable(&self, ranges: &[(u64, u64)], access: Access) -> Result<(), Error> {

@@ -9,6 +9,7 @@ mod memslots;
 mod migrate;
 pub mod route;
 pub mod translate;
+pub mod waiting;
 
 pub use arm::{arm_watch, ArmError, Place, WatchRequest};
 pub use engine::{

@@ -232,7 +232,16 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         let (engine, exec) = engines[id];
         let (word, warning) = match engine {
             Engine::Hw => announce::hw_state(states.iter().find(|s| s.id == *id)),
-            Engine::Page => ("armed", None),
+            Engine::Page => match vm.watch().waiting_reason(HostBpId(*id)) {
+                Some(why) => (
+                    "pending",
+                    Some(format!(
+                        "watch #{id} {label} is pending: {why}; it arms itself once the guest \
+                         maps it (accesses before that are not seen)"
+                    )),
+                ),
+                None => ("armed", None),
+            },
         };
         let note = match ctl.caps().exec_note() {
             Some(note) if exec && word != "pending" => format!(" ({note})"),

@@ -59,8 +59,11 @@ fn breakpoint(bp: &Breakpoint) -> String {
 /// Where it lived: one slot everywhere, each vCPU's slot or wait, or the page engine's pages.
 fn placement(bp: &Breakpoint) -> String {
     if bp.engine == Engine::Page {
-        let n = bp.pages.len();
-        return format!("page engine on {n} page{}", if n == 1 { "" } else { "s" });
+        return match bp.pages.len() {
+            0 => "page engine".to_owned(),
+            1 => "page engine on 1 page".to_owned(),
+            n => format!("page engine on {n} pages"),
+        };
     }
     let slots: Vec<Option<u8>> = bp.vcpus.iter().map(|p| p.slot).collect();
     match slots.first() {

@@ -1,0 +1,183 @@
+//! Guest-virtual watches that wait for the guest to map their bytes.
+//!
+//! A kernel's own addresses (`0xffffffff8...`) mean nothing until it sets up paging, so a watch
+//! on one, given before the kernel runs, is the common case, not a mistake. It is kept with the
+//! reason it waits, under the id it will keep, and tried again
+//! - at the vCPUs' debug and page-fault exits, at most once per [`AT_EXIT_EVERY`], and
+//! - every [`TIMER_EVERY`] from a thread of its own while the guest runs,
+//!
+//! until its bytes translate to RAM; then it is armed exactly as if it had translated at once,
+//! and the listener (the control session, which tells every client) hears of it. Accesses
+//! before that moment are not seen: the README says so.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use drvisor_debug::HostBpId;
+
+use super::engine::{PageWatchEngine, PageWatchRequest, Resolved};
+use crate::run_control::RunControl;
+
+/// The least time between two tries from vCPU exits (each try takes the vCPUs out of the
+/// guest to translate).
+pub const AT_EXIT_EVERY: Duration = Duration::from_millis(2);
+/// How often the timer tries while anything waits.
+pub const TIMER_EVERY: Duration = Duration::from_millis(20);
+
+/// Told of each waiting watch that was armed, by id.
+pub type ArmedListener = Box<dyn Fn(HostBpId) + Send + Sync>;
+
+struct Entry {
+    id: HostBpId,
+    request: PageWatchRequest,
+    reason: String,
+}
+
+/// The waiting watches.
+#[derive(Default)]
+pub struct Waiting {
+    entries: Mutex<Vec<Entry>>,
+    any: AtomicBool,
+    last_try: Mutex<Option<Instant>>,
+    listener: OnceLock<ArmedListener>,
+}
+
+impl Waiting {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl PageWatchEngine {
+    /// Keeps `request` waiting for the guest to map its bytes; returns the id it keeps.
+    pub(super) fn wait_for_mapping(&self, request: PageWatchRequest, reason: String) -> HostBpId {
+        let id = self.ids.allocate_id();
+        tracing::info!(
+            "page watch #{} ({}) waits: {reason}",
+            id.0,
+            crate::quote::cut(&request.label)
+        );
+        let mut entries = self.waiting.entries();
+        entries.push(Entry {
+            id,
+            request,
+            reason,
+        });
+        self.waiting.any.store(true, Ordering::SeqCst);
+        id
+    }
+
+    /// Why watch `id` waits, if it does.
+    pub fn waiting_reason(&self, id: HostBpId) -> Option<String> {
+        let entries = self.waiting.entries();
+        entries
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| e.reason.clone())
+    }
+
+    /// Sets the one listener told when a waiting watch is armed; `false` if one is set.
+    pub fn on_armed(&self, listener: ArmedListener) -> bool {
+        self.waiting.listener.set(listener).is_ok()
+    }
+
+    /// Drops waiting watch `id`; whether it was waiting.
+    pub(super) fn stop_waiting(&self, id: HostBpId) -> bool {
+        let mut entries = self.waiting.entries();
+        let before = entries.len();
+        entries.retain(|e| e.id != id);
+        self.waiting
+            .any
+            .store(!entries.is_empty(), Ordering::SeqCst);
+        entries.len() != before
+    }
+
+    /// A vCPU's exit: tries the waiting watches, unless none waits (one load) or the last try
+    /// was under [`AT_EXIT_EVERY`] ago. Callable from a vCPU thread.
+    pub fn retry_waiting_at_exit(&self) {
+        if !self.waiting.any.load(Ordering::Relaxed) {
+            return;
+        }
+        {
+            let mut last = self
+                .waiting
+                .last_try
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < AT_EXIT_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        self.retry_waiting();
+    }
+
+    /// Tries every waiting watch once: one whose bytes now translate to RAM is armed (or, if
+    /// arming fails, keeps waiting with that reason).
+    pub fn retry_waiting(&self) {
+        let mut entries = std::mem::take(&mut *self.waiting.entries());
+        let mut armed = Vec::new();
+        entries.retain_mut(|entry| {
+            let outcome = match self.resolve(entry.request.range) {
+                Ok(Resolved::Ranges(ranges)) => {
+                    self.install_watch(Some(entry.id), entry.request.clone(), ranges)
+                }
+                Ok(Resolved::NotYet(reason)) => {
+                    entry.reason = reason;
+                    return true;
+                }
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(id) => {
+                    armed.push(id);
+                    false
+                }
+                Err(e) => {
+                    entry.reason = format!("its bytes translate now, but arming failed: {e}");
+                    true
+                }
+            }
+        });
+        {
+            // Watches added meanwhile were pushed onto the emptied list: keep both.
+            let mut now = self.waiting.entries();
+            entries.append(&mut now);
+            *now = entries;
+            self.waiting.any.store(!now.is_empty(), Ordering::SeqCst);
+        }
+        for id in armed {
+            tracing::info!(
+                "page watch #{} is armed: the guest maps its bytes now",
+                id.0
+            );
+            if let Some(tell) = self.waiting.listener.get() {
+                tell(id);
+            }
+        }
+    }
+
+    /// Starts the timer that tries the waiting watches every [`TIMER_EVERY`] until the run
+    /// ends.
+    pub fn spawn_waiting_timer(
+        self: &Arc<Self>,
+        control: Arc<RunControl>,
+    ) -> std::io::Result<JoinHandle<()>> {
+        let engine = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("drvisor-waiting".into())
+            .spawn(move || {
+                while !control.is_finished() {
+                    std::thread::sleep(TIMER_EVERY);
+                    let Some(engine) = engine.upgrade() else {
+                        return;
+                    };
+                    if engine.waiting.any.load(Ordering::SeqCst) && !control.is_finished() {
+                        engine.retry_waiting();
+                    }
+                }
+            })
+    }
+}
