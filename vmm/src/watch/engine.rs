@@ -204,18 +204,22 @@ pub enum MmioAccess<'a> {
     Write(&'a [u8]),
 }
 
-struct Registered {
+pub(super) struct Registered {
     label: String,
     access: Access,
-    ranges: Vec<(u64, u64)>,
+    /// As the client gave it: a guest-virtual range is checked for re-mapping.
+    pub(super) range: WatchRange,
+    /// Reported once when the guest re-mapped it.
+    pub(super) remap_told: std::sync::atomic::AtomicBool,
+    pub(super) ranges: Vec<(u64, u64)>,
     parts: Vec<WatchId>,
     on_hit: OnHit,
     hits: AtomicU64,
 }
 
-struct State {
+pub(super) struct State {
     layout: Layout,
-    watches: BTreeMap<HostBpId, Registered>,
+    pub(super) watches: BTreeMap<HostBpId, Registered>,
     owner: BTreeMap<WatchId, HostBpId>,
     next_part: u32,
 }
@@ -294,7 +298,7 @@ impl PageWatchEngine {
         *self.translator.lock().unwrap_or_else(|e| e.into_inner()) = Some(translator);
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, State> {
+    pub(super) fn read(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -355,6 +359,8 @@ impl PageWatchEngine {
             Registered {
                 label: req.label,
                 access: req.access,
+                range: req.range,
+                remap_told: Default::default(),
                 ranges,
                 parts,
                 on_hit: req.on_hit,

@@ -25,6 +25,8 @@ use crate::run_control::RunControl;
 pub const AT_EXIT_EVERY: Duration = Duration::from_millis(2);
 /// How often the timer tries while anything waits.
 pub const TIMER_EVERY: Duration = Duration::from_millis(20);
+/// How often the timer checks the armed guest-virtual watches for a re-mapping.
+pub const REMAP_EVERY: u32 = 25;
 
 /// Told of each waiting watch that was armed, by id.
 pub type ArmedListener = Box<dyn Fn(HostBpId) + Send + Sync>;
@@ -159,7 +161,41 @@ impl PageWatchEngine {
         }
     }
 
-    /// Starts the timer that tries the waiting watches every [`TIMER_EVERY`] until the run
+    /// Translates each armed guest-virtual watch again, and says once per watch if the guest
+    /// maps its bytes elsewhere now (or not at all). The watch stays where it was armed: a
+    /// translation through whatever vCPU 0 runs now (a process's own CR3, say) is no reason to
+    /// move it, but the person must know that it may no longer watch what they named.
+    pub fn report_remaps(&self) {
+        let armed: Vec<(HostBpId, super::WatchRange, Vec<(u64, u64)>)> = self
+            .read()
+            .watches
+            .iter()
+            .filter(|(_, r)| {
+                matches!(r.range, super::WatchRange::Virtual { .. })
+                    && !r.remap_told.load(Ordering::Relaxed)
+            })
+            .map(|(id, r)| (*id, r.range, r.ranges.clone()))
+            .collect();
+        for (id, range, ranges) in armed {
+            let now = match self.resolve(range) {
+                Ok(Resolved::Ranges(now)) if now == ranges => continue,
+                Ok(Resolved::Ranges(now)) => format!("maps its bytes at {now:#x?} now"),
+                Ok(Resolved::NotYet(why)) => format!("no longer maps its bytes ({why})"),
+                Err(e) => format!("cannot be translated now ({e})"),
+            };
+            if let Some(r) = self.read().watches.get(&id) {
+                r.remap_told.store(true, Ordering::Relaxed);
+            }
+            tracing::warn!(
+                "page watch #{}: the guest {now}; it stays on guest-physical {ranges:#x?}, where \
+                 it was armed",
+                id.0
+            );
+        }
+    }
+
+    /// Starts the timer that tries the waiting watches every [`TIMER_EVERY`], and checks the
+    /// armed guest-virtual ones for a re-mapping every [`REMAP_EVERY`] ticks, until the run
     /// ends.
     pub fn spawn_waiting_timer(
         self: &Arc<Self>,
