@@ -17,14 +17,20 @@ pub mod server;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Where a breakpoint goes: a symbol of the guest kernel or an address.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The `event` field of every JSON event line and stream record: which record it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
-pub enum Location {
-    /// A symbol, resolved from the kernel's symbol table or a System.map.
-    Symbol(String),
-    /// A guest-virtual address.
-    Address(u64),
+pub enum EventName {
+    /// A breakpoint or watch hit ([`HitEvent`]).
+    Hit,
+    /// A breakpoint or watch added, armed or removed ([`rest::PlanEvent`]).
+    Plan,
+    /// The VM paused, resumed or stopped ([`rest::StateEvent`]).
+    State,
+    /// Events a reader missed ([`rest::LostEvent`]).
+    Lost,
+    /// The page engine's trap counts at the end of a run ([`PageTrapsEvent`]).
+    PageTraps,
 }
 
 /// What a breakpoint watches.
@@ -54,21 +60,6 @@ pub enum HitAction {
     Stop,
 }
 
-/// A request for a host breakpoint or watchpoint.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BreakpointSpec {
-    /// Where.
-    pub location: Location,
-    /// What.
-    pub kind: BreakKind,
-    /// Bytes watched: 1 for exec; 1, 2, 4 or 8 for data.
-    pub len: u8,
-    /// Only this vCPU; `None` for the whole VM.
-    pub vcpu: Option<u32>,
-    /// What a hit does.
-    pub action: HitAction,
-}
-
 /// The general registers at a hit.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[allow(missing_docs)]
@@ -96,8 +87,8 @@ pub struct Registers {
 /// One host breakpoint hit, as printed by `drvisor run` (one JSON line per hit).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HitEvent {
-    /// Always `"hit"`.
-    pub event: String,
+    /// Always [`EventName::Hit`].
+    pub event: EventName,
     /// The breakpoint's id.
     pub id: u32,
     /// How the user named it (symbol or address).
@@ -111,7 +102,7 @@ pub struct HitEvent {
     /// What fired.
     pub kind: BreakKind,
     /// The engine that carried it: `hw` (a debug-register slot) or `page` (page protection).
-    pub engine: String,
+    pub engine: rest::Engine,
     /// The physical debug-register slot that reported it (hw engine).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<u8>,
@@ -124,6 +115,29 @@ pub struct HitEvent {
     pub count: u64,
     /// The registers at the hit.
     pub regs: Registers,
+}
+
+/// `{"event":"page-traps","traps":T,"false_traps":F}`: the page engine's counts at the end of
+/// a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageTrapsEvent {
+    /// Always [`EventName::PageTraps`].
+    pub event: EventName,
+    /// Every trapped access.
+    pub traps: u64,
+    /// Trapped accesses that touched no watched byte.
+    pub false_traps: u64,
+}
+
+impl PageTrapsEvent {
+    /// The counts as a record.
+    pub fn new(traps: u64, false_traps: u64) -> Self {
+        PageTrapsEvent {
+            event: EventName::PageTraps,
+            traps,
+            false_traps,
+        }
+    }
 }
 
 /// The guest access behind a page-engine hit.
@@ -177,14 +191,14 @@ mod tests {
     #[test]
     fn hit_event_round_trips_as_one_json_line() {
         let e = HitEvent {
-            event: "hit".into(),
+            event: EventName::Hit,
             id: 1,
             label: "drv_target_0".into(),
             vcpu: 0,
             rip: 0x1030e0,
             addr: 0x1030e0,
             kind: BreakKind::Exec,
-            engine: "hw".into(),
+            engine: rest::Engine::Hw,
             slot: Some(3),
             access: None,
             action: HitAction::Continue,
@@ -194,6 +208,9 @@ mod tests {
         let line = serde_json::to_string(&e).unwrap();
         assert!(!line.contains('\n'));
         assert!(line.contains("\"kind\":\"exec\""));
+        assert!(line.contains("\"event\":\"hit\"") && line.contains("\"engine\":\"hw\""));
+        let traps = serde_json::to_string(&PageTrapsEvent::new(3, 1)).unwrap();
+        assert_eq!(traps, r#"{"event":"page-traps","traps":3,"false_traps":1}"#);
         assert_eq!(serde_json::from_str::<HitEvent>(&line).unwrap(), e);
     }
 }

@@ -428,7 +428,7 @@ pub enum PlanChange {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PlanEvent {
     /// Always `"plan"`.
-    pub event: String,
+    pub event: crate::EventName,
     /// Added or removed.
     pub change: PlanChange,
     /// The breakpoint as it was after an add, or before a removal.
@@ -439,7 +439,7 @@ pub struct PlanEvent {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StateEvent {
     /// Always `"state"`.
-    pub event: String,
+    pub event: crate::EventName,
     /// The new state.
     pub state: VmState,
     /// Why: `api`, `hit #ID on vCPU N`, `signal`, or the run's end in words.
@@ -453,7 +453,7 @@ pub struct StateEvent {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LostEvent {
     /// Always `"lost"`.
-    pub event: String,
+    pub event: crate::EventName,
     /// How many.
     pub count: u64,
 }

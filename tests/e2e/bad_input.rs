@@ -224,7 +224,7 @@ fn cases(f: &Files) -> Vec<Case> {
         refused("watch_empty_part", &["--watch", "drv_watch_u64::8"], "neither an access"),
         refused("watch_empty", &["--watch", ""], "give a symbol or an address"),
         refused("watch_longer_than_ram", &["--watch", "phys:0x0:w:0x10000000"], "longer than guest RAM"),
-        refused("watch_outside_ram", &["--watch", "phys:0x10000000:w:8"], "is in no RAM region"),
+        refused("watch_outside_ram", &["--watch", "phys:0x10000000:w:8"], "0x10000000 is not RAM"),
         refused("watch_unknown_symbol", &["--watch", "drv_watch_u65"], "unknown symbol `drv_watch_u65`"),
         refused("watch_no_length_known", &["--watch", "0x1000"], "give a length"),
         // --break

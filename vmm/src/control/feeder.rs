@@ -32,7 +32,7 @@ pub fn spawn(bus: &EventBus<Event>, ring: Arc<EventRing>) -> std::io::Result<Joi
                     }
                     Record::Lost(count) => {
                         let lost = LostEvent {
-                            event: "lost".into(),
+                            event: drvisor_api::EventName::Lost,
                             count,
                         };
                         if let Ok(json) = serde_json::to_string(&lost) {

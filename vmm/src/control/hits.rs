@@ -21,14 +21,14 @@ pub fn reporter(bus: Arc<EventBus<Event>>, action: HitAction) -> OnHit {
 /// A hit as its event.
 pub fn hit_event(hit: &HitContext, action: HitAction) -> HitEvent {
     HitEvent {
-        event: "hit".into(),
+        event: drvisor_api::EventName::Hit,
         id: hit.id.0,
         label: hit.label.clone(),
         vcpu: hit.vcpu as u32,
         rip: hit.rip,
         addr: hit.addr,
         kind: hit.kind,
-        engine: hit.engine.to_string(),
+        engine: hit.engine.into(),
         slot: hit.slot,
         access: hit.access.clone(),
         action,

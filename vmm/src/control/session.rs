@@ -98,7 +98,7 @@ impl Session {
         let bus = vm.events().clone();
         vm.debug().listen_pauses(Box::new(move |paused, reason| {
             bus.publish(Event::State(StateEvent {
-                event: "state".into(),
+                event: drvisor_api::EventName::State,
                 state: if paused {
                     VmState::Paused
                 } else {
@@ -227,10 +227,7 @@ impl Session {
                 drvisor_debug::Scope::Vcpu(v) => Some(v.0),
             },
             action: req.action,
-            engine: match entry.engine {
-                Engine::Hw => drvisor_api::rest::Engine::Hw,
-                Engine::Page => drvisor_api::rest::Engine::Page,
-            },
+            engine: entry.engine.into(),
             owner: req.owner,
             state: String::new(),
             vcpus: Vec::new(),
@@ -288,7 +285,7 @@ impl Session {
 
     fn publish_plan(&self, change: PlanChange, breakpoint: Breakpoint) {
         self.bus.publish(Event::Plan(PlanEvent {
-            event: "plan".into(),
+            event: drvisor_api::EventName::Plan,
             change,
             breakpoint,
         }));
@@ -333,7 +330,7 @@ impl Session {
         // travel on the bus.
         let exit = exit_of(outcome);
         let stopped = StateEvent {
-            event: "state".into(),
+            event: drvisor_api::EventName::State,
             state: VmState::Stopped,
             reason: exit.reason.clone(),
             exit: Some(exit),

@@ -2,6 +2,7 @@
 
 use drvisor_api::rest::{PlanEvent, StateEvent};
 use drvisor_api::HitEvent;
+pub use drvisor_api::PageTrapsEvent as PageTraps;
 use serde::Serialize;
 
 /// One event on the bus. Serialized, each is one JSON object with an `event` field naming it.
@@ -19,26 +20,4 @@ pub enum Event {
     State(StateEvent),
     /// The page engine's trap counts at the end of a run (`"event":"page-traps"`).
     PageTraps(PageTraps),
-}
-
-/// `{"event":"page-traps","traps":T,"false_traps":F}`.
-#[derive(Clone, Debug, Serialize)]
-pub struct PageTraps {
-    /// Always `"page-traps"`.
-    pub event: &'static str,
-    /// Every trapped access.
-    pub traps: u64,
-    /// Trapped accesses that touched no watched byte.
-    pub false_traps: u64,
-}
-
-impl PageTraps {
-    /// The counts as a record.
-    pub fn new(traps: u64, false_traps: u64) -> Self {
-        PageTraps {
-            event: "page-traps",
-            traps,
-            false_traps,
-        }
-    }
 }

@@ -51,12 +51,6 @@ pub fn line_json<T: Serialize>(seq: u64, event: &T) -> serde_json::Result<String
     serde_json::to_string(&Line { seq, event })
 }
 
-#[derive(Serialize)]
-struct LostLine {
-    event: &'static str,
-    count: u64,
-}
-
 /// Starts the writer thread on `view`, writing to `out`. It ends when the bus closes (after
 /// writing everything queued) or at the first write error, after calling `on_error` with it.
 pub fn spawn_writer<T, F>(
@@ -119,8 +113,8 @@ fn write_record<T: Serialize>(
         Record::Lost(count) => {
             serde_json::to_writer(
                 &mut *out,
-                &LostLine {
-                    event: "lost",
+                &drvisor_api::rest::LostEvent {
+                    event: drvisor_api::EventName::Lost,
                     count,
                 },
             )?;

@@ -48,6 +48,16 @@ impl std::fmt::Display for Engine {
     }
 }
 
+/// The engine as the wire types name it.
+impl From<Engine> for drvisor_api::rest::Engine {
+    fn from(engine: Engine) -> Self {
+        match engine {
+            Engine::Hw => drvisor_api::rest::Engine::Hw,
+            Engine::Page => drvisor_api::rest::Engine::Page,
+        }
+    }
+}
+
 /// What routing needs to know about one watch request.
 #[derive(Clone, Debug)]
 pub struct RouteInput {

@@ -166,7 +166,7 @@ impl PageWatchEngine {
     /// translation through whatever vCPU 0 runs now (a process's own CR3, say) is no reason to
     /// move it, but the person must know that it may no longer watch what they named.
     pub fn report_remaps(&self) {
-        let armed: Vec<(HostBpId, super::WatchRange, Vec<(u64, u64)>)> = self
+        let armed: Vec<_> = self
             .read()
             .watches
             .iter()
