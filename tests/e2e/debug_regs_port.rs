@@ -114,7 +114,8 @@ fn injected_db_reaches_the_guest() -> Result<(), Failed> {
     vm.install_reporting_idt()?;
     let want_dr6 = 0xffff_0ff0 | 1 << 2;
     {
-        let seam = KvmDebugVcpu::new(&mut vm.vcpu, &vm.mem, false, None);
+        let (vcpu, mem) = vm.vcpu_and_mem();
+        let seam = KvmDebugVcpu::new(vcpu, mem, false, None);
         seam.set_debugregs(&kvm_debugregs {
             dr6: want_dr6,
             dr7: 0x400,
@@ -220,13 +221,15 @@ impl Driven {
     /// Enters the guest until something other than a #DB exit; dispatches every #DB.
     fn run(&mut self) -> Result<Stop, Failed> {
         loop {
-            let seam = KvmDebugVcpu::new(&mut self.vm.vcpu, &self.vm.mem, false, None);
+            let (vcpu, mem) = self.vm.vcpu_and_mem();
+            let seam = KvmDebugVcpu::new(vcpu, mem, false, None);
             self.vcpu.before_entry(&seam)?;
             let (stop, pc) = self.vm.run_raw()?;
             let Stop::Debug { dr6 } = stop else {
                 return Ok(stop);
             };
-            let seam = KvmDebugVcpu::new(&mut self.vm.vcpu, &self.vm.mem, false, None);
+            let (vcpu, mem) = self.vm.vcpu_and_mem();
+            let seam = KvmDebugVcpu::new(vcpu, mem, false, None);
             self.vcpu.on_debug_exit(dr6, pc, &seam)?;
         }
     }

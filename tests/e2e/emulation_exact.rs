@@ -48,8 +48,8 @@ fn run(caps: DebugCaps, breaks: [u64; 4], emulate: bool) -> Result<(Trace, u64),
     // Accessed (and for the leaf, Dirty) already set, as in a kernel that has run a while: the
     // emulator leaves tables it would have to change to KVM.
     for (entry, bits) in [(0x9000u64, 0x20u64), (0xa000, 0x20), (0xb000, 0x60)] {
-        let v: u64 = vm.mem.read_obj(GuestAddress(entry))?;
-        vm.mem.write_obj(v | bits, GuestAddress(entry))?;
+        let v: u64 = vm.mem().read_obj(GuestAddress(entry))?;
+        vm.mem().write_obj(v | bits, GuestAddress(entry))?;
     }
     vm.vcpu.set_regs(&kvm_regs {
         rip: CODE,
@@ -82,19 +82,21 @@ fn run(caps: DebugCaps, breaks: [u64; 4], emulate: bool) -> Result<(Trace, u64),
     }
     let mut dbg = VcpuDebug::new(0, ctl.clone());
     for _ in 0..1000 {
-        dbg.before_entry(&KvmDebugVcpu::new(&mut vm.vcpu, &vm.mem, emulate, None))?;
+        let (vcpu, mem) = vm.vcpu_and_mem();
+        dbg.before_entry(&KvmDebugVcpu::new(vcpu, mem, emulate, None))?;
         match vm.run_raw()? {
             (Stop::Debug { dr6 }, pc) => {
-                let seam = KvmDebugVcpu::new(&mut vm.vcpu, &vm.mem, emulate, None);
+                let (vcpu, mem) = vm.vcpu_and_mem();
+                let seam = KvmDebugVcpu::new(vcpu, mem, emulate, None);
                 dbg.on_debug_exit(dr6, pc, &seam)?;
                 dbg.after_exit(&seam)?;
             }
             (Stop::Hlt, _) => {
                 let mut stack = vec![0u8; 0x1000];
-                vm.mem
+                vm.mem()
                     .read_slice(&mut stack, GuestAddress(STACK_TOP - 0x1000))?;
                 let mut tables = vec![0u8; 0x3000];
-                vm.mem.read_slice(&mut tables, GuestAddress(0x9000))?;
+                vm.mem().read_slice(&mut tables, GuestAddress(0x9000))?;
                 let end = vm.vcpu.get_regs()?;
                 let hits = hits.lock().unwrap().clone();
                 let resumes = dbg.resumes();

@@ -68,8 +68,8 @@ fn breakpoint_round_trip(kvm: &Kvm, caps: DebugCaps, path: ResumePath) -> RoundT
     // Page tables with Accessed and Dirty set, as in a guest that has run a while (the tiny
     // VM's tables start without them, and the emulator leaves tables it would change to KVM).
     for (entry, bits) in [(0x9000u64, 0x20u64), (0xa000, 0x20), (0xb000, 0x60)] {
-        let v: u64 = vm.mem.read_obj(GuestAddress(entry)).expect("pml");
-        vm.mem
+        let v: u64 = vm.mem().read_obj(GuestAddress(entry)).expect("pml");
+        vm.mem()
             .write_obj(v | bits, GuestAddress(entry))
             .expect("pml");
     }
@@ -82,15 +82,18 @@ fn breakpoint_round_trip(kvm: &Kvm, caps: DebugCaps, path: ResumePath) -> RoundT
     })
     .expect("add");
     let mut dbg = VcpuDebug::new(0, ctl.clone());
-    dbg.before_entry(&KvmDebugVcpu::new(&mut vm.vcpu, &vm.mem, sync, None))
+    let (vcpu, mem) = vm.vcpu_and_mem();
+    dbg.before_entry(&KvmDebugVcpu::new(vcpu, mem, sync, None))
         .expect("install");
     let ioctls_before = seam_ioctls();
     let t = time(|| loop {
-        dbg.before_entry(&KvmDebugVcpu::new(&mut vm.vcpu, &vm.mem, sync, None))
+        let (vcpu, mem) = vm.vcpu_and_mem();
+        dbg.before_entry(&KvmDebugVcpu::new(vcpu, mem, sync, None))
             .expect("install");
         match vm.run_raw().expect("run") {
             (Stop::Debug { dr6 }, pc) => {
-                let seam = KvmDebugVcpu::new(&mut vm.vcpu, &vm.mem, sync, None);
+                let (vcpu, mem) = vm.vcpu_and_mem();
+                let seam = KvmDebugVcpu::new(vcpu, mem, sync, None);
                 dbg.on_debug_exit(dr6, pc, &seam).expect("dispatch");
                 dbg.after_exit(&seam).expect("resync");
             }

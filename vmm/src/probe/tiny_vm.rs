@@ -73,11 +73,22 @@ pub struct TinyVm {
     _vm: VmFd,
     /// Its only vCPU.
     pub vcpu: VcpuFd,
-    /// Its RAM.
-    pub mem: GuestMemoryMmap,
+    /// Its RAM, which KVM maps for as long as the VM lives: private, so that no caller can
+    /// replace it and leave the guest writing into freed memory.
+    mem: GuestMemoryMmap,
 }
 
 impl TinyVm {
+    /// Its RAM.
+    pub fn mem(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// The vCPU and the RAM together (for a debug seam that needs both).
+    pub fn vcpu_and_mem(&mut self) -> (&mut VcpuFd, &GuestMemoryMmap) {
+        (&mut self.vcpu, &self.mem)
+    }
+
     /// A VM whose vCPU runs `code` at [`CODE`] at privilege level `cpl` (0 or 3). With
     /// `readonly_data`, the page at [`DATA`] is a read-only memslot.
     pub fn new(kvm: &Kvm, cpl: u8, readonly_data: bool, code: &[u8]) -> Result<TinyVm> {
