@@ -47,7 +47,8 @@ pub enum Outcome {
         value: u32,
     },
     /// The guest triple-faulted because a read or access page watch hid a page the CPU itself
-    /// must read (page tables, GDT, IDT): the user's request, not the guest's fault.
+    /// must read (page tables, GDT, IDT), or any page watch trapped the stack page it pushes an
+    /// exception frame on: the user's request, not the guest's fault.
     CpuStructureWatched {
         /// Which vCPU.
         vcpu: usize,
@@ -61,6 +62,9 @@ pub enum Outcome {
         watch: (u32, String),
         /// The guest triple-faulted (else: it could make no progress).
         triple_fault: bool,
+        /// The CPU must *write* the page (an exception frame on the stack), so a write watch
+        /// fails there too.
+        written: bool,
     },
     /// The guest triple-faulted.
     TripleFault {
@@ -247,19 +251,26 @@ impl fmt::Display for Described<'_> {
                 what,
                 watch,
                 triple_fault,
+                written,
             } => write!(
                 f,
-                "page watch #{} ({}) hides page {page:#x}, which holds {what}; the CPU's own \
-                 accesses to it cannot go through the page engine, so vCPU {vcpu} {} at {}. \
-                 Watch that memory for writes only (:w), which leaves it readable, or not at all",
+                "page watch #{} ({}) {} page {page:#x}, which holds {what}; the CPU's own \
+                 accesses to it cannot go through the page engine, so vCPU {vcpu} {} at {}. {}",
                 watch.0,
                 crate::quote::cut(&watch.1),
+                if *written { "traps" } else { "hides" },
                 if *triple_fault {
                     "triple-faulted"
                 } else {
                     "could not go on"
                 },
-                Rip(*rip, names)
+                Rip(*rip, names),
+                if *written {
+                    "Watch memory the CPU does not push exception frames on, or use a hardware \
+                     debug-register slot where this host delivers data watchpoints"
+                } else {
+                    "Watch that memory for writes only (:w), which leaves it readable, or not at all"
+                }
             ),
             Outcome::InternalError {
                 vcpu,

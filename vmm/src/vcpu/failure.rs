@@ -32,7 +32,7 @@ impl Vcpu {
             return self.cpu_structure_watched(shared, Some(gpa & !0xfff), false);
         };
         let what = format!("the operand of `{insn}` at {gpa:#x}");
-        self.watched_page(shared, rip, gpa & !0xfff, what, false)
+        self.watched_page(shared, rip, gpa & !0xfff, what, false, false)
     }
 
     /// The outcome naming the page watch that traps `page` (which holds `what`).
@@ -43,6 +43,7 @@ impl Vcpu {
         page: u64,
         what: String,
         triple_fault: bool,
+        written: bool,
     ) -> Option<Outcome> {
         let watch = shared
             .watch
@@ -56,6 +57,7 @@ impl Vcpu {
             what,
             watch: (watch.id, watch.label),
             triple_fault,
+            written,
         })
     }
 
@@ -81,7 +83,32 @@ impl Vcpu {
             .into_iter()
             .filter(|(page, _)| only.is_none() || only == Some(*page))
             .find(|(page, _)| shared.watch.is_hole(*page))?;
-        self.watched_page(shared, rip, page, what.to_string(), triple_fault)
+        self.watched_page(shared, rip, page, what.to_string(), triple_fault, false)
+    }
+
+    /// A page watch of any kind on the stack below RSP, where the CPU pushes an exception
+    /// frame (up to six quadwords in long mode) when it delivers one at the current privilege
+    /// level: the CPU's own stores cannot go through the page engine, so delivery fails. As
+    /// the outcome that says so. Not after an SVM shutdown reset, where RSP is gone.
+    fn exception_stack_watched(&mut self, shared: &VcpuShared) -> Option<Outcome> {
+        const FRAME: u64 = 6 * 8;
+        let regs = self.fd.get_regs().ok()?;
+        let sregs = self.fd.get_sregs().ok()?;
+        if sregs.cs.base == 0xffff_0000 && regs.rip == 0xfff0 {
+            return None;
+        }
+        let structures = crate::watch::cpu_structures::Registers::from(&sregs);
+        let rsp = regs.rsp;
+        [rsp.wrapping_sub(FRAME), rsp.wrapping_sub(1)]
+            .into_iter()
+            .filter_map(|va| crate::watch::cpu_structures::physical(&shared.mem, &structures, va))
+            .map(|pa| pa & !0xfff)
+            .find(|page| shared.watch.traps(*page))
+            .and_then(|page| {
+                let what =
+                    format!("the stack at rsp={rsp:#x}, where the CPU pushes an exception frame");
+                self.watched_page(shared, regs.rip, page, what, true, true)
+            })
     }
 
     /// A triple fault: the guest's, unless a read or access page watch hid a page the CPU
@@ -91,21 +118,25 @@ impl Vcpu {
         if let Some(watched) = self.cpu_structure_watched(shared, None, true) {
             return watched;
         }
-        let holes: Vec<String> = shared
+        if let Some(watched) = self.exception_stack_watched(shared) {
+            return watched;
+        }
+        let trapped: Vec<String> = shared
             .watch
             .states()
             .into_iter()
-            .filter(|w| w.pages.iter().any(|(p, _)| shared.watch.is_hole(*p)))
+            .filter(|w| w.pages.iter().any(|(p, _)| shared.watch.traps(*p)))
             .map(|w| format!("#{} {}", w.id, crate::quote::cut(&w.label)))
             .collect();
-        if rip == 0xfff0 && !holes.is_empty() {
-            // SVM resets the vCPU at a shutdown, so where the tables were is gone.
+        if rip == 0xfff0 && !trapped.is_empty() {
+            // SVM resets the vCPU at a shutdown, so where the tables and the stack were is gone.
             tracing::warn!(
                 "KVM reset vCPU {} at the triple fault, so drvisor cannot tell which page the CPU \
-                 failed to read; read or access page watches are armed ({}): if one covers the \
-                 guest's page tables, GDT or IDT, watch it for writes (:w) instead",
+                 failed to access; page watches are armed ({}): if a read or access watch covers \
+                 the guest's page tables, GDT or IDT, watch it for writes (:w) instead; no page \
+                 watch can cover the stack the CPU pushes exception frames on",
                 self.index,
-                holes.join(", ")
+                trapped.join(", ")
             );
         }
         Outcome::TripleFault {

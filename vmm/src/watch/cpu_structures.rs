@@ -119,6 +119,18 @@ fn walk_tables(mem: &impl GuestMemory, table: u64, level: u8, out: &mut Vec<(u64
     }
 }
 
+/// The guest-physical address of linear address `va` as the CPU sees it with `regs`: through
+/// 4-level paging, or `va` itself with paging off.
+pub fn physical(mem: &impl GuestMemory, regs: &Registers, va: u64) -> Option<u64> {
+    if regs.cr0 & CR0_PG == 0 {
+        return Some(va);
+    }
+    if regs.efer & EFER_LMA == 0 {
+        return None;
+    }
+    translate(mem, regs.cr3, va)
+}
+
 /// The guest-physical address of `va` under 4-level paging from `cr3`.
 fn translate(mem: &impl GuestMemory, cr3: u64, va: u64) -> Option<u64> {
     let mut table = cr3 & ADDR;

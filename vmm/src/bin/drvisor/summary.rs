@@ -186,6 +186,7 @@ mod tests {
             what: "the GDT".into(),
             watch: (1, "drv_gdt".into()),
             triple_fault: false,
+            written: false,
         };
         assert!(lines(&bps, None, &mistake).is_empty());
     }
