@@ -115,6 +115,20 @@ pub struct HitEvent {
     pub count: u64,
     /// The registers at the hit.
     pub regs: Registers,
+    /// The stack from RSP up, where the breakpoint asked for it (`--capture`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<MemorySnippet>,
+}
+
+/// Guest memory at a hit: `bytes` (hex, two digits a byte, in address order) read from the
+/// guest-virtual address `addr`, through the guest's page tables. Shorter than asked where a
+/// page does not translate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemorySnippet {
+    /// Its first guest-virtual address (RSP, for the stack).
+    pub addr: u64,
+    /// The bytes, in hex.
+    pub bytes: String,
 }
 
 /// `{"event":"page-traps","traps":T,"false_traps":F}`: the page engine's counts at the end of
@@ -204,6 +218,7 @@ mod tests {
             action: HitAction::Continue,
             count: 3,
             regs: Registers::default(),
+            stack: None,
         };
         let line = serde_json::to_string(&e).unwrap();
         assert!(!line.contains('\n'));

@@ -234,6 +234,10 @@ fn cases(f: &Files) -> Vec<Case> {
         refused("break_empty", &["--break", ""], "give a symbol or an address"),
         // Flags bound to a breakpoint.
         refused("action_twice", &["--break", "drv_target_0", "--action", "stop", "--action", "continue"], "--action given twice for drv_target_0"),
+        refused("capture_twice", &["--break", "drv_target_0", "--capture", "8", "--capture", "9"], "--capture given twice"),
+        refused("capture_zero", &["--break", "drv_target_0", "--capture", "0"], "0 is not in 1..=4096"),
+        refused("capture_too_much", &["--break", "drv_target_0", "--capture", "4097"], "4097 is not in 1..=4096"),
+        refused("capture_alone", &["--capture", "8"], "--capture must follow"),
         refused("action_unknown", &["--break", "drv_target_0", "--action", "explode"], "invalid value 'explode' for '--action <ACTION>'; use one of: continue, pause, stop"),
         refused("action_without_owner", &["--action", "stop", "--break", "drv_target_0"], "--action must follow"),
         refused("vcpu_twice", &["--break", "drv_target_0", "--vcpu", "0", "--vcpu", "0"], "--vcpu given twice"),

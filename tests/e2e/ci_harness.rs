@@ -88,7 +88,7 @@ fn passing_examples() -> Result<(), Failed> {
             format!("{spec}::{case} did not pass\n{run}")
         })?;
     }
-    // capture puts the first hit's registers into the report.
+    // capture puts the first hit's registers and 128 bytes of its stack into the report.
     let exec = report["specs"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["name"] == "exec"));
@@ -101,8 +101,12 @@ fn passing_examples() -> Result<(), Failed> {
         .and_then(|c| c["context"].as_str())
         .unwrap_or_default();
     ensure(
-        captured.contains("hit #1 of drv_target_1") && captured.contains("rip="),
-        || format!("no captured context: {captured:?}"),
+        captured.contains("hit #1 of drv_target_1")
+            && captured.contains("rip=")
+            && captured
+                .lines()
+                .any(|l| l.starts_with("stack at 0x") && l.split(' ').count() == 3 + 16),
+        || format!("no captured context with 16 stack quadwords: {captured:?}"),
     )?;
     // The JUnit file has one testcase per case of the JSON report.
     let xml = std::fs::read_to_string(&junit).map_err(|e| format!("no junit: {e}"))?;

@@ -106,6 +106,46 @@ fn by_system_map() -> Result<(), Failed> {
     ensure(events.len() == 5, || format!("{} events", events.len()))
 }
 
+/// `--capture 32` puts 32 bytes of the stack from RSP into each hit event, read through the
+/// guest's page tables: at the first instruction of `drv_target_1` the first quadword is the
+/// return address, inside the function that called it.
+fn capture_records_the_stack() -> Result<(), Failed> {
+    let (run, hits) = drvisor_with_hits(&[
+        "run",
+        "--scenario",
+        "exec",
+        "--cmdline",
+        "count=3",
+        "--break",
+        "drv_target_1",
+        "--capture",
+        "32",
+    ])?;
+    run.expect_code(0)?;
+    let symbols = drvisor::symbols::SymbolTable::from_elf(drvisor::guest_image::ELF);
+    ensure(hits.len() == 3, || format!("{} hits", hits.len()))?;
+    for hit in &hits {
+        let stack = &hit["stack"];
+        let bytes = stack["bytes"].as_str().unwrap_or_default();
+        ensure(
+            stack["addr"] == hit["regs"]["rsp"] && bytes.len() == 64,
+            || format!("not 32 bytes at rsp: {hit}"),
+        )?;
+        let ret = (0..8)
+            .map(|i| u64::from_str_radix(&bytes[2 * i..2 * i + 2], 16).unwrap_or(0) << (8 * i))
+            .sum::<u64>();
+        let caller = symbols
+            .describe(ret)
+            .map(|(name, _)| name)
+            .unwrap_or_default();
+        // The mangled name: `_ZN13drvisor_guest7targets9exec_loop17h...E`.
+        ensure(caller.contains("9exec_loop17h"), || {
+            format!("the return address {ret:#x} is in `{caller}`, not exec_loop")
+        })?;
+    }
+    Ok(())
+}
+
 fn unknown_symbol_suggests_names() -> Result<(), Failed> {
     let run = drvisor(&["run", "--break", "drv_target_9"]);
     run.expect_code(2)?;
@@ -381,6 +421,10 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             exec_in_each_physical_slot,
         ),
         Trial::test("host_bp::by_address", by_address),
+        Trial::test(
+            "host_bp::capture_records_the_stack",
+            capture_records_the_stack,
+        ),
         Trial::test("host_bp::by_system_map", by_system_map),
         Trial::test(
             "host_bp::unknown_symbol_suggests_names",

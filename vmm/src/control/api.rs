@@ -206,6 +206,7 @@ impl Control for Session {
             what: What::Break(spec),
             scope,
             action: req.action,
+            capture: 0,
             owner: Owner::Api,
         })
     }
@@ -253,6 +254,7 @@ impl Control for Session {
             },
             scope,
             action: req.action,
+            capture: 0,
             owner: Owner::Api,
         })
     }

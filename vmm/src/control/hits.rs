@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use drvisor_api::{HitAction, HitEvent};
+use vm_memory::GuestMemoryMmap;
 
 use crate::debug::{HitContext, OnHit};
 use crate::events::{Event, EventBus};
@@ -11,9 +12,23 @@ use crate::events::{Event, EventBus};
 /// The hit callback of a breakpoint with `action`: publish the hit, answer the action. The
 /// vCPU pauses after it returns, unless a client resumed in between (see
 /// [`crate::vcpu::VcpuGate::resume_mark`]).
-pub fn reporter(bus: Arc<EventBus<Event>>, action: HitAction) -> OnHit {
+///
+/// With `capture` > 0, each hit event carries that many bytes of the stack from RSP, read from
+/// `mem` on the vCPU's thread (where the exit brought the system registers).
+pub fn reporter(
+    bus: Arc<EventBus<Event>>,
+    action: HitAction,
+    capture: u16,
+    mem: GuestMemoryMmap,
+) -> OnHit {
     Arc::new(move |hit: &HitContext| {
-        bus.publish(Event::Hit(hit_event(hit, action)));
+        let mut event = hit_event(hit, action);
+        if capture > 0 {
+            event.stack = hit
+                .paging
+                .map(|paging| super::snippet::stack(&mem, &paging, hit.regs.rsp, capture));
+        }
+        bus.publish(Event::Hit(event));
         action
     })
 }
@@ -34,5 +49,6 @@ pub fn hit_event(hit: &HitContext, action: HitAction) -> HitEvent {
         action,
         count: hit.count,
         regs: hit.regs.clone(),
+        stack: None,
     }
 }

@@ -9,6 +9,7 @@ mod hits;
 pub mod location;
 mod request;
 mod session;
+pub mod snippet;
 
 pub use hits::{hit_event, reporter};
 pub use request::{arm, Error, Request, What};

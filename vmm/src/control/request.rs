@@ -40,6 +40,9 @@ pub struct Request {
     pub scope: Scope,
     /// What a hit does.
     pub action: HitAction,
+    /// Bytes of the stack from RSP each hit event carries (0: none; at most
+    /// [`super::snippet::MAX_CAPTURE`]).
+    pub capture: u16,
     /// Which client asked.
     pub owner: Owner,
 }

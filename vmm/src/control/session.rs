@@ -142,7 +142,7 @@ impl Session {
 
     /// The callback a breakpoint with `req`'s action reports its hits through.
     pub fn on_hit(&self, req: &Request) -> OnHit {
-        reporter(self.bus.clone(), req.action)
+        reporter(self.bus.clone(), req.action, req.capture, self.mem.clone())
     }
 
     /// Arms `req` with the standard hit reporting; returns its id and engine once every vCPU

@@ -33,6 +33,9 @@ pub struct HitContext {
     pub count: u64,
     /// General registers at the hit.
     pub regs: Registers,
+    /// The system registers that locate the guest's page tables, where the exit brought them
+    /// (synced registers): to read guest-virtual memory at the hit without an ioctl.
+    pub paging: Option<crate::watch::cpu_structures::Registers>,
 }
 
 impl HitContext {

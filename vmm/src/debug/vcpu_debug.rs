@@ -378,7 +378,8 @@ impl VcpuDebug {
                     continue;
                 }
             }
-            if let Some(stop) = self.dispatch_host_hit(hit, &regs) {
+            let paging = vcpu.sregs().map(|s| (&s).into());
+            if let Some(stop) = self.dispatch_host_hit(hit, &regs, paging) {
                 verdict = stop;
             }
         }
@@ -457,7 +458,12 @@ impl VcpuDebug {
     }
 
     /// Runs the breakpoint's action; `Some` if it stops the run.
-    fn dispatch_host_hit(&self, hit: &HostHit, regs: &kvm_regs) -> Option<Verdict> {
+    fn dispatch_host_hit(
+        &self,
+        hit: &HostHit,
+        regs: &kvm_regs,
+        paging: Option<crate::watch::cpu_structures::Registers>,
+    ) -> Option<Verdict> {
         let (id, kind) = (hit.id, hit.kind);
         let info = self.ctl.record_hit(id)?;
         let hit = HitContext {
@@ -476,6 +482,7 @@ impl VcpuDebug {
             access: None,
             count: info.count,
             regs: registers(regs),
+            paging,
         };
         // The mark comes before the hit is published: a resume answering it is kept.
         let mark = self.ctl.resume_mark();

@@ -136,6 +136,7 @@ impl GdbTarget {
             what,
             scope: Scope::Vm,
             action: HitAction::Pause,
+            capture: 0,
             owner: Owner::Gdb,
         };
         let report = self.session.on_hit(&req);

@@ -58,6 +58,7 @@ impl Vcpu {
                 }),
                 count: hit.count,
                 regs: registers(&regs),
+                paging: self.last_structures,
             };
             // The mark comes before the hit is published: a resume answering it is kept.
             let mark = shared.gate.resume_mark();

@@ -87,6 +87,10 @@ pub struct RunArgs {
     /// What a hit of the preceding --break or --watch does (default: continue).
     #[arg(long = "action", value_name = "ACTION")]
     pub actions: Vec<ActionArg>,
+    /// Record BYTES of the stack from RSP (1 to 4096) in each hit event of the preceding
+    /// --break or --watch, read through the guest's page tables.
+    #[arg(long = "capture", value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub captures: Vec<u16>,
     /// Who wins when host and guest breakpoints cannot both fit in the four slots.
     #[arg(long, default_value = "host-first", value_name = "POLICY")]
     pub policy: PolicyArg,

@@ -37,6 +37,7 @@ fn flags_alone(args: &[String]) -> Result<(), String> {
         vcpus: &run.vcpus_of,
         actions: &run.actions,
         engines: &run.engines,
+        captures: &run.captures,
     };
     requests::parse(&matches, flags)?;
     Ok(())

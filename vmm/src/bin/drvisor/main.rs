@@ -144,6 +144,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         vcpus: &args.vcpus_of,
         actions: &args.actions,
         engines: &args.engines,
+        captures: &args.captures,
     };
     let parsed = requests::parse(matches, flags).map_err(Failure::usage)?;
     let gdb = args

@@ -27,6 +27,7 @@ pub struct Flags<'a> {
     pub vcpus: &'a [u32],
     pub actions: &'a [ActionArg],
     pub engines: &'a [EngineArg],
+    pub captures: &'a [u16],
 }
 
 /// `[phys:]SYMBOL|ADDR[:w|r|rw][:LEN]`, parsed but not resolved.
@@ -64,6 +65,8 @@ pub struct Parsed {
     pub action: Option<HitAction>,
     /// `--engine` (watches only).
     pub engine: Option<EngineChoice>,
+    /// `--capture`.
+    pub capture: Option<u16>,
 }
 
 /// Parses the flags' values and binds `--vcpu`/`--action`/`--engine` to their owners.
@@ -88,6 +91,10 @@ pub fn parse(matches: &ArgMatches, flags: Flags<'_>) -> Result<Vec<Parsed>, Stri
                 .into_iter()
                 .zip(flags.engines.iter().map(|&e| e.into()))
                 .collect(),
+            captures: indices("captures")
+                .into_iter()
+                .zip(flags.captures.iter().copied())
+                .collect(),
         },
     )
 }
@@ -97,6 +104,7 @@ pub struct Bound<'a> {
     pub vcpus: Vec<(usize, &'a u32)>,
     pub actions: Vec<(usize, HitAction)>,
     pub engines: Vec<(usize, EngineChoice)>,
+    pub captures: Vec<(usize, u16)>,
 }
 
 /// [`parse`] on positions and values: pure, so it is tested without clap.
@@ -153,6 +161,12 @@ pub fn bind<'a>(
             return Err(twice("--engine", &p.label));
         }
     }
+    for (at, bytes) in bound.captures {
+        let p = &mut placed[owner(at, "--capture")?].1;
+        if p.capture.replace(bytes).is_some() {
+            return Err(twice("--capture", &p.label));
+        }
+    }
     Ok(placed.into_iter().map(|(_, p)| p).collect())
 }
 
@@ -163,6 +177,7 @@ fn parsed(label: &str, kind: Kind) -> Parsed {
         vcpu: None,
         action: None,
         engine: None,
+        capture: None,
     }
 }
 
@@ -290,6 +305,7 @@ fn resolve_one(p: Parsed, symbols: &SymbolTable) -> Result<Request, String> {
         what,
         scope: p.vcpu.map_or(Scope::Vm, |v| Scope::Vcpu(VcpuId(v))),
         action: p.action.unwrap_or(HitAction::Continue),
+        capture: p.capture.unwrap_or(0),
         owner: Owner::Cli,
     })
 }

@@ -116,6 +116,7 @@ fn flags_bind_to_the_nearest_break_or_watch_before_them() {
             vcpus: vec![(3, &one)],
             actions: vec![(7, HitAction::Stop)],
             engines: vec![(9, EngineChoice::Page)],
+            captures: vec![],
         },
     )
     .unwrap();
@@ -136,6 +137,7 @@ fn a_flag_given_twice_for_one_breakpoint_is_refused() {
             vcpus: vec![],
             actions: vec![(3, stop), (5, cont)],
             engines: vec![],
+            captures: vec![],
         },
     )
     .unwrap_err();
@@ -151,6 +153,7 @@ fn a_flag_given_twice_for_one_breakpoint_is_refused() {
             vcpus: vec![(3, &zero), (5, &one)],
             actions: vec![],
             engines: vec![],
+            captures: vec![],
         },
     )
     .unwrap_err();
@@ -164,6 +167,7 @@ fn a_flag_given_twice_for_one_breakpoint_is_refused() {
             vcpus: vec![],
             actions: vec![],
             engines: vec![(3, hw), (5, page)],
+            captures: vec![],
         },
     )
     .unwrap_err();
@@ -181,6 +185,7 @@ fn the_same_flag_for_two_breakpoints_is_fine() {
             vcpus: vec![],
             actions: vec![(3, stop), (7, cont)],
             engines: vec![],
+            captures: vec![],
         },
     )
     .unwrap();
@@ -204,6 +209,7 @@ fn resolution_checks_the_range_of_a_symbol_too() {
         vcpu: None,
         action: None,
         engine: None,
+        capture: None,
     };
     let e = match resolve(vec![parsed("top:w:0x100")], &symbols) {
         Err(e) => e,
@@ -334,7 +340,7 @@ proptest! {
         let result = bind(
             bs.clone(),
             ws.clone(),
-            Bound { vcpus: vec![], actions: acts.clone(), engines: vec![] },
+            Bound { vcpus: vec![], actions: acts.clone(), engines: vec![], captures: vec![] },
         );
         let before_any_owner = |at: usize| match first_owner {
             Some(first) => at < first,

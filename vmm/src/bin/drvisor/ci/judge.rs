@@ -412,7 +412,21 @@ pub fn hit_context(e: &HitEvent) -> String {
         r.r14,
         r.r15,
         r.rflags
-    )
+    ) + &e.stack.as_ref().map_or_else(String::new, |s| {
+        let words: Vec<String> = s
+            .bytes
+            .as_bytes()
+            .chunks(16)
+            .map(|q| {
+                // Each quadword as a number: its 8 bytes, last first.
+                let q = std::str::from_utf8(q).unwrap_or_default();
+                let mut be: Vec<&str> = (0..q.len() / 2).map(|i| &q[2 * i..2 * i + 2]).collect();
+                be.reverse();
+                be.concat()
+            })
+            .collect();
+        format!("\nstack at {:#x}: {}", s.addr, words.join(" "))
+    })
 }
 
 /// The whole line around byte `at`.

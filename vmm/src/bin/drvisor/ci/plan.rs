@@ -42,9 +42,13 @@ struct Armed {
     watch: bool,
     vcpus: Vec<Option<u32>>,
     stop: bool,
+    capture: bool,
     engine: Option<EngineName>,
     needs_values: bool,
 }
+
+/// The stack bytes an `on_hit = "capture"` check records with its hit.
+const CAPTURE_BYTES: u16 = 128;
 
 /// `drvisor run`'s arguments for `spec`, without the skipped checks; events go to `events`.
 pub fn run_args(spec: &Spec, skips: &BTreeMap<String, String>, events: &Path) -> Vec<String> {
@@ -88,6 +92,7 @@ pub fn run_args(spec: &Spec, skips: &BTreeMap<String, String>, events: &Path) ->
         a.watch = watch;
         a.vcpus.push(hits.vcpu);
         a.stop |= hits.on_hit == OnHit::Stop;
+        a.capture |= hits.on_hit == OnHit::Capture;
         a.engine = a.engine.or(engine);
         a.needs_values |= needs_values;
     }
@@ -116,6 +121,10 @@ pub fn run_args(spec: &Spec, skips: &BTreeMap<String, String>, events: &Path) ->
         if a.stop {
             args.push("--action".into());
             args.push("stop".into());
+        }
+        if a.capture {
+            args.push("--capture".into());
+            args.push(CAPTURE_BYTES.to_string());
         }
     }
     args
