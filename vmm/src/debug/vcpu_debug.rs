@@ -363,6 +363,9 @@ impl VcpuDebug {
 
         let mut exec_slots = Vec::new();
         let mut reexecution = None;
+        // Where the guest's page tables are, for a hit that captures memory (no ioctl: the
+        // synced registers, when they came with the exit).
+        let paging = vcpu.sregs().map(|s| (&s).into());
         for hit in &attribution.host_hits {
             if hit.kind == DrKind::Exec {
                 exec_slots.push(hit.phys);
@@ -378,7 +381,6 @@ impl VcpuDebug {
                     continue;
                 }
             }
-            let paging = vcpu.sregs().map(|s| (&s).into());
             if let Some(stop) = self.dispatch_host_hit(hit, &regs, paging) {
                 verdict = stop;
             }
