@@ -101,6 +101,13 @@ pub struct Line {
 
 /// Start a line (takes the print lock; re-entrant for the CPU that already holds it).
 pub fn line() -> Line {
+    let mut l = bare_line();
+    l.s("drv: ");
+    l
+}
+
+/// Start a line without the `drv: ` prefix (for formats with their own, such as KTAP).
+pub fn bare_line() -> Line {
     let me = cpu_index() as u32 + 1;
     let nested = loop {
         match LOCK.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
@@ -109,12 +116,11 @@ pub fn line() -> Line {
             Err(_) => core::hint::spin_loop(),
         }
     };
-    let mut l = Line { nested };
+    let l = Line { nested };
     if nested {
         // We interrupted our own half-written line: finish it first.
         put(b'\n');
     }
-    l.s("drv: ");
     l
 }
 

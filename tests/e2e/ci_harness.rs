@@ -83,11 +83,21 @@ fn passing_examples() -> Result<(), Failed> {
         ("stop", "stop at target_3"),
         ("status", "status 7"),
         ("status", "exec never runs"),
+        ("ktap", "selftests"),
+        ("ktap", "selftests/targets/calls_counted_0"),
+        ("ktap", "selftests/targets/calls_counted_3"),
+        ("ktap", "selftests/targets"),
+        ("ktap", "selftests/watch_page_starts_zeroed"),
+        ("ktap", "target_2 called count times"),
     ] {
         ensure(case_status(&report, spec, case) == Some("passed"), || {
             format!("{spec}::{case} did not pass\n{run}")
         })?;
     }
+    ensure(
+        case_status(&report, "ktap", "selftests/sse_state") == Some("skipped"),
+        || format!("the KTAP SKIP is not a skipped case\n{run}"),
+    )?;
     // capture puts the first hit's registers and 128 bytes of its stack into the report.
     let exec = report["specs"]
         .as_array()
@@ -115,7 +125,7 @@ fn passing_examples() -> Result<(), Failed> {
     ensure(Some(cases) == t["cases"].as_u64(), || {
         format!("{cases} testcases vs {t}")
     })?;
-    ensure(xml.matches("<testsuite ").count() == 4, || xml.clone())
+    ensure(xml.matches("<testsuite ").count() == 5, || xml.clone())
 }
 
 fn failing_examples() -> Result<(), Failed> {
@@ -133,6 +143,8 @@ fn failing_examples() -> Result<(), Failed> {
         ("write-fails", "a forbidden value"),
         ("write-fails", "wrong last value"),
         ("spin-timeout", "(run)"),
+        ("ktap-fails", "selftests"),
+        ("ktap-fails", "selftests/count_is_positive"),
     ] {
         ensure(case_status(&report, spec, case) == Some("failed"), || {
             format!("{spec}::{case} did not fail\n{run}")

@@ -33,6 +33,7 @@ pub const SCENARIOS: &[&str] = &[
     "dr7-storm",
     "exit-race",
     "late-map",
+    "ktap",
 ];
 
 /// The embedded guest as a kernel image.

@@ -9,6 +9,7 @@ pub mod faults;
 pub mod guest_dr;
 pub mod hello;
 pub mod kfunc;
+pub mod ktap;
 pub mod late_map;
 pub mod mixed;
 pub mod ranges;
@@ -41,6 +42,7 @@ pub fn run(cfg: &Config) -> ! {
         b"status" => status::run(cfg),
         b"kfunc" => kfunc::run_boot(cfg),
         b"late-map" => late_map::run(cfg),
+        b"ktap" => ktap::run(cfg),
         b"panic" => faults::panic(),
         b"unexpected-exception" => faults::unexpected_exception(),
         name => {
