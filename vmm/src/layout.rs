@@ -32,3 +32,93 @@ pub const CMDLINE_MAX: usize = 0x1000;
 pub const EBDA_START: u64 = 0x9fc00;
 /// Start of high memory, where kernels are loaded.
 pub const HIMEM_START: u64 = 0x10_0000;
+/// Start of the hole below 4 GiB that holds no RAM: past 3 GiB of RAM, the rest goes above
+/// 4 GiB, as QEMU's pc machine places it. The hole holds the test device's MMIO RAM
+/// ([`crate::devices::IOMEM_BASE`]) and KVM's [`IDENTITY_MAP`] and [`VMX_TSS`].
+pub const RAM_HOLE_START: u64 = 0xc000_0000;
+/// End of the hole: 4 GiB, where the rest of RAM starts.
+pub const RAM_HOLE_END: u64 = 1 << 32;
+/// The page KVM's VMX code uses as the identity-mapped page table of a guest in real mode or
+/// with paging off, on hosts without unrestricted guest (`KVM_SET_IDENTITY_MAP_ADDR`). One page,
+/// just below [`VMX_TSS`], as Firecracker and Cloud Hypervisor place it.
+pub const IDENTITY_MAP: u64 = 0xfffb_c000;
+/// Pages KVM's VMX code uses as the TSS of a guest in real mode (`KVM_SET_TSS_ADDR`).
+pub const VMX_TSS: u64 = 0xfffb_d000;
+/// Size of [`VMX_TSS`]: three pages (KVM's `RMODE_TSS_SIZE` rounded up).
+pub const VMX_TSS_LEN: u64 = 0x3000;
+
+/// Guest RAM of `size` bytes as (start, length) regions: from 0 up to [`RAM_HOLE_START`], the
+/// rest from [`RAM_HOLE_END`].
+pub fn ram_regions(size: u64) -> Vec<(u64, u64)> {
+    let low = low_ram_end(size);
+    let mut regions = vec![(0, low)];
+    if size > low {
+        regions.push((RAM_HOLE_END, size - low));
+    }
+    regions
+}
+
+/// End of the RAM below 4 GiB (exclusive), for `size` bytes of RAM.
+pub fn low_ram_end(size: u64) -> u64 {
+    size.min(RAM_HOLE_START)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::{IOMEM_BASE, IOMEM_LEN};
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn ram_splits_around_the_hole() {
+        assert_eq!(ram_regions(64 * MIB), [(0, 64 * MIB)]);
+        assert_eq!(ram_regions(3 * GIB), [(0, 3 * GIB)]);
+        assert_eq!(ram_regions(3 * GIB + MIB), [(0, 3 * GIB), (4 * GIB, MIB)]);
+        assert_eq!(ram_regions(16 * GIB), [(0, 3 * GIB), (4 * GIB, 13 * GIB)]);
+        for size in [2 * MIB, GIB, 3 * GIB, 5 * GIB, 1 << 40] {
+            let total: u64 = ram_regions(size).iter().map(|r| r.1).sum();
+            assert_eq!(total, size);
+        }
+    }
+
+    #[test]
+    fn kvm_pages_and_test_device_lie_in_the_hole_apart() {
+        let ranges = [
+            ("identity map", IDENTITY_MAP, 0x1000),
+            ("VMX TSS", VMX_TSS, VMX_TSS_LEN),
+            ("pc-testdev iomem", IOMEM_BASE, IOMEM_LEN),
+        ];
+        for (name, start, len) in ranges {
+            assert!(
+                start >= RAM_HOLE_START && start + len <= RAM_HOLE_END,
+                "{name}"
+            );
+            assert_eq!(start % 0x1000, 0, "{name} is page-aligned");
+            // Above every RAM region, whatever the RAM size.
+            for size in [2 * MIB, 3 * GIB, 8 * GIB, 1 << 40] {
+                for (ram, ram_len) in ram_regions(size) {
+                    assert!(
+                        start + len <= ram || start >= ram + ram_len,
+                        "{name} in RAM"
+                    );
+                }
+            }
+        }
+        for (i, a) in ranges.iter().enumerate() {
+            for b in &ranges[i + 1..] {
+                assert!(a.1 + a.2 <= b.1 || b.1 + b.2 <= a.1, "{} and {}", a.0, b.0);
+            }
+        }
+        // The identity map page sits right below the TSS, as KVM's users place them.
+        assert_eq!(IDENTITY_MAP + 0x1000, VMX_TSS);
+    }
+
+    #[test]
+    fn the_boot_area_lies_below_the_ebda() {
+        for end in [BOOT_INFO_END, CMDLINE + CMDLINE_MAX as u64, PD + 0x1000] {
+            assert!(end <= EBDA_START);
+        }
+    }
+}

@@ -21,6 +21,7 @@ pub mod memory;
 #[cfg(test)]
 mod no_flag_names_tests;
 pub mod outcome;
+pub mod pc_platform;
 pub mod probe;
 pub mod quote;
 pub mod run_control;

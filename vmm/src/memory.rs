@@ -1,4 +1,5 @@
-//! Guest RAM: one anonymous mapping from guest-physical 0.
+//! Guest RAM: anonymous mappings from guest-physical 0, split around the hole below 4 GiB
+//! ([`crate::layout::ram_regions`]).
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
@@ -42,9 +43,12 @@ pub fn size_of(mib: u64) -> Result<u64, Error> {
 
 /// Creates `mib` MiB of guest RAM starting at guest-physical 0.
 pub fn create(mib: u64) -> Result<GuestMemoryMmap, Error> {
-    let size = usize::try_from(size_of(mib)?).map_err(|_| Error::TooLarge(mib))?;
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)])
-        .map_err(|source| Error::Mmap { mib, source })
+    let mut ranges = Vec::new();
+    for (start, len) in crate::layout::ram_regions(size_of(mib)?) {
+        let len = usize::try_from(len).map_err(|_| Error::TooLarge(mib))?;
+        ranges.push((GuestAddress(start), len));
+    }
+    GuestMemoryMmap::from_ranges(&ranges).map_err(|source| Error::Mmap { mib, source })
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use crate::events::{Event, EventBus};
 use crate::fault_injection::InjectedFault;
 use crate::memory;
 use crate::outcome::Outcome;
+use crate::pc_platform;
 use crate::probe;
 use crate::run_control::RunControl;
 use crate::vcpu::parked::ParkedRegs;
@@ -59,6 +60,12 @@ pub enum Error {
     /// Setting a vCPU's boot state.
     #[error(transparent)]
     Cpu(#[from] cpu::Error),
+    /// Setting a vCPU's boot MSRs.
+    #[error(transparent)]
+    BootMsrs(#[from] cpu::msrs::Error),
+    /// The PC platform pieces: VMX TSS and identity map, PIT.
+    #[error(transparent)]
+    Platform(#[from] pc_platform::Error),
     /// Installing guest RAM as memslots.
     #[error(transparent)]
     Memslots(#[from] crate::watch::Error),
@@ -183,9 +190,11 @@ impl TryFrom<VmConfig> for Vm {
         )?;
 
         let vm_fd = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
+        pc_platform::setup(&kvm, &vm_fd, &pc_platform::BEFORE_VCPUS)?;
         vm_fd
             .create_irq_chip()
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        pc_platform::setup(&kvm, &vm_fd, &pc_platform::AFTER_IRQCHIP)?;
 
         let (caps, probe) = match config.debug_caps {
             Some(caps) => (caps, None),
@@ -265,7 +274,10 @@ impl TryFrom<VmConfig> for Vm {
             Arc::new(Mutex::new(TestDevPort::default())),
         );
         let mut mmio = MmioBus::default();
-        if boot::ram_size(&mem) <= IOMEM_BASE {
+        if !vm_memory::GuestMemoryBackend::address_in_range(
+            &mem,
+            vm_memory::GuestAddress(IOMEM_BASE),
+        ) {
             mmio.insert(
                 IOMEM_BASE,
                 IOMEM_LEN,
@@ -282,6 +294,9 @@ impl TryFrom<VmConfig> for Vm {
         // Registers, system registers and events all arrive with the exit (mask 7), or none.
         let sync_regs = kvm.check_extension_int(kvm_ioctls::Cap::SyncRegs) & 7 == 7;
         let mcg_cap = cpu::mce::supported(&kvm).and_then(cpu::mce::mcg_cap);
+        let host_msrs = kvm
+            .get_msr_index_list()
+            .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?;
         let mut vcpus = Vec::with_capacity(config.vcpus);
         for index in 0..count {
             let fd = vm_fd
@@ -292,6 +307,9 @@ impl TryFrom<VmConfig> for Vm {
             if let Some(cap) = mcg_cap {
                 cpu::mce::setup(&fd, cap).map_err(kvm_err("KVM_X86_SETUP_MCE"))?;
             }
+            cpu::lapic::setup(&fd)
+                .map_err(kvm_err("KVM_GET_LAPIC/KVM_SET_LAPIC (LINT0, LINT1)"))?;
+            cpu::msrs::setup(&fd, host_msrs.as_slice())?;
             start_state(&fd, &mem, &entry, index)?;
             vcpus.push(Vcpu::new(index.into(), fd, sync_regs));
         }

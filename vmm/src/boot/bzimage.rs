@@ -9,7 +9,7 @@ use linux_loader::loader::BzImage;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::{Entry, Error, KernelImage};
-use crate::layout::{CMDLINE, CMDLINE_MAX, EBDA_START, HIMEM_START, ZERO_PAGE};
+use crate::layout::{low_ram_end, CMDLINE, CMDLINE_MAX, ZERO_PAGE};
 
 /// `type_of_loader`: 0xff, "undefined" boot loader, as Firecracker and QEMU's direct boot use.
 const LOADER_UNDEFINED: u8 = 0xff;
@@ -17,7 +17,6 @@ const LOADER_UNDEFINED: u8 = 0xff;
 const CAN_USE_HEAP: u8 = 0x80;
 /// The 64-bit entry sits 0x200 bytes into the protected-mode kernel (boot.rst, "64-bit BOOT PROTOCOL").
 const STARTUP_64_OFFSET: u64 = 0x200;
-const E820_RAM: u32 = 1;
 const PAGE: u64 = 0x1000;
 
 /// Loads a bzImage and an optional initrd, and writes the zero page.
@@ -51,18 +50,14 @@ pub fn load(
         params.hdr.ramdisk_size = initrd.len() as u32;
     }
 
-    let e820 = [
-        boot_e820_entry {
-            addr: 0,
-            size: EBDA_START,
-            r#type: E820_RAM,
-        },
-        boot_e820_entry {
-            addr: HIMEM_START,
-            size: ram - HIMEM_START,
-            r#type: E820_RAM,
-        },
-    ];
+    let e820: Vec<boot_e820_entry> = super::e820::memory_map(ram)
+        .iter()
+        .map(|r| boot_e820_entry {
+            addr: r.addr,
+            size: r.size,
+            r#type: r.type_number(),
+        })
+        .collect();
     params.e820_table[..e820.len()].copy_from_slice(&e820);
     params.e820_entries = e820.len() as u8;
 
@@ -77,10 +72,10 @@ pub fn load(
     })
 }
 
-/// The initrd goes at the top of RAM, page-aligned, as QEMU and Firecracker place it; it must
-/// not overlap the kernel, and the boot protocol limits it to 32-bit addresses.
+/// The initrd goes at the top of the RAM below 4 GiB, page-aligned, as QEMU and Firecracker
+/// place it; it must not overlap the kernel, and the boot protocol limits it to 32-bit addresses.
 fn initrd_address(ram: u64, kernel_end: u64, size: usize) -> Result<u64, Error> {
-    let top = ram.min(1 << 32);
+    let top = low_ram_end(ram);
     let addr = top
         .checked_sub(size as u64)
         .map(|a| a & !(PAGE - 1))
@@ -98,6 +93,14 @@ mod tests {
         assert_eq!(
             initrd_address(64 << 20, 2 << 20, 0x1800).unwrap(),
             (64 << 20) - 0x2000
+        );
+    }
+
+    #[test]
+    fn initrd_stays_below_the_hole_under_4_gib() {
+        assert_eq!(
+            initrd_address(8 << 30, 2 << 20, 0x1000).unwrap(),
+            crate::layout::RAM_HOLE_START - 0x1000
         );
     }
 

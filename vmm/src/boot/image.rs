@@ -264,7 +264,7 @@ impl KernelImage {
     pub(super) fn check_fits(&self, mem: &GuestMemoryMmap) -> Result<(), Error> {
         let ram = super::ram_size(mem);
         let end = self.load_end()?;
-        if end > ram {
+        if end > crate::layout::low_ram_end(ram) {
             return Err(Error::TooBig {
                 what: self.name.clone(),
                 needed_mib: end.div_ceil(1 << 20),

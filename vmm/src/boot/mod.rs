@@ -12,6 +12,7 @@
 //! PVH and multiboot kernels take modules: `--initrd` is module 0, then each `--module`.
 
 pub mod bzimage;
+pub mod e820;
 pub mod elf;
 mod image;
 mod info_area;

@@ -15,7 +15,7 @@ pub fn place(
     kernel_end: u64,
     modules: &[Module],
 ) -> Result<Vec<PlacedModule>, Error> {
-    let limit = super::ram_size(mem).min(1 << 32);
+    let limit = crate::layout::low_ram_end(super::ram_size(mem));
     let mut next = kernel_end.div_ceil(PAGE) * PAGE;
     let mut placed = Vec::with_capacity(modules.len());
     for m in modules {

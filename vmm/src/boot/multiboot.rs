@@ -226,15 +226,15 @@ impl Info {
     }
 }
 
-/// The memory map: low RAM below the EBDA, and RAM from 1 MiB to `ram`. Each entry is
-/// `size` (20, not counting itself), `base_addr`, `length`, `type` (1 = RAM).
+/// [`super::e820::memory_map`] as the multiboot `mmap`. Each entry is `size` (20, not counting
+/// itself), `base_addr`, `length`, `type` (1 = RAM, 2 = reserved).
 fn memory_map(ram: u64) -> Vec<u8> {
     let mut out = Vec::new();
-    for (base, len) in [(0, EBDA_START), (HIMEM_START, ram - HIMEM_START)] {
+    for r in super::e820::memory_map(ram) {
         out.extend_from_slice(&20u32.to_le_bytes());
-        out.extend_from_slice(&base.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&r.addr.to_le_bytes());
+        out.extend_from_slice(&r.size.to_le_bytes());
+        out.extend_from_slice(&r.type_number().to_le_bytes());
     }
     out
 }
@@ -260,7 +260,7 @@ pub fn write_info(
     let mmap_addr = area.push(mem, &mmap, 8)?;
     let loader = area.push_str(mem, "drvisor")?;
     // mem_upper: KiB of contiguous RAM from 1 MiB, below 4 GiB.
-    let below_4g = ram.min(1 << 32);
+    let below_4g = crate::layout::low_ram_end(ram);
     let info = Info {
         flags: INFO_MEMORY
             | INFO_BOOT_DEVICE

@@ -9,12 +9,10 @@ use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::info_area::InfoArea;
 use super::{Entry, Error, PlacedModule};
-use crate::layout::{CMDLINE, EBDA_START, HIMEM_START, PVH_MEMMAP, PVH_START_INFO};
+use crate::layout::{CMDLINE, PVH_MEMMAP, PVH_START_INFO};
 
 /// `hvm_start_info.magic`.
 const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
-/// e820 type of usable RAM.
-const E820_RAM: u32 = 1;
 
 /// Writes the `hvm_start_info`, its memory map, the command line and the module list for a
 /// kernel already loaded, entered at `entry`.
@@ -66,16 +64,15 @@ pub(super) fn write_start_info(
     })
 }
 
-/// Low RAM below the EBDA, and everything from 1 MiB up.
+/// [`super::e820::memory_map`] as PVH memory map entries.
 fn memory_map(ram: u64) -> Vec<hvm_memmap_table_entry> {
-    let ram_entry = |addr: u64, size: u64| hvm_memmap_table_entry {
-        addr,
-        size,
-        type_: E820_RAM,
-        reserved: 0,
-    };
-    vec![
-        ram_entry(0, EBDA_START),
-        ram_entry(HIMEM_START, ram - HIMEM_START),
-    ]
+    super::e820::memory_map(ram)
+        .iter()
+        .map(|r| hvm_memmap_table_entry {
+            addr: r.addr,
+            size: r.size,
+            type_: r.type_number(),
+            reserved: 0,
+        })
+        .collect()
 }

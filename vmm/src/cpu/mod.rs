@@ -1,10 +1,12 @@
-//! Architectural state a vCPU starts with: CPUID, machine-check banks and the registers of each
-//! boot protocol.
+//! Architectural state a vCPU starts with: CPUID, machine-check banks, the local APIC's LINT
+//! pins, the boot MSRs and the registers of each boot protocol.
 
 mod boot_state;
 mod cpuid;
 mod gdt;
+pub mod lapic;
 pub mod mce;
+pub mod msrs;
 
 pub use boot_state::{configure, Error};
 pub use cpuid::per_vcpu_cpuid;
