@@ -17,8 +17,9 @@ point was lost with it. So no result here depends on one boot surviving:
   known intermittent SVM failure is tracked in the issue notes). One that fails again fails the
   run.
 
-All boots share one wall-clock budget, NESTED_TIMEOUT seconds (default 3000), so the whole CI run
-stays within its limit. Exit status: 0 when every test passed, was ignored with its reason, or
+All boots share one wall-clock budget, NESTED_TIMEOUT seconds (default 3600), so the whole CI run
+stays within its limit; no boot starts with less than MIN_BOOT seconds left, and tests the
+budget left unrun fail as such. Each test's wall time is measured from here (durations.txt). Exit status: 0 when every test passed, was ignored with its reason, or
 passed when run again; 1 when one failed again; 90 when L1 could not be set up at all.
 """
 
@@ -32,6 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BOOT_L1 = HERE / "boot-l1.sh"
 MAX_BOOTS = 4
+MIN_BOOT = 180
 L1_DEATHS_PER_TEST = 2
 # The result of one test in a libtest log: `test NAME ... ok`. A test that is running when L1
 # dies has its `test NAME ... ` written and nothing after it.
@@ -60,34 +62,52 @@ def read_results(log):
     return finished, running
 
 
-def boot(out, number, script_lines, deadline):
-    """Runs the lines as a script inside a fresh L1; returns boot-l1.sh's status."""
+def boot(out, number, script_lines, deadline, durations):
+    """Runs the lines as a script inside a fresh L1; returns boot-l1.sh's status. While it
+    runs, the boot's results log is watched from here, and each test's wall time (from its
+    `test NAME ...` line to the next) goes into `durations`."""
     script = out / f".boot{number}.sh"
     script.write_text("#!/bin/bash\n" + "\n".join(script_lines) + "\n")
     script.chmod(0o755)
-    env = dict(os.environ, NESTED_TIMEOUT=str(max(60, int(deadline - time.time()))))
-    status = subprocess.run([BOOT_L1, out, script], env=env).returncode
+    env = dict(os.environ, NESTED_TIMEOUT=str(int(deadline - time.time())))
+    child = subprocess.Popen([BOOT_L1, out, script], env=env)
+    log = out / f"results.{number}.txt"
+    current, since = None, time.time()
+    while True:
+        done = child.poll() is not None
+        finished, running = read_results(log)
+        now = time.time()
+        if current and running != current:
+            if current in finished:
+                durations[current] = now - since
+            current = None
+        if running and running != current:
+            current, since = running, now
+        if done:
+            break
+        time.sleep(1)
     console = out / "l1-console.txt"
     if console.exists():
         console.replace(out / f"l1-console.{number}.txt")
-    return status
+    return child.returncode
 
 
 def main():
     out = Path(sys.argv[1]).resolve()
     e2e, drvisor = sys.argv[2], sys.argv[3]
     selection = sys.argv[4:5]
-    deadline = time.time() + int(os.environ.get("NESTED_TIMEOUT", "3000"))
+    deadline = time.time() + int(os.environ.get("NESTED_TIMEOUT", "3600"))
     for pattern in ("tests.txt", "selected.txt", "results.*.txt", "e2e.*.txt", "e2e-retry.txt",
-                    "retry.*.txt", "l1-console*.txt"):
+                    "retry.*.txt", "l1-console*.txt", "durations.txt"):
         for stale in out.glob(pattern):
             stale.unlink()
 
     # Which trials exist depends on the probe, so the lists are made inside L1, in the first boot.
     every, selected = out / "tests.txt", out / "selected.txt"
-    results, deaths, died_twice = {}, {}, []
+    results, deaths, died_twice, durations = {}, {}, [], {}
     number = 0
-    while number < MAX_BOOTS and time.time() < deadline:
+    # A boot needs about a minute before its first test: no new one with less left.
+    while number < MAX_BOOTS and time.time() < deadline - MIN_BOOT:
         if number == 0:
             lines = [f"{drvisor} probe > {out}/probe.txt 2>&1",
                      f"{e2e} --list --format terse > {every} 2>/dev/null",
@@ -105,7 +125,7 @@ def main():
         lines.append(" ".join([e2e, "--test-threads", "1", "--logfile", str(log), *choice,
                                ">", f"{out}/e2e.{number}.txt", "2>&1"]))
         lines.append("exit 0")
-        status = boot(out, number, lines, deadline)
+        status = boot(out, number, lines, deadline, durations)
         finished, running = read_results(log)
         results.update(finished)
         if status == 0:
@@ -125,12 +145,12 @@ def main():
     unrun = [t for t in selected if t not in results and t not in died_twice]
     failed = [t for t in selected if results.get(t) == "FAILED"] + died_twice
     flaky, failed_again = [], list(unrun)
-    if failed and time.time() < deadline:
+    if failed and time.time() < deadline - MIN_BOOT:
         number += 1
         lines = [" ".join([e2e, "--test-threads", "1", "--exact", quote(t), "--logfile",
                            f"{out}/retry.{i}.txt", ">>", f"{out}/e2e-retry.txt", "2>&1"])
                  for i, t in enumerate(failed)]
-        boot(out, number, lines + ["exit 0"], deadline)
+        boot(out, number, lines + ["exit 0"], deadline, {})
         for i, t in enumerate(failed):
             again, _ = read_results(out / f"retry.{i}.txt")
             (flaky if again.get(t) == "ok" else failed_again).append(t)
@@ -138,6 +158,10 @@ def main():
         failed_again += failed
 
     report(out, selected, results, deaths, died_twice, unrun, flaky, failed_again)
+    slowest = sorted(durations.items(), key=lambda d: -d[1])
+    (out / "durations.txt").write_text("".join(f"{d:8.1f} s  {t}\n" for t, d in slowest))
+    print(f"== the slowest tests (all in {out}/durations.txt; {sum(durations.values()):.0f} s in all)")
+    print("".join(f"{d:8.1f} s  {t}\n" for t, d in slowest[:12]), end="")
     return 1 if failed_again else 0
 
 
