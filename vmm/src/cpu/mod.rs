@@ -7,4 +7,4 @@ mod gdt;
 pub mod mce;
 
 pub use boot_state::{configure, Error};
-pub use cpuid::per_vcpu_cpuid;
+pub use cpuid::{hide_features, per_vcpu_cpuid, with_hypervisor_leaves, CpuFeature, CpuidMode};

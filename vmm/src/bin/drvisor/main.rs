@@ -173,9 +173,13 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.console = Console::Stdio;
     config.strict_ports = args.strict_ports;
     config.policy = policy;
+    config.cpuid = args.cpuid.into();
     config.inject_fault =
         drvisor::fault_injection::InjectedFault::from_env().map_err(Failure::usage)?;
     let vm = Vm::try_from(config).map_err(vm_failure)?;
+    if !args.quiet {
+        announce_hidden_features(&vm, args.cpuid);
+    }
     stopper.attach(vm.run_control().clone());
     let events = events_out::EventsOut::start(sink, vm.events().clone(), vm.run_control().clone())?;
     let symbols = Arc::new(symbols);
@@ -345,6 +349,27 @@ fn vm_failure(e: drvisor::vm::Error) -> Failure {
             exit_code::VMM_ERROR
         },
         message,
+    }
+}
+
+/// Names the features KVM offers that the guest's CPUID leaves out, so that a kernel that
+/// behaves differently under drvisor than under `--cpuid host` is explained.
+fn announce_hidden_features(vm: &Vm, cpuid: cli::CpuidArg) {
+    let Some(report) = vm.probe() else { return };
+    if cpuid != cli::CpuidArg::Filtered {
+        return;
+    }
+    let hidden: Vec<&str> = report
+        .instructions
+        .iter()
+        .filter(|r| r.offered && !r.works)
+        .map(|r| r.feature.name())
+        .collect();
+    if !hidden.is_empty() {
+        announce::say(format!(
+            "the guest's CPUID leaves out {} (its instructions fail at CPL0 on this host, see `drvisor probe`; --cpuid host keeps it)",
+            hidden.join(", ")
+        ));
     }
 }
 
