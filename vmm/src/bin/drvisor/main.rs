@@ -352,23 +352,33 @@ fn vm_failure(e: drvisor::vm::Error) -> Failure {
     }
 }
 
-/// Names the features KVM offers that the guest's CPUID leaves out, so that a kernel that
-/// behaves differently under drvisor than under `--cpuid host` is explained.
+/// Names the features the guest's CPUID leaves out, and those it shows although the guest's
+/// kernel cannot use them (a bit this KVM does not let `KVM_SET_CPUID2` clear), so that a
+/// kernel that behaves differently under drvisor than under `--cpuid host` is explained.
 fn announce_hidden_features(vm: &Vm, cpuid: cli::CpuidArg) {
     let Some(report) = vm.probe() else { return };
     if cpuid != cli::CpuidArg::Filtered {
         return;
     }
-    let hidden: Vec<&str> = report
-        .instructions
-        .iter()
-        .filter(|r| r.offered && !r.works)
-        .map(|r| r.feature.name())
-        .collect();
+    let names = |hideable: bool| -> Vec<&str> {
+        report
+            .instructions
+            .iter()
+            .filter(|r| r.offered && !r.works && r.hideable == hideable)
+            .map(|r| r.feature.name())
+            .collect()
+    };
+    let (hidden, shown) = (names(true), names(false));
     if !hidden.is_empty() {
         announce::say(format!(
             "the guest's CPUID leaves out {} (its instructions fail at CPL0 on this host, see `drvisor probe`; --cpuid host keeps it)",
             hidden.join(", ")
+        ));
+    }
+    if !shown.is_empty() {
+        announce::say(format!(
+            "the guest still sees {} in its CPUID although their instructions fail at CPL0 here: this KVM shows the host CPU's bit where KVM_GET_SUPPORTED_CPUID has none, and KVM_SET_CPUID2 cannot clear it",
+            shown.join(", ")
         ));
     }
 }
