@@ -176,7 +176,7 @@ fn one(kvm: &Kvm, supported: &CpuId, seen: &CpuId, feature: CpuFeature) -> Resul
     let unhideable = if works || hideable {
         ""
     } else {
-        " not in KVM's list: cannot be hidden"
+        "; not in KVM's list, so it cannot be hidden"
     };
     Ok(InstructionRow {
         feature,
