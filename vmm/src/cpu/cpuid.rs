@@ -244,10 +244,9 @@ pub fn hide_features(cpuid: &CpuId, hidden: &[CpuFeature]) -> CpuId {
 fn drop_xsave_components(cpuid: &mut CpuId, mask: u32) {
     let entries = cpuid.as_mut_slice();
     for entry in entries.iter_mut() {
-        if entry.function == 0xd && entry.index >= 2 && entry.index < 32 {
-            if mask & (1 << entry.index) != 0 {
-                (entry.eax, entry.ebx, entry.ecx, entry.edx) = (0, 0, 0, 0);
-            }
+        if entry.function == 0xd && (2..32).contains(&entry.index) && mask & (1 << entry.index) != 0
+        {
+            (entry.eax, entry.ebx, entry.ecx, entry.edx) = (0, 0, 0, 0);
         }
     }
     let Some(at) = entries
