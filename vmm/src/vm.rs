@@ -117,6 +117,8 @@ pub struct VmConfig {
     pub policy: drvisor_debug::Policy,
     /// What this host delivers; `None` runs the probe (milliseconds).
     pub debug_caps: Option<DebugCaps>,
+    /// The guest's CPUID: KVM's, less what the probe found unusable (the default), or KVM's.
+    pub cpuid: cpu::CpuidMode,
     /// The most memslots the watch engine may use; `None` for all KVM offers
     /// (`KVM_CAP_NR_MEMSLOTS`). A lower limit leaves slots for other users of the VM.
     pub memslot_limit: Option<usize>,
@@ -142,6 +144,7 @@ impl VmConfig {
             strict_ports: false,
             policy: drvisor_debug::Policy::default(),
             debug_caps: None,
+            cpuid: cpu::CpuidMode::default(),
             debug_attached: true,
             memslot_limit: None,
             inject_fault: None,
@@ -288,6 +291,14 @@ impl TryFrom<VmConfig> for Vm {
         let supported = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let hidden = match (config.cpuid, &probe) {
+            (cpu::CpuidMode::Host, _) => Vec::new(),
+            (cpu::CpuidMode::Filtered, Some(report)) => report.unusable_features(),
+            (cpu::CpuidMode::Filtered, None) => {
+                probe::unusable_features(&kvm).map_err(kvm_err("the host probe"))?
+            }
+        };
+        let supported = cpu::with_hypervisor_leaves(&cpu::hide_features(&supported, &hidden));
         let count = config.vcpus as u8;
         // With KVM_CAP_SYNC_REGS, KVM copies the general registers into kvm_run at every exit,
         // so a hit's context costs no KVM_GET_REGS (about 6 us per ioctl on our hosts).

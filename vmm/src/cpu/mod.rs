@@ -9,4 +9,4 @@ pub mod mce;
 pub mod msrs;
 
 pub use boot_state::{configure, Error};
-pub use cpuid::per_vcpu_cpuid;
+pub use cpuid::{hide_features, per_vcpu_cpuid, with_hypervisor_leaves, CpuFeature, CpuidMode};

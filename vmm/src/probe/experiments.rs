@@ -36,8 +36,8 @@ pub fn run_all(kvm: &Kvm) -> Result<ProbeReport> {
     Ok(report)
 }
 
-/// The experiments that routing depends on: all but the speed measurement, so that a VM start
-/// pays milliseconds for it.
+/// The experiments that routing and the guest's CPUID depend on: all but the speed measurement,
+/// so that a VM start pays milliseconds for it.
 pub fn run_for_routing(kvm: &Kvm) -> Result<ProbeReport> {
     let mut rows = Vec::new();
     for cpl in [0, 3] {
@@ -53,6 +53,7 @@ pub fn run_for_routing(kvm: &Kvm) -> Result<ProbeReport> {
     Ok(ProbeReport {
         caps: Caps::read(kvm),
         rows,
+        instructions: super::instructions::run(kvm)?,
     })
 }
 

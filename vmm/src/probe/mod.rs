@@ -3,8 +3,12 @@
 //! are those of `kvm-probe.c`, so the two agree row for row.
 //!
 //! Requests are routed by [`ProbeReport::delivers`], never by assumptions about the host.
+//!
+//! Below the mechanisms, drvisor's own rows: which CPU features a guest kernel can really use at
+//! CPL0 here ([`ProbeReport::unusable_features`]), so that the guest's CPUID leaves out the rest.
 
 mod experiments;
+mod instructions;
 pub mod tiny_vm;
 
 use std::fmt;
@@ -13,6 +17,23 @@ use kvm_ioctls::{Cap, Kvm};
 use serde::Serialize;
 
 pub use experiments::{run_all, run_for_routing};
+pub use instructions::InstructionRow;
+
+use crate::cpu::CpuFeature;
+
+/// The CPU features whose instructions this host cannot run at CPL0 (or KVM does not offer):
+/// the instruction experiments alone, for a VM whose debug capabilities were given.
+pub fn unusable_features(kvm: &Kvm) -> tiny_vm::Result<Vec<CpuFeature>> {
+    Ok(instructions::run(kvm)?
+        .into_iter()
+        .filter(|r| !r.works)
+        .map(|r| r.feature)
+        .collect())
+}
+
+/// The line `drvisor probe` puts above the instruction rows (shorter than a label, so no row
+/// parser takes it for one).
+pub const INSTRUCTIONS_HEADING: &str = "drvisor only: CPU features at CPL0";
 
 /// A mechanism the probe tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -120,6 +141,8 @@ pub struct ProbeReport {
     pub caps: Caps,
     /// One row per experiment.
     pub rows: Vec<ProbeRow>,
+    /// One row per CPU feature whose instruction was run (drvisor's own; `kvm-probe.c` has none).
+    pub instructions: Vec<InstructionRow>,
 }
 
 impl ProbeReport {
@@ -133,6 +156,15 @@ impl ProbeReport {
         self.rows
             .iter()
             .find(|r| r.mechanism == mechanism && r.cpl == cpl)
+    }
+
+    /// The CPU features a guest kernel cannot use here: what `--cpuid filtered` hides.
+    pub fn unusable_features(&self) -> Vec<CpuFeature> {
+        self.instructions
+            .iter()
+            .filter(|r| !r.works)
+            .map(|r| r.feature)
+            .collect()
     }
 
     /// Why `mechanism` is not available at `cpl`, for error messages; None if it works.
@@ -166,6 +198,13 @@ impl fmt::Display for ProbeReport {
                 yes,
                 r.observed
             )?;
+        }
+        if !self.instructions.is_empty() {
+            writeln!(f, "{INSTRUCTIONS_HEADING}")?;
+        }
+        for r in &self.instructions {
+            let yes = if r.works { "yes" } else { "no" };
+            writeln!(f, "{:<48} {:<3} {}", r.label(), yes, r.observed)?;
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use drvisor::cpu::CpuidMode;
 use drvisor::watch::EngineChoice;
 use drvisor_api::HitAction;
 use drvisor_debug::Policy;
@@ -94,6 +95,11 @@ pub struct RunArgs {
     /// Who wins when host and guest breakpoints cannot both fit in the four slots.
     #[arg(long, default_value = "host-first", value_name = "POLICY")]
     pub policy: PolicyArg,
+    /// The guest's CPUID: `filtered` leaves out the CPU features the host probe found the
+    /// guest's kernel cannot use here (`drvisor probe` lists them), `host` passes
+    /// KVM_GET_SUPPORTED_CPUID through unchanged.
+    #[arg(long, default_value = "filtered", value_name = "filtered|host")]
+    pub cpuid: CpuidArg,
     /// Print each vCPU's slot plan, to stderr, whenever it changes.
     #[arg(long)]
     pub show_plan: bool,
@@ -189,6 +195,24 @@ impl From<PolicyArg> for Policy {
             PolicyArg::HostFirst => Policy::HostFirst,
             PolicyArg::GuestFirst => Policy::GuestFirst,
             PolicyArg::Deny => Policy::Deny,
+        }
+    }
+}
+
+/// `--cpuid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CpuidArg {
+    /// KVM's list less what the guest cannot run here.
+    Filtered,
+    /// KVM's list as it is.
+    Host,
+}
+
+impl From<CpuidArg> for CpuidMode {
+    fn from(c: CpuidArg) -> Self {
+        match c {
+            CpuidArg::Filtered => CpuidMode::Filtered,
+            CpuidArg::Host => CpuidMode::Host,
         }
     }
 }

@@ -108,3 +108,26 @@ proptest! {
         let _ = flags_alone(&args);
     }
 }
+
+#[test]
+fn cpuid_defaults_to_filtered_and_takes_host() {
+    use clap::Parser;
+
+    use crate::cli::CpuidArg;
+    let parse = |extra: &[&str]| {
+        let args = ["drvisor", "run"].iter().chain(extra).copied();
+        match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Run(run)) => Ok(run.cpuid),
+            Ok(_) => Err("not run".to_owned()),
+            Err(e) => Err(e.kind().to_string()),
+        }
+    };
+    assert_eq!(parse(&[]), Ok(CpuidArg::Filtered));
+    assert_eq!(parse(&["--cpuid", "host"]), Ok(CpuidArg::Host));
+    assert_eq!(parse(&["--cpuid", "filtered"]), Ok(CpuidArg::Filtered));
+    assert!(parse(&["--cpuid", "max"]).is_err());
+    assert_eq!(
+        drvisor::cpu::CpuidMode::from(CpuidArg::Host),
+        drvisor::cpu::CpuidMode::Host
+    );
+}

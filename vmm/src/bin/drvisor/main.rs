@@ -174,9 +174,11 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.console = Console::Stdio;
     config.strict_ports = args.strict_ports;
     config.policy = policy;
+    config.cpuid = args.cpuid.into();
     config.inject_fault =
         drvisor::fault_injection::InjectedFault::from_env().map_err(Failure::usage)?;
     let vm = Vm::try_from(config).map_err(vm_failure)?;
+    announce_hidden_features(&vm, args.cpuid);
     stopper.attach(vm.run_control().clone());
     let events = events_out::EventsOut::start(sink, vm.events().clone(), vm.run_control().clone())?;
     let symbols = Arc::new(symbols);
@@ -346,6 +348,37 @@ fn vm_failure(e: drvisor::vm::Error) -> Failure {
             exit_code::VMM_ERROR
         },
         message,
+    }
+}
+
+/// Logs (`DRVISOR_LOG=info`) the features the guest's CPUID leaves out, and those it shows although the guest's
+/// kernel cannot use them (a bit this KVM does not let `KVM_SET_CPUID2` clear), so that a
+/// kernel that behaves differently under drvisor than under `--cpuid host` is explained.
+fn announce_hidden_features(vm: &Vm, cpuid: cli::CpuidArg) {
+    let Some(report) = vm.probe() else { return };
+    if cpuid != cli::CpuidArg::Filtered {
+        return;
+    }
+    let names = |hideable: bool| -> Vec<&str> {
+        report
+            .instructions
+            .iter()
+            .filter(|r| r.offered && !r.works && r.hideable == hideable)
+            .map(|r| r.feature.name())
+            .collect()
+    };
+    let (hidden, shown) = (names(true), names(false));
+    if !hidden.is_empty() {
+        tracing::info!(
+            "the guest's CPUID leaves out {} (its instructions fail at CPL0 on this host, see `drvisor probe`; --cpuid host keeps it)",
+            hidden.join(", ")
+        );
+    }
+    if !shown.is_empty() {
+        tracing::info!(
+            "the guest still sees {} in its CPUID although their instructions fail at CPL0 here: this KVM shows the host CPU's bit where KVM_GET_SUPPORTED_CPUID has none, and KVM_SET_CPUID2 cannot clear it",
+            shown.join(", ")
+        );
     }
 }
 
