@@ -127,7 +127,7 @@ fn guest_view(kvm: &Kvm, supported: &CpuId) -> Result<CpuId> {
     if stop != Stop::Hlt {
         return Ok(seen);
     }
-    let read = |at: u64| vm.mem.read_obj::<u32>(GuestAddress(at)).unwrap_or(0);
+    let read = |at: u64| vm.mem().read_obj::<u32>(GuestAddress(at)).unwrap_or(0);
     let (ecx1, ebx7) = (read(DATA), read(DATA + 4));
     for e in seen.as_mut_slice() {
         match (e.function, e.index) {
