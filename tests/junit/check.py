@@ -1,15 +1,23 @@
-"""Reads drvisor ci's JUnit XML back with junitparser (a real consumer, from PyPI) and checks
-that every count agrees with the JSON report of the same run.
+"""Validates drvisor ci's JUnit XML against the JUnit XSD, reads it back with junitparser (a
+real consumer, from PyPI) and checks that every count agrees with the JSON report of the same
+run.
 
-    python check.py JUNIT.xml REPORT.json
+    python check.py JUNIT.xml REPORT.json JUNIT.xsd
 """
 import json
 import sys
 
+import xmlschema
 from junitparser import Error, Failure, JUnitXml, Skipped
 
 
-def main(junit_path, json_path):
+def main(junit_path, json_path, xsd_path):
+    errors = list(xmlschema.XMLSchema(xsd_path).iter_errors(junit_path))
+    for e in errors[:5]:
+        print("junit: not valid against the XSD: " + str(e).splitlines()[0])
+    if errors:
+        return 1
+    print(f"junit: valid against {xsd_path}")
     xml = JUnitXml.fromfile(junit_path)
     report = json.load(open(json_path))
     suites = list(xml)
@@ -50,4 +58,4 @@ def main(junit_path, json_path):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3]))
