@@ -68,8 +68,15 @@ fn watch_on_the_exception_stack() -> Result<(), Failed> {
         "--engine",
         "page",
     ];
-    let run = drvisor(&[&args[..], &["--events", "/dev/null"]].concat());
+    let (run, events) = crate::common::drvisor_with_events(&args)?;
     if run.code == 0 {
+        // Delivered after all: then the watch must have trapped the frames' stores.
+        let traps = events
+            .iter()
+            .find(|e| e["event"] == "page-traps")
+            .and_then(|e| e["traps"].as_u64())
+            .unwrap_or(0);
+        ensure(traps > 0, || format!("exit 0 with no page trap\n{run}"))?;
         return run.summary().map(|_| ());
     }
     if run.code == i32::from(exit_code::TRIPLE_FAULT) {

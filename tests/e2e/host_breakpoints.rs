@@ -258,10 +258,16 @@ fn pause_action() -> Result<(), Failed> {
         ensure(seen <= resumed + 1, || {
             format!("{seen} hits after {resumed} resumes: the guest ran on while paused")
         })?;
-        if seen == resumed + 1 {
+        // Resumed once the pause is taken (its `state` event, which the gate writes only
+        // then): a resume that came before would cancel the pause instead, by design.
+        let paused = std::fs::read_to_string(&events_path)
+            .unwrap_or_default()
+            .matches(r#""state":"paused""#)
+            .count();
+        if paused == resumed + 1 {
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
-            resumed = seen;
+            resumed = paused;
         }
         std::thread::sleep(Duration::from_millis(20));
     };

@@ -128,18 +128,24 @@ def main():
         status = boot(out, number, lines, deadline, durations)
         finished, running = read_results(log)
         results.update(finished)
-        if status == 0:
-            continue
-        if not finished and running is None:
-            print(f"suite: L1 could not be set up (boot {number}); see {out}/l1-console.{number}.txt",
-                  file=sys.stderr)
-            return 90
+        console = f"{out}/l1-console.{number}.txt"
+        if running and time.time() >= deadline - 5:
+            print(f"suite: the budget ran out during {running} (boot {number})")
+            break
         if running:
+            # L1 died, or the test binary itself did inside a healthy L1: the same either way.
             deaths[running] = deaths.get(running, 0) + 1
-            print(f"suite: L1 died during {running} (boot {number}); "
-                  f"the boot's console is {out}/l1-console.{number}.txt")
+            print(f"suite: the run died during {running} (boot {number}, status {status}); "
+                  f"the boot's console is {console}")
             if deaths[running] >= L1_DEATHS_PER_TEST:
                 died_twice.append(running)
+            continue
+        if status == 0:
+            continue
+        if number == 1 and not results:
+            print(f"suite: L1 could not be set up; see {console}", file=sys.stderr)
+            return 90
+        print(f"suite: boot {number} ended before its first test (status {status}); see {console}")
 
     selected = listed(selected)
     unrun = [t for t in selected if t not in results and t not in died_twice]

@@ -275,9 +275,12 @@ impl Session {
             bp.state = "armed".into();
             bp.pages = watch.pages.iter().map(|(gpa, _)| *gpa).collect();
             bp.hits = watch.hits;
-        } else if let Some(why) = self.watch.waiting_reason(id) {
+        } else if let Some((why, tried)) = self.watch.waiting_reason(id) {
             bp.engine = drvisor_api::rest::Engine::Page;
-            bp.state = format!("pending ({why}; it arms itself once the guest maps it)");
+            bp.state = match tried {
+                true => format!("pending ({why}; it arms itself once the guest maps it)"),
+                false => format!("refused ({why})"),
+            };
         } else {
             bp.state = "pending (carried by neither engine)".into();
         }

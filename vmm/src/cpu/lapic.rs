@@ -2,8 +2,9 @@
 //! output as ExtINT, LINT1 takes NMI (the MP specification's virtual-wire mode, which the BIOS
 //! leaves behind on real hardware). Linux's early boot relies on it: until it programs the I/O
 //! APIC, the PIT's timer interrupt reaches the BSP through LINT0 (`check_timer()` in
-//! arch/x86/kernel/apic/io_apic.c). KVM resets both LVT entries to zero (fixed delivery);
-//! QEMU's BIOS, Firecracker and Cloud Hypervisor set them as here.
+//! arch/x86/kernel/apic/io_apic.c). KVM's reset leaves every LVT entry masked except the
+//! BSP's LINT0; only the delivery mode is set here, so the mask bits stay as KVM left them
+//! (the guest unmasks LINT1 when it wants NMIs), as Firecracker and Cloud Hypervisor do.
 
 use kvm_bindings::kvm_lapic_state;
 use kvm_ioctls::VcpuFd;

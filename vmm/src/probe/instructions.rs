@@ -101,10 +101,20 @@ fn experiment(feature: CpuFeature) -> (Vec<u8>, &'static str) {
 pub fn run(kvm: &Kvm) -> Result<Vec<InstructionRow>> {
     let supported = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)?;
     let seen = guest_view(kvm, &supported)?;
-    CpuFeature::ALL
+    // A feature whose experiment cannot even be set up (KVM refuses CR4.OSXSAVE, say) counts as
+    // not working, with the error: it must hide that feature, not fail every VM.
+    Ok(CpuFeature::ALL
         .iter()
-        .map(|&f| one(kvm, &supported, &seen, f))
-        .collect()
+        .map(|&f| {
+            one(kvm, &supported, &seen, f).unwrap_or_else(|e| InstructionRow {
+                feature: f,
+                offered: f.offered_by(&seen),
+                hideable: f.offered_by(&supported),
+                works: false,
+                observed: format!("the experiment could not run: {e}"),
+            })
+        })
+        .collect())
 }
 
 /// `supported` with leaf 1 ECX and leaf 7 EBX as a CPL0 guest given `supported` reads them.

@@ -99,16 +99,22 @@ impl Vcpu {
         }
         let structures = crate::watch::cpu_structures::Registers::from(&sregs);
         let rsp = regs.rsp;
-        [rsp.wrapping_sub(FRAME), rsp.wrapping_sub(1)]
-            .into_iter()
-            .filter_map(|va| crate::watch::cpu_structures::physical(&shared.mem, &structures, va))
-            .map(|pa| pa & !0xfff)
-            .find(|page| shared.watch.traps(*page))
-            .and_then(|page| {
-                let what =
-                    format!("the stack at rsp={rsp:#x}, where the CPU pushes an exception frame");
-                self.watched_page(shared, regs.rip, page, what, true, true)
-            })
+        // In long mode the CPU aligns RSP down to 16 bytes before it pushes the frame.
+        let top = rsp & !0xf;
+        [
+            top.wrapping_sub(FRAME),
+            top.wrapping_sub(1),
+            rsp.wrapping_sub(1),
+        ]
+        .into_iter()
+        .filter_map(|va| crate::watch::cpu_structures::physical(&shared.mem, &structures, va))
+        .map(|pa| pa & !0xfff)
+        .find(|page| shared.watch.traps(*page))
+        .and_then(|page| {
+            let what =
+                format!("the stack at rsp={rsp:#x}, where the CPU pushes an exception frame");
+            self.watched_page(shared, regs.rip, page, what, true, true)
+        })
     }
 
     /// A triple fault: the guest's, unless a read or access page watch hid a page the CPU

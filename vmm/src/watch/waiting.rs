@@ -35,6 +35,16 @@ struct Entry {
     id: HostBpId,
     request: PageWatchRequest,
     reason: String,
+    /// It cannot be armed however the guest maps it: no more tries.
+    failed: bool,
+}
+
+impl Entry {
+    fn fail(&mut self, reason: String) {
+        tracing::warn!("page watch #{}: {reason}", self.id.0);
+        self.reason = reason;
+        self.failed = true;
+    }
 }
 
 /// The waiting watches.
@@ -66,18 +76,20 @@ impl PageWatchEngine {
             id,
             request,
             reason,
+            failed: false,
         });
         self.waiting.any.store(true, Ordering::SeqCst);
         id
     }
 
-    /// Why watch `id` waits, if it does.
-    pub fn waiting_reason(&self, id: HostBpId) -> Option<String> {
+    /// Why watch `id` waits, if it does, and whether it is still tried (`false`: it cannot be
+    /// armed however the guest maps it).
+    pub fn waiting_reason(&self, id: HostBpId) -> Option<(String, bool)> {
         let entries = self.waiting.entries();
         entries
             .iter()
             .find(|e| e.id == id)
-            .map(|e| e.reason.clone())
+            .map(|e| (e.reason.clone(), !e.failed))
     }
 
     /// Sets the one listener told when a waiting watch is armed; `false` if one is set.
@@ -116,40 +128,34 @@ impl PageWatchEngine {
         self.retry_waiting();
     }
 
-    /// Tries every waiting watch once: one whose bytes now translate to RAM is armed (or, if
-    /// arming fails, keeps waiting with that reason).
+    /// Tries every waiting watch once: one whose bytes now translate to RAM is armed. One that
+    /// translates but cannot be armed (no memslot left, an executable page...) stops waiting
+    /// and keeps that reason as its state. The list stays locked throughout, so a removal
+    /// waits for the try and then finds the watch armed, never half-way.
     pub fn retry_waiting(&self) {
-        let mut entries = std::mem::take(&mut *self.waiting.entries());
         let mut armed = Vec::new();
-        entries.retain_mut(|entry| {
-            let outcome = match self.resolve(entry.request.range) {
-                Ok(Resolved::Ranges(ranges)) => {
-                    self.install_watch(Some(entry.id), entry.request.clone(), ranges)
-                }
-                Ok(Resolved::NotYet(reason)) => {
-                    entry.reason = reason;
-                    return true;
-                }
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(id) => {
-                    armed.push(id);
-                    false
-                }
-                Err(e) => {
-                    entry.reason = format!("its bytes translate now, but arming failed: {e}");
-                    true
+        {
+            let mut entries = self.waiting.entries();
+            for entry in entries.iter_mut().filter(|e| !e.failed) {
+                match self.resolve(entry.request.range) {
+                    Ok(Resolved::NotYet(reason)) => entry.reason = reason,
+                    Ok(Resolved::Ranges(ranges)) => {
+                        match self.install_watch(Some(entry.id), entry.request.clone(), ranges) {
+                            Ok(id) => armed.push(id),
+                            Err(e) => entry.fail(format!(
+                                "its bytes translate now, but it cannot be armed: {e}"
+                            )),
+                        }
+                    }
+                    Err(e) => entry.fail(format!("its bytes cannot be translated: {e}")),
                 }
             }
-        });
-        {
-            // Watches added meanwhile were pushed onto the emptied list: keep both.
-            let mut now = self.waiting.entries();
-            entries.append(&mut now);
-            *now = entries;
-            self.waiting.any.store(!now.is_empty(), Ordering::SeqCst);
+            entries.retain(|e| !armed.contains(&e.id));
+            self.waiting
+                .any
+                .store(entries.iter().any(|e| !e.failed), Ordering::SeqCst);
         }
+        // Told with the list unlocked: the listener looks the watch up, which reads it.
         for id in armed {
             tracing::info!(
                 "page watch #{} is armed: the guest maps its bytes now",
@@ -205,13 +211,19 @@ impl PageWatchEngine {
         std::thread::Builder::new()
             .name("drvisor-waiting".into())
             .spawn(move || {
-                while !control.is_finished() {
+                for tick in 1u32.. {
                     std::thread::sleep(TIMER_EVERY);
                     let Some(engine) = engine.upgrade() else {
                         return;
                     };
-                    if engine.waiting.any.load(Ordering::SeqCst) && !control.is_finished() {
+                    if control.is_finished() {
+                        return;
+                    }
+                    if engine.waiting.any.load(Ordering::SeqCst) {
                         engine.retry_waiting();
+                    }
+                    if tick % REMAP_EVERY == 0 {
+                        engine.report_remaps();
                     }
                 }
             })

@@ -236,7 +236,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         let (word, warning) = match engine {
             Engine::Hw => announce::hw_state(states.iter().find(|s| s.id == *id)),
             Engine::Page => match vm.watch().waiting_reason(HostBpId(*id)) {
-                Some(why) => (
+                Some((why, _)) => (
                     "pending",
                     Some(format!(
                         "watch #{id} {label} is pending: {why}; it arms itself once the guest \
