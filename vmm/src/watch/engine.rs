@@ -204,22 +204,18 @@ pub enum MmioAccess<'a> {
     Write(&'a [u8]),
 }
 
-pub(super) struct Registered {
+struct Registered {
     label: String,
     access: Access,
-    /// As the client gave it: a guest-virtual range is checked for re-mapping.
-    pub(super) range: WatchRange,
-    /// Reported once when the guest re-mapped it.
-    pub(super) remap_told: std::sync::atomic::AtomicBool,
-    pub(super) ranges: Vec<(u64, u64)>,
+    ranges: Vec<(u64, u64)>,
     parts: Vec<WatchId>,
     on_hit: OnHit,
     hits: AtomicU64,
 }
 
-pub(super) struct State {
+struct State {
     layout: Layout,
-    pub(super) watches: BTreeMap<HostBpId, Registered>,
+    watches: BTreeMap<HostBpId, Registered>,
     owner: BTreeMap<WatchId, HostBpId>,
     next_part: u32,
 }
@@ -298,7 +294,7 @@ impl PageWatchEngine {
         *self.translator.lock().unwrap_or_else(|e| e.into_inner()) = Some(translator);
     }
 
-    pub(super) fn read(&self) -> RwLockReadGuard<'_, State> {
+    fn read(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -359,8 +355,6 @@ impl PageWatchEngine {
             Registered {
                 label: req.label,
                 access: req.access,
-                range: req.range,
-                remap_told: Default::default(),
                 ranges,
                 parts,
                 on_hit: req.on_hit,

@@ -25,8 +25,6 @@ use crate::run_control::RunControl;
 pub const AT_EXIT_EVERY: Duration = Duration::from_millis(2);
 /// How often the timer tries while anything waits.
 pub const TIMER_EVERY: Duration = Duration::from_millis(20);
-/// How often the timer checks the armed guest-virtual watches for a re-mapping.
-pub const REMAP_EVERY: u32 = 25;
 
 /// Told of each waiting watch that was armed, by id.
 pub type ArmedListener = Box<dyn Fn(HostBpId) + Send + Sync>;
@@ -167,42 +165,8 @@ impl PageWatchEngine {
         }
     }
 
-    /// Translates each armed guest-virtual watch again, and says once per watch if the guest
-    /// maps its bytes elsewhere now (or not at all). The watch stays where it was armed: a
-    /// translation through whatever vCPU 0 runs now (a process's own CR3, say) is no reason to
-    /// move it, but the person must know that it may no longer watch what they named.
-    pub fn report_remaps(&self) {
-        let armed: Vec<_> = self
-            .read()
-            .watches
-            .iter()
-            .filter(|(_, r)| {
-                matches!(r.range, super::WatchRange::Virtual { .. })
-                    && !r.remap_told.load(Ordering::Relaxed)
-            })
-            .map(|(id, r)| (*id, r.range, r.ranges.clone()))
-            .collect();
-        for (id, range, ranges) in armed {
-            let now = match self.resolve(range) {
-                Ok(Resolved::Ranges(now)) if now == ranges => continue,
-                Ok(Resolved::Ranges(now)) => format!("maps its bytes at {now:#x?} now"),
-                Ok(Resolved::NotYet(why)) => format!("no longer maps its bytes ({why})"),
-                Err(e) => format!("cannot be translated now ({e})"),
-            };
-            if let Some(r) = self.read().watches.get(&id) {
-                r.remap_told.store(true, Ordering::Relaxed);
-            }
-            tracing::warn!(
-                "page watch #{}: the guest {now}; it stays on guest-physical {ranges:#x?}, where \
-                 it was armed",
-                id.0
-            );
-        }
-    }
-
-    /// Starts the timer that tries the waiting watches every [`TIMER_EVERY`], and checks the
-    /// armed guest-virtual ones for a re-mapping every [`REMAP_EVERY`] ticks, until the run
-    /// ends.
+    /// Starts the timer that tries the waiting watches every [`TIMER_EVERY`] until the run
+    /// ends. It quiesces the vCPUs only while a watch waits.
     pub fn spawn_waiting_timer(
         self: &Arc<Self>,
         control: Arc<RunControl>,
@@ -210,21 +174,16 @@ impl PageWatchEngine {
         let engine = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("drvisor-waiting".into())
-            .spawn(move || {
-                for tick in 1u32.. {
-                    std::thread::sleep(TIMER_EVERY);
-                    let Some(engine) = engine.upgrade() else {
-                        return;
-                    };
-                    if control.is_finished() {
-                        return;
-                    }
-                    if engine.waiting.any.load(Ordering::SeqCst) {
-                        engine.retry_waiting();
-                    }
-                    if tick % REMAP_EVERY == 0 {
-                        engine.report_remaps();
-                    }
+            .spawn(move || loop {
+                std::thread::sleep(TIMER_EVERY);
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                if control.is_finished() {
+                    return;
+                }
+                if engine.waiting.any.load(Ordering::SeqCst) {
+                    engine.retry_waiting();
                 }
             })
     }
