@@ -36,7 +36,7 @@ pub fn read(mem: &impl GuestMemory, paging: &Registers, addr: u64, len: usize) -
 
 /// `len` bytes of the stack from `rsp`, as the wire type.
 pub fn stack(mem: &impl GuestMemory, paging: &Registers, rsp: u64, len: u16) -> MemorySnippet {
-    let bytes = read(mem, paging, rsp, usize::from(len));
+    let bytes = read(mem, paging, rsp, usize::from(len.min(MAX_CAPTURE)));
     MemorySnippet {
         addr: rsp,
         bytes: bytes.iter().map(|b| format!("{b:02x}")).collect(),

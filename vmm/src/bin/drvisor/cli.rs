@@ -90,7 +90,7 @@ pub struct RunArgs {
     pub actions: Vec<ActionArg>,
     /// Record BYTES of the stack from RSP (1 to 4096) in each hit event of the preceding
     /// --break or --watch, read through the guest's page tables.
-    #[arg(long = "capture", value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1..=4096))]
+    #[arg(long = "capture", value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1..=drvisor::control::snippet::MAX_CAPTURE as i64))]
     pub captures: Vec<u16>,
     /// Who wins when host and guest breakpoints cannot both fit in the four slots.
     #[arg(long, default_value = "host-first", value_name = "POLICY")]
