@@ -420,6 +420,13 @@ pub enum PlanChange {
     Added,
     /// One that was pending took effect (a guest-virtual watch the guest now maps).
     Armed,
+    /// The guest maps a guest-virtual watch's bytes to other pages now, and the watch moved
+    /// there (its `pages` say where).
+    Remapped,
+    /// The guest maps a guest-virtual watch's bytes to other pages now, where the watch cannot
+    /// follow (they are not RAM, or a read watch would hide code): it stays, and its `state`
+    /// says why.
+    LeftBehind,
     /// One was removed: no vCPU reports it any more.
     Removed,
 }

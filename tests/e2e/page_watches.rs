@@ -327,6 +327,135 @@ fn a_virtual_watch_waits_for_the_guest_to_map_it() -> Result<(), Failed> {
     )
 }
 
+/// The guest re-maps the page under a watched virtual address (`remap`: the alias moves from
+/// `drv_watch_u64`'s page to `drv_remap_page`, then the guest writes through it again). The
+/// watch follows it: a `plan` event says `remapped` with the new page, and every write through
+/// the alias, before and after, is a hit. Without the follow, the second half would be lost.
+fn a_virtual_watch_follows_the_guest_when_it_remaps() -> Result<(), Failed> {
+    const N: u64 = 30;
+    let alias = 0xffff_ff00_0000_0000u64 + (symbol("drv_watch_u64") & 0xfff);
+    let (run, events) = drvisor_with_events(&[
+        "run",
+        "--scenario",
+        "remap",
+        "--cmdline",
+        &format!("count={N}"),
+        "--watch",
+        "phys:drv_watch_u8",
+        "--engine",
+        "page",
+        "--watch",
+        &format!("{alias:#x}:w:8"),
+        "--engine",
+        "page",
+    ])?;
+    run.expect_code(0)?;
+    let line = ["scenario=remap", &format!("writes={N}")];
+    ensure(
+        guest_number(&run, &line, "first")? == N && guest_number(&run, &line, "second")? == 2 * N,
+        || format!("the guest's writes did not land as the scenario says\n{run}"),
+    )?;
+    let plan = |change: &str| {
+        events.iter().position(|e| {
+            e["event"] == "plan" && e["change"] == change && e["breakpoint"]["id"] == 2
+        })
+    };
+    let armed = plan("armed").ok_or_else(|| format!("never armed\n{run}"))?;
+    let moved = plan("remapped").ok_or_else(|| format!("no remapped event\n{run}"))?;
+    let pages = |at: usize| events[at]["breakpoint"]["pages"].clone();
+    let (old, new) = (symbol("drv_watch_u64") & !0xfff, symbol("drv_remap_page"));
+    ensure(
+        pages(armed) == serde_json::json!([old]) && pages(moved) == serde_json::json!([new]),
+        || {
+            format!(
+                "pages {} then {}, wanted [{old:#x}] then [{new:#x}]",
+                pages(armed),
+                pages(moved)
+            )
+        },
+    )?;
+    let writes: Vec<(usize, u64)> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["event"] == "hit" && e["id"] == 2)
+        .map(|(i, e)| (i, e["access"]["value"].as_u64().unwrap_or(0)))
+        .collect();
+    ensure(
+        writes.iter().map(|w| w.1).eq(1..=2 * N)
+            && writes
+                .iter()
+                .all(|&(at, value)| (at > moved) == (value > N)),
+        || {
+            format!(
+                "wanted the writes 1..={N}, then the move, then {}..={}: {writes:?}",
+                N + 1,
+                2 * N
+            )
+        },
+    )?;
+    ensure(
+        run.stderr.contains(&format!(
+            "#2 {alias:#x}:w:8 (write watch, 8 bytes): page engine on 1 page, armed, {} hits",
+            2 * N
+        )),
+        || {
+            format!(
+                "the summary does not show the watch's {} hits\n{run}",
+                2 * N
+            )
+        },
+    )
+}
+
+/// The guest re-maps a watched virtual address onto a page of its code (`remap-to-code`), where
+/// an access watch cannot go (it would hide the page from instruction fetch). The watch stays
+/// where it was, a `plan` event says `left-behind`, and its state says why.
+fn a_virtual_watch_the_guest_remaps_onto_code_is_left_behind() -> Result<(), Failed> {
+    const N: u64 = 5;
+    let alias = 0xffff_ff00_0000_0000u64 + (symbol("drv_watch_u64") & 0xfff);
+    let (run, events) = drvisor_with_events(&[
+        "run",
+        "--scenario",
+        "remap-to-code",
+        "--cmdline",
+        &format!("count={N}"),
+        "--watch",
+        "phys:drv_watch_u8",
+        "--engine",
+        "page",
+        "--watch",
+        &format!("{alias:#x}:rw:8"),
+        "--engine",
+        "page",
+    ])?;
+    run.expect_code(0)?;
+    let left = events
+        .iter()
+        .find(|e| {
+            e["event"] == "plan" && e["change"] == "left-behind" && e["breakpoint"]["id"] == 2
+        })
+        .ok_or_else(|| format!("no left-behind event\n{run}"))?;
+    let state = left["breakpoint"]["state"].as_str().unwrap_or("");
+    ensure(
+        state.starts_with("armed, left behind (the guest maps its bytes at")
+            && state.contains("the guest executes from"),
+        || format!("state {state:?}"),
+    )?;
+    ensure(
+        !events
+            .iter()
+            .any(|e| e["event"] == "plan" && e["change"] == "remapped"),
+        || "a watch moved onto code".to_string(),
+    )?;
+    let hits = events
+        .iter()
+        .filter(|e| e["event"] == "hit" && e["id"] == 2)
+        .count() as u64;
+    ensure(hits == N, || {
+        format!("{hits} hits, wanted the {N} writes before the re-map")
+    })
+}
+
 /// `auto` picks what this host delivers: the page engine here, where hardware data
 /// watchpoints never fire.
 fn auto_routes_by_probe(hw: bool) -> Result<(), Failed> {
@@ -516,6 +645,14 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
         Trial::test(
             "page::a_virtual_watch_waits_for_the_guest_to_map_it",
             a_virtual_watch_waits_for_the_guest_to_map_it,
+        ),
+        Trial::test(
+            "page::a_virtual_watch_follows_the_guest_when_it_remaps",
+            a_virtual_watch_follows_the_guest_when_it_remaps,
+        ),
+        Trial::test(
+            "page::a_virtual_watch_the_guest_remaps_onto_code_is_left_behind",
+            a_virtual_watch_the_guest_remaps_onto_code_is_left_behind,
         ),
         Trial::test("page::show_plan_names_the_engine", move || {
             show_plan_names_the_engine(hw)

@@ -33,6 +33,8 @@ pub const SCENARIOS: &[&str] = &[
     "dr7-storm",
     "exit-race",
     "late-map",
+    "remap",
+    "remap-to-code",
     "ktap",
 ];
 

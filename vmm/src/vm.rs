@@ -461,7 +461,7 @@ impl Vm {
             ..
         } = self;
         let done = shared.control.done_evt.try_clone()?;
-        let waiting_timer = shared.watch.spawn_waiting_timer(shared.control.clone())?;
+        let mapping_timer = shared.watch.spawn_mapping_timer(shared.control.clone())?;
         let mut threads = Vec::with_capacity(vcpus.len());
         for vcpu in vcpus {
             let shared = shared.clone();
@@ -489,7 +489,7 @@ impl Vm {
         for t in threads {
             let _ = t.join();
         }
-        let _ = waiting_timer.join();
+        let _ = mapping_timer.join();
         serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
         looped?;
         Ok(shared.control.outcome().unwrap_or(Outcome::VmmError {

@@ -13,6 +13,7 @@ pub mod ktap;
 pub mod late_map;
 pub mod mixed;
 pub mod ranges;
+pub mod remap;
 pub mod smp;
 pub mod spin;
 pub mod status;
@@ -42,6 +43,8 @@ pub fn run(cfg: &Config) -> ! {
         b"status" => status::run(cfg),
         b"kfunc" => kfunc::run_boot(cfg),
         b"late-map" => late_map::run(cfg),
+        b"remap" => remap::run(cfg),
+        b"remap-to-code" => remap::run_to_code(cfg),
         b"ktap" => ktap::run(cfg),
         b"panic" => faults::panic(),
         b"unexpected-exception" => faults::unexpected_exception(),

@@ -27,7 +27,7 @@ use crate::probe::ProbeReport;
 use crate::run_control::RunControl;
 use crate::symbols::SymbolTable;
 use crate::vcpu::parked::ParkedRegs;
-use crate::watch::{Engine, PageWatchEngine, Place};
+use crate::watch::{Engine, MappingChange, PageWatchEngine, Place};
 use crate::Vm;
 
 /// How many events the stream's ring keeps for replay.
@@ -123,14 +123,20 @@ impl Session {
             feeder: Mutex::new(feeder),
             book: Mutex::new(BTreeMap::new()),
         });
-        // A watch that waited for the guest's page tables tells every client when it arms.
+        // What the guest's page tables do to a guest-virtual watch (armed at last, moved,
+        // left behind) reaches every client.
         let weak = Arc::downgrade(&session);
-        vm.watch().on_armed(Box::new(move |id| {
+        vm.watch().on_mapping_change(Box::new(move |id, change| {
             let Some(session) = weak.upgrade() else {
                 return;
             };
+            let change = match change {
+                MappingChange::Armed => PlanChange::Armed,
+                MappingChange::Remapped => PlanChange::Remapped,
+                MappingChange::LeftBehind => PlanChange::LeftBehind,
+            };
             if let Some(bp) = session.breakpoint(id.0) {
-                session.publish_plan(PlanChange::Armed, bp);
+                session.publish_plan(change, bp);
             }
         }));
         Ok(session)
@@ -272,7 +278,10 @@ impl Session {
             bp.hits = self.debug.hits(id).unwrap_or(0);
         } else if let Some(watch) = self.watch.states().into_iter().find(|w| w.id == bp.id) {
             bp.engine = drvisor_api::rest::Engine::Page;
-            bp.state = "armed".into();
+            bp.state = match &watch.unfollowed {
+                None => "armed".into(),
+                Some(why) => format!("armed, left behind ({why})"),
+            };
             bp.pages = watch.pages.iter().map(|(gpa, _)| *gpa).collect();
             bp.hits = watch.hits;
         } else if let Some((why, tried)) = self.watch.waiting_reason(id) {

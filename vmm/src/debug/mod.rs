@@ -9,7 +9,7 @@ mod controller;
 mod emulate;
 mod kvm_vcpu;
 pub mod mov_dr;
-mod page_walk;
+pub(crate) mod page_walk;
 pub mod plan_view;
 mod resume;
 mod vcpu_debug;

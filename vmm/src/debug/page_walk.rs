@@ -44,6 +44,24 @@ pub fn translate(
     gva: u64,
     access: Access,
 ) -> Option<u64> {
+    walk(mem, cr3, cr4, gva, Some(access))
+}
+
+/// Where `gva` maps under 4- or 5-level paging with `cr3` and `cr4`, whatever the permissions
+/// and the Accessed and Dirty bits: every level present is all it asks. For finding a page,
+/// not for accessing it.
+pub fn locate(mem: &impl GuestMemory, cr3: u64, cr4: u64, gva: u64) -> Option<u64> {
+    walk(mem, cr3, cr4, gva, None)
+}
+
+/// The walk; `access` `None` checks presence only.
+fn walk(
+    mem: &impl GuestMemory,
+    cr3: u64,
+    cr4: u64,
+    gva: u64,
+    access: Option<Access>,
+) -> Option<u64> {
     let levels: u32 = if cr4 & CR4_LA57 != 0 { 5 } else { 4 };
     // Canonical: bits above the top translated bit copy it.
     let top = 12 + 9 * levels - 1;
@@ -51,29 +69,34 @@ pub fn translate(
     if high != 0 && high != -1 {
         return None;
     }
+    let needed = if access.is_some() {
+        PRESENT | ACCESSED
+    } else {
+        PRESENT
+    };
     let mut table = cr3 & ADDR;
     let mut user = true;
     for level in (1..=levels).rev() {
         let shift = 12 + 9 * (level - 1);
         let index = (gva >> shift) & 0x1ff;
         let entry: u64 = mem.read_obj(GuestAddress(table + index * 8)).ok()?;
-        if entry & (PRESENT | ACCESSED) != PRESENT | ACCESSED {
+        if entry & needed != needed {
             return None;
         }
         user &= entry & USER != 0;
         match access {
-            Access::Fetch if entry & NX != 0 => return None,
-            Access::Write { .. } if entry & WRITABLE == 0 => return None,
+            Some(Access::Fetch) if entry & NX != 0 => return None,
+            Some(Access::Write { .. }) if entry & WRITABLE == 0 => return None,
             _ => {}
         }
         let leaf = level == 1 || (entry & LARGE != 0 && level <= 3);
         if leaf {
-            if matches!(access, Access::Write { .. }) && entry & DIRTY == 0 {
+            if matches!(access, Some(Access::Write { .. })) && entry & DIRTY == 0 {
                 return None;
             }
             match access {
-                Access::Fetch if user && cr4 & CR4_SMEP != 0 => return None,
-                Access::Write { ac: false } if user && cr4 & CR4_SMAP != 0 => return None,
+                Some(Access::Fetch) if user && cr4 & CR4_SMEP != 0 => return None,
+                Some(Access::Write { ac: false }) if user && cr4 & CR4_SMAP != 0 => return None,
                 _ => {}
             }
             let page_mask = (1u64 << shift) - 1;
@@ -153,5 +176,19 @@ mod tests {
             None,
             "non-canonical"
         );
+    }
+
+    #[test]
+    fn locating_asks_only_for_present_entries() {
+        let fresh = mem_with(0x9000 | PRESENT, 0);
+        assert_eq!(locate(&fresh, PML4, 0, 0x5010), Some(0x9010));
+        assert_eq!(
+            translate(&fresh, PML4, 0, 0x5010, Access::Fetch),
+            None,
+            "not yet accessed"
+        );
+        assert_eq!(locate(&mem_with(0x9000, 0), PML4, 0, 0x5010), None);
+        let large = mem_with(0, 0x40_0000 | PRESENT | LARGE);
+        assert_eq!(locate(&large, PML4, 0, 0x20_0123), Some(0x40_0123));
     }
 }

@@ -238,8 +238,9 @@ impl Vcpu {
                 // Pieces of one access come in consecutive exits; anything else ends them.
                 self.last_page_access = None;
             }
-            // Guest-virtual watches waiting for the guest's page tables are tried at debug and
-            // page exits too, not only on their timer (one load when none waits).
+            // Guest-virtual watches waiting for the guest's page tables are tried, and armed
+            // ones the guest maps elsewhere followed, at debug and page exits too, not only on
+            // their timer (one load each when there is none).
             let retry_waiting = matches!(step, Step::Debug(_) | Step::PageHits(_));
             if let Some(outcome) = self.outcome_of(step, &mut ctx) {
                 control.finish(outcome);
@@ -247,6 +248,9 @@ impl Vcpu {
             }
             if retry_waiting {
                 shared.watch.retry_waiting_at_exit();
+                if let Some(regs) = &self.last_structures {
+                    shared.watch.follow_remaps_at_exit(regs);
+                }
             }
             if let Some(debug) = ctx.debug.as_deref_mut() {
                 if let Err(e) = debug.after_exit(&self.debug_vcpu(shared)) {

@@ -6,9 +6,11 @@
 //! fails, and so does delivering an exception through an IDT in one. Such a watch ends in a
 //! triple fault, which is the user's request, not the guest's fault; this lets drvisor say so.
 //!
-//! Reads guest RAM only (no vCPU, no KVM call): 4-level long-mode paging, or paging off.
+//! Reads guest RAM only (no vCPU, no KVM call): 4- or 5-level long-mode paging, or paging off.
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
+
+use crate::debug::page_walk::{self, CR4_LA57};
 
 const PRESENT: u64 = 1;
 const LARGE: u64 = 1 << 7;
@@ -46,6 +48,8 @@ pub struct Registers {
     pub cr0: u64,
     /// CR3.
     pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
     /// EFER.
     pub efer: u64,
     /// GDTR base and limit.
@@ -59,6 +63,7 @@ impl From<&kvm_bindings::kvm_sregs> for Registers {
         Registers {
             cr0: s.cr0,
             cr3: s.cr3,
+            cr4: s.cr4,
             efer: s.efer,
             gdt: (s.gdt.base, s.gdt.limit),
             idt: (s.idt.base, s.idt.limit),
@@ -72,14 +77,15 @@ pub fn pages(mem: &impl GuestMemory, regs: &Registers) -> Vec<(u64, Structure)> 
     let paging = regs.cr0 & CR0_PG != 0;
     let mut out = Vec::new();
     if paging && regs.efer & EFER_LMA != 0 {
-        walk_tables(mem, regs.cr3 & ADDR, 4, &mut out);
+        let levels = if regs.cr4 & CR4_LA57 != 0 { 5 } else { 4 };
+        walk_tables(mem, regs.cr3 & ADDR, levels, &mut out);
     }
     for ((base, limit), what) in [(regs.gdt, Structure::Gdt), (regs.idt, Structure::Idt)] {
         let last = base.saturating_add(u64::from(limit));
         let mut va = base & !0xfff;
         while va <= last {
             let pa = if paging {
-                translate(mem, regs.cr3, va)
+                page_walk::locate(mem, regs.cr3, regs.cr4, va)
             } else {
                 Some(va)
             };
@@ -113,14 +119,15 @@ fn walk_tables(mem: &impl GuestMemory, table: u64, level: u8, out: &mut Vec<(u64
             return;
         };
         // A large page at PDPT or PD level maps memory, not a table.
-        if e & PRESENT != 0 && !(level < 4 && e & LARGE != 0) {
+        if e & PRESENT != 0 && !(level <= 3 && e & LARGE != 0) {
             walk_tables(mem, e & ADDR, level - 1, out);
         }
     }
 }
 
 /// The guest-physical address of linear address `va` as the CPU sees it with `regs`: through
-/// 4-level paging, or `va` itself with paging off.
+/// 4- or 5-level paging, or `va` itself with paging off. `None` where it is not mapped, and
+/// under 32-bit or PAE paging, which this walk does not know.
 pub fn physical(mem: &impl GuestMemory, regs: &Registers, va: u64) -> Option<u64> {
     if regs.cr0 & CR0_PG == 0 {
         return Some(va);
@@ -128,26 +135,7 @@ pub fn physical(mem: &impl GuestMemory, regs: &Registers, va: u64) -> Option<u64
     if regs.efer & EFER_LMA == 0 {
         return None;
     }
-    translate(mem, regs.cr3, va)
-}
-
-/// The guest-physical address of `va` under 4-level paging from `cr3`.
-fn translate(mem: &impl GuestMemory, cr3: u64, va: u64) -> Option<u64> {
-    let mut table = cr3 & ADDR;
-    for level in (1..=4u32).rev() {
-        let index = (va >> (12 + 9 * (level - 1))) & 0x1ff;
-        let e = entry(mem, table, index)?;
-        if e & PRESENT == 0 {
-            return None;
-        }
-        if level == 1 || (level < 4 && e & LARGE != 0) {
-            let size_bits = 12 + 9 * (level - 1);
-            let frame = e & ADDR & !((1u64 << size_bits) - 1);
-            return Some(frame | (va & ((1u64 << size_bits) - 1)));
-        }
-        table = e & ADDR;
-    }
-    None
+    page_walk::locate(mem, regs.cr3, regs.cr4, va)
 }
 
 #[cfg(test)]
@@ -175,6 +163,7 @@ mod tests {
         let regs = Registers {
             cr0: CR0_PG | 1,
             cr3: 0x1000,
+            cr4: 0,
             efer: EFER_LMA,
             gdt: (0x5000, 23),
             idt: (0x6ff0, 0x20),

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use drvisor_debug::HostBpId;
 use drvisor_watch::{
@@ -89,7 +89,8 @@ pub enum WatchRange {
         len: u64,
     },
     /// Guest-virtual bytes, translated through vCPU 0's page tables when armed (waiting until
-    /// the guest maps them). Later re-mapping by the guest is not followed.
+    /// the guest maps them), and followed when the guest maps them elsewhere (see
+    /// [`super::remap`]).
     Virtual {
         /// First byte.
         gva: u64,
@@ -110,6 +111,21 @@ pub struct PageWatchRequest {
     /// What a hit does.
     pub on_hit: OnHit,
 }
+
+/// What the guest's page tables did to a guest-virtual watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MappingChange {
+    /// It waited for the guest to map its bytes, and is armed now.
+    Armed,
+    /// The guest maps its bytes elsewhere now, and the watch moved there.
+    Remapped,
+    /// The guest maps its bytes elsewhere now, where the watch cannot follow; it stays, and
+    /// its state says why.
+    LeftBehind,
+}
+
+/// Told of each [`MappingChange`], with the watch's id.
+pub type MappingListener = Box<dyn Fn(HostBpId, MappingChange) + Send + Sync>;
 
 /// Where a watch's bytes are now.
 pub(super) enum Resolved {
@@ -194,6 +210,8 @@ pub struct PageWatchState {
     pub pages: Vec<(u64, PageMode)>,
     /// Hits so far.
     pub hits: u64,
+    /// Why it stays where it is although the guest maps its bytes elsewhere now, if so.
+    pub unfollowed: Option<String>,
 }
 
 /// A guest access the vCPU could not perform against a memslot.
@@ -204,18 +222,20 @@ pub enum MmioAccess<'a> {
     Write(&'a [u8]),
 }
 
-struct Registered {
+pub(super) struct Registered {
     label: String,
-    access: Access,
-    ranges: Vec<(u64, u64)>,
+    pub(super) access: Access,
+    pub(super) ranges: Vec<(u64, u64)>,
     parts: Vec<WatchId>,
     on_hit: OnHit,
     hits: AtomicU64,
+    /// For a guest-virtual watch, what following the guest's mapping needs.
+    pub(super) virt: Option<super::remap::Followed>,
 }
 
-struct State {
+pub(super) struct State {
     layout: Layout,
-    watches: BTreeMap<HostBpId, Registered>,
+    pub(super) watches: BTreeMap<HostBpId, Registered>,
     owner: BTreeMap<WatchId, HostBpId>,
     next_part: u32,
 }
@@ -223,7 +243,7 @@ struct State {
 /// The engine.
 pub struct PageWatchEngine {
     vm_fd: Arc<VmFd>,
-    mem: GuestMemoryMmap,
+    pub(super) mem: GuestMemoryMmap,
     gate: Arc<VcpuGate>,
     pub(super) ids: Arc<DebugController>,
     translator: Mutex<Option<Translator>>,
@@ -239,6 +259,10 @@ pub struct PageWatchEngine {
     pub migrations: super::Migrations,
     /// Guest-virtual watches waiting for the guest to map their bytes.
     pub(super) waiting: super::waiting::Waiting,
+    /// Armed guest-virtual watches, followed when the guest maps them elsewhere.
+    pub(super) remaps: super::remap::Remaps,
+    /// Told when the guest's page tables arm, move or strand a guest-virtual watch.
+    listener: OnceLock<MappingListener>,
 }
 
 impl PageWatchEngine {
@@ -279,6 +303,8 @@ impl PageWatchEngine {
             perform: Mutex::new(()),
             migrations: super::Migrations::default(),
             waiting: Default::default(),
+            remaps: Default::default(),
+            listener: OnceLock::new(),
         })
     }
 
@@ -289,16 +315,29 @@ impl PageWatchEngine {
         self.migrations.follow(&self.ids.plan(), self);
     }
 
+    /// Sets the one listener told when the guest's page tables arm, move or strand a
+    /// guest-virtual watch; `false` if one is set. It is called with no engine lock held.
+    pub fn on_mapping_change(&self, listener: MappingListener) -> bool {
+        self.listener.set(listener).is_ok()
+    }
+
+    /// Tells the listener.
+    pub(super) fn tell(&self, id: HostBpId, change: MappingChange) {
+        if let Some(listener) = self.listener.get() {
+            listener(id, change);
+        }
+    }
+
     /// Lets the engine translate guest-virtual watches through `translator`.
     pub fn set_translator(&self, translator: Translator) {
         *self.translator.lock().unwrap_or_else(|e| e.into_inner()) = Some(translator);
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, State> {
+    pub(super) fn read(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, State> {
+    pub(super) fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -334,22 +373,15 @@ impl PageWatchEngine {
             self.refuse_executable(&ranges, req.access)?;
         }
         let mut state = self.write();
-        let mut parts = Vec::new();
-        let mut all: Vec<Watch> = state.layout.watches().cloned().collect();
-        for &(gpa, len) in &ranges {
-            let id = WatchId(state.next_part + parts.len() as u32);
-            let watch =
-                Watch::new(id, gpa, len, req.access).map_err(|e| Error::Memslots(e.to_string()))?;
-            all.push(watch);
-            parts.push(id);
-        }
-        let layout = state.layout.replan(&all, self.max_slots)?;
-        self.install_layout(&mut state, layout)?;
-        state.next_part += parts.len() as u32;
+        let parts = self.relayout(&mut state, &[], &ranges, req.access)?;
         let id = id.unwrap_or_else(|| self.ids.allocate_id());
         for part in &parts {
             state.owner.insert(*part, id);
         }
+        let virt = match req.range {
+            WatchRange::Virtual { gva, len } => Some(super::remap::Followed::new(gva, len)),
+            WatchRange::Physical { .. } => None,
+        };
         state.watches.insert(
             id,
             Registered {
@@ -359,8 +391,10 @@ impl PageWatchEngine {
                 parts,
                 on_hit: req.on_hit,
                 hits: AtomicU64::new(0),
+                virt,
             },
         );
+        self.remaps.count(&state);
         Ok(id)
     }
 
@@ -374,19 +408,76 @@ impl PageWatchEngine {
             return Err(Error::NoSuchWatch(id.0));
         };
         let parts = gone.parts.clone();
-        let all: Vec<Watch> = state
-            .layout
-            .watches()
-            .filter(|w| !parts.contains(&w.id()))
-            .cloned()
-            .collect();
-        let layout = state.layout.replan(&all, self.max_slots)?;
-        self.install_layout(&mut state, layout)?;
+        let access = gone.access;
+        self.relayout(&mut state, &parts, &[], access)?;
         state.watches.remove(&id);
         for part in parts {
             state.owner.remove(&part);
         }
+        self.remaps.count(&state);
         Ok(())
+    }
+
+    /// Moves watch `id` onto `ranges` (guest-physical, checked to be RAM and, for a read or
+    /// access watch, not executable), keeping its id, label and hits; `false` if it is there
+    /// already.
+    pub(super) fn move_watch(&self, id: HostBpId, ranges: Vec<(u64, u64)>) -> Result<bool, Error> {
+        if let Some((gpa, len, missing)) = ranges
+            .iter()
+            .find_map(|&(gpa, len)| Some((gpa, len, self.first_not_ram(gpa, len)?)))
+        {
+            return Err(Error::NotRam { gpa, len, missing });
+        }
+        let mut state = self.write();
+        let Some(watch) = state.watches.get(&id) else {
+            return Err(Error::NoSuchWatch(id.0));
+        };
+        if watch.ranges == ranges {
+            return Ok(false);
+        }
+        let (old, access) = (watch.parts.clone(), watch.access);
+        if access != Access::Write {
+            self.refuse_executable(&ranges, access)?;
+        }
+        let parts = self.relayout(&mut state, &old, &ranges, access)?;
+        for part in &old {
+            state.owner.remove(part);
+        }
+        for part in &parts {
+            state.owner.insert(*part, id);
+        }
+        if let Some(watch) = state.watches.get_mut(&id) {
+            watch.ranges = ranges;
+            watch.parts = parts;
+        }
+        Ok(true)
+    }
+
+    /// Plans and installs the layout without the parts `drop` and with new parts on `add`
+    /// (`access` watches); returns the new parts' ids.
+    fn relayout(
+        &self,
+        state: &mut State,
+        drop: &[WatchId],
+        add: &[(u64, u64)],
+        access: Access,
+    ) -> Result<Vec<WatchId>, Error> {
+        let mut all: Vec<Watch> = state
+            .layout
+            .watches()
+            .filter(|w| !drop.contains(&w.id()))
+            .cloned()
+            .collect();
+        let mut parts = Vec::new();
+        for &(gpa, len) in add {
+            let id = WatchId(state.next_part + parts.len() as u32);
+            all.push(Watch::new(id, gpa, len, access).map_err(|e| Error::Memslots(e.to_string()))?);
+            parts.push(id);
+        }
+        let layout = state.layout.replan(&all, self.max_slots)?;
+        self.install_layout(state, layout)?;
+        state.next_part += parts.len() as u32;
+        Ok(parts)
     }
 
     /// Installs `layout` with the vCPUs quiesced.
@@ -465,7 +556,7 @@ impl PageWatchEngine {
     }
 
     /// The first byte of `[gpa, gpa + len)` that is not guest RAM.
-    fn first_not_ram(&self, gpa: u64, len: u64) -> Option<u64> {
+    pub(super) fn first_not_ram(&self, gpa: u64, len: u64) -> Option<u64> {
         let end = gpa.saturating_add(len);
         let mut at = gpa;
         while at < end {
@@ -538,6 +629,7 @@ impl PageWatchEngine {
                     .map(|(page, t)| (*page, t.mode))
                     .collect(),
                 hits: r.hits.load(Ordering::Relaxed),
+                unfollowed: r.virt.as_ref().and_then(|v| v.unfollowed()),
             })
             .collect()
     }

@@ -7,14 +7,15 @@ pub mod cpu_structures;
 mod engine;
 mod memslots;
 mod migrate;
+mod remap;
 pub mod route;
 pub mod translate;
 pub mod waiting;
 
 pub use arm::{arm_watch, ArmError, Place, WatchRequest};
 pub use engine::{
-    Error, MmioAccess, PageWatchEngine, PageWatchRequest, PageWatchState, PendingPageHit,
-    WatchRange,
+    Error, MappingChange, MappingListener, MmioAccess, PageWatchEngine, PageWatchRequest,
+    PageWatchState, PendingPageHit, WatchRange,
 };
 pub use migrate::Migrations;
 pub use route::{route, Engine, EngineChoice, RouteError, RouteInput};

@@ -72,23 +72,60 @@ impl Translator {
 
     /// `[gva, gva + len)` as guest-physical ranges, one per run of physically contiguous pages.
     pub fn translate_range(&self, gva: u64, len: u64) -> Result<Vec<(u64, u64)>, Error> {
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        let end = gva.saturating_add(len);
-        let mut at = gva;
-        while at < end {
-            // The last page of the address space ends at 2^64: saturate rather than overflow.
-            let page_end = (at / PAGE).saturating_add(1).saturating_mul(PAGE);
-            let chunk = page_end.min(end).saturating_sub(at).max(1);
-            let gpa = self.translate(at)?;
-            match out.last_mut() {
-                Some((start, n)) if start.checked_add(*n) == Some(gpa) => *n += chunk,
-                _ => out.push((gpa, chunk)),
-            }
-            at = at.saturating_add(chunk);
-            if at == u64::MAX {
-                break;
-            }
+        physical_runs(gva, len, |at| self.translate(at))
+    }
+}
+
+/// `[gva, gva + len)` as guest-physical ranges, one per run of physically contiguous pages,
+/// with `physical` giving the guest-physical address of one byte (asked once per page).
+pub fn physical_runs<E>(
+    gva: u64,
+    len: u64,
+    mut physical: impl FnMut(u64) -> Result<u64, E>,
+) -> Result<Vec<(u64, u64)>, E> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let end = gva.saturating_add(len);
+    let mut at = gva;
+    while at < end {
+        // The last page of the address space ends at 2^64: saturate rather than overflow.
+        let page_end = (at / PAGE).saturating_add(1).saturating_mul(PAGE);
+        let chunk = page_end.min(end).saturating_sub(at).max(1);
+        let gpa = physical(at)?;
+        match out.last_mut() {
+            Some((start, n)) if start.checked_add(*n) == Some(gpa) => *n += chunk,
+            _ => out.push((gpa, chunk)),
         }
-        Ok(out)
+        at = at.saturating_add(chunk);
+        if at == u64::MAX {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::physical_runs;
+
+    #[test]
+    fn contiguous_pages_make_one_run_and_a_jump_starts_another() {
+        // 0x1000.. maps to 0x8000.., except that 0x3000 maps to 0x20000.
+        let map = |va: u64| -> Result<u64, ()> {
+            let page = va & !0xfff;
+            let base = if page == 0x3000 {
+                0x20000
+            } else {
+                0x7000 + page
+            };
+            Ok(base | (va & 0xfff))
+        };
+        assert_eq!(
+            physical_runs(0x1ff8, 0x2010, map),
+            Ok(vec![(0x8ff8, 0x1008), (0x20000, 0x1000), (0xb000, 8)])
+        );
+        assert_eq!(
+            physical_runs(0x5000, 1, |_| Err::<u64, _>("unmapped")),
+            Err("unmapped")
+        );
     }
 }

@@ -7,17 +7,18 @@
 //! - every [`TIMER_EVERY`] from a thread of its own while the guest runs,
 //!
 //! until its bytes translate to RAM; then it is armed exactly as if it had translated at once,
-//! and the listener (the control session, which tells every client) hears of it. Accesses
-//! before that moment are not seen: the README says so.
+//! and the engine's listener (the control session, which tells every client) hears of it.
+//! Accesses before that moment are not seen: the README says so. The same timer follows armed
+//! watches that the guest maps elsewhere ([`super::remap`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use drvisor_debug::HostBpId;
 
-use super::engine::{PageWatchEngine, PageWatchRequest, Resolved};
+use super::engine::{MappingChange, PageWatchEngine, PageWatchRequest, Resolved};
 use crate::run_control::RunControl;
 
 /// The least time between two tries from vCPU exits (each try takes the vCPUs out of the
@@ -25,9 +26,6 @@ use crate::run_control::RunControl;
 pub const AT_EXIT_EVERY: Duration = Duration::from_millis(2);
 /// How often the timer tries while anything waits.
 pub const TIMER_EVERY: Duration = Duration::from_millis(20);
-
-/// Told of each waiting watch that was armed, by id.
-pub type ArmedListener = Box<dyn Fn(HostBpId) + Send + Sync>;
 
 struct Entry {
     id: HostBpId,
@@ -51,7 +49,6 @@ pub struct Waiting {
     entries: Mutex<Vec<Entry>>,
     any: AtomicBool,
     last_try: Mutex<Option<Instant>>,
-    listener: OnceLock<ArmedListener>,
 }
 
 impl Waiting {
@@ -88,11 +85,6 @@ impl PageWatchEngine {
             .iter()
             .find(|e| e.id == id)
             .map(|e| (e.reason.clone(), !e.failed))
-    }
-
-    /// Sets the one listener told when a waiting watch is armed; `false` if one is set.
-    pub fn on_armed(&self, listener: ArmedListener) -> bool {
-        self.waiting.listener.set(listener).is_ok()
     }
 
     /// Drops waiting watch `id`; whether it was waiting.
@@ -159,21 +151,20 @@ impl PageWatchEngine {
                 "page watch #{} is armed: the guest maps its bytes now",
                 id.0
             );
-            if let Some(tell) = self.waiting.listener.get() {
-                tell(id);
-            }
+            self.tell(id, MappingChange::Armed);
         }
     }
 
-    /// Starts the timer that tries the waiting watches every [`TIMER_EVERY`] until the run
-    /// ends. It quiesces the vCPUs only while a watch waits.
-    pub fn spawn_waiting_timer(
+    /// Starts the timer that tries the waiting watches, and follows the armed ones the guest
+    /// maps elsewhere, every [`TIMER_EVERY`] until the run ends. It quiesces the vCPUs only
+    /// while a watch waits, or to move one.
+    pub fn spawn_mapping_timer(
         self: &Arc<Self>,
         control: Arc<RunControl>,
     ) -> std::io::Result<JoinHandle<()>> {
         let engine = Arc::downgrade(self);
         std::thread::Builder::new()
-            .name("drvisor-waiting".into())
+            .name("drvisor-mapping".into())
             .spawn(move || loop {
                 std::thread::sleep(TIMER_EVERY);
                 let Some(engine) = engine.upgrade() else {
@@ -185,6 +176,7 @@ impl PageWatchEngine {
                 if engine.waiting.any.load(Ordering::SeqCst) {
                     engine.retry_waiting();
                 }
+                engine.follow_remaps_from_timer();
             })
     }
 }
