@@ -123,6 +123,9 @@ pub enum BreakCommand {
         /// What a hit does.
         #[arg(long, value_enum, default_value_t = Action::Continue)]
         action: Action,
+        /// Bytes of the stack from RSP that each hit event carries.
+        #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1..=crate::MAX_CAPTURE as i64))]
+        capture: Option<u16>,
     },
     /// Every breakpoint and watch.
     List,
@@ -155,6 +158,9 @@ pub enum WatchCommand {
         /// Which engine.
         #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
         engine: EngineArg,
+        /// Bytes of the stack from RSP that each hit event carries.
+        #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1..=crate::MAX_CAPTURE as i64))]
+        capture: Option<u16>,
     },
 }
 
@@ -302,11 +308,13 @@ fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
             location,
             vcpu,
             action,
+            capture,
         }) => {
             let req = NewBreakpoint {
                 location,
                 vcpu,
                 action: action.into(),
+                capture: capture.unwrap_or(0),
             };
             print(out, &c.add_breakpoint(&req)?)
         }
@@ -319,6 +327,7 @@ fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
             vcpu,
             action,
             engine,
+            capture,
         }) => {
             let req = NewWatchpoint {
                 location,
@@ -327,6 +336,7 @@ fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
                 vcpu,
                 action: action.into(),
                 engine: engine.into(),
+                capture: capture.unwrap_or(0),
             };
             print(out, &c.add_watchpoint(&req)?)
         }

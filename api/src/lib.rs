@@ -7,6 +7,9 @@
 //! the `drvisor ctl` command built on the client.
 #![deny(missing_docs)]
 
+/// The most bytes of the stack one hit event may carry (`--capture`, a request's `capture`).
+pub const MAX_CAPTURE: u16 = 4096;
+
 pub mod client;
 pub mod control;
 pub mod ctl;

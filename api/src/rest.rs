@@ -97,6 +97,10 @@ pub struct NewBreakpoint {
     /// What a hit does (default `continue`).
     #[serde(default)]
     pub action: HitAction,
+    /// Bytes of the stack from RSP that each hit event carries (`stack`), 1 to 4096
+    /// (`MAX_CAPTURE`); 0 or absent for none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub capture: u16,
 }
 
 /// Which accesses a watch reports.
@@ -148,6 +152,14 @@ pub struct NewWatchpoint {
     /// `auto` (default), `hw` or `page`.
     #[serde(default)]
     pub engine: EngineChoice,
+    /// Bytes of the stack from RSP that each hit event carries (`stack`), 1 to 4096
+    /// (`MAX_CAPTURE`); 0 or absent for none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub capture: u16,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
 }
 
 /// Which client asked for a breakpoint.

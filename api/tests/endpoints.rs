@@ -34,6 +34,7 @@ fn every_endpoint_round_trips() {
             location: "0x1030e0".into(),
             vcpu: None,
             action: HitAction::Pause,
+            capture: 0,
         })
         .unwrap();
     assert_eq!(
@@ -48,6 +49,7 @@ fn every_endpoint_round_trips() {
             vcpu: Some(1),
             action: HitAction::Continue,
             engine: EngineChoice::Page,
+            capture: 0,
         })
         .unwrap();
     assert_eq!(

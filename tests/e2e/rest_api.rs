@@ -157,6 +157,7 @@ fn paused_start_catches_every_call(vcpus: usize) -> Result<(), Failed> {
         location: "drv_target_0".into(),
         vcpu: None,
         action: HitAction::Continue,
+        capture: 16,
     })?;
     let stream = c.events(Some(0), true)?;
     c.resume()?;
@@ -174,6 +175,15 @@ fn paused_start_catches_every_call(vcpus: usize) -> Result<(), Failed> {
     ensure(hits[0]["count"] == 1, || {
         "the first call was not caught".into()
     })?;
+    // `capture`: each hit carries 16 bytes of the stack from RSP, the first quadword the
+    // return address into the caller.
+    ensure(
+        hits.iter().all(|h| {
+            h["stack"]["addr"] == h["regs"]["rsp"]
+                && h["stack"]["bytes"].as_str().is_some_and(|b| b.len() == 32)
+        }),
+        || format!("a hit without its 16 stack bytes: {}", hits[0]),
+    )?;
     let written = read_events(&served.events)?;
     let file_hits: Vec<&serde_json::Value> =
         written.iter().filter(|e| e["event"] == "hit").collect();
@@ -209,6 +219,7 @@ fn delete_stops_the_hits(vcpus: usize) -> Result<(), Failed> {
         location: "drv_target_1".into(),
         vcpu: None,
         action: HitAction::Continue,
+        capture: 0,
     })?;
     let mut stream = c.events(Some(0), true)?;
     c.resume()?;
@@ -282,6 +293,7 @@ fn watch_added_mid_run(vcpus: usize) -> Result<(), Failed> {
         vcpu: None,
         action: HitAction::Continue,
         engine: EngineChoice::Page,
+        capture: 0,
     })?;
     let mut hits = 0;
     for e in stream.by_ref() {
@@ -341,6 +353,7 @@ fn pause_and_resume() -> Result<(), Failed> {
         location: "drv_target_2".into(),
         vcpu: None,
         action: HitAction::Pause,
+        capture: 0,
     })?;
     let stream = c.events(Some(0), true)?;
     c.resume()?;
@@ -398,6 +411,7 @@ fn errors_and_socket_mode() -> Result<(), Failed> {
         location: "no_such_symbol".into(),
         vcpu: None,
         action: HitAction::Continue,
+        capture: 0,
     }));
     ensure(
         unknown == Some((Some(422), Some("unknown-symbol".into()))),
@@ -407,10 +421,21 @@ fn errors_and_socket_mode() -> Result<(), Failed> {
         location: "drv_target_0".into(),
         vcpu: Some(7),
         action: HitAction::Continue,
+        capture: 0,
     }));
     ensure(no_vcpu.as_ref().and_then(|s| s.0) == Some(422), || {
         format!("vCPU 7 of 1: {no_vcpu:?}")
     })?;
+    let too_much = status(c.add_breakpoint(&NewBreakpoint {
+        location: "drv_target_0".into(),
+        vcpu: None,
+        action: HitAction::Continue,
+        capture: drvisor_api::MAX_CAPTURE + 1,
+    }));
+    ensure(
+        too_much == Some((Some(422), Some("bad-capture".into()))),
+        || format!("capture {}: {too_much:?}", drvisor_api::MAX_CAPTURE + 1),
+    )?;
     let missing = c.breakpoint(99).err().and_then(|e| e.status());
     ensure(missing == Some(404), || format!("unknown id: {missing:?}"))?;
     if has_curl() {
@@ -619,6 +644,7 @@ fn stalled_reader() -> Result<(), Failed> {
         location: "drv_target_0".into(),
         vcpu: None,
         action: HitAction::Continue,
+        capture: 0,
     })?;
     let stalled = served.client.events(Some(0), true)?;
     served.client.resume()?;

@@ -115,6 +115,7 @@ fn changes(vcpus: usize) -> Res<(Vec<Duration>, Vec<Duration>, bool)> {
         location: COLD_SYMBOL.into(),
         vcpu: None,
         action: HitAction::Continue,
+        capture: 0,
     };
     let mut adds = Vec::with_capacity(CHANGES);
     let mut deletes = Vec::with_capacity(CHANGES);
@@ -146,6 +147,7 @@ fn sse_run(with_break: bool) -> Res<(Duration, u64, u64)> {
             location: "drv_target_0".into(),
             vcpu: None,
             action: HitAction::Continue,
+            capture: 0,
         })
         .map_err(|e| format!("add: {e}"))?;
     }

@@ -27,6 +27,21 @@ fn unprocessable(code: &str, message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::Unprocessable, code, message)
 }
 
+/// A request's `capture`: at most [`drvisor_api::MAX_CAPTURE`] bytes.
+fn check_capture(capture: u16) -> Result<(), ApiError> {
+    match capture <= drvisor_api::MAX_CAPTURE {
+        true => Ok(()),
+        false => Err(unprocessable(
+            "bad-capture",
+            format!(
+                "capture {capture} is more than the {} bytes of stack a hit event may carry; give 1 to {} (0 for none)",
+                drvisor_api::MAX_CAPTURE,
+                drvisor_api::MAX_CAPTURE
+            ),
+        )),
+    }
+}
+
 fn bad_request(code: &str, message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::BadRequest, code, message)
 }
@@ -193,6 +208,7 @@ impl Control for Session {
     }
 
     fn add_breakpoint(&self, req: NewBreakpoint) -> Result<Breakpoint, ApiError> {
+        check_capture(req.capture)?;
         let (_, addr) = self.parse_location(&req.location)?;
         let spec = BreakSpec::exec(addr).map_err(|e| {
             unprocessable(
@@ -206,12 +222,13 @@ impl Control for Session {
             what: What::Break(spec),
             scope,
             action: req.action,
-            capture: 0,
+            capture: req.capture,
             owner: Owner::Api,
         })
     }
 
     fn add_watchpoint(&self, req: NewWatchpoint) -> Result<Breakpoint, ApiError> {
+        check_capture(req.capture)?;
         let (physical, text) = match req.location.strip_prefix("phys:") {
             Some(rest) => (true, rest),
             None => (false, req.location.as_str()),
@@ -254,7 +271,7 @@ impl Control for Session {
             },
             scope,
             action: req.action,
-            capture: 0,
+            capture: req.capture,
             owner: Owner::Api,
         })
     }

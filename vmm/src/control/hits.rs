@@ -1,6 +1,7 @@
 //! What a hit does besides its action: it leaves the vCPU once, as an event on the bus. (A
 //! `pause` is told by the vCPU gate itself when it really pauses: see `Session::new`.)
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use drvisor_api::{HitAction, HitEvent};
@@ -21,12 +22,20 @@ pub fn reporter(
     capture: u16,
     mem: GuestMemoryMmap,
 ) -> OnHit {
+    let warned = AtomicBool::new(false);
     Arc::new(move |hit: &HitContext| {
         let mut event = hit_event(hit, action);
         if capture > 0 {
             event.stack = hit
                 .paging
                 .map(|paging| super::snippet::stack(&mem, &paging, hit.regs.rsp, capture));
+            if event.stack.is_none() && !warned.swap(true, Ordering::Relaxed) {
+                // Never silent: the stack cannot be located without the system registers.
+                tracing::warn!(
+                    "{}: hit events carry no stack: this KVM does not sync the system registers (KVM_CAP_SYNC_REGS) with the exit",
+                    crate::quote::cut(&hit.label)
+                );
+            }
         }
         bus.publish(Event::Hit(event));
         action

@@ -5,7 +5,7 @@
 //! vCPU's file descriptor; a change returns once every vCPU runs the new plan.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use crate::probe::ProbeReport;
 use crate::run_control::RunControl;
 use crate::symbols::SymbolTable;
 use crate::vcpu::parked::ParkedRegs;
+use crate::vcpu::PauseListener;
 use crate::watch::{Engine, MappingChange, PageWatchEngine, Place};
 use crate::Vm;
 
@@ -73,6 +74,8 @@ pub struct Session {
     pub(super) ring: Arc<EventRing>,
     feeder: Mutex<Option<JoinHandle<()>>>,
     book: Mutex<BTreeMap<u32, Entry>>,
+    /// Told of each real pause and resume after the bus (see [`Session::observe_pauses`]).
+    pause_observer: Arc<OnceLock<PauseListener>>,
 }
 
 impl Session {
@@ -96,7 +99,12 @@ impl Session {
         // Pauses and resumes reach the bus from the gate, in the order they happen there: a
         // `pause` hit that a racing resume overtook never shows as paused.
         let bus = vm.events().clone();
+        let pause_observer: Arc<OnceLock<PauseListener>> = Arc::default();
+        let observer = pause_observer.clone();
         vm.debug().listen_pauses(Box::new(move |paused, reason| {
+            if let Some(observe) = observer.get() {
+                observe(paused, reason);
+            }
             bus.publish(Event::State(StateEvent {
                 event: drvisor_api::EventName::State,
                 state: if paused {
@@ -122,6 +130,7 @@ impl Session {
             ring,
             feeder: Mutex::new(feeder),
             book: Mutex::new(BTreeMap::new()),
+            pause_observer,
         });
         // What the guest's page tables do to a guest-virtual watch (armed at last, moved,
         // left behind) reaches every client.
@@ -140,6 +149,15 @@ impl Session {
             }
         }));
         Ok(session)
+    }
+
+    /// Sets the one observer told of each pause and resume that really happens (`true`:
+    /// paused), with its reason (a `pause` hit's is [`crate::debug::HitContext::pause_reason`]),
+    /// before its `state` event is published; `false` if one is set. A `pause` hit that a
+    /// racing resume overtook is never told. It runs under the vCPU gate's lock: it must be
+    /// quick and must not pause or resume.
+    pub fn observe_pauses(&self, observer: PauseListener) -> bool {
+        self.pause_observer.set(observer).is_ok()
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Entry>> {

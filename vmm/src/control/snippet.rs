@@ -6,8 +6,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use crate::watch::cpu_structures::{physical, Registers};
 
-/// The most bytes one hit may capture.
-pub const MAX_CAPTURE: u16 = 4096;
+pub use drvisor_api::MAX_CAPTURE;
 
 const PAGE: u64 = 0x1000;
 

@@ -3,7 +3,7 @@
 //! [`drvisor::console_lines`]), so none splits a guest line.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use drvisor::console_lines::ConsoleLines;
 use drvisor::debug::{HitContext, OnHit};
@@ -52,15 +52,35 @@ pub fn hw_state(state: Option<&BreakpointState>) -> (&str, Option<String>) {
     (word, Some(warning))
 }
 
-/// Wraps a hit callback so that a `pause` says so, and says what resumes it.
-pub fn announce_pause(on_hit: OnHit) -> OnHit {
-    Arc::new(move |hit: &HitContext| {
-        let action = on_hit(hit);
-        if action == HitAction::Pause {
-            say(pause_message(hit, std::process::id()));
-        }
-        action
-    })
+/// The `paused:` lines of `pause` hits, said only when the pause really happens: a resume
+/// that overtakes a pause hit (an answer to its event) leaves nothing to say.
+#[derive(Clone, Default)]
+pub struct PauseNotices {
+    /// The words for each pause a hit asked for, by the reason the pause will carry.
+    held: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl PauseNotices {
+    /// Wraps a hit callback so that a `pause` it asks for is announced once it is taken.
+    pub fn wrap(&self, on_hit: OnHit) -> OnHit {
+        let held = self.held.clone();
+        Arc::new(move |hit: &HitContext| {
+            let action = on_hit(hit);
+            if action == HitAction::Pause {
+                let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
+                held.insert(hit.pause_reason(), pause_message(hit, std::process::id()));
+            }
+            action
+        })
+    }
+
+    /// The line for a pause that was taken with `reason`, if a hit asked for it.
+    pub fn taken(&self, reason: &str) -> Option<String> {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(reason)
+    }
 }
 
 fn pause_message(hit: &HitContext, pid: u32) -> String {
@@ -152,6 +172,47 @@ mod tests {
         );
         let armed = state("armed", vec![]);
         assert_eq!(hw_state(Some(&armed)), ("armed", None));
+    }
+
+    fn hit(id: u32, vcpu: usize, count: u64) -> HitContext {
+        HitContext {
+            id: drvisor_debug::HostBpId(id),
+            label: "drv_target_1".into(),
+            vcpu,
+            rip: 0x10_1000,
+            addr: 0x10_1000,
+            kind: drvisor_api::BreakKind::Exec,
+            engine: drvisor::watch::Engine::Hw,
+            slot: Some(3),
+            access: None,
+            count,
+            regs: Default::default(),
+            paging: None,
+        }
+    }
+
+    #[test]
+    fn a_pause_is_announced_only_once_it_is_taken() {
+        let notices = PauseNotices::default();
+        let on_hit = notices.wrap(drvisor::debug::always(HitAction::Pause));
+        assert_eq!(on_hit(&hit(1, 0, 1)), HitAction::Pause);
+        // Its pause not taken yet (a racing resume may cancel it): nothing for another reason.
+        assert_eq!(notices.taken("hit #1 on vCPU 1"), None);
+        assert_eq!(notices.taken("--paused"), None);
+        let line = notices
+            .taken("hit #1 on vCPU 0")
+            .expect("a line once taken");
+        assert!(
+            line.starts_with(
+                "paused: host breakpoint #1 drv_target_1 hit #1 on vCPU 0 at rip=0x101000"
+            ),
+            "{line}"
+        );
+        assert_eq!(notices.taken("hit #1 on vCPU 0"), None, "said once");
+        // A hit that does not pause leaves nothing.
+        let going = notices.wrap(drvisor::debug::always(HitAction::Continue));
+        going(&hit(2, 0, 1));
+        assert_eq!(notices.taken("hit #2 on vCPU 0"), None);
     }
 
     #[test]

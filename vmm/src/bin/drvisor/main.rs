@@ -216,9 +216,16 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     let mut pausing = false;
     let mut labels = BTreeMap::new();
     let mut engines = BTreeMap::new();
+    let notices = announce::PauseNotices::default();
+    let told = notices.clone();
+    session.observe_pauses(Box::new(move |paused, reason| {
+        if let Some(line) = told.taken(reason).filter(|_| paused) {
+            announce::say(line);
+        }
+    }));
     for r in &requests {
         pausing |= r.action == HitAction::Pause;
-        let on_hit = announce::announce_pause(session.on_hit(r));
+        let on_hit = notices.wrap(session.on_hit(r));
         let (id, engine) = arm::arm(&session, r, on_hit).map_err(Failure::usage)?;
         labels.insert(id.0, cut(&r.label).into_owned());
         engines.insert(id.0, (engine, matches!(r.what, requests::What::Break(_))));
