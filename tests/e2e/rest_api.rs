@@ -100,6 +100,23 @@ impl Served {
         })
     }
 
+    /// `e`, with what became of drvisor: whether it still ran (then it is killed) or how it
+    /// ended, and its output. For a failure in the middle of a conversation with the API.
+    fn explain(&mut self, e: Failed) -> Failed {
+        let state = match self.child.try_wait() {
+            Ok(Some(status)) => format!("drvisor had ended: {status}"),
+            _ => {
+                let _ = self.child.kill();
+                "drvisor was still running (killed now)".to_owned()
+            }
+        };
+        let e = e.message().unwrap_or("failed").to_owned();
+        match crate::common::wait_child(&mut self.child, Duration::from_secs(10)) {
+            Ok(run) => format!("{e}\n{state}\n{run}").into(),
+            Err(_) => format!("{e}\n{state}").into(),
+        }
+    }
+
     /// Waits for the run to end: its exit code, stdout and stderr.
     fn finish(&mut self) -> Result<(i32, String, String), Failed> {
         let run = crate::common::wait_child(&mut self.child, Duration::from_secs(300))?;
@@ -640,6 +657,12 @@ fn stalled_reader() -> Result<(), Failed> {
         &["--paused", "--scenario", "spin"],
         &[(drvisor::control::RING_VAR, &ring.to_string())],
     )?;
+    // Once failed here in the nested SVM guest with "Connection refused" from one of the
+    // requests below: say what drvisor was doing if it happens again.
+    stalled_reader_on(&mut served, ring).map_err(|e| served.explain(e))
+}
+
+fn stalled_reader_on(served: &mut Served, ring: usize) -> Result<(), Failed> {
     let bp = served.client.add_breakpoint(&NewBreakpoint {
         location: "drv_target_0".into(),
         vcpu: None,
