@@ -158,7 +158,8 @@ impl PageWatchEngine {
         };
         for (id, from, to) in moves {
             match self.move_watch(id, to.clone()) {
-                Ok(false) => {}
+                // Already there, or removed since the look.
+                Ok(false) | Err(super::Error::NoSuchWatch(_)) => {}
                 Ok(true) => {
                     tracing::info!(
                         "page watch #{} follows the guest, which maps its bytes at {to:#x?} now (was {from:#x?})",
