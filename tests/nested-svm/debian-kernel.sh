@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# A stock Debian kernel booted by drvisor to userspace on a real SVM KVM (inside the nested L1
+# guest of boot-l1.sh). Shows that drvisor's PC setup (the VMX real-mode pages, PIT, LINT0/LINT1,
+# boot MSRs, e820, CPUID) is enough for a real kernel on a real host; our own KVM (kvm_pvm)
+# cannot run one to the end.
+#
+#   tests/nested-svm/debian-kernel.sh [OUTDIR] [-- DRVISOR-RUN-FLAGS...]
+#
+# Builds drvisor here (optimized) and a tiny initramfs whose /init is static busybox: it prints
+# `drvisor-l2: userspace reached, uname -r=...` and the head of /proc/cpuinfo, then ends the run
+# by writing 0 to drvisor's exit port 0xf4 through /dev/port (without /dev/port, with a triple
+# fault). The kernel is the newest /boot/vmlinuz-*-amd64 (the one L1 boots too), or
+# DEBIAN_KERNEL; its command line DEBIAN_CMDLINE (default `console=ttyS0 earlyprintk=serial,ttyS0
+# nokaslr`), plus `reboot=t`. Flags after `--` go to `drvisor run` (e.g. `--cpuid host`). Results
+# land in OUTDIR (default target/nested-svm-kernel): console.txt (the guest's serial console and
+# drvisor's messages) and l1-console.txt. Exit status: 0 when the marker line came and drvisor
+# ended as /init asked (0, or 70 after the triple-fault fallback), 1 when not, 90 if L1 could not
+# be set up or died before drvisor ended.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-target/nested-svm-kernel}
+shift || true
+[ "${1:-}" = "--" ] && shift
+mkdir -p "$out"
+out=$(realpath "$out")
+marker='drvisor-l2: userspace reached'
+# A kernel without /dev/port (Debian's cloud kernel has no CONFIG_DEVPORT) cannot reach the exit
+# port from a shell; it reboots instead, and `reboot=t` makes that a triple fault, which ends the
+# run with drvisor's exit code 70 (a halt would wait for the timeout: HLT stays in KVM).
+fallback='drvisor-l2: no exit port, rebooting (reboot=t: a triple fault ends the run)'
+
+# L1 sees this machine's filesystem read-only, so everything is built here.
+cargo build --release -p drvisor --bin drvisor
+drvisor=$(realpath "${CARGO_TARGET_DIR:-target}")/release/drvisor
+
+busybox_static() { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; }
+if ! busybox_static; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
+fi
+busybox_static || { echo "debian-kernel: a static /bin/busybox is needed (busybox-static)" >&2; exit 90; }
+
+root="$out/initramfs"
+rm -rf "$root"
+mkdir -p "$root"/{bin,dev,proc,sys}
+cp /bin/busybox "$root/bin/"
+cat > "$root/init" <<EOF
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "$marker, uname -r=\$(uname -r), uptime=\$(cut -d' ' -f1 /proc/uptime)s, cpus=\$(grep -c ^processor /proc/cpuinfo)"
+head -n 20 /proc/cpuinfo
+if [ -c /dev/port ]; then
+  echo "drvisor-l2: powering off through the exit port 0xf4"
+  printf '\\000' | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
+fi
+echo "$fallback"
+reboot -f
+EOF
+chmod +x "$root/init"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/initramfs.cpio.gz"
+
+# The kernel is chosen inside L1: boot-l1.sh installs one on a machine that has none.
+kernel=${DEBIAN_KERNEL:-'$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -n 1)'}
+cmdline=${DEBIAN_CMDLINE:-console=ttyS0 earlyprintk=serial,ttyS0 nokaslr}
+extra=
+[ $# -gt 0 ] && extra=$(printf '%q ' "$@")
+rm -f "$out/console.txt"
+start=$(date +%s)
+status=0
+# 1500 s bounds the guest (a boot took under a minute in L1 on 2026-12-02); L1 gets the rest.
+NESTED_TIMEOUT=${NESTED_TIMEOUT:-2400} tests/nested-svm/boot-l1.sh "$out" \
+  "timeout 1500 $drvisor run --kernel $kernel --initrd $out/initramfs.cpio.gz --mem 512 \
+--cmdline '$cmdline reboot=t' $extra> $out/console.txt 2>&1" || status=$?
+echo "debian-kernel: drvisor exited $status after $(( $(date +%s) - start )) s (L1's boot included)"
+tail -n 25 "$out/console.txt" 2>/dev/null || true
+[ "$status" -eq 90 ] && exit 90
+if grep -q "^$marker" "$out/console.txt" && { [ "$status" -eq 0 ] ||
+   { [ "$status" -eq 70 ] && grep -q "^$fallback" "$out/console.txt"; }; }; then
+  # The kernel's own console lines can land mid-line; the marker ends where one begins.
+  echo "debian-kernel: PASS: $(sed -n "s/^\($marker[^[]*\).*/\1/p" "$out/console.txt" | head -n 1)"
+  exit 0
+fi
+echo "debian-kernel: FAIL: no \`$marker\` line, or drvisor's status is not the end /init asked for; see $out/console.txt" >&2
+exit 1
