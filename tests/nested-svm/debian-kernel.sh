@@ -34,8 +34,8 @@ cargo build --release -p drvisor --bin drvisor
 drvisor=$(realpath "${CARGO_TARGET_DIR:-target}")/release/drvisor
 
 busybox_static() { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; }
-if ! busybox_static; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
+if ! busybox_static || ! command -v cpio >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static cpio >/dev/null
 fi
 busybox_static || { echo "debian-kernel: a static /bin/busybox is needed (busybox-static)" >&2; exit 90; }
 
