@@ -72,6 +72,10 @@ pub enum Outcome {
         vcpu: usize,
         /// Its RIP when KVM reported the shutdown.
         rip: u64,
+        /// Where KVM reset the vCPU before reporting the shutdown (SVM does), `rip` is the
+        /// reset vector and where it faulted is lost: this is the RIP of its previous exit, the
+        /// last place drvisor saw it, if known.
+        reset_after: Option<u64>,
     },
     /// `KVM_EXIT_INTERNAL_ERROR`, typically an instruction KVM's emulator cannot run.
     InternalError {
@@ -241,9 +245,21 @@ impl fmt::Display for Described<'_> {
                 exit_code::GUEST_MAX,
                 exit_code::GUEST_STATUS_OUT_OF_RANGE
             ),
-            Outcome::TripleFault { vcpu, rip } => {
-                write!(f, "guest triple fault on vCPU {vcpu} at {}", Rip(*rip, names))
-            }
+            Outcome::TripleFault {
+                vcpu,
+                rip,
+                reset_after: None,
+            } => write!(f, "guest triple fault on vCPU {vcpu} at {}", Rip(*rip, names)),
+            Outcome::TripleFault {
+                vcpu,
+                rip,
+                reset_after: Some(earlier),
+            } => write!(
+                f,
+                "guest triple fault on vCPU {vcpu}; KVM reset the vCPU before reporting it (it reads {}), so where it faulted is lost; its previous exit was at {}",
+                Rip(*rip, names),
+                Rip(*earlier, names)
+            ),
             Outcome::CpuStructureWatched {
                 vcpu,
                 rip,
@@ -375,10 +391,23 @@ mod tests {
             emu.describe(names),
             "KVM could not emulate an instruction (suberror 1) on vCPU 1 at rip=0x1010 (emu_fail+0x10), instruction bytes: cc"
         );
-        let triple = Outcome::TripleFault { vcpu: 0, rip: 0x10 };
+        let triple = Outcome::TripleFault {
+            vcpu: 0,
+            rip: 0x10,
+            reset_after: None,
+        };
         assert_eq!(
             triple.describe(names),
             "guest triple fault on vCPU 0 at rip=0x10"
+        );
+        let reset = Outcome::TripleFault {
+            vcpu: 1,
+            rip: 0xfff0,
+            reset_after: Some(0x1010),
+        };
+        assert_eq!(
+            reset.describe(names),
+            "guest triple fault on vCPU 1; KVM reset the vCPU before reporting it (it reads rip=0xfff0), so where it faulted is lost; its previous exit was at rip=0x1010 (emu_fail+0x10)"
         );
     }
 

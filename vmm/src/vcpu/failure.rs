@@ -117,6 +117,12 @@ impl Vcpu {
         })
     }
 
+    /// Whether KVM reset this vCPU before reporting its shutdown (SVM does): it is at the
+    /// reset vector, CS base 0xffff0000 and RIP 0xfff0.
+    fn was_reset(&self, rip: u64) -> bool {
+        rip == 0xfff0 && self.fd.get_sregs().is_ok_and(|s| s.cs.base == 0xffff_0000)
+    }
+
     /// A triple fault: the guest's, unless a read or access page watch hid a page the CPU
     /// itself reads (page tables, GDT, IDT), which is the user's request.
     pub(super) fn triple_fault(&mut self, shared: &VcpuShared) -> Outcome {
@@ -148,6 +154,7 @@ impl Vcpu {
         Outcome::TripleFault {
             vcpu: self.index,
             rip,
+            reset_after: self.was_reset(rip).then_some(self.last_exit_rip).flatten(),
         }
     }
 

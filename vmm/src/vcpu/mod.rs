@@ -61,6 +61,9 @@ pub struct Vcpu {
     /// Where the CPU's own structures were at the previous exit (synced system registers): on
     /// SVM a triple fault resets the vCPU before drvisor sees it.
     last_structures: Option<crate::watch::cpu_structures::Registers>,
+    /// RIP at the previous exit (synced registers): on SVM a triple fault resets the vCPU, and
+    /// this is the last place it was seen.
+    last_exit_rip: Option<u64>,
     /// Identical consecutive MMIO reads on trapped pages ([`stuck`]).
     repeated_reads: stuck::RepeatedReads,
     /// Test only: report the next exit as `KVM_EXIT_FAIL_ENTRY` with this reason
@@ -85,6 +88,7 @@ impl Vcpu {
             last_page_access: None,
             repeated_reads: stuck::RepeatedReads::default(),
             last_structures: None,
+            last_exit_rip: None,
             sync_regs,
             fail_first_entry: None,
         }
@@ -228,7 +232,9 @@ impl Vcpu {
             };
             if self.sync_regs && step != Step::TripleFault {
                 // Five fields read in place from kvm_run: no ioctl, no copy of the sync area.
-                self.last_structures = Some((&self.fd.sync_regs_mut().sregs).into());
+                let synced = self.fd.sync_regs_mut();
+                self.last_exit_rip = Some(synced.regs.rip);
+                self.last_structures = Some((&synced.sregs).into());
             }
             if let Some(outcome) = self.stuck_on(stuck_read, shared) {
                 control.finish(outcome);

@@ -235,6 +235,7 @@ mod tests {
         let o = Outcome::TripleFault {
             vcpu: 0,
             rip: 0x1001,
+            reset_after: None,
         };
         assert_eq!(
             outcome(&o, &BTreeMap::new(), &t),

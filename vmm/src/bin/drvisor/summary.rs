@@ -167,6 +167,7 @@ mod tests {
             &Outcome::TripleFault {
                 vcpu: 0,
                 rip: 0x1000,
+                reset_after: None,
             },
         );
         assert_eq!(
