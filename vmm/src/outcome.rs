@@ -72,10 +72,12 @@ pub enum Outcome {
         vcpu: usize,
         /// Its RIP when KVM reported the shutdown.
         rip: u64,
-        /// Where KVM reset the vCPU before reporting the shutdown (SVM does), `rip` is the
-        /// reset vector and where it faulted is lost: this is the RIP of its previous exit, the
-        /// last place drvisor saw it, if known.
-        reset_after: Option<u64>,
+        /// KVM reset the vCPU before reporting the shutdown (SVM does): `rip` is the reset
+        /// vector, and where it faulted is lost.
+        was_reset: bool,
+        /// The RIP of the vCPU's previous exit, the last place drvisor saw it (where it was
+        /// reset), if it had exited before.
+        previous_exit: Option<u64>,
     },
     /// `KVM_EXIT_INTERNAL_ERROR`, typically an instruction KVM's emulator cannot run.
     InternalError {
@@ -248,18 +250,24 @@ impl fmt::Display for Described<'_> {
             Outcome::TripleFault {
                 vcpu,
                 rip,
-                reset_after: None,
+                was_reset: false,
+                ..
             } => write!(f, "guest triple fault on vCPU {vcpu} at {}", Rip(*rip, names)),
             Outcome::TripleFault {
                 vcpu,
                 rip,
-                reset_after: Some(earlier),
-            } => write!(
-                f,
-                "guest triple fault on vCPU {vcpu}; KVM reset the vCPU before reporting it (it reads {}), so where it faulted is lost; its previous exit was at {}",
-                Rip(*rip, names),
-                Rip(*earlier, names)
-            ),
+                was_reset: true,
+                previous_exit,
+            } => {
+                write!(
+                    f,
+                    "guest triple fault on vCPU {vcpu}; KVM reset the vCPU before reporting it (it reads rip={rip:#x}), so where it faulted is lost; "
+                )?;
+                match previous_exit {
+                    Some(at) => write!(f, "its previous exit was at {}", Rip(*at, names)),
+                    None => f.write_str("it had not exited before"),
+                }
+            }
             Outcome::CpuStructureWatched {
                 vcpu,
                 rip,
@@ -394,7 +402,8 @@ mod tests {
         let triple = Outcome::TripleFault {
             vcpu: 0,
             rip: 0x10,
-            reset_after: None,
+            was_reset: false,
+            previous_exit: None,
         };
         assert_eq!(
             triple.describe(names),
@@ -403,12 +412,22 @@ mod tests {
         let reset = Outcome::TripleFault {
             vcpu: 1,
             rip: 0xfff0,
-            reset_after: Some(0x1010),
+            was_reset: true,
+            previous_exit: Some(0x1010),
         };
         assert_eq!(
             reset.describe(names),
             "guest triple fault on vCPU 1; KVM reset the vCPU before reporting it (it reads rip=0xfff0), so where it faulted is lost; its previous exit was at rip=0x1010 (emu_fail+0x10)"
         );
+        let first = Outcome::TripleFault {
+            vcpu: 0,
+            rip: 0xfff0,
+            was_reset: true,
+            previous_exit: None,
+        };
+        assert!(first
+            .describe(names)
+            .ends_with("so where it faulted is lost; it had not exited before"));
     }
 
     #[test]

@@ -154,7 +154,8 @@ impl Vcpu {
         Outcome::TripleFault {
             vcpu: self.index,
             rip,
-            reset_after: self.was_reset(rip).then_some(self.last_exit_rip).flatten(),
+            was_reset: self.was_reset(rip),
+            previous_exit: self.last_exit_rip,
         }
     }
 

@@ -235,7 +235,8 @@ mod tests {
         let o = Outcome::TripleFault {
             vcpu: 0,
             rip: 0x1001,
-            reset_after: None,
+            was_reset: false,
+            previous_exit: None,
         };
         assert_eq!(
             outcome(&o, &BTreeMap::new(), &t),

@@ -167,7 +167,8 @@ mod tests {
             &Outcome::TripleFault {
                 vcpu: 0,
                 rip: 0x1000,
-                reset_after: None,
+                was_reset: false,
+                previous_exit: None,
             },
         );
         assert_eq!(
