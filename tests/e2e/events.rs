@@ -75,7 +75,17 @@ fn nothing_lost_at_full_hit_rate() -> Result<(), Failed> {
     })?;
     ensure(
         events[..4].iter().all(|e| e["event"] == "plan") && hits[0]["seq"] == 5,
-        || format!("the plan events do not come first: {}", events[0]),
+        || {
+            let head: Vec<String> = events
+                .iter()
+                .take(8)
+                .map(|e| format!("{} {} {}", e["seq"], e["event"], e["change"]))
+                .collect();
+            format!(
+                "the plan events do not come first: the first events are {head:?}, the first hit is seq {}",
+                hits[0]["seq"]
+            )
+        },
     )
 }
 
