@@ -32,6 +32,11 @@ pub enum CpuFeature {
     Avx,
     /// 256-bit integer VEX instructions (leaf 7 EBX bit 5); AVX-512 is kept only where they run.
     Avx2,
+    /// VEX-encoded general-register bit instructions, `andn`, `bextr`, `blsi`... (leaf 7 EBX
+    /// bit 3). They use no XSAVE state, so nothing else goes with them.
+    Bmi1,
+    /// More of them, `bzhi`, `pdep`, `pext`, `mulx`, `rorx`... (leaf 7 EBX bit 8).
+    Bmi2,
 }
 
 /// A general register of a CPUID entry.
@@ -49,13 +54,15 @@ struct Bit(u32, u32, Reg, u8);
 
 impl CpuFeature {
     /// Every feature the probe tests, in the order it prints them.
-    pub const ALL: [CpuFeature; 6] = [
+    pub const ALL: [CpuFeature; 8] = [
         CpuFeature::Cx16,
         CpuFeature::Popcnt,
         CpuFeature::Movbe,
         CpuFeature::Xsave,
         CpuFeature::Avx,
         CpuFeature::Avx2,
+        CpuFeature::Bmi1,
+        CpuFeature::Bmi2,
     ];
 
     /// The name Intel's SDM gives the CPUID flag.
@@ -67,6 +74,8 @@ impl CpuFeature {
             CpuFeature::Xsave => "XSAVE",
             CpuFeature::Avx => "AVX",
             CpuFeature::Avx2 => "AVX2",
+            CpuFeature::Bmi1 => "BMI1",
+            CpuFeature::Bmi2 => "BMI2",
         }
     }
 
@@ -79,6 +88,8 @@ impl CpuFeature {
             CpuFeature::Xsave => Bit(1, 0, Reg::Ecx, 26),
             CpuFeature::Avx => Bit(1, 0, Reg::Ecx, 28),
             CpuFeature::Avx2 => Bit(7, 0, Reg::Ebx, 5),
+            CpuFeature::Bmi1 => Bit(7, 0, Reg::Ebx, 3),
+            CpuFeature::Bmi2 => Bit(7, 0, Reg::Ebx, 8),
         }
     }
 
@@ -416,6 +427,39 @@ mod tests {
                 "{f:?}"
             );
             assert!(f.offered_by(&host) && !f.offered_by(&out));
+        }
+    }
+
+    #[test]
+    fn bmi1_bmi2_clear_exactly_their_bit() {
+        let host = everything();
+        for (f, bit) in [(CpuFeature::Bmi1, 3), (CpuFeature::Bmi2, 8)] {
+            let out = hide_features(&host, &[f]);
+            assert_eq!(
+                cleared(&host, &out),
+                vec![(7, 0, [0, 1 << bit, 0, 0])],
+                "{f:?}"
+            );
+            assert!(f.offered_by(&host) && !f.offered_by(&out));
+        }
+        let both = hide_features(&host, &[CpuFeature::Bmi1, CpuFeature::Bmi2]);
+        assert_eq!(
+            cleared(&host, &both),
+            vec![(7, 0, [0, (1 << 3) | (1 << 8), 0, 0])]
+        );
+        assert_eq!(
+            with_dependents(&[CpuFeature::Bmi1, CpuFeature::Bmi2]).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn hiding_avx_or_xsave_keeps_bmi1_and_bmi2() {
+        let host = everything();
+        for f in [CpuFeature::Xsave, CpuFeature::Avx, CpuFeature::Avx2] {
+            let out = hide_features(&host, &[f]);
+            assert!(CpuFeature::Bmi1.offered_by(&out), "BMI1 after hiding {f:?}");
+            assert!(CpuFeature::Bmi2.offered_by(&out), "BMI2 after hiding {f:?}");
         }
     }
 

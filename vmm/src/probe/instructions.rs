@@ -84,6 +84,9 @@ fn experiment(feature: CpuFeature) -> (Vec<u8>, &'static str) {
             &[0xc5, 0xfd, 0xef, 0xc0 /* vpxor ymm0,ymm0,ymm0 */],
         ]
         .concat(),
+        // VEX-encoded, but on general registers: no XCR0 or CR4.OSXSAVE needed.
+        CpuFeature::Bmi1 => vec![0xc4, 0xe2, 0xe0, 0xf2, 0xc1 /* andn rax,rbx,rcx */],
+        CpuFeature::Bmi2 => vec![0xc4, 0xe2, 0xf0, 0xf5, 0xc3 /* bzhi rax,rbx,rcx */],
     };
     code.push(0xf4); // hlt
     let what = match feature {
@@ -93,6 +96,8 @@ fn experiment(feature: CpuFeature) -> (Vec<u8>, &'static str) {
         CpuFeature::Xsave => "xgetbv, xsave, xrstor",
         CpuFeature::Avx => "xsetbv, vxorps ymm",
         CpuFeature::Avx2 => "xsetbv, vpxor ymm",
+        CpuFeature::Bmi1 => "andn",
+        CpuFeature::Bmi2 => "bzhi",
     };
     (code, what)
 }
@@ -204,5 +209,42 @@ fn exception_name(vector: u8) -> String {
         13 => "#GP".into(),
         14 => "#PF".into(),
         v => format!("exception {v}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_experiment_ends_in_hlt_and_its_label_fits_the_column() {
+        for f in CpuFeature::ALL {
+            let (code, what) = experiment(f);
+            assert_eq!(code.last(), Some(&0xf4), "{f:?}");
+            assert!(!what.is_empty());
+            let row = InstructionRow {
+                feature: f,
+                offered: true,
+                hideable: true,
+                works: true,
+                observed: String::new(),
+            };
+            assert!(row.label().len() <= 48, "{}", row.label());
+        }
+    }
+
+    #[test]
+    fn bmi1_and_bmi2_run_one_vex_instruction_on_general_registers() {
+        // andn rax,rbx,rcx and bzhi rax,rbx,rcx (objdump), then hlt; nothing enables XSAVE state.
+        assert_eq!(
+            experiment(CpuFeature::Bmi1).0,
+            [0xc4, 0xe2, 0xe0, 0xf2, 0xc1, 0xf4]
+        );
+        assert_eq!(
+            experiment(CpuFeature::Bmi2).0,
+            [0xc4, 0xe2, 0xf0, 0xf5, 0xc3, 0xf4]
+        );
+        assert_eq!(experiment(CpuFeature::Bmi1).1, "andn");
+        assert_eq!(experiment(CpuFeature::Bmi2).1, "bzhi");
     }
 }
