@@ -13,9 +13,11 @@
 # DEBIAN_KERNEL; its command line DEBIAN_CMDLINE (default `console=ttyS0 earlyprintk=serial,ttyS0
 # nokaslr`), plus `reboot=t`. Flags after `--` go to `drvisor run` (e.g. `--cpuid host`). Results
 # land in OUTDIR (default target/nested-svm-kernel): console.txt (the guest's serial console and
-# drvisor's messages) and l1-console.txt. Exit status: 0 when the marker line came and drvisor
-# ended as /init asked (0, or 70 after the triple-fault fallback), 1 when not, 90 if L1 could not
-# be set up or died before drvisor ended.
+# drvisor's messages) and l1-console.txt. DEBIAN_CPUS=N also requires `cpus=N` in the marker
+# line (e.g. `DEBIAN_CPUS=2 tests/nested-svm/debian-kernel.sh OUT -- --vcpus 2`). Exit status: 0
+# when the marker line came (with DEBIAN_CPUS's count, if given) and drvisor ended as /init asked
+# (0, or 70 after the triple-fault fallback), 1 when not, 90 if L1 could not be set up or died
+# before drvisor ended.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-target/nested-svm-kernel}
@@ -24,6 +26,11 @@ shift || true
 mkdir -p "$out"
 out=$(realpath "$out")
 marker='drvisor-l2: userspace reached'
+cpus=${DEBIAN_CPUS:-}
+case "$cpus" in
+  '' | [1-9] | [1-9][0-9] | [1-9][0-9][0-9]) ;;
+  *) echo "debian-kernel: DEBIAN_CPUS must be a CPU count, not '$cpus'" >&2; exit 2 ;;
+esac
 # A kernel without /dev/port (Debian's cloud kernel has no CONFIG_DEVPORT) cannot reach the exit
 # port from a shell; it reboots instead, and `reboot=t` makes that a triple fault, which ends the
 # run with drvisor's exit code 70 (a halt would wait for the timeout: HLT stays in KVM).
@@ -79,7 +86,12 @@ tail -n 25 "$out/console.txt" 2>/dev/null || true
 if grep -q "^$marker" "$out/console.txt" && { [ "$status" -eq 0 ] ||
    { [ "$status" -eq 70 ] && grep -q "^$fallback" "$out/console.txt"; }; }; then
   # The kernel's own console lines can land mid-line; the marker ends where one begins.
-  echo "debian-kernel: PASS: $(sed -n "s/^\($marker[^[]*\).*/\1/p" "$out/console.txt" | head -n 1)"
+  line=$(sed -n "s/^\($marker[^[]*\).*/\1/p" "$out/console.txt" | head -n 1)
+  if [ -n "$cpus" ] && ! grep -q "cpus=$cpus\b" <<<"$line"; then
+    echo "debian-kernel: FAIL: DEBIAN_CPUS=$cpus, but the marker line says: $line" >&2
+    exit 1
+  fi
+  echo "debian-kernel: PASS: $line"
   exit 0
 fi
 echo "debian-kernel: FAIL: no \`$marker\` line, or drvisor's status is not the end /init asked for; see $out/console.txt" >&2

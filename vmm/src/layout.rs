@@ -30,6 +30,11 @@ pub const CMDLINE: u64 = 0x20000;
 pub const CMDLINE_MAX: usize = 0x1000;
 /// End of the low boot area that e820 reports as RAM (the EBDA starts here).
 pub const EBDA_START: u64 = 0x9fc00;
+/// The Intel MP table (floating pointer, then configuration table) in the BIOS area, where
+/// Linux scans for it; e820 reserves it with the rest of the legacy area.
+pub const MPTABLE_START: u64 = 0xf_0000;
+/// End of the MP table's room (exclusive).
+pub const MPTABLE_END: u64 = 0xf_2000;
 /// Start of high memory, where kernels are loaded.
 pub const HIMEM_START: u64 = 0x10_0000;
 /// Start of the hole below 4 GiB that holds no RAM: past 3 GiB of RAM, the rest goes above
@@ -120,5 +125,7 @@ mod tests {
         for end in [BOOT_INFO_END, CMDLINE + CMDLINE_MAX as u64, PD + 0x1000] {
             assert!(end <= EBDA_START);
         }
+        // The MP table lies in the reserved area above the EBDA, below the kernels.
+        const { assert!(EBDA_START <= MPTABLE_START && MPTABLE_END <= HIMEM_START) };
     }
 }

@@ -191,6 +191,9 @@ impl TryFrom<VmConfig> for Vm {
             &config.modules,
             &config.cmdline,
         )?;
+        // Every format gets the MP table, as QEMU's firmware gives one: Linux finds its APs and
+        // the I/O APIC there; a kernel that does not look never sees it.
+        boot::mptable::write(&mem, config.vcpus)?;
 
         let vm_fd = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
         pc_platform::setup(&kvm, &vm_fd, &pc_platform::BEFORE_VCPUS)?;

@@ -17,6 +17,7 @@ pub mod elf;
 mod image;
 mod info_area;
 mod modules;
+pub mod mptable;
 pub mod multiboot;
 pub mod pvh;
 pub mod sanity;
