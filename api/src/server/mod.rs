@@ -197,7 +197,16 @@ async fn run(
             Err(e) => eprintln!("drvisor-api: cannot serve TCP: {e}"),
         }
     }
-    let _ = stopped.wait_for(|s| *s).await;
+    // A listener that ends before the stop is never silent (a client would only see its
+    // connections refused).
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => break,
+            Some(ended) = servers.join_next(), if !servers.is_empty() => {
+                eprintln!("drvisor-api: a listener stopped serving before the VM's end: {ended:?}");
+            }
+        }
+    }
     let _ = tokio::time::timeout(GRACE, async {
         while servers.join_next().await.is_some() {}
     })
