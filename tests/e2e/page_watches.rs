@@ -327,28 +327,40 @@ fn a_virtual_watch_waits_for_the_guest_to_map_it() -> Result<(), Failed> {
     )
 }
 
+/// Runs a re-map scenario (`count` writes) with a page watch on `drv_watch_u8` (its page exits
+/// are where drvisor looks again) and an `access` watch on the scenario's alias of
+/// `drv_watch_u64`; returns the alias, the run and its events.
+fn remap_run(
+    scenario: &str,
+    count: u64,
+    access: &str,
+) -> Result<(u64, Run, Vec<serde_json::Value>), Failed> {
+    let alias = 0xffff_ff00_0000_0000u64 + (symbol("drv_watch_u64") & 0xfff);
+    let (run, events) = drvisor_with_events(&[
+        "run",
+        "--scenario",
+        scenario,
+        "--cmdline",
+        &format!("count={count}"),
+        "--watch",
+        "phys:drv_watch_u8",
+        "--engine",
+        "page",
+        "--watch",
+        &format!("{alias:#x}:{access}:8"),
+        "--engine",
+        "page",
+    ])?;
+    Ok((alias, run, events))
+}
+
 /// The guest re-maps the page under a watched virtual address (`remap`: the alias moves from
 /// `drv_watch_u64`'s page to `drv_remap_page`, then the guest writes through it again). The
 /// watch follows it: a `plan` event says `remapped` with the new page, and every write through
 /// the alias, before and after, is a hit. Without the follow, the second half would be lost.
 fn a_virtual_watch_follows_the_guest_when_it_remaps() -> Result<(), Failed> {
     const N: u64 = 30;
-    let alias = 0xffff_ff00_0000_0000u64 + (symbol("drv_watch_u64") & 0xfff);
-    let (run, events) = drvisor_with_events(&[
-        "run",
-        "--scenario",
-        "remap",
-        "--cmdline",
-        &format!("count={N}"),
-        "--watch",
-        "phys:drv_watch_u8",
-        "--engine",
-        "page",
-        "--watch",
-        &format!("{alias:#x}:w:8"),
-        "--engine",
-        "page",
-    ])?;
+    let (alias, run, events) = remap_run("remap", N, "w")?;
     run.expect_code(0)?;
     let line = ["scenario=remap", &format!("writes={N}")];
     ensure(
@@ -412,22 +424,7 @@ fn a_virtual_watch_follows_the_guest_when_it_remaps() -> Result<(), Failed> {
 /// where it was, a `plan` event says `left-behind`, and its state says why.
 fn a_virtual_watch_the_guest_remaps_onto_code_is_left_behind() -> Result<(), Failed> {
     const N: u64 = 5;
-    let alias = 0xffff_ff00_0000_0000u64 + (symbol("drv_watch_u64") & 0xfff);
-    let (run, events) = drvisor_with_events(&[
-        "run",
-        "--scenario",
-        "remap-to-code",
-        "--cmdline",
-        &format!("count={N}"),
-        "--watch",
-        "phys:drv_watch_u8",
-        "--engine",
-        "page",
-        "--watch",
-        &format!("{alias:#x}:rw:8"),
-        "--engine",
-        "page",
-    ])?;
+    let (_, run, events) = remap_run("remap-to-code", N, "rw")?;
     run.expect_code(0)?;
     let left = events
         .iter()
