@@ -501,6 +501,33 @@ fn step_over_follows_a_breakpoint_that_moves_slots_mid_step() {
 }
 
 #[test]
+fn a_breakpoint_added_mid_step_at_the_same_address_does_not_re_fire_the_first() {
+    let mut rig = Rig::new(THIS_HOST, Policy::HostFirst);
+    let kept = rig.add(exec(0x1000), HitAction::Continue); // DR3
+    rig.exit(DR6_INIT | 1 << 3, 0x1000); // stepping over with DR3 disarmed
+    let added = rig.add(exec(0x1000), HitAction::Continue); // DR2, same address, mid-step
+    // The new slot fires before the stepped instruction runs.
+    rig.exit(DR6_INIT | 1 << 2, 0x1000);
+    let during = rig.fake.installed();
+    assert!(during.single_step, "still stepping over the same instruction");
+    assert_eq!(
+        during.dr7 & (0b1111 << 4),
+        0,
+        "both DR2 and DR3 stay disarmed until it retires (dr7 {:#x})",
+        during.dr7
+    );
+    rig.exit(DR6_INIT | BS, 0x1008);
+    let after = rig.fake.installed();
+    assert!(!after.single_step);
+    assert_eq!(after.dr7 & (0b1111 << 4), 0b0101 << 4, "both re-armed");
+    assert_eq!(
+        rig.hit_ids(),
+        vec![(kept.0, 3, BreakKind::Exec), (added.0, 2, BreakKind::Exec)],
+        "one hit each for the one execution"
+    );
+}
+
+#[test]
 fn a_stepped_mov_dr_is_re_read() {
     let mut rig = Rig::new(THIS_HOST, Policy::HostFirst);
     rig.add(exec(0x4000), HitAction::Continue);

@@ -551,17 +551,31 @@ impl VcpuDebug {
                 known
             }
         };
-        self.step_over = Some(StepOver {
-            rip: pc,
-            // Each owner on its own: a shared slot that splits mid-step stays disarmed in both
-            // of its new places.
-            disarmed: slots
-                .iter()
-                .flat_map(|&s| self.plan.owner_of(s).owners())
-                .collect(),
-            mov_dr,
-            rf: regs.rflags & RFLAGS_RF != 0,
-        });
+        // Each owner on its own: a shared slot that splits mid-step stays disarmed in both of
+        // its new places.
+        let owners = slots.iter().flat_map(|&s| self.plan.owner_of(s).owners());
+        match &mut self.step_over {
+            // A breakpoint armed at this instruction while it was being stepped over (a client
+            // added one at the same address) fired before the instruction ran. The step goes on
+            // with its owner disarmed too: replacing the step would re-arm the owners already
+            // served, which would fire again on the same execution, each in turn, for ever.
+            Some(step) if step.rip == pc => {
+                for owner in owners {
+                    if !step.disarmed.contains(&owner) {
+                        step.disarmed.push(owner);
+                    }
+                }
+                step.rf |= regs.rflags & RFLAGS_RF != 0;
+            }
+            _ => {
+                self.step_over = Some(StepOver {
+                    rip: pc,
+                    disarmed: owners.collect(),
+                    mov_dr,
+                    rf: regs.rflags & RFLAGS_RF != 0,
+                })
+            }
+        }
         Ok(())
     }
 
