@@ -19,6 +19,7 @@ mod host_breakpoints;
 mod hostile_guests;
 mod kvm_unit_tests;
 mod live_changes;
+mod one_door;
 mod page_watches;
 mod probe_table;
 mod real_bzimage_mutations;
@@ -49,6 +50,7 @@ fn main() {
     trials.extend(host_breakpoints::trials(&ctx));
     trials.extend(guest_and_host::trials(&ctx));
     trials.extend(live_changes::trials());
+    trials.extend(one_door::trials());
     trials.extend(debug_regs_port::trials(&ctx));
     trials.extend(page_watches::trials(&ctx));
     trials.extend(kvm_unit_tests::trials(&ctx));

@@ -49,15 +49,15 @@ pub fn trials() -> Vec<Trial> {
 }
 
 /// A `drvisor run` with the control plane on a fresh socket.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    sock: PathBuf,
-    events: PathBuf,
-    client: Client,
+    pub(crate) sock: PathBuf,
+    pub(crate) events: PathBuf,
+    pub(crate) client: Client,
 }
 
 impl Served {
-    fn start(args: &[&str]) -> Result<Served, Failed> {
+    pub(crate) fn start(args: &[&str]) -> Result<Served, Failed> {
         Self::start_with(args, &[])
     }
 
@@ -102,7 +102,7 @@ impl Served {
 
     /// `e`, with what became of drvisor: whether it still ran (then it is killed) or how it
     /// ended, and its output. For a failure in the middle of a conversation with the API.
-    fn explain(&mut self, e: Failed) -> Failed {
+    pub(crate) fn explain(&mut self, e: Failed) -> Failed {
         let state = match self.child.try_wait() {
             Ok(Some(status)) => format!("drvisor had ended: {status}"),
             _ => {
@@ -118,7 +118,7 @@ impl Served {
     }
 
     /// Waits for the run to end: its exit code, stdout and stderr.
-    fn finish(&mut self) -> Result<(i32, String, String), Failed> {
+    pub(crate) fn finish(&mut self) -> Result<(i32, String, String), Failed> {
         let run = crate::common::wait_child(&mut self.child, Duration::from_secs(300))?;
         ensure(!self.sock.exists(), || {
             "the socket file is still there after exit".into()

@@ -396,6 +396,21 @@ fn start_state(
     Ok(())
 }
 
+/// An accessor of the engine's parts: public only with the `internals` feature (the crate's own
+/// tests and benchmarks); clients go through [`crate::control::Session`].
+macro_rules! internal {
+    ($(#[$doc:meta])* fn $name:ident(&$self:ident) -> $ty:ty $body:block) => {
+        $(#[$doc])*
+        #[cfg(feature = "internals")]
+        pub fn $name(&$self) -> $ty $body
+
+        $(#[$doc])*
+        #[cfg(not(feature = "internals"))]
+        #[allow(dead_code)]
+        pub(crate) fn $name(&$self) -> $ty $body
+    };
+}
+
 impl Vm {
     /// How the boot vCPU starts.
     pub fn entry(&self) -> Entry {
@@ -407,14 +422,18 @@ impl Vm {
         &self.shared.mem
     }
 
-    /// The debug controller: add and remove host breakpoints, before or during the run.
-    pub fn debug(&self) -> &Arc<DebugController> {
-        &self.debug
+    internal! {
+        /// The debug controller: add and remove host breakpoints, before or during the run.
+        fn debug(&self) -> &Arc<DebugController> {
+            &self.debug
+        }
     }
 
-    /// The page-protection watch engine: watches of any length and number.
-    pub fn watch(&self) -> &Arc<PageWatchEngine> {
-        &self.watch
+    internal! {
+        /// The page-protection watch engine: watches of any length and number.
+        fn watch(&self) -> &Arc<PageWatchEngine> {
+            &self.watch
+        }
     }
 
     /// The host's signal to the guest (port 0x520), for guests that wait for the host.
@@ -438,19 +457,25 @@ impl Vm {
         self.probe.as_ref()
     }
 
-    /// The registers of paused vCPUs.
-    pub fn parked(&self) -> &Arc<ParkedRegs> {
-        &self.shared.parked
+    internal! {
+        /// The registers of paused vCPUs.
+        fn parked(&self) -> &Arc<ParkedRegs> {
+            &self.shared.parked
+        }
     }
 
-    /// The vCPUs' entry gate: pause, resume, quiesce.
-    pub fn gate(&self) -> &Arc<VcpuGate> {
-        &self.shared.gate
+    internal! {
+        /// The vCPUs' entry gate: pause, resume, quiesce.
+        fn gate(&self) -> &Arc<VcpuGate> {
+            &self.shared.gate
+        }
     }
 
-    /// The vCPUs, before the run starts.
-    pub fn vcpus(&self) -> &[Vcpu] {
-        &self.vcpus
+    internal! {
+        /// The vCPUs, before the run starts.
+        fn vcpus(&self) -> &[Vcpu] {
+            &self.vcpus
+        }
     }
 
     /// Runs every vCPU on its own thread and the event loop on this one, until the run ends.

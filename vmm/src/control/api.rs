@@ -141,6 +141,10 @@ fn arm_error(label: &str, e: &ArmError) -> ApiError {
         }
         ArmError::Break(Hw::NoSuchBreakpoint(_))
         | ArmError::Watch(WatchError::Hw(Hw::NoSuchBreakpoint(_))) => "not-found",
+        // The session reserves every id itself: a clash is drvisor's bug, not the client's.
+        ArmError::Break(Hw::IdInUse(_)) | ArmError::Watch(WatchError::Hw(Hw::IdInUse(_))) => {
+            return ApiError::new(ErrorKind::Internal, "id-in-use", message)
+        }
     };
     unprocessable(code, message)
 }

@@ -42,6 +42,7 @@ impl Session {
     /// Writes guest-virtual memory. The write goes straight to guest RAM: page watches on the
     /// bytes do not report it (it is the debugger's, not the guest's).
     pub fn write_virtual(&self, gva: u64, data: &[u8]) -> Result<(), String> {
+        let _door = self.door();
         let mut at = 0usize;
         for (gpa, len) in self.pieces(gva, data.len())? {
             let piece = &data[at..at + len as usize];
@@ -61,6 +62,7 @@ impl Session {
     /// Writes vCPU `index`'s general registers, loaded before it runs again. `false` unless
     /// it is parked.
     pub fn write_registers(&self, index: usize, regs: Registers) -> bool {
+        let _door = self.door();
         self.parked
             .write(index, regs, std::time::Duration::from_secs(5))
     }
@@ -121,6 +123,7 @@ impl Session {
         if index >= self.vcpu_count() {
             return Err(format!("there is no vCPU {index}"));
         }
+        let _door = self.door();
         let steps = self.parked.steps(index);
         self.debug.step_one(index);
         let done = self.parked.wait_stepped(index, steps, timeout);

@@ -2,6 +2,7 @@
 //! harness share. A client describes what it wants in the engine's terms ([`Request`], the
 //! location syntax of [`location`]) and calls a [`Session`]; none has a road of its own to KVM.
 
+mod announce;
 mod api;
 mod feeder;
 mod guest_view;
@@ -12,5 +13,5 @@ mod session;
 pub mod snippet;
 
 pub use hits::{hit_event, reporter};
-pub use request::{arm, Error, Request, What};
+pub use request::{Error, Request, What};
 pub use session::{Facts, Session, PAUSE_TIMEOUT, RING_CAPACITY, RING_VAR};

@@ -8,7 +8,7 @@ use drvisor_watch::Access;
 
 use crate::debug::{DebugController, HostRequest, OnHit};
 use crate::watch::{
-    arm_watch, ArmError, Engine, EngineChoice, PageWatchEngine, Place, WatchRequest,
+    arm_watch_as, ArmError, Engine, EngineChoice, PageWatchEngine, Place, WatchRequest,
 };
 
 /// What was asked for.
@@ -58,29 +58,35 @@ pub enum Error {
     Watch(#[from] ArmError),
 }
 
-/// Arms `req` with `on_hit` and says on which engine.
-pub fn arm(
+/// Arms `req` under `id`, reserved beforehand with [`DebugController::allocate_id`], and says
+/// on which engine. Only the session calls it: every client goes through its door.
+pub(crate) fn arm(
+    id: HostBpId,
     req: &Request,
     on_hit: OnHit,
     ctl: &DebugController,
     pages: &PageWatchEngine,
-) -> Result<(HostBpId, Engine), Error> {
+) -> Result<Engine, Error> {
     match &req.what {
-        What::Break(spec) => Ok((
-            ctl.add(HostRequest {
-                spec: *spec,
-                scope: req.scope,
-                label: req.label.clone(),
-                on_hit,
-            })?,
-            Engine::Hw,
-        )),
+        What::Break(spec) => {
+            ctl.add_as(
+                id,
+                HostRequest {
+                    spec: *spec,
+                    scope: req.scope,
+                    label: req.label.clone(),
+                    on_hit,
+                },
+            )?;
+            Ok(Engine::Hw)
+        }
         What::Watch {
             place,
             access,
             len,
             engine,
-        } => Ok(arm_watch(
+        } => Ok(arm_watch_as(
+            id,
             WatchRequest {
                 place: *place,
                 access: *access,
@@ -92,6 +98,7 @@ pub fn arm(
             },
             ctl,
             pages,
-        )?),
+        )?
+        .1),
     }
 }

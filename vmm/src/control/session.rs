@@ -1,8 +1,15 @@
-//! A running VM as its clients drive it: the one object the command line, the REST plane and
-//! the gdb stub call (the CI harness drives `drvisor run` processes). It arms and removes breakpoints through the debug
-//! controller and the page-watch engine, pauses and resumes through the vCPU gate, ends the
-//! run through run control, and keeps the book of who asked for what. No method touches a
-//! vCPU's file descriptor; a change returns once every vCPU runs the new plan.
+//! A running VM as its clients drive it: the one door the command line, the REST plane and the
+//! gdb stub call (the CI harness drives `drvisor run` processes). It arms and removes
+//! breakpoints through the debug controller and the page-watch engine, pauses and resumes
+//! through the vCPU gate, ends the run through run control, and keeps the book of who asked for
+//! what. No method touches a vCPU's file descriptor; a change returns once every vCPU runs the
+//! new plan.
+//!
+//! Commands pass the door one at a time, whichever client sent them, so they cannot interleave:
+//! - a breakpoint's id is reserved and booked before anything is armed;
+//! - its `added` event is published before its first hit (a hit that comes first waits for
+//!   it, see [`super::announce`]), and `removed` after its last;
+//! - the same id removed twice, even at once, is removed once: the second finds no such id.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -18,6 +25,7 @@ use drvisor_debug::HostBpId;
 use drvisor_watch::Access;
 use vm_memory::GuestMemoryMmap;
 
+use super::announce::Announcement;
 use super::hits::reporter;
 use super::request::{arm, Error, Request, What};
 use crate::debug::{DebugController, OnHit};
@@ -53,10 +61,13 @@ pub struct Facts {
     pub vcpus: u32,
 }
 
-/// One armed request and where it went.
+/// One booked request and where it went.
 struct Entry {
     request: Request,
-    engine: Engine,
+    /// `None` while it is being armed: clients do not see it yet.
+    engine: Option<Engine>,
+    /// Whether its `added` event is out.
+    announced: Arc<Announcement>,
 }
 
 /// A VM's control session.
@@ -74,6 +85,8 @@ pub struct Session {
     pub(super) ring: Arc<EventRing>,
     feeder: Mutex<Option<JoinHandle<()>>>,
     book: Mutex<BTreeMap<u32, Entry>>,
+    /// Held by every command for its whole length: one command at a time.
+    door: Mutex<()>,
     /// Told of each real pause and resume after the bus (see [`Session::observe_pauses`]).
     pause_observer: Arc<OnceLock<PauseListener>>,
 }
@@ -130,6 +143,7 @@ impl Session {
             ring,
             feeder: Mutex::new(feeder),
             book: Mutex::new(BTreeMap::new()),
+            door: Mutex::new(()),
             pause_observer,
         });
         // What the guest's page tables do to a guest-virtual watch (armed at last, moved,
@@ -139,6 +153,10 @@ impl Session {
             let Some(session) = weak.upgrade() else {
                 return;
             };
+            // Never before its `added`: a watch can arm itself while its command is under way.
+            if let Some(announced) = session.announcement(id.0) {
+                announced.wait();
+            }
             let change = match change {
                 MappingChange::Armed => PlanChange::Armed,
                 MappingChange::Remapped => PlanChange::Remapped,
@@ -164,6 +182,15 @@ impl Session {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Passes the door: held until the command is done.
+    pub(super) fn door(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.door.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn announcement(&self, id: u32) -> Option<Arc<Announcement>> {
+        self.book().get(&id).map(|e| e.announced.clone())
+    }
+
     /// The callback a breakpoint with `req`'s action reports its hits through.
     pub fn on_hit(&self, req: &Request) -> OnHit {
         reporter(self.bus.clone(), req.action, req.capture, self.mem.clone())
@@ -178,26 +205,42 @@ impl Session {
 
     /// [`Session::arm`] with a hit callback of the caller's.
     pub fn arm_with(&self, req: Request, on_hit: OnHit) -> Result<(HostBpId, Engine), Error> {
-        let (id, engine) = arm(&req, on_hit, &self.debug, &self.watch)?;
+        let _door = self.door();
+        let id = self.debug.allocate_id();
+        let announced = Announcement::new();
         self.book().insert(
             id.0,
             Entry {
-                request: req,
-                engine,
+                request: req.clone(),
+                engine: None,
+                announced: announced.clone(),
             },
         );
+        let engine = match arm(id, &req, announced.gate(on_hit), &self.debug, &self.watch) {
+            Ok(engine) => engine,
+            Err(e) => {
+                self.book().remove(&id.0);
+                announced.open();
+                return Err(e);
+            }
+        };
+        if let Some(entry) = self.book().get_mut(&id.0) {
+            entry.engine = Some(engine);
+        }
         if let Some(bp) = self.breakpoint(id.0) {
             self.publish_plan(PlanChange::Added, bp);
         }
+        announced.open();
         Ok((id, engine))
     }
 
     /// Removes breakpoint `id`; `false` if there is none. Returns once no vCPU reports it.
     pub fn remove(&self, id: u32) -> Result<bool, Error> {
+        let _door = self.door();
         let Some(before) = self.breakpoint(id) else {
             return Ok(false);
         };
-        let engine = self.book().get(&id).map(|e| e.engine);
+        let engine = self.book().get(&id).and_then(|e| e.engine);
         match engine {
             Some(Engine::Page) => self
                 .watch
@@ -218,10 +261,11 @@ impl Session {
             .collect()
     }
 
-    /// Breakpoint `id` as clients see it.
+    /// Breakpoint `id` as clients see it; `None` also while its command is still arming it.
     pub fn breakpoint(&self, id: u32) -> Option<Breakpoint> {
         let book = self.book();
         let entry = book.get(&id)?;
+        let engine = entry.engine?;
         let req = &entry.request;
         let (kind, addr, len, access) = match &req.what {
             What::Break(spec) => (BreakpointKind::Exec, spec.addr(), 1, None),
@@ -251,7 +295,7 @@ impl Session {
                 drvisor_debug::Scope::Vcpu(v) => Some(v.0),
             },
             action: req.action,
-            engine: entry.engine.into(),
+            engine: engine.into(),
             owner: req.owner,
             state: String::new(),
             vcpus: Vec::new(),
@@ -324,18 +368,70 @@ impl Session {
     /// Pauses every vCPU and waits until each has left the guest. `false` if one did not in
     /// [`PAUSE_TIMEOUT`].
     pub fn pause(&self, reason: &str) -> bool {
+        let _door = self.door();
         self.debug.pause_all(reason);
         self.control.is_finished() || self.parked.wait_all(PAUSE_TIMEOUT)
+    }
+
+    /// Closes the vCPU gate before the VM first runs (`--paused`, `--gdb-wait`): no vCPU enters
+    /// the guest until a client resumes.
+    pub fn pause_before_run(&self, reason: &str) {
+        let _door = self.door();
+        self.debug.pause_all(reason);
+    }
+
+    /// Calls `observer` with every new plan and the breakpoints' labels, starting with the
+    /// current one (`--show-plan`).
+    pub fn observe_plan(&self, observer: crate::debug::PlanObserver) {
+        self.debug.observe_plan(observer);
+    }
+
+    /// The slot plan now.
+    pub fn plan(&self) -> drvisor_debug::Plan {
+        self.debug.plan()
+    }
+
+    /// What this host's debug hardware delivers.
+    pub fn caps(&self) -> crate::debug::DebugCaps {
+        self.debug.caps()
+    }
+
+    /// Why page watch `id` waits for the guest to map it, if it does, and whether it is still
+    /// tried.
+    pub fn waiting_reason(&self, id: u32) -> Option<(String, bool)> {
+        self.watch.waiting_reason(HostBpId(id))
+    }
+
+    /// Every armed page watch, as `--show-plan` describes them.
+    pub fn page_watch_states(&self) -> Vec<crate::watch::PageWatchState> {
+        self.watch.states()
+    }
+
+    /// Page traps so far, and how many of them hit no watch (`None` without page watches).
+    pub fn page_traps(&self) -> Option<(u64, u64)> {
+        (!self.watch.states().is_empty()).then(|| self.watch.trap_counts())
+    }
+
+    /// How many times a guest slot was placed only at the exit after the guest armed it.
+    pub fn late_guest_slots(&self) -> u64 {
+        self.debug.late_guest_slots()
+    }
+
+    /// How exec breakpoints were resumed past, over the vCPUs that have finished.
+    pub fn resumes(&self) -> crate::debug::ResumeCounts {
+        self.debug.resumes()
     }
 
     /// Resumes every vCPU; whether the VM was paused. A resume that finds it running still
     /// cancels a `pause` hit announced and not yet taken.
     pub fn resume(&self, reason: &str) -> bool {
+        let _door = self.door();
         self.debug.resume(reason)
     }
 
     /// Ends the run (`Outcome::Requested`).
     pub fn stop(&self) {
+        let _door = self.door();
         self.control.finish(Outcome::Requested);
     }
 

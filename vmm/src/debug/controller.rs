@@ -31,6 +31,9 @@ pub enum Error {
     /// No breakpoint has this id.
     #[error("no host breakpoint has id {0}")]
     NoSuchBreakpoint(u32),
+    /// A breakpoint has this id already (ids come from [`DebugController::allocate_id`]).
+    #[error("host breakpoint id {0} is in use")]
+    IdInUse(u32),
     /// This host cannot deliver the breakpoint's kind.
     #[error("{0}")]
     Unsupported(String),
@@ -269,6 +272,12 @@ impl DebugController {
     /// Adds a host breakpoint. Returns once every running vCPU runs a plan that includes it
     /// (armed or, with its reason, pending).
     pub fn add(&self, req: HostRequest) -> Result<HostBpId, Error> {
+        self.add_as(self.allocate_id(), req)
+    }
+
+    /// [`Self::add`] under `id`, reserved beforehand with [`Self::allocate_id`] (the session
+    /// books an id before anything is armed).
+    pub fn add_as(&self, id: HostBpId, req: HostRequest) -> Result<HostBpId, Error> {
         if self.detached.load(Ordering::Acquire) {
             return Err(Error::Detached);
         }
@@ -277,7 +286,9 @@ impl DebugController {
         }
         let (generation, id, hold) = {
             let mut state = self.lock();
-            let id = HostBpId(state.next_id);
+            if state.hosts.contains_key(&id) {
+                return Err(Error::IdInUse(id.0));
+            }
             let bp = HostBreakpoint {
                 id,
                 spec: req.spec,
@@ -286,7 +297,6 @@ impl DebugController {
             let hosts: Vec<HostBreakpoint> = state.hosts.values().map(|r| r.bp).collect();
             let competing = self.competing_guests(&state);
             check_registration(state.policy, &hosts, &bp, &competing)?;
-            state.next_id += 1;
             state.hosts.insert(
                 id,
                 Registered {

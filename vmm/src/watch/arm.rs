@@ -67,6 +67,16 @@ pub fn arm_watch(
     ctl: &DebugController,
     pages: &PageWatchEngine,
 ) -> Result<(HostBpId, Engine), ArmError> {
+    arm_watch_as(ctl.allocate_id(), req, ctl, pages)
+}
+
+/// [`arm_watch`] under `id`, reserved beforehand with [`DebugController::allocate_id`].
+pub fn arm_watch_as(
+    id: HostBpId,
+    req: WatchRequest,
+    ctl: &DebugController,
+    pages: &PageWatchEngine,
+) -> Result<(HostBpId, Engine), ArmError> {
     let hw = hw_spec(req.place, req.access, req.len);
     let input = RouteInput {
         choice: req.engine,
@@ -88,12 +98,15 @@ pub fn arm_watch(
     };
     let id = match (engine, hw) {
         (Engine::Hw, Some(spec)) => {
-            let id = ctl.add(HostRequest {
+            let id = ctl.add_as(
+                id,
+                HostRequest {
                 spec,
                 scope: req.scope,
                 label: req.label,
-                on_hit: req.on_hit,
-            })?;
+                    on_hit: req.on_hit,
+                },
+            )?;
             // Chosen by `auto`: it may move to pages when evicted (a VM-wide watch only, as
             // page protection is VM-wide).
             if req.engine == EngineChoice::Auto && req.scope == Scope::Vm {
@@ -106,7 +119,7 @@ pub fn arm_watch(
             if let Scope::Vcpu(v) = req.scope {
                 return Err(ArmError::PageWatchOnOneVcpu { vcpu: v.0 });
             }
-            pages.add(page_request)?
+            pages.add_as(id, page_request)?
         }
     };
     Ok((id, engine))

@@ -346,12 +346,16 @@ impl PageWatchEngine {
     /// guest does not map yet waits for it (see [`super::waiting`]) and is armed the moment
     /// they translate; its id is returned at once.
     pub fn add(&self, req: PageWatchRequest) -> Result<HostBpId, Error> {
+        self.add_as(self.ids.allocate_id(), req)
+    }
+
+    /// [`Self::add`] under `id`, reserved beforehand from the shared id sequence.
+    pub fn add_as(&self, id: HostBpId, req: PageWatchRequest) -> Result<HostBpId, Error> {
         let ranges = match self.resolve(req.range)? {
             Resolved::Ranges(ranges) => ranges,
-            Resolved::NotYet(reason) => return Ok(self.wait_for_mapping(req, reason)),
+            Resolved::NotYet(reason) => return Ok(self.wait_for_mapping(id, req, reason)),
         };
-        let id = self.install_watch(None, req, ranges)?;
-        Ok(id)
+        self.install_watch(Some(id), req, ranges)
     }
 
     /// Plans and installs a watch on `ranges`, as `id` (one that waited) or a new id.

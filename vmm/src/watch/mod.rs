@@ -12,7 +12,7 @@ pub mod route;
 pub mod translate;
 pub mod waiting;
 
-pub use arm::{arm_watch, ArmError, Place, WatchRequest};
+pub use arm::{arm_watch, arm_watch_as, ArmError, Place, WatchRequest};
 pub use engine::{
     Error, MappingChange, MappingListener, MmioAccess, PageWatchEngine, PageWatchRequest,
     PageWatchState, PendingPageHit, WatchRange,

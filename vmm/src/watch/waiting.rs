@@ -58,9 +58,13 @@ impl Waiting {
 }
 
 impl PageWatchEngine {
-    /// Keeps `request` waiting for the guest to map its bytes; returns the id it keeps.
-    pub(super) fn wait_for_mapping(&self, request: PageWatchRequest, reason: String) -> HostBpId {
-        let id = self.ids.allocate_id();
+    /// Keeps `request` waiting for the guest to map its bytes, as `id`; returns it.
+    pub(super) fn wait_for_mapping(
+        &self,
+        id: HostBpId,
+        request: PageWatchRequest,
+        reason: String,
+    ) -> HostBpId {
         tracing::info!(
             "page watch #{} ({}) waits: {reason}",
             id.0,

@@ -199,17 +199,16 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         .map_err(|e| Failure::vmm(format!("cannot start the event stream: {e}")))?;
     if args.paused || args.gdb_wait {
         // No vCPU has run yet: the gate is closed before the first entry.
-        vm.debug().pause_all(if args.paused {
+        session.pause_before_run(if args.paused {
             "--paused"
         } else {
             "--gdb-wait"
         });
     }
 
-    let ctl = vm.debug().clone();
     if args.show_plan {
-        let exec_note = ctl.caps().exec_note();
-        ctl.observe_plan(Arc::new(move |plan, labels| {
+        let exec_note = session.caps().exec_note();
+        session.observe_plan(Arc::new(move |plan, labels| {
             announce::say(plan_view::describe(plan, labels, exec_note));
         }));
     }
@@ -232,7 +231,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     }
     // Each breakpoint's state once all are in: a later one can take no slot from an earlier.
     let states = plan_view::breakpoint_states(
-        &ctl.plan(),
+        &session.plan(),
         &labels
             .iter()
             .map(|(&id, l)| (HostBpId(id), l.clone()))
@@ -242,7 +241,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         let (engine, exec) = engines[id];
         let (word, warning) = match engine {
             Engine::Hw => announce::hw_state(states.iter().find(|s| s.id == *id)),
-            Engine::Page => match vm.watch().waiting_reason(HostBpId(*id)) {
+            Engine::Page => match session.waiting_reason(*id) {
                 Some((why, _)) => (
                     "pending",
                     Some(format!(
@@ -253,7 +252,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
                 None => ("armed", None),
             },
         };
-        let note = match ctl.caps().exec_note() {
+        let note = match session.caps().exec_note() {
             Some(note) if exec && word != "pending" => format!(" ({note})"),
             _ => String::new(),
         };
@@ -262,8 +261,9 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
             announce::say(warning);
         }
     }
-    if args.show_plan && !vm.watch().states().is_empty() {
-        announce::say(plan_view::describe_page_watches(&vm.watch().states()));
+    let page_watches = session.page_watch_states();
+    if args.show_plan && !page_watches.is_empty() {
+        announce::say(plan_view::describe_page_watches(&page_watches));
     }
     if pausing || args.paused {
         resume_on_sigusr1(session.clone())?;
@@ -279,9 +279,8 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         None => None,
     };
 
-    let pages = vm.watch().clone();
     let outcome = vm.run().map_err(vm_failure)?;
-    let traps = (!pages.states().is_empty()).then(|| pages.trap_counts());
+    let traps = session.page_traps();
     if let Some((traps, false_traps)) = traps {
         events.page_traps(traps, false_traps);
     }
@@ -292,7 +291,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         stub.finish(std::time::Duration::from_secs(2));
     }
     drop(server);
-    let late = ctl.late_guest_slots();
+    let late = session.late_guest_slots();
     if late > 0 {
         // Never silent: where MOV DR cannot be trapped (SVM), a guest slot armed while host
         // breakpoints were loaded was in hardware only from the vCPU's next exit on.
@@ -304,7 +303,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         ));
     }
     if args.show_plan {
-        let r = ctl.resumes();
+        let r = session.resumes();
         if r != Default::default() {
             announce::say(format!(
                 "exec breakpoints resumed: emulated={} stepped={} rf={}",
