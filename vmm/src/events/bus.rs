@@ -1,9 +1,12 @@
 //! The event bus: every hit and state change leaves the vCPU thread once, here, with a sequence
 //! number, and each client reads it through a bounded view of its own.
 //!
-//! - [`EventBus::publish`] never blocks and never allocates a lock the readers hold: it numbers
-//!   the event and offers it to every view with a non-blocking send into that view's bounded
-//!   queue. A full queue does not slow the publisher (a vCPU thread): the view counts the loss.
+//! - [`EventBus::publish`] never takes a lock the readers hold: it numbers the event and offers
+//!   it to every view with a send into that view's bounded queue. A full queue of a lossy view
+//!   ([`EventBus::subscribe`], the REST stream) does not slow the publisher (a vCPU thread): the
+//!   view counts the loss. A full queue of a lossless view ([`EventBus::subscribe_lossless`],
+//!   the `--events` record) makes the publisher wait until its reader has taken one event: the
+//!   record loses nothing, and a vCPU waits at most as long as its writer takes for that.
 //! - A [`Subscription`] hands out the events in its queue and, before the next event after a
 //!   loss, one [`Record::Lost`] with the number of events it missed. Nothing is dropped
 //!   silently. The sequence numbers show where the gap was.
@@ -48,6 +51,8 @@ pub enum Record<T> {
 struct View<T> {
     tx: SyncSender<Sequenced<T>>,
     loss: Arc<Loss>,
+    /// A full queue makes the publisher wait instead of losing the event.
+    lossless: bool,
 }
 
 /// What one view missed and has not reported yet.
@@ -86,13 +91,27 @@ impl<T: Send + Sync> EventBus<T> {
     /// published from now on. A view whose reader went away costs one failed non-blocking send
     /// per publish until the bus closes.
     pub fn subscribe(&self, capacity: usize) -> Subscription<T> {
+        self.view(capacity, false)
+    }
+
+    /// A view that loses nothing: when its `capacity` unread events are queued, publishers wait
+    /// for its reader. For the record of a run (the `--events` file), never for a client that
+    /// may stop reading.
+    pub fn subscribe_lossless(&self, capacity: usize) -> Subscription<T> {
+        self.view(capacity, true)
+    }
+
+    fn view(&self, capacity: usize, lossless: bool) -> Subscription<T> {
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         let loss = Arc::new(Loss::default());
         let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+        // Publishes numbered before this are not offered to it.
+        let first_seq = self.next_seq.load(Ordering::Relaxed) + 1;
         if !self.closed.load(Ordering::Acquire) {
             views.push(View {
                 tx,
                 loss: loss.clone(),
+                lossless,
             });
         }
         Subscription {
@@ -100,11 +119,13 @@ impl<T: Send + Sync> EventBus<T> {
             loss,
             lost_total: 0,
             pending: None,
+            first_seq,
         }
     }
 
-    /// Numbers `event` and offers it to every view; returns its sequence number. Never blocks
-    /// on a reader: a view whose queue is full counts the event as lost.
+    /// Numbers `event` and offers it to every view; returns its sequence number. A lossy view
+    /// whose queue is full counts the event as lost; a lossless one makes this wait for its
+    /// reader (which ends when the reader goes away).
     pub fn publish(&self, event: T) -> u64 {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
         let event = Arc::new(event);
@@ -114,6 +135,11 @@ impl<T: Send + Sync> EventBus<T> {
                 seq,
                 event: event.clone(),
             };
+            if view.lossless {
+                // Fails only once the reader is gone: then nobody is left to tell.
+                let _ = view.tx.send(item);
+                continue;
+            }
             match view.tx.try_send(item) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
@@ -149,6 +175,8 @@ pub struct Subscription<T> {
     lost_total: u64,
     /// An event held back behind the `Lost` record that precedes it.
     pending: Option<Sequenced<T>>,
+    /// The first sequence number offered to this view.
+    first_seq: u64,
 }
 
 impl<T> Subscription<T> {
@@ -216,6 +244,12 @@ impl<T> Subscription<T> {
             Ok(ev) => Ok(self.order(ev)),
             Err(e) => self.take_lost().ok_or(e),
         }
+    }
+
+    /// The first sequence number this view was offered: every later one reaches a lossless
+    /// view, though publishers racing each other may queue them a place or two apart.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
     }
 
     /// Every event this view has reported lost so far.

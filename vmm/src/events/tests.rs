@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::writer::InOrder;
 use super::*;
 
 fn drain<T>(view: &mut Subscription<T>) -> (Vec<u64>, Vec<u64>) {
@@ -245,4 +246,105 @@ fn a_failing_sink_is_reported_once_and_keeps_what_was_written() {
     for (i, line) in lines.iter().enumerate() {
         assert_eq!(line["traps"], i as u64, "{line}");
     }
+}
+
+#[test]
+fn a_lossless_view_makes_publishers_wait_and_loses_nothing() {
+    let bus = Arc::new(EventBus::<u32>::new());
+    let mut view = bus.subscribe_lossless(4);
+    let publishers: Vec<_> = (0..4)
+        .map(|p| {
+            let bus = bus.clone();
+            std::thread::spawn(move || {
+                for i in 0..5_000 {
+                    bus.publish(p * 10_000 + i);
+                }
+            })
+        })
+        .collect();
+    // A slow reader: the queue of 4 is full most of the time.
+    let mut seqs = Vec::new();
+    while seqs.len() < 20_000 {
+        match view.recv() {
+            Some(Record::Event(e)) => seqs.push(e.seq),
+            other => panic!("{:?}", other.map(|_| "a loss")),
+        }
+        if seqs.len() % 1000 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    for p in publishers {
+        p.join().unwrap();
+    }
+    bus.close();
+    assert!(view.recv().is_none());
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=20_000).collect::<Vec<u64>>());
+    assert_eq!(view.lost_total(), 0);
+}
+
+#[test]
+fn a_lossless_view_whose_reader_is_gone_does_not_hold_publishers() {
+    let bus = EventBus::<u32>::new();
+    drop(bus.subscribe_lossless(1));
+    for i in 0..1000 {
+        bus.publish(i);
+    }
+    assert_eq!(bus.published(), 1000);
+}
+
+#[test]
+fn in_order_holds_an_event_until_every_earlier_number_came() {
+    let ev = |seq| Sequenced {
+        seq,
+        event: Arc::new(()),
+    };
+    let seqs = |v: Vec<Sequenced<()>>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    let mut order = InOrder::new(5);
+    assert_eq!(seqs(order.push(ev(6))), Vec::<u64>::new());
+    assert_eq!(seqs(order.push(ev(8))), Vec::<u64>::new());
+    assert_eq!(seqs(order.push(ev(5))), vec![5, 6]);
+    assert_eq!(seqs(order.push(ev(7))), vec![7, 8]);
+    // Late, or from before the view: out at once.
+    assert_eq!(seqs(order.push(ev(3))), vec![3]);
+    assert_eq!(seqs(order.push(ev(11))), Vec::<u64>::new());
+    // A number that never comes is given up at release: the rest go out in order.
+    assert_eq!(seqs(order.release_all()), vec![11]);
+    assert_eq!(seqs(order.push(ev(12))), vec![12]);
+}
+
+#[test]
+fn the_writer_writes_racing_publishers_in_seq_order() {
+    let bus = Arc::new(EventBus::new());
+    let view = bus.subscribe_lossless(8);
+    let sink = Sink::new(usize::MAX);
+    let writer = spawn_writer(
+        view,
+        Box::new(sink.clone()),
+        WriterOptions::default(),
+        |e| panic!("{e}"),
+    )
+    .unwrap();
+    let publishers: Vec<_> = (0..4u64)
+        .map(|p| {
+            let bus = bus.clone();
+            std::thread::spawn(move || {
+                for i in 0..2_000u64 {
+                    bus.publish(Event::PageTraps(PageTraps::new(p, i)));
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.join().unwrap();
+    }
+    bus.close();
+    let report = writer.join().unwrap();
+    assert_eq!((report.written, report.lost), (8_000, 0));
+    let seqs: Vec<u64> = sink
+        .lines()
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=8_000).collect::<Vec<u64>>());
 }

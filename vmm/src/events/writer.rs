@@ -1,5 +1,11 @@
 //! The one writer of a JSON-lines sink (the `--events` file or stderr): a thread that reads its
-//! own view of the bus and writes in batches, so no vCPU ever waits for a file.
+//! own view of the bus and writes in batches, in `seq` order.
+//!
+//! It reads a lossless view ([`super::EventBus::subscribe_lossless`]): the record loses
+//! nothing, and when it falls [`super::DEFAULT_CAPACITY`] events behind, the vCPUs wait for it.
+//! Publishers racing each other may queue events a place or two apart; the writer holds an
+//! event back until every earlier number has come (see [`InOrder`]), so the lines are in `seq`
+//! order.
 //!
 //! Each event becomes one line with its sequence number first: `{"seq":7,"event":"hit",...}`.
 //! A loss becomes `{"event":"lost","count":N}`. The writer takes whatever is queued (up to
@@ -10,13 +16,21 @@
 //! drop events quietly: the writer stops at the first failure, calls `on_error` once (which ends
 //! the run), and returns the error. Whatever was written before stays intact.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::bus::{Record, Subscription};
+use super::bus::{Record, RecvTimeoutError, Sequenced, Subscription};
+
+/// How long an event waits for an earlier number that has not come (a publisher preempted
+/// between numbering and queueing it) before it is written anyway.
+const GAP_WAIT: Duration = Duration::from_millis(200);
+
+/// The most events held back for an earlier number.
+const MAX_HELD: usize = 64 * 1024;
 
 /// The most records one batch writes before it flushes.
 pub const MAX_BATCH: usize = 4096;
@@ -82,18 +96,94 @@ fn write_all<T: Serialize>(
     report: &mut WriterReport,
 ) -> io::Result<()> {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
-    while let Some(first) = view.recv() {
+    let mut order = InOrder::new(view.first_seq());
+    loop {
+        let first = match view.recv_timeout(GAP_WAIT) {
+            Ok(record) => record,
+            // Nothing came: an earlier number that never comes must not hold the rest back.
+            Err(RecvTimeoutError::Timeout) => {
+                write_events(&mut out, order.release_all(), report)?;
+                out.flush()?;
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         if !options.stall.is_zero() {
             std::thread::sleep(options.stall);
         }
-        write_record(&mut out, first, report)?;
-        for _ in 1..MAX_BATCH {
-            let Some(next) = view.try_recv() else { break };
-            write_record(&mut out, next, report)?;
+        let mut record = Some(first);
+        let mut taken = 0;
+        while let Some(r) = record.take() {
+            match r {
+                Record::Event(ev) => write_events(&mut out, order.push(ev), report)?,
+                Record::Lost(count) => {
+                    // The lost numbers will not come: what is held goes out before the record.
+                    write_events(&mut out, order.release_all(), report)?;
+                    write_record(&mut out, Record::<T>::Lost(count), report)?;
+                }
+            }
+            taken += 1;
+            if taken < MAX_BATCH {
+                record = view.try_recv();
+            }
         }
         out.flush()?;
     }
+    write_events(&mut out, order.release_all(), report)?;
     out.flush()
+}
+
+fn write_events<T: Serialize>(
+    out: &mut impl Write,
+    events: Vec<Sequenced<T>>,
+    report: &mut WriterReport,
+) -> io::Result<()> {
+    events
+        .into_iter()
+        .try_for_each(|ev| write_record(out, Record::Event(ev), report))
+}
+
+/// Puts events back in `seq` order: each is held until every earlier number has come.
+pub(crate) struct InOrder<T> {
+    next: u64,
+    held: BTreeMap<u64, Sequenced<T>>,
+}
+
+impl<T> InOrder<T> {
+    /// Expects `first` first.
+    pub(crate) fn new(first: u64) -> Self {
+        InOrder {
+            next: first,
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// Takes `ev`; returns the events now in order to write. One numbered before `next` (late,
+    /// or from before the view existed) goes out at once.
+    pub(crate) fn push(&mut self, ev: Sequenced<T>) -> Vec<Sequenced<T>> {
+        if ev.seq < self.next {
+            return vec![ev];
+        }
+        self.held.insert(ev.seq, ev);
+        let mut ready = Vec::new();
+        while let Some(ev) = self.held.remove(&self.next) {
+            self.next += 1;
+            ready.push(ev);
+        }
+        if self.held.len() > MAX_HELD {
+            ready.extend(self.release_all());
+        }
+        ready
+    }
+
+    /// Everything held, in order, gaps and all.
+    pub(crate) fn release_all(&mut self) -> Vec<Sequenced<T>> {
+        let held = std::mem::take(&mut self.held);
+        if let Some((&last, _)) = held.last_key_value() {
+            self.next = self.next.max(last + 1);
+        }
+        held.into_values().collect()
+    }
 }
 
 fn write_record<T: Serialize>(

@@ -64,7 +64,7 @@ impl EventsOut {
             stall: Duration::from_millis(knob(STALL_VAR).unwrap_or(0)),
         };
         let name = sink.name.clone();
-        let writer = spawn_writer(bus.subscribe(capacity), sink.out, options, move |e| {
+        let writer = spawn_writer(bus.subscribe_lossless(capacity), sink.out, options, move |e| {
             control.finish(Outcome::EventsUnwritable {
                 sink: name,
                 message: e.to_string(),
