@@ -8,8 +8,9 @@
 # target/nested-svm): probe.txt (the probe table inside L1), results.N.txt (boot N's libtest
 # results), e2e.N.txt (what its tests printed), l1-console.N.txt, retry.*.txt, flaky.txt and
 # failed-again.txt. Per-test status is printed here at the end. Exit status: 0 when every test
-# passed, was ignored with its reason, or passed when run again; 1 when one failed again; 90 if
-# L1 could not be set up.
+# passed, was ignored with its reason, or passed when run again and is a known host defect
+# (known-host-defects.txt; never in a promise suite, see suite.py); 1 otherwise; 90 if L1 could
+# not be set up.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-target/nested-svm}

@@ -199,11 +199,16 @@ async fn run(
     }
     // A listener that ends before the stop is never silent (a client would only see its
     // connections refused).
+    let at_stop = stopped.clone();
     loop {
         tokio::select! {
+            // Biased: at the stop, the listeners end too (gracefully), and that is no news.
+            biased;
             _ = stopped.wait_for(|s| *s) => break,
             Some(ended) = servers.join_next(), if !servers.is_empty() => {
-                eprintln!("drvisor-api: a listener stopped serving before the VM's end: {ended:?}");
+                if !*at_stop.borrow() {
+                    eprintln!("drvisor-api: a listener stopped serving before the VM's end: {ended:?}");
+                }
             }
         }
     }
