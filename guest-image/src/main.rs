@@ -61,10 +61,11 @@ extern "C" fn drv_main(cpu: u32, start_info_paddr: u32) -> ! {
     let cfg = cmdline::parse(start_info_paddr);
 
     if cpu != 0 {
-        // Only the smp, kfunc and exit-race scenarios use the other CPUs.
+        // Only the smp, soak, kfunc and exit-race scenarios use the other CPUs.
         if cfg.error.is_none() && cpu < cfg.ncpus {
             match cfg.scenario {
                 b"smp" => scenarios::smp::run_secondary(cpu as usize, &cfg),
+                b"soak" => scenarios::soak::run_secondary(cpu as usize),
                 b"kfunc" => scenarios::kfunc::run_secondary(cpu as usize, &cfg),
                 _ => {}
             }
@@ -77,7 +78,7 @@ extern "C" fn drv_main(cpu: u32, start_info_paddr: u32) -> ! {
 
     if cfg.ncpus > 1 {
         // The other CPUs wait for INIT/SIPI, as the PVH protocol says; they park unless the
-        // scenario is smp.
+        // scenario uses them.
         boot::start_aps(start_info_paddr, cfg.ncpus);
     }
     set_scenario(cfg.scenario);

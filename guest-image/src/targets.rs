@@ -95,16 +95,21 @@ pub fn u64_value(i: u64) -> u64 {
 /// Returns the number of writes made (`4 * count`).
 pub fn write_loop(count: u64) -> u64 {
     for i in 1..=count {
-        // SAFETY: plain naturally-aligned statics; volatile so every write reaches memory
-        // (the VMM traps them). Concurrent writers (smp) only race on the stored value.
-        unsafe {
-            (&raw mut drv_watch_u8).write_volatile(i as u8);
-            (&raw mut drv_watch_u16).write_volatile(i as u16);
-            (&raw mut drv_watch_u32).write_volatile(i as u32);
-            (&raw mut drv_watch_u64).write_volatile(u64_value(i));
-        }
+        write_once(i);
     }
     count * 4
+}
+
+/// Iteration `i` of [`write_loop`]: the four writes.
+pub fn write_once(i: u64) {
+    // SAFETY: plain naturally-aligned statics; volatile so every write reaches memory (the VMM
+    // traps them). Concurrent writers (smp, soak) only race on the stored value.
+    unsafe {
+        (&raw mut drv_watch_u8).write_volatile(i as u8);
+        (&raw mut drv_watch_u16).write_volatile(i as u16);
+        (&raw mut drv_watch_u32).write_volatile(i as u32);
+        (&raw mut drv_watch_u64).write_volatile(u64_value(i));
+    }
 }
 
 /// Current values of the four watch variables, each widened to u64.

@@ -305,3 +305,66 @@ pub fn wait_child(child: &mut std::process::Child, timeout: Duration) -> Result<
         stderr,
     })
 }
+
+/// Every thread's backtrace of the live process `pid`, by gdb (for a test that finds drvisor
+/// hung): what each thread waits for.
+pub fn thread_backtraces(pid: u32) -> String {
+    let out = std::process::Command::new("timeout")
+        .args(["60", "gdb", "-q", "-batch", "-nx", "-p", &pid.to_string()])
+        .args(["-ex", "thread apply all bt 30"])
+        .output();
+    match out {
+        Ok(out) => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with('#') || l.starts_with("Thread"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("(no backtraces: {e})"),
+    }
+}
+
+/// A child's stdout and stderr, read while it writes them: a child that writes more than a pipe
+/// holds while nobody waits for it yet must not block on the write.
+pub struct Drained {
+    out: std::thread::JoinHandle<String>,
+    err: std::thread::JoinHandle<String>,
+}
+
+impl Drained {
+    /// Starts reading `child`'s piped stdout and stderr.
+    pub fn start(child: &mut std::process::Child) -> Drained {
+        fn reader(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_string(&mut text);
+                }
+                text
+            })
+        }
+        Drained {
+            out: reader(child.stdout.take()),
+            err: reader(child.stderr.take()),
+        }
+    }
+
+    /// Waits for `child` to exit (killing it after `timeout`) and returns what it wrote.
+    pub fn wait(self, child: &mut std::process::Child, timeout: Duration) -> Result<Run, Failed> {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("the run did not end".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Ok(Run {
+            code: status.code().unwrap_or(-1),
+            stdout: self.out.join().unwrap_or_default(),
+            stderr: self.err.join().unwrap_or_default(),
+        })
+    }
+}

@@ -96,18 +96,28 @@ fn nothing_lost_at_full_hit_rate() -> Result<(), Failed> {
 fn a_slow_writer_loses_nothing() -> Result<(), Failed> {
     let path = temp_path("slow-writer.jsonl");
     let mut cmd = Command::new(DRVISOR);
-    cmd.args(["run", "--vcpus", "2", "--scenario", "smp", "--cmdline", "count=100"])
-        .args(ALL_TARGETS)
-        .arg("--events")
-        .arg(&path)
-        .env("DRVISOR_EVENT_QUEUE", "4")
-        .env("DRVISOR_EVENT_STALL_MS", "20");
+    cmd.args([
+        "run",
+        "--vcpus",
+        "2",
+        "--scenario",
+        "smp",
+        "--cmdline",
+        "count=100",
+    ])
+    .args(ALL_TARGETS)
+    .arg("--events")
+    .arg(&path)
+    .env("DRVISOR_EVENT_QUEUE", "4")
+    .env("DRVISOR_EVENT_STALL_MS", "20");
     let run = run_command(&mut cmd);
     let events = read_events(&path);
     let _ = std::fs::remove_file(&path);
     let events = events?;
     run.expect_code(0)?;
-    ensure(lost(&events) == 0, || "the events file reports a loss".into())?;
+    ensure(lost(&events) == 0, || {
+        "the events file reports a loss".into()
+    })?;
     // Four `plan` events (one per breakpoint), and a hit per call: 2 vCPUs x 100 x 4 targets.
     let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
     ensure(seqs == (1..=804).collect::<Vec<u64>>(), || {

@@ -26,6 +26,7 @@ mod real_bzimage_mutations;
 mod rest_api;
 mod scenarios;
 mod signals;
+mod soak;
 mod symbol_specs;
 mod tiny_kernels;
 mod usage_errors;
@@ -51,6 +52,7 @@ fn main() {
     trials.extend(guest_and_host::trials(&ctx));
     trials.extend(live_changes::trials());
     trials.extend(one_door::trials());
+    trials.extend(soak::trials());
     trials.extend(debug_regs_port::trials(&ctx));
     trials.extend(page_watches::trials(&ctx));
     trials.extend(kvm_unit_tests::trials(&ctx));

@@ -101,7 +101,9 @@ fn churn_at_a_kept_address(vcpus: usize) -> Result<(), Failed> {
         c.join().map_err(|_| "a churner panicked")??;
     }
     let (code, out, err) = served.finish()?;
-    ensure(code == 0, || format!("exit {code}: the guest's own counts disagree\n{out}{err}"))?;
+    ensure(code == 0, || {
+        format!("exit {code}: the guest's own counts disagree\n{out}{err}")
+    })?;
     let churned = churns.load(Ordering::Relaxed);
     ensure(churned >= 20, || {
         format!("only {churned} add/remove pairs while the guest ran: not a churn")
@@ -122,7 +124,7 @@ fn churn_at_a_kept_address(vcpus: usize) -> Result<(), Failed> {
 
 /// Every breakpoint's hits come after its `added` and before its `removed`, by `seq`, and no
 /// event is reported lost.
-fn check_brackets(events: &[serde_json::Value]) -> Result<(), Failed> {
+pub(crate) fn check_brackets(events: &[serde_json::Value]) -> Result<(), Failed> {
     use std::collections::BTreeMap;
     let mut added = BTreeMap::new();
     let mut removed = BTreeMap::new();
@@ -140,12 +142,18 @@ fn check_brackets(events: &[serde_json::Value]) -> Result<(), Failed> {
         }
     }
     for e in events.iter().filter(|e| e["event"] == "hit") {
-        let (id, seq) = (e["id"].as_u64().unwrap_or(0), e["seq"].as_u64().unwrap_or(0));
+        let (id, seq) = (
+            e["id"].as_u64().unwrap_or(0),
+            e["seq"].as_u64().unwrap_or(0),
+        );
         let after_added = added.get(&id).is_some_and(|&a| a < seq);
         let before_removed = removed.get(&id).is_none_or(|&r| seq < r);
         ensure(after_added && before_removed, || {
             format!(
-                "hit seq {seq} of #{id} outside its plan events (added {:?}, removed {:?})",
+                "hit seq {seq} of #{id} ({} engine, vCPU {}) outside its plan events (added \
+                 {:?}, removed {:?})",
+                e["engine"],
+                e["vcpu"],
                 added.get(&id),
                 removed.get(&id)
             )
@@ -178,7 +186,10 @@ fn deleted_twice_at_once() -> Result<(), Failed> {
             }
             answers.sort();
             ensure(answers == [Ok(()), Err(Some(404))], || {
-                format!("round {round}: two DELETEs of #{} answered {answers:?}", bp.id)
+                format!(
+                    "round {round}: two DELETEs of #{} answered {answers:?}",
+                    bp.id
+                )
             })?;
             ensure(served.client.breakpoints()?.is_empty(), || {
                 format!("round {round}: #{} is still listed", bp.id)

@@ -51,6 +51,8 @@ pub fn trials() -> Vec<Trial> {
 /// A `drvisor run` with the control plane on a fresh socket.
 pub(crate) struct Served {
     child: Child,
+    /// Its stdout and stderr, read as they come (taken at the end).
+    output: Option<crate::common::Drained>,
     pub(crate) sock: PathBuf,
     pub(crate) events: PathBuf,
     pub(crate) client: Client,
@@ -61,10 +63,10 @@ impl Served {
         Self::start_with(args, &[])
     }
 
-    fn start_with(args: &[&str], env: &[(&str, &str)]) -> Result<Served, Failed> {
+    pub(crate) fn start_with(args: &[&str], env: &[(&str, &str)]) -> Result<Served, Failed> {
         let sock = temp_path("api.sock");
         let events = temp_path("api-events.jsonl");
-        let child = Command::new(DRVISOR)
+        let mut child = Command::new(DRVISOR)
             .envs(env.iter().copied())
             .args(["run", "--api-sock"])
             .arg(&sock)
@@ -76,6 +78,7 @@ impl Served {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("spawn drvisor: {e}"))?;
+        let output = Some(crate::common::Drained::start(&mut child));
         let deadline = Instant::now() + Duration::from_secs(30);
         while !sock.exists() {
             if Instant::now() > deadline {
@@ -94,10 +97,23 @@ impl Served {
         }
         Ok(Served {
             child,
+            output,
             sock,
             events,
             client,
         })
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<crate::common::Run, Failed> {
+        match self.output.take() {
+            Some(output) => output.wait(&mut self.child, timeout),
+            None => crate::common::wait_child(&mut self.child, timeout),
+        }
+    }
+
+    /// drvisor's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `e`, with what became of drvisor: whether it still ran (then it is killed) or how it
@@ -106,12 +122,13 @@ impl Served {
         let state = match self.child.try_wait() {
             Ok(Some(status)) => format!("drvisor had ended: {status}"),
             _ => {
+                let threads = crate::common::thread_backtraces(self.child.id());
                 let _ = self.child.kill();
-                "drvisor was still running (killed now)".to_owned()
+                format!("drvisor was still running (killed now); its threads:\n{threads}")
             }
         };
         let e = e.message().unwrap_or("failed").to_owned();
-        match crate::common::wait_child(&mut self.child, Duration::from_secs(10)) {
+        match self.wait(Duration::from_secs(10)) {
             Ok(run) => format!("{e}\n{state}\n{run}").into(),
             Err(_) => format!("{e}\n{state}").into(),
         }
@@ -119,7 +136,7 @@ impl Served {
 
     /// Waits for the run to end: its exit code, stdout and stderr.
     pub(crate) fn finish(&mut self) -> Result<(i32, String, String), Failed> {
-        let run = crate::common::wait_child(&mut self.child, Duration::from_secs(300))?;
+        let run = self.wait(Duration::from_secs(300))?;
         ensure(!self.sock.exists(), || {
             "the socket file is still there after exit".into()
         })?;

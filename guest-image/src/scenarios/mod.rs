@@ -15,6 +15,7 @@ pub mod mixed;
 pub mod ranges;
 pub mod remap;
 pub mod smp;
+pub mod soak;
 pub mod spin;
 pub mod status;
 pub mod write;
@@ -30,6 +31,7 @@ pub fn run(cfg: &Config) -> ! {
         b"write" => write::run(cfg),
         b"guest-dr" => guest_dr::run(cfg),
         b"smp" => smp::run_boot(cfg),
+        b"soak" => soak::run_boot(cfg),
         b"triple-fault" => faults::triple_fault(),
         b"emu-fail" => faults::emu_fail(),
         b"bad-port" => faults::bad_port(),

@@ -47,7 +47,7 @@ pub fn hit_event(hit: &HitContext, action: HitAction) -> HitEvent {
     HitEvent {
         event: drvisor_api::EventName::Hit,
         id: hit.id.0,
-        label: hit.label.clone(),
+        label: hit.label.to_string(),
         vcpu: hit.vcpu as u32,
         rip: hit.rip,
         addr: hit.addr,

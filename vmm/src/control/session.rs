@@ -83,6 +83,7 @@ pub struct Session {
     pub(super) started: Instant,
     bus: Arc<EventBus<Event>>,
     pub(super) ring: Arc<EventRing>,
+    host_signal: Arc<crate::devices::HostSignal>,
     feeder: Mutex<Option<JoinHandle<()>>>,
     book: Mutex<BTreeMap<u32, Entry>>,
     /// Held by every command for its whole length: one command at a time.
@@ -141,6 +142,7 @@ impl Session {
             started: Instant::now(),
             bus: vm.events().clone(),
             ring,
+            host_signal: vm.host_signal().clone(),
             feeder: Mutex::new(feeder),
             book: Mutex::new(BTreeMap::new()),
             door: Mutex::new(()),
@@ -427,6 +429,12 @@ impl Session {
     pub fn resume(&self, reason: &str) -> bool {
         let _door = self.door();
         self.debug.resume(reason)
+    }
+
+    /// Signals the guest once more on port 0x520 (for guests that wait for the host).
+    pub fn signal_guest(&self) {
+        let _door = self.door();
+        self.host_signal.raise();
     }
 
     /// Ends the run (`Outcome::Requested`).

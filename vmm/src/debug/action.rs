@@ -14,7 +14,7 @@ pub struct HitContext {
     /// The breakpoint.
     pub id: HostBpId,
     /// Its label (symbol or address, as the user gave it).
-    pub label: String,
+    pub label: Arc<str>,
     /// The vCPU that hit it.
     pub vcpu: usize,
     /// RIP: the instruction (exec, a fault) or the one after the access (data, a trap).

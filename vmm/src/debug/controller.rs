@@ -55,23 +55,37 @@ pub struct HostRequest {
     pub on_hit: OnHit,
 }
 
-/// What the dispatcher needs to know about a hit breakpoint.
-pub struct HitInfo {
+/// What a hit of one host breakpoint needs. Every vCPU holds the set of them that goes with
+/// the plan it runs ([`HitTargets`]), so a hit takes no lock: it counts on the breakpoint's own
+/// atomic counter.
+pub struct HitTarget {
     /// How the user named it.
-    pub label: String,
+    pub label: Arc<str>,
     /// Its spec.
     pub spec: BreakSpec,
     /// Its callback.
     pub on_hit: OnHit,
-    /// Hit count including this hit.
-    pub count: u64,
+    hits: AtomicU64,
 }
+
+impl HitTarget {
+    /// Counts one hit; returns the count including it.
+    pub fn count_hit(&self) -> u64 {
+        self.hits.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Hits so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+}
+
+/// The host breakpoints of one plan generation, for the vCPUs that run it.
+pub type HitTargets = Arc<BTreeMap<HostBpId, Arc<HitTarget>>>;
 
 struct Registered {
     bp: HostBreakpoint,
-    label: String,
-    on_hit: OnHit,
-    hits: u64,
+    target: Arc<HitTarget>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -86,6 +100,8 @@ struct State {
     hosts: BTreeMap<HostBpId, Registered>,
     guests: Vec<GuestDrFile>,
     plan: Plan,
+    /// Rebuilt at every change of `hosts`.
+    targets: HitTargets,
     vcpus: Vec<VcpuSync>,
 }
 
@@ -163,6 +179,7 @@ impl DebugController {
                 hosts: BTreeMap::new(),
                 guests,
                 plan,
+                targets: HitTargets::default(),
                 vcpus: vec![VcpuSync::default(); vcpus],
             }),
             changed: Condvar::new(),
@@ -251,7 +268,7 @@ impl DebugController {
         state
             .hosts
             .iter()
-            .map(|(id, r)| (*id, r.label.clone()))
+            .map(|(id, r)| (*id, r.target.label.to_string()))
             .collect()
     }
 
@@ -266,7 +283,22 @@ impl DebugController {
 
     /// Hits so far of breakpoint `id`.
     pub fn hits(&self, id: HostBpId) -> Option<u64> {
-        self.lock().hosts.get(&id).map(|r| r.hits)
+        self.lock().hosts.get(&id).map(|r| r.target.hits())
+    }
+
+    /// Host breakpoint `id`'s hit target: its counter, label and callback.
+    pub fn hit_target(&self, id: HostBpId) -> Option<Arc<HitTarget>> {
+        self.lock().hosts.get(&id).map(|r| r.target.clone())
+    }
+
+    fn rebuild_targets(state: &mut State) {
+        state.targets = Arc::new(
+            state
+                .hosts
+                .iter()
+                .map(|(id, r)| (*id, r.target.clone()))
+                .collect(),
+        );
     }
 
     /// Adds a host breakpoint. Returns once every running vCPU runs a plan that includes it
@@ -301,11 +333,15 @@ impl DebugController {
                 id,
                 Registered {
                     bp,
-                    label: req.label,
-                    on_hit: req.on_hit,
-                    hits: 0,
+                    target: Arc::new(HitTarget {
+                        label: req.label.into(),
+                        spec: req.spec,
+                        on_hit: req.on_hit,
+                        hits: AtomicU64::new(0),
+                    }),
                 },
             );
+            Self::rebuild_targets(&mut state);
             self.replan(&mut state);
             (self.generation(), id, self.hold_for_listeners())
         };
@@ -342,6 +378,7 @@ impl DebugController {
             if state.hosts.remove(&id).is_none() {
                 return Err(Error::NoSuchBreakpoint(id.0));
             }
+            Self::rebuild_targets(&mut state);
             self.replan(&mut state);
             (self.generation(), self.hold_for_listeners())
         };
@@ -425,8 +462,9 @@ impl DebugController {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// vCPU `index`'s plan and the generation it belongs to.
-    pub(crate) fn vcpu_plan(&self, index: usize) -> (u64, VcpuPlan) {
+    /// vCPU `index`'s plan, the host breakpoints that go with it, and the generation they
+    /// belong to.
+    pub(crate) fn vcpu_plan(&self, index: usize) -> (u64, VcpuPlan, HitTargets) {
         let state = self.lock();
         let plan = state
             .plan
@@ -434,7 +472,7 @@ impl DebugController {
             .get(index)
             .cloned()
             .unwrap_or_else(|| VcpuPlan::empty(drvisor_debug::VcpuId(index as u32)));
-        (self.generation(), plan)
+        (self.generation(), plan, state.targets.clone())
     }
 
     /// vCPU `index` now runs `generation`.
@@ -516,19 +554,6 @@ impl DebugController {
     /// How many guest slots were placed late (see [`Self::report_late_guest_slot`]).
     pub fn late_guest_slots(&self) -> u64 {
         self.late_guest_slots.load(Ordering::Relaxed)
-    }
-
-    /// Counts a hit of `id` and returns what dispatching it needs.
-    pub(crate) fn record_hit(&self, id: HostBpId) -> Option<HitInfo> {
-        let mut state = self.lock();
-        let r = state.hosts.get_mut(&id)?;
-        r.hits += 1;
-        Some(HitInfo {
-            label: r.label.clone(),
-            spec: r.bp.spec,
-            on_hit: r.on_hit.clone(),
-            count: r.hits,
-        })
     }
 
     /// Pauses every vCPU (all-stop) for `reason`: each parks before it next enters the guest.

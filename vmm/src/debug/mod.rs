@@ -23,7 +23,9 @@ mod fake_vcpu;
 
 pub use action::{always, registers, HitContext, OnHit};
 pub use caps::DebugCaps;
-pub use controller::{DebugController, Error, HostRequest, PlanListener, PlanObserver};
+pub use controller::{
+    DebugController, Error, HitTarget, HitTargets, HostRequest, PlanListener, PlanObserver,
+};
 pub use kvm_vcpu::{exit_regs, seam_ioctls, DebugVcpu, GuestDebug, KvmDebugVcpu, KvmError};
 pub use resume::ResumeCounts;
 pub use vcpu_debug::{VcpuDebug, Verdict};

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use kvm_bindings::kvm_regs;
 
 use super::action::{registers, HitContext};
-use super::controller::DebugController;
+use super::controller::{DebugController, HitTargets};
 use super::kvm_vcpu::{DebugVcpu, GuestDebug, Result};
 use super::mov_dr;
 use super::resume::{guest_exec_at, Emulator, ResumeCounts};
@@ -96,6 +96,8 @@ pub struct VcpuDebug {
     ctl: Arc<DebugController>,
     applied: u64,
     plan: VcpuPlan,
+    /// The host breakpoints of `plan`: a hit looks its breakpoint up here, with no lock.
+    targets: HitTargets,
     installed: GuestDebug,
     step_over: Option<StepOver>,
     /// A client's single-step (gdb `stepi`) is under way, from this RIP, with this many step
@@ -129,6 +131,7 @@ impl VcpuDebug {
             ctl,
             applied: u64::MAX,
             plan: VcpuPlan::empty(drvisor_debug::VcpuId(index as u32)),
+            targets: HitTargets::default(),
             installed: GuestDebug::OFF,
             step_over: None,
             client_step: None,
@@ -171,9 +174,10 @@ impl VcpuDebug {
             self.install(vcpu)?;
         }
         while self.has_news() {
-            let (generation, plan) = self.ctl.vcpu_plan(self.index);
+            let (generation, plan, targets) = self.ctl.vcpu_plan(self.index);
             let was_on = self.installed.hw_bp;
             self.plan = plan;
+            self.targets = targets;
             self.install(vcpu)?;
             self.applied = generation;
             if self.installed.hw_bp && !was_on {
@@ -467,13 +471,16 @@ impl VcpuDebug {
         paging: Option<crate::watch::cpu_structures::Registers>,
     ) -> Option<Verdict> {
         let (id, kind) = (hit.id, hit.kind);
-        let info = self.ctl.record_hit(id)?;
+        // The breakpoint as of the plan this vCPU ran when it fired: removed since, it is still
+        // reported (its `removed` comes once this vCPU runs the plan without it).
+        let target = self.targets.get(&id)?;
+        let count = target.count_hit();
         let hit = HitContext {
             id,
-            label: info.label,
+            label: target.label.clone(),
             vcpu: self.index,
             rip: regs.rip,
-            addr: info.spec.addr(),
+            addr: target.spec.addr(),
             kind: match kind {
                 DrKind::Exec => BreakKind::Exec,
                 DrKind::Write => BreakKind::Write,
@@ -482,13 +489,13 @@ impl VcpuDebug {
             engine: Engine::Hw,
             slot: Some(hit.phys.number()),
             access: None,
-            count: info.count,
+            count,
             regs: registers(regs),
             paging,
         };
         // The mark comes before the hit is published: a resume answering it is kept.
         let mark = self.ctl.resume_mark();
-        match (info.on_hit)(&hit) {
+        match (target.on_hit)(&hit) {
             HitAction::Continue => None,
             HitAction::Pause => {
                 self.ctl

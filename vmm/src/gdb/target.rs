@@ -265,21 +265,22 @@ impl MultiThreadBase for GdbTarget {
 
 impl MultiThreadResume for GdbTarget {
     fn resume(&mut self) -> Result<(), String> {
-        // Hits that arrived with the one reported stop are reported before anything runs.
         self.queued.extend(self.stops.try_iter());
-        if !self.queued.is_empty() {
-            return Ok(());
-        }
         match self.step.take() {
-            // All-stop: the other vCPUs stay paused while this one runs its instruction.
+            // All-stop: the other vCPUs stay paused while this one runs its instruction, and
+            // the step's stop is the next one gdb hears: it stepped this vCPU alone (over a
+            // breakpoint, say), so a stop of another one now would be one gdb cannot place.
+            // Hits of other vCPUs that came with an earlier stop wait for the next resume.
             // A step that did not finish (a `hlt` with interrupts held off) was withdrawn: gdb
             // is told the vCPU stopped where it is, as after any step.
             Some(vcpu) => {
                 if !self.session.step(vcpu, STEP_TIMEOUT)? {
                     tracing::warn!("gdb: vCPU {vcpu} did not finish its single-step in time");
                 }
-                self.queued.push_back(Stop { vcpu, point: None });
+                self.queued.push_front(Stop { vcpu, point: None });
             }
+            // Hits that arrived with the one reported stop are reported before anything runs.
+            None if !self.queued.is_empty() => {}
             None => {
                 self.session.resume("gdb");
             }

@@ -101,9 +101,9 @@ pub fn arm_watch_as(
             let id = ctl.add_as(
                 id,
                 HostRequest {
-                spec,
-                scope: req.scope,
-                label: req.label,
+                    spec,
+                    scope: req.scope,
+                    label: req.label,
                     on_hit: req.on_hit,
                 },
             )?;

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use drvisor_debug::HostBpId;
@@ -141,7 +141,7 @@ pub struct PendingPageHit {
     /// The watch.
     pub id: HostBpId,
     /// Its label.
-    pub label: String,
+    pub label: Arc<str>,
     /// Its first guest-physical byte.
     pub addr: u64,
     /// Its access kind.
@@ -160,6 +160,50 @@ pub struct PendingPageHit {
     pub old: Option<u64>,
     /// The bytes written, or read.
     pub value: u64,
+    /// Counted until the hit has been dispatched (dropped).
+    pub in_flight: InFlight,
+}
+
+/// A hit of a watch on its way to its callback, counted on the watch: its removal waits until
+/// none is left, so its `removed` event comes after its last hit.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicU32>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicU32>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        InFlight(count.clone())
+    }
+}
+
+impl Clone for InFlight {
+    fn clone(&self) -> Self {
+        InFlight::new(&self.0)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How long a removal waits for a watch's hits in flight (each is a callback that publishes an
+/// event) before it returns anyway.
+const LANDING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until no hit of a removed watch is on its way to its callback.
+fn wait_for_landing(in_flight: &AtomicU32) {
+    let start = std::time::Instant::now();
+    while in_flight.load(Ordering::Acquire) > 0 {
+        if start.elapsed() > LANDING_WAIT {
+            tracing::warn!(
+                "a removed page watch's hits were still in flight after {LANDING_WAIT:?}"
+            );
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
 }
 
 /// Equal when they describe the same hit (the callback is not compared).
@@ -223,12 +267,14 @@ pub enum MmioAccess<'a> {
 }
 
 pub(super) struct Registered {
-    label: String,
+    label: Arc<str>,
     pub(super) access: Access,
     pub(super) ranges: Vec<(u64, u64)>,
     parts: Vec<WatchId>,
     on_hit: OnHit,
     hits: AtomicU64,
+    /// Its hits found and not yet dispatched.
+    in_flight: Arc<AtomicU32>,
     /// For a guest-virtual watch, what following the guest's mapping needs.
     pub(super) virt: Option<super::remap::Followed>,
 }
@@ -252,11 +298,15 @@ pub struct PageWatchEngine {
     state: RwLock<State>,
     traps: AtomicU64,
     false_traps: AtomicU64,
-    /// Serialises the read of the old value and the store, so that two vCPUs writing the same
-    /// bytes each report the value the other left.
-    perform: Mutex<()>,
+    /// Serialise the read of the old value and the store, so that two vCPUs writing the same
+    /// bytes each report the value the other left: one lock per stripe of pages, so vCPUs
+    /// trapping on different pages do not wait for each other.
+    perform: [Mutex<()>; PERFORM_STRIPES],
     /// Hardware watches that move here when the guest evicts them.
     pub migrations: super::Migrations,
+    /// Whether the locked read-modify-write warning was given (once a run, not per watch: a
+    /// client that adds and removes watches in a loop would flood the log).
+    warned_rmw: AtomicBool,
     /// Guest-virtual watches waiting for the guest to map their bytes.
     pub(super) waiting: super::waiting::Waiting,
     /// Armed guest-virtual watches, followed when the guest maps them elsewhere.
@@ -300,8 +350,9 @@ impl PageWatchEngine {
             }),
             traps: AtomicU64::new(0),
             false_traps: AtomicU64::new(0),
-            perform: Mutex::new(()),
+            perform: std::array::from_fn(|_| Mutex::new(())),
             migrations: super::Migrations::default(),
+            warned_rmw: AtomicBool::new(false),
             waiting: Default::default(),
             remaps: Default::default(),
             listener: OnceLock::new(),
@@ -365,7 +416,7 @@ impl PageWatchEngine {
         req: PageWatchRequest,
         ranges: Vec<(u64, u64)>,
     ) -> Result<HostBpId, Error> {
-        if self.gate.vcpus() > 1 {
+        if self.gate.vcpus() > 1 && !self.warned_rmw.swap(true, Ordering::Relaxed) {
             // KVM emulates a locked read-modify-write on a trapped page as an in-kernel read
             // followed by a write exit, which is not atomic against the other vCPUs.
             tracing::warn!(
@@ -389,12 +440,13 @@ impl PageWatchEngine {
         state.watches.insert(
             id,
             Registered {
-                label: req.label,
+                label: req.label.into(),
                 access: req.access,
                 ranges,
                 parts,
                 on_hit: req.on_hit,
                 hits: AtomicU64::new(0),
+                in_flight: Arc::default(),
                 virt,
             },
         );
@@ -413,12 +465,17 @@ impl PageWatchEngine {
         };
         let parts = gone.parts.clone();
         let access = gone.access;
+        let in_flight = gone.in_flight.clone();
         self.relayout(&mut state, &parts, &[], access)?;
         state.watches.remove(&id);
         for part in parts {
             state.owner.remove(&part);
         }
         self.remaps.count(&state);
+        drop(state);
+        // A vCPU may have found a hit just before the write lock was taken, and be about to
+        // report it: the watch is gone once that report is out.
+        wait_for_landing(&in_flight);
         Ok(())
     }
 
@@ -622,7 +679,7 @@ impl PageWatchEngine {
             .iter()
             .map(|(id, r)| PageWatchState {
                 id: id.0,
-                label: r.label.clone(),
+                label: r.label.to_string(),
                 access: r.access,
                 ranges: r.ranges.clone(),
                 pages: state
@@ -663,7 +720,17 @@ impl PageWatchEngine {
         }
         let state = self.read();
         let mut before = [0u8; 8];
-        let performing = self.perform.lock().unwrap_or_else(|e| e.into_inner());
+        // An access is at most 8 bytes and may cross into the next page: both pages' stripes, in
+        // order, so two accesses that share a page always share a lock.
+        let (first, last) = (stripe(gpa), stripe(gpa + len as u64 - 1));
+        let performing = self.perform[first.min(last)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let performing_too = (first != last).then(|| {
+            self.perform[first.max(last)]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        });
         let value = match access {
             MmioAccess::Write(data) => {
                 self.mem.read_slice(&mut before[..len], addr).ok()?;
@@ -675,6 +742,7 @@ impl PageWatchEngine {
                 le(data)
             }
         };
+        drop(performing_too);
         drop(performing);
         self.traps.fetch_add(1, Ordering::Relaxed);
         let found = state.layout.match_access(gpa, len as u64, write);
@@ -705,11 +773,20 @@ impl PageWatchEngine {
                         write,
                         old: write.then(|| le(&before[..len])),
                         value,
+                        in_flight: InFlight::new(&r.in_flight),
                     })
                 })
                 .collect(),
         )
     }
+}
+
+/// How many locks the pages' accesses are spread over.
+const PERFORM_STRIPES: usize = 64;
+
+/// The lock of the page holding `gpa`.
+fn stripe(gpa: u64) -> usize {
+    (gpa >> 12) as usize % PERFORM_STRIPES
 }
 
 /// Up to eight bytes as a little-endian number.

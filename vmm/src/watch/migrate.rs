@@ -35,12 +35,13 @@ impl Migrations {
     /// keeps the watch's hit count, so a move does not restart it.
     pub fn track(&self, id: HostBpId, mut request: PageWatchRequest, counts: Arc<DebugController>) {
         let on_hit = request.on_hit.clone();
+        let target = counts.hit_target(id);
         // The shadow's hits are the watch's hits: same id, same callback, same count.
         request.on_hit = Arc::new(move |hit: &HitContext| {
             let mut hit = hit.clone();
             hit.id = id;
-            if let Some(info) = counts.record_hit(id) {
-                hit.count = info.count;
+            if let Some(target) = &target {
+                hit.count = target.count_hit();
             }
             on_hit(&hit)
         });

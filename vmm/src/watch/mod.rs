@@ -14,7 +14,7 @@ pub mod waiting;
 
 pub use arm::{arm_watch, arm_watch_as, ArmError, Place, WatchRequest};
 pub use engine::{
-    Error, MappingChange, MappingListener, MmioAccess, PageWatchEngine, PageWatchRequest,
+    Error, InFlight, MappingChange, MappingListener, MmioAccess, PageWatchEngine, PageWatchRequest,
     PageWatchState, PendingPageHit, WatchRange,
 };
 pub use migrate::Migrations;

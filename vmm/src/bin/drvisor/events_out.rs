@@ -64,12 +64,17 @@ impl EventsOut {
             stall: Duration::from_millis(knob(STALL_VAR).unwrap_or(0)),
         };
         let name = sink.name.clone();
-        let writer = spawn_writer(bus.subscribe_lossless(capacity), sink.out, options, move |e| {
-            control.finish(Outcome::EventsUnwritable {
-                sink: name,
-                message: e.to_string(),
-            })
-        })
+        let writer = spawn_writer(
+            bus.subscribe_lossless(capacity),
+            sink.out,
+            options,
+            move |e| {
+                control.finish(Outcome::EventsUnwritable {
+                    sink: name,
+                    message: e.to_string(),
+                })
+            },
+        )
         .map_err(|e| Failure::vmm(format!("cannot start the event writer: {e}")))?;
         Ok(EventsOut {
             bus,

@@ -268,6 +268,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     if pausing || args.paused {
         resume_on_sigusr1(session.clone())?;
     }
+    signal_guest_on_sigusr2(session.clone())?;
     let server = api_server::start(&args, session.clone())?;
     let gdb_stub = match &gdb {
         Some(at) => Some(drvisor::gdb::serve(session.clone(), at).map_err(|e| {
@@ -320,6 +321,19 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         announce::say(announce::outcome(&outcome, &labels, &symbols));
     }
     Ok(outcome.exit_code())
+}
+
+/// SIGUSR2 (`kill -USR2 <pid>`) signals the guest on port 0x520: a guest that waits for the host
+/// (the test guest's `soak`, `ranges until=signal`) goes on.
+fn signal_guest_on_sigusr2(session: Arc<Session>) -> Result<(), Failure> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR2])
+        .map_err(|e| Failure::vmm(format!("cannot watch SIGUSR2: {e}")))?;
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            session.signal_guest();
+        }
+    });
+    Ok(())
 }
 
 /// A paused VM resumes when the process receives SIGUSR1 (`kill -USR1 <pid>`), an alias of
