@@ -18,6 +18,7 @@ pub const SCENARIOS: &[&str] = &[
     "write",
     "guest-dr",
     "smp",
+    "dr-migrate",
     "kfunc",
     "triple-fault",
     "emu-fail",
