@@ -506,10 +506,13 @@ fn a_breakpoint_added_mid_step_at_the_same_address_does_not_re_fire_the_first() 
     let kept = rig.add(exec(0x1000), HitAction::Continue); // DR3
     rig.exit(DR6_INIT | 1 << 3, 0x1000); // stepping over with DR3 disarmed
     let added = rig.add(exec(0x1000), HitAction::Continue); // DR2, same address, mid-step
-    // The new slot fires before the stepped instruction runs.
+                                                            // The new slot fires before the stepped instruction runs.
     rig.exit(DR6_INIT | 1 << 2, 0x1000);
     let during = rig.fake.installed();
-    assert!(during.single_step, "still stepping over the same instruction");
+    assert!(
+        during.single_step,
+        "still stepping over the same instruction"
+    );
     assert_eq!(
         during.dr7 & (0b1111 << 4),
         0,
