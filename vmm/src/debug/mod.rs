@@ -23,7 +23,10 @@ mod fake_vcpu;
 
 pub use action::{always, registers, HitContext, OnHit};
 pub use caps::DebugCaps;
-pub use controller::{DebugController, Error, HostRequest, PlanListener, PlanObserver};
+pub use controller::{
+    DebugController, Error, HostRequest, LateGuestSlot, LateListener, PlanListener, PlanObserver,
+    GUEST_DR_RESYNC,
+};
 pub use kvm_vcpu::{exit_regs, seam_ioctls, DebugVcpu, GuestDebug, KvmDebugVcpu, KvmError};
 pub use resume::ResumeCounts;
 pub use vcpu_debug::{VcpuDebug, Verdict};
