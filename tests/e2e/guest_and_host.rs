@@ -273,6 +273,7 @@ fn migrating_thread(m: Migrate) -> Result<(), Failed> {
     let late_on = |cpu: u64| late.iter().filter(|e| e["vcpu"] == cpu).count();
     let expected = 2 * count;
     let mut short = Vec::new();
+    let mut total = 0;
     for round in 0..rounds {
         let parts = ["scenario=dr-migrate", &format!("round={round}")];
         let hits = guest_number(&run, &parts, "hits")?;
@@ -280,6 +281,7 @@ fn migrating_thread(m: Migrate) -> Result<(), Failed> {
         ensure(hits <= expected, || {
             format!("round {round} on vCPU {cpu}: {hits} hits for {expected} touches\n{run}")
         })?;
+        total += hits;
         if hits < expected {
             short.push((round, cpu, hits));
         }
@@ -315,9 +317,11 @@ fn migrating_thread(m: Migrate) -> Result<(), Failed> {
         })?;
     }
     println!(
-        "dr-migrate vcpus={} {}: {} of {rounds} rounds short, {} guest-dr-late events",
+        "dr-migrate vcpus={} {}: {total} of {} hits, {} of {rounds} rounds short, {} \
+         guest-dr-late events",
         m.vcpus,
         cmdline,
+        expected * rounds,
         short.len(),
         late.len()
     );
