@@ -34,6 +34,8 @@ pub enum EventName {
     Lost,
     /// The page engine's trap counts at the end of a run ([`PageTrapsEvent`]).
     PageTraps,
+    /// A guest debug-register slot drvisor placed late ([`GuestDrLateEvent`]).
+    GuestDrLate,
 }
 
 /// What a breakpoint watches.
@@ -157,6 +159,31 @@ impl PageTrapsEvent {
     }
 }
 
+/// `{"event":"guest-dr-late","vcpu":V,"slot":S,"addr":A,"kind":K,"len":L,"unseen_us":U}`: on a
+/// host that carries the guest's own breakpoints in physical slots and cannot trap its MOV DR
+/// (SVM), drvisor found at an exit of vCPU `vcpu` that the guest had armed (or moved) its debug
+/// slot `slot` since it last looked, `unseen_us` microseconds before. The slot was not in
+/// hardware in between: a hit the guest would have taken there was lost. drvisor has placed it
+/// now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestDrLateEvent {
+    /// Always [`EventName::GuestDrLate`].
+    pub event: EventName,
+    /// The vCPU.
+    pub vcpu: u32,
+    /// The guest's own slot number (its DR0-3), not the physical one.
+    pub slot: u8,
+    /// The address the guest put in it.
+    pub addr: u64,
+    /// What it watches.
+    pub kind: BreakKind,
+    /// Its length in bytes (1 for exec).
+    pub len: u8,
+    /// How long drvisor had not looked at this vCPU's debug registers: the most time the slot
+    /// can have been armed unplaced.
+    pub unseen_us: u64,
+}
+
 /// The guest access behind a page-engine hit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessEvent {
@@ -227,6 +254,19 @@ mod tests {
         assert!(!line.contains('\n'));
         assert!(line.contains("\"kind\":\"exec\""));
         assert!(line.contains("\"event\":\"hit\"") && line.contains("\"engine\":\"hw\""));
+        let late = GuestDrLateEvent {
+            event: EventName::GuestDrLate,
+            vcpu: 1,
+            slot: 0,
+            addr: 0x1000,
+            kind: BreakKind::Write,
+            len: 1,
+            unseen_us: 900,
+        };
+        assert_eq!(
+            serde_json::to_string(&late).unwrap(),
+            r#"{"event":"guest-dr-late","vcpu":1,"slot":0,"addr":4096,"kind":"write","len":1,"unseen_us":900}"#
+        );
         let traps = serde_json::to_string(&PageTrapsEvent::new(3, 1)).unwrap();
         assert_eq!(traps, r#"{"event":"page-traps","traps":3,"false_traps":1}"#);
         assert_eq!(serde_json::from_str::<HitEvent>(&line).unwrap(), e);

@@ -24,6 +24,8 @@ pub enum EventKind {
     State,
     /// Events this reader missed.
     Lost,
+    /// A guest debug-register slot placed late (`guest-dr-late`).
+    GuestDrLate,
 }
 
 impl EventKind {
@@ -34,6 +36,7 @@ impl EventKind {
             EventKind::Plan => "plan",
             EventKind::State => "state",
             EventKind::Lost => "lost",
+            EventKind::GuestDrLate => "guest-dr-late",
         }
     }
 }

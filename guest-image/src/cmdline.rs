@@ -3,10 +3,11 @@
 //! The command line is NUL-terminated, space-separated `key=value` words:
 //! `scenario=NAME` (default `hello`), `count=N` (default 100; 1 for `ranges`), `ncpus=N`
 //! (default 1), `slots=LIST` (guest-dr; default `0,1,2,3`; element `S` or `S:T`: debug slot S
-//! watches `drv_target_T`, T defaults to S), `announce=0|1` (guest-dr; default 1: print DR7
+//! watches `drv_target_T`, T defaults to S), `announce=0|1` (guest-dr and dr-migrate; default 1: print DR7
 //! after arming it, so an exit separates the arming from the first call), `polls=N` (echo: LSR
 //! polls before giving up, default 500000), `gbp=entry|inc` (kfunc: where the guest's
-//! breakpoints go in each function, default `entry`). Unknown keys are ignored.
+//! breakpoints go in each function, default `entry`), `rounds=N` (dr-migrate, default 8), `delay=N` (dr-migrate, default 0),
+//! `watch=exec|write` (dr-migrate, default exec); `announce=` also applies to dr-migrate. Unknown keys are ignored.
 //!
 //! Every CPU parses the (read-only) command line itself, so no CPU waits for another at boot.
 //! Everything is kept as byte slices: `core::str::from_utf8` is prebuilt with SSE.
@@ -61,6 +62,12 @@ pub struct Config {
     pub until_signal: bool,
     /// echo: how many times to poll COM1's LSR for input before giving up.
     pub polls: u64,
+    /// dr-migrate: how many rounds the migrating thread runs.
+    pub rounds: u64,
+    /// dr-migrate: busy iterations after each touch.
+    pub delay: u64,
+    /// dr-migrate: the guest's breakpoint is a write watch (`watch=write`), not an exec one.
+    pub watch_write: bool,
     /// status: the status byte to exit with.
     pub status: u8,
     /// kfunc: the guest's breakpoints go on each function's `lock inc` (`gbp=inc`) instead of
@@ -81,6 +88,9 @@ pub fn parse(start_info_paddr: u32) -> Config {
         announce: true,
         until_signal: false,
         polls: DEFAULT_POLLS,
+        rounds: 8,
+        watch_write: false,
+        delay: 0,
         status: 0,
         gbp_inc: false,
         error: None,
@@ -137,6 +147,15 @@ pub fn parse(start_info_paddr: u32) -> Config {
             b"status" => match parse_u64(value) {
                 Some(n) if n <= u64::from(u8::MAX) => {
                     cfg.status = n as u8;
+                    true
+                }
+                _ => false,
+            },
+            b"delay" => parse_u64(value).map(|n| cfg.delay = n).is_some(),
+            b"rounds" => parse_u64(value).map(|n| cfg.rounds = n).is_some(),
+            b"watch" => match value {
+                b"exec" | b"write" => {
+                    cfg.watch_write = value == b"write";
                     true
                 }
                 _ => false,

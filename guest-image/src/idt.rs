@@ -241,7 +241,9 @@ pub fn load_null() {
 #[no_mangle]
 extern "C" fn drv_exception(frame: &mut Frame) {
     if frame.vector == 1 {
-        if crate::scenarios::evict::owns_debug_exceptions() {
+        if crate::scenarios::dr_migrate::owns_debug_exceptions() {
+            crate::scenarios::dr_migrate::on_debug_exception(frame);
+        } else if crate::scenarios::evict::owns_debug_exceptions() {
             crate::scenarios::evict::on_debug_exception(frame);
         } else {
             crate::scenarios::guest_dr::on_debug_exception(frame);

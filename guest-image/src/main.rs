@@ -61,12 +61,13 @@ extern "C" fn drv_main(cpu: u32, start_info_paddr: u32) -> ! {
     let cfg = cmdline::parse(start_info_paddr);
 
     if cpu != 0 {
-        // Only the smp, soak, kfunc and exit-race scenarios use the other CPUs.
+        // Only the smp, soak, kfunc, dr-migrate and exit-race scenarios use the other CPUs.
         if cfg.error.is_none() && cpu < cfg.ncpus {
             match cfg.scenario {
                 b"smp" => scenarios::smp::run_secondary(cpu as usize, &cfg),
                 b"soak" => scenarios::soak::run_secondary(cpu as usize),
                 b"kfunc" => scenarios::kfunc::run_secondary(cpu as usize, &cfg),
+                b"dr-migrate" => scenarios::dr_migrate::run_secondary(cpu as usize, &cfg),
                 _ => {}
             }
         }

@@ -19,6 +19,7 @@ pub const SCENARIOS: &[&str] = &[
     "guest-dr",
     "smp",
     "soak",
+    "dr-migrate",
     "kfunc",
     "triple-fault",
     "emu-fail",

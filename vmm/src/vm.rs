@@ -124,6 +124,11 @@ pub struct VmConfig {
     pub memslot_limit: Option<usize>,
     /// Test only: a real KVM failure to provoke on vCPU 0 (see [`crate::fault_injection`]).
     pub inject_fault: Option<InjectedFault>,
+    /// On hosts that cannot see the guest's MOV DR in time (SVM), how often a vCPU running host
+    /// breakpoints with no exit of its own is kicked out of `KVM_RUN` so drvisor reads and
+    /// re-plans its guest DR file ([`crate::debug::GUEST_DR_RESYNC`] by default); zero turns
+    /// the kicks off (then the guest's changes are seen only at the vCPU's own exits).
+    pub guest_dr_resync: std::time::Duration,
     /// Run the debug hooks on every vCPU (the default). `false` detaches them entirely, as if
     /// drvisor had no debug support; it exists to measure what attaching costs.
     pub debug_attached: bool,
@@ -146,6 +151,7 @@ impl VmConfig {
             debug_caps: None,
             cpuid: cpu::CpuidMode::default(),
             debug_attached: true,
+            guest_dr_resync: crate::debug::GUEST_DR_RESYNC,
             memslot_limit: None,
             inject_fault: None,
         }
@@ -164,6 +170,7 @@ pub struct Vm {
     watch: Arc<PageWatchEngine>,
     host_signal: Arc<HostSignal>,
     events: Arc<EventBus<Event>>,
+    guest_dr_resync: std::time::Duration,
     probe: Option<probe::ProbeReport>,
 }
 
@@ -340,6 +347,14 @@ impl TryFrom<VmConfig> for Vm {
                 pages.migrations.follow(plan, &pages);
             }
         }));
+        // Never silent: a guest slot placed late is an event every client sees.
+        let events = Arc::new(EventBus::new());
+        let published = Arc::downgrade(&events);
+        debug.on_late_guest_slot(Arc::new(move |late| {
+            if let Some(bus) = published.upgrade() {
+                bus.publish(Event::GuestDrLate(late_event(late)));
+            }
+        }));
         let parked = Arc::new(ParkedRegs::new(config.vcpus, control.clone()));
         let shared = Arc::new(VcpuShared {
             bus,
@@ -365,8 +380,9 @@ impl TryFrom<VmConfig> for Vm {
             debug,
             watch,
             host_signal,
-            events: Arc::new(EventBus::new()),
+            events,
             probe,
+            guest_dr_resync: config.guest_dr_resync,
         })
     }
 }
@@ -486,10 +502,22 @@ impl Vm {
             serial,
             _kvm,
             _vm_fd,
+            debug,
+            guest_dr_resync,
             ..
         } = self;
         let done = shared.control.done_evt.try_clone()?;
         let mapping_timer = shared.watch.spawn_mapping_timer(shared.control.clone())?;
+        let caps = debug.caps();
+        let resync_timer = if !guest_dr_resync.is_zero()
+            && shared.debug_attached
+            && !caps.gd_trap
+            && !caps.guest_breakpoints_native
+        {
+            Some(debug.spawn_resync_timer(guest_dr_resync)?)
+        } else {
+            None
+        };
         let mut threads = Vec::with_capacity(vcpus.len());
         for vcpu in vcpus {
             let shared = shared.clone();
@@ -518,11 +546,32 @@ impl Vm {
             let _ = t.join();
         }
         let _ = mapping_timer.join();
+        if let Some(t) = resync_timer {
+            let _ = t.join();
+        }
         serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
         looped?;
         Ok(shared.control.outcome().unwrap_or(Outcome::VmmError {
             vcpu: None,
             message: "the run ended without an outcome".into(),
         }))
+    }
+}
+
+/// The wire form of a late guest slot.
+fn late_event(late: &crate::debug::LateGuestSlot) -> crate::events::GuestDrLate {
+    use drvisor_debug::DrKind;
+    crate::events::GuestDrLate {
+        event: drvisor_api::EventName::GuestDrLate,
+        vcpu: late.vcpu as u32,
+        slot: late.slot.number(),
+        addr: late.addr,
+        kind: match late.kind {
+            DrKind::Exec => drvisor_api::BreakKind::Exec,
+            DrKind::Write => drvisor_api::BreakKind::Write,
+            _ => drvisor_api::BreakKind::ReadWrite,
+        },
+        len: late.len,
+        unseen_us: u64::try_from(late.unseen.as_micros()).unwrap_or(u64::MAX),
     }
 }

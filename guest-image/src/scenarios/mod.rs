@@ -1,6 +1,7 @@
 //! One module per scenario; `run` dispatches on `scenario=`.
 
 pub mod dr7_storm;
+pub mod dr_migrate;
 pub mod echo;
 pub mod evict;
 pub mod exit_race;
@@ -32,6 +33,7 @@ pub fn run(cfg: &Config) -> ! {
         b"guest-dr" => guest_dr::run(cfg),
         b"smp" => smp::run_boot(cfg),
         b"soak" => soak::run_boot(cfg),
+        b"dr-migrate" => dr_migrate::run_boot(cfg),
         b"triple-fault" => faults::triple_fault(),
         b"emu-fail" => faults::emu_fail(),
         b"bad-port" => faults::bad_port(),

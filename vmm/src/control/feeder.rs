@@ -25,6 +25,7 @@ pub fn spawn(bus: &EventBus<Event>, ring: Arc<EventRing>) -> std::io::Result<Joi
                             Event::State(_) => EventKind::State,
                             // The end-of-run page counts are a file record only.
                             Event::PageTraps(_) => continue,
+                            Event::GuestDrLate(_) => EventKind::GuestDrLate,
                         };
                         if let Ok(json) = line_json(e.seq, &*e.event) {
                             ring.push(kind, json);

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use drvisor_debug::{
     check_registration, guests_compete, plan_for, ArbiterError, BreakSpec, DrKind, GuestCarriage,
@@ -132,7 +133,41 @@ pub struct DebugController {
     resumes: ResumeTally,
     /// Single steps a client (gdb) asked for, per vCPU, not yet taken up.
     step_requests: Vec<AtomicBool>,
+    /// Per vCPU: it runs a plan in which the guest's DR writes are invisible until its next exit
+    /// (host debugging on, guest slots carried physically, no MOV DR trap: SVM).
+    blind: Vec<AtomicBool>,
+    /// Per vCPU: when drvisor last read its guest DR file, in nanoseconds since `epoch`.
+    synced_at: Vec<AtomicU64>,
+    epoch: Instant,
+    /// Told of every guest slot found armed late (the VM publishes it as an event).
+    late_listener: Mutex<Option<LateListener>>,
 }
+
+/// A guest debug-register slot drvisor found armed late (see
+/// [`DebugController::report_late_guest_slot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LateGuestSlot {
+    /// The vCPU.
+    pub vcpu: usize,
+    /// The guest's own slot.
+    pub slot: Slot,
+    /// Its address.
+    pub addr: u64,
+    /// Its kind.
+    pub kind: DrKind,
+    /// Its length in bytes.
+    pub len: u8,
+    /// How long drvisor had not read this vCPU's guest DR file.
+    pub unseen: Duration,
+}
+
+/// Called with every late guest slot, on the vCPU thread that found it; it must not block.
+pub type LateListener = Arc<dyn Fn(&LateGuestSlot) + Send + Sync>;
+
+/// The default period of the guest DR re-sync on hosts that cannot trap MOV DR: a vCPU running
+/// a plan that carries guest slots physically, with no exit for this long, is kicked out of
+/// `KVM_RUN` so its guest DR file is read and re-planned.
+pub const GUEST_DR_RESYNC: Duration = Duration::from_millis(1);
 
 /// Called with the new plan after it changed, outside the controller's lock, on the thread
 /// that changed it (possibly a vCPU thread, never inside `KVM_RUN`).
@@ -192,7 +227,83 @@ impl DebugController {
             hosts_registered: AtomicBool::new(false),
             resumes: ResumeTally::default(),
             step_requests: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
+            blind: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
+            synced_at: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
+            late_listener: Mutex::new(None),
         }
+    }
+
+    /// Calls `listener` with every guest slot found armed late.
+    pub fn on_late_guest_slot(&self, listener: LateListener) {
+        *self.late_listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(listener);
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// vCPU `index` runs (or stops running) a plan under which it cannot see the guest's DR
+    /// writes until its next exit.
+    pub(crate) fn set_blind(&self, index: usize, blind: bool) {
+        if let Some(b) = self.blind.get(index) {
+            b.store(blind, Ordering::Release);
+        }
+    }
+
+    /// vCPU `index` read its guest DR file now; returns how long ago it did before.
+    pub(crate) fn synced(&self, index: usize) -> Duration {
+        let now = self.now_ns();
+        let before = self
+            .synced_at
+            .get(index)
+            .map_or(now, |t| t.swap(now, Ordering::AcqRel));
+        Duration::from_nanos(now.saturating_sub(before))
+    }
+
+    /// Kicks every blind vCPU whose guest DR file was last read `period` ago or longer, so it
+    /// is read at once (the kick is an exit). Returns how many were kicked.
+    pub fn kick_blind_vcpus(&self, period: Duration) -> usize {
+        if self.gate.is_paused() {
+            return 0;
+        }
+        let now = self.now_ns();
+        let period = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX);
+        let mut kicked = 0;
+        for (index, (blind, at)) in self.blind.iter().zip(&self.synced_at).enumerate() {
+            if blind.load(Ordering::Acquire) && resync_due(at.load(Ordering::Acquire), now, period)
+            {
+                self.control.kicker.kick(index);
+                kicked += 1;
+            }
+        }
+        kicked
+    }
+
+    /// Starts the thread that keeps blind vCPUs' guest DR files at most about `period` old
+    /// (see [`Self::kick_blind_vcpus`]), until the run ends. It sleeps longer while no vCPU is
+    /// blind.
+    pub fn spawn_resync_timer(
+        self: &Arc<Self>,
+        period: Duration,
+    ) -> std::io::Result<JoinHandle<()>> {
+        let ctl = Arc::downgrade(self);
+        let control = self.control.clone();
+        std::thread::Builder::new()
+            .name("drvisor-dr-resync".into())
+            .spawn(move || loop {
+                let any_blind = match ctl.upgrade() {
+                    Some(ctl) => {
+                        ctl.kick_blind_vcpus(period);
+                        ctl.blind.iter().any(|b| b.load(Ordering::Acquire))
+                    }
+                    None => return,
+                };
+                if control.is_finished() {
+                    return;
+                }
+                std::thread::sleep(if any_blind { period } else { WAIT_SLICE });
+            })
     }
 
     /// Refuses every future breakpoint: the vCPUs will not run the debug hooks.
@@ -503,6 +614,9 @@ impl DebugController {
 
     /// vCPU `index` starts or stops running.
     pub(crate) fn set_running(&self, index: usize, running: bool) {
+        if !running {
+            self.set_blind(index, false);
+        }
         let mut state = self.lock();
         if let Some(v) = state.vcpus.get_mut(index) {
             v.running = running;
@@ -534,13 +648,28 @@ impl DebugController {
     /// guest slots physically and cannot trap MOV DR (SVM: KVM emulates the guest's MOV DR in
     /// the kernel and tells no one), the slot was not in hardware until now, so any hit in
     /// between was lost. Each one is counted, and the first few are described.
-    pub(crate) fn report_late_guest_slot(&self, index: usize, virt: Slot, addr: u64, kind: DrKind) {
+    /// Never silent: it is published (the VM's `guest-dr-late` event) and counted for the
+    /// end-of-run summary.
+    pub(crate) fn report_late_guest_slot(&self, late: LateGuestSlot) {
         self.late_guest_slots.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
-            "vcpu{index}: the guest armed its {virt} ({kind:?} at {addr:#x}) while host \
-             breakpoints were loaded; this host cannot trap MOV DR, so drvisor placed it at the \
-             next exit"
+            "vcpu{}: the guest armed its {} ({:?} at {:#x}) up to {} us before drvisor saw it, \
+             while host breakpoints were loaded; this host cannot trap MOV DR, so drvisor placed \
+             it only now",
+            late.vcpu,
+            late.slot,
+            late.kind,
+            late.addr,
+            late.unseen.as_micros()
         );
+        let listener = self
+            .late_listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(listener) = listener {
+            listener(&late);
+        }
     }
 
     /// Whether the guest's DR file can change the physical plan: it carries guest slots
@@ -625,5 +754,77 @@ impl DebugController {
     /// Whether the VM is paused.
     pub fn is_paused(&self) -> bool {
         self.gate.is_paused()
+    }
+}
+
+/// Whether a guest DR file last read at `synced_ns` is due for a re-read at `now_ns`, with
+/// re-reads every `period_ns`.
+pub(crate) fn resync_due(synced_ns: u64, now_ns: u64, period_ns: u64) -> bool {
+    now_ns.saturating_sub(synced_ns) >= period_ns
+}
+
+#[cfg(test)]
+mod resync_tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_due_once_a_period_has_passed() {
+        assert!(!resync_due(1_000, 1_500, 1_000));
+        assert!(resync_due(1_000, 2_000, 1_000));
+        assert!(resync_due(0, 5_000, 1_000));
+        // A read after `now` (another thread's clock read raced this one) is not due.
+        assert!(!resync_due(3_000, 2_000, 1_000));
+    }
+
+    fn ctl(caps: DebugCaps, vcpus: usize) -> Arc<DebugController> {
+        Arc::new(DebugController::standalone(caps, Policy::default(), vcpus).unwrap())
+    }
+
+    #[test]
+    fn only_blind_vcpus_that_were_not_read_for_a_period_are_kicked() {
+        let c = ctl(DebugCaps::vmx_like(), 3);
+        assert_eq!(c.kick_blind_vcpus(Duration::ZERO), 0, "nobody is blind");
+        c.set_blind(1, true);
+        c.set_blind(2, true);
+        // No thread is registered with the kicker: kicking is a no-op, the count is what matters.
+        assert_eq!(c.kick_blind_vcpus(Duration::ZERO), 2);
+        std::thread::sleep(Duration::from_millis(20));
+        c.synced(1);
+        assert_eq!(
+            c.kick_blind_vcpus(Duration::from_millis(10)),
+            1,
+            "vCPU 1 was just read, vCPU 2 never"
+        );
+        c.set_running(2, false);
+        assert_eq!(c.kick_blind_vcpus(Duration::ZERO), 1, "vCPU 2 stopped");
+    }
+
+    #[test]
+    fn synced_returns_the_time_since_the_previous_read() {
+        let c = ctl(DebugCaps::vmx_like(), 1);
+        c.synced(0);
+        std::thread::sleep(Duration::from_millis(5));
+        let unseen = c.synced(0);
+        assert!(unseen >= Duration::from_millis(5), "{unseen:?}");
+        assert!(c.synced(0) < unseen);
+    }
+
+    #[test]
+    fn late_slots_reach_the_listener_and_the_count() {
+        let c = ctl(DebugCaps::vmx_like(), 1);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        c.on_late_guest_slot(Arc::new(move |l| s2.lock().unwrap().push(*l)));
+        let late = LateGuestSlot {
+            vcpu: 0,
+            slot: Slot::DR1,
+            addr: 0x1234,
+            kind: DrKind::Write,
+            len: 4,
+            unseen: Duration::from_micros(700),
+        };
+        c.report_late_guest_slot(late);
+        assert_eq!(*seen.lock().unwrap(), vec![late]);
+        assert_eq!(c.late_guest_slots(), 1);
     }
 }

@@ -635,6 +635,70 @@ fn a_guest_slot_armed_between_exits_is_reported_where_mov_dr_cannot_be_trapped()
 }
 
 #[test]
+fn a_guest_hit_on_a_placement_the_guest_withdrew_is_not_delivered_where_mov_dr_is_unseen() {
+    // SVM: the guest's DR0 watch on 0x5000 is placed in physical DR0. Its #DB handler then
+    // moves DR0 to 0x6000, which KVM keeps to itself; the hardware still fires at 0x5000.
+    let mut rig = Rig::new(DebugCaps::svm_like(), Policy::HostFirst);
+    rig.add(exec(0x1000), HitAction::Continue);
+    rig.guest_programs([0x5000, 0, 0, 0], 0x401);
+    rig.exit(DR6_INIT | BS, 0x2000);
+    assert_eq!(
+        rig.ctl.plan().vcpus[0].phys_of_guest(drvisor_debug::Slot::DR0),
+        Some(drvisor_debug::Slot::DR0)
+    );
+    let late_before = rig.ctl.late_guest_slots();
+    rig.fake.0.borrow_mut().injected.clear();
+    rig.guest_programs([0x6000, 0, 0, 0], 0x401);
+    rig.exit(DR6_INIT | 1, 0x5000);
+    assert!(
+        rig.fake.0.borrow().injected.is_empty(),
+        "a hit on the withdrawn placement reached the guest"
+    );
+    // The move is reported late, and the slot follows it.
+    assert_eq!(rig.ctl.late_guest_slots(), late_before + 1);
+    assert_eq!(rig.ctl.plan().vcpus[0].dr[0], 0x6000);
+    // A hit on the placement the guest still arms is delivered.
+    rig.exit(DR6_INIT | 1, 0x6000);
+    assert_eq!(rig.fake.0.borrow().injected, vec![DR6_INIT | 1]);
+}
+
+#[test]
+fn stale_guest_hits_are_those_the_guest_disarmed_or_moved() {
+    use drvisor_debug::{Dr7, GuestDrFile, Slot};
+    let file = |dr: [u64; 4], dr7: u64| GuestDrFile {
+        dr,
+        dr6: Dr6::INIT,
+        dr7: Dr7::from_bits(dr7),
+    };
+    let placed = file([0x5000, 0x7000, 0, 0], 0x405);
+    let plan = drvisor_debug::plan_for(
+        drvisor_debug::GuestCarriage::Physical,
+        Policy::HostFirst,
+        &[],
+        &[placed],
+    )
+    .vcpus[0];
+    let both = Dr6::from_bits(DR6_INIT | 0b11);
+    let stale = |now: GuestDrFile| super::vcpu_debug::stale_guest_hits(&plan, &now, both);
+    assert_eq!(stale(placed), vec![]);
+    // DR0 moved: its hit is stale, DR1's is not.
+    assert_eq!(
+        stale(file([0x6000, 0x7000, 0, 0], 0x405)),
+        vec![(Slot::DR0, Slot::DR0)]
+    );
+    // DR1 disarmed.
+    assert_eq!(
+        stale(file([0x5000, 0x7000, 0, 0], 0x401)),
+        vec![(Slot::DR1, Slot::DR1)]
+    );
+    // DR0 turned into a write watch at the same address.
+    assert_eq!(
+        stale(file([0x5000, 0x7000, 0, 0], 0x405 | 0b01 << 16)),
+        vec![(Slot::DR0, Slot::DR0)]
+    );
+}
+
+#[test]
 fn late_slots_are_new_or_changed_enabled_slots() {
     use drvisor_debug::{Dr7, GuestDrFile, Slot};
     let file = |dr: [u64; 4], dr7: u64| GuestDrFile {

@@ -24,7 +24,8 @@ mod fake_vcpu;
 pub use action::{always, registers, HitContext, OnHit};
 pub use caps::DebugCaps;
 pub use controller::{
-    DebugController, Error, HitTarget, HitTargets, HostRequest, PlanListener, PlanObserver,
+    DebugController, Error, HitTarget, HitTargets, HostRequest, LateGuestSlot, LateListener,
+    PlanListener, PlanObserver, GUEST_DR_RESYNC,
 };
 pub use kvm_vcpu::{exit_regs, seam_ioctls, DebugVcpu, GuestDebug, KvmDebugVcpu, KvmError};
 pub use resume::ResumeCounts;

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use kvm_bindings::kvm_regs;
 
 use super::action::{registers, HitContext};
-use super::controller::{DebugController, HitTargets};
+use super::controller::{DebugController, HitTargets, LateGuestSlot};
 use super::kvm_vcpu::{DebugVcpu, GuestDebug, Result};
 use super::mov_dr;
 use super::resume::{guest_exec_at, Emulator, ResumeCounts};
@@ -239,8 +239,18 @@ impl VcpuDebug {
         if want != self.installed {
             vcpu.set_guest_debug(&want)?;
             self.installed = want;
+            self.ctl.set_blind(self.index, self.blind());
         }
         Ok(())
+    }
+
+    /// Whether the guest's DR writes stay invisible to drvisor until this vCPU's next exit while
+    /// they matter: host debugging is on (so KVM loads the plan, not the guest's DRs), guest
+    /// slots are carried physically, and MOV DR cannot be trapped (SVM). The controller's resync
+    /// timer then kicks the vCPU out periodically, bounding the window.
+    fn blind(&self) -> bool {
+        let caps = self.ctl.caps();
+        self.installed.hw_bp && !caps.gd_trap && !caps.guest_breakpoints_native
     }
 
     /// Runs after every exit: where MOV DR cannot be trapped, re-reads the guest's DR file while
@@ -272,6 +282,7 @@ impl VcpuDebug {
     fn resync_guest(&mut self, vcpu: &impl DebugVcpu, ran_our_plan: bool) -> Result<()> {
         let before = self.guest;
         let d = vcpu.debugregs()?;
+        let unseen = self.ctl.synced(self.index);
         let file = GuestDrFile {
             dr: d.db,
             dr6: Dr6::from_bits(d.dr6),
@@ -284,7 +295,7 @@ impl VcpuDebug {
         self.guest = file;
         let caps = self.ctl.caps();
         if ran_our_plan && !caps.gd_trap && !caps.guest_breakpoints_native {
-            self.report_late_slots(&before);
+            self.report_late_slots(&before, unseen);
         }
         Ok(())
     }
@@ -292,14 +303,16 @@ impl VcpuDebug {
     /// Physical carriage without a MOV DR trap (SVM): KVM kept the guest's DR writes since the
     /// last exit to itself, so a guest slot armed or moved in that time was not in hardware
     /// until now. Whatever it would have caught in between is lost; say so, never silently.
-    fn report_late_slots(&self, before: &GuestDrFile) {
+    fn report_late_slots(&self, before: &GuestDrFile, unseen: std::time::Duration) {
         for virt in late_slots(before, &self.guest) {
-            self.ctl.report_late_guest_slot(
-                self.index,
-                virt,
-                self.guest.dr[virt.index()],
-                self.guest.dr7.rw(virt),
-            );
+            self.ctl.report_late_guest_slot(LateGuestSlot {
+                vcpu: self.index,
+                slot: virt,
+                addr: self.guest.dr[virt.index()],
+                kind: self.guest.dr7.rw(virt),
+                len: self.guest.dr7.len(virt).bytes(),
+                unseen,
+            });
         }
     }
 
@@ -343,6 +356,35 @@ impl VcpuDebug {
         }
         let mut regs = vcpu.regs()?;
         let mut guest_dr6 = attribution.guest_dr6;
+        // Exec slots to resume past: host hits, and the guest's that are not delivered.
+        let mut exec_slots = Vec::new();
+        if self.blind()
+            && !self.skip_resync
+            && guest_dr6.is_some_and(|d| d.hit_slots().next().is_some())
+        {
+            // The guest may have disarmed or moved the slot that fired since drvisor last looked
+            // (its #DB handler re-arming, its scheduler switching tasks): the hardware ran a
+            // placement the guest no longer has, and on hardware of its own this would not
+            // have fired. Read its DR file now (this exit's after_exit then need not) and
+            // deliver only hits of slots it still arms as placed.
+            self.resync_guest(vcpu, true)?;
+            self.skip_resync = true;
+            if let Some(dr6) = guest_dr6 {
+                let mut left = dr6;
+                for (virt, phys) in stale_guest_hits(&self.plan, &self.guest, dr6) {
+                    left = left.with_hit(virt, false);
+                    if self.plan.dr7.rw(phys) == DrKind::Exec {
+                        exec_slots.push(phys);
+                    }
+                    tracing::debug!(
+                        vcpu = self.index,
+                        "a hit of the guest's {virt} (physical {phys}) at {pc:#x} is not \
+                         delivered: the guest disarmed or moved that slot before drvisor saw it"
+                    );
+                }
+                guest_dr6 = left.has_events().then_some(left);
+            }
+        }
 
         for event in &attribution.vmm_events {
             match event {
@@ -365,7 +407,6 @@ impl VcpuDebug {
             }
         }
 
-        let mut exec_slots = Vec::new();
         let mut reexecution = None;
         // Where the guest's page tables are, for a hit that captures memory (no ioctl: the
         // synced registers, when they came with the exit).
@@ -427,7 +468,7 @@ impl VcpuDebug {
     /// hardware RF is cleared when an instruction completes (SDM 17.3.1.1), so the hit is new.
     fn guest_reexecutes(&mut self, vcpu: &impl DebugVcpu, pc: u64) -> Result<bool> {
         let before = guest_exec_at(self.guest.dr7, &self.guest.dr, pc);
-        if !self.ctl.caps().gd_trap && self.installed.hw_bp {
+        if !self.ctl.caps().gd_trap && self.installed.hw_bp && !self.skip_resync {
             // The guest may have armed it since the previous exit; the copy read now serves
             // this exit's after_exit too.
             self.resync_guest(vcpu, self.installed.hw_bp)?;
@@ -671,5 +712,27 @@ pub(crate) fn late_slots(before: &GuestDrFile, now: &GuestDrFile) -> Vec<Slot> {
     now.claimed_slots()
         .filter(|&s| now.dr7.rw(s) != DrKind::Io)
         .filter(|&s| !before.claimed_slots().any(|b| b == s) || fields(before, s) != fields(now, s))
+        .collect()
+}
+
+/// The guest hits in `dr6` (guest numbering) whose physical slot in `plan` no longer matches
+/// what `guest` arms in that virtual slot (disabled, or another address, kind or length): the
+/// hardware fired on a placement the guest has since withdrawn. With their physical slots.
+pub(crate) fn stale_guest_hits(
+    plan: &VcpuPlan,
+    guest: &GuestDrFile,
+    dr6: Dr6,
+) -> Vec<(Slot, Slot)> {
+    dr6.hit_slots()
+        .filter_map(|virt| plan.phys_of_guest(virt).map(|phys| (virt, phys)))
+        .filter(|&(virt, phys)| {
+            let placed = (plan.dr[phys.index()], plan.dr7.rw(phys), plan.dr7.len(phys));
+            let armed = (
+                guest.dr[virt.index()],
+                guest.dr7.rw(virt),
+                guest.dr7.len(virt),
+            );
+            !guest.dr7.enabled(virt) || placed != armed
+        })
         .collect()
 }

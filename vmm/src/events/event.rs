@@ -1,6 +1,7 @@
 //! What travels on the bus: the records every client of the engine reads.
 
 use drvisor_api::rest::{PlanEvent, StateEvent};
+pub use drvisor_api::GuestDrLateEvent as GuestDrLate;
 use drvisor_api::HitEvent;
 pub use drvisor_api::PageTrapsEvent as PageTraps;
 use serde::Serialize;
@@ -20,4 +21,6 @@ pub enum Event {
     State(StateEvent),
     /// The page engine's trap counts at the end of a run (`"event":"page-traps"`).
     PageTraps(PageTraps),
+    /// A guest debug-register slot found armed late (`"event":"guest-dr-late"`).
+    GuestDrLate(GuestDrLate),
 }

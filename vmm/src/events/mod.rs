@@ -12,7 +12,7 @@ mod writer;
 mod tests;
 
 pub use bus::{EventBus, Record, RecvTimeoutError, Sequenced, Subscription};
-pub use event::{Event, PageTraps};
+pub use event::{Event, GuestDrLate, PageTraps};
 pub use writer::{line_json, spawn_writer, WriterOptions, WriterReport, MAX_BATCH};
 
 /// How many unread events a view holds by default: at the highest hit rates measured

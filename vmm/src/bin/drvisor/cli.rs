@@ -100,6 +100,12 @@ pub struct RunArgs {
     /// KVM_GET_SUPPORTED_CPUID through unchanged.
     #[arg(long, default_value = "filtered", value_name = "filtered|host")]
     pub cpuid: CpuidArg,
+    /// Where the host cannot show drvisor the guest's own debug-register writes in time (SVM),
+    /// a vCPU running host breakpoints with no exit for this many microseconds is kicked out
+    /// so they are read and placed (each one found late is a `guest-dr-late` event). 0: never
+    /// kicked, the writes are seen at the vCPU's own exits only.
+    #[arg(long, default_value_t = 1000, value_name = "US")]
+    pub guest_dr_resync_us: u64,
     /// Print each vCPU's slot plan, to stderr, whenever it changes.
     #[arg(long)]
     pub show_plan: bool,

@@ -175,6 +175,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.strict_ports = args.strict_ports;
     config.policy = policy;
     config.cpuid = args.cpuid.into();
+    config.guest_dr_resync = std::time::Duration::from_micros(args.guest_dr_resync_us);
     config.inject_fault =
         drvisor::fault_injection::InjectedFault::from_env().map_err(Failure::usage)?;
     let vm = Vm::try_from(config).map_err(vm_failure)?;
@@ -298,9 +299,9 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         // breakpoints were loaded was in hardware only from the vCPU's next exit on.
         announce::say(format!(
             "{late} time(s) the guest armed a debug register while host breakpoints were \
-             loaded; this host cannot trap MOV DR, so each took effect only at the vCPU's next \
-             exit, and a hit before that exit could not reach the guest \
-             (DRVISOR_LOG=info names them)"
+             loaded; this host cannot trap MOV DR, so each took effect only when drvisor next \
+             read the vCPU's debug registers (at its next exit, or its periodic resync kick), \
+             and a hit before that could not reach the guest (each is a guest-dr-late event)"
         ));
     }
     if args.show_plan {
