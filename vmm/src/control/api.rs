@@ -86,8 +86,8 @@ impl Session {
             return Err(stopped());
         }
         let label = req.label.clone();
-        let (id, _) = self.arm(req).map_err(|e| arm_error(&label, &e))?;
-        self.breakpoint(id.0).ok_or_else(|| {
+        let (id, added) = self.arm_view(req).map_err(|e| arm_error(&label, &e))?;
+        added.ok_or_else(|| {
             ApiError::new(
                 ErrorKind::Internal,
                 "lost-breakpoint",

@@ -207,6 +207,21 @@ impl Session {
 
     /// [`Session::arm`] with a hit callback of the caller's.
     pub fn arm_with(&self, req: Request, on_hit: OnHit) -> Result<(HostBpId, Engine), Error> {
+        self.arm_announced(req, on_hit).map(|(id, engine, _)| (id, engine))
+    }
+
+    /// [`Session::arm`], returning the breakpoint as its `added` event showed it (another
+    /// client may remove it the moment the door opens again).
+    pub fn arm_view(&self, req: Request) -> Result<(HostBpId, Option<Breakpoint>), Error> {
+        let on_hit = self.on_hit(&req);
+        self.arm_announced(req, on_hit).map(|(id, _, bp)| (id, bp))
+    }
+
+    fn arm_announced(
+        &self,
+        req: Request,
+        on_hit: OnHit,
+    ) -> Result<(HostBpId, Engine, Option<Breakpoint>), Error> {
         let _door = self.door();
         let id = self.debug.allocate_id();
         let announced = Announcement::new();
@@ -229,11 +244,12 @@ impl Session {
         if let Some(entry) = self.book().get_mut(&id.0) {
             entry.engine = Some(engine);
         }
-        if let Some(bp) = self.breakpoint(id.0) {
-            self.publish_plan(PlanChange::Added, bp);
+        let added = self.breakpoint(id.0);
+        if let Some(bp) = &added {
+            self.publish_plan(PlanChange::Added, bp.clone());
         }
         announced.open();
-        Ok((id, engine))
+        Ok((id, engine, added))
     }
 
     /// Removes breakpoint `id`; `false` if there is none. Returns once no vCPU reports it.
