@@ -253,7 +253,7 @@ impl Vcpu {
                 break;
             }
             if retry_waiting {
-                shared.watch.retry_waiting_at_exit();
+                shared.watch.retry_waiting_when_due();
                 if let Some(regs) = &self.last_structures {
                     shared.watch.follow_remaps_at_exit(regs);
                 }

@@ -6,7 +6,7 @@
 //! page tables again, in the VMM, from guest RAM: no ioctl, and no vCPU taken out of the guest
 //! for the look.
 //! - at every debug and page exit, with the registers that arrive with the exit, and
-//! - every [`super::waiting::TIMER_EVERY`] from the timer thread, with those of the last such
+//! - from the timer thread (every [`super::waiting::TIMER_EVERY`]), with those of the last such
 //!   exit;
 //!
 //! and a watch whose bytes now map to other RAM moves there (the vCPUs leave the guest only

@@ -3,8 +3,12 @@
 //! A kernel's own addresses (`0xffffffff8...`) mean nothing until it sets up paging, so a watch
 //! on one, given before the kernel runs, is the common case, not a mistake. It is kept with the
 //! reason it waits, under the id it will keep, and tried again
-//! - at the vCPUs' debug and page-fault exits, at most once per [`AT_EXIT_EVERY`], and
-//! - every [`TIMER_EVERY`] from a thread of its own while the guest runs,
+//! - at the vCPUs' debug and page-fault exits, and
+//! - from a thread of its own, which looks every [`TIMER_EVERY`] while the guest runs,
+//!
+//! each time at most once per wait ([`Pace`]): 2 ms at first, doubled by every try that arms
+//! nothing, up to [`LONGEST_WAIT`] (a try takes every vCPU out of the guest to translate), and
+//! back to 2 ms when a watch starts waiting or one is armed.
 //!
 //! until its bytes translate to RAM; then it is armed exactly as if it had translated at once,
 //! and the engine's listener (the control session, which tells every client) hears of it.
@@ -21,9 +25,10 @@ use drvisor_debug::HostBpId;
 use super::engine::{MappingChange, PageWatchEngine, PageWatchRequest, Resolved};
 use crate::run_control::RunControl;
 
-/// The least time between two tries from vCPU exits (each try takes the vCPUs out of the
-/// guest to translate).
-pub const AT_EXIT_EVERY: Duration = Duration::from_millis(2);
+/// The first wait between two tries.
+pub const FIRST_WAIT: Duration = Duration::from_millis(2);
+/// The longest wait between two tries.
+pub const LONGEST_WAIT: Duration = Duration::from_millis(160);
 /// How often the timer tries while anything waits.
 pub const TIMER_EVERY: Duration = Duration::from_millis(20);
 
@@ -48,10 +53,51 @@ impl Entry {
 pub struct Waiting {
     entries: Mutex<Vec<Entry>>,
     any: AtomicBool,
-    last_try: Mutex<Option<Instant>>,
+    pace: Mutex<Pace>,
+}
+
+/// When the next try is due: an exponential backoff between [`FIRST_WAIT`] and
+/// [`LONGEST_WAIT`].
+#[derive(Debug)]
+struct Pace {
+    last: Option<Instant>,
+    wait: Duration,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            last: None,
+            wait: FIRST_WAIT,
+        }
+    }
+}
+
+impl Pace {
+    /// Whether a try is due at `now`; if so, it counts as made.
+    fn take(&mut self, now: Instant) -> bool {
+        if self.last.is_some_and(|t| now.duration_since(t) < self.wait) {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+
+    /// A try armed something (back to the first wait) or nothing (twice as long, at most the
+    /// longest).
+    fn tried(&mut self, armed: bool) {
+        self.wait = match armed {
+            true => FIRST_WAIT,
+            false => (self.wait * 2).min(LONGEST_WAIT),
+        };
+    }
 }
 
 impl Waiting {
+    fn pace(&self) -> std::sync::MutexGuard<'_, Pace> {
+        self.pace.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn entries(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -78,6 +124,7 @@ impl PageWatchEngine {
             failed: false,
         });
         self.waiting.any.store(true, Ordering::SeqCst);
+        *self.waiting.pace() = Pace::default();
         id
     }
 
@@ -102,31 +149,25 @@ impl PageWatchEngine {
         entries.len() != before
     }
 
-    /// A vCPU's exit: tries the waiting watches, unless none waits (one load) or the last try
-    /// was under [`AT_EXIT_EVERY`] ago. Callable from a vCPU thread.
-    pub fn retry_waiting_at_exit(&self) {
+    /// A vCPU's exit, or the timer: tries the waiting watches, unless none waits (one load) or
+    /// the next try is not due yet ([`Pace`]). Callable from a vCPU thread.
+    pub fn retry_waiting_when_due(&self) {
         if !self.waiting.any.load(Ordering::Relaxed) {
             return;
         }
-        {
-            let mut last = self
-                .waiting
-                .last_try
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|t| t.elapsed() < AT_EXIT_EVERY) {
-                return;
-            }
-            *last = Some(Instant::now());
+        if !self.waiting.pace().take(Instant::now()) {
+            return;
         }
-        self.retry_waiting();
+        let armed = self.retry_waiting();
+        self.waiting.pace().tried(armed);
     }
 
     /// Tries every waiting watch once: one whose bytes now translate to RAM is armed. One that
     /// translates but cannot be armed (no memslot left, an executable page...) stops waiting
     /// and keeps that reason as its state. The list stays locked throughout, so a removal
     /// waits for the try and then finds the watch armed, never half-way.
-    pub fn retry_waiting(&self) {
+    /// Whether it armed one.
+    pub fn retry_waiting(&self) -> bool {
         let mut armed = Vec::new();
         {
             let mut entries = self.waiting.entries();
@@ -150,6 +191,7 @@ impl PageWatchEngine {
                 .store(entries.iter().any(|e| !e.failed), Ordering::SeqCst);
         }
         // Told with the list unlocked: the listener looks the watch up, which reads it.
+        let any = !armed.is_empty();
         for id in armed {
             tracing::info!(
                 "page watch #{} is armed: the guest maps its bytes now",
@@ -157,6 +199,7 @@ impl PageWatchEngine {
             );
             self.tell(id, MappingChange::Armed);
         }
+        any
     }
 
     /// Starts the timer that tries the waiting watches, and follows the armed ones the guest
@@ -177,10 +220,33 @@ impl PageWatchEngine {
                 if control.is_finished() {
                     return;
                 }
-                if engine.waiting.any.load(Ordering::SeqCst) {
-                    engine.retry_waiting();
-                }
+                engine.retry_waiting_when_due();
                 engine.follow_remaps_from_timer();
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tries_back_off_exponentially_and_start_over_once_one_arms() {
+        let t0 = Instant::now();
+        let mut pace = Pace::default();
+        assert!(pace.take(t0), "the first try is due at once");
+        assert!(!pace.take(t0 + Duration::from_millis(1)));
+        let mut at = t0;
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            pace.tried(false);
+            waits.push(pace.wait.as_millis());
+            at += pace.wait;
+            assert!(!pace.take(at - Duration::from_micros(1)), "early");
+            assert!(pace.take(at), "due after its wait");
+        }
+        assert_eq!(waits, [4, 8, 16, 32, 64, 128, 160, 160, 160, 160]);
+        pace.tried(true);
+        assert_eq!(pace.wait, FIRST_WAIT);
     }
 }
