@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Watches L1's serial console while Bochs runs (boot-l1.sh starts it).
+
+    console.py SERIAL OUTDIR BOCHS_PID TIMEOUT
+
+Copies the console to OUTDIR/l1-console.txt and rebuilds OUTDIR's files from its `VMX-F NAME|LINE`
+lines as they come (a file first seen in this boot starts empty, as it did in L1). Stops Bochs
+(the process boot-l1.sh started, nothing else) at L1's end marker, or after TIMEOUT wall seconds.
+Exit status: L1's `VMX-L1-STATUS N`, or 90 when that never came (L1 died, hung or timed out).
+"""
+
+import os
+import re
+import signal
+import sys
+import time
+
+serial, out, pid, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+FILE_LINE = re.compile(rb"VMX-F ([^/|]+)\|(.*)")
+start = time.time()
+console = open(os.path.join(out, "l1-console.txt"), "wb")
+files = {}
+status = None
+pos, buf = 0, b""
+
+
+def read_more():
+    """Takes in what the console got since the last call; True once L1 said it is done."""
+    global pos, buf, status
+    done = False
+    with open(serial, "rb") as f:
+        f.seek(pos)
+        data = f.read()
+    pos += len(data)
+    buf += data
+    *lines, buf = buf.split(b"\n")
+    for line in lines:
+        line = line.rstrip(b"\r")
+        console.write(line + b"\n")
+        m = FILE_LINE.search(line)
+        if m:
+            name = m.group(1).decode(errors="replace")
+            if name not in files:
+                files[name] = open(os.path.join(out, name), "wb")
+            files[name].write(m.group(2) + b"\n")
+            files[name].flush()
+        m = re.match(rb"VMX-L1-STATUS (\d+)", line)
+        if m:
+            status = int(m.group(1))
+        done = done or line.startswith(b"VMX-L1-DONE")
+    console.flush()
+    return done
+
+
+def alive():
+    # Bochs is boot-l1.sh's child, not ours: once it exits it stays a zombie until we are done.
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+timed_out = False
+while not read_more():
+    if not alive():
+        read_more()
+        break
+    if time.time() - start > limit:
+        timed_out = True
+        break
+    time.sleep(0.5)
+if timed_out:
+    console.write(b"[host] console.py: timeout, stopping Bochs\n")
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    try:
+        os.kill(pid, sig)
+        time.sleep(1)
+    except OSError:
+        break
+console.write(b"[host] L1 ended: %s\n" % (b"status %d" % status if status is not None else b"no status line"))
+sys.exit(90 if status is None else status)
