@@ -13,9 +13,10 @@
 #
 # Bochs has no shared folder, so L1's root is an initramfs built here: static busybox, kvm's
 # modules, and every path in VMX_FILES (space-separated) at the same absolute path, or at DEST
-# for an entry SRC=DEST; executables get the shared libraries `ldd` names. Every file COMMAND writes in OUTDIR comes back over L1's
-# serial console as it grows, one `VMX-F NAME|LINE` per line, and is rebuilt in the host's OUTDIR
-# (hidden files are not sent), so what was written survives a death of L1. The raw console is
+# for an entry SRC=DEST; executables get the shared libraries `ldd` names. Every file COMMAND
+# writes in OUTDIR comes back over L1's serial console as it grows (stream.c: `VMX-C NAME|DATA`
+# lines, half-written lines included) and is rebuilt in the host's OUTDIR by console.py (hidden
+# files are not sent), so what was written survives a death of L1. The raw console is
 # OUTDIR/l1-console.txt, Bochs' own log OUTDIR/bochs.log.
 #
 # Environment: NESTED_TIMEOUT (wall seconds for the boot, default 2400), VMX_MEM (L1's MiB,
@@ -41,6 +42,7 @@ command -v grub-mkrescue >/dev/null || need+=(grub-common)
 command -v xorriso >/dev/null || need+=(xorriso)
 command -v mformat >/dev/null || need+=(mtools)
 command -v g++ >/dev/null && command -v make >/dev/null || need+=(g++ make)
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -54,6 +56,7 @@ moddir=/lib/modules/${kernel#/boot/vmlinuz-}/kernel
 root=$build/root
 mkdir -p "$root"/{bin,dev,proc,sys,tmp,root,lib/modules} "$root$out" "$root$PWD"
 cp /bin/busybox "$root/bin/"
+gcc -static -O2 -o "$root/bin/vmx-stream" "$here/stream.c"
 for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-intel; do
   f=$moddir/$m.ko
   if [ -f "$f" ]; then cp "$f" "$root/lib/modules/"
@@ -86,24 +89,13 @@ echo "VMX-L1: \$(ls -l /dev/kvm 2>&1)"
 for p in ept vpid unrestricted_guest nested enable_apicv; do echo "VMX-L1: kvm_intel.\$p=\$(cat /sys/module/kvm_intel/parameters/\$p 2>&1)"; done
 if [ ! -c /dev/kvm ]; then echo "VMX-L1-STATUS 90 (no /dev/kvm)"; rc=90
 else
-  # OUTDIR's files go out over the console as they grow (see the header of boot-l1.sh).
-  mkdir -p /tmp/sent
-  ( while :; do
-      for f in "$out"/*; do
-        n=\${f##*/}
-        [ -f "\$f" ] && [ ! -e "/tmp/sent/\$n" ] || continue
-        : > "/tmp/sent/\$n"
-        tail -n +1 -f "\$f" | sed "s|^|VMX-F \$n\\||" &
-      done
-      sleep 1
-    done ) &
+  vmx-stream "$out" /tmp/stream-stop &   # OUTDIR's files, out over the console as they grow
   streamer=\$!
   cd "$PWD"
   ( $cmd )
   rc=\$?
-  sleep 3   # the tails poll once a second
-  kill \$streamer; killall tail
-  sleep 1
+  touch /tmp/stream-stop
+  wait \$streamer
   echo "VMX-L1-STATUS \$rc"
 fi
 dmesg | grep -iE 'kvm|vmx|bug|oops|panic|warn' | tail -n 20 | sed 's/^/VMX-L1: dmesg: /'

@@ -3,8 +3,8 @@
 
     console.py SERIAL OUTDIR BOCHS_PID TIMEOUT
 
-Copies the console to OUTDIR/l1-console.txt and rebuilds OUTDIR's files from its `VMX-F NAME|LINE`
-lines as they come (a file first seen in this boot starts empty, as it did in L1). Stops Bochs
+Copies the console to OUTDIR/l1-console.txt and rebuilds OUTDIR's files from its `VMX-C NAME|DATA`
+lines (stream.c) as they come; a file first seen in this boot starts empty, as it did in L1. Stops Bochs
 (the process boot-l1.sh started, nothing else) at L1's end marker, or after TIMEOUT wall seconds.
 Exit status: L1's `VMX-L1-STATUS N`, or 90 when that never came (L1 died, hung or timed out).
 """
@@ -16,7 +16,8 @@ import sys
 import time
 
 serial, out, pid, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-FILE_LINE = re.compile(rb"VMX-F ([^/|]+)\|(.*)")
+CHUNK = re.compile(rb"VMX-C ([^/|]+)\|(.*)")
+ESCAPE = re.compile(rb"\\x([0-9a-f]{2})")
 start = time.time()
 console = open(os.path.join(out, "l1-console.txt"), "wb")
 files = {}
@@ -37,12 +38,12 @@ def read_more():
     for line in lines:
         line = line.rstrip(b"\r")
         console.write(line + b"\n")
-        m = FILE_LINE.search(line)
+        m = CHUNK.search(line)
         if m:
             name = m.group(1).decode(errors="replace")
             if name not in files:
                 files[name] = open(os.path.join(out, name), "wb")
-            files[name].write(m.group(2) + b"\n")
+            files[name].write(ESCAPE.sub(lambda e: bytes([int(e.group(1), 16)]), m.group(2)))
             files[name].flush()
         m = re.match(rb"VMX-L1-STATUS (\d+)", line)
         if m:

@@ -43,7 +43,7 @@ fi
 tools=$PWD/target/nested-vmx/tools
 mkdir -p "$tools"
 if [ ! -x "$tools/usr/bin/gdb" ]; then
-  (cd "$tools" && apt-get download gdb-minimal >/dev/null && dpkg-deb -x gdb-minimal_*.deb . && rm gdb-minimal_*.deb)
+  (cd "$tools" && apt-get download gdb-minimal >/dev/null 2>&1 && dpkg-deb -x gdb-minimal_*.deb . && rm gdb-minimal_*.deb)
 fi
 strace -f -qq -e trace=execve,openat -o "$tools/cc.trace" cc -O2 -o "$tools/kvm-probe" tests/e2e/kvm-probe.c
 cc_files=$(grep -v ' = -1 ' "$tools/cc.trace" | sed -n 's/.*\(execve\|openat\)([^"]*"\(\/[^"]*\)".*/\2/p' \
@@ -51,8 +51,9 @@ cc_files=$(grep -v ' = -1 ' "$tools/cc.trace" | sed -n 's/.*\(execve\|openat\)([
 kernel=$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -n 1)
 
 # e2e and drvisor at the paths the binary was built with (its drvisor is CARGO_BIN_EXE_drvisor),
-# the repo files tests read (ci/, kvm-probe.c), and a bzImage in /boot for the loader tests.
-export VMX_FILES="$e2e $drvisor $PWD/ci $PWD/tests/e2e/kvm-probe.c $kernel \
+# the repo files tests read (ci/; kvm-probe.c, found through vmm/), and a bzImage in /boot for the
+# loader tests.
+export VMX_FILES="$e2e $drvisor $PWD/ci $PWD/vmm/Cargo.toml $PWD/tests/e2e/kvm-probe.c $kernel \
   $tools/usr/bin/gdb=/usr/bin/gdb $(command -v curl) $(command -v setpriv) $cc_files"
 export NESTED_BOOT_L1=$here/boot-l1.sh NESTED_NAME="nested VMX" NESTED_SKIP=$here/smp-tests.txt
 export NESTED_KNOWN_DEFECTS=$here/known-host-defects.txt NESTED_TIMEOUT=${NESTED_TIMEOUT:-1500}
