@@ -19,7 +19,8 @@
 # files are not sent), so what was written survives a death of L1. The raw console is
 # OUTDIR/l1-console.txt, Bochs' own log OUTDIR/bochs.log.
 #
-# Environment: NESTED_TIMEOUT (wall seconds for the boot, default 2400), VMX_MEM (L1's MiB,
+# Environment: NESTED_TIMEOUT (wall seconds for the boot, default 2400), VMX_HANG (wall seconds
+# of console silence after which L1 counts as hung and is stopped, default 120), VMX_MEM (L1's MiB,
 # default 2048), VMX_IPS (Bochs instructions per L1 second, default 200000000: L1's clock then runs
 # at about wall speed when Bochs is busy, so time limits inside mean what they say), KERNEL (L1's
 # kernel, default the newest /boot/vmlinuz-*-amd64). Installs what it needs on a fresh Debian 12

@@ -5,7 +5,9 @@
 
 Copies the console to OUTDIR/l1-console.txt and rebuilds OUTDIR's files from its `VMX-C NAME|DATA`
 lines (stream.c) as they come; a file first seen in this boot starts empty, as it did in L1. Stops Bochs
-(the process boot-l1.sh started, nothing else) at L1's end marker, or after TIMEOUT wall seconds.
+(the process boot-l1.sh started, nothing else) at L1's end marker, after TIMEOUT wall seconds, or
+when L1 hangs: no console line for VMX_HANG wall seconds (default 120), while stream.c prints one
+every 10 s of L1's time.
 Exit status: L1's `VMX-L1-STATUS N`, or 90 when that never came (L1 died, hung or timed out).
 """
 
@@ -61,8 +63,15 @@ def alive():
         return False
 
 
-timed_out = False
+timed_out = hung = False
+hang_limit = float(os.environ.get("VMX_HANG", "120"))
+last_line, last_pos = time.time(), 0
 while not read_more():
+    if pos != last_pos:
+        last_line, last_pos = time.time(), pos
+    if time.time() - last_line > hang_limit:
+        hung = True
+        break
     if not alive():
         read_more()
         break
@@ -72,6 +81,8 @@ while not read_more():
     time.sleep(0.5)
 if timed_out:
     console.write(b"[host] console.py: timeout, stopping Bochs\n")
+if hung:
+    console.write(b"[host] console.py: L1 hung (no console line in %d s), stopping Bochs\n" % hang_limit)
 for sig in (signal.SIGTERM, signal.SIGKILL):
     try:
         os.kill(pid, sig)

@@ -6,7 +6,8 @@
  * Every new byte of every regular file in DIR (hidden ones excepted) goes out once, in lines
  * `VMX-C NAME|DATA`: DATA is the bytes with everything outside printable ASCII, and the
  * backslash, written \xHH. A line ends wherever a read ended, so half-written lines (a test that
- * is running) come out too; a new file first gets a line with no DATA. When STOPFILE exists and one more pass found nothing new, it exits.
+ * is running) come out too; a new file first gets a line with no DATA. Every 10 s of L1's time
+ * it prints `VMX-L1-ALIVE`, so the host can tell a hung L1 from a quiet one. When STOPFILE exists and one more pass found nothing new, it exits.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -46,7 +47,11 @@ static long send_new(const char *dir, int i) {
 
 int main(int argc, char **argv) {
     if (argc != 3) return 2;
-    for (;;) {
+    for (unsigned pass = 1;; pass++) {
+        if (pass % 20 == 0) {
+            printf("VMX-L1-ALIVE\n");
+            fflush(stdout);
+        }
         int stopping = access(argv[2], F_OK) == 0;
         long moved = 0;
         DIR *d = opendir(argv[1]);
