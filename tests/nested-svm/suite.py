@@ -24,8 +24,8 @@ passed when run again; 1 when one failed again; 90 when L1 could not be set up a
 
 The nested VMX suite (tests/nested-vmx/run-e2e.sh) runs this same loop with its own L1:
 NESTED_BOOT_L1 names the boot script (the same contract as boot-l1.sh here), NESTED_NAME the
-platform in the report, NESTED_SKIP a file of test names not to run (each reported as skipped,
-with the reason at the top of that file), and NESTED_KNOWN_DEFECTS switches on the flaky policy
+platform in the report, NESTED_SKIP files of test names not to run (colon-separated; each test
+reported as skipped, with its file's reason), and NESTED_KNOWN_DEFECTS switches on the flaky policy
 (see flaky_policy below).
 """
 
@@ -100,19 +100,20 @@ def boot(out, number, script_lines, deadline, durations):
 
 
 def skip_list():
-    """(names not to run, the reason: the comment lines at the top of NESTED_SKIP's file)."""
-    path = os.environ.get("NESTED_SKIP")
-    if not path:
-        return [], ""
-    lines = Path(path).read_text().splitlines()
-    reason = " ".join(l.lstrip("# ").strip() for l in lines if l.startswith("#"))
-    return [l.strip() for l in lines if l.strip() and not l.startswith("#")], reason
+    """{name not to run: why}, from the files in NESTED_SKIP (colon-separated): one test name a
+    line, and the reason in the file's comment lines."""
+    skip = {}
+    for path in filter(None, os.environ.get("NESTED_SKIP", "").split(":")):
+        lines = Path(path).read_text().splitlines()
+        reason = " ".join(l.lstrip("# ").strip() for l in lines if l.startswith("#"))
+        skip.update((l.strip(), reason) for l in lines if l.strip() and not l.startswith("#"))
+    return skip
 
 
 def main():
     out = Path(sys.argv[1]).resolve()
     e2e, drvisor = sys.argv[2], sys.argv[3]
-    skip, skip_reason = skip_list()
+    skip = skip_list()
     selection = sys.argv[4:5] + [arg for t in skip for arg in ("--skip", t)]
     wanted = sys.argv[4] if len(sys.argv) > 4 else ""
     deadline = time.time() + int(os.environ.get("NESTED_TIMEOUT", "3600"))
@@ -188,8 +189,8 @@ def main():
 
     report(out, selected, results, deaths, died_twice, unrun, flaky, failed_again)
     if skipped:
-        print(f"== {len(skipped)} tests not run here: {skip_reason}")
-        print("".join(f"test {t} ... skipped\n" for t in skipped), end="")
+        print(f"== {len(skipped)} tests not run on {NAME}:")
+        print("".join(f"test {t} ... skipped ({skip[t]})\n" for t in skipped), end="")
     slowest = sorted(durations.items(), key=lambda d: -d[1])
     (out / "durations.txt").write_text("".join(f"{d:8.1f} s  {t}\n" for t, d in slowest))
     print(f"== the slowest tests (all in {out}/durations.txt; {sum(durations.values()):.0f} s in all)")

@@ -153,5 +153,5 @@ EOF
 status=0
 python3 "$here/console.py" "$build/serial.txt" "$out" $! "${NESTED_TIMEOUT:-2400}" || status=$?
 wait 2>/dev/null || true
-[ "$status" -eq 90 ] && tail -n 20 "$out/l1-console.txt" >&2
+[ "$status" -eq 90 ] && grep -av "^VMX-C" "$out/l1-console.txt" | tail -n 20 >&2
 exit "$status"

@@ -6,8 +6,8 @@
 Copies the console to OUTDIR/l1-console.txt and rebuilds OUTDIR's files from its `VMX-C NAME|DATA`
 lines (stream.c) as they come; a file first seen in this boot starts empty, as it did in L1. Stops Bochs
 (the process boot-l1.sh started, nothing else) at L1's end marker, after TIMEOUT wall seconds, or
-when L1 hangs: no console line for VMX_HANG wall seconds (default 120), while stream.c prints one
-every 10 s of L1's time.
+when L1 hangs: no console line for VMX_HANG wall seconds (default 120) once /init runs, while
+stream.c prints one every 10 s of L1's time (the kernel's boot before it is quiet: loglevel=3).
 Exit status: L1's `VMX-L1-STATUS N`, or 90 when that never came (L1 died, hung or timed out).
 """
 
@@ -24,12 +24,13 @@ start = time.time()
 console = open(os.path.join(out, "l1-console.txt"), "wb")
 files = {}
 status = None
+init = False
 pos, buf = 0, b""
 
 
 def read_more():
     """Takes in what the console got since the last call; True once L1 said it is done."""
-    global pos, buf, status
+    global pos, buf, status, init
     done = False
     with open(serial, "rb") as f:
         f.seek(pos)
@@ -47,10 +48,11 @@ def read_more():
                 files[name] = open(os.path.join(out, name), "wb")
             files[name].write(ESCAPE.sub(lambda e: bytes([int(e.group(1), 16)]), m.group(2)))
             files[name].flush()
-        m = re.match(rb"VMX-L1-STATUS (\d+)", line)
+        m = re.search(rb"VMX-L1-STATUS (\d+)", line)
         if m:
             status = int(m.group(1))
-        done = done or line.startswith(b"VMX-L1-DONE")
+        done = done or b"VMX-L1-DONE" in line
+        init = init or b"VMX-L1: init reached" in line
     console.flush()
     return done
 
@@ -69,7 +71,7 @@ last_line, last_pos = time.time(), 0
 while not read_more():
     if pos != last_pos:
         last_line, last_pos = time.time(), pos
-    if time.time() - last_line > hang_limit:
+    if init and time.time() - last_line > hang_limit:
         hung = True
         break
     if not alive():
