@@ -7,6 +7,11 @@
  * timer's included, is a VM exit whatever the guest's RFLAGS.IF: KVM_RUN then returns EINTR
  * within about a second in both cases. If L1's interrupts do not reach it while L2 runs with
  * IF=0, the `cli` case never returns and L1 stops with it.
+ *
+ * Seen 2026-12-05: on our PVM hosts both return EINTR after 1.0 s; inside the Bochs L1 even the
+ * `sti` case never returns, and L1 stops (boot-l1.sh reports it hung). To run it there:
+ *   gcc -static -O2 -o target/irq-exit tests/nested-vmx/irq-exit.c
+ *   VMX_FILES=$PWD/target/irq-exit tests/nested-vmx/boot-l1.sh target/irq "$PWD/target/irq-exit sti > $PWD/target/irq/sti.txt"
  */
 #include <errno.h>
 #include <fcntl.h>
