@@ -19,12 +19,14 @@
 # files are not sent), so what was written survives a death of L1. The raw console is
 # OUTDIR/l1-console.txt, Bochs' own log OUTDIR/bochs.log.
 #
-# Environment: NESTED_TIMEOUT (wall seconds for the boot, default 2400), VMX_HANG (wall seconds
-# of console silence after which L1 counts as hung and is stopped, default 120), VMX_MEM (L1's MiB,
-# default 2048), VMX_IPS (Bochs instructions per L1 second, default 200000000: L1's clock then runs
-# at about wall speed when Bochs is busy, so time limits inside mean what they say), KERNEL (L1's
-# kernel, default the newest /boot/vmlinuz-*-amd64). Installs what it needs on a fresh Debian 12
-# machine (the kernel, busybox-static, cpio, GRUB and xorriso for the boot ISO, g++ for Bochs).
+# Environment: NESTED_TIMEOUT (wall seconds for the boot, default 2400), VMX_HANG (wall
+# seconds of console silence after which L1 counts as hung and is stopped, default 120), VMX_MEM
+# (L1's MiB, default 2048), VMX_IPS (Bochs instructions per L1 second, default 200000000: L1's
+# clock then runs at about wall speed when Bochs is busy, so time limits inside mean what they
+# say), KERNEL (L1's kernel, default the newest /boot/vmlinuz-*-amd64), VMX_BOCHS (another Bochs
+# binary, e.g. one configured with --enable-smp) and VMX_CPUS (L1's CPUs, default 1; more need
+# such a build). Installs what it needs on a fresh Debian 12 machine (the kernel, busybox-static,
+# cpio, GRUB and xorriso for the boot ISO, g++ for Bochs).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(realpath -m "${1:?usage: boot-l1.sh OUTDIR COMMAND}")
@@ -48,8 +50,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-"$here/build-bochs.sh" || { echo "boot-l1: could not build Bochs" >&2; exit 90; }
-bochs=$(realpath "$here/../../target/nested-vmx/bochs-2.8/bochs/bochs")
+if [ -z "${VMX_BOCHS:-}" ]; then
+  "$here/build-bochs.sh" || { echo "boot-l1: could not build Bochs" >&2; exit 90; }
+fi
+bochs=$(realpath "${VMX_BOCHS:-$here/../../target/nested-vmx/bochs-2.8/bochs/bochs}")
 kernel=${KERNEL:-$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -n 1)}
 moddir=/lib/modules/${kernel#/boot/vmlinuz-}/kernel
 
@@ -133,7 +137,7 @@ cat > "$build/bochsrc" <<EOF
 display_library: nogui
 romimage: file=$(dirname "$bochs")/bios/BIOS-bochs-latest
 vgaromimage: file=$(dirname "$bochs")/bios/VGABIOS-lgpl-latest
-cpu: model=corei7_haswell_4770, count=1, ips=${VMX_IPS:-200000000}, reset_on_triple_fault=0, ignore_bad_msrs=1
+cpu: model=corei7_haswell_4770, count=${VMX_CPUS:-1}, ips=${VMX_IPS:-200000000}, reset_on_triple_fault=0, ignore_bad_msrs=1
 memory: guest=$mem, host=$mem
 pci: enabled=1, chipset=i440fx
 ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14
