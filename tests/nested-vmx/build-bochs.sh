@@ -3,7 +3,9 @@
 #
 #   tests/nested-vmx/build-bochs.sh [DEST]     (default target/nested-vmx/bochs-2.8 in the repo)
 #
-# Does nothing when DEST/bochs/bochs is already there (delete DEST to rebuild).
+# Does nothing when DEST/bochs/bochs is already there (delete DEST to rebuild). BOCHS_SMP=1 adds
+# --enable-smp (several CPUs, interleaved in Bochs' one thread; boot-l1.sh's VMX_BOCHS and
+# VMX_CPUS use it), e.g. BOCHS_SMP=1 build-bochs.sh target/nested-vmx/bochs-2.8-smp.
 # Why not Debian 12's bochs 2.7: its VMX saves the single-step "pending debug exception" into the
 # VMCS on every VM exit (fixed upstream in 60cc8020e, 2023-11-13, "Fixed
 # VMCS_GUEST_PENDING_DBG_EXCEPTIONS saved on VMEXIT"), so a guest with RFLAGS.TF gets a spurious
@@ -39,6 +41,6 @@ cd "$dest/bochs"
 ./configure --with-nogui --without-x11 --without-x --disable-plugins --disable-debugger \
   --disable-docbook --enable-x86-64 --enable-cpu-level=6 --enable-vmx=2 --enable-avx \
   --enable-evex --enable-pci --enable-x86-debugger --enable-all-optimizations \
-  --enable-monitor-mwait --disable-show-ips > "$dest/configure.log" 2>&1
+  --enable-monitor-mwait --disable-show-ips ${BOCHS_SMP:+--enable-smp} > "$dest/configure.log" 2>&1
 make -j"$(nproc)" > "$dest/make.log" 2>&1 || { tail -n 30 "$dest/make.log" >&2; exit 1; }
 ls -l "$dest/bochs/bochs"
