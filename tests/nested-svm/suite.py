@@ -21,8 +21,15 @@ point was lost with it. So no result here depends on one boot surviving:
 
 All boots share one wall-clock budget, NESTED_TIMEOUT seconds (default 3600), so the whole CI run
 stays within its limit; no boot starts with less than MIN_BOOT seconds left, and tests the
-budget left unrun fail as such. Each test's wall time is measured from here (durations.txt). Exit status: 0 when every test passed, was ignored with its reason, or
-passed when run again; 1 when one failed again; 90 when L1 could not be set up at all.
+budget left unrun fail as such. Each test's wall time is measured from here (durations.txt).
+Exit status: 0 when every test passed, was ignored with its reason, or is a flake allowed above;
+1 otherwise; 90 when L1 could not be set up at all.
+
+The nested VMX suite (tests/nested-vmx/run-e2e.sh) runs this same loop with its own L1:
+NESTED_BOOT_L1 names the boot script (the same contract as boot-l1.sh here), NESTED_NAME the
+platform in the report, NESTED_SKIP files of test names not to run (colon-separated; each test
+reported as skipped, with its file's reason), and NESTED_KNOWN_DEFECTS its list of known host
+defects.
 """
 
 import os
@@ -33,7 +40,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BOOT_L1 = HERE / "boot-l1.sh"
+BOOT_L1 = Path(os.environ.get("NESTED_BOOT_L1", HERE / "boot-l1.sh"))
+NAME = os.environ.get("NESTED_NAME", "nested SVM")
 MAX_BOOTS = 4
 MIN_BOOT = 180
 L1_DEATHS_PER_TEST = 2
@@ -41,7 +49,8 @@ L1_DEATHS_PER_TEST = 2
 PROMISE_SUITES = ("guest_and_host::", "host_bp::", "page::", "events::", "emulation::",
                   "live_changes::")
 # `TEST  REASON` lines: the only flakes allowed, each with the host defect behind it.
-KNOWN_HOST_DEFECTS = HERE / "known-host-defects.txt"
+# The nested VMX suite names its own list (NESTED_KNOWN_DEFECTS).
+KNOWN_HOST_DEFECTS = Path(os.environ.get("NESTED_KNOWN_DEFECTS", HERE / "known-host-defects.txt"))
 # The result of one test in a libtest log: `test NAME ... ok`. A test that is running when L1
 # dies has its `test NAME ... ` written and nothing after it.
 RESULT = re.compile(r"^test (\S+) +\.\.\. ?(ok|FAILED|ignored)?")
@@ -124,10 +133,23 @@ def boot(out, number, script_lines, deadline, durations):
     return child.returncode
 
 
+def skip_list():
+    """{name not to run: why}, from the files in NESTED_SKIP (colon-separated): one test name a
+    line, and the reason in the file's comment lines."""
+    skip = {}
+    for path in filter(None, os.environ.get("NESTED_SKIP", "").split(":")):
+        lines = Path(path).read_text().splitlines()
+        reason = " ".join(l.lstrip("# ").strip() for l in lines if l.startswith("#"))
+        skip.update((l.strip(), reason) for l in lines if l.strip() and not l.startswith("#"))
+    return skip
+
+
 def main():
     out = Path(sys.argv[1]).resolve()
     e2e, drvisor = sys.argv[2], sys.argv[3]
-    selection = sys.argv[4:5]
+    skip = skip_list()
+    selection = sys.argv[4:5] + [arg for t in skip for arg in ("--skip", t)]
+    wanted = sys.argv[4] if len(sys.argv) > 4 else ""
     deadline = time.time() + int(os.environ.get("NESTED_TIMEOUT", "3600"))
     for pattern in ("tests.txt", "selected.txt", "results.*.txt", "e2e.*.txt", "e2e-retry.txt",
                     "retry.*.txt", "l1-console*.txt", "durations.txt"):
@@ -180,6 +202,7 @@ def main():
         print(f"suite: boot {number} ended before its first test (status {status}); see {console}")
 
     selected = listed(selected)
+    skipped = [t for t in listed(every) if t in skip and wanted in t]
     unrun = [t for t in selected if t not in results and t not in died_twice]
     failed = [t for t in selected if results.get(t) == "FAILED"] + died_twice
     flaky, failed_again = [], list(unrun)
@@ -194,7 +217,6 @@ def main():
             (flaky if again.get(t) == "ok" else failed_again).append(t)
     else:
         failed_again += failed
-
     allowed, refused = judge_flakes(flaky, known_host_defects())
     report(out, selected, results, deaths, died_twice, unrun, flaky, failed_again)
     for title, flakes in (("FLAKY, allowed: a known host defect", allowed),
@@ -202,6 +224,9 @@ def main():
         if flakes:
             print(f"== {title}:")
             print("".join(f"  {t}: {why}\n" for t, why in flakes), end="")
+    if skipped:
+        print(f"== {len(skipped)} tests not run on {NAME}:")
+        print("".join(f"test {t} ... skipped ({skip[t]})\n" for t in skipped), end="")
     slowest = sorted(durations.items(), key=lambda d: -d[1])
     (out / "durations.txt").write_text("".join(f"{d:8.1f} s  {t}\n" for t, d in slowest))
     print(f"== the slowest tests (all in {out}/durations.txt; {sum(durations.values()):.0f} s in all)")
@@ -214,12 +239,18 @@ def quote(word):
 
 
 def report(out, selected, results, deaths, died_twice, unrun, flaky, failed_again):
-    print("== drvisor probe inside the nested SVM guest")
+    print(f"== drvisor probe inside the {NAME} guest")
     probe = out / "probe.txt"
     print(probe.read_text(errors="replace") if probe.exists() else "(no probe output)")
-    print("== end-to-end tests inside the nested SVM guest")
+    print(f"== end-to-end tests inside the {NAME} guest")
+    # An ignored test printed why when the tests were listed: `skipping NAME: REASON`.
+    listing = (out / "tests.txt").read_text(errors="replace") if (out / "tests.txt").exists() else ""
+    why = dict(l[len("skipping "):].split(": ", 1) for l in listing.splitlines()
+               if l.startswith("skipping ") and ": " in l)
     for t in selected:
         status = results.get(t) or ("L1 died in it twice" if t in died_twice else "not run")
+        if status == "ignored" and t in why:
+            status += f" ({why[t]})"
         died = f" (L1 died in it {deaths[t]}x)" if t in deaths and t not in died_twice else ""
         print(f"test {t} ... {status}{died}")
     for log in sorted(out.glob("results.*.txt")):
@@ -231,7 +262,7 @@ def report(out, selected, results, deaths, died_twice, unrun, flaky, failed_agai
     print(f"== {len(selected)} tests: {counts['ok']} passed, {counts['FAILED']} failed, "
           f"{counts['ignored']} ignored, {len(died_twice)} killed L1 twice, {len(unrun)} not run "
           f"(boot budget spent), {sum(deaths.values())} L1 deaths")
-    for title, names, file in (("FLAKY on nested SVM (failed, then passed when run again on its own)",
+    for title, names, file in ((f"FLAKY on {NAME} (failed, then passed when run again on its own)",
                                 flaky, "flaky.txt"),
                                ("FAILED again when run on its own, or never run", failed_again,
                                 "failed-again.txt")):
