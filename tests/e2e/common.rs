@@ -280,17 +280,7 @@ pub fn refused(scenario: &str, args: &[&str], needle: &str) -> Result<(), Failed
 /// Waits up to `timeout` for a spawned `drvisor` (stdout and stderr piped) to exit, and reads
 /// what it printed; kills it and fails if it does not end.
 pub fn wait_child(child: &mut std::process::Child, timeout: Duration) -> Result<Run, Failed> {
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return Err("the run did not end".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(child, timeout)?;
     let mut stdout = String::new();
     let mut stderr = String::new();
     if let Some(mut o) = child.stdout.take() {
@@ -304,6 +294,24 @@ pub fn wait_child(child: &mut std::process::Child, timeout: Duration) -> Result<
         stdout,
         stderr,
     })
+}
+
+/// Waits for `child` to exit, killing it after `timeout`.
+fn wait_exit(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Result<std::process::ExitStatus, Failed> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("the run did not end".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Every thread's backtrace of the live process `pid`, by gdb (for a test that finds drvisor
@@ -350,17 +358,7 @@ impl Drained {
 
     /// Waits for `child` to exit (killing it after `timeout`) and returns what it wrote.
     pub fn wait(self, child: &mut std::process::Child, timeout: Duration) -> Result<Run, Failed> {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                return Err("the run did not end".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_exit(child, timeout)?;
         Ok(Run {
             code: status.code().unwrap_or(-1),
             stdout: self.out.join().unwrap_or_default(),

@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::boot::MAX_CPUS;
 use crate::cmdline::Config;
 use crate::serial;
-use crate::targets::{exec_loop, write_once, TARGET_CALLS};
+use crate::targets::{exec_loop, write_once};
 
 static ITERATIONS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static DONE: AtomicU32 = AtomicU32::new(0);
@@ -55,16 +55,7 @@ pub fn run_boot(cfg: &Config) -> ! {
         .take(ncpus)
         .map(|n| n.load(Ordering::Relaxed))
         .sum();
-    let mut ok = true;
-    for (k, calls) in TARGET_CALLS.iter().enumerate() {
-        let calls = calls.load(Ordering::Relaxed);
-        ok &= calls == total;
-        serial::line()
-            .s("scenario=soak target=")
-            .dec(k as u64)
-            .s(" calls=")
-            .dec(calls);
-    }
+    let ok = super::exec::print_target_calls(b"soak", total);
     serial::line().s("scenario=soak writes=").dec(total);
     crate::finish(if ok { 0 } else { 1 })
 }
