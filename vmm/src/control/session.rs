@@ -207,7 +207,8 @@ impl Session {
 
     /// [`Session::arm`] with a hit callback of the caller's.
     pub fn arm_with(&self, req: Request, on_hit: OnHit) -> Result<(HostBpId, Engine), Error> {
-        self.arm_announced(req, on_hit).map(|(id, engine, _)| (id, engine))
+        self.arm_announced(req, on_hit)
+            .map(|(id, engine, _)| (id, engine))
     }
 
     /// [`Session::arm`], returning the breakpoint as its `added` event showed it (another
