@@ -332,9 +332,18 @@ impl TryFrom<VmConfig> for Vm {
                 .map_err(kvm_err("KVM_GET_LAPIC/KVM_SET_LAPIC (LINT0, LINT1)"))?;
             cpu::msrs::setup(&fd, host_msrs.as_slice())?;
             start_state(&fd, &mem, &entry, index)?;
+            if sync_regs {
+                // Guest-virtual addresses translate with the vCPU's paging registers, from its
+                // boot state until its first exit brings the live ones (see watch::paging).
+                let boot = fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+                watch.note_paging(index.into(), &(&boot).into());
+            }
             vcpus.push(Vcpu::new(index.into(), fd, sync_regs));
         }
 
+        // Where the VMM cannot walk the tables (KVM does not sync the system registers with
+        // every exit, or the guest pages in 32-bit or PAE mode), translations go through
+        // KVM_TRANSLATE on vCPU 0 instead, with the vCPUs out of the guest.
         if let Some(first) = vcpus.first() {
             watch.set_translator(Translator::new(&first.fd)?);
         }

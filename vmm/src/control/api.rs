@@ -384,10 +384,10 @@ impl Control for Session {
             }
             (None, Some(gva)) => {
                 // A symbol or an address, as everywhere a location is written; read page by
-                // page through the guest's page tables.
+                // page through vCPU 0's page tables (the kernel's mappings are every vCPU's).
                 let gva = self.parse_location(gva)?.1;
                 let gpa = self
-                    .read_virtual(gva, &mut bytes)
+                    .read_virtual(0, gva, &mut bytes)
                     .map_err(|e| unprocessable("not-mapped", e))?;
                 (gpa, Some(gva))
             }

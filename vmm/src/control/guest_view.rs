@@ -13,20 +13,24 @@ use crate::debug::plan_view;
 use crate::watch::WatchRange;
 
 impl Session {
-    /// The guest-physical pieces of `[gva, gva + len)`.
-    fn pieces(&self, gva: u64, len: usize) -> Result<Vec<(u64, u64)>, String> {
+    /// The guest-physical pieces of `[gva, gva + len)` through vCPU `vcpu`'s page tables.
+    fn pieces(&self, vcpu: usize, gva: u64, len: usize) -> Result<Vec<(u64, u64)>, String> {
         self.watch
-            .physical_ranges(WatchRange::Virtual {
-                gva,
-                len: len as u64,
-            })
+            .physical_ranges_on(
+                WatchRange::Virtual {
+                    gva,
+                    len: len as u64,
+                },
+                vcpu,
+            )
             .map_err(|e| e.to_string())
     }
 
-    /// Reads guest-virtual memory, translated through the guest's page tables page by page;
-    /// returns the guest-physical address of the first byte.
-    pub fn read_virtual(&self, gva: u64, buf: &mut [u8]) -> Result<u64, String> {
-        let pieces = self.pieces(gva, buf.len())?;
+    /// Reads guest-virtual memory, translated through vCPU `vcpu`'s page tables (as of its
+    /// last exit: where a paused vCPU is) page by page; returns the guest-physical address of
+    /// the first byte.
+    pub fn read_virtual(&self, vcpu: usize, gva: u64, buf: &mut [u8]) -> Result<u64, String> {
+        let pieces = self.pieces(vcpu, gva, buf.len())?;
         let first = pieces.first().map_or(0, |p| p.0);
         let mut at = 0usize;
         for (gpa, len) in pieces {
@@ -39,12 +43,13 @@ impl Session {
         Ok(first)
     }
 
-    /// Writes guest-virtual memory. The write goes straight to guest RAM: page watches on the
-    /// bytes do not report it (it is the debugger's, not the guest's).
-    pub fn write_virtual(&self, gva: u64, data: &[u8]) -> Result<(), String> {
+    /// Writes guest-virtual memory, translated as [`Session::read_virtual`] does. The write
+    /// goes straight to guest RAM: page watches on the bytes do not report it (it is the
+    /// debugger's, not the guest's).
+    pub fn write_virtual(&self, vcpu: usize, gva: u64, data: &[u8]) -> Result<(), String> {
         let _door = self.door();
         let mut at = 0usize;
-        for (gpa, len) in self.pieces(gva, data.len())? {
+        for (gpa, len) in self.pieces(vcpu, gva, data.len())? {
             let piece = &data[at..at + len as usize];
             self.mem
                 .write_slice(piece, GuestAddress(gpa))

@@ -238,16 +238,17 @@ impl MultiThreadBase for GdbTarget {
         }
     }
 
-    fn read_addrs(&mut self, start: u64, data: &mut [u8], _tid: Tid) -> TargetResult<usize, Self> {
+    fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
+        // Through the selected thread's (vCPU's) page tables.
         self.session
-            .read_virtual(start, data)
+            .read_virtual(index(tid), start, data)
             .map(|_| data.len())
             .map_err(|_| TargetError::Errno(14))
     }
 
-    fn write_addrs(&mut self, start: u64, data: &[u8], _tid: Tid) -> TargetResult<(), Self> {
+    fn write_addrs(&mut self, start: u64, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
         self.session
-            .write_virtual(start, data)
+            .write_virtual(index(tid), start, data)
             .map_err(|_| TargetError::Errno(14))
     }
 

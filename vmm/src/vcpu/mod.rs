@@ -234,7 +234,9 @@ impl Vcpu {
                 // Five fields read in place from kvm_run: no ioctl, no copy of the sync area.
                 let synced = self.fd.sync_regs_mut();
                 self.last_exit_rip = Some(synced.regs.rip);
-                self.last_structures = Some((&synced.sregs).into());
+                let structures = (&synced.sregs).into();
+                shared.watch.note_paging(self.index, &structures);
+                self.last_structures = Some(structures);
             }
             if let Some(outcome) = self.stuck_on(stuck_read, shared) {
                 control.finish(outcome);

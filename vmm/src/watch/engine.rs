@@ -293,6 +293,9 @@ pub struct PageWatchEngine {
     gate: Arc<VcpuGate>,
     pub(super) ids: Arc<DebugController>,
     translator: Mutex<Option<Translator>>,
+    /// Each vCPU's paging registers at its last exit: guest-virtual addresses are translated
+    /// with them, by a page walk in the VMM.
+    paging: super::paging::Paging,
     max_slots: usize,
     executable: Vec<Range<u64>>,
     state: RwLock<State>,
@@ -334,12 +337,14 @@ impl PageWatchEngine {
         let layout = plan_layout(&ram, &[], max_slots)?;
         let creates: Vec<SlotOp> = layout.slots().iter().copied().map(SlotOp::Create).collect();
         memslots::apply(&vm_fd, &mem, &creates).map_err(Error::Memslots)?;
+        let paging = super::paging::Paging::new(gate.vcpus());
         Ok(PageWatchEngine {
             vm_fd,
             mem,
             gate,
             ids,
             translator: Mutex::new(None),
+            paging,
             max_slots,
             executable,
             state: RwLock::new(State {
@@ -556,6 +561,25 @@ impl PageWatchEngine {
     /// The guest-physical pieces of `range`, translating a virtual one through the guest's
     /// page tables (with the vCPUs briefly out of the guest).
     pub fn physical_ranges(&self, range: WatchRange) -> Result<Vec<(u64, u64)>, Error> {
+        self.physical_ranges_on(range, crate::debug::current_vcpu().unwrap_or(0))
+    }
+
+    /// vCPU `index` exited with `regs` (its synced system registers): translations through it
+    /// use them from now on.
+    pub fn note_paging(&self, index: usize, regs: &super::cpu_structures::Registers) {
+        self.paging.note(index, regs);
+    }
+
+    /// [`Self::physical_ranges`] through vCPU `vcpu`'s page tables: walked in the VMM with its
+    /// registers from its last exit (its boot state before that), with no ioctl and no vCPU
+    /// taken out of the guest. Only where that cannot be done (KVM does not sync the system
+    /// registers, or the guest pages in 32-bit or PAE mode) through `KVM_TRANSLATE` on vCPU 0,
+    /// with the vCPUs out of the guest.
+    pub fn physical_ranges_on(
+        &self,
+        range: WatchRange,
+        vcpu: usize,
+    ) -> Result<Vec<(u64, u64)>, Error> {
         match range {
             WatchRange::Physical { len: 0, .. } | WatchRange::Virtual { len: 0, .. } => {
                 Err(Error::Empty)
@@ -573,6 +597,17 @@ impl PageWatchEngine {
             }
             WatchRange::Physical { gpa, len } => Ok(vec![(gpa, len)]),
             WatchRange::Virtual { gva, len } => {
+                const CR0_PG: u64 = 1 << 31;
+                const EFER_LMA: u64 = 1 << 10;
+                let walkable = |r: &super::cpu_structures::Registers| {
+                    r.cr0 & CR0_PG == 0 || r.efer & EFER_LMA != 0
+                };
+                if let Some(regs) = self.paging.of(vcpu).filter(walkable) {
+                    return Ok(translate::physical_runs(gva, len, |at| {
+                        super::cpu_structures::physical(&self.mem, &regs, at)
+                            .ok_or(translate::Error::NotMapped(at))
+                    })?);
+                }
                 let translator = self.translator.lock().unwrap_or_else(|e| e.into_inner());
                 let Some(t) = translator.as_ref() else {
                     // No vCPU to translate through: the address is taken as physical, which

@@ -7,6 +7,7 @@ pub mod cpu_structures;
 mod engine;
 mod memslots;
 mod migrate;
+mod paging;
 mod remap;
 pub mod route;
 pub mod translate;
