@@ -322,11 +322,17 @@ pub fn thread_backtraces(pid: u32) -> String {
         .args(["-ex", "thread apply all bt 30"])
         .output();
     match out {
-        Ok(out) => String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.starts_with('#') || l.starts_with("Thread"))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        Ok(out) => {
+            let frames: Vec<_> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.starts_with('#') || l.starts_with("Thread"))
+                .map(str::to_owned)
+                .collect();
+            match frames.is_empty() {
+                true => format!("(gdb gave none: {})", String::from_utf8_lossy(&out.stderr)),
+                false => frames.join("\n"),
+            }
+        }
         Err(e) => format!("(no backtraces: {e})"),
     }
 }

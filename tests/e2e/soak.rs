@@ -183,14 +183,16 @@ fn load_and_check(served: &mut Served, gdb_sock: &std::path::Path, pid: u32) -> 
         std::thread::sleep(Duration::from_secs(1));
         rss.extend(rss_kib(pid));
     }
-    // The guest finishes its iteration and reports; the churners stop with the VM.
-    let sent = send_signal(pid, "-USR2");
-    ensure(sent, || "could not send SIGUSR2 to drvisor".into())?;
-    let (code, out, err) = served.finish()?;
+    // The clients stop churning, then the guest is told to finish its iteration and report:
+    // a guest that page-watch churn keeps out of the CPU most of the time on a loaded host
+    // would otherwise take as long to end as the churn lets it.
     stop.store(true, Ordering::Relaxed);
     for c in churners {
         c.join().map_err(|_| "a churner panicked")?;
     }
+    let sent = send_signal(pid, "-USR2");
+    ensure(sent, || "could not send SIGUSR2 to drvisor".into())?;
+    let (code, out, err) = served.finish()?;
     let mut streamed = Vec::new();
     for r in readers {
         streamed.push(r.join().map_err(|_| "a reader panicked")??);

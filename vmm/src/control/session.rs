@@ -448,9 +448,9 @@ impl Session {
         self.debug.resume(reason)
     }
 
-    /// Signals the guest once more on port 0x520 (for guests that wait for the host).
+    /// Signals the guest once more on port 0x520 (for guests that wait for the host). Not a
+    /// change to the engine, so it does not wait at the door: busy clients cannot hold it off.
     pub fn signal_guest(&self) {
-        let _door = self.door();
         self.host_signal.raise();
     }
 
