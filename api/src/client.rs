@@ -374,6 +374,9 @@ impl Client {
         if let Some(gva) = &query.gva {
             q.push(format!("gva={}", encode(gva)));
         }
+        if let Some(vcpu) = query.vcpu {
+            q.push(format!("vcpu={vcpu}"));
+        }
         q.push(format!("len={}", query.len));
         self.get(&format!("/memory?{}", q.join("&")))
     }

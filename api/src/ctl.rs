@@ -92,6 +92,9 @@ pub enum CtlCommand {
         /// A guest-virtual address.
         #[arg(long, value_name = "ADDR")]
         gva: Option<String>,
+        /// With --gva: the vCPU whose page tables translate it (default 0).
+        #[arg(long, value_name = "N", requires = "gva")]
+        vcpu: Option<u32>,
         /// Bytes (1-4096).
         #[arg(long)]
         len: u64,
@@ -303,7 +306,20 @@ fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
         CtlCommand::Caps => print(out, &c.capabilities()?),
         CtlCommand::Regs { vcpu } => print(out, &c.registers(vcpu)?),
         CtlCommand::Debugregs { vcpu } => print(out, &c.debugregs(vcpu)?),
-        CtlCommand::Mem { gpa, gva, len } => print(out, &c.memory(&MemoryQuery { gpa, gva, len })?),
+        CtlCommand::Mem {
+            gpa,
+            gva,
+            vcpu,
+            len,
+        } => print(
+            out,
+            &c.memory(&MemoryQuery {
+                gpa,
+                gva,
+                vcpu,
+                len,
+            })?,
+        ),
         CtlCommand::Break(BreakCommand::Add {
             location,
             vcpu,

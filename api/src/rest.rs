@@ -331,6 +331,10 @@ pub struct MemoryQuery {
     /// A guest-virtual address or a symbol, translated through the guest's page tables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gva: Option<String>,
+    /// With `gva`: the vCPU whose page tables translate it (its CR3 at its last exit), by
+    /// default vCPU 0. A user-space address is only meaningful on the vCPU that runs its process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpu: Option<u32>,
     /// Bytes, 1 to [`MEMORY_READ_MAX`].
     pub len: u64,
 }

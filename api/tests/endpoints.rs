@@ -72,6 +72,7 @@ fn every_endpoint_round_trips() {
         .memory(&MemoryQuery {
             gpa: Some("0x10".into()),
             gva: None,
+            vcpu: None,
             len: 2,
         })
         .unwrap();
@@ -80,6 +81,7 @@ fn every_endpoint_round_trips() {
         .memory(&MemoryQuery {
             gpa: None,
             gva: Some("0x20".into()),
+            vcpu: None,
             len: 1,
         })
         .unwrap();
@@ -218,6 +220,9 @@ fn client_mistakes_are_json_4xx() {
     assert_eq!((st, code.as_str()), (400, "bad-query"));
     let (st, code, _) = refused(&s, Method::GET, "/memory?len=4", None, &[]);
     assert_eq!((st, code.as_str()), (400, "bad-query"));
+    let (st, code, msg) = refused(&s, Method::GET, "/memory?gpa=0&vcpu=1&len=4", None, &[]);
+    assert_eq!((st, code.as_str()), (400, "bad-query"));
+    assert!(msg.contains("`vcpu` goes with `gva`"), "{msg}");
     let (st, code, _) = refused(&s, Method::GET, "/memory?gpa=0&len=lots", None, &[]);
     assert_eq!((st, code.as_str()), (400, "bad-query"));
     let (st, code, _) = refused(&s, Method::GET, "/memory?gpa=0&len=0", None, &[]);

@@ -307,16 +307,53 @@ fn wait_exit(
             return Ok(s);
         }
         if Instant::now() > deadline {
+            let threads = thread_backtraces(child.id());
             let _ = child.kill();
-            return Err("the run did not end".into());
+            return Err(format!("the run did not end; its threads:\n{threads}").into());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// Every thread's backtrace of the live process `pid`, by gdb (for a test that finds drvisor
-/// hung): what each thread waits for.
+/// Every thread's backtrace of the live process `pid`, by gdb, and each thread's state and
+/// kernel stack from /proc (for a test that finds drvisor hung): what each thread waits for,
+/// in user space and in the kernel.
 pub fn thread_backtraces(pid: u32) -> String {
+    format!("{}\n{}", user_backtraces(pid), kernel_states(pid))
+}
+
+/// Each thread's name, state, system call and kernel stack, from /proc/PID/task (the stack only
+/// where the kernel lets this user read it).
+fn kernel_states(pid: u32) -> String {
+    let tasks = format!("/proc/{pid}/task");
+    let Ok(dir) = std::fs::read_dir(&tasks) else {
+        return format!("({tasks} is gone)");
+    };
+    let read = |tid: &std::ffi::OsStr, file: &str| {
+        std::fs::read_to_string(format!("{tasks}/{}/{file}", tid.to_string_lossy()))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|e| format!("({file}: {e})"))
+    };
+    let mut out = String::new();
+    for task in dir.flatten() {
+        let tid = task.file_name();
+        let state = read(&tid, "status")
+            .lines()
+            .filter(|l| l.starts_with("Name:") || l.starts_with("State:"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        out += &format!(
+            "task {}: {state}; wchan {}; syscall {}\n{}\n",
+            tid.to_string_lossy(),
+            read(&tid, "wchan"),
+            read(&tid, "syscall"),
+            read(&tid, "stack")
+        );
+    }
+    out
+}
+
+fn user_backtraces(pid: u32) -> String {
     let out = std::process::Command::new("timeout")
         .args(["60", "gdb", "-q", "-batch", "-nx", "-p", &pid.to_string()])
         .args(["-ex", "thread apply all bt 30"])

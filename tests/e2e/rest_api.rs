@@ -301,11 +301,13 @@ fn watch_added_mid_run(vcpus: usize) -> Result<(), Failed> {
     let mut served = Served::start(&["--paused", "--scenario", "spin", "--vcpus", &n])?;
     let c = &served.client;
     c.resume()?;
-    // Which write the guest is at, read through the API (write i stores i * SPIN_STEP).
+    // Which write the guest is at, read through the API (write i stores i * SPIN_STEP), through
+    // the last vCPU's page tables.
     let read = || -> Result<u64, Failed> {
         let m = c.memory(&drvisor_api::rest::MemoryQuery {
             gpa: None,
             gva: Some("drv_watch_u64".into()),
+            vcpu: Some(vcpus as u32 - 1),
             len: 8,
         })?;
         let bytes: Vec<u8> = (0..8)
@@ -475,6 +477,19 @@ fn errors_and_socket_mode() -> Result<(), Failed> {
     )?;
     let missing = c.breakpoint(99).err().and_then(|e| e.status());
     ensure(missing == Some(404), || format!("unknown id: {missing:?}"))?;
+    let no_tables = c
+        .memory(&drvisor_api::rest::MemoryQuery {
+            gpa: None,
+            gva: Some("drv_watch_u64".into()),
+            vcpu: Some(1),
+            len: 8,
+        })
+        .err()
+        .map(|e| (e.status(), e.code().map(str::to_owned)));
+    ensure(
+        no_tables == Some((Some(422), Some("no-such-vcpu".into()))),
+        || format!("memory through vCPU 1 of 1: {no_tables:?}"),
+    )?;
     if has_curl() {
         let (code, body) = curl(
             &served.sock,

@@ -204,13 +204,20 @@ fn load_and_check(served: &mut Served, gdb_sock: &std::path::Path, pid: u32) -> 
     }
     let sent = send_signal(pid, "-USR2");
     ensure(sent, || "could not send SIGUSR2 to drvisor".into())?;
+    if let Some(vm) = still_served(served, Duration::from_secs(240)) {
+        let gdb_said = gdb.kill_and_tell();
+        return Err(format!(
+            "the VM did not end within 240 s of SIGUSR2; it says {vm}\n{gdb_said}"
+        )
+        .into());
+    }
     let (code, out, err) = served.finish()?;
     let mut streamed = Vec::new();
     for r in readers {
         streamed.push(r.join().map_err(|_| "a reader panicked")??);
     }
     drop(idle);
-    let gdb_out = finish_gdb(gdb)?;
+    let gdb_out = gdb.finish()?;
     ensure(code == 0, || {
         format!("exit {code}: the guest's own counts disagree\n{out}{err}")
     })?;
@@ -277,6 +284,19 @@ fn load_and_check(served: &mut Served, gdb_sock: &std::path::Path, pid: u32) -> 
     Ok(())
 }
 
+/// What the VM says of itself if it still answers its API after `timeout`; `None` once the
+/// API is gone (the VM ended).
+fn still_served(served: &Served, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if served.client.vm().is_err() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    served.client.vm().ok().map(|vm| format!("{vm:?}"))
+}
+
 /// `kill SIGNAL pid`, through kill(1).
 fn send_signal(pid: u32, signal: &str) -> bool {
     Command::new("kill")
@@ -285,19 +305,29 @@ fn send_signal(pid: u32, signal: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// The real gdb, attached to the stub, with the packets it exchanges logged to a file.
+struct Gdb {
+    child: std::process::Child,
+    output: crate::common::Drained,
+    packets: std::path::PathBuf,
+}
+
 /// gdb attached to the stub, with an `hbreak` on `drv_target_3` that counts its stops and
 /// continues at each, until the VM ends.
-fn start_gdb(sock: &std::path::Path) -> Result<std::process::Child, Failed> {
+fn start_gdb(sock: &std::path::Path) -> Result<Gdb, Failed> {
     let elf = temp_path("soak-guest.elf");
     std::fs::write(&elf, drvisor::guest_image::ELF).map_err(|e| e.to_string())?;
     let script = temp_path("soak.gdb");
+    let packets = temp_path("soak-gdb-packets.log");
     let text = format!(
-        "set pagination off\nset confirm off\ntarget remote {}\nhbreak drv_target_3\n\
-         commands\nsilent\necho soak-gdb-stop\\n\ncontinue\nend\ncontinue\n",
+        "set pagination off\nset confirm off\nset remotelogfile {}\ntarget remote {}\n\
+         hbreak drv_target_3\ncommands\nsilent\necho soak-gdb-stop\\n\ncontinue\nend\n\
+         continue\n",
+        packets.display(),
         sock.display()
     );
     std::fs::write(&script, text).map_err(|e| e.to_string())?;
-    Ok(Command::new("gdb")
+    let mut child = Command::new("gdb")
         .args(["-q", "-batch", "-nx", "-x"])
         .arg(&script)
         .arg(&elf)
@@ -305,10 +335,47 @@ fn start_gdb(sock: &std::path::Path) -> Result<std::process::Child, Failed> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("spawn gdb: {e}"))?)
+        .map_err(|e| format!("spawn gdb: {e}"))?;
+    let output = crate::common::Drained::start(&mut child);
+    Ok(Gdb {
+        child,
+        output,
+        packets,
+    })
 }
 
-fn finish_gdb(mut gdb: std::process::Child) -> Result<String, Failed> {
-    let run = crate::common::wait_child(&mut gdb, Duration::from_secs(60))?;
-    Ok(run.stdout + &run.stderr)
+impl Gdb {
+    /// gdb's output once it has ended with the VM.
+    fn finish(mut self) -> Result<String, Failed> {
+        let run = self.output.wait(&mut self.child, Duration::from_secs(60))?;
+        let _ = std::fs::remove_file(&self.packets);
+        Ok(run.stdout + &run.stderr)
+    }
+
+    /// For a hung run: gdb's output and the last packets it exchanged, and gdb is killed.
+    fn kill_and_tell(mut self) -> String {
+        let threads = crate::common::thread_backtraces(self.child.id());
+        let _ = self.child.kill();
+        let said = match self.output.wait(&mut self.child, Duration::from_secs(10)) {
+            Ok(run) => run.stdout + &run.stderr,
+            Err(e) => format!("(gdb's output: {e:?})"),
+        };
+        let log = std::fs::read_to_string(&self.packets).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let last = lines[lines.len().saturating_sub(60)..].join("\n");
+        format!(
+            "gdb said:\n{}\ngdb's last packets ({} lines in all):\n{last}\ngdb's threads:\n{threads}",
+            cut_tail(&said, 3000),
+            lines.len()
+        )
+    }
+}
+
+/// The last `max` bytes of `text` (at a character boundary).
+fn cut_tail(text: &str, max: usize) -> &str {
+    let mut from = text.len().saturating_sub(max);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    &text[from..]
 }

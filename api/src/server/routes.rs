@@ -232,18 +232,21 @@ pub(crate) async fn registers(
     call(&st, move |c| c.registers(n)).await.map(Json)
 }
 
-/// Reads guest memory: exactly one of `gpa` and `gva`, and `len` (1 to 4096). Both or
-/// neither address, or an unknown parameter, is 400 `bad-query`; a `len` out of range is 422
-/// `bad-length`.
+/// Reads guest memory: exactly one of `gpa` and `gva`, and `len` (1 to 4096); with `gva`,
+/// optionally the `vcpu` whose page tables translate it. Both or neither address, `vcpu` with
+/// `gpa`, or an unknown parameter, is 400 `bad-query`; a `len` out of range is 422
+/// `bad-length`; a `vcpu` the VM does not have is 422 `no-such-vcpu`.
 #[utoipa::path(get, path = "/memory", tag = "memory",
     params(
         ("gpa" = Option<String>, Query, description = "A guest-physical address (`0x` hex or decimal)"),
         ("gva" = Option<String>, Query, description = "A guest-virtual address or a symbol, translated through the guest's page tables"),
+        ("vcpu" = Option<u32>, Query, description = "With `gva`: the vCPU whose page tables translate it (default 0)"),
         ("len" = u64, Query, description = "Bytes, 1 to 4096"),
     ),
     responses(
         (status = 200, description = "The bytes", body = MemoryRead),
-        (status = 422, description = "Bad length, unmapped or unparsable address", body = ErrorBody),
+        (status = 400, description = "Both or neither address, or `vcpu` with `gpa`", body = ErrorBody),
+        (status = 422, description = "Bad length, no such vCPU, unmapped or unparsable address", body = ErrorBody),
     ))]
 pub(crate) async fn memory(
     State(st): State<AppState>,
@@ -253,6 +256,12 @@ pub(crate) async fn memory(
         return Err(bad_request(
             "bad-query",
             "give exactly one of `gpa` and `gva`",
+        ));
+    }
+    if q.vcpu.is_some() && q.gpa.is_some() {
+        return Err(bad_request(
+            "bad-query",
+            "`vcpu` goes with `gva`: a guest-physical address needs no vCPU's page tables",
         ));
     }
     if q.len == 0 || q.len > MEMORY_READ_MAX {

@@ -384,10 +384,15 @@ impl Control for Session {
             }
             (None, Some(gva)) => {
                 // A symbol or an address, as everywhere a location is written; read page by
-                // page through vCPU 0's page tables (the kernel's mappings are every vCPU's).
+                // page through the page tables of the vCPU asked for, by default vCPU 0 (the
+                // kernel's mappings are every vCPU's).
                 let gva = self.parse_location(gva)?.1;
+                let vcpu = match self.scope_of(query.vcpu)? {
+                    Scope::Vcpu(VcpuId(v)) => v as usize,
+                    Scope::Vm => 0,
+                };
                 let gpa = self
-                    .read_virtual(0, gva, &mut bytes)
+                    .read_virtual(vcpu, gva, &mut bytes)
                     .map_err(|e| unprocessable("not-mapped", e))?;
                 (gpa, Some(gva))
             }
