@@ -15,10 +15,16 @@ use crate::common::{ensure, read_events, Failed, Trial};
 use crate::rest_api::Served;
 
 pub fn trials() -> Vec<Trial> {
-    let mut t = vec![Trial::test(
-        "live_changes::one_id_deleted_twice_at_once_is_removed_once",
-        deleted_twice_at_once,
-    )];
+    let mut t = vec![
+        Trial::test(
+            "live_changes::one_id_deleted_twice_at_once_is_removed_once",
+            deleted_twice_at_once,
+        ),
+        Trial::test(
+            "live_changes::a_client_gone_mid_add_leaves_a_whole_breakpoint_or_none",
+            client_gone_mid_add,
+        ),
+    ];
     for vcpus in [1, 2] {
         t.push(Trial::test(
             format!("live_changes::churn_at_a_kept_address_changes_nothing_{vcpus}_vcpus"),
@@ -196,6 +202,124 @@ fn deleted_twice_at_once() -> Result<(), Failed> {
             })?;
         }
         served.client.stop()?;
+        Ok(())
+    })();
+    result.map_err(|e| served.explain(e))
+}
+
+/// Clients that send `POST /breakpoints` and hang up at once, at moments from before the
+/// answer to well after: each breakpoint is armed whole or not at all. One that the VM lists is
+/// armed in a slot, has its `added` event, and (removed before the next client comes, so the
+/// four slots do not run out) its `removed`; one that is not listed left no event. The last one
+/// is kept and counts every call of its function, once.
+fn client_gone_mid_add() -> Result<(), Failed> {
+    use std::io::Write;
+    const ROUNDS: u64 = 20;
+    const CALLS: u64 = 300;
+    let cmdline = format!("count={CALLS}");
+    let mut served = Served::start(&[
+        "--paused",
+        "--scenario",
+        "smp",
+        "--cmdline",
+        &cmdline,
+        "--vcpus",
+        "1",
+        "--quiet",
+    ])?;
+    let result = (|| -> Result<(), Failed> {
+        let body = r#"{"location":"drv_target_0","action":"continue"}"#;
+        let request = format!(
+            "POST /breakpoints HTTP/1.1\r\nhost: drvisor\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (mut armed, mut kept) = (Vec::new(), None);
+        for round in 0..ROUNDS {
+            let mut s =
+                std::os::unix::net::UnixStream::connect(&served.sock).map_err(|e| e.to_string())?;
+            s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+            // Gone at once, or after 0.1 to 1.9 ms: before, during and after the arming.
+            if round % 2 == 1 {
+                std::thread::sleep(Duration::from_micros(100 * round));
+            }
+            drop(s);
+            // The arming of a request whose client left still runs to its end: wait until the
+            // list stops changing.
+            let mut listed = served.client.breakpoints()?;
+            loop {
+                std::thread::sleep(Duration::from_millis(200));
+                let now = served.client.breakpoints()?;
+                if now == listed {
+                    break;
+                }
+                listed = now;
+            }
+            ensure(listed.len() <= 1, || {
+                format!("round {round}: one abandoned add, and the VM lists {listed:?}")
+            })?;
+            if let Some(bp) = listed.first() {
+                let whole = bp.state.starts_with("armed")
+                    && !bp.vcpus.is_empty()
+                    && bp
+                        .vcpus
+                        .iter()
+                        .all(|p| p.state == "armed" && p.slot.is_some());
+                ensure(whole, || {
+                    format!("round {round}: #{} is listed half-armed: {bp:?}", bp.id)
+                })?;
+                armed.push(u64::from(bp.id));
+                match round + 1 < ROUNDS {
+                    true => served.client.remove_breakpoint(bp.id)?,
+                    false => kept = Some(u64::from(bp.id)),
+                }
+            }
+        }
+        served.client.resume()?;
+        let (code, out, err) = served.finish()?;
+        ensure(code == 0, || format!("exit {code}\n{out}{err}"))?;
+        let events = read_events(&served.events)?;
+        check_brackets(&events)?;
+        let changed = |change: &str| -> Vec<u64> {
+            events
+                .iter()
+                .filter(|e| e["event"] == "plan" && e["change"] == change)
+                .filter_map(|e| e["breakpoint"]["id"].as_u64())
+                .collect()
+        };
+        ensure(changed("added") == armed, || {
+            format!(
+                "listed in turn {armed:?}, but the events file has `added` for {:?}",
+                changed("added")
+            )
+        })?;
+        let removed: Vec<u64> = armed
+            .iter()
+            .copied()
+            .filter(|&id| Some(id) != kept)
+            .collect();
+        ensure(changed("removed") == removed, || {
+            format!(
+                "removed in turn {removed:?}, but the events file has `removed` for {:?}",
+                changed("removed")
+            )
+        })?;
+        if let Some(id) = kept {
+            let hits = events
+                .iter()
+                .filter(|e| e["event"] == "hit" && e["id"] == id)
+                .count() as u64;
+            ensure(hits == CALLS, || {
+                format!("kept #{id}: {hits} hits for the guest's {CALLS} calls")
+            })?;
+        }
+        ensure(!armed.is_empty(), || {
+            format!("none of {ROUNDS} complete requests was served before its client left")
+        })?;
+        println!(
+            "{} of {ROUNDS} abandoned adds were armed, each whole",
+            armed.len()
+        );
         Ok(())
     })();
     result.map_err(|e| served.explain(e))
