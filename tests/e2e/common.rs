@@ -402,10 +402,19 @@ impl Drained {
     /// Waits for `child` to exit (killing it after `timeout`) and returns what it wrote.
     pub fn wait(self, child: &mut std::process::Child, timeout: Duration) -> Result<Run, Failed> {
         let status = wait_exit(child, timeout)?;
+        let (stdout, stderr) = self.collect();
         Ok(Run {
             code: status.code().unwrap_or(-1),
-            stdout: self.out.join().unwrap_or_default(),
-            stderr: self.err.join().unwrap_or_default(),
+            stdout,
+            stderr,
         })
+    }
+
+    /// Everything the child wrote to stdout and stderr, once it has ended (or been killed).
+    pub fn collect(self) -> (String, String) {
+        (
+            self.out.join().unwrap_or_default(),
+            self.err.join().unwrap_or_default(),
+        )
     }
 }

@@ -2,7 +2,7 @@
 //! gdb script, the guest's own counts as the truth. Without gdb every trial is ignored with
 //! the reason.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -124,6 +124,8 @@ impl Stub {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("gdb: {e}"))?;
+        // Read while gdb runs: gdb blocked on a full pipe would never resume the VM.
+        let output = crate::common::Drained::start(&mut child);
         let started = Instant::now();
         let mut interrupt = api.map(Client::unix).transpose()?;
         let running = |c: &Client| {
@@ -148,13 +150,8 @@ impl Stub {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let mut out = String::new();
-        if let Some(mut o) = child.stdout.take() {
-            let _ = o.read_to_string(&mut out);
-        }
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut out);
-        }
+        let (stdout, stderr) = output.collect();
+        let out = stdout + &stderr;
         let _ = std::fs::remove_file(&file);
         let _ = std::fs::remove_file(&elf);
         match status {
