@@ -16,6 +16,10 @@ type Case = (&'static str, fn() -> Result<(), Failed>);
 pub fn trials() -> Vec<Trial> {
     let cases: Vec<Case> = vec![
         ("gdb::hbreak_counts_every_call", hbreak_counts_every_call),
+        (
+            "gdb::a_fifth_hbreak_is_refused_not_left_pending",
+            fifth_hbreak_refused,
+        ),
         ("gdb::break_on_smp_names_the_vcpu", break_on_smp),
         ("gdb::watch_and_awatch_on_this_host", watch_and_awatch),
         (
@@ -200,6 +204,31 @@ fn hbreak_counts_every_call() -> Result<(), Failed> {
     )?;
     ensure(out.contains("exited normally"), || {
         format!("gdb did not see the end\n{out}")
+    })
+}
+
+/// Four `hbreak`s take the four slots; a fifth, which could never fire, is refused, so gdb says
+/// it could not insert them and does not resume (instead of believing it inserted all five).
+/// gdb's batch script ends at that error and gdb detaches: the guest then runs to its end with
+/// none of gdb's breakpoints left behind.
+fn fifth_hbreak_refused() -> Result<(), Failed> {
+    let mut stub = Stub::start(&["--scenario", "exec", "--cmdline", "count=20"])?;
+    let out = stub.gdb(
+        "hbreak drv_target_0\nhbreak drv_target_1\nhbreak drv_target_2\nhbreak drv_target_3\n\
+         hbreak *((char *)&drv_target_0 + 1)\ncontinue",
+    )?;
+    ensure(
+        out.contains("Could not insert hardware breakpoints"),
+        || format!("the fifth hbreak was not refused\n{out}"),
+    )?;
+    ensure(!out.contains("Breakpoint 1, "), || {
+        format!("gdb resumed although it could not insert a breakpoint\n{out}")
+    })?;
+    let run = stub.finish()?;
+    run.expect_code(0)?;
+    let calls = guest_number(&run, &["scenario=exec", "target=0"], "calls")?;
+    ensure(calls == 20, || {
+        format!("the guest made {calls} of 20 calls\n{run}")
     })
 }
 

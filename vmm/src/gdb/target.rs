@@ -150,16 +150,33 @@ impl GdbTarget {
             action
         });
         match self.session.arm_with(req, on_hit) {
-            Ok((id, _)) => {
-                self.points.insert(point, id.0);
-                Ok(true)
-            }
+            Ok((id, _)) => match self.not_live(id.0) {
+                // Nothing accepted that cannot fire: gdb believes what it inserted stops it,
+                // so a breakpoint left pending (every slot taken) or a watch waiting for its
+                // page to be mapped is taken back, and gdb says it could not insert it.
+                Some(state) => {
+                    let _ = self.session.remove(id.0);
+                    tracing::warn!("gdb: cannot insert {point:?}: it would be {state}");
+                    Ok(false)
+                }
+                None => {
+                    self.points.insert(point, id.0);
+                    Ok(true)
+                }
+            },
             Err(e) => {
                 // gdb prints only that the breakpoint could not be inserted; say why here.
                 tracing::warn!("gdb: cannot insert {point:?}: {e}");
                 Ok(false)
             }
         }
+    }
+
+    /// The state of breakpoint `id` unless it is armed on every vCPU it is meant for.
+    fn not_live(&self, id: u32) -> Option<String> {
+        let bp = self.session.breakpoint(id)?;
+        let armed = bp.state.starts_with("armed") && bp.vcpus.iter().all(|p| p.state == "armed");
+        (!armed).then_some(bp.state)
     }
 
     fn remove(&mut self, point: Point) -> TargetResult<bool, Self> {
