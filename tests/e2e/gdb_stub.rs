@@ -296,7 +296,7 @@ fn registers_memory_stepi() -> Result<(), Failed> {
     let mut stub = Stub::start(&["--scenario", "write", "--cmdline", "count=3"])?;
     let out = stub.gdb(
         "hbreak drv_target_0\nwatch *(unsigned int *)&drv_watch_u32\ncontinue\ndelete\n\
-         printf \"RIP0 %lu\\n\", $rip\nstepi\nprintf \"RIP1 %lu\\n\", $rip\n\
+         printf \"RIP0 %lu\\n\", $rip\nprintf \"EFLAGS %lu\\n\", $eflags\nstepi\nprintf \"RIP1 %lu\\n\", $rip\n\
          set var *(unsigned int *)&drv_watch_u32 = 4242\n\
          printf \"MEM %u\\n\", *(unsigned int *)&drv_watch_u32\n\
          set $r15 = 77\nmaint flush register-cache\nprintf \"R15 %lu\\n\", $r15\ndetach",
@@ -308,6 +308,10 @@ fn registers_memory_stepi() -> Result<(), Failed> {
         rip0.zip(rip1).is_some_and(|(a, b)| b > a && b - a <= 15),
         || format!("stepi went from {rip0:?} to {rip1:?}\n{out}"),
     )?;
+    let eflags = number_after(&out, "EFLAGS ");
+    ensure(eflags.is_some_and(|f| f & (1 << 16) == 0), || {
+        format!("RFLAGS at the stop: {eflags:?}, with the VMM's RF showing\n{out}")
+    })?;
     ensure(number_after(&out, "MEM ") == Some(4242), || {
         format!("memory write not read back\n{out}")
     })?;

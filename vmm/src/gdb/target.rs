@@ -61,6 +61,9 @@ pub struct Stop {
     pub point: Option<Point>,
 }
 
+/// RFLAGS.RF, the resume flag.
+const RFLAGS_RF: u64 = 1 << 16;
+
 /// How long a single-step may take before gdb is told it failed.
 const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -216,7 +219,9 @@ impl MultiThreadBase for GdbTarget {
             g.r12, g.r13, g.r14, g.r15,
         ];
         regs.rip = g.rip;
-        regs.eflags = g.rflags as u32;
+        // RF is the VMM's business at a stop (it resumes past the breakpoint with it), not the
+        // guest's state: gdb sees RFLAGS as the guest's code left them, as QEMU shows them.
+        regs.eflags = (g.rflags & !RFLAGS_RF) as u32;
         regs.segments.cs = u32::from(r.cs.selector);
         regs.segments.ss = u32::from(r.ss.selector);
         regs.segments.ds = u32::from(r.ds.selector);
@@ -227,6 +232,11 @@ impl MultiThreadBase for GdbTarget {
     }
 
     fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+        // gdb writes back the RFLAGS it read, without RF: the vCPU keeps its own RF.
+        let rf = self
+            .session
+            .parked_registers(index(tid))
+            .map_or(0, |now| now.regs.rflags & RFLAGS_RF);
         let r = &regs.regs;
         let written = Registers {
             rax: r[0],
@@ -246,7 +256,7 @@ impl MultiThreadBase for GdbTarget {
             r14: r[14],
             r15: r[15],
             rip: regs.rip,
-            rflags: u64::from(regs.eflags),
+            rflags: (u64::from(regs.eflags) & !RFLAGS_RF) | rf,
         };
         if self.session.write_registers(index(tid), written) {
             Ok(())
