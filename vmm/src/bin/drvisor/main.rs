@@ -298,6 +298,10 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         })?),
         None => None,
     };
+    if let (Some(_), Some(at)) = (&gdb_stub, &args.gdb) {
+        // `serve` returns once the listener is bound: gdb can connect from now on.
+        announce::say(format!("gdb stub listening on {}", cut(at)));
+    }
 
     let outcome = vm.run().map_err(vm_failure)?;
     let traps = session.page_traps();
