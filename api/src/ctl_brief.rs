@@ -36,9 +36,18 @@ pub fn vm(v: &VmInfo) -> String {
 /// `#1 exec drv_target_0 at 0x108ee0: hw, armed, 12 hits, owner api`, with the access and
 /// length of a watch, a vCPU scope and an action other than `continue` where they apply.
 pub fn breakpoint(b: &Breakpoint) -> String {
-    let mut what = format!("#{} {} {} at {:#x}", b.id, word(&b.kind), b.location, b.addr);
+    let mut what = format!(
+        "#{} {} {} at {:#x}",
+        b.id,
+        word(&b.kind),
+        b.location,
+        b.addr
+    );
     if b.kind == BreakpointKind::Watch {
-        let access = b.access.as_ref().map_or_else(String::new, |a| format!(" {}", word(a)));
+        let access = b
+            .access
+            .as_ref()
+            .map_or_else(String::new, |a| format!(" {}", word(a)));
         what.push_str(&format!(" ({} bytes{access})", b.len));
     }
     let mut line = format!(

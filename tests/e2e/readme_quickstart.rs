@@ -115,9 +115,27 @@ fn quickstarts(readme: &str) -> Result<Vec<Quickstart>, String> {
     for q in &found {
         match q.blocks.first() {
             Some(Block::Commands { .. }) => {}
-            _ => return Err(format!("quickstart {} does not start with commands", q.name)),
+            _ => {
+                return Err(format!(
+                    "quickstart {} does not start with commands",
+                    q.name
+                ))
+            }
         }
-        if q.blocks.iter().filter(|b| matches!(b, Block::Commands { background: true, .. })).count() > 1 {
+        if q.blocks
+            .iter()
+            .filter(|b| {
+                matches!(
+                    b,
+                    Block::Commands {
+                        background: true,
+                        ..
+                    }
+                )
+            })
+            .count()
+            > 1
+        {
             return Err(format!("quickstart {} has two background blocks", q.name));
         }
     }
@@ -131,8 +149,7 @@ fn matches(pattern: &str, line: &str) -> bool {
         return pattern == line;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !line.starts_with(first) || line.len() < first.len() + last.len() || !line.ends_with(last)
-    {
+    if !line.starts_with(first) || line.len() < first.len() + last.len() || !line.ends_with(last) {
         return false;
     }
     let mut rest = &line[first.len()..line.len() - last.len()];
@@ -318,7 +335,9 @@ fn run_in(q: &Quickstart, dir: &Path) -> Result<(), Failed> {
             // "The first terminal": the next blocks start once it says it is ready.
             let ready = expected
                 .first()
-                .ok_or_else(|| format!("README.md:{line}: a background block needs its ready line"))?
+                .ok_or_else(|| {
+                    format!("README.md:{line}: a background block needs its ready line")
+                })?
                 .clone();
             shell.wait_for(&ready)?;
             background = Some((shell, expected, *line));
@@ -341,13 +360,16 @@ fn run_in(q: &Quickstart, dir: &Path) -> Result<(), Failed> {
 }
 
 pub fn trials() -> Vec<Trial> {
-    let mut trials = vec![Trial::test("readme_quickstart::the_readme_has_four", || {
-        let found = quickstarts(README)?;
-        let names: Vec<&str> = found.iter().map(|q| q.name.as_str()).collect();
-        ensure(names == ["break", "rest", "gdb", "ci"], || {
-            format!("the README's quickstarts are {names:?}")
-        })
-    })];
+    let mut trials = vec![Trial::test(
+        "readme_quickstart::the_readme_has_four",
+        || {
+            let found = quickstarts(README)?;
+            let names: Vec<&str> = found.iter().map(|q| q.name.as_str()).collect();
+            ensure(names == ["break", "rest", "gdb", "ci"], || {
+                format!("the README's quickstarts are {names:?}")
+            })
+        },
+    )];
     trials.push(Trial::test("readme_quickstart::parser_and_matcher", || {
         parser_and_matcher();
         Ok(())
@@ -418,7 +440,10 @@ fn parser_and_matcher() {
             },
         ]
     );
-    assert!(check_output(&["b".into(), "a".into()], "a\nb\n", "t").is_err(), "order counts");
+    assert!(
+        check_output(&["b".into(), "a".into()], "a\nb\n", "t").is_err(),
+        "order counts"
+    );
     assert!(check_output(&["a".into(), "b".into()], "a\nx\nb\n", "t").is_ok());
     assert!(quickstarts("```sh quickstart=y\nnever closed\n").is_err());
 }
