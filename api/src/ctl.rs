@@ -1,7 +1,8 @@
 //! `drvisor ctl`: the command-line client of the REST control plane. The `drvisor` binary
 //! embeds [`CtlArgs`] as its `ctl` subcommand and exits with [`run`]'s code.
 //!
-//! Output: a response as pretty JSON on stdout; events one line each,
+//! Output: a response as pretty JSON on stdout (with `--brief`, one line per object:
+//! [`crate::ctl_brief`]); events one line each,
 //! `<id> <kind> <data>` (`-` for no id). A failure is one line on stderr,
 //! `drvisor ctl: <message> (<code>, HTTP <status>)` for an error the server answered.
 //!
@@ -47,6 +48,10 @@ pub struct CtlArgs {
     /// A file holding the bearer token for --tcp.
     #[arg(long, value_name = "FILE", requires = "tcp")]
     pub token_file: Option<PathBuf>,
+    /// One line per answer, for a person (the VM's state, each breakpoint and watch), instead
+    /// of pretty JSON; other answers are their JSON on one line.
+    #[arg(long, global = true)]
+    pub brief: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -291,21 +296,69 @@ fn client(args: &CtlArgs) -> Result<Client, Failure> {
     Ok(made?)
 }
 
-fn print(out: &mut dyn Write, value: &impl Serialize) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Local(e.to_string()))?;
+/// An answer `ctl` prints: pretty JSON, or with `--brief` one line per object.
+trait Shown {
+    fn json(&self) -> serde_json::Result<String>;
+    fn brief(&self) -> serde_json::Result<String>;
+}
+
+/// An answer without a brief form of its own: `--brief` prints its JSON on one line.
+struct Json<T>(T);
+
+impl<T: Serialize> Shown for Json<T> {
+    fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string_pretty(&self.0)
+    }
+    fn brief(&self) -> serde_json::Result<String> {
+        serde_json::to_string(&self.0)
+    }
+}
+
+impl Shown for crate::rest::VmInfo {
+    fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string_pretty(self)
+    }
+    fn brief(&self) -> serde_json::Result<String> {
+        Ok(crate::ctl_brief::vm(self))
+    }
+}
+
+impl Shown for crate::rest::Breakpoint {
+    fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string_pretty(self)
+    }
+    fn brief(&self) -> serde_json::Result<String> {
+        Ok(crate::ctl_brief::breakpoint(self))
+    }
+}
+
+impl Shown for Vec<crate::rest::Breakpoint> {
+    fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string_pretty(self)
+    }
+    fn brief(&self) -> serde_json::Result<String> {
+        Ok(crate::ctl_brief::breakpoints(self))
+    }
+}
+
+fn print(out: &mut dyn Write, value: &dyn Shown, brief: bool) -> Result<(), Failure> {
+    let text = if brief { value.brief() } else { value.json() }
+        .map_err(|e| Failure::Local(e.to_string()))?;
     writeln!(out, "{text}").map_err(|e| Failure::Local(format!("writing output: {e}")))
 }
 
 fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
     let c = client(&args)?;
+    let brief = args.brief;
+    let print = |out: &mut dyn Write, value: &dyn Shown| print(out, value, brief);
     match args.command {
         CtlCommand::Vm => print(out, &c.vm()?),
         CtlCommand::Pause => print(out, &c.pause()?),
         CtlCommand::Resume => print(out, &c.resume()?),
         CtlCommand::Stop => print(out, &c.stop()?),
-        CtlCommand::Caps => print(out, &c.capabilities()?),
-        CtlCommand::Regs { vcpu } => print(out, &c.registers(vcpu)?),
-        CtlCommand::Debugregs { vcpu } => print(out, &c.debugregs(vcpu)?),
+        CtlCommand::Caps => print(out, &Json(c.capabilities()?)),
+        CtlCommand::Regs { vcpu } => print(out, &Json(c.registers(vcpu)?)),
+        CtlCommand::Debugregs { vcpu } => print(out, &Json(c.debugregs(vcpu)?)),
         CtlCommand::Mem {
             gpa,
             gva,
@@ -313,12 +366,12 @@ fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
             len,
         } => print(
             out,
-            &c.memory(&MemoryQuery {
+            &Json(c.memory(&MemoryQuery {
                 gpa,
                 gva,
                 vcpu,
                 len,
-            })?,
+            })?),
         ),
         CtlCommand::Break(BreakCommand::Add {
             location,

@@ -13,6 +13,7 @@ pub const MAX_CAPTURE: u16 = 4096;
 pub mod client;
 pub mod control;
 pub mod ctl;
+pub mod ctl_brief;
 pub mod rest;
 pub mod ring;
 pub mod server;

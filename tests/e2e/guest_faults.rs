@@ -59,7 +59,7 @@ fn watch_on_the_page_tables(spec: &'static str) -> Result<(), Failed> {
 /// fault, the warning that names the watch; or, on a host that can deliver it after all, the
 /// guest's own exact success; or, as measured on SVM (nested), KVM loses the deliveries
 /// without any exit saying so: the frames' stores trap, the guest's handler never runs, and
-/// the guest's own check fails (status 1, every slot 0 hits), which the README documents.
+/// the guest's own check fails (status 1, every slot 0 hits), which docs/watchpoints.md documents.
 fn watch_on_the_exception_stack() -> Result<(), Failed> {
     let spec = "drv_stacks+0x3ff0:w:8";
     let args = [

@@ -22,6 +22,7 @@ mod live_changes;
 mod one_door;
 mod page_watches;
 mod probe_table;
+mod readme_quickstart;
 mod real_bzimage_mutations;
 mod rest_api;
 mod scenarios;
@@ -64,5 +65,6 @@ fn main() {
     trials.extend(emulation::trials(&ctx));
     trials.extend(emulation_exact::trials(&ctx));
     trials.extend(ci_harness::trials(&ctx));
+    trials.extend(readme_quickstart::trials());
     libtest_mimic::run(&args, trials).exit();
 }

@@ -483,7 +483,7 @@ impl VcpuDebug {
     /// A BS the guest's own TF would have raised during the step is not added: on our hosts
     /// RFLAGS.TF at a hit cannot be told apart from KVM's own single-step flag leaking into the
     /// frame the guest's #DB handler pushed (adding it delivered one spurious BS per hit), and
-    /// the guest's TF is not tracked elsewhere. The README says so.
+    /// the guest's TF is not tracked elsewhere. docs/design.md (Known limits) says so.
     fn finish_step(&mut self, pc: u64, guest_dr6: Option<Dr6>) -> Option<Dr6> {
         // A client's step ends once RIP has moved: one instruction has run. A step exit with
         // RIP still there is a `rep` iteration or (seen on this project's hosts under SMP

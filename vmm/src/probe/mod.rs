@@ -1,5 +1,5 @@
 //! The host probe: tiny VMs that find out which guest-debug mechanisms this host's KVM really
-//! delivers. One row per mechanism of the platform notes' table (the main README shows it); the experiments
+//! delivers. One row per mechanism of the platform notes' table (docs/hosts.md shows it); the experiments
 //! are those of `kvm-probe.c`, so the two agree row for row.
 //!
 //! Requests are routed by [`ProbeReport::delivers`], never by assumptions about the host.

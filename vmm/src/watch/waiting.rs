@@ -12,7 +12,7 @@
 //!
 //! until its bytes translate to RAM; then it is armed exactly as if it had translated at once,
 //! and the engine's listener (the control session, which tells every client) hears of it.
-//! Accesses before that moment are not seen: the README says so. The same timer follows armed
+//! Accesses before that moment are not seen: docs/watchpoints.md says so. The same timer follows armed
 //! watches that the guest maps elsewhere ([`super::remap`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};

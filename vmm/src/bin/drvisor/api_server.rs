@@ -32,11 +32,14 @@ pub fn start(args: &RunArgs, session: Arc<Session>) -> Result<Option<ServerHandl
         "--api-tcp"
     };
     let server = serve(session, config).map_err(|e| Failure::usage(format!("{flag}: {e}")))?;
+    // One line per listener, said once it is bound and listening (`serve` returns only then),
+    // so a person or a script knows when `drvisor ctl` can connect. Said with `--quiet` too:
+    // it is not part of the summary.
     if let Some(path) = server.unix_path() {
-        tracing::info!("REST control plane on {}", path.display());
+        crate::announce::say(format!("REST API listening on {}", path.display()));
     }
     if let Some(addr) = server.tcp_addr() {
-        tracing::info!("REST control plane on http://{addr}");
+        crate::announce::say(format!("REST API listening on http://{addr}"));
     }
     Ok(Some(server))
 }

@@ -32,6 +32,13 @@ pub enum Command {
     Ctl(Box<drvisor_api::ctl::CtlArgs>),
     /// Run spec files (TOML) as a CI suite: JUnit XML, a JSON report, an exit code.
     Ci(Box<crate::ci::CiArgs>),
+    /// Write the embedded test guest's ELF (with its symbols) to a file, for gdb or for
+    /// `drvisor run --kernel`.
+    GuestImage {
+        /// The file to write (created or replaced).
+        #[arg(long, value_name = "FILE")]
+        write: PathBuf,
+    },
 }
 
 /// `drvisor run`.

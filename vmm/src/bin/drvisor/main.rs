@@ -83,6 +83,7 @@ fn main() -> ExitCode {
         Command::Probe { json } => probe_host(json),
         Command::Ctl(args) => Ok(drvisor_api::ctl::run(*args)),
         Command::Ci(args) => Ok(ci::main(*args)),
+        Command::GuestImage { write } => write_guest_image(&write),
     };
     let code = match result {
         Ok(code) => code,
@@ -93,6 +94,23 @@ fn main() -> ExitCode {
     };
     announce::flush();
     ExitCode::from(code)
+}
+
+/// `drvisor guest-image --write FILE`: the embedded test guest's ELF, for gdb's symbols or
+/// `--kernel`. A path that cannot be written is the user's mistake (exit 2).
+fn write_guest_image(path: &std::path::Path) -> Result<u8, Failure> {
+    std::fs::write(path, drvisor::guest_image::ELF).map_err(|e| {
+        Failure::usage(format!(
+            "guest-image --write {}: {e}",
+            cut(&path.display().to_string())
+        ))
+    })?;
+    announce::say(format!(
+        "wrote the test guest's ELF ({} bytes) to {}",
+        drvisor::guest_image::ELF.len(),
+        path.display()
+    ));
+    Ok(0)
 }
 
 /// clap's error as one line: its first line without the `error: ` prefix, quoted input cut,
@@ -280,6 +298,10 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         })?),
         None => None,
     };
+    if let (Some(_), Some(at)) = (&gdb_stub, &args.gdb) {
+        // `serve` returns once the listener is bound: gdb can connect from now on.
+        announce::say(format!("gdb stub listening on {}", cut(at)));
+    }
 
     let outcome = vm.run().map_err(vm_failure)?;
     let traps = session.page_traps();

@@ -134,7 +134,7 @@ pub fn hit_events(text: &str) -> Vec<HitEvent> {
 }
 
 /// What `drvisor run`'s exit code and messages mean. drvisor's own codes always come with a
-/// `drvisor:` line; without one, the code is the guest's status (README, "Exit codes").
+/// `drvisor:` line; without one, the code is the guest's status (docs/cli.md, "Exit codes").
 pub fn end_of(code: i32, messages: &str) -> RunEnd {
     let last = messages
         .lines()
