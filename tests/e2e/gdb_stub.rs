@@ -186,12 +186,35 @@ fn number_after(text: &str, prefix: &str) -> Option<u64> {
 
 const COUNTING: &str = "commands\nsilent\nset $hits = $hits + 1\ncontinue\nend\nset $hits = 0\ncontinue\nprintf \"HITS %d\\n\", $hits";
 
-/// `hbreak` with `silent; continue` is hit exactly as often as the guest calls the function.
+/// `hbreak` with `silent; continue` is hit exactly as often as the guest calls the function,
+/// and stays one drvisor breakpoint although gdb removes and re-inserts it at every stop: one
+/// id, one `added`, no other plan event until gdb goes.
 fn hbreak_counts_every_call() -> Result<(), Failed> {
     let mut stub = Stub::start(&["--scenario", "exec", "--cmdline", "count=200"])?;
     let out = stub.gdb(&format!("hbreak drv_target_1\n{COUNTING}"))?;
     let run = stub.finish()?;
     run.expect_code(0)?;
+    let events = crate::common::read_events(&stub.events)?;
+    let plans: Vec<String> = events
+        .iter()
+        .filter(|e| e["event"] == "plan")
+        .map(|e| format!("{} #{}", e["change"], e["breakpoint"]["id"]))
+        .collect();
+    ensure(
+        plans.first().map(String::as_str) == Some("\"added\" #1"),
+        || format!("gdb's breakpoint was not added once as #1: {plans:?}"),
+    )?;
+    ensure(plans.len() <= 2, || {
+        format!(
+            "gdb's re-inserts changed the plan: {} plan events {plans:?}",
+            plans.len()
+        )
+    })?;
+    let hits = events.iter().filter(|e| e["event"] == "hit");
+    ensure(
+        hits.clone().all(|e| e["id"] == 1) && hits.count() == 200,
+        || "gdb's hits are not 200 hits of #1".into(),
+    )?;
     let calls = guest_number(&run, &["scenario=exec", "target=1"], "calls")?;
     ensure(
         number_after(&out, "HITS ") == Some(calls) && calls == 200,

@@ -9,6 +9,7 @@
 
 mod event_loop;
 mod listen;
+mod points;
 mod target;
 
 pub use listen::{parse_listen, serve, Listen, Served};

@@ -1,7 +1,7 @@
 //! gdb's view of the VM: threads are vCPUs, breakpoints and watchpoints are session requests
 //! owned by `gdb`, and a hit of one stops every vCPU and is reported to gdb.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
@@ -25,6 +25,7 @@ use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use gdbstub_arch::x86::X86_64_SSE;
 
+use super::points::{Inserted, Points};
 use crate::control::{Request, Session, What};
 use crate::debug::HitContext;
 use crate::watch::{EngineChoice, Place};
@@ -74,7 +75,7 @@ pub struct GdbTarget {
     sender: Sender<Stop>,
     /// Stops that arrived together (several vCPUs hit at once): reported one per resume.
     pub(super) queued: VecDeque<Stop>,
-    points: BTreeMap<Point, u32>,
+    points: Points,
     /// The vCPU gdb asked to single-step at the next resume.
     step: Option<usize>,
 }
@@ -97,7 +98,7 @@ impl GdbTarget {
             stops,
             sender,
             queued: VecDeque::new(),
-            points: BTreeMap::new(),
+            points: Points::default(),
             step: None,
         }
     }
@@ -105,13 +106,21 @@ impl GdbTarget {
     /// Removes every breakpoint this gdb set: a gdb that went away must not leave the guest to
     /// pause at its breakpoints with nobody to resume it.
     pub fn forget_all(&mut self) {
-        for (_, id) in std::mem::take(&mut self.points) {
+        for id in self.points.take_all() {
+            let _ = self.session.remove(id);
+        }
+    }
+
+    /// Removes the breakpoints gdb retired and did not insert again: the VM continues without
+    /// them.
+    fn drop_retired(&mut self) {
+        for id in self.points.take_retired() {
             let _ = self.session.remove(id);
         }
     }
 
     fn add(&mut self, point: Point) -> TargetResult<bool, Self> {
-        if self.points.contains_key(&point) {
+        if self.points.revive(point) {
             return Ok(true);
         }
         let label = match point {
@@ -144,7 +153,13 @@ impl GdbTarget {
         };
         let report = self.session.on_hit(&req);
         let sender = self.sender.clone();
+        let inserted = Inserted::new();
+        let live = inserted.clone();
         let on_hit = Arc::new(move |hit: &HitContext| {
+            // Retired by gdb during a single-step (see `points`): not gdb's hit.
+            if !live.get() {
+                return HitAction::Continue;
+            }
             let action = report(hit);
             let _ = sender.send(Stop {
                 vcpu: hit.vcpu,
@@ -163,7 +178,7 @@ impl GdbTarget {
                     Ok(false)
                 }
                 None => {
-                    self.points.insert(point, id.0);
+                    self.points.insert(point, id.0, inserted);
                     Ok(true)
                 }
             },
@@ -183,10 +198,7 @@ impl GdbTarget {
     }
 
     fn remove(&mut self, point: Point) -> TargetResult<bool, Self> {
-        match self.points.remove(&point) {
-            Some(id) => Ok(self.session.remove(id).unwrap_or(false)),
-            None => Ok(false),
-        }
+        Ok(self.points.retire(point))
     }
 }
 
@@ -294,6 +306,14 @@ impl MultiThreadBase for GdbTarget {
 impl MultiThreadResume for GdbTarget {
     fn resume(&mut self) -> Result<(), String> {
         self.queued.extend(self.stops.try_iter());
+        // A hit that came with the reported stop, of a breakpoint gdb has since deleted, is
+        // no stop of gdb's any more.
+        let points = &self.points;
+        self.queued
+            .retain(|s| s.point.is_none_or(|p| points.is_inserted(p)));
+        if self.step.is_none() {
+            self.drop_retired();
+        }
         match self.step.take() {
             // All-stop: the other vCPUs stay paused while this one runs its instruction, and
             // the step's stop is the next one gdb hears: it stepped this vCPU alone (over a
