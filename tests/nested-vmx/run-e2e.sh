@@ -54,9 +54,10 @@ cc_files=$(grep -v ' = -1 ' "$tools/cc.trace" | sed -n 's/.*\(execve\|openat\)([
 kernel=$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -n 1)
 
 # e2e and drvisor at the paths the binary was built with (its drvisor is CARGO_BIN_EXE_drvisor),
-# the repo files tests read (ci/; kvm-probe.c, found through vmm/), and a bzImage in /boot for the
-# loader tests.
-export VMX_FILES="$e2e $drvisor $PWD/ci $PWD/vmm/Cargo.toml $PWD/tests/e2e/kvm-probe.c $kernel \
+# the repo files tests read (ci/; the kvm-unit-tests images; kvm-probe.c, found through vmm/), and
+# a bzImage in /boot for the loader tests.
+export VMX_FILES="$e2e $drvisor $PWD/ci $PWD/tests/data/kvm-unit-tests $PWD/vmm/Cargo.toml \
+  $PWD/tests/e2e/kvm-probe.c $kernel \
   $gdb $(command -v curl) $(command -v setpriv) $cc_files"
 export NESTED_BOOT_L1=$here/boot-l1.sh NESTED_NAME="nested VMX" NESTED_SKIP=$here/smp-tests.txt:$here/no-exit-tests.txt
 export NESTED_KNOWN_DEFECTS=$here/known-host-defects.txt NESTED_TIMEOUT=${NESTED_TIMEOUT:-1500}
