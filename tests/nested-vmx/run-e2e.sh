@@ -28,8 +28,10 @@ out=$(realpath "$out")
 e2e=$(cargo test --release -p drvisor --test e2e --no-run --message-format=json 2>/dev/null \
   | sed -n 's/.*"executable":"\([^"]*\/e2e-[^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$e2e" ] || { echo "run-e2e: could not build the e2e test binary" >&2; exit 90; }
-cargo build --release -p drvisor --bin drvisor
+# The test build above also built (and put in place) the drvisor the tests run, with the
+# `test-hooks` feature they need; a plain `cargo build` here would replace it with one without.
 drvisor=$(dirname "$(dirname "$e2e")")/drvisor
+[ -x "$drvisor" ] || { echo "run-e2e: the e2e build made no $drvisor" >&2; exit 90; }
 
 # The tools tests run, into L1: gdb (gdb-minimal: Debian's gdb needs Python's library), curl,
 # setpriv, and the C compiler with exactly the files a compile of tests/e2e/kvm-probe.c opens here.
