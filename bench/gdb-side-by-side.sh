@@ -2,7 +2,7 @@
 # gdb against QEMU and against drvisor, on the same guest, in one run: the embedded test guest's
 # `exec` scenario, an `hbreak` on one function with `commands; silent; continue`, N calls.
 # Prints hits, seconds and hits/s for QEMU + gdb, drvisor + gdb, and drvisor --break alone, and
-# the ratios. It extends ../shared/bench/qemu-gdb-side-by-side.sh with the drvisor + gdb row.
+# the ratios. It extends bench/qemu-gdb-side-by-side.sh with the drvisor + gdb row.
 #
 #   cargo build --release && bench/gdb-side-by-side.sh [N]
 #

@@ -405,6 +405,13 @@ fn debian_kernel() -> Result<(), Failed> {
 /// The kvm-unit-tests suite: its expectations are what those images do on this host.
 fn kvm_unit_tests_suite() -> Result<(), Failed> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/kvm-unit-tests");
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/kvm-unit-tests");
+    ensure(images.join("setjmp.flat").is_file(), || {
+        format!(
+            "no kvm-unit-tests images in {} (they belong to the repository)",
+            images.display()
+        )
+    })?;
     let (run, report) = ci(&[specs_in(&dir), vec!["--jobs".into(), "2".into()]].concat())?;
     run.expect_code(0)?;
     // setjmp's ten PASS lines are ten cases of their own.
@@ -472,19 +479,14 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             "needs root, and a /dev/kvm that other users cannot open",
         ));
     }
-    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/kvm-unit-tests");
-    if !like_ours {
-        t.push(skipped("ci_harness::kvm_unit_tests_suite", elsewhere));
-    } else if images.join("setjmp.flat").is_file() {
+    // The images are in the repository (tests/data/kvm-unit-tests): missing, the suite fails.
+    if like_ours {
         t.push(Trial::test(
             "ci_harness::kvm_unit_tests_suite",
             kvm_unit_tests_suite,
         ));
     } else {
-        t.push(skipped(
-            "ci_harness::kvm_unit_tests_suite",
-            "../shared/testdata/kvm-unit-tests is not here",
-        ));
+        t.push(skipped("ci_harness::kvm_unit_tests_suite", elsewhere));
     }
     if ctx.probe.delivers(Mechanism::HostWriteWatchpoint, 0) {
         t.push(skipped(

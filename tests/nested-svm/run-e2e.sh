@@ -28,7 +28,7 @@ e2e=$(cargo test "${profile[@]}" -p drvisor --test e2e --no-run --message-format
   | sed -n 's/.*"executable":"\([^"]*\/e2e-[^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$e2e" ] || { echo "run-e2e: could not build the e2e test binary" >&2; exit 90; }
 drvisor=$(dirname "$(dirname "$e2e")")/drvisor
-[ -x "$drvisor" ] || cargo build "${profile[@]}" -p drvisor --bin drvisor
+[ -x "$drvisor" ] || cargo build "${profile[@]}" -p drvisor --bin drvisor --features test-hooks
 
 # The suite runs in L1 with one test at a time (L1 has two CPUs and TCG makes each slow; the SMP
 # tests bring their own parallelism), across as many L1 boots as it takes: see suite.py.

@@ -28,8 +28,10 @@ out=$(realpath "$out")
 e2e=$(cargo test --release -p drvisor --test e2e --no-run --message-format=json 2>/dev/null \
   | sed -n 's/.*"executable":"\([^"]*\/e2e-[^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$e2e" ] || { echo "run-e2e: could not build the e2e test binary" >&2; exit 90; }
-cargo build --release -p drvisor --bin drvisor
+# The test build above also built (and put in place) the drvisor the tests run, with the
+# `test-hooks` feature they need; a plain `cargo build` here would replace it with one without.
 drvisor=$(dirname "$(dirname "$e2e")")/drvisor
+[ -x "$drvisor" ] || { echo "run-e2e: the e2e build made no $drvisor" >&2; exit 90; }
 
 # The tools tests run, into L1: gdb (gdb-minimal: Debian's gdb needs Python's library), curl,
 # setpriv, and the C compiler with exactly the files a compile of tests/e2e/kvm-probe.c opens here.
@@ -54,9 +56,10 @@ cc_files=$(grep -v ' = -1 ' "$tools/cc.trace" | sed -n 's/.*\(execve\|openat\)([
 kernel=$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -n 1)
 
 # e2e and drvisor at the paths the binary was built with (its drvisor is CARGO_BIN_EXE_drvisor),
-# the repo files tests read (ci/; kvm-probe.c, found through vmm/), and a bzImage in /boot for the
-# loader tests.
-export VMX_FILES="$e2e $drvisor $PWD/ci $PWD/vmm/Cargo.toml $PWD/tests/e2e/kvm-probe.c $kernel \
+# the repo files tests read (ci/; the kvm-unit-tests images; kvm-probe.c, found through vmm/), and
+# a bzImage in /boot for the loader tests.
+export VMX_FILES="$e2e $drvisor $PWD/ci $PWD/tests/data/kvm-unit-tests $PWD/vmm/Cargo.toml \
+  $PWD/tests/e2e/kvm-probe.c $kernel \
   $gdb $(command -v curl) $(command -v setpriv) $cc_files"
 export NESTED_BOOT_L1=$here/boot-l1.sh NESTED_NAME="nested VMX" NESTED_SKIP=$here/smp-tests.txt:$here/no-exit-tests.txt
 export NESTED_KNOWN_DEFECTS=$here/known-host-defects.txt NESTED_TIMEOUT=${NESTED_TIMEOUT:-1500}

@@ -10,7 +10,8 @@
 //!   triple-faults), and VMX and SVM refuse different states.
 //!
 //! The `drvisor` binary takes the fault from the environment variable [`ENV`]; it is meant for
-//! drvisor's own tests and is not a command-line flag.
+//! drvisor's own tests and is not a command-line flag. It is read only in builds with the
+//! `test-hooks` feature (drvisor's own tests turn it on); other builds ignore it.
 
 use std::str::FromStr;
 
@@ -52,8 +53,12 @@ pub const SIMULATED_FAIL_ENTRY_REASON: u64 = 0xdead_0072;
 const UNDEFINED_SYNC_REG: u64 = 1 << 31;
 
 impl InjectedFault {
-    /// The fault named by [`ENV`], if it is set.
+    /// The fault named by [`ENV`], if it is set and this build has the `test-hooks` feature;
+    /// without it, always `None`.
     pub fn from_env() -> Result<Option<InjectedFault>, String> {
+        if !cfg!(feature = "test-hooks") {
+            return Ok(None);
+        }
         match std::env::var(ENV) {
             Ok(v) => v.parse().map(Some),
             Err(_) => Ok(None),

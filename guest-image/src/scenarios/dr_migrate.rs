@@ -71,7 +71,10 @@ pub fn on_debug_exception(frame: &mut Frame) {
     if let Some(h) = HITS.get(round) {
         h.fetch_add(1, Ordering::Relaxed);
     }
-    let (a, b) = (ADDR_A.load(Ordering::Relaxed), ADDR_B.load(Ordering::Relaxed));
+    let (a, b) = (
+        ADDR_A.load(Ordering::Relaxed),
+        ADDR_B.load(Ordering::Relaxed),
+    );
     let next = if DR0_NOW.load(Ordering::Relaxed) == a {
         b
     } else {
@@ -91,7 +94,11 @@ pub fn on_debug_exception(frame: &mut Frame) {
 /// DR7 for slot 0 on this scenario's kind.
 fn dr7() -> u64 {
     // L0; RW0 = 01 (write) or 00 (exec); LEN0 = 00 (1 byte).
-    let rw = if WRITE.load(Ordering::Relaxed) { 1 << 16 } else { 0 };
+    let rw = if WRITE.load(Ordering::Relaxed) {
+        1 << 16
+    } else {
+        0
+    };
     DR7_BASE | 1 | rw
 }
 

@@ -16,7 +16,11 @@ const TARGETS: [extern "C" fn(); 4] = [drv_target_0, drv_target_1, drv_target_2,
 
 fn result(indent: &str, n: u64, ok: bool, name: &str) -> bool {
     let mut l = bare_line();
-    l.s(indent).s(if ok { "ok " } else { "not ok " }).dec(n).s(" ").s(name);
+    l.s(indent)
+        .s(if ok { "ok " } else { "not ok " })
+        .dec(n)
+        .s(" ")
+        .s(name);
     ok
 }
 
@@ -33,7 +37,12 @@ pub fn run(cfg: &Config) -> ! {
             target();
         }
         let grew = TARGET_CALLS[k].load(Ordering::Relaxed) - before;
-        let name = ["calls_counted_0", "calls_counted_1", "calls_counted_2", "calls_counted_3"][k];
+        let name = [
+            "calls_counted_0",
+            "calls_counted_1",
+            "calls_counted_2",
+            "calls_counted_3",
+        ][k];
         suite_ok &= result("    ", k as u64 + 1, grew == cfg.count, name);
     }
     let mut all_ok = result("", 1, suite_ok, "targets");

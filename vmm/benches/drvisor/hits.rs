@@ -92,12 +92,12 @@ pub fn run() {
     side_by_side();
 }
 
-/// `../shared/bench/qemu-gdb-side-by-side.sh` on the `exec` guest (step-over path) and the
+/// `bench/qemu-gdb-side-by-side.sh` on the `exec` guest (step-over path) and the
 /// `kfunc` guest (emulated path), with this build's drvisor.
 fn side_by_side() {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/bench/qemu-gdb-side-by-side.sh"
+        "/../bench/qemu-gdb-side-by-side.sh"
     );
     let have = |cmd: &str| {
         std::process::Command::new("sh")

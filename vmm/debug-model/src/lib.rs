@@ -4,9 +4,10 @@
 //! operator registered with drvisor) and the *guest* (what the guest kernel wrote into its own
 //! DR0-DR7). This crate decides, without touching KVM, how both sets fit into the hardware and
 //! who owns a `#DB` when it arrives. The ownership model comes from the 2009 linux-kernel review
-//! of the hw-breakpoint patches (`shared/reference/lkml-2009-hw-breakpoint-review.txt`): kernel
-//! (here: host) breakpoints fill the slots from DR3 downwards, user (here: guest) breakpoints fill
-//! them first-fit from DR0 upwards, and a write to DR0-DR3 always succeeds while only DR7 claims.
+//! of the hw-breakpoint patches (LKML, "Re: [Patch 00/11] Hardware Breakpoint interfaces",
+//! K. Prasad replying to Alan Stern, 27 March 2009): kernel (here: host) breakpoints fill the
+//! slots from DR3 downwards, user (here: guest) breakpoints fill them first-fit from DR0 upwards,
+//! and a write to DR0-DR3 always succeeds while only DR7 claims.
 //!
 //! The pieces, one per module:
 //! - [`Slot`] and [`VcpuId`]: the four hardware slots and vCPU indices;

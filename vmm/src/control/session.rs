@@ -42,7 +42,8 @@ use crate::Vm;
 /// How many events the stream's ring keeps for replay.
 pub const RING_CAPACITY: usize = 64 * 1024;
 
-/// Test-only: the ring's capacity, to make a reader fall behind with few hits.
+/// Test-only: the ring's capacity, to make a reader fall behind with few hits. Read only in
+/// builds with the `test-hooks` feature.
 pub const RING_VAR: &str = "DRVISOR_STREAM_RING";
 
 /// How long a pause waits for every vCPU to leave the guest.
@@ -101,10 +102,13 @@ impl Session {
         symbols: Arc<SymbolTable>,
         stream: bool,
     ) -> std::io::Result<Arc<Self>> {
-        let capacity = std::env::var(RING_VAR)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(RING_CAPACITY);
+        let capacity = match cfg!(feature = "test-hooks") {
+            true => std::env::var(RING_VAR)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(RING_CAPACITY),
+            false => RING_CAPACITY,
+        };
         let ring = Arc::new(EventRing::new(capacity));
         let feeder = match stream {
             true => Some(super::feeder::spawn(vm.events(), ring.clone())?),

@@ -48,9 +48,8 @@ impl Translator {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: `fd` was just returned by dup and is owned by nothing else.
-        Ok(Translator {
-            vcpu: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
-        })
+        let vcpu = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok(Translator { vcpu })
     }
 
     /// The guest-physical address of `gva`.
