@@ -12,6 +12,7 @@ use std::time::Duration;
 use gdbstub::conn::ConnectionExt;
 use gdbstub::stub::{DisconnectReason, GdbStub};
 
+use super::buffered_conn::BufferedConn;
 use super::event_loop::StubLoop;
 use super::target::GdbTarget;
 use crate::control::Session;
@@ -110,8 +111,15 @@ impl Listener {
                 return Ok(None);
             }
             let got: std::io::Result<Conn> = match self {
-                Listener::Tcp(l) => l.accept().map(|(s, _)| Box::new(s) as Conn),
-                Listener::Unix(l, _) => l.accept().map(|(s, _)| Box::new(s) as Conn),
+                Listener::Tcp(l) => l.accept().and_then(|(s, _)| {
+                    s.set_nonblocking(false)?;
+                    s.set_nodelay(true)?;
+                    Ok(Box::new(BufferedConn::new(s)) as Conn)
+                }),
+                Listener::Unix(l, _) => l.accept().and_then(|(s, _)| {
+                    s.set_nonblocking(false)?;
+                    Ok(Box::new(BufferedConn::new(s)) as Conn)
+                }),
             };
             match got {
                 Ok(conn) => return Ok(Some(conn)),

@@ -7,6 +7,7 @@
 //! threads are the vCPUs. The stub runs on a thread of its own and never touches a vCPU: it
 //! reads the registers the parked vCPUs left, and writes registers through the same mailbox.
 
+mod buffered_conn;
 mod event_loop;
 mod listen;
 mod points;
