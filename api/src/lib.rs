@@ -2,20 +2,26 @@
 //! control plane speaks. Plain serde data, no behaviour; the VMM converts to and from its
 //! own types at the edge.
 //!
-//! The control plane itself lives here too, apart from the VMM: [`server::serve`] runs the
-//! HTTP server over a [`control::Control`], [`client::Client`] talks to it, and [`ctl`] is
-//! the `drvisor ctl` command built on the client.
+//! The control plane itself lives here too, apart from the VMM, each part behind a feature
+//! (none is on by default, so the wire types alone need only serde, serde_json and utoipa):
+//! `server::serve` (`server`) runs the HTTP server over a [`control::Control`],
+//! `client::Client` (`client`) talks to it, and `ctl` (`ctl`) is the `drvisor ctl` command
+//! built on the client.
 #![deny(missing_docs)]
 
 /// The most bytes of the stack one hit event may carry (`--capture`, a request's `capture`).
 pub const MAX_CAPTURE: u16 = 4096;
 
+#[cfg(feature = "client")]
 pub mod client;
 pub mod control;
+#[cfg(feature = "ctl")]
 pub mod ctl;
+#[cfg(feature = "ctl")]
 pub mod ctl_brief;
 pub mod rest;
 pub mod ring;
+#[cfg(feature = "server")]
 pub mod server;
 
 use serde::{Deserialize, Serialize};

@@ -13,6 +13,7 @@ pub mod devices;
 pub mod event_loop;
 pub mod events;
 pub mod fault_injection;
+pub mod gate;
 pub mod gdb;
 pub mod guest_image;
 pub mod input_file;

@@ -20,8 +20,8 @@ use drvisor_debug::{
 use super::action::OnHit;
 use super::caps::DebugCaps;
 use super::resume::{ResumeCounts, ResumeTally};
+use crate::gate::VcpuGate;
 use crate::run_control::RunControl;
-use crate::vcpu::VcpuGate;
 
 /// Errors changing the host breakpoint set.
 #[derive(Debug, thiserror::Error)]
@@ -351,7 +351,7 @@ impl DebugController {
 
     /// While the listeners catch up with a plan change, no vCPU may start running the new
     /// plan: a watch the plan evicts must have its page shadow before any vCPU runs without it.
-    fn hold_for_listeners(&self) -> Option<crate::vcpu::Held<'_>> {
+    fn hold_for_listeners(&self) -> Option<crate::gate::Held<'_>> {
         let any = !self
             .listeners
             .lock()
@@ -696,7 +696,7 @@ impl DebugController {
     }
 
     /// Sets the one listener of pauses and resumes (see [`VcpuGate::listen`]).
-    pub fn listen_pauses(&self, listener: crate::vcpu::PauseListener) -> bool {
+    pub fn listen_pauses(&self, listener: crate::gate::PauseListener) -> bool {
         self.gate.listen(listener)
     }
 

@@ -2,14 +2,13 @@
 
 mod exit;
 mod failure;
-mod gate;
 pub mod kick;
 mod page_hits;
 pub mod parked;
 mod stuck;
 
+pub use crate::gate::{Held, PauseListener, Quiesced, VcpuGate};
 pub use exit::{classify, classify_elements, GuestMmio, Step, UnknownAccessPolicy};
-pub use gate::{Held, PauseListener, Quiesced, VcpuGate};
 
 use std::sync::Arc;
 

@@ -22,7 +22,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestM
 use super::memslots;
 use super::translate::{self, Translator};
 use crate::debug::{DebugController, OnHit};
-use crate::vcpu::VcpuGate;
+use crate::gate::VcpuGate;
 
 /// Errors arming or removing a page watch.
 #[derive(Debug, thiserror::Error)]

@@ -1,20 +1,15 @@
 //! `drvisor ci`: spec files in, a verdict CI understands out (JUnit XML, a JSON report, plain
 //! lines and an exit code). Three rooms, as kunit.py keeps them: the spec ([`spec`]), the run
 //! ([`plan`] builds a `drvisor run` command line, [`run`] runs it), and the report ([`judge`],
-//! [`ktap`], [`kut`], [`report`], [`junit`]). Everything but [`run`] and this file is pure.
+//! `ktap`, `kut`, [`report`], [`junit`]). Everything but [`run`] and this file is pure. The
+//! spec and the report are the `drvisor-ci` library; the run stays here, beside the engine it
+//! needs (the host probe, `drvisor run`'s exit codes).
 //!
 //! Each spec runs as a child `drvisor run` (this same binary), one VM per child: a run that
 //! hangs or crashes is killed or reported without touching the harness or the other specs.
 
-mod judge;
-mod junit;
-mod ktap;
-mod kut;
 mod plan;
-mod report;
 mod run;
-mod shard;
-mod spec;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -24,11 +19,11 @@ use std::time::Instant;
 
 use clap::Args;
 use drvisor::probe::{self, ProbeReport};
+use drvisor_ci::report::{code, CaseReport, SpecResult};
+use drvisor_ci::shard::Shard;
+use drvisor_ci::spec::Spec;
+use drvisor_ci::{judge, junit, report, shard, spec};
 use serde::Serialize;
-
-use report::{code, CaseReport, SpecResult};
-use shard::Shard;
-use spec::Spec;
 
 /// `drvisor ci`.
 #[derive(Debug, Args)]

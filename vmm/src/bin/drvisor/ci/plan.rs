@@ -6,7 +6,7 @@ use std::path::Path;
 
 use drvisor::probe::{Mechanism, ProbeReport};
 
-use super::spec::{CheckKind, EngineName, OnHit, Spec};
+use drvisor_ci::spec::{CheckKind, EngineName, OnHit, Spec};
 
 /// The checks this host cannot deliver, by name, with the probe's reason.
 pub fn skips(spec: &Spec, probe: &ProbeReport) -> BTreeMap<String, String> {
@@ -133,7 +133,7 @@ pub fn run_args(spec: &Spec, skips: &BTreeMap<String, String>, events: &Path) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ci::spec;
+    use drvisor_ci::spec;
 
     #[test]
     fn checks_become_flags() {

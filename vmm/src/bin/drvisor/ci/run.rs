@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use drvisor::exit_code;
 use drvisor_api::HitEvent;
 
-use super::judge::{Observation, RunEnd};
+use drvisor_ci::judge::{Observation, RunEnd};
 
 /// How long a killed run gets to write its events after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(2);

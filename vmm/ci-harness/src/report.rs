@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::judge::{CaseResult, RunEnd, Verdict};
+use crate::judge::{CaseResult, RunEnd, Verdict};
 
 /// The harness's exit codes (issue 10's table).
 pub mod code {
@@ -143,7 +143,7 @@ pub fn exit_code(specs: &[SpecResult]) -> u8 {
     let checks_run = specs
         .iter()
         .flat_map(|s| &s.cases)
-        .filter(|c| c.name != super::judge::RUN_CASE && c.status != Status::Skipped)
+        .filter(|c| c.name != crate::judge::RUN_CASE && c.status != Status::Skipped)
         .count();
     if checks_run == 0 {
         return code::CANNOT_RUN;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::report::{SpecResult, Status};
+use crate::report::{SpecResult, Status};
 
 /// The XML for `specs`.
 pub fn xml(specs: &[SpecResult], seconds: f64) -> Result<String, String> {
@@ -61,7 +61,7 @@ pub fn xml(specs: &[SpecResult], seconds: f64) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ci::report::CaseReport;
+    use crate::report::CaseReport;
 
     #[test]
     fn counts_and_evidence_reach_the_xml() {

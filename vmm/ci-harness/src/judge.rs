@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use drvisor_api::HitEvent;
 
-use super::ktap::{self, Outcome, ResultCase};
-use super::kut;
-use super::spec::{
+use crate::ktap::{self, Outcome, ResultCase};
+use crate::kut;
+use crate::spec::{
     Check, CheckKind, HitCheck, HitExpect, OnHit, ResultsFormat, Spec, ValueExpect, VmSpec,
 };
 
@@ -447,7 +447,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::ci::spec;
+    use crate::spec;
 
     fn spec(checks: &str) -> Spec {
         spec::parse(Path::new("/s/t.toml"), checks, &|_| true).unwrap_or_else(|e| panic!("{e}"))

@@ -1,7 +1,7 @@
 //! kvm-unit-tests' report lines (`PASS: name`, `FAIL: name`, `SKIP: name`, `XFAIL`, `XPASS`)
 //! into test cases. Pure: console text in, cases out.
 
-use super::ktap::{Outcome, ResultCase};
+use crate::ktap::{Outcome, ResultCase};
 
 /// Every reported case on `console`, in order.
 pub fn parse(console: &str) -> Vec<ResultCase> {
