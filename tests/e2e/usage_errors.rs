@@ -106,6 +106,82 @@ pub fn trials() -> Vec<Trial> {
             run.expect_code(2)?;
             ensure(run.stderr.contains("--frobnicate"), || run.to_string())
         }),
+        // A missing argument is named, with the --help of the subcommand it belongs to.
+        case("missing_argument_of_ctl", || {
+            one_line_usage_error(
+                &drvisor(&["ctl", "vm"]),
+                "the following required arguments were not provided: --sock <PATH> (see drvisor ctl --help)",
+            )
+        }),
+        case("missing_argument_of_ci", || {
+            one_line_usage_error(
+                &drvisor(&["ci"]),
+                "the following required arguments were not provided: <SPEC.toml>... (see drvisor ci --help)",
+            )
+        }),
+        case("missing_argument_of_ctl_break_add", || {
+            one_line_usage_error(
+                &drvisor(&["ctl", "break", "add"]),
+                "the following required arguments were not provided: <LOCATION> (see drvisor ctl break add --help)",
+            )?;
+            one_line_usage_error(
+                &drvisor(&["ctl", "--sock", "/nonexistent/sock", "break", "add"]),
+                "the following required arguments were not provided: <LOCATION> (see drvisor ctl break add --help)",
+            )
+        }),
+        case("missing_argument_of_guest_image", || {
+            one_line_usage_error(
+                &drvisor(&["guest-image"]),
+                "the following required arguments were not provided: --write <FILE> (see drvisor guest-image --help)",
+            )
+        }),
+        case("bad_value_points_at_its_subcommand", || {
+            one_line_usage_error(
+                &drvisor(&["ctl", "--sock", "/nonexistent/sock", "break", "add", "f", "--action", "x"]),
+                "invalid value 'x' for '--action <ACTION>'; use one of: continue, pause, stop (see drvisor ctl break add --help)",
+            )?;
+            one_line_usage_error(
+                &drvisor(&["probe", "--frobnicate"]),
+                "unexpected argument '--frobnicate' found (see drvisor probe --help)",
+            )
+        }),
+        // A kernel command line may begin with `-` (kvm-unit-tests' `-pause_filter_test`).
+        case("cmdline_beginning_with_a_hyphen", || {
+            for args in [
+                &["run", "--scenario", "hello", "--cmdline", "-x"][..],
+                &["run", "--scenario", "hello", "--cmdline=-x"],
+            ] {
+                let run = drvisor(args);
+                run.expect_code(0)?;
+                ensure(
+                    run.stdout.contains("cmdline=\"scenario=hello ncpus=1 -x\""),
+                    || format!("{args:?}: the guest did not get `-x`\n{run}"),
+                )?;
+            }
+            Ok(())
+        }),
+        // Debian's /boot/System.map: one line that says where the real one is.
+        case("placeholder_system_map", || {
+            let path = temp_file(
+                "placeholder-System.map",
+                b"ffffffffffffffff B The real System.map is in the linux-image-6.1.0-18-amd64-dbg package\n",
+            );
+            let run = drvisor(&[
+                "run",
+                "--symbols",
+                path.to_str().unwrap_or_default(),
+                "--break",
+                "start_kernel",
+            ]);
+            let _ = std::fs::remove_file(&path);
+            one_line_usage_error(&run, ": a placeholder System.map, with no symbols")?;
+            for needle in ["-dbg package", "vmlinux", "drop --symbols"] {
+                ensure(run.stderr.contains(needle), || {
+                    format!("does not say `{needle}`\n{run}")
+                })?;
+            }
+            Ok(())
+        }),
     ];
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
@@ -124,14 +200,21 @@ pub fn trials() -> Vec<Trial> {
             std::fs::copy(DRVISOR, &exe)?;
             std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))?;
             // An unprivileged user: /dev/kvm is root-only on these machines (mode 0600).
-            let run = run_command(
-                Command::new("setpriv")
-                    .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-                    .arg(&exe)
-                    .args(["run", "--scenario", "hello"]),
-            );
+            let unprivileged = |args: &[&str]| {
+                run_command(
+                    Command::new("setpriv")
+                        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                        .arg(&exe)
+                        .args(args),
+                )
+            };
+            let run = unprivileged(&["run", "--scenario", "hello"]);
+            let probe = unprivileged(&["probe"]);
             let _ = std::fs::remove_dir_all(&dir);
-            one_line_usage_error(&run, "cannot open /dev/kvm")
+            // `run` and `probe` say it in the same words, with the same hint.
+            let hint = "cannot open /dev/kvm: Permission denied (os error 13); drvisor needs read/write access to it (are you in the `kvm` group?)";
+            one_line_usage_error(&run, hint)?;
+            one_line_usage_error(&probe, hint)
         }));
     } else {
         trials.push(skipped(

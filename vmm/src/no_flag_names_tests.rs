@@ -18,6 +18,11 @@ fn messages() -> Vec<String> {
         ArmError::PageWatchOnOneVcpu { vcpu: 3 }.to_string(),
         ArmError::NoSlotShape.to_string(),
         symbols::Error::NoSymbols("jiffies".into()).to_string(),
+        symbols::Error::Placeholder {
+            path: "System.map".into(),
+            text: "The real System.map is in the linux-image-6.1-dbg package".into(),
+        }
+        .to_string(),
         Outcome::UnknownPort {
             vcpu: 0,
             rip: 0x1000,

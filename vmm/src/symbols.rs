@@ -70,6 +70,15 @@ pub enum Error {
         /// The line.
         text: String,
     },
+    /// A placeholder in place of a System.map, as Debian's kernel packages install: one line,
+    /// `ffffffffffffffff B The real System.map is in the linux-image-<version>-dbg package`.
+    #[error("{}: a placeholder System.map, with no symbols (`{}`): give the real one from the kernel's -dbg package, or its vmlinux as the kernel", cut(.path), cut(.text))]
+    Placeholder {
+        /// The file.
+        path: String,
+        /// What it says, from `The real System.map`.
+        text: String,
+    },
 }
 
 /// Names longer than this get no "did you mean" (no kernel symbol is this long).
@@ -187,6 +196,13 @@ impl SymbolTable {
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
+            }
+            // Debian's placeholder would parse as one symbol named `The` at the last address.
+            if let Some(at) = line.find("The real System.map is in") {
+                return Err(Error::Placeholder {
+                    path: path.to_owned(),
+                    text: line[at..].trim_end().to_owned(),
+                });
             }
             let mut parts = line.split_whitespace();
             let parsed = match (parts.next(), parts.next(), parts.next()) {
@@ -366,6 +382,25 @@ mod tests {
     use super::*;
 
     const MAP: &str = "ffffffff81000000 T _text\nffffffff81001000 T do_sys_open\nffffffff82000000 D jiffies\nffffffff82000040 D jiffies_64\n";
+
+    #[test]
+    fn debians_placeholder_is_refused_as_one() {
+        let text = "ffffffffffffffff B The real System.map is in the linux-image-6.1.0-18-amd64-dbg package\n";
+        let e = SymbolTable::from_system_map(text, "/boot/System.map-6.1.0-18-amd64").unwrap_err();
+        assert!(matches!(e, Error::Placeholder { .. }), "{e:?}");
+        let message = e.to_string();
+        assert!(
+            message.contains("/boot/System.map-6.1.0-18-amd64: a placeholder"),
+            "{message}"
+        );
+        assert!(
+            message.contains(
+                "(`The real System.map is in the linux-image-6.1.0-18-amd64-dbg package`)"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("vmlinux"), "{message}");
+    }
 
     #[test]
     fn system_map_resolves_names() {

@@ -61,8 +61,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "raw", value_name = "raw|qemu")]
     pub exit_status: String,
     /// Extra kernel command line (may not repeat `scenario=` from --scenario, nor `ncpus=` for
-    /// the embedded guest).
-    #[arg(long, default_value = "")]
+    /// the embedded guest). It may begin with `-` (`--cmdline -x`).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub cmdline: String,
     /// Number of vCPUs (1 to what KVM allows; 1 to 32 with the embedded test guest).
     #[arg(long, default_value_t = 1)]

@@ -17,9 +17,13 @@ fn the_clap_definition_is_consistent() {
 
 /// Runs every check of the flags alone on `args`; a refusal must be exit code 2.
 fn flags_alone(args: &[String]) -> Result<(), String> {
+    let argv: Vec<std::ffi::OsString> = std::iter::once("drvisor".to_owned())
+        .chain(args.iter().cloned())
+        .map(Into::into)
+        .collect();
     let matches = Cli::command()
-        .try_get_matches_from(std::iter::once("drvisor".to_owned()).chain(args.iter().cloned()))
-        .map_err(|e| e.kind().to_string())?;
+        .try_get_matches_from(&argv)
+        .map_err(|e| crate::clap_error_line(&e, &argv))?;
     let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
     let Command::Run(run) = cli.command else {
         return Ok(());
@@ -130,4 +134,84 @@ fn cpuid_defaults_to_filtered_and_takes_host() {
         drvisor::cpu::CpuidMode::from(CpuidArg::Host),
         drvisor::cpu::CpuidMode::Host
     );
+}
+
+/// The one line `drvisor ARGS` refuses its arguments with.
+fn usage_line(args: &[&str]) -> String {
+    let argv: Vec<std::ffi::OsString> = std::iter::once("drvisor")
+        .chain(args.iter().copied())
+        .map(Into::into)
+        .collect();
+    let e = Cli::command()
+        .try_get_matches_from(&argv)
+        .expect_err("a usage error");
+    crate::clap_error_line(&e, &argv)
+}
+
+#[test]
+fn a_missing_argument_is_named_with_its_subcommands_help() {
+    let missing = "the following required arguments were not provided:";
+    for (args, want) in [
+        (&["ctl", "vm"][..], "--sock <PATH> (see drvisor ctl --help)"),
+        (&["ci"], "<SPEC.toml>... (see drvisor ci --help)"),
+        (
+            &["ctl", "--sock", "/x", "break", "add"],
+            "<LOCATION> (see drvisor ctl break add --help)",
+        ),
+        (
+            &["guest-image"],
+            "--write <FILE> (see drvisor guest-image --help)",
+        ),
+    ] {
+        assert_eq!(usage_line(args), format!("{missing} {want}"), "{args:?}");
+    }
+}
+
+#[test]
+fn every_usage_error_points_at_its_subcommands_help() {
+    for (args, want) in [
+        (
+            &["run", "--engine", "x"][..],
+            "invalid value 'x' for '--engine <ENGINE>'; use one of: hw, page, auto (see drvisor run --help)",
+        ),
+        (
+            &["run", "--kernel", "ctl", "--vcpus", "x"],
+            "invalid value 'x' for '--vcpus <VCPUS>': invalid digit found in string (see drvisor run --help)",
+        ),
+        (&["probe", "--x"], "unexpected argument '--x' found (see drvisor probe --help)"),
+        (
+            &["ctl", "--sock", "/x", "bogus"],
+            "unrecognized subcommand 'bogus' (see drvisor ctl --help)",
+        ),
+        (
+            &["ctl", "--sock", "/x", "--tcp", "127.0.0.1:1", "vm"],
+            "the argument '--sock <PATH>' cannot be used with '--tcp <ADDR>' (see drvisor ctl --help)",
+        ),
+        (
+            &["ctl", "--sock", "/x", "break", "add", "f", "--action", "x"],
+            "invalid value 'x' for '--action <ACTION>'; use one of: continue, pause, stop (see drvisor ctl break add --help)",
+        ),
+    ] {
+        assert_eq!(usage_line(args), want, "{args:?}");
+    }
+}
+
+#[test]
+fn cmdline_may_begin_with_a_hyphen() {
+    use clap::Parser;
+
+    let cmdline = |extra: &[&str]| {
+        let args = ["drvisor", "run"].iter().chain(extra).copied();
+        match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Run(run)) => Ok((run.cmdline, run.vcpus)),
+            Ok(_) => Err("not run".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    assert_eq!(
+        cmdline(&["--cmdline", "-pause_filter_test x=1", "--vcpus", "2"]),
+        Ok(("-pause_filter_test x=1".to_owned(), 2))
+    );
+    assert_eq!(cmdline(&["--cmdline", "-x"]), Ok(("-x".to_owned(), 1)));
+    assert_eq!(cmdline(&["--cmdline=-x"]), Ok(("-x".to_owned(), 1)));
 }

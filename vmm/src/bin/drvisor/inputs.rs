@@ -161,8 +161,12 @@ impl Opened {
                         e.utf8_error().valid_up_to()
                     ))
                 })?;
-                SymbolTable::from_system_map(&text, &name)
-                    .map_err(|e| Failure::usage(e.to_string()))?
+                SymbolTable::from_system_map(&text, &name).map_err(|e| match e {
+                    drvisor::symbols::Error::Placeholder { .. } => {
+                        Failure::usage(format!("--symbols {e}; or drop --symbols"))
+                    }
+                    e => Failure::usage(e.to_string()),
+                })?
             }
             None => SymbolTable::from_elf(kernel.bytes()),
         };

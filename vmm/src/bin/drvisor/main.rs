@@ -62,8 +62,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let parsed = Cli::command()
-        .try_get_matches()
+        .try_get_matches_from(&argv)
         .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (m, cli)));
     let (matches, cli) = match parsed {
         Ok(parsed) => parsed,
@@ -71,7 +72,7 @@ fn main() -> ExitCode {
             if e.use_stderr()
                 && e.kind() != clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
         {
-            announce::say(clap_error_line(&e));
+            announce::say(clap_error_line(&e, &argv));
             announce::flush();
             return ExitCode::from(exit_code::USAGE);
         }
@@ -113,20 +114,80 @@ fn write_guest_image(path: &std::path::Path) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// clap's error as one line: its first line without the `error: ` prefix, quoted input cut,
-/// and where to look for more.
-fn clap_error_line(e: &clap::Error) -> String {
+/// clap's error as one line: its first line without the `error: ` prefix, with what it lists
+/// below it (the missing arguments, the values to pick from), quoted input cut, and the
+/// `--help` of the subcommand it is about (`drvisor ctl break add`): the one its usage names,
+/// else (a bad value comes without usage) the last one `argv` names.
+fn clap_error_line(e: &clap::Error, argv: &[std::ffi::OsString]) -> String {
     let text = e.to_string();
-    let first = text.lines().next().unwrap_or_default();
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default();
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    // An invalid value of a ValueEnum flag: clap lists the possible ones on a line of its own.
-    let possible = text
+    // clap lists on indented lines of their own, up to a blank line, the missing arguments
+    // (`  --sock <PATH>`) or the values to pick from (`  [possible values: hw, page, auto]`).
+    let mut named = Vec::new();
+    let mut choices = String::new();
+    for line in lines.map(str::trim).take_while(|l| !l.is_empty()) {
+        let listed = ["[possible values: ", "[subcommands: "]
+            .iter()
+            .find_map(|p| line.strip_prefix(p))
+            .and_then(|l| l.strip_suffix(']'));
+        match listed {
+            Some(values) => choices = format!("; use one of: {values}"),
+            None if !line.starts_with('[') => named.push(line),
+            None => {}
+        }
+    }
+    let line = if named.is_empty() {
+        first.to_owned()
+    } else {
+        format!("{first} {}", named.join(", "))
+    };
+    // `Usage: drvisor ctl --sock <PATH> <COMMAND>`: the words before the first flag or value.
+    let command = text
         .lines()
-        .find_map(|l| l.trim().strip_prefix("[possible values: "))
-        .and_then(|l| l.strip_suffix(']'))
-        .map(|values| format!("; use one of: {values}"))
-        .unwrap_or_default();
-    format!("{}{possible} (see drvisor run --help)", cut_quoted(first))
+        .find_map(|l| l.strip_prefix("Usage: "))
+        .map(|usage| {
+            usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['-', '<', '[']))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| subcommand_path(argv));
+    format!("{}{choices} (see {command} --help)", cut_quoted(&line))
+}
+
+/// The subcommand `argv` names, as `drvisor ctl break add`: the words that are subcommands,
+/// each of the one before, skipping the values of the flags that take one.
+fn subcommand_path(argv: &[std::ffi::OsString]) -> String {
+    let mut root = Cli::command();
+    root.build();
+    let mut path = vec![root.get_name().to_owned()];
+    let mut cmd = &root;
+    let mut words = argv.iter().skip(1).filter_map(|w| w.to_str());
+    while let Some(word) = words.next() {
+        if word == "--" {
+            break;
+        }
+        if word.starts_with('-') {
+            let arg = match word.strip_prefix("--") {
+                Some(long) => cmd.get_arguments().find(|a| a.get_long() == Some(long)),
+                None => match word.chars().skip(1).collect::<Vec<_>>()[..] {
+                    [short] => cmd.get_arguments().find(|a| a.get_short() == Some(short)),
+                    _ => None,
+                },
+            };
+            if arg.is_some_and(|a| a.get_action().takes_values()) {
+                words.next();
+            }
+        } else if let Some(sub) = cmd.find_subcommand(word) {
+            path.push(sub.get_name().to_owned());
+            cmd = sub;
+        }
+    }
+    path.join(" ")
 }
 
 /// Cuts each `'...'` quoted value of a clap message, keeping its words.
@@ -426,11 +487,9 @@ fn announce_hidden_features(vm: &Vm, cpuid: cli::CpuidArg) {
 }
 
 fn probe_host(json: bool) -> Result<u8, Failure> {
-    let kvm = kvm_ioctls::Kvm::new().map_err(|e| {
-        Failure::usage(format!(
-            "cannot open /dev/kvm: {e}; drvisor needs read/write access to it"
-        ))
-    })?;
+    // The same words as `drvisor run`'s, with the kvm-group hint.
+    let kvm = kvm_ioctls::Kvm::new()
+        .map_err(|e| Failure::usage(drvisor::vm::Error::KvmAccess(e).to_string()))?;
     let report =
         probe::run_all(&kvm).map_err(|e| Failure::vmm(format!("the probe VM failed: {e}")))?;
     if json {

@@ -83,7 +83,8 @@ pub fn main(args: CiArgs) -> u8 {
     let probe = match kvm_ioctls::Kvm::new() {
         Err(e) => {
             println!(
-                "drvisor ci: this host cannot run the suite: cannot open /dev/kvm: {e} (exit {})",
+                "drvisor ci: this host cannot run the suite: {} (exit {})",
+                drvisor::vm::Error::KvmAccess(e),
                 code::CANNOT_RUN
             );
             return code::CANNOT_RUN;

@@ -70,12 +70,13 @@ pub fn run_args(spec: &Spec, skips: &BTreeMap<String, String>, events: &Path) ->
     if let Some(s) = &vm.scenario {
         push("--scenario", s.clone());
     }
-    if !vm.cmdline.is_empty() {
-        push("--cmdline", vm.cmdline.clone());
-    }
     push("--vcpus", vm.vcpus.to_string());
     push("--mem", vm.mem.to_string());
     push("--events", events.display().to_string());
+    if !vm.cmdline.is_empty() {
+        // One word, `--cmdline=VALUE`: a command line may begin with `-`.
+        args.push(format!("--cmdline={}", vm.cmdline));
+    }
     let mut armed: BTreeMap<(bool, &str), Armed> = BTreeMap::new();
     let mut order: Vec<(bool, &str)> = Vec::new();
     for c in spec.checks.iter().filter(|c| !skips.contains_key(&c.name)) {
@@ -170,7 +171,7 @@ break = "skipped"
         let args = run_args(&s, &skips, Path::new("/tmp/ev"));
         assert_eq!(
             args.join(" "),
-            "run --scenario write --cmdline count=3 --vcpus 1 --mem 64 --events /tmp/ev \
+            "run --scenario write --vcpus 1 --mem 64 --events /tmp/ev --cmdline=count=3 \
              --break f --action stop --watch w:w --engine page --break g --vcpu 0"
         );
     }
