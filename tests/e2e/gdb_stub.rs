@@ -32,15 +32,26 @@ pub fn trials() -> Vec<Trial> {
             system_registers_match_rest,
         ),
         ("gdb::sse_registers_round_trip", sse_registers_round_trip),
+        ("gdb::register_set_is_qemus", register_set_is_qemus),
         ("gdb::interrupt_detach_and_kill", interrupt_detach_and_kill),
         ("gdb::bad_packets_leave_the_vm_running", bad_packets),
         ("gdb::with_cli_and_rest_each_sees_its_own", three_clients),
     ];
     let gdb = Command::new("gdb").arg("--version").output();
+    let qemu = Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     cases
         .into_iter()
         .map(|(name, f)| match &gdb {
-            Ok(out) if out.status.success() => Trial::test(name, f),
+            Ok(out) if out.status.success() => {
+                if name == "gdb::register_set_is_qemus" && !qemu {
+                    skipped(name, "no qemu-system-x86_64 here to compare with")
+                } else {
+                    Trial::test(name, f)
+                }
+            }
             _ => skipped(name, "no gdb here (apt-get install gdb)"),
         })
         .collect()
@@ -475,6 +486,106 @@ fn sse_registers_round_trip() -> Result<(), Failed> {
                 .any(|l| l.split_whitespace().next() == Some(reg)),
             || format!("`info all-registers` has no {reg}\n{out}"),
         )?;
+    }
+    Ok(())
+}
+
+/// QEMU, the reference for gdb's view of a VM.
+const QEMU: &str = "qemu-system-x86_64";
+
+/// The same gdb script against QEMU's gdbstub (KVM, the same embedded guest and command line,
+/// stopped at the same breakpoint) and against drvisor's: gdb sees the same registers, and
+/// the same values of the system registers and segment bases. (Not the x87/SSE state: QEMU
+/// loads its own reset values, drvisor leaves KVM's; and QEMU's `ftag` is FXSAVE's abridged
+/// tag where drvisor gives gdb the full tag word.)
+fn register_set_is_qemus() -> Result<(), Failed> {
+    const REGS: [&str; 13] = [
+        "rip",
+        "cs",
+        "ss",
+        "fs_base",
+        "gs_base",
+        "k_gs_base",
+        "cr0",
+        "cr2",
+        "cr3",
+        "cr4",
+        "cr8",
+        "efer",
+        "fctrl",
+    ];
+    let script = REGS
+        .iter()
+        .fold(String::from("hbreak drv_target_0\ncontinue\n"), |s, r| {
+            s + &format!("printf \"VAL {r} %lu\\n\", ${r}\n")
+        })
+        + "info all-registers\nkill";
+    let cmdline = "scenario=exec count=3";
+    let sock = temp_path("qemu-gdb.sock");
+    let elf = guest_elf()?;
+    let child = Command::new(QEMU)
+        .args(["-enable-kvm", "-m", "64", "-kernel"])
+        .arg(&elf)
+        .args([
+            "-append",
+            cmdline,
+            "-no-reboot",
+            "-nodefaults",
+            "-display",
+            "none",
+        ])
+        .args(["-serial", "none", "-monitor", "none", "-S", "-gdb"])
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn {QEMU}: {e}"))?;
+    let qemu = Stub {
+        child,
+        sock: sock.clone(),
+        events: temp_path("qemu-unused"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sock.exists() {
+        ensure(Instant::now() < deadline, || {
+            "QEMU's gdb socket never appeared".into()
+        })?;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let theirs = qemu.gdb(&script)?;
+    drop(qemu);
+    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(&elf);
+    let mut stub = Stub::start(&["--scenario", "exec", "--cmdline", "count=3"])?;
+    let ours = stub.gdb(&script)?;
+    let _ = stub.finish();
+    let names = |out: &str| {
+        let mut v: Vec<String> = out
+            .lines()
+            .skip_while(|l| !l.starts_with("rax "))
+            .take_while(|l| !l.starts_with('['))
+            .filter_map(|l| l.split_whitespace().next())
+            // Register names only, not the end of the session (`Remote connection closed`).
+            .filter(|w| {
+                w.starts_with(|c: char| c.is_ascii_lowercase())
+                    && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+            .map(String::from)
+            .collect();
+        v.sort();
+        v
+    };
+    let (q, d) = (names(&theirs), names(&ours));
+    ensure(q.len() > 60 && q == d, || {
+        format!("gdb's registers differ\nQEMU:    {q:?}\ndrvisor: {d:?}")
+    })?;
+    for r in REGS {
+        let prefix = format!("VAL {r} ");
+        let (q, d) = (number_after(&theirs, &prefix), number_after(&ours, &prefix));
+        ensure(q.is_some() && q == d, || {
+            format!("${r}: QEMU {q:?}, drvisor {d:?}\n{theirs}\n{ours}")
+        })?;
     }
     Ok(())
 }
