@@ -27,15 +27,31 @@ pub fn trials() -> Vec<Trial> {
             guest_breakpoints_stay_exact,
         ),
         ("gdb::registers_memory_stepi", registers_memory_stepi),
+        (
+            "gdb::system_registers_match_the_rest_plane",
+            system_registers_match_rest,
+        ),
+        ("gdb::sse_registers_round_trip", sse_registers_round_trip),
+        ("gdb::register_set_is_qemus", register_set_is_qemus),
         ("gdb::interrupt_detach_and_kill", interrupt_detach_and_kill),
         ("gdb::bad_packets_leave_the_vm_running", bad_packets),
         ("gdb::with_cli_and_rest_each_sees_its_own", three_clients),
     ];
     let gdb = Command::new("gdb").arg("--version").output();
+    let qemu = Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     cases
         .into_iter()
         .map(|(name, f)| match &gdb {
-            Ok(out) if out.status.success() => Trial::test(name, f),
+            Ok(out) if out.status.success() => {
+                if name == "gdb::register_set_is_qemus" && !qemu {
+                    skipped(name, "no qemu-system-x86_64 here to compare with")
+                } else {
+                    Trial::test(name, f)
+                }
+            }
             _ => skipped(name, "no gdb here (apt-get install gdb)"),
         })
         .collect()
@@ -341,6 +357,237 @@ fn registers_memory_stepi() -> Result<(), Failed> {
     ensure(number_after(&out, "R15 ") == Some(77), || {
         format!("register write not read back\n{out}")
     })
+}
+
+/// gdb gets QEMU's system registers: CR0, CR3, EFER and the segment bases as the REST plane
+/// reports them at the same stop (read while gdb holds the guest there), the kernel GS base
+/// the guest booted with, CR2, CR4 and CR8, all in `info registers`; a write of one is refused,
+/// not dropped. The test guest loads GS and FS selectors but sets no base (and never runs
+/// `swapgs`): both bases are 0, and so is IA32_KERNEL_GS_BASE from the boot MSRs.
+fn system_registers_match_rest() -> Result<(), Failed> {
+    let (mut stub, _, client) = Stub::with_api(&["--scenario", "exec", "--cmdline", "count=3"])?;
+    let stopped = temp_path("gdb-stopped");
+    let read = temp_path("gdb-rest-read");
+    let reader = {
+        let (stopped, read) = (stopped.clone(), read.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + GDB_TIMEOUT;
+            while !stopped.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let regs = client.registers(0).map_err(|e| e.to_string());
+            let _ = std::fs::write(&read, b"");
+            regs
+        })
+    };
+    let out = stub.gdb(&format!(
+        "hbreak drv_target_0\ncontinue\n\
+         printf \"CR0 %lu\\n\", $cr0\nprintf \"CR3 %lu\\n\", $cr3\n\
+         printf \"EFER %lu\\n\", $efer\nprintf \"CR4 %lu\\n\", $cr4\n\
+         printf \"CR2 %lu\\n\", $cr2\nprintf \"CR8 %lu\\n\", $cr8\n\
+         printf \"FSBASE %lu\\n\", $fs_base\nprintf \"GSBASE %lu\\n\", $gs_base\n\
+         printf \"KGSBASE %lu\\n\", $k_gs_base\ninfo registers\n\
+         shell touch {}\nshell while [ ! -e {} ]; do sleep 0.05; done\n\
+         set $cr3 = $cr3 + 0x1000",
+        stopped.display(),
+        read.display()
+    ))?;
+    // A script that ended early (a register gdb does not know) leaves the reader no stop to
+    // wait for.
+    let _ = std::fs::write(&stopped, b"");
+    let rest = reader
+        .join()
+        .map_err(|_| "the REST reader panicked".to_string())??;
+    let _ = std::fs::remove_file(&stopped);
+    let _ = std::fs::remove_file(&read);
+    // gdb's batch script ends at the refused write and gdb detaches: the guest runs to its end.
+    let run = stub.finish()?;
+    run.expect_code(0)?;
+    let expected = [
+        ("CR0 ", rest.cr0),
+        ("CR3 ", rest.cr3),
+        ("EFER ", rest.efer),
+        ("CR4 ", rest.cr4),
+        ("CR2 ", rest.cr2),
+        ("FSBASE ", rest.fs.base),
+        ("GSBASE ", rest.gs.base),
+        ("KGSBASE ", 0),
+        ("CR8 ", 0),
+    ];
+    for (name, want) in expected {
+        let got = number_after(&out, name);
+        ensure(got == Some(want), || {
+            format!("gdb's {name}is {got:?}, the REST plane's {want:#x}\n{out}")
+        })?;
+    }
+    // Long mode with paging: none of these can be 0 at a stop in the guest's code.
+    ensure(rest.cr0 & (1 << 31) != 0 && rest.cr3 != 0, || {
+        format!(
+            "paging off at the stop? CR0 {:#x} CR3 {:#x}",
+            rest.cr0, rest.cr3
+        )
+    })?;
+    ensure(rest.efer & (1 << 10) != 0, || {
+        format!("EFER.LMA clear at the stop: {:#x}", rest.efer)
+    })?;
+    for reg in [
+        "fs_base",
+        "gs_base",
+        "k_gs_base",
+        "cr0",
+        "cr3",
+        "cr4",
+        "efer",
+    ] {
+        ensure(
+            out.lines()
+                .any(|l| l.split_whitespace().next() == Some(reg)),
+            || format!("`info registers` has no {reg}\n{out}"),
+        )?;
+    }
+    ensure(out.contains("Could not write registers"), || {
+        format!("a write of CR3 was not refused\n{out}")
+    })
+}
+
+/// x87 and SSE registers are the vCPU's own: gdb writes XMM registers, reads them back from
+/// the stub, and after a `stepi` (the vCPU loads them with KVM_SET_FPU, runs, and parks
+/// reading them with KVM_GET_FPU) from KVM; `info all-registers` lists x87 and SSE registers
+/// with the x87 control word KVM holds (the guest never uses SSE or x87: nothing else changes
+/// them).
+fn sse_registers_round_trip() -> Result<(), Failed> {
+    let mut stub = Stub::start(&["--scenario", "exec", "--cmdline", "count=3"])?;
+    let out = stub.gdb(
+        "hbreak drv_target_0\ncontinue\ndelete\n\
+         set $xmm0.v4_int32[0] = 0x1234\nmaint flush register-cache\n\
+         printf \"XMM0 %d\\n\", $xmm0.v4_int32[0]\n\
+         set $xmm15.v2_int64[1] = 0x55aa\nstepi\nmaint flush register-cache\n\
+         printf \"STEPPED0 %d\\n\", $xmm0.v4_int32[0]\n\
+         printf \"STEPPED15 %ld\\n\", $xmm15.v2_int64[1]\n\
+         printf \"FCTRL %lu\\n\", $fctrl\ninfo all-registers\ndetach",
+    )?;
+    let run = stub.finish()?;
+    run.expect_code(0)?;
+    for (name, want) in [
+        ("XMM0 ", 0x1234),
+        ("STEPPED0 ", 0x1234),
+        ("STEPPED15 ", 0x55aa),
+        // The x87 control word at reset (FNINIT's), as KVM_GET_FPU reports it.
+        ("FCTRL ", 0x37f),
+    ] {
+        let got = number_after(&out, name);
+        ensure(got == Some(want), || {
+            format!("{name}is {got:?}, not {want:#x}\n{out}")
+        })?;
+    }
+    for reg in ["st7", "fctrl", "xmm15", "mxcsr", "k_gs_base", "efer"] {
+        ensure(
+            out.lines()
+                .any(|l| l.split_whitespace().next() == Some(reg)),
+            || format!("`info all-registers` has no {reg}\n{out}"),
+        )?;
+    }
+    Ok(())
+}
+
+/// QEMU, the reference for gdb's view of a VM.
+const QEMU: &str = "qemu-system-x86_64";
+
+/// The same gdb script against QEMU's gdbstub (KVM, the same embedded guest and command line,
+/// stopped at the same breakpoint) and against drvisor's: gdb sees the same registers, and
+/// the same values of the system registers and segment bases. (Not the x87/SSE state: QEMU
+/// loads its own reset values, drvisor leaves KVM's; and QEMU's `ftag` is FXSAVE's abridged
+/// tag where drvisor gives gdb the full tag word.)
+fn register_set_is_qemus() -> Result<(), Failed> {
+    const REGS: [&str; 13] = [
+        "rip",
+        "cs",
+        "ss",
+        "fs_base",
+        "gs_base",
+        "k_gs_base",
+        "cr0",
+        "cr2",
+        "cr3",
+        "cr4",
+        "cr8",
+        "efer",
+        "fctrl",
+    ];
+    let script = REGS
+        .iter()
+        .fold(String::from("hbreak drv_target_0\ncontinue\n"), |s, r| {
+            s + &format!("printf \"VAL {r} %lu\\n\", ${r}\n")
+        })
+        + "info all-registers\nkill";
+    let cmdline = "scenario=exec count=3";
+    let sock = temp_path("qemu-gdb.sock");
+    let elf = guest_elf()?;
+    let child = Command::new(QEMU)
+        .args(["-enable-kvm", "-m", "64", "-kernel"])
+        .arg(&elf)
+        .args([
+            "-append",
+            cmdline,
+            "-no-reboot",
+            "-nodefaults",
+            "-display",
+            "none",
+        ])
+        .args(["-serial", "none", "-monitor", "none", "-S", "-gdb"])
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn {QEMU}: {e}"))?;
+    let qemu = Stub {
+        child,
+        sock: sock.clone(),
+        events: temp_path("qemu-unused"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sock.exists() {
+        ensure(Instant::now() < deadline, || {
+            "QEMU's gdb socket never appeared".into()
+        })?;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let theirs = qemu.gdb(&script)?;
+    drop(qemu);
+    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(&elf);
+    let mut stub = Stub::start(&["--scenario", "exec", "--cmdline", "count=3"])?;
+    let ours = stub.gdb(&script)?;
+    let _ = stub.finish();
+    let names = |out: &str| {
+        let mut v: Vec<String> = out
+            .lines()
+            .skip_while(|l| !l.starts_with("rax "))
+            .take_while(|l| !l.starts_with('['))
+            .filter_map(|l| l.split_whitespace().next())
+            // Register names only, not the end of the session (`Remote connection closed`).
+            .filter(|w| {
+                w.starts_with(|c: char| c.is_ascii_lowercase())
+                    && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+            .map(String::from)
+            .collect();
+        v.sort();
+        v
+    };
+    let (q, d) = (names(&theirs), names(&ours));
+    ensure(q.len() > 60 && q == d, || {
+        format!("gdb's registers differ\nQEMU:    {q:?}\ndrvisor: {d:?}")
+    })?;
+    for r in REGS {
+        let prefix = format!("VAL {r} ");
+        let (q, d) = (number_after(&theirs, &prefix), number_after(&ours, &prefix));
+        ensure(q.is_some() && q == d, || {
+            format!("${r}: QEMU {q:?}, drvisor {d:?}\n{theirs}\n{ours}")
+        })?;
+    }
+    Ok(())
 }
 
 /// Ctrl-C stops a running guest, detach lets it run on, and a second gdb's kill ends the run.

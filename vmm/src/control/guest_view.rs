@@ -64,6 +64,24 @@ impl Session {
         self.parked.wait(index, std::time::Duration::from_secs(5))
     }
 
+    /// vCPU `index`'s registers and the rest of its state gdb shows (CR8, the kernel GS base,
+    /// the x87/SSE state), if it is parked (waiting a moment for it to park).
+    pub fn parked_system(
+        &self,
+        index: usize,
+    ) -> Option<(VcpuRegisters, crate::vcpu::parked::SystemState)> {
+        self.parked
+            .wait_system(index, std::time::Duration::from_secs(5))
+    }
+
+    /// Writes vCPU `index`'s x87/SSE state, loaded before it runs again. `false` unless it is
+    /// parked.
+    pub fn write_fpu(&self, index: usize, fpu: kvm_bindings::kvm_fpu) -> bool {
+        let _door = self.door();
+        self.parked
+            .write_fpu(index, fpu, std::time::Duration::from_secs(5))
+    }
+
     /// Writes vCPU `index`'s general registers, loaded before it runs again. `false` unless
     /// it is parked.
     pub fn write_registers(&self, index: usize, regs: Registers) -> bool {

@@ -6,7 +6,10 @@
 //! All-stop: a hit of a gdb breakpoint pauses every vCPU (the `pause` action), and gdb's
 //! threads are the vCPUs. The stub runs on a thread of its own and never touches a vCPU: it
 //! reads the registers the parked vCPUs left, and writes registers through the same mailbox.
+//! gdb gets QEMU's register set ([`arch`]): the general, x87 and SSE registers, the segment
+//! bases and the system registers.
 
+mod arch;
 mod buffered_conn;
 mod event_loop;
 mod listen;

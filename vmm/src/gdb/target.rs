@@ -22,9 +22,8 @@ use gdbstub::target::ext::breakpoints::{
 };
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
-use gdbstub_arch::x86::reg::X86_64CoreRegs;
-use gdbstub_arch::x86::X86_64_SSE;
 
+use super::arch::{fpu_from_gdb, fpu_to_gdb, SystemRegs, X86_64_System, SYSTEM_NAMES};
 use super::points::{Inserted, Points};
 use crate::control::{Request, Session, What};
 use crate::debug::HitContext;
@@ -203,7 +202,7 @@ impl GdbTarget {
 }
 
 impl Target for GdbTarget {
-    type Arch = X86_64_SSE;
+    type Arch = X86_64_System;
     type Error = String;
 
     fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
@@ -219,37 +218,85 @@ impl Target for GdbTarget {
     }
 }
 
-impl MultiThreadBase for GdbTarget {
-    fn read_registers(&mut self, regs: &mut X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
-        let r = self
-            .session
-            .parked_registers(index(tid))
-            .ok_or(TargetError::NonFatal)?;
+impl GdbTarget {
+    /// Every register gdb sees of parked vCPU `index`, and its x87/SSE state as KVM has it.
+    fn system_registers(
+        &self,
+        index: usize,
+    ) -> Option<(SystemRegs, Option<kvm_bindings::kvm_fpu>)> {
+        let (r, system) = self.session.parked_system(index)?;
+        let mut regs = SystemRegs::default();
         let g = &r.regs;
-        regs.regs = [
+        regs.core.regs = [
             g.rax, g.rbx, g.rcx, g.rdx, g.rsi, g.rdi, g.rbp, g.rsp, g.r8, g.r9, g.r10, g.r11,
             g.r12, g.r13, g.r14, g.r15,
         ];
-        regs.rip = g.rip;
+        regs.core.rip = g.rip;
         // RF is the VMM's business at a stop (it resumes past the breakpoint with it), not the
         // guest's state: gdb sees RFLAGS as the guest's code left them, as QEMU shows them.
-        regs.eflags = (g.rflags & !RFLAGS_RF) as u32;
-        regs.segments.cs = u32::from(r.cs.selector);
-        regs.segments.ss = u32::from(r.ss.selector);
-        regs.segments.ds = u32::from(r.ds.selector);
-        regs.segments.es = u32::from(r.es.selector);
-        regs.segments.fs = u32::from(r.fs.selector);
-        regs.segments.gs = u32::from(r.gs.selector);
+        regs.core.eflags = (g.rflags & !RFLAGS_RF) as u32;
+        let s = &mut regs.core.segments;
+        s.cs = u32::from(r.cs.selector);
+        s.ss = u32::from(r.ss.selector);
+        s.ds = u32::from(r.ds.selector);
+        s.es = u32::from(r.es.selector);
+        s.fs = u32::from(r.fs.selector);
+        s.gs = u32::from(r.gs.selector);
+        if let Some(fpu) = &system.fpu {
+            fpu_to_gdb(fpu, &mut regs.core);
+        }
+        regs.fs_base = r.fs.base;
+        regs.gs_base = r.gs.base;
+        regs.k_gs_base = system.kernel_gs_base;
+        regs.cr0 = r.cr0;
+        regs.cr2 = r.cr2;
+        regs.cr3 = r.cr3;
+        regs.cr4 = r.cr4;
+        regs.cr8 = system.cr8;
+        regs.efer = r.efer;
+        Some((regs, system.fpu))
+    }
+}
+
+/// The system registers and segment bases `written` changes from `now`: gdb may not write
+/// them (read-only, see docs/gdb.md).
+fn changed_system_registers(now: &SystemRegs, written: &SystemRegs) -> Vec<&'static str> {
+    SYSTEM_NAMES
+        .iter()
+        .zip(now.system().into_iter().zip(written.system()))
+        .filter(|(_, (now, written))| now.is_some() && now != written)
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+impl MultiThreadBase for GdbTarget {
+    fn read_registers(&mut self, regs: &mut SystemRegs, tid: Tid) -> TargetResult<(), Self> {
+        *regs = self
+            .system_registers(index(tid))
+            .ok_or(TargetError::NonFatal)?
+            .0;
         Ok(())
     }
 
-    fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+    fn write_registers(&mut self, regs: &SystemRegs, tid: Tid) -> TargetResult<(), Self> {
+        let vcpu = index(tid);
+        let (now, fpu) = self.system_registers(vcpu).ok_or(TargetError::NonFatal)?;
+        // Nothing is written if any of it cannot be.
+        let refused = changed_system_registers(&now, regs);
+        if !refused.is_empty() {
+            tracing::warn!(
+                "gdb: {} read-only: drvisor does not write segment bases or system registers",
+                refused.join(", ")
+            );
+            return Err(TargetError::Errno(libc::EPERM as u8));
+        }
         // gdb writes back the RFLAGS it read, without RF: the vCPU keeps its own RF.
         let rf = self
             .session
-            .parked_registers(index(tid))
+            .parked_registers(vcpu)
             .map_or(0, |now| now.regs.rflags & RFLAGS_RF);
-        let r = &regs.regs;
+        let core = &regs.core;
+        let r = &core.regs;
         let written = Registers {
             rax: r[0],
             rbx: r[1],
@@ -267,14 +314,25 @@ impl MultiThreadBase for GdbTarget {
             r13: r[13],
             r14: r[14],
             r15: r[15],
-            rip: regs.rip,
-            rflags: (u64::from(regs.eflags) & !RFLAGS_RF) | rf,
+            rip: core.rip,
+            rflags: (u64::from(core.eflags) & !RFLAGS_RF) | rf,
         };
-        if self.session.write_registers(index(tid), written) {
-            Ok(())
-        } else {
-            Err(TargetError::NonFatal)
+        if !self.session.write_registers(vcpu, written) {
+            return Err(TargetError::NonFatal);
         }
+        // The x87/SSE state only if gdb changed it: KVM_SET_FPU is one more ioctl at resume.
+        if let Some(fpu) = fpu {
+            let was = &now.core;
+            let changed = (&was.st, &was.fpu, &was.xmm, was.mxcsr)
+                != (&core.st, &core.fpu, &core.xmm, core.mxcsr);
+            if changed {
+                let new = fpu_from_gdb(core, &fpu);
+                if !self.session.write_fpu(vcpu, new) {
+                    return Err(TargetError::NonFatal);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {

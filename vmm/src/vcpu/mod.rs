@@ -162,8 +162,9 @@ impl Vcpu {
                     // The sync area is filled at exits: before the first, ask KVM.
                     let synced = self.sync_regs && self.last_structures.is_some();
                     let steps = ctx.debug.as_deref().map_or(0, VcpuDebug::client_steps);
-                    if let Some(regs) = parked::snapshot(self.index, &mut self.fd, synced) {
-                        shared.parked.park(self.index, regs, steps);
+                    if let Some((regs, system)) = parked::snapshot(self.index, &mut self.fd, synced)
+                    {
+                        shared.parked.park(self.index, regs, system, steps);
                     }
                 }
                 let debug = ctx.debug.as_deref();
@@ -177,7 +178,8 @@ impl Vcpu {
                 });
                 // Leaving the park (to run, or to look at news and park again): the registers
                 // are the vCPU's own again, with what a client wrote meanwhile.
-                if let Some(written) = shared.parked.unpark(self.index) {
+                let written = shared.parked.unpark(self.index);
+                if !written.is_empty() {
                     if let Err(e) = self.load_written(shared, &written) {
                         control.finish(self.vmm_error(e));
                         break;
@@ -267,8 +269,29 @@ impl Vcpu {
         }
     }
 
-    /// Loads the general registers a client wrote while this vCPU was parked.
+    /// Loads what a client wrote while this vCPU was parked: the x87/SSE state, then the
+    /// general registers.
     fn load_written(
+        &mut self,
+        shared: &VcpuShared,
+        written: &parked::Written,
+    ) -> Result<(), crate::debug::KvmError> {
+        if let Some(fpu) = &written.fpu {
+            self.fd
+                .set_fpu(fpu)
+                .map_err(|source| crate::debug::KvmError {
+                    op: "KVM_SET_FPU",
+                    source,
+                })?;
+        }
+        match &written.regs {
+            Some(regs) => self.load_written_regs(shared, regs),
+            None => Ok(()),
+        }
+    }
+
+    /// Loads the general registers a client wrote while this vCPU was parked.
+    fn load_written_regs(
         &mut self,
         shared: &VcpuShared,
         written: &drvisor_api::Registers,

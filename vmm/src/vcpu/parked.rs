@@ -1,14 +1,16 @@
 //! The registers of paused vCPUs. A client thread never touches a vCPU's file descriptor, so a
 //! vCPU leaves its registers here when it parks for a pause, and takes them back when it
 //! resumes, with any general registers a client wrote meanwhile (gdb's `set $rax = ...`).
-//! `GET /vcpus/{n}/registers` and gdb read them.
+//! `GET /vcpus/{n}/registers` and gdb read them. gdb also gets the rest of the vCPU's state
+//! a kernel developer needs ([`SystemState`]: CR8, the kernel GS base, the x87/SSE state),
+//! read by the vCPU itself when it parks, and may write the x87/SSE state back the same way.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use drvisor_api::rest::{Segment, VcpuRegisters};
 use drvisor_api::Registers;
-use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, Msrs};
 use kvm_ioctls::VcpuFd;
 
 use crate::debug::registers;
@@ -25,11 +27,46 @@ pub struct ParkedRegs {
 /// How often a waiter looks whether the run has ended.
 const SLICE: Duration = Duration::from_millis(20);
 
+/// IA32_KERNEL_GS_BASE, what `swapgs` exchanges GS.base with.
+pub const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+
+/// The state a parked vCPU leaves beside [`VcpuRegisters`] (which the REST plane reports), for
+/// gdb: what is not in the sync-regs area costs one ioctl each at park time.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SystemState {
+    /// CR8 (the task priority), from the system registers.
+    pub cr8: u64,
+    /// IA32_KERNEL_GS_BASE (`KVM_GET_MSRS`); `None` if KVM refused it.
+    pub kernel_gs_base: Option<u64>,
+    /// The x87 and SSE state (`KVM_GET_FPU`); `None` if KVM refused it.
+    pub fpu: Option<kvm_fpu>,
+}
+
+/// What a client wrote while a vCPU was parked, to load before it runs again.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Written {
+    /// General registers.
+    pub regs: Option<Registers>,
+    /// The x87/SSE state (`KVM_SET_FPU`).
+    pub fpu: Option<kvm_fpu>,
+}
+
+impl Written {
+    /// Whether there is nothing to load.
+    pub fn is_empty(&self) -> bool {
+        self.regs.is_none() && self.fpu.is_none()
+    }
+}
+
 #[derive(Clone, Default)]
 struct Slot {
     parked: Option<VcpuRegisters>,
+    /// Beside `parked`, as of the same park.
+    system: SystemState,
     /// General registers a client wrote while the vCPU was parked, to load before it runs.
     written: Option<Registers>,
+    /// The x87/SSE state a client wrote while the vCPU was parked.
+    written_fpu: Option<kvm_fpu>,
     /// How many client single-steps it had taken when it last parked.
     steps: u64,
 }
@@ -69,12 +106,16 @@ impl ParkedRegs {
 
     /// vCPU `index` parked with these registers, having taken `steps` client single-steps
     /// since it started.
-    pub fn park(&self, index: usize, mut regs: VcpuRegisters, steps: u64) {
+    pub fn park(&self, index: usize, mut regs: VcpuRegisters, mut system: SystemState, steps: u64) {
         if let Some(slot) = self.lock().get_mut(index) {
             if let Some(written) = &slot.written {
                 regs.regs = written.clone();
             }
+            if let Some(fpu) = slot.written_fpu {
+                system.fpu = Some(fpu);
+            }
             slot.parked = Some(regs);
+            slot.system = system;
             slot.steps = steps;
         }
         self.changed.notify_all();
@@ -102,12 +143,61 @@ impl ParkedRegs {
         slots.get(index).is_some()
     }
 
-    /// vCPU `index` runs again: the general registers to load first, if a client wrote them.
-    pub fn unpark(&self, index: usize) -> Option<Registers> {
+    /// vCPU `index` runs again: what to load first, which a client wrote.
+    pub fn unpark(&self, index: usize) -> Written {
         let mut slots = self.lock();
-        let slot = slots.get_mut(index)?;
+        let Some(slot) = slots.get_mut(index) else {
+            return Written::default();
+        };
         slot.parked = None;
-        slot.written.take()
+        Written {
+            regs: slot.written.take(),
+            fpu: slot.written_fpu.take(),
+        }
+    }
+
+    /// Writes vCPU `index`'s x87/SSE state (loaded before it next runs), as [`Self::write`]
+    /// does the general registers.
+    pub fn write_fpu(&self, index: usize, fpu: kvm_fpu, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut slots = self.lock();
+        while slots.get(index).is_some_and(|s| s.parked.is_none()) {
+            match self.wait_slice(slots, deadline) {
+                Some(next) => slots = next,
+                None => return false,
+            }
+        }
+        match slots.get_mut(index) {
+            Some(slot) if slot.parked.is_some() => {
+                slot.system.fpu = Some(fpu);
+                slot.written_fpu = Some(fpu);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// vCPU `index`'s registers and the rest of its state, waiting up to `timeout` for it to
+    /// park.
+    pub fn wait_system(
+        &self,
+        index: usize,
+        timeout: Duration,
+    ) -> Option<(VcpuRegisters, SystemState)> {
+        let deadline = Instant::now() + timeout;
+        let mut slots = self.lock();
+        loop {
+            match slots.get(index) {
+                None => return None,
+                Some(Slot {
+                    parked: Some(regs),
+                    system,
+                    ..
+                }) => return Some((regs.clone(), *system)),
+                Some(_) => {}
+            }
+            slots = self.wait_slice(slots, deadline)?;
+        }
     }
 
     /// Writes vCPU `index`'s general registers (loaded before it next runs). `false` unless it
@@ -167,8 +257,14 @@ impl ParkedRegs {
 }
 
 /// vCPU `index`'s registers: from the sync-regs area when KVM fills it (it also holds what
-/// drvisor changed for the next entry), else through the ioctls.
-pub fn snapshot(index: usize, fd: &mut VcpuFd, sync_regs: bool) -> Option<VcpuRegisters> {
+/// drvisor changed for the next entry), else through the ioctls; and the rest of its state,
+/// two ioctls more (`KVM_GET_FPU`, `KVM_GET_MSRS` for one MSR), made by the vCPU's own thread
+/// as it parks: a pause is rare, and the stub must never touch a vCPU.
+pub fn snapshot(
+    index: usize,
+    fd: &mut VcpuFd,
+    sync_regs: bool,
+) -> Option<(VcpuRegisters, SystemState)> {
     let (regs, sregs): (kvm_regs, kvm_sregs) = if sync_regs {
         let s = fd.sync_regs();
         (s.regs, s.sregs)
@@ -180,7 +276,12 @@ pub fn snapshot(index: usize, fd: &mut VcpuFd, sync_regs: bool) -> Option<VcpuRe
         base: s.base,
         limit: s.limit,
     };
-    Some(VcpuRegisters {
+    let system = SystemState {
+        cr8: sregs.cr8,
+        kernel_gs_base: kernel_gs_base(fd),
+        fpu: fd.get_fpu().ok(),
+    };
+    let regs = VcpuRegisters {
         vcpu: index as u32,
         regs: registers(&regs),
         cr0: sregs.cr0,
@@ -194,7 +295,21 @@ pub fn snapshot(index: usize, fd: &mut VcpuFd, sync_regs: bool) -> Option<VcpuRe
         es: seg(&sregs.es),
         fs: seg(&sregs.fs),
         gs: seg(&sregs.gs),
-    })
+    };
+    Some((regs, system))
+}
+
+/// IA32_KERNEL_GS_BASE of the vCPU on `fd`.
+fn kernel_gs_base(fd: &VcpuFd) -> Option<u64> {
+    let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
+        index: MSR_KERNEL_GS_BASE,
+        ..Default::default()
+    }])
+    .ok()?;
+    match fd.get_msrs(&mut msrs) {
+        Ok(1) => msrs.as_slice().first().map(|e| e.data),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -208,10 +323,10 @@ mod tests {
         assert!(p.wait(5, Duration::ZERO).is_none(), "no such vCPU");
         let p2 = p.clone();
         let t = std::thread::spawn(move || p2.wait(1, Duration::from_secs(10)));
-        p.park(1, VcpuRegisters::default(), 0);
+        p.park(1, VcpuRegisters::default(), SystemState::default(), 0);
         assert!(t.join().unwrap().is_some());
         assert!(!p.wait_all(Duration::ZERO), "vCPU 0 has not parked");
-        p.park(0, VcpuRegisters::default(), 0);
+        p.park(0, VcpuRegisters::default(), SystemState::default(), 0);
         assert!(p.wait_all(Duration::ZERO));
         let r = Registers {
             rax: 7,
@@ -223,11 +338,30 @@ mod tests {
             7,
             "reads see the write"
         );
-        assert_eq!(p.unpark(0), Some(r), "the vCPU loads it");
+        let fpu = kvm_fpu {
+            mxcsr: 0x1f80,
+            ..Default::default()
+        };
+        assert!(p.write_fpu(0, fpu, Duration::ZERO));
+        assert_eq!(
+            p.wait_system(0, Duration::ZERO).unwrap().1.fpu,
+            Some(fpu),
+            "reads see the FPU write"
+        );
+        assert_eq!(
+            p.unpark(0),
+            Written {
+                regs: Some(r),
+                fpu: Some(fpu)
+            },
+            "the vCPU loads both"
+        );
         assert!(p.wait(0, Duration::ZERO).is_none());
         assert!(
             !p.write(0, Registers::default(), Duration::ZERO),
             "not parked"
         );
+        assert!(!p.write_fpu(0, fpu, Duration::ZERO), "not parked");
+        assert!(p.unpark(0).is_empty(), "loaded once");
     }
 }
