@@ -104,6 +104,21 @@ impl ParkedRegs {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The slots, locked once vCPU `index` is parked (or is no vCPU); `None` if it is out for
+    /// longer than `timeout`.
+    fn lock_parked(
+        &self,
+        index: usize,
+        timeout: Duration,
+    ) -> Option<std::sync::MutexGuard<'_, Vec<Slot>>> {
+        let deadline = Instant::now() + timeout;
+        let mut slots = self.lock();
+        while slots.get(index).is_some_and(|s| s.parked.is_none()) {
+            slots = self.wait_slice(slots, deadline)?;
+        }
+        Some(slots)
+    }
+
     /// vCPU `index` parked with these registers, having taken `steps` client single-steps
     /// since it started.
     pub fn park(&self, index: usize, mut regs: VcpuRegisters, mut system: SystemState, steps: u64) {
@@ -159,14 +174,9 @@ impl ParkedRegs {
     /// Writes vCPU `index`'s x87/SSE state (loaded before it next runs), as [`Self::write`]
     /// does the general registers.
     pub fn write_fpu(&self, index: usize, fpu: kvm_fpu, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut slots = self.lock();
-        while slots.get(index).is_some_and(|s| s.parked.is_none()) {
-            match self.wait_slice(slots, deadline) {
-                Some(next) => slots = next,
-                None => return false,
-            }
-        }
+        let Some(mut slots) = self.lock_parked(index, timeout) else {
+            return false;
+        };
         match slots.get_mut(index) {
             Some(slot) if slot.parked.is_some() => {
                 slot.system.fpu = Some(fpu);
@@ -204,14 +214,9 @@ impl ParkedRegs {
     /// is parked, or parks again within `timeout` (it may be out for a moment, installing a
     /// new plan).
     pub fn write(&self, index: usize, regs: Registers, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut slots = self.lock();
-        while slots.get(index).is_some_and(|s| s.parked.is_none()) {
-            match self.wait_slice(slots, deadline) {
-                Some(next) => slots = next,
-                None => return false,
-            }
-        }
+        let Some(mut slots) = self.lock_parked(index, timeout) else {
+            return false;
+        };
         match slots.get_mut(index) {
             Some(Slot {
                 parked: Some(parked),
