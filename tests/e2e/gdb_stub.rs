@@ -35,6 +35,10 @@ pub fn trials() -> Vec<Trial> {
         ("gdb::register_set_is_qemus", register_set_is_qemus),
         ("gdb::interrupt_detach_and_kill", interrupt_detach_and_kill),
         ("gdb::bad_packets_leave_the_vm_running", bad_packets),
+        (
+            "gdb::socket_is_0600_and_a_second_gdb_is_refused",
+            second_gdb_refused,
+        ),
         ("gdb::with_cli_and_rest_each_sees_its_own", three_clients),
     ];
     let gdb = Command::new("gdb").arg("--version").output();
@@ -630,6 +634,77 @@ fn bad_packets() -> Result<(), Failed> {
     ensure(out.contains("Thread 1.1"), || {
         format!("gdb could not attach after the junk\n{out}")
     })?;
+    ensure(run.code == 0, || format!("exit {}\n{run}", run.code))
+}
+
+/// Reads what `s` sends until it closes (or 20 s pass).
+fn read_to_close(s: &mut std::os::unix::net::UnixStream) -> Result<Vec<u8>, Failed> {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                return Err(
+                    format!("{e} after {:?}", String::from_utf8_lossy(&got).into_owned()).into(),
+                )
+            }
+        }
+    }
+}
+
+/// The gdb socket is 0600 (the stub writes guest memory); a second client while a real gdb
+/// is attached is answered with an `E.` message and closed, and the first gdb goes on.
+fn second_gdb_refused() -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stub = Stub::start(&["--scenario", "spin"])?;
+    let mode = std::fs::symlink_metadata(&stub.sock)
+        .map_err(|e| e.to_string())?
+        .permissions()
+        .mode();
+    ensure(mode & 0o777 == 0o600, || {
+        format!("the gdb socket has mode {:o}, not 600", mode & 0o777)
+    })?;
+    let marker = temp_path("gdb-attached");
+    let script = format!(
+        "info threads\nshell touch {}\nshell sleep 8\ninfo threads\nkill",
+        marker.display()
+    );
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| stub.gdb(&script));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !marker.exists() {
+            ensure(Instant::now() < deadline, || "gdb never attached".into())?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut second =
+            std::os::unix::net::UnixStream::connect(&stub.sock).map_err(|e| e.to_string())?;
+        second
+            .write_all(b"$qSupported#37")
+            .map_err(|e| e.to_string())?;
+        let got = read_to_close(&mut second)?;
+        let got = String::from_utf8_lossy(&got);
+        ensure(
+            got == format!("+$E.drvisor: another gdb is attached#{:02x}", {
+                b"E.drvisor: another gdb is attached"
+                    .iter()
+                    .fold(0u8, |a, b| a.wrapping_add(*b))
+            }),
+            || format!("the second client got {got:?}"),
+        )?;
+        let out = first
+            .join()
+            .map_err(|_| Failed::from("the gdb thread panicked"))??;
+        ensure(out.matches("Thread 1.1").count() == 2, || {
+            format!("the first gdb did not go on\n{out}")
+        })
+    })?;
+    let _ = std::fs::remove_file(&marker);
+    let run = stub.finish()?;
     ensure(run.code == 0, || format!("exit {}\n{run}", run.code))
 }
 
