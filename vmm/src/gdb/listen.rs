@@ -71,6 +71,27 @@ enum Stream {
 }
 
 impl Stream {
+    fn set_read_timeout(&self, t: Duration) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(Some(t)),
+            Stream::Unix(s) => s.set_read_timeout(Some(t)),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => Read::read(s, buf),
+            Stream::Unix(s) => Read::read(s, buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => Write::write_all(s, buf),
+            Stream::Unix(s) => Write::write_all(s, buf),
+        }
+    }
+
     fn into_conn(self) -> Conn {
         match self {
             Stream::Tcp(s) => Box::new(BufferedConn::new(s)),
@@ -146,32 +167,42 @@ pub(super) fn packet(data: &str) -> String {
     format!("${data}#{sum:02x}")
 }
 
-/// Answers the first packet on `stream` with [`BUSY_REPLY`] and closes it.
-fn refuse<S: Read + Write>(mut stream: S) {
-    let mut got = Vec::new();
+/// How long a refused client is answered before it is closed.
+const REFUSE_FOR: Duration = Duration::from_secs(10);
+
+/// Answers every packet on `stream` with [`BUSY_REPLY`] until the client goes away (or
+/// [`REFUSE_FOR`] has passed): gdb acks the reply to its `qSupported` and goes on with a few
+/// more packets before it gives up, and closing at once would leave it with a broken pipe
+/// instead of the message.
+fn refuse(mut stream: Stream) {
+    let until = std::time::Instant::now() + REFUSE_FOR;
+    let reply = format!("+{}", packet(BUSY_REPLY));
     let mut byte = [0u8; 1];
-    // Up to the end of the first packet (`$...#xx`), ignoring acks and interrupts before it;
-    // a client that sends nothing for a while is simply closed.
-    let mut hashes = None;
-    while got.len() < 64 * 1024 {
+    // Where in a packet: `None` outside, else how many checksum digits are still to come.
+    let mut inside: Option<Option<u8>> = None;
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(left).is_err() {
+            return;
+        }
         match stream.read(&mut byte) {
             Ok(1) => {}
             _ => return,
         }
-        if got.is_empty() && byte[0] != b'$' {
-            continue;
-        }
-        got.push(byte[0]);
-        match hashes {
-            None if byte[0] == b'#' => hashes = Some(0),
-            Some(n) if n + 1 == 2 => break,
-            Some(n) => hashes = Some(n + 1),
-            None => {}
-        }
+        inside = match (inside, byte[0]) {
+            (None, b'$') => Some(None),
+            (None, _) => None,
+            (Some(None), b'#') => Some(Some(2)),
+            (Some(None), _) => Some(None),
+            (Some(Some(n)), _) if n > 1 => Some(Some(n - 1)),
+            (Some(Some(_)), _) => {
+                if stream.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+                None
+            }
+        };
     }
-    let reply = format!("+{}", packet(BUSY_REPLY));
-    let _ = stream.write_all(reply.as_bytes());
-    let _ = stream.flush();
 }
 
 /// The stub's thread.
@@ -182,8 +213,13 @@ pub struct Served {
 
 impl Served {
     /// Waits, up to `timeout`, until the stub has told gdb that the run ended.
+    /// Also until the listener is gone (its socket file with it).
     pub fn finish(self, timeout: Duration) {
-        let _ = self.done.recv_timeout(timeout);
+        let until = std::time::Instant::now() + timeout;
+        for _ in 0..2 {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            let _ = self.done.recv_timeout(left);
+        }
     }
 }
 
@@ -203,6 +239,7 @@ pub fn serve(session: Arc<Session>, at: &Listen) -> std::io::Result<Served> {
     let serving = {
         let session = session.clone();
         let busy = busy.clone();
+        let tx = tx.clone();
         std::thread::Builder::new()
             .name("drvisor-gdb".into())
             .spawn(move || {
@@ -240,6 +277,8 @@ pub fn serve(session: Arc<Session>, at: &Listen) -> std::io::Result<Served> {
     std::thread::Builder::new()
         .name("drvisor-gdb-accept".into())
         .spawn(move || {
+            let _done = Done(tx);
+            let listener = listener;
             while let Ok(Some(stream)) = listener.accept(&session) {
                 if claim(&busy) {
                     let _ = conns.send(stream);
@@ -260,12 +299,11 @@ pub fn serve(session: Arc<Session>, at: &Listen) -> std::io::Result<Served> {
                             std::thread::sleep(Duration::from_millis(20));
                         }
                         tracing::info!("gdb stub: refused a second gdb (one is attached)");
-                        match stream {
-                            Stream::Tcp(s) => refuse(s),
-                            Stream::Unix(s) => refuse(s),
-                        }
+                        refuse(stream);
                     });
             }
+            // The socket file goes before the "done".
+            drop(listener);
         })?;
     Ok(Served {
         done,
