@@ -139,7 +139,7 @@ pub fn bind(path: &Path) -> Result<(UnixListener, SocketFile), BindError> {
     };
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io("chmod 0600", path))?;
     sock.listen(128).map_err(io("listening on", path))?;
-    Ok((sock.into(), file))
+    Ok((UnixListener::from(std::os::fd::OwnedFd::from(sock)), file))
 }
 
 #[cfg(test)]
