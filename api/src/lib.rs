@@ -23,6 +23,7 @@ pub mod rest;
 pub mod ring;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod unix_socket;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

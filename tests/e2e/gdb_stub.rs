@@ -35,6 +35,14 @@ pub fn trials() -> Vec<Trial> {
         ("gdb::register_set_is_qemus", register_set_is_qemus),
         ("gdb::interrupt_detach_and_kill", interrupt_detach_and_kill),
         ("gdb::bad_packets_leave_the_vm_running", bad_packets),
+        (
+            "gdb::malformed_packets_get_a_nak_or_an_error_and_the_session_goes_on",
+            malformed_packets,
+        ),
+        (
+            "gdb::socket_is_0600_and_a_second_gdb_is_refused",
+            second_gdb_refused,
+        ),
         ("gdb::with_cli_and_rest_each_sees_its_own", three_clients),
     ];
     let gdb = Command::new("gdb").arg("--version").output();
@@ -634,6 +642,164 @@ fn bad_packets() -> Result<(), Failed> {
         format!("gdb could not attach after the junk\n{out}")
     })?;
     ensure(run.code == 0, || format!("exit {}\n{run}", run.code))
+}
+
+/// `$body#cs`.
+fn packet(body: &[u8]) -> Vec<u8> {
+    let sum = body.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+    let mut p = vec![b'$'];
+    p.extend_from_slice(body);
+    p.extend_from_slice(format!("#{sum:02x}").as_bytes());
+    p
+}
+
+/// Sends `raw` on an ack-mode connection and reads the answer: `-`, or `+` and one reply
+/// packet (acked).
+fn exchange(s: &mut std::os::unix::net::UnixStream, raw: &[u8]) -> Result<String, Failed> {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(raw).map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match s.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            Ok(_) => {
+                return Err(format!(
+                    "the stub closed the session after {:?} (had {:?})",
+                    String::from_utf8_lossy(raw),
+                    String::from_utf8_lossy(&got)
+                )
+                .into())
+            }
+            Err(e) => {
+                return Err(format!(
+                    "no answer to {:?}: {e} (had {:?})",
+                    String::from_utf8_lossy(raw),
+                    String::from_utf8_lossy(&got)
+                )
+                .into())
+            }
+        }
+        if got == b"-" {
+            return Ok("-".into());
+        }
+        let n = got.len();
+        if n >= 4 && got[n - 3] == b'#' {
+            s.write_all(b"+").map_err(|e| e.to_string())?;
+            return Ok(String::from_utf8_lossy(&got).into_owned());
+        }
+    }
+}
+
+/// A bad checksum gets a NAK and its retransmission is served; each malformed packet, and an
+/// `M` or `X` whose length disagrees with its data, gets `E16`; the session goes on through
+/// all of them, to a normal stop reply, registers and a kill.
+fn malformed_packets() -> Result<(), Failed> {
+    let mut stub = Stub::start(&["--scenario", "spin"])?;
+    let mut s = std::os::unix::net::UnixStream::connect(&stub.sock).map_err(|e| e.to_string())?;
+    let got = exchange(&mut s, &packet(b"qSupported:multiprocess+"))?;
+    ensure(got.starts_with("+$") && got.contains("PacketSize"), || {
+        format!("qSupported: {got:?}")
+    })?;
+    let got = exchange(&mut s, b"$g#00")?;
+    ensure(got == "-", || {
+        format!("a bad checksum got {got:?}, not a NAK")
+    })?;
+    let got = exchange(&mut s, &packet(b"g"))?;
+    ensure(
+        got.starts_with("+$") && !got.starts_with("+$E") && got.len() > 20,
+        || format!("the retransmitted g got {got:?}"),
+    )?;
+    let e16 = String::from_utf8(packet(b"E16")).map_err(|e| e.to_string())?;
+    for bad in [
+        &b"mzz,10"[..],
+        b"vCont;x",
+        b"Hc-5",
+        b"Gzzzz",
+        b"qXfer:features:read:foo.xml:0,fff",
+        b"qRcmd,zz",
+        b"Z1,zz,1",
+        b"M1000,4:00",
+        b"X1000,4:a",
+    ] {
+        let got = exchange(&mut s, &packet(bad))?;
+        ensure(got == format!("+{e16}"), || {
+            format!("{:?} got {got:?}, not E16", String::from_utf8_lossy(bad))
+        })?;
+    }
+    let got = exchange(&mut s, &packet(b"?"))?;
+    ensure(got.starts_with("+$T") || got.starts_with("+$S"), || {
+        format!("? after the malformed packets: {got:?}")
+    })?;
+    let got = exchange(&mut s, &packet(b"g"))?;
+    ensure(
+        got.starts_with("+$") && !got.starts_with("+$E") && got.len() > 20,
+        || format!("g after the malformed packets: {got:?}"),
+    )?;
+    s.write_all(&packet(b"vKill;1"))
+        .map_err(|e| e.to_string())?;
+    let run = stub.finish()?;
+    ensure(run.code == 0, || format!("exit {}\n{run}", run.code))
+}
+
+/// The gdb socket is 0600 (the stub writes guest memory); a second client while a real gdb
+/// is attached is answered with an `E.` message and closed, and the first gdb goes on.
+fn second_gdb_refused() -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stub = Stub::start(&["--scenario", "spin"])?;
+    let mode = std::fs::symlink_metadata(&stub.sock)
+        .map_err(|e| e.to_string())?
+        .permissions()
+        .mode();
+    ensure(mode & 0o777 == 0o600, || {
+        format!("the gdb socket has mode {:o}, not 600", mode & 0o777)
+    })?;
+    let marker = temp_path("gdb-attached");
+    let script = format!(
+        "info threads\nshell touch {}\nshell sleep 12\ninfo threads\nkill",
+        marker.display()
+    );
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| stub.gdb(&script));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !marker.exists() {
+            ensure(Instant::now() < deadline, || "gdb never attached".into())?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A raw client: each packet gets the refusal (gdb acks the first and sends more
+        // before it gives up)...
+        let refusal = String::from_utf8(packet(b"E.drvisor: another gdb is attached"))
+            .map_err(|e| e.to_string())?;
+        let mut second =
+            std::os::unix::net::UnixStream::connect(&stub.sock).map_err(|e| e.to_string())?;
+        for ask in [&b"qSupported"[..], b"?"] {
+            let got = exchange(&mut second, &packet(ask))?;
+            ensure(got == format!("+{refusal}"), || {
+                format!("the second client's {ask:?} got {got:?}")
+            })?;
+        }
+        drop(second);
+        // ...and a real gdb shows it.
+        let out = stub.gdb("info threads")?;
+        ensure(
+            out.contains("E.drvisor: another gdb is attached") && !out.contains("Thread 1.1"),
+            || format!("a second gdb was not told\n{out}"),
+        )?;
+        let out = first
+            .join()
+            .map_err(|_| Failed::from("the gdb thread panicked"))??;
+        ensure(out.matches("Thread 1.1").count() == 2, || {
+            format!("the first gdb did not go on\n{out}")
+        })
+    })?;
+    let _ = std::fs::remove_file(&marker);
+    let run = stub.finish()?;
+    ensure(run.code == 0, || format!("exit {}\n{run}", run.code))?;
+    ensure(std::fs::symlink_metadata(&stub.sock).is_err(), || {
+        "the gdb socket was left behind at exit".into()
+    })
 }
 
 /// The command line, a REST client and gdb at once, each on its own function: each sees

@@ -61,6 +61,17 @@ pub enum ServeError {
     },
 }
 
+impl From<crate::unix_socket::BindError> for ServeError {
+    fn from(e: crate::unix_socket::BindError) -> Self {
+        use crate::unix_socket::BindError;
+        match e {
+            BindError::Live(p) => ServeError::AlreadyServing(p),
+            BindError::NotASocket(p) => ServeError::NotASocket(p),
+            BindError::Io { what, source } => ServeError::Io { what, source },
+        }
+    }
+}
+
 impl ServeError {
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
         let what = what.into();

@@ -21,7 +21,6 @@ mod events;
 mod extract;
 mod openapi;
 mod routes;
-mod unix;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,7 +62,7 @@ pub struct ServerConfig {
 pub struct ServerHandle {
     stop: Option<watch::Sender<bool>>,
     thread: Option<JoinHandle<()>>,
-    socket: Option<unix::SocketFile>,
+    socket: Option<crate::unix_socket::SocketFile>,
     tcp: Option<SocketAddr>,
 }
 
@@ -133,7 +132,9 @@ pub fn serve(control: Arc<dyn Control>, config: ServerConfig) -> Result<ServerHa
     };
     let (unix, socket) = match &config.unix {
         Some(path) => {
-            let (l, f) = unix::bind(path)?;
+            let (l, f) = crate::unix_socket::bind(path)?;
+            l.set_nonblocking(true)
+                .map_err(ServeError::io("setting the Unix listener non-blocking"))?;
             (Some(l), Some(f))
         }
         None => (None, None),

@@ -1,10 +1,13 @@
 //! `--gdb tcp:127.0.0.1:PORT` or `--gdb unix:PATH`: where the stub listens, and its accept
-//! loop. One gdb at a time; when it detaches or disconnects, the guest runs on and the stub
-//! waits for the next.
+//! loop. One gdb at a time (another is told so and closed); when it detaches or disconnects,
+//! the guest runs on and the stub waits for the next.
 
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::net::UnixListener;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -52,40 +55,48 @@ pub fn parse_listen(text: &str) -> Result<Listen, String> {
 
 enum Listener {
     Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
-            let _ = std::fs::remove_file(path);
-        }
-    }
+    Unix {
+        listener: UnixListener,
+        // The socket file goes when the listener does, if it is still ours.
+        _file: drvisor_api::unix_socket::SocketFile,
+    },
 }
 
 type Conn = Box<dyn ConnectionExt<Error = std::io::Error>>;
 
-/// Removes a stale socket at `path` (one nobody answers on). A live one, or anything that is
-/// not a socket, is left alone and refused: a mistyped path must not delete a file.
-fn clear_stale(path: &std::path::Path) -> std::io::Result<()> {
-    use std::io::{Error, ErrorKind};
-    use std::os::unix::fs::FileTypeExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !meta.file_type().is_socket() {
-        return Err(Error::new(
-            ErrorKind::AlreadyExists,
-            "a file that is not a socket is there; give a free path",
-        ));
+/// An accepted connection, in blocking mode.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_read_timeout(&self, t: Duration) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(Some(t)),
+            Stream::Unix(s) => s.set_read_timeout(Some(t)),
+        }
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(Error::new(
-            ErrorKind::AddrInUse,
-            "a live server already answers on this socket",
-        )),
-        Err(e) if e.kind() == ErrorKind::ConnectionRefused => std::fs::remove_file(path),
-        Err(e) => Err(e),
+
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => Read::read(s, buf),
+            Stream::Unix(s) => Read::read(s, buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => Write::write_all(s, buf),
+            Stream::Unix(s) => Write::write_all(s, buf),
+        }
+    }
+
+    fn into_conn(self) -> Conn {
+        match self {
+            Stream::Tcp(s) => Box::new(BufferedConn::new(s)),
+            Stream::Unix(s) => Box::new(BufferedConn::new(s)),
+        }
     }
 }
 
@@ -93,32 +104,37 @@ impl Listener {
     fn bind(at: &Listen) -> std::io::Result<Listener> {
         Ok(match at {
             Listen::Tcp(addr) => Listener::Tcp(TcpListener::bind(addr)?),
+            // Mode 0600 before it listens, a stale socket replaced, a live one or a
+            // non-socket refused: the same helper as the REST socket's.
             Listen::Unix(path) => {
-                clear_stale(path)?;
-                Listener::Unix(UnixListener::bind(path)?, path.clone())
+                let (listener, file) = drvisor_api::unix_socket::bind(path)?;
+                Listener::Unix {
+                    listener,
+                    _file: file,
+                }
             }
         })
     }
 
     /// The next connection, or `None` once the run has ended.
-    fn accept(&self, session: &Session) -> std::io::Result<Option<Conn>> {
+    fn accept(&self, session: &Session) -> std::io::Result<Option<Stream>> {
         match self {
             Listener::Tcp(l) => l.set_nonblocking(true)?,
-            Listener::Unix(l, _) => l.set_nonblocking(true)?,
+            Listener::Unix { listener, .. } => listener.set_nonblocking(true)?,
         }
         loop {
             if session.is_finished() {
                 return Ok(None);
             }
-            let got: std::io::Result<Conn> = match self {
+            let got = match self {
                 Listener::Tcp(l) => l.accept().and_then(|(s, _)| {
                     s.set_nonblocking(false)?;
                     s.set_nodelay(true)?;
-                    Ok(Box::new(BufferedConn::new(s)) as Conn)
+                    Ok(Stream::Tcp(s))
                 }),
-                Listener::Unix(l, _) => l.accept().and_then(|(s, _)| {
+                Listener::Unix { listener, .. } => listener.accept().and_then(|(s, _)| {
                     s.set_nonblocking(false)?;
-                    Ok(Box::new(BufferedConn::new(s)) as Conn)
+                    Ok(Stream::Unix(s))
                 }),
             };
             match got {
@@ -137,6 +153,58 @@ impl Listener {
     }
 }
 
+/// What a second gdb is told, as the reply to its first packet, before it is closed. gdb
+/// shows an `E.` reply's text.
+pub const BUSY_REPLY: &str = "E.drvisor: another gdb is attached";
+
+/// How long a connection that finds the stub busy waits for it to be free (a gdb that has
+/// just detached, with the next one already connecting) before it is refused.
+const BUSY_GRACE: Duration = Duration::from_secs(2);
+
+/// `$data#cs`.
+pub(super) fn packet(data: &str) -> String {
+    let sum = data.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+    format!("${data}#{sum:02x}")
+}
+
+/// How long a refused client is answered before it is closed.
+const REFUSE_FOR: Duration = Duration::from_secs(10);
+
+/// Answers every packet on `stream` with [`BUSY_REPLY`] until the client goes away (or
+/// [`REFUSE_FOR`] has passed): gdb acks the reply to its `qSupported` and goes on with a few
+/// more packets before it gives up, and closing at once would leave it with a broken pipe
+/// instead of the message.
+fn refuse(mut stream: Stream) {
+    let until = std::time::Instant::now() + REFUSE_FOR;
+    let reply = format!("+{}", packet(BUSY_REPLY));
+    let mut byte = [0u8; 1];
+    // Where in a packet: `None` outside, else how many checksum digits are still to come.
+    let mut inside: Option<Option<u8>> = None;
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(left).is_err() {
+            return;
+        }
+        match stream.read(&mut byte) {
+            Ok(1) => {}
+            _ => return,
+        }
+        inside = match (inside, byte[0]) {
+            (None, b'$') => Some(None),
+            (None, _) => None,
+            (Some(None), b'#') => Some(Some(2)),
+            (Some(None), _) => Some(None),
+            (Some(Some(n)), _) if n > 1 => Some(Some(n - 1)),
+            (Some(Some(_)), _) => {
+                if stream.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+                None
+            }
+        };
+    }
+}
+
 /// The stub's thread.
 pub struct Served {
     done: std::sync::mpsc::Receiver<()>,
@@ -145,42 +213,101 @@ pub struct Served {
 
 impl Served {
     /// Waits, up to `timeout`, until the stub has told gdb that the run ended.
+    /// Also until the listener is gone (its socket file with it).
     pub fn finish(self, timeout: Duration) {
-        let _ = self.done.recv_timeout(timeout);
+        let until = std::time::Instant::now() + timeout;
+        for _ in 0..2 {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            let _ = self.done.recv_timeout(left);
+        }
     }
 }
 
 /// Binds `at` (errors are the user's: a port in use, a bad path) and serves gdb on a thread
-/// of its own until the run ends.
+/// of its own until the run ends. One gdb at a time: another that connects meanwhile is told
+/// so ([`BUSY_REPLY`]) and closed, and the first goes on.
 pub fn serve(session: Arc<Session>, at: &Listen) -> std::io::Result<Served> {
     let listener = Listener::bind(at)?;
     let (tx, done) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("drvisor-gdb".into())
+    let (conns, next) = std::sync::mpsc::channel::<Stream>();
+    // Whether a gdb is being served (or handed over to be).
+    let busy = Arc::new(AtomicBool::new(false));
+    let claim = |busy: &AtomicBool| {
+        busy.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    };
+    let serving = {
+        let session = session.clone();
+        let busy = busy.clone();
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name("drvisor-gdb".into())
+            .spawn(move || {
+                let _done = Done(tx);
+                loop {
+                    let stream = match next.recv_timeout(Duration::from_millis(50)) {
+                        Ok(s) => s,
+                        Err(RecvTimeoutError::Timeout) if !session.is_finished() => continue,
+                        Err(_) => return,
+                    };
+                    let conn = stream.into_conn();
+                    // All-stop from the first packet: gdb expects a stopped target when it
+                    // attaches.
+                    session.pause("gdb attached");
+                    let mut target = GdbTarget::new(session.clone());
+                    let ended = GdbStub::new(conn).run_blocking::<StubLoop>(&mut target);
+                    target.forget_all();
+                    match ended {
+                        Ok(DisconnectReason::Kill) => {
+                            session.stop();
+                            return;
+                        }
+                        Ok(reason) => {
+                            tracing::info!("gdb detached ({reason:?}); the guest runs on")
+                        }
+                        Err(e) => tracing::warn!("gdb connection ended: {e}; the guest runs on"),
+                    }
+                    if !session.is_finished() {
+                        session.resume("gdb detached");
+                    }
+                    busy.store(false, Ordering::Release);
+                }
+            })?
+    };
+    std::thread::Builder::new()
+        .name("drvisor-gdb-accept".into())
         .spawn(move || {
             let _done = Done(tx);
-            while let Ok(Some(conn)) = listener.accept(&session) {
-                // All-stop from the first packet: gdb expects a stopped target when it attaches.
-                session.pause("gdb attached");
-                let mut target = GdbTarget::new(session.clone());
-                let ended = GdbStub::new(conn).run_blocking::<StubLoop>(&mut target);
-                target.forget_all();
-                match ended {
-                    Ok(DisconnectReason::Kill) => {
-                        session.stop();
-                        return;
-                    }
-                    Ok(reason) => tracing::info!("gdb detached ({reason:?}); the guest runs on"),
-                    Err(e) => tracing::warn!("gdb connection ended: {e}; the guest runs on"),
+            let listener = listener;
+            while let Ok(Some(stream)) = listener.accept(&session) {
+                if claim(&busy) {
+                    let _ = conns.send(stream);
+                    continue;
                 }
-                if !session.is_finished() {
-                    session.resume("gdb detached");
-                }
+                // Busy: wait a little on a thread of its own (the gdb being served may be
+                // just leaving), then hand it over or refuse it.
+                let (busy, conns) = (busy.clone(), conns.clone());
+                let _ = std::thread::Builder::new()
+                    .name("drvisor-gdb-busy".into())
+                    .spawn(move || {
+                        let until = std::time::Instant::now() + BUSY_GRACE;
+                        while std::time::Instant::now() < until {
+                            if claim(&busy) {
+                                let _ = conns.send(stream);
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        tracing::info!("gdb stub: refused a second gdb (one is attached)");
+                        refuse(stream);
+                    });
             }
+            // The socket file goes before the "done".
+            drop(listener);
         })?;
     Ok(Served {
         done,
-        _thread: thread,
+        _thread: serving,
     })
 }
 
