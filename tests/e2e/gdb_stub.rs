@@ -20,6 +20,10 @@ pub fn trials() -> Vec<Trial> {
             "gdb::a_fifth_hbreak_is_refused_not_left_pending",
             fifth_hbreak_refused,
         ),
+        (
+            "gdb::a_deleted_hbreak_gives_its_slot_to_a_new_one",
+            deleted_hbreak_gives_its_slot,
+        ),
         ("gdb::break_on_smp_names_the_vcpu", break_on_smp),
         ("gdb::watch_and_awatch_on_this_host", watch_and_awatch),
         (
@@ -280,6 +284,25 @@ fn fifth_hbreak_refused() -> Result<(), Failed> {
     ensure(calls == 20, || {
         format!("the guest made {calls} of 20 calls\n{run}")
     })
+}
+
+/// Four `hbreak`s in the four slots, a stop, one deleted and another one set: the new one gets
+/// the deleted one's slot (which drvisor kept armed while gdb had it out), gdb resumes and
+/// stops at the next of the remaining three.
+fn deleted_hbreak_gives_its_slot() -> Result<(), Failed> {
+    let mut stub = Stub::start(&["--scenario", "exec", "--cmdline", "count=20"])?;
+    let out = stub.gdb(
+        "hbreak drv_target_0\nhbreak drv_target_1\nhbreak drv_target_2\nhbreak drv_target_3\n\
+         continue\ndelete 4\nhbreak *((char *)&drv_target_3 + 1)\ncontinue\nkill",
+    )?;
+    let _ = stub.finish();
+    ensure(!out.contains("Could not insert"), || {
+        format!("the new hbreak did not get the deleted one's slot\n{out}")
+    })?;
+    ensure(
+        out.contains("Breakpoint 1, ") && out.contains("Breakpoint 2, "),
+        || format!("gdb did not stop at #1 and then #2\n{out}"),
+    )
 }
 
 /// On 4 vCPUs gdb lists every vCPU as a thread, and a hit names the vCPU that made it.

@@ -49,15 +49,21 @@ pub struct Points {
 }
 
 impl Points {
-    /// Inserts `point` again if it is kept retired: `true` if it was (nothing to arm).
-    pub fn revive(&mut self, point: Point) -> bool {
-        match self.kept.get(&point) {
-            Some(k) => {
-                k.inserted.set(true);
-                true
-            }
-            None => false,
-        }
+    /// Inserts `point` again if it is kept: its breakpoint's id if it was (nothing to arm).
+    pub fn revive(&mut self, point: Point) -> Option<u32> {
+        let k = self.kept.get(&point)?;
+        k.inserted.set(true);
+        Some(k.id)
+    }
+
+    /// Forgets `point` (its breakpoint is removed by the caller).
+    pub fn forget(&mut self, point: Point) {
+        self.kept.remove(&point);
+    }
+
+    /// Whether any point is retired.
+    pub fn has_retired(&self) -> bool {
+        self.kept.values().any(|k| !k.inserted.get())
     }
 
     /// Records `point`, newly armed as breakpoint `id`.
@@ -112,13 +118,15 @@ mod tests {
     #[test]
     fn a_reinserted_point_is_the_same_breakpoint() {
         let mut p = Points::default();
-        assert!(!p.revive(Point::Hard(0x10)));
+        assert_eq!(p.revive(Point::Hard(0x10)), None);
         let inserted = Inserted::new();
         p.insert(Point::Hard(0x10), 7, inserted.clone());
         assert!(p.retire(Point::Hard(0x10)));
         assert!(!inserted.get(), "its hits are not gdb's while retired");
-        assert!(p.revive(Point::Hard(0x10)));
+        assert!(p.has_retired());
+        assert_eq!(p.revive(Point::Hard(0x10)), Some(7));
         assert!(inserted.get());
+        assert!(!p.has_retired());
         assert!(p.take_retired().is_empty(), "nothing to remove on continue");
         assert_eq!(p.take_all(), vec![7]);
     }
@@ -136,7 +144,14 @@ mod tests {
         assert!(!p.retire(Point::Hard(0x30)), "never inserted");
         assert_eq!(p.take_retired(), vec![2]);
         assert!(p.take_retired().is_empty());
-        assert!(!p.revive(Point::Soft(0x20)), "gone: it must be armed anew");
+        assert_eq!(
+            p.revive(Point::Soft(0x20)),
+            None,
+            "gone: it must be armed anew"
+        );
+        p.forget(Point::Hard(0x10));
+        assert!(p.take_all().is_empty());
+        p.insert(Point::Hard(0x10), 1, Inserted::new());
         assert_eq!(p.take_all(), vec![1]);
     }
 }

@@ -119,9 +119,32 @@ impl GdbTarget {
     }
 
     fn add(&mut self, point: Point) -> TargetResult<bool, Self> {
-        if self.points.revive(point) {
+        if let Some(id) = self.points.revive(point) {
+            // Evicted while retired (another owner took its slot): armed anew below, or
+            // refused, never answered as inserted.
+            match self.not_live(id) {
+                None => return Ok(true),
+                Some(state) => {
+                    tracing::info!("gdb: {point:?} was {state} while gdb had it out");
+                    self.points.forget(point);
+                    let _ = self.session.remove(id);
+                }
+            }
+        }
+        if self.arm(point) {
             return Ok(true);
         }
+        // Retired points still hold their slots; gdb has none of them inserted, so they give
+        // way to one it inserts.
+        if self.points.has_retired() {
+            self.drop_retired();
+            return Ok(self.arm(point));
+        }
+        Ok(false)
+    }
+
+    /// Arms `point` as a new breakpoint; `true` if it is armed on every vCPU.
+    fn arm(&mut self, point: Point) -> bool {
         let label = match point {
             Point::Soft(a) | Point::Hard(a) => format!("gdb:{a:#x}"),
             Point::Watch(a, len, _) => format!("gdb:{a:#x}:{len}"),
@@ -129,7 +152,7 @@ impl GdbTarget {
         let what = match point {
             Point::Soft(addr) | Point::Hard(addr) => match BreakSpec::exec(addr) {
                 Ok(spec) => What::Break(spec),
-                Err(_) => return Ok(false),
+                Err(_) => return false,
             },
             Point::Watch(addr, len, kind) => What::Watch {
                 place: Place::Virtual(addr),
@@ -174,17 +197,17 @@ impl GdbTarget {
                 Some(state) => {
                     let _ = self.session.remove(id.0);
                     tracing::warn!("gdb: cannot insert {point:?}: it would be {state}");
-                    Ok(false)
+                    false
                 }
                 None => {
                     self.points.insert(point, id.0, inserted);
-                    Ok(true)
+                    true
                 }
             },
             Err(e) => {
                 // gdb prints only that the breakpoint could not be inserted; say why here.
                 tracing::warn!("gdb: cannot insert {point:?}: {e}");
-                Ok(false)
+                false
             }
         }
     }
@@ -290,10 +313,12 @@ impl MultiThreadBase for GdbTarget {
             );
             return Err(TargetError::Errno(libc::EPERM as u8));
         }
-        // gdb writes back the RFLAGS it read, without RF: the vCPU keeps its own RF.
+        // gdb writes back the RFLAGS it read, without RF: the vCPU keeps its own RF, unless
+        // gdb moved it elsewhere (`jump`, `set $pc`), where a breakpoint must fire at once.
         let rf = self
             .session
             .parked_registers(vcpu)
+            .filter(|now| now.regs.rip == regs.core.rip)
             .map_or(0, |now| now.regs.rflags & RFLAGS_RF);
         let core = &regs.core;
         let r = &core.regs;
@@ -364,13 +389,14 @@ impl MultiThreadBase for GdbTarget {
 impl MultiThreadResume for GdbTarget {
     fn resume(&mut self) -> Result<(), String> {
         self.queued.extend(self.stops.try_iter());
-        // A hit that came with the reported stop, of a breakpoint gdb has since deleted, is
-        // no stop of gdb's any more.
-        let points = &self.points;
-        self.queued
-            .retain(|s| s.point.is_none_or(|p| points.is_inserted(p)));
+        // At a continue, what gdb did not insert again is removed, and a hit that came with
+        // the reported stop, of a breakpoint gdb has since deleted, is no stop of gdb's any
+        // more. (During a step a retired point is only stepped over: its queued hits stay.)
         if self.step.is_none() {
             self.drop_retired();
+            let points = &self.points;
+            self.queued
+                .retain(|s| s.point.is_none_or(|p| points.is_inserted(p)));
         }
         match self.step.take() {
             // All-stop: the other vCPUs stay paused while this one runs its instruction, and
