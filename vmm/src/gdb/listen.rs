@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -279,17 +279,28 @@ pub fn serve(session: Arc<Session>, at: &Listen) -> std::io::Result<Served> {
         .spawn(move || {
             let _done = Done(tx);
             let listener = listener;
+            let waiting = Arc::new(AtomicUsize::new(0));
             while let Ok(Some(stream)) = listener.accept(&session) {
                 if claim(&busy) {
                     let _ = conns.send(stream);
                     continue;
                 }
+                // A client that connects over and over must not pile up threads: past a few
+                // waiting ones, a new connection is closed at once.
+                if waiting.load(Ordering::Acquire) >= MAX_WAITING {
+                    tracing::info!(
+                        "gdb stub: closed a connection (one gdb attached, others waiting)"
+                    );
+                    continue;
+                }
                 // Busy: wait a little on a thread of its own (the gdb being served may be
                 // just leaving), then hand it over or refuse it.
                 let (busy, conns) = (busy.clone(), conns.clone());
+                let count = Waiting::new(&waiting);
                 let _ = std::thread::Builder::new()
                     .name("drvisor-gdb-busy".into())
                     .spawn(move || {
+                        let _count = count;
                         let until = std::time::Instant::now() + BUSY_GRACE;
                         while std::time::Instant::now() < until {
                             if claim(&busy) {
@@ -309,6 +320,25 @@ pub fn serve(session: Arc<Session>, at: &Listen) -> std::io::Result<Served> {
         done,
         _thread: serving,
     })
+}
+
+/// The most connections waiting or being refused at once while a gdb is attached.
+const MAX_WAITING: usize = 4;
+
+/// One waiting connection, counted for as long as it lives.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Waiting(count.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Says "done" when the stub's thread ends, however it ends.
