@@ -2,6 +2,7 @@
 
 mod exit;
 mod failure;
+mod fpu;
 pub mod kick;
 mod page_hits;
 pub mod parked;
@@ -277,12 +278,7 @@ impl Vcpu {
         written: &parked::Written,
     ) -> Result<(), crate::debug::KvmError> {
         if let Some(fpu) = &written.fpu {
-            self.fd
-                .set_fpu(fpu)
-                .map_err(|source| crate::debug::KvmError {
-                    op: "KVM_SET_FPU",
-                    source,
-                })?;
+            fpu::write(&self.fd, fpu)?;
         }
         match &written.regs {
             Some(regs) => self.load_written_regs(shared, regs),

@@ -284,7 +284,7 @@ pub fn snapshot(
     let system = SystemState {
         cr8: sregs.cr8,
         kernel_gs_base: kernel_gs_base(fd),
-        fpu: fd.get_fpu().ok(),
+        fpu: super::fpu::read(fd),
     };
     let regs = VcpuRegisters {
         vcpu: index as u32,
