@@ -534,11 +534,10 @@ const QEMU: &str = "qemu-system-x86_64";
 
 /// The same gdb script against QEMU's gdbstub (KVM, the same embedded guest and command line,
 /// stopped at the same breakpoint) and against drvisor's: gdb sees the same registers, and
-/// the same values of the system registers and segment bases. (Not the x87/SSE state: QEMU
-/// loads its own reset values, drvisor leaves KVM's; and QEMU's `ftag` is FXSAVE's abridged
-/// tag where drvisor gives gdb the full tag word.)
+/// the same values of the system registers, the segment bases, the x87 control word and MXCSR.
+/// (Not `ftag`: QEMU's is FXSAVE's abridged tag where drvisor gives gdb the full tag word.)
 fn register_set_is_qemus() -> Result<(), Failed> {
-    const REGS: [&str; 13] = [
+    const REGS: [&str; 14] = [
         "rip",
         "cs",
         "ss",
@@ -552,6 +551,7 @@ fn register_set_is_qemus() -> Result<(), Failed> {
         "cr8",
         "efer",
         "fctrl",
+        "mxcsr",
     ];
     let script = REGS
         .iter()
