@@ -24,6 +24,10 @@ pub fn trials() -> Vec<Trial> {
             "gdb::a_deleted_hbreak_gives_its_slot_to_a_new_one",
             deleted_hbreak_gives_its_slot,
         ),
+        (
+            "gdb::a_silent_connection_does_not_release_gdb_wait",
+            silent_connection_keeps_the_vm_held,
+        ),
         ("gdb::break_on_smp_names_the_vcpu", break_on_smp),
         ("gdb::watch_and_awatch_on_this_host", watch_and_awatch),
         (
@@ -302,6 +306,29 @@ fn deleted_hbreak_gives_its_slot() -> Result<(), Failed> {
     ensure(
         out.contains("Breakpoint 1, ") && out.contains("Breakpoint 2, "),
         || format!("gdb did not stop at #1 and then #2\n{out}"),
+    )
+}
+
+/// A connection that closes without a byte (another drvisor probing whether the socket is live)
+/// is no gdb: a VM held by `--gdb-wait` stays held, and the gdb that comes next gets it.
+fn silent_connection_keeps_the_vm_held() -> Result<(), Failed> {
+    let (mut stub, _api, client) = Stub::with_api(&["--scenario", "exec", "--cmdline", "count=5"])?;
+    for _ in 0..3 {
+        let probe = std::os::unix::net::UnixStream::connect(&stub.sock)
+            .map_err(|e| format!("connect: {e}"))?;
+        drop(probe);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let state = client.vm()?.state;
+    ensure(state == drvisor_api::rest::VmState::Paused, || {
+        format!("after silent connections the VM held by --gdb-wait is {state:?}")
+    })?;
+    let out = stub.gdb("hbreak drv_target_2\ncontinue\ndelete\ncontinue")?;
+    let run = stub.finish()?;
+    run.expect_code(0)?;
+    ensure(
+        out.contains("Breakpoint 1, ") && out.contains("exited normally"),
+        || format!("the gdb after the silent connections did not get the VM\n{out}"),
     )
 }
 

@@ -92,6 +92,50 @@ impl Stream {
         }
     }
 
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    /// Whether the client sends something before it goes (or the run ends): a connection
+    /// that closes without a byte is another drvisor probing whether this socket is live, not
+    /// a gdb, and must neither pause nor resume the VM.
+    fn speaks(&self, session: &Session) -> bool {
+        if self.set_read_timeout(Duration::from_millis(100)).is_err() {
+            return false;
+        }
+        let mut byte = 0u8;
+        let speaks = loop {
+            // SAFETY: recv(2) with MSG_PEEK writes at most one byte into `byte`, a live local,
+            // from this connection's own open socket, and consumes nothing.
+            let n = unsafe { libc::recv(self.raw_fd(), (&raw mut byte).cast(), 1, libc::MSG_PEEK) };
+            match n {
+                1 => break true,
+                0 => break false,
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    let waiting = matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    );
+                    if !waiting || session.is_finished() {
+                        break false;
+                    }
+                }
+            }
+        };
+        let cleared = match self {
+            Stream::Tcp(s) => s.set_read_timeout(None),
+            Stream::Unix(s) => s.set_read_timeout(None),
+        };
+        speaks && cleared.is_ok()
+    }
+
     fn into_conn(self) -> Conn {
         match self {
             Stream::Tcp(s) => Box::new(BufferedConn::new(s)),
@@ -250,6 +294,10 @@ pub fn serve(session: Arc<Session>, at: &Listen) -> std::io::Result<Served> {
                         Err(RecvTimeoutError::Timeout) if !session.is_finished() => continue,
                         Err(_) => return,
                     };
+                    if !stream.speaks(&session) {
+                        busy.store(false, Ordering::Release);
+                        continue;
+                    }
                     let conn = stream.into_conn();
                     // All-stop from the first packet: gdb expects a stopped target when it
                     // attaches.
