@@ -1,8 +1,9 @@
 //! A listening Unix socket for the REST server and the gdb stub alike: a live socket at the
 //! path, or anything that is not a socket, is refused; a stale socket is replaced; the socket
-//! is bound, set to mode 0600, and only then listens, so nobody else can connect at any moment
-//! (connecting to a socket that does not listen yet is refused); and it is removed at the end
-//! only if the path still names the inode bound here.
+//! is bound at a temporary name, set to mode 0600 and made to listen before it appears at its
+//! path, so nobody else can connect at any moment and the path never names a socket that does
+//! not listen yet; and it is removed at the end only if the path still names the inode bound
+//! here.
 //!
 //! Always built (it takes `socket2`, not the server's dependencies), so the engine library can
 //! use it for the gdb stub.
@@ -123,22 +124,56 @@ fn clear_stale(path: &Path) -> Result<(), BindError> {
     }
 }
 
-/// Binds a listening socket at `path` with mode 0600 (bind, chmod, then listen), in blocking
-/// mode. The [`SocketFile`] removes it when dropped.
+/// A name beside `path` for binding before the socket is ready: `.NAME.PID`.
+fn beside(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_string_lossy();
+    Some(path.with_file_name(format!(".{name}.{}", std::process::id())))
+}
+
+/// Binds a listening socket at `path` with mode 0600, in blocking mode. It is bound at a
+/// temporary name beside `path`, set to 0600, made to listen, and only then linked to `path`:
+/// the path never names a socket that refuses connections (a client that waits for the file
+/// connects at once, and another drvisor's stale check does not take it for a dead one). Where
+/// no temporary name fits a socket address, it is bound at `path` itself (bind, chmod, listen).
+/// The [`SocketFile`] removes it when dropped.
 pub fn bind(path: &Path) -> Result<(UnixListener, SocketFile), BindError> {
     clear_stale(path)?;
     let sock =
         Socket::new(Domain::UNIX, Type::STREAM, None).map_err(io("creating a socket for", path))?;
-    let addr = SockAddr::unix(path).map_err(io("socket path", path))?;
-    sock.bind(&addr).map_err(io("binding", path))?;
+    let temp = beside(path).and_then(|t| SockAddr::unix(&t).ok().map(|a| (t, a)));
+    let at = match &temp {
+        Some((t, addr)) => {
+            sock.bind(addr).map_err(io("binding", t))?;
+            t.as_path()
+        }
+        None => {
+            let addr = SockAddr::unix(path).map_err(io("socket path", path))?;
+            sock.bind(&addr).map_err(io("binding", path))?;
+            path
+        }
+    };
+    let ready = fs::set_permissions(at, fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod 0600", at))
+        .and_then(|()| sock.listen(128).map_err(io("listening on", at)))
+        .and_then(|()| match at == path {
+            true => Ok(()),
+            // A hard link does not replace: a socket that appeared at the path meanwhile is
+            // another server's.
+            false => fs::hard_link(at, path).map_err(|e| match e.kind() {
+                IoKind::AlreadyExists => BindError::Live(path.to_owned()),
+                _ => io("linking the socket to", path)(e),
+            }),
+        });
+    if at != path {
+        let _ = fs::remove_file(at);
+    }
+    ready?;
     let md = fs::symlink_metadata(path).map_err(io("inspecting", path))?;
     let file = SocketFile {
         path: path.to_owned(),
         dev: md.dev(),
         ino: md.ino(),
     };
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io("chmod 0600", path))?;
-    sock.listen(128).map_err(io("listening on", path))?;
     Ok((UnixListener::from(std::os::fd::OwnedFd::from(sock)), file))
 }
 
@@ -166,6 +201,11 @@ mod tests {
         let (l, f) = bound.unwrap();
         assert_eq!(mode(&p), 0o600);
         assert!(UnixStream::connect(&p).is_ok(), "it listens");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["s.sock"], "no temporary name left behind");
         drop(l);
         drop(f);
         assert!(fs::symlink_metadata(&p).is_err(), "removed");
