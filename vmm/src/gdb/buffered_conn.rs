@@ -219,7 +219,7 @@ impl Screen {
 }
 
 /// `$data#cs`.
-fn reply(data: &[u8]) -> Vec<u8> {
+pub(super) fn reply(data: &[u8]) -> Vec<u8> {
     let sum = data.iter().fold(0u8, |a, x| a.wrapping_add(*x));
     let mut out = Vec::with_capacity(data.len() + 4);
     out.push(b'$');

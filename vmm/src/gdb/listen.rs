@@ -205,12 +205,6 @@ pub const BUSY_REPLY: &str = "E.drvisor: another gdb is attached";
 /// just detached, with the next one already connecting) before it is refused.
 const BUSY_GRACE: Duration = Duration::from_secs(2);
 
-/// `$data#cs`.
-pub(super) fn packet(data: &str) -> String {
-    let sum = data.bytes().fold(0u8, |a, b| a.wrapping_add(b));
-    format!("${data}#{sum:02x}")
-}
-
 /// How long a refused client is answered before it is closed.
 const REFUSE_FOR: Duration = Duration::from_secs(10);
 
@@ -220,7 +214,8 @@ const REFUSE_FOR: Duration = Duration::from_secs(10);
 /// instead of the message.
 fn refuse(mut stream: Stream) {
     let until = std::time::Instant::now() + REFUSE_FOR;
-    let reply = format!("+{}", packet(BUSY_REPLY));
+    let mut reply = vec![b'+'];
+    reply.extend(super::buffered_conn::reply(BUSY_REPLY.as_bytes()));
     let mut byte = [0u8; 1];
     // Where in a packet: `None` outside, else how many checksum digits are still to come.
     let mut inside: Option<Option<u8>> = None;
@@ -240,7 +235,7 @@ fn refuse(mut stream: Stream) {
             (Some(None), _) => Some(None),
             (Some(Some(n)), _) if n > 1 => Some(Some(n - 1)),
             (Some(Some(_)), _) => {
-                if stream.write_all(reply.as_bytes()).is_err() {
+                if stream.write_all(&reply).is_err() {
                     return;
                 }
                 None
