@@ -40,16 +40,10 @@ fallback='drvisor-l2: no exit port, rebooting (reboot=t: a triple fault ends the
 cargo build --release -p drvisor --bin drvisor
 drvisor=$(realpath "${CARGO_TARGET_DIR:-target}")/release/drvisor
 
-busybox_static() { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; }
-if ! busybox_static || ! command -v cpio >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static cpio >/dev/null
-fi
-busybox_static || { echo "debian-kernel: a static /bin/busybox is needed (busybox-static)" >&2; exit 90; }
-
+. tests/nested-svm/initramfs.sh
 root="$out/initramfs"
 rm -rf "$root"
-mkdir -p "$root"/{bin,dev,proc,sys}
-cp /bin/busybox "$root/bin/"
+mkdir -p "$root"
 cat > "$root/init" <<EOF
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -65,8 +59,7 @@ fi
 echo "$fallback"
 reboot -f
 EOF
-chmod +x "$root/init"
-(cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/initramfs.cpio.gz"
+initramfs "$root" "$out/initramfs.cpio.gz" || exit 90
 
 # The kernel is chosen inside L1: boot-l1.sh installs one on a machine that has none.
 kernel=${DEBIAN_KERNEL:-'$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -n 1)'}
