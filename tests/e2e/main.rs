@@ -58,7 +58,7 @@ fn main() {
     trials.extend(page_watches::trials(&ctx));
     trials.extend(kvm_unit_tests::trials(&ctx));
     trials.extend(rest_api::trials());
-    trials.extend(gdb_stub::trials());
+    trials.extend(gdb_stub::trials(&ctx));
     trials.extend(tiny_kernels::trials());
     trials.extend(symbol_specs::trials());
     trials.extend(events::trials());

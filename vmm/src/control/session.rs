@@ -409,6 +409,12 @@ impl Session {
         self.debug.observe_plan(observer);
     }
 
+    /// Calls `listener` after every plan change, before any vCPU runs the new plan (so it
+    /// must be quick): the gdb stub's eviction notes.
+    pub fn on_plan_change(&self, listener: crate::debug::PlanListener) {
+        self.debug.on_change(listener);
+    }
+
     /// The slot plan now.
     pub fn plan(&self) -> drvisor_debug::Plan {
         self.debug.plan()

@@ -36,28 +36,35 @@ impl<S: Read + Write + AsRawFd> BufferedConn<S> {
         }
     }
 
-    fn buffered(&self) -> Option<u8> {
-        self.screen.ready.front().copied()
+    /// The next byte for gdbstub, if one is screened. The screen's own answers come in the
+    /// order of the packets they answer: one is sent when gdbstub has taken every byte before
+    /// its packet (and so answered those packets: it flushes each reply before it reads on).
+    fn buffered(&mut self) -> std::io::Result<Option<u8>> {
+        loop {
+            match self.screen.ready.front() {
+                Some(Item::Byte(b)) => return Ok(Some(*b)),
+                None => return Ok(None),
+                Some(Item::Answer(_)) => {
+                    if let Some(Item::Answer(answer)) = self.screen.ready.pop_front() {
+                        self.flush()?;
+                        self.stream.write_all(&answer)?;
+                        self.stream.flush()?;
+                    }
+                }
+            }
+        }
     }
 
-    /// Passes what the socket has (waiting for it if `wait`) through the screen; answers
-    /// what the screen answers itself. `Ok(false)` if nothing was there.
+    /// Passes what the socket has (waiting for it if `wait`) through the screen.
+    /// `Ok(false)` if nothing was there.
     fn pump(&mut self, wait: bool) -> std::io::Result<bool> {
         if !self.fill(wait)? {
             return Ok(false);
         }
-        let mut answers = Vec::new();
         for &b in &self.input[self.next..] {
-            self.screen.take(b, &mut answers);
+            self.screen.take(b);
         }
         self.next = self.input.len();
-        if !answers.is_empty() {
-            // Whatever gdbstub has gathered goes first (it flushes every reply, so this is
-            // normally nothing).
-            self.flush()?;
-            self.stream.write_all(&answers)?;
-            self.stream.flush()?;
-        }
         Ok(true)
     }
 
@@ -134,22 +141,24 @@ impl<S: Read + Write + AsRawFd> Connection for BufferedConn<S> {
 
 impl<S: Read + Write + AsRawFd> ConnectionExt for BufferedConn<S> {
     fn read(&mut self) -> Result<u8, Self::Error> {
-        while self.buffered().is_none() {
+        loop {
+            if let Some(b) = self.buffered()? {
+                self.screen.ready.pop_front();
+                return Ok(b);
+            }
             self.pump(true)?;
         }
-        self.screen
-            .ready
-            .pop_front()
-            .ok_or(ErrorKind::UnexpectedEof.into())
     }
 
     fn peek(&mut self) -> Result<Option<u8>, Self::Error> {
-        while self.buffered().is_none() {
+        loop {
+            if let Some(b) = self.buffered()? {
+                return Ok(Some(b));
+            }
             if !self.pump(false)? {
                 return Ok(None);
             }
         }
-        Ok(self.buffered())
     }
 }
 
@@ -160,23 +169,36 @@ impl<S: Read + Write + AsRawFd> ConnectionExt for BufferedConn<S> {
 /// packet of a command it knows with `E16` (EINVAL); only well-formed packets go on.
 #[derive(Default)]
 struct Screen {
-    ready: VecDeque<u8>,
+    /// What came through, in order: bytes for gdbstub, and the screen's own answers.
+    ready: VecDeque<Item>,
     /// `$...#xx` so far, if inside a packet.
     packet: Option<Vec<u8>>,
     /// Once gdb has asked for no-ack mode (gdbstub always grants it), nothing is acked.
     no_ack: bool,
 }
 
+/// One thing the screen let through.
+enum Item {
+    /// A byte for gdbstub.
+    Byte(u8),
+    /// The screen's answer to a packet it kept from gdbstub (`-`, or `+` and an error).
+    Answer(Vec<u8>),
+}
+
 /// The longest packet gathered; gdbstub's own buffer is smaller, and says so itself.
 const MAX_PACKET: usize = 1 << 20;
 
 impl Screen {
-    fn take(&mut self, b: u8, answers: &mut Vec<u8>) {
+    fn pass(&mut self, bytes: impl IntoIterator<Item = u8>) {
+        self.ready.extend(bytes.into_iter().map(Item::Byte));
+    }
+
+    fn take(&mut self, b: u8) {
         let Some(packet) = &mut self.packet else {
             if b == b'$' {
                 self.packet = Some(vec![b]);
             } else {
-                self.ready.push_back(b);
+                self.ready.push_back(Item::Byte(b));
             }
             return;
         };
@@ -186,7 +208,8 @@ impl Screen {
         if !complete {
             if n > MAX_PACKET {
                 // Let gdbstub deal with (and refuse) what it cannot hold.
-                self.ready.extend(self.packet.take().unwrap_or_default());
+                let gathered = self.packet.take().unwrap_or_default();
+                self.pass(gathered);
             }
             return;
         }
@@ -197,24 +220,24 @@ impl Screen {
             .ok()
             .and_then(|h| u8::from_str_radix(h, 16).ok());
         if given != Some(sum) {
-            if self.no_ack {
-                answers.extend_from_slice(&reply(b"E16"));
+            let answer = if self.no_ack {
+                reply(b"E16")
             } else {
-                answers.push(b'-');
-            }
+                vec![b'-']
+            };
+            self.ready.push_back(Item::Answer(answer));
             return;
         }
         if let Err(why) = check(body) {
-            if !self.no_ack {
-                answers.push(b'+');
-            }
-            answers.extend_from_slice(&reply(why.as_bytes()));
+            let mut answer = if self.no_ack { vec![] } else { vec![b'+'] };
+            answer.extend_from_slice(&reply(why.as_bytes()));
+            self.ready.push_back(Item::Answer(answer));
             return;
         }
         if body == b"QStartNoAckMode" {
             self.no_ack = true;
         }
-        self.ready.extend(packet);
+        self.pass(packet);
     }
 }
 
@@ -391,13 +414,20 @@ mod tests {
         assert!(conn.read().is_err(), "gdb gone: end of file");
     }
 
+    /// What the screen passes on, and what it answers itself.
     fn screened(input: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let mut screen = Screen::default();
-        let mut answers = Vec::new();
         for &b in input {
-            screen.take(b, &mut answers);
+            screen.take(b);
         }
-        (screen.ready.into_iter().collect(), answers)
+        let (mut ready, mut answers) = (Vec::new(), Vec::new());
+        for item in screen.ready {
+            match item {
+                Item::Byte(b) => ready.push(b),
+                Item::Answer(a) => answers.extend(a),
+            }
+        }
+        (ready, answers)
     }
 
     #[test]
@@ -489,5 +519,25 @@ mod tests {
         let mut answers = vec![0u8; 9];
         theirs.read_exact(&mut answers).unwrap();
         assert_eq!(answers, b"-+$E16#ac");
+    }
+
+    /// A good packet and a bad one in one read: the bad one's `E16` comes after the good
+    /// one's reply, not before it.
+    #[test]
+    fn pipelined_packets_are_answered_in_order() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut conn = BufferedConn::new(ours);
+        let mut input = reply(b"g");
+        input.extend(reply(b"mzz,10"));
+        Write::write_all(&mut theirs, &input).unwrap();
+        let got: Vec<u8> = (0..5).map(|_| conn.read().unwrap()).collect();
+        assert_eq!(got, reply(b"g"));
+        // gdbstub answers the `g`, then reads on (and finds nothing more for it).
+        conn.write_all(b"+$00#60").unwrap();
+        conn.flush().unwrap();
+        assert_eq!(conn.peek().unwrap(), None);
+        let mut answers = vec![0u8; 15];
+        theirs.read_exact(&mut answers).unwrap();
+        assert_eq!(answers, b"+$00#60+$E16#ac");
     }
 }

@@ -10,6 +10,7 @@ use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonErr
 use gdbstub::stub::MultiThreadStopReason;
 use gdbstub::target::ext::breakpoints::WatchKind;
 
+use super::evictions::console_packet;
 use super::target::{tid, GdbTarget, Kind, Point, Stop};
 
 /// How long a stop waits for every vCPU to leave the guest before it is reported.
@@ -54,6 +55,12 @@ impl BlockingEventLoop for StubLoop {
         WaitForStopReasonError<String, <Self::Connection as Connection>::Error>,
     > {
         loop {
+            for note in target.evictions.take_notes() {
+                tracing::warn!("gdb: {}", note.trim_end());
+                conn.write_all(&console_packet(&note))
+                    .and_then(|()| conn.flush())
+                    .map_err(WaitForStopReasonError::Connection)?;
+            }
             let stop = match target.queued.pop_front() {
                 Some(stop) => Some(stop),
                 None => target.stops.recv_timeout(POLL).ok(),

@@ -17,6 +17,7 @@ use gdbstub::stub::{DisconnectReason, GdbStub};
 
 use super::buffered_conn::BufferedConn;
 use super::event_loop::StubLoop;
+use super::evictions::Evictions;
 use super::target::GdbTarget;
 use crate::control::Session;
 
@@ -275,6 +276,7 @@ pub fn serve(session: Arc<Session>, at: &Listen) -> std::io::Result<Served> {
         busy.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     };
+    let evictions = Evictions::install(&session);
     let serving = {
         let session = session.clone();
         let busy = busy.clone();
@@ -297,7 +299,7 @@ pub fn serve(session: Arc<Session>, at: &Listen) -> std::io::Result<Served> {
                     // All-stop from the first packet: gdb expects a stopped target when it
                     // attaches.
                     session.pause("gdb attached");
-                    let mut target = GdbTarget::new(session.clone());
+                    let mut target = GdbTarget::new(session.clone(), evictions.clone());
                     let ended = GdbStub::new(conn).run_blocking::<StubLoop>(&mut target);
                     target.forget_all();
                     match ended {

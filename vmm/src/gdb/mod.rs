@@ -12,6 +12,7 @@
 mod arch;
 mod buffered_conn;
 mod event_loop;
+mod evictions;
 mod listen;
 mod points;
 mod target;

@@ -24,6 +24,7 @@ use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps
 use gdbstub::target::{Target, TargetError, TargetResult};
 
 use super::arch::{fpu_from_gdb, fpu_to_gdb, SystemRegs, X86_64_System, SYSTEM_NAMES};
+use super::evictions::Evictions;
 use super::points::{Inserted, Points};
 use crate::control::{Request, Session, What};
 use crate::debug::HitContext;
@@ -38,6 +39,23 @@ pub enum Point {
     Hard(u64),
     /// `Z2`-`Z4`.
     Watch(u64, u64, Kind),
+}
+
+impl std::fmt::Display for Point {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Point::Soft(addr) => write!(f, "break at {addr:#x}"),
+            Point::Hard(addr) => write!(f, "hbreak at {addr:#x}"),
+            Point::Watch(addr, len, kind) => {
+                let name = match kind {
+                    Kind::Write => "watch",
+                    Kind::Read => "rwatch",
+                    Kind::Access => "awatch",
+                };
+                write!(f, "{name} of {len} bytes at {addr:#x}")
+            }
+        }
+    }
 }
 
 /// A watch's access kind, orderable.
@@ -77,6 +95,8 @@ pub struct GdbTarget {
     points: Points,
     /// The vCPU gdb asked to single-step at the next resume.
     step: Option<usize>,
+    /// gdb's breakpoints that lose their slot later, told to gdb while the guest runs.
+    pub(super) evictions: Evictions,
 }
 
 /// The thread id of vCPU `index` (gdb's thread ids start at 1).
@@ -89,8 +109,9 @@ fn index(tid: Tid) -> usize {
 }
 
 impl GdbTarget {
-    /// A target on `session`.
-    pub fn new(session: Arc<Session>) -> Self {
+    /// A target on `session`, telling gdb of its breakpoints' evictions through `evictions`.
+    pub fn new(session: Arc<Session>, evictions: Evictions) -> Self {
+        evictions.clear();
         let (sender, stops) = channel();
         GdbTarget {
             session,
@@ -99,6 +120,7 @@ impl GdbTarget {
             queued: VecDeque::new(),
             points: Points::default(),
             step: None,
+            evictions,
         }
     }
 
@@ -201,6 +223,7 @@ impl GdbTarget {
                 }
                 None => {
                     self.points.insert(point, id.0, inserted);
+                    self.evictions.watch(id.0, point.to_string());
                     true
                 }
             },
