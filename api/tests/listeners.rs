@@ -182,6 +182,7 @@ fn unix_and_tcp_together() {
             unix: Some(sock.clone()),
             tcp: Some("127.0.0.1:0".parse().unwrap()),
             token: Some("k".into()),
+            on_thread_start: None,
         },
     )
     .unwrap();

@@ -326,7 +326,7 @@ fn evicted_hbreak_is_told() -> Result<(), Failed> {
         "--policy",
         "guest-first",
     ])?;
-    let out = stub.gdb("hbreak drv_target_0\ncontinue")?;
+    let out = stub.gdb("hbreak drv_kfunc_0\ncontinue")?;
     let run = stub.finish()?;
     run.expect_code(0)?;
     let lost = out.find("lost its debug-register slot and does not fire");
@@ -864,9 +864,13 @@ fn second_gdb_refused() -> Result<(), Failed> {
         format!("the gdb socket has mode {:o}, not 600", mode & 0o777)
     })?;
     let marker = temp_path("gdb-attached");
+    let second_done = temp_path("gdb-second-done");
+    // The first gdb stays attached until the second one is done (at most 60 s): on a slow
+    // host (TCG) a fixed wait ran out before the second gdb had even started.
     let script = format!(
-        "info threads\nshell touch {}\nshell sleep 12\ninfo threads\nkill",
-        marker.display()
+        "info threads\nshell touch {}\nshell i=0; while [ ! -e {} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\ninfo threads\nkill",
+        marker.display(),
+        second_done.display()
     );
     std::thread::scope(|scope| {
         let first = scope.spawn(|| stub.gdb(&script));
@@ -889,7 +893,9 @@ fn second_gdb_refused() -> Result<(), Failed> {
         }
         drop(second);
         // ...and a real gdb shows it.
-        let out = stub.gdb("info threads")?;
+        let second_gdb = stub.gdb("info threads");
+        std::fs::write(&second_done, b"").map_err(|e| e.to_string())?;
+        let out = second_gdb?;
         ensure(
             out.contains("E.drvisor: another gdb is attached") && !out.contains("Thread 1.1"),
             || format!("a second gdb was not told\n{out}"),
@@ -902,6 +908,7 @@ fn second_gdb_refused() -> Result<(), Failed> {
         })
     })?;
     let _ = std::fs::remove_file(&marker);
+    let _ = std::fs::remove_file(&second_done);
     let run = stub.finish()?;
     ensure(run.code == 0, || format!("exit {}\n{run}", run.code))?;
     ensure(std::fs::symlink_metadata(&stub.sock).is_err(), || {

@@ -26,6 +26,7 @@ mod readme_quickstart;
 mod real_bzimage_mutations;
 mod rest_api;
 mod scenarios;
+mod seccomp;
 mod signals;
 mod soak;
 mod symbol_specs;
@@ -59,6 +60,7 @@ fn main() {
     trials.extend(kvm_unit_tests::trials(&ctx));
     trials.extend(rest_api::trials());
     trials.extend(gdb_stub::trials(&ctx));
+    trials.extend(seccomp::trials());
     trials.extend(tiny_kernels::trials());
     trials.extend(symbol_specs::trials());
     trials.extend(events::trials());

@@ -122,7 +122,10 @@ impl ConsoleLines {
                 // newline or the final flush.
                 let _ = std::thread::Builder::new()
                     .name("console-lines".into())
-                    .spawn(move || flusher.flush_late_messages());
+                    .spawn(move || {
+                        crate::seccomp::enter_or_exit(crate::seccomp::ThreadKind::Helper);
+                        flusher.flush_late_messages()
+                    });
             }
             console
         })

@@ -29,6 +29,23 @@ pub enum InjectedFault {
     /// `kvm-run`: vCPU 0's `kvm_run.kvm_valid_regs` gets a bit KVM does not define, so its
     /// `KVM_RUN` fails with EINVAL (x86 `kvm_arch_vcpu_ioctl_run` checks the sync-regs masks).
     KvmRunFails,
+    /// `forbidden-call`: vCPU 0's thread, once its seccomp filter is on, makes a system call
+    /// no vCPU needs ([`make_a_forbidden_call`]), as a guest that took over the thread might.
+    ForbiddenCall,
+}
+
+/// Opens a TCP socket, which no vCPU thread's filter allows: under `--seccomp enforce` the run
+/// ends here, reported. Without a filter the socket is closed again, and a line says so.
+pub fn make_a_forbidden_call() {
+    // SAFETY: socket(2) with constant arguments; the descriptor, if any, is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    if fd >= 0 {
+        // SAFETY: `fd` is the descriptor socket(2) just returned, owned by nothing else.
+        unsafe { libc::close(fd) };
+        tracing::warn!(
+            "forbidden-call: a vCPU thread opened a socket: no seccomp filter stopped it"
+        );
+    }
 }
 
 impl FromStr for InjectedFault {
@@ -37,8 +54,9 @@ impl FromStr for InjectedFault {
         match s {
             "fail-entry" => Ok(InjectedFault::FailEntry),
             "kvm-run" => Ok(InjectedFault::KvmRunFails),
+            "forbidden-call" => Ok(InjectedFault::ForbiddenCall),
             other => Err(format!(
-                "{ENV}={}: unknown fault; use fail-entry or kvm-run",
+                "{ENV}={}: unknown fault; use fail-entry, kvm-run or forbidden-call",
                 crate::quote::cut(other)
             )),
         }
@@ -74,6 +92,7 @@ impl InjectedFault {
                 fd.get_kvm_run().kvm_valid_regs |= UNDEFINED_SYNC_REG;
                 None
             }
+            InjectedFault::ForbiddenCall => None,
         }
     }
 }

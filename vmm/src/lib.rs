@@ -26,6 +26,7 @@ pub mod pc_platform;
 pub mod probe;
 pub mod quote;
 pub mod run_control;
+pub mod seccomp;
 pub mod symbols;
 pub mod vcpu;
 pub mod vm;

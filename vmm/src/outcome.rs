@@ -4,7 +4,7 @@ use std::fmt;
 
 /// Exit codes drvisor itself uses. Guest statuses 0-63 pass through unchanged (the test guest
 /// uses 0-4); a status above 63 becomes [`exit_code::GUEST_STATUS_OUT_OF_RANGE`], so that no
-/// guest can pass for one of drvisor's own codes (2, 70-77, 128+N).
+/// guest can pass for one of drvisor's own codes (2, 70-78, 128+N).
 pub mod exit_code {
     /// The highest guest status passed through as the exit code.
     pub const GUEST_MAX: u8 = 63;
@@ -26,6 +26,9 @@ pub mod exit_code {
     pub const EVENTS_UNWRITABLE: u8 = 76;
     /// The guest wrote a status above [`GUEST_MAX`] to the exit port (the message has it).
     pub const GUEST_STATUS_OUT_OF_RANGE: u8 = 77;
+    /// A drvisor thread made a system call its seccomp filter forbids (see
+    /// [`crate::seccomp`]): the run was ended at once.
+    pub const SECCOMP_VIOLATION: u8 = 78;
     /// A signal stopped the run: 128 + its number, as shells report a process it killed
     /// (SIGHUP 129, SIGINT 130, SIGTERM 143).
     pub const SIGNAL_BASE: u8 = 128;

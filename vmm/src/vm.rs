@@ -349,6 +349,7 @@ impl TryFrom<VmConfig> for Vm {
         }
         if let (Some(fault), Some(first)) = (config.inject_fault, vcpus.first_mut()) {
             first.fail_first_entry = fault.apply(&mut first.fd);
+            first.forbidden_call = fault == InjectedFault::ForbiddenCall;
         }
         let pages = Arc::downgrade(&watch);
         debug.on_change(Arc::new(move |plan| {
@@ -532,6 +533,10 @@ impl Vm {
             let shared = shared.clone();
             let name = format!("vcpu{}", vcpu.index);
             threads.push(std::thread::Builder::new().name(name).spawn(move || {
+                crate::seccomp::enter_or_exit(crate::seccomp::ThreadKind::Vcpu);
+                if vcpu.forbidden_call {
+                    crate::fault_injection::make_a_forbidden_call();
+                }
                 let index = vcpu.index;
                 let result =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vcpu.run(&shared)));
@@ -543,6 +548,9 @@ impl Vm {
                 }
             })?);
         }
+        // Every long-lived thread is started: the main thread's own filter goes last (a thread
+        // it started after would inherit it).
+        crate::seccomp::enter_or_exit(crate::seccomp::ThreadKind::Main);
         let console: Subscriber = serial.clone();
         let looped = event_loop::run_until_done(done, vec![console]);
         if looped.is_err() {

@@ -9,6 +9,7 @@
 //!     unix: Some("/run/drvisor.sock".into()),
 //!     tcp: None,
 //!     token: None,
+//!     on_thread_start: None,
 //! })?;
 //! // ... the VM runs ...
 //! handle.shutdown();
@@ -54,6 +55,18 @@ pub struct ServerConfig {
     /// The bearer token every TCP request must carry (see [`read_token_file`]). Not asked of
     /// Unix-socket clients: the socket's mode guards it.
     pub token: Option<String>,
+    /// Run first on each of the server's threads (drvisor's seccomp filter for them).
+    pub on_thread_start: Option<ThreadHook>,
+}
+
+/// A function each server thread runs when it starts.
+#[derive(Clone)]
+pub struct ThreadHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for ThreadHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ThreadHook")
+    }
 }
 
 /// A running server. [`shutdown`](ServerHandle::shutdown) (or dropping it) stops serving,
@@ -139,12 +152,18 @@ pub fn serve(control: Arc<dyn Control>, config: ServerConfig) -> Result<ServerHa
         }
         None => (None, None),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
         .worker_threads(2)
         .thread_name("drvisor-api-worker")
-        .enable_all()
+        .enable_all();
+    if let Some(hook) = config.on_thread_start.clone() {
+        builder.on_thread_start(move || (hook.0)());
+    }
+    let runtime = builder
         .build()
         .map_err(ServeError::io("starting the server's tokio runtime"))?;
+    let hook = config.on_thread_start.clone();
     let (stop, stopped) = watch::channel(false);
     let state = AppState {
         control,
@@ -154,6 +173,9 @@ pub fn serve(control: Arc<dyn Control>, config: ServerConfig) -> Result<ServerHa
     let thread = std::thread::Builder::new()
         .name("drvisor-api".into())
         .spawn(move || {
+            if let Some(hook) = hook {
+                (hook.0)();
+            }
             runtime.block_on(run(state, unix, tcp.zip(token), stopped));
             runtime.shutdown_timeout(Duration::from_millis(500));
         })

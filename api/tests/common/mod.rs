@@ -324,6 +324,7 @@ pub fn serve_unix(ring_capacity: usize) -> Served {
             unix: Some(sock.clone()),
             tcp: None,
             token: None,
+            on_thread_start: None,
         },
     )
     .unwrap();

@@ -16,6 +16,7 @@ pub fn spawn(bus: &EventBus<Event>, ring: Arc<EventRing>) -> std::io::Result<Joi
     std::thread::Builder::new()
         .name("drvisor-stream".into())
         .spawn(move || {
+            crate::seccomp::enter_or_exit(crate::seccomp::ThreadKind::Helper);
             while let Some(record) = view.recv() {
                 match record {
                     Record::Event(e) => {

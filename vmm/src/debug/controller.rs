@@ -291,18 +291,21 @@ impl DebugController {
         let control = self.control.clone();
         std::thread::Builder::new()
             .name("drvisor-dr-resync".into())
-            .spawn(move || loop {
-                let any_blind = match ctl.upgrade() {
-                    Some(ctl) => {
-                        ctl.kick_blind_vcpus(period);
-                        ctl.blind.iter().any(|b| b.load(Ordering::Acquire))
+            .spawn(move || {
+                crate::seccomp::enter_or_exit(crate::seccomp::ThreadKind::Helper);
+                loop {
+                    let any_blind = match ctl.upgrade() {
+                        Some(ctl) => {
+                            ctl.kick_blind_vcpus(period);
+                            ctl.blind.iter().any(|b| b.load(Ordering::Acquire))
+                        }
+                        None => return,
+                    };
+                    if control.is_finished() {
+                        return;
                     }
-                    None => return,
-                };
-                if control.is_finished() {
-                    return;
+                    std::thread::sleep(if any_blind { period } else { WAIT_SLICE });
                 }
-                std::thread::sleep(if any_blind { period } else { WAIT_SLICE });
             })
     }
 

@@ -80,6 +80,7 @@ where
     std::thread::Builder::new()
         .name("drvisor-events".into())
         .spawn(move || {
+            crate::seccomp::enter_or_exit(crate::seccomp::ThreadKind::Events);
             let mut report = WriterReport::default();
             if let Err(e) = write_all(view, out, options, &mut report) {
                 on_error(&e);

@@ -284,6 +284,7 @@ pub fn serve(session: Arc<Session>, at: &Listen) -> std::io::Result<Served> {
         std::thread::Builder::new()
             .name("drvisor-gdb".into())
             .spawn(move || {
+                crate::seccomp::enter_or_exit(crate::seccomp::ThreadKind::Gdb);
                 let _done = Done(tx);
                 loop {
                     let stream = match next.recv_timeout(Duration::from_millis(50)) {
@@ -322,6 +323,7 @@ pub fn serve(session: Arc<Session>, at: &Listen) -> std::io::Result<Served> {
     std::thread::Builder::new()
         .name("drvisor-gdb-accept".into())
         .spawn(move || {
+            crate::seccomp::enter_or_exit(crate::seccomp::ThreadKind::Gdb);
             let _done = Done(tx);
             let listener = listener;
             let waiting = Arc::new(AtomicUsize::new(0));
@@ -345,6 +347,7 @@ pub fn serve(session: Arc<Session>, at: &Listen) -> std::io::Result<Served> {
                 let _ = std::thread::Builder::new()
                     .name("drvisor-gdb-busy".into())
                     .spawn(move || {
+                        crate::seccomp::enter_or_exit(crate::seccomp::ThreadKind::Gdb);
                         let _count = count;
                         let until = std::time::Instant::now() + BUSY_GRACE;
                         while std::time::Instant::now() < until {

@@ -69,6 +69,8 @@ pub struct Vcpu {
     /// Test only: report the next exit as `KVM_EXIT_FAIL_ENTRY` with this reason
     /// ([`crate::fault_injection`]).
     pub(crate) fail_first_entry: Option<u64>,
+    /// Test-only fault: make a system call no vCPU filter allows, once its filter is on.
+    pub(crate) forbidden_call: bool,
 }
 
 impl Vcpu {
@@ -91,6 +93,7 @@ impl Vcpu {
             last_exit_rip: None,
             sync_regs,
             fail_first_entry: None,
+            forbidden_call: false,
         }
     }
 

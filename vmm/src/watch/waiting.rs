@@ -212,16 +212,19 @@ impl PageWatchEngine {
         let engine = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("drvisor-mapping".into())
-            .spawn(move || loop {
-                std::thread::sleep(TIMER_EVERY);
-                let Some(engine) = engine.upgrade() else {
-                    return;
-                };
-                if control.is_finished() {
-                    return;
+            .spawn(move || {
+                crate::seccomp::enter_or_exit(crate::seccomp::ThreadKind::Helper);
+                loop {
+                    std::thread::sleep(TIMER_EVERY);
+                    let Some(engine) = engine.upgrade() else {
+                        return;
+                    };
+                    if control.is_finished() {
+                        return;
+                    }
+                    engine.retry_waiting_when_due();
+                    engine.follow_remaps_from_timer();
                 }
-                engine.retry_waiting_when_due();
-                engine.follow_remaps_from_timer();
             })
     }
 }

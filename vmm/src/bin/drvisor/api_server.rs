@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use drvisor::control::Session;
-use drvisor_api::server::{read_token_file, serve, ServerConfig, ServerHandle};
+use drvisor_api::server::{read_token_file, serve, ServerConfig, ServerHandle, ThreadHook};
 
 use crate::cli::RunArgs;
 use crate::Failure;
@@ -25,6 +25,9 @@ pub fn start(args: &RunArgs, session: Arc<Session>) -> Result<Option<ServerHandl
         unix: args.api_sock.clone(),
         tcp: args.api_tcp,
         token,
+        on_thread_start: Some(ThreadHook(Arc::new(|| {
+            drvisor::seccomp::enter_or_exit(drvisor::seccomp::ThreadKind::Api)
+        }))),
     };
     let flag = if args.api_sock.is_some() {
         "--api-sock"

@@ -116,6 +116,11 @@ pub struct RunArgs {
     /// Print each vCPU's slot plan, to stderr, whenever it changes.
     #[arg(long)]
     pub show_plan: bool,
+    /// seccomp filters, one per kind of thread (docs/security.md): `enforce` ends the run,
+    /// reported, at a system call outside a thread's list; `log` lets it through and the
+    /// kernel logs it; `none` installs none (for debugging drvisor).
+    #[arg(long, default_value = "enforce", value_name = "enforce|log|none")]
+    pub seccomp: SeccompArg,
     /// Leave out the summary a run ends with (each breakpoint's engine, state and hits, the
     /// page traps, the guest's status); the JSON events are written all the same.
     #[arg(long)]
@@ -187,6 +192,27 @@ impl From<ActionArg> for HitAction {
             ActionArg::Continue => HitAction::Continue,
             ActionArg::Pause => HitAction::Pause,
             ActionArg::Stop => HitAction::Stop,
+        }
+    }
+}
+
+/// `--seccomp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SeccompArg {
+    /// End the run at a forbidden system call, with the thread and the call.
+    Enforce,
+    /// Let it through; the kernel logs it.
+    Log,
+    /// No filters.
+    None,
+}
+
+impl From<SeccompArg> for drvisor::seccomp::Mode {
+    fn from(a: SeccompArg) -> Self {
+        match a {
+            SeccompArg::Enforce => drvisor::seccomp::Mode::Enforce,
+            SeccompArg::Log => drvisor::seccomp::Mode::Log,
+            SeccompArg::None => drvisor::seccomp::Mode::None,
         }
     }
 }

@@ -206,6 +206,9 @@ fn cut_quoted(line: &str) -> String {
 }
 
 fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
+    // Before any thread starts: each installs its filter as it starts.
+    drvisor::seccomp::set_mode(args.seccomp.into())
+        .map_err(|e| Failure::vmm(format!("--seccomp: {e}")))?;
     let stopper =
         signals::install().map_err(|e| Failure::vmm(format!("cannot handle signals: {e}")))?;
     // Checks of the flags alone come first: no file is opened before they pass.
@@ -412,11 +415,15 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
 fn signal_guest_on_sigusr2(session: Arc<Session>) -> Result<(), Failure> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR2])
         .map_err(|e| Failure::vmm(format!("cannot watch SIGUSR2: {e}")))?;
-    std::thread::spawn(move || {
-        for _ in signals.forever() {
-            session.signal_guest();
-        }
-    });
+    std::thread::Builder::new()
+        .name("sigusr2".into())
+        .spawn(move || {
+            drvisor::seccomp::enter_or_exit(drvisor::seccomp::ThreadKind::Helper);
+            for _ in signals.forever() {
+                session.signal_guest();
+            }
+        })
+        .map_err(|e| Failure::vmm(format!("cannot watch SIGUSR2: {e}")))?;
     Ok(())
 }
 
@@ -426,13 +433,17 @@ fn signal_guest_on_sigusr2(session: Arc<Session>) -> Result<(), Failure> {
 fn resume_on_sigusr1(session: Arc<Session>) -> Result<(), Failure> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])
         .map_err(|e| Failure::vmm(format!("cannot watch SIGUSR1: {e}")))?;
-    std::thread::spawn(move || {
-        for _ in signals.forever() {
-            if session.resume("signal") {
-                announce::say("resuming (SIGUSR1)");
+    std::thread::Builder::new()
+        .name("sigusr1".into())
+        .spawn(move || {
+            drvisor::seccomp::enter_or_exit(drvisor::seccomp::ThreadKind::Helper);
+            for _ in signals.forever() {
+                if session.resume("signal") {
+                    announce::say("resuming (SIGUSR1)");
+                }
             }
-        }
-    });
+        })
+        .map_err(|e| Failure::vmm(format!("cannot watch SIGUSR1: {e}")))?;
     Ok(())
 }
 

@@ -74,6 +74,7 @@ pub fn install() -> std::io::Result<Arc<Stopper>> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            drvisor::seccomp::enter_or_exit(drvisor::seccomp::ThreadKind::Helper);
             for signal in signals.forever() {
                 s.on_signal(signal);
             }
