@@ -75,7 +75,13 @@ pub enum Error {
     NoSuchWatch(u32),
     /// Installing the memslots failed.
     #[error("installing the memslot layout failed: {0}")]
-    Memslots(String),
+    Memslots(#[from] memslots::Error),
+    /// A RAM region of the VM cannot be planned around (a region of zero bytes...).
+    #[error("the VM's RAM cannot take page watches: {0}")]
+    Ram(#[from] drvisor_watch::RamError),
+    /// A watch's range was refused by the planner's own checks.
+    #[error(transparent)]
+    Watch(#[from] drvisor_watch::WatchError),
 }
 
 /// Which bytes a watch covers.
@@ -332,11 +338,10 @@ impl PageWatchEngine {
         let ram: Vec<RamRegion> = mem
             .iter()
             .map(|r| RamRegion::new(r.start_addr().0, r.len()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| Error::Memslots(e.to_string()))?;
+            .collect::<Result<_, _>>()?;
         let layout = plan_layout(&ram, &[], max_slots)?;
         let creates: Vec<SlotOp> = layout.slots().iter().copied().map(SlotOp::Create).collect();
-        memslots::apply(&vm_fd, &mem, &creates).map_err(Error::Memslots)?;
+        memslots::apply(&vm_fd, &mem, &creates)?;
         let paging = super::paging::Paging::new(gate.vcpus());
         Ok(PageWatchEngine {
             vm_fd,
@@ -537,7 +542,7 @@ impl PageWatchEngine {
         let mut parts = Vec::new();
         for &(gpa, len) in add {
             let id = WatchId(state.next_part + parts.len() as u32);
-            all.push(Watch::new(id, gpa, len, access).map_err(|e| Error::Memslots(e.to_string()))?);
+            all.push(Watch::new(id, gpa, len, access)?);
             parts.push(id);
         }
         let layout = state.layout.replan(&all, self.max_slots)?;
@@ -551,8 +556,7 @@ impl PageWatchEngine {
         let ops = diff(&state.layout, &layout);
         if !ops.is_empty() {
             let _quiet = self.gate.quiesce();
-            memslots::apply_all(&self.vm_fd, &self.mem, state.layout.slots(), &ops)
-                .map_err(Error::Memslots)?;
+            memslots::apply_all(&self.vm_fd, &self.mem, state.layout.slots(), &ops)?;
         }
         state.layout = layout;
         Ok(())

@@ -33,9 +33,9 @@ pub enum Error {
     /// The guest's page tables do not map it.
     #[error("guest-virtual {0:#x} is not mapped by the guest's page tables (yet); watch a guest-physical address with phys:ADDR, or arm it once the guest maps it")]
     NotMapped(u64),
-    /// The ioctl failed.
-    #[error("KVM_TRANSLATE failed: {0}")]
-    Kvm(String),
+    /// The ioctl failed, with this errno.
+    #[error("KVM_TRANSLATE failed: {}", std::io::Error::from_raw_os_error(*.0))]
+    Kvm(i32),
 }
 
 impl Translator {
@@ -61,7 +61,9 @@ impl Translator {
         // SAFETY: KVM_TRANSLATE reads and writes exactly one kvm_translation, which `t` is.
         let ret = unsafe { ioctl_with_mut_ref(&self.vcpu, KVM_TRANSLATE(), &mut t) };
         if ret < 0 {
-            return Err(Error::Kvm(std::io::Error::last_os_error().to_string()));
+            return Err(Error::Kvm(
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ));
         }
         if t.valid == 0 {
             return Err(Error::NotMapped(gva));
