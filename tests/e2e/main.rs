@@ -31,6 +31,7 @@ mod signals;
 mod soak;
 mod symbol_specs;
 mod tiny_kernels;
+mod trace_file;
 mod usage_errors;
 mod what_a_person_sees;
 
@@ -61,6 +62,7 @@ fn main() {
     trials.extend(rest_api::trials());
     trials.extend(gdb_stub::trials(&ctx));
     trials.extend(seccomp::trials());
+    trials.extend(trace_file::trials());
     trials.extend(tiny_kernels::trials());
     trials.extend(symbol_specs::trials());
     trials.extend(events::trials());

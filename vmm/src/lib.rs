@@ -28,6 +28,7 @@ pub mod quote;
 pub mod run_control;
 pub mod seccomp;
 pub mod symbols;
+pub mod trace_events;
 pub mod vcpu;
 pub mod vm;
 pub mod watch;

@@ -28,7 +28,7 @@ pub fn spawn(bus: &EventBus<Event>, ring: Arc<EventRing>) -> std::io::Result<Joi
                             Event::PageTraps(_) => continue,
                             Event::GuestDrLate(_) => EventKind::GuestDrLate,
                         };
-                        if let Ok(json) = line_json(e.seq, &*e.event) {
+                        if let Ok(json) = line_json(&e) {
                             ring.push(kind, json);
                         }
                     }

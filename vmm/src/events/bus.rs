@@ -19,13 +19,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub use std::sync::mpsc::RecvTimeoutError;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One event as the bus numbered it.
 #[derive(Debug)]
 pub struct Sequenced<T> {
     /// The bus's sequence number, from 1, over all events of the bus.
     pub seq: u64,
+    /// When it was published: nanoseconds since the bus was made (the run's start).
+    pub ns: u64,
     /// The event, shared by every view.
     pub event: Arc<T>,
 }
@@ -34,6 +36,7 @@ impl<T> Clone for Sequenced<T> {
     fn clone(&self) -> Self {
         Sequenced {
             seq: self.seq,
+            ns: self.ns,
             event: self.event.clone(),
         }
     }
@@ -65,6 +68,8 @@ struct Loss {
 
 /// A bounded, numbered broadcast of events of type `T`.
 pub struct EventBus<T> {
+    /// What event times count from.
+    start: Instant,
     next_seq: AtomicU64,
     /// Written only to subscribe and to close; every publish takes it for reading.
     views: RwLock<Vec<View<T>>>,
@@ -74,6 +79,7 @@ pub struct EventBus<T> {
 impl<T> Default for EventBus<T> {
     fn default() -> Self {
         EventBus {
+            start: Instant::now(),
             next_seq: AtomicU64::new(0),
             views: RwLock::new(Vec::new()),
             closed: AtomicBool::new(false),
@@ -128,11 +134,13 @@ impl<T: Send + Sync> EventBus<T> {
     /// reader (which ends when the reader goes away).
     pub fn publish(&self, event: T) -> u64 {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let ns = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let event = Arc::new(event);
         let views = self.views.read().unwrap_or_else(|e| e.into_inner());
         for view in views.iter() {
             let item = Sequenced {
                 seq,
+                ns,
                 event: event.clone(),
             };
             if view.lossless {

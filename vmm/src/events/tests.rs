@@ -296,6 +296,7 @@ fn a_lossless_view_whose_reader_is_gone_does_not_hold_publishers() {
 #[test]
 fn in_order_holds_an_event_until_every_earlier_number_came() {
     let ev = |seq| Sequenced {
+        ns: 0,
         seq,
         event: Arc::new(()),
     };

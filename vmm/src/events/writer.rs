@@ -7,7 +7,8 @@
 //! event back until every earlier number has come (see [`InOrder`]), so the lines are in `seq`
 //! order.
 //!
-//! Each event becomes one line with its sequence number first: `{"seq":7,"event":"hit",...}`.
+//! Each event becomes one line with its sequence number and time first:
+//! `{"seq":7,"ns":1234567,"event":"hit",...}` (`ns`: nanoseconds since the run's start).
 //! A loss becomes `{"event":"lost","count":N}`. The writer takes whatever is queued (up to
 //! [`MAX_BATCH`] records), writes it through one buffer and flushes once, so a burst of hits
 //! costs one `write` and the file is current whenever the queue is empty.
@@ -56,13 +57,19 @@ pub struct WriterOptions {
 #[derive(Serialize)]
 struct Line<'a, T> {
     seq: u64,
+    ns: u64,
     #[serde(flatten)]
     event: &'a T,
 }
 
-/// One event as the JSON of its line (no newline): `{"seq":N,...}`, as every client shows it.
-pub fn line_json<T: Serialize>(seq: u64, event: &T) -> serde_json::Result<String> {
-    serde_json::to_string(&Line { seq, event })
+/// One event as the JSON of its line (no newline): `{"seq":N,"ns":T,...}`, as every client
+/// shows it.
+pub fn line_json<T: Serialize>(event: &Sequenced<T>) -> serde_json::Result<String> {
+    serde_json::to_string(&Line {
+        seq: event.seq,
+        ns: event.ns,
+        event: &*event.event,
+    })
 }
 
 /// Starts the writer thread on `view`, writing to `out`. It ends when the bus closes (after
@@ -196,6 +203,7 @@ fn write_record<T: Serialize>(
         Record::Event(ev) => {
             let line = Line {
                 seq: ev.seq,
+                ns: ev.ns,
                 event: &*ev.event,
             };
             serde_json::to_writer(&mut *out, &line)?;

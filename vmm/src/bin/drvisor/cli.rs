@@ -32,6 +32,17 @@ pub enum Command {
     Ctl(Box<drvisor_api::ctl::CtlArgs>),
     /// Run spec files (TOML) as a CI suite: JUnit XML, a JSON report, an exit code.
     Ci(Box<crate::ci::CiArgs>),
+    /// Turn a run's events file (`--events`) into the Trace Event Format that Perfetto
+    /// (ui.perfetto.dev) and chrome://tracing open: a track per vCPU with its hits, and the
+    /// VM's pauses and plan changes.
+    Trace {
+        /// The events file `drvisor run --events FILE` wrote.
+        #[arg(value_name = "EVENTS.jsonl")]
+        events: PathBuf,
+        /// Where to write the trace (default: stdout).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Write the embedded test guest's ELF (with its symbols) to a file, for gdb or for
     /// `drvisor run --kernel`.
     GuestImage {

@@ -13,6 +13,7 @@ mod inputs;
 mod requests;
 mod signals;
 mod summary;
+mod trace;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -85,6 +86,7 @@ fn main() -> ExitCode {
         Command::Ctl(args) => Ok(drvisor_api::ctl::run(*args)),
         Command::Ci(args) => Ok(ci::main(*args)),
         Command::GuestImage { write } => write_guest_image(&write),
+        Command::Trace { events, output } => trace::write(&events, output.as_deref()),
     };
     let code = match result {
         Ok(code) => code,
