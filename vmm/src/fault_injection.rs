@@ -105,7 +105,8 @@ mod tests {
     fn names_parse_and_others_are_refused() {
         assert_eq!("fail-entry".parse(), Ok(InjectedFault::FailEntry));
         assert_eq!("kvm-run".parse(), Ok(InjectedFault::KvmRunFails));
+        assert_eq!("forbidden-call".parse(), Ok(InjectedFault::ForbiddenCall));
         let e = "x".parse::<InjectedFault>().unwrap_err();
-        assert!(e.contains("use fail-entry or kvm-run"), "{e}");
+        assert!(e.contains("use fail-entry, kvm-run or forbidden-call"), "{e}");
     }
 }
