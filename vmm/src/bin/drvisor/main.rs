@@ -13,6 +13,7 @@ mod inputs;
 mod requests;
 mod signals;
 mod summary;
+mod symbols_cmd;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -84,6 +85,7 @@ fn main() -> ExitCode {
         Command::Probe { json } => probe_host(json),
         Command::Ctl(args) => Ok(drvisor_api::ctl::run(*args)),
         Command::Ci(args) => Ok(ci::main(*args)),
+        Command::Symbols(args) => symbols_cmd::run(&args),
         Command::GuestImage { write } => write_guest_image(&write),
     };
     let code = match result {
@@ -240,7 +242,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         initrd,
         modules,
         symbols,
-    } = opened.read()?;
+    } = opened.read(&cmdline)?;
     let requests = requests::resolve(parsed, &symbols).map_err(Failure::usage)?;
     let sink = events_out::open(args.events.as_deref())?;
 
