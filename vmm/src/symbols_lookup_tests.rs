@@ -105,3 +105,16 @@ fn kallsyms_per_cpu_symbols_are_per_cpu_not_absolute() {
     assert_eq!(t.resolve_code("start_kernel"), Ok(0xffff_ffff_8100_0100));
     assert_eq!(t.len(), 5);
 }
+
+#[test]
+fn an_elf_object_is_no_place_for_an_execution_breakpoint() {
+    let t = SymbolTable::from_elf(crate::guest_image::ELF);
+    assert!(matches!(
+        t.resolve_code("drv_watch_u64"),
+        Err(Error::NotCode { kind: 'd', .. })
+    ));
+    assert!(t.resolve("drv_watch_u64").is_ok());
+    assert!(t.resolve_code("drv_target_0").is_ok());
+    // An untyped label may be code.
+    assert!(t.resolve_code("drv_park").is_ok());
+}

@@ -66,6 +66,7 @@ impl Session {
         let addr = address(&target, &self.symbols).map_err(|e| {
             let code = match e {
                 crate::symbols::Error::Unknown { .. } => "unknown-symbol",
+                crate::symbols::Error::NotCode { .. } => "not-code",
                 _ => "bad-symbol",
             };
             unprocessable(code, format!("location `{}`: {e}", crate::quote::cut(text)))

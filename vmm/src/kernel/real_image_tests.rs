@@ -74,3 +74,54 @@ fn debian_kallsyms_agree_with_its_system_map() {
         assert!(addr(name).is_some(), "{name}");
     }
 }
+
+#[test]
+fn debian_kallsyms_of_every_type_agree_with_its_system_map() {
+    let Some((bzimage, map)) = cache() else {
+        return;
+    };
+    let elf = payload::vmlinux(&bzimage).unwrap();
+    let entries = kallsyms::read(&elf).unwrap();
+    let in_map: std::collections::HashMap<(u64, &str), char> = map
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.split_whitespace();
+            let addr = u64::from_str_radix(p.next()?, 16).ok()?;
+            let kind = p.next()?.chars().next()?;
+            Some(((addr, p.next()?), kind))
+        })
+        .collect();
+    let percpu_end = in_map
+        .iter()
+        .find(|((_, name), _)| *name == "__per_cpu_end")
+        .map(|((addr, _), _)| *addr)
+        .unwrap();
+    // The one difference: kallsyms types per-cpu variables `A`
+    // (CONFIG_KALLSYMS_ABSOLUTE_PERCPU), nm `d` or `D`.
+    let mut percpu = 0;
+    for e in &entries {
+        match in_map.get(&(e.addr, e.name.as_str())) {
+            Some(&k) if k == e.kind => {}
+            Some('d' | 'D') if e.kind == 'A' && e.addr <= percpu_end => percpu += 1,
+            other => panic!("{e:?}: {other:?} in the System.map"),
+        }
+    }
+    assert!(percpu > 300, "{percpu} per-cpu symbols");
+    // And what the System.map has beyond kallsyms: what scripts/kallsyms leaves out, absolute
+    // symbols and its own tables (14 on this kernel).
+    let ours: std::collections::HashSet<(u64, &str)> =
+        entries.iter().map(|e| (e.addr, e.name.as_str())).collect();
+    let mut left_out: Vec<String> = in_map
+        .iter()
+        .filter(|(key, _)| !ours.contains(key))
+        .map(|((_, name), kind)| format!("{kind} {name}"))
+        .collect();
+    left_out.sort();
+    eprintln!("in the System.map only: {left_out:?}");
+    assert!(
+        left_out
+            .iter()
+            .all(|s| s.starts_with("A ") || s.starts_with("D kallsyms_")),
+        "{left_out:?}"
+    );
+}
