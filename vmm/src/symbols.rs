@@ -117,7 +117,7 @@ pub enum Error {
         offset: u64,
     },
     /// A data symbol where code is needed (an execution breakpoint).
-    #[error("`{}` is a variable (type `{kind}`), not code: an execution breakpoint there never fires; watch it instead (`--watch {}`, or `{}:rw`)", cut(.name), cut(.name), cut(.name))]
+    #[error("`{}` is a variable (type `{kind}`), not code: an execution breakpoint there never fires; watch it instead (a write or read/write watchpoint on `{}`)", cut(.name), cut(.name))]
     NotCode {
         /// The name asked for.
         name: String,

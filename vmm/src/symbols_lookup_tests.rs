@@ -73,7 +73,7 @@ fn a_variable_is_no_place_for_an_execution_breakpoint() {
     assert_eq!(
         e.to_string(),
         "`jiffies` is a variable (type `D`), not code: an execution breakpoint there never \
-         fires; watch it instead (`--watch jiffies`, or `jiffies:rw`)"
+         fires; watch it instead (a write or read/write watchpoint on `jiffies`)"
     );
     assert!(matches!(
         t.resolve_code("jiffies_lock"),

@@ -32,7 +32,7 @@ pub enum Error {
     #[error("the bzImage's payload is in an unknown format (it starts {0}); known are gzip, xz, zstd, LZ4 and lzma")]
     UnknownFormat(String),
     /// A format known but not decoded here.
-    #[error("the bzImage's payload is {0}-compressed, which drvisor does not decompress; give a System.map with --symbols")]
+    #[error("the bzImage's payload is {0}-compressed, which drvisor does not decompress; give a System.map")]
     Unsupported(&'static str),
     /// The size the build recorded is beyond [`MAX_DECOMPRESSED`].
     #[error("the bzImage's payload says it decompresses to {size} bytes, more than the {max} MiB drvisor reads")]

@@ -270,6 +270,9 @@ fn resolve_one(p: Parsed, symbols: &SymbolTable) -> Result<Request, String> {
             | drvisor::symbols::Error::NoOwnSymbols { .. } => {
                 format!("{e} (--symbols System.map)")
             }
+            drvisor::symbols::Error::NotCode { ref name, .. } => {
+                format!("{e}: --watch {}", cut(name))
+            }
             e => e.to_string(),
         }),
     };
