@@ -17,6 +17,7 @@ mod guest_and_host;
 mod guest_faults;
 mod host_breakpoints;
 mod hostile_guests;
+mod kernel_own_symbols;
 mod kvm_unit_tests;
 mod live_changes;
 mod one_door;
@@ -65,6 +66,7 @@ fn main() {
     trials.extend(trace_file::trials());
     trials.extend(tiny_kernels::trials());
     trials.extend(symbol_specs::trials());
+    trials.extend(kernel_own_symbols::trials());
     trials.extend(events::trials());
     trials.extend(emulation::trials(&ctx));
     trials.extend(emulation_exact::trials(&ctx));

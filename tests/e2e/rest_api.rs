@@ -479,6 +479,17 @@ fn errors_and_socket_mode() -> Result<(), Failed> {
         unknown == Some((Some(422), Some("unknown-symbol".into()))),
         || format!("unknown symbol: {unknown:?}"),
     )?;
+    // A variable is no place for an execution breakpoint; watching it is fine.
+    let variable = status(c.add_breakpoint(&NewBreakpoint {
+        location: "drv_watch_u64".into(),
+        vcpu: None,
+        action: HitAction::Continue,
+        capture: 0,
+    }));
+    ensure(
+        variable == Some((Some(422), Some("not-code".into()))),
+        || format!("a variable as an exec breakpoint: {variable:?}"),
+    )?;
     let no_vcpu = status(c.add_breakpoint(&NewBreakpoint {
         location: "drv_target_0".into(),
         vcpu: Some(7),

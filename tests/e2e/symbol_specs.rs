@@ -1,6 +1,7 @@
 //! Symbol specs on the command line, end to end: with a System.map shaped like a Debian
 //! kernel's, an ambiguous name, an absolute symbol and a per-cpu variable are refused with the
-//! reason and exit code 2; `NAME@ADDRESS` and `NAME+OFFSET` are accepted.
+//! reason and exit code 2, and so are a variable as an exec breakpoint, an offset past a
+//! symbol's end or past 2^64; `NAME@ADDRESS` and `NAME+OFFSET` are accepted.
 
 use crate::common::{drvisor, ensure, temp_path, Failed, Trial};
 
@@ -12,6 +13,9 @@ const MAP: &str = "\
 ffffffff81000100 t early_cpu_to_node
 ffffffff81234500 T early_cpu_to_node
 ffffffff81000200 T startup_64
+ffffffff81000240 T do_getppid
+ffffffff81000280 T __x64_sys_getppid
+ffffffff82a079c0 D jiffies
 ";
 
 pub fn trials() -> Vec<Trial> {
@@ -51,6 +55,22 @@ fn refusals_and_picks() -> Result<(), Failed> {
             "no symbol `early_cpu_to_node` at 0x1234",
         ),
         ("startup_64+zz", "must be a number"),
+        (
+            "jiffies",
+            "`jiffies` is a variable (type `D`), not code: an execution breakpoint there never \
+             fires; watch it instead (a write or read/write watchpoint on `jiffies`): --watch \
+             jiffies",
+        ),
+        (
+            "startup_64+0x40",
+            "offset 0x40 is past the end of `startup_64` (0x40 bytes); that address is \
+             `do_getppid`",
+        ),
+        (
+            "jiffies+0xfffffffffffffff0",
+            "wraps past the end of the 64-bit address space",
+        ),
+        ("getppid", "did you mean do_getppid, __x64_sys_getppid?"),
     ];
     for (spec, needle) in refused {
         let r = run(spec);

@@ -175,7 +175,7 @@ pub fn trials() -> Vec<Trial> {
             ]);
             let _ = std::fs::remove_file(&path);
             one_line_usage_error(&run, ": a placeholder System.map, with no symbols")?;
-            for needle in ["-dbg package", "vmlinux", "drop --symbols"] {
+            for needle in ["-dbg package", "kallsyms", "drop --symbols"] {
                 ensure(run.stderr.contains(needle), || {
                     format!("does not say `{needle}`\n{run}")
                 })?;

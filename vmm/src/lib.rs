@@ -17,6 +17,7 @@ pub mod gate;
 pub mod gdb;
 pub mod guest_image;
 pub mod input_file;
+pub mod kernel;
 pub mod layout;
 pub mod memory;
 #[cfg(test)]

@@ -18,6 +18,33 @@ fn messages() -> Vec<String> {
         ArmError::PageWatchOnOneVcpu { vcpu: 3 }.to_string(),
         ArmError::NoSlotShape.to_string(),
         symbols::Error::NoSymbols("jiffies".into()).to_string(),
+        symbols::Error::NoOwnSymbols {
+            name: "jiffies".into(),
+            why: crate::kernel::kallsyms::Error::NoTokenTable.to_string(),
+        }
+        .to_string(),
+        symbols::Error::NotCode {
+            name: "jiffies".into(),
+            kind: 'D',
+        }
+        .to_string(),
+        symbols::Error::PastEnd {
+            spec: "f+0x40".into(),
+            name: "f".into(),
+            offset: 0x40,
+            size: 0x40,
+            lands_in: Some(("g".into(), 0)),
+        }
+        .to_string(),
+        symbols::Error::Wraps {
+            spec: "f+0xfffffffffffffff0".into(),
+            addr: 0x10,
+            offset: 0xffff_ffff_ffff_fff0,
+        }
+        .to_string(),
+        crate::kernel::payload::Error::Unsupported("bzip2").to_string(),
+        crate::kernel::payload::Error::UnknownFormat("00".into()).to_string(),
+        crate::kernel::TaskLayoutError::NoBtf.to_string(),
         symbols::Error::Placeholder {
             path: "System.map".into(),
             text: "The real System.map is in the linux-image-6.1-dbg package".into(),

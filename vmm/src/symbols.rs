@@ -6,7 +6,12 @@
 //! - A name several symbols share is ambiguous: resolving it is an error that lists each
 //!   candidate's address (and its source file, where the ELF's `STT_FILE` entries give it).
 //!   `NAME@0xADDR` picks one.
-//! - `NAME+OFFSET` (hex with `0x`, or decimal) is an address inside a symbol.
+//! - `NAME+OFFSET` (hex with `0x`, or decimal) is an address inside a symbol: an offset past
+//!   the symbol's end (its ELF size, or where the next symbol starts) is refused, naming the
+//!   symbol it would land in, and so is one that wraps past 2^64.
+//! - The kernel's own `kallsyms` (read from the image by [`crate::kernel`]) give the same table
+//!   as a System.map. Both have `nm`'s type letters, so code (`t`/`T`) is told from data: a
+//!   breakpoint on execution at a variable is refused ([`SymbolTable::resolve_code`]).
 //! - Absolute symbols (`SHN_ABS`, System.map type `A`) and per-cpu offsets (the ELF section
 //!   `.data..percpu`, or a System.map address between `__per_cpu_start` and `__per_cpu_end`)
 //!   are not code or data addresses: resolving them is refused with that reason.
@@ -31,6 +36,14 @@ pub enum Error {
     /// The kernel has no symbols to resolve from.
     #[error("no symbols to resolve `{}` with: the kernel has no symbol table; give a System.map, or an address", cut(.0))]
     NoSymbols(String),
+    /// The kernel has no symbol table, and its kallsyms could not be read.
+    #[error("no symbols to resolve `{}` with: the kernel has no symbol table, and reading its own (kallsyms) failed: {why}; give a System.map, or an address", cut(.name))]
+    NoOwnSymbols {
+        /// The name asked for.
+        name: String,
+        /// Why kallsyms could not be read.
+        why: String,
+    },
     /// Several symbols share the name.
     #[error("`{}` is ambiguous: {} symbols have this name ({}); pick one with `{}@ADDRESS`", cut(.name), .candidates.len(), .candidates.join(", "), cut(.name))]
     Ambiguous {
@@ -72,13 +85,57 @@ pub enum Error {
     },
     /// A placeholder in place of a System.map, as Debian's kernel packages install: one line,
     /// `ffffffffffffffff B The real System.map is in the linux-image-<version>-dbg package`.
-    #[error("{}: a placeholder System.map, with no symbols (`{}`): give the real one from the kernel's -dbg package, or its vmlinux as the kernel", cut(.path), cut(.text))]
+    #[error("{}: a placeholder System.map, with no symbols (`{}`): give the real System.map of the kernel's -dbg package, or none: drvisor reads a bzImage's symbols from the image itself (its kallsyms)", cut(.path), cut(.text))]
     Placeholder {
         /// The file.
         path: String,
         /// What it says, from `The real System.map`.
         text: String,
     },
+    /// `NAME+OFFSET` past the symbol's end.
+    #[error("`{}`: offset {offset:#x} is past the end of `{}` ({size:#x} bytes){}", cut(.spec), cut(.name), lands(.lands_in))]
+    PastEnd {
+        /// What was asked for.
+        spec: String,
+        /// The symbol.
+        name: String,
+        /// The offset.
+        offset: u64,
+        /// The symbol's size (or the distance to the next symbol).
+        size: u64,
+        /// Where the address is instead: a symbol and the offset into it.
+        lands_in: Option<(String, u64)>,
+    },
+    /// `NAME+OFFSET` beyond 2^64 - 1.
+    #[error("`{}`: {addr:#x} + {offset:#x} wraps past the end of the 64-bit address space", cut(.spec))]
+    Wraps {
+        /// What was asked for.
+        spec: String,
+        /// The symbol's address.
+        addr: u64,
+        /// The offset.
+        offset: u64,
+    },
+    /// A data symbol where code is needed (an execution breakpoint).
+    #[error("`{}` is a variable (type `{kind}`), not code: an execution breakpoint there never fires; watch it instead (a write or read/write watchpoint on `{}`)", cut(.name), cut(.name))]
+    NotCode {
+        /// The name asked for.
+        name: String,
+        /// Its `nm` type letter.
+        kind: char,
+    },
+}
+
+fn lands(lands_in: &Option<(String, u64)>) -> String {
+    match lands_in {
+        Some((name, 0)) => format!("; that address is `{}`", cut(name)),
+        Some((name, off)) => format!(
+            "; that address is in `{}` (`{}+{off:#x}`)",
+            cut(name),
+            cut(name)
+        ),
+        None => String::new(),
+    }
 }
 
 /// Names longer than this get no "did you mean" (no kernel symbol is this long).
@@ -104,11 +161,37 @@ enum Class {
     PerCpu,
 }
 
+/// What a symbol's address holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Content {
+    /// Code (ELF `STT_FUNC`, `nm` `t`/`T`).
+    Code,
+    /// Data, with its `nm` type letter (ELF `STT_OBJECT` is `d`).
+    Data(char),
+    /// Not known (untyped labels, weak symbols).
+    Unknown,
+}
+
+impl Content {
+    /// From `nm`'s type letter.
+    fn of_letter(kind: char) -> Content {
+        match kind.to_ascii_lowercase() {
+            't' => Content::Code,
+            'd' | 'b' | 'r' | 'g' | 's' | 'v' => Content::Data(kind),
+            _ => Content::Unknown,
+        }
+    }
+}
+
 /// One symbol of a name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Candidate {
     addr: u64,
+    /// The ELF's `st_size`, when it gives one.
     size: Option<u64>,
+    /// How far the next symbol's address is (the last symbol has none).
+    span: Option<u64>,
+    content: Content,
     /// The source file of a local ELF symbol.
     file: Option<String>,
     class: Class,
@@ -129,6 +212,8 @@ pub struct SymbolTable {
     by_name: BTreeMap<String, Vec<Candidate>>,
     /// Whether the source had a symbol table at all (it may hold nothing resolvable).
     has_table: bool,
+    /// Why there are none, when the kernel's own kallsyms could not be read.
+    why_none: Option<String>,
 }
 
 /// The ELF section whose symbols are per-cpu offsets (Linux `vmlinux.lds`).
@@ -182,11 +267,18 @@ impl SymbolTable {
                 Candidate {
                     addr: sym.address(),
                     size: (sym.size() > 0).then_some(sym.size()),
+                    span: None,
+                    content: match kind {
+                        SymbolKind::Text => Content::Code,
+                        SymbolKind::Data => Content::Data('d'),
+                        _ => Content::Unknown,
+                    },
                     file: if sym.is_local() { source.clone() } else { None },
                     class,
                 },
             );
         }
+        table.measure_spans();
         table
     }
 
@@ -220,6 +312,27 @@ impl SymbolTable {
             };
             entries.push(entry);
         }
+        let entries: Vec<(&str, char, u64)> = entries
+            .into_iter()
+            .map(|(name, kind, addr)| (name, kind.chars().next().unwrap_or('?'), addr))
+            .collect();
+        Ok(Self::from_entries(&entries, false))
+    }
+
+    /// The symbols the kernel image itself holds (its kallsyms), as `/proc/kallsyms` lists
+    /// them. Per-cpu variables there have type `A` (`CONFIG_KALLSYMS_ABSOLUTE_PERCPU`), and
+    /// kallsyms keeps no other absolute symbol.
+    pub fn from_kallsyms(symbols: &[crate::kernel::kallsyms::Entry]) -> SymbolTable {
+        let entries: Vec<(&str, char, u64)> = symbols
+            .iter()
+            .map(|e| (e.name.as_str(), e.kind, e.addr))
+            .collect();
+        Self::from_entries(&entries, true)
+    }
+
+    /// Names, `nm` type letters and addresses. `a_is_percpu`: a type `A` symbol between
+    /// `__per_cpu_start` and `__per_cpu_end` is a per-cpu variable (kallsyms), not absolute.
+    fn from_entries(entries: &[(&str, char, u64)], a_is_percpu: bool) -> SymbolTable {
         let marker = |m: &str| entries.iter().find(|e| e.0 == m).map(|e| e.2);
         let percpu = match (marker("__per_cpu_start"), marker("__per_cpu_end")) {
             (Some(start), Some(end)) => start..end,
@@ -229,8 +342,9 @@ impl SymbolTable {
             has_table: true,
             ..Default::default()
         };
-        for (name, kind, addr) in entries {
-            let class = if kind.eq_ignore_ascii_case("a") {
+        for &(name, kind, addr) in entries {
+            let absolute = kind.eq_ignore_ascii_case(&'a');
+            let class = if absolute && !(a_is_percpu && percpu.contains(&addr)) {
                 Class::Absolute
             } else if percpu.contains(&addr) {
                 Class::PerCpu
@@ -242,12 +356,52 @@ impl SymbolTable {
                 Candidate {
                     addr,
                     size: None,
+                    span: None,
+                    content: Content::of_letter(kind),
                     file: None,
                     class,
                 },
             );
         }
-        Ok(table)
+        table.measure_spans();
+        table
+    }
+
+    /// Each address symbol's span: how far the next higher symbol address is.
+    fn measure_spans(&mut self) {
+        let mut addrs: Vec<u64> = self
+            .by_name
+            .values()
+            .flatten()
+            .filter(|c| c.class == Class::Address)
+            .map(|c| c.addr)
+            .collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        for c in self.by_name.values_mut().flatten() {
+            if c.class == Class::Address {
+                let next = addrs.partition_point(|&a| a <= c.addr);
+                c.span = addrs.get(next).map(|&n| n - c.addr);
+            }
+        }
+    }
+
+    /// No symbols, because the kernel's own could not be read (`why`).
+    pub fn without_symbols(why: &str) -> SymbolTable {
+        SymbolTable {
+            why_none: Some(why.to_owned()),
+            ..Default::default()
+        }
+    }
+
+    /// Whether the source had a symbol table (an ELF's `.symtab`, a System.map, kallsyms).
+    pub fn has_symbol_table(&self) -> bool {
+        self.has_table
+    }
+
+    /// How many symbols the table has.
+    pub fn len(&self) -> usize {
+        self.by_name.values().map(Vec::len).sum()
     }
 
     /// Whether the table has no symbols.
@@ -258,6 +412,23 @@ impl SymbolTable {
     /// The address `spec` names: `NAME`, `NAME@ADDRESS` (one of several symbols called
     /// NAME), each optionally followed by `+OFFSET`. Errors say why not, and suggest names.
     pub fn resolve(&self, spec: &str) -> Result<u64, Error> {
+        self.resolve_checked(spec).map(|(addr, _)| addr)
+    }
+
+    /// As [`SymbolTable::resolve`], for an execution breakpoint: a symbol the table knows to be
+    /// a variable is refused, with the hint to watch it.
+    pub fn resolve_code(&self, spec: &str) -> Result<u64, Error> {
+        let (addr, content) = self.resolve_checked(spec)?;
+        match content {
+            Content::Data(kind) => Err(Error::NotCode {
+                name: spec.split(['+', '@']).next().unwrap_or(spec).to_owned(),
+                kind,
+            }),
+            Content::Code | Content::Unknown => Ok(addr),
+        }
+    }
+
+    fn resolve_checked(&self, spec: &str) -> Result<(u64, Content), Error> {
         let (symbol, offset) = match spec.split_once('+') {
             Some((symbol, off)) => (
                 symbol,
@@ -265,8 +436,23 @@ impl SymbolTable {
             ),
             None => (spec, 0),
         };
-        let candidate = self.candidate(symbol)?;
-        Ok(candidate.addr.wrapping_add(offset))
+        let c = self.candidate(symbol)?;
+        let addr = c.addr.checked_add(offset).ok_or_else(|| Error::Wraps {
+            spec: spec.to_owned(),
+            addr: c.addr,
+            offset,
+        })?;
+        if let Some(size) = c.size.or(c.span).filter(|&size| offset >= size) {
+            let name = symbol.split('@').next().unwrap_or(symbol).to_owned();
+            return Err(Error::PastEnd {
+                spec: spec.to_owned(),
+                lands_in: self.describe(addr).filter(|(n, _)| *n != name),
+                name,
+                offset,
+                size,
+            });
+        }
+        Ok((addr, c.content))
     }
 
     /// The one symbol `NAME` or `NAME@ADDRESS` designates, if it is an address.
@@ -279,7 +465,13 @@ impl SymbolTable {
             None => (symbol, None),
         };
         if self.by_name.is_empty() && !self.has_table {
-            return Err(Error::NoSymbols(name.to_owned()));
+            return Err(match &self.why_none {
+                Some(why) => Error::NoOwnSymbols {
+                    name: name.to_owned(),
+                    why: why.clone(),
+                },
+                None => Error::NoSymbols(name.to_owned()),
+            });
         }
         let Some(all) = self.by_name.get(name) else {
             return Err(Error::Unknown {
@@ -333,6 +525,15 @@ impl SymbolTable {
         self.candidate(spec).ok().and_then(|c| c.size)
     }
 
+    /// The offset of the per-cpu variable `name` into each CPU's per-cpu area, if it is one
+    /// (and the only symbol of that name).
+    pub fn percpu_offset(&self, name: &str) -> Option<u64> {
+        match self.by_name.get(name)?.as_slice() {
+            [c] if c.class == Class::PerCpu => Some(c.addr),
+            _ => None,
+        }
+    }
+
     /// The symbol that contains `addr` best: the highest code or data symbol at or below it,
     /// and the offset.
     pub fn describe(&self, addr: u64) -> Option<(String, u64)> {
@@ -351,21 +552,32 @@ impl SymbolTable {
             return Vec::new();
         }
         let limit = name.len().max(3) / 2 + 1;
-        let mut scored: Vec<(usize, &String)> = self
+        // Names that end with the name come first (`getppid`: `__x64_sys_getppid`), then
+        // those that contain it, shortest first; then the others by edit distance.
+        let mut scored: Vec<(usize, usize, &String)> = self
             .by_name
             .keys()
+            .filter(|n| n.as_str() != name)
             .filter_map(|n| {
-                // A candidate whose length alone puts it out of reach is not measured.
-                if n.len().abs_diff(name.len()) <= limit {
+                if n.ends_with(name) {
+                    Some((0, n.len(), n))
+                } else if n.contains(name) {
+                    Some((1, n.len(), n))
+                } else if n.len().abs_diff(name.len()) <= limit {
+                    // A candidate whose length alone puts it out of reach is not measured.
                     let d = strsim::levenshtein(name, n);
-                    (d <= limit || n.contains(name)).then_some((d, n))
+                    (d <= limit).then_some((2, d, n))
                 } else {
-                    n.contains(name).then_some((usize::MAX, n))
+                    None
                 }
             })
             .collect();
         scored.sort();
-        scored.into_iter().take(k).map(|(_, n)| n.clone()).collect()
+        scored
+            .into_iter()
+            .take(k)
+            .map(|(_, _, n)| n.clone())
+            .collect()
     }
 }
 
@@ -399,7 +611,8 @@ mod tests {
             ),
             "{message}"
         );
-        assert!(message.contains("vmlinux"), "{message}");
+        assert!(message.contains("-dbg package, or none"), "{message}");
+        assert!(message.contains("kallsyms"), "{message}");
     }
 
     #[test]
@@ -574,7 +787,12 @@ ffffffff81000200 T startup_64
             assert_eq!(t.resolve("main"), Ok(0x10_0000), "{class}");
             assert_eq!(t.size("main"), Some(4));
             assert_eq!(t.resolve("start64"), Ok(0x10_0030), "untyped local label");
-            assert_eq!(t.resolve("main+0x8"), Ok(0x10_0008));
+            assert_eq!(t.resolve("main+0x2"), Ok(0x10_0002));
+            // `main` is 4 bytes long.
+            assert_eq!(
+                t.resolve("main+0x8").unwrap_err().to_string(),
+                "`main+0x8`: offset 0x8 is past the end of `main` (0x4 bytes)"
+            );
             let err = t.resolve("helper").unwrap_err().to_string();
             assert_eq!(
                 err,
@@ -604,3 +822,7 @@ ffffffff81000200 T startup_64
         );
     }
 }
+
+#[cfg(test)]
+#[path = "symbols_lookup_tests.rs"]
+mod lookup_tests;

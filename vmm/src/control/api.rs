@@ -55,11 +55,18 @@ fn stopped() -> ApiError {
 }
 
 impl Session {
-    fn parse_location(&self, text: &str) -> Result<(Target, u64), ApiError> {
+    /// The target and address of `text`; `code`: for an execution breakpoint.
+    fn parse_location(&self, text: &str, code: bool) -> Result<(Target, u64), ApiError> {
         let target = location::parse(text).map_err(|e| bad_request("bad-location", e))?;
-        let addr = location::address(&target, &self.symbols).map_err(|e| {
+        let address = if code {
+            location::code_address
+        } else {
+            location::address
+        };
+        let addr = address(&target, &self.symbols).map_err(|e| {
             let code = match e {
                 crate::symbols::Error::Unknown { .. } => "unknown-symbol",
+                crate::symbols::Error::NotCode { .. } => "not-code",
                 _ => "bad-symbol",
             };
             unprocessable(code, format!("location `{}`: {e}", crate::quote::cut(text)))
@@ -213,7 +220,7 @@ impl Control for Session {
 
     fn add_breakpoint(&self, req: NewBreakpoint) -> Result<Breakpoint, ApiError> {
         check_capture(req.capture)?;
-        let (_, addr) = self.parse_location(&req.location)?;
+        let (_, addr) = self.parse_location(&req.location, true)?;
         let spec = BreakSpec::exec(addr).map_err(|e| {
             unprocessable(
                 "bad-address",
@@ -237,7 +244,7 @@ impl Control for Session {
             Some(rest) => (true, rest),
             None => (false, req.location.as_str()),
         };
-        let (target, addr) = self.parse_location(text)?;
+        let (target, addr) = self.parse_location(text, false)?;
         let len = match req.len.or_else(|| location::size(&target, &self.symbols)) {
             Some(0) => return Err(unprocessable("bad-length", "len must be at least 1 byte")),
             Some(len) => len,
@@ -386,7 +393,7 @@ impl Control for Session {
                 // A symbol or an address, as everywhere a location is written; read page by
                 // page through the page tables of the vCPU asked for, by default vCPU 0 (the
                 // kernel's mappings are every vCPU's).
-                let gva = self.parse_location(gva)?.1;
+                let gva = self.parse_location(gva, false)?.1;
                 let vcpu = match self.scope_of(query.vcpu)? {
                     Scope::Vcpu(VcpuId(v)) => v as usize,
                     Scope::Vm => 0,

@@ -59,6 +59,15 @@ pub fn address(target: &Target, symbols: &SymbolTable) -> Result<u64, crate::sym
     }
 }
 
+/// The address of `target` for an execution breakpoint: a symbol known to be a variable is
+/// refused.
+pub fn code_address(target: &Target, symbols: &SymbolTable) -> Result<u64, crate::symbols::Error> {
+    match target {
+        Target::Number(n) => Ok(*n),
+        Target::Symbol(name) => symbols.resolve_code(name),
+    }
+}
+
 /// The size of `target` when it is a symbol with one.
 pub fn size(target: &Target, symbols: &SymbolTable) -> Option<u64> {
     match target {

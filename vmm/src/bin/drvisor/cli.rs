@@ -43,6 +43,9 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Look symbols up as `drvisor run` would, without booting: prints `ADDRESS SYMBOL` for
+    /// each (from --symbols, else the kernel's own: its ELF symbol table or its kallsyms).
+    Symbols(Box<SymbolsArgs>),
     /// Write the embedded test guest's ELF (with its symbols) to a file, for gdb or for
     /// `drvisor run --kernel`.
     GuestImage {
@@ -50,6 +53,20 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         write: PathBuf,
     },
+}
+
+/// `drvisor symbols`.
+#[derive(Debug, Args)]
+pub struct SymbolsArgs {
+    /// The kernel whose symbols to read (a bzImage or an ELF).
+    #[arg(long)]
+    pub kernel: PathBuf,
+    /// A System.map to resolve symbols with (default: the kernel's own).
+    #[arg(long)]
+    pub symbols: Option<PathBuf>,
+    /// Each symbol to look up, as `--break` takes it (`NAME`, `NAME@ADDRESS`, `NAME+OFFSET`).
+    #[arg(required = true, value_name = "SYMBOL")]
+    pub names: Vec<String>,
 }
 
 /// `drvisor run`.

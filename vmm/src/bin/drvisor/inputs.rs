@@ -9,6 +9,7 @@ use std::path::Path;
 use drvisor::boot::{KernelFormat, KernelImage, Module};
 use drvisor::guest_image;
 use drvisor::input_file::{self, InputFile, Limit};
+use drvisor::kernel::Source;
 use drvisor::symbols::SymbolTable;
 
 use crate::cli::RunArgs;
@@ -123,7 +124,8 @@ fn read(file: InputFile) -> Result<Vec<u8>, Failure> {
 impl Opened {
     /// Reads and classifies the files: the kernel (or the embedded guest), then the initrd if
     /// that kernel takes one, then the symbols (a System.map, or the kernel's own).
-    pub fn read(self) -> Result<Inputs, Failure> {
+    /// `cmdline` is the kernel's command line (kallsyms addresses need `nokaslr`).
+    pub fn read(self, cmdline: &str) -> Result<Inputs, Failure> {
         let kernel = match self.kernel {
             None => guest_image::kernel(),
             Some(file) => {
@@ -152,24 +154,7 @@ impl Opened {
                 })
             })
             .collect::<Result<Vec<_>, Failure>>()?;
-        let symbols = match self.symbols {
-            Some(file) => {
-                let name = file.shown_path().to_owned();
-                let text = String::from_utf8(read(file)?).map_err(|e| {
-                    Failure::usage(format!(
-                        "--symbols {name}: not text (invalid UTF-8 at byte {}); give a System.map",
-                        e.utf8_error().valid_up_to()
-                    ))
-                })?;
-                SymbolTable::from_system_map(&text, &name).map_err(|e| match e {
-                    drvisor::symbols::Error::Placeholder { .. } => {
-                        Failure::usage(format!("--symbols {e}; or drop --symbols"))
-                    }
-                    e => Failure::usage(e.to_string()),
-                })?
-            }
-            None => SymbolTable::from_elf(kernel.bytes()),
-        };
+        let symbols = read_symbols(self.symbols, kernel.bytes(), Some(cmdline))?;
         Ok(Inputs {
             kernel,
             initrd,
@@ -177,4 +162,59 @@ impl Opened {
             symbols,
         })
     }
+}
+
+/// The symbols of a run: the System.map given (`--symbols`), else the kernel's own (its ELF
+/// symbol table, or its kallsyms, said in one line with the count and the time taken).
+/// `cmdline`, when the kernel is to be booted: kallsyms addresses need `nokaslr` on it.
+pub fn read_symbols(
+    file: Option<InputFile>,
+    kernel: &[u8],
+    cmdline: Option<&str>,
+) -> Result<SymbolTable, Failure> {
+    Ok(match file {
+        Some(file) => {
+            let name = file.shown_path().to_owned();
+            let text = String::from_utf8(read(file)?).map_err(|e| {
+                Failure::usage(format!(
+                    "--symbols {name}: not text (invalid UTF-8 at byte {}); give a System.map",
+                    e.utf8_error().valid_up_to()
+                ))
+            })?;
+            SymbolTable::from_system_map(&text, &name).map_err(|e| match e {
+                drvisor::symbols::Error::Placeholder { .. } => {
+                    Failure::usage(format!("--symbols {e}: drop --symbols for that"))
+                }
+                e => Failure::usage(e.to_string()),
+            })?
+        }
+        None => {
+            let (table, source) = drvisor::kernel::own_symbols(kernel);
+            if let Source::Kallsyms {
+                count,
+                took,
+                from_bzimage,
+            } = source
+            {
+                let moves = from_bzimage
+                    && cmdline.is_some_and(|c| !c.split_whitespace().any(|w| w == "nokaslr"));
+                crate::announce::say(format!(
+                    "{count} symbols from the kernel's own kallsyms ({}, {} ms){}",
+                    if from_bzimage {
+                        "decompressed from the bzImage"
+                    } else {
+                        "in the ELF's data"
+                    },
+                    took.as_millis(),
+                    if moves {
+                        "; their addresses hold only with `nokaslr` on the command line (else \
+                         the kernel moves itself to a random address)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            table
+        }
+    })
 }

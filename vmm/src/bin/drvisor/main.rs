@@ -14,6 +14,7 @@ mod requests;
 mod signals;
 mod summary;
 mod trace;
+mod symbols_cmd;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -85,6 +86,7 @@ fn main() -> ExitCode {
         Command::Probe { json } => probe_host(json),
         Command::Ctl(args) => Ok(drvisor_api::ctl::run(*args)),
         Command::Ci(args) => Ok(ci::main(*args)),
+        Command::Symbols(args) => symbols_cmd::run(&args),
         Command::GuestImage { write } => write_guest_image(&write),
         Command::Trace { events, output } => trace::write(&events, output.as_deref()),
     };
@@ -245,7 +247,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         initrd,
         modules,
         symbols,
-    } = opened.read()?;
+    } = opened.read(&cmdline)?;
     let requests = requests::resolve(parsed, &symbols).map_err(Failure::usage)?;
     let sink = events_out::open(args.events.as_deref())?;
 

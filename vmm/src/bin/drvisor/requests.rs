@@ -257,16 +257,29 @@ pub fn resolve(parsed: Vec<Parsed>, symbols: &SymbolTable) -> Result<Vec<Request
 
 fn resolve_one(p: Parsed, symbols: &SymbolTable) -> Result<Request, String> {
     let label = cut(&p.label).into_owned();
-    let address = |t: &Target| match t {
+    // An execution breakpoint needs code: a variable there is refused.
+    let lookup = |t: &Target, code: bool| match t {
         Target::Number(n) => Ok(*n),
-        Target::Symbol(name) => symbols.resolve(name).map_err(|e| match e {
-            drvisor::symbols::Error::NoSymbols(_) => format!("{e} (--symbols System.map)"),
+        Target::Symbol(name) => if code {
+            symbols.resolve_code(name)
+        } else {
+            symbols.resolve(name)
+        }
+        .map_err(|e| match e {
+            drvisor::symbols::Error::NoSymbols(_)
+            | drvisor::symbols::Error::NoOwnSymbols { .. } => {
+                format!("{e} (--symbols System.map)")
+            }
+            drvisor::symbols::Error::NotCode { ref name, .. } => {
+                format!("{e}: --watch {}", cut(name))
+            }
             e => e.to_string(),
         }),
     };
+    let address = |t: &Target| lookup(t, false);
     let what = match &p.kind {
         Kind::Break(target) => {
-            let addr = address(target).map_err(|e| format!("--break {label}: {e}"))?;
+            let addr = lookup(target, true).map_err(|e| format!("--break {label}: {e}"))?;
             What::Break(BreakSpec::exec(addr).map_err(|e| format!("--break {label}: {e}"))?)
         }
         Kind::Watch(w) => {

@@ -1,0 +1,16 @@
+//! What drvisor reads from a Linux kernel image itself, without a System.map or a debug
+//! package: the kernel inside a bzImage ([`payload`]) and its symbols ([`kallsyms`],
+//! [`own_symbols`]), and from its BTF where the current task and its pid and comm are
+//! ([`task_layout`]).
+
+pub mod btf;
+pub mod kallsyms;
+mod own_symbols;
+pub mod payload;
+mod task_layout;
+
+pub use own_symbols::{own_symbols, Source};
+pub use task_layout::{layout_from, task_layout, Error as TaskLayoutError, TaskLayout};
+
+#[cfg(test)]
+mod real_image_tests;
