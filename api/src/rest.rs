@@ -363,6 +363,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// 404: no such breakpoint, vCPU or path.
     NotFound,
+    /// 408: the request head or body did not arrive in time.
+    Timeout,
     /// 409: the VM is not in a state that allows it.
     Conflict,
     /// 413: the body is over the limit.
@@ -372,6 +374,8 @@ pub enum ErrorKind {
     Unprocessable,
     /// 500: a KVM call failed.
     Internal,
+    /// 503: the listener already serves as many connections as it may.
+    Busy,
 }
 
 impl ErrorKind {
@@ -381,10 +385,12 @@ impl ErrorKind {
             ErrorKind::BadRequest => 400,
             ErrorKind::Unauthorized => 401,
             ErrorKind::NotFound => 404,
+            ErrorKind::Timeout => 408,
             ErrorKind::Conflict => 409,
             ErrorKind::TooLarge => 413,
             ErrorKind::Unprocessable => 422,
             ErrorKind::Internal => 500,
+            ErrorKind::Busy => 503,
         }
     }
 }

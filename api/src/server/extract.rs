@@ -66,7 +66,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 }
 
 async fn read_limited(body: Body) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
+    let deadline = super::connections::BODY_DEADLINE;
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, BODY_LIMIT))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorKind::Timeout,
+                "body-timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    deadline.as_secs()
+                ),
+            )
+        })?;
+    read.map_err(|e| {
         let inner = e.into_inner();
         let over =
             std::iter::successors(Some(&*inner as &(dyn std::error::Error + 'static)), |e| {
