@@ -98,9 +98,9 @@ pub struct NewBreakpoint {
     #[serde(default)]
     pub action: HitAction,
     /// Bytes of the stack from RSP that each hit event carries (`stack`), 1 to 4096
-    /// (`MAX_CAPTURE`); 0 or absent for none.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub capture: u16,
+    /// (`MAX_CAPTURE`); absent for none (0 is refused, as `--capture 0` is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<u16>,
 }
 
 /// Which accesses a watch reports.
@@ -153,13 +153,9 @@ pub struct NewWatchpoint {
     #[serde(default)]
     pub engine: EngineChoice,
     /// Bytes of the stack from RSP that each hit event carries (`stack`), 1 to 4096
-    /// (`MAX_CAPTURE`); 0 or absent for none.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub capture: u16,
-}
-
-fn is_zero(n: &u16) -> bool {
-    *n == 0
+    /// (`MAX_CAPTURE`); absent for none (0 is refused, as `--capture 0` is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<u16>,
 }
 
 /// Which client asked for a breakpoint.

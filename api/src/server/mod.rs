@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub use auth::read_token_file;
+pub use auth::{read_token_file, TOKEN_FILE_MAX};
 pub use connections::{
     BODY_DEADLINE, HEAD_DEADLINE, HEAD_LIMIT, TCP_MAX_CONNECTIONS, UNIX_MAX_CONNECTIONS,
 };
