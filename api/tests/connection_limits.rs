@@ -126,3 +126,27 @@ fn tcp_connections_beyond_the_budget_get_a_json_503_and_the_unix_socket_still_se
     Client::unix(&sock).unwrap().vm().unwrap();
     drop(held);
 }
+
+/// The errors hyper answers by itself (a head that is not HTTP, one over the size limit) have
+/// the JSON body too.
+#[test]
+fn protocol_level_errors_have_the_json_body() {
+    let s = serve_unix(8);
+    let big = format!(
+        "GET /vm HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(drvisor_api::server::HEAD_LIMIT + 1)
+    );
+    for (request, status, code) in [
+        (b"GARBAGE\r\n\r\n".to_vec(), 400, "bad-http"),
+        (big.into_bytes(), 431, "head-too-large"),
+    ] {
+        let mut c = unix(&s.sock);
+        c.write_all(&request).unwrap();
+        let (got, _) = read_until_closed(&mut c, Duration::from_secs(10));
+        assert!(got.starts_with(&format!("HTTP/1.1 {status} ")), "{got:?}");
+        let (head, body) = got.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["code"], code, "{v}");
+    }
+}

@@ -14,6 +14,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Semaphore};
 
+use super::protocol_errors::JsonErrors;
+
 /// How long a client has to send a whole request head, counted from when the connection is
 /// ready for a request: from the accept, and again after each response. A client that sends
 /// half a head, or nothing, is disconnected then; so is an idle keep-alive connection.
@@ -104,7 +106,7 @@ pub(crate) async fn serve<L>(
                 .header_read_timeout(HEAD_DEADLINE)
                 .max_headers(100)
                 .max_header_size(HEAD_LIMIT)
-                .serve_connection(TokioIo::new(io), service);
+                .serve_connection(TokioIo::new(JsonErrors::new(io)), service);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}

@@ -21,6 +21,7 @@ mod error;
 mod events;
 mod extract;
 mod openapi;
+mod protocol_errors;
 mod routes;
 
 use std::net::SocketAddr;
