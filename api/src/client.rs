@@ -57,6 +57,17 @@ pub enum ClientError {
     /// No answer in time.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The answer is larger than the client reads.
+    #[error("the answer is over the client's cap of {} ({} bytes); is this a drvisor server?", mib(*.0), .0)]
+    TooLarge(usize),
+}
+
+/// `n` bytes as MiB or KiB, for a message.
+fn mib(n: usize) -> String {
+    match n >> 20 {
+        0 => format!("{} KiB", n >> 10),
+        m => format!("{m} MiB"),
+    }
 }
 
 impl ClientError {
@@ -105,6 +116,12 @@ impl std::fmt::Display for Target {
 
 /// The default time a request may take (pausing waits for every vCPU).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The largest response body the client reads; a larger one is an error that names this cap.
+pub const RESPONSE_MAX: usize = 64 * 1024 * 1024;
+
+/// The longest event (one SSE block) the client buffers while waiting for its end.
+pub const EVENT_MAX: usize = 1024 * 1024;
 
 /// A blocking client.
 #[derive(Clone)]
@@ -257,13 +274,7 @@ impl Client {
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| ClientError::Http(e.to_string()))?
-                .to_bytes()
-                .to_vec();
+            let body = read_capped(resp.into_body()).await?;
             Ok(RawResponse {
                 status,
                 content_type,
@@ -416,13 +427,8 @@ impl Client {
         let resp = self.block_on(self.send_async(req))?;
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
-            let body = self.block_on(async {
-                resp.into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| ClientError::Http(e.to_string()))
-            })?;
-            return Err(decode::<()>(status, &body.to_bytes()).unwrap_err());
+            let body = self.block_on(read_capped(resp.into_body()))?;
+            return Err(decode::<()>(status, &body).unwrap_err());
         }
         Ok(EventStream {
             runtime: self.runtime.clone(),
@@ -430,6 +436,20 @@ impl Client {
             buf: Vec::new(),
             done: false,
         })
+    }
+}
+
+/// A response body, up to [`RESPONSE_MAX`] bytes.
+async fn read_capped(body: Incoming) -> Result<Vec<u8>, ClientError> {
+    match http_body_util::Limited::new(body, RESPONSE_MAX)
+        .collect()
+        .await
+    {
+        Ok(b) => Ok(b.to_bytes().to_vec()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ClientError::TooLarge(RESPONSE_MAX))
+        }
+        Err(e) => Err(ClientError::Http(e.to_string())),
     }
 }
 
@@ -451,9 +471,25 @@ fn decode<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, ClientErro
     }
     let body = serde_json::from_slice::<ErrorBody>(body).unwrap_or_else(|_| ErrorBody {
         code: "http-error".into(),
-        message: String::from_utf8_lossy(body).trim().to_owned(),
+        message: foreign_message(status, body),
     });
     Err(ClientError::Api { status, body })
+}
+
+/// The message for an error answer without drvisor's JSON body: what came (cut short) and a
+/// hint that something else answers there.
+fn foreign_message(status: u16, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    let text: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let hint = "without drvisor's JSON error body: is a drvisor API server at this address?";
+    match text.is_empty() {
+        true => format!("HTTP {status} {hint}"),
+        false => format!("HTTP {status} {hint} It said: {text}"),
+    }
 }
 
 /// One server-sent event.
@@ -531,6 +567,10 @@ impl Iterator for EventStream {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         self.buf.extend_from_slice(&data);
+                    }
+                    if self.buf.len() > EVENT_MAX {
+                        self.done = true;
+                        return Some(Err(ClientError::TooLarge(EVENT_MAX)));
                     }
                 }
                 Some(Err(e)) => {

@@ -13,6 +13,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -30,6 +31,9 @@ pub const EXIT_CONNECT: u8 = 3;
 /// The server failed (5xx), or its answer could not be understood.
 pub const EXIT_SERVER: u8 = 4;
 
+/// `--timeout`'s default, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+
 /// `drvisor ctl`: talk to a running `drvisor run --api-sock ...`.
 #[derive(Debug, Parser)]
 #[command(name = "drvisor ctl")]
@@ -45,9 +49,18 @@ pub struct CtlArgs {
     /// A loopback TCP address of the control plane (needs --token-file).
     #[arg(long, value_name = "ADDR", requires = "token_file")]
     pub tcp: Option<SocketAddr>,
-    /// A file holding the bearer token for --tcp.
+    /// A file holding the bearer token for --tcp (mode 0600 or stricter, at most 4 KiB).
     #[arg(long, value_name = "FILE", requires = "tcp")]
     pub token_file: Option<PathBuf>,
+    /// Send the token to a --tcp address that is not loopback, in clear text over the network.
+    /// Without it such an address is refused: use an SSH tunnel to a loopback port instead.
+    #[arg(long, requires = "tcp")]
+    pub insecure_remote: bool,
+    /// Seconds to wait for the connection and for the whole answer (for `events`, for the
+    /// connection and the stream's start; the stream itself has no deadline).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout: u64,
     /// One line per answer, for a person (the VM's state, each breakpoint and watch), instead
     /// of pretty JSON; other answers are their JSON on one line.
     #[arg(long, global = true)]
@@ -247,7 +260,7 @@ pub fn run(args: CtlArgs) -> u8 {
 /// [`run`] writing to `out` and `err`.
 pub fn run_with(args: CtlArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     match execute(args, out) {
-        Ok(()) => EXIT_OK,
+        Ok(()) | Err(Failure::OutputClosed) => EXIT_OK,
         Err(Failure::Local(message)) => {
             let _ = writeln!(err, "drvisor ctl: {message}");
             EXIT_REFUSED
@@ -271,6 +284,8 @@ pub fn exit_code(e: &ClientError) -> u8 {
 enum Failure {
     Local(String),
     Client(ClientError),
+    /// Whoever read stdout closed it: nothing more to say, to anyone.
+    OutputClosed,
 }
 
 impl From<ClientError> for Failure {
@@ -282,6 +297,12 @@ impl From<ClientError> for Failure {
 fn client(args: &CtlArgs) -> Result<Client, Failure> {
     let made = match (&args.sock, &args.tcp, &args.token_file) {
         (Some(sock), _, _) => Client::unix(sock),
+        (None, Some(addr), Some(_)) if !addr.ip().is_loopback() && !args.insecure_remote => {
+            return Err(Failure::Local(format!(
+                "refusing to send the token in clear text to {addr}, which is not a loopback \
+                 address; forward a loopback port with `ssh -L`, or give --insecure-remote"
+            )))
+        }
         (None, Some(addr), Some(file)) => {
             let token =
                 crate::server::read_token_file(file).map_err(|e| Failure::Local(e.to_string()))?;
@@ -293,7 +314,7 @@ fn client(args: &CtlArgs) -> Result<Client, Failure> {
             ))
         }
     };
-    Ok(made?)
+    Ok(made?.with_timeout(Some(Duration::from_secs(args.timeout))))
 }
 
 /// An answer `ctl` prints: pretty JSON, or with `--brief` one line per object.
@@ -341,10 +362,21 @@ impl Shown for Vec<crate::rest::Breakpoint> {
     }
 }
 
+/// A failed write to stdout: a reader that went away (`ctl events | head -1`) ends the
+/// command quietly; any other error is reported.
+fn output_failed(e: std::io::Error) -> Failure {
+    match e.kind() {
+        std::io::ErrorKind::BrokenPipe => Failure::OutputClosed,
+        _ => Failure::Local(format!("writing output: {e}")),
+    }
+}
+
 fn print(out: &mut dyn Write, value: &dyn Shown, brief: bool) -> Result<(), Failure> {
     let text = if brief { value.brief() } else { value.json() }
         .map_err(|e| Failure::Local(e.to_string()))?;
-    writeln!(out, "{text}").map_err(|e| Failure::Local(format!("writing output: {e}")))
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(output_failed)
 }
 
 fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
@@ -383,7 +415,7 @@ fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
                 location,
                 vcpu,
                 action: action.into(),
-                capture: capture.unwrap_or(0),
+                capture,
             };
             print(out, &c.add_breakpoint(&req)?)
         }
@@ -405,7 +437,7 @@ fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
                 vcpu,
                 action: action.into(),
                 engine: engine.into(),
-                capture: capture.unwrap_or(0),
+                capture,
             };
             print(out, &c.add_watchpoint(&req)?)
         }
@@ -415,13 +447,14 @@ fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
             } else {
                 Some(since.unwrap_or(0))
             };
-            let stream = c.with_timeout(None).events(since, follow)?;
+            // The deadline covers the connection and the stream's start, not the stream.
+            let stream = c.events(since, follow)?;
             for ev in stream {
                 let ev = ev?;
                 let id = ev.id.map_or_else(|| "-".to_owned(), |n| n.to_string());
                 writeln!(out, "{id} {} {}", ev.kind, ev.data)
                     .and_then(|()| out.flush())
-                    .map_err(|e| Failure::Local(format!("writing output: {e}")))?;
+                    .map_err(output_failed)?;
             }
             Ok(())
         }

@@ -98,9 +98,9 @@ pub struct NewBreakpoint {
     #[serde(default)]
     pub action: HitAction,
     /// Bytes of the stack from RSP that each hit event carries (`stack`), 1 to 4096
-    /// (`MAX_CAPTURE`); 0 or absent for none.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub capture: u16,
+    /// (`MAX_CAPTURE`); absent for none (0 is refused, as `--capture 0` is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<u16>,
 }
 
 /// Which accesses a watch reports.
@@ -153,13 +153,9 @@ pub struct NewWatchpoint {
     #[serde(default)]
     pub engine: EngineChoice,
     /// Bytes of the stack from RSP that each hit event carries (`stack`), 1 to 4096
-    /// (`MAX_CAPTURE`); 0 or absent for none.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub capture: u16,
-}
-
-fn is_zero(n: &u16) -> bool {
-    *n == 0
+    /// (`MAX_CAPTURE`); absent for none (0 is refused, as `--capture 0` is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<u16>,
 }
 
 /// Which client asked for a breakpoint.
@@ -363,6 +359,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// 404: no such breakpoint, vCPU or path.
     NotFound,
+    /// 408: the request head or body did not arrive in time.
+    Timeout,
     /// 409: the VM is not in a state that allows it.
     Conflict,
     /// 413: the body is over the limit.
@@ -372,6 +370,8 @@ pub enum ErrorKind {
     Unprocessable,
     /// 500: a KVM call failed.
     Internal,
+    /// 503: the listener already serves as many connections as it may.
+    Busy,
 }
 
 impl ErrorKind {
@@ -381,10 +381,12 @@ impl ErrorKind {
             ErrorKind::BadRequest => 400,
             ErrorKind::Unauthorized => 401,
             ErrorKind::NotFound => 404,
+            ErrorKind::Timeout => 408,
             ErrorKind::Conflict => 409,
             ErrorKind::TooLarge => 413,
             ErrorKind::Unprocessable => 422,
             ErrorKind::Internal => 500,
+            ErrorKind::Busy => 503,
         }
     }
 }

@@ -6,7 +6,10 @@
 //! reader.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -67,6 +70,22 @@ struct State {
     events: VecDeque<RingEvent>,
     next_seq: u64,
     closed: bool,
+    /// Async readers waiting for an event: woken (and removed) by the next push or the close.
+    waiting: Vec<(u64, Waker)>,
+    /// The id the next waiting [`Grown`] gets.
+    next_waiter: u64,
+}
+
+impl State {
+    fn has_after(&self, cursor: u64) -> bool {
+        self.next_seq - 1 > cursor || self.closed
+    }
+
+    fn wake_all(&mut self) {
+        for (_, w) in self.waiting.drain(..) {
+            w.wake();
+        }
+    }
 }
 
 /// The bounded ring of recent events.
@@ -85,6 +104,8 @@ impl EventRing {
                 events: VecDeque::new(),
                 next_seq: 1,
                 closed: false,
+                waiting: Vec::new(),
+                next_waiter: 0,
             }),
             grew: Condvar::new(),
         }
@@ -107,6 +128,7 @@ impl EventRing {
             kind,
             data: data.into(),
         });
+        s.wake_all();
         drop(s);
         self.grew.notify_all();
         seq
@@ -114,8 +136,21 @@ impl EventRing {
 
     /// No more events: readers get `closed` once they have read everything.
     pub fn close(&self) {
-        self.lock().closed = true;
+        let mut s = self.lock();
+        s.closed = true;
+        s.wake_all();
+        drop(s);
         self.grew.notify_all();
+    }
+
+    /// Resolves once there is an event after `cursor` or the ring is closed: the async way to
+    /// wait, holding no thread (a push wakes the task). Dropping it unregisters it.
+    pub fn grown(&self, cursor: u64) -> Grown<'_> {
+        Grown {
+            ring: self,
+            cursor,
+            id: None,
+        }
     }
 
     /// Whether [`EventRing::close`] was called.
@@ -157,6 +192,55 @@ impl EventRing {
     }
 }
 
+/// The future of [`EventRing::grown`].
+pub struct Grown<'a> {
+    ring: &'a EventRing,
+    cursor: u64,
+    /// Its place among the ring's waiting readers, while it has one.
+    id: Option<u64>,
+}
+
+impl Future for Grown<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.ring.lock();
+        if s.has_after(self.cursor) {
+            return Poll::Ready(());
+        }
+        // A push drains the list: an id no longer there has to register again.
+        if let Some(slot) = self
+            .id
+            .and_then(|id| s.waiting.iter_mut().find(|(i, _)| *i == id))
+        {
+            slot.1.clone_from(cx.waker());
+        } else {
+            let id = s.next_waiter;
+            s.next_waiter += 1;
+            s.waiting.push((id, cx.waker().clone()));
+            drop(s);
+            self.id = Some(id);
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Grown<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.ring.lock().waiting.retain(|(i, _)| *i != id);
+        }
+    }
+}
+
+impl std::fmt::Debug for Grown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grown")
+            .field("cursor", &self.cursor)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +272,39 @@ mod tests {
         // 3..=6 left the ring; 7..=10 remain.
         assert_eq!(b.lost, 4);
         assert_eq!(b.events.first().map(|e| e.seq), Some(7));
+    }
+
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn an_async_reader_is_woken_by_a_push_and_leaves_nothing_behind() {
+        let r = EventRing::new(4);
+        let count = Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut g = Box::pin(r.grown(0));
+        assert!(g.as_mut().poll(&mut cx).is_pending());
+        assert!(g.as_mut().poll(&mut cx).is_pending(), "a second poll");
+        assert_eq!(r.lock().waiting.len(), 1, "registered once");
+        r.push(EventKind::Hit, "{}");
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(g.as_mut().poll(&mut cx).is_ready());
+        // One waiting for more, then dropped: unregistered.
+        let mut g = Box::pin(r.grown(1));
+        assert!(g.as_mut().poll(&mut cx).is_pending());
+        drop(g);
+        assert!(r.lock().waiting.is_empty());
+        // The close wakes too.
+        let mut g = Box::pin(r.grown(1));
+        assert!(g.as_mut().poll(&mut cx).is_pending());
+        r.close();
+        assert!(g.as_mut().poll(&mut cx).is_ready());
     }
 
     #[test]

@@ -17,6 +17,11 @@ use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
+/// The listen backlog of every listening socket drvisor makes (the kernel caps it at
+/// `net.core.somaxconn`): a burst of connections waits to be accepted instead of being
+/// refused.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
 /// Why [`bind`] refused or failed.
 #[derive(Debug)]
 pub enum BindError {
@@ -154,7 +159,7 @@ pub fn bind(path: &Path) -> Result<(UnixListener, SocketFile), BindError> {
     };
     let ready = fs::set_permissions(at, fs::Permissions::from_mode(0o600))
         .map_err(io("chmod 0600", at))
-        .and_then(|()| sock.listen(128).map_err(io("listening on", at)))
+        .and_then(|()| sock.listen(LISTEN_BACKLOG).map_err(io("listening on", at)))
         .and_then(|()| match at == path {
             true => Ok(()),
             // A hard link does not replace: a socket that appeared at the path meanwhile is

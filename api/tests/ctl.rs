@@ -156,6 +156,10 @@ fn ctl_over_tcp_with_a_token_file() {
     std::fs::write(&bad, "nope").unwrap();
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "\n").unwrap();
+    for f in [&good, &bad, &empty] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     assert_eq!(
         ctl(&["--tcp", &addr, "--token-file", good.to_str().unwrap(), "vm"]).0,
         EXIT_OK

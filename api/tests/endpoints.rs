@@ -34,7 +34,7 @@ fn every_endpoint_round_trips() {
             location: "0x1030e0".into(),
             vcpu: None,
             action: HitAction::Pause,
-            capture: 0,
+            capture: None,
         })
         .unwrap();
     assert_eq!(
@@ -49,7 +49,7 @@ fn every_endpoint_round_trips() {
             vcpu: Some(1),
             action: HitAction::Continue,
             engine: EngineChoice::Page,
-            capture: 0,
+            capture: None,
         })
         .unwrap();
     assert_eq!(
@@ -283,4 +283,14 @@ fn a_chunked_body_over_the_limit_is_413() {
     );
     assert_eq!(status, 413, "{reply}");
     assert!(reply.contains(r#""code":"too-large""#), "{reply}");
+}
+
+#[test]
+fn a_huge_id_is_refused_without_being_echoed_whole() {
+    let s = serve_unix(8);
+    let id = "9".repeat(5000);
+    let (st, code, msg) = refused(&s, Method::GET, &format!("/breakpoints/{id}"), None, &[]);
+    assert_eq!((st, code.as_str()), (400, "bad-path"), "{msg}");
+    assert!(msg.len() < 300, "{} bytes: {msg}", msg.len());
+    assert!(msg.contains("more bytes"), "{msg}");
 }

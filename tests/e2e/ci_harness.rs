@@ -161,6 +161,36 @@ fn failing_examples() -> Result<(), Failed> {
     )
 }
 
+/// The live processes the harness with pid `pid` started: their environment carries
+/// `DRVISOR_CI_HARNESS=<pid>`. Each as its pid and command line.
+pub(crate) fn harness_children(pid: u32) -> Vec<String> {
+    let mark = format!("DRVISOR_CI_HARNESS={pid}");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == mark.as_bytes()))
+        })
+        // A zombie (reaped soon by its parent) is not a survivor.
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("stat")).is_ok_and(|st| {
+                st.rsplit_once(") ")
+                    .is_some_and(|(_, r)| !r.starts_with('Z'))
+            })
+        })
+        .map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            format!(
+                "{}: {}",
+                e.file_name().to_string_lossy(),
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            )
+        })
+        .collect()
+}
+
 /// The spin guest is killed at its timeout, and no `drvisor run` of this harness survives it.
 fn timeout_leaves_nothing_behind() -> Result<(), Failed> {
     let spec = spec_file(
@@ -182,15 +212,7 @@ fn timeout_leaves_nothing_behind() -> Result<(), Failed> {
     ensure(stdout.contains("timed out after 1 s"), || {
         stdout.to_string()
     })?;
-    // The child's events file is named after the harness's pid: no process may still hold it.
-    let marker = format!("drvisor-ci-{pid}-");
-    let survivors: Vec<String> = std::fs::read_dir("/proc")
-        .map_err(|e| format!("/proc: {e}"))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&marker))
-        .collect();
+    let survivors = harness_children(pid);
     ensure(survivors.is_empty(), || {
         format!("left behind: {survivors:?}")
     })
@@ -210,17 +232,7 @@ fn interrupted_leaves_nothing_behind() -> Result<(), Failed> {
         .spawn()
         .map_err(|e| format!("spawn: {e}"))?;
     let pid = child.id();
-    let marker = format!("drvisor-ci-{pid}-");
-    let running = || -> Vec<String> {
-        std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .filter(|c| c.contains(&marker))
-            .collect()
-    };
+    let running = || harness_children(pid);
     let start = std::time::Instant::now();
     while running().len() < 2 && start.elapsed() < std::time::Duration::from_secs(20) {
         std::thread::sleep(std::time::Duration::from_millis(20));

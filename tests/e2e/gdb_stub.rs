@@ -931,7 +931,7 @@ fn three_clients() -> Result<(), Failed> {
         location: "drv_target_1".into(),
         vcpu: None,
         action: drvisor_api::HitAction::Continue,
-        capture: 0,
+        capture: None,
     })?;
     let out = stub.gdb(
         "hbreak drv_target_2\ncommands\nsilent\nset $hits = $hits + 1\n\

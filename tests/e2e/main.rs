@@ -7,6 +7,7 @@ mod bad_input;
 mod bounded;
 mod bzimage;
 mod ci_harness;
+mod ci_hostile_inputs;
 mod common;
 mod debug_regs_port;
 mod emulation;
@@ -71,6 +72,7 @@ fn main() {
     trials.extend(emulation::trials(&ctx));
     trials.extend(emulation_exact::trials(&ctx));
     trials.extend(ci_harness::trials(&ctx));
+    trials.extend(ci_hostile_inputs::trials());
     trials.extend(readme_quickstart::trials());
     libtest_mimic::run(&args, trials).exit();
 }

@@ -39,7 +39,7 @@ fn exec_at(location: &str) -> NewBreakpoint {
         location: location.into(),
         vcpu: None,
         action: HitAction::Continue,
-        capture: 0,
+        capture: None,
     }
 }
 

@@ -214,7 +214,7 @@ fn paused_start_catches_every_call(vcpus: usize) -> Result<(), Failed> {
         location: "drv_target_0".into(),
         vcpu: None,
         action: HitAction::Continue,
-        capture: 16,
+        capture: Some(16),
     })?;
     let stream = c.events(Some(0), true)?;
     c.resume()?;
@@ -279,7 +279,7 @@ fn delete_stops_the_hits(vcpus: usize) -> Result<(), Failed> {
         location: "drv_target_1".into(),
         vcpu: None,
         action: HitAction::Continue,
-        capture: 0,
+        capture: None,
     })?;
     let mut stream = c.events(Some(0), true)?;
     c.resume()?;
@@ -355,7 +355,7 @@ fn watch_added_mid_run(vcpus: usize) -> Result<(), Failed> {
         vcpu: None,
         action: HitAction::Continue,
         engine: EngineChoice::Page,
-        capture: 0,
+        capture: None,
     })?;
     let mut hits = 0;
     for e in stream.by_ref() {
@@ -415,7 +415,7 @@ fn pause_and_resume() -> Result<(), Failed> {
         location: "drv_target_2".into(),
         vcpu: None,
         action: HitAction::Pause,
-        capture: 0,
+        capture: None,
     })?;
     let stream = c.events(Some(0), true)?;
     c.resume()?;
@@ -473,7 +473,7 @@ fn errors_and_socket_mode() -> Result<(), Failed> {
         location: "no_such_symbol".into(),
         vcpu: None,
         action: HitAction::Continue,
-        capture: 0,
+        capture: None,
     }));
     ensure(
         unknown == Some((Some(422), Some("unknown-symbol".into()))),
@@ -484,17 +484,28 @@ fn errors_and_socket_mode() -> Result<(), Failed> {
         location: "drv_watch_u64".into(),
         vcpu: None,
         action: HitAction::Continue,
-        capture: 0,
+        capture: None,
     }));
     ensure(
         variable == Some((Some(422), Some("not-code".into()))),
         || format!("a variable as an exec breakpoint: {variable:?}"),
     )?;
+    // Valid JSON whose location is not a valid address: unprocessable, as an unknown symbol.
+    let bad_number = status(c.add_breakpoint(&NewBreakpoint {
+        location: "0xZZ".into(),
+        vcpu: None,
+        action: HitAction::Continue,
+        capture: None,
+    }));
+    ensure(
+        bad_number == Some((Some(422), Some("bad-location".into()))),
+        || format!("0xZZ: {bad_number:?}"),
+    )?;
     let no_vcpu = status(c.add_breakpoint(&NewBreakpoint {
         location: "drv_target_0".into(),
         vcpu: Some(7),
         action: HitAction::Continue,
-        capture: 0,
+        capture: None,
     }));
     ensure(no_vcpu.as_ref().and_then(|s| s.0) == Some(422), || {
         format!("vCPU 7 of 1: {no_vcpu:?}")
@@ -503,11 +514,22 @@ fn errors_and_socket_mode() -> Result<(), Failed> {
         location: "drv_target_0".into(),
         vcpu: None,
         action: HitAction::Continue,
-        capture: drvisor_api::MAX_CAPTURE + 1,
+        capture: Some(drvisor_api::MAX_CAPTURE + 1),
     }));
     ensure(
         too_much == Some((Some(422), Some("bad-capture".into()))),
         || format!("capture {}: {too_much:?}", drvisor_api::MAX_CAPTURE + 1),
+    )?;
+    // `capture: 0` is refused, as `--capture 0` and `drvisor ctl --capture 0` are.
+    let zero = status(c.add_breakpoint(&NewBreakpoint {
+        location: "drv_target_0".into(),
+        vcpu: None,
+        action: HitAction::Continue,
+        capture: Some(0),
+    }));
+    ensure(
+        zero == Some((Some(422), Some("bad-capture".into()))),
+        || format!("capture 0: {zero:?}"),
     )?;
     let missing = c.breakpoint(99).err().and_then(|e| e.status());
     ensure(missing == Some(404), || format!("unknown id: {missing:?}"))?;
@@ -650,6 +672,10 @@ fn running_vm_states_and_stop() -> Result<(), Failed> {
 fn tcp_needs_the_token() -> Result<(), Failed> {
     let token = temp_path("api-token");
     std::fs::write(&token, "s3cret-token\n").map_err(|e| e.to_string())?;
+    // A token file others can read is refused, as ssh refuses such a key.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| e.to_string())?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
@@ -721,14 +747,25 @@ fn second_server_refused() -> Result<(), Failed> {
     ensure(served.client.vm().is_ok(), || {
         "the first server lost its socket".into()
     })?;
+    // A usable token file, so that the address is what gets refused.
+    let token = temp_path("far-token");
+    std::fs::write(&token, "t\n").map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| e.to_string())?;
+    let tok = token.to_str().unwrap_or_default().to_owned();
     let far = crate::common::drvisor(&[
         "run",
         "--api-tcp",
         "192.0.2.1:8080",
         "--api-token-file",
-        "/dev/null",
+        &tok,
     ]);
-    ensure(far.code == 2, || format!("a non-loopback address: {far}"))?;
+    let _ = std::fs::remove_file(&token);
+    ensure(
+        far.code == 2 && far.to_string().contains("loopback"),
+        || format!("a non-loopback address: {far}"),
+    )?;
     served.client.stop()?;
     let (code, out, err) = served.finish()?;
     ensure(code == 0, || format!("exit {code}\n{out}{err}"))
@@ -754,7 +791,7 @@ fn stalled_reader_on(served: &mut Served, ring: usize) -> Result<(), Failed> {
         location: "drv_target_0".into(),
         vcpu: None,
         action: HitAction::Continue,
-        capture: 0,
+        capture: None,
     })?;
     let stalled = served.client.events(Some(0), true)?;
     served.client.resume()?;

@@ -60,7 +60,7 @@ fn churn(sock: std::path::PathBuf, what: Churn, stop: Arc<AtomicBool>, n: Arc<At
                 location: at.into(),
                 vcpu: None,
                 action: HitAction::Continue,
-                capture: 0,
+                capture: None,
             }),
             Churn::PageWatch(at) => c.add_watchpoint(&NewWatchpoint {
                 location: at.into(),
@@ -69,7 +69,7 @@ fn churn(sock: std::path::PathBuf, what: Churn, stop: Arc<AtomicBool>, n: Arc<At
                 vcpu: None,
                 action: HitAction::Continue,
                 engine: EngineChoice::Page,
-                capture: 0,
+                capture: None,
             }),
         };
         // The VM ends under the churn: then any call may fail, and that is the end.

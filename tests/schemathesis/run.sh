@@ -20,7 +20,8 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
 fi
 work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
+# Private, as drvisor asks of a token file (it refuses one that others may read).
+(umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$drvisor" run --scenario spin --paused --api-sock "$work/api.sock" \
   --api-tcp "127.0.0.1:$port" --api-token-file "$work/token" > "$work/run.log" 2>&1 &

@@ -191,27 +191,52 @@ impl ConsoleLines {
     }
 }
 
-/// A writer of the guest's console output through [`ConsoleLines`].
+/// A writer of the guest's console output through [`ConsoleLines`]. Once the reader of `out`
+/// went away (`drvisor run ... | head -1`: a broken pipe), the rest of the output is dropped
+/// without a word, and the run goes on to its usual end.
 pub struct GuestConsole<W: Write> {
     out: W,
     console: Arc<ConsoleLines>,
+    reader_gone: bool,
 }
 
 impl<W: Write> GuestConsole<W> {
     /// The guest's output to `out`, kept apart from the messages of `console`.
     pub fn new(out: W, console: Arc<ConsoleLines>) -> Self {
-        GuestConsole { out, console }
+        GuestConsole {
+            out,
+            console,
+            reader_gone: false,
+        }
+    }
+
+    /// `result`, with a broken pipe noted and turned into success.
+    fn unless_gone(&mut self, result: std::io::Result<()>) -> std::io::Result<()> {
+        match result {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.reader_gone = true;
+                Ok(())
+            }
+            other => other,
+        }
     }
 }
 
 impl<W: Write> Write for GuestConsole<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.console.guest_output(&mut self.out, buf)?;
+        if !self.reader_gone {
+            let written = self.console.guest_output(&mut self.out, buf);
+            self.unless_gone(written)?;
+        }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
+        if self.reader_gone {
+            return Ok(());
+        }
+        let flushed = self.out.flush();
+        self.unless_gone(flushed)
     }
 }
 

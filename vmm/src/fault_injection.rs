@@ -107,6 +107,9 @@ mod tests {
         assert_eq!("kvm-run".parse(), Ok(InjectedFault::KvmRunFails));
         assert_eq!("forbidden-call".parse(), Ok(InjectedFault::ForbiddenCall));
         let e = "x".parse::<InjectedFault>().unwrap_err();
-        assert!(e.contains("use fail-entry, kvm-run or forbidden-call"), "{e}");
+        assert!(
+            e.contains("use fail-entry, kvm-run or forbidden-call"),
+            "{e}"
+        );
     }
 }

@@ -22,6 +22,27 @@ pub(crate) fn bad_request(code: &str, message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::BadRequest, code, message)
 }
 
+/// The most characters of a client's text an error message quotes.
+pub(crate) const MAX_QUOTED: usize = 80;
+
+/// `text` as a message may quote it: on one line, cut after [`MAX_QUOTED`] characters with a
+/// note of how much was left out (a 5000-digit id is not echoed back whole).
+pub(crate) fn quoted(text: &str) -> String {
+    let mut out = String::new();
+    let mut used = 0usize;
+    for c in text.chars().take(MAX_QUOTED) {
+        match c.is_control() {
+            true => out.extend(c.escape_default()),
+            false => out.push(c),
+        }
+        used += c.len_utf8();
+    }
+    if used < text.len() {
+        out.push_str(&format!("... ({} more bytes)", text.len() - used));
+    }
+    out
+}
+
 /// Why [`serve`](super::serve) refused to start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -76,5 +97,20 @@ impl ServeError {
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
         let what = what.into();
         move |source| ServeError::Io { what, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_or_control_text_is_cut_and_escaped() {
+        assert_eq!(quoted("abc"), "abc");
+        assert_eq!(quoted("a\nb"), "a\\nb");
+        let long = "9".repeat(5000);
+        let q = quoted(&long);
+        assert!(q.starts_with(&"9".repeat(MAX_QUOTED)));
+        assert!(q.ends_with("... (4920 more bytes)"), "{q}");
     }
 }

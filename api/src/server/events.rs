@@ -14,9 +14,9 @@
 //!   [`DRAIN_GRACE`] after the server began to shut down.
 //!   Idle streams get a keep-alive comment every 15 s.
 //!
-//! The ring is read on the blocking pool with a timeout, only when the HTTP connection has
-//! room for more: a stalled client holds nothing the producer waits for, it just falls
-//! behind and is told how far.
+//! The ring is read without waiting, only when the HTTP connection has room for more; a stream
+//! that caught up waits for the ring's wake (no thread each, no polling). A stalled client holds
+//! nothing the producer waits for, it just falls behind and is told how far.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -41,8 +41,6 @@ use crate::ring::EventKind;
 
 /// Events read from the ring at a time.
 const BATCH: usize = 256;
-/// How long one blocking read waits for a new event.
-const POLL: Duration = Duration::from_millis(250);
 /// Keep-alive comment interval.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -74,13 +72,12 @@ impl Reader {
             if self.done || self.end.is_some_and(|end| self.cursor >= end) {
                 return None;
             }
-            let control = self.control.clone();
-            let cursor = self.cursor;
-            let batch = tokio::task::spawn_blocking(move || {
-                control.events().read_after(cursor, BATCH, POLL)
-            })
-            .await
-            .ok()?;
+            let ring = self.control.events();
+            let batch = ring.read_after(self.cursor, BATCH, Duration::ZERO);
+            if batch.lost == 0 && batch.events.is_empty() && !batch.closed {
+                ring.grown(self.cursor).await;
+                continue;
+            }
             if batch.lost > 0 {
                 self.cursor += batch.lost;
                 let data = format!(r#"{{"event":"lost","count":{}}}"#, batch.lost);

@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use serde::de::DeserializeOwned;
 
-use super::error::bad_request;
+use super::error::{bad_request, quoted};
 use crate::rest::{ApiError, ErrorKind};
 
 /// The largest request body the server reads.
@@ -66,7 +66,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 }
 
 async fn read_limited(body: Body) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
+    let deadline = super::connections::BODY_DEADLINE;
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, BODY_LIMIT))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorKind::Timeout,
+                "body-timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    deadline.as_secs()
+                ),
+            )
+        })?;
+    read.map_err(|e| {
         let inner = e.into_inner();
         let over =
             std::iter::successors(Some(&*inner as &(dyn std::error::Error + 'static)), |e| {
@@ -94,7 +107,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for StrictQuery<T>
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         Query::<T>::try_from_uri(&parts.uri)
             .map(|Query(q)| StrictQuery(q))
-            .map_err(|e| bad_request("bad-query", e.body_text()))
+            .map_err(|e| bad_request("bad-query", quoted(&e.body_text())))
     }
 }
 
@@ -106,10 +119,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Path::<u32>::from_request_parts(parts, state)
+        let Path(text) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map(|Path(n)| Id(n))
-            .map_err(|e| bad_request("bad-path", e.body_text()))
+            .map_err(|e| bad_request("bad-path", quoted(&e.body_text())))?;
+        text.parse().map(Id).map_err(|_| {
+            bad_request(
+                "bad-path",
+                format!("`{}` is not a number from 0 to {}", quoted(&text), u32::MAX),
+            )
+        })
     }
 }
 

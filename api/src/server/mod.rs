@@ -17,10 +17,12 @@
 //! ```
 
 mod auth;
+mod connections;
 mod error;
 mod events;
 mod extract;
 mod openapi;
+mod protocol_errors;
 mod routes;
 
 use std::net::SocketAddr;
@@ -31,7 +33,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub use auth::read_token_file;
+pub use auth::{read_token_file, TOKEN_FILE_MAX};
+pub use connections::{
+    BODY_DEADLINE, HEAD_DEADLINE, HEAD_LIMIT, TCP_MAX_CONNECTIONS, UNIX_MAX_CONNECTIONS,
+};
 pub use error::ServeError;
 pub use extract::BODY_LIMIT;
 pub use openapi::openapi_json;
@@ -120,7 +125,19 @@ fn bind_tcp(addr: SocketAddr, token: Option<&str>) -> Result<std::net::TcpListen
     if !addr.ip().is_loopback() {
         return Err(ServeError::NotLoopback(addr));
     }
-    let l = std::net::TcpListener::bind(addr).map_err(ServeError::io(format!("binding {addr}")))?;
+    let what = format!("binding {addr}");
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .map_err(ServeError::io(what.clone()))?;
+    sock.set_reuse_address(true)
+        .map_err(ServeError::io(what.clone()))?;
+    sock.bind(&addr.into()).map_err(ServeError::io(what))?;
+    sock.listen(crate::unix_socket::LISTEN_BACKLOG)
+        .map_err(ServeError::io(format!("listening on {addr}")))?;
+    let l = std::net::TcpListener::from(sock);
     l.set_nonblocking(true)
         .map_err(ServeError::io("setting the TCP listener non-blocking"))?;
     Ok(l)
@@ -194,16 +211,13 @@ async fn run(
     tcp: Option<(std::net::TcpListener, Arc<str>)>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let signal = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let mut servers = tokio::task::JoinSet::new();
     if let Some(l) = unix {
         match tokio::net::UnixListener::from_std(l) {
             Ok(l) => {
                 let app = routes::router(state.clone());
-                let sig = signal(stopped.clone());
-                servers.spawn(async move { axum::serve(l, app).with_graceful_shutdown(sig).await });
+                let stop = stopped.clone();
+                servers.spawn(connections::serve(l, app, UNIX_MAX_CONNECTIONS, stop));
             }
             Err(e) => eprintln!("drvisor-api: cannot serve the Unix socket: {e}"),
         }
@@ -214,8 +228,8 @@ async fn run(
                 let app = routes::router(state.clone()).layer(
                     axum::middleware::from_fn_with_state(token, auth::require_token),
                 );
-                let sig = signal(stopped.clone());
-                servers.spawn(async move { axum::serve(l, app).with_graceful_shutdown(sig).await });
+                let stop = stopped.clone();
+                servers.spawn(connections::serve(l, app, TCP_MAX_CONNECTIONS, stop));
             }
             Err(e) => eprintln!("drvisor-api: cannot serve TCP: {e}"),
         }

@@ -4,7 +4,7 @@
 //! This is a measurement, not a test: it asserts nothing about speed.
 //!
 //! `cargo bench -p drvisor -- NAME` runs only the groups whose name contains NAME (`debug`,
-//! `breakdown`, `hits`, `watch`, `rest`); the exit baselines always run, since every ratio
+//! `breakdown`, `hits`, `watch`, `rest`, `streams`); the exit baselines always run, since every ratio
 //! divides by them.
 
 mod baseline;
@@ -13,6 +13,7 @@ mod debug;
 mod hits;
 mod measure;
 mod rest;
+mod streams;
 mod watch;
 
 fn main() {
@@ -38,5 +39,8 @@ fn main() {
     }
     if wanted("rest") {
         rest::run(&base);
+    }
+    if wanted("streams") {
+        streams::run();
     }
 }

@@ -29,21 +29,21 @@ const HIT_COUNT: u64 = 10_000;
 /// Never executed by the `exec` scenario: a change to the plan, and no hits.
 const COLD_SYMBOL: &str = "drv_kfunc_1_nop5";
 
-type Res<T> = Result<T, String>;
+pub(crate) type Res<T> = Result<T, String>;
 
 fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("drvisor-bench-{}-{name}", std::process::id()))
 }
 
 /// A `drvisor run --api-sock` child.
-struct Served {
-    child: Child,
-    sock: PathBuf,
-    client: Client,
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) sock: PathBuf,
+    pub(crate) client: Client,
 }
 
 impl Served {
-    fn start(args: &[&str]) -> Res<Served> {
+    pub(crate) fn start(args: &[&str]) -> Res<Served> {
         let sock = temp("api.sock");
         let _ = std::fs::remove_file(&sock);
         let child = Command::new(DRVISOR)
@@ -88,7 +88,7 @@ impl Drop for Served {
 }
 
 /// The `p`-th percentile (nearest rank) of sorted `v`.
-fn percentile(v: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(v: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
     v[rank.clamp(1, v.len()) - 1]
 }
@@ -115,7 +115,7 @@ fn changes(vcpus: usize) -> Res<(Vec<Duration>, Vec<Duration>, bool)> {
         location: COLD_SYMBOL.into(),
         vcpu: None,
         action: HitAction::Continue,
-        capture: 0,
+        capture: None,
     };
     let mut adds = Vec::with_capacity(CHANGES);
     let mut deletes = Vec::with_capacity(CHANGES);
@@ -147,7 +147,7 @@ fn sse_run(with_break: bool) -> Res<(Duration, u64, u64)> {
             location: "drv_target_0".into(),
             vcpu: None,
             action: HitAction::Continue,
-            capture: 0,
+            capture: None,
         })
         .map_err(|e| format!("add: {e}"))?;
     }

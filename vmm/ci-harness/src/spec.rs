@@ -186,6 +186,12 @@ pub enum ResultsFormat {
 /// Default of `timeout`, in seconds.
 pub const DEFAULT_TIMEOUT: f64 = 60.0;
 
+/// The longest `timeout` a spec may give, in seconds (a week).
+pub const MAX_TIMEOUT: f64 = 7.0 * 24.0 * 3600.0;
+
+/// The largest spec file read.
+pub const SPEC_FILE_MAX: u64 = 1024 * 1024;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSpec {
@@ -247,12 +253,37 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// Reads and parses the spec at `path`.
 pub fn load(path: &Path) -> Result<Spec, SpecError> {
-    let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+    let text = read_bounded(path).map_err(|message| SpecError {
         file: path.to_owned(),
         at: None,
-        message: format!("cannot read the spec: {e}"),
+        message,
     })?;
     parse(path, &text, &|p| p.is_file())
+}
+
+/// A spec file's text: a regular file (a FIFO or a device is refused before it is opened, so
+/// nothing waits for a writer) of at most [`SPEC_FILE_MAX`] bytes.
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let md = std::fs::metadata(path).map_err(|e| format!("cannot read the spec: {e}"))?;
+    if !md.is_file() {
+        return Err("the spec is not a regular file; give a TOML file".into());
+    }
+    let too_big = |n: u64| {
+        format!("the spec has {n} bytes or more, over the {SPEC_FILE_MAX} a spec file may have")
+    };
+    if md.len() > SPEC_FILE_MAX {
+        return Err(too_big(md.len()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the spec: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(SPEC_FILE_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the spec: {e}"))?;
+    if bytes.len() as u64 > SPEC_FILE_MAX {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|_| "the spec is not UTF-8 text".into())
 }
 
 /// Parses `text`, the spec at `path`; `exists` says whether an input file is there.
@@ -298,10 +329,14 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
         ));
     }
     let timeout = match &vm.timeout {
-        Some(t) if !(t.get_ref().is_finite() && *t.get_ref() > 0.0) => {
+        Some(t)
+            if !(t.get_ref().is_finite() && *t.get_ref() > 0.0 && *t.get_ref() <= MAX_TIMEOUT) =>
+        {
             return Err(err(
                 Some(t.span()),
-                "`timeout` is a positive number of seconds".into(),
+                format!(
+                    "`timeout` is a positive number of seconds, at most {MAX_TIMEOUT} (a week)"
+                ),
             ))
         }
         Some(t) => *t.get_ref(),
@@ -660,6 +695,11 @@ exit_status = 0
             ("[[check]]\nname = \"a\"\nwatch = \"g\"\nengine = \"hw\"\nlast_value = 1\n", "/s/x.toml:4:10: value constraints"),
             ("[[check]]\nname = \"a\"\nexit_status = 0\n[[check]]\nname = \"a\"\nexit_status = 1\n", "/s/x.toml:4:1: a second check"),
             ("[vm]\ntimeout = 0\n[[check]]\nname = \"a\"\nexit_status = 0\n", "/s/x.toml:2:11: `timeout`"),
+            ("[vm]\ntimeout = 1e300\n[[check]]\nname = \"a\"\nexit_status = 0\n", "/s/x.toml:2:11: `timeout` is a positive number of seconds, at most"),
+            ("[vm]\ntimeout = 18446744073709551616.0\n[[check]]\nname = \"a\"\nexit_status = 0\n", "/s/x.toml:2:11: `timeout`"),
+            ("[vm]\ntimeout = -1\n[[check]]\nname = \"a\"\nexit_status = 0\n", "/s/x.toml:2:11: `timeout`"),
+            ("[vm]\ntimeout = nan\n[[check]]\nname = \"a\"\nexit_status = 0\n", "/s/x.toml:2:11: `timeout`"),
+            ("[vm]\ntimeout = inf\n[[check]]\nname = \"a\"\nexit_status = 0\n", "/s/x.toml:2:11: `timeout`"),
             ("[[check]]\nname = \"a\"\nresults = \"junit\"\n", "/s/x.toml:3:11: unknown variant"),
             ("[[check]]\nname = \"a\"\nbreak = \"f\"\nhits_per_line = \"x\"\nhits = 1\n", "/s/x.toml:5:8: `hits_per_line` sets the count"),
             ("[vm]\ninputs_missing = \"maybe\"\n[[check]]\nname = \"a\"\nexit_status = 0\n", "/s/x.toml:2:18: `inputs_missing`"),
@@ -668,6 +708,19 @@ exit_status = 0
             let got = parse_err(text);
             assert!(got.starts_with(want), "{text:?}\n got: {got}\nwant: {want}");
         }
+    }
+
+    #[test]
+    fn devices_fifos_and_big_files_are_not_read_as_specs() {
+        let e = load(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let dir = std::env::temp_dir().join(format!("drvisor-ci-spec-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.toml");
+        std::fs::write(&big, vec![b'#'; SPEC_FILE_MAX as usize + 1]).unwrap();
+        let e = load(&big).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(e.contains("over the"), "{e}");
     }
 
     #[test]

@@ -27,16 +27,21 @@ fn unprocessable(code: &str, message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::Unprocessable, code, message)
 }
 
-/// A request's `capture`: at most [`drvisor_api::MAX_CAPTURE`] bytes.
-fn check_capture(capture: u16) -> Result<(), ApiError> {
-    match capture <= drvisor_api::MAX_CAPTURE {
-        true => Ok(()),
-        false => Err(unprocessable(
+/// A request's `capture`: 1 to [`drvisor_api::MAX_CAPTURE`] bytes, or absent for none (as
+/// `--capture` and `drvisor ctl` take it). Returns the bytes, 0 for none.
+fn check_capture(capture: Option<u16>) -> Result<u16, ApiError> {
+    let max = drvisor_api::MAX_CAPTURE;
+    match capture {
+        None => Ok(0),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(0) => Err(unprocessable(
+            "bad-capture",
+            format!("capture 0 captures nothing; give 1 to {max} bytes, or leave `capture` out"),
+        )),
+        Some(n) => Err(unprocessable(
             "bad-capture",
             format!(
-                "capture {capture} is more than the {} bytes of stack a hit event may carry; give 1 to {} (0 for none)",
-                drvisor_api::MAX_CAPTURE,
-                drvisor_api::MAX_CAPTURE
+                "capture {n} is more than the {max} bytes of stack a hit event may carry; give 1 to {max}, or leave `capture` out"
             ),
         )),
     }
@@ -57,7 +62,8 @@ fn stopped() -> ApiError {
 impl Session {
     /// The target and address of `text`; `code`: for an execution breakpoint.
     fn parse_location(&self, text: &str, code: bool) -> Result<(Target, u64), ApiError> {
-        let target = location::parse(text).map_err(|e| bad_request("bad-location", e))?;
+        // Valid JSON whose location does not parse is unprocessable, as an unknown symbol is.
+        let target = location::parse(text).map_err(|e| unprocessable("bad-location", e))?;
         let address = if code {
             location::code_address
         } else {
@@ -219,7 +225,7 @@ impl Control for Session {
     }
 
     fn add_breakpoint(&self, req: NewBreakpoint) -> Result<Breakpoint, ApiError> {
-        check_capture(req.capture)?;
+        let capture = check_capture(req.capture)?;
         let (_, addr) = self.parse_location(&req.location, true)?;
         let spec = BreakSpec::exec(addr).map_err(|e| {
             unprocessable(
@@ -233,13 +239,13 @@ impl Control for Session {
             what: What::Break(spec),
             scope,
             action: req.action,
-            capture: req.capture,
+            capture,
             owner: Owner::Api,
         })
     }
 
     fn add_watchpoint(&self, req: NewWatchpoint) -> Result<Breakpoint, ApiError> {
-        check_capture(req.capture)?;
+        let capture = check_capture(req.capture)?;
         let (physical, text) = match req.location.strip_prefix("phys:") {
             Some(rest) => (true, rest),
             None => (false, req.location.as_str()),
@@ -282,7 +288,7 @@ impl Control for Session {
             },
             scope,
             action: req.action,
-            capture: req.capture,
+            capture,
             owner: Owner::Api,
         })
     }

@@ -13,8 +13,8 @@ mod inputs;
 mod requests;
 mod signals;
 mod summary;
-mod trace;
 mod symbols_cmd;
+mod trace;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;

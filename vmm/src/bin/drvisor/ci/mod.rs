@@ -8,6 +8,15 @@
 //! Each spec runs as a child `drvisor run` (this same binary), one VM per child: a run that
 //! hangs or crashes is killed or reported without touching the harness or the other specs.
 
+/// A line on stdout. A reader that went away (`drvisor ci ... | head -1`) is no reason to
+/// panic or to stop the suite: the line is dropped and the run ends with its usual status.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod plan;
 mod run;
 
@@ -38,8 +47,9 @@ pub struct CiArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Specs run at once, one VM each.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub jobs: usize,
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
     /// Run only shard I of N (0-based): the specs, sorted by path, whose index is I mod N.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
@@ -68,13 +78,13 @@ pub fn main(args: CiArgs) -> u8 {
         match spec::load(p) {
             Ok(s) => specs.push(s),
             Err(e) => {
-                println!("ERROR {e}");
+                say!("ERROR {e}");
                 errors += 1;
             }
         }
     }
     if errors > 0 {
-        println!(
+        say!(
             "drvisor ci: {errors} spec error(s); nothing ran (exit {})",
             code::SPEC_ERROR
         );
@@ -82,7 +92,7 @@ pub fn main(args: CiArgs) -> u8 {
     }
     let probe = match kvm_ioctls::Kvm::new() {
         Err(e) => {
-            println!(
+            say!(
                 "drvisor ci: this host cannot run the suite: {} (exit {})",
                 drvisor::vm::Error::KvmAccess(e),
                 code::CANNOT_RUN
@@ -92,7 +102,7 @@ pub fn main(args: CiArgs) -> u8 {
         Ok(kvm) => match probe::run_all(&kvm) {
             Ok(p) => p,
             Err(e) => {
-                println!(
+                say!(
                     "drvisor ci: the host probe failed: {e} (exit {})",
                     code::INFRASTRUCTURE
                 );
@@ -103,7 +113,7 @@ pub fn main(args: CiArgs) -> u8 {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
-            println!("drvisor ci: cannot find the drvisor binary: {e}");
+            say!("drvisor ci: cannot find the drvisor binary: {e}");
             return code::INFRASTRUCTURE;
         }
     };
@@ -115,11 +125,11 @@ pub fn main(args: CiArgs) -> u8 {
         let registered = signal_hook::flag::register(sig, interrupted.clone())
             .and_then(|_| signal_hook::flag::register_usize(sig, signal.clone(), sig as usize));
         if let Err(e) = registered {
-            println!("drvisor ci: cannot handle signal {sig}: {e}");
+            say!("drvisor ci: cannot handle signal {sig}: {e}");
             return code::INFRASTRUCTURE;
         }
     }
-    let results = run_all(&specs, &probe, &exe, args.jobs.max(1), &interrupted);
+    let results = run_all(&specs, &probe, &exe, usize::from(args.jobs), &interrupted);
     let seconds = start.elapsed().as_secs_f64();
     let exit = report::exit_code(&results);
     let totals = report::totals(&results);
@@ -128,7 +138,7 @@ pub fn main(args: CiArgs) -> u8 {
         let written = junit::xml(&results, seconds)
             .and_then(|x| std::fs::write(path, x).map_err(|e| e.to_string()));
         if let Err(e) = written {
-            println!("drvisor ci: cannot write {}: {e}", path.display());
+            say!("drvisor ci: cannot write {}: {e}", path.display());
             write_failed = true;
         }
     }
@@ -137,7 +147,7 @@ pub fn main(args: CiArgs) -> u8 {
             exit_code: exit,
             seconds,
             shard: args.shard.map(|s| s.to_string()),
-            jobs: args.jobs,
+            jobs: usize::from(args.jobs),
             totals,
             probe: Some(&probe),
             specs: &results,
@@ -146,17 +156,17 @@ pub fn main(args: CiArgs) -> u8 {
             .map_err(|e| e.to_string())
             .and_then(|t| std::fs::write(path, t + "\n").map_err(|e| e.to_string()));
         if let Err(e) = written {
-            println!("drvisor ci: cannot write {}: {e}", path.display());
+            say!("drvisor ci: cannot write {}: {e}", path.display());
             write_failed = true;
         }
     }
     let caught = signal.load(Ordering::Relaxed);
     if caught != 0 {
         let code = 128 + caught as u8;
-        println!("drvisor ci: interrupted by signal {caught}; every VM was killed (exit {code})");
+        say!("drvisor ci: interrupted by signal {caught}; every VM was killed (exit {code})");
         return code;
     }
-    println!("{}", report::summary_line(&totals, seconds, exit));
+    say!("{}", report::summary_line(&totals, seconds, exit));
     if write_failed && exit == code::PASSED {
         return code::INFRASTRUCTURE;
     }
@@ -204,7 +214,8 @@ impl Progress {
 
     fn clear(&self) {
         if self.tty {
-            print!("\r\x1b[K");
+            use std::io::Write;
+            let _ = write!(std::io::stdout().lock(), "\r\x1b[K");
         }
     }
 }
@@ -236,7 +247,7 @@ fn run_all(
                 if let Ok(mut p) = progress.lock() {
                     p.started(&spec.name);
                 }
-                let result = run_spec(spec, probe, exe, i, interrupted);
+                let result = run_spec(spec, probe, exe, interrupted);
                 if let Ok(mut p) = progress.lock() {
                     p.finished(&spec.name, &report::spec_lines(&result));
                 }
@@ -260,7 +271,6 @@ fn run_spec(
     spec: &Spec,
     probe: &ProbeReport,
     exe: &Path,
-    index: usize,
     interrupted: &Arc<AtomicBool>,
 ) -> SpecResult {
     let start = Instant::now();
@@ -280,12 +290,25 @@ fn run_spec(
         };
     }
     let skips = plan::skips(spec, probe);
-    let events = std::env::temp_dir().join(format!(
-        "drvisor-ci-{}-{index}-events.jsonl",
-        std::process::id()
-    ));
-    let args = plan::run_args(spec, &skips, &events);
-    let obs = run::run(exe, &args, &events, spec.vm.timeout, interrupted);
+    let mut events = match run::EventsFile::new() {
+        Ok(f) => f,
+        Err(e) => {
+            return SpecResult {
+                path: spec.path.clone(),
+                name: spec.name.clone(),
+                seconds: 0.0,
+                run_seconds: 0.0,
+                end: format!("not run: cannot create a temporary events file: {e}"),
+                run_end: Some(judge::RunEnd::Infrastructure(format!(
+                    "cannot create a temporary events file: {e}"
+                ))),
+                spec_error: None,
+                cases: Vec::new(),
+            }
+        }
+    };
+    let args = plan::run_args(spec, &skips, Path::new(run::CHILD_PATH));
+    let obs = run::run(exe, &args, &mut events, spec.vm.timeout, interrupted);
     let spec_error = match &obs.end {
         judge::RunEnd::Refused(m) => Some(refusal_at(spec, m)),
         _ => None,

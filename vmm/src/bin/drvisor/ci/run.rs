@@ -1,6 +1,10 @@
 //! Running one spec: the real `drvisor run` as a child in a process group of its own, its
 //! console and messages captured, killed with its whole group at the spec's timeout. The only
 //! file here with effects; what the exit code means is the pure [`end_of`].
+//!
+//! Nothing outlives the harness: the child is killed with its group on every way out of
+//! [`run`] (a panic included, by [`Running`]'s drop), by the kernel if the harness dies
+//! (`PR_SET_PDEATHSIG`), and the events file has no name to leave behind ([`EventsFile`]).
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -18,28 +22,138 @@ use drvisor_ci::judge::{Observation, RunEnd};
 /// How long a killed run gets to write its events after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(2);
 
+/// The `--events` file of one spec's run: a temporary file without a name (`O_TMPFILE`, or
+/// unlinked at once where the file system lacks it), which the child reaches as [`CHILD_PATH`]
+/// (its fd 3). Having no name, it cannot be left behind, whatever ends the harness.
+pub struct EventsFile(std::fs::File);
+
+/// Where the child finds its events file.
+pub const CHILD_PATH: &str = "/dev/fd/3";
+
+/// The most of an events file read back (a run that floods it is judged on the first part).
+const EVENTS_READ_MAX: u64 = 256 * 1024 * 1024;
+
+/// The environment variable that marks a child as this harness's (its value is the harness's
+/// pid), so that a test can find any survivor.
+pub const CHILD_MARK: &str = "DRVISOR_CI_HARNESS";
+
+impl EventsFile {
+    /// A new, empty, nameless file in the temporary directory.
+    pub fn new() -> std::io::Result<EventsFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::env::temp_dir();
+        let nameless = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(&dir);
+        match nameless {
+            Ok(f) => Ok(EventsFile(f)),
+            Err(_) => {
+                let path = dir.join(format!(
+                    "drvisor-ci-{}-{:x}-events.jsonl",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos())
+                ));
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                std::fs::remove_file(&path)?;
+                Ok(EventsFile(f))
+            }
+        }
+    }
+
+    /// What the child wrote (up to [`EVENTS_READ_MAX`] bytes).
+    fn read(&mut self) -> String {
+        use std::io::Seek;
+        let mut bytes = Vec::new();
+        if self.0.seek(std::io::SeekFrom::Start(0)).is_ok() {
+            let _ = (&mut self.0).take(EVENTS_READ_MAX).read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// A started child; killed with its group and reaped when dropped unless it was reaped.
+struct Running {
+    child: Child,
+    reaped: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // SAFETY: kill(2) with a negative pid signals the group the child leads (spawned
+            // with process_group(0)); no memory is involved.
+            unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// In the child, between fork and exec (only async-signal-safe calls): asks the kernel to
+/// SIGKILL it when the thread that started it dies, exits at once if the harness is already
+/// gone, and puts the events file at fd 3 (without close-on-exec).
+fn prepare_child(parent: libc::pid_t, events: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) sets a flag of this process; getppid, _exit, dup2 and
+    // fcntl(F_SETFD) act on this process and its descriptor table only.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+        let placed = match events == 3 {
+            true => libc::fcntl(3, libc::F_SETFD, 0),
+            false => libc::dup2(events, 3),
+        };
+        if placed < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Runs `exe` with `args`; kills it after `timeout` seconds, or as soon as `interrupted` is set
 /// (the harness got SIGINT, SIGTERM or SIGHUP: its children are in groups of their own, so the
-/// signal did not reach them). `events` is the `--events` file the arguments name; it is read,
-/// then removed.
+/// signal did not reach them). `args` name [`CHILD_PATH`] as the `--events` file; `events`
+/// is that file.
 pub fn run(
     exe: &Path,
     args: &[String],
-    events: &Path,
+    events: &mut EventsFile,
     timeout: f64,
     interrupted: &Arc<AtomicBool>,
 ) -> Observation {
-    let spawned = Command::new(exe)
+    use std::os::fd::AsRawFd;
+    let parent = std::process::id() as libc::pid_t;
+    let events_fd = events.0.as_raw_fd();
+    let mut command = Command::new(exe);
+    command
         .args(args)
+        .env(CHILD_MARK, std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own group: a timeout kills everything it started, and a ^C to the harness's
         // terminal does not reach it twice.
-        .process_group(0)
-        .spawn();
-    let mut child = match spawned {
-        Ok(c) => c,
+        .process_group(0);
+    // SAFETY: the closure makes only async-signal-safe calls (prepare_child).
+    unsafe { command.pre_exec(move || prepare_child(parent, events_fd)) };
+    let spawned = command.spawn();
+    let mut running = match spawned {
+        Ok(child) => Running {
+            child,
+            reaped: false,
+        },
         Err(e) => {
             return Observation {
                 console: String::new(),
@@ -49,9 +163,11 @@ pub fn run(
             }
         }
     };
+    let child = &mut running.child;
     let stdout = reader(child.stdout.take());
     let stderr = reader(child.stderr.take());
-    let limit = Duration::from_secs_f64(timeout);
+    // The spec checked the timeout; an out-of-range one here still does not panic.
+    let limit = Duration::try_from_secs_f64(timeout).unwrap_or(Duration::MAX);
     let start = Instant::now();
     let mut timed_out = false;
     let mut stopped = false;
@@ -60,23 +176,21 @@ pub fn run(
             Ok(Some(status)) => break status.code().unwrap_or(-1),
             Ok(None) if start.elapsed() >= limit => {
                 timed_out = true;
-                break kill_group(&mut child);
+                break kill_group(child);
             }
             Ok(None) if interrupted.load(Ordering::Relaxed) => {
                 stopped = true;
-                break kill_group(&mut child);
+                break kill_group(child);
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(_) => break kill_group(&mut child),
+            Err(_) => break kill_group(child),
         }
     };
+    running.reaped = true;
     let seconds = start.elapsed().as_secs_f64();
     let console = stdout.join().unwrap_or_default();
     let messages = stderr.join().unwrap_or_default();
-    let hits = std::fs::read_to_string(events)
-        .map(|t| hit_events(&t))
-        .unwrap_or_default();
-    let _ = std::fs::remove_file(events);
+    let hits = hit_events(&events.read());
     let end = if timed_out {
         RunEnd::TimedOut(timeout)
     } else if stopped {
