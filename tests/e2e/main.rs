@@ -21,6 +21,7 @@ mod kvm_unit_tests;
 mod live_changes;
 mod one_door;
 mod page_watches;
+mod probe_cache;
 mod probe_table;
 mod readme_quickstart;
 mod real_bzimage_mutations;
@@ -36,11 +37,15 @@ mod what_a_person_sees;
 use libtest_mimic::{Arguments, Trial};
 
 fn main() {
+    // Every drvisor these tests start caches its probe answers here, never in the user's cache.
+    let cache = std::env::temp_dir().join(format!("drvisor-e2e-cache-{}", std::process::id()));
+    std::env::set_var("XDG_CACHE_HOME", &cache);
     let args = Arguments::from_args();
     let ctx = common::Context::new();
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(scenarios::trials());
     trials.extend(probe_table::trials());
+    trials.extend(probe_cache::trials());
     trials.extend(usage_errors::trials());
     trials.extend(what_a_person_sees::trials());
     trials.extend(bad_input::trials());
@@ -66,5 +71,7 @@ fn main() {
     trials.extend(emulation_exact::trials(&ctx));
     trials.extend(ci_harness::trials(&ctx));
     trials.extend(readme_quickstart::trials());
-    libtest_mimic::run(&args, trials).exit();
+    let conclusion = libtest_mimic::run(&args, trials);
+    let _ = std::fs::remove_dir_all(&cache);
+    conclusion.exit();
 }

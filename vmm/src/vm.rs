@@ -115,8 +115,11 @@ pub struct VmConfig {
     pub strict_ports: bool,
     /// Who wins when host and guest breakpoints cannot both fit.
     pub policy: drvisor_debug::Policy,
-    /// What this host delivers; `None` runs the probe (milliseconds).
+    /// What this host delivers; `None` asks the probe (see `probe_cache`).
     pub debug_caps: Option<DebugCaps>,
+    /// Where the probe's answers are cached per host ([`probe::cache::default_dir`] for the
+    /// command line); `None` (the default) runs the probe's tiny VMs at every start.
+    pub probe_cache: Option<std::path::PathBuf>,
     /// The guest's CPUID: KVM's, less what the probe found unusable (the default), or KVM's.
     pub cpuid: cpu::CpuidMode,
     /// The most memslots the watch engine may use; `None` for all KVM offers
@@ -149,6 +152,7 @@ impl VmConfig {
             strict_ports: false,
             policy: drvisor_debug::Policy::default(),
             debug_caps: None,
+            probe_cache: None,
             cpuid: cpu::CpuidMode::default(),
             debug_attached: true,
             guest_dr_resync: crate::debug::GUEST_DR_RESYNC,
@@ -209,10 +213,16 @@ impl TryFrom<VmConfig> for Vm {
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
         pc_platform::setup(&kvm, &vm_fd, &pc_platform::AFTER_IRQCHIP)?;
 
+        let cache = config.probe_cache.as_deref();
+        let ask_probe = || {
+            probe::cache::answers(&kvm, cache, probe::cache::Want::Routing, false)
+                .map(|(report, _)| report)
+                .map_err(kvm_err("the host probe"))
+        };
         let (caps, probe) = match config.debug_caps {
             Some(caps) => (caps, None),
             None => {
-                let report = probe::run_for_routing(&kvm).map_err(kvm_err("the host probe"))?;
+                let report = ask_probe()?;
                 (DebugCaps::from_probe(&report), Some(report))
             }
         };
@@ -304,6 +314,8 @@ impl TryFrom<VmConfig> for Vm {
         let hidden = match (config.cpuid, &probe) {
             (cpu::CpuidMode::Host, _) => Vec::new(),
             (cpu::CpuidMode::Filtered, Some(report)) => report.unusable_features(),
+            // Cached answers cost nothing; without a cache only the instruction rows run.
+            (cpu::CpuidMode::Filtered, None) if cache.is_some() => ask_probe()?.unusable_features(),
             (cpu::CpuidMode::Filtered, None) => {
                 probe::unusable_features(&kvm).map_err(kvm_err("the host probe"))?
             }

@@ -81,7 +81,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => run(*args, &matches),
-        Command::Probe { json } => probe_host(json),
+        Command::Probe { json, refresh } => probe_host(json, refresh),
         Command::Ctl(args) => Ok(drvisor_api::ctl::run(*args)),
         Command::Ci(args) => Ok(ci::main(*args)),
         Command::GuestImage { write } => write_guest_image(&write),
@@ -254,6 +254,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.strict_ports = args.strict_ports;
     config.policy = policy;
     config.cpuid = args.cpuid.into();
+    config.probe_cache = probe::cache::default_dir();
     config.guest_dr_resync = std::time::Duration::from_micros(args.guest_dr_resync_us);
     config.inject_fault =
         drvisor::fault_injection::InjectedFault::from_env().map_err(Failure::usage)?;
@@ -486,12 +487,25 @@ fn announce_hidden_features(vm: &Vm, cpuid: cli::CpuidArg) {
     }
 }
 
-fn probe_host(json: bool) -> Result<u8, Failure> {
+/// `drvisor probe [--refresh]`: the table, from this host's cache unless `refresh` (or the cache
+/// is cold, or of another host); the experiments' answers are cached for the next start.
+fn probe_host(json: bool, refresh: bool) -> Result<u8, Failure> {
     // The same words as `drvisor run`'s, with the kvm-group hint.
     let kvm = kvm_ioctls::Kvm::new()
         .map_err(|e| Failure::usage(drvisor::vm::Error::KvmAccess(e).to_string()))?;
-    let report =
-        probe::run_all(&kvm).map_err(|e| Failure::vmm(format!("the probe VM failed: {e}")))?;
+    let (report, source) = probe::cache::answers(
+        &kvm,
+        probe::cache::default_dir().as_deref(),
+        probe::cache::Want::All,
+        refresh,
+    )
+    .map_err(|e| Failure::vmm(format!("the probe VM failed: {e}")))?;
+    if let probe::cache::Source::Cache(path) = source {
+        announce::say(format!(
+            "the answers cached for this host in {} (`drvisor probe --refresh` runs the experiments again)",
+            path.display()
+        ));
+    }
     if json {
         let text =
             serde_json::to_string_pretty(&report).map_err(|e| Failure::vmm(e.to_string()))?;
