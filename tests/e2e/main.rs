@@ -7,6 +7,7 @@ mod bad_input;
 mod bounded;
 mod bzimage;
 mod ci_harness;
+mod cmos_clock;
 mod common;
 mod debug_regs_port;
 mod emulation;
@@ -65,6 +66,7 @@ fn main() {
     trials.extend(rest_api::trials());
     trials.extend(gdb_stub::trials());
     trials.extend(tiny_kernels::trials());
+    trials.extend(cmos_clock::trials());
     trials.extend(symbol_specs::trials());
     trials.extend(events::trials());
     trials.extend(emulation::trials(&ctx));

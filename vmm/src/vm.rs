@@ -13,9 +13,11 @@ use crate::console_lines::{ConsoleLines, GuestConsole};
 use crate::cpu;
 use crate::debug::{DebugCaps, DebugController};
 use crate::devices::{
-    ExitPort, ExitStatus, FwCfg, HostSignal, HostSignalPort, MmioBus, PioBus, SerialConsole,
-    TestDevIomem, TestDevPort, COM1_BASE, COM1_GSI, EXIT_PORT, EXIT_PORTS, FW_CFG_PORT,
-    FW_CFG_PORTS, HOST_SIGNAL_PORT, IOMEM_BASE, IOMEM_LEN, TESTDEV_PORT, TESTDEV_PORTS,
+    CmosRtc, ExitPort, ExitStatus, FwCfg, HostClock, HostSignal, HostSignalPort, MmioBus,
+    MprotectFlush, PioBus, SerialConsole, TestDevIomem, TestDevIrqLines, TestDevPort, CMOS_PORT,
+    CMOS_PORTS, COM1_BASE, COM1_GSI, EXIT_PORT, EXIT_PORTS, FW_CFG_PORT, FW_CFG_PORTS,
+    HOST_SIGNAL_PORT, IOMEM_BASE, IOMEM_LEN, IRQ_LINE_PORT, IRQ_LINE_PORTS, TESTDEV_PORT,
+    TESTDEV_PORTS,
 };
 use crate::event_loop::{self, Subscriber};
 use crate::events::{Event, EventBus};
@@ -294,7 +296,20 @@ impl TryFrom<VmConfig> for Vm {
         bus.insert(
             TESTDEV_PORT,
             TESTDEV_PORTS,
-            Arc::new(Mutex::new(TestDevPort::default())),
+            Arc::new(Mutex::new(TestDevPort::with_flush(Arc::new(
+                MprotectFlush(mem.clone()),
+            )))),
+        );
+        bus.insert(
+            IRQ_LINE_PORT,
+            IRQ_LINE_PORTS,
+            Arc::new(Mutex::new(TestDevIrqLines::new(vm_fd.clone()))),
+        );
+        // The PC's clock, which Linux reads at boot (and waits for where there is none).
+        bus.insert(
+            CMOS_PORT,
+            CMOS_PORTS,
+            Arc::new(Mutex::new(CmosRtc::new(Box::new(HostClock)))),
         );
         let mut mmio = MmioBus::default();
         if !vm_memory::GuestMemoryBackend::address_in_range(
