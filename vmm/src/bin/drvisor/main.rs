@@ -44,6 +44,15 @@ impl Failure {
         }
     }
 
+    /// This failure's code as `--exit-status qemu` reports it (see
+    /// [`exit_code::own_code_under_qemu`]).
+    fn under_qemu(self) -> Self {
+        Failure {
+            code: exit_code::own_code_under_qemu(self.code),
+            ..self
+        }
+    }
+
     fn vmm(message: impl Into<String>) -> Self {
         Failure {
             code: exit_code::VMM_ERROR,
@@ -80,7 +89,11 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let result = match cli.command {
-        Command::Run(args) => run(*args, &matches),
+        Command::Run(args) => {
+            // drvisor's own failures before the run are even under `--exit-status qemu` too.
+            let qemu = args.exit_status == "qemu";
+            run(*args, &matches).map_err(|f| if qemu { f.under_qemu() } else { f })
+        }
         Command::Probe { json, refresh } => probe_host(json, refresh),
         Command::Ctl(args) => Ok(drvisor_api::ctl::run(*args)),
         Command::Ci(args) => Ok(ci::main(*args)),
@@ -405,7 +418,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     if !outcome.is_guest_status() {
         announce::say(announce::outcome(&outcome, &labels, &symbols));
     }
-    Ok(outcome.exit_code())
+    Ok(outcome.exit_code_under(exit_status))
 }
 
 /// SIGUSR2 (`kill -USR2 <pid>`) signals the guest on port 0x520: a guest that waits for the host
