@@ -8,7 +8,8 @@
 //!   host (`eventinj` delivers an exception onto such a stack page);
 //! - ports 0xe8-0xeb: the scratch register again, byte by byte;
 //! - ports 0x2000-0x2017: one per interrupt line 0-23 of the in-kernel PIC and I/O APIC: a byte
-//!   written to 0x2000+n sets line n to high (non-zero) or low (zero) (`ioapic`, `eventinj`);
+//!   written to 0x2000+n sets line n to high (non-zero) or low (zero) (kvm-unit-tests' `ioapic`
+//!   and `eventinj`; the test guest's `irq-line` scenario);
 //! - MMIO RAM at 0xff000000, 64 KiB (`IORAM_BASE_PHYS`): memory that is not RAM to KVM, so every
 //!   access to it exits and is emulated (the `emulator` test runs its instructions on it).
 
