@@ -299,10 +299,9 @@ impl DebugController {
                     }
                     None => return,
                 };
-                if control.is_finished() {
+                if control.sleep_unless_finished(if any_blind { period } else { WAIT_SLICE }) {
                     return;
                 }
-                std::thread::sleep(if any_blind { period } else { WAIT_SLICE });
             })
     }
 

@@ -213,13 +213,13 @@ impl PageWatchEngine {
         std::thread::Builder::new()
             .name("drvisor-mapping".into())
             .spawn(move || loop {
-                std::thread::sleep(TIMER_EVERY);
+                // Ends with the run at once: the run's end joins this thread.
+                if control.sleep_unless_finished(TIMER_EVERY) {
+                    return;
+                }
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
-                if control.is_finished() {
-                    return;
-                }
                 engine.retry_waiting_when_due();
                 engine.follow_remaps_from_timer();
             })
