@@ -70,6 +70,8 @@ pub struct Config {
     pub watch_write: bool,
     /// status: the status byte to exit with.
     pub status: u8,
+    /// irq-line: the interrupt line (I/O APIC pin) to raise, 0-23 (`line=N`, default 14).
+    pub line: u32,
     /// kfunc: the guest's breakpoints go on each function's `lock inc` (`gbp=inc`) instead of
     /// its entry (`gbp=entry`, the default).
     pub gbp_inc: bool,
@@ -92,6 +94,7 @@ pub fn parse(start_info_paddr: u32) -> Config {
         watch_write: false,
         delay: 0,
         status: 0,
+        line: 14,
         gbp_inc: false,
         error: None,
     };
@@ -147,6 +150,13 @@ pub fn parse(start_info_paddr: u32) -> Config {
             b"status" => match parse_u64(value) {
                 Some(n) if n <= u64::from(u8::MAX) => {
                     cfg.status = n as u8;
+                    true
+                }
+                _ => false,
+            },
+            b"line" => match parse_u64(value) {
+                Some(n) if n <= 23 => {
+                    cfg.line = n as u32;
                     true
                 }
                 _ => false,

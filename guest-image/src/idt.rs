@@ -240,6 +240,10 @@ pub fn load_null() {
 /// Called by `drv_isr_common` for every exception.
 #[no_mangle]
 extern "C" fn drv_exception(frame: &mut Frame) {
+    if crate::scenarios::irq_line::owns_vector(frame.vector) {
+        crate::scenarios::irq_line::on_interrupt();
+        return;
+    }
     if frame.vector == 1 {
         if crate::scenarios::dr_migrate::owns_debug_exceptions() {
             crate::scenarios::dr_migrate::on_debug_exception(frame);

@@ -214,6 +214,26 @@ fn unknown_port_strict() -> Result<(), Failed> {
     )
 }
 
+/// Under `--exit-status qemu`, drvisor's own code is even: no guest value's `(value << 1) | 1`.
+fn unknown_port_strict_under_qemu_is_even() -> Result<(), Failed> {
+    let run = drvisor(&[
+        "run",
+        "--scenario",
+        "bad-port",
+        "--strict-ports",
+        "--exit-status",
+        "qemu",
+    ]);
+    run.expect_code(exit_code::QEMU_UNKNOWN_PORT.into())?;
+    ensure(
+        exit_code::QEMU_UNKNOWN_PORT & 1 == 0 && run.stderr.contains("accessed port 0x1234"),
+        || run.to_string(),
+    )?;
+    // A failure before the run (a kernel that is not there) is 2 either way: even already.
+    let refused = drvisor(&["run", "--kernel", "/nonexistent", "--exit-status", "qemu"]);
+    refused.expect_code(exit_code::USAGE.into()).map(|_| ())
+}
+
 pub fn trials(ctx: &Context) -> Vec<Trial> {
     let int3 = if ctx.probe.delivers(Mechanism::Int3Executes, 0) {
         Trial::test(
@@ -238,6 +258,10 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             watch_on_the_exception_stack,
         ),
         Trial::test("guest_faults::triple_fault", triple_fault),
+        Trial::test(
+            "guest_faults::unknown_port_strict_under_qemu_is_even",
+            unknown_port_strict_under_qemu_is_even,
+        ),
         Trial::test("guest_faults::fail_entry_exits_72", fail_entry_exits_72),
         Trial::test(
             "guest_faults::failed_kvm_call_exits_75",

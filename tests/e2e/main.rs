@@ -8,6 +8,7 @@ mod bounded;
 mod bzimage;
 mod ci_harness;
 mod ci_hostile_inputs;
+mod cmos_clock;
 mod common;
 mod debug_regs_port;
 mod emulation;
@@ -23,6 +24,7 @@ mod kvm_unit_tests;
 mod live_changes;
 mod one_door;
 mod page_watches;
+mod probe_cache;
 mod probe_table;
 mod readme_quickstart;
 mod real_bzimage_mutations;
@@ -40,11 +42,15 @@ mod what_a_person_sees;
 use libtest_mimic::{Arguments, Trial};
 
 fn main() {
+    // Every drvisor these tests start caches its probe answers here, never in the user's cache.
+    let cache = std::env::temp_dir().join(format!("drvisor-e2e-cache-{}", std::process::id()));
+    std::env::set_var("XDG_CACHE_HOME", &cache);
     let args = Arguments::from_args();
     let ctx = common::Context::new();
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(scenarios::trials());
     trials.extend(probe_table::trials());
+    trials.extend(probe_cache::trials());
     trials.extend(usage_errors::trials());
     trials.extend(what_a_person_sees::trials());
     trials.extend(bad_input::trials());
@@ -66,6 +72,7 @@ fn main() {
     trials.extend(seccomp::trials());
     trials.extend(trace_file::trials());
     trials.extend(tiny_kernels::trials());
+    trials.extend(cmos_clock::trials());
     trials.extend(symbol_specs::trials());
     trials.extend(kernel_own_symbols::trials());
     trials.extend(events::trials());
@@ -74,5 +81,7 @@ fn main() {
     trials.extend(ci_harness::trials(&ctx));
     trials.extend(ci_hostile_inputs::trials());
     trials.extend(readme_quickstart::trials());
-    libtest_mimic::run(&args, trials).exit();
+    let conclusion = libtest_mimic::run(&args, trials);
+    let _ = std::fs::remove_dir_all(&cache);
+    conclusion.exit();
 }

@@ -82,8 +82,27 @@ fn ram_past_the_hole() -> Result<(), Failed> {
     })
 }
 
+/// pc-testdev's line ports drive the in-kernel I/O APIC: two rising edges on line `line`, made
+/// by the guest's writes of 1, 0, 1 to port 0x2000+line, are two interrupts (see the guest's
+/// `irq-line` scenario).
+fn irq_line_raises_interrupts(line: &str) -> Result<(), Failed> {
+    let cmdline = format!("line={line}");
+    let run = drvisor(&["run", "--scenario", "irq-line", "--cmdline", &cmdline]);
+    run.expect_code(0)?;
+    let want = format!("drv: irq-line line={line} interrupts=2");
+    ensure(run.stdout.lines().any(|l| l == want), || {
+        format!("wanted `{want}`\n{run}")
+    })
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
+        Trial::test("scenario::irq_line_14_raises_interrupts", || {
+            irq_line_raises_interrupts("14")
+        }),
+        Trial::test("scenario::irq_line_23_raises_interrupts", || {
+            irq_line_raises_interrupts("23")
+        }),
         scenario("hello", &[]),
         scenario("exec", &[]),
         scenario("write", &[]),

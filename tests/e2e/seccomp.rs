@@ -39,7 +39,7 @@ fn forbidden_call_is_reported() -> Result<(), Failed> {
     ensure(
         run.stderr.contains(
             "drvisor: seccomp: the thread `vcpu0` made system call 41 (socket), which its \
-             filter forbids; the run ends (exit code 78)",
+             filter forbids; the run ends (exit code 84)",
         ),
         || run.to_string(),
     )?;

@@ -38,6 +38,7 @@ pub const SCENARIOS: &[&str] = &[
     "remap",
     "remap-to-code",
     "ktap",
+    "irq-line",
 ];
 
 /// The embedded guest as a kernel image.

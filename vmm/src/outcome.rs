@@ -4,7 +4,7 @@ use std::fmt;
 
 /// Exit codes drvisor itself uses. Guest statuses 0-63 pass through unchanged (the test guest
 /// uses 0-4); a status above 63 becomes [`exit_code::GUEST_STATUS_OUT_OF_RANGE`], so that no
-/// guest can pass for one of drvisor's own codes (2, 70-78, 128+N).
+/// guest can pass for one of drvisor's own codes (2, 70-77, 84, 128+N; 78, 80, 82 under `--exit-status qemu`).
 pub mod exit_code {
     /// The highest guest status passed through as the exit code.
     pub const GUEST_MAX: u8 = 63;
@@ -26,9 +26,30 @@ pub mod exit_code {
     pub const EVENTS_UNWRITABLE: u8 = 76;
     /// The guest wrote a status above [`GUEST_MAX`] to the exit port (the message has it).
     pub const GUEST_STATUS_OUT_OF_RANGE: u8 = 77;
+    /// Under `--exit-status qemu` every odd code is some guest value's `(value << 1) | 1`
+    /// (kvm-unit-tests: 1 passed, 3 failed, 77 all skipped), so drvisor's own odd codes are
+    /// replaced by even ones, which no guest value can produce: 71 becomes this,
+    pub const QEMU_INTERNAL_ERROR: u8 = 78;
+    /// 73 this,
+    pub const QEMU_UNKNOWN_PORT: u8 = 80;
+    /// and 75 this. (77 needs none: under `qemu` every guest value is the guest's.)
+    pub const QEMU_VMM_ERROR: u8 = 82;
+
+    /// drvisor's own exit `code` as `--exit-status qemu` reports it: even, so that it cannot
+    /// pass for a guest's result. Codes that are even already are kept.
+    pub fn own_code_under_qemu(code: u8) -> u8 {
+        match code {
+            INTERNAL_ERROR => QEMU_INTERNAL_ERROR,
+            UNKNOWN_PORT => QEMU_UNKNOWN_PORT,
+            VMM_ERROR => QEMU_VMM_ERROR,
+            c => c,
+        }
+    }
+
     /// A drvisor thread made a system call its seccomp filter forbids (see
-    /// [`crate::seccomp`]): the run was ended at once.
-    pub const SECCOMP_VIOLATION: u8 = 78;
+    /// [`crate::seccomp`]): the run was ended at once. Even, as under `--exit-status qemu`.
+    pub const SECCOMP_VIOLATION: u8 = 84;
+
     /// A signal stopped the run: 128 + its number, as shells report a process it killed
     /// (SIGHUP 129, SIGINT 130, SIGTERM 143).
     pub const SIGNAL_BASE: u8 = 128;
@@ -168,6 +189,18 @@ impl Outcome {
 }
 
 impl Outcome {
+    /// The exit code under the exit-status encoding `mode`: under
+    /// [`ExitStatus::Qemu`](crate::devices::ExitStatus::Qemu) drvisor's own codes are even
+    /// ([`exit_code::own_code_under_qemu`]).
+    pub fn exit_code_under(&self, mode: crate::devices::ExitStatus) -> u8 {
+        match mode {
+            crate::devices::ExitStatus::Qemu if !self.is_guest_status() => {
+                exit_code::own_code_under_qemu(self.exit_code())
+            }
+            _ => self.exit_code(),
+        }
+    }
+
     /// Whether this is the guest's own, in-range status, which needs no message from drvisor.
     pub fn is_guest_status(&self) -> bool {
         matches!(self, Outcome::GuestExit { status } if *status <= exit_code::GUEST_MAX)
@@ -351,6 +384,42 @@ impl fmt::Display for Described<'_> {
                 None => write!(f, "VMM error: {message}"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod qemu_code_tests {
+    use super::*;
+    use crate::devices::ExitStatus;
+
+    #[test]
+    fn under_qemu_no_code_of_drvisor_is_a_guest_result() {
+        let guest_results: Vec<u8> = (0u32..=255).map(|v| ((v << 1) | 1) as u8).collect();
+        for code in [
+            exit_code::TRIPLE_FAULT,
+            exit_code::INTERNAL_ERROR,
+            exit_code::FAIL_ENTRY,
+            exit_code::UNKNOWN_PORT,
+            exit_code::HOST_STOP,
+            exit_code::VMM_ERROR,
+            exit_code::EVENTS_UNWRITABLE,
+            exit_code::USAGE,
+        ] {
+            let mapped = exit_code::own_code_under_qemu(code);
+            assert!(!guest_results.contains(&mapped), "{code} -> {mapped}");
+        }
+        let vmm = Outcome::VmmError {
+            vcpu: None,
+            message: String::new(),
+        };
+        assert_eq!(
+            vmm.exit_code_under(ExitStatus::Qemu),
+            exit_code::QEMU_VMM_ERROR
+        );
+        assert_eq!(vmm.exit_code_under(ExitStatus::Raw), exit_code::VMM_ERROR);
+        // The guest's own results pass untouched, and raw mode keeps the documented codes.
+        let guest = Outcome::QemuExit { value: 35 };
+        assert_eq!(guest.exit_code_under(ExitStatus::Qemu), 71);
     }
 }
 

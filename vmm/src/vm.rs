@@ -13,9 +13,11 @@ use crate::console_lines::{ConsoleLines, GuestConsole};
 use crate::cpu;
 use crate::debug::{DebugCaps, DebugController};
 use crate::devices::{
-    ExitPort, ExitStatus, FwCfg, HostSignal, HostSignalPort, MmioBus, PioBus, SerialConsole,
-    TestDevIomem, TestDevPort, COM1_BASE, COM1_GSI, EXIT_PORT, EXIT_PORTS, FW_CFG_PORT,
-    FW_CFG_PORTS, HOST_SIGNAL_PORT, IOMEM_BASE, IOMEM_LEN, TESTDEV_PORT, TESTDEV_PORTS,
+    CmosRtc, ExitPort, ExitStatus, FwCfg, HostClock, HostSignal, HostSignalPort, MmioBus,
+    MprotectFlush, PioBus, SerialConsole, TestDevIomem, TestDevIrqLines, TestDevPort, CMOS_PORT,
+    CMOS_PORTS, COM1_BASE, COM1_GSI, EXIT_PORT, EXIT_PORTS, FW_CFG_PORT, FW_CFG_PORTS,
+    HOST_SIGNAL_PORT, IOMEM_BASE, IOMEM_LEN, IRQ_LINE_PORT, IRQ_LINE_PORTS, TESTDEV_PORT,
+    TESTDEV_PORTS,
 };
 use crate::event_loop::{self, Subscriber};
 use crate::events::{Event, EventBus};
@@ -115,8 +117,11 @@ pub struct VmConfig {
     pub strict_ports: bool,
     /// Who wins when host and guest breakpoints cannot both fit.
     pub policy: drvisor_debug::Policy,
-    /// What this host delivers; `None` runs the probe (milliseconds).
+    /// What this host delivers; `None` asks the probe (see `probe_cache`).
     pub debug_caps: Option<DebugCaps>,
+    /// Where the probe's answers are cached per host ([`probe::cache::default_dir`] for the
+    /// command line); `None` (the default) runs the probe's tiny VMs at every start.
+    pub probe_cache: Option<std::path::PathBuf>,
     /// The guest's CPUID: KVM's, less what the probe found unusable (the default), or KVM's.
     pub cpuid: cpu::CpuidMode,
     /// The most memslots the watch engine may use; `None` for all KVM offers
@@ -149,6 +154,7 @@ impl VmConfig {
             strict_ports: false,
             policy: drvisor_debug::Policy::default(),
             debug_caps: None,
+            probe_cache: None,
             cpuid: cpu::CpuidMode::default(),
             debug_attached: true,
             guest_dr_resync: crate::debug::GUEST_DR_RESYNC,
@@ -209,10 +215,16 @@ impl TryFrom<VmConfig> for Vm {
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
         pc_platform::setup(&kvm, &vm_fd, &pc_platform::AFTER_IRQCHIP)?;
 
+        let cache = config.probe_cache.as_deref();
+        let ask_probe = || {
+            probe::cache::answers(&kvm, cache, probe::cache::Want::Routing, false)
+                .map(|(report, _)| report)
+                .map_err(kvm_err("the host probe"))
+        };
         let (caps, probe) = match config.debug_caps {
             Some(caps) => (caps, None),
             None => {
-                let report = probe::run_for_routing(&kvm).map_err(kvm_err("the host probe"))?;
+                let report = ask_probe()?;
                 (DebugCaps::from_probe(&report), Some(report))
             }
         };
@@ -284,7 +296,20 @@ impl TryFrom<VmConfig> for Vm {
         bus.insert(
             TESTDEV_PORT,
             TESTDEV_PORTS,
-            Arc::new(Mutex::new(TestDevPort::default())),
+            Arc::new(Mutex::new(TestDevPort::with_flush(Arc::new(
+                MprotectFlush(mem.clone()),
+            )))),
+        );
+        bus.insert(
+            IRQ_LINE_PORT,
+            IRQ_LINE_PORTS,
+            Arc::new(Mutex::new(TestDevIrqLines::new(vm_fd.clone()))),
+        );
+        // The PC's clock, which Linux reads at boot (and waits for where there is none).
+        bus.insert(
+            CMOS_PORT,
+            CMOS_PORTS,
+            Arc::new(Mutex::new(CmosRtc::new(Box::new(HostClock)))),
         );
         let mut mmio = MmioBus::default();
         if !vm_memory::GuestMemoryBackend::address_in_range(
@@ -304,6 +329,8 @@ impl TryFrom<VmConfig> for Vm {
         let hidden = match (config.cpuid, &probe) {
             (cpu::CpuidMode::Host, _) => Vec::new(),
             (cpu::CpuidMode::Filtered, Some(report)) => report.unusable_features(),
+            // Cached answers cost nothing; without a cache only the instruction rows run.
+            (cpu::CpuidMode::Filtered, None) if cache.is_some() => ask_probe()?.unusable_features(),
             (cpu::CpuidMode::Filtered, None) => {
                 probe::unusable_features(&kvm).map_err(kvm_err("the host probe"))?
             }

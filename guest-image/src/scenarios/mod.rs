@@ -9,6 +9,7 @@ pub mod exit_race;
 pub mod faults;
 pub mod guest_dr;
 pub mod hello;
+pub mod irq_line;
 pub mod kfunc;
 pub mod ktap;
 pub mod late_map;
@@ -50,6 +51,7 @@ pub fn run(cfg: &Config) -> ! {
         b"remap" => remap::run(cfg),
         b"remap-to-code" => remap::run_to_code(cfg),
         b"ktap" => ktap::run(cfg),
+        b"irq-line" => irq_line::run(cfg),
         b"panic" => faults::panic(),
         b"unexpected-exception" => faults::unexpected_exception(),
         name => {

@@ -13,10 +13,10 @@
 use std::collections::BTreeSet;
 
 use kvm_bindings::{kvm_cpuid_entry2, CpuId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A CPU feature the host probe tests by running one of its instructions at CPL0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CpuFeature {
     /// `cmpxchg16b` (leaf 1 ECX bit 13). Linux uses it from early boot (per-CPU slab lists).

@@ -304,7 +304,9 @@ impl DebugController {
                     if control.is_finished() {
                         return;
                     }
-                    std::thread::sleep(if any_blind { period } else { WAIT_SLICE });
+                    if control.sleep_unless_finished(if any_blind { period } else { WAIT_SLICE }) {
+                        return;
+                    }
                 }
             })
     }

@@ -2,6 +2,7 @@
 //! RAM, and the devices on them.
 
 mod bus;
+mod cmos_rtc;
 mod exit_port;
 mod fw_cfg;
 mod host_signal;
@@ -10,11 +11,13 @@ mod pc_testdev;
 mod serial;
 
 pub use bus::{PioBus, PioDevice, PortAccess};
+pub use cmos_rtc::{CmosRtc, DateTime, HostClock, WallClock, CMOS_PORT, CMOS_PORTS};
 pub use exit_port::{ExitPort, ExitStatus, EXIT_PORT, EXIT_PORTS};
 pub use fw_cfg::{FwCfg, FW_CFG_PORT, FW_CFG_PORTS};
 pub use host_signal::{HostSignal, HostSignalPort, HOST_SIGNAL_PORT};
 pub use mmio::{MmioBus, MmioDevice};
 pub use pc_testdev::{
-    TestDevIomem, TestDevPort, IOMEM_BASE, IOMEM_LEN, TESTDEV_PORT, TESTDEV_PORTS,
+    IrqLines, MprotectFlush, PageFlush, TestDevIomem, TestDevIrqLines, TestDevPort, IOMEM_BASE,
+    IOMEM_LEN, IRQ_LINE_PORT, IRQ_LINE_PORTS, TESTDEV_PORT, TESTDEV_PORTS,
 };
 pub use serial::{SerialConsole, COM1_BASE, COM1_GSI};

@@ -38,23 +38,48 @@ pub fn run_all(kvm: &Kvm) -> Result<ProbeReport> {
 
 /// The experiments that routing and the guest's CPUID depend on: all but the speed measurement,
 /// so that a VM start pays milliseconds for it.
+///
+/// The experiments are independent VMs, so they run on threads of their own: the rows at CPL0,
+/// those at CPL3, the single ones, and the instruction rows. The table keeps its order.
 pub fn run_for_routing(kvm: &Kvm) -> Result<ProbeReport> {
-    let mut rows = Vec::new();
-    for cpl in [0, 3] {
-        exec_breakpoint(kvm, cpl, &mut rows)?;
-        write_watchpoint(kvm, cpl, &mut rows)?;
-        single_step(kvm, cpl, &mut rows)?;
-        readonly_memslot(kvm, cpl, &mut rows)?;
-    }
-    rows.push(gd_trap(kvm)?);
-    rows.push(guest_breakpoint_live(kvm)?);
-    rows.push(host_first_at_shared_address(kvm)?);
-    rows.push(int3(kvm)?);
-    Ok(ProbeReport {
-        caps: Caps::read(kvm),
-        rows,
-        instructions: super::instructions::run(kvm)?,
+    std::thread::scope(|s| {
+        let per_cpl = [0, 3].map(|cpl| {
+            s.spawn(move || -> Result<Vec<ProbeRow>> {
+                let mut rows = Vec::new();
+                exec_breakpoint(kvm, cpl, &mut rows)?;
+                write_watchpoint(kvm, cpl, &mut rows)?;
+                single_step(kvm, cpl, &mut rows)?;
+                readonly_memslot(kvm, cpl, &mut rows)?;
+                Ok(rows)
+            })
+        });
+        let singles = s.spawn(|| -> Result<Vec<ProbeRow>> {
+            Ok(vec![
+                gd_trap(kvm)?,
+                guest_breakpoint_live(kvm)?,
+                host_first_at_shared_address(kvm)?,
+                int3(kvm)?,
+            ])
+        });
+        let instructions = s.spawn(|| super::instructions::run(kvm));
+        let mut rows = Vec::new();
+        for handle in per_cpl {
+            rows.extend(joined(handle)?);
+        }
+        rows.extend(joined(singles)?);
+        Ok(ProbeReport {
+            caps: Caps::read(kvm),
+            rows,
+            instructions: joined(instructions)?,
+        })
     })
+}
+
+/// A probe thread's result; its panic (a bug, never the host's answer) goes on in the caller.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 fn row(mechanism: Mechanism, cpl: u8, works: bool, observed: String) -> ProbeRow {
@@ -259,7 +284,7 @@ fn int3(kvm: &Kvm) -> Result<ProbeRow> {
 const SPEED_LOOPS: u32 = 200_000;
 const NATIVE_MIPS: f64 = 500.0;
 
-fn native_speed(kvm: &Kvm) -> Result<ProbeRow> {
+pub(super) fn native_speed(kvm: &Kvm) -> Result<ProbeRow> {
     let n = SPEED_LOOPS.to_le_bytes();
     // mov rcx, SPEED_LOOPS; 1: dec rcx; jnz 1b; hlt
     let code = [

@@ -13,7 +13,7 @@
 
 use kvm_bindings::CpuId;
 use kvm_ioctls::Kvm;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use vm_memory::{Bytes, GuestAddress};
 
@@ -21,7 +21,7 @@ use super::tiny_vm::{Result, Stop, TinyVm, CODE, DATA};
 use crate::cpu::CpuFeature;
 
 /// One feature's row: whether KVM offers it, whether its instruction ran, what was seen.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstructionRow {
     /// The feature.
     pub feature: CpuFeature,

@@ -7,14 +7,16 @@
 //! Below the mechanisms, drvisor's own rows: which CPU features a guest kernel can really use at
 //! CPL0 here ([`ProbeReport::unusable_features`]), so that the guest's CPUID leaves out the rest.
 
+pub mod cache;
 mod experiments;
+pub mod host_key;
 mod instructions;
 pub mod tiny_vm;
 
 use std::fmt;
 
 use kvm_ioctls::{Cap, Kvm};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use experiments::{run_all, run_for_routing};
 pub use instructions::InstructionRow;
@@ -36,7 +38,7 @@ pub fn unusable_features(kvm: &Kvm) -> tiny_vm::Result<Vec<CpuFeature>> {
 pub const INSTRUCTIONS_HEADING: &str = "drvisor only: CPU features at CPL0";
 
 /// A mechanism the probe tests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mechanism {
     /// A host exec breakpoint (`KVM_GUESTDBG_USE_HW_BP`, RW=00) exits with DR6.Bn.
@@ -90,7 +92,7 @@ impl Mechanism {
 }
 
 /// One row: a mechanism at a privilege level, whether it works, and what was seen.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeRow {
     /// The mechanism.
     pub mechanism: Mechanism,
@@ -103,7 +105,7 @@ pub struct ProbeRow {
 }
 
 /// The KVM capabilities the probe reads.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Caps {
     /// KVM_CAP_SET_GUEST_DEBUG.
     pub set_guest_debug: i32,
@@ -135,7 +137,7 @@ impl Caps {
 }
 
 /// The probe's answer for this host.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeReport {
     /// Capabilities.
     pub caps: Caps,

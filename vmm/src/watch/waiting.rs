@@ -215,13 +215,13 @@ impl PageWatchEngine {
             .spawn(move || {
                 crate::seccomp::enter_or_exit(crate::seccomp::ThreadKind::Helper);
                 loop {
-                    std::thread::sleep(TIMER_EVERY);
+                    // Ends with the run at once: the run's end joins this thread.
+                    if control.sleep_unless_finished(TIMER_EVERY) {
+                        return;
+                    }
                     let Some(engine) = engine.upgrade() else {
                         return;
                     };
-                    if control.is_finished() {
-                        return;
-                    }
                     engine.retry_waiting_when_due();
                     engine.follow_remaps_from_timer();
                 }

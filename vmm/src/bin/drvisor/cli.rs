@@ -27,6 +27,10 @@ pub enum Command {
         /// Print the table as JSON.
         #[arg(long)]
         json: bool,
+        /// Run the experiments again instead of reading this host's cached answers (which are
+        /// replaced).
+        #[arg(long)]
+        refresh: bool,
     },
     /// Drive a running `drvisor run --api-sock PATH` over its REST control plane.
     Ctl(Box<drvisor_api::ctl::CtlArgs>),

@@ -46,6 +46,15 @@ impl Failure {
         }
     }
 
+    /// This failure's code as `--exit-status qemu` reports it (see
+    /// [`exit_code::own_code_under_qemu`]).
+    fn under_qemu(self) -> Self {
+        Failure {
+            code: exit_code::own_code_under_qemu(self.code),
+            ..self
+        }
+    }
+
     fn vmm(message: impl Into<String>) -> Self {
         Failure {
             code: exit_code::VMM_ERROR,
@@ -82,8 +91,12 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let result = match cli.command {
-        Command::Run(args) => run(*args, &matches),
-        Command::Probe { json } => probe_host(json),
+        Command::Run(args) => {
+            // drvisor's own failures before the run are even under `--exit-status qemu` too.
+            let qemu = args.exit_status == "qemu";
+            run(*args, &matches).map_err(|f| if qemu { f.under_qemu() } else { f })
+        }
+        Command::Probe { json, refresh } => probe_host(json, refresh),
         Command::Ctl(args) => Ok(drvisor_api::ctl::run(*args)),
         Command::Ci(args) => Ok(ci::main(*args)),
         Command::Symbols(args) => symbols_cmd::run(&args),
@@ -261,6 +274,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.strict_ports = args.strict_ports;
     config.policy = policy;
     config.cpuid = args.cpuid.into();
+    config.probe_cache = probe::cache::default_dir();
     config.guest_dr_resync = std::time::Duration::from_micros(args.guest_dr_resync_us);
     config.inject_fault =
         drvisor::fault_injection::InjectedFault::from_env().map_err(Failure::usage)?;
@@ -411,7 +425,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     if !outcome.is_guest_status() {
         announce::say(announce::outcome(&outcome, &labels, &symbols));
     }
-    Ok(outcome.exit_code())
+    Ok(outcome.exit_code_under(exit_status))
 }
 
 /// SIGUSR2 (`kill -USR2 <pid>`) signals the guest on port 0x520: a guest that waits for the host
@@ -501,12 +515,25 @@ fn announce_hidden_features(vm: &Vm, cpuid: cli::CpuidArg) {
     }
 }
 
-fn probe_host(json: bool) -> Result<u8, Failure> {
+/// `drvisor probe [--refresh]`: the table, from this host's cache unless `refresh` (or the cache
+/// is cold, or of another host); the experiments' answers are cached for the next start.
+fn probe_host(json: bool, refresh: bool) -> Result<u8, Failure> {
     // The same words as `drvisor run`'s, with the kvm-group hint.
     let kvm = kvm_ioctls::Kvm::new()
         .map_err(|e| Failure::usage(drvisor::vm::Error::KvmAccess(e).to_string()))?;
-    let report =
-        probe::run_all(&kvm).map_err(|e| Failure::vmm(format!("the probe VM failed: {e}")))?;
+    let (report, source) = probe::cache::answers(
+        &kvm,
+        probe::cache::default_dir().as_deref(),
+        probe::cache::Want::All,
+        refresh,
+    )
+    .map_err(|e| Failure::vmm(format!("the probe VM failed: {e}")))?;
+    if let probe::cache::Source::Cache(path) = source {
+        announce::say(format!(
+            "the answers cached for this host in {} (`drvisor probe --refresh` runs the experiments again)",
+            path.display()
+        ));
+    }
     if json {
         let text =
             serde_json::to_string_pretty(&report).map_err(|e| Failure::vmm(e.to_string()))?;

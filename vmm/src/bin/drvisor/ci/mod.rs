@@ -99,8 +99,13 @@ pub fn main(args: CiArgs) -> u8 {
             );
             return code::CANNOT_RUN;
         }
-        Ok(kvm) => match probe::run_all(&kvm) {
-            Ok(p) => p,
+        Ok(kvm) => match probe::cache::answers(
+            &kvm,
+            probe::cache::default_dir().as_deref(),
+            probe::cache::Want::All,
+            false,
+        ) {
+            Ok((p, _)) => p,
             Err(e) => {
                 say!(
                     "drvisor ci: the host probe failed: {e} (exit {})",

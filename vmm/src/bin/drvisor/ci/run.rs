@@ -265,9 +265,13 @@ pub fn end_of(code: i32, messages: &str) -> RunEnd {
         (b, None) if b <= exit_code::GUEST_MAX => RunEnd::Guest(code),
         (exit_code::USAGE, Some(m)) => RunEnd::Refused(m),
         (exit_code::HOST_STOP, Some(m)) => RunEnd::Stopped(m),
-        (exit_code::VMM_ERROR | exit_code::FAIL_ENTRY | exit_code::EVENTS_UNWRITABLE, m) => {
-            RunEnd::Infrastructure(m.unwrap_or_else(|| format!("exit code {code}")))
-        }
+        (
+            exit_code::VMM_ERROR
+            | exit_code::QEMU_VMM_ERROR
+            | exit_code::FAIL_ENTRY
+            | exit_code::EVENTS_UNWRITABLE,
+            m,
+        ) => RunEnd::Infrastructure(m.unwrap_or_else(|| format!("exit code {code}"))),
         (b, Some(m)) if b <= exit_code::GUEST_MAX => {
             // A guest status with a warning on stderr (a pending breakpoint, say).
             let _ = m;

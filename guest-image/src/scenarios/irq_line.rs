@@ -1,0 +1,91 @@
+//! `irq-line`: QEMU's pc-testdev interrupt-line ports, seen from the guest. The I/O APIC's pin
+//! `line=N` (default 14) is routed, edge-triggered, to vector 31 on this CPU (the 8259s are
+//! masked); then the guest raises the line with a byte to port 0x2000+N and waits for the
+//! interrupt, lowers it, and raises it again: two rising edges, two interrupts. A line that the
+//! port did not raise, or did not lower (no second edge), gives fewer.
+//! Prints `drv: irq-line line=N interrupts=K` and exits 0 if K is 2, else 1.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::cmdline::Config;
+use crate::serial::{self, outb};
+
+/// The vector the line is routed to: reserved by Intel, no CPU exception uses it, and it has a
+/// stub in the guest's 32-gate IDT.
+pub const VECTOR: u64 = 31;
+const IOAPIC_SELECT: usize = 0xfec0_0000;
+const IOAPIC_WINDOW: usize = 0xfec0_0010;
+const APIC_EOI: usize = 0xfee0_00b0;
+const APIC_SVR: usize = 0xfee0_00f0;
+const LINE_PORT: u16 = 0x2000;
+
+static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+static OWNED: AtomicU64 = AtomicU64::new(0);
+
+/// Whether vector 31 is this scenario's.
+pub fn owns_vector(vector: u64) -> bool {
+    vector == VECTOR && OWNED.load(Ordering::SeqCst) != 0
+}
+
+/// The interrupt: count it, end it at the local APIC.
+pub fn on_interrupt() {
+    INTERRUPTS.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: the xAPIC EOI register, identity-mapped; KVM's in-kernel LAPIC serves it.
+    unsafe { core::ptr::write_volatile(APIC_EOI as *mut u32, 0) };
+}
+
+fn ioapic_write(register: u32, value: u32) {
+    // SAFETY: the I/O APIC's select and window registers, identity-mapped by the static page
+    // tables; KVM's in-kernel I/O APIC serves them.
+    unsafe {
+        core::ptr::write_volatile(IOAPIC_SELECT as *mut u32, register);
+        core::ptr::write_volatile(IOAPIC_WINDOW as *mut u32, value);
+    }
+}
+
+/// How long to wait for an interrupt, in `sti; nop; cli` rounds: the interrupt is pending as
+/// soon as the port write returns, so it comes in the first; the bound only ends a run whose
+/// line never rose, quickly (tenths of a second of emulated CPL0 code here).
+const WAIT_ROUNDS: u64 = 100_000;
+
+/// Waits with interrupts on until `n` interrupts have come, or [`WAIT_ROUNDS`] went by.
+fn wait_for(n: u64) {
+    for _ in 0..WAIT_ROUNDS {
+        if INTERRUPTS.load(Ordering::SeqCst) >= n {
+            return;
+        }
+        // SAFETY: opens an interrupt window of one instruction; `cli` closes it again.
+        unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+    }
+}
+
+pub fn run(cfg: &Config) -> ! {
+    let line = cfg.line.min(23);
+    crate::idt::install();
+    OWNED.store(1, Ordering::SeqCst);
+    // SAFETY: masking both 8259s (OCW1) only stops their interrupts; the APIC SVR write enables
+    // the local APIC (identity-mapped register); the line port is drvisor's pc-testdev.
+    unsafe {
+        outb(0x21, 0xff);
+        outb(0xa1, 0xff);
+        core::ptr::write_volatile(APIC_SVR as *mut u32, 0x1ff);
+    }
+    // Redirection entry: vector 31, fixed, physical destination APIC 0, edge, active high.
+    ioapic_write(0x11 + 2 * line, 0);
+    ioapic_write(0x10 + 2 * line, VECTOR as u32);
+    let port = LINE_PORT + line as u16;
+    for n in 1..=2 {
+        // SAFETY: the pc-testdev line port: its only effect is the interrupt line.
+        unsafe { outb(port, 1) };
+        wait_for(n);
+        // SAFETY: as above.
+        unsafe { outb(port, 0) };
+    }
+    let got = INTERRUPTS.load(Ordering::SeqCst);
+    serial::line()
+        .s("irq-line line=")
+        .dec(u64::from(line))
+        .s(" interrupts=")
+        .dec(got);
+    crate::finish(if got == 2 { 0 } else { 1 })
+}
