@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod boot;
+pub mod condition;
 pub mod console_lines;
 pub mod control;
 pub mod cpu;
@@ -17,6 +18,7 @@ pub mod gate;
 pub mod gdb;
 pub mod guest_image;
 pub mod input_file;
+pub mod kernel;
 pub mod layout;
 pub mod memory;
 #[cfg(test)]
