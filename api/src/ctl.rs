@@ -134,6 +134,10 @@ pub enum BreakCommand {
         /// Bytes of the stack from RSP that each hit event carries.
         #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1..=crate::MAX_CAPTURE as i64))]
         capture: Option<u16>,
+        /// Only hits at which this condition holds are reported and act, e.g.
+        /// 'rdi == 3 && hits > 10' (evaluated in the VMM; see docs/conditions.md).
+        #[arg(long = "if", value_name = "EXPR")]
+        condition: Option<String>,
     },
     /// Every breakpoint and watch.
     List,
@@ -169,6 +173,10 @@ pub enum WatchCommand {
         /// Bytes of the stack from RSP that each hit event carries.
         #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1..=crate::MAX_CAPTURE as i64))]
         capture: Option<u16>,
+        /// Only hits at which this condition holds are reported and act, e.g.
+        /// 'rdi == 3 && hits > 10' (evaluated in the VMM; see docs/conditions.md).
+        #[arg(long = "if", value_name = "EXPR")]
+        condition: Option<String>,
     },
 }
 
@@ -378,12 +386,14 @@ fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
             vcpu,
             action,
             capture,
+            condition,
         }) => {
             let req = NewBreakpoint {
                 location,
                 vcpu,
                 action: action.into(),
                 capture: capture.unwrap_or(0),
+                condition,
             };
             print(out, &c.add_breakpoint(&req)?)
         }
@@ -397,6 +407,7 @@ fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
             action,
             engine,
             capture,
+            condition,
         }) => {
             let req = NewWatchpoint {
                 location,
@@ -406,6 +417,7 @@ fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
                 action: action.into(),
                 engine: engine.into(),
                 capture: capture.unwrap_or(0),
+                condition,
             };
             print(out, &c.add_watchpoint(&req)?)
         }

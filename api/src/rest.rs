@@ -101,6 +101,10 @@ pub struct NewBreakpoint {
     /// (`MAX_CAPTURE`); 0 or absent for none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub capture: u16,
+    /// A condition (docs/conditions.md), evaluated in the VMM at each hit: only hits at which
+    /// it holds are reported and act. Absent: every hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// Which accesses a watch reports.
@@ -156,6 +160,10 @@ pub struct NewWatchpoint {
     /// (`MAX_CAPTURE`); 0 or absent for none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub capture: u16,
+    /// A condition (docs/conditions.md), evaluated in the VMM at each hit: only hits at which
+    /// it holds are reported and act. Absent: every hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 fn is_zero(n: &u16) -> bool {
@@ -243,8 +251,18 @@ pub struct Breakpoint {
     pub vcpus: Vec<VcpuPlacement>,
     /// Guest-physical pages it traps (page engine).
     pub pages: Vec<u64>,
-    /// Hits so far.
+    /// Hits so far: every time the guest reached it, whether its condition held or not.
     pub hits: u64,
+    /// Its condition, as given: only hits at which it holds are reported and act.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// Hits at which its condition held (with a condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched: Option<u64>,
+    /// Hits at which its condition could not be evaluated (memory not mapped, a division by
+    /// zero): they count as false (with a condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition_faults: Option<u64>,
 }
 
 /// `GET /vcpus`: one vCPU.

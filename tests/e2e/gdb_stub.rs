@@ -873,6 +873,7 @@ fn three_clients() -> Result<(), Failed> {
         vcpu: None,
         action: drvisor_api::HitAction::Continue,
         capture: 0,
+        condition: None,
     })?;
     let out = stub.gdb(
         "hbreak drv_target_2\ncommands\nsilent\nset $hits = $hits + 1\n\

@@ -172,6 +172,7 @@ impl GdbTarget {
             action: HitAction::Pause,
             capture: 0,
             owner: Owner::Gdb,
+            condition: None,
         };
         let report = self.session.on_hit(&req);
         let sender = self.sender.clone();
