@@ -202,6 +202,14 @@ impl Session {
         self.book().get(&id).map(|e| e.announced.clone())
     }
 
+    /// The address of a location as every client writes it: a symbol, or an address in `0x`
+    /// hex or decimal; the error says what is wrong with it.
+    pub fn resolve_location(&self, text: &str) -> Result<u64, String> {
+        let target = super::location::parse(text)?;
+        super::location::address(&target, &self.symbols)
+            .map_err(|e| format!("location `{}`: {e}", crate::quote::cut(text)))
+    }
+
     /// Sets the guest's task layout (conditions on `comm`, `pid`, `tgid`); `false` if set.
     pub fn set_task_layout(&self, layout: TaskLayout) -> bool {
         self.task_layout.set(layout).is_ok()

@@ -13,6 +13,7 @@ mod arch;
 mod buffered_conn;
 mod event_loop;
 mod listen;
+mod monitor_break;
 mod points;
 mod target;
 
