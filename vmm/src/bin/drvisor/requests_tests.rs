@@ -346,7 +346,7 @@ proptest! {
         let result = bind(
             bs.clone(),
             ws.clone(),
-            Bound { vcpus: vec![], actions: acts.clone(), engines: vec![], captures: vec![] },
+            Bound { vcpus: vec![], actions: acts.clone(), engines: vec![], captures: vec![], conditions: vec![] },
         );
         let before_any_owner = |at: usize| match first_owner {
             Some(first) => at < first,
