@@ -30,6 +30,7 @@ pub fn trials() -> Vec<Trial> {
         ),
         Trial::test("conditions::bad_condition_is_usage", bad_condition_is_usage),
         Trial::test("conditions::rest_and_ctl", rest_and_ctl),
+        Trial::test("conditions::ci_spec_if", ci_spec_if),
     ]
 }
 
@@ -321,4 +322,41 @@ fn rest_and_ctl() -> Result<(), Failed> {
     ensure(of(2) == [7, 8], || {
         format!("ctl's rdi == 7 || rdi == 8: {:?}", of(2))
     })
+}
+
+/// A CI spec's `if`: the check counts only the hits where it holds (14 of 100 calls pass
+/// `hits = 14`; a wrong count fails), and a condition with a mistake is a spec error (exit 2)
+/// with its column, before anything runs.
+fn ci_spec_if() -> Result<(), Failed> {
+    let dir = crate::common::temp_path("cond-specs");
+    std::fs::create_dir_all(&dir)?;
+    let spec = |name: &str, hits: u32, condition: &str| -> Result<String, Failed> {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[vm]\nscenario = \"args\"\ncmdline = \"count=100\"\n\
+                 [[check]]\nname = \"sevens\"\nbreak = \"drv_target_arg\"\n\
+                 if = \"{condition}\"\nhits = {hits}\n"
+            ),
+        )?;
+        Ok(path.display().to_string())
+    };
+    let good = spec("good.toml", 14, "rdi % 7 == 0")?;
+    let run = drvisor(&["ci", &good]);
+    run.expect_code(0)?;
+    let wrong = spec("wrong.toml", 15, "rdi % 7 == 0")?;
+    let run = drvisor(&["ci", &wrong]);
+    ensure(run.code == 1, || format!("a wrong count passed\n{run}"))?;
+    let bad = spec("bad.toml", 14, "rdi % == 0")?;
+    let run = drvisor(&["ci", &bad]);
+    run.expect_code(2)?;
+    ensure(
+        run.stdout.contains(
+            "check `sevens`: if = \"rdi % == 0\": expected an expression, found '==' at column 7",
+        ),
+        || format!("the bad condition is not told as a spec error\n{run}"),
+    )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
