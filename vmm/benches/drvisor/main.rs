@@ -4,11 +4,12 @@
 //! This is a measurement, not a test: it asserts nothing about speed.
 //!
 //! `cargo bench -p drvisor -- NAME` runs only the groups whose name contains NAME (`debug`,
-//! `breakdown`, `hits`, `watch`, `rest`); the exit baselines always run, since every ratio
+//! `breakdown`, `hits`, `watch`, `rest`, `conditions`); the exit baselines always run, since every ratio
 //! divides by them.
 
 mod baseline;
 mod breakdown;
+mod conditions;
 mod debug;
 mod hits;
 mod measure;
@@ -38,5 +39,8 @@ fn main() {
     }
     if wanted("rest") {
         rest::run(&base);
+    }
+    if wanted("conditions") {
+        conditions::run(&base);
     }
 }
