@@ -76,7 +76,7 @@ pub fn value(e: &Expr, m: &impl Machine, task: Option<&TaskLayout>) -> Result<u6
         Expr::CommIs { equal, name } => {
             let comm = comm(m, task)?;
             let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-            u64::from((&comm[..len] == &name[..]) == *equal)
+            u64::from((comm[..len] == name[..]) == *equal)
         }
         Expr::Load(load, addr) => read(m, *load, value(addr, m, task)?)?,
         Expr::Unary(op, inner) => {
