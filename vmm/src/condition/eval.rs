@@ -12,9 +12,10 @@ pub trait Machine {
     fn cpu(&self) -> u64;
     /// The breakpoint's hit count, this hit included.
     fn hits(&self) -> u64;
-    /// Fills `buf` from guest-virtual `addr` through the vCPU's page tables; `false` if any
-    /// byte is not mapped to RAM.
-    fn read(&self, addr: u64, buf: &mut [u8]) -> bool;
+    /// Fills `buf` from guest-virtual `addr` through the vCPU's page tables: a
+    /// [`Fault::Unmapped`] if a byte is not mapped to RAM, [`Fault::NoPaging`] if the page
+    /// tables cannot be located.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Fault>;
     /// The kernel's per-CPU base (GS base) at the hit, if the hit is in kernel mode.
     fn kernel_gs_base(&self) -> Result<u64, Fault>;
 }
@@ -156,12 +157,7 @@ pub fn arithmetic(op: BinOp, signed: bool, a: u64, b: u64) -> Result<u64, Fault>
 fn read(m: &impl Machine, load: Load, addr: u64) -> Result<u64, Fault> {
     let mut buf = [0u8; 8];
     let len = usize::from(load.bytes.clamp(1, 8));
-    if !m.read(addr, &mut buf[..len]) {
-        return Err(Fault::Unmapped {
-            addr,
-            len: load.bytes,
-        });
-    }
+    m.read(addr, &mut buf[..len])?;
     let v = u64::from_le_bytes(buf);
     Ok(match (load.signed, len) {
         (true, 1) => v as u8 as i8 as i64 as u64,
@@ -205,8 +201,6 @@ fn comm(m: &impl Machine, task: Option<&TaskLayout>) -> Result<[u8; 16], Fault> 
     let layout = task.ok_or(Fault::NoTaskLayout)?;
     let at = current(m, layout)?.wrapping_add(layout.comm);
     let mut buf = [0u8; 16];
-    match m.read(at, &mut buf) {
-        true => Ok(buf),
-        false => Err(Fault::Unmapped { addr: at, len: 16 }),
-    }
+    m.read(at, &mut buf)?;
+    Ok(buf)
 }

@@ -47,14 +47,19 @@ impl Machine for Fake {
     fn hits(&self) -> u64 {
         self.hits
     }
-    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
         for (i, b) in buf.iter_mut().enumerate() {
             match self.memory.get(&addr.wrapping_add(i as u64)) {
                 Some(v) => *b = *v,
-                None => return false,
+                None => {
+                    return Err(Fault::Unmapped {
+                        addr,
+                        len: buf.len() as u8,
+                    })
+                }
             }
         }
-        true
+        Ok(())
     }
     fn kernel_gs_base(&self) -> Result<u64, Fault> {
         self.gs.ok_or(Fault::UserMode)
