@@ -147,6 +147,10 @@ pub enum BreakCommand {
         /// Bytes of the stack from RSP that each hit event carries.
         #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1..=crate::MAX_CAPTURE as i64))]
         capture: Option<u16>,
+        /// Only hits at which this condition holds are reported and act, e.g.
+        /// 'rdi == 3 && hits > 10' (evaluated in the VMM; see docs/conditions.md).
+        #[arg(long = "if", value_name = "EXPR")]
+        condition: Option<String>,
     },
     /// Every breakpoint and watch.
     List,
@@ -182,6 +186,10 @@ pub enum WatchCommand {
         /// Bytes of the stack from RSP that each hit event carries.
         #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1..=crate::MAX_CAPTURE as i64))]
         capture: Option<u16>,
+        /// Only hits at which this condition holds are reported and act, e.g.
+        /// 'rdi == 3 && hits > 10' (evaluated in the VMM; see docs/conditions.md).
+        #[arg(long = "if", value_name = "EXPR")]
+        condition: Option<String>,
     },
 }
 
@@ -410,12 +418,14 @@ fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
             vcpu,
             action,
             capture,
+            condition,
         }) => {
             let req = NewBreakpoint {
                 location,
                 vcpu,
                 action: action.into(),
                 capture,
+                condition,
             };
             print(out, &c.add_breakpoint(&req)?)
         }
@@ -429,6 +439,7 @@ fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
             action,
             engine,
             capture,
+            condition,
         }) => {
             let req = NewWatchpoint {
                 location,
@@ -438,6 +449,7 @@ fn execute(args: CtlArgs, out: &mut dyn Write) -> Result<(), Failure> {
                 action: action.into(),
                 engine: engine.into(),
                 capture,
+                condition,
             };
             print(out, &c.add_watchpoint(&req)?)
         }

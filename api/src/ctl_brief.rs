@@ -61,6 +61,16 @@ pub fn breakpoint(b: &Breakpoint) -> String {
     if let Some(vcpu) = b.vcpu {
         line.push_str(&format!(", vCPU {vcpu} only"));
     }
+    if let Some(condition) = &b.condition {
+        line.push_str(&format!(
+            ", if `{condition}` ({} matched",
+            b.matched.unwrap_or(0)
+        ));
+        match b.condition_faults.unwrap_or(0) {
+            0 => line.push(')'),
+            n => line.push_str(&format!(", {n} faults)")),
+        }
+    }
     let action = word(&b.action);
     if action != "continue" {
         line.push_str(&format!(", on hit {action}"));
@@ -98,6 +108,9 @@ mod tests {
             vcpus: vec![],
             pages: vec![],
             hits: 1,
+            condition: None,
+            matched: None,
+            condition_faults: None,
         }
     }
 

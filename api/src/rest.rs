@@ -101,6 +101,10 @@ pub struct NewBreakpoint {
     /// (`MAX_CAPTURE`); absent for none (0 is refused, as `--capture 0` is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture: Option<u16>,
+    /// A condition (docs/conditions.md), evaluated in the VMM at each hit: only hits at which
+    /// it holds are reported and act. Absent: every hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// Which accesses a watch reports.
@@ -156,6 +160,10 @@ pub struct NewWatchpoint {
     /// (`MAX_CAPTURE`); absent for none (0 is refused, as `--capture 0` is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture: Option<u16>,
+    /// A condition (docs/conditions.md), evaluated in the VMM at each hit: only hits at which
+    /// it holds are reported and act. Absent: every hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// Which client asked for a breakpoint.
@@ -239,8 +247,18 @@ pub struct Breakpoint {
     pub vcpus: Vec<VcpuPlacement>,
     /// Guest-physical pages it traps (page engine).
     pub pages: Vec<u64>,
-    /// Hits so far.
+    /// Hits so far: every time the guest reached it, whether its condition held or not.
     pub hits: u64,
+    /// Its condition, as given: only hits at which it holds are reported and act.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// Hits at which its condition held (with a condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched: Option<u64>,
+    /// Hits at which its condition could not be evaluated (memory not mapped, a division by
+    /// zero): they count as false (with a condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition_faults: Option<u64>,
 }
 
 /// `GET /vcpus`: one vCPU.

@@ -35,6 +35,7 @@ fn every_endpoint_round_trips() {
             vcpu: None,
             action: HitAction::Pause,
             capture: None,
+            condition: None,
         })
         .unwrap();
     assert_eq!(
@@ -50,6 +51,7 @@ fn every_endpoint_round_trips() {
             action: HitAction::Continue,
             engine: EngineChoice::Page,
             capture: None,
+            condition: None,
         })
         .unwrap();
     assert_eq!(

@@ -2,6 +2,9 @@
 //!
 //! * `drv_target_0..3`: four never-inlined functions with distinct bodies (each increments its
 //!   own counter), so neither LLVM nor the linker can fold them into one address.
+//! * `drv_target_arg(i, cell)`: a never-inlined function with arguments that vary from call to
+//!   call (for breakpoint conditions): `i` in RDI, and in RSI the address of a u64 holding
+//!   `3 * i`.
 //! * `drv_watch_u8/u16/u32/u64`: globals alone on their own 4 KiB page (linker section
 //!   `.drv_watch`, bounded by `__drv_watch_start`/`__drv_watch_end`).
 
@@ -33,6 +36,31 @@ pub extern "C" fn drv_target_2() {
 #[inline(never)]
 pub extern "C" fn drv_target_3() {
     TARGET_CALLS[3].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Calls of `drv_target_arg` since boot.
+pub static ARG_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// The u64 `drv_target_arg`'s second argument points at.
+static ARG_CELL: AtomicU64 = AtomicU64::new(0);
+
+/// Takes `i` (RDI) and the address of a u64 holding `3 * i` (RSI); counts the call.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn drv_target_arg(i: u64, cell: *const AtomicU64) {
+    // SAFETY: `cell` is `ARG_CELL`'s address (see `arg_loop`), a static.
+    let tripled = unsafe { (*cell).load(Ordering::Relaxed) };
+    if tripled == i.wrapping_mul(3) {
+        ARG_CALLS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Calls `drv_target_arg(i, &cell)` for i = 1..=`count`, the cell holding `3 * i`.
+pub fn arg_loop(count: u64) {
+    for i in 1..=count {
+        ARG_CELL.store(i.wrapping_mul(3), Ordering::Relaxed);
+        drv_target_arg(i, &ARG_CELL);
+    }
 }
 
 /// Entry address of `drv_target_K`.

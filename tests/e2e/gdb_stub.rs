@@ -65,6 +65,10 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             second_gdb_refused,
         ),
         ("gdb::with_cli_and_rest_each_sees_its_own", three_clients),
+        (
+            "gdb::monitor_break_if_stops_only_where_it_holds",
+            monitor_break_if,
+        ),
     ];
     let gdb = Command::new("gdb").arg("--version").output();
     let qemu = Command::new(QEMU)
@@ -932,6 +936,7 @@ fn three_clients() -> Result<(), Failed> {
         vcpu: None,
         action: drvisor_api::HitAction::Continue,
         capture: None,
+        condition: None,
     })?;
     let out = stub.gdb(
         "hbreak drv_target_2\ncommands\nsilent\nset $hits = $hits + 1\n\
@@ -963,4 +968,44 @@ fn three_clients() -> Result<(), Failed> {
     ensure(gdb_events == 40, || {
         format!("{gdb_events} gdb hits on the bus")
     })
+}
+
+/// `monitor break LOCATION if CONDITION`: drvisor evaluates the condition at each of the 100
+/// calls and stops gdb only at the 10 where it holds (RDI = 10, 20, ..., 100), then the guest
+/// runs to its end; only those 10 hits reach the bus. A mistake in the condition is told with
+/// its column, and nothing is armed.
+fn monitor_break_if() -> Result<(), Failed> {
+    let mut stub = Stub::start(&["--scenario", "args", "--cmdline", "count=100"])?;
+    let continues = "continue\n".repeat(11);
+    let out = stub.gdb(&format!(
+        "monitor break drv_target_arg if rdi ==\n\
+         monitor break drv_target_arg if rdi % 10 == 0\n\
+         define hook-stop\nprintf \"STOP rdi=%d\\n\", $rdi\nend\n{continues}"
+    ))?;
+    let run = stub.finish()?;
+    run.expect_code(0)?;
+    ensure(
+        out.contains(
+            "expected an expression after '==', found the end of the condition at column 7",
+        ),
+        || format!("the bad condition was not told\n{out}"),
+    )?;
+    ensure(out.contains("breakpoint #1 at 0x"), || {
+        format!("the good one is not #1 (the bad one armed nothing)\n{out}")
+    })?;
+    let stops: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("STOP rdi="))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    ensure(
+        stops == (1..=10).map(|k| 10 * k).collect::<Vec<u64>>(),
+        || format!("gdb stopped at rdi = {stops:?}\n{out}"),
+    )?;
+    ensure(out.contains("exited normally"), || {
+        format!("gdb did not see the end\n{out}")
+    })?;
+    let events = crate::common::read_events(&stub.events)?;
+    let hits = events.iter().filter(|e| e["event"] == "hit").count();
+    ensure(hits == 10, || format!("{hits} hits on the bus, wanted 10"))
 }

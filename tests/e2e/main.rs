@@ -10,6 +10,7 @@ mod ci_harness;
 mod ci_hostile_inputs;
 mod cmos_clock;
 mod common;
+mod conditions;
 mod debug_regs_port;
 mod emulation;
 mod emulation_exact;
@@ -60,6 +61,7 @@ fn main() {
     trials.extend(guest_faults::trials(&ctx));
     trials.extend(bzimage::trials());
     trials.extend(host_breakpoints::trials(&ctx));
+    trials.extend(conditions::trials());
     trials.extend(guest_and_host::trials(&ctx));
     trials.extend(live_changes::trials());
     trials.extend(one_door::trials());

@@ -40,6 +40,7 @@ fn exec_at(location: &str) -> NewBreakpoint {
         vcpu: None,
         action: HitAction::Continue,
         capture: None,
+        condition: None,
     }
 }
 

@@ -215,6 +215,7 @@ fn paused_start_catches_every_call(vcpus: usize) -> Result<(), Failed> {
         vcpu: None,
         action: HitAction::Continue,
         capture: Some(16),
+        condition: None,
     })?;
     let stream = c.events(Some(0), true)?;
     c.resume()?;
@@ -280,6 +281,7 @@ fn delete_stops_the_hits(vcpus: usize) -> Result<(), Failed> {
         vcpu: None,
         action: HitAction::Continue,
         capture: None,
+        condition: None,
     })?;
     let mut stream = c.events(Some(0), true)?;
     c.resume()?;
@@ -356,6 +358,7 @@ fn watch_added_mid_run(vcpus: usize) -> Result<(), Failed> {
         action: HitAction::Continue,
         engine: EngineChoice::Page,
         capture: None,
+        condition: None,
     })?;
     let mut hits = 0;
     for e in stream.by_ref() {
@@ -416,6 +419,7 @@ fn pause_and_resume() -> Result<(), Failed> {
         vcpu: None,
         action: HitAction::Pause,
         capture: None,
+        condition: None,
     })?;
     let stream = c.events(Some(0), true)?;
     c.resume()?;
@@ -474,6 +478,7 @@ fn errors_and_socket_mode() -> Result<(), Failed> {
         vcpu: None,
         action: HitAction::Continue,
         capture: None,
+        condition: None,
     }));
     ensure(
         unknown == Some((Some(422), Some("unknown-symbol".into()))),
@@ -485,6 +490,7 @@ fn errors_and_socket_mode() -> Result<(), Failed> {
         vcpu: None,
         action: HitAction::Continue,
         capture: None,
+        condition: None,
     }));
     ensure(
         variable == Some((Some(422), Some("not-code".into()))),
@@ -496,6 +502,7 @@ fn errors_and_socket_mode() -> Result<(), Failed> {
         vcpu: None,
         action: HitAction::Continue,
         capture: None,
+        condition: None,
     }));
     ensure(
         bad_number == Some((Some(422), Some("bad-location".into()))),
@@ -506,6 +513,7 @@ fn errors_and_socket_mode() -> Result<(), Failed> {
         vcpu: Some(7),
         action: HitAction::Continue,
         capture: None,
+        condition: None,
     }));
     ensure(no_vcpu.as_ref().and_then(|s| s.0) == Some(422), || {
         format!("vCPU 7 of 1: {no_vcpu:?}")
@@ -515,6 +523,7 @@ fn errors_and_socket_mode() -> Result<(), Failed> {
         vcpu: None,
         action: HitAction::Continue,
         capture: Some(drvisor_api::MAX_CAPTURE + 1),
+        condition: None,
     }));
     ensure(
         too_much == Some((Some(422), Some("bad-capture".into()))),
@@ -526,6 +535,7 @@ fn errors_and_socket_mode() -> Result<(), Failed> {
         vcpu: None,
         action: HitAction::Continue,
         capture: Some(0),
+        condition: None,
     }));
     ensure(
         zero == Some((Some(422), Some("bad-capture".into()))),
@@ -792,6 +802,7 @@ fn stalled_reader_on(served: &mut Served, ring: usize) -> Result<(), Failed> {
         vcpu: None,
         action: HitAction::Continue,
         capture: None,
+        condition: None,
     })?;
     let stalled = served.client.events(Some(0), true)?;
     served.client.resume()?;

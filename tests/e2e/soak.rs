@@ -61,6 +61,7 @@ fn churn(sock: std::path::PathBuf, what: Churn, stop: Arc<AtomicBool>, n: Arc<At
                 vcpu: None,
                 action: HitAction::Continue,
                 capture: None,
+                condition: None,
             }),
             Churn::PageWatch(at) => c.add_watchpoint(&NewWatchpoint {
                 location: at.into(),
@@ -70,6 +71,7 @@ fn churn(sock: std::path::PathBuf, what: Churn, stop: Arc<AtomicBool>, n: Arc<At
                 action: HitAction::Continue,
                 engine: EngineChoice::Page,
                 capture: None,
+                condition: None,
             }),
         };
         // The VM ends under the churn: then any call may fail, and that is the end.

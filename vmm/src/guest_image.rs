@@ -15,6 +15,7 @@ pub const MAX_VCPUS: usize = 32;
 pub const SCENARIOS: &[&str] = &[
     "hello",
     "exec",
+    "args",
     "write",
     "guest-dr",
     "smp",

@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod boot;
+pub mod condition;
 pub mod console_lines;
 pub mod control;
 pub mod cpu;

@@ -130,6 +130,9 @@ fn breakpoint(location: String, addr: u64, vcpu: Option<u32>, action: HitAction)
         }],
         pages: vec![],
         hits: 0,
+        condition: None,
+        matched: None,
+        condition_faults: None,
     }
 }
 

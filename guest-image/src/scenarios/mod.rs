@@ -1,5 +1,6 @@
 //! One module per scenario; `run` dispatches on `scenario=`.
 
+pub mod args;
 pub mod dr7_storm;
 pub mod dr_migrate;
 pub mod echo;
@@ -30,6 +31,7 @@ pub fn run(cfg: &Config) -> ! {
     match cfg.scenario {
         b"hello" => hello::run(cfg),
         b"exec" => exec::run(cfg),
+        b"args" => args::run(cfg),
         b"write" => write::run(cfg),
         b"guest-dr" => guest_dr::run(cfg),
         b"smp" => smp::run_boot(cfg),

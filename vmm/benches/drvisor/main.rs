@@ -4,11 +4,12 @@
 //! This is a measurement, not a test: it asserts nothing about speed.
 //!
 //! `cargo bench -p drvisor -- NAME` runs only the groups whose name contains NAME (`debug`,
-//! `breakdown`, `hits`, `watch`, `rest`, `streams`); the exit baselines always run, since every ratio
+//! `breakdown`, `hits`, `watch`, `rest`, `streams`, `conditions`); the exit baselines always run, since every ratio
 //! divides by them.
 
 mod baseline;
 mod breakdown;
+mod conditions;
 mod debug;
 mod hits;
 mod measure;
@@ -42,5 +43,8 @@ fn main() {
     }
     if wanted("streams") {
         streams::run();
+    }
+    if wanted("conditions") {
+        conditions::run(&base);
     }
 }

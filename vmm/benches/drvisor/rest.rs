@@ -116,6 +116,7 @@ fn changes(vcpus: usize) -> Res<(Vec<Duration>, Vec<Duration>, bool)> {
         vcpu: None,
         action: HitAction::Continue,
         capture: None,
+        condition: None,
     };
     let mut adds = Vec::with_capacity(CHANGES);
     let mut deletes = Vec::with_capacity(CHANGES);
@@ -148,6 +149,7 @@ fn sse_run(with_break: bool) -> Res<(Duration, u64, u64)> {
             vcpu: None,
             action: HitAction::Continue,
             capture: None,
+            condition: None,
         })
         .map_err(|e| format!("add: {e}"))?;
     }

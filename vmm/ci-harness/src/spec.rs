@@ -88,6 +88,26 @@ pub enum CheckKind {
     ExitStatus(i64),
 }
 
+impl CheckKind {
+    /// The hits it looks at, for a break or watch check.
+    pub fn hits(&self) -> Option<&HitCheck> {
+        match self {
+            CheckKind::Break(h) => Some(h),
+            CheckKind::Watch(w) => Some(&w.hits),
+            _ => None,
+        }
+    }
+
+    /// Whether both are break checks, or both watch checks, on the same location.
+    pub fn same_location(&self, other: &CheckKind) -> bool {
+        match (self, other) {
+            (CheckKind::Break(a), CheckKind::Break(b)) => a.target == b.target,
+            (CheckKind::Watch(a), CheckKind::Watch(b)) => a.hits.target == b.hits.target,
+            _ => false,
+        }
+    }
+}
+
 /// A breakpoint or watchpoint and what its hits must look like.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HitCheck {
@@ -96,6 +116,9 @@ pub struct HitCheck {
     pub vcpu: Option<u32>,
     pub expect: HitExpect,
     pub on_hit: OnHit,
+    /// `if`: only hits at which this condition holds count (and are reported); drvisor
+    /// evaluates it at each hit (docs/conditions.md).
+    pub condition: Option<String>,
 }
 
 /// A watch: its hits, and the values written.
@@ -237,6 +260,8 @@ struct RawCheck {
     max: Option<Spanned<u64>>,
     never: Option<Spanned<bool>>,
     on_hit: Option<Spanned<OnHit>>,
+    #[serde(rename = "if")]
+    condition: Option<Spanned<String>>,
     engine: Option<Spanned<EngineName>>,
     values_in: Option<Spanned<[u64; 2]>>,
     never_value: Option<Spanned<u64>>,
@@ -369,6 +394,25 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
                 format!("a second check named `{}`", check.name),
             ));
         }
+        // Checks on one location share one breakpoint, and its hit events do not say which
+        // condition held: they need the same `if`.
+        if let Some((h, other)) = check.kind.hits().and_then(|h| {
+            checks
+                .iter()
+                .find(|o| o.kind.same_location(&check.kind))
+                .and_then(|o| o.kind.hits().map(|oh| (h, (o, oh))))
+        }) {
+            let (o, oh) = other;
+            if oh.condition != h.condition {
+                return Err(err(
+                    Some(span),
+                    format!(
+                        "check `{}` is on `{}` like check `{}`, with another `if`: checks on one location share one breakpoint, so give them the same `if` (or none)",
+                        check.name, h.target, o.name
+                    ),
+                ));
+            }
+        }
         checks.push(Check {
             line: line_col(text, span.start).0,
             ..check
@@ -433,6 +477,7 @@ fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, Spec
         ("max", c.max.as_ref().map(Spanned::span)),
         ("never", c.never.as_ref().map(Spanned::span)),
         ("on_hit", c.on_hit.as_ref().map(Spanned::span)),
+        ("if", c.condition.as_ref().map(Spanned::span)),
     ];
     let watch_keys = [
         ("engine", c.engine.as_ref().map(Spanned::span)),
@@ -477,6 +522,7 @@ fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, Spec
             vcpu: c.vcpu.map(Spanned::into_inner),
             expect,
             on_hit: c.on_hit.map(Spanned::into_inner).unwrap_or_default(),
+            condition: c.condition.map(Spanned::into_inner),
         };
         if c.brk.is_some() {
             CheckKind::Break(hits)
@@ -666,6 +712,25 @@ exit_status = 0
             ),
             k => panic!("{k:?}"),
         }
+    }
+
+    #[test]
+    fn if_is_a_conditions_text_and_one_location_has_one() {
+        let s = parse_ok(
+            "[[check]]\nname = \"a\"\nbreak = \"f\"\nif = \"rdi == 3\"\nhits = 1\n\
+             [[check]]\nname = \"b\"\nbreak = \"f\"\nif = \"rdi == 3\"\nmax = 1\n",
+        );
+        assert_eq!(
+            s.checks[0].kind.hits().and_then(|h| h.condition.as_deref()),
+            Some("rdi == 3")
+        );
+        let e = parse_err(
+            "[[check]]\nname = \"a\"\nbreak = \"f\"\nif = \"rdi == 3\"\n\
+             [[check]]\nname = \"b\"\nbreak = \"f\"\n",
+        );
+        assert!(e.contains("give them the same `if`"), "{e}");
+        let e = parse_err("[[check]]\nname = \"a\"\nexit_status = 0\nif = \"1\"\n");
+        assert!(e.contains("`if` belongs to a break or watch check"), "{e}");
     }
 
     #[test]

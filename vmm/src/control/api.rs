@@ -2,6 +2,7 @@
 //! through the same location syntax and symbol table as the command line, and every refusal
 //! becomes a status and a stable code.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use drvisor_api::control::Control;
@@ -18,6 +19,7 @@ use vm_memory::{Bytes, GuestAddress};
 use super::location::{self, Target};
 use super::request::{Error as ArmError, Request, What};
 use super::session::Session;
+use crate::condition::Condition;
 use crate::watch::{ArmError as WatchError, EngineChoice, Place, RouteError};
 
 /// How long a register read waits for a pausing vCPU to park.
@@ -45,6 +47,19 @@ fn check_capture(capture: Option<u16>) -> Result<u16, ApiError> {
             ),
         )),
     }
+}
+
+/// A request's `condition`, parsed: a mistake in it is a 422 `bad-condition` with the column.
+fn condition_of(text: Option<&str>) -> Result<Option<Arc<Condition>>, ApiError> {
+    text.map(|t| {
+        Condition::parse(t).map(Arc::new).map_err(|e| {
+            unprocessable(
+                "bad-condition",
+                format!("condition `{}`: {e}", crate::quote::cut(t)),
+            )
+        })
+    })
+    .transpose()
 }
 
 fn bad_request(code: &str, message: impl Into<String>) -> ApiError {
@@ -141,6 +156,7 @@ fn arm_error(label: &str, e: &ArmError) -> ApiError {
             "bad-range"
         }
         ArmError::Watch(WatchError::PageWatchOnOneVcpu { .. }) => "page-watch-on-one-vcpu",
+        ArmError::NoTaskLayout { .. } => "condition-needs-task-layout",
         ArmError::Watch(WatchError::Page(crate::watch::Error::Memslots(_))) => {
             return ApiError::new(ErrorKind::Internal, "kvm", message)
         }
@@ -226,6 +242,7 @@ impl Control for Session {
 
     fn add_breakpoint(&self, req: NewBreakpoint) -> Result<Breakpoint, ApiError> {
         let capture = check_capture(req.capture)?;
+        let condition = condition_of(req.condition.as_deref())?;
         let (_, addr) = self.parse_location(&req.location, true)?;
         let spec = BreakSpec::exec(addr).map_err(|e| {
             unprocessable(
@@ -241,11 +258,13 @@ impl Control for Session {
             action: req.action,
             capture,
             owner: Owner::Api,
+            condition,
         })
     }
 
     fn add_watchpoint(&self, req: NewWatchpoint) -> Result<Breakpoint, ApiError> {
         let capture = check_capture(req.capture)?;
+        let condition = condition_of(req.condition.as_deref())?;
         let (physical, text) = match req.location.strip_prefix("phys:") {
             Some(rest) => (true, rest),
             None => (false, req.location.as_str()),
@@ -290,6 +309,7 @@ impl Control for Session {
             action: req.action,
             capture,
             owner: Owner::Api,
+            condition,
         })
     }
 

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use drvisor_api::{HitAction, HitEvent};
 use vm_memory::GuestMemoryMmap;
 
+use super::hit_machine::HitMachine;
+use crate::condition::Condition;
 use crate::debug::{HitContext, OnHit};
 use crate::events::{Event, EventBus};
+use crate::kernel::TaskLayout;
 
 /// The hit callback of a breakpoint with `action`: publish the hit, answer the action. The
 /// vCPU pauses after it returns, unless a client resumed in between (see
@@ -16,14 +19,24 @@ use crate::events::{Event, EventBus};
 ///
 /// With `capture` > 0, each hit event carries that many bytes of the stack from RSP, read from
 /// `mem` on the vCPU's thread (where the exit brought the system registers).
+///
+/// With a `condition`, a hit at which it does not hold (or cannot be evaluated) publishes
+/// nothing and answers `continue`: the vCPU just goes on.
 pub fn reporter(
     bus: Arc<EventBus<Event>>,
     action: HitAction,
     capture: u16,
     mem: GuestMemoryMmap,
+    condition: Option<(Arc<Condition>, Option<TaskLayout>)>,
 ) -> OnHit {
     let warned = AtomicBool::new(false);
     Arc::new(move |hit: &HitContext| {
+        if let Some((condition, task)) = &condition {
+            let machine = HitMachine { hit, mem: &mem };
+            if !condition.test(&machine, task.as_ref(), &hit.label) {
+                return HitAction::Continue;
+            }
+        }
         let mut event = hit_event(hit, action);
         if capture > 0 {
             event.stack = hit

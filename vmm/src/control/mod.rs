@@ -6,6 +6,7 @@ mod announce;
 mod api;
 mod feeder;
 mod guest_view;
+pub mod hit_machine;
 mod hits;
 pub mod location;
 mod request;

@@ -1,11 +1,14 @@
 //! A breakpoint or watch request in the engine's terms, whichever client made it, and how it
 //! is armed: exec breakpoints in hardware slots, watches on the engine routing picks.
 
+use std::sync::Arc;
+
 use drvisor_api::rest::Owner;
 use drvisor_api::HitAction;
 use drvisor_debug::{BreakSpec, HostBpId, Scope};
 use drvisor_watch::Access;
 
+use crate::condition::Condition;
 use crate::debug::{DebugController, HostRequest, OnHit};
 use crate::watch::{
     arm_watch_as, ArmError, Engine, EngineChoice, PageWatchEngine, Place, WatchRequest,
@@ -45,6 +48,9 @@ pub struct Request {
     pub capture: u16,
     /// Which client asked.
     pub owner: Owner,
+    /// Only hits at which this holds are reported and act (evaluated on the vCPU's thread,
+    /// before any event or pause); `None`: every hit.
+    pub condition: Option<Arc<Condition>>,
 }
 
 /// Why a request was not armed.
@@ -56,6 +62,12 @@ pub enum Error {
     /// The watch could not be armed.
     #[error(transparent)]
     Watch(#[from] ArmError),
+    /// The condition reads the current task, and this guest's task layout is not known.
+    #[error("condition `{condition}`: comm, pid and tgid need a Linux guest whose image has BTF (to find task_struct's fields); this guest's has none, so only registers, memory, cpu and hits can be used")]
+    NoTaskLayout {
+        /// The condition.
+        condition: String,
+    },
 }
 
 /// Arms `req` under `id`, reserved beforehand with [`DebugController::allocate_id`], and says

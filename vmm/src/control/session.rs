@@ -30,6 +30,7 @@ use super::hits::reporter;
 use super::request::{arm, Error, Request, What};
 use crate::debug::{DebugController, OnHit};
 use crate::events::{Event, EventBus};
+use crate::kernel::TaskLayout;
 use crate::outcome::Outcome;
 use crate::probe::ProbeReport;
 use crate::run_control::RunControl;
@@ -91,6 +92,9 @@ pub struct Session {
     door: Mutex<()>,
     /// Told of each real pause and resume after the bus (see [`Session::observe_pauses`]).
     pause_observer: Arc<OnceLock<PauseListener>>,
+    /// Where a Linux guest keeps its current task (from the image's BTF), for conditions on
+    /// `comm`, `pid` and `tgid`; `None` until known.
+    task_layout: OnceLock<TaskLayout>,
 }
 
 impl Session {
@@ -151,6 +155,7 @@ impl Session {
             book: Mutex::new(BTreeMap::new()),
             door: Mutex::new(()),
             pause_observer,
+            task_layout: OnceLock::new(),
         });
         // What the guest's page tables do to a guest-virtual watch (armed at last, moved,
         // left behind) reaches every client.
@@ -197,9 +202,45 @@ impl Session {
         self.book().get(&id).map(|e| e.announced.clone())
     }
 
-    /// The callback a breakpoint with `req`'s action reports its hits through.
+    /// The address of a location as every client writes it: a symbol, or an address in `0x`
+    /// hex or decimal; the error says what is wrong with it.
+    pub fn resolve_location(&self, text: &str) -> Result<u64, String> {
+        let target = super::location::parse(text)?;
+        super::location::address(&target, &self.symbols)
+            .map_err(|e| format!("location `{}`: {e}", crate::quote::cut(text)))
+    }
+
+    /// Sets the guest's task layout (conditions on `comm`, `pid`, `tgid`); `false` if set.
+    pub fn set_task_layout(&self, layout: TaskLayout) -> bool {
+        self.task_layout.set(layout).is_ok()
+    }
+
+    /// The guest's task layout, if known.
+    pub fn task_layout(&self) -> Option<TaskLayout> {
+        self.task_layout.get().copied()
+    }
+
+    /// The callback a breakpoint with `req`'s action reports its hits through (only those at
+    /// which its condition holds).
     pub fn on_hit(&self, req: &Request) -> OnHit {
-        reporter(self.bus.clone(), req.action, req.capture, self.mem.clone())
+        reporter(
+            self.bus.clone(),
+            req.action,
+            req.capture,
+            self.mem.clone(),
+            req.condition.clone().map(|c| (c, self.task_layout())),
+        )
+    }
+
+    /// Refuses a condition this guest cannot evaluate: one on the current task without its
+    /// layout.
+    fn check_condition(&self, req: &Request) -> Result<(), Error> {
+        match &req.condition {
+            Some(c) if c.uses_task() && self.task_layout().is_none() => Err(Error::NoTaskLayout {
+                condition: c.text().to_owned(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Arms `req` with the standard hit reporting; returns its id and engine once every vCPU
@@ -227,6 +268,7 @@ impl Session {
         req: Request,
         on_hit: OnHit,
     ) -> Result<(HostBpId, Engine, Option<Breakpoint>), Error> {
+        self.check_condition(&req)?;
         let _door = self.door();
         let id = self.debug.allocate_id();
         let announced = Announcement::new();
@@ -324,6 +366,9 @@ impl Session {
             vcpus: Vec::new(),
             pages: Vec::new(),
             hits: 0,
+            condition: req.condition.as_ref().map(|c| c.text().to_owned()),
+            matched: req.condition.as_ref().map(|c| c.matched()),
+            condition_faults: req.condition.as_ref().map(|c| c.faults()),
         };
         drop(book);
         self.place(&mut bp);

@@ -33,6 +33,31 @@ pub fn read(mem: &impl GuestMemory, paging: &Registers, addr: u64, len: usize) -
     out
 }
 
+/// Fills `buf` from guest-virtual `addr`, page by page, without allocating; `false` if a byte
+/// is not mapped or not RAM (what it filled so far is then meaningless). For conditions.
+pub fn read_into(mem: &impl GuestMemory, paging: &Registers, addr: u64, buf: &mut [u8]) -> bool {
+    let mut done = 0;
+    let mut at = addr;
+    while done < buf.len() {
+        let in_page = (PAGE - at % PAGE).min((buf.len() - done) as u64) as usize;
+        let Some(gpa) = physical(mem, paging, at) else {
+            return false;
+        };
+        if mem
+            .read_slice(&mut buf[done..done + in_page], GuestAddress(gpa))
+            .is_err()
+        {
+            return false;
+        }
+        done += in_page;
+        at = match at.checked_add(in_page as u64) {
+            Some(next) => next,
+            None => return done == buf.len(),
+        };
+    }
+    true
+}
+
 /// `len` bytes of the stack from `rsp`, as the wire type.
 pub fn stack(mem: &impl GuestMemory, paging: &Registers, rsp: u64, len: u16) -> MemorySnippet {
     let bytes = read(mem, paging, rsp, usize::from(len.min(MAX_CAPTURE)));
@@ -90,6 +115,20 @@ mod tests {
         // The last 8 bytes of the mapped 2 MiB, then the unmapped range.
         let got = read(&mem, &long_mode(), (2 << 20) - 8, 64);
         assert_eq!(got.len(), 8);
+    }
+
+    #[test]
+    fn reading_into_a_buffer_crosses_pages_and_refuses_holes() {
+        let mem = ram();
+        for i in 0..8u64 {
+            mem.write_obj(i as u8 + 1, GuestAddress((2 << 20) + 0xffc + i))
+                .unwrap();
+        }
+        let mut buf = [0u8; 8];
+        assert!(read_into(&mem, &long_mode(), 0xffc, &mut buf));
+        assert_eq!(buf, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(!read_into(&mem, &long_mode(), (2 << 20) - 4, &mut buf));
+        assert!(!read_into(&mem, &long_mode(), u64::MAX - 3, &mut buf));
     }
 
     #[test]

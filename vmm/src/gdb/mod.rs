@@ -14,6 +14,7 @@ mod buffered_conn;
 mod event_loop;
 mod evictions;
 mod listen;
+mod monitor_break;
 mod points;
 mod target;
 

@@ -25,6 +25,7 @@ use gdbstub::target::{Target, TargetError, TargetResult};
 
 use super::arch::{fpu_from_gdb, fpu_to_gdb, SystemRegs, X86_64_System, SYSTEM_NAMES};
 use super::evictions::Evictions;
+use super::monitor_break;
 use super::points::{Inserted, Points};
 use crate::control::{Request, Session, What};
 use crate::debug::HitContext;
@@ -97,6 +98,8 @@ pub struct GdbTarget {
     step: Option<usize>,
     /// gdb's breakpoints that lose their slot later, told to gdb while the guest runs.
     pub(super) evictions: Evictions,
+    /// Breakpoints made by `monitor break`: not gdb's own points, removed when gdb goes.
+    monitor_breaks: Vec<u32>,
 }
 
 /// The thread id of vCPU `index` (gdb's thread ids start at 1).
@@ -121,13 +124,19 @@ impl GdbTarget {
             points: Points::default(),
             step: None,
             evictions,
+            monitor_breaks: Vec::new(),
         }
     }
 
     /// Removes every breakpoint this gdb set: a gdb that went away must not leave the guest to
     /// pause at its breakpoints with nobody to resume it.
     pub fn forget_all(&mut self) {
-        for id in self.points.take_all() {
+        for id in self
+            .points
+            .take_all()
+            .into_iter()
+            .chain(self.monitor_breaks.drain(..))
+        {
             let _ = self.session.remove(id);
         }
     }
@@ -194,6 +203,7 @@ impl GdbTarget {
             action: HitAction::Pause,
             capture: 0,
             owner: Owner::Gdb,
+            condition: None,
         };
         let report = self.session.on_hit(&req);
         let sender = self.sender.clone();
@@ -552,11 +562,90 @@ impl MonitorCmd for GdbTarget {
             "plan" => outputln!(out, "{}", self.session.plan_text()),
             "probe" => outputln!(out, "{}", self.session.probe_text()),
             "policy" => outputln!(out, "policy {}", self.session.policy_name()),
-            other => outputln!(
-                out,
-                "unknown monitor command `{other}`; drvisor knows: plan, probe, policy"
-            ),
+            other => match monitor_break::parse(other) {
+                Some(Ok(command)) => match self.monitor_break(command) {
+                    Ok(said) | Err(said) => outputln!(out, "{said}"),
+                },
+                Some(Err(e)) => outputln!(out, "{e}"),
+                None => outputln!(
+                    out,
+                    "unknown monitor command `{other}`; drvisor knows: plan, probe, policy, break, unbreak"
+                ),
+            },
         }
         Ok(())
+    }
+}
+
+impl GdbTarget {
+    /// Runs a `monitor break`/`unbreak`: what to tell the user, done or refused.
+    fn monitor_break(&mut self, command: monitor_break::Command) -> Result<String, String> {
+        let (location, condition) = match command {
+            monitor_break::Command::Unbreak(id) => {
+                if !self.monitor_breaks.contains(&id) {
+                    return Err(format!(
+                        "no `monitor break` breakpoint has id {id} (gdb's own are removed with `delete`)"
+                    ));
+                }
+                self.monitor_breaks.retain(|&b| b != id);
+                return match self.session.remove(id) {
+                    Ok(_) => Ok(format!("removed breakpoint #{id}")),
+                    Err(e) => Err(format!("breakpoint #{id}: {e}")),
+                };
+            }
+            monitor_break::Command::Break {
+                location,
+                condition,
+            } => (location, condition),
+        };
+        let addr = self.session.resolve_location(&location)?;
+        let spec = BreakSpec::exec(addr).map_err(|e| format!("{location}: {e}"))?;
+        let condition = condition
+            .map(|c| {
+                crate::condition::Condition::parse(&c)
+                    .map(Arc::new)
+                    .map_err(|e| format!("condition `{c}`: {e}"))
+            })
+            .transpose()?;
+        let req = Request {
+            label: location.clone(),
+            what: What::Break(spec),
+            scope: Scope::Vm,
+            action: HitAction::Pause,
+            capture: 0,
+            owner: Owner::Gdb,
+            condition,
+        };
+        // The session's reporter evaluates the condition: it answers `continue` (and reports
+        // nothing) where it does not hold, `pause` where it does; only then is gdb told.
+        let report = self.session.on_hit(&req);
+        let sender = self.sender.clone();
+        let on_hit = Arc::new(move |hit: &HitContext| {
+            let action = report(hit);
+            if action != HitAction::Continue {
+                let _ = sender.send(Stop {
+                    vcpu: hit.vcpu,
+                    point: None,
+                });
+            }
+            action
+        });
+        let (id, _) = self
+            .session
+            .arm_with(req, on_hit)
+            .map_err(|e| format!("{location}: {e}"))?;
+        if let Some(state) = self.not_live(id.0) {
+            let _ = self.session.remove(id.0);
+            return Err(format!("{location}: not armed, it would be {state}"));
+        }
+        self.monitor_breaks.push(id.0);
+        Ok(format!(
+            "breakpoint #{} at {addr:#x} ({location}){}; gdb stops there with SIGTRAP",
+            id.0,
+            self.session
+                .breakpoint(id.0)
+                .and_then(|b| b.condition)
+                .map_or_else(String::new, |c| format!(" if {c}"))
+        ))
     }
 }

@@ -56,6 +56,12 @@ pub struct Registers {
     pub gdt: (u64, u16),
     /// IDTR base and limit.
     pub idt: (u64, u16),
+    /// GS base: at a kernel-mode hit of a Linux guest, the CPU's per-CPU area (at a user-mode
+    /// hit it is the user's, and the kernel's waits in the KERNEL_GS_BASE MSR, which the exit
+    /// does not bring).
+    pub gs_base: u64,
+    /// The privilege level the vCPU ran at (CS's low two bits).
+    pub cpl: u8,
 }
 
 impl From<&kvm_bindings::kvm_sregs> for Registers {
@@ -67,6 +73,8 @@ impl From<&kvm_bindings::kvm_sregs> for Registers {
             efer: s.efer,
             gdt: (s.gdt.base, s.gdt.limit),
             idt: (s.idt.base, s.idt.limit),
+            gs_base: s.gs.base,
+            cpl: (s.cs.selector & 3) as u8,
         }
     }
 }
@@ -167,6 +175,7 @@ mod tests {
             efer: EFER_LMA,
             gdt: (0x5000, 23),
             idt: (0x6ff0, 0x20),
+            ..Registers::default()
         };
         let got = pages(&mem, &regs);
         for (page, what) in [

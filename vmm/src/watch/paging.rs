@@ -50,6 +50,8 @@ impl Paging {
             efer: slot.efer.load(Ordering::Relaxed),
             gdt: (0, 0),
             idt: (0, 0),
+            gs_base: 0,
+            cpl: 0,
         })
     }
 }
@@ -69,6 +71,7 @@ mod tests {
             efer: 0x500,
             gdt: (0x5000, 0x17),
             idt: (0x6000, 0xfff),
+            ..Registers::default()
         };
         p.note(1, &regs(0x1000));
         p.note(1, &regs(0x2000));

@@ -11,7 +11,7 @@ pub fn arm(session: &Session, req: &Request, on_hit: OnHit) -> Result<(HostBpId,
     session.arm_with(req.clone(), on_hit).map_err(|e| {
         let why = match &e {
             Error::Watch(w) => flag_context(w),
-            Error::Break(_) => e.to_string(),
+            Error::Break(_) | Error::NoTaskLayout { .. } => e.to_string(),
         };
         format!("{}: {why}", drvisor::quote::cut(&req.label))
     })

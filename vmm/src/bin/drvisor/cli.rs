@@ -131,6 +131,11 @@ pub struct RunArgs {
     /// --break or --watch, read through the guest's page tables.
     #[arg(long = "capture", value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1..=drvisor::control::snippet::MAX_CAPTURE as i64))]
     pub captures: Vec<u16>,
+    /// Report and act on the preceding --break or --watch only at hits where EXPR holds, e.g.
+    /// 'hits % 10 == 0', 'rdi == 3', '*(u32 *)(rsp + 8) != 0' (evaluated in the VMM at the
+    /// hit; the grammar is in docs/conditions.md).
+    #[arg(long = "if", value_name = "EXPR", allow_hyphen_values = true)]
+    pub conditions: Vec<String>,
     /// Who wins when host and guest breakpoints cannot both fit in the four slots.
     #[arg(long, default_value = "host-first", value_name = "POLICY")]
     pub policy: PolicyArg,

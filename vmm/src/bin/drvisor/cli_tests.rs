@@ -42,6 +42,7 @@ fn flags_alone(args: &[String]) -> Result<(), String> {
         actions: &run.actions,
         engines: &run.engines,
         captures: &run.captures,
+        conditions: &run.conditions,
     };
     requests::parse(&matches, flags)?;
     Ok(())

@@ -244,6 +244,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         actions: &args.actions,
         engines: &args.engines,
         captures: &args.captures,
+        conditions: &args.conditions,
     };
     let parsed = requests::parse(matches, flags).map_err(Failure::usage)?;
     let gdb = args

@@ -4,10 +4,13 @@
 //!   parts or flags given twice), before any input file is read;
 //! - [`resolve`] then looks the symbols up and builds the breakpoint specs.
 //!
-//! `--vcpu`, `--action` and `--engine` bind to the nearest `--break` or `--watch` before them
+//! `--vcpu`, `--action`, `--engine`, `--capture` and `--if` bind to the nearest `--break` or `--watch` before them
 //! on the command line, which clap reports through argument indices.
 
+use std::sync::Arc;
+
 use clap::ArgMatches;
+use drvisor::condition::Condition;
 pub use drvisor::control::location::{check_range, number, Target};
 pub use drvisor::control::{Request, What};
 use drvisor::quote::cut;
@@ -28,6 +31,7 @@ pub struct Flags<'a> {
     pub actions: &'a [ActionArg],
     pub engines: &'a [EngineArg],
     pub captures: &'a [u16],
+    pub conditions: &'a [String],
 }
 
 /// `[phys:]SYMBOL|ADDR[:w|r|rw][:LEN]`, parsed but not resolved.
@@ -67,6 +71,8 @@ pub struct Parsed {
     pub engine: Option<EngineChoice>,
     /// `--capture`.
     pub capture: Option<u16>,
+    /// `--if`, parsed.
+    pub condition: Option<Arc<Condition>>,
 }
 
 /// Parses the flags' values and binds `--vcpu`/`--action`/`--engine` to their owners.
@@ -95,6 +101,10 @@ pub fn parse(matches: &ArgMatches, flags: Flags<'_>) -> Result<Vec<Parsed>, Stri
                 .into_iter()
                 .zip(flags.captures.iter().copied())
                 .collect(),
+            conditions: indices("conditions")
+                .into_iter()
+                .zip(flags.conditions)
+                .collect(),
         },
     )
 }
@@ -105,6 +115,7 @@ pub struct Bound<'a> {
     pub actions: Vec<(usize, HitAction)>,
     pub engines: Vec<(usize, EngineChoice)>,
     pub captures: Vec<(usize, u16)>,
+    pub conditions: Vec<(usize, &'a String)>,
 }
 
 /// [`parse`] on positions and values: pure, so it is tested without clap.
@@ -167,6 +178,14 @@ pub fn bind<'a>(
             return Err(twice("--capture", &p.label));
         }
     }
+    for (at, text) in bound.conditions {
+        let p = &mut placed[owner(at, "--if")?].1;
+        let condition =
+            Condition::parse(text).map_err(|e| format!("--if {}: {e}", shell_quoted(text)))?;
+        if p.condition.replace(Arc::new(condition)).is_some() {
+            return Err(twice("--if", &p.label));
+        }
+    }
     Ok(placed.into_iter().map(|(_, p)| p).collect())
 }
 
@@ -178,7 +197,13 @@ fn parsed(label: &str, kind: Kind) -> Parsed {
         action: None,
         engine: None,
         capture: None,
+        condition: None,
     }
+}
+
+/// `text` in single quotes, as a shell would take it back (cut if long).
+fn shell_quoted(text: &str) -> String {
+    format!("'{}'", cut(text).replace('\'', "'\\''"))
 }
 
 /// A symbol or a number (`0x` hex or decimal).
@@ -320,6 +345,7 @@ fn resolve_one(p: Parsed, symbols: &SymbolTable) -> Result<Request, String> {
         action: p.action.unwrap_or(HitAction::Continue),
         capture: p.capture.unwrap_or(0),
         owner: Owner::Cli,
+        condition: p.condition,
     })
 }
 

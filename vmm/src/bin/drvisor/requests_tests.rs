@@ -117,6 +117,7 @@ fn flags_bind_to_the_nearest_break_or_watch_before_them() {
             actions: vec![(7, HitAction::Stop)],
             engines: vec![(9, EngineChoice::Page)],
             captures: vec![],
+            conditions: vec![],
         },
     )
     .unwrap();
@@ -138,6 +139,7 @@ fn a_flag_given_twice_for_one_breakpoint_is_refused() {
             actions: vec![(3, stop), (5, cont)],
             engines: vec![],
             captures: vec![],
+            conditions: vec![],
         },
     )
     .unwrap_err();
@@ -154,6 +156,7 @@ fn a_flag_given_twice_for_one_breakpoint_is_refused() {
             actions: vec![],
             engines: vec![],
             captures: vec![],
+            conditions: vec![],
         },
     )
     .unwrap_err();
@@ -168,6 +171,7 @@ fn a_flag_given_twice_for_one_breakpoint_is_refused() {
             actions: vec![],
             engines: vec![(3, hw), (5, page)],
             captures: vec![],
+            conditions: vec![],
         },
     )
     .unwrap_err();
@@ -186,6 +190,7 @@ fn the_same_flag_for_two_breakpoints_is_fine() {
             actions: vec![(3, stop), (7, cont)],
             engines: vec![],
             captures: vec![],
+            conditions: vec![],
         },
     )
     .unwrap();
@@ -210,6 +215,7 @@ fn resolution_checks_the_range_of_a_symbol_too() {
         action: None,
         engine: None,
         capture: None,
+        condition: None,
     };
     let e = match resolve(vec![parsed("top:w:0x100")], &symbols) {
         Err(e) => e,
@@ -340,7 +346,7 @@ proptest! {
         let result = bind(
             bs.clone(),
             ws.clone(),
-            Bound { vcpus: vec![], actions: acts.clone(), engines: vec![], captures: vec![] },
+            Bound { vcpus: vec![], actions: acts.clone(), engines: vec![], captures: vec![], conditions: vec![] },
         );
         let before_any_owner = |at: usize| match first_owner {
             Some(first) => at < first,
@@ -357,4 +363,71 @@ proptest! {
 
 fn taken_owner_min(bs: &[(usize, &String)], ws: &[(usize, &String)]) -> Option<usize> {
     bs.iter().chain(ws).map(|(at, _)| *at).min()
+}
+
+#[test]
+fn if_binds_to_its_break_or_watch_and_a_mistake_names_the_column() {
+    let (b0, b1) = (s("drv_target_0"), s("drv_target_1"));
+    let (c0, c1) = (s("hits % 10 == 0"), s("rdi == 3"));
+    let parsed = bind(
+        [(1, &b0), (3, &b1)],
+        [],
+        Bound {
+            vcpus: vec![],
+            actions: vec![],
+            engines: vec![],
+            captures: vec![],
+            conditions: vec![(2, &c0), (4, &c1)],
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        parsed[0].condition.as_ref().unwrap().text(),
+        "hits % 10 == 0"
+    );
+    assert_eq!(parsed[1].condition.as_ref().unwrap().text(), "rdi == 3");
+
+    let bad = s("rdi ==");
+    let e = bind(
+        [(1, &b0)],
+        [],
+        Bound {
+            vcpus: vec![],
+            actions: vec![],
+            engines: vec![],
+            captures: vec![],
+            conditions: vec![(2, &bad)],
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "--if 'rdi ==': expected an expression after '==', found the end of the condition at column 7"
+    );
+    let e = bind(
+        [(3, &b0)],
+        [],
+        Bound {
+            vcpus: vec![],
+            actions: vec![],
+            engines: vec![],
+            captures: vec![],
+            conditions: vec![(1, &c0)],
+        },
+    )
+    .unwrap_err();
+    assert!(e.starts_with("--if must follow"), "{e}");
+    let e = bind(
+        [(1, &b0)],
+        [],
+        Bound {
+            vcpus: vec![],
+            actions: vec![],
+            engines: vec![],
+            captures: vec![],
+            conditions: vec![(2, &c0), (3, &c1)],
+        },
+    )
+    .unwrap_err();
+    assert!(e.starts_with("--if given twice"), "{e}");
 }

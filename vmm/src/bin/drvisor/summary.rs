@@ -46,7 +46,19 @@ fn breakpoint(bp: &Breakpoint) -> String {
             )
         }
     };
-    let hits = format!("{} hit{}", bp.hits, if bp.hits == 1 { "" } else { "s" });
+    let mut hits = format!("{} hit{}", bp.hits, if bp.hits == 1 { "" } else { "s" });
+    if let Some(condition) = &bp.condition {
+        hits += &format!(
+            ", {} where `{}` held",
+            bp.matched.unwrap_or(0),
+            drvisor::quote::cut(condition)
+        );
+        match bp.condition_faults.unwrap_or(0) {
+            0 => {}
+            1 => hits += ", 1 where it could not be evaluated",
+            n => hits += &format!(", {n} where it could not be evaluated"),
+        }
+    }
     format!(
         "#{} {} ({what}): {}, {}, {hits}",
         bp.id,
@@ -116,7 +128,32 @@ mod tests {
             vcpus,
             pages: Vec::new(),
             hits,
+            condition: None,
+            matched: None,
+            condition_faults: None,
         }
+    }
+
+    #[test]
+    fn a_condition_shows_how_often_it_held_and_faulted() {
+        let bp = Breakpoint {
+            condition: Some("hits % 10 == 0".into()),
+            matched: Some(10),
+            condition_faults: Some(0),
+            ..exec(1, vec![placed(0, Some(3))], "armed", 100)
+        };
+        assert_eq!(
+            breakpoint(&bp),
+            "#1 drv_target_1 (exec): hw slot 3, armed, 100 hits, 10 where `hits % 10 == 0` held"
+        );
+        let bp = Breakpoint {
+            condition: Some("*(u8 *)0 == 1".into()),
+            matched: Some(0),
+            condition_faults: Some(4),
+            ..exec(1, vec![placed(0, Some(3))], "armed", 4)
+        };
+        assert!(breakpoint(&bp)
+            .ends_with("4 hits, 0 where `*(u8 *)0 == 1` held, 4 where it could not be evaluated"));
     }
 
     #[test]

@@ -68,6 +68,22 @@ struct JsonReport<'a> {
     specs: &'a [SpecResult],
 }
 
+/// The first `if` of `spec` that is not a valid condition, as a spec error (the spec format
+/// knows the key; the language is drvisor's).
+fn bad_condition(spec: &spec::Spec) -> Option<String> {
+    spec.checks.iter().find_map(|c| {
+        let text = c.kind.hits()?.condition.as_deref()?;
+        drvisor::condition::Condition::parse(text).err().map(|e| {
+            format!(
+                "{}:{}: check `{}`: if = {text:?}: {e}",
+                spec.path.display(),
+                c.line,
+                c.name
+            )
+        })
+    })
+}
+
 /// Runs the suite; returns the exit code.
 pub fn main(args: CiArgs) -> u8 {
     let start = Instant::now();
@@ -76,7 +92,13 @@ pub fn main(args: CiArgs) -> u8 {
     let mut errors = 0;
     for p in &paths {
         match spec::load(p) {
-            Ok(s) => specs.push(s),
+            Ok(s) => match bad_condition(&s) {
+                None => specs.push(s),
+                Some(e) => {
+                    println!("ERROR {e}");
+                    errors += 1;
+                }
+            },
             Err(e) => {
                 say!("ERROR {e}");
                 errors += 1;

@@ -45,6 +45,8 @@ struct Armed {
     capture: bool,
     engine: Option<EngineName>,
     needs_values: bool,
+    /// `if` (the spec makes every check on one location give the same).
+    condition: Option<String>,
 }
 
 /// The stack bytes an `on_hit = "capture"` check records with its hit.
@@ -96,6 +98,7 @@ pub fn run_args(spec: &Spec, skips: &BTreeMap<String, String>, events: &Path) ->
         a.capture |= hits.on_hit == OnHit::Capture;
         a.engine = a.engine.or(engine);
         a.needs_values |= needs_values;
+        a.condition = a.condition.take().or_else(|| hits.condition.clone());
     }
     for key in order {
         let a = &armed[&key];
@@ -126,6 +129,10 @@ pub fn run_args(spec: &Spec, skips: &BTreeMap<String, String>, events: &Path) ->
         if a.capture {
             args.push("--capture".into());
             args.push(CAPTURE_BYTES.to_string());
+        }
+        if let Some(c) = &a.condition {
+            args.push("--if".into());
+            args.push(c.clone());
         }
     }
     args
@@ -173,6 +180,22 @@ break = "skipped"
             args.join(" "),
             "run --scenario write --vcpus 1 --mem 64 --events /tmp/ev --cmdline=count=3 \
              --break f --action stop --watch w:w --engine page --break g --vcpu 0"
+        );
+    }
+
+    #[test]
+    fn if_binds_to_its_break() {
+        let s = spec::parse(
+            Path::new("/s/x.toml"),
+            "[[check]]\nname = \"a\"\nbreak = \"f\"\nif = \"hits % 10 == 0\"\nhits = 10\n\
+             [[check]]\nname = \"b\"\nbreak = \"g\"\n",
+            &|_| true,
+        )
+        .expect("parses");
+        let args = run_args(&s, &BTreeMap::new(), Path::new("/tmp/ev"));
+        assert_eq!(
+            args[args.len() - 6..].join(" "),
+            "--break f --if hits % 10 == 0 --break g"
         );
     }
 }
