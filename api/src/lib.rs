@@ -131,6 +131,16 @@ pub struct HitEvent {
     /// The stack from RSP up, where the breakpoint asked for it (`--capture`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<MemorySnippet>,
+    /// The current task's `comm` at a kernel-mode hit of a Linux guest whose BTF gave its
+    /// layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// Its `pid` (the thread's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// Its `tgid` (the process's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tgid: Option<i32>,
 }
 
 /// Guest memory at a hit: `bytes` (hex, two digits a byte, in address order) read from the
@@ -257,6 +267,9 @@ mod tests {
             count: 3,
             regs: Registers::default(),
             stack: None,
+            comm: None,
+            pid: None,
+            tgid: None,
         };
         let line = serde_json::to_string(&e).unwrap();
         assert!(!line.contains('\n'));

@@ -41,7 +41,7 @@ fn args_run(breakpoint: bool, condition: Option<&str>) -> (Duration, u64) {
         let addr = SymbolTable::from_elf(guest_image::ELF)
             .resolve("drv_target_arg")
             .expect("symbol");
-        let condition = condition.map(|c| (Arc::new(Condition::parse(c).expect("parses")), None));
+        let condition = condition.map(|c| Arc::new(Condition::parse(c).expect("parses")));
         // The callback every client's breakpoint gets.
         let on_hit = drvisor::control::reporter(
             bus.clone(),
@@ -49,6 +49,7 @@ fn args_run(breakpoint: bool, condition: Option<&str>) -> (Duration, u64) {
             0,
             vm.memory().clone(),
             condition,
+            None,
         );
         vm.debug()
             .add(HostRequest {

@@ -197,6 +197,20 @@ fn task_i32(
     )
 }
 
+/// Who made a hit: the current task's `comm`, `pid` and `tgid` (a kernel-mode hit of a Linux
+/// guest whose layout is known).
+pub fn identity(m: &impl Machine, task: &TaskLayout) -> Result<(String, i32, i32), Fault> {
+    let comm = comm(m, Some(task))?;
+    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    let pid = task_i32(m, Some(task), |l| l.pid)? as i64 as i32;
+    let tgid = task_i32(m, Some(task), |l| l.tgid)? as i64 as i32;
+    Ok((
+        String::from_utf8_lossy(&comm[..len]).into_owned(),
+        pid,
+        tgid,
+    ))
+}
+
 fn comm(m: &impl Machine, task: Option<&TaskLayout>) -> Result<[u8; 16], Fault> {
     let layout = task.ok_or(Fault::NoTaskLayout)?;
     let at = current(m, layout)?.wrapping_add(layout.comm);

@@ -8,6 +8,7 @@ use drvisor_api::{HitAction, HitEvent};
 use vm_memory::GuestMemoryMmap;
 
 use super::hit_machine::HitMachine;
+use crate::condition::eval::identity;
 use crate::condition::Condition;
 use crate::debug::{HitContext, OnHit};
 use crate::events::{Event, EventBus};
@@ -27,17 +28,24 @@ pub fn reporter(
     action: HitAction,
     capture: u16,
     mem: GuestMemoryMmap,
-    condition: Option<(Arc<Condition>, Option<TaskLayout>)>,
+    condition: Option<Arc<Condition>>,
+    task: Option<TaskLayout>,
 ) -> OnHit {
     let warned = AtomicBool::new(false);
     Arc::new(move |hit: &HitContext| {
-        if let Some((condition, task)) = &condition {
-            let machine = HitMachine { hit, mem: &mem };
+        let machine = HitMachine { hit, mem: &mem };
+        if let Some(condition) = &condition {
             if !condition.test(&machine, task.as_ref(), &hit.label) {
                 return HitAction::Continue;
             }
         }
         let mut event = hit_event(hit, action);
+        // Who made it, on a Linux guest whose BTF gave the layout (kernel-mode hits only).
+        if let Some(Ok((comm, pid, tgid))) = task.as_ref().map(|t| identity(&machine, t)) {
+            event.comm = Some(comm);
+            event.pid = Some(pid);
+            event.tgid = Some(tgid);
+        }
         if capture > 0 {
             event.stack = hit
                 .paging
@@ -72,5 +80,8 @@ pub fn hit_event(hit: &HitContext, action: HitAction) -> HitEvent {
         count: hit.count,
         regs: hit.regs.clone(),
         stack: None,
+        comm: None,
+        pid: None,
+        tgid: None,
     }
 }

@@ -228,7 +228,8 @@ impl Session {
             req.action,
             req.capture,
             self.mem.clone(),
-            req.condition.clone().map(|c| (c, self.task_layout())),
+            req.condition.clone(),
+            self.task_layout(),
         )
     }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use drvisor::boot::{KernelFormat, KernelImage, Module};
 use drvisor::guest_image;
 use drvisor::input_file::{self, InputFile, Limit};
-use drvisor::kernel::Source;
+use drvisor::kernel::{Source, TaskLayout};
 use drvisor::symbols::SymbolTable;
 
 use crate::cli::RunArgs;
@@ -115,6 +115,9 @@ pub struct Inputs {
     pub initrd: Option<Vec<u8>>,
     pub modules: Vec<Module>,
     pub symbols: SymbolTable,
+    /// Where a Linux kernel keeps the current task (conditions on `comm`, `pid`, `tgid`), or
+    /// why it is not known.
+    pub task_layout: Result<TaskLayout, String>,
 }
 
 fn read(file: InputFile) -> Result<Vec<u8>, Failure> {
@@ -154,67 +157,89 @@ impl Opened {
                 })
             })
             .collect::<Result<Vec<_>, Failure>>()?;
-        let symbols = read_symbols(self.symbols, kernel.bytes(), Some(cmdline))?;
+        let (symbols, task_layout) =
+            read_symbols_and_layout(self.symbols, kernel.bytes(), Some(cmdline))?;
         Ok(Inputs {
             kernel,
             initrd,
             modules,
             symbols,
+            task_layout,
         })
     }
 }
 
 /// The symbols of a run: the System.map given (`--symbols`), else the kernel's own (its ELF
 /// symbol table, or its kallsyms, said in one line with the count and the time taken).
-/// `cmdline`, when the kernel is to be booted: kallsyms addresses need `nokaslr` on it.
 pub fn read_symbols(
     file: Option<InputFile>,
     kernel: &[u8],
     cmdline: Option<&str>,
 ) -> Result<SymbolTable, Failure> {
     Ok(match file {
-        Some(file) => {
-            let name = file.shown_path().to_owned();
-            let text = String::from_utf8(read(file)?).map_err(|e| {
-                Failure::usage(format!(
-                    "--symbols {name}: not text (invalid UTF-8 at byte {}); give a System.map",
-                    e.utf8_error().valid_up_to()
-                ))
-            })?;
-            SymbolTable::from_system_map(&text, &name).map_err(|e| match e {
-                drvisor::symbols::Error::Placeholder { .. } => {
-                    Failure::usage(format!("--symbols {e}: drop --symbols for that"))
-                }
-                e => Failure::usage(e.to_string()),
-            })?
-        }
+        Some(file) => read_system_map(file)?,
         None => {
             let (table, source) = drvisor::kernel::own_symbols(kernel);
-            if let Source::Kallsyms {
-                count,
-                took,
-                from_bzimage,
-            } = source
-            {
-                let moves = from_bzimage
-                    && cmdline.is_some_and(|c| !c.split_whitespace().any(|w| w == "nokaslr"));
-                crate::announce::say(format!(
-                    "{count} symbols from the kernel's own kallsyms ({}, {} ms){}",
-                    if from_bzimage {
-                        "decompressed from the bzImage"
-                    } else {
-                        "in the ELF's data"
-                    },
-                    took.as_millis(),
-                    if moves {
-                        "; their addresses hold only with `nokaslr` on the command line (else \
-                         the kernel moves itself to a random address)"
-                    } else {
-                        ""
-                    }
-                ));
-            }
+            say_where_from(&source, cmdline);
             table
         }
     })
+}
+
+/// [`read_symbols`], and where the kernel keeps the current task and its pid and comm (from
+/// its BTF; `Err` with the reason for a kernel without BTF, or not Linux), reading a bzImage's
+/// payload once for both.
+pub fn read_symbols_and_layout(
+    file: Option<InputFile>,
+    kernel: &[u8],
+    cmdline: Option<&str>,
+) -> Result<(SymbolTable, Result<TaskLayout, String>), Failure> {
+    let given = file.map(read_system_map).transpose()?;
+    let (table, source, layout) = drvisor::kernel::image_facts(kernel, given);
+    say_where_from(&source, cmdline);
+    Ok((table, layout))
+}
+
+fn read_system_map(file: InputFile) -> Result<SymbolTable, Failure> {
+    let name = file.shown_path().to_owned();
+    let text = String::from_utf8(read(file)?).map_err(|e| {
+        Failure::usage(format!(
+            "--symbols {name}: not text (invalid UTF-8 at byte {}); give a System.map",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    SymbolTable::from_system_map(&text, &name).map_err(|e| match e {
+        drvisor::symbols::Error::Placeholder { .. } => {
+            Failure::usage(format!("--symbols {e}: drop --symbols for that"))
+        }
+        e => Failure::usage(e.to_string()),
+    })
+}
+
+/// One line when the symbols are the kernel's own kallsyms: how many, from where, how long.
+fn say_where_from(source: &Source, cmdline: Option<&str>) {
+    if let Source::Kallsyms {
+        count,
+        took,
+        from_bzimage,
+    } = source
+    {
+        let moves =
+            *from_bzimage && cmdline.is_some_and(|c| !c.split_whitespace().any(|w| w == "nokaslr"));
+        crate::announce::say(format!(
+            "{count} symbols from the kernel's own kallsyms ({}, {} ms){}",
+            if *from_bzimage {
+                "decompressed from the bzImage"
+            } else {
+                "in the ELF's data"
+            },
+            took.as_millis(),
+            if moves {
+                "; their addresses hold only with `nokaslr` on the command line (else \
+                 the kernel moves itself to a random address)"
+            } else {
+                ""
+            }
+        ));
+    }
 }

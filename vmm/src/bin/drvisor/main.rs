@@ -261,6 +261,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         initrd,
         modules,
         symbols,
+        task_layout,
     } = opened.read(&cmdline)?;
     let requests = requests::resolve(parsed, &symbols).map_err(Failure::usage)?;
     let sink = events_out::open(args.events.as_deref())?;
@@ -299,6 +300,13 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     let streaming = args.api_sock.is_some() || args.api_tcp.is_some();
     let session = Session::new(&vm, facts, symbols.clone(), streaming)
         .map_err(|e| Failure::vmm(format!("cannot start the event stream: {e}")))?;
+    // Conditions on `comm`, `pid` and `tgid` need it; without it they are refused, with why.
+    match task_layout {
+        Ok(layout) => {
+            session.set_task_layout(layout);
+        }
+        Err(why) => tracing::debug!("no task layout (comm, pid, tgid): {why}"),
+    }
     if args.paused || args.gdb_wait {
         // No vCPU has run yet: the gate is closed before the first entry.
         session.pause_before_run(if args.paused {

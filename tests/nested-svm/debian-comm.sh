@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Kernel-aware hits on a stock Debian kernel under drvisor on a real SVM KVM (inside the nested
+# L1 guest of boot-l1.sh), with no System.map: the symbols come from the bzImage's own kallsyms
+# and the task layout from its BTF.
+#
+#   tests/nested-svm/debian-comm.sh [OUTDIR]
+#
+# /init runs two copies of one static program that call getppid(): `getppid-loop` 150 times
+# and `other-loop` 70 times (busybox's shell calls it too). Inside one L1 boot:
+# 1. `drvisor ci` runs a spec (OUTDIR/comm.toml) whose check breaks on __x64_sys_getppid with
+#    `if = 'comm == "getppid-loop"'` and `hits = 150`: the exact count of one process among
+#    several making the same syscall;
+# 2. `drvisor run` with the same breakpoint and condition writes its events: every hit event
+#    has `comm` = getppid-loop and one `pid`, and there are exactly 150; `drvisor trace` turns
+#    them into a trace.json that parses, with the 150 hits as instants.
+# Exit status: 0 pass, 1 fail, 90 if L1 could not be set up or died, 0 with a SKIP line when
+# ci/linux/cache has no kernel (ci/linux/fetch.sh could not download it).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-target/nested-svm-comm}
+mkdir -p "$out"
+out=$(realpath "$out")
+cache=ci/linux/cache
+if [ ! -f "$cache/vmlinuz" ]; then
+  echo "debian-comm: SKIP: no $cache/vmlinuz (ci/linux/fetch.sh downloads it)"
+  exit 0
+fi
+kernel=$(realpath "$cache/vmlinuz")
+calls=150
+others=70
+fallback='drvisor-l2: no exit port, rebooting (reboot=t: a triple fault ends the run)'
+
+cargo build --release -p drvisor --bin drvisor
+drvisor=$(realpath "${CARGO_TARGET_DIR:-target}")/release/drvisor
+
+. tests/nested-svm/initramfs.sh
+root="$out/initramfs"
+rm -rf "$root"
+mkdir -p "$root/bin"
+cat > "$out/getppid-loop.c" <<EOF
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  int n = argc > 1 ? atoi(argv[1]) : 1;
+  for (int i = 0; i < n; i++) syscall(SYS_getppid);
+  printf("drvisor-l2: %s called getppid %d times\n", argv[0], n);
+  return 0;
+}
+EOF
+cc -static -O2 -o "$root/bin/getppid-loop" "$out/getppid-loop.c"
+cp "$root/bin/getppid-loop" "$root/bin/other-loop"
+cat > "$root/init" <<EOF
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t devtmpfs devtmpfs /dev
+/bin/other-loop $others
+/bin/getppid-loop $calls
+/bin/other-loop $others
+if [ -c /dev/port ]; then
+  printf '\\000' | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
+fi
+echo "$fallback"
+reboot -f
+EOF
+initramfs "$root" "$out/initramfs.cpio.gz" || exit 90
+
+cmdline='console=ttyS0 earlyprintk=serial,ttyS0 nokaslr reboot=t'
+cat > "$out/comm.toml" <<EOF
+# One process among several making the same syscall, by its comm, on the kernel's own symbols.
+[vm]
+kernel = "$kernel"
+initrd = "$out/initramfs.cpio.gz"
+cmdline = "$cmdline"
+mem = 512
+timeout = 1200
+accept_exit = [70]
+
+[[check]]
+name = "getppid by getppid-loop only"
+break = "__x64_sys_getppid"
+if = 'comm == "getppid-loop"'
+hits = $calls
+
+[[check]]
+name = "the program ran"
+console_match = 'getppid-loop called getppid $calls times'
+EOF
+
+rm -f "$out/events.jsonl" "$out/trace.json" "$out/ci.txt" "$out/run.txt"
+status=0
+NESTED_TIMEOUT=${NESTED_TIMEOUT:-2400} tests/nested-svm/boot-l1.sh "$out" \
+  "$drvisor ci $out/comm.toml --json $out/report.json > $out/ci.txt 2>&1; echo \"ci exited \$?\" >> $out/ci.txt; \
+timeout 1200 $drvisor run --kernel $kernel --initrd $out/initramfs.cpio.gz --mem 512 \
+--cmdline '$cmdline' --break __x64_sys_getppid --if 'comm == \"getppid-loop\"' \
+--events $out/events.jsonl > $out/run.txt 2>&1; echo \"run exited \$?\" >> $out/run.txt; \
+$drvisor trace $out/events.jsonl -o $out/trace.json >> $out/run.txt 2>&1" || status=$?
+[ "$status" -eq 90 ] && exit 90
+cat "$out/ci.txt" 2>/dev/null | tail -n 6 || true
+grep -v '^\[' "$out/run.txt" 2>/dev/null | grep -v '"event"' | tail -n 8 || true
+
+fail=0
+check() { # NAME COMMAND...
+  local name=$1; shift
+  if "$@"; then echo "debian-comm: ok: $name"; else echo "debian-comm: FAIL: $name" >&2; fail=1; fi
+}
+check "drvisor ci passed the spec (exact count by comm)" grep -q '^ci exited 0$' "$out/ci.txt"
+check "the symbols came from the kernel's kallsyms" grep -q "symbols from the kernel's own kallsyms" "$out/run.txt"
+check "drvisor run ended as /init asked" grep -q '^run exited 70$' "$out/run.txt"
+check "the events: $calls hits, each from getppid-loop, one pid" python3 - "$out/events.jsonl" "$calls" <<'PY'
+import json, sys
+hits = [e for e in map(json.loads, open(sys.argv[1])) if e.get("event") == "hit"]
+comms = {e.get("comm") for e in hits}
+pids = {e.get("pid") for e in hits}
+print(f"  {len(hits)} hits, comm {comms}, pid {pids}")
+sys.exit(0 if len(hits) == int(sys.argv[2]) and comms == {"getppid-loop"} and len(pids) == 1 and None not in pids else 1)
+PY
+check "trace.json parses, with the hits as instants" python3 - "$out/trace.json" "$calls" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+hits = [e for e in doc["traceEvents"] if e.get("cat") == "hit"]
+print(f"  {len(hits)} hit instants; args of the first: {hits[0]['args'] if hits else None}")
+sys.exit(0 if len(hits) == int(sys.argv[2]) and all(h["args"].get("comm") == "getppid-loop" for h in hits) else 1)
+PY
+[ "$fail" -eq 0 ] || { tail -n 30 "$out/ci.txt" "$out/run.txt" >&2 || true; exit 1; }
+echo "debian-comm: PASS"
