@@ -131,6 +131,10 @@ pub struct HitEvent {
     /// The stack from RSP up, where the breakpoint asked for it (`--capture`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<MemorySnippet>,
+    /// The words of `stack` that point into code, named (a guess each, as the kernel's own
+    /// `show_stack` marks them), where the symbols are known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub symbolized: Vec<StackWord>,
     /// The current task's `comm` at a kernel-mode hit of a Linux guest whose BTF gave its
     /// layout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,6 +156,19 @@ pub struct MemorySnippet {
     pub addr: u64,
     /// The bytes, in hex.
     pub bytes: String,
+}
+
+/// A word of a captured stack that points into code: where it is, its value, and the function
+/// it points into as the kernel's `show_stack` names it, marked `?` as a guess
+/// (`? do_sys_openat2+0x5b/0x90`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackWord {
+    /// Its guest-virtual address on the stack.
+    pub addr: u64,
+    /// The word.
+    pub value: u64,
+    /// `? function+offset/size`.
+    pub symbol: String,
 }
 
 /// `{"event":"page-traps","traps":T,"false_traps":F}`: the page engine's counts at the end of
@@ -267,6 +284,7 @@ mod tests {
             count: 3,
             regs: Registers::default(),
             stack: None,
+            symbolized: Vec::new(),
             comm: None,
             pid: None,
             tgid: None,

@@ -39,6 +39,7 @@ mod tiny_kernels;
 mod trace_file;
 mod usage_errors;
 mod what_a_person_sees;
+mod who_and_where;
 
 use libtest_mimic::{Arguments, Trial};
 
@@ -73,6 +74,7 @@ fn main() {
     trials.extend(gdb_stub::trials(&ctx));
     trials.extend(seccomp::trials());
     trials.extend(trace_file::trials());
+    trials.extend(who_and_where::trials());
     trials.extend(tiny_kernels::trials());
     trials.extend(cmos_clock::trials());
     trials.extend(symbol_specs::trials());

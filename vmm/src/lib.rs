@@ -29,6 +29,7 @@ pub mod probe;
 pub mod quote;
 pub mod run_control;
 pub mod seccomp;
+pub mod stack_words;
 pub mod symbols;
 pub mod trace_events;
 pub mod vcpu;

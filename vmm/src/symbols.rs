@@ -534,6 +534,17 @@ impl SymbolTable {
         }
     }
 
+    /// Every code symbol: its address, its size (the ELF's, else the distance to the next
+    /// symbol, else 0) and its name.
+    pub fn code_symbols(&self) -> Vec<(u64, u64, &str)> {
+        self.by_name
+            .iter()
+            .flat_map(|(n, cs)| cs.iter().map(move |c| (n, c)))
+            .filter(|(_, c)| c.class == Class::Address && c.content == Content::Code)
+            .map(|(n, c)| (c.addr, c.size.or(c.span).unwrap_or(0), n.as_str()))
+            .collect()
+    }
+
     /// The symbol that contains `addr` best: the highest code or data symbol at or below it,
     /// and the offset.
     pub fn describe(&self, addr: u64) -> Option<(String, u64)> {

@@ -50,6 +50,7 @@ fn args_run(breakpoint: bool, condition: Option<&str>) -> (Duration, u64) {
             vm.memory().clone(),
             condition,
             None,
+            None,
         );
         vm.debug()
             .add(HostRequest {

@@ -13,6 +13,7 @@ use crate::condition::Condition;
 use crate::debug::{HitContext, OnHit};
 use crate::events::{Event, EventBus};
 use crate::kernel::TaskLayout;
+use crate::stack_words::CodeIndex;
 
 /// The hit callback of a breakpoint with `action`: publish the hit, answer the action. The
 /// vCPU pauses after it returns, unless a client resumed in between (see
@@ -30,6 +31,7 @@ pub fn reporter(
     mem: GuestMemoryMmap,
     condition: Option<Arc<Condition>>,
     task: Option<TaskLayout>,
+    code: Option<Arc<CodeIndex>>,
 ) -> OnHit {
     let warned = AtomicBool::new(false);
     Arc::new(move |hit: &HitContext| {
@@ -50,6 +52,9 @@ pub fn reporter(
             event.stack = hit
                 .paging
                 .map(|paging| super::snippet::stack(&mem, &paging, hit.regs.rsp, capture));
+            if let (Some(code), Some(stack)) = (&code, &event.stack) {
+                event.symbolized = code.scan(stack.addr, &hex_bytes(&stack.bytes));
+            }
             if event.stack.is_none() && !warned.swap(true, Ordering::Relaxed) {
                 // Never silent: the stack cannot be located without the system registers.
                 tracing::warn!(
@@ -61,6 +66,14 @@ pub fn reporter(
         bus.publish(Event::Hit(event));
         action
     })
+}
+
+/// The bytes of a snippet's hex.
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    hex.as_bytes()
+        .chunks_exact(2)
+        .filter_map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect()
 }
 
 /// A hit as its event.
@@ -80,6 +93,7 @@ pub fn hit_event(hit: &HitContext, action: HitAction) -> HitEvent {
         count: hit.count,
         regs: hit.regs.clone(),
         stack: None,
+        symbolized: Vec::new(),
         comm: None,
         pid: None,
         tgid: None,

@@ -34,6 +34,7 @@ use crate::kernel::TaskLayout;
 use crate::outcome::Outcome;
 use crate::probe::ProbeReport;
 use crate::run_control::RunControl;
+use crate::stack_words::CodeIndex;
 use crate::symbols::SymbolTable;
 use crate::vcpu::parked::ParkedRegs;
 use crate::vcpu::PauseListener;
@@ -95,6 +96,9 @@ pub struct Session {
     /// Where a Linux guest keeps its current task (from the image's BTF), for conditions on
     /// `comm`, `pid` and `tgid`; `None` until known.
     task_layout: OnceLock<TaskLayout>,
+    /// The code symbols by address, to name a captured stack's words; made at the first
+    /// breakpoint that captures.
+    code_index: OnceLock<Arc<CodeIndex>>,
 }
 
 impl Session {
@@ -156,6 +160,7 @@ impl Session {
             door: Mutex::new(()),
             pause_observer,
             task_layout: OnceLock::new(),
+            code_index: OnceLock::new(),
         });
         // What the guest's page tables do to a guest-virtual watch (armed at last, moved,
         // left behind) reaches every client.
@@ -230,6 +235,13 @@ impl Session {
             self.mem.clone(),
             req.condition.clone(),
             self.task_layout(),
+            (req.capture > 0)
+                .then(|| {
+                    self.code_index
+                        .get_or_init(|| Arc::new(CodeIndex::new(&self.symbols)))
+                        .clone()
+                })
+                .filter(|index| !index.is_empty()),
         )
     }
 
