@@ -10,8 +10,9 @@
 # 1. `drvisor ci` runs a spec (OUTDIR/comm.toml) whose check breaks on __x64_sys_getppid with
 #    `if = 'comm == "getppid-loop"'` and `hits = 150`: the exact count of one process among
 #    several making the same syscall;
-# 2. `drvisor run` with the same breakpoint and condition writes its events: every hit event
-#    has `comm` = getppid-loop and one `pid`, and there are exactly 150; `drvisor trace` turns
+# 2. `drvisor run` with the same breakpoint and condition, and `--capture 256`, writes its
+#    events: every hit event has `comm` = getppid-loop and one `pid`, its stack's first word
+#    named as the return into do_syscall_64, and there are exactly 150; `drvisor trace` turns
 #    them into a trace.json that parses, with the 150 hits as instants.
 # Exit status: 0 pass, 1 fail, 90 if L1 could not be set up or died, 0 with a SKIP line when
 # ci/linux/cache has no kernel (ci/linux/fetch.sh could not download it).
@@ -94,7 +95,7 @@ status=0
 NESTED_TIMEOUT=${NESTED_TIMEOUT:-2400} tests/nested-svm/boot-l1.sh "$out" \
   "$drvisor ci $out/comm.toml --json $out/report.json > $out/ci.txt 2>&1; echo \"ci exited \$?\" >> $out/ci.txt; \
 timeout 1200 $drvisor run --kernel $kernel --initrd $out/initramfs.cpio.gz --mem 512 \
---cmdline '$cmdline' --break __x64_sys_getppid --if 'comm == \"getppid-loop\"' \
+--cmdline '$cmdline' --break __x64_sys_getppid --if 'comm == \"getppid-loop\"' --capture 256 \
 --events $out/events.jsonl > $out/run.txt 2>&1; echo \"run exited \$?\" >> $out/run.txt; \
 $drvisor trace $out/events.jsonl -o $out/trace.json >> $out/run.txt 2>&1" || status=$?
 [ "$status" -eq 90 ] && exit 90
@@ -109,13 +110,17 @@ check() { # NAME COMMAND...
 check "drvisor ci passed the spec (exact count by comm)" grep -q '^ci exited 0$' "$out/ci.txt"
 check "the symbols came from the kernel's kallsyms" grep -q "symbols from the kernel's own kallsyms" "$out/run.txt"
 check "drvisor run ended as /init asked" grep -q '^run exited 70$' "$out/run.txt"
-check "the events: $calls hits, each from getppid-loop, one pid" python3 - "$out/events.jsonl" "$calls" <<'PY'
+check "the events: $calls hits, each from getppid-loop, one pid, the caller named" python3 - "$out/events.jsonl" "$calls" <<'PY'
 import json, sys
 hits = [e for e in map(json.loads, open(sys.argv[1])) if e.get("event") == "hit"]
 comms = {e.get("comm") for e in hits}
 pids = {e.get("pid") for e in hits}
-print(f"  {len(hits)} hits, comm {comms}, pid {pids}")
-sys.exit(0 if len(hits) == int(sys.argv[2]) and comms == {"getppid-loop"} and len(pids) == 1 and None not in pids else 1)
+# At the syscall's first instruction RSP holds the return into do_syscall_64 (6.1 calls the
+# syscall table from there).
+callers = {(e.get("symbolized") or [{}])[0].get("symbol", "").split("+")[0] for e in hits}
+print(f"  {len(hits)} hits, comm {comms}, pid {pids}, first stack word in {callers}")
+ok = len(hits) == int(sys.argv[2]) and comms == {"getppid-loop"} and len(pids) == 1 and None not in pids
+sys.exit(0 if ok and callers == {"? do_syscall_64"} else 1)
 PY
 check "trace.json parses, with the hits as instants" python3 - "$out/trace.json" "$calls" <<'PY'
 import json, sys
