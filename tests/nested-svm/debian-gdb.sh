@@ -34,29 +34,15 @@ current_task=$(sym current_task)
 [ -n "$getppid" ] && [ -n "$current_task" ] ||
   { echo "debian-gdb: FAIL: $cache/System.map lacks __x64_sys_getppid or current_task" >&2; exit 1; }
 calls=150
-marker="drvisor-l2: getppid called $calls times"
+marker="drvisor-l2: /bin/getppid-loop called getppid $calls times"
 fallback='drvisor-l2: no exit port, rebooting (reboot=t: a triple fault ends the run)'
 
-cargo build --release -p drvisor --bin drvisor
-drvisor=$(realpath "${CARGO_TARGET_DIR:-target}")/release/drvisor
-
 . tests/nested-svm/initramfs.sh
+drvisor=$(release_drvisor)
 root="$out/initramfs"
 rm -rf "$root"
 mkdir -p "$root/bin"
-cat > "$out/getppid-loop.c" <<EOF
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-int main(int argc, char **argv) {
-  int n = argc > 1 ? atoi(argv[1]) : 1;
-  for (int i = 0; i < n; i++) syscall(SYS_getppid);
-  printf("drvisor-l2: getppid called %d times\n", n);
-  return 0;
-}
-EOF
-cc -static -O2 -o "$root/bin/getppid-loop" "$out/getppid-loop.c"
+getppid_loop "$root/bin/getppid-loop"
 cat > "$root/init" <<EOF
 #!/bin/busybox sh
 /bin/busybox --install -s /bin

@@ -36,11 +36,8 @@ esac
 # run with drvisor's exit code 70 (a halt would wait for the timeout: HLT stays in KVM).
 fallback='drvisor-l2: no exit port, rebooting (reboot=t: a triple fault ends the run)'
 
-# L1 sees this machine's filesystem read-only, so everything is built here.
-cargo build --release -p drvisor --bin drvisor
-drvisor=$(realpath "${CARGO_TARGET_DIR:-target}")/release/drvisor
-
 . tests/nested-svm/initramfs.sh
+drvisor=$(release_drvisor)
 root="$out/initramfs"
 rm -rf "$root"
 mkdir -p "$root"
