@@ -260,7 +260,9 @@ impl Vcpu {
                 break;
             }
             if retry_waiting {
-                shared.watch.retry_waiting_when_due();
+                shared
+                    .watch
+                    .retry_waiting_when_due(crate::watch::RetryBy::Exit);
                 if let Some(regs) = &self.last_structures {
                     shared.watch.follow_remaps_at_exit(regs);
                 }

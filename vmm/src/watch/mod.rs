@@ -21,3 +21,4 @@ pub use engine::{
 pub use migrate::Migrations;
 pub use route::{route, Engine, EngineChoice, RouteError, RouteInput};
 pub use translate::Translator;
+pub use waiting::RetryBy;

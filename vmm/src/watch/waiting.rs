@@ -53,7 +53,23 @@ impl Entry {
 pub struct Waiting {
     entries: Mutex<Vec<Entry>>,
     any: AtomicBool,
-    pace: Mutex<Pace>,
+    /// The vCPUs' exits and the timer each keep their own pace: a try of the timer that found
+    /// nothing mapped must not make the next exit's try wait. An exit is where the guest has
+    /// just run (a guest that maps the bytes and then touches a watched page exits there), so
+    /// its try is the one that catches the mapping before the guest's next accesses; with one
+    /// shared pace, a timer's failed try up to 160 ms before it skipped that try, and the
+    /// watch armed only after the accesses it should have seen (seen on nested SVM).
+    exit_pace: Mutex<Pace>,
+    timer_pace: Mutex<Pace>,
+}
+
+/// Who tries the waiting watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryBy {
+    /// A vCPU's debug or page-fault exit.
+    Exit,
+    /// The timer.
+    Timer,
 }
 
 /// When the next try is due: an exponential backoff between [`FIRST_WAIT`] and
@@ -94,8 +110,19 @@ impl Pace {
 }
 
 impl Waiting {
-    fn pace(&self) -> std::sync::MutexGuard<'_, Pace> {
-        self.pace.lock().unwrap_or_else(|e| e.into_inner())
+    fn pace(&self, by: RetryBy) -> std::sync::MutexGuard<'_, Pace> {
+        match by {
+            RetryBy::Exit => &self.exit_pace,
+            RetryBy::Timer => &self.timer_pace,
+        }
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Both paces back to the first wait: a watch started waiting, or one was armed.
+    fn restart_paces(&self) {
+        *self.pace(RetryBy::Exit) = Pace::default();
+        *self.pace(RetryBy::Timer) = Pace::default();
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
@@ -124,7 +151,7 @@ impl PageWatchEngine {
             failed: false,
         });
         self.waiting.any.store(true, Ordering::SeqCst);
-        *self.waiting.pace() = Pace::default();
+        self.waiting.restart_paces();
         id
     }
 
@@ -149,17 +176,21 @@ impl PageWatchEngine {
         entries.len() != before
     }
 
-    /// A vCPU's exit, or the timer: tries the waiting watches, unless none waits (one load) or
-    /// the next try is not due yet ([`Pace`]). Callable from a vCPU thread.
-    pub fn retry_waiting_when_due(&self) {
+    /// A vCPU's exit, or the timer (`by`): tries the waiting watches, unless none waits (one
+    /// load) or the next try of `by` is not due yet ([`Pace`]). Callable from a vCPU thread.
+    pub fn retry_waiting_when_due(&self, by: RetryBy) {
         if !self.waiting.any.load(Ordering::Relaxed) {
             return;
         }
-        if !self.waiting.pace().take(Instant::now()) {
+        if !self.waiting.pace(by).take(Instant::now()) {
             return;
         }
         let armed = self.retry_waiting();
-        self.waiting.pace().tried(armed);
+        if armed {
+            self.waiting.restart_paces();
+        } else {
+            self.waiting.pace(by).tried(false);
+        }
     }
 
     /// Tries every waiting watch once: one whose bytes now translate to RAM is armed. One that
@@ -222,7 +253,7 @@ impl PageWatchEngine {
                     let Some(engine) = engine.upgrade() else {
                         return;
                     };
-                    engine.retry_waiting_when_due();
+                    engine.retry_waiting_when_due(RetryBy::Timer);
                     engine.follow_remaps_from_timer();
                 }
             })
