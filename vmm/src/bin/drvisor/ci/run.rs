@@ -27,8 +27,10 @@ const GRACE: Duration = Duration::from_secs(2);
 /// (its fd 3). Having no name, it cannot be left behind, whatever ends the harness.
 pub struct EventsFile(std::fs::File);
 
-/// Where the child finds its events file.
-pub const CHILD_PATH: &str = "/dev/fd/3";
+/// Where the child finds its events file: `/proc/self/fd`, not `/dev/fd`, which is only a
+/// symlink to it that udev or the distribution makes (a minimal initramfs, as the nested VMX
+/// guest's, has no `/dev/fd`).
+pub const CHILD_PATH: &str = "/proc/self/fd/3";
 
 /// The most of an events file read back (a run that floods it is judged on the first part).
 const EVENTS_READ_MAX: u64 = 256 * 1024 * 1024;
