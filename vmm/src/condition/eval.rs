@@ -200,14 +200,20 @@ fn task_i32(
 /// Who made a hit: the current task's `comm`, `pid` and `tgid` (a kernel-mode hit of a Linux
 /// guest whose layout is known).
 pub fn identity(m: &impl Machine, task: &TaskLayout) -> Result<(String, i32, i32), Fault> {
-    let comm = comm(m, Some(task))?;
+    // The current task is looked up once for the three fields.
+    let at = current(m, task)?;
+    let mut comm = [0u8; 16];
+    m.read(at.wrapping_add(task.comm), &mut comm)?;
     let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    let pid = task_i32(m, Some(task), |l| l.pid)? as i64 as i32;
-    let tgid = task_i32(m, Some(task), |l| l.tgid)? as i64 as i32;
+    let i32_at = |field: u64| {
+        let mut b = [0u8; 4];
+        m.read(at.wrapping_add(field), &mut b)
+            .map(|()| i32::from_le_bytes(b))
+    };
     Ok((
         String::from_utf8_lossy(&comm[..len]).into_owned(),
-        pid,
-        tgid,
+        i32_at(task.pid)?,
+        i32_at(task.tgid)?,
     ))
 }
 

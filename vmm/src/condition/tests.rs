@@ -379,3 +379,17 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_hits_identity_is_the_current_tasks() {
+    use crate::condition::eval::identity;
+    assert_eq!(
+        identity(&kernel(), &LAYOUT),
+        Ok(("bash".to_owned(), 1234, -7))
+    );
+    let user = Fake::default();
+    assert!(
+        identity(&user, &LAYOUT).is_err(),
+        "no kernel GS base, no identity"
+    );
+}

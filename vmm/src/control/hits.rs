@@ -49,11 +49,12 @@ pub fn reporter(
             event.tgid = Some(tgid);
         }
         if capture > 0 {
-            event.stack = hit
-                .paging
-                .map(|paging| super::snippet::stack(&mem, &paging, hit.regs.rsp, capture));
-            if let (Some(code), Some(stack)) = (&code, &event.stack) {
-                event.symbolized = code.scan(stack.addr, &hex_bytes(&stack.bytes));
+            if let Some(paging) = hit.paging {
+                let bytes = super::snippet::stack_bytes(&mem, &paging, hit.regs.rsp, capture);
+                if let Some(code) = &code {
+                    event.symbolized = code.scan(hit.regs.rsp, &bytes);
+                }
+                event.stack = Some(super::snippet::as_snippet(hit.regs.rsp, &bytes));
             }
             if event.stack.is_none() && !warned.swap(true, Ordering::Relaxed) {
                 // Never silent: the stack cannot be located without the system registers.
@@ -66,14 +67,6 @@ pub fn reporter(
         bus.publish(Event::Hit(event));
         action
     })
-}
-
-/// The bytes of a snippet's hex.
-fn hex_bytes(hex: &str) -> Vec<u8> {
-    hex.as_bytes()
-        .chunks_exact(2)
-        .filter_map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
-        .collect()
 }
 
 /// A hit as its event.

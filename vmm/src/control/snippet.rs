@@ -58,11 +58,15 @@ pub fn read_into(mem: &impl GuestMemory, paging: &Registers, addr: u64, buf: &mu
     true
 }
 
-/// `len` bytes of the stack from `rsp`, as the wire type.
-pub fn stack(mem: &impl GuestMemory, paging: &Registers, rsp: u64, len: u16) -> MemorySnippet {
-    let bytes = read(mem, paging, rsp, usize::from(len.min(MAX_CAPTURE)));
+/// `len` bytes of the stack from `rsp` (at most [`MAX_CAPTURE`]).
+pub fn stack_bytes(mem: &impl GuestMemory, paging: &Registers, rsp: u64, len: u16) -> Vec<u8> {
+    read(mem, paging, rsp, usize::from(len.min(MAX_CAPTURE)))
+}
+
+/// `bytes` read from `addr`, as the wire type.
+pub fn as_snippet(addr: u64, bytes: &[u8]) -> MemorySnippet {
     MemorySnippet {
-        addr: rsp,
+        addr,
         bytes: bytes.iter().map(|b| format!("{b:02x}")).collect(),
     }
 }
@@ -104,7 +108,7 @@ mod tests {
         }
         let got = read(&mem, &long_mode(), 0xff8, 16);
         assert_eq!(got, (0..16).collect::<Vec<u8>>());
-        let snippet = stack(&mem, &long_mode(), 0xff8, 4);
+        let snippet = as_snippet(0xff8, &stack_bytes(&mem, &long_mode(), 0xff8, 4));
         assert_eq!(snippet.addr, 0xff8);
         assert_eq!(snippet.bytes, "00010203");
     }
