@@ -49,11 +49,11 @@ pub struct Segment {
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
     /// `e_ident[EI_CLASS]` is neither ELFCLASS32 nor ELFCLASS64.
-    #[error("unknown ELF class (byte 4 is neither 1, ELF32, nor 2, ELF64)")]
+    #[error("unknown ELF class (byte 4 is neither 1 for ELF32 nor 2 for ELF64)")]
     UnknownClass,
     /// The headers do not parse (cut short, bad sizes...).
-    #[error("{0}")]
-    Headers(#[source] object::read::Error),
+    #[error(transparent)]
+    Headers(object::read::Error),
     /// Not an x86 file.
     #[error("machine {0} is not x86 (EM_386 or EM_X86_64); build the kernel for x86")]
     NotX86(u16),
