@@ -48,17 +48,19 @@ pub fn make_a_forbidden_call() {
     }
 }
 
+/// A fault name this build does not know.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{env}={name}: unknown fault; use fail-entry, kvm-run or forbidden-call", env = ENV, name = .0)]
+pub struct UnknownFault(pub String);
+
 impl FromStr for InjectedFault {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownFault;
+    fn from_str(s: &str) -> Result<Self, UnknownFault> {
         match s {
             "fail-entry" => Ok(InjectedFault::FailEntry),
             "kvm-run" => Ok(InjectedFault::KvmRunFails),
             "forbidden-call" => Ok(InjectedFault::ForbiddenCall),
-            other => Err(format!(
-                "{ENV}={}: unknown fault; use fail-entry, kvm-run or forbidden-call",
-                crate::quote::cut(other)
-            )),
+            other => Err(UnknownFault(crate::quote::cut(other).into_owned())),
         }
     }
 }
@@ -73,7 +75,7 @@ const UNDEFINED_SYNC_REG: u64 = 1 << 31;
 impl InjectedFault {
     /// The fault named by [`ENV`], if it is set and this build has the `test-hooks` feature;
     /// without it, always `None`.
-    pub fn from_env() -> Result<Option<InjectedFault>, String> {
+    pub fn from_env() -> Result<Option<InjectedFault>, UnknownFault> {
         if !cfg!(feature = "test-hooks") {
             return Ok(None);
         }
@@ -107,8 +109,10 @@ mod tests {
         assert_eq!("kvm-run".parse(), Ok(InjectedFault::KvmRunFails));
         assert_eq!("forbidden-call".parse(), Ok(InjectedFault::ForbiddenCall));
         let e = "x".parse::<InjectedFault>().unwrap_err();
+        assert_eq!(e, UnknownFault("x".into()));
         assert!(
-            e.contains("use fail-entry, kvm-run or forbidden-call"),
+            e.to_string()
+                .contains("use fail-entry, kvm-run or forbidden-call"),
             "{e}"
         );
     }

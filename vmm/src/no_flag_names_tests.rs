@@ -1,7 +1,7 @@
 //! Library errors name no command-line flag: the library has clients other than the command
 //! line (the REST API, gdb, embedders), and the `drvisor` binary adds the flag context itself.
-//! (`boot::Error` still names `--mem` and `--initrd`; the loaders are being reworked apart.)
 
+use crate::boot;
 use crate::memory;
 use crate::outcome::Outcome;
 use crate::symbols;
@@ -56,6 +56,33 @@ fn messages() -> Vec<String> {
             port: 0x1234,
         }
         .to_string(),
+        boot::Error::TooBig {
+            what: "k".into(),
+            needed_mib: 300,
+            mem_mib: 256,
+        }
+        .to_string(),
+        boot::Error::InitrdTooBig { size: 1 }.to_string(),
+        boot::Error::ModulesWithBzImage.to_string(),
+        boot::Error::ModuleTooBig {
+            what: "m".into(),
+            size: 1,
+        }
+        .to_string(),
+        boot::Error::NotBootable {
+            what: "k".into(),
+            reason: boot::Unbootable::NothingToLoad,
+        }
+        .to_string(),
+        boot::elf::ElfError::UnknownClass.to_string(),
+        boot::multiboot::MultibootError::VideoMode.to_string(),
+        crate::control::location::ParseError::Empty.to_string(),
+        crate::control::location::RangeError { addr: 1, len: 2 }.to_string(),
+        crate::control::StepError::NotDelivered.to_string(),
+        crate::gdb::ListenError::NoUnixPath.to_string(),
+        crate::gdb::UsageError::ExpectedIf.to_string(),
+        crate::watch::UnknownEngine("x".into()).to_string(),
+        crate::devices::UnknownExitStatus("x".into()).to_string(),
     ]
 }
 

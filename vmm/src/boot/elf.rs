@@ -45,6 +45,26 @@ pub struct Segment {
     pub exec: bool,
 }
 
+/// Why a file is no ELF kernel drvisor can read.
+#[derive(Debug, thiserror::Error)]
+pub enum ElfError {
+    /// `e_ident[EI_CLASS]` is neither ELFCLASS32 nor ELFCLASS64.
+    #[error("unknown ELF class (byte 4 is neither 1 for ELF32 nor 2 for ELF64)")]
+    UnknownClass,
+    /// The headers do not parse (cut short, bad sizes...).
+    #[error(transparent)]
+    Headers(object::read::Error),
+    /// Not an x86 file.
+    #[error("machine {0} is not x86 (EM_386 or EM_X86_64); build the kernel for x86")]
+    NotX86(u16),
+    /// A `PT_LOAD` segment names more bytes than the file has.
+    #[error("segment at {paddr:#x} claims bytes beyond the file (the file is cut short?)")]
+    SegmentBeyondFile {
+        /// The segment's load address.
+        paddr: u64,
+    },
+}
+
 /// What drvisor needs to know of an ELF kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ElfKernel {
@@ -60,7 +80,7 @@ pub struct ElfKernel {
 
 impl ElfKernel {
     /// Reads an x86 ELF32 or ELF64 image. The error says what is malformed.
-    pub fn parse(bytes: &[u8]) -> Result<ElfKernel, String> {
+    pub fn parse(bytes: &[u8]) -> Result<ElfKernel, ElfError> {
         // e_ident[EI_CLASS] sits at byte 4.
         match bytes.get(4) {
             Some(&object::elf::ELFCLASS32) => {
@@ -69,7 +89,7 @@ impl ElfKernel {
             Some(&object::elf::ELFCLASS64) => {
                 parse_as::<object::elf::FileHeader64<Endianness>>(bytes, ElfClass::Elf64)
             }
-            _ => Err("unknown ELF class".into()),
+            _ => Err(ElfError::UnknownClass),
         }
     }
 
@@ -86,18 +106,16 @@ impl ElfKernel {
 fn parse_as<H: FileHeader<Endian = Endianness>>(
     bytes: &[u8],
     class: ElfClass,
-) -> Result<ElfKernel, String> {
-    let header = H::parse(bytes).map_err(|e| e.to_string())?;
-    let e = header.endian().map_err(|e| e.to_string())?;
+) -> Result<ElfKernel, ElfError> {
+    let header = H::parse(bytes).map_err(ElfError::Headers)?;
+    let e = header.endian().map_err(ElfError::Headers)?;
     let machine = header.e_machine(e);
     if machine != EM_386 && machine != EM_X86_64 {
-        return Err(format!(
-            "machine {machine} is not x86 (EM_386 or EM_X86_64)"
-        ));
+        return Err(ElfError::NotX86(machine));
     }
     let phdrs = header
         .program_headers(e, bytes)
-        .map_err(|e| e.to_string())?;
+        .map_err(ElfError::Headers)?;
     let mut segments = Vec::new();
     let mut pvh_entry = None;
     for ph in phdrs {
@@ -113,10 +131,7 @@ fn parse_as<H: FileHeader<Endian = Endianness>>(
                 if seg.filesz > seg.memsz
                     || seg.offset.saturating_add(seg.filesz) > bytes.len() as u64
                 {
-                    return Err(format!(
-                        "segment at {:#x} claims bytes beyond the file",
-                        seg.paddr
-                    ));
+                    return Err(ElfError::SegmentBeyondFile { paddr: seg.paddr });
                 }
                 segments.push(seg);
             }
@@ -196,7 +211,30 @@ pub(crate) mod tests {
         let bytes = tiny_elf(ElfClass::Elf64, 0x10_0000, &[0xf4; 64], None);
         // Headers end at 0x78 and the code starts at 0x80: cut it short.
         let err = ElfKernel::parse(&bytes[..0x90]).unwrap_err();
-        assert!(err.contains("beyond the file"), "{err}");
-        assert!(ElfKernel::parse(&bytes[..20]).is_err());
+        assert!(
+            matches!(err, ElfError::SegmentBeyondFile { paddr: 0x10_0000 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("beyond the file"), "{err}");
+        assert!(matches!(
+            ElfKernel::parse(&bytes[..20]),
+            Err(ElfError::Headers(_))
+        ));
+    }
+
+    #[test]
+    fn an_unknown_class_or_machine_is_named() {
+        let mut bytes = tiny_elf(ElfClass::Elf64, 0x10_0000, &[0xf4], None);
+        // e_machine at offset 18, little-endian: EM_ARM (40).
+        bytes[18..20].copy_from_slice(&40u16.to_le_bytes());
+        assert!(matches!(
+            ElfKernel::parse(&bytes),
+            Err(ElfError::NotX86(40))
+        ));
+        bytes[4] = 7;
+        assert!(matches!(
+            ElfKernel::parse(&bytes),
+            Err(ElfError::UnknownClass)
+        ));
     }
 }

@@ -10,8 +10,8 @@ use std::path::Path;
 use linux_loader::loader::{KernelLoader, KernelLoaderResult};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::elf::{ElfClass, ElfKernel, Segment};
-use super::multiboot;
+use super::elf::{ElfClass, ElfError, ElfKernel, Segment};
+use super::multiboot::{self, MultibootError};
 use super::Error;
 use crate::layout::HIMEM_START;
 
@@ -37,6 +37,40 @@ pub struct KernelImage {
     entry: u64,
 }
 
+/// Why a file is no kernel drvisor can boot. The messages follow the file's name.
+#[derive(Debug, thiserror::Error)]
+pub enum Unbootable {
+    /// It starts like an ELF, but is a malformed one.
+    #[error("a malformed ELF: {0}")]
+    MalformedElf(#[source] ElfError),
+    /// Its multiboot header cannot be honoured.
+    #[error(transparent)]
+    Multiboot(MultibootError),
+    /// A multiboot header, no ELF and no load addresses.
+    #[error(
+        "a multiboot image that is not an ELF and has no load addresses in its header (flag 16)"
+    )]
+    MultibootWithoutAddresses,
+    /// An ELF with neither entry drvisor knows.
+    #[error("{0} without PVH or multiboot: it has neither a Xen PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY) nor a multiboot header in its first 8 KiB")]
+    ElfWithoutEntry(ElfClass),
+    /// No format drvisor knows.
+    #[error("not a kernel drvisor can boot: expected an ELF with a Xen PVH note, a multiboot image or a Linux bzImage")]
+    UnknownFormat,
+    /// No `PT_LOAD` segment.
+    #[error("an ELF with nothing to load (no PT_LOAD segment)")]
+    NothingToLoad,
+    /// A segment in the boot area.
+    #[error("loads a segment at {0:#x}, below 1 MiB, where drvisor keeps boot data")]
+    SegmentBelow1M(u64),
+    /// A segment a 32-bit entry cannot reach.
+    #[error("loads a segment at {0:#x}, beyond the 4 GiB a 32-bit entry can reach")]
+    SegmentAbove4G(u64),
+    /// An entry above 4 GiB.
+    #[error("its entry {0:#x} is beyond 4 GiB: a 32-bit entry cannot reach it")]
+    EntryAbove4G(u64),
+}
+
 const ELF_MAGIC: &[u8] = b"\x7fELF";
 /// `HdrS` at offset 0x202 marks a Linux boot-protocol setup header.
 const SETUP_HEADER_MAGIC: &[u8] = b"HdrS";
@@ -45,7 +79,7 @@ impl KernelImage {
     /// Takes `bytes` as a kernel named `name` (used in messages).
     pub fn from_bytes(name: impl Into<String>, bytes: Vec<u8>) -> Result<Self, Error> {
         let name = name.into();
-        let refuse = |reason: String| Error::NotBootable {
+        let refuse = |reason: Unbootable| Error::NotBootable {
             what: name.clone(),
             reason,
         };
@@ -61,7 +95,7 @@ impl KernelImage {
             return Ok(image);
         }
         let elf = if bytes.starts_with(ELF_MAGIC) {
-            Some(ElfKernel::parse(bytes).map_err(|e| refuse(format!("a malformed ELF: {e}")))?)
+            Some(ElfKernel::parse(bytes).map_err(|e| refuse(Unbootable::MalformedElf(e)))?)
         } else {
             None
         };
@@ -73,7 +107,8 @@ impl KernelImage {
                 return image.checked();
             }
         }
-        let header = multiboot::Header::find(bytes).map_err(&refuse)?;
+        let header =
+            multiboot::Header::find(bytes).map_err(|e| refuse(Unbootable::Multiboot(e)))?;
         match (header, elf) {
             (
                 Some(multiboot::Header {
@@ -90,27 +125,9 @@ impl KernelImage {
                 image.segments = elf.segments;
                 image.entry = elf.entry;
             }
-            (Some(_), None) => {
-                return Err(refuse(
-                    "a multiboot image that is not an ELF and has no load addresses in its \
-                     header (flag 16)"
-                        .into(),
-                ))
-            }
-            (None, Some(elf)) => {
-                return Err(refuse(format!(
-                    "{} without PVH or multiboot: it has neither a Xen PVH entry note \
-                     (XEN_ELFNOTE_PHYS32_ENTRY) nor a multiboot header in its first 8 KiB",
-                    elf.class
-                )))
-            }
-            (None, None) => {
-                return Err(refuse(
-                    "not a kernel drvisor can boot: expected an ELF with a Xen PVH note, a \
-                     multiboot image or a Linux bzImage"
-                        .into(),
-                ))
-            }
+            (Some(_), None) => return Err(refuse(Unbootable::MultibootWithoutAddresses)),
+            (None, Some(elf)) => return Err(refuse(Unbootable::ElfWithoutEntry(elf.class))),
+            (None, None) => return Err(refuse(Unbootable::UnknownFormat)),
         }
         image.checked()
     }
@@ -118,34 +135,23 @@ impl KernelImage {
     /// Refuses what no protocol here can start: nothing to load, segments in drvisor's boot
     /// area below 1 MiB or above 4 GiB, or a 32-bit entry outside the image.
     fn checked(self) -> Result<Self, Error> {
-        let refuse = |reason: String| Error::NotBootable {
+        let refuse = |reason: Unbootable| Error::NotBootable {
             what: self.name.clone(),
             reason,
         };
         if self.segments.is_empty() {
-            return Err(refuse(
-                "an ELF with nothing to load (no PT_LOAD segment)".into(),
-            ));
+            return Err(refuse(Unbootable::NothingToLoad));
         }
         for s in &self.segments {
             if s.paddr < HIMEM_START {
-                return Err(refuse(format!(
-                    "loads a segment at {:#x}, below 1 MiB, where drvisor keeps boot data",
-                    s.paddr
-                )));
+                return Err(refuse(Unbootable::SegmentBelow1M(s.paddr)));
             }
             if s.paddr.saturating_add(s.memsz) > 1 << 32 {
-                return Err(refuse(format!(
-                    "loads a segment at {:#x}, beyond the 4 GiB a 32-bit entry can reach",
-                    s.paddr
-                )));
+                return Err(refuse(Unbootable::SegmentAbove4G(s.paddr)));
             }
         }
         if self.entry >= 1 << 32 {
-            return Err(refuse(format!(
-                "its entry {:#x} is beyond 4 GiB: a 32-bit entry cannot reach it",
-                self.entry
-            )));
+            return Err(refuse(Unbootable::EntryAbove4G(self.entry)));
         }
         Ok(self)
     }
@@ -288,9 +294,19 @@ mod tests {
             .collect()
     }
 
-    fn reason(bytes: Vec<u8>) -> String {
+    /// Why `bytes` is refused, and the whole message.
+    fn refused(bytes: Vec<u8>) -> (Unbootable, String) {
         match KernelImage::from_bytes("k", bytes) {
-            Err(e) => e.to_string(),
+            Err(e) => {
+                let text = e.to_string();
+                match e {
+                    Error::NotBootable { what, reason } => {
+                        assert_eq!(what, "k");
+                        (reason, text)
+                    }
+                    other => panic!("refused, but not as unbootable: {other}"),
+                }
+            }
             Ok(i) => panic!("accepted as {:?}", i.format()),
         }
     }
@@ -329,17 +345,38 @@ mod tests {
     #[test]
     fn refusals_name_the_real_reason() {
         let plain32 = build(ElfClass::Elf32, 0x10_0000, &[0xf4], None, &[]);
-        assert!(reason(plain32).contains("ELF32 without PVH or multiboot"));
+        let (why, text) = refused(plain32);
+        assert!(matches!(why, Unbootable::ElfWithoutEntry(ElfClass::Elf32)));
+        assert!(text.contains("ELF32 without PVH or multiboot"), "{text}");
         let plain64 = build(ElfClass::Elf64, 0x10_0000, &[0xf4], None, &[]);
-        assert!(reason(plain64).contains("ELF64 without PVH or multiboot"));
+        let (why, text) = refused(plain64);
+        assert!(matches!(why, Unbootable::ElfWithoutEntry(ElfClass::Elf64)));
+        assert!(text.contains("ELF64 without PVH or multiboot"), "{text}");
         let video = build(ElfClass::Elf32, 0x10_0000, &[0xf4], None, &mb_header(4));
-        assert!(reason(video).contains("multiboot header asks for video mode"));
+        let (why, text) = refused(video);
+        assert!(matches!(
+            why,
+            Unbootable::Multiboot(MultibootError::VideoMode)
+        ));
+        assert!(
+            text.contains("multiboot header asks for video mode"),
+            "{text}"
+        );
         let low = build(ElfClass::Elf32, 0x8000, &[0xf4], Some(0x8000), &[]);
-        assert!(reason(low).contains("below 1 MiB"));
+        let (why, text) = refused(low);
+        assert!(matches!(why, Unbootable::SegmentBelow1M(0x8000)));
+        assert!(text.contains("below 1 MiB"), "{text}");
         let mut raw = mb_header(0);
         raw.resize(512, 0);
-        assert!(reason(raw).contains("not an ELF and has no load addresses"));
-        assert!(reason(vec![0; 600]).contains("not a kernel drvisor can boot"));
+        let (why, text) = refused(raw);
+        assert!(matches!(why, Unbootable::MultibootWithoutAddresses));
+        assert!(
+            text.contains("not an ELF and has no load addresses"),
+            "{text}"
+        );
+        let (why, text) = refused(vec![0; 600]);
+        assert!(matches!(why, Unbootable::UnknownFormat));
+        assert!(text.contains("not a kernel drvisor can boot"), "{text}");
         let mut broken = build(
             ElfClass::Elf64,
             0x10_0000,
@@ -348,6 +385,15 @@ mod tests {
             &[],
         );
         broken.truncate(70);
-        assert!(reason(broken).contains("malformed ELF"));
+        let (why, text) = refused(broken);
+        assert!(matches!(why, Unbootable::MalformedElf(_)));
+        assert!(text.contains("malformed ELF"), "{text}");
+        // The ELF parser's own error is kept as the cause.
+        let (why, _) = refused({
+            let mut b = build(ElfClass::Elf64, 0x10_0000, &[0xf4], Some(0x10_0000), &[]);
+            b.truncate(70);
+            b
+        });
+        assert!(std::error::Error::source(&why).is_some());
     }
 }

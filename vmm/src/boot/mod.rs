@@ -23,7 +23,7 @@ pub mod pvh;
 pub mod sanity;
 pub mod test_elf;
 
-pub use image::{KernelFormat, KernelImage};
+pub use image::{KernelFormat, KernelImage, Unbootable};
 
 use vm_memory::GuestMemoryMmap;
 
@@ -36,10 +36,11 @@ pub enum Error {
         /// Where the image came from.
         what: String,
         /// Why, naming the format it was taken for.
-        reason: String,
+        #[source]
+        reason: Unbootable,
     },
     /// The kernel does not fit in guest RAM.
-    #[error("{what} needs {needed_mib} MiB of guest RAM but --mem is {mem_mib} MiB; raise --mem")]
+    #[error("{what} needs {needed_mib} MiB of guest RAM but the VM has {mem_mib} MiB; give the VM more memory")]
     TooBig {
         /// Where the image came from.
         what: String,
@@ -49,7 +50,7 @@ pub enum Error {
         mem_mib: u64,
     },
     /// The initrd does not fit above the kernel.
-    #[error("the initrd ({size} bytes) does not fit in guest RAM above the kernel; raise --mem")]
+    #[error("the initrd ({size} bytes) does not fit in guest RAM above the kernel; give the VM more memory")]
     InitrdTooBig {
         /// Size of the initrd.
         size: usize,
@@ -57,12 +58,12 @@ pub enum Error {
     /// The command line is too long or malformed.
     #[error("the kernel command line is invalid: {0}")]
     Cmdline(String),
-    /// `--module` for a bzImage, whose protocol has one initrd and no modules.
-    #[error("--module needs a PVH or multiboot kernel; a bzImage takes one --initrd only")]
+    /// Modules for a bzImage, whose protocol has one initrd and no modules.
+    #[error("modules need a PVH or multiboot kernel; a bzImage takes one initrd only")]
     ModulesWithBzImage,
     /// A module does not fit in guest RAM below 4 GiB after the kernel.
     #[error(
-        "module {what} ({size} bytes) does not fit in guest RAM after the kernel; raise --mem"
+        "module {what} ({size} bytes) does not fit in guest RAM after the kernel; give the VM more memory"
     )]
     ModuleTooBig {
         /// The module's file.

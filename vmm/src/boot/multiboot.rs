@@ -38,6 +38,50 @@ const INFO_MODS: u32 = 1 << 3;
 const INFO_MEM_MAP: u32 = 1 << 6;
 const INFO_LOADER_NAME: u32 = 1 << 9;
 
+/// Why a kernel's multiboot header cannot be honoured. Each message starts with "its": it
+/// follows the kernel's name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MultibootError {
+    /// The magic is there but the checksum does not match.
+    #[error("its multiboot header at offset {offset:#x} has a wrong checksum")]
+    BadChecksum {
+        /// Where the header starts in the file.
+        offset: usize,
+    },
+    /// Flag 2: a video mode.
+    #[error("its multiboot header asks for video mode, which drvisor does not provide (it has no display); build the kernel without a video-mode request (header flag 2)")]
+    VideoMode,
+    /// Required flags (0-15) drvisor does not know.
+    #[error("its multiboot header requires features drvisor does not know (flags {0:#x})")]
+    UnknownFlags(u32),
+    /// Flag 16 set, but the file ends before the address fields.
+    #[error("its multiboot header is cut short before its address fields")]
+    AddressesCutShort,
+    /// Flag 16's address fields contradict each other.
+    #[error("its multiboot header's addresses are inconsistent: {0}")]
+    Inconsistent(Inconsistency),
+}
+
+/// Which of the a.out kludge's address rules is broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Inconsistency {
+    /// `header_addr < load_addr`.
+    #[error("header_addr lies below load_addr")]
+    HeaderBelowLoad,
+    /// The load address would be before the file's first byte.
+    #[error("load_addr lies before the start of the file")]
+    LoadBeforeFile,
+    /// `load_end_addr < load_addr`.
+    #[error("load_end_addr lies below load_addr")]
+    LoadEndBelowLoad,
+    /// `bss_end_addr` below the end of the loaded bytes.
+    #[error("bss_end_addr lies below load_end_addr")]
+    BssEndBelowLoadEnd,
+    /// The entry is not in the loaded image.
+    #[error("entry_addr lies outside the loaded image")]
+    EntryOutside,
+}
+
 /// A kernel's multiboot header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -67,7 +111,7 @@ fn le32(bytes: &[u8], off: usize) -> Option<u32> {
 impl Header {
     /// Finds and checks the header. `Ok(None)`: there is none. `Err`: there is one, but
     /// drvisor cannot honour it, and the error says why.
-    pub fn find(bytes: &[u8]) -> Result<Option<Header>, String> {
+    pub fn find(bytes: &[u8]) -> Result<Option<Header>, MultibootError> {
         let window = &bytes[..bytes.len().min(SEARCH_LEN)];
         let mut bad_checksum = None;
         for offset in (0..window.len().saturating_sub(11)).step_by(4) {
@@ -86,26 +130,18 @@ impl Header {
             return Self::check(bytes, offset, flags).map(Some);
         }
         match bad_checksum {
-            Some(off) => Err(format!(
-                "its multiboot header at offset {off:#x} has a wrong checksum"
-            )),
+            Some(offset) => Err(MultibootError::BadChecksum { offset }),
             None => Ok(None),
         }
     }
 
-    fn check(bytes: &[u8], offset: usize, flags: u32) -> Result<Header, String> {
+    fn check(bytes: &[u8], offset: usize, flags: u32) -> Result<Header, MultibootError> {
         if flags & FLAG_VIDEO_MODE != 0 {
-            return Err(
-                "its multiboot header asks for video mode, which drvisor does not \
-                        provide (it has no display)"
-                    .into(),
-            );
+            return Err(MultibootError::VideoMode);
         }
         let unknown = flags & 0xffff & !(FLAG_PAGE_ALIGN | FLAG_MEMORY_INFO);
         if unknown != 0 {
-            return Err(format!(
-                "its multiboot header requires features drvisor does not know (flags {unknown:#x})"
-            ));
+            return Err(MultibootError::UnknownFlags(unknown));
         }
         let aout = if flags & FLAG_AOUT_KLUDGE != 0 {
             Some(aout_layout(bytes, offset)?)
@@ -121,45 +157,39 @@ impl Header {
 }
 
 /// Reads the address fields (multiboot spec 3.1.3) and turns them into one segment.
-fn aout_layout(bytes: &[u8], offset: usize) -> Result<AoutLayout, String> {
+fn aout_layout(bytes: &[u8], offset: usize) -> Result<AoutLayout, MultibootError> {
     let field = |i: usize| {
         le32(bytes, offset + 12 + 4 * i)
             .map(u64::from)
-            .ok_or_else(|| {
-                "its multiboot header is cut short before its address fields".to_string()
-            })
+            .ok_or(MultibootError::AddressesCutShort)
     };
     let (header_addr, load_addr, load_end, bss_end, entry) =
         (field(0)?, field(1)?, field(2)?, field(3)?, field(4)?);
-    let bad = |what: &str| {
-        Err(format!(
-            "its multiboot header's addresses are inconsistent: {what}"
-        ))
-    };
+    let bad = |what: Inconsistency| Err(MultibootError::Inconsistent(what));
     if header_addr < load_addr {
-        return bad("header_addr lies below load_addr");
+        return bad(Inconsistency::HeaderBelowLoad);
     }
     let file_offset = offset as u64 - (header_addr - load_addr).min(offset as u64);
     if header_addr - load_addr > offset as u64 {
-        return bad("load_addr lies before the start of the file");
+        return bad(Inconsistency::LoadBeforeFile);
     }
     let file_len = bytes.len() as u64 - file_offset;
     let filesz = if load_end == 0 {
         file_len
     } else if load_end < load_addr {
-        return bad("load_end_addr lies below load_addr");
+        return bad(Inconsistency::LoadEndBelowLoad);
     } else {
         (load_end - load_addr).min(file_len)
     };
     let memsz = if bss_end == 0 {
         filesz
     } else if bss_end < load_addr + filesz {
-        return bad("bss_end_addr lies below load_end_addr");
+        return bad(Inconsistency::BssEndBelowLoadEnd);
     } else {
         bss_end - load_addr
     };
     if entry < load_addr || entry >= load_addr + memsz {
-        return bad("entry_addr lies outside the loaded image");
+        return bad(Inconsistency::EntryOutside);
     }
     Ok(AoutLayout {
         segment: Segment {
@@ -322,15 +352,18 @@ mod tests {
         let mut h = header(0, &[]);
         h[8] ^= 1;
         let err = Header::find(&at(0x40, &h, 0x100)).unwrap_err();
-        assert!(err.contains("wrong checksum"), "{err}");
+        assert_eq!(err, MultibootError::BadChecksum { offset: 0x40 });
+        assert!(err.to_string().contains("wrong checksum"), "{err}");
     }
 
     #[test]
     fn video_mode_and_unknown_flags_are_refused_with_the_reason() {
         let err = Header::find(&at(0, &header(FLAG_VIDEO_MODE, &[0; 9]), 0x100)).unwrap_err();
-        assert!(err.contains("asks for video mode"), "{err}");
+        assert_eq!(err, MultibootError::VideoMode);
+        assert!(err.to_string().contains("asks for video mode"), "{err}");
         let err = Header::find(&at(0, &header(1 << 5, &[]), 0x100)).unwrap_err();
-        assert!(err.contains("0x20"), "{err}");
+        assert_eq!(err, MultibootError::UnknownFlags(0x20));
+        assert!(err.to_string().contains("0x20"), "{err}");
         // Optional flags (16-31) other than the kludge are ignored.
         assert!(Header::find(&at(0, &header(3 | (1 << 20), &[]), 0x100)).is_ok());
     }
@@ -356,13 +389,28 @@ mod tests {
     }
 
     #[test]
+    fn a_kludge_header_cut_short_is_named() {
+        // The file ends right after the header's three words, before its address fields.
+        let err = Header::find(&at(0x40, &header(FLAG_AOUT_KLUDGE, &[]), 0x4c));
+        assert_eq!(err, Err(MultibootError::AddressesCutShort));
+    }
+
+    #[test]
     fn inconsistent_kludge_addresses_are_refused() {
         let bad_entry = [0x20_0040, 0x20_0000, 0, 0, 0x30_0000];
         let err = Header::find(&at(0x40, &header(FLAG_AOUT_KLUDGE, &bad_entry), 0x300));
-        assert!(err.unwrap_err().contains("entry_addr"));
+        assert_eq!(
+            err,
+            Err(MultibootError::Inconsistent(Inconsistency::EntryOutside))
+        );
         let before_file = [0x20_0100, 0x20_0000, 0, 0, 0x20_0000];
         let err = Header::find(&at(0x40, &header(FLAG_AOUT_KLUDGE, &before_file), 0x300));
-        assert!(err.unwrap_err().contains("before the start of the file"));
+        let err = err.unwrap_err();
+        assert_eq!(
+            err,
+            MultibootError::Inconsistent(Inconsistency::LoadBeforeFile)
+        );
+        assert!(err.to_string().contains("before the start of the file"));
     }
 
     #[test]

@@ -78,7 +78,8 @@ impl Session {
     /// The target and address of `text`; `code`: for an execution breakpoint.
     fn parse_location(&self, text: &str, code: bool) -> Result<(Target, u64), ApiError> {
         // Valid JSON whose location does not parse is unprocessable, as an unknown symbol is.
-        let target = location::parse(text).map_err(|e| unprocessable("bad-location", e))?;
+        let target =
+            location::parse(text).map_err(|e| unprocessable("bad-location", e.to_string()))?;
         let address = if code {
             location::code_address
         } else {
@@ -283,7 +284,7 @@ impl Control for Session {
                 ))
             }
         };
-        location::check_range(addr, len).map_err(|e| unprocessable("bad-range", e))?;
+        location::check_range(addr, len).map_err(|e| unprocessable("bad-range", e.to_string()))?;
         let scope = self.scope_of(req.vcpu)?;
         self.armed(Request {
             label: req.location.clone(),
@@ -426,7 +427,7 @@ impl Control for Session {
                 };
                 let gpa = self
                     .read_virtual(vcpu, gva, &mut bytes)
-                    .map_err(|e| unprocessable("not-mapped", e))?;
+                    .map_err(|e| unprocessable("not-mapped", e.to_string()))?;
                 (gpa, Some(gva))
             }
             _ => {

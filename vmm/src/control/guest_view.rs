@@ -12,9 +12,42 @@ use super::session::Session;
 use crate::debug::plan_view;
 use crate::watch::WatchRange;
 
+/// Why guest-virtual memory could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// The range does not translate through the vCPU's page tables (not mapped, too long...).
+    #[error(transparent)]
+    Translate(crate::watch::Error),
+    /// A translated piece is not guest RAM.
+    #[error("guest-physical {gpa:#x}: {source}")]
+    Access {
+        /// The piece's first guest-physical byte.
+        gpa: u64,
+        /// What guest memory said.
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
+}
+
+/// Why a vCPU could not be single-stepped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    /// The host's KVM does not deliver single-step exits.
+    #[error("this host does not deliver single-steps (probe row \"single-step\"); step on a host whose probe shows it, or set a breakpoint further on and continue")]
+    NotDelivered,
+    /// No such vCPU.
+    #[error("there is no vCPU {index}: this VM has {count} (0 to {})", .count.saturating_sub(1))]
+    NoSuchVcpu {
+        /// The index asked for.
+        index: usize,
+        /// How many vCPUs the VM has.
+        count: usize,
+    },
+}
+
 impl Session {
     /// The guest-physical pieces of `[gva, gva + len)` through vCPU `vcpu`'s page tables.
-    fn pieces(&self, vcpu: usize, gva: u64, len: usize) -> Result<Vec<(u64, u64)>, String> {
+    fn pieces(&self, vcpu: usize, gva: u64, len: usize) -> Result<Vec<(u64, u64)>, MemoryError> {
         self.watch
             .physical_ranges_on(
                 WatchRange::Virtual {
@@ -23,13 +56,13 @@ impl Session {
                 },
                 vcpu,
             )
-            .map_err(|e| e.to_string())
+            .map_err(MemoryError::Translate)
     }
 
     /// Reads guest-virtual memory, translated through vCPU `vcpu`'s page tables (as of its
     /// last exit: where a paused vCPU is) page by page; returns the guest-physical address of
     /// the first byte.
-    pub fn read_virtual(&self, vcpu: usize, gva: u64, buf: &mut [u8]) -> Result<u64, String> {
+    pub fn read_virtual(&self, vcpu: usize, gva: u64, buf: &mut [u8]) -> Result<u64, MemoryError> {
         let pieces = self.pieces(vcpu, gva, buf.len())?;
         let first = pieces.first().map_or(0, |p| p.0);
         let mut at = 0usize;
@@ -37,7 +70,7 @@ impl Session {
             let piece = &mut buf[at..at + len as usize];
             self.mem
                 .read_slice(piece, GuestAddress(gpa))
-                .map_err(|e| format!("{gpa:#x}: {e}"))?;
+                .map_err(|source| MemoryError::Access { gpa, source })?;
             at += len as usize;
         }
         Ok(first)
@@ -46,14 +79,14 @@ impl Session {
     /// Writes guest-virtual memory, translated as [`Session::read_virtual`] does. The write
     /// goes straight to guest RAM: page watches on the bytes do not report it (it is the
     /// debugger's, not the guest's).
-    pub fn write_virtual(&self, vcpu: usize, gva: u64, data: &[u8]) -> Result<(), String> {
+    pub fn write_virtual(&self, vcpu: usize, gva: u64, data: &[u8]) -> Result<(), MemoryError> {
         let _door = self.door();
         let mut at = 0usize;
         for (gpa, len) in self.pieces(vcpu, gva, data.len())? {
             let piece = &data[at..at + len as usize];
             self.mem
                 .write_slice(piece, GuestAddress(gpa))
-                .map_err(|e| format!("{gpa:#x}: {e}"))?;
+                .map_err(|source| MemoryError::Access { gpa, source })?;
             at += len as usize;
         }
         Ok(())
@@ -137,14 +170,15 @@ impl Session {
     /// Runs vCPU `index` for one instruction while every other vCPU stays paused, and returns
     /// once it has parked again (`false` if it did not within `timeout`). The VM must be
     /// paused; this host must deliver single-steps.
-    pub fn step(&self, index: usize, timeout: std::time::Duration) -> Result<bool, String> {
+    pub fn step(&self, index: usize, timeout: std::time::Duration) -> Result<bool, StepError> {
         if !self.debug.caps().single_step {
-            return Err(
-                "this host does not deliver single-steps (probe row \"single-step\")".into(),
-            );
+            return Err(StepError::NotDelivered);
         }
         if index >= self.vcpu_count() {
-            return Err(format!("there is no vCPU {index}"));
+            return Err(StepError::NoSuchVcpu {
+                index,
+                count: self.vcpu_count(),
+            });
         }
         let _door = self.door();
         let steps = self.parked.steps(index);

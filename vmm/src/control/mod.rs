@@ -13,6 +13,7 @@ mod request;
 mod session;
 pub mod snippet;
 
+pub use guest_view::{MemoryError, StepError};
 pub use hits::{hit_event, reporter};
 pub use request::{Error, Request, What};
 pub use session::{Facts, Session, PAUSE_TIMEOUT, RING_CAPACITY, RING_VAR};

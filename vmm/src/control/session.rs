@@ -209,10 +209,8 @@ impl Session {
 
     /// The address of a location as every client writes it: a symbol, or an address in `0x`
     /// hex or decimal; the error says what is wrong with it.
-    pub fn resolve_location(&self, text: &str) -> Result<u64, String> {
-        let target = super::location::parse(text)?;
-        super::location::address(&target, &self.symbols)
-            .map_err(|e| format!("location `{}`: {e}", crate::quote::cut(text)))
+    pub fn resolve_location(&self, text: &str) -> Result<u64, super::location::ResolveError> {
+        super::location::resolve(text, &self.symbols)
     }
 
     /// Sets the guest's task layout (conditions on `comm`, `pid`, `tgid`); `false` if set.

@@ -36,15 +36,18 @@ impl ExitStatus {
     }
 }
 
+/// A name that is no exit-status encoding.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an exit-status encoding; use raw or qemu")]
+pub struct UnknownExitStatus(pub String);
+
 impl std::str::FromStr for ExitStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownExitStatus;
+    fn from_str(s: &str) -> Result<Self, UnknownExitStatus> {
         match s {
             "raw" => Ok(ExitStatus::Raw),
             "qemu" => Ok(ExitStatus::Qemu),
-            _ => Err(format!(
-                "`{s}` is not an exit-status encoding; use raw or qemu"
-            )),
+            _ => Err(UnknownExitStatus(crate::quote::cut(s).into_owned())),
         }
     }
 }
@@ -104,6 +107,9 @@ mod tests {
         assert_eq!(ExitStatus::Qemu.status(&[1, 0, 0, 0]), 3);
         assert_eq!(ExitStatus::Qemu.status(&[38, 0, 0, 0]), 77);
         assert_eq!(ExitStatus::Qemu.status(&[63]), 127);
-        assert!("other".parse::<ExitStatus>().is_err());
+        assert_eq!(
+            "other".parse::<ExitStatus>(),
+            Err(UnknownExitStatus("other".into()))
+        );
     }
 }

@@ -12,7 +12,7 @@ mod serial;
 
 pub use bus::{PioBus, PioDevice, PortAccess};
 pub use cmos_rtc::{CmosRtc, DateTime, HostClock, WallClock, CMOS_PORT, CMOS_PORTS};
-pub use exit_port::{ExitPort, ExitStatus, EXIT_PORT, EXIT_PORTS};
+pub use exit_port::{ExitPort, ExitStatus, UnknownExitStatus, EXIT_PORT, EXIT_PORTS};
 pub use fw_cfg::{FwCfg, FW_CFG_PORT, FW_CFG_PORTS};
 pub use host_signal::{HostSignal, HostSignalPort, HOST_SIGNAL_PORT};
 pub use mmio::{MmioBus, MmioDevice};

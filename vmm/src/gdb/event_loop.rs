@@ -52,7 +52,7 @@ impl BlockingEventLoop for StubLoop {
         conn: &mut Self::Connection,
     ) -> Result<
         Event<Self::StopReason>,
-        WaitForStopReasonError<String, <Self::Connection as Connection>::Error>,
+        WaitForStopReasonError<super::Error, <Self::Connection as Connection>::Error>,
     > {
         loop {
             for note in target.evictions.take_notes() {
@@ -90,7 +90,7 @@ impl BlockingEventLoop for StubLoop {
         }
     }
 
-    fn on_interrupt(target: &mut GdbTarget) -> Result<Option<Self::StopReason>, String> {
+    fn on_interrupt(target: &mut GdbTarget) -> Result<Option<Self::StopReason>, super::Error> {
         target.session.pause("gdb interrupt");
         target.session.wait_parked(PARK_TIMEOUT);
         Ok(Some(MultiThreadStopReason::SignalWithThread {

@@ -30,28 +30,54 @@ pub enum Listen {
     Unix(PathBuf),
 }
 
+/// Why a listen address was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// The text after `tcp:` is no socket address.
+    #[error("`{text}` is not an address; write tcp:127.0.0.1:PORT")]
+    BadTcpAddress {
+        /// The text after `tcp:`.
+        text: String,
+        /// Why it does not parse.
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// A TCP address outside loopback.
+    #[error(
+        "{0} is not a loopback address; the gdb stub has no authentication, so it \
+         listens on 127.0.0.1 or ::1 only (use an SSH tunnel to reach it from elsewhere)"
+    )]
+    NotLoopback(SocketAddr),
+    /// `unix:` with nothing after it.
+    #[error("give a socket path after unix:")]
+    NoUnixPath,
+    /// Neither `tcp:` nor `unix:`.
+    #[error("`{0}`: write tcp:127.0.0.1:PORT or unix:PATH")]
+    UnknownKind(String),
+}
+
 /// `tcp:127.0.0.1:PORT` or `unix:PATH`. A TCP address outside loopback is refused: the stub
 /// has no authentication, and it can read and write all guest memory.
-pub fn parse_listen(text: &str) -> Result<Listen, String> {
+pub fn parse_listen(text: &str) -> Result<Listen, ListenError> {
     if let Some(addr) = text.strip_prefix("tcp:") {
-        let addr: SocketAddr = addr
-            .parse()
-            .map_err(|_| format!("`{addr}` is not an address; write tcp:127.0.0.1:PORT"))?;
+        let addr: SocketAddr = addr.parse().map_err(|source| ListenError::BadTcpAddress {
+            text: crate::quote::cut(addr).into_owned(),
+            source,
+        })?;
         if !addr.ip().is_loopback() {
-            return Err(format!(
-                "{addr} is not a loopback address; the gdb stub has no authentication, so it \
-                 listens on 127.0.0.1 or ::1 only (use an SSH tunnel to reach it from elsewhere)"
-            ));
+            return Err(ListenError::NotLoopback(addr));
         }
         return Ok(Listen::Tcp(addr));
     }
     if let Some(path) = text.strip_prefix("unix:") {
         if path.is_empty() {
-            return Err("give a socket path after unix:".into());
+            return Err(ListenError::NoUnixPath);
         }
         return Ok(Listen::Unix(PathBuf::from(path)));
     }
-    Err(format!("`{text}`: write tcp:127.0.0.1:PORT or unix:PATH"))
+    Err(ListenError::UnknownKind(
+        crate::quote::cut(text).into_owned(),
+    ))
 }
 
 enum Listener {
@@ -395,5 +421,37 @@ struct Done(std::sync::mpsc::Sender<()>);
 impl Drop for Done {
     fn drop(&mut self) {
         let _ = self.0.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_bad_address_has_its_own_reason() {
+        assert_eq!(
+            parse_listen("tcp:127.0.0.1:1234").unwrap(),
+            Listen::Tcp("127.0.0.1:1234".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen("unix:/tmp/g").unwrap(),
+            Listen::Unix("/tmp/g".into())
+        );
+        assert!(matches!(
+            parse_listen("tcp:localhost"),
+            Err(ListenError::BadTcpAddress { .. })
+        ));
+        let far = parse_listen("tcp:10.0.0.1:1234").unwrap_err();
+        assert!(matches!(far, ListenError::NotLoopback(_)), "{far}");
+        assert!(far.to_string().contains("SSH tunnel"), "{far}");
+        assert!(matches!(
+            parse_listen("unix:"),
+            Err(ListenError::NoUnixPath)
+        ));
+        assert!(matches!(
+            parse_listen("udp:1"),
+            Err(ListenError::UnknownKind(t)) if t == "udp:1"
+        ));
     }
 }

@@ -11,6 +11,7 @@
 
 mod arch;
 mod buffered_conn;
+mod error;
 mod event_loop;
 mod evictions;
 mod listen;
@@ -18,4 +19,6 @@ mod monitor_break;
 mod points;
 mod target;
 
-pub use listen::{parse_listen, serve, Listen, Served};
+pub use error::Error;
+pub use listen::{parse_listen, serve, Listen, ListenError, Served};
+pub use monitor_break::{MonitorError, UsageError};

@@ -25,7 +25,7 @@ use gdbstub::target::{Target, TargetError, TargetResult};
 
 use super::arch::{fpu_from_gdb, fpu_to_gdb, SystemRegs, X86_64_System, SYSTEM_NAMES};
 use super::evictions::Evictions;
-use super::monitor_break;
+use super::monitor_break::{self, MonitorError};
 use super::points::{Inserted, Points};
 use crate::control::{Request, Session, What};
 use crate::debug::HitContext;
@@ -259,7 +259,7 @@ impl GdbTarget {
 
 impl Target for GdbTarget {
     type Arch = X86_64_System;
-    type Error = String;
+    type Error = super::Error;
 
     fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
         BaseOps::MultiThread(self)
@@ -407,7 +407,7 @@ impl MultiThreadBase for GdbTarget {
             .map_err(|_| TargetError::Errno(14))
     }
 
-    fn list_active_threads(&mut self, register: &mut dyn FnMut(Tid)) -> Result<(), String> {
+    fn list_active_threads(&mut self, register: &mut dyn FnMut(Tid)) -> Result<(), super::Error> {
         for i in 0..self.session.vcpu_count() {
             register(tid(i));
         }
@@ -420,7 +420,7 @@ impl MultiThreadBase for GdbTarget {
 }
 
 impl MultiThreadResume for GdbTarget {
-    fn resume(&mut self) -> Result<(), String> {
+    fn resume(&mut self) -> Result<(), super::Error> {
         self.queued.extend(self.stops.try_iter());
         // At a continue, what gdb did not insert again is removed, and a hit that came with
         // the reported stop, of a breakpoint gdb has since deleted, is no stop of gdb's any
@@ -453,7 +453,7 @@ impl MultiThreadResume for GdbTarget {
         Ok(())
     }
 
-    fn clear_resume_actions(&mut self) -> Result<(), String> {
+    fn clear_resume_actions(&mut self) -> Result<(), super::Error> {
         self.step = None;
         Ok(())
     }
@@ -470,29 +470,29 @@ impl MultiThreadResume for GdbTarget {
         &mut self,
         _tid: Tid,
         signal: Option<Signal>,
-    ) -> Result<(), String> {
+    ) -> Result<(), super::Error> {
         match signal {
             None => Ok(()),
-            Some(s) => Err(format!(
-                "cannot deliver {s:?} to a vCPU; continue without a signal (`signal 0`)"
-            )),
+            Some(s) => Err(super::Error::SignalOnContinue(s)),
         }
     }
 }
 
 impl MultiThreadSchedulerLocking for GdbTarget {
     /// Only the stepped vCPU runs during a step anyway (all-stop).
-    fn set_resume_action_scheduler_lock(&mut self) -> Result<(), String> {
+    fn set_resume_action_scheduler_lock(&mut self) -> Result<(), super::Error> {
         Ok(())
     }
 }
 
 impl MultiThreadSingleStep for GdbTarget {
-    fn set_resume_action_step(&mut self, tid: Tid, signal: Option<Signal>) -> Result<(), String> {
+    fn set_resume_action_step(
+        &mut self,
+        tid: Tid,
+        signal: Option<Signal>,
+    ) -> Result<(), super::Error> {
         if let Some(s) = signal {
-            return Err(format!(
-                "cannot deliver {s:?} to a vCPU; step without a signal"
-            ));
+            return Err(super::Error::SignalOnStep(s));
         }
         self.step = Some(index(tid));
         Ok(())
@@ -557,14 +557,19 @@ impl HwWatchpoint for GdbTarget {
 }
 
 impl MonitorCmd for GdbTarget {
-    fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), String> {
+    fn handle_monitor_cmd(
+        &mut self,
+        cmd: &[u8],
+        mut out: ConsoleOutput<'_>,
+    ) -> Result<(), super::Error> {
         match std::str::from_utf8(cmd).unwrap_or_default().trim() {
             "plan" => outputln!(out, "{}", self.session.plan_text()),
             "probe" => outputln!(out, "{}", self.session.probe_text()),
             "policy" => outputln!(out, "policy {}", self.session.policy_name()),
             other => match monitor_break::parse(other) {
                 Some(Ok(command)) => match self.monitor_break(command) {
-                    Ok(said) | Err(said) => outputln!(out, "{said}"),
+                    Ok(said) => outputln!(out, "{said}"),
+                    Err(e) => outputln!(out, "{e}"),
                 },
                 Some(Err(e)) => outputln!(out, "{e}"),
                 None => outputln!(
@@ -579,18 +584,16 @@ impl MonitorCmd for GdbTarget {
 
 impl GdbTarget {
     /// Runs a `monitor break`/`unbreak`: what to tell the user, done or refused.
-    fn monitor_break(&mut self, command: monitor_break::Command) -> Result<String, String> {
+    fn monitor_break(&mut self, command: monitor_break::Command) -> Result<String, MonitorError> {
         let (location, condition) = match command {
             monitor_break::Command::Unbreak(id) => {
                 if !self.monitor_breaks.contains(&id) {
-                    return Err(format!(
-                        "no `monitor break` breakpoint has id {id} (gdb's own are removed with `delete`)"
-                    ));
+                    return Err(MonitorError::NotMonitorBreak(id));
                 }
                 self.monitor_breaks.retain(|&b| b != id);
                 return match self.session.remove(id) {
                     Ok(_) => Ok(format!("removed breakpoint #{id}")),
-                    Err(e) => Err(format!("breakpoint #{id}: {e}")),
+                    Err(source) => Err(MonitorError::Remove { id, source }),
                 };
             }
             monitor_break::Command::Break {
@@ -599,12 +602,18 @@ impl GdbTarget {
             } => (location, condition),
         };
         let addr = self.session.resolve_location(&location)?;
-        let spec = BreakSpec::exec(addr).map_err(|e| format!("{location}: {e}"))?;
+        let spec = BreakSpec::exec(addr).map_err(|source| MonitorError::Spec {
+            location: location.clone(),
+            source,
+        })?;
         let condition = condition
             .map(|c| {
                 crate::condition::Condition::parse(&c)
                     .map(Arc::new)
-                    .map_err(|e| format!("condition `{c}`: {e}"))
+                    .map_err(|source| MonitorError::Condition {
+                        text: c.clone(),
+                        source,
+                    })
             })
             .transpose()?;
         let req = Request {
@@ -633,10 +642,13 @@ impl GdbTarget {
         let (id, _) = self
             .session
             .arm_with(req, on_hit)
-            .map_err(|e| format!("{location}: {e}"))?;
+            .map_err(|source| MonitorError::Arm {
+                location: location.clone(),
+                source,
+            })?;
         if let Some(state) = self.not_live(id.0) {
             let _ = self.session.remove(id.0);
-            return Err(format!("{location}: not armed, it would be {state}"));
+            return Err(MonitorError::NotLive { location, state });
         }
         self.monitor_breaks.push(id.0);
         Ok(format!(

@@ -2,12 +2,27 @@
 //! table, or else the kernel's kallsyms (inside a bzImage's compressed payload, or in the
 //! data of an ELF whose symbol table was stripped).
 
-use std::time::{Duration, Instant};
-
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{kallsyms, payload, task_layout, TaskLayout};
 use crate::symbols::SymbolTable;
+
+/// Why a kernel image's task layout (where the current task and its identity are) is not
+/// known.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// The kernel inside the bzImage could not be had (shared: the symbols failed with it).
+    #[error(transparent)]
+    Payload(Arc<payload::Error>),
+    /// The image has no symbols of its own, and the layout is found through them.
+    #[error(transparent)]
+    NoSymbols(kallsyms::Error),
+    /// Its BTF does not say (none, or not a Linux kernel).
+    #[error(transparent)]
+    Btf(task_layout::Error),
+}
 
 /// Where the symbols came from.
 #[derive(Debug)]
@@ -42,26 +57,24 @@ pub fn own_symbols(image: &[u8]) -> (SymbolTable, Source) {
 pub fn image_facts(
     image: &[u8],
     given: Option<SymbolTable>,
-) -> (SymbolTable, Source, Result<TaskLayout, String>) {
+) -> (SymbolTable, Source, Result<TaskLayout, LayoutError>) {
     read(image, given)
 }
 
 fn read(
     image: &[u8],
     given: Option<SymbolTable>,
-) -> (SymbolTable, Source, Result<TaskLayout, String>) {
+) -> (SymbolTable, Source, Result<TaskLayout, LayoutError>) {
     let is_bzimage = image.get(0x202..0x206) == Some(b"HdrS");
     let start = Instant::now();
-    let elf: Result<Cow<'_, [u8]>, String> = if is_bzimage {
-        payload::vmlinux(image)
-            .map(Cow::Owned)
-            .map_err(|e| e.to_string())
+    let elf: Result<Cow<'_, [u8]>, Arc<payload::Error>> = if is_bzimage {
+        payload::vmlinux(image).map(Cow::Owned).map_err(Arc::new)
     } else {
         Ok(Cow::Borrowed(image))
     };
     let layout = |table: &SymbolTable| match &elf {
-        Ok(elf) => task_layout(elf, table).map_err(|e| e.to_string()),
-        Err(why) => Err(why.clone()),
+        Ok(elf) => task_layout(elf, table).map_err(LayoutError::Btf),
+        Err(why) => Err(LayoutError::Payload(why.clone())),
     };
     if let Some(table) = given {
         let found = layout(&table);
@@ -74,10 +87,10 @@ fn read(
             return (table, Source::ElfSymbolTable, found);
         }
     }
-    let found = elf
-        .as_deref()
-        .map_err(Clone::clone)
-        .and_then(|elf| kallsyms::read(elf).map_err(|e| e.to_string()));
+    let found = match &elf {
+        Ok(elf) => kallsyms::read(elf).map_err(LayoutError::NoSymbols),
+        Err(why) => Err(LayoutError::Payload(why.clone())),
+    };
     match found {
         Ok(entries) => {
             let table = SymbolTable::from_kallsyms(&entries);
@@ -89,10 +102,51 @@ fn read(
             let found = layout(&table);
             (table, source, found)
         }
-        Err(why) => (
-            SymbolTable::without_symbols(&why),
-            Source::None(why.clone()),
-            Err(why),
-        ),
+        Err(why) => {
+            let text = why.to_string();
+            (
+                SymbolTable::without_symbols(&text),
+                Source::None(text),
+                Err(why),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_missing_fact_names_its_own_reason() {
+        // Neither an ELF nor a bzImage: no symbol table, no kallsyms, so no layout either.
+        let (_, source, layout) = image_facts(&[0u8; 256], None);
+        assert!(matches!(source, Source::None(_)), "{source:?}");
+        assert!(
+            matches!(
+                layout,
+                Err(LayoutError::NoSymbols(kallsyms::Error::NoTokenTable))
+            ),
+            "{layout:?}"
+        );
+        // Symbols given, but the image is no ELF: the layout's own reason, from its BTF read.
+        let given = SymbolTable::without_symbols("test");
+        let (_, source, layout) = image_facts(&[0u8; 256], Some(given));
+        assert!(matches!(source, Source::Given), "{source:?}");
+        assert!(
+            matches!(layout, Err(LayoutError::Btf(task_layout::Error::NotElf(_)))),
+            "{layout:?}"
+        );
+        // A bzImage whose payload cannot be had: that reason, for the symbols and the layout.
+        let mut bz = vec![0u8; 0x1000];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        let (_, source, layout) = image_facts(&bz, None);
+        let Source::None(why) = source else {
+            panic!("symbols from a broken bzImage: {source:?}")
+        };
+        let Err(LayoutError::Payload(e)) = layout else {
+            panic!("{layout:?}")
+        };
+        assert_eq!(why, e.to_string());
     }
 }

@@ -115,36 +115,89 @@ fn save(dir: &Path, key: &HostKey, report: &ProbeReport) {
     }
 }
 
-/// The report cached at `path` if it was stored under `key`; else why not, in words.
-pub fn load(path: &Path, key: &HostKey) -> Result<ProbeReport, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+/// Why a cache file was not used (the probe then runs anew; only logged).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// It cannot be opened or its metadata read (missing, say).
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The cache file.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another user owns it: their answers are not trusted.
+    #[error("{} belongs to another user (uid {uid})", .path.display())]
+    OtherOwner {
+        /// The cache file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
+    /// It is no probe cache (cut short, hand-edited...).
+    #[error("{} is not a probe cache: {source}", .path.display())]
+    NotACache {
+        /// The cache file.
+        path: PathBuf,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Another drvisor's format.
+    #[error("{} has format {found}, not {}", .path.display(), FORMAT)]
+    OtherFormat {
+        /// The cache file.
+        path: PathBuf,
+        /// The format it has.
+        found: u32,
+    },
+    /// Probed on another host, kernel, CPU or drvisor.
+    #[error("{} was probed under another {what}", .path.display())]
+    OtherHost {
+        /// The cache file.
+        path: PathBuf,
+        /// The first part of the host's key that differs.
+        what: &'static str,
+    },
+}
+
+/// The report cached at `path` if it was stored under `key`; else why not.
+pub fn load(path: &Path, key: &HostKey) -> Result<ProbeReport, LoadError> {
+    let io = |source| LoadError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
-    if std::os::unix::fs::MetadataExt::uid(&meta) != me {
-        return Err(format!(
-            "{} belongs to another user (uid {})",
-            path.display(),
-            std::os::unix::fs::MetadataExt::uid(&meta)
-        ));
+    let uid = std::os::unix::fs::MetadataExt::uid(&meta);
+    if uid != me {
+        return Err(LoadError::OtherOwner {
+            path: path.to_owned(),
+            uid,
+        });
     }
-    let cached: CacheFile = serde_json::from_reader(std::io::BufReader::new(file))
-        .map_err(|e| format!("{} is not a probe cache: {e}", path.display()))?;
+    let cached: CacheFile =
+        serde_json::from_reader(std::io::BufReader::new(file)).map_err(|source| {
+            LoadError::NotACache {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
     if cached.format != FORMAT {
-        return Err(format!(
-            "{} has format {}, not {FORMAT}",
-            path.display(),
-            cached.format
-        ));
+        return Err(LoadError::OtherFormat {
+            path: path.to_owned(),
+            found: cached.format,
+        });
     }
     match cached.key.first_difference(key) {
         None => Ok(cached.report),
-        Some(what) => Err(format!(
-            "{} was probed under another {what}",
-            path.display()
-        )),
+        Some(what) => Err(LoadError::OtherHost {
+            path: path.to_owned(),
+            what,
+        }),
     }
 }
 
@@ -210,7 +263,7 @@ mod tests {
         let key = HostKey::read();
         let path = store(&dir, &key, &report()).unwrap();
         assert_eq!(path, dir.join(FILE_NAME));
-        assert_eq!(load(&path, &key), Ok(report()));
+        assert_eq!(load(&path, &key).unwrap(), report());
         // Nothing is left beside it.
         let names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
         assert_eq!(names.len(), 1);
@@ -225,11 +278,12 @@ mod tests {
         let mut other = key.clone();
         other.cpu.insert("microcode".into(), "0xdeadbeef".into());
         let why = load(&path, &other).unwrap_err();
-        assert!(why.contains("CPU model or microcode"), "{why}");
+        assert!(matches!(why, LoadError::OtherHost { .. }), "{why}");
+        assert!(why.to_string().contains("CPU model or microcode"), "{why}");
         let mut other = key.clone();
         other.drvisor_version = "0.0.0".into();
         let why = load(&path, &other).unwrap_err();
-        assert!(why.contains("drvisor version"), "{why}");
+        assert!(why.to_string().contains("drvisor version"), "{why}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -241,12 +295,20 @@ mod tests {
         let good = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, &good[..good.len() / 2]).unwrap();
         let why = load(&path, &key).unwrap_err();
-        assert!(why.contains("is not a probe cache"), "{why}");
+        assert!(matches!(why, LoadError::NotACache { .. }), "{why}");
+        assert!(why.to_string().contains("is not a probe cache"), "{why}");
         std::fs::write(&path, good.replacen("\"format\": 1", "\"format\": 99", 1)).unwrap();
         let why = load(&path, &key).unwrap_err();
-        assert!(why.contains("format 99"), "{why}");
+        assert!(
+            matches!(why, LoadError::OtherFormat { found: 99, .. }),
+            "{why}"
+        );
         std::fs::remove_file(&path).unwrap();
-        assert!(load(&path, &key).is_err());
+        let why = load(&path, &key).unwrap_err();
+        assert!(
+            matches!(&why, LoadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+            "{why}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -19,6 +19,6 @@ pub use engine::{
     PageWatchState, PendingPageHit, WatchRange,
 };
 pub use migrate::Migrations;
-pub use route::{route, Engine, EngineChoice, RouteError, RouteInput};
+pub use route::{route, Engine, EngineChoice, RouteError, RouteInput, UnknownEngine};
 pub use translate::Translator;
 pub use waiting::RetryBy;

@@ -17,14 +17,19 @@ pub enum EngineChoice {
     Auto,
 }
 
+/// A name that is no engine.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown engine `{0}`; use hw, page or auto")]
+pub struct UnknownEngine(pub String);
+
 impl FromStr for EngineChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownEngine;
+    fn from_str(s: &str) -> Result<Self, UnknownEngine> {
         match s {
             "hw" => Ok(EngineChoice::Hw),
             "page" => Ok(EngineChoice::Page),
             "auto" => Ok(EngineChoice::Auto),
-            other => Err(format!("unknown engine `{other}`; use hw, page or auto")),
+            other => Err(UnknownEngine(crate::quote::cut(other).into_owned())),
         }
     }
 }

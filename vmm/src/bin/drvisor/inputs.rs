@@ -117,7 +117,7 @@ pub struct Inputs {
     pub symbols: SymbolTable,
     /// Where a Linux kernel keeps the current task (conditions on `comm`, `pid`, `tgid`), or
     /// why it is not known.
-    pub task_layout: Result<TaskLayout, String>,
+    pub task_layout: Result<TaskLayout, drvisor::kernel::LayoutError>,
 }
 
 fn read(file: InputFile) -> Result<Vec<u8>, Failure> {
@@ -193,7 +193,13 @@ pub fn read_symbols_and_layout(
     file: Option<InputFile>,
     kernel: &[u8],
     cmdline: Option<&str>,
-) -> Result<(SymbolTable, Result<TaskLayout, String>), Failure> {
+) -> Result<
+    (
+        SymbolTable,
+        Result<TaskLayout, drvisor::kernel::LayoutError>,
+    ),
+    Failure,
+> {
     let given = file.map(read_system_map).transpose()?;
     let (table, source, layout) = drvisor::kernel::image_facts(kernel, given);
     say_where_from(&source, cmdline);

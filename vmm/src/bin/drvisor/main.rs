@@ -3,6 +3,7 @@
 mod announce;
 mod api_server;
 mod arm;
+mod boot_flags;
 mod ci;
 mod cli;
 #[cfg(test)]
@@ -278,8 +279,8 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.cpuid = args.cpuid.into();
     config.probe_cache = probe::cache::default_dir();
     config.guest_dr_resync = std::time::Duration::from_micros(args.guest_dr_resync_us);
-    config.inject_fault =
-        drvisor::fault_injection::InjectedFault::from_env().map_err(Failure::usage)?;
+    config.inject_fault = drvisor::fault_injection::InjectedFault::from_env()
+        .map_err(|e| Failure::usage(e.to_string()))?;
     let vm = Vm::try_from(config).map_err(vm_failure)?;
     announce_hidden_features(&vm, args.cpuid);
     stopper.attach(vm.run_control().clone());
@@ -481,6 +482,7 @@ fn vm_failure(e: drvisor::vm::Error) -> Failure {
         Error::VcpuCount { asked, .. } => format!("--vcpus {asked}: {e}"),
         Error::Memory(memory::Error::Mmap { mib, .. }) => format!("--mem {mib}: {e}"),
         Error::Memory(_) => format!("--mem: {e}"),
+        Error::Boot(boot) => boot_flags::message(boot),
         _ => e.to_string(),
     };
     Failure {

@@ -208,7 +208,7 @@ fn shell_quoted(text: &str) -> String {
 
 /// A symbol or a number (`0x` hex or decimal).
 pub fn location(text: &str) -> Result<Target, String> {
-    drvisor::control::location::parse(text)
+    drvisor::control::location::parse(text).map_err(|e| e.to_string())
 }
 
 /// `[phys:]SYMBOL|ADDR[:w|r|rw][:LEN]`: each part at most once, the length `0x` hex or
@@ -254,7 +254,7 @@ pub fn watch(text: &str) -> Result<WatchSpec, String> {
         }
     }
     if let (Target::Number(addr), Some(len)) = (&target, len) {
-        check_range(*addr, len).map_err(bad)?;
+        check_range(*addr, len).map_err(|e| bad(e.to_string()))?;
     }
     Ok(WatchSpec {
         physical,
