@@ -76,6 +76,7 @@ fn passing_examples() -> Result<(), Failed> {
     for (spec, case) in [
         ("exec", "target_0 called count times"),
         ("exec", "target_2 at most 5 on vCPU 0"),
+        ("exec", "target_3 called from exec_loop"),
         ("exec", "summary line"),
         ("exec", "no panic"),
         ("write", "u32 written count times, values 1..4"),

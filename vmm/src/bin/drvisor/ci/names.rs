@@ -58,3 +58,53 @@ fn read(path: &Path, bytes: u64) -> Option<Vec<u8>> {
     };
     input_file::open("symbols", path, limit).ok()?.read().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_system_map_names_the_code_it_lists() {
+        let dir = std::env::temp_dir().join(format!("drvisor-ci-names-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
+        let map = dir.join("System.map");
+        std::fs::write(
+            &map,
+            "ffffffff81000000 T __x64_sys_getppid\nffffffff81000040 T next\n",
+        )
+        .expect("write a System.map");
+        let vm = VmSpec {
+            symbols: Some(map),
+            ..VmSpec::default()
+        };
+        let names = SpecNames::new(&vm);
+        assert_eq!(
+            names.name(0xffff_ffff_8100_0007).as_deref(),
+            Some("__x64_sys_getppid+0x7")
+        );
+        assert_eq!(names.name(0x1000), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn without_symbols_the_test_guest_names_its_own_code() {
+        let (table, _) = drvisor::kernel::own_symbols(drvisor::guest_image::ELF);
+        let target = table
+            .resolve_code("drv_target_0")
+            .expect("the guest has it");
+        let vm = VmSpec::default();
+        assert_eq!(
+            SpecNames::new(&vm).name(target).as_deref(),
+            Some("drv_target_0+0x0")
+        );
+    }
+
+    #[test]
+    fn symbols_that_cannot_be_read_leave_addresses_raw() {
+        let vm = VmSpec {
+            symbols: Some("/nonexistent/System.map".into()),
+            ..VmSpec::default()
+        };
+        assert_eq!(SpecNames::new(&vm).name(0xffff_ffff_8100_0007), None);
+    }
+}
