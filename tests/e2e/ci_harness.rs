@@ -76,6 +76,7 @@ fn passing_examples() -> Result<(), Failed> {
     for (spec, case) in [
         ("exec", "target_0 called count times"),
         ("exec", "target_2 at most 5 on vCPU 0"),
+        ("exec", "target_3 called from exec_loop"),
         ("exec", "summary line"),
         ("exec", "no panic"),
         ("write", "u32 written count times, values 1..4"),
@@ -159,6 +160,61 @@ fn failing_examples() -> Result<(), Failed> {
             .contains("timed out after 2 s; the VM was killed"),
         || run.to_string(),
     )
+}
+
+/// `stack_contains` on the embedded test guest: `drv_target_0` is called from `exec_loop`
+/// (a Rust function, named by its path's end), so that check passes on every hit; `drv_kfunc_0`
+/// is not on its stack, so that check fails, and the report and the JUnit XML name the
+/// functions the stack does hold and the function the rip is in.
+fn stack_contains_names_the_caller() -> Result<(), Failed> {
+    let spec = spec_file(
+        "callers.toml",
+        "[vm]\nscenario = \"exec\"\ncmdline = \"count=3\"\n\
+         [[check]]\nname = \"from exec_loop\"\nbreak = \"drv_target_0\"\nhits = 3\n\
+         stack_contains = \"exec_loop\"\n\
+         [[check]]\nname = \"from kfunc\"\nbreak = \"drv_target_1\"\ncapture = 256\n\
+         stack_contains = \"drv_kfunc_0\"\n",
+    );
+    let junit = temp_path("callers.xml");
+    let (run, report) = ci(&[
+        spec.display().to_string(),
+        "--junit".into(),
+        junit.display().to_string(),
+    ])?;
+    let xml = std::fs::read_to_string(&junit).unwrap_or_default();
+    let _ = std::fs::remove_file(&junit);
+    run.expect_code(1)?;
+    ensure(
+        case_status(&report, "callers", "from exec_loop") == Some("passed"),
+        || format!("`from exec_loop` did not pass\n{run}"),
+    )?;
+    ensure(
+        case_status(&report, "callers", "from kfunc") == Some("failed"),
+        || format!("`from kfunc` did not fail\n{run}"),
+    )?;
+    let want_observed =
+        "observed: hit #1: its captured stack names drvisor_guest::targets::exec_loop";
+    ensure(run.stdout.contains(want_observed), || {
+        format!("wanted {want_observed:?}\n{run}")
+    })?;
+    // The offending hit's rip, at the breakpoint: the function's first instruction.
+    ensure(run.stdout.contains(" (drv_target_1+0x0) addr="), || {
+        format!("the rip is not named\n{run}")
+    })?;
+    ensure(
+        run.stdout.contains("stack words into code: rsp+0x0: ? "),
+        || format!("the stack's code words are not listed\n{run}"),
+    )?;
+    for want in [
+        "(drv_target_1+0x0)",
+        "drvisor_guest::targets::exec_loop",
+        "drv_kfunc_0",
+    ] {
+        ensure(xml.contains(want), || {
+            format!("the JUnit XML lacks {want:?}\n{xml}")
+        })?;
+    }
+    Ok(())
 }
 
 /// The live processes the harness with pid `pid` started: their environment carries
@@ -294,6 +350,16 @@ fn spec_errors() -> Result<(), Failed> {
             "bad-regex.toml",
             "[[check]]\nname = \"a\"\nconsole_never = \"a(b\"\n",
             ":3:17: bad regex",
+        ),
+        (
+            "stack-contains-alone.toml",
+            "[[check]]\nname = \"a\"\nexit_status = 0\nstack_contains = \"f\"\n",
+            ":4:18: `stack_contains` belongs to a break or watch check",
+        ),
+        (
+            "stack-contains-typo.toml",
+            "[[check]]\nname = \"a\"\nbreak = \"f\"\nstack_contain = \"g\"\n",
+            ":4:1: unknown field `stack_contain`",
         ),
         (
             "no-kernel.toml",
@@ -507,6 +573,10 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             infrastructure_exit_code,
         ),
         Trial::test("ci_harness::shards_partition", shards_partition),
+        Trial::test(
+            "ci_harness::stack_contains_names_the_caller",
+            stack_contains_names_the_caller,
+        ),
         Trial::test(
             "ci_harness::cmdline_beginning_with_a_hyphen",
             cmdline_beginning_with_a_hyphen,

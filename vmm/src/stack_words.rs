@@ -39,6 +39,15 @@ impl CodeIndex {
         (off > 0 && off < *size).then(|| format!("{name}+{off:#x}/{size:#x}"))
     }
 
+    /// `fn+0xoff` for an address inside a code symbol, its start included (an instruction
+    /// pointer, where [`CodeIndex::name`] names return addresses).
+    pub fn locate(&self, addr: u64) -> Option<String> {
+        let at = self.symbols.partition_point(|(start, _, _)| *start <= addr);
+        let (start, size, name) = self.symbols.get(at.checked_sub(1)?)?;
+        let off = addr - start;
+        (off < *size).then(|| format!("{name}+{off:#x}"))
+    }
+
     /// The words of `bytes`, read from guest-virtual `addr` (8-byte aligned words from the
     /// first aligned one), that point into code.
     pub fn scan(&self, addr: u64, bytes: &[u8]) -> Vec<StackWord> {
@@ -83,6 +92,18 @@ mod tests {
             "a function's start is no return address"
         );
         assert_eq!(i.name(0x1234), None);
+    }
+
+    #[test]
+    fn an_instruction_pointer_is_located_from_its_function_start() {
+        let i = index();
+        assert_eq!(
+            i.locate(0xffff_ffff_8100_0000).as_deref(),
+            Some("start+0x0")
+        );
+        assert_eq!(i.locate(0xffff_ffff_8100_0107).as_deref(), Some("next+0x7"));
+        assert_eq!(i.locate(0xffff_ffff_8100_0200), None, "data is no code");
+        assert_eq!(i.locate(0x1234), None);
     }
 
     #[test]

@@ -79,9 +79,24 @@ pub struct CaseResult {
 /// The name of the case that judges the run itself.
 pub const RUN_CASE: &str = "(run)";
 
+/// Names a code address: `function+0xoffset` where the guest's symbols know it. The binary
+/// loads the symbols (the spec's `symbols`, else the kernel's own); the judge only asks.
+pub type Names<'a> = &'a dyn Fn(u64) -> Option<String>;
+
+/// A [`Names`] that knows no address (the report then shows raw addresses).
+pub fn no_names(_: u64) -> Option<String> {
+    None
+}
+
 /// Every case of `spec`: the run, then each check in order (a `results` check followed by its
-/// parsed cases). `skips` holds the checks this host cannot deliver, with the reason.
-pub fn judge(spec: &Spec, obs: &Observation, skips: &BTreeMap<String, String>) -> Vec<CaseResult> {
+/// parsed cases). `skips` holds the checks this host cannot deliver, with the reason; `names`
+/// names the code addresses in a hit's context.
+pub fn judge(
+    spec: &Spec,
+    obs: &Observation,
+    skips: &BTreeMap<String, String>,
+    names: Names<'_>,
+) -> Vec<CaseResult> {
     let stop_expected = spec.checks.iter().any(|c| on_hit(c) == Some(OnHit::Stop));
     let mut out = vec![CaseResult {
         name: RUN_CASE.into(),
@@ -107,7 +122,7 @@ pub fn judge(spec: &Spec, obs: &Observation, skips: &BTreeMap<String, String>) -
             });
             continue;
         }
-        let (verdict, parsed) = judge_check(check, obs);
+        let (verdict, parsed) = judge_check(check, obs, names);
         out.push(CaseResult {
             name: check.name.clone(),
             verdict,
@@ -155,10 +170,13 @@ fn run_verdict(end: &RunEnd, stop_expected: bool, vm: &VmSpec) -> Verdict {
     }
 }
 
-fn judge_check(check: &Check, obs: &Observation) -> (Verdict, Vec<CaseResult>) {
+fn judge_check(check: &Check, obs: &Observation, names: Names<'_>) -> (Verdict, Vec<CaseResult>) {
     match &check.kind {
-        CheckKind::Break(h) => (hit_verdict(h, &ValueExpect::default(), obs), Vec::new()),
-        CheckKind::Watch(w) => (hit_verdict(&w.hits, &w.values, obs), Vec::new()),
+        CheckKind::Break(h) => (
+            hit_verdict(h, &ValueExpect::default(), obs, names),
+            Vec::new(),
+        ),
+        CheckKind::Watch(w) => (hit_verdict(&w.hits, &w.values, obs, names), Vec::new()),
         CheckKind::ConsoleMatch(re) => {
             let v = match re.find(&obs.console) {
                 Some(m) => Verdict::Pass {
@@ -276,7 +294,7 @@ fn hits_of<'a>(h: &HitCheck, obs: &'a Observation) -> Vec<&'a HitEvent> {
         .collect()
 }
 
-fn hit_verdict(h: &HitCheck, values: &ValueExpect, obs: &Observation) -> Verdict {
+fn hit_verdict(h: &HitCheck, values: &ValueExpect, obs: &Observation, names: Names<'_>) -> Verdict {
     let hits = hits_of(h, obs);
     let n = hits.len() as u64;
     // One hit per matching console line: the count comes from this run's console.
@@ -302,7 +320,7 @@ fn hit_verdict(h: &HitCheck, values: &ValueExpect, obs: &Observation) -> Verdict
     let fail = |observed: String, offending: Option<&HitEvent>| Verdict::Fail {
         expected: expected.clone(),
         observed,
-        context: offending.map(hit_context),
+        context: offending.map(|e| hit_context(e, names)),
     };
     if n < h.expect.min {
         return fail(format!("{n} hit(s)"), hits.last().copied());
@@ -339,16 +357,105 @@ fn hit_verdict(h: &HitCheck, values: &ValueExpect, obs: &Observation) -> Verdict
             None => return fail("no value written".into(), None),
         }
     }
+    if let Some(function) = &h.stack_contains {
+        for e in &hits {
+            if e.stack.is_none() {
+                return fail(
+                    format!("hit #{} carries no captured stack", e.count),
+                    Some(e),
+                );
+            }
+            let found = stack_functions(e);
+            if !found.iter().any(|f| names_function(f, function)) {
+                let observed = if found.is_empty() {
+                    format!(
+                        "hit #{}: no word of its captured stack points into a known function",
+                        e.count
+                    )
+                } else {
+                    // Rust symbols by their path, as people write them.
+                    let shown: Vec<String> = found
+                        .iter()
+                        .map(|f| rust_path(f).unwrap_or_else(|| (*f).to_owned()))
+                        .collect();
+                    format!(
+                        "hit #{}: its captured stack names {}",
+                        e.count,
+                        shown.join(", ")
+                    )
+                };
+                return fail(observed, Some(e));
+            }
+        }
+    }
     let last = hits.last().and_then(|e| value(e));
+    let mut observed = match last {
+        Some(v) => format!("{n} hit(s), last value {v:#x}"),
+        None => format!("{n} hit(s)"),
+    };
+    if let Some(function) = &h.stack_contains {
+        observed += &format!(", each with {function} on its stack");
+    }
     Verdict::Pass {
-        observed: match last {
-            Some(v) => format!("{n} hit(s), last value {v:#x}"),
-            None => format!("{n} hit(s)"),
-        },
+        observed,
         context: (h.on_hit == OnHit::Capture)
-            .then(|| hits.first().map(|e| hit_context(e)))
+            .then(|| hits.first().map(|e| hit_context(e, names)))
             .flatten(),
     }
+}
+
+/// The functions a hit's captured stack points into (its `symbolized` words, as drvisor named
+/// them), each once, in stack order.
+fn stack_functions(e: &HitEvent) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for w in &e.symbolized {
+        let f = function_of(&w.symbol);
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+/// The function part of a stack word's name: `? do_syscall_64+0x5b/0x90` -> `do_syscall_64`.
+fn function_of(symbol: &str) -> &str {
+    let s = symbol.strip_prefix("? ").unwrap_or(symbol);
+    s.split('+').next().unwrap_or(s)
+}
+
+/// Whether the symbol `name` is the function `want`: the same name, or a Rust symbol (legacy
+/// mangling, `_ZN...E`) whose path is `want` or ends in `::want`.
+fn names_function(name: &str, want: &str) -> bool {
+    if name == want {
+        return true;
+    }
+    rust_path(name).is_some_and(|path| {
+        path == want
+            || path
+                .strip_suffix(want)
+                .is_some_and(|head| head.ends_with("::"))
+    })
+}
+
+/// The path of a legacy-mangled Rust symbol, `_ZN13drvisor_guest7targets9exec_loop17h0123...E`
+/// -> `drvisor_guest::targets::exec_loop` (its hash left out); None for any other name.
+fn rust_path(name: &str) -> Option<String> {
+    let mut rest = name.strip_prefix("_ZN")?.strip_suffix('E')?;
+    let mut parts: Vec<&str> = Vec::new();
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let len: usize = rest[..digits].parse().ok()?;
+        let end = digits.checked_add(len)?;
+        parts.push(rest.get(digits..end)?);
+        rest = rest.get(end..)?;
+    }
+    let is_hash = |p: &&str| {
+        p.len() == 17 && p.starts_with('h') && p[1..].bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    if parts.last().is_some_and(is_hash) {
+        parts.pop();
+    }
+    (!parts.is_empty()).then(|| parts.join("::"))
 }
 
 /// What the check asks, in words.
@@ -369,11 +476,15 @@ fn expect_text(h: &HitCheck, values: &ValueExpect) -> String {
     if let Some(v) = values.last_value {
         text += &format!(", last value {v:#x}");
     }
+    if let Some(f) = &h.stack_contains {
+        text += &format!(", each with {f} on its captured stack");
+    }
     text
 }
 
-/// A hit as evidence: where, which vCPU, the access and the registers.
-pub fn hit_context(e: &HitEvent) -> String {
+/// A hit as evidence: where (named by `names` where it can), which vCPU, the access, the
+/// registers, and the captured stack with the words of it that point into code.
+pub fn hit_context(e: &HitEvent, names: Names<'_>) -> String {
     let r = &e.regs;
     let access = e.access.as_ref().map_or_else(String::new, |a| {
         format!(
@@ -385,8 +496,9 @@ pub fn hit_context(e: &HitEvent) -> String {
             a.old.map_or_else(String::new, |o| format!(" (was {o:#x})"))
         )
     });
+    let named = |a: u64| names(a).map_or_else(String::new, |n| format!(" ({n})"));
     format!(
-        "hit #{} of {} on vCPU {} at rip={:#x} addr={:#x}{access}\n\
+        "hit #{} of {} on vCPU {} at rip={:#x}{} addr={:#x}{access}\n\
          rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x}\n\
          rsp={:#x} rbp={:#x} r8={:#x} r9={:#x} r10={:#x} r11={:#x}\n\
          r12={:#x} r13={:#x} r14={:#x} r15={:#x} rflags={:#x}",
@@ -394,6 +506,7 @@ pub fn hit_context(e: &HitEvent) -> String {
         e.label,
         e.vcpu,
         e.rip,
+        named(e.rip),
         e.addr,
         r.rax,
         r.rbx,
@@ -426,7 +539,21 @@ pub fn hit_context(e: &HitEvent) -> String {
             })
             .collect();
         format!("\nstack at {:#x}: {}", s.addr, words.join(" "))
-    })
+    }) + &stack_names(e)
+}
+
+/// The words of a hit's captured stack that point into code, one line: `rsp+0x8: ? f+0x1c/0x40`.
+fn stack_names(e: &HitEvent) -> String {
+    if e.symbolized.is_empty() {
+        return String::new();
+    }
+    let base = e.stack.as_ref().map_or(e.regs.rsp, |s| s.addr);
+    let words: Vec<String> = e
+        .symbolized
+        .iter()
+        .map(|w| format!("rsp+{:#x}: {}", w.addr.wrapping_sub(base), w.symbol))
+        .collect();
+    format!("\nstack words into code: {}", words.join(", "))
 }
 
 /// The whole line around byte `at`.
@@ -468,7 +595,7 @@ mod tests {
     }
 
     fn verdicts(spec: &Spec, obs: &Observation) -> Vec<(String, &'static str)> {
-        judge(spec, obs, &BTreeMap::new())
+        judge(spec, obs, &BTreeMap::new(), &no_names)
             .into_iter()
             .map(|c| {
                 let word = match c.verdict {
@@ -539,7 +666,7 @@ mod tests {
             end: RunEnd::Guest(0),
             seconds: 0.0,
         };
-        let cases = judge(&s, &obs, &BTreeMap::new());
+        let cases = judge(&s, &obs, &BTreeMap::new(), &no_names);
         match &cases[1].verdict {
             Verdict::Fail {
                 observed,
@@ -554,6 +681,178 @@ mod tests {
             }
             v => panic!("{v:?}"),
         }
+    }
+
+    /// A hit of `label` whose captured stack (at RSP 0x8000) points into `functions`.
+    fn hit_with_stack(label: &str, count: u64, functions: &[&str]) -> HitEvent {
+        let mut e = hit(label, 0, count, None);
+        e.regs.rsp = 0x8000;
+        e.stack = Some(drvisor_api::MemorySnippet {
+            addr: 0x8000,
+            bytes: "00".repeat(8 * functions.len().max(1)),
+        });
+        e.symbolized = functions
+            .iter()
+            .enumerate()
+            .map(|(i, f)| drvisor_api::StackWord {
+                addr: 0x8000 + 8 * i as u64,
+                value: 0xffff_ffff_8100_0000 + i as u64,
+                symbol: format!("? {f}+0x1c/0x40"),
+            })
+            .collect();
+        e
+    }
+
+    fn stack_obs(hits: Vec<HitEvent>) -> Observation {
+        Observation {
+            console: String::new(),
+            hits,
+            end: RunEnd::Guest(0),
+            seconds: 0.0,
+        }
+    }
+
+    fn only_verdict(body: &str, obs: &Observation, names: Names<'_>) -> Verdict {
+        let s = spec(&format!("[[check]]\nname = \"c\"\n{body}\n"));
+        let mut cases = judge(&s, obs, &BTreeMap::new(), names);
+        cases.remove(1).verdict
+    }
+
+    /// `stack_contains` holds when every hit's stack names the function, by its name or, for a
+    /// Rust symbol, by the end of its path.
+    #[test]
+    fn stack_contains_needs_the_function_on_every_hit_stack() {
+        let rust = "_ZN13drvisor_guest7targets9exec_loop17hfe7b9cfccb29bbccE";
+        let obs = stack_obs(vec![
+            hit_with_stack("f", 1, &["do_syscall_64", "entry_SYSCALL_64"]),
+            hit_with_stack("f", 2, &["x64_sys_call", "do_syscall_64"]),
+            hit_with_stack("g", 1, &[rust]),
+        ]);
+        let table = [
+            ("break = \"f\"\nstack_contains = \"do_syscall_64\"", "pass"),
+            (
+                "break = \"f\"\nstack_contains = \"entry_SYSCALL_64\"",
+                "fail",
+            ),
+            ("break = \"f\"\nstack_contains = \"do_syscall\"", "fail"),
+            ("break = \"g\"\nstack_contains = \"exec_loop\"", "pass"),
+            (
+                "break = \"g\"\nstack_contains = \"targets::exec_loop\"",
+                "pass",
+            ),
+            ("break = \"g\"\nstack_contains = \"loop\"", "fail"),
+            ("break = \"g\"\nstack_contains = \"guest\"", "fail"),
+            ("break = \"h\"\nstack_contains = \"x\"", "fail"),
+        ];
+        for (body, want) in table {
+            let got = match only_verdict(body, &obs, &no_names) {
+                Verdict::Pass { .. } => "pass",
+                Verdict::Fail { .. } => "fail",
+                Verdict::Skip(_) => "skip",
+            };
+            assert_eq!(got, want, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_stack_without_the_function_is_reported_with_what_it_names() {
+        let obs = stack_obs(vec![
+            hit_with_stack("f", 1, &["caller_a"]),
+            hit_with_stack("f", 2, &["caller_b", "caller_b", "start"]),
+        ]);
+        match only_verdict(
+            "break = \"f\"\nstack_contains = \"caller_a\"",
+            &obs,
+            &no_names,
+        ) {
+            Verdict::Fail {
+                expected,
+                observed,
+                context: Some(ctx),
+            } => {
+                assert_eq!(
+                    expected,
+                    "at least 1 hit(s) of f, each with caller_a on its captured stack"
+                );
+                assert_eq!(observed, "hit #2: its captured stack names caller_b, start");
+                assert!(ctx.starts_with("hit #2 of f"), "{ctx}");
+                assert!(
+                    ctx.contains(
+                        "stack words into code: rsp+0x0: ? caller_b+0x1c/0x40, \
+                         rsp+0x8: ? caller_b+0x1c/0x40, rsp+0x10: ? start+0x1c/0x40"
+                    ),
+                    "{ctx}"
+                );
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn rust_functions_are_reported_by_their_path() {
+        let rust = "_ZN13drvisor_guest7targets9exec_loop17hfe7b9cfccb29bbccE";
+        let obs = stack_obs(vec![hit_with_stack("f", 1, &[rust, "c_caller"])]);
+        match only_verdict("break = \"f\"\nstack_contains = \"main\"", &obs, &no_names) {
+            Verdict::Fail { observed, .. } => assert_eq!(
+                observed,
+                "hit #1: its captured stack names drvisor_guest::targets::exec_loop, c_caller"
+            ),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_hit_without_a_captured_stack_fails_stack_contains() {
+        let obs = stack_obs(vec![hit("f", 0, 1, None)]);
+        match only_verdict("break = \"f\"\nstack_contains = \"g\"", &obs, &no_names) {
+            Verdict::Fail { observed, .. } => {
+                assert_eq!(observed, "hit #1 carries no captured stack")
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    /// The rip in a hit's context is named where the lookup knows it, and left raw elsewhere.
+    #[test]
+    fn the_context_names_the_rip() {
+        let names = |a: u64| (a == 0x1000).then(|| "__x64_sys_getppid+0x7".to_owned());
+        let obs = stack_obs(vec![hit("f", 0, 1, None)]);
+        match only_verdict("break = \"f\"\nhits = 2", &obs, &names) {
+            Verdict::Fail {
+                context: Some(ctx), ..
+            } => assert!(
+                ctx.starts_with(
+                    "hit #1 of f on vCPU 0 at rip=0x1000 (__x64_sys_getppid+0x7) addr=0x2000"
+                ),
+                "{ctx}"
+            ),
+            v => panic!("{v:?}"),
+        }
+        match only_verdict("break = \"f\"\nhits = 2", &obs, &no_names) {
+            Verdict::Fail {
+                context: Some(ctx), ..
+            } => assert!(
+                ctx.starts_with("hit #1 of f on vCPU 0 at rip=0x1000 addr=0x2000"),
+                "{ctx}"
+            ),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn rust_paths_are_read_from_legacy_mangled_names() {
+        assert_eq!(
+            rust_path("_ZN13drvisor_guest7targets9exec_loop17hfe7b9cfccb29bbccE").as_deref(),
+            Some("drvisor_guest::targets::exec_loop")
+        );
+        assert_eq!(
+            rust_path("_ZN4core3ptr13drop_in_placeE").as_deref(),
+            Some("core::ptr::drop_in_place")
+        );
+        assert_eq!(rust_path("do_syscall_64"), None);
+        assert_eq!(rust_path("_ZN99shortE"), None);
+        assert_eq!(rust_path("_ZNE"), None);
+        assert_eq!(rust_path("_ZN18446744073709551615aE"), None);
     }
 
     #[test]
@@ -581,7 +880,7 @@ mod tests {
             seconds: 0.0,
         };
         let skips = BTreeMap::from([("c".to_owned(), "no exec breakpoints".to_owned())]);
-        let cases = judge(&s, &obs, &skips);
+        let cases = judge(&s, &obs, &skips, &no_names);
         assert_eq!(
             cases[1].verdict,
             Verdict::Skip("no exec breakpoints".into())

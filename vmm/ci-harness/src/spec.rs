@@ -10,6 +10,8 @@ use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 use toml::Spanned;
 
+use drvisor_api::MAX_CAPTURE;
+
 /// A spec error: where it is and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpecError {
@@ -119,7 +121,35 @@ pub struct HitCheck {
     /// `if`: only hits at which this condition holds count (and are reported); drvisor
     /// evaluates it at each hit (docs/conditions.md).
     pub condition: Option<String>,
+    /// `capture`: stack bytes recorded with each hit (drvisor's `--capture`).
+    pub capture: Option<u16>,
+    /// `stack_contains`: every counted hit's captured stack has a word that points into this
+    /// function.
+    pub stack_contains: Option<String>,
 }
+
+impl HitCheck {
+    /// The stack bytes its hits must carry: `capture` as given, else [`STACK_CONTAINS_CAPTURE`]
+    /// for `stack_contains`, else [`ON_HIT_CAPTURE`] for `on_hit = "capture"`, else none.
+    pub fn capture_bytes(&self) -> Option<u16> {
+        self.capture.or_else(|| {
+            if self.stack_contains.is_some() {
+                Some(STACK_CONTAINS_CAPTURE)
+            } else if self.on_hit == OnHit::Capture {
+                Some(ON_HIT_CAPTURE)
+            } else {
+                None
+            }
+        })
+    }
+}
+
+/// The stack bytes an `on_hit = "capture"` check records with its hits, without `capture`.
+pub const ON_HIT_CAPTURE: u16 = 128;
+
+/// The stack bytes a `stack_contains` check records with its hits, without `capture`: deep
+/// enough for a few kernel frames (a syscall's entry is a few hundred bytes above its handler).
+pub const STACK_CONTAINS_CAPTURE: u16 = 1024;
 
 /// A watch: its hits, and the values written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -262,6 +292,8 @@ struct RawCheck {
     on_hit: Option<Spanned<OnHit>>,
     #[serde(rename = "if")]
     condition: Option<Spanned<String>>,
+    capture: Option<Spanned<u16>>,
+    stack_contains: Option<Spanned<String>>,
     engine: Option<Spanned<EngineName>>,
     values_in: Option<Spanned<[u64; 2]>>,
     never_value: Option<Spanned<u64>>,
@@ -478,6 +510,11 @@ fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, Spec
         ("never", c.never.as_ref().map(Spanned::span)),
         ("on_hit", c.on_hit.as_ref().map(Spanned::span)),
         ("if", c.condition.as_ref().map(Spanned::span)),
+        ("capture", c.capture.as_ref().map(Spanned::span)),
+        (
+            "stack_contains",
+            c.stack_contains.as_ref().map(Spanned::span),
+        ),
     ];
     let watch_keys = [
         ("engine", c.engine.as_ref().map(Spanned::span)),
@@ -517,12 +554,25 @@ fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, Spec
             return Err(err(Some(target.span()), "a location is one word".into()));
         }
         let expect = hit_expect(&c, err)?;
+        if let Some(n) = &c.capture {
+            if !(1..=MAX_CAPTURE).contains(n.get_ref()) {
+                return Err(err(
+                    Some(n.span()),
+                    format!("`capture` is a number of stack bytes, 1 to {MAX_CAPTURE}"),
+                ));
+            }
+        }
+        if let Some(f) = &c.stack_contains {
+            stack_function(f, &expect, err)?;
+        }
         let hits = HitCheck {
             target: target.get_ref().clone(),
             vcpu: c.vcpu.map(Spanned::into_inner),
             expect,
             on_hit: c.on_hit.map(Spanned::into_inner).unwrap_or_default(),
             condition: c.condition.map(Spanned::into_inner),
+            capture: c.capture.map(Spanned::into_inner),
+            stack_contains: c.stack_contains.map(Spanned::into_inner),
         };
         if c.brk.is_some() {
             CheckKind::Break(hits)
@@ -563,6 +613,32 @@ fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, Spec
         line: 0,
         kind,
     })
+}
+
+/// `stack_contains`: a function's name, on a check that expects hits.
+fn stack_function(
+    f: &Spanned<String>,
+    expect: &HitExpect,
+    err: &ErrFn<'_>,
+) -> Result<(), SpecError> {
+    let name = f.get_ref();
+    if name.is_empty() || name.contains(char::is_whitespace) || name.contains('+') {
+        return Err(err(
+            Some(f.span()),
+            "`stack_contains` is a function's name, one word without an offset (as \
+             `do_syscall_64`)"
+                .into(),
+        ));
+    }
+    if expect.max == Some(0) && expect.per_line.is_none() {
+        return Err(err(
+            Some(f.span()),
+            "`stack_contains` looks at the stacks of hits, and this check expects none; drop \
+             one of them"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A console regex, line-wise as people read a console: `^BUG:` matches at the start of any
@@ -733,6 +809,30 @@ exit_status = 0
         assert!(e.contains("`if` belongs to a break or watch check"), "{e}");
     }
 
+    /// `stack_contains` captures 1024 bytes unless `capture` says how many.
+    #[test]
+    fn stack_contains_captures_a_default_or_the_given_bytes() {
+        let s = parse_ok(
+            "[[check]]\nname = \"a\"\nbreak = \"f\"\nstack_contains = \"g\"\n\
+             [[check]]\nname = \"b\"\nbreak = \"h\"\nstack_contains = \"g\"\ncapture = 256\n\
+             [[check]]\nname = \"c\"\nbreak = \"i\"\non_hit = \"capture\"\n\
+             [[check]]\nname = \"d\"\nbreak = \"j\"\n",
+        );
+        let bytes: Vec<Option<u16>> = s
+            .checks
+            .iter()
+            .map(|c| c.kind.hits().and_then(HitCheck::capture_bytes))
+            .collect();
+        assert_eq!(bytes, [Some(1024), Some(256), Some(128), None]);
+        assert_eq!(
+            s.checks[0]
+                .kind
+                .hits()
+                .and_then(|h| h.stack_contains.as_deref()),
+            Some("g")
+        );
+    }
+
     #[test]
     fn missing_inputs_can_be_a_skip() {
         let text = "[vm]\nkernel = \"k\"\ninputs_missing = \"skip\"\n[[check]]\nname = \"e\"\nexit_status = 0\n";
@@ -768,6 +868,12 @@ exit_status = 0
             ("[[check]]\nname = \"a\"\nresults = \"junit\"\n", "/s/x.toml:3:11: unknown variant"),
             ("[[check]]\nname = \"a\"\nbreak = \"f\"\nhits_per_line = \"x\"\nhits = 1\n", "/s/x.toml:5:8: `hits_per_line` sets the count"),
             ("[vm]\ninputs_missing = \"maybe\"\n[[check]]\nname = \"a\"\nexit_status = 0\n", "/s/x.toml:2:18: `inputs_missing`"),
+            ("[[check]]\nname = \"a\"\nexit_status = 0\nstack_contains = \"f\"\n", "/s/x.toml:4:18: `stack_contains` belongs to a break or watch check"),
+            ("[[check]]\nname = \"a\"\nbreak = \"f\"\nstack_contains = \"g+0x10\"\n", "/s/x.toml:4:18: `stack_contains` is a function's name"),
+            ("[[check]]\nname = \"a\"\nbreak = \"f\"\nnever = true\nstack_contains = \"g\"\n", "/s/x.toml:5:18: `stack_contains` looks at the stacks of hits"),
+            ("[[check]]\nname = \"a\"\nbreak = \"f\"\ncapture = 0\n", "/s/x.toml:4:11: `capture` is a number of stack bytes, 1 to 4096"),
+            ("[[check]]\nname = \"a\"\nbreak = \"f\"\ncapture = 5000\n", "/s/x.toml:4:11: `capture` is a number of stack bytes, 1 to 4096"),
+            ("[[check]]\nname = \"a\"\nbreak = \"f\"\nstack_contain = \"g\"\n", "/s/x.toml:4:1: unknown field `stack_contain`"),
         ];
         for (text, want) in table {
             let got = parse_err(text);

@@ -1,7 +1,9 @@
 //! `drvisor ci`: spec files in, a verdict CI understands out (JUnit XML, a JSON report, plain
 //! lines and an exit code). Three rooms, as kunit.py keeps them: the spec ([`spec`]), the run
 //! ([`plan`] builds a `drvisor run` command line, [`run`] runs it), and the report ([`judge`],
-//! `ktap`, `kut`, [`report`], [`junit`]). Everything but [`run`] and this file is pure. The
+//! `ktap`, `kut`, [`report`], [`junit`]; [`names`] reads the guest's symbols to name the code
+//! addresses in it). Everything but [`run`], [`names`] and this
+//! file is pure. The
 //! spec and the report are the `drvisor-ci` library; the run stays here, beside the engine it
 //! needs (the host probe, `drvisor run`'s exit codes).
 //!
@@ -17,6 +19,7 @@ macro_rules! say {
     }};
 }
 
+mod names;
 mod plan;
 mod run;
 
@@ -340,7 +343,8 @@ fn run_spec(
         judge::RunEnd::Refused(m) => Some(refusal_at(spec, m)),
         _ => None,
     };
-    let cases: Vec<CaseReport> = judge::judge(spec, &obs, &skips)
+    let names = names::SpecNames::new(&spec.vm);
+    let cases: Vec<CaseReport> = judge::judge(spec, &obs, &skips, &|a| names.name(a))
         .into_iter()
         .map(CaseReport::from)
         .collect();

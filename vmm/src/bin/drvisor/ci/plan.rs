@@ -42,15 +42,13 @@ struct Armed {
     watch: bool,
     vcpus: Vec<Option<u32>>,
     stop: bool,
-    capture: bool,
+    /// The most stack bytes any check on it needs captured.
+    capture: Option<u16>,
     engine: Option<EngineName>,
     needs_values: bool,
     /// `if` (the spec makes every check on one location give the same).
     condition: Option<String>,
 }
-
-/// The stack bytes an `on_hit = "capture"` check records with its hit.
-const CAPTURE_BYTES: u16 = 128;
 
 /// `drvisor run`'s arguments for `spec`, without the skipped checks; events go to `events`.
 pub fn run_args(spec: &Spec, skips: &BTreeMap<String, String>, events: &Path) -> Vec<String> {
@@ -95,7 +93,7 @@ pub fn run_args(spec: &Spec, skips: &BTreeMap<String, String>, events: &Path) ->
         a.watch = watch;
         a.vcpus.push(hits.vcpu);
         a.stop |= hits.on_hit == OnHit::Stop;
-        a.capture |= hits.on_hit == OnHit::Capture;
+        a.capture = a.capture.max(hits.capture_bytes());
         a.engine = a.engine.or(engine);
         a.needs_values |= needs_values;
         a.condition = a.condition.take().or_else(|| hits.condition.clone());
@@ -126,9 +124,9 @@ pub fn run_args(spec: &Spec, skips: &BTreeMap<String, String>, events: &Path) ->
             args.push("--action".into());
             args.push("stop".into());
         }
-        if a.capture {
+        if let Some(bytes) = a.capture {
             args.push("--capture".into());
-            args.push(CAPTURE_BYTES.to_string());
+            args.push(bytes.to_string());
         }
         if let Some(c) = &a.condition {
             args.push("--if".into());
@@ -180,6 +178,27 @@ break = "skipped"
             args.join(" "),
             "run --scenario write --vcpus 1 --mem 64 --events /tmp/ev --cmdline=count=3 \
              --break f --action stop --watch w:w --engine page --break g --vcpu 0"
+        );
+    }
+
+    /// The most bytes any check on a location asks: `capture`, `stack_contains`'s default,
+    /// `on_hit = "capture"`'s.
+    #[test]
+    fn capture_takes_the_most_any_check_needs() {
+        let s = spec::parse(
+            Path::new("/s/x.toml"),
+            "[[check]]\nname = \"a\"\nbreak = \"f\"\non_hit = \"capture\"\n\
+             [[check]]\nname = \"b\"\nbreak = \"f\"\nstack_contains = \"g\"\n\
+             [[check]]\nname = \"c\"\nbreak = \"h\"\nstack_contains = \"g\"\ncapture = 64\n\
+             [[check]]\nname = \"d\"\nbreak = \"i\"\non_hit = \"capture\"\n",
+            &|_| true,
+        )
+        .expect("parses");
+        let args = run_args(&s, &BTreeMap::new(), Path::new("/tmp/ev"));
+        let flags = args[args.iter().position(|a| a == "--break").expect("a break")..].join(" ");
+        assert_eq!(
+            flags,
+            "--break f --capture 1024 --break h --capture 64 --break i --capture 128"
         );
     }
 
