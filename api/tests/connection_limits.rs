@@ -1,6 +1,7 @@
 //! Clients that try to wedge the server: half a request head, nothing at all, half a body, an
-//! idle keep-alive connection, more TCP connections than the budget. Each is cut off or refused
-//! within a time bound, and none keeps the Unix socket from serving.
+//! idle keep-alive connection, more TCP connections than the budget. Each is answered (a JSON
+//! 408 or 503) or, having begun no request, cut off within a time bound, and none keeps the
+//! Unix socket from serving.
 
 mod common;
 
@@ -37,17 +38,90 @@ fn unix(path: &std::path::Path) -> UnixStream {
     s
 }
 
-#[test]
-fn half_a_request_head_is_cut_off_at_the_head_deadline() {
-    let s = serve_unix(8);
-    let mut c = unix(&s.sock);
-    c.write_all(b"GET /vm HTTP/1.1\r\nHost: x\r\n").unwrap();
-    let (_, took) = read_until_closed(&mut c, HEAD_DEADLINE + SLACK * 2);
+/// Asserts `got` is a JSON 408 `code` answer, one only, and the connection's last words.
+fn assert_json_408(got: &str, code: &str) {
+    assert!(
+        got.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{got:?}"
+    );
+    let (head, body) = got.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("\r\ncontent-type: application/json"),
+        "{head}"
+    );
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert!(
+        head.contains(&format!("\r\ncontent-length: {}", body.len())),
+        "{head}"
+    );
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["code"], code, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+}
+
+/// Sends `partial` on `c` and asserts a JSON 408 `head-timeout` and a close at the head
+/// deadline (not before it, and within the slack after it).
+fn half_a_head_gets_a_json_408(mut c: impl Read + Write, partial: &[u8]) {
+    c.write_all(partial).unwrap();
+    let (got, took) = read_until_closed(&mut c, HEAD_DEADLINE + SLACK * 2);
     assert!(took < HEAD_DEADLINE + SLACK, "closed after {took:?}");
     assert!(
         took >= HEAD_DEADLINE - Duration::from_millis(500),
         "{took:?}"
     );
+    assert_json_408(&got, "head-timeout");
+}
+
+#[test]
+fn half_a_request_head_gets_a_json_408_at_the_head_deadline() {
+    let s = serve_unix(8);
+    half_a_head_gets_a_json_408(unix(&s.sock), b"GET /vm HTTP/1.1\r\nHost: x\r\n");
+}
+
+#[test]
+fn half_a_request_line_gets_a_json_408_at_the_head_deadline() {
+    let s = serve_unix(8);
+    half_a_head_gets_a_json_408(unix(&s.sock), b"GE");
+}
+
+/// On TCP too, and before the token is looked at (the head never arrived).
+#[test]
+fn half_a_request_head_over_tcp_gets_a_json_408_at_the_head_deadline() {
+    let h = serve(
+        Stub::new(8),
+        ServerConfig {
+            unix: None,
+            tcp: Some("127.0.0.1:0".parse().unwrap()),
+            token: Some("s3cret".into()),
+            on_thread_start: None,
+        },
+    )
+    .unwrap();
+    let c = TcpStream::connect(h.tcp_addr().unwrap()).unwrap();
+    c.set_read_timeout(Some(HEAD_DEADLINE + SLACK * 2)).unwrap();
+    half_a_head_gets_a_json_408(c, b"POST /vm/pause HTTP/1.1\r\nHost: x\r\nAuthoriz");
+}
+
+/// A second request begun on a kept-alive connection and left half done: the 408 comes after
+/// the first answer, at the head deadline counted from that answer.
+#[test]
+fn half_a_second_request_head_gets_a_json_408() {
+    let s = serve_unix(8);
+    let mut c = unix(&s.sock);
+    c.write_all(b"GET /vm HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = [0u8; 12];
+    c.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    // The rest of the first answer, then the second request's first half.
+    std::thread::sleep(Duration::from_millis(200));
+    c.write_all(b"GET /vm HTTP/1.1\r\n").unwrap();
+    let (got, took) = read_until_closed(&mut c, HEAD_DEADLINE + SLACK * 2);
+    assert!(took < HEAD_DEADLINE + SLACK, "closed after {took:?}");
+    let at = got
+        .find("HTTP/1.1 408")
+        .unwrap_or_else(|| panic!("{got:?}"));
+    assert_json_408(&got[at..], "head-timeout");
 }
 
 #[test]
@@ -66,6 +140,8 @@ fn an_idle_keep_alive_connection_is_closed() {
     c.write_all(b"GET /vm HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let (got, took) = read_until_closed(&mut c, HEAD_DEADLINE + SLACK * 2);
     assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+    // No request was begun after the answer: nothing more is said, no 408.
+    assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "{got:?}");
     assert!(took < HEAD_DEADLINE + SLACK, "idle for {took:?}");
 }
 
@@ -79,11 +155,15 @@ fn half_a_body_gets_a_json_408_at_the_body_deadline() {
     )
     .unwrap();
     let (got, took) = read_until_closed(&mut c, BODY_DEADLINE + SLACK * 2);
-    assert!(took < BODY_DEADLINE + SLACK, "answered after {took:?}");
-    assert!(got.starts_with("HTTP/1.1 408"), "{got:?}");
-    let body = got.split_once("\r\n\r\n").unwrap().1;
-    let v: serde_json::Value = serde_json::from_str(body).unwrap();
-    assert_eq!(v["code"], "body-timeout", "{v}");
+    assert!(
+        took < BODY_DEADLINE + SLACK,
+        "answered and closed after {took:?}"
+    );
+    assert!(
+        took >= BODY_DEADLINE - Duration::from_millis(500),
+        "{took:?}"
+    );
+    assert_json_408(&got, "body-timeout");
 }
 
 #[test]

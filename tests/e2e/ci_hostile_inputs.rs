@@ -167,6 +167,163 @@ fn a_killed_harness_leaves_nothing_behind() -> Result<(), Failed> {
     ensure(files.is_empty(), || format!("files left behind: {files:?}"))
 }
 
+/// The mutations of the spec parser's property test (`vmm/ci-harness/tests`), shared as they
+/// are: here drawn from a fixed seed and run by the real harness.
+#[path = "../../vmm/ci-harness/tests/hostile_specs/mod.rs"]
+mod hostile_specs;
+
+use hostile_specs::{mutate, Mutation, HOSTILE_VALUES, SEEDS};
+
+/// How many hostile specs the end-to-end run feeds `drvisor ci`.
+const HOSTILE_SPECS: usize = 20;
+
+/// The exit codes docs/ci-harness.md gives `drvisor ci` (signals aside, which no test sends
+/// here).
+const DOCUMENTED_CI_EXITS: [i32; 5] = [0, 1, 2, 3, 4];
+
+/// xorshift64*: a fixed, dependency-free sequence, so every run feeds the same specs.
+struct Draw(u64);
+
+impl Draw {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn mutation(&mut self) -> Mutation {
+        let line = self.below(40);
+        match self.below(8) {
+            0 => Mutation::FlipByte {
+                at: self.below(usize::MAX),
+                with: 1 << self.below(8),
+            },
+            1 => Mutation::Truncate {
+                at: self.below(usize::MAX),
+            },
+            2 => Mutation::DuplicateLine { line },
+            3 => Mutation::HostileValue {
+                line,
+                value: self.below(HOSTILE_VALUES.len()),
+            },
+            4 => Mutation::LongString {
+                line,
+                len: self.below(100_000),
+            },
+            5 => Mutation::Nest {
+                line,
+                depth: 1 + self.below(1_000),
+                how: self.below(3),
+            },
+            6 => Mutation::LongKey {
+                line,
+                len: 1 + self.below(50_000),
+            },
+            _ => Mutation::DeleteLine { line },
+        }
+    }
+}
+
+/// [`HOSTILE_SPECS`] mutated examples, each one to three mutations deep: (what was done, text).
+fn hostile_specs() -> Vec<(String, String)> {
+    let mut draw = Draw(0x6472_7669_736f_7221);
+    (0..HOSTILE_SPECS)
+        .map(|_| {
+            let (name, seed) = SEEDS[draw.below(SEEDS.len())];
+            let ms: Vec<Mutation> = (0..1 + draw.below(3)).map(|_| draw.mutation()).collect();
+            let text = ms.iter().fold(seed.to_owned(), |t, m| mutate(&t, m));
+            let mut what = format!("{name} with {ms:?}");
+            what.truncate(300);
+            (what, text)
+        })
+        .collect()
+}
+
+/// The real `drvisor ci` on each hostile spec: it ends in time with a documented exit code
+/// (2, a spec error, naming the file, line and column), never panics, and leaves no child
+/// and no file behind. Some of the specs still run a VM, some are spec errors: both ways out
+/// are walked.
+fn hostile_specs_end_cleanly() -> Result<(), Failed> {
+    let (mut ran, mut refused) = (0, 0);
+    for (i, (what, text)) in hostile_specs().into_iter().enumerate() {
+        let spec = spec_file(&format!("hostile-{i}.toml"), &text);
+        let path = spec.display().to_string();
+        let mut child = Command::new(DRVISOR)
+            .args(["ci", &path])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn: {e}"))?;
+        let pid = child.id();
+        let which = |e: Failed| -> Failed {
+            format!("spec {i} ({what}): {}", e.message().unwrap_or_default()).into()
+        };
+        let start = Instant::now();
+        let run = Drained::start(&mut child)
+            .wait(&mut child, Duration::from_secs(30))
+            .map_err(which)?;
+        let took = start.elapsed();
+        no_panic(&run).map_err(which)?;
+        ensure(DOCUMENTED_CI_EXITS.contains(&run.code), || {
+            format!(
+                "spec {i} ({what}): exit {}, not a documented one\n{run}",
+                run.code
+            )
+        })?;
+        if run.code == 2 {
+            refused += 1;
+            // The parser's errors have their line and column; what `drvisor run` refuses in a
+            // spec that parsed names the file (and a check's line where it names its location).
+            let by_run = run.stdout.contains("drvisor refused the run");
+            let placed = run
+                .stdout
+                .lines()
+                .filter_map(|l| l.strip_prefix(&format!("ERROR {path}:")))
+                .any(|rest| {
+                    let mut p = rest.splitn(3, ':');
+                    let num = |s: Option<&str>| s.is_some_and(|s| s.parse::<usize>().is_ok());
+                    by_run || (num(p.next()) && num(p.next()))
+                });
+            ensure(placed, || {
+                format!("spec {i} ({what}): a spec error without file:line:col\n{run}")
+            })?;
+        } else {
+            ran += 1;
+        }
+        let wait = Instant::now();
+        while !harness_children(pid).is_empty() && wait.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = harness_children(pid);
+        ensure(left.is_empty(), || {
+            format!("spec {i} ({what}): left behind: {left:?}")
+        })?;
+        let files = events_files_of(pid);
+        ensure(files.is_empty(), || {
+            format!("spec {i} ({what}): files left behind: {files:?}")
+        })?;
+        // A message quotes a few lines, not the megabyte string it is about.
+        ensure(run.stdout.len() + run.stderr.len() < 16 * 1024, || {
+            format!(
+                "spec {i} ({what}): {} bytes of output:\n{:.2000}",
+                run.stdout.len() + run.stderr.len(),
+                run.stdout
+            )
+        })?;
+        println!("hostile spec {i}: exit {} in {took:.1?}", run.code);
+        let _ = std::fs::remove_file(&spec);
+    }
+    ensure(ran > 0 && refused > 0, || {
+        format!("the specs should both run and be refused: {ran} ran, {refused} refused")
+    })
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         Trial::test(
@@ -192,6 +349,10 @@ pub fn trials() -> Vec<Trial> {
         Trial::test(
             "ci_hostile_inputs::a_killed_harness_leaves_nothing_behind",
             a_killed_harness_leaves_nothing_behind,
+        ),
+        Trial::test(
+            "ci_hostile_inputs::hostile_specs_end_cleanly",
+            hostile_specs_end_cleanly,
         ),
     ]
 }

@@ -11,14 +11,15 @@ use axum::serve::Listener;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
 
-use super::protocol_errors::JsonErrors;
+use super::protocol_errors::{closing_json_response, head_timeout_response, JsonErrors};
 
 /// How long a client has to send a whole request head, counted from when the connection is
-/// ready for a request: from the accept, and again after each response. A client that sends
-/// half a head, or nothing, is disconnected then; so is an idle keep-alive connection.
+/// ready for a request: from the accept, and again after each response. A client that sent
+/// part of a head gets 408 `head-timeout` then, and is disconnected; one that sent nothing
+/// (an idle keep-alive connection too) is disconnected.
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How long a client has to send a whole request body once its head arrived: 408 after it.
@@ -35,21 +36,18 @@ pub const TCP_MAX_CONNECTIONS: usize = 64;
 /// The largest request head (request line and headers) the server reads: 431 beyond it.
 pub const HEAD_LIMIT: usize = 16 * 1024;
 
+/// How long the server tries to write its last words (a 408) and close a connection whose
+/// client does not read.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
+
 /// What a connection beyond the budget gets before it is closed.
 fn busy_response(max: usize) -> Vec<u8> {
-    let body = serde_json::json!({
-        "code": "busy",
-        "message": format!(
-            "this listener already serves {max} connections; close some, or retry later"
-        ),
-    })
-    .to_string();
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
-        body.len()
+    closing_json_response(
+        "503 Service Unavailable",
+        "retry-after: 1\r\n",
+        "busy",
+        &format!("this listener already serves {max} connections; close some, or retry later"),
     )
-    .into_bytes()
 }
 
 /// A connection the server can refuse without waiting: one write that does not block.
@@ -101,24 +99,46 @@ pub(crate) async fn serve<L>(
         let service = TowerToHyperService::new(app.clone());
         let stop = stopped.clone();
         connections.spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEAD_DEADLINE)
-                .max_headers(100)
-                .max_header_size(HEAD_LIMIT)
-                .serve_connection(TokioIo::new(JsonErrors::new(io)), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = stopping(stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
+            serve_one(io, service, stop).await;
             drop(permit);
         });
     }
     while connections.join_next().await.is_some() {}
+}
+
+/// Serves one connection until it ends (or, once `stopped` turns true, after its response in
+/// flight), answers a stalled request head with a 408, and closes it.
+async fn serve_one<I: Refusable>(
+    io: I,
+    service: TowerToHyperService<Router>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_DEADLINE)
+        .max_headers(100)
+        .max_header_size(HEAD_LIMIT)
+        .serve_connection(TokioIo::new(JsonErrors::new(io)), service);
+    // Without hyper's own shutdown: the connection is taken back at its end, so that a head
+    // deadline can still be answered on it.
+    let ended = tokio::select! {
+        ended = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => ended,
+        () = stopping(stop) => {
+            std::pin::Pin::new(&mut conn).graceful_shutdown();
+            std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
+        }
+    };
+    let parts = conn.into_parts();
+    // Bytes hyper read and did not parse: a request head begun, not finished.
+    let head_begun = !parts.read_buf.is_empty();
+    let mut io = parts.io.into_inner();
+    let _ = tokio::time::timeout(CLOSE_DEADLINE, async {
+        if ended.is_err_and(|e| e.is_timeout()) && head_begun {
+            let _ = io.write_all(&head_timeout_response()).await;
+        }
+        let _ = io.shutdown().await;
+    })
+    .await;
 }
 
 /// Resolves when `stopped` turns true (or its sender is gone).

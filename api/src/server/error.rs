@@ -13,7 +13,17 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self.body)).into_response()
+        // A body that did not arrive in time is left unread: the connection ends with this
+        // answer, and says so.
+        let closing = self.kind == ErrorKind::Timeout;
+        let mut response = (status, Json(self.body)).into_response();
+        if closing {
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 

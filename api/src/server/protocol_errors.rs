@@ -6,6 +6,9 @@
 //! Such an answer is recognised whole: one write that is a complete response head, status 4xx
 //! or 5xx, with `connection: close` and `content-length: 0`. The router never answers that way
 //! (its errors all have a JSON body), so nothing else is touched.
+//!
+//! hyper does not answer a request head that misses its deadline at all; the connection loop
+//! writes [`head_timeout_response`] for it.
 
 use std::io;
 use std::pin::Pin;
@@ -13,7 +16,38 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::connections::HEAD_LIMIT;
+use super::connections::{HEAD_DEADLINE, HEAD_LIMIT};
+
+/// A whole response that ends the connection: `status` (as `"503 Service Unavailable"`),
+/// `extra_headers` (each ending in CRLF), and the JSON `{code, message}` body.
+pub(crate) fn closing_json_response(
+    status: &str,
+    extra_headers: &str,
+    code: &str,
+    message: &str,
+) -> Vec<u8> {
+    let body = serde_json::json!({ "code": code, "message": message }).to_string();
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n{extra_headers}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// What a client that began a request head and did not finish it within [`HEAD_DEADLINE`]
+/// gets before the close. (hyper only closes such a connection.)
+pub(crate) fn head_timeout_response() -> Vec<u8> {
+    closing_json_response(
+        "408 Request Timeout",
+        "",
+        "head-timeout",
+        &format!(
+            "the request head (request line and headers) did not arrive within {} s",
+            HEAD_DEADLINE.as_secs()
+        ),
+    )
+}
 
 /// The code and message for a status hyper answers by itself.
 fn explain(status: u16) -> (&'static str, String) {
@@ -155,6 +189,23 @@ mod tests {
         assert!(!h.contains("content-length: 0\r\n"));
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["code"], "head-too-large");
+    }
+
+    #[test]
+    fn the_head_timeout_answer_is_json_with_its_length() {
+        let r = String::from_utf8(head_timeout_response()).unwrap();
+        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["code"], "head-timeout");
+        assert!(v["message"].as_str().unwrap().contains("5 s"), "{v}");
+        // Not mistaken for a hyper-made answer and rewritten once more.
+        assert_eq!(with_json_body(head_timeout_response().as_slice()), None);
     }
 
     #[test]

@@ -242,6 +242,10 @@ pub const DEFAULT_TIMEOUT: f64 = 60.0;
 /// The longest `timeout` a spec may give, in seconds (a week).
 pub const MAX_TIMEOUT: f64 = 7.0 * 24.0 * 3600.0;
 
+/// A `cmdline` must be shorter than this many bytes: the x86 boot protocol's command line
+/// size, which drvisor's loader applies to the whole line (its own words included).
+pub const CMDLINE_MAX: usize = 4096;
+
 /// The largest spec file read.
 pub const SPEC_FILE_MAX: u64 = 1024 * 1024;
 
@@ -260,7 +264,7 @@ struct RawVm {
     kernel: Option<Spanned<String>>,
     initrd: Option<Spanned<String>>,
     symbols: Option<Spanned<String>>,
-    cmdline: Option<String>,
+    cmdline: Option<Spanned<String>>,
     scenario: Option<Spanned<String>>,
     vcpus: Option<Spanned<u32>>,
     mem: Option<Spanned<u64>>,
@@ -300,9 +304,14 @@ struct RawCheck {
     last_value: Option<Spanned<u64>>,
 }
 
-/// 1-based line and column of byte `offset` in `text`.
+/// 1-based line and column of byte `offset` in `text` (an offset past the end, or inside a
+/// character, counts as the character's start).
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
@@ -348,9 +357,9 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
     let err = |span: Option<Range<usize>>, message: String| SpecError {
         file: path.to_owned(),
         at: span.map(|s| line_col(text, s.start)),
-        message,
+        message: shortened(message),
     };
-    let raw: RawSpec = toml::from_str(text).map_err(|e| err(e.span(), e.message().to_owned()))?;
+    let raw: RawSpec = toml::from_str(text).map_err(|e| toml_error(text, &e, &err))?;
     let folder = path.parent().unwrap_or(Path::new("."));
     let vm = raw.vm.map(Spanned::into_inner).unwrap_or_default();
     let skip_missing = match &vm.inputs_missing {
@@ -399,11 +408,24 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
         Some(t) => *t.get_ref(),
         None => DEFAULT_TIMEOUT,
     };
+    if let Some(c) = vm
+        .cmdline
+        .as_ref()
+        .filter(|c| c.get_ref().len() >= CMDLINE_MAX)
+    {
+        return Err(err(
+            Some(c.span()),
+            format!(
+                "`cmdline` is {} bytes; a kernel command line must be shorter than {CMDLINE_MAX}",
+                c.get_ref().len()
+            ),
+        ));
+    }
     let vm_spec = VmSpec {
         kernel: resolve(&vm.kernel, "kernel")?,
         initrd: resolve(&vm.initrd, "initrd")?,
         symbols: resolve(&vm.symbols, "symbols")?,
-        cmdline: vm.cmdline.unwrap_or_default(),
+        cmdline: vm.cmdline.map(Spanned::into_inner).unwrap_or_default(),
         scenario: vm.scenario.map(Spanned::into_inner),
         vcpus: vm.vcpus.map_or(1, Spanned::into_inner),
         mem: vm.mem.map_or(64, Spanned::into_inner),
@@ -451,7 +473,11 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
         });
     }
     if checks.is_empty() {
-        return Err(err(None, "no [[check]]: a spec needs at least one".into()));
+        // At the end, where one would go.
+        return Err(err(
+            Some(text.len()..text.len()),
+            "no [[check]]: a spec needs at least one".into(),
+        ));
     }
     let name = path.file_stem().map_or_else(
         || path.display().to_string(),
@@ -465,7 +491,70 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
     })
 }
 
+/// The most characters of an error message: a message that quotes a long value (the TOML
+/// library quotes a string of the wrong type whole) keeps its start and its end.
+pub const MESSAGE_MAX: usize = 300;
+
+/// `message`, its middle cut out past [`MESSAGE_MAX`] characters, with a note of how much.
+fn shortened(message: String) -> String {
+    let n = message.chars().count();
+    if n <= MESSAGE_MAX {
+        return message;
+    }
+    let keep = MESSAGE_MAX / 2;
+    let head: String = message.chars().take(keep).collect();
+    let tail: String = message.chars().skip(n - keep).collect();
+    format!("{head}... ({} characters left out) ...{tail}", n - 2 * keep)
+}
+
 type ErrFn<'a> = dyn Fn(Option<Range<usize>>, String) -> SpecError + 'a;
+
+/// A TOML error at its place. The TOML library gives a few errors no place (a dotted key or
+/// table header nested past its recursion limit): their line is found as the first whole-line
+/// prefix of the text that fails the same way.
+fn toml_error(text: &str, e: &toml::de::Error, err: &ErrFn<'_>) -> SpecError {
+    let message = match e.message() {
+        "recursion limit" => {
+            "nested too deep (TOML's recursion limit): use fewer dotted keys or nested tables"
+                .to_owned()
+        }
+        m => m.to_owned(),
+    };
+    let span = e.span().unwrap_or_else(|| {
+        let at = unplaced_error_line(text, e.message());
+        at..at
+    });
+    err(Some(span), message)
+}
+
+/// The byte offset of the start of the first line whose text up to its end fails to parse with
+/// `message` and no place (the start of the text when no prefix does).
+fn unplaced_error_line(text: &str, message: &str) -> usize {
+    let ends: Vec<usize> = text
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .chain(std::iter::once(text.len()))
+        .collect();
+    let fails = |end: usize| {
+        toml::from_str::<toml::Table>(&text[..end])
+            .is_err_and(|e| e.span().is_none() && e.message() == message)
+    };
+    // Bisection: the first prefix that fails so (a longer one fails the same way).
+    let (mut lo, mut hi) = (0usize, ends.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if fails(ends[mid]) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    match lo {
+        0 => 0,
+        n if n < ends.len() => ends[n - 1],
+        _ => 0,
+    }
+}
 
 /// One raw check into a validated one.
 fn check(c: RawCheck, span: Range<usize>, err: &ErrFn<'_>) -> Result<Check, SpecError> {
@@ -849,6 +938,10 @@ exit_status = 0
     /// Each error names its line and column.
     #[test]
     fn errors_have_line_and_column() {
+        let long_cmdline = format!(
+            "[vm]\ncmdline = \"{}\"\n[[check]]\nname = \"a\"\nexit_status = 0\n",
+            "x".repeat(CMDLINE_MAX)
+        );
         let table = [
             ("[[check]]\nname = \"a\"\nbogus = 1\n", "/s/x.toml:3:1: unknown field `bogus`"),
             ("[[check]]\nname = \"a\"\nexit_status = \"zero\"\n", "/s/x.toml:3:15: invalid type"),
@@ -867,6 +960,7 @@ exit_status = 0
             ("[vm]\ntimeout = inf\n[[check]]\nname = \"a\"\nexit_status = 0\n", "/s/x.toml:2:11: `timeout`"),
             ("[[check]]\nname = \"a\"\nresults = \"junit\"\n", "/s/x.toml:3:11: unknown variant"),
             ("[[check]]\nname = \"a\"\nbreak = \"f\"\nhits_per_line = \"x\"\nhits = 1\n", "/s/x.toml:5:8: `hits_per_line` sets the count"),
+            (&long_cmdline, "/s/x.toml:2:11: `cmdline` is 4096 bytes; a kernel command line must be shorter than 4096"),
             ("[vm]\ninputs_missing = \"maybe\"\n[[check]]\nname = \"a\"\nexit_status = 0\n", "/s/x.toml:2:18: `inputs_missing`"),
             ("[[check]]\nname = \"a\"\nexit_status = 0\nstack_contains = \"f\"\n", "/s/x.toml:4:18: `stack_contains` belongs to a break or watch check"),
             ("[[check]]\nname = \"a\"\nbreak = \"f\"\nstack_contains = \"g+0x10\"\n", "/s/x.toml:4:18: `stack_contains` is a function's name"),
@@ -898,5 +992,42 @@ exit_status = 0
     fn line_col_counts_characters() {
         assert_eq!(line_col("ab\ncd", 0), (1, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        // Inside a character, and past the end.
+        assert_eq!(line_col("aé", 2), (1, 2));
+        assert_eq!(line_col("ab\n", 99), (2, 1));
+    }
+
+    /// A string of the wrong type is not quoted whole, and the message keeps what was expected.
+    #[test]
+    fn a_long_value_is_not_quoted_whole() {
+        let text = format!(
+            "[vm]\nvcpus = \"{}\"\n[[check]]\nname = \"a\"\nexit_status = 0\n",
+            "x".repeat(100_000)
+        );
+        let e = parse_err(&text);
+        assert!(e.starts_with("/s/x.toml:2:9: "), "{e:.400}");
+        assert!(e.len() < 500, "{} bytes: {e:.400}", e.len());
+        assert!(e.contains("characters left out"), "{e}");
+        assert!(e.contains("u32"), "{e}");
+    }
+
+    #[test]
+    fn a_spec_without_checks_is_an_error_at_its_end() {
+        let e = parse_err("[vm]\nscenario = \"exec\"\n");
+        assert!(e.starts_with("/s/x.toml:3:1: no [[check]]"), "{e}");
+        let e = parse_err("");
+        assert!(e.starts_with("/s/x.toml:1:1: no [[check]]"), "{e}");
+    }
+
+    /// The TOML library gives too deep a dotted header no place; the spec error has its line.
+    #[test]
+    fn too_deep_a_table_header_is_an_error_at_its_line() {
+        let deep = vec!["t"; 200].join(".");
+        let text = format!("[[check]]\nname = \"a\"\nexit_status = 0\n[{deep}]\nx = 1\n");
+        let e = parse_err(&text);
+        assert!(e.starts_with("/s/x.toml:4:1: nested too deep"), "{e}");
+        let text = format!("# one\n{deep} = 1\n");
+        let e = parse_err(&text);
+        assert!(e.starts_with("/s/x.toml:2:1: nested too deep"), "{e}");
     }
 }

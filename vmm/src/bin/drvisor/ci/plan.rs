@@ -141,6 +141,12 @@ mod tests {
     use super::*;
     use drvisor_ci::spec;
 
+    /// The spec parser refuses a `cmdline` at the loader's own limit, at its line and column.
+    #[test]
+    fn the_spec_cmdline_limit_is_the_loaders() {
+        assert_eq!(spec::CMDLINE_MAX, drvisor::layout::CMDLINE_MAX);
+    }
+
     #[test]
     fn checks_become_flags() {
         let s = spec::parse(
