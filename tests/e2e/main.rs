@@ -11,6 +11,7 @@ mod ci_hostile_inputs;
 mod cmos_clock;
 mod common;
 mod conditions;
+mod cpu_features;
 mod debug_regs_port;
 mod emulation;
 mod emulation_exact;
@@ -77,6 +78,7 @@ fn main() {
     trials.extend(who_and_where::trials());
     trials.extend(tiny_kernels::trials());
     trials.extend(cmos_clock::trials());
+    trials.extend(cpu_features::trials(&ctx));
     trials.extend(symbol_specs::trials());
     trials.extend(kernel_own_symbols::trials());
     trials.extend(events::trials());

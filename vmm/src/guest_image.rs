@@ -40,6 +40,7 @@ pub const SCENARIOS: &[&str] = &[
     "remap-to-code",
     "ktap",
     "irq-line",
+    "cpuid",
 ];
 
 /// The embedded guest as a kernel image.

@@ -71,6 +71,9 @@ pub enum Error {
     /// Installing guest RAM as memslots.
     #[error(transparent)]
     Memslots(#[from] crate::watch::Error),
+    /// A feature required of the guest's CPUID that it cannot have.
+    #[error(transparent)]
+    CpuFeatures(#[from] cpu::ApplyError),
     /// The host refused an EventFd, a thread or epoll.
     #[error("host resource: {0}")]
     Host(#[from] std::io::Error),
@@ -81,7 +84,10 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            Error::KvmAccess(_) | Error::VcpuCount { .. } | Error::Memory(_)
+            Error::KvmAccess(_)
+                | Error::VcpuCount { .. }
+                | Error::Memory(_)
+                | Error::CpuFeatures(_)
         ) || matches!(self, Error::Boot(e) if !matches!(e, boot::Error::BootParams(_)))
     }
 }
@@ -124,6 +130,9 @@ pub struct VmConfig {
     pub probe_cache: Option<std::path::PathBuf>,
     /// The guest's CPUID: KVM's, less what the probe found unusable (the default), or KVM's.
     pub cpuid: cpu::CpuidMode,
+    /// Features to hide from the guest's CPUID (with all that need them) or to require in it,
+    /// applied after `cpuid`.
+    pub cpu_features: cpu::FeatureEdits,
     /// The most memslots the watch engine may use; `None` for all KVM offers
     /// (`KVM_CAP_NR_MEMSLOTS`). A lower limit leaves slots for other users of the VM.
     pub memslot_limit: Option<usize>,
@@ -156,6 +165,7 @@ impl VmConfig {
             debug_caps: None,
             probe_cache: None,
             cpuid: cpu::CpuidMode::default(),
+            cpu_features: cpu::FeatureEdits::default(),
             debug_attached: true,
             guest_dr_resync: crate::debug::GUEST_DR_RESYNC,
             memslot_limit: None,
@@ -178,6 +188,7 @@ pub struct Vm {
     events: Arc<EventBus<Event>>,
     guest_dr_resync: std::time::Duration,
     probe: Option<probe::ProbeReport>,
+    cpu_features_also_hidden: Vec<&'static str>,
 }
 
 fn kvm_err(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
@@ -335,7 +346,11 @@ impl TryFrom<VmConfig> for Vm {
                 probe::unusable_features(&kvm).map_err(kvm_err("the host probe"))?
             }
         };
-        let supported = cpu::with_hypervisor_leaves(&cpu::hide_features(&supported, &hidden));
+        let filtered = cpu::with_hypervisor_leaves(&cpu::hide_features(&supported, &hidden));
+        let cpu::Applied {
+            cpuid: supported,
+            also_hidden: cpu_features_also_hidden,
+        } = config.cpu_features.apply(&supported, &filtered)?;
         let count = config.vcpus as u8;
         // With KVM_CAP_SYNC_REGS, KVM copies the general registers into kvm_run at every exit,
         // so a hit's context costs no KVM_GET_REGS (about 6 us per ioctl on our hosts).
@@ -419,6 +434,7 @@ impl TryFrom<VmConfig> for Vm {
             host_signal,
             events,
             probe,
+            cpu_features_also_hidden,
             guest_dr_resync: config.guest_dr_resync,
         })
     }
@@ -503,6 +519,12 @@ impl Vm {
     /// The run's shared control, to end it from outside.
     pub fn run_control(&self) -> &Arc<RunControl> {
         &self.shared.control
+    }
+
+    /// The features the guest would have seen that its CPUID leaves out only because they
+    /// need one that [`VmConfig::cpu_features`] hides.
+    pub fn cpu_features_also_hidden(&self) -> &[&'static str] {
+        &self.cpu_features_also_hidden
     }
 
     /// What the host probe measured, unless the capabilities were given.

@@ -1,6 +1,7 @@
 //! One module per scenario; `run` dispatches on `scenario=`.
 
 pub mod args;
+pub mod cpuid;
 pub mod dr7_storm;
 pub mod dr_migrate;
 pub mod echo;
@@ -30,6 +31,7 @@ use crate::cmdline::Config;
 pub fn run(cfg: &Config) -> ! {
     match cfg.scenario {
         b"hello" => hello::run(cfg),
+        b"cpuid" => cpuid::run(cfg),
         b"exec" => exec::run(cfg),
         b"args" => args::run(cfg),
         b"write" => write::run(cfg),

@@ -41,7 +41,7 @@ pub enum CpuFeature {
 
 /// A general register of a CPUID entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Reg {
+pub(super) enum Reg {
     Eax,
     Ebx,
     Ecx,
@@ -49,8 +49,13 @@ enum Reg {
 }
 
 /// One CPUID bit: leaf, subleaf, register, bit number.
-#[derive(Clone, Copy, Debug)]
-struct Bit(u32, u32, Reg, u8);
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Bit(
+    pub(super) u32,
+    pub(super) u32,
+    pub(super) Reg,
+    pub(super) u8,
+);
 
 impl CpuFeature {
     /// Every feature the probe tests, in the order it prints them.
@@ -80,7 +85,7 @@ impl CpuFeature {
     }
 
     /// The bit that advertises the feature (SDM Vol. 2A, CPUID, tables 3-10 and 3-8).
-    fn bit(self) -> Bit {
+    pub(super) fn bit(self) -> Bit {
         match self {
             CpuFeature::Cx16 => Bit(1, 0, Reg::Ecx, 13),
             CpuFeature::Popcnt => Bit(1, 0, Reg::Ecx, 23),
@@ -105,7 +110,14 @@ impl CpuFeature {
 
     /// Whether `cpuid` advertises the feature.
     pub fn offered_by(self, cpuid: &CpuId) -> bool {
-        let Bit(leaf, index, reg, bit) = self.bit();
+        self.bit().set_in(cpuid)
+    }
+}
+
+impl Bit {
+    /// Whether `cpuid` has this bit set (a leaf it lacks has none).
+    pub(super) fn set_in(self, cpuid: &CpuId) -> bool {
+        let Bit(leaf, index, reg, bit) = self;
         cpuid
             .as_slice()
             .iter()
@@ -197,7 +209,7 @@ fn reg_of_copy(entry: &kvm_cpuid_entry2, reg: Reg) -> u32 {
     *reg_of(&mut e, reg)
 }
 
-fn clear(cpuid: &mut CpuId, bits: &[Bit]) {
+pub(super) fn clear(cpuid: &mut CpuId, bits: &[Bit]) {
     for entry in cpuid.as_mut_slice() {
         for &Bit(leaf, index, reg, bit) in bits {
             if entry.function == leaf && entry.index == index {
@@ -252,7 +264,7 @@ pub fn hide_features(cpuid: &CpuId, hidden: &[CpuFeature]) -> CpuId {
 
 /// Takes the XCR0 components in `mask` (all below bit 32) out of leaf 0xD: subleaf 0's
 /// supported mask and maximum size, and the components' own subleaves.
-fn drop_xsave_components(cpuid: &mut CpuId, mask: u32) {
+pub(super) fn drop_xsave_components(cpuid: &mut CpuId, mask: u32) {
     let entries = cpuid.as_mut_slice();
     for entry in entries.iter_mut() {
         if entry.function == 0xd && (2..32).contains(&entry.index) && mask & (1 << entry.index) != 0

@@ -3,6 +3,8 @@
 
 mod boot_state;
 mod cpuid;
+mod feature_edits;
+pub mod feature_table;
 mod gdt;
 pub mod lapic;
 pub mod mce;
@@ -10,3 +12,4 @@ pub mod msrs;
 
 pub use boot_state::{configure, Error};
 pub use cpuid::{hide_features, per_vcpu_cpuid, with_hypervisor_leaves, CpuFeature, CpuidMode};
+pub use feature_edits::{Applied, ApplyError, FeatureEdits, ParseError as FeatureListError};

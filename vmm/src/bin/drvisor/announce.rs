@@ -145,6 +145,17 @@ fn demangle(name: &str) -> std::borrow::Cow<'_, str> {
     parts.join("::").into()
 }
 
+/// The one line saying which features `--cpu-features` hid only because they need one it was
+/// told to hide; `None` when there are none.
+pub fn also_hidden(names: &[&str]) -> Option<String> {
+    (!names.is_empty()).then(|| {
+        format!(
+            "--cpu-features also hides {} from the guest (they need a feature it hides)",
+            names.join(", ")
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +252,17 @@ mod tests {
         assert_eq!(
             outcome(&o, &BTreeMap::new(), &t),
             "guest triple fault on vCPU 0 at rip=0x1001 (start+0x1)"
+        );
+    }
+
+    #[test]
+    fn also_hidden_is_one_line_or_nothing() {
+        assert_eq!(also_hidden(&[]), None);
+        assert_eq!(
+            also_hidden(&["avx2", "fma"]).as_deref(),
+            Some(
+                "--cpu-features also hides avx2, fma from the guest (they need a feature it hides)"
+            )
         );
     }
 }

@@ -144,6 +144,16 @@ pub struct RunArgs {
     /// KVM_GET_SUPPORTED_CPUID through unchanged.
     #[arg(long, default_value = "filtered", value_name = "filtered|host")]
     pub cpuid: CpuidArg,
+    /// CPU features to hide from the guest's CPUID or require in it, QEMU's `-cpu` way:
+    /// `-x2apic,-avx512f,+tsc-deadline` (repeatable). Hiding a feature hides what needs it
+    /// (-xsave takes AVX along, -avx AVX2 and AVX-512); a required one this host's KVM cannot
+    /// give is refused. The names are in docs/cli.md.
+    #[arg(
+        long = "cpu-features",
+        value_name = "[+-]NAME,...",
+        allow_hyphen_values = true
+    )]
+    pub cpu_features: Vec<String>,
     /// Where the host cannot show drvisor the guest's own debug-register writes in time (SVM),
     /// a vCPU running host breakpoints with no exit for this many microseconds is kicked out
     /// so they are read and placed (each one found late is a `guest-dr-late` event). 0: never

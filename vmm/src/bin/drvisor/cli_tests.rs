@@ -35,6 +35,7 @@ fn flags_alone(args: &[String]) -> Result<(), String> {
     };
     drvisor::memory::size_of(run.mem).map_err(|e| e.to_string())?;
     command_line(&run).map_err(usage)?;
+    crate::cpu_features(&run.cpu_features).map_err(usage)?;
     let flags = requests::Flags {
         breaks: &run.breaks,
         watches: &run.watches,
@@ -59,6 +60,8 @@ fn value() -> impl Strategy<Value = String> {
         Just("18446744073709551616".to_owned()),
         Just("scenario=panic".to_owned()),
         Just("ncpus=9".to_owned()),
+        Just("-x2apic,+avx2".to_owned()),
+        Just("+avx,-xsave".to_owned()),
         any::<u64>().prop_map(|n| n.to_string()),
         any::<u32>().prop_map(|n| format!("{n:#x}")),
         ".{0,12}",
@@ -73,6 +76,7 @@ fn flag() -> impl Strategy<Value = String> {
         Just("--vcpus"),
         Just("--mem"),
         Just("--scenario"),
+        Just("--cpu-features"),
         Just("--strict-ports"),
         Just("--break"),
         Just("--watch"),
@@ -135,6 +139,43 @@ fn cpuid_defaults_to_filtered_and_takes_host() {
         drvisor::cpu::CpuidMode::from(CpuidArg::Host),
         drvisor::cpu::CpuidMode::Host
     );
+}
+
+#[test]
+fn cpu_features_take_leading_dashes_and_repeat() {
+    use clap::Parser;
+
+    let parse = |extra: &[&str]| {
+        let args = ["drvisor", "run"].iter().chain(extra).copied();
+        match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Run(run)) => crate::cpu_features(&run.cpu_features)
+                .map(|e| (e.hidden(), e.required()))
+                .map_err(|f| (f.code, f.message)),
+            _ => Err((0, "clap refused it".to_owned())),
+        }
+    };
+    assert_eq!(parse(&[]), Ok((vec![], vec![])));
+    assert_eq!(
+        parse(&["--cpu-features", "-x2apic"]),
+        Ok((vec!["x2apic"], vec![]))
+    );
+    assert_eq!(
+        parse(&[
+            "--cpu-features=-x2apic,+tsc-deadline",
+            "--cpu-features",
+            "-avx512f"
+        ]),
+        Ok((vec!["x2apic", "avx512f"], vec!["tsc-deadline"]))
+    );
+    let (code, message) = parse(&["--cpu-features", "-x2apci"]).unwrap_err();
+    assert_eq!(code, drvisor::exit_code::USAGE);
+    assert_eq!(
+        message,
+        "--cpu-features: unknown CPU feature \"x2apci\" (did you mean x2apic?)"
+    );
+    let (code, message) = parse(&["--cpu-features", "+avx2,-xsave"]).unwrap_err();
+    assert_eq!(code, drvisor::exit_code::USAGE);
+    assert!(message.contains("avx2 needs avx needs xsave"), "{message}");
 }
 
 /// The one line `drvisor ARGS` refuses its arguments with.

@@ -238,6 +238,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         .parse()
         .map_err(|e| Failure::usage(format!("--exit-status: {e}")))?;
     let cmdline = cmdline::command_line(&args)?;
+    let cpu_features = cpu_features(&args.cpu_features)?;
     let flags = requests::Flags {
         breaks: &args.breaks,
         watches: &args.watches,
@@ -277,12 +278,17 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.strict_ports = args.strict_ports;
     config.policy = policy;
     config.cpuid = args.cpuid.into();
+    config.cpu_features = cpu_features.clone();
     config.probe_cache = probe::cache::default_dir();
     config.guest_dr_resync = std::time::Duration::from_micros(args.guest_dr_resync_us);
     config.inject_fault = drvisor::fault_injection::InjectedFault::from_env()
         .map_err(|e| Failure::usage(e.to_string()))?;
     let vm = Vm::try_from(config).map_err(vm_failure)?;
     announce_hidden_features(&vm, args.cpuid);
+    if let Some(line) = announce::also_hidden(vm.cpu_features_also_hidden()) {
+        announce::say(line);
+    }
+    warn_unhideable_features(&vm, &cpu_features);
     stopper.attach(vm.run_control().clone());
     let events = events_out::EventsOut::start(sink, vm.events().clone(), vm.run_control().clone())?;
     let symbols = Arc::new(symbols);
@@ -438,6 +444,15 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     Ok(outcome.exit_code_under(exit_status))
 }
 
+/// The `--cpu-features` lists, each as given, as one set of edits.
+fn cpu_features(lists: &[String]) -> Result<drvisor::cpu::FeatureEdits, Failure> {
+    if lists.is_empty() {
+        return Ok(Default::default());
+    }
+    drvisor::cpu::FeatureEdits::parse(&lists.join(","))
+        .map_err(|e| Failure::usage(format!("--cpu-features: {e}")))
+}
+
 /// SIGUSR2 (`kill -USR2 <pid>`) signals the guest on port 0x520: a guest that waits for the host
 /// (the test guest's `soak`, `ranges until=signal`) goes on.
 fn signal_guest_on_sigusr2(session: Arc<Session>) -> Result<(), Failure> {
@@ -483,6 +498,7 @@ fn vm_failure(e: drvisor::vm::Error) -> Failure {
         Error::Memory(memory::Error::Mmap { mib, .. }) => format!("--mem {mib}: {e}"),
         Error::Memory(_) => format!("--mem: {e}"),
         Error::Boot(boot) => boot_flags::message(boot),
+        Error::CpuFeatures(_) => format!("--cpu-features: {e}"),
         _ => e.to_string(),
     };
     Failure {
@@ -523,6 +539,28 @@ fn announce_hidden_features(vm: &Vm, cpuid: cli::CpuidArg) {
             "the guest still sees {} in its CPUID although their instructions fail at CPL0 here: this KVM shows the host CPU's bit where KVM_GET_SUPPORTED_CPUID has none, and KVM_SET_CPUID2 cannot clear it",
             shown.join(", ")
         );
+    }
+}
+
+/// Warns about features `--cpu-features` hides that the guest sees all the same: the probe
+/// found this KVM showing them although `KVM_GET_SUPPORTED_CPUID` does not list them, and
+/// `KVM_SET_CPUID2` decides only the bits of that list.
+fn warn_unhideable_features(vm: &Vm, edits: &drvisor::cpu::FeatureEdits) {
+    let Some(report) = vm.probe() else { return };
+    let hidden = edits.hidden_with_dependents();
+    let seen: Vec<&str> = report
+        .instructions
+        .iter()
+        .filter(|r| r.offered && !r.hideable)
+        .filter_map(|r| drvisor::cpu::feature_table::lookup(r.feature.name()))
+        .map(|f| f.name)
+        .filter(|name| hidden.contains(name))
+        .collect();
+    if !seen.is_empty() {
+        announce::say(format!(
+            "warning: --cpu-features cannot hide {} here: this KVM shows the guest the host CPU's bit where KVM_GET_SUPPORTED_CPUID has none, and KVM_SET_CPUID2 cannot clear it (see `drvisor probe`)",
+            seen.join(", ")
+        ));
     }
 }
 
