@@ -123,6 +123,23 @@ fn hiding_x2apic() -> Result<(), Failed> {
     })
 }
 
+/// drvisor sets the hypervisor bit itself (with KVM's leaves 0x40000000); `-hypervisor` clears
+/// it all the same.
+fn hiding_the_hypervisor_bit() -> Result<(), Failed> {
+    let shown = cpuid_run(&[])?;
+    let hidden = cpuid_run(&["--cpu-features", "-hypervisor"])?;
+    ensure(guest_sees(&shown, "hypervisor")?, || {
+        format!("the default guest does not see the hypervisor bit\n{shown}")
+    })?;
+    ensure(!guest_sees(&hidden, "hypervisor")?, || {
+        format!("-hypervisor: the guest still sees it\n{hidden}")
+    })?;
+    ensure(
+        guest_sees(&hidden, "x2apic")? == guest_sees(&shown, "x2apic")?,
+        || format!("-hypervisor changed x2apic\n{hidden}"),
+    )
+}
+
 /// `+x2apic` where KVM offers it is no change at all.
 fn requiring_x2apic() -> Result<(), Failed> {
     let run = cpuid_run(&["--cpu-features", "+x2apic"])?;
@@ -231,6 +248,15 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             why,
         ));
         trials.push(skipped("cpu_features::requiring_x2apic_keeps_it", why));
+    }
+    let name = "cpu_features::hiding_the_hypervisor_bit";
+    if offers(&kvm, "hypervisor") {
+        trials.push(Trial::test(name, hiding_the_hypervisor_bit));
+    } else {
+        trials.push(skipped(
+            name,
+            "this host's KVM_GET_SUPPORTED_CPUID has no hypervisor bit, so KVM_SET_CPUID2 may not decide it",
+        ));
     }
     let name = "cpu_features::hiding_xsave_hides_avx";
     if offers(&kvm, "xsave") && offers(&kvm, "avx") {
