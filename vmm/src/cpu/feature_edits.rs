@@ -30,6 +30,16 @@ pub enum ParseError {
         /// The table's names closest to it.
         close: Vec<&'static str>,
     },
+    /// `+osxsave` or `+ospke`: bits the guest's kernel sets itself (CR4.OSXSAVE, CR4.PKE).
+    #[error("+{name} cannot be required: the CPU shows it once the guest's kernel sets {cr4}; require +{instead}")]
+    SetByTheGuest {
+        /// The feature.
+        name: &'static str,
+        /// The control bit that sets it.
+        cr4: &'static str,
+        /// The feature to require instead.
+        instead: &'static str,
+    },
     /// One feature both hidden and required.
     #[error("{name} is both hidden (-{name}) and required (+{name})")]
     Both {
@@ -47,6 +57,13 @@ pub enum ParseError {
         chain: Vec<&'static str>,
     },
 }
+
+/// CPUID bits that mirror a CR4 bit the guest sets (SDM Vol. 2A, table 3-10 and 3-8): the
+/// feature, the CR4 bit, the feature that makes it possible.
+const SET_BY_THE_GUEST: &[(&str, &str, &str)] = &[
+    ("osxsave", "CR4.OSXSAVE", "xsave"),
+    ("ospke", "CR4.PKE", "pku"),
+];
 
 fn suggestion(close: &[&str]) -> String {
     if close.is_empty() {
@@ -126,6 +143,16 @@ impl FeatureEdits {
             };
             if other.contains(&feature) {
                 return Err(ParseError::Both { name: feature.name });
+            }
+            if let Some(&(_, cr4, instead)) = (!hide)
+                .then(|| SET_BY_THE_GUEST.iter().find(|(n, _, _)| *n == feature.name))
+                .flatten()
+            {
+                return Err(ParseError::SetByTheGuest {
+                    name: feature.name,
+                    cr4,
+                    instead,
+                });
             }
             if !this.contains(&feature) {
                 this.push(feature);
@@ -301,6 +328,15 @@ mod tests {
             panic!("an unknown name");
         };
         assert_eq!((name.as_str(), close.first()), ("x2apci", Some(&"x2apic")));
+        assert_eq!(
+            FeatureEdits::parse("+osxsave"),
+            Err(ParseError::SetByTheGuest {
+                name: "osxsave",
+                cr4: "CR4.OSXSAVE",
+                instead: "xsave"
+            })
+        );
+        assert!(FeatureEdits::parse("-osxsave,-ospke").is_ok());
         assert_eq!(
             FeatureEdits::parse("-x2apic,+x2apic"),
             Err(ParseError::Both { name: "x2apic" })
