@@ -108,6 +108,7 @@ pub fn trials() -> Vec<Trial> {
         scenario("write", &[]),
         scenario("guest-dr", &[]),
         scenario("bad-port", &[]),
+        scenario("cpuid", &[]),
         Trial::test("scenario::exec_count_from_cmdline", exec_counts),
         Trial::test("scenario::echo_reads_the_console", echo_reads_the_console),
         smp("2"),
