@@ -83,7 +83,25 @@ fn messages() -> Vec<String> {
         crate::gdb::UsageError::ExpectedIf.to_string(),
         crate::watch::UnknownEngine("x".into()).to_string(),
         crate::devices::UnknownExitStatus("x".into()).to_string(),
+        crate::cpu::ApplyError::NotSupported { name: "avx512f" }.to_string(),
+        crate::cpu::ApplyError::FilteredOut { name: "cx16" }.to_string(),
     ]
+    .into_iter()
+    .chain(
+        [
+            "",
+            "x2apic",
+            "-x2apci",
+            "-zzzz",
+            "+osxsave",
+            "-avx,+avx",
+            "+avx2,-xsave",
+        ]
+        .iter()
+        .filter_map(|list| crate::cpu::FeatureEdits::parse(list).err())
+        .map(|e| e.to_string()),
+    )
+    .collect()
 }
 
 #[test]

@@ -83,7 +83,7 @@ pub enum ApplyError {
         name: &'static str,
     },
     /// KVM offers it, but `--cpuid filtered` took it out.
-    #[error("+{name}: KVM offers {name}, but the host probe found that it (or a feature it needs) fails at CPL0 on this host, so the filtered CPUID leaves it out; --cpuid host keeps it")]
+    #[error("+{name}: KVM offers {name}, but the host probe found that it (or a feature it needs) fails at CPL0 on this host, so the filtered CPUID leaves it out")]
     FilteredOut {
         /// The feature.
         name: &'static str,

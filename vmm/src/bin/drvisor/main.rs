@@ -498,6 +498,9 @@ fn vm_failure(e: drvisor::vm::Error) -> Failure {
         Error::Memory(memory::Error::Mmap { mib, .. }) => format!("--mem {mib}: {e}"),
         Error::Memory(_) => format!("--mem: {e}"),
         Error::Boot(boot) => boot_flags::message(boot),
+        Error::CpuFeatures(drvisor::cpu::ApplyError::FilteredOut { .. }) => {
+            format!("--cpu-features: {e}; --cpuid host keeps it")
+        }
         Error::CpuFeatures(_) => format!("--cpu-features: {e}"),
         _ => e.to_string(),
     };
