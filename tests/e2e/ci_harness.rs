@@ -501,6 +501,47 @@ fn cmdline_beginning_with_a_hyphen() -> Result<(), Failed> {
     )
 }
 
+/// `cpu_features` in `[vm]` reaches `drvisor run` as one word (the list begins with `-`): the
+/// guest's CPUID.1:ECX loses its hypervisor bit (31), which drvisor otherwise sets itself; an
+/// unknown feature is refused as a spec error (exit 2) naming the feature.
+fn cpu_features_in_a_spec() -> Result<(), Failed> {
+    let hypervisor_bit = r"leaf=1 ecx=0x[89a-f][0-9a-f]{7} ";
+    let spec = spec_file(
+        "cpu-features.toml",
+        &format!(
+            "[vm]\nscenario = \"cpuid\"\ncpu_features = \"-hypervisor\"\ntimeout = 30\n\
+             [[check]]\nname = \"hidden\"\nconsole_never = '{hypervisor_bit}'\n\
+             [[check]]\nname = \"printed\"\nconsole_match = 'leaf=1 ecx=0x'\n"
+        ),
+    );
+    let (run, report) = ci(&[spec.display().to_string()])?;
+    run.expect_code(0)?;
+    for case in ["hidden", "printed"] {
+        ensure(
+            case_status(&report, "cpu-features", case) == Some("passed"),
+            || format!("{case} did not pass\n{run}"),
+        )?;
+    }
+    // The same check fails without the key: it would pass for a harness that dropped it.
+    let plain = spec_file(
+        "cpu-features-plain.toml",
+        &format!(
+            "[vm]\nscenario = \"cpuid\"\ntimeout = 30\n\
+             [[check]]\nname = \"hidden\"\nconsole_never = '{hypervisor_bit}'\n"
+        ),
+    );
+    let (run, _) = ci(&[plain.display().to_string()])?;
+    run.expect_code(1)?;
+    let unknown = spec_file(
+        "cpu-features-unknown.toml",
+        "[vm]\nscenario = \"cpuid\"\ncpu_features = \"-x3apic\"\n\
+         [[check]]\nname = \"a\"\nexit_status = 0\n",
+    );
+    let (run, _) = ci(&[unknown.display().to_string()])?;
+    run.expect_code(2)?;
+    ensure(run.stdout.contains("x3apic"), || run.to_string())
+}
+
 /// The stock Debian kernel: run when ci/linux/fetch.sh has put it in ci/linux/cache/, else
 /// every check is listed as skipped with the reason (and the suite exits 3).
 fn debian_kernel() -> Result<(), Failed> {
@@ -581,6 +622,7 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             "ci_harness::cmdline_beginning_with_a_hyphen",
             cmdline_beginning_with_a_hyphen,
         ),
+        Trial::test("ci_harness::cpu_features_in_a_spec", cpu_features_in_a_spec),
     ];
     // ci/linux and ci/kvm-unit-tests expect what those kernels do on this project's hosts
     // (an emulation failure as the kernel's end, msr's six failures); on VMX/SVM they run

@@ -57,6 +57,8 @@ pub struct VmSpec {
     /// `--scenario` of the embedded test guest.
     pub scenario: Option<String>,
     pub vcpus: u32,
+    /// `--cpu-features`: CPU features hidden from (`-NAME`) or required for (`+NAME`) the guest.
+    pub cpu_features: Option<String>,
     pub mem: u64,
     /// Wall-clock limit for the whole run, in seconds.
     pub timeout: f64,
@@ -267,6 +269,7 @@ struct RawVm {
     cmdline: Option<Spanned<String>>,
     scenario: Option<Spanned<String>>,
     vcpus: Option<Spanned<u32>>,
+    cpu_features: Option<Spanned<String>>,
     mem: Option<Spanned<u64>>,
     timeout: Option<Spanned<f64>>,
     #[serde(default)]
@@ -428,6 +431,7 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
         cmdline: vm.cmdline.map(Spanned::into_inner).unwrap_or_default(),
         scenario: vm.scenario.map(Spanned::into_inner),
         vcpus: vm.vcpus.map_or(1, Spanned::into_inner),
+        cpu_features: vm.cpu_features.map(Spanned::into_inner),
         mem: vm.mem.map_or(64, Spanned::into_inner),
         timeout,
         accept_exit: vm.accept_exit,

@@ -73,6 +73,10 @@ pub fn run_args(spec: &Spec, skips: &BTreeMap<String, String>, events: &Path) ->
     push("--vcpus", vm.vcpus.to_string());
     push("--mem", vm.mem.to_string());
     push("--events", events.display().to_string());
+    if let Some(f) = &vm.cpu_features {
+        // One word: the list begins with `-` or `+`.
+        args.push(format!("--cpu-features={f}"));
+    }
     if !vm.cmdline.is_empty() {
         // One word, `--cmdline=VALUE`: a command line may begin with `-`.
         args.push(format!("--cmdline={}", vm.cmdline));
