@@ -155,7 +155,8 @@ def l0_rip_defects(out, flaky):
         if offset is not None and len(words) > 1:
             returns.add(int(words[1], 16) + offset)
     found = {}
-    for log in sorted(out.glob("e2e.*.txt")):
+    # A failure's message is in its boot's libtest log (results.N.txt), after `---- TEST ----`.
+    for log in sorted(out.glob("results.*.txt")):
         text = log.read_text(errors="replace")
         for t in flaky:
             head = f"---- {t} ----\n"
