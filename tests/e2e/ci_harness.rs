@@ -217,6 +217,138 @@ fn stack_contains_names_the_caller() -> Result<(), Failed> {
     Ok(())
 }
 
+/// Checks that an HTML file nests every element it opens (void elements aside), with
+/// Python's `html.parser`: prints `well-formed` or each fault, and exits 1 on a fault.
+const HTML_NESTING: &str = r#"
+import sys
+from html.parser import HTMLParser
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+        "track", "wbr"}
+class Nesting(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.faults = [], []
+    def handle_starttag(self, tag, attrs):
+        if tag not in VOID:
+            self.stack.append((tag, self.getpos()))
+    def handle_endtag(self, tag):
+        if self.stack and self.stack[-1][0] == tag:
+            self.stack.pop()
+        else:
+            self.faults.append(f"</{tag}> at {self.getpos()} closes {self.stack[-1:]}")
+p = Nesting()
+p.feed(open(sys.argv[1], encoding="utf-8").read())
+p.close()
+p.faults += [f"<{t}> at {pos} never closed" for t, pos in p.stack]
+print("\n".join(p.faults) or "well-formed")
+sys.exit(1 if p.faults else 0)
+"#;
+
+/// `--html` on the passing and the failing examples together: the page names every spec and
+/// case of the JSON report, with the same counts, a failure's context folded in `<details>`,
+/// a timeline of timed hits, and it nests its elements properly.
+fn html_report() -> Result<(), Failed> {
+    let html = temp_path("report.html");
+    let mut args = specs_in(&examples());
+    args.extend(specs_in(&examples().join("failing")));
+    args.extend(["--html".into(), html.display().to_string()]);
+    let (run, report) = ci(&args)?;
+    run.expect_code(1)?;
+    let page = std::fs::read_to_string(&html).map_err(|e| format!("no HTML report: {e}\n{run}"))?;
+    let nesting = std::process::Command::new("python3")
+        .args(["-c", HTML_NESTING])
+        .arg(&html)
+        .output();
+    let _ = std::fs::remove_file(&html);
+    let esc = drvisor_ci::html::escape;
+    let specs = report["specs"].as_array().cloned().unwrap_or_default();
+    ensure(specs.len() == 9, || {
+        format!("{} specs in the JSON\n{run}", specs.len())
+    })?;
+    for s in &specs {
+        let name = s["name"].as_str().unwrap_or_default();
+        ensure(page.contains(&format!("<h2>{}</h2>", esc(name))), || {
+            format!("the page lacks spec {name:?}")
+        })?;
+        for c in s["cases"].as_array().into_iter().flatten() {
+            let case = c["name"].as_str().unwrap_or_default();
+            ensure(
+                page.contains(&format!("</td><td>{}</td>", esc(case))),
+                || format!("the page lacks case {name}::{case}"),
+            )?;
+        }
+    }
+    let t = &report["totals"];
+    for status in ["passed", "failed", "skipped"] {
+        let rows = page
+            .matches(&format!("<tr class=\"case {status}\">"))
+            .count() as u64;
+        ensure(Some(rows) == t[status].as_u64(), || {
+            format!("{rows} {status} rows vs {t}")
+        })?;
+        let summary = format!("<span class=\"{status}\">{} {status}</span>", t[status]);
+        ensure(page.contains(&summary), || {
+            format!("no {summary:?} in the summary")
+        })?;
+    }
+    let counted = format!("{} spec(s), {} case(s):", t["specs"], t["cases"]);
+    ensure(page.contains(&counted), || {
+        format!("the summary does not count {t}")
+    })?;
+    // The failing examples' hit context (write-fails' offending write) is folded in.
+    ensure(
+        page.contains("<details><summary>the offending hit</summary><pre>hit #3 of "),
+        || "no failure context in <details>".to_string(),
+    )?;
+    for tag in ["table", "details", "section", "svg"] {
+        let open =
+            page.matches(&format!("<{tag}>")).count() + page.matches(&format!("<{tag} ")).count();
+        let close = page.matches(&format!("</{tag}>")).count();
+        ensure(open == close && open > 0, || {
+            format!("{open} <{tag}> against {close} </{tag}>")
+        })?;
+    }
+    // The event lines carry their times: the exec spec's hits are drawn on a timeline.
+    ensure(
+        page.contains("Hits over the run, per check and vCPU")
+            && page.contains("target_0 called count times vCPU 0: "),
+        || "no timeline of timed hits".to_string(),
+    )?;
+    match nesting {
+        Ok(out) => {
+            let said = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            ensure(out.status.success() && said.trim() == "well-formed", || {
+                format!("html.parser: {said}")
+            })?;
+        }
+        Err(e) => println!("not checked with html.parser: cannot run python3: {e}"),
+    }
+    Ok(())
+}
+
+/// An unwritable `--html` path is said, and costs the run the exit code an unwritable
+/// `--json` path costs it.
+fn html_report_unwritable() -> Result<(), Failed> {
+    let spec = examples().join("status.toml").display().to_string();
+    let nowhere = "/proc/drvisor-no-such-dir/report";
+    let html = drvisor(&["ci", &spec, "--html", &format!("{nowhere}.html")]);
+    let json = drvisor(&["ci", &spec, "--json", &format!("{nowhere}.json")]);
+    for (run, file) in [(&html, "html"), (&json, "json")] {
+        ensure(
+            run.stdout
+                .contains(&format!("drvisor ci: cannot write {nowhere}.{file}: ")),
+            || format!("no message for the unwritable {file} path\n{run}"),
+        )?;
+    }
+    ensure(html.code == json.code && html.code == 4, || {
+        format!(
+            "--html exits {}, --json {}\n{html}\n{json}",
+            html.code, json.code
+        )
+    })
+}
+
 /// The live processes the harness with pid `pid` started: their environment carries
 /// `DRVISOR_CI_HARNESS=<pid>`. Each as its pid and command line.
 pub(crate) fn harness_children(pid: u32) -> Vec<String> {
@@ -600,6 +732,8 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
     let mut t = vec![
         Trial::test("ci_harness::passing_examples", passing_examples),
         Trial::test("ci_harness::failing_examples", failing_examples),
+        Trial::test("ci_harness::html_report", html_report),
+        Trial::test("ci_harness::html_report_unwritable", html_report_unwritable),
         Trial::test(
             "ci_harness::timeout_leaves_nothing_behind",
             timeout_leaves_nothing_behind,

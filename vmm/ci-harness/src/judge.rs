@@ -49,6 +49,9 @@ pub struct Observation {
     pub console: String,
     /// Every hit event, in order.
     pub hits: Vec<HitEvent>,
+    /// When each of `hits` happened, in nanoseconds since the run's start (the event line's
+    /// `ns`), index for index; shorter, or None, where a line carried no time.
+    pub hit_ns: Vec<Option<u64>>,
     pub end: RunEnd,
     /// Wall-clock seconds of the `drvisor run` child, from spawn to exit.
     pub seconds: f64,
@@ -288,10 +291,12 @@ fn results(check: &Check, format: ResultsFormat, obs: &Observation) -> (Verdict,
 
 /// The hits of `h`: its label, on its vCPU when it names one.
 fn hits_of<'a>(h: &HitCheck, obs: &'a Observation) -> Vec<&'a HitEvent> {
-    obs.hits
-        .iter()
-        .filter(|e| e.label == h.target && h.vcpu.is_none_or(|v| e.vcpu == v))
-        .collect()
+    obs.hits.iter().filter(|e| counts(h, e)).collect()
+}
+
+/// Whether `h` counts the hit `e`: its label, on its vCPU when it names one.
+pub fn counts(h: &HitCheck, e: &HitEvent) -> bool {
+    e.label == h.target && h.vcpu.is_none_or(|v| e.vcpu == v)
 }
 
 fn hit_verdict(h: &HitCheck, values: &ValueExpect, obs: &Observation, names: Names<'_>) -> Verdict {
@@ -612,6 +617,7 @@ mod tests {
     #[test]
     fn every_kind_passes_and_fails_by_table() {
         let obs = Observation {
+            hit_ns: Vec::new(),
             console: "drv: hello\nBUG: oops\ndrv: summary status=0\n".into(),
             hits: vec![
                 hit("f", 0, 1, None),
@@ -661,6 +667,7 @@ mod tests {
     fn a_failure_carries_the_offending_hit() {
         let s = spec("[[check]]\nname = \"c\"\nwatch = \"w\"\nnever_value = 2\n");
         let obs = Observation {
+            hit_ns: Vec::new(),
             console: String::new(),
             hits: vec![hit("w", 0, 1, Some(1)), hit("w", 0, 2, Some(2))],
             end: RunEnd::Guest(0),
@@ -705,6 +712,7 @@ mod tests {
 
     fn stack_obs(hits: Vec<HitEvent>) -> Observation {
         Observation {
+            hit_ns: Vec::new(),
             console: String::new(),
             hits,
             end: RunEnd::Guest(0),
@@ -859,6 +867,7 @@ mod tests {
     fn a_timeout_fails_the_run_and_the_exit_status() {
         let s = spec("[[check]]\nname = \"e\"\nexit_status = 0\n");
         let obs = Observation {
+            hit_ns: Vec::new(),
             console: String::new(),
             hits: vec![],
             end: RunEnd::TimedOut(2.0),
@@ -874,6 +883,7 @@ mod tests {
     fn skipped_checks_stay_skipped() {
         let s = spec("[[check]]\nname = \"c\"\nbreak = \"f\"\n");
         let obs = Observation {
+            hit_ns: Vec::new(),
             console: String::new(),
             hits: vec![],
             end: RunEnd::Guest(0),
@@ -891,6 +901,7 @@ mod tests {
     fn ktap_cases_become_their_own_cases() {
         let s = spec("[[check]]\nname = \"kunit\"\nresults = \"ktap\"\n");
         let obs = Observation {
+            hit_ns: Vec::new(),
             console: "KTAP version 1\n1..2\nok 1 a\nnot ok 2 b\n".into(),
             hits: vec![],
             end: RunEnd::Guest(0),

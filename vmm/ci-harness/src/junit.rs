@@ -86,6 +86,7 @@ mod tests {
                 case("bad", Status::Failed),
                 case("skip", Status::Skipped),
             ],
+            timeline: Vec::new(),
         }];
         let xml = xml(&specs, 1.0).expect("serializes");
         assert!(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::judge::{CaseResult, RunEnd, Verdict};
+use crate::timeline::CheckHits;
 
 /// The harness's exit codes (issue 10's table).
 pub mod code {
@@ -37,6 +38,9 @@ pub struct SpecResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spec_error: Option<String>,
     pub cases: Vec<CaseReport>,
+    /// The hits of each check that counts hits, with their times, for the HTML timeline.
+    #[serde(skip)]
+    pub timeline: Vec<CheckHits>,
 }
 
 /// One test case in the report.
@@ -227,6 +231,7 @@ mod tests {
                     reason: None,
                 })
                 .collect(),
+            timeline: Vec::new(),
         }
     }
 

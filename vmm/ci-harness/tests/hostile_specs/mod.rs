@@ -159,11 +159,11 @@ pub fn mutate(text: &str, m: &Mutation) -> String {
                 1 => format!("deep = {}1{}", "{ a = ".repeat(depth), " }".repeat(depth)),
                 _ => format!("[{}]", vec!["t"; depth.max(1)].join(".")),
             };
-            ls.insert(line % (count + 1), nested);
+            ls.insert(line % (ls.len() + 1), nested);
         }
         Mutation::LongKey { line, len } => {
             ls.insert(
-                line % (count + 1),
+                line % (ls.len() + 1),
                 format!("{} = 1", "k".repeat(len.max(1))),
             );
         }

@@ -34,7 +34,7 @@ use drvisor::probe::{self, ProbeReport};
 use drvisor_ci::report::{code, CaseReport, SpecResult};
 use drvisor_ci::shard::Shard;
 use drvisor_ci::spec::Spec;
-use drvisor_ci::{judge, junit, report, shard, spec};
+use drvisor_ci::{html, judge, junit, report, shard, spec, timeline};
 use serde::Serialize;
 
 /// `drvisor ci`.
@@ -49,6 +49,9 @@ pub struct CiArgs {
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write a self-contained HTML report here (cases, failure context, a hit timeline).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Specs run at once, one VM each.
     #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -190,6 +193,13 @@ pub fn main(args: CiArgs) -> u8 {
             write_failed = true;
         }
     }
+    if let Some(path) = &args.html {
+        let page = html::render(&results, seconds, exit);
+        if let Err(e) = std::fs::write(path, page) {
+            say!("drvisor ci: cannot write {}: {e}", path.display());
+            write_failed = true;
+        }
+    }
     let caught = signal.load(Ordering::Relaxed);
     if caught != 0 {
         let code = 128 + caught as u8;
@@ -317,6 +327,7 @@ fn run_spec(
                 .into_iter()
                 .map(CaseReport::from)
                 .collect(),
+            timeline: Vec::new(),
         };
     }
     let skips = plan::skips(spec, probe);
@@ -334,6 +345,7 @@ fn run_spec(
                 ))),
                 spec_error: None,
                 cases: Vec::new(),
+                timeline: Vec::new(),
             }
         }
     };
@@ -348,6 +360,7 @@ fn run_spec(
         .into_iter()
         .map(CaseReport::from)
         .collect();
+    let timeline = timeline::of(spec, &obs, &skips);
     SpecResult {
         path: spec.path.clone(),
         name: spec.name.clone(),
@@ -357,6 +370,7 @@ fn run_spec(
         run_end: Some(obs.end),
         spec_error,
         cases,
+        timeline,
     }
 }
 

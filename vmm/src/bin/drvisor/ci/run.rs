@@ -160,6 +160,7 @@ pub fn run(
             return Observation {
                 console: String::new(),
                 hits: Vec::new(),
+                hit_ns: Vec::new(),
                 end: RunEnd::Infrastructure(format!("cannot start {}: {e}", exe.display())),
                 seconds: 0.0,
             }
@@ -192,7 +193,7 @@ pub fn run(
     let seconds = start.elapsed().as_secs_f64();
     let console = stdout.join().unwrap_or_default();
     let messages = stderr.join().unwrap_or_default();
-    let hits = hit_events(&events.read());
+    let (hits, hit_ns) = hit_events(&events.read());
     let end = if timed_out {
         RunEnd::TimedOut(timeout)
     } else if stopped {
@@ -206,6 +207,7 @@ pub fn run(
     Observation {
         console,
         hits,
+        hit_ns,
         end,
         seconds,
     }
@@ -240,13 +242,17 @@ fn reader(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<S
     })
 }
 
-/// The hit events of an `--events` file; other events (`lost`, `page-traps`) are skipped.
-pub fn hit_events(text: &str) -> Vec<HitEvent> {
+/// The hit events of an `--events` file, each with its line's `ns` (its time since the run's
+/// start); other events (`lost`, `page-traps`) are skipped.
+pub fn hit_events(text: &str) -> (Vec<HitEvent>, Vec<Option<u64>>) {
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["event"] == "hit")
-        .filter_map(|v| serde_json::from_value(v).ok())
-        .collect()
+        .filter_map(|v| {
+            let ns = v["ns"].as_u64();
+            serde_json::from_value(v).ok().map(|e| (e, ns))
+        })
+        .unzip()
 }
 
 /// What `drvisor run`'s exit code and messages mean. drvisor's own codes always come with a
@@ -328,6 +334,27 @@ mod tests {
     fn only_hits_are_read() {
         let text =
             "{\"seq\":7,\"event\":\"page-traps\",\"traps\":12,\"false_traps\":6}\nnot json\n";
-        assert!(hit_events(text).is_empty());
+        assert!(hit_events(text).0.is_empty());
+    }
+
+    #[test]
+    fn hits_keep_their_time() {
+        let hit = |ns: Option<u64>| {
+            let mut v = serde_json::json!({
+                "seq": 2, "event": "hit", "id": 1, "label": "f", "vcpu": 1, "rip": 0x1000,
+                "addr": 0x1000, "kind": "exec", "engine": "hw", "action": "continue", "count": 1,
+                "regs": {"rax":0,"rbx":0,"rcx":0,"rdx":0,"rsi":0,"rdi":0,"rsp":0,"rbp":0,"r8":0,
+                         "r9":0,"r10":0,"r11":0,"r12":0,"r13":0,"r14":0,"r15":0,"rip":0x1000,
+                         "rflags":2}
+            });
+            if let Some(ns) = ns {
+                v["ns"] = ns.into();
+            }
+            v.to_string() + "\n"
+        };
+        let text = hit(Some(2500)) + &hit(None);
+        let (hits, ns) = hit_events(&text);
+        assert_eq!(hits.len(), 2, "{text}");
+        assert_eq!(ns, vec![Some(2500), None]);
     }
 }
