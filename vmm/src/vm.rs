@@ -247,9 +247,9 @@ impl TryFrom<VmConfig> for Vm {
                 .map_or(kvm.get_nr_memslots(), |l| l.min(kvm.get_nr_memslots())),
             config.kernel.executable_ranges(),
         )?);
-        // The irqchip and the PIT come after guest RAM's memslots: each of them ends in an SRCU
-        // grace period of the VM, and a memslot set while one is pending waits for it (6-10 ms
-        // on a `kvm_pvm` host; in this order the three calls take well under 1 ms).
+        // The irqchip and the PIT come after guest RAM's memslots: a memslot set soon after
+        // them waits, as if for the SRCU grace period they leave pending (6-10 ms at every start
+        // on a `kvm_pvm` host), while in this order each call is fast (BENCHMARKS.md, start-up).
         vm_fd
             .create_irq_chip()
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
