@@ -217,32 +217,10 @@ fn stack_contains_names_the_caller() -> Result<(), Failed> {
     Ok(())
 }
 
-/// Checks that an HTML file nests every element it opens (void elements aside), with
-/// Python's `html.parser`: prints `well-formed` or each fault, and exits 1 on a fault.
-const HTML_NESTING: &str = r#"
-import sys
-from html.parser import HTMLParser
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-        "track", "wbr"}
-class Nesting(HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.stack, self.faults = [], []
-    def handle_starttag(self, tag, attrs):
-        if tag not in VOID:
-            self.stack.append((tag, self.getpos()))
-    def handle_endtag(self, tag):
-        if self.stack and self.stack[-1][0] == tag:
-            self.stack.pop()
-        else:
-            self.faults.append(f"</{tag}> at {self.getpos()} closes {self.stack[-1:]}")
-p = Nesting()
-p.feed(open(sys.argv[1], encoding="utf-8").read())
-p.close()
-p.faults += [f"<{t}> at {pos} never closed" for t, pos in p.stack]
-print("\n".join(p.faults) or "well-formed")
-sys.exit(1 if p.faults else 0)
-"#;
+/// `tests/html-nesting.py`: whether an HTML file nests every element it opens.
+fn html_nesting() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/html-nesting.py")
+}
 
 /// `--html` on the passing and the failing examples together: the page names every spec and
 /// case of the JSON report, with the same counts, a failure's context folded in `<details>`,
@@ -256,7 +234,7 @@ fn html_report() -> Result<(), Failed> {
     run.expect_code(1)?;
     let page = std::fs::read_to_string(&html).map_err(|e| format!("no HTML report: {e}\n{run}"))?;
     let nesting = std::process::Command::new("python3")
-        .args(["-c", HTML_NESTING])
+        .arg(html_nesting())
         .arg(&html)
         .output();
     let _ = std::fs::remove_file(&html);

@@ -349,26 +349,9 @@ pub fn per_vcpu_cpuid(supported: &CpuId, index: u8, count: u8) -> CpuId {
 
 #[cfg(test)]
 mod tests {
-    use kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
 
     use super::*;
-
-    fn entry(function: u32, index: u32, regs: [u32; 4]) -> kvm_cpuid_entry2 {
-        kvm_cpuid_entry2 {
-            function,
-            index,
-            flags: if matches!(function, 7 | 0xd) {
-                KVM_CPUID_FLAG_SIGNIFCANT_INDEX
-            } else {
-                0
-            },
-            eax: regs[0],
-            ebx: regs[1],
-            ecx: regs[2],
-            edx: regs[3],
-            ..Default::default()
-        }
-    }
+    use crate::cpu::test_entries::entry;
 
     /// A host with everything: leaf 1, 7.0, 7.1, 0xD with x87|SSE|YMM|AVX-512 components (sizes
     /// as on Skylake-SP), 0x80000001, and KVM's hypervisor leaves.

@@ -237,26 +237,10 @@ impl FeatureEdits {
 
 #[cfg(test)]
 mod tests {
-    use kvm_bindings::{kvm_cpuid_entry2, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
     use super::*;
-
-    fn entry(function: u32, index: u32, regs: [u32; 4]) -> kvm_cpuid_entry2 {
-        kvm_cpuid_entry2 {
-            function,
-            index,
-            flags: if matches!(function, 7 | 0xd) {
-                KVM_CPUID_FLAG_SIGNIFCANT_INDEX
-            } else {
-                0
-            },
-            eax: regs[0],
-            ebx: regs[1],
-            ecx: regs[2],
-            edx: regs[3],
-            ..Default::default()
-        }
-    }
+    use crate::cpu::test_entries::entry;
+    use kvm_bindings::kvm_cpuid_entry2;
 
     /// Every bit set, with leaf 0xD for x87 | SSE | YMM | AVX-512 | PKRU (Skylake-SP sizes).
     fn everything() -> CpuId {

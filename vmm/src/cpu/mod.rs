@@ -9,6 +9,8 @@ mod gdt;
 pub mod lapic;
 pub mod mce;
 pub mod msrs;
+#[cfg(test)]
+mod test_entries;
 
 pub use boot_state::{configure, Error};
 pub use cpuid::{hide_features, per_vcpu_cpuid, with_hypervisor_leaves, CpuFeature, CpuidMode};
