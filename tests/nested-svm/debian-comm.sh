@@ -8,8 +8,9 @@
 # /init runs two copies of one static program that call getppid(): `getppid-loop` 150 times
 # and `other-loop` 70 times (busybox's shell calls it too). Inside one L1 boot:
 # 1. `drvisor ci` runs a spec (OUTDIR/comm.toml) whose check breaks on __x64_sys_getppid with
-#    `if = 'comm == "getppid-loop"'` and `hits = 150`: the exact count of one process among
-#    several making the same syscall;
+#    `if = 'comm == "getppid-loop"'`, `hits = 150` and `stack_contains = "do_syscall_64"`: the
+#    exact count of one process among several making the same syscall, each hit's captured stack
+#    naming the syscall's caller; its HTML report (--html) parses;
 # 2. `drvisor run` with the same breakpoint and condition, and `--capture 256`, writes its
 #    events: every hit event has `comm` = getppid-loop and one `pid`, its stack's first word
 #    named as the return into do_syscall_64, and there are exactly 150; `drvisor trace` turns
@@ -70,6 +71,7 @@ name = "getppid by getppid-loop only"
 break = "__x64_sys_getppid"
 if = 'comm == "getppid-loop"'
 hits = $calls
+stack_contains = "do_syscall_64"
 
 [[check]]
 name = "the program ran"
@@ -79,7 +81,7 @@ EOF
 rm -f "$out/events.jsonl" "$out/trace.json" "$out/ci.txt" "$out/run.txt"
 status=0
 NESTED_TIMEOUT=${NESTED_TIMEOUT:-2400} tests/nested-svm/boot-l1.sh "$out" \
-  "$drvisor ci $out/comm.toml --json $out/report.json > $out/ci.txt 2>&1; echo \"ci exited \$?\" >> $out/ci.txt; \
+  "$drvisor ci $out/comm.toml --json $out/report.json --html $out/report.html > $out/ci.txt 2>&1; echo \"ci exited \$?\" >> $out/ci.txt; \
 timeout 1200 $drvisor run --kernel $kernel --initrd $out/initramfs.cpio.gz --mem 512 \
 --cmdline '$cmdline' --break __x64_sys_getppid --if 'comm == \"getppid-loop\"' --capture 256 \
 --events $out/events.jsonl > $out/run.txt 2>&1; echo \"run exited \$?\" >> $out/run.txt; \
@@ -94,6 +96,8 @@ check() { # NAME COMMAND...
   if "$@"; then echo "debian-comm: ok: $name"; else echo "debian-comm: FAIL: $name" >&2; fail=1; fi
 }
 check "drvisor ci passed the spec (exact count by comm)" grep -q '^ci exited 0$' "$out/ci.txt"
+html_ok() { tests/html-nesting.py "$out/report.html" && grep -q 'getppid by getppid-loop only' "$out/report.html"; }
+check "its HTML report nests its elements and names the check" html_ok
 check "the symbols came from the kernel's kallsyms" grep -q "symbols from the kernel's own kallsyms" "$out/run.txt"
 check "drvisor run ended as /init asked" grep -q '^run exited 70$' "$out/run.txt"
 check "the events: $calls hits, each from getppid-loop, one pid, the caller named" python3 - "$out/events.jsonl" "$calls" <<'PY'
