@@ -90,15 +90,20 @@ fn jobs_zero_is_refused() -> Result<(), Failed> {
     ensure(run.stderr.contains("--jobs"), || run.to_string())
 }
 
-/// Spawns `drvisor ARGS` with its stdout's reader already gone (as `| head -0`), waits for it.
-fn with_closed_stdout(args: &[&str]) -> Result<(i32, String, u32), Failed> {
-    let mut child = Command::new(DRVISOR)
+/// Spawns `drvisor ARGS` with no stdin and its stdout and stderr piped.
+fn spawn_piped(args: &[&str]) -> Result<std::process::Child, Failed> {
+    Command::new(DRVISOR)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("spawn: {e}"))?;
+        .map_err(|e| format!("spawn: {e}").into())
+}
+
+/// Spawns `drvisor ARGS` with its stdout's reader already gone (as `| head -0`), waits for it.
+fn with_closed_stdout(args: &[&str]) -> Result<(i32, String, u32), Failed> {
+    let mut child = spawn_piped(args)?;
     let pid = child.id();
     drop(child.stdout.take());
     let mut stderr = String::new();
@@ -253,13 +258,7 @@ fn hostile_specs_end_cleanly() -> Result<(), Failed> {
     for (i, (what, text)) in hostile_specs().into_iter().enumerate() {
         let spec = spec_file(&format!("hostile-{i}.toml"), &text);
         let path = spec.display().to_string();
-        let mut child = Command::new(DRVISOR)
-            .args(["ci", &path])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawn: {e}"))?;
+        let mut child = spawn_piped(&["ci", &path])?;
         let pid = child.id();
         let which = |e: Failed| -> Failed {
             format!("spec {i} ({what}): {}", e.message().unwrap_or_default()).into()
