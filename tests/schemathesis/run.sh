@@ -14,8 +14,9 @@ cd "$(dirname "$0")/../.."
 drvisor=${1:-target/debug/drvisor}
 [ -x "$drvisor" ] || cargo build -p drvisor --bin drvisor
 venv=target/schemathesis-venv
-if [ ! -x "$venv/bin/schemathesis" ]; then
-  python3 -m venv "$venv"
+# A venv made in another checkout (a copied target/) has scripts that name its old path.
+if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
+  python3 -m venv --clear "$venv"
   "$venv/bin/pip" install --quiet "schemathesis==4.32.5"
 fi
 work=$(mktemp -d)
