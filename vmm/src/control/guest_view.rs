@@ -139,7 +139,7 @@ impl Session {
             plan_view::describe(&self.debug.plan(), &labels, self.debug.caps().exec_note());
         let pages = self.watch.states();
         if !pages.is_empty() {
-            text.push_str(&plan_view::describe_page_watches(&pages));
+            text.push_str(&crate::watch::describe_page_watches(&pages));
         }
         text
     }

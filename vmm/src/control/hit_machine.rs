@@ -74,11 +74,11 @@ impl Machine for HitMachine<'_> {
 mod tests {
     use super::*;
     use crate::condition::Condition;
+    use crate::debug::SystemRegisters;
     use crate::kernel::TaskLayout;
-    use crate::watch::cpu_structures::Registers;
     use vm_memory::{Bytes, GuestAddress};
 
-    fn hit(paging: Option<Registers>) -> HitContext {
+    fn hit(paging: Option<SystemRegisters>) -> HitContext {
         HitContext {
             id: drvisor_debug::HostBpId(1),
             label: "b".into(),
@@ -112,7 +112,7 @@ mod tests {
         // Paging off: guest-virtual is physical. Per-CPU base 0x2000, task at 0x3000.
         mem.write_obj(0x3000u64, GuestAddress(0x2008)).unwrap();
         mem.write_obj(42i32, GuestAddress(0x3010)).unwrap();
-        let kernel = Registers {
+        let kernel = SystemRegisters {
             gs_base: 0x2000,
             ..Default::default()
         };
@@ -125,7 +125,7 @@ mod tests {
         );
         assert_eq!(holds("pid == 42"), Ok(true));
 
-        let user = Registers {
+        let user = SystemRegisters {
             gs_base: 0x2000,
             cpl: 3,
             ..Default::default()

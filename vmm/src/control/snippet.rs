@@ -4,7 +4,8 @@
 use drvisor_api::MemorySnippet;
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
-use crate::watch::cpu_structures::{physical, Registers};
+use crate::debug::SystemRegisters;
+use crate::watch::cpu_structures::physical;
 
 pub use drvisor_api::MAX_CAPTURE;
 
@@ -12,7 +13,7 @@ const PAGE: u64 = 0x1000;
 
 /// Up to `len` bytes at guest-virtual `addr`, page by page; it stops at the first page that
 /// does not translate or is not RAM, so the result may be shorter.
-pub fn read(mem: &impl GuestMemory, paging: &Registers, addr: u64, len: usize) -> Vec<u8> {
+pub fn read(mem: &impl GuestMemory, paging: &SystemRegisters, addr: u64, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
     let mut at = addr;
     while out.len() < len {
@@ -35,7 +36,12 @@ pub fn read(mem: &impl GuestMemory, paging: &Registers, addr: u64, len: usize) -
 
 /// Fills `buf` from guest-virtual `addr`, page by page, without allocating; `false` if a byte
 /// is not mapped or not RAM (what it filled so far is then meaningless). For conditions.
-pub fn read_into(mem: &impl GuestMemory, paging: &Registers, addr: u64, buf: &mut [u8]) -> bool {
+pub fn read_into(
+    mem: &impl GuestMemory,
+    paging: &SystemRegisters,
+    addr: u64,
+    buf: &mut [u8],
+) -> bool {
     let mut done = 0;
     let mut at = addr;
     while done < buf.len() {
@@ -59,7 +65,12 @@ pub fn read_into(mem: &impl GuestMemory, paging: &Registers, addr: u64, buf: &mu
 }
 
 /// `len` bytes of the stack from `rsp` (at most [`MAX_CAPTURE`]).
-pub fn stack_bytes(mem: &impl GuestMemory, paging: &Registers, rsp: u64, len: u16) -> Vec<u8> {
+pub fn stack_bytes(
+    mem: &impl GuestMemory,
+    paging: &SystemRegisters,
+    rsp: u64,
+    len: u16,
+) -> Vec<u8> {
     read(mem, paging, rsp, usize::from(len.min(MAX_CAPTURE)))
 }
 
@@ -90,8 +101,8 @@ mod tests {
         mem
     }
 
-    fn long_mode() -> Registers {
-        Registers {
+    fn long_mode() -> SystemRegisters {
+        SystemRegisters {
             cr0: CR0_PG | 1,
             cr3: 0x1000,
             efer: EFER_LMA,
@@ -139,7 +150,7 @@ mod tests {
     fn paging_off_reads_physical_memory() {
         let mem = ram();
         mem.write_obj(0xabu8, GuestAddress(0x5000)).unwrap();
-        let got = read(&mem, &Registers::default(), 0x5000, 1);
+        let got = read(&mem, &SystemRegisters::default(), 0x5000, 1);
         assert_eq!(got, [0xab]);
     }
 }

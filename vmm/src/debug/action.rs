@@ -6,7 +6,7 @@ use std::sync::Arc;
 use drvisor_api::{AccessEvent, BreakKind, HitAction, Registers};
 use drvisor_debug::HostBpId;
 
-use crate::watch::Engine;
+use super::{Engine, SystemRegisters};
 
 /// Everything known about one host hit.
 #[derive(Clone, Debug)]
@@ -35,7 +35,7 @@ pub struct HitContext {
     pub regs: Registers,
     /// The system registers that locate the guest's page tables, where the exit brought them
     /// (synced registers): to read guest-virtual memory at the hit without an ioctl.
-    pub paging: Option<crate::watch::cpu_structures::Registers>,
+    pub paging: Option<SystemRegisters>,
 }
 
 impl HitContext {

@@ -12,8 +12,6 @@ use kvm_bindings::{
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::watch::PageWatchEngine;
-
 thread_local! {
     static IOCTLS: Cell<u64> = const { Cell::new(0) };
 }
@@ -129,6 +127,13 @@ pub fn exit_regs(fd: &VcpuFd, synced: bool) -> std::result::Result<kvm_regs, kvm
     }
 }
 
+/// Guest-physical pages whose accesses must exit to the VMM (the page engine's), which an
+/// emulated store must therefore not write straight to RAM.
+pub trait TrappedPages {
+    /// Whether the page holding `gpa` is trapped.
+    fn traps(&self, gpa: u64) -> bool;
+}
+
 /// A real vCPU and the guest memory it runs in.
 pub struct KvmDebugVcpu<'a> {
     /// The vCPU.
@@ -141,7 +146,7 @@ pub struct KvmDebugVcpu<'a> {
     /// exit is in `kvm_run`, and reading or writing the registers costs no ioctl.
     synced: bool,
     /// The page engine, whose trapped pages an emulated store must not bypass.
-    watch: Option<&'a PageWatchEngine>,
+    watch: Option<&'a dyn TrappedPages>,
 }
 
 impl<'a> KvmDebugVcpu<'a> {
@@ -151,7 +156,7 @@ impl<'a> KvmDebugVcpu<'a> {
         fd: &'a mut VcpuFd,
         mem: &'a GuestMemoryMmap,
         synced: bool,
-        watch: Option<&'a PageWatchEngine>,
+        watch: Option<&'a dyn TrappedPages>,
     ) -> Self {
         let run = NonNull::from(fd.get_kvm_run());
         KvmDebugVcpu {

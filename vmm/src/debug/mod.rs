@@ -7,11 +7,13 @@ mod action;
 mod caps;
 mod controller;
 mod emulate;
+mod engine;
 mod kvm_vcpu;
 pub mod mov_dr;
 pub(crate) mod page_walk;
 pub mod plan_view;
 mod resume;
+mod system_registers;
 mod vcpu_debug;
 
 #[cfg(test)]
@@ -27,8 +29,12 @@ pub use controller::{
     DebugController, Error, HitTarget, HitTargets, HostRequest, LateGuestSlot, LateListener,
     PlanListener, PlanObserver, GUEST_DR_RESYNC,
 };
-pub use kvm_vcpu::{exit_regs, seam_ioctls, DebugVcpu, GuestDebug, KvmDebugVcpu, KvmError};
+pub use engine::Engine;
+pub use kvm_vcpu::{
+    exit_regs, seam_ioctls, DebugVcpu, GuestDebug, KvmDebugVcpu, KvmError, TrappedPages,
+};
 pub use resume::ResumeCounts;
+pub use system_registers::SystemRegisters;
 pub use vcpu_debug::{VcpuDebug, Verdict};
 
 use std::cell::Cell;

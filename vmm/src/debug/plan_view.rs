@@ -7,8 +7,6 @@ use std::fmt::Write;
 use drvisor_api::{BreakpointState, VcpuDebugState};
 use drvisor_debug::{DrKind, HostBpId, HostSummary, PhysSlot, Plan, Slot};
 
-use crate::watch::PageWatchState;
-
 /// Who owns a physical slot, in the wire's words: `free`, `host:ID`, `guest:DRn`, or
 /// `host:ID+guest:DRn` when they share it.
 pub fn slot_owner(slot: &PhysSlot) -> String {
@@ -103,32 +101,6 @@ pub fn describe(
             let _ = write!(out, "; vcpu{v} pending: {why}");
         }
         out.push('\n');
-    }
-    out
-}
-
-/// The page watches and the pages they trap, for `--show-plan`.
-pub fn describe_page_watches(watches: &[PageWatchState]) -> String {
-    let mut out = String::from("page watches (engine page):\n");
-    for w in watches {
-        let ranges: Vec<String> = w
-            .ranges
-            .iter()
-            .map(|(a, n)| format!("{a:#x}+{n}"))
-            .collect();
-        let traps: Vec<String> = w
-            .pages
-            .iter()
-            .map(|(p, m)| format!("{p:#x} {m:?}"))
-            .collect();
-        out.push_str(&format!(
-            "  #{} {} {}: armed by page protection on [{}] (pages: {})\n",
-            w.id,
-            w.label,
-            w.access,
-            ranges.join(", "),
-            traps.join(", ")
-        ));
     }
     out
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use drvisor_api::{BreakKind, HitAction};
 
-use crate::watch::Engine;
+use super::{Engine, SystemRegisters};
 use drvisor_debug::{
     attribute, AttributionContext, Dr6, Dr7, DrKind, GuestDrFile, HostBpId, HostHit, PhysSlot,
     Slot, VcpuPlan, VmmEvent,
@@ -509,7 +509,7 @@ impl VcpuDebug {
         &self,
         hit: &HostHit,
         regs: &kvm_regs,
-        paging: Option<crate::watch::cpu_structures::Registers>,
+        paging: Option<SystemRegisters>,
     ) -> Option<Verdict> {
         let (id, kind) = (hit.id, hit.kind);
         // The breakpoint as of the plan this vCPU ran when it fired: removed since, it is still

@@ -77,7 +77,7 @@ impl Vcpu {
         let reset = sregs.cs.base == 0xffff_0000 && rip == 0xfff0;
         let regs = match self.last_structures {
             Some(last) if reset => last,
-            _ => crate::watch::cpu_structures::Registers::from(&sregs),
+            _ => crate::debug::SystemRegisters::from(&sregs),
         };
         let (page, what) = crate::watch::cpu_structures::pages(&shared.mem, &regs)
             .into_iter()
@@ -97,7 +97,7 @@ impl Vcpu {
         if sregs.cs.base == 0xffff_0000 && regs.rip == 0xfff0 {
             return None;
         }
-        let structures = crate::watch::cpu_structures::Registers::from(&sregs);
+        let structures = crate::debug::SystemRegisters::from(&sregs);
         let rsp = regs.rsp;
         // In long mode the CPU aligns RSP down to 16 bytes before it pushes the frame.
         let top = rsp & !0xf;

@@ -60,7 +60,7 @@ pub struct Vcpu {
     sync_regs: bool,
     /// Where the CPU's own structures were at the previous exit (synced system registers): on
     /// SVM a triple fault resets the vCPU before drvisor sees it.
-    last_structures: Option<crate::watch::cpu_structures::Registers>,
+    last_structures: Option<crate::debug::SystemRegisters>,
     /// RIP at the previous exit (synced registers): on SVM a triple fault resets the vCPU, and
     /// this is the last place it was seen.
     last_exit_rip: Option<u64>,
@@ -329,7 +329,7 @@ impl Vcpu {
             &mut self.fd,
             &shared.mem,
             self.sync_regs,
-            Some(&shared.watch),
+            Some(shared.watch.as_ref()),
         )
     }
 

@@ -11,6 +11,7 @@
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use crate::debug::page_walk::{self, CR4_LA57};
+use crate::debug::SystemRegisters;
 
 const PRESENT: u64 = 1;
 const LARGE: u64 = 1 << 7;
@@ -41,47 +42,9 @@ impl std::fmt::Display for Structure {
     }
 }
 
-/// The registers that locate the structures.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Registers {
-    /// CR0.
-    pub cr0: u64,
-    /// CR3.
-    pub cr3: u64,
-    /// CR4.
-    pub cr4: u64,
-    /// EFER.
-    pub efer: u64,
-    /// GDTR base and limit.
-    pub gdt: (u64, u16),
-    /// IDTR base and limit.
-    pub idt: (u64, u16),
-    /// GS base: at a kernel-mode hit of a Linux guest, the CPU's per-CPU area (at a user-mode
-    /// hit it is the user's, and the kernel's waits in the KERNEL_GS_BASE MSR, which the exit
-    /// does not bring).
-    pub gs_base: u64,
-    /// The privilege level the vCPU ran at (CS's low two bits).
-    pub cpl: u8,
-}
-
-impl From<&kvm_bindings::kvm_sregs> for Registers {
-    fn from(s: &kvm_bindings::kvm_sregs) -> Self {
-        Registers {
-            cr0: s.cr0,
-            cr3: s.cr3,
-            cr4: s.cr4,
-            efer: s.efer,
-            gdt: (s.gdt.base, s.gdt.limit),
-            idt: (s.idt.base, s.idt.limit),
-            gs_base: s.gs.base,
-            cpl: (s.cs.selector & 3) as u8,
-        }
-    }
-}
-
 /// Every page (4 KiB-aligned guest-physical address) the CPU reads on its own, with what it
 /// holds. Pages that cannot be read or translated are left out.
-pub fn pages(mem: &impl GuestMemory, regs: &Registers) -> Vec<(u64, Structure)> {
+pub fn pages(mem: &impl GuestMemory, regs: &SystemRegisters) -> Vec<(u64, Structure)> {
     let paging = regs.cr0 & CR0_PG != 0;
     let mut out = Vec::new();
     if paging && regs.efer & EFER_LMA != 0 {
@@ -136,7 +99,7 @@ fn walk_tables(mem: &impl GuestMemory, table: u64, level: u8, out: &mut Vec<(u64
 /// The guest-physical address of linear address `va` as the CPU sees it with `regs`: through
 /// 4- or 5-level paging, or `va` itself with paging off. `None` where it is not mapped, and
 /// under 32-bit or PAE paging, which this walk does not know.
-pub fn physical(mem: &impl GuestMemory, regs: &Registers, va: u64) -> Option<u64> {
+pub fn physical(mem: &impl GuestMemory, regs: &SystemRegisters, va: u64) -> Option<u64> {
     if regs.cr0 & CR0_PG == 0 {
         return Some(va);
     }
@@ -168,14 +131,14 @@ mod tests {
     #[test]
     fn finds_every_table_and_the_descriptor_tables() {
         let mem = ram();
-        let regs = Registers {
+        let regs = SystemRegisters {
             cr0: CR0_PG | 1,
             cr3: 0x1000,
             cr4: 0,
             efer: EFER_LMA,
             gdt: (0x5000, 23),
             idt: (0x6ff0, 0x20),
-            ..Registers::default()
+            ..SystemRegisters::default()
         };
         let got = pages(&mem, &regs);
         for (page, what) in [
@@ -197,10 +160,10 @@ mod tests {
 
     #[test]
     fn paging_off_means_descriptor_tables_only_at_their_linear_addresses() {
-        let regs = Registers {
+        let regs = SystemRegisters {
             gdt: (0x500, 0x17),
             idt: (0, 0),
-            ..Registers::default()
+            ..SystemRegisters::default()
         };
         assert_eq!(
             pages(&ram(), &regs),

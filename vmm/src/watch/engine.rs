@@ -19,10 +19,14 @@ use kvm_ioctls::VmFd;
 use serde::Serialize;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
+mod remap;
+mod waiting;
+
 use super::memslots;
 use super::translate::{self, Translator};
 use crate::debug::{DebugController, OnHit};
 use crate::gate::VcpuGate;
+pub use waiting::RetryBy;
 
 /// Errors arming or removing a page watch.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +100,7 @@ pub enum WatchRange {
     },
     /// Guest-virtual bytes, translated through vCPU 0's page tables when armed (waiting until
     /// the guest maps them), and followed when the guest maps them elsewhere (see
-    /// [`super::remap`]).
+    /// [`remap`]).
     Virtual {
         /// First byte.
         gva: u64,
@@ -134,7 +138,7 @@ pub enum MappingChange {
 pub type MappingListener = Box<dyn Fn(HostBpId, MappingChange) + Send + Sync>;
 
 /// Where a watch's bytes are now.
-pub(super) enum Resolved {
+enum Resolved {
     /// In RAM, as these guest-physical pieces.
     Ranges(Vec<(u64, u64)>),
     /// Not yet: the guest does not map them to RAM (why).
@@ -272,22 +276,22 @@ pub enum MmioAccess<'a> {
     Write(&'a [u8]),
 }
 
-pub(super) struct Registered {
+struct Registered {
     label: Arc<str>,
-    pub(super) access: Access,
-    pub(super) ranges: Vec<(u64, u64)>,
+    access: Access,
+    ranges: Vec<(u64, u64)>,
     parts: Vec<WatchId>,
     on_hit: OnHit,
     hits: AtomicU64,
     /// Its hits found and not yet dispatched.
     in_flight: Arc<AtomicU32>,
     /// For a guest-virtual watch, what following the guest's mapping needs.
-    pub(super) virt: Option<super::remap::Followed>,
+    virt: Option<remap::Followed>,
 }
 
-pub(super) struct State {
+struct State {
     layout: Layout,
-    pub(super) watches: BTreeMap<HostBpId, Registered>,
+    watches: BTreeMap<HostBpId, Registered>,
     owner: BTreeMap<WatchId, HostBpId>,
     next_part: u32,
 }
@@ -295,9 +299,9 @@ pub(super) struct State {
 /// The engine.
 pub struct PageWatchEngine {
     vm_fd: Arc<VmFd>,
-    pub(super) mem: GuestMemoryMmap,
+    mem: GuestMemoryMmap,
     gate: Arc<VcpuGate>,
-    pub(super) ids: Arc<DebugController>,
+    ids: Arc<DebugController>,
     translator: Mutex<Option<Translator>>,
     /// Each vCPU's paging registers at its last exit: guest-virtual addresses are translated
     /// with them, by a page walk in the VMM.
@@ -317,9 +321,9 @@ pub struct PageWatchEngine {
     /// client that adds and removes watches in a loop would flood the log).
     warned_rmw: AtomicBool,
     /// Guest-virtual watches waiting for the guest to map their bytes.
-    pub(super) waiting: super::waiting::Waiting,
+    waiting: waiting::Waiting,
     /// Armed guest-virtual watches, followed when the guest maps them elsewhere.
-    pub(super) remaps: super::remap::Remaps,
+    remaps: remap::Remaps,
     /// Told when the guest's page tables arm, move or strand a guest-virtual watch.
     listener: OnceLock<MappingListener>,
 }
@@ -383,7 +387,7 @@ impl PageWatchEngine {
     }
 
     /// Tells the listener.
-    pub(super) fn tell(&self, id: HostBpId, change: MappingChange) {
+    fn tell(&self, id: HostBpId, change: MappingChange) {
         if let Some(listener) = self.listener.get() {
             listener(id, change);
         }
@@ -394,17 +398,17 @@ impl PageWatchEngine {
         *self.translator.lock().unwrap_or_else(|e| e.into_inner()) = Some(translator);
     }
 
-    pub(super) fn read(&self) -> RwLockReadGuard<'_, State> {
+    fn read(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn write(&self) -> RwLockWriteGuard<'_, State> {
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Arms a page watch. Returns once the new memslots are installed; no vCPU is inside the
     /// guest while they change, so no access is lost. A guest-virtual watch whose bytes the
-    /// guest does not map yet waits for it (see [`super::waiting`]) and is armed the moment
+    /// guest does not map yet waits for it (see [`waiting`]) and is armed the moment
     /// they translate; its id is returned at once.
     pub fn add(&self, req: PageWatchRequest) -> Result<HostBpId, Error> {
         self.add_as(self.ids.allocate_id(), req)
@@ -420,7 +424,7 @@ impl PageWatchEngine {
     }
 
     /// Plans and installs a watch on `ranges`, as `id` (one that waited) or a new id.
-    pub(super) fn install_watch(
+    fn install_watch(
         &self,
         id: Option<HostBpId>,
         req: PageWatchRequest,
@@ -444,7 +448,7 @@ impl PageWatchEngine {
             state.owner.insert(*part, id);
         }
         let virt = match req.range {
-            WatchRange::Virtual { gva, len } => Some(super::remap::Followed::new(gva, len)),
+            WatchRange::Virtual { gva, len } => Some(remap::Followed::new(gva, len)),
             WatchRange::Physical { .. } => None,
         };
         state.watches.insert(
@@ -492,7 +496,7 @@ impl PageWatchEngine {
     /// Moves watch `id` onto `ranges` (guest-physical, checked to be RAM and, for a read or
     /// access watch, not executable), keeping its id, label and hits; `false` if it is there
     /// already.
-    pub(super) fn move_watch(&self, id: HostBpId, ranges: Vec<(u64, u64)>) -> Result<bool, Error> {
+    fn move_watch(&self, id: HostBpId, ranges: Vec<(u64, u64)>) -> Result<bool, Error> {
         if let Some((gpa, len, missing)) = ranges
             .iter()
             .find_map(|&(gpa, len)| Some((gpa, len, self.first_not_ram(gpa, len)?)))
@@ -570,7 +574,7 @@ impl PageWatchEngine {
 
     /// vCPU `index` exited with `regs` (its synced system registers): translations through it
     /// use them from now on.
-    pub fn note_paging(&self, index: usize, regs: &super::cpu_structures::Registers) {
+    pub fn note_paging(&self, index: usize, regs: &crate::debug::SystemRegisters) {
         self.paging.note(index, regs);
     }
 
@@ -603,7 +607,7 @@ impl PageWatchEngine {
             WatchRange::Virtual { gva, len } => {
                 const CR0_PG: u64 = 1 << 31;
                 const EFER_LMA: u64 = 1 << 10;
-                let walkable = |r: &super::cpu_structures::Registers| {
+                let walkable = |r: &crate::debug::SystemRegisters| {
                     r.cr0 & CR0_PG == 0 || r.efer & EFER_LMA != 0
                 };
                 if let Some(regs) = self.paging.of(vcpu).filter(walkable) {
@@ -626,7 +630,7 @@ impl PageWatchEngine {
 
     /// `range`'s guest-physical pieces, all in RAM; or, for a guest-virtual range the guest
     /// does not map to RAM yet, why it must wait.
-    pub(super) fn resolve(&self, range: WatchRange) -> Result<Resolved, Error> {
+    fn resolve(&self, range: WatchRange) -> Result<Resolved, Error> {
         let ranges = match self.physical_ranges(range) {
             Ok(ranges) => ranges,
             Err(Error::Translate(translate::Error::NotMapped(at))) => {
@@ -656,7 +660,7 @@ impl PageWatchEngine {
     }
 
     /// The first byte of `[gpa, gpa + len)` that is not guest RAM.
-    pub(super) fn first_not_ram(&self, gpa: u64, len: u64) -> Option<u64> {
+    fn first_not_ram(&self, gpa: u64, len: u64) -> Option<u64> {
         let end = gpa.saturating_add(len);
         let mut at = gpa;
         while at < end {
@@ -833,4 +837,11 @@ fn le(bytes: &[u8]) -> u64 {
     let mut b = [0u8; 8];
     b[..bytes.len().min(8)].copy_from_slice(&bytes[..bytes.len().min(8)]);
     u64::from_le_bytes(b)
+}
+
+/// Accesses to a trapped page exit to this engine (a read-only page or one without a memslot).
+impl crate::debug::TrappedPages for PageWatchEngine {
+    fn traps(&self, gpa: u64) -> bool {
+        PageWatchEngine::traps(self, gpa)
+    }
 }

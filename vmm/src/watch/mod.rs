@@ -8,17 +8,17 @@ mod engine;
 mod memslots;
 mod migrate;
 mod paging;
-mod remap;
+mod plan_text;
 pub mod route;
 pub mod translate;
-pub mod waiting;
 
 pub use arm::{arm_watch, arm_watch_as, ArmError, Place, WatchRequest};
+pub use engine::RetryBy;
 pub use engine::{
     Error, InFlight, MappingChange, MappingListener, MmioAccess, PageWatchEngine, PageWatchRequest,
     PageWatchState, PendingPageHit, WatchRange,
 };
 pub use migrate::Migrations;
+pub use plan_text::describe_page_watches;
 pub use route::{route, Engine, EngineChoice, RouteError, RouteInput, UnknownEngine};
 pub use translate::Translator;
-pub use waiting::RetryBy;

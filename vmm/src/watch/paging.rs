@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::cpu_structures::Registers;
+use crate::debug::SystemRegisters;
 
 /// One vCPU's paging registers, written only by its own thread.
 #[derive(Default)]
@@ -28,7 +28,7 @@ impl Paging {
     }
 
     /// vCPU `index` exited with `regs`. Four relaxed stores: callable at every exit.
-    pub fn note(&self, index: usize, regs: &Registers) {
+    pub fn note(&self, index: usize, regs: &SystemRegisters) {
         let Some(slot) = self.0.get(index) else {
             return;
         };
@@ -41,9 +41,9 @@ impl Paging {
 
     /// vCPU `index`'s paging registers at its last exit; `None` before its first (or on a
     /// host that does not sync the system registers).
-    pub fn of(&self, index: usize) -> Option<Registers> {
+    pub fn of(&self, index: usize) -> Option<SystemRegisters> {
         let slot = self.0.get(index)?;
-        slot.seen.load(Ordering::Acquire).then(|| Registers {
+        slot.seen.load(Ordering::Acquire).then(|| SystemRegisters {
             cr0: slot.cr0.load(Ordering::Relaxed),
             cr3: slot.cr3.load(Ordering::Relaxed),
             cr4: slot.cr4.load(Ordering::Relaxed),
@@ -64,14 +64,14 @@ mod tests {
     fn a_vcpu_is_unknown_until_its_first_exit_and_then_its_last() {
         let p = Paging::new(2);
         assert!(p.of(0).is_none());
-        let regs = |cr3| Registers {
+        let regs = |cr3| SystemRegisters {
             cr0: 0x8000_0011,
             cr3,
             cr4: 0x20,
             efer: 0x500,
             gdt: (0x5000, 0x17),
             idt: (0x6000, 0xfff),
-            ..Registers::default()
+            ..SystemRegisters::default()
         };
         p.note(1, &regs(0x1000));
         p.note(1, &regs(0x2000));

@@ -3,8 +3,6 @@
 
 use std::str::FromStr;
 
-use serde::Serialize;
-
 /// What the user asked for (`--engine`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum EngineChoice {
@@ -34,34 +32,7 @@ impl FromStr for EngineChoice {
     }
 }
 
-/// The engine that carries a watch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Engine {
-    /// A hardware debug-register slot.
-    Hw,
-    /// Page protection (read-only or absent memslots).
-    Page,
-}
-
-impl std::fmt::Display for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Engine::Hw => "hw",
-            Engine::Page => "page",
-        })
-    }
-}
-
-/// The engine as the wire types name it.
-impl From<Engine> for drvisor_api::rest::Engine {
-    fn from(engine: Engine) -> Self {
-        match engine {
-            Engine::Hw => drvisor_api::rest::Engine::Hw,
-            Engine::Page => drvisor_api::rest::Engine::Page,
-        }
-    }
-}
+pub use crate::debug::Engine;
 
 /// What routing needs to know about one watch request.
 #[derive(Clone, Debug)]

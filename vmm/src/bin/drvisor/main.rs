@@ -380,7 +380,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     }
     let page_watches = session.page_watch_states();
     if args.show_plan && !page_watches.is_empty() {
-        announce::say(plan_view::describe_page_watches(&page_watches));
+        announce::say(drvisor::watch::describe_page_watches(&page_watches));
     }
     if pausing || args.paused {
         resume_on_sigusr1(session.clone())?;

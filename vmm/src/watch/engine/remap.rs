@@ -28,9 +28,10 @@ use std::sync::{Mutex, OnceLock};
 use drvisor_debug::HostBpId;
 use vm_memory::GuestMemory;
 
-use super::cpu_structures::{self, Registers};
-use super::engine::{MappingChange, PageWatchEngine, State};
-use super::translate::physical_runs;
+use super::{MappingChange, PageWatchEngine, State};
+use crate::debug::SystemRegisters;
+use crate::watch::cpu_structures;
+use crate::watch::translate::physical_runs;
 
 /// Guest-physical pieces of a watch's bytes.
 type Ranges = Vec<(u64, u64)>;
@@ -72,7 +73,7 @@ impl Followed {
     fn moved_to(
         &self,
         mem: &impl GuestMemory,
-        regs: &Registers,
+        regs: &SystemRegisters,
         armed: &[(u64, u64)],
     ) -> Option<Ranges> {
         if self.unfollowed.get().is_some() {
@@ -106,7 +107,7 @@ pub(super) struct Remaps {
     /// Whether any armed watch is guest-virtual.
     any: AtomicBool,
     /// The registers of the last debug or page exit, for the timer.
-    last: Mutex<Option<Registers>>,
+    last: Mutex<Option<SystemRegisters>>,
     /// Held by the one thread following; others skip (it does their work).
     following: Mutex<()>,
 }
@@ -122,7 +123,7 @@ impl Remaps {
 impl PageWatchEngine {
     /// A vCPU's debug or page exit with its system registers: follows the guest-virtual watches
     /// the guest maps elsewhere now. One load when there is none.
-    pub fn follow_remaps_at_exit(&self, regs: &Registers) {
+    pub fn follow_remaps_at_exit(&self, regs: &SystemRegisters) {
         if !self.remaps.any.load(Ordering::Relaxed) {
             return;
         }
@@ -141,7 +142,7 @@ impl PageWatchEngine {
         }
     }
 
-    fn follow_remaps(&self, regs: &Registers) {
+    fn follow_remaps(&self, regs: &SystemRegisters) {
         let Ok(_one) = self.remaps.following.try_lock() else {
             return;
         };
@@ -205,8 +206,8 @@ mod tests {
         mem
     }
 
-    fn regs(cr3: u64) -> Registers {
-        Registers {
+    fn regs(cr3: u64) -> SystemRegisters {
+        SystemRegisters {
             cr0: CR0_PG | 1,
             cr3,
             efer: EFER_LMA,

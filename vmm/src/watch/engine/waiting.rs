@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use drvisor_debug::HostBpId;
 
-use super::engine::{MappingChange, PageWatchEngine, PageWatchRequest, Resolved};
+use super::{MappingChange, PageWatchEngine, PageWatchRequest, Resolved};
 use crate::run_control::RunControl;
 
 /// The first wait between two tries.
