@@ -13,12 +13,14 @@ pub mod debug;
 pub mod devices;
 pub mod event_loop;
 pub mod events;
+pub mod exit_status;
 pub mod fault_injection;
 pub mod gate;
 pub mod gdb;
 pub mod guest_image;
 pub mod input_file;
 pub mod kernel;
+pub mod kick;
 pub mod layout;
 pub mod memory;
 #[cfg(test)]

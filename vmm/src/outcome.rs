@@ -190,11 +190,11 @@ impl Outcome {
 
 impl Outcome {
     /// The exit code under the exit-status encoding `mode`: under
-    /// [`ExitStatus::Qemu`](crate::devices::ExitStatus::Qemu) drvisor's own codes are even
+    /// [`ExitStatus::Qemu`](crate::exit_status::ExitStatus::Qemu) drvisor's own codes are even
     /// ([`exit_code::own_code_under_qemu`]).
-    pub fn exit_code_under(&self, mode: crate::devices::ExitStatus) -> u8 {
+    pub fn exit_code_under(&self, mode: crate::exit_status::ExitStatus) -> u8 {
         match mode {
-            crate::devices::ExitStatus::Qemu if !self.is_guest_status() => {
+            crate::exit_status::ExitStatus::Qemu if !self.is_guest_status() => {
                 exit_code::own_code_under_qemu(self.exit_code())
             }
             _ => self.exit_code(),
@@ -390,7 +390,7 @@ impl fmt::Display for Described<'_> {
 #[cfg(test)]
 mod qemu_code_tests {
     use super::*;
-    use crate::devices::ExitStatus;
+    use crate::exit_status::ExitStatus;
 
     #[test]
     fn under_qemu_no_code_of_drvisor_is_a_guest_result() {

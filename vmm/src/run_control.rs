@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::kick::Kicker;
 use crate::outcome::Outcome;
-use crate::vcpu::kick::Kicker;
 
 /// Shared run state.
 pub struct RunControl {

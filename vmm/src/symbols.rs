@@ -9,7 +9,7 @@
 //! - `NAME+OFFSET` (hex with `0x`, or decimal) is an address inside a symbol: an offset past
 //!   the symbol's end (its ELF size, or where the next symbol starts) is refused, naming the
 //!   symbol it would land in, and so is one that wraps past 2^64.
-//! - The kernel's own `kallsyms` (read from the image by [`crate::kernel`]) give the same table
+//! - The kernel's own `kallsyms` (read from the image by `kernel::kallsyms`) give the same table
 //!   as a System.map. Both have `nm`'s type letters, so code (`t`/`T`) is told from data: a
 //!   breakpoint on execution at a variable is refused ([`SymbolTable::resolve_code`]).
 //! - Absolute symbols (`SHN_ABS`, System.map type `A`) and per-cpu offsets (the ELF section
@@ -322,12 +322,9 @@ impl SymbolTable {
     /// The symbols the kernel image itself holds (its kallsyms), as `/proc/kallsyms` lists
     /// them. Per-cpu variables there have type `A` (`CONFIG_KALLSYMS_ABSOLUTE_PERCPU`), and
     /// kallsyms keeps no other absolute symbol.
-    pub fn from_kallsyms(symbols: &[crate::kernel::kallsyms::Entry]) -> SymbolTable {
-        let entries: Vec<(&str, char, u64)> = symbols
-            .iter()
-            .map(|e| (e.name.as_str(), e.kind, e.addr))
-            .collect();
-        Self::from_entries(&entries, true)
+    /// Names, type letters and addresses, as the kernel's reader decodes them.
+    pub fn from_kallsyms(entries: &[(&str, char, u64)]) -> SymbolTable {
+        Self::from_entries(entries, true)
     }
 
     /// Names, `nm` type letters and addresses. `a_is_percpu`: a type `A` symbol between

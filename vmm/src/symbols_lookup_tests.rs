@@ -2,7 +2,6 @@
 //! offset past a function's end or past 2^64, a variable as a breakpoint on execution.
 
 use super::*;
-use crate::kernel::kallsyms::Entry;
 
 const SYSCALLS: &str = "\
 ffffffff810a0000 T __do_sys_getppid
@@ -87,17 +86,12 @@ fn a_variable_is_no_place_for_an_execution_breakpoint() {
 
 #[test]
 fn kallsyms_per_cpu_symbols_are_per_cpu_not_absolute() {
-    let entry = |addr, kind, name: &str| Entry {
-        addr,
-        kind,
-        name: name.into(),
-    };
     let t = SymbolTable::from_kallsyms(&[
-        entry(0, 'A', "__per_cpu_start"),
-        entry(0x1fb80, 'A', "current_task"),
-        entry(0x34000, 'A', "__per_cpu_end"),
-        entry(0xffff_ffff_8100_0000, 'T', "_text"),
-        entry(0xffff_ffff_8100_0100, 'T', "start_kernel"),
+        ("__per_cpu_start", 'A', 0),
+        ("current_task", 'A', 0x1fb80),
+        ("__per_cpu_end", 'A', 0x34000),
+        ("_text", 'T', 0xffff_ffff_8100_0000),
+        ("start_kernel", 'T', 0xffff_ffff_8100_0100),
     ]);
     assert_eq!(t.percpu_offset("current_task"), Some(0x1fb80));
     let e = t.resolve("current_task").unwrap_err().to_string();

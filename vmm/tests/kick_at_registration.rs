@@ -5,7 +5,7 @@
 
 use std::sync::mpsc;
 
-use drvisor::vcpu::kick::Kicker;
+use drvisor::kick::Kicker;
 
 #[test]
 fn a_kick_right_after_registration_is_survived() {

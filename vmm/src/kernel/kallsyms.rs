@@ -38,6 +38,15 @@ pub struct Entry {
     pub name: String,
 }
 
+/// The symbol table that these entries make (see `SymbolTable::from_kallsyms`).
+pub fn symbol_table(entries: &[Entry]) -> crate::symbols::SymbolTable {
+    let rows: Vec<(&str, char, u64)> = entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.kind, e.addr))
+        .collect();
+    crate::symbols::SymbolTable::from_kallsyms(&rows)
+}
+
 /// Why no kallsyms were found.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {

@@ -93,7 +93,7 @@ fn read(
     };
     match found {
         Ok(entries) => {
-            let table = SymbolTable::from_kallsyms(&entries);
+            let table = super::kallsyms::symbol_table(&entries);
             let source = Source::Kallsyms {
                 count: entries.len(),
                 took: start.elapsed(),

@@ -134,7 +134,7 @@ fn percpu_symbols(names: &[(&str, u64)]) -> SymbolTable {
             name: (*name).into(),
         });
     }
-    SymbolTable::from_kallsyms(&entries)
+    kallsyms::symbol_table(&entries)
 }
 
 #[test]
@@ -197,7 +197,7 @@ fn debian_kernels_task_layout() {
         return;
     };
     let elf = payload::vmlinux(&bzimage).unwrap();
-    let symbols = SymbolTable::from_kallsyms(&kallsyms::read(&elf).unwrap());
+    let symbols = kallsyms::symbol_table(&kallsyms::read(&elf).unwrap());
     let layout = task_layout(&elf, &symbols).unwrap();
     // 6.1 has `current_task` of its own; its System.map gives its per-cpu offset.
     let in_map = map

@@ -3,7 +3,6 @@
 mod exit;
 mod failure;
 mod fpu;
-pub mod kick;
 mod page_hits;
 pub mod parked;
 mod stuck;
@@ -113,7 +112,7 @@ struct ThreadRegistration<'a> {
 impl<'a> ThreadRegistration<'a> {
     fn new(index: usize, fd: &mut VcpuFd, shared: &'a VcpuShared) -> Self {
         shared.control.kicker.register_current(index);
-        kick::enter_vcpu_thread(fd.get_kvm_run() as *mut _);
+        crate::kick::enter_vcpu_thread(fd.get_kvm_run() as *mut _);
         crate::debug::set_current_vcpu(Some(index));
         shared.debug.set_running(index, shared.debug_attached);
         ThreadRegistration { index, shared }
@@ -125,7 +124,7 @@ impl Drop for ThreadRegistration<'_> {
         self.shared.debug.set_running(self.index, false);
         crate::debug::set_current_vcpu(None);
         self.shared.control.kicker.unregister(self.index);
-        kick::leave_vcpu_thread();
+        crate::kick::leave_vcpu_thread();
     }
 }
 
