@@ -14,3 +14,5 @@ pub use task_layout::{layout_from, task_layout, Error as TaskLayoutError, TaskLa
 
 #[cfg(test)]
 mod real_image_tests;
+#[cfg(test)]
+mod real_kernels;

@@ -1,33 +1,19 @@
-//! The real Debian kernel of `ci/linux/cache` (put there by `ci/linux/fetch.sh`), against the
-//! System.map of its -dbg package. Skipped, with the reason printed, where it is absent.
+//! The real Debian kernels of `ci/linux/cache*` (put there by `ci/linux/fetch.sh`), against the
+//! System.map of their -dbg packages. Skipped, with the reason printed, where they are absent.
 
-use std::path::PathBuf;
-
+use super::real_kernels::{self, RealKernel};
 use super::{kallsyms, payload};
 
-fn cache() -> Option<(Vec<u8>, String)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ci/linux/cache");
-    match (
-        std::fs::read(dir.join("vmlinuz")),
-        std::fs::read_to_string(dir.join("System.map")),
-    ) {
-        (Ok(k), Ok(m)) => Some((k, m)),
-        _ => {
-            eprintln!(
-                "SKIPPED: no {}/vmlinuz and System.map (run ci/linux/fetch.sh)",
-                dir.display()
-            );
-            None
-        }
+#[test]
+fn debian_kallsyms_agree_with_their_system_maps() {
+    for kernel in real_kernels::all() {
+        text_symbols_agree(&kernel);
     }
 }
 
-#[test]
-fn debian_kallsyms_agree_with_its_system_map() {
-    let Some((bzimage, map)) = cache() else {
-        return;
-    };
-    let elf = payload::vmlinux(&bzimage).unwrap();
+fn text_symbols_agree(kernel: &RealKernel) {
+    let (name, map) = (&kernel.name, &kernel.map);
+    let elf = payload::vmlinux(&kernel.bzimage).unwrap();
     let entries = kallsyms::read(&elf).unwrap();
     let in_map: std::collections::HashSet<(u64, &str)> = map
         .lines()
@@ -44,14 +30,14 @@ fn debian_kallsyms_agree_with_its_system_map() {
         .filter(|e| e.kind.eq_ignore_ascii_case(&'t'))
         .collect();
     // The Debian 6.1 cloud kernel has 46 471 (`t` and `T` in its System.map).
-    assert!(text.len() > 40_000, "{} text symbols", text.len());
+    assert!(text.len() > 40_000, "{name}: {} text symbols", text.len());
     let missing: Vec<_> = text
         .iter()
         .filter(|e| !in_map.contains(&(e.addr, e.name.as_str())))
         .collect();
     assert!(
         missing.is_empty(),
-        "not in System.map: {:?}",
+        "{name}: not in System.map: {:?}",
         &missing[..missing.len().min(10)]
     );
     // And the other way round: every text symbol of the map is in kallsyms.
@@ -60,27 +46,26 @@ fn debian_kallsyms_agree_with_its_system_map() {
     let absent: Vec<_> = in_map.iter().filter(|s| !ours.contains(s)).collect();
     assert!(
         absent.is_empty(),
-        "not in kallsyms: {:?}",
+        "{name}: not in kallsyms: {:?}",
         &absent[..absent.len().min(10)]
     );
-    let addr = |name: &str| entries.iter().find(|e| e.name == name).map(|e| e.addr);
-    let map_addr = |name: &str| {
-        map.lines()
-            .find(|l| l.ends_with(&format!(" {name}")))
-            .and_then(|l| u64::from_str_radix(&l[..16], 16).ok())
-    };
-    for name in ["start_kernel", "__x64_sys_getppid"] {
-        assert_eq!(addr(name), map_addr(name), "{name}");
-        assert!(addr(name).is_some(), "{name}");
+    let addr = |sym: &str| entries.iter().find(|e| e.name == sym).map(|e| e.addr);
+    for sym in ["start_kernel", "__x64_sys_getppid"] {
+        assert_eq!(addr(sym), kernel.map_address(sym), "{name}: {sym}");
+        assert!(addr(sym).is_some(), "{name}: {sym}");
     }
 }
 
 #[test]
-fn debian_kallsyms_of_every_type_agree_with_its_system_map() {
-    let Some((bzimage, map)) = cache() else {
-        return;
-    };
-    let elf = payload::vmlinux(&bzimage).unwrap();
+fn debian_kallsyms_of_every_type_agree_with_their_system_maps() {
+    for kernel in real_kernels::all() {
+        every_type_agrees(&kernel);
+    }
+}
+
+fn every_type_agrees(kernel: &RealKernel) {
+    let (name, map) = (&kernel.name, &kernel.map);
+    let elf = payload::vmlinux(&kernel.bzimage).unwrap();
     let entries = kallsyms::read(&elf).unwrap();
     let in_map: std::collections::HashMap<(u64, &str), char> = map
         .lines()
@@ -103,10 +88,10 @@ fn debian_kallsyms_of_every_type_agree_with_its_system_map() {
         match in_map.get(&(e.addr, e.name.as_str())) {
             Some(&k) if k == e.kind => {}
             Some('d' | 'D') if e.kind == 'A' && e.addr <= percpu_end => percpu += 1,
-            other => panic!("{e:?}: {other:?} in the System.map"),
+            other => panic!("{name}: {e:?}: {other:?} in the System.map"),
         }
     }
-    assert!(percpu > 300, "{percpu} per-cpu symbols");
+    assert!(percpu > 300, "{name}: {percpu} per-cpu symbols");
     // And what the System.map has beyond kallsyms: what scripts/kallsyms leaves out, absolute
     // symbols and its own tables (14 on this kernel).
     let ours: std::collections::HashSet<(u64, &str)> =
@@ -117,11 +102,11 @@ fn debian_kallsyms_of_every_type_agree_with_its_system_map() {
         .map(|((_, name), kind)| format!("{kind} {name}"))
         .collect();
     left_out.sort();
-    eprintln!("in the System.map only: {left_out:?}");
+    eprintln!("{name}: in the System.map only: {left_out:?}");
     assert!(
         left_out
             .iter()
             .all(|s| s.starts_with("A ") || s.starts_with("D kallsyms_")),
-        "{left_out:?}"
+        "{name}: {left_out:?}"
     );
 }

@@ -185,33 +185,37 @@ fn what_is_missing_is_named() {
 
 #[test]
 fn debian_kernels_task_layout() {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ci/linux/cache");
-    let (Ok(bzimage), Ok(map)) = (
-        std::fs::read(dir.join("vmlinuz")),
-        std::fs::read_to_string(dir.join("System.map")),
-    ) else {
-        eprintln!(
-            "SKIPPED: no {}/vmlinuz and System.map (run ci/linux/fetch.sh)",
-            dir.display()
-        );
-        return;
-    };
-    let elf = payload::vmlinux(&bzimage).unwrap();
+    for kernel in crate::kernel::real_kernels::all() {
+        real_task_layout(&kernel);
+    }
+}
+
+fn real_task_layout(kernel: &crate::kernel::real_kernels::RealKernel) {
+    let name = &kernel.name;
+    let elf = payload::vmlinux(&kernel.bzimage).unwrap();
     let symbols = kallsyms::symbol_table(&kallsyms::read(&elf).unwrap());
     let layout = task_layout(&elf, &symbols).unwrap();
-    // 6.1 has `current_task` of its own; its System.map gives its per-cpu offset.
-    let in_map = map
-        .lines()
-        .find(|l| l.ends_with(" D current_task"))
-        .and_then(|l| u64::from_str_radix(&l[..16], 16).ok());
-    assert_eq!(Some(layout.current_task), in_map);
+    // 6.1 has `current_task` of its own, and its System.map gives its per-cpu offset; 6.2 to
+    // 6.14 have it in `pcpu_hot`, at the member's offset from the map's `pcpu_hot`.
+    match (
+        kernel.map_address("current_task"),
+        kernel.map_address("pcpu_hot"),
+    ) {
+        (Some(own), _) => assert_eq!(layout.current_task, own, "{name}"),
+        (None, Some(hot)) => assert!(
+            (hot..hot + 64).contains(&layout.current_task),
+            "{name}: {:#x} is not in pcpu_hot at {hot:#x}",
+            layout.current_task
+        ),
+        (None, None) => panic!("{name}: neither current_task nor pcpu_hot in the System.map"),
+    }
     // `pid_t pid; pid_t tgid;` are declared together; `comm` comes later.
-    assert_eq!(layout.tgid, layout.pid + 4, "{layout:x?}");
+    assert_eq!(layout.tgid, layout.pid + 4, "{name}: {layout:x?}");
     assert!(
         layout.comm > layout.tgid && layout.comm < 0x4000,
         "{layout:x?}"
     );
-    // The kernel's own code agrees: `__get_task_comm` copies from `lea comm(%reg)`, and
+    // The kernel's own code agrees: `__get_task_comm` copies from `comm` past the task, and
     // `__x64_sys_getppid` loads `%gs:current_task`.
     let code = |name: &str| {
         let addr = symbols.resolve_code(name).unwrap();
@@ -238,12 +242,18 @@ fn debian_kernels_task_layout() {
         }
         out
     };
+    // `&tsk->comm` is `lea comm(%reg)` (6.1) or a copy of the pointer plus `add $comm` (6.12).
+    let adds_comm = |i: &iced_x86::Instruction| match i.mnemonic() {
+        iced_x86::Mnemonic::Lea => i.memory_displacement64() == layout.comm,
+        iced_x86::Mnemonic::Add => {
+            i.op1_kind() == iced_x86::OpKind::Immediate32to64 && i.immediate64() == layout.comm
+        }
+        _ => false,
+    };
     assert!(
-        code("__get_task_comm")
-            .iter()
-            .any(|i| i.mnemonic() == iced_x86::Mnemonic::Lea
-                && i.memory_displacement64() == layout.comm),
-        "no `lea {:#x}(...)` in __get_task_comm",
+        code("__get_task_comm").iter().any(adds_comm),
+        "{name}: no `lea {:#x}(...)` or `add ${:#x}` in __get_task_comm",
+        layout.comm,
         layout.comm
     );
     assert!(
@@ -251,8 +261,8 @@ fn debian_kernels_task_layout() {
             .iter()
             .any(|i| i.segment_prefix() == iced_x86::Register::GS
                 && i.memory_displacement64() == layout.current_task),
-        "no `%gs:{:#x}` in __x64_sys_getppid",
+        "{name}: no `%gs:{:#x}` in __x64_sys_getppid",
         layout.current_task
     );
-    eprintln!("Debian 6.1 cloud kernel: {layout:x?}");
+    eprintln!("{name}: {layout:x?}");
 }
