@@ -18,6 +18,7 @@ pub mod fault_injection;
 pub mod gate;
 pub mod gdb;
 pub mod guest_image;
+pub mod guest_paging;
 pub mod input_file;
 pub mod kernel;
 pub mod kick;

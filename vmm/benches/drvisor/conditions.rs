@@ -89,7 +89,7 @@ fn evaluation(text: &str) -> Duration {
         access: None,
         count: 0,
         regs: drvisor_api::Registers::default(),
-        paging: Some(drvisor::debug::SystemRegisters::default()),
+        paging: Some(drvisor::guest_paging::SystemRegisters::default()),
     };
     const N: u64 = 1_000_000;
     let mut held = 0u64;

@@ -50,7 +50,7 @@ impl Machine for HitMachine<'_> {
 
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
         let paging = self.hit.paging.as_ref().ok_or(Fault::NoPaging)?;
-        match super::snippet::read_into(self.mem, paging, addr, buf) {
+        match crate::guest_paging::read_into(self.mem, paging, addr, buf) {
             true => Ok(()),
             false => Err(Fault::Unmapped {
                 addr,
@@ -74,7 +74,7 @@ impl Machine for HitMachine<'_> {
 mod tests {
     use super::*;
     use crate::condition::Condition;
-    use crate::debug::SystemRegisters;
+    use crate::guest_paging::SystemRegisters;
     use crate::kernel::TaskLayout;
     use vm_memory::{Bytes, GuestAddress};
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use drvisor_api::{AccessEvent, BreakKind, HitAction, Registers};
 use drvisor_debug::HostBpId;
 
-use super::{Engine, SystemRegisters};
+use super::Engine;
+use crate::guest_paging::SystemRegisters;
 
 /// Everything known about one host hit.
 #[derive(Clone, Debug)]

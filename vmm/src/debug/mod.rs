@@ -10,10 +10,8 @@ mod emulate;
 mod engine;
 mod kvm_vcpu;
 pub mod mov_dr;
-pub(crate) mod page_walk;
 pub mod plan_view;
 mod resume;
-mod system_registers;
 mod vcpu_debug;
 
 #[cfg(test)]
@@ -34,7 +32,6 @@ pub use kvm_vcpu::{
     exit_regs, seam_ioctls, DebugVcpu, GuestDebug, KvmDebugVcpu, KvmError, TrappedPages,
 };
 pub use resume::ResumeCounts;
-pub use system_registers::SystemRegisters;
 pub use vcpu_debug::{VcpuDebug, Verdict};
 
 use std::cell::Cell;

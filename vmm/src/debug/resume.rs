@@ -20,7 +20,7 @@
 //!   exit comes first, and the guest's #DB must still happen), or a data breakpoint, the
 //!   guest's or the host's, on the bytes a `push` stores.
 //! - **Memory that is plain RAM, reached without changing the page tables** (A and D already
-//!   set; see [`super::page_walk`]), the instruction and the store each within one page, and
+//!   set; see [`crate::guest_paging::page_walk`]), the instruction and the store each within one page, and
 //!   no page watch on the store's page (its write must trap to the page engine).
 //! - **`endbr64` with CET off** (CR4.CET): with indirect-branch tracking on, it also ends the
 //!   tracker's wait, which the VMM cannot do.
@@ -38,7 +38,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::emulate::{self, Emulable};
 use super::kvm_vcpu::{DebugVcpu, Result};
-use super::page_walk::{self, Access};
+use crate::guest_paging::page_walk::{self, Access};
 
 const RFLAGS_TF: u64 = 1 << 8;
 const RFLAGS_RF: u64 = 1 << 16;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use drvisor_api::{BreakKind, HitAction};
 
-use super::{Engine, SystemRegisters};
+use super::Engine;
+use crate::guest_paging::SystemRegisters;
 use drvisor_debug::{
     attribute, AttributionContext, Dr6, Dr7, DrKind, GuestDrFile, HostBpId, HostHit, PhysSlot,
     Slot, VcpuPlan, VmmEvent,

@@ -77,9 +77,9 @@ impl Vcpu {
         let reset = sregs.cs.base == 0xffff_0000 && rip == 0xfff0;
         let regs = match self.last_structures {
             Some(last) if reset => last,
-            _ => crate::debug::SystemRegisters::from(&sregs),
+            _ => crate::guest_paging::SystemRegisters::from(&sregs),
         };
-        let (page, what) = crate::watch::cpu_structures::pages(&shared.mem, &regs)
+        let (page, what) = crate::guest_paging::cpu_structures::pages(&shared.mem, &regs)
             .into_iter()
             .filter(|(page, _)| only.is_none() || only == Some(*page))
             .find(|(page, _)| shared.watch.is_hole(*page))?;
@@ -97,7 +97,7 @@ impl Vcpu {
         if sregs.cs.base == 0xffff_0000 && regs.rip == 0xfff0 {
             return None;
         }
-        let structures = crate::debug::SystemRegisters::from(&sregs);
+        let structures = crate::guest_paging::SystemRegisters::from(&sregs);
         let rsp = regs.rsp;
         // In long mode the CPU aligns RSP down to 16 bytes before it pushes the frame.
         let top = rsp & !0xf;
@@ -107,7 +107,9 @@ impl Vcpu {
             rsp.wrapping_sub(1),
         ]
         .into_iter()
-        .filter_map(|va| crate::watch::cpu_structures::physical(&shared.mem, &structures, va))
+        .filter_map(|va| {
+            crate::guest_paging::cpu_structures::physical(&shared.mem, &structures, va)
+        })
         .map(|pa| pa & !0xfff)
         .find(|page| shared.watch.traps(*page))
         .and_then(|page| {

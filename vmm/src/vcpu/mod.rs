@@ -59,7 +59,7 @@ pub struct Vcpu {
     sync_regs: bool,
     /// Where the CPU's own structures were at the previous exit (synced system registers): on
     /// SVM a triple fault resets the vCPU before drvisor sees it.
-    last_structures: Option<crate::debug::SystemRegisters>,
+    last_structures: Option<crate::guest_paging::SystemRegisters>,
     /// RIP at the previous exit (synced registers): on SVM a triple fault resets the vCPU, and
     /// this is the last place it was seen.
     last_exit_rip: Option<u64>,

@@ -574,7 +574,7 @@ impl PageWatchEngine {
 
     /// vCPU `index` exited with `regs` (its synced system registers): translations through it
     /// use them from now on.
-    pub fn note_paging(&self, index: usize, regs: &crate::debug::SystemRegisters) {
+    pub fn note_paging(&self, index: usize, regs: &crate::guest_paging::SystemRegisters) {
         self.paging.note(index, regs);
     }
 
@@ -607,12 +607,12 @@ impl PageWatchEngine {
             WatchRange::Virtual { gva, len } => {
                 const CR0_PG: u64 = 1 << 31;
                 const EFER_LMA: u64 = 1 << 10;
-                let walkable = |r: &crate::debug::SystemRegisters| {
+                let walkable = |r: &crate::guest_paging::SystemRegisters| {
                     r.cr0 & CR0_PG == 0 || r.efer & EFER_LMA != 0
                 };
                 if let Some(regs) = self.paging.of(vcpu).filter(walkable) {
                     return Ok(translate::physical_runs(gva, len, |at| {
-                        super::cpu_structures::physical(&self.mem, &regs, at)
+                        crate::guest_paging::cpu_structures::physical(&self.mem, &regs, at)
                             .ok_or(translate::Error::NotMapped(at))
                     })?);
                 }

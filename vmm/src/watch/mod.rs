@@ -3,7 +3,6 @@
 //! `drvisor-watch` crate.
 
 mod arm;
-pub mod cpu_structures;
 mod engine;
 mod memslots;
 mod migrate;

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::debug::SystemRegisters;
+use crate::guest_paging::SystemRegisters;
 
 /// One vCPU's paging registers, written only by its own thread.
 #[derive(Default)]

@@ -29,8 +29,8 @@ use drvisor_debug::HostBpId;
 use vm_memory::GuestMemory;
 
 use super::{MappingChange, PageWatchEngine, State};
-use crate::debug::SystemRegisters;
-use crate::watch::cpu_structures;
+use crate::guest_paging::cpu_structures;
+use crate::guest_paging::SystemRegisters;
 use crate::watch::translate::physical_runs;
 
 /// Guest-physical pieces of a watch's bytes.

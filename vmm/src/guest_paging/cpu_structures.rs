@@ -10,8 +10,8 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
-use crate::debug::page_walk::{self, CR4_LA57};
-use crate::debug::SystemRegisters;
+use crate::guest_paging::page_walk::{self, CR4_LA57};
+use crate::guest_paging::SystemRegisters;
 
 const PRESENT: u64 = 1;
 const LARGE: u64 = 1 << 7;
