@@ -8,6 +8,7 @@ use drvisor_ci::report::{self, SpecResult};
 use drvisor_ci::schedule;
 use drvisor_ci::spec::Spec;
 
+/// The progress of one suite.
 pub struct Progress {
     tty: bool,
     total: usize,
