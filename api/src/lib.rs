@@ -1,6 +1,6 @@
-//! drvisor's wire types: what the CLI prints as JSON lines (`--events`) and what the REST
-//! control plane speaks. Plain serde data, no behaviour; the VMM converts to and from its
-//! own types at the edge.
+//! drvisor's wire types: what the CLI prints as JSON lines (`--events`), the exit codes it
+//! ends with ([`exit_code`]) and what the REST control plane speaks. Plain serde data, no
+//! behaviour; the VMM converts to and from its own types at the edge.
 //!
 //! The control plane itself lives here too, apart from the VMM, each part behind a feature
 //! (none is on by default, so the wire types alone need only serde, serde_json and utoipa):
@@ -19,6 +19,7 @@ pub mod control;
 pub mod ctl;
 #[cfg(feature = "ctl")]
 pub mod ctl_brief;
+pub mod exit_code;
 pub mod rest;
 pub mod ring;
 #[cfg(feature = "server")]

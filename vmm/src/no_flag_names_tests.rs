@@ -74,6 +74,19 @@ fn messages() -> Vec<String> {
             reason: boot::Unbootable::NothingToLoad,
         }
         .to_string(),
+        boot::Error::Cmdline {
+            source: linux_loader::cmdline::Error::TooLarge,
+        }
+        .to_string(),
+        boot::Error::ZeroPage {
+            source: linux_loader::configurator::Error::Overflow,
+        }
+        .to_string(),
+        boot::Error::MpTable {
+            source: boot::mptable::Error::CpuCount(0),
+        }
+        .to_string(),
+        crate::kernel::payload::Error::OldProtocol { major: 2, minor: 7 }.to_string(),
         boot::elf::ElfError::UnknownClass.to_string(),
         boot::multiboot::MultibootError::VideoMode.to_string(),
         crate::control::location::ParseError::Empty.to_string(),

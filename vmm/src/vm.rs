@@ -88,7 +88,7 @@ impl Error {
                 | Error::VcpuCount { .. }
                 | Error::Memory(_)
                 | Error::CpuFeatures(_)
-        ) || matches!(self, Error::Boot(e) if !matches!(e, boot::Error::BootParams(_)))
+        ) || matches!(self, Error::Boot(e) if e.is_usage())
     }
 }
 

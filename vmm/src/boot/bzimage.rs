@@ -45,7 +45,7 @@ pub fn load(
         let kernel_end = loaded.kernel_load.0 + loaded.kernel_end;
         let addr = initrd_address(ram, kernel_end, initrd.len())?;
         mem.write_slice(initrd, GuestAddress(addr))
-            .map_err(|e| Error::BootParams(e.to_string()))?;
+            .map_err(Error::guest_write("the initrd"))?;
         params.hdr.ramdisk_image = addr as u32;
         params.hdr.ramdisk_size = initrd.len() as u32;
     }
@@ -65,7 +65,7 @@ pub fn load(
         &BootParams::new(&params, GuestAddress(ZERO_PAGE)),
         mem,
     )
-    .map_err(|e| Error::BootParams(e.to_string()))?;
+    .map_err(|source| Error::ZeroPage { source })?;
     Ok(Entry::Linux64 {
         entry: loaded.kernel_load.0 + STARTUP_64_OFFSET,
         zero_page: ZERO_PAGE,

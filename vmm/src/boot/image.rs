@@ -204,7 +204,7 @@ impl KernelImage {
     pub(super) fn load_segments(&self, mem: &GuestMemoryMmap) -> Result<(), Error> {
         let write = |bytes: &[u8], addr: u64| {
             mem.write_slice(bytes, GuestAddress(addr))
-                .map_err(|e| Error::BootParams(e.to_string()))
+                .map_err(Error::guest_write("a kernel segment"))
         };
         for s in &self.segments {
             let from = s.offset as usize;

@@ -28,7 +28,7 @@ impl InfoArea {
             });
         }
         mem.write_slice(bytes, GuestAddress(addr))
-            .map_err(|e| Error::BootParams(e.to_string()))?;
+            .map_err(Error::guest_write("the boot information"))?;
         self.next = end;
         Ok(addr)
     }

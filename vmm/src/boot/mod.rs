@@ -56,8 +56,17 @@ pub enum Error {
         size: usize,
     },
     /// The command line is too long or malformed.
-    #[error("the kernel command line is invalid: {0}")]
-    Cmdline(String),
+    #[error("the kernel command line is invalid: {source}")]
+    Cmdline {
+        /// linux-loader's reason.
+        source: linux_loader::cmdline::Error,
+    },
+    /// The command line could not be placed in guest memory.
+    #[error("writing the kernel command line to guest memory failed: {source}")]
+    CmdlineWrite {
+        /// linux-loader's reason.
+        source: linux_loader::loader::Error,
+    },
     /// Modules for a bzImage, whose protocol has one initrd and no modules.
     #[error("modules need a PVH or multiboot kernel; a bzImage takes one initrd only")]
     ModulesWithBzImage,
@@ -93,9 +102,48 @@ pub enum Error {
         /// Which fact.
         source: sanity::Insane,
     },
-    /// Writing boot data to guest memory failed.
-    #[error("writing boot parameters failed: {0}")]
-    BootParams(String),
+    /// Writing boot data (`what`: the initrd, a kernel segment, the PVH start info...) to
+    /// guest memory failed.
+    #[error("writing {what} to guest memory failed: {source}")]
+    GuestWrite {
+        /// What was being written.
+        what: &'static str,
+        /// vm-memory's reason.
+        source: vm_memory::GuestMemoryError,
+    },
+    /// linux-loader could not write a bzImage's boot parameters (the zero page).
+    #[error("writing the Linux boot parameters (the zero page) failed: {source}")]
+    ZeroPage {
+        /// linux-loader's reason.
+        source: linux_loader::configurator::Error,
+    },
+    /// The MP table cannot describe this VM.
+    #[error("the MP table: {source}")]
+    MpTable {
+        /// Why.
+        source: mptable::Error,
+    },
+}
+
+impl Error {
+    /// Whether the kernel, its inputs or the flags are at fault (the user's mistake), rather
+    /// than writing the boot data to guest memory (a VMM failure).
+    pub fn is_usage(&self) -> bool {
+        !matches!(
+            self,
+            Error::CmdlineWrite { .. }
+                | Error::GuestWrite { .. }
+                | Error::ZeroPage { .. }
+                | Error::MpTable { .. }
+        )
+    }
+
+    /// A [`Error::GuestWrite`] of `what`, for `map_err`.
+    pub(crate) fn guest_write(
+        what: &'static str,
+    ) -> impl FnOnce(vm_memory::GuestMemoryError) -> Error {
+        move |source| Error::GuestWrite { what, source }
+    }
 }
 
 /// A boot module for a PVH or multiboot kernel.
@@ -205,11 +253,84 @@ pub(crate) fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &str) -> Result<(), 
     use linux_loader::loader::Cmdline;
     use vm_memory::GuestAddress;
     let mut line =
-        Cmdline::new(crate::layout::CMDLINE_MAX).map_err(|e| Error::Cmdline(e.to_string()))?;
+        Cmdline::new(crate::layout::CMDLINE_MAX).map_err(|source| Error::Cmdline { source })?;
     if !cmdline.is_empty() {
         line.insert_str(cmdline)
-            .map_err(|e| Error::Cmdline(e.to_string()))?;
+            .map_err(|source| Error::Cmdline { source })?;
     }
     linux_loader::loader::load_cmdline(mem, GuestAddress(crate::layout::CMDLINE), &line)
-        .map_err(|e| Error::Cmdline(e.to_string()))
+        .map_err(|source| Error::CmdlineWrite { source })
+}
+
+#[cfg(test)]
+mod tests {
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+    use super::*;
+
+    fn memory(bytes: usize) -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), bytes)]).expect("guest memory")
+    }
+
+    /// A command line the loader refuses is the user's (exit code 2), with linux-loader's
+    /// reason as its source.
+    #[test]
+    fn a_bad_command_line_is_the_users() {
+        let e = write_cmdline(&memory(1 << 20), "a\x07b").expect_err("a control character");
+        assert!(
+            matches!(
+                e,
+                Error::Cmdline {
+                    source: linux_loader::cmdline::Error::InvalidAscii
+                }
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("the kernel command line is invalid: "),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(e.is_usage());
+        let long = "x".repeat(crate::layout::CMDLINE_MAX);
+        let e = write_cmdline(&memory(1 << 20), &long).expect_err("too long");
+        assert!(matches!(e, Error::Cmdline { .. }), "{e}");
+    }
+
+    /// Guest memory that cannot take the boot data is a VMM failure, not the user's.
+    #[test]
+    fn a_failed_write_is_the_vmms() {
+        let e = write_cmdline(&memory(0x1000), "console=ttyS0").expect_err("no RAM at 0x20000");
+        assert!(matches!(e, Error::CmdlineWrite { .. }), "{e}");
+        assert!(!e.is_usage());
+        let e = mptable::write(&memory(1 << 20), 0).expect_err("no vCPUs");
+        assert!(
+            matches!(
+                e,
+                Error::MpTable {
+                    source: mptable::Error::CpuCount(0)
+                }
+            ),
+            "{e}"
+        );
+        assert!(!e.is_usage());
+        let e = mptable::write(&memory(0x1000), 1).expect_err("no RAM at the MP table");
+        assert!(
+            matches!(
+                e,
+                Error::GuestWrite {
+                    what: "the MP table",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("writing the MP table to guest memory failed: "),
+            "{e}"
+        );
+        assert!(!e.is_usage());
+    }
 }

@@ -28,7 +28,7 @@ pub fn place(
             });
         }
         mem.write_slice(&m.bytes, GuestAddress(start))
-            .map_err(|e| Error::BootParams(e.to_string()))?;
+            .map_err(Error::guest_write("a module"))?;
         placed.push(PlacedModule {
             start,
             end,

@@ -157,11 +157,11 @@ pub fn build(cpus: usize, base: u32) -> Result<Vec<u8>, Error> {
 /// Writes the table for `cpus` vCPUs at [`MPTABLE_START`].
 pub fn write(mem: &GuestMemoryMmap, cpus: usize) -> Result<(), super::Error> {
     let bytes =
-        build(cpus, MPTABLE_START as u32).map_err(|e| super::Error::BootParams(e.to_string()))?;
+        build(cpus, MPTABLE_START as u32).map_err(|source| super::Error::MpTable { source })?;
     // Fits: at most 5,320 bytes (tests).
     debug_assert!(MPTABLE_START + bytes.len() as u64 <= MPTABLE_END);
     mem.write_slice(&bytes, GuestAddress(MPTABLE_START))
-        .map_err(|e| super::Error::BootParams(format!("the MP table: {e}")))
+        .map_err(super::Error::guest_write("the MP table"))
 }
 
 #[cfg(test)]

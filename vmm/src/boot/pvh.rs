@@ -51,7 +51,7 @@ pub(super) fn write_start_info(
         ..Default::default()
     };
     let write = |r: Result<(), vm_memory::GuestMemoryError>| {
-        r.map_err(|e| Error::BootParams(e.to_string()))
+        r.map_err(Error::guest_write("the PVH start information"))
     };
     for (i, e) in memmap.iter().enumerate() {
         let at = PVH_MEMMAP + (i * std::mem::size_of::<hvm_memmap_table_entry>()) as u64;

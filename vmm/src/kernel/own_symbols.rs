@@ -134,7 +134,10 @@ mod tests {
         let (_, source, layout) = image_facts(&[0u8; 256], Some(given));
         assert!(matches!(source, Source::Given), "{source:?}");
         assert!(
-            matches!(layout, Err(LayoutError::Btf(task_layout::Error::NotElf(_)))),
+            matches!(
+                layout,
+                Err(LayoutError::Btf(task_layout::Error::NotElf { .. }))
+            ),
             "{layout:?}"
         );
         // A bzImage whose payload cannot be had: that reason, for the symbols and the layout.

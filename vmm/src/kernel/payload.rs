@@ -25,9 +25,30 @@ const PAYLOAD_PROTOCOL: u16 = 0x0208;
 /// Why the kernel inside a bzImage could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Not a bzImage, or one older than boot protocol 2.08.
-    #[error("not a bzImage with a payload: {0}")]
-    NoPayload(String),
+    /// No setup header: not a bzImage.
+    #[error("not a bzImage with a payload: no `HdrS` setup header at 0x202")]
+    NoSetupHeader,
+    /// A bzImage older than boot protocol 2.08, whose header does not say where its payload is.
+    #[error("not a bzImage with a payload: boot protocol {major}.{minor:02} has no payload_offset (2.08 and later do)")]
+    OldProtocol {
+        /// The protocol's major version.
+        major: u16,
+        /// Its minor version.
+        minor: u16,
+    },
+    /// The file ends inside the setup header.
+    #[error("not a bzImage with a payload: the setup header is cut short")]
+    HeaderCut,
+    /// The payload the header names lies (partly) past the file's end.
+    #[error("not a bzImage with a payload: payload_offset {offset:#x} + payload_length {length:#x} run past the file's {file_len} bytes")]
+    PayloadPastEnd {
+        /// The header's `payload_offset`.
+        offset: u32,
+        /// Its `payload_length`.
+        length: u32,
+        /// The file's size.
+        file_len: usize,
+    },
     /// The compression is not one this reader knows (its first bytes shown).
     #[error("the bzImage's payload is in an unknown format (it starts {0}); known are gzip, xz, zstd, LZ4 and lzma")]
     UnknownFormat(String),
@@ -142,15 +163,14 @@ fn le32(b: &[u8], at: usize) -> Option<u32> {
 /// The compressed payload of a bzImage.
 pub fn payload(bzimage: &[u8]) -> Result<&[u8], Error> {
     if bzimage.get(HEADER_MAGIC..HEADER_MAGIC + 4) != Some(b"HdrS") {
-        return Err(Error::NoPayload("no `HdrS` setup header at 0x202".into()));
+        return Err(Error::NoSetupHeader);
     }
     let version = le16(bzimage, VERSION).unwrap_or(0);
     if version < PAYLOAD_PROTOCOL {
-        return Err(Error::NoPayload(format!(
-            "boot protocol {}.{:02} has no payload_offset (2.08 and later do)",
-            version >> 8,
-            version & 0xff
-        )));
+        return Err(Error::OldProtocol {
+            major: version >> 8,
+            minor: version & 0xff,
+        });
     }
     let sects = match bzimage[SETUP_SECTS] {
         0 => 4,
@@ -160,17 +180,16 @@ pub fn payload(bzimage: &[u8]) -> Result<&[u8], Error> {
     let (Some(offset), Some(length)) =
         (le32(bzimage, PAYLOAD_OFFSET), le32(bzimage, PAYLOAD_LENGTH))
     else {
-        return Err(Error::NoPayload("the setup header is cut short".into()));
+        return Err(Error::HeaderCut);
     };
     start
         .checked_add(offset as usize)
         .and_then(|from| Some(from..from.checked_add(length as usize)?))
         .and_then(|range| bzimage.get(range))
-        .ok_or_else(|| {
-            Error::NoPayload(format!(
-                "payload_offset {offset:#x} + payload_length {length:#x} run past the file's {} bytes",
-                bzimage.len()
-            ))
+        .ok_or(Error::PayloadPastEnd {
+            offset,
+            length,
+            file_len: bzimage.len(),
         })
 }
 
@@ -357,13 +376,48 @@ mod tests {
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(decompress(&huge), Err(Error::TooLarge { .. })));
         let e = payload(&[0u8; 1024]).unwrap_err();
+        assert!(matches!(e, Error::NoSetupHeader), "{e}");
         assert!(e.to_string().contains("no `HdrS`"), "{e}");
         let mut short = bzimage_with(b"xx");
         short[PAYLOAD_LENGTH..PAYLOAD_LENGTH + 4].copy_from_slice(&0x10_0000u32.to_le_bytes());
-        assert!(payload(&short)
-            .unwrap_err()
-            .to_string()
-            .contains("run past"));
+        let e = payload(&short).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::PayloadPastEnd {
+                    offset: 0x100,
+                    length: 0x10_0000,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("run past"), "{e}");
+    }
+
+    /// Each way a header fails to locate its payload is its own error, with the version or the
+    /// sizes it saw.
+    #[test]
+    fn headers_without_a_payload() {
+        let mut old = bzimage_with(b"xx");
+        old[VERSION..VERSION + 2].copy_from_slice(&0x0207u16.to_le_bytes());
+        let e = payload(&old).unwrap_err();
+        assert!(
+            matches!(e, Error::OldProtocol { major: 2, minor: 7 }),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "not a bzImage with a payload: boot protocol 2.07 has no payload_offset (2.08 and \
+             later do)"
+        );
+        let cut = &bzimage_with(b"")[..PAYLOAD_OFFSET + 2];
+        let e = payload(cut).unwrap_err();
+        assert!(matches!(e, Error::HeaderCut), "{e}");
+        assert!(
+            e.to_string().ends_with("the setup header is cut short"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -29,8 +29,17 @@ pub struct TaskLayout {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     /// Not an ELF.
-    #[error("the kernel is not an ELF: {0}")]
-    NotElf(String),
+    #[error("the kernel is not an ELF: {source}")]
+    NotElf {
+        /// The ELF reader's reason.
+        source: object::read::Error,
+    },
+    /// The `.BTF` section's bytes cannot be had (it lies past the file's end, say).
+    #[error("the kernel's .BTF section cannot be read: {source}")]
+    BtfUnreadable {
+        /// The ELF reader's reason.
+        source: object::read::Error,
+    },
     /// No `.BTF` section: a kernel built without `CONFIG_DEBUG_INFO_BTF`.
     #[error("the kernel has no .BTF section (built without CONFIG_DEBUG_INFO_BTF)")]
     NoBtf,
@@ -48,9 +57,11 @@ pub enum Error {
 /// The layout of the kernel ELF `elf` (a vmlinux, or the kernel out of a bzImage), with the
 /// per-cpu symbols from `symbols`.
 pub fn task_layout(elf: &[u8], symbols: &SymbolTable) -> Result<TaskLayout, Error> {
-    let file = object::File::parse(elf).map_err(|e| Error::NotElf(e.to_string()))?;
+    let file = object::File::parse(elf).map_err(|source| Error::NotElf { source })?;
     let section = file.section_by_name(".BTF").ok_or(Error::NoBtf)?;
-    let data = section.data().map_err(|e| Error::NotElf(e.to_string()))?;
+    let data = section
+        .data()
+        .map_err(|source| Error::BtfUnreadable { source })?;
     layout_from(&Btf::parse(data).map_err(Error::Btf)?, symbols)
 }
 

@@ -178,7 +178,8 @@ fn what_is_missing_is_named() {
     cut[12..16].copy_from_slice(&0x10_0000u32.to_le_bytes());
     assert!(matches!(Btf::parse(&cut), Err(btf::Error::NotBtf(_))));
     assert_eq!(
-        task_layout(b"not an elf", &percpu_symbols(&[])).map_err(|e| matches!(e, Error::NotElf(_))),
+        task_layout(b"not an elf", &percpu_symbols(&[]))
+            .map_err(|e| matches!(e, Error::NotElf { .. })),
         Err(true)
     );
 }

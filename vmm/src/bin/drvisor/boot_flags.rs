@@ -22,6 +22,7 @@ pub fn message(e: &Error) -> String {
         Error::ModulesWithBzImage => {
             "--module needs a PVH or multiboot kernel; a bzImage takes one --initrd only".into()
         }
+        Error::Cmdline { .. } => format!("--cmdline: {e}"),
         other => other.to_string(),
     }
 }
@@ -54,6 +55,13 @@ mod tests {
         });
         assert!(m.starts_with("--module m.bin (9 bytes)"), "{m}");
         assert!(message(&Error::ModulesWithBzImage).starts_with("--module needs"));
+        let m = message(&Error::Cmdline {
+            source: linux_loader::cmdline::Error::InvalidAscii,
+        });
+        assert!(
+            m.starts_with("--cmdline: the kernel command line is invalid: "),
+            "{m}"
+        );
         let other = Error::BootInfoFull { room: 4096 };
         assert_eq!(message(&other), other.to_string());
     }

@@ -4,6 +4,7 @@
 //! limit); [`Opened::read`] then reads them, the kernel first, so that modules the kernel
 //! cannot take are refused before they are read.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use drvisor::boot::{KernelFormat, KernelImage, Module};
@@ -36,21 +37,36 @@ fn open(flag: &'static str, path: &Path, limit: Limit) -> Result<InputFile, Fail
     input_file::open(flag, path, limit).map_err(|e| Failure::usage(e.to_string()))
 }
 
+/// Opens a kernel image within [`MAX_KERNEL`]; `flag` names it in errors.
+pub fn open_kernel(flag: &'static str, path: &Path) -> Result<InputFile, Failure> {
+    open(
+        flag,
+        path,
+        Limit {
+            bytes: MAX_KERNEL,
+            why: "a sane maximum for a kernel image".into(),
+        },
+    )
+}
+
+/// Opens a System.map within [`MAX_SYMBOLS`]; `flag` names it in errors.
+pub fn open_system_map(flag: &'static str, path: &Path) -> Result<InputFile, Failure> {
+    open(
+        flag,
+        path,
+        Limit {
+            bytes: MAX_SYMBOLS,
+            why: "a sane maximum for a System.map".into(),
+        },
+    )
+}
+
 /// Opens every input file and checks it without reading it.
 pub fn open_all(args: &RunArgs, ram_bytes: u64) -> Result<Opened, Failure> {
     let kernel = args
         .kernel
         .as_deref()
-        .map(|p| {
-            open(
-                "--kernel",
-                p,
-                Limit {
-                    bytes: MAX_KERNEL,
-                    why: "a sane maximum for a kernel image".into(),
-                },
-            )
-        })
+        .map(|p| open_kernel("--kernel", p))
         .transpose()?;
     let initrd = args
         .initrd
@@ -72,16 +88,7 @@ pub fn open_all(args: &RunArgs, ram_bytes: u64) -> Result<Opened, Failure> {
     let symbols = args
         .symbols
         .as_deref()
-        .map(|p| {
-            open(
-                "--symbols",
-                p,
-                Limit {
-                    bytes: MAX_SYMBOLS,
-                    why: "a sane maximum for a System.map".into(),
-                },
-            )
-        })
+        .map(|p| open_system_map("--symbols", p))
         .transpose()?;
     let module_limit = || Limit {
         bytes: ram_bytes.min(INITRD_ADDRESS_LIMIT),
@@ -120,7 +127,8 @@ pub struct Inputs {
     pub task_layout: Result<TaskLayout, drvisor::kernel::LayoutError>,
 }
 
-fn read(file: InputFile) -> Result<Vec<u8>, Failure> {
+/// Reads an input file opened here; its errors are usage errors.
+pub fn read(file: InputFile) -> Result<Vec<u8>, Failure> {
     file.read().map_err(|e| Failure::usage(e.to_string()))
 }
 
@@ -169,21 +177,30 @@ impl Opened {
     }
 }
 
-/// The symbols of a run: the System.map given (`--symbols`), else the kernel's own (its ELF
-/// symbol table, or its kallsyms, said in one line with the count and the time taken).
+/// A guest's symbols: the System.map `map`, else the kernel's own (its ELF symbol table, or
+/// its kallsyms), with where they came from. `kernel` gives the kernel image, and is asked only
+/// without a System.map. `drvisor symbols` and the names in `drvisor ci`'s reports read them
+/// here; `drvisor run` through [`read_symbols_and_layout`], which shares the System.map's
+/// reading and `drvisor::kernel`'s.
+pub fn guest_symbols<'k>(
+    map: Option<InputFile>,
+    kernel: impl FnOnce() -> Result<Cow<'k, [u8]>, Failure>,
+) -> Result<(SymbolTable, Source), Failure> {
+    Ok(match map {
+        Some(file) => (read_system_map(file)?, Source::Given),
+        None => drvisor::kernel::own_symbols(&kernel()?),
+    })
+}
+
+/// [`guest_symbols`] of `kernel`, kallsyms said in one line with the count and the time taken.
 pub fn read_symbols(
     file: Option<InputFile>,
     kernel: &[u8],
     cmdline: Option<&str>,
 ) -> Result<SymbolTable, Failure> {
-    Ok(match file {
-        Some(file) => read_system_map(file)?,
-        None => {
-            let (table, source) = drvisor::kernel::own_symbols(kernel);
-            say_where_from(&source, cmdline);
-            table
-        }
-    })
+    let (table, source) = guest_symbols(file, || Ok(Cow::Borrowed(kernel)))?;
+    say_where_from(&source, cmdline);
+    Ok(table)
 }
 
 /// [`read_symbols`], and where the kernel keeps the current task and its pid and comm (from

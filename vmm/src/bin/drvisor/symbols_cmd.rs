@@ -3,44 +3,19 @@
 //! code takes minutes to get anywhere). A symbol that does not resolve is a usage error (exit
 //! 2) with the same message `--break` gives.
 
-use drvisor::input_file::{self, Limit};
-
 use crate::cli::SymbolsArgs;
-use crate::inputs::{read_symbols, MAX_KERNEL, MAX_SYMBOLS};
+use crate::inputs::{open_kernel, open_system_map, read, read_symbols};
 use crate::Failure;
 
 /// Prints `ADDRESS SYMBOL` per symbol.
 pub fn run(args: &SymbolsArgs) -> Result<u8, Failure> {
-    let open = |flag, path, bytes, why: &str| {
-        input_file::open(
-            flag,
-            path,
-            Limit {
-                bytes,
-                why: why.into(),
-            },
-        )
-        .map_err(|e| Failure::usage(e.to_string()))
-    };
-    let kernel = open(
-        "--kernel",
-        &args.kernel,
-        MAX_KERNEL,
-        "a sane maximum for a kernel image",
-    )?;
+    let kernel = open_kernel("--kernel", &args.kernel)?;
     let symbols = args
         .symbols
         .as_deref()
-        .map(|p| {
-            open(
-                "--symbols",
-                p,
-                MAX_SYMBOLS,
-                "a sane maximum for a System.map",
-            )
-        })
+        .map(|p| open_system_map("--symbols", p))
         .transpose()?;
-    let bytes = kernel.read().map_err(|e| Failure::usage(e.to_string()))?;
+    let bytes = read(kernel)?;
     let table = read_symbols(symbols, &bytes, None)?;
     for name in &args.names {
         let addr = table

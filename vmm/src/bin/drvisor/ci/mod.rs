@@ -1,11 +1,10 @@
-//! `drvisor ci`: spec files in, a verdict CI understands out (JUnit XML, a JSON report, plain
-//! lines and an exit code). Three rooms, as kunit.py keeps them: the spec ([`spec`]), the run
-//! ([`plan`] builds a `drvisor run` command line, [`run`] runs it), and the report ([`judge`],
-//! `ktap`, `kut`, [`report`], [`junit`]; [`names`] reads the guest's symbols to name the code
-//! addresses in it). Everything but [`run`], [`names`] and this
-//! file is pure. The
-//! spec and the report are the `drvisor-ci` library; the run stays here, beside the engine it
-//! needs (the host probe, `drvisor run`'s exit codes).
+//! `drvisor ci`: spec files in, a verdict CI understands out (JUnit XML, a JSON report, an HTML
+//! page, plain lines and an exit code). The harness is the `drvisor-ci` library: the spec, the
+//! run (planning each `drvisor run`, running it as a child, the parallel schedule) and the
+//! report. This command parses its flags, checks the specs' conditions in drvisor's language,
+//! asks the host probe what this host delivers ([`host_support`]), reads the guests' symbols
+//! for the library ([`symbols`]), handles signals, shows the progress ([`progress`]), writes
+//! the reports and picks the exit code.
 //!
 //! Each spec runs as a child `drvisor run` (this same binary), one VM per child: a run that
 //! hangs or crashes is killed or reported without touching the harness or the other specs.
@@ -19,22 +18,22 @@ macro_rules! say {
     }};
 }
 
-mod names;
-mod plan;
-mod run;
+mod progress;
+mod symbols;
 
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
-use drvisor::probe::{self, ProbeReport};
-use drvisor_ci::report::{code, CaseReport, SpecResult};
+use drvisor::probe::{self, Mechanism, ProbeReport};
+use drvisor_ci::child::DrvisorRun;
+use drvisor_ci::plan::HostSupport;
+use drvisor_ci::report::{code, SpecResult};
+use drvisor_ci::run::Runner;
 use drvisor_ci::shard::Shard;
-use drvisor_ci::spec::Spec;
-use drvisor_ci::{html, judge, junit, report, shard, spec, timeline};
+use drvisor_ci::{html, junit, report, schedule, shard, spec};
 use serde::Serialize;
 
 /// `drvisor ci`.
@@ -88,6 +87,16 @@ fn bad_condition(spec: &spec::Spec) -> Option<String> {
             )
         })
     })
+}
+
+/// What the host probe found, as the runner asks it: the mechanisms a spec's checks need, at
+/// CPL 0.
+fn host_support(probe: &ProbeReport) -> HostSupport {
+    HostSupport {
+        exec_breakpoint: probe.why_not(Mechanism::HostExecBreakpoint, 0),
+        write_watchpoint: probe.why_not(Mechanism::HostWriteWatchpoint, 0),
+        readonly_memslot_trap: probe.why_not(Mechanism::ReadonlyMemslotTrap, 0),
+    }
 }
 
 /// Runs the suite; returns the exit code.
@@ -162,7 +171,16 @@ pub fn main(args: CiArgs) -> u8 {
             return code::INFRASTRUCTURE;
         }
     }
-    let results = run_all(&specs, &probe, &exe, usize::from(args.jobs), &interrupted);
+    let child = DrvisorRun::new(exe);
+    let runner = Runner {
+        launch: &child,
+        host: &host_support(&probe),
+        symbols: &symbols::SpecSymbols,
+        interrupted: &interrupted,
+    };
+    let mut progress = progress::Progress::new(specs.len());
+    let results = schedule::run_all(&specs, usize::from(args.jobs), &runner, &mut progress);
+    progress.clear();
     let seconds = start.elapsed().as_secs_f64();
     let exit = report::exit_code(&results);
     let totals = report::totals(&results);
@@ -213,169 +231,11 @@ pub fn main(args: CiArgs) -> u8 {
     exit
 }
 
-/// What stdout shows while specs run: each spec's lines as it ends and, on a terminal only, a
-/// progress line under them that is rewritten in place. Plain lines when stdout is a pipe or a
-/// file (CI logs).
-struct Progress {
-    tty: bool,
-    total: usize,
-    done: usize,
-    running: Vec<String>,
-}
-
-impl Progress {
-    fn started(&mut self, name: &str) {
-        self.running.push(name.to_owned());
-        self.redraw("");
-    }
-
-    fn finished(&mut self, name: &str, lines: &str) {
-        self.running.retain(|n| n != name);
-        self.done += 1;
-        self.redraw(lines);
-    }
-
-    fn redraw(&self, lines: &str) {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        if !self.tty {
-            let _ = out.write_all(lines.as_bytes());
-            return;
-        }
-        let running: Vec<&str> = self.running.iter().map(String::as_str).collect();
-        // \r and erase-line: the old progress line goes, the new lines take its place.
-        let _ = write!(
-            out,
-            "\r\x1b[K{lines}{}",
-            report::progress_line(self.done, self.total, &running)
-        );
-        let _ = out.flush();
-    }
-
-    fn clear(&self) {
-        if self.tty {
-            use std::io::Write;
-            let _ = write!(std::io::stdout().lock(), "\r\x1b[K");
-        }
-    }
-}
-
-/// Runs every spec, `jobs` at a time; results in the specs' order, each printed as it ends.
-fn run_all(
-    specs: &[Spec],
-    probe: &ProbeReport,
-    exe: &Path,
-    jobs: usize,
-    interrupted: &Arc<AtomicBool>,
-) -> Vec<SpecResult> {
-    let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<Option<SpecResult>>> = specs.iter().map(|_| Mutex::new(None)).collect();
-    let progress = Mutex::new(Progress {
-        tty: std::io::stdout().is_terminal(),
-        total: specs.len(),
-        done: 0,
-        running: Vec::new(),
-    });
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.min(specs.len()) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(spec) = specs.get(i) else { break };
-                if interrupted.load(Ordering::Relaxed) {
-                    break;
-                }
-                if let Ok(mut p) = progress.lock() {
-                    p.started(&spec.name);
-                }
-                let result = run_spec(spec, probe, exe, interrupted);
-                if let Ok(mut p) = progress.lock() {
-                    p.finished(&spec.name, &report::spec_lines(&result));
-                }
-                if let Ok(mut slot) = slots[i].lock() {
-                    *slot = Some(result);
-                }
-            });
-        }
-    });
-    if let Ok(p) = progress.lock() {
-        p.clear();
-    }
-    slots
-        .into_iter()
-        .filter_map(|m| m.into_inner().ok().flatten())
-        .collect()
-}
-
-/// One spec: skip what the host cannot deliver, run the rest, judge.
-fn run_spec(
-    spec: &Spec,
-    probe: &ProbeReport,
-    exe: &Path,
-    interrupted: &Arc<AtomicBool>,
-) -> SpecResult {
-    let start = Instant::now();
-    if let Some(reason) = &spec.vm.missing {
-        return SpecResult {
-            path: spec.path.clone(),
-            name: spec.name.clone(),
-            seconds: 0.0,
-            run_seconds: 0.0,
-            end: format!("not run: {reason}"),
-            run_end: None,
-            spec_error: None,
-            cases: judge::all_skipped(spec, reason)
-                .into_iter()
-                .map(CaseReport::from)
-                .collect(),
-            timeline: Vec::new(),
-        };
-    }
-    let skips = plan::skips(spec, probe);
-    let args = plan::run_args(spec, &skips, Path::new(run::CHILD_PATH));
-    let obs = match run::EventsFile::new() {
-        Ok(mut events) => run::run(exe, &args, &mut events, spec.vm.timeout, interrupted),
-        // Judged like any run that could not start: every case fails with this reason.
-        Err(e) => run::not_run(judge::RunEnd::Infrastructure(format!(
-            "cannot create a temporary events file: {e}"
-        ))),
-    };
-    let spec_error = match &obs.end {
-        judge::RunEnd::Refused(m) => Some(refusal_at(spec, m)),
-        _ => None,
-    };
-    let names = names::SpecNames::new(&spec.vm);
-    let cases: Vec<CaseReport> = judge::judge(spec, &obs, &skips, &|a| names.name(a))
-        .into_iter()
-        .map(CaseReport::from)
-        .collect();
-    let timeline = timeline::of(spec, &obs, &skips);
-    SpecResult {
-        path: spec.path.clone(),
-        name: spec.name.clone(),
-        seconds: start.elapsed().as_secs_f64(),
-        run_seconds: obs.seconds,
-        end: obs.end.to_string(),
-        run_end: Some(obs.end),
-        spec_error,
-        cases,
-        timeline,
-    }
-}
-
-/// drvisor's refusal as a spec error, at the line of the check whose location it names
-/// (`unknown symbol 'drv_target_9'; did you mean ...`).
-fn refusal_at(spec: &Spec, message: &str) -> String {
-    let line = spec.checks.iter().find_map(|c| {
-        let target = match &c.kind {
-            spec::CheckKind::Break(h) => &h.target,
-            spec::CheckKind::Watch(w) => &w.hits.target,
-            _ => return None,
-        };
-        let name = target.split(':').next().unwrap_or(target);
-        message.contains(name).then_some(c.line)
-    });
-    match line {
-        Some(l) => format!("{}:{l}: {message}", spec.path.display()),
-        None => format!("{}: {message}", spec.path.display()),
+#[cfg(test)]
+mod tests {
+    /// The spec parser refuses a `cmdline` at the loader's own limit, at its line and column.
+    #[test]
+    fn the_spec_cmdline_limit_is_the_loaders() {
+        assert_eq!(drvisor_ci::spec::CMDLINE_MAX, drvisor::layout::CMDLINE_MAX);
     }
 }

@@ -1,35 +1,44 @@
-//! From a spec and the host probe to a `drvisor run` command line: which checks this host
-//! cannot deliver (skipped, with the probe's reason) and the flags for the rest. Pure.
+//! From a spec and what the host delivers to a `drvisor run` command line: which checks this
+//! host cannot deliver (skipped, with the host probe's reason) and the flags for the rest. Pure.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use drvisor::probe::{Mechanism, ProbeReport};
+use crate::spec::{CheckKind, EngineName, OnHit, Spec};
 
-use drvisor_ci::spec::{CheckKind, EngineName, OnHit, Spec};
+/// What the host delivers, as far as a spec's checks care: for each mechanism a check may
+/// need, why this host cannot deliver it (None: it can). drvisor fills it from its host probe
+/// (`ProbeReport::why_not` at CPL 0); the default delivers everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostSupport {
+    /// Host execution breakpoints (`break`).
+    pub exec_breakpoint: Option<String>,
+    /// Host write watchpoints in the debug registers (`watch`, `engine = "hw"`).
+    pub write_watchpoint: Option<String>,
+    /// Write traps through a read-only memory slot (`watch`, `engine = "page"`, and every
+    /// watch on values).
+    pub readonly_memslot_trap: Option<String>,
+}
 
 /// The checks this host cannot deliver, by name, with the probe's reason.
-pub fn skips(spec: &Spec, probe: &ProbeReport) -> BTreeMap<String, String> {
+pub fn skips(spec: &Spec, host: &HostSupport) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for c in &spec.checks {
-        let needs: &[Mechanism] = match &c.kind {
-            CheckKind::Break(_) => &[Mechanism::HostExecBreakpoint],
+        let why = match &c.kind {
+            CheckKind::Break(_) => &host.exec_breakpoint,
             CheckKind::Watch(w) => match (w.engine, w.values.any()) {
-                (Some(EngineName::Hw), _) => &[Mechanism::HostWriteWatchpoint],
-                (Some(EngineName::Page), _) | (_, true) => &[Mechanism::ReadonlyMemslotTrap],
+                (Some(EngineName::Hw), _) => &host.write_watchpoint,
+                (Some(EngineName::Page), _) | (_, true) => &host.readonly_memslot_trap,
                 // auto: either engine will do.
-                _ => {
-                    if probe.delivers(Mechanism::HostWriteWatchpoint, 0) {
-                        &[]
-                    } else {
-                        &[Mechanism::ReadonlyMemslotTrap]
-                    }
-                }
+                _ => match host.write_watchpoint {
+                    None => &None,
+                    Some(_) => &host.readonly_memslot_trap,
+                },
             },
-            _ => &[],
+            _ => &None,
         };
-        if let Some(why) = needs.iter().find_map(|&m| probe.why_not(m, 0)) {
-            out.insert(c.name.clone(), why);
+        if let Some(why) = why {
+            out.insert(c.name.clone(), why.clone());
         }
     }
     out
@@ -143,12 +152,64 @@ pub fn run_args(spec: &Spec, skips: &BTreeMap<String, String>, events: &Path) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drvisor_ci::spec;
+    use crate::spec;
 
-    /// The spec parser refuses a `cmdline` at the loader's own limit, at its line and column.
+    fn checks_of_each_kind() -> Spec {
+        spec::parse(
+            Path::new("/s/x.toml"),
+            "[[check]]\nname = \"b\"\nbreak = \"f\"\n\
+             [[check]]\nname = \"hw\"\nwatch = \"g\"\nengine = \"hw\"\n\
+             [[check]]\nname = \"page\"\nwatch = \"g2\"\nengine = \"page\"\n\
+             [[check]]\nname = \"auto\"\nwatch = \"h\"\n\
+             [[check]]\nname = \"values\"\nwatch = \"i\"\nlast_value = 1\n\
+             [[check]]\nname = \"status\"\nexit_status = 0\n",
+            &|_| true,
+        )
+        .expect("parses")
+    }
+
     #[test]
-    fn the_spec_cmdline_limit_is_the_loaders() {
-        assert_eq!(spec::CMDLINE_MAX, drvisor::layout::CMDLINE_MAX);
+    fn a_host_that_delivers_everything_skips_nothing() {
+        assert!(skips(&checks_of_each_kind(), &HostSupport::default()).is_empty());
+    }
+
+    /// Each check is skipped for the mechanism its engine needs, with the probe's words.
+    #[test]
+    fn each_check_is_skipped_for_what_it_needs() {
+        let host = HostSupport {
+            exec_breakpoint: Some("no exec".into()),
+            write_watchpoint: Some("no hw".into()),
+            readonly_memslot_trap: None,
+        };
+        let got = skips(&checks_of_each_kind(), &host);
+        let want = BTreeMap::from([
+            ("b".to_owned(), "no exec".to_owned()),
+            ("hw".to_owned(), "no hw".to_owned()),
+        ]);
+        assert_eq!(got, want);
+    }
+
+    /// A watch without an engine runs on either: skipped only when neither works, for the
+    /// page engine's reason (the one it would have fallen back to).
+    #[test]
+    fn an_automatic_watch_needs_either_engine() {
+        let host = HostSupport {
+            exec_breakpoint: None,
+            write_watchpoint: None,
+            readonly_memslot_trap: Some("no page".into()),
+        };
+        let got = skips(&checks_of_each_kind(), &host);
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["page", "values"]);
+        let host = HostSupport {
+            write_watchpoint: Some("no hw".into()),
+            ..host
+        };
+        let got = skips(&checks_of_each_kind(), &host);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            ["auto", "hw", "page", "values"]
+        );
+        assert_eq!(got["auto"], "no page");
     }
 
     #[test]
