@@ -1,10 +1,12 @@
 //! What drvisor reads from a Linux kernel image itself, without a System.map or a debug
 //! package: the kernel inside a bzImage ([`payload`]) and its symbols ([`kallsyms`],
 //! [`own_symbols`]), and from its BTF where the current task and its pid and comm are
-//! ([`task_layout`]).
+//! ([`task_layout`]), and how to walk its stack ([`orc`], [`orc_unwind`]).
 
 pub mod btf;
 pub mod kallsyms;
+pub mod orc;
+pub mod orc_unwind;
 mod own_symbols;
 pub mod payload;
 mod task_layout;

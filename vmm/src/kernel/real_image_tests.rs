@@ -125,3 +125,32 @@ fn debian_kallsyms_of_every_type_agree_with_its_system_map() {
         "{left_out:?}"
     );
 }
+
+#[test]
+fn debian_orc_table_describes_each_function_entry_as_a_call_frame() {
+    use super::orc::{Kind, OrcTable, Reg};
+    let Some((bzimage, map)) = cache() else {
+        return;
+    };
+    let elf = payload::vmlinux(&bzimage).unwrap();
+    let table = OrcTable::from_elf(&elf).unwrap();
+    eprintln!("{} ORC entries", table.len());
+    // The Debian 6.1 cloud kernel has about 230 000.
+    assert!(table.len() > 100_000, "{} ORC entries", table.len());
+    let map_addr = |name: &str| {
+        map.lines()
+            .find(|l| l.ends_with(&format!(" {name}")))
+            .and_then(|l| u64::from_str_radix(&l[..16], 16).ok())
+            .unwrap()
+    };
+    // At a C function's first instruction the return address is at SP: the caller's SP is
+    // SP + 8, and BP has not changed.
+    for name in ["setup_arch", "start_kernel", "__x64_sys_getppid", "schedule"] {
+        let e = table.find(map_addr(name)).unwrap();
+        assert_eq!(
+            (e.sp_reg, e.sp_offset, e.bp_reg, e.kind, e.end),
+            (Reg::Sp, 8, Reg::Undefined, Kind::Call, false),
+            "{name}: {e:?}"
+        );
+    }
+}
