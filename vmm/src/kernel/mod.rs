@@ -11,7 +11,7 @@ mod own_symbols;
 pub mod payload;
 mod task_layout;
 
-pub use own_symbols::{image_facts, own_symbols, LayoutError, Source};
+pub use own_symbols::{image_facts, own_symbols, ImageFacts, LayoutError, OrcError, Source};
 pub use task_layout::{layout_from, task_layout, Error as TaskLayoutError, TaskLayout};
 
 #[cfg(test)]

@@ -5,10 +5,12 @@
 //! cannot take are refused before they are read.
 
 use std::path::Path;
+use std::time::Duration;
 
 use drvisor::boot::{KernelFormat, KernelImage, Module};
 use drvisor::guest_image;
 use drvisor::input_file::{self, InputFile, Limit};
+use drvisor::kernel::orc::OrcTable;
 use drvisor::kernel::{Source, TaskLayout};
 use drvisor::symbols::SymbolTable;
 
@@ -118,6 +120,9 @@ pub struct Inputs {
     /// Where a Linux kernel keeps the current task (conditions on `comm`, `pid`, `tgid`), or
     /// why it is not known.
     pub task_layout: Result<TaskLayout, drvisor::kernel::LayoutError>,
+    /// The kernel's ORC unwind table (backtraces at capturing hits) and how long reading it
+    /// took, or why there is none.
+    pub orc: Result<(OrcTable, Duration), drvisor::kernel::OrcError>,
 }
 
 fn read(file: InputFile) -> Result<Vec<u8>, Failure> {
@@ -157,14 +162,14 @@ impl Opened {
                 })
             })
             .collect::<Result<Vec<_>, Failure>>()?;
-        let (symbols, task_layout) =
-            read_symbols_and_layout(self.symbols, kernel.bytes(), Some(cmdline))?;
+        let facts = read_image_facts(self.symbols, kernel.bytes(), Some(cmdline))?;
         Ok(Inputs {
             kernel,
             initrd,
             modules,
-            symbols,
-            task_layout,
+            symbols: facts.symbols,
+            task_layout: facts.layout,
+            orc: facts.orc,
         })
     }
 }
@@ -186,24 +191,19 @@ pub fn read_symbols(
     })
 }
 
-/// [`read_symbols`], and where the kernel keeps the current task and its pid and comm (from
-/// its BTF; `Err` with the reason for a kernel without BTF, or not Linux), reading a bzImage's
-/// payload once for both.
-pub fn read_symbols_and_layout(
+/// [`read_symbols`], and what else the kernel image says about itself: where it keeps the
+/// current task and its pid and comm (from its BTF; `Err` with the reason for a kernel without
+/// BTF, or not Linux) and its ORC unwind table (backtraces), reading a bzImage's payload once
+/// for all.
+pub fn read_image_facts(
     file: Option<InputFile>,
     kernel: &[u8],
     cmdline: Option<&str>,
-) -> Result<
-    (
-        SymbolTable,
-        Result<TaskLayout, drvisor::kernel::LayoutError>,
-    ),
-    Failure,
-> {
+) -> Result<drvisor::kernel::ImageFacts, Failure> {
     let given = file.map(read_system_map).transpose()?;
-    let (table, source, layout) = drvisor::kernel::image_facts(kernel, given);
-    say_where_from(&source, cmdline);
-    Ok((table, layout))
+    let facts = drvisor::kernel::image_facts(kernel, given);
+    say_where_from(&facts.source, cmdline);
+    Ok(facts)
 }
 
 fn read_system_map(file: InputFile) -> Result<SymbolTable, Failure> {

@@ -264,6 +264,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         modules,
         symbols,
         task_layout,
+        orc,
     } = opened.read(&cmdline)?;
     let requests = requests::resolve(parsed, &symbols).map_err(Failure::usage)?;
     let sink = events_out::open(args.events.as_deref())?;
@@ -313,6 +314,22 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
             session.set_task_layout(layout);
         }
         Err(why) => tracing::debug!("no task layout (comm, pid, tgid): {why}"),
+    }
+    // A capturing hit's backtrace needs it; without it the hit events say only which stack
+    // words point into code, and one line says why.
+    match orc {
+        Ok((table, took)) => {
+            tracing::debug!(
+                "{} ORC entries in {} ms, for backtraces",
+                table.len(),
+                took.as_millis()
+            );
+            session.set_orc(Arc::new(table));
+        }
+        Err(why) if requests.iter().any(|r| r.capture > 0) => {
+            announce::say(format!("hit events carry no backtrace: {why}"));
+        }
+        Err(why) => tracing::debug!("no backtraces: {why}"),
     }
     if args.paused || args.gdb_wait {
         // No vCPU has run yet: the gate is closed before the first entry.
