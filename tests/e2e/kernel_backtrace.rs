@@ -1,0 +1,124 @@
+//! A real backtrace at a hit: a stock Debian kernel (built with the ORC unwinder, no frame
+//! pointers) run to `setup_arch`, whose hit event's `backtrace` is the call chain the kernel's
+//! own ORC table gives; and a kernel without one (the test guest) says so in one line. The
+//! Debian run is listed as ignored, with the reason, when `ci/linux/cache` (from
+//! `ci/linux/fetch.sh`) is absent.
+
+use std::path::PathBuf;
+
+use crate::common::{drvisor_with_hits, ensure, skipped, Failed, Trial};
+
+fn kernel() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ci/linux/cache/vmlinuz")
+}
+
+/// The function of a frame (`start_kernel+0x64/0x6fc` -> `start_kernel`).
+fn function(frame: &serde_json::Value) -> &str {
+    let text = frame.as_str().unwrap_or_default();
+    text.split('+').next().unwrap_or(text)
+}
+
+fn debian_setup_arch_backtrace() -> Result<(), Failed> {
+    let kernel = kernel();
+    let (run, hits) = drvisor_with_hits(&[
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap_or_default(),
+        "--cmdline",
+        "console=ttyS0 earlyprintk=serial,ttyS0 nokaslr",
+        "--mem",
+        "512",
+        "--break",
+        "setup_arch",
+        "--capture",
+        "512",
+        "--action",
+        "stop",
+    ])?;
+    run.expect_code(74)?;
+    let [hit] = hits.as_slice() else {
+        return Err(format!("{} hits, not 1\n{run}", hits.len()).into());
+    };
+    let frames = hit["backtrace"]
+        .as_array()
+        .ok_or_else(|| format!("no `backtrace` in the hit event: {hit}"))?;
+    // Linux 6.1 as Debian builds it: x86_64_start_kernel and x86_64_start_reservations end in
+    // tail calls, so no frame of theirs is on the stack; the walk ends at the entry code's
+    // end-of-stack mark.
+    let functions: Vec<&str> = frames.iter().map(function).collect();
+    ensure(
+        functions == ["setup_arch", "start_kernel", "secondary_startup_64_no_verify"],
+        || format!("backtrace {frames:?}\n{hit}"),
+    )?;
+    ensure(
+        frames[0].as_str().is_some_and(|f| f.starts_with("setup_arch+0x0/0x")),
+        || format!("the first frame is not the breakpoint's instruction: {frames:?}"),
+    )?;
+    ensure(hit["backtrace_end"] == "end of stack", || {
+        format!("backtrace_end: {}", hit["backtrace_end"])
+    })?;
+    // Each caller's frame is a return address on the captured stack, which `symbolized` names
+    // too (as a guess, `?`); the walk keeps only the real ones.
+    let guesses: Vec<String> = hit["symbolized"]
+        .as_array()
+        .ok_or("no `symbolized` in the hit event")?
+        .iter()
+        .filter_map(|w| w["symbol"].as_str()?.strip_prefix("? ").map(str::to_owned))
+        .collect();
+    for frame in &frames[1..] {
+        let frame = frame.as_str().unwrap_or_default();
+        ensure(guesses.iter().any(|g| g == frame), || {
+            format!("{frame} is not among the stack's code words {guesses:?}")
+        })?;
+    }
+    ensure(guesses.len() > frames.len() - 1, || {
+        format!("the stack holds no word the walk left out: {guesses:?} / {frames:?}")
+    })?;
+    Ok(())
+}
+
+fn no_orc_is_said_in_one_line() -> Result<(), Failed> {
+    let (run, hits) = drvisor_with_hits(&[
+        "run",
+        "--scenario",
+        "exec",
+        "--cmdline",
+        "count=1",
+        "--break",
+        "drv_target_0",
+        "--capture",
+        "64",
+    ])?;
+    run.expect_code(0)?;
+    let notice = "hit events carry no backtrace: the kernel has no .orc_unwind_ip section \
+                  (built without CONFIG_UNWINDER_ORC)";
+    ensure(run.stderr.matches(notice).count() == 1, || {
+        format!("no one-line notice `{notice}`\n{run}")
+    })?;
+    ensure(
+        !hits.is_empty() && hits.iter().all(|h| h.get("backtrace").is_none()),
+        || format!("{} hits, or one with a backtrace: {hits:?}", hits.len()),
+    )?;
+    // Without --capture nothing is asked, so nothing is said.
+    let (run, _) = drvisor_with_hits(&[
+        "run", "--scenario", "exec", "--cmdline", "count=1", "--break", "drv_target_0",
+    ])?;
+    ensure(!run.stderr.contains("no backtrace"), || run.to_string())
+}
+
+pub fn trials() -> Vec<Trial> {
+    let name = "kernel_backtrace::debian_setup_arch_backtrace_is_the_real_call_chain";
+    let mut trials = vec![Trial::test(
+        "kernel_backtrace::a_kernel_without_orc_is_said_in_one_line",
+        no_orc_is_said_in_one_line,
+    )];
+    if kernel().is_file() {
+        trials.push(Trial::test(name, debian_setup_arch_backtrace));
+    } else {
+        trials.push(skipped(
+            name,
+            "no ci/linux/cache/vmlinuz (run ci/linux/fetch.sh)",
+        ));
+    }
+    trials
+}
