@@ -47,11 +47,18 @@ fn debian_setup_arch_backtrace() -> Result<(), Failed> {
     // end-of-stack mark.
     let functions: Vec<&str> = frames.iter().map(function).collect();
     ensure(
-        functions == ["setup_arch", "start_kernel", "secondary_startup_64_no_verify"],
+        functions
+            == [
+                "setup_arch",
+                "start_kernel",
+                "secondary_startup_64_no_verify",
+            ],
         || format!("backtrace {frames:?}\n{hit}"),
     )?;
     ensure(
-        frames[0].as_str().is_some_and(|f| f.starts_with("setup_arch+0x0/0x")),
+        frames[0]
+            .as_str()
+            .is_some_and(|f| f.starts_with("setup_arch+0x0/0x")),
         || format!("the first frame is not the breakpoint's instruction: {frames:?}"),
     )?;
     ensure(hit["backtrace_end"] == "end of stack", || {
@@ -101,7 +108,13 @@ fn no_orc_is_said_in_one_line() -> Result<(), Failed> {
     )?;
     // Without --capture nothing is asked, so nothing is said.
     let (run, _) = drvisor_with_hits(&[
-        "run", "--scenario", "exec", "--cmdline", "count=1", "--break", "drv_target_0",
+        "run",
+        "--scenario",
+        "exec",
+        "--cmdline",
+        "count=1",
+        "--break",
+        "drv_target_0",
     ])?;
     ensure(!run.stderr.contains("no backtrace"), || run.to_string())
 }

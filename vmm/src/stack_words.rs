@@ -55,7 +55,9 @@ impl CodeIndex {
     /// holds.
     pub fn frame(&self, addr: u64, returns: bool) -> String {
         let lookup = if returns { addr.wrapping_sub(1) } else { addr };
-        let at = self.symbols.partition_point(|(start, _, _)| *start <= lookup);
+        let at = self
+            .symbols
+            .partition_point(|(start, _, _)| *start <= lookup);
         match at.checked_sub(1).and_then(|i| self.symbols.get(i)) {
             Some((start, size, name)) if lookup - start < *size => {
                 format!("{name}+{:#x}/{size:#x}", addr - start)

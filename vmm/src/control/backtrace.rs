@@ -47,3 +47,92 @@ pub fn at_hit(
         .collect();
     Some((frames, walked.stop.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    use super::*;
+    use crate::symbols::SymbolTable;
+
+    const CR0_PG: u64 = 1 << 31;
+    const EFER_LMA: u64 = 1 << 10;
+    const TEXT: u64 = 0xffff_ffff_8100_0000;
+
+    /// 8 MiB of RAM, virtual 0..2 MiB mapped to physical 2..4 MiB (a 2 MiB page).
+    fn ram() -> GuestMemoryMmap {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap();
+        let w = |addr: u64, v: u64| mem.write_obj(v, GuestAddress(addr)).unwrap();
+        w(0x1000, 0x2000 | 3);
+        w(0x2000, 0x3000 | 3);
+        w(0x3000, (2 << 20) | 0x83);
+        mem
+    }
+
+    fn paging(cpl: u8) -> Registers {
+        Registers {
+            cr0: CR0_PG | 1,
+            cr3: 0x1000,
+            efer: EFER_LMA,
+            cpl,
+            ..Default::default()
+        }
+    }
+
+    /// `leaf` (SP + 8 at its start) called from `top` (the end of the stack).
+    fn orc() -> OrcTable {
+        let entry = |sp_off: i16, bits: u16| {
+            let mut e = sp_off.to_le_bytes().to_vec();
+            e.extend([0, 0]);
+            e.extend(bits.to_le_bytes());
+            e
+        };
+        let base = TEXT + 0x10_0000;
+        let ips: Vec<u8> = [TEXT + 0x100, TEXT + 0x200, TEXT + 0x300]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, ip)| (ip.wrapping_sub(base + 4 * i as u64) as i64 as i32).to_le_bytes())
+            .collect();
+        let entries = [entry(8, 5), entry(0, 1 << 10), entry(0, 0)].concat();
+        OrcTable::from_sections(base, &ips, &entries).unwrap()
+    }
+
+    fn code() -> CodeIndex {
+        let map = "ffffffff81000100 T leaf\nffffffff81000200 T top\nffffffff81000300 T after\n";
+        CodeIndex::new(&SymbolTable::from_system_map(map, "map").unwrap())
+    }
+
+    #[test]
+    fn walks_guest_memory_through_the_page_tables() {
+        let mem = ram();
+        // The return address into `top` at virtual 0x8000 (physical 2 MiB + 0x8000).
+        mem.write_obj(TEXT + 0x234, GuestAddress((2 << 20) + 0x8000))
+            .unwrap();
+        let start = Start {
+            rip: TEXT + 0x100,
+            rsp: 0x8000,
+            rbp: 0,
+        };
+        let (frames, end) = at_hit(&orc(), &code(), &mem, &paging(0), start).unwrap();
+        assert_eq!(frames, ["leaf+0x0/0x100", "top+0x34/0x100"]);
+        assert_eq!(end, "end of stack");
+        // RSP where the guest maps nothing: the walk says where it stopped.
+        let start = Start {
+            rsp: 0x20_0000,
+            ..start
+        };
+        let (frames, end) = at_hit(&orc(), &code(), &mem, &paging(0), start).unwrap();
+        assert_eq!(frames, ["leaf+0x0/0x100"]);
+        assert_eq!(end, "stack memory at 0x200000 not mapped");
+    }
+
+    #[test]
+    fn a_user_mode_hit_has_no_kernel_backtrace() {
+        let start = Start {
+            rip: TEXT + 0x100,
+            rsp: 0x8000,
+            rbp: 0,
+        };
+        assert_eq!(at_hit(&orc(), &code(), &ram(), &paging(3), start), None);
+    }
+}

@@ -171,7 +171,10 @@ impl OrcTable {
     /// The table from `.orc_unwind_ip` (its bytes `ips`, loaded at `ip_base`) and
     /// `.orc_unwind` (`entries`).
     pub fn from_sections(ip_base: u64, ips: &[u8], entries: &[u8]) -> Result<OrcTable, Error> {
-        if ips.len() % 4 != 0 || entries.len() % 6 != 0 || ips.len() / 4 != entries.len() / 6 {
+        if !ips.len().is_multiple_of(4)
+            || !entries.len().is_multiple_of(6)
+            || ips.len() / 4 != entries.len() / 6
+        {
             return Err(Error::SizesDisagree {
                 ip_bytes: ips.len(),
                 entry_bytes: entries.len(),

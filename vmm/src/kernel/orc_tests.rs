@@ -13,7 +13,14 @@ fn ip_section(base: u64, ips: &[u64]) -> Vec<u8> {
 }
 
 /// One `struct orc_entry` (the 4.14-6.2 layout).
-fn entry_bytes(sp_off: i16, bp_off: i16, sp_reg: u16, bp_reg: u16, kind: u16, end: bool) -> [u8; 6] {
+fn entry_bytes(
+    sp_off: i16,
+    bp_off: i16,
+    sp_reg: u16,
+    bp_reg: u16,
+    kind: u16,
+    end: bool,
+) -> [u8; 6] {
     let bits = sp_reg | (bp_reg << 4) | (kind << 8) | (u16::from(end) << 10);
     let mut b = [0u8; 6];
     b[0..2].copy_from_slice(&sp_off.to_le_bytes());
@@ -40,12 +47,24 @@ fn entries_decode_every_field() {
         }
     );
     let e = Entry::from_bytes(entry_bytes(0, 0, 0, 0, 0, true));
-    assert_eq!((e.sp_reg, e.bp_reg, e.end), (Reg::Undefined, Reg::Undefined, true));
+    assert_eq!(
+        (e.sp_reg, e.bp_reg, e.end),
+        (Reg::Undefined, Reg::Undefined, true)
+    );
     let e = Entry::from_bytes(entry_bytes(0, 0, 9, 4, 1, false));
-    assert_eq!((e.sp_reg, e.bp_reg, e.kind), (Reg::SpIndirect, Reg::Bp, Kind::Regs));
+    assert_eq!(
+        (e.sp_reg, e.bp_reg, e.kind),
+        (Reg::SpIndirect, Reg::Bp, Kind::Regs)
+    );
     let e = Entry::from_bytes(entry_bytes(0, 0, 8, 7, 2, false));
-    assert_eq!((e.sp_reg, e.bp_reg, e.kind), (Reg::BpIndirect, Reg::Other(7), Kind::RegsPartial));
-    assert_eq!(Entry::from_bytes(entry_bytes(0, 0, 5, 0, 3, false)).kind, Kind::Unknown(3));
+    assert_eq!(
+        (e.sp_reg, e.bp_reg, e.kind),
+        (Reg::BpIndirect, Reg::Other(7), Kind::RegsPartial)
+    );
+    assert_eq!(
+        Entry::from_bytes(entry_bytes(0, 0, 5, 0, 3, false)).kind,
+        Kind::Unknown(3)
+    );
 }
 
 #[test]
@@ -81,7 +100,9 @@ fn sections_of_different_lengths_are_refused_with_both_sizes() {
             entry_bytes: 6
         }
     );
-    assert!(err.to_string().contains("2 entries of 4") && err.to_string().contains("1 entries of 6"));
+    assert!(
+        err.to_string().contains("2 entries of 4") && err.to_string().contains("1 entries of 6")
+    );
     // Not whole entries either.
     assert!(OrcTable::from_sections(BASE, &ips[..7], &[one, one].concat()).is_err());
 }
@@ -92,7 +113,10 @@ fn an_elf_without_orc_and_bytes_that_are_no_elf_say_so() {
         OrcTable::from_elf(crate::guest_image::ELF).unwrap_err(),
         Error::NoSection(".orc_unwind_ip")
     );
-    assert!(matches!(OrcTable::from_elf(&[0u8; 64]), Err(Error::NotElf(_))));
+    assert!(matches!(
+        OrcTable::from_elf(&[0u8; 64]),
+        Err(Error::NotElf(_))
+    ));
     assert!(Error::NoSection(".orc_unwind")
         .to_string()
         .contains("CONFIG_UNWINDER_ORC"));

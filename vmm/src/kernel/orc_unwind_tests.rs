@@ -175,7 +175,11 @@ fn an_undefined_stack_pointer_without_the_end_mark_is_told() {
         rbp: 0,
     };
     let bt = unwind(&three(), start, &Fake::default(), 16);
-    assert!(matches!(bt.stop, Stop::Cannot(ref why) if why.contains("undefined")), "{:?}", bt.stop);
+    assert!(
+        matches!(bt.stop, Stop::Cannot(ref why) if why.contains("undefined")),
+        "{:?}",
+        bt.stop
+    );
 }
 
 /// An interrupt entry at 0x500 whose `pt_regs` is at SP (REGS, SP+0), interrupting `mid` at
@@ -204,7 +208,10 @@ fn a_kernel_pt_regs_frame_is_gone_through_with_its_saved_registers() {
     };
     let bt = unwind(&t, start, &mem, 16);
     assert_eq!(ips(&bt), [TEXT + 0x500, TEXT + 0x234, TEXT + 0x310]);
-    assert!(!bt.frames[1].returns, "the interrupted IP is no return address");
+    assert!(
+        !bt.frames[1].returns,
+        "the interrupted IP is no return address"
+    );
     assert_eq!(bt.stop, Stop::EndOfStack);
 }
 
