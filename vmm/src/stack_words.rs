@@ -60,7 +60,7 @@ impl CodeIndex {
             .partition_point(|(start, _, _)| *start <= lookup);
         match at.checked_sub(1).and_then(|i| self.symbols.get(i)) {
             Some((start, size, name)) if lookup - start < *size => {
-                format!("{name}+{:#x}/{size:#x}", addr - start)
+                format!("{name}+{:#x}/{size:#x}", addr.wrapping_sub(*start))
             }
             _ => format!("{addr:#x}"),
         }

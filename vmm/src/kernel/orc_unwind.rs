@@ -160,14 +160,19 @@ fn step(entry: &Entry, sp: u64, bp: u64, mem: &impl Memory) -> Result<Next, Stop
                 Kind::Regs => prev_sp.wrapping_add(REGS_IP),
                 _ => prev_sp,
             };
-            if read(iret + IRET_CS)? & 3 != 0 {
+            if read(iret.wrapping_add(IRET_CS))? & 3 != 0 {
                 return Ok(Next::End(Stop::UserMode));
             }
             let saved_bp = match entry.kind {
                 Kind::Regs => Some(read(prev_sp.wrapping_add(REGS_BP))?),
                 _ => None,
             };
-            (read(iret)?, read(iret + IRET_SP)?, saved_bp, true)
+            (
+                read(iret)?,
+                read(iret.wrapping_add(IRET_SP))?,
+                saved_bp,
+                true,
+            )
         }
         Kind::Unknown(n) => return Err(Stop::Cannot(format!("an ORC entry of unknown type {n}"))),
     };

@@ -234,3 +234,41 @@ fn a_user_mode_iret_frame_ends_the_walk() {
     assert_eq!(ips(&bt), [TEXT + 0x500]);
     assert_eq!(bt.stop, Stop::UserMode);
 }
+
+/// Memory that answers every read with the same word.
+struct Everywhere(u64);
+
+impl Memory for Everywhere {
+    fn read_u64(&self, _: u64) -> Option<u64> {
+        Some(self.0)
+    }
+}
+
+#[test]
+fn hostile_registers_and_stacks_end_the_walk_without_panicking() {
+    // Every kind of entry, reached with registers and stack words at the edges of the address
+    // space (the guest controls both): the walk ends, within the limit, whatever it reads.
+    let t = table(&[
+        (TEXT, 0, 0, UNDEF, UNDEF, CALL, false),
+        (TEXT + 0x100, i16::MAX, i16::MIN, SP, PREV_SP, CALL, false),
+        (TEXT + 0x200, i16::MIN, i16::MAX, BP, BP, CALL, false),
+        (TEXT + 0x300, -8, 8, 9, UNDEF, REGS, false),
+        (TEXT + 0x400, 8, -8, 8, PREV_SP, PARTIAL, false),
+        (TEXT + 0x500, 0, 0, 7, 2, 3, false),
+        (TEXT + 0x600, 0, 0, UNDEF, UNDEF, CALL, false),
+    ]);
+    let edges = [0, 1, 7, 8, TEXT, TEXT + 0x301, u64::MAX - 7, u64::MAX];
+    for rip in (0..7).map(|i| TEXT + 0x100 * i + 1) {
+        for &sp in &edges {
+            for &word in &edges {
+                let start = Start {
+                    rip,
+                    rsp: sp,
+                    rbp: sp,
+                };
+                let bt = unwind(&t, start, &Everywhere(word), 8);
+                assert!(bt.frames.len() <= 8);
+            }
+        }
+    }
+}
