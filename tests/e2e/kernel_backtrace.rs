@@ -1,6 +1,6 @@
 //! A real backtrace at a hit: a stock Debian kernel (built with the ORC unwinder, no frame
 //! pointers) run to `setup_arch`, whose hit event's `backtrace` is the call chain the kernel's
-//! own ORC table gives; and a kernel without one (the test guest) says so in one line. The
+//! own ORC table gives (and its early page faults', through their `pt_regs`); and a kernel without one (the test guest) says so in one line. The
 //! Debian run is listed as ignored, with the reason, when `ci/linux/cache` (from
 //! `ci/linux/fetch.sh`) is absent.
 
@@ -29,6 +29,10 @@ fn debian_setup_arch_backtrace() -> Result<(), Failed> {
         "--mem",
         "512",
         "--break",
+        "do_early_exception",
+        "--capture",
+        "512",
+        "--break",
         "setup_arch",
         "--capture",
         "512",
@@ -36,8 +40,13 @@ fn debian_setup_arch_backtrace() -> Result<(), Failed> {
         "stop",
     ])?;
     run.expect_code(74)?;
-    let [hit] = hits.as_slice() else {
-        return Err(format!("{} hits, not 1\n{run}", hits.len()).into());
+    let of = |label: &str| -> Vec<&serde_json::Value> {
+        hits.iter().filter(|h| h["label"] == label).collect()
+    };
+    early_exceptions_go_through_their_pt_regs(of("do_early_exception"))?;
+    let at_setup_arch = of("setup_arch");
+    let [hit] = at_setup_arch.as_slice() else {
+        return Err(format!("{} hits at setup_arch, not 1\n{run}", at_setup_arch.len()).into());
     };
     let frames = hit["backtrace"]
         .as_array()
@@ -82,6 +91,49 @@ fn debian_setup_arch_backtrace() -> Result<(), Failed> {
         format!("the stack holds no word the walk left out: {guesses:?} / {frames:?}")
     })?;
     Ok(())
+}
+
+/// Before `start_kernel`, the early page faults (the kernel maps its memory on demand then):
+/// each one's walk goes from the handler through the exception's `pt_regs` into the code
+/// that faulted, at the faulting instruction, and on to the end of the stack. The first is
+/// `copy_bootdata` reading the boot parameters.
+fn early_exceptions_go_through_their_pt_regs(hits: Vec<&serde_json::Value>) -> Result<(), Failed> {
+    ensure(!hits.is_empty(), || {
+        "no early exception before setup_arch".into()
+    })?;
+    for hit in &hits {
+        let frames = hit["backtrace"]
+            .as_array()
+            .ok_or_else(|| format!("no `backtrace` in the hit event: {hit}"))?;
+        let functions: Vec<&str> = frames.iter().map(function).collect();
+        ensure(
+            functions.len() >= 4
+                && functions[..2] == ["do_early_exception", "early_idt_handler_common"]
+                && functions.last() == Some(&"secondary_startup_64_no_verify")
+                && hit["backtrace_end"] == "end of stack",
+            || {
+                format!(
+                    "early exception backtrace {frames:?} ({})",
+                    hit["backtrace_end"]
+                )
+            },
+        )?;
+    }
+    let first: Vec<&str> = hits[0]["backtrace"]
+        .as_array()
+        .map(|f| f.iter().map(function).collect())
+        .unwrap_or_default();
+    ensure(
+        first
+            == [
+                "do_early_exception",
+                "early_idt_handler_common",
+                "copy_bootdata",
+                "x86_64_start_kernel",
+                "secondary_startup_64_no_verify",
+            ],
+        || format!("the first early exception's backtrace: {first:?}"),
+    )
 }
 
 fn no_orc_is_said_in_one_line() -> Result<(), Failed> {
