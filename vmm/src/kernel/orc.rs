@@ -12,7 +12,8 @@
 //! (`CALL` 0, `REGS` 1, `REGS_PARTIAL` 2), `end:1`. Linux 6.3 added a `signal` bit and 6.4
 //! made `type` 3 bits wide (with `UNDEFINED` and `END_OF_STACK` types) and added
 //! `.orc_header`, a hash of the format; those are refused by name, as is a kernel whose
-//! version banner cannot be found (the layout cannot be told without it).
+//! version banner cannot be found (the layout cannot be told without it), and a table with
+//! an entry that sets a bit this layout leaves clear.
 
 use object::{Object, ObjectSection};
 
@@ -180,6 +181,15 @@ impl OrcTable {
                 entry_bytes: entries.len(),
             });
         }
+        // The layout leaves bits 11-15 clear; 6.3's moved `end` to bit 11.
+        if let Some(at) = entries
+            .chunks_exact(6)
+            .position(|e| u16::from_le_bytes([e[4], e[5]]) >> 11 != 0)
+        {
+            return Err(Error::UnknownFormat(format!(
+                "entry {at} sets bits 11-15 of its flags, which that layout leaves clear"
+            )));
+        }
         let mut pairs: Vec<(u64, Entry)> = ips
             .chunks_exact(4)
             .zip(entries.chunks_exact(6))
@@ -195,6 +205,11 @@ impl OrcTable {
         pairs.sort_by_key(|(ip, _)| *ip);
         let (ips, entries) = pairs.into_iter().unzip();
         Ok(OrcTable { ips, entries })
+    }
+
+    /// Each entry with its first address, by address.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &Entry)> {
+        self.ips.iter().copied().zip(&self.entries)
     }
 
     /// How many entries.

@@ -108,6 +108,24 @@ fn sections_of_different_lengths_are_refused_with_both_sizes() {
 }
 
 #[test]
+fn an_entry_with_a_bit_beyond_the_layout_is_an_unknown_format() {
+    let ips = ip_section(BASE, &[TEXT, TEXT + 4]);
+    let mut entries = [
+        entry_bytes(8, 0, 5, 0, 0, false),
+        entry_bytes(8, 0, 5, 0, 0, true),
+    ]
+    .concat();
+    assert!(OrcTable::from_sections(BASE, &ips, &entries).is_ok());
+    // Linux 6.3's `end`, one bit higher.
+    entries[11] |= 1 << 3;
+    let err = OrcTable::from_sections(BASE, &ips, &entries).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownFormat(why) if why.contains("entry 1 sets bits 11-15")),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_elf_without_orc_and_bytes_that_are_no_elf_say_so() {
     assert_eq!(
         OrcTable::from_elf(crate::guest_image::ELF).unwrap_err(),

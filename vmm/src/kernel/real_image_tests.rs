@@ -143,6 +143,19 @@ fn debian_orc_table_describes_each_function_entry_as_a_call_frame() {
             .and_then(|l| u64::from_str_radix(&l[..16], 16).ok())
             .unwrap()
     };
+    // Every entry is of a known type, its base registers ones the format defines; few end a stack.
+    let mut ends = 0;
+    for (ip, e) in table.entries() {
+        assert!(!matches!(e.kind, Kind::Unknown(_)), "{ip:#x}: {e:?}");
+        for reg in [e.sp_reg, e.bp_reg] {
+            assert!(
+                !matches!(reg, Reg::Other(n) if ![2, 3, 6, 7].contains(&n)),
+                "{ip:#x}: {e:?}"
+            );
+        }
+        ends += usize::from(e.end);
+    }
+    assert!((1..100).contains(&ends), "{ends} entries end a stack");
     // At a C function's first instruction the return address is at SP: the caller's SP is
     // SP + 8, and BP has not changed.
     for name in [
