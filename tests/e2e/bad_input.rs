@@ -255,6 +255,7 @@ fn cases(f: &Files) -> Vec<Case> {
         refused("unknown_flag", &["--frobnicate"], "unexpected argument '--frobnicate' found (see drvisor run --help)"),
         refused("long_unknown_flag_is_cut", &["--frobnicate".repeat(10_000).as_str()], "more bytes)"),
         refused("events_in_a_missing_directory", &["--events", "/nonexistent/dir/events"], "--events"),
+        refused("events_on_a_closed_descriptor", &["--events", "/dev/fd/97"], "--events /dev/fd/97: descriptor 97 is not open for writing"),
         // Quoted input is cut (the length bound is checked for every case).
         refused("long_symbol_is_cut", &["--break", &long_name], "more bytes)"),
         refused("long_watch_is_cut", &["--watch", &format!("{long_name}:q")], "more bytes)"),

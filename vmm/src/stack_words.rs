@@ -31,21 +31,25 @@ impl CodeIndex {
         self.symbols.is_empty()
     }
 
-    /// `fn+0xoff/0xsize` for an address inside a code symbol (past its start, within its size).
-    pub fn name(&self, addr: u64) -> Option<String> {
+    /// The code symbol `addr` is in, and how far past its start: (name, offset, size).
+    fn containing(&self, addr: u64) -> Option<(&str, u64, u64)> {
         let at = self.symbols.partition_point(|(start, _, _)| *start <= addr);
         let (start, size, name) = self.symbols.get(at.checked_sub(1)?)?;
         let off = addr - start;
-        (off > 0 && off < *size).then(|| format!("{name}+{off:#x}/{size:#x}"))
+        (off < *size).then_some((name, off, *size))
+    }
+
+    /// `fn+0xoff/0xsize` for an address inside a code symbol (past its start, within its size).
+    pub fn name(&self, addr: u64) -> Option<String> {
+        let (name, off, size) = self.containing(addr)?;
+        (off > 0).then(|| format!("{name}+{off:#x}/{size:#x}"))
     }
 
     /// `fn+0xoff` for an address inside a code symbol, its start included (an instruction
     /// pointer, where [`CodeIndex::name`] names return addresses).
     pub fn locate(&self, addr: u64) -> Option<String> {
-        let at = self.symbols.partition_point(|(start, _, _)| *start <= addr);
-        let (start, size, name) = self.symbols.get(at.checked_sub(1)?)?;
-        let off = addr - start;
-        (off < *size).then(|| format!("{name}+{off:#x}"))
+        let (name, off, _) = self.containing(addr)?;
+        Some(format!("{name}+{off:#x}"))
     }
 
     /// `fn+0xoff/0xsize` for a frame of a backtrace, as the kernel's `%pB` names it: an

@@ -442,25 +442,13 @@ fn names_function(name: &str, want: &str) -> bool {
     })
 }
 
-/// The path of a legacy-mangled Rust symbol, `_ZN13drvisor_guest7targets9exec_loop17h0123...E`
-/// -> `drvisor_guest::targets::exec_loop` (its hash left out); None for any other name.
+/// The path of a mangled Rust symbol, `_ZN13drvisor_guest7targets9exec_loop17h0123...E` ->
+/// `drvisor_guest::targets::exec_loop` (its hash left out); None for any other name.
 fn rust_path(name: &str) -> Option<String> {
-    let mut rest = name.strip_prefix("_ZN")?.strip_suffix('E')?;
-    let mut parts: Vec<&str> = Vec::new();
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let len: usize = rest[..digits].parse().ok()?;
-        let end = digits.checked_add(len)?;
-        parts.push(rest.get(digits..end)?);
-        rest = rest.get(end..)?;
-    }
-    let is_hash = |p: &&str| {
-        p.len() == 17 && p.starts_with('h') && p[1..].bytes().all(|b| b.is_ascii_hexdigit())
-    };
-    if parts.last().is_some_and(is_hash) {
-        parts.pop();
-    }
-    (!parts.is_empty()).then(|| parts.join("::"))
+    rustc_demangle::try_demangle(name)
+        .ok()
+        .map(|d| format!("{d:#}"))
+        .filter(|path| !path.is_empty())
 }
 
 /// What the check asks, in words.

@@ -349,7 +349,6 @@ pub fn per_vcpu_cpuid(supported: &CpuId, index: u8, count: u8) -> CpuId {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
     use crate::cpu::test_entries::entry;
 

@@ -237,7 +237,6 @@ impl FeatureEdits {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
     use crate::cpu::test_entries::entry;
     use kvm_bindings::kvm_cpuid_entry2;

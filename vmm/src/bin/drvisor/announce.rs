@@ -115,34 +115,13 @@ fn symbolize(symbols: &SymbolTable, addr: u64) -> Option<String> {
         .map(|(name, off)| format!("{}+{off:#x}", demangle(&name)))
 }
 
-/// A legacy-mangled Rust name (`_ZN` length-prefixed parts `E`, the last a `17h<hash>`) as
-/// `a::b::c`; any other name (C symbols of a kernel, v0 mangling) as it is.
-fn demangle(name: &str) -> std::borrow::Cow<'_, str> {
-    let Some(mut rest) = name.strip_prefix("_ZN").and_then(|r| r.strip_suffix('E')) else {
-        return name.into();
-    };
-    let mut parts = Vec::new();
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let len: usize = match rest[..digits].parse() {
-            Ok(len) if digits > 0 && len <= rest.len() - digits => len,
-            _ => return name.into(),
-        };
-        let Some(part) = rest.get(digits..digits + len) else {
-            return name.into();
-        };
-        parts.push(part);
-        rest = &rest[digits + len..];
+/// A mangled Rust name as its path `a::b::c` (without the hash); any other name (the C symbols
+/// of a kernel) as it is.
+fn demangle(name: &str) -> String {
+    match format!("{:#}", rustc_demangle::demangle(name)) {
+        path if path.is_empty() => name.to_owned(),
+        path => path,
     }
-    if let Some(last) = parts.last() {
-        if last.len() == 17 && last.starts_with('h') {
-            parts.pop();
-        }
-    }
-    if parts.is_empty() {
-        return name.into();
-    }
-    parts.join("::").into()
 }
 
 /// The one line saying which features `--cpu-features` hid only because they need one it was

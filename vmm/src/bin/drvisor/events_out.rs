@@ -32,16 +32,56 @@ pub fn open(path: Option<&std::path::Path>) -> Result<Sink, Failure> {
             name: "stderr".into(),
             out: Box::new(std::io::stderr()),
         },
-        Some(path) => Sink {
-            name: path.display().to_string(),
-            out: Box::new(std::fs::File::create(path).map_err(|e| {
-                Failure::usage(format!(
-                    "--events {}: cannot create it: {e}",
-                    drvisor::quote::cut(&path.display().to_string())
-                ))
-            })?),
-        },
+        Some(path) => {
+            let shown = path.display().to_string();
+            let name = drvisor::quote::cut(&shown);
+            let file = match inherited_fd(path) {
+                Some(fd) => inherited(fd).map_err(|e| {
+                    Failure::usage(format!(
+                        "--events {name}: descriptor {fd} is not open for writing: {e}"
+                    ))
+                })?,
+                None => std::fs::File::create(path).map_err(|e| {
+                    Failure::usage(format!("--events {name}: cannot create it: {e}"))
+                })?,
+            };
+            Sink {
+                name: path.display().to_string(),
+                out: Box::new(file),
+            }
+        }
     })
+}
+
+/// The descriptor that `/dev/fd/N` or `/proc/self/fd/N` names. Such a file is used through the
+/// inherited descriptor, as a shell's `>&N` would, not opened again by name: a file whose name is
+/// gone (an unlinked temporary file on 9p) cannot be reopened there.
+fn inherited_fd(path: &std::path::Path) -> Option<std::os::fd::RawFd> {
+    let path = path.to_str()?;
+    let n = path
+        .strip_prefix("/dev/fd/")
+        .or_else(|| path.strip_prefix("/proc/self/fd/"))?;
+    n.parse().ok().filter(|&fd| fd >= 0)
+}
+
+/// A new descriptor for the inherited `fd`, which must be open for writing.
+fn inherited(fd: std::os::fd::RawFd) -> std::io::Result<std::fs::File> {
+    // SAFETY: fcntl(F_GETFL) only reads the descriptor's flags; an fd that is not open gives EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if flags & libc::O_ACCMODE == libc::O_RDONLY {
+        return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) makes a new descriptor for `fd`, checked open above; the
+    // result, when not -1, is a descriptor this process now owns alone.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `dup` is a fresh, open descriptor owned by no one else.
+    Ok(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(dup) })
 }
 
 /// The running writer and the bus it reads.
@@ -116,4 +156,33 @@ impl EventsOut {
 
 fn knob(var: &str) -> Option<u64> {
     std::env::var(var).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn inherited_descriptor_names() {
+        assert_eq!(inherited_fd(Path::new("/proc/self/fd/3")), Some(3));
+        assert_eq!(inherited_fd(Path::new("/dev/fd/12")), Some(12));
+        for other in [
+            "/tmp/events",
+            "/dev/fd/x",
+            "/dev/fd/-1",
+            "/proc/self/fd/",
+            "/dev/fd/3/a",
+        ] {
+            assert_eq!(inherited_fd(Path::new(other)), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_closed_or_read_only_descriptor_is_refused() {
+        assert!(inherited(-1).is_err());
+        let read_only = std::fs::File::open("/proc/self/stat").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&read_only);
+        assert!(inherited(fd).is_err());
+    }
 }

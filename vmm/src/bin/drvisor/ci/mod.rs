@@ -331,26 +331,14 @@ fn run_spec(
         };
     }
     let skips = plan::skips(spec, probe);
-    let mut events = match run::EventsFile::new() {
-        Ok(f) => f,
-        Err(e) => {
-            return SpecResult {
-                path: spec.path.clone(),
-                name: spec.name.clone(),
-                seconds: 0.0,
-                run_seconds: 0.0,
-                end: format!("not run: cannot create a temporary events file: {e}"),
-                run_end: Some(judge::RunEnd::Infrastructure(format!(
-                    "cannot create a temporary events file: {e}"
-                ))),
-                spec_error: None,
-                cases: Vec::new(),
-                timeline: Vec::new(),
-            }
-        }
-    };
     let args = plan::run_args(spec, &skips, Path::new(run::CHILD_PATH));
-    let obs = run::run(exe, &args, &mut events, spec.vm.timeout, interrupted);
+    let obs = match run::EventsFile::new() {
+        Ok(mut events) => run::run(exe, &args, &mut events, spec.vm.timeout, interrupted),
+        // Judged like any run that could not start: every case fails with this reason.
+        Err(e) => run::not_run(judge::RunEnd::Infrastructure(format!(
+            "cannot create a temporary events file: {e}"
+        ))),
+    };
     let spec_error = match &obs.end {
         judge::RunEnd::Refused(m) => Some(refusal_at(spec, m)),
         _ => None,

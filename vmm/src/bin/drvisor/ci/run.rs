@@ -10,7 +10,7 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,14 +23,26 @@ use drvisor_ci::judge::{Observation, RunEnd};
 const GRACE: Duration = Duration::from_secs(2);
 
 /// The `--events` file of one spec's run: a temporary file without a name (`O_TMPFILE`, or
-/// unlinked at once where the file system lacks it), which the child reaches as [`CHILD_PATH`]
-/// (its fd 3). Having no name, it cannot be left behind, whatever ends the harness.
+/// unlinked at once where the file system lacks it), which the child writes through its fd 3
+/// ([`CHILD_PATH`], which `drvisor run` uses as the inherited descriptor, not by reopening it).
+/// Having no name, it cannot be left behind, whatever ends the harness.
 pub struct EventsFile(std::fs::File);
 
 /// Where the child finds its events file: `/proc/self/fd`, not `/dev/fd`, which is only a
 /// symlink to it that udev or the distribution makes (a minimal initramfs, as the nested VMX
 /// guest's, has no `/dev/fd`).
 pub const CHILD_PATH: &str = "/proc/self/fd/3";
+
+/// The observation of a run that never started.
+pub fn not_run(end: RunEnd) -> Observation {
+    Observation {
+        console: String::new(),
+        hits: Vec::new(),
+        hit_ns: Vec::new(),
+        end,
+        seconds: 0.0,
+    }
+}
 
 /// The most of an events file read back (a run that floods it is judged on the first part).
 const EVENTS_READ_MAX: u64 = 256 * 1024 * 1024;
@@ -52,22 +64,37 @@ impl EventsFile {
             .open(&dir);
         match nameless {
             Ok(f) => Ok(EventsFile(f)),
+            // No O_TMPFILE (9p, some FUSE): a name made unique by this process's own counter,
+            // not by the clock, since specs run in parallel start within one clock tick.
             Err(_) => {
-                let path = dir.join(format!(
-                    "drvisor-ci-{}-{:x}-events.jsonl",
-                    std::process::id(),
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos())
-                ));
-                let f = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)?;
-                std::fs::remove_file(&path)?;
-                Ok(EventsFile(f))
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                loop {
+                    let path = dir.join(format!(
+                        "drvisor-ci-{}-{}-events.jsonl",
+                        std::process::id(),
+                        NEXT.fetch_add(1, Ordering::Relaxed)
+                    ));
+                    let opened = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path);
+                    match opened {
+                        Ok(f) => {
+                            std::fs::remove_file(&path)?;
+                            return Ok(EventsFile(f));
+                        }
+                        // A file left by an earlier process with this pid.
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                        Err(e) => {
+                            return Err(std::io::Error::new(
+                                e.kind(),
+                                format!("in {}: {e}", dir.display()),
+                            ))
+                        }
+                    }
+                }
             }
         }
     }
@@ -157,13 +184,10 @@ pub fn run(
             reaped: false,
         },
         Err(e) => {
-            return Observation {
-                console: String::new(),
-                hits: Vec::new(),
-                hit_ns: Vec::new(),
-                end: RunEnd::Infrastructure(format!("cannot start {}: {e}", exe.display())),
-                seconds: 0.0,
-            }
+            return not_run(RunEnd::Infrastructure(format!(
+                "cannot start {}: {e}",
+                exe.display()
+            )))
         }
     };
     let child = &mut running.child;
