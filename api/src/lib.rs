@@ -141,7 +141,8 @@ pub struct HitEvent {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backtrace: Vec<String>,
     /// Why `backtrace` ends where it does (`end of stack`, `user mode`, or what stopped the
-    /// walk).
+    /// walk), or why a kernel-mode hit has none (`no backtrace: ...`, e.g. a kernel built
+    /// without an ORC table).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backtrace_end: Option<String>,
     /// The current task's `comm` at a kernel-mode hit of a Linux guest whose BTF gave its

@@ -1,6 +1,7 @@
 //! A real backtrace at a hit: a stock Debian kernel (built with the ORC unwinder, no frame
 //! pointers) run to `setup_arch`, whose hit event's `backtrace` is the call chain the kernel's
-//! own ORC table gives (and its early page faults', through their `pt_regs`); and a kernel without one (the test guest) says so in one line. The
+//! own ORC table gives (and its early page faults', through their `pt_regs`); and a kernel
+//! without one (the test guest) says so in one line and in each hit event. The
 //! Debian run is listed as ignored, with the reason, when `ci/linux/cache` (from
 //! `ci/linux/fetch.sh`) is absent.
 
@@ -158,6 +159,12 @@ fn no_orc_is_said_in_one_line() -> Result<(), Failed> {
         !hits.is_empty() && hits.iter().all(|h| h.get("backtrace").is_none()),
         || format!("{} hits, or one with a backtrace: {hits:?}", hits.len()),
     )?;
+    // Each hit event says why it has none.
+    let why = "no backtrace: the kernel has no .orc_unwind_ip section (built without \
+               CONFIG_UNWINDER_ORC)";
+    ensure(hits.iter().all(|h| h["backtrace_end"] == why), || {
+        format!("a hit event without `backtrace_end: {why}`: {hits:?}")
+    })?;
     // Without --capture nothing is asked, so nothing is said.
     let (run, _) = drvisor_with_hits(&[
         "run",

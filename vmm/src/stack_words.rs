@@ -58,15 +58,12 @@ impl CodeIndex {
     /// call that does not return) is still named in it. The bare address where no code symbol
     /// holds.
     pub fn frame(&self, addr: u64, returns: bool) -> String {
-        let lookup = if returns { addr.wrapping_sub(1) } else { addr };
-        let at = self
-            .symbols
-            .partition_point(|(start, _, _)| *start <= lookup);
-        match at.checked_sub(1).and_then(|i| self.symbols.get(i)) {
-            Some((start, size, name)) if lookup - start < *size => {
-                format!("{name}+{:#x}/{size:#x}", addr.wrapping_sub(*start))
+        let call = if returns { addr.wrapping_sub(1) } else { addr };
+        match self.containing(call) {
+            Some((name, off, size)) => {
+                format!("{name}+{:#x}/{size:#x}", off + u64::from(returns))
             }
-            _ => format!("{addr:#x}"),
+            None => format!("{addr:#x}"),
         }
     }
 

@@ -1,11 +1,12 @@
 //! A hit's backtrace (`--capture` on a kernel with an ORC table): the kernel's stack walked
 //! with [`crate::kernel::orc_unwind`], reading guest memory on the vCPU's thread through the
-//! guest's page tables (no ioctl), each frame named as the kernel names it.
+//! guest's page tables (no ioctl), each frame named as the kernel names it. The first such
+//! hit decodes the table ([`LazyOrc`]).
 
 use vm_memory::GuestMemory;
 
-use crate::kernel::orc::OrcTable;
 use crate::kernel::orc_unwind::{self, Memory, Start};
+use crate::kernel::LazyOrc;
 use crate::stack_words::CodeIndex;
 use crate::watch::cpu_structures::Registers;
 
@@ -26,10 +27,11 @@ impl<M: GuestMemory> Memory for GuestView<'_, M> {
     }
 }
 
-/// The named frames from (`rip`, `rsp`, `rbp`), innermost first, and why the walk ended.
-/// Nothing for a hit outside the kernel (CPL 3).
+/// The named frames from (`rip`, `rsp`, `rbp`), innermost first, and why the walk ended;
+/// no frame, and why, where the kernel has no ORC table this reader decodes. Nothing for a
+/// hit outside the kernel (CPL 3).
 pub fn at_hit(
-    orc: &OrcTable,
+    orc: &LazyOrc,
     code: &CodeIndex,
     mem: &impl GuestMemory,
     paging: &Registers,
@@ -38,6 +40,10 @@ pub fn at_hit(
     if paging.cpl != 0 {
         return None;
     }
+    let orc = match orc.table() {
+        Ok(table) => table,
+        Err(why) => return Some((Vec::new(), format!("no backtrace: {why}"))),
+    };
     let view = GuestView { mem, paging };
     let walked = orc_unwind::unwind(orc, start, &view, MAX_FRAMES);
     let frames = walked
@@ -53,6 +59,8 @@ mod tests {
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     use super::*;
+    use crate::kernel::orc::{Error, OrcSections};
+    use crate::kernel::OrcError;
     use crate::symbols::SymbolTable;
 
     const CR0_PG: u64 = 1 << 31;
@@ -80,7 +88,7 @@ mod tests {
     }
 
     /// `leaf` (SP + 8 at its start) called from `top` (the end of the stack).
-    fn orc() -> OrcTable {
+    fn orc() -> LazyOrc {
         let entry = |sp_off: i16, bits: u16| {
             let mut e = sp_off.to_le_bytes().to_vec();
             e.extend([0, 0]);
@@ -94,7 +102,7 @@ mod tests {
             .flat_map(|(i, ip)| (ip.wrapping_sub(base + 4 * i as u64) as i64 as i32).to_le_bytes())
             .collect();
         let entries = [entry(8, 5), entry(0, 1 << 10), entry(0, 0)].concat();
-        OrcTable::from_sections(base, &ips, &entries).unwrap()
+        LazyOrc::new(Ok(OrcSections::from_sections(base, &ips, &entries).unwrap()))
     }
 
     fn code() -> CodeIndex {
@@ -133,6 +141,25 @@ mod tests {
             rsp: 0x8000,
             rbp: 0,
         };
-        assert_eq!(at_hit(&orc(), &code(), &ram(), &paging(3), start), None);
+        let orc = orc();
+        assert_eq!(at_hit(&orc, &code(), &ram(), &paging(3), start), None);
+        assert!(!orc.is_decoded(), "a user-mode hit decoded the table");
+    }
+
+    #[test]
+    fn a_kernel_without_orc_says_why_at_each_kernel_mode_hit() {
+        let orc = LazyOrc::new(Err(OrcError::Orc(Error::NoSection(".orc_unwind_ip"))));
+        let start = Start {
+            rip: TEXT + 0x100,
+            rsp: 0x8000,
+            rbp: 0,
+        };
+        let (frames, end) = at_hit(&orc, &code(), &ram(), &paging(0), start).unwrap();
+        assert!(frames.is_empty());
+        assert_eq!(
+            end,
+            "no backtrace: the kernel has no .orc_unwind_ip section (built without \
+             CONFIG_UNWINDER_ORC)"
+        );
     }
 }

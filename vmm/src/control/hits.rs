@@ -12,19 +12,18 @@ use crate::condition::eval::identity;
 use crate::condition::Condition;
 use crate::debug::{HitContext, OnHit};
 use crate::events::{Event, EventBus};
-use crate::kernel::orc::OrcTable;
 use crate::kernel::orc_unwind::Start;
-use crate::kernel::TaskLayout;
+use crate::kernel::{LazyOrc, TaskLayout};
 use crate::stack_words::CodeIndex;
 
-/// What names a captured stack: the kernel's code symbols, and its ORC table where it has one
-/// (for a real backtrace besides the named words).
+/// What names a captured stack: the kernel's code symbols, and its ORC table (for a real
+/// backtrace besides the named words, or why there is none) where the kernel image was read.
 #[derive(Clone)]
 pub struct StackNames {
     /// The code symbols by address.
     pub code: Arc<CodeIndex>,
-    /// The kernel's ORC table.
-    pub orc: Option<Arc<OrcTable>>,
+    /// The kernel's ORC table, decoded at the first backtrace.
+    pub orc: Option<Arc<LazyOrc>>,
 }
 
 /// The hit callback of a breakpoint with `action`: publish the hit, answer the action. The
@@ -34,7 +33,7 @@ pub struct StackNames {
 /// With `capture` > 0, each hit event carries that many bytes of the stack from RSP, read from
 /// `mem` on the vCPU's thread (where the exit brought the system registers), its words that
 /// point into code named (with `names`), and at a kernel-mode hit the backtrace that the
-/// kernel's ORC table gives (where `names` has one).
+/// kernel's ORC table gives, or why it gives none (where `names` has the table).
 ///
 /// With a `condition`, a hit at which it does not hold (or cannot be evaluated) publishes
 /// nothing and answers `continue`: the vCPU just goes on.

@@ -30,8 +30,7 @@ use super::hits::{reporter, StackNames};
 use super::request::{arm, Error, Request, What};
 use crate::debug::{DebugController, OnHit};
 use crate::events::{Event, EventBus};
-use crate::kernel::orc::OrcTable;
-use crate::kernel::TaskLayout;
+use crate::kernel::{LazyOrc, TaskLayout};
 use crate::outcome::Outcome;
 use crate::probe::ProbeReport;
 use crate::run_control::RunControl;
@@ -100,8 +99,9 @@ pub struct Session {
     /// The code symbols by address, to name a captured stack's words; made at the first
     /// breakpoint that captures.
     code_index: OnceLock<Arc<CodeIndex>>,
-    /// The kernel's ORC unwind table, for a capturing hit's backtrace; `None` until known.
-    orc: OnceLock<Arc<OrcTable>>,
+    /// The kernel's ORC unwind table (or why it has none), for a capturing hit's backtrace;
+    /// unset until the kernel image was read.
+    orc: OnceLock<Arc<LazyOrc>>,
 }
 
 impl Session {
@@ -222,8 +222,9 @@ impl Session {
         self.task_layout.set(layout).is_ok()
     }
 
-    /// Sets the kernel's ORC table (backtraces at capturing hits); `false` if set.
-    pub fn set_orc(&self, table: Arc<OrcTable>) -> bool {
+    /// Sets the kernel's ORC table, decoded at the first capturing hit that needs a backtrace;
+    /// `false` if set.
+    pub fn set_orc(&self, table: Arc<LazyOrc>) -> bool {
         self.orc.set(table).is_ok()
     }
 

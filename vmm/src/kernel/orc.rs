@@ -133,9 +133,24 @@ pub struct OrcTable {
     entries: Vec<Entry>,
 }
 
-impl OrcTable {
-    /// The table of the kernel ELF `elf` (a vmlinux, or the kernel out of a bzImage).
-    pub fn from_elf(elf: &[u8]) -> Result<OrcTable, Error> {
+/// The two sections as the kernel ELF holds them, checked to be in the layout this reader
+/// knows but not decoded: what a run keeps from the kernel image, so that decoding (some
+/// 370 000 entries for a distribution kernel) waits for the first backtrace
+/// ([`OrcSections::decode`]).
+#[derive(Debug)]
+pub struct OrcSections {
+    /// Where `.orc_unwind_ip` is loaded.
+    ip_base: u64,
+    /// `.orc_unwind_ip`'s bytes.
+    ips: Vec<u8>,
+    /// `.orc_unwind`'s bytes.
+    entries: Vec<u8>,
+}
+
+impl OrcSections {
+    /// The sections of the kernel ELF `elf` (a vmlinux, or the kernel out of a bzImage), or
+    /// why it has none this reader can decode.
+    pub fn from_elf(elf: &[u8]) -> Result<OrcSections, Error> {
         let file = object::File::parse(elf).map_err(|e| Error::NotElf(e.to_string()))?;
         if file.section_by_name(".orc_header").is_some() {
             return Err(Error::UnknownFormat(
@@ -162,25 +177,59 @@ impl OrcTable {
                 ))
             }
         }
-        OrcTable::from_sections(
+        OrcSections::from_sections(
             ip_section.address(),
             section_data(&ip_section)?,
             section_data(&entry_section)?,
         )
     }
 
+    /// `.orc_unwind_ip` (its bytes `ips`, loaded at `ip_base`) and `.orc_unwind`
+    /// (`entries`), kept as they are once they hold the same number of whole entries.
+    pub fn from_sections(ip_base: u64, ips: &[u8], entries: &[u8]) -> Result<OrcSections, Error> {
+        check_sizes(ips, entries)?;
+        Ok(OrcSections {
+            ip_base,
+            ips: ips.to_vec(),
+            entries: entries.to_vec(),
+        })
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.ips.len() / 4
+    }
+
+    /// Whether it has none.
+    pub fn is_empty(&self) -> bool {
+        self.ips.is_empty()
+    }
+
+    /// The table they hold.
+    pub fn decode(&self) -> Result<OrcTable, Error> {
+        OrcTable::from_sections(self.ip_base, &self.ips, &self.entries)
+    }
+}
+
+/// Refuses sections that do not hold the same number of whole entries.
+fn check_sizes(ips: &[u8], entries: &[u8]) -> Result<(), Error> {
+    if !ips.len().is_multiple_of(4)
+        || !entries.len().is_multiple_of(6)
+        || ips.len() / 4 != entries.len() / 6
+    {
+        return Err(Error::SizesDisagree {
+            ip_bytes: ips.len(),
+            entry_bytes: entries.len(),
+        });
+    }
+    Ok(())
+}
+
+impl OrcTable {
     /// The table from `.orc_unwind_ip` (its bytes `ips`, loaded at `ip_base`) and
     /// `.orc_unwind` (`entries`).
     pub fn from_sections(ip_base: u64, ips: &[u8], entries: &[u8]) -> Result<OrcTable, Error> {
-        if !ips.len().is_multiple_of(4)
-            || !entries.len().is_multiple_of(6)
-            || ips.len() / 4 != entries.len() / 6
-        {
-            return Err(Error::SizesDisagree {
-                ip_bytes: ips.len(),
-                entry_bytes: entries.len(),
-            });
-        }
+        check_sizes(ips, entries)?;
         // The layout leaves bits 11-15 clear; 6.3's moved `end` to bit 11.
         if let Some(at) = entries
             .chunks_exact(6)

@@ -128,11 +128,11 @@ fn an_entry_with_a_bit_beyond_the_layout_is_an_unknown_format() {
 #[test]
 fn an_elf_without_orc_and_bytes_that_are_no_elf_say_so() {
     assert_eq!(
-        OrcTable::from_elf(crate::guest_image::ELF).unwrap_err(),
+        OrcSections::from_elf(crate::guest_image::ELF).unwrap_err(),
         Error::NoSection(".orc_unwind_ip")
     );
     assert!(matches!(
-        OrcTable::from_elf(&[0u8; 64]),
+        OrcSections::from_elf(&[0u8; 64]),
         Err(Error::NotElf(_))
     ));
     assert!(Error::NoSection(".orc_unwind")

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::orc::{self, OrcTable};
+use super::orc::{self, OrcSections};
 use super::{kallsyms, payload, task_layout, TaskLayout};
 use crate::symbols::SymbolTable;
 
@@ -66,8 +66,9 @@ pub struct ImageFacts {
     pub source: Source,
     /// Where the current task and its identity are (from its BTF).
     pub layout: Result<TaskLayout, LayoutError>,
-    /// Its ORC unwind table, and how long reading it took.
-    pub orc: Result<(OrcTable, Duration), OrcError>,
+    /// Its ORC unwind table's sections, found and checked but not decoded (see
+    /// [`super::LazyOrc`]).
+    pub orc: Result<OrcSections, OrcError>,
 }
 
 /// The symbols of `image` (a bzImage or an ELF), and where they came from.
@@ -78,15 +79,12 @@ pub fn own_symbols(image: &[u8]) -> (SymbolTable, Source) {
 
 /// What a kernel image says about itself: its symbols (`given`, else its own, as
 /// [`own_symbols`]), where the current task and its identity are (from its BTF, see
-/// [`super::task_layout`]) and its ORC table ([`super::orc`]), decompressing a bzImage once
-/// for all.
+/// [`super::task_layout`]) and its ORC table's sections ([`super::orc`]), decompressing a
+/// bzImage once for all.
 pub fn image_facts(image: &[u8], given: Option<SymbolTable>) -> ImageFacts {
     let (symbols, source, layout, elf) = read(image, given);
-    let start = Instant::now();
     let orc = match elf {
-        Ok(elf) => OrcTable::from_elf(&elf)
-            .map(|t| (t, start.elapsed()))
-            .map_err(OrcError::Orc),
+        Ok(elf) => OrcSections::from_elf(&elf).map_err(OrcError::Orc),
         Err(why) => Err(OrcError::Payload(why)),
     };
     ImageFacts {

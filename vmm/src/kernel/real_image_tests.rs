@@ -128,13 +128,23 @@ fn debian_kallsyms_of_every_type_agree_with_its_system_map() {
 
 #[test]
 fn debian_orc_table_describes_each_function_entry_as_a_call_frame() {
-    use super::orc::{Kind, OrcTable, Reg};
+    use super::orc::{Kind, OrcSections, Reg};
     let Some((bzimage, map)) = cache() else {
         return;
     };
     let elf = payload::vmlinux(&bzimage).unwrap();
-    let table = OrcTable::from_elf(&elf).unwrap();
-    eprintln!("{} ORC entries", table.len());
+    // What a run does at start (find and check the sections), then at its first backtrace.
+    let start = std::time::Instant::now();
+    let sections = OrcSections::from_elf(&elf).unwrap();
+    let found = start.elapsed();
+    let table = sections.decode().unwrap();
+    eprintln!(
+        "{} ORC entries: found in {} ms, decoded in {} ms more",
+        table.len(),
+        found.as_millis(),
+        (start.elapsed() - found).as_millis()
+    );
+    assert_eq!(sections.len(), table.len());
     // The Debian 6.1 cloud kernel has 368 456.
     assert!(table.len() > 100_000, "{} ORC entries", table.len());
     let map_addr = |name: &str| {

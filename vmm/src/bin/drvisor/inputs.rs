@@ -5,12 +5,11 @@
 //! cannot take are refused before they are read.
 
 use std::path::Path;
-use std::time::Duration;
 
 use drvisor::boot::{KernelFormat, KernelImage, Module};
 use drvisor::guest_image;
 use drvisor::input_file::{self, InputFile, Limit};
-use drvisor::kernel::orc::OrcTable;
+use drvisor::kernel::orc::OrcSections;
 use drvisor::kernel::{Source, TaskLayout};
 use drvisor::symbols::SymbolTable;
 
@@ -120,9 +119,9 @@ pub struct Inputs {
     /// Where a Linux kernel keeps the current task (conditions on `comm`, `pid`, `tgid`), or
     /// why it is not known.
     pub task_layout: Result<TaskLayout, drvisor::kernel::LayoutError>,
-    /// The kernel's ORC unwind table (backtraces at capturing hits) and how long reading it
-    /// took, or why there is none.
-    pub orc: Result<(OrcTable, Duration), drvisor::kernel::OrcError>,
+    /// The sections of the kernel's ORC unwind table (backtraces at capturing hits, decoded
+    /// at the first), or why it has none.
+    pub orc: Result<OrcSections, drvisor::kernel::OrcError>,
 }
 
 fn read(file: InputFile) -> Result<Vec<u8>, Failure> {
