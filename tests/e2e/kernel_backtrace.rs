@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use crate::common::{drvisor_with_hits, ensure, skipped, Failed, Trial};
+use crate::common::{drvisor_with_hits, ensure, skipped, Failed, Run, Trial};
 
 fn kernel() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ci/linux/cache/vmlinuz")
@@ -137,8 +137,9 @@ fn early_exceptions_go_through_their_pt_regs(hits: Vec<&serde_json::Value>) -> R
     )
 }
 
-fn no_orc_is_said_in_one_line() -> Result<(), Failed> {
-    let (run, hits) = drvisor_with_hits(&[
+/// The test guest (no ORC table) broken at `drv_target_0`, called once, with `more` arguments.
+fn test_guest_hits(more: &[&str]) -> Result<(Run, Vec<serde_json::Value>), Failed> {
+    let mut args = vec![
         "run",
         "--scenario",
         "exec",
@@ -146,13 +147,17 @@ fn no_orc_is_said_in_one_line() -> Result<(), Failed> {
         "count=1",
         "--break",
         "drv_target_0",
-        "--capture",
-        "64",
-    ])?;
+    ];
+    args.extend(more);
+    drvisor_with_hits(&args)
+}
+
+fn no_orc_is_said_in_one_line() -> Result<(), Failed> {
+    let (run, hits) = test_guest_hits(&["--capture", "64"])?;
     run.expect_code(0)?;
-    let notice = "hit events carry no backtrace: the kernel has no .orc_unwind_ip section \
-                  (built without CONFIG_UNWINDER_ORC)";
-    ensure(run.stderr.matches(notice).count() == 1, || {
+    let why = "the kernel has no .orc_unwind_ip section (built without CONFIG_UNWINDER_ORC)";
+    let notice = format!("hit events carry no backtrace: {why}");
+    ensure(run.stderr.matches(&notice).count() == 1, || {
         format!("no one-line notice `{notice}`\n{run}")
     })?;
     ensure(
@@ -160,22 +165,19 @@ fn no_orc_is_said_in_one_line() -> Result<(), Failed> {
         || format!("{} hits, or one with a backtrace: {hits:?}", hits.len()),
     )?;
     // Each hit event says why it has none.
-    let why = "no backtrace: the kernel has no .orc_unwind_ip section (built without \
-               CONFIG_UNWINDER_ORC)";
-    ensure(hits.iter().all(|h| h["backtrace_end"] == why), || {
-        format!("a hit event without `backtrace_end: {why}`: {hits:?}")
-    })?;
+    let end = format!("no backtrace: {why}");
+    ensure(
+        hits.iter().all(|h| h["backtrace_end"] == end.as_str()),
+        || format!("a hit event without `backtrace_end: {end}`: {hits:?}"),
+    )?;
     // Without --capture nothing is asked, so nothing is said.
-    let (run, _) = drvisor_with_hits(&[
-        "run",
-        "--scenario",
-        "exec",
-        "--cmdline",
-        "count=1",
-        "--break",
-        "drv_target_0",
-    ])?;
-    ensure(!run.stderr.contains("no backtrace"), || run.to_string())
+    let (run, hits) = test_guest_hits(&[])?;
+    run.expect_code(0)?;
+    ensure(!run.stderr.contains("no backtrace"), || run.to_string())?;
+    ensure(
+        hits.iter().all(|h| h.get("backtrace_end").is_none()),
+        || format!("a hit that captures nothing has a `backtrace_end`: {hits:?}"),
+    )
 }
 
 pub fn trials() -> Vec<Trial> {

@@ -56,35 +56,18 @@ pub fn at_hit(
 
 #[cfg(test)]
 mod tests {
-    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+    use vm_memory::{Bytes, GuestAddress};
 
+    use super::super::snippet::tests::{long_mode, ram};
     use super::*;
     use crate::kernel::orc::{Error, OrcSections};
     use crate::kernel::OrcError;
     use crate::symbols::SymbolTable;
 
-    const CR0_PG: u64 = 1 << 31;
-    const EFER_LMA: u64 = 1 << 10;
     const TEXT: u64 = 0xffff_ffff_8100_0000;
 
-    /// 8 MiB of RAM, virtual 0..2 MiB mapped to physical 2..4 MiB (a 2 MiB page).
-    fn ram() -> GuestMemoryMmap {
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap();
-        let w = |addr: u64, v: u64| mem.write_obj(v, GuestAddress(addr)).unwrap();
-        w(0x1000, 0x2000 | 3);
-        w(0x2000, 0x3000 | 3);
-        w(0x3000, (2 << 20) | 0x83);
-        mem
-    }
-
     fn paging(cpl: u8) -> Registers {
-        Registers {
-            cr0: CR0_PG | 1,
-            cr3: 0x1000,
-            efer: EFER_LMA,
-            cpl,
-            ..Default::default()
-        }
+        Registers { cpl, ..long_mode() }
     }
 
     /// `leaf` (SP + 8 at its start) called from `top` (the end of the stack).
