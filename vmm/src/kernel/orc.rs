@@ -14,6 +14,10 @@
 //! `.orc_header`, a hash of the format; those are refused by name, as is a kernel whose
 //! version banner cannot be found (the layout cannot be told without it), and a table with
 //! an entry that sets a bit this layout leaves clear.
+//!
+//! A run keeps the sections as they are ([`OrcSections`], found and checked at start) and
+//! decodes them into an [`OrcTable`] only for its first backtrace ([`super::LazyOrc`]); the
+//! entries' bits are checked then.
 
 use object::{Object, ObjectSection};
 
