@@ -192,8 +192,8 @@ pub fn read_symbols(
 
 /// [`read_symbols`], and what else the kernel image says about itself: where it keeps the
 /// current task and its pid and comm (from its BTF; `Err` with the reason for a kernel without
-/// BTF, or not Linux) and its ORC unwind table (backtraces), reading a bzImage's payload once
-/// for all.
+/// BTF, or not Linux) and its ORC unwind table's sections (backtraces, decoded at the first),
+/// reading a bzImage's payload once for all.
 pub fn read_image_facts(
     file: Option<InputFile>,
     kernel: &[u8],
