@@ -136,6 +136,16 @@ pub struct HitEvent {
     /// `show_stack` marks them), where the symbols are known.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub symbolized: Vec<StackWord>,
+    /// The real call chain at the hit, innermost first (`setup_arch+0x0/0x...`, then each
+    /// caller's return address), walked with the kernel's ORC unwind table where the hit
+    /// captures (`--capture`) and the kernel has one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backtrace: Vec<String>,
+    /// Why `backtrace` ends where it does (`end of stack`, `user mode`, or what stopped the
+    /// walk), or why a kernel-mode hit has none (`no backtrace: ...`, e.g. a kernel built
+    /// without an ORC table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backtrace_end: Option<String>,
     /// The current task's `comm` at a kernel-mode hit of a Linux guest whose BTF gave its
     /// layout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -286,6 +296,8 @@ mod tests {
             regs: Registers::default(),
             stack: None,
             symbolized: Vec::new(),
+            backtrace: Vec::new(),
+            backtrace_end: None,
             comm: None,
             pid: None,
             tgid: None,

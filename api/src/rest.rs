@@ -98,7 +98,10 @@ pub struct NewBreakpoint {
     #[serde(default)]
     pub action: HitAction,
     /// Bytes of the stack from RSP that each hit event carries (`stack`), 1 to 4096
-    /// (`MAX_CAPTURE`); absent for none (0 is refused, as `--capture 0` is).
+    /// (`MAX_CAPTURE`); absent for none (0 is refused, as `--capture 0` is). Where the
+    /// kernel's symbols are known the events also name the words that point into code
+    /// (`symbolized`), and at a kernel-mode hit carry the call chain from the kernel's ORC
+    /// table (`backtrace`) and why it ends there, or why there is none (`backtrace_end`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture: Option<u16>,
     /// A condition (docs/conditions.md), evaluated in the VMM at each hit: only hits at which
@@ -157,7 +160,10 @@ pub struct NewWatchpoint {
     #[serde(default)]
     pub engine: EngineChoice,
     /// Bytes of the stack from RSP that each hit event carries (`stack`), 1 to 4096
-    /// (`MAX_CAPTURE`); absent for none (0 is refused, as `--capture 0` is).
+    /// (`MAX_CAPTURE`); absent for none (0 is refused, as `--capture 0` is). Where the
+    /// kernel's symbols are known the events also name the words that point into code
+    /// (`symbolized`), and at a kernel-mode hit carry the call chain from the kernel's ORC
+    /// table (`backtrace`) and why it ends there, or why there is none (`backtrace_end`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture: Option<u16>,
     /// A condition (docs/conditions.md), evaluated in the VMM at each hit: only hits at which

@@ -21,6 +21,7 @@ mod guest_and_host;
 mod guest_faults;
 mod host_breakpoints;
 mod hostile_guests;
+mod kernel_backtrace;
 mod kernel_own_symbols;
 mod kvm_unit_tests;
 mod live_changes;
@@ -81,6 +82,7 @@ fn main() {
     trials.extend(cpu_features::trials(&ctx));
     trials.extend(symbol_specs::trials());
     trials.extend(kernel_own_symbols::trials());
+    trials.extend(kernel_backtrace::trials());
     trials.extend(events::trials());
     trials.extend(emulation::trials(&ctx));
     trials.extend(emulation_exact::trials(&ctx));

@@ -52,6 +52,21 @@ impl CodeIndex {
         Some(format!("{name}+{off:#x}"))
     }
 
+    /// `fn+0xoff/0xsize` for a frame of a backtrace, as the kernel's `%pB` names it: an
+    /// instruction pointer from its function's start (`fn+0x0/...` included); a return address
+    /// (`returns`) by the call before it, so one just past a function's last instruction (a
+    /// call that does not return) is still named in it. The bare address where no code symbol
+    /// holds.
+    pub fn frame(&self, addr: u64, returns: bool) -> String {
+        let call = if returns { addr.wrapping_sub(1) } else { addr };
+        match self.containing(call) {
+            Some((name, off, size)) => {
+                format!("{name}+{:#x}/{size:#x}", off + u64::from(returns))
+            }
+            None => format!("{addr:#x}"),
+        }
+    }
+
     /// The words of `bytes`, read from guest-virtual `addr` (8-byte aligned words from the
     /// first aligned one), that point into code.
     pub fn scan(&self, addr: u64, bytes: &[u8]) -> Vec<StackWord> {
@@ -108,6 +123,17 @@ mod tests {
         assert_eq!(i.locate(0xffff_ffff_8100_0107).as_deref(), Some("next+0x7"));
         assert_eq!(i.locate(0xffff_ffff_8100_0200), None, "data is no code");
         assert_eq!(i.locate(0x1234), None);
+    }
+
+    #[test]
+    fn a_frame_is_named_by_its_instruction_or_the_call_before_its_return_address() {
+        let i = index();
+        assert_eq!(i.frame(0xffff_ffff_8100_0000, false), "start+0x0/0x100");
+        // A return address just past `start`'s end: the call was `start`'s last instruction.
+        assert_eq!(i.frame(0xffff_ffff_8100_0100, true), "start+0x100/0x100");
+        assert_eq!(i.frame(0xffff_ffff_8100_0100, false), "next+0x0/0x100");
+        assert_eq!(i.frame(0x1234, true), "0x1234");
+        assert_eq!(i.frame(0xffff_ffff_8100_0200, false), "0xffffffff81000200");
     }
 
     #[test]

@@ -12,15 +12,28 @@ use crate::condition::eval::identity;
 use crate::condition::Condition;
 use crate::debug::{HitContext, OnHit};
 use crate::events::{Event, EventBus};
-use crate::kernel::TaskLayout;
+use crate::kernel::orc_unwind::Start;
+use crate::kernel::{LazyOrc, TaskLayout};
 use crate::stack_words::CodeIndex;
+
+/// What names a captured stack: the kernel's code symbols, and its ORC table (for a real
+/// backtrace besides the named words, or why there is none) where the kernel image was read.
+#[derive(Clone)]
+pub struct StackNames {
+    /// The code symbols by address.
+    pub code: Arc<CodeIndex>,
+    /// The kernel's ORC table, decoded at the first backtrace.
+    pub orc: Option<Arc<LazyOrc>>,
+}
 
 /// The hit callback of a breakpoint with `action`: publish the hit, answer the action. The
 /// vCPU pauses after it returns, unless a client resumed in between (see
 /// [`crate::vcpu::VcpuGate::resume_mark`]).
 ///
 /// With `capture` > 0, each hit event carries that many bytes of the stack from RSP, read from
-/// `mem` on the vCPU's thread (where the exit brought the system registers).
+/// `mem` on the vCPU's thread (where the exit brought the system registers), its words that
+/// point into code named (with `names`), and at a kernel-mode hit the backtrace that the
+/// kernel's ORC table gives, or why it gives none (where `names` has the table).
 ///
 /// With a `condition`, a hit at which it does not hold (or cannot be evaluated) publishes
 /// nothing and answers `continue`: the vCPU just goes on.
@@ -31,7 +44,7 @@ pub fn reporter(
     mem: GuestMemoryMmap,
     condition: Option<Arc<Condition>>,
     task: Option<TaskLayout>,
-    code: Option<Arc<CodeIndex>>,
+    names: Option<StackNames>,
 ) -> OnHit {
     let warned = AtomicBool::new(false);
     Arc::new(move |hit: &HitContext| {
@@ -51,8 +64,21 @@ pub fn reporter(
         if capture > 0 {
             if let Some(paging) = hit.paging {
                 let bytes = super::snippet::stack_bytes(&mem, &paging, hit.regs.rsp, capture);
-                if let Some(code) = &code {
-                    event.symbolized = code.scan(hit.regs.rsp, &bytes);
+                if let Some(names) = &names {
+                    event.symbolized = names.code.scan(hit.regs.rsp, &bytes);
+                    if let Some(orc) = &names.orc {
+                        let start = Start {
+                            rip: hit.regs.rip,
+                            rsp: hit.regs.rsp,
+                            rbp: hit.regs.rbp,
+                        };
+                        if let Some((frames, end)) =
+                            super::backtrace::at_hit(orc, &names.code, &mem, &paging, start)
+                        {
+                            event.backtrace = frames;
+                            event.backtrace_end = Some(end);
+                        }
+                    }
                 }
                 event.stack = Some(super::snippet::as_snippet(hit.regs.rsp, &bytes));
             }
@@ -87,6 +113,8 @@ pub fn hit_event(hit: &HitContext, action: HitAction) -> HitEvent {
         regs: hit.regs.clone(),
         stack: None,
         symbolized: Vec::new(),
+        backtrace: Vec::new(),
+        backtrace_end: None,
         comm: None,
         pid: None,
         tgid: None,

@@ -4,6 +4,7 @@
 
 mod announce;
 mod api;
+mod backtrace;
 mod feeder;
 mod guest_view;
 pub mod hit_machine;

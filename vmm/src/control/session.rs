@@ -26,11 +26,11 @@ use drvisor_watch::Access;
 use vm_memory::GuestMemoryMmap;
 
 use super::announce::Announcement;
-use super::hits::reporter;
+use super::hits::{reporter, StackNames};
 use super::request::{arm, Error, Request, What};
 use crate::debug::{DebugController, OnHit};
 use crate::events::{Event, EventBus};
-use crate::kernel::TaskLayout;
+use crate::kernel::{LazyOrc, TaskLayout};
 use crate::outcome::Outcome;
 use crate::probe::ProbeReport;
 use crate::run_control::RunControl;
@@ -99,6 +99,9 @@ pub struct Session {
     /// The code symbols by address, to name a captured stack's words; made at the first
     /// breakpoint that captures.
     code_index: OnceLock<Arc<CodeIndex>>,
+    /// The kernel's ORC unwind table (or why it has none), for a capturing hit's backtrace;
+    /// unset until the kernel image was read.
+    orc: OnceLock<Arc<LazyOrc>>,
 }
 
 impl Session {
@@ -161,6 +164,7 @@ impl Session {
             pause_observer,
             task_layout: OnceLock::new(),
             code_index: OnceLock::new(),
+            orc: OnceLock::new(),
         });
         // What the guest's page tables do to a guest-virtual watch (armed at last, moved,
         // left behind) reaches every client.
@@ -218,6 +222,12 @@ impl Session {
         self.task_layout.set(layout).is_ok()
     }
 
+    /// Sets the kernel's ORC table, decoded at the first capturing hit that needs a backtrace;
+    /// `false` if set.
+    pub fn set_orc(&self, table: Arc<LazyOrc>) -> bool {
+        self.orc.set(table).is_ok()
+    }
+
     /// The guest's task layout, if known.
     pub fn task_layout(&self) -> Option<TaskLayout> {
         self.task_layout.get().copied()
@@ -239,7 +249,11 @@ impl Session {
                         .get_or_init(|| Arc::new(CodeIndex::new(&self.symbols)))
                         .clone()
                 })
-                .filter(|index| !index.is_empty()),
+                .filter(|index| !index.is_empty())
+                .map(|code| StackNames {
+                    code,
+                    orc: self.orc.get().cloned(),
+                }),
         )
     }
 

@@ -5,7 +5,7 @@
 
 pub mod cpu_structures;
 pub mod page_walk;
-mod read;
+pub(crate) mod read;
 mod system_registers;
 
 pub use read::{read, read_into};

@@ -61,7 +61,7 @@ pub fn read_into(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use vm_memory::GuestMemoryMmap;
 
@@ -70,7 +70,7 @@ mod tests {
 
     /// 8 MiB of RAM: PML4 at 0x1000 -> PDPT 0x2000 -> PD 0x3000, whose entry 0 maps virtual
     /// 0..2 MiB to physical 2..4 MiB with a 2 MiB page; 2..4 MiB virtual is not mapped.
-    fn ram() -> GuestMemoryMmap {
+    pub(crate) fn ram() -> GuestMemoryMmap {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap();
         let w = |addr: u64, v: u64| mem.write_obj(v, GuestAddress(addr)).unwrap();
         w(0x1000, 0x2000 | 3);
@@ -79,7 +79,8 @@ mod tests {
         mem
     }
 
-    fn long_mode() -> SystemRegisters {
+    /// Long mode with paging through [`ram`]'s tables, at CPL 0.
+    pub(crate) fn long_mode() -> SystemRegisters {
         SystemRegisters {
             cr0: CR0_PG | 1,
             cr3: 0x1000,

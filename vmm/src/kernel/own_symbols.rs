@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::orc::{self, OrcSections};
 use super::{kallsyms, payload, task_layout, TaskLayout};
 use crate::symbols::SymbolTable;
 
@@ -45,26 +46,65 @@ pub enum Source {
     Given,
 }
 
+/// Why a kernel image's ORC unwind table (for backtraces) is not known.
+#[derive(Debug, thiserror::Error)]
+pub enum OrcError {
+    /// The kernel inside the bzImage could not be had.
+    #[error(transparent)]
+    Payload(Arc<payload::Error>),
+    /// The kernel has none, or one drvisor does not read.
+    #[error(transparent)]
+    Orc(orc::Error),
+}
+
+/// What a kernel image says about itself.
+#[derive(Debug)]
+pub struct ImageFacts {
+    /// Its symbols: the given ones, else its own.
+    pub symbols: SymbolTable,
+    /// Where they came from.
+    pub source: Source,
+    /// Where the current task and its identity are (from its BTF).
+    pub layout: Result<TaskLayout, LayoutError>,
+    /// Its ORC unwind table's sections, found and checked but not decoded (see
+    /// [`super::LazyOrc`]).
+    pub orc: Result<OrcSections, OrcError>,
+}
+
 /// The symbols of `image` (a bzImage or an ELF), and where they came from.
 pub fn own_symbols(image: &[u8]) -> (SymbolTable, Source) {
-    let (table, source, _) = read(image, None);
+    let (table, source, _, _) = read(image, None);
     (table, source)
 }
 
 /// What a kernel image says about itself: its symbols (`given`, else its own, as
-/// [`own_symbols`]) and where the current task and its identity are (from its BTF, see
-/// [`super::task_layout`]), decompressing a bzImage once for both.
-pub fn image_facts(
-    image: &[u8],
-    given: Option<SymbolTable>,
-) -> (SymbolTable, Source, Result<TaskLayout, LayoutError>) {
-    read(image, given)
+/// [`own_symbols`]), where the current task and its identity are (from its BTF, see
+/// [`super::task_layout`]) and its ORC table's sections ([`super::orc`]), decompressing a
+/// bzImage once for all.
+pub fn image_facts(image: &[u8], given: Option<SymbolTable>) -> ImageFacts {
+    let (symbols, source, layout, elf) = read(image, given);
+    let orc = match elf {
+        Ok(elf) => OrcSections::from_elf(&elf).map_err(OrcError::Orc),
+        Err(why) => Err(OrcError::Payload(why)),
+    };
+    ImageFacts {
+        symbols,
+        source,
+        layout,
+        orc,
+    }
 }
 
-fn read(
-    image: &[u8],
-    given: Option<SymbolTable>,
-) -> (SymbolTable, Source, Result<TaskLayout, LayoutError>) {
+/// The symbols, where they came from, the task layout, and the kernel's ELF (a bzImage's
+/// decompressed) or why it could not be had.
+type Read<'a> = (
+    SymbolTable,
+    Source,
+    Result<TaskLayout, LayoutError>,
+    Result<Cow<'a, [u8]>, Arc<payload::Error>>,
+);
+
+fn read(image: &[u8], given: Option<SymbolTable>) -> Read<'_> {
     let is_bzimage = image.get(0x202..0x206) == Some(b"HdrS");
     let start = Instant::now();
     let elf: Result<Cow<'_, [u8]>, Arc<payload::Error>> = if is_bzimage {
@@ -78,13 +118,13 @@ fn read(
     };
     if let Some(table) = given {
         let found = layout(&table);
-        return (table, Source::Given, found);
+        return (table, Source::Given, found, elf);
     }
     if !is_bzimage {
         let table = SymbolTable::from_elf(image);
         if table.has_symbol_table() {
             let found = layout(&table);
-            return (table, Source::ElfSymbolTable, found);
+            return (table, Source::ElfSymbolTable, found, elf);
         }
     }
     let found = match &elf {
@@ -100,7 +140,7 @@ fn read(
                 from_bzimage: is_bzimage,
             };
             let found = layout(&table);
-            (table, source, found)
+            (table, source, found, elf)
         }
         Err(why) => {
             let text = why.to_string();
@@ -108,6 +148,7 @@ fn read(
                 SymbolTable::without_symbols(&text),
                 Source::None(text),
                 Err(why),
+                elf,
             )
         }
     }
@@ -120,7 +161,16 @@ mod tests {
     #[test]
     fn each_missing_fact_names_its_own_reason() {
         // Neither an ELF nor a bzImage: no symbol table, no kallsyms, so no layout either.
-        let (_, source, layout) = image_facts(&[0u8; 256], None);
+        let ImageFacts {
+            source,
+            layout,
+            orc,
+            ..
+        } = image_facts(&[0u8; 256], None);
+        assert!(
+            matches!(orc, Err(OrcError::Orc(orc::Error::NotElf(_)))),
+            "{orc:?}"
+        );
         assert!(matches!(source, Source::None(_)), "{source:?}");
         assert!(
             matches!(
@@ -131,7 +181,7 @@ mod tests {
         );
         // Symbols given, but the image is no ELF: the layout's own reason, from its BTF read.
         let given = SymbolTable::without_symbols("test");
-        let (_, source, layout) = image_facts(&[0u8; 256], Some(given));
+        let ImageFacts { source, layout, .. } = image_facts(&[0u8; 256], Some(given));
         assert!(matches!(source, Source::Given), "{source:?}");
         assert!(
             matches!(
@@ -143,7 +193,13 @@ mod tests {
         // A bzImage whose payload cannot be had: that reason, for the symbols and the layout.
         let mut bz = vec![0u8; 0x1000];
         bz[0x202..0x206].copy_from_slice(b"HdrS");
-        let (_, source, layout) = image_facts(&bz, None);
+        let ImageFacts {
+            source,
+            layout,
+            orc,
+            ..
+        } = image_facts(&bz, None);
+        assert!(matches!(orc, Err(OrcError::Payload(_))), "{orc:?}");
         let Source::None(why) = source else {
             panic!("symbols from a broken bzImage: {source:?}")
         };

@@ -110,3 +110,70 @@ fn every_type_agrees(kernel: &RealKernel) {
         "{name}: {left_out:?}"
     );
 }
+
+#[test]
+fn debian_orc_tables_describe_each_function_entry_as_a_call_frame() {
+    for kernel in real_kernels::all() {
+        orc_table_agrees(&kernel);
+    }
+}
+
+fn orc_table_agrees(kernel: &RealKernel) {
+    use super::orc::{Kind, OrcSections, Reg};
+    let name = &kernel.name;
+    let elf = payload::vmlinux(&kernel.bzimage).unwrap();
+    // What a run does at start (find and check the sections), then at its first backtrace.
+    let start = std::time::Instant::now();
+    let sections = match OrcSections::from_elf(&elf) {
+        Ok(s) => s,
+        Err(e) => {
+            // 6.3 and later change the entry's layout; drvisor refuses it by name.
+            eprintln!("{name}: no ORC backtraces: {e}");
+            assert!(
+                e.to_string().contains("only that of Linux 4.14 to 6.2"),
+                "{name}: {e}"
+            );
+            return;
+        }
+    };
+    let found = start.elapsed();
+    let table = sections.decode().unwrap();
+    eprintln!(
+        "{} ORC entries: found in {} ms, decoded in {} ms more",
+        table.len(),
+        found.as_millis(),
+        (start.elapsed() - found).as_millis()
+    );
+    assert_eq!(sections.len(), table.len());
+    // The Debian 6.1 cloud kernel has 368 456.
+    assert!(table.len() > 100_000, "{name}: {} ORC entries", table.len());
+    let map_addr = |sym: &str| kernel.map_address(sym).unwrap();
+    // Every entry is of a known type, its base registers ones the format defines; few end a stack.
+    let mut ends = 0;
+    for (ip, e) in table.entries() {
+        assert!(!matches!(e.kind, Kind::Unknown(_)), "{ip:#x}: {e:?}");
+        for reg in [e.sp_reg, e.bp_reg] {
+            assert!(
+                !matches!(reg, Reg::Other(n) if ![2, 3, 6, 7].contains(&n)),
+                "{ip:#x}: {e:?}"
+            );
+        }
+        ends += usize::from(e.end);
+    }
+    assert!((1..100).contains(&ends), "{ends} entries end a stack");
+    // At a C function's first instruction the return address is at SP: the caller's SP is
+    // SP + 8, and BP has not changed.
+    for sym in [
+        "setup_arch",
+        "start_kernel",
+        "__x64_sys_getppid",
+        "schedule",
+    ] {
+        let e = table.find(map_addr(sym)).unwrap();
+        assert_eq!(
+            (e.sp_reg, e.sp_offset, e.bp_reg, e.kind, e.end),
+            (Reg::Sp, 8, Reg::Undefined, Kind::Call, false),
+            "{name}: {sym}: {e:?}"
+        );
+    }
+}

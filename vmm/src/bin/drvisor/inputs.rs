@@ -10,6 +10,7 @@ use std::path::Path;
 use drvisor::boot::{KernelFormat, KernelImage, Module};
 use drvisor::guest_image;
 use drvisor::input_file::{self, InputFile, Limit};
+use drvisor::kernel::orc::OrcSections;
 use drvisor::kernel::{Source, TaskLayout};
 use drvisor::symbols::SymbolTable;
 
@@ -125,6 +126,9 @@ pub struct Inputs {
     /// Where a Linux kernel keeps the current task (conditions on `comm`, `pid`, `tgid`), or
     /// why it is not known.
     pub task_layout: Result<TaskLayout, drvisor::kernel::LayoutError>,
+    /// The sections of the kernel's ORC unwind table (backtraces at capturing hits, decoded
+    /// at the first), or why it has none.
+    pub orc: Result<OrcSections, drvisor::kernel::OrcError>,
 }
 
 /// Reads an input file opened here; its errors are usage errors.
@@ -165,14 +169,14 @@ impl Opened {
                 })
             })
             .collect::<Result<Vec<_>, Failure>>()?;
-        let (symbols, task_layout) =
-            read_symbols_and_layout(self.symbols, kernel.bytes(), Some(cmdline))?;
+        let facts = read_image_facts(self.symbols, kernel.bytes(), Some(cmdline))?;
         Ok(Inputs {
             kernel,
             initrd,
             modules,
-            symbols,
-            task_layout,
+            symbols: facts.symbols,
+            task_layout: facts.layout,
+            orc: facts.orc,
         })
     }
 }
@@ -203,24 +207,19 @@ pub fn read_symbols(
     Ok(table)
 }
 
-/// [`read_symbols`], and where the kernel keeps the current task and its pid and comm (from
-/// its BTF; `Err` with the reason for a kernel without BTF, or not Linux), reading a bzImage's
-/// payload once for both.
-pub fn read_symbols_and_layout(
+/// [`read_symbols`], and what else the kernel image says about itself: where it keeps the
+/// current task and its pid and comm (from its BTF; `Err` with the reason for a kernel without
+/// BTF, or not Linux) and its ORC unwind table's sections (backtraces, decoded at the first),
+/// reading a bzImage's payload once for all.
+pub fn read_image_facts(
     file: Option<InputFile>,
     kernel: &[u8],
     cmdline: Option<&str>,
-) -> Result<
-    (
-        SymbolTable,
-        Result<TaskLayout, drvisor::kernel::LayoutError>,
-    ),
-    Failure,
-> {
+) -> Result<drvisor::kernel::ImageFacts, Failure> {
     let given = file.map(read_system_map).transpose()?;
-    let (table, source, layout) = drvisor::kernel::image_facts(kernel, given);
-    say_where_from(&source, cmdline);
-    Ok((table, layout))
+    let facts = drvisor::kernel::image_facts(kernel, given);
+    say_where_from(&facts.source, cmdline);
+    Ok(facts)
 }
 
 fn read_system_map(file: InputFile) -> Result<SymbolTable, Failure> {

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use clap::{CommandFactory, FromArgMatches, ValueEnum};
 use drvisor::control::{Facts, Session};
 use drvisor::debug::plan_view;
+use drvisor::kernel::LazyOrc;
 use drvisor::quote::cut;
 use drvisor::watch::Engine;
 use drvisor::{exit_code, memory, probe, Console, Vm, VmConfig};
@@ -264,6 +265,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         modules,
         symbols,
         task_layout,
+        orc,
     } = opened.read(&cmdline)?;
     let requests = requests::resolve(parsed, &symbols).map_err(Failure::usage)?;
     let sink = events_out::open(args.events.as_deref())?;
@@ -314,6 +316,20 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         }
         Err(why) => tracing::debug!("no task layout (comm, pid, tgid): {why}"),
     }
+    // A capturing hit's backtrace needs it, decoded at the first such hit; without it the hit
+    // events say only which stack words point into code, and why there is no backtrace (here
+    // in one line, where a breakpoint given here captures).
+    match &orc {
+        Ok(sections) => tracing::debug!(
+            "{} ORC entries, decoded at the first capturing hit, for backtraces",
+            sections.len()
+        ),
+        Err(why) if requests.iter().any(|r| r.capture > 0) => {
+            announce::say(format!("hit events carry no backtrace: {why}"));
+        }
+        Err(why) => tracing::debug!("no backtraces: {why}"),
+    }
+    session.set_orc(Arc::new(LazyOrc::new(orc)));
     if args.paused || args.gdb_wait {
         // No vCPU has run yet: the gate is closed before the first entry.
         session.pause_before_run(if args.paused {
