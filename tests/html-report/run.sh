@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # drvisor ci's HTML report opened in a real browser: Chromium's headless shell (Debian's
 # chromium-headless-shell) loads the reports of the example suites (passing, and failing on
-# purpose) and of hostile.toml (names full of markup), dumps the DOM it built and takes a
-# screenshot. check.py then requires the browser's element tree to be exactly the source's (a
-# browser silently repairs bad markup; any repair is a difference), the page to show what the
-# JSON report of the same run says (counts, one row per case, each hit context in a <details>,
-# the timeline's hits per check), and the screenshot to be a drawn page, not a blank one.
-# Last, two pages broken on purpose must fail check.py: the check itself is checked.
+# purpose), of hostile.toml (names full of markup) and of many-hits.toml (a timeline label
+# longer than the usual column), dumps the DOM it built and takes a screenshot. check.py then
+# requires the browser's element tree to be exactly the source's (a browser silently repairs bad
+# markup; any repair is a difference), the page to show what the JSON report of the same run
+# says (counts, one row per case, each hit context in a <details>, the timeline's hits per
+# check), and the screenshot to be a drawn page, not a blank one. A copy of each report with
+# measure.html's script in it has the browser measure its layout: layout.py requires every
+# timeline label to end before its plot, and the page to fit the window. Last, two pages broken
+# on purpose must fail check.py: the check itself is checked. About a minute.
 #
 #   tests/html-report/run.sh [DRVISOR_BINARY]
 set -euo pipefail
@@ -31,6 +34,13 @@ open_page() {  # NAME: NAME.html in the browser, to NAME.dom.html and NAME.png
     cat "$work/browser.log"; echo "html-report: the headless shell failed on $1" >&2; return 1
   }
 }
+measure() {  # NAME: a copy of NAME.html with measure.html's script, laid out; layout.py reads it
+  awk -v script=tests/html-report/measure.html \
+    '/^<\/body>$/ { while ((getline line < script) > 0) print line } { print }' \
+    "$work/$1.html" > "$work/$1.measure.html"
+  browser --dump-dom "file://$(realpath "$work/$1.measure.html")" > "$work/$1.measured.html" &&
+    python3 tests/html-report/layout.py "$work/$1.measured.html"
+}
 check() {  # NAME [JSON]
   python3 tests/html-report/check.py "$work/$1.html" "$work/$1.dom.html" \
     "$work/${2:-$1}.json" "$work/$1.png"
@@ -44,12 +54,14 @@ run() {  # NAME EXPECTED_EXIT SPEC...
   fi
   echo "== $name (exit $code)"
   open_page "$name" && check "$name" || status=1
+  measure "$name" || status=1
 }
 run examples 0 ci/examples/*.toml
 run failing 1 ci/examples/failing/*.toml
 hostile="$work/<b>&amp;\"x'<div>.toml"
 cp tests/html-report/hostile.toml "$hostile"
 run hostile 1 "$hostile"
+run many-hits 0 tests/html-report/many-hits.toml
 
 # The check must catch what it is there for: a <div> in the summary's <p> (the browser closes
 # the <p> before it) and a case row left out.
