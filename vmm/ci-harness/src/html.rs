@@ -123,8 +123,14 @@ fn case_row(out: &mut String, c: &CaseReport) {
     );
 }
 
-/// Geometry of a timeline: the labels' column, the plot's width, a row's height.
+/// Geometry of a timeline: the labels' column (at least; wider for a longer label), the
+/// plot's width, a row's height.
 const LABEL_W: u64 = 340;
+/// A label character's width in pixels, at most: the SVG's 11 px monospace font is 0.6 em
+/// (DejaVu Sans Mono, Liberation Mono, Courier: 6.6 px), with room to spare.
+const CHAR_W: u64 = 7;
+/// Space between a label's end and the plot.
+const LABEL_GAP: u64 = 10;
 /// A check's name in a label, at most (the rest of the label is its vCPU and count).
 const NAME_CHARS: usize = 30;
 const PLOT_W: u64 = 560;
@@ -188,8 +194,9 @@ fn hit_times(out: &mut String, s: &SpecResult) {
             rows.push((label, &c.check, xs));
         }
     }
+    let label_w = label_column(rows.iter().map(|r| r.0.as_str()));
     let height = ROW_H * (rows.len() as u64 + 1) + 8;
-    let width = LABEL_W + PLOT_W + 10;
+    let width = label_w + PLOT_W + 10;
     let _ = write!(
         out,
         "<figure>\n<figcaption>Hits over the run, per check and vCPU (0 to {:.3} s)\
@@ -202,14 +209,14 @@ fn hit_times(out: &mut String, s: &SpecResult) {
         let _ = writeln!(
             out,
             "<text x=\"0\" y=\"{}\"><title>{}</title>{}</text>\
-             <line x1=\"{LABEL_W}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#d1d9e0\"/>",
+             <line x1=\"{label_w}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#d1d9e0\"/>",
             y + 4,
             escape(check),
             escape(label),
-            LABEL_W + PLOT_W
+            label_w + PLOT_W
         );
         for x in xs {
-            let x = LABEL_W + x;
+            let x = label_w + x;
             let _ = write!(
                 out,
                 "<line x1=\"{x}\" y1=\"{}\" x2=\"{x}\" y2=\"{}\" stroke=\"#0969da\"/>",
@@ -224,9 +231,9 @@ fn hit_times(out: &mut String, s: &SpecResult) {
     let axis = ROW_H * rows.len() as u64 + ROW_H / 2 + 4;
     let _ = write!(
         out,
-        "<text x=\"{LABEL_W}\" y=\"{axis}\">0 s</text>\
+        "<text x=\"{label_w}\" y=\"{axis}\">0 s</text>\
          <text x=\"{}\" y=\"{axis}\" text-anchor=\"end\">{:.3} s</text>\n</svg>\n</figure>\n",
-        LABEL_W + PLOT_W,
+        label_w + PLOT_W,
         span as f64 / 1e9
     );
 }
@@ -239,30 +246,43 @@ fn hit_counts(out: &mut String, checks: &[CheckHits]) {
         .max()
         .unwrap_or(0)
         .max(1) as u64;
+    let labels: Vec<String> = checks
+        .iter()
+        .map(|c| format!("{}: {} hit(s)", clip(&c.check, NAME_CHARS), c.hits.len()))
+        .collect();
+    let label_w = label_column(labels.iter().map(String::as_str));
     let height = ROW_H * checks.len() as u64 + 8;
-    let width = LABEL_W + PLOT_W + 10;
+    let width = label_w + PLOT_W + 10;
     let _ = write!(
         out,
         "<figure>\n<figcaption>Hits per check (the events carried no times)</figcaption>\n\
          <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
          viewBox=\"0 0 {width} {height}\" role=\"img\">\n"
     );
-    for (i, c) in checks.iter().enumerate() {
+    for (i, (c, label)) in checks.iter().zip(&labels).enumerate() {
         let y = ROW_H * i as u64 + 4;
         let n = c.hits.len() as u64;
         let _ = writeln!(
             out,
             "<text x=\"0\" y=\"{}\"><title>{}</title>{}</text>\
-             <rect x=\"{LABEL_W}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"#0969da\"/>",
+             <rect x=\"{label_w}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"#0969da\"/>",
             y + 12,
             escape(&c.check),
-            escape(&format!("{}: {n} hit(s)", clip(&c.check, NAME_CHARS))),
+            escape(label),
             y + 2,
             n * PLOT_W / most,
             ROW_H - 6
         );
     }
     out.push_str("</svg>\n</figure>\n");
+}
+
+/// The labels' column: [`LABEL_W`], or wider where a label would run into the plot (a check
+/// name is cut, but a vCPU number and a hit count are not: `... vCPU 0: 100000 hit(s)`).
+fn label_column<'a>(labels: impl Iterator<Item = &'a str>) -> u64 {
+    labels
+        .map(|l| l.chars().count() as u64 * CHAR_W + LABEL_GAP)
+        .fold(LABEL_W, u64::max)
 }
 
 /// `text` cut to `n` characters, with `...` where it was cut.
@@ -481,6 +501,49 @@ mod tests {
                 .count(),
             6,
             "four rows' lines, vCPU 1's tick at 0 and vCPU 2's at 1 ns\n{page}"
+        );
+    }
+
+    #[test]
+    fn a_long_label_widens_its_column_instead_of_running_into_the_plot() {
+        // 100000 hits in the run's first millisecond: one tick, at the plot's start.
+        let many: Vec<(u32, Option<u64>)> = (0..100_000).map(|i| (0, Some(i * 10))).collect();
+        let s = spec(
+            "t",
+            Vec::new(),
+            vec![
+                hits("a check whose name is longer than its column", &many),
+                hits("f", &[(0, Some(1))]),
+            ],
+        );
+        let page = render(&[s], 1.0, 0);
+        let label = "a check whose name is longe... vCPU 0: 100000 hit(s)";
+        assert!(page.contains(&format!("{label}</text>")), "{page}");
+        let column = label.chars().count() as u64 * CHAR_W + LABEL_GAP;
+        assert!(column > LABEL_W, "{column}");
+        assert_eq!(
+            page.matches(&format!("<line x1=\"{column}\" y1=\""))
+                .count(),
+            4,
+            "both rows' baselines and their ticks start at the wider column\n{page}"
+        );
+        assert!(
+            page.contains(&format!("<text x=\"{column}\" y=\"54\">0 s</text>")),
+            "{page}"
+        );
+        let width = column + PLOT_W + 10;
+        assert!(
+            page.contains(&format!(
+                "width=\"{width}\" height=\"68\" viewBox=\"0 0 {width} 68\""
+            )),
+            "{page}"
+        );
+        assert!(!page.contains(&format!("x1=\"{LABEL_W}\"")), "{page}");
+        // Short labels keep the usual column.
+        let page = render(&[spec("u", Vec::new(), vec![hits("f", &many)])], 1.0, 0);
+        assert!(
+            page.contains(&format!("<line x1=\"{LABEL_W}\" y1=")),
+            "{page}"
         );
     }
 
