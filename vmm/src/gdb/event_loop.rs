@@ -42,6 +42,19 @@ fn reason(stop: Stop) -> MultiThreadStopReason<u64> {
     }
 }
 
+/// Sends gdb the eviction notes gathered since the last call, as console output.
+fn send_notes(
+    target: &GdbTarget,
+    conn: &mut Box<dyn ConnectionExt<Error = std::io::Error>>,
+) -> std::io::Result<()> {
+    for note in target.evictions.take_notes() {
+        tracing::warn!("gdb: {}", note.trim_end());
+        conn.write_all(&console_packet(&note))?;
+        conn.flush()?;
+    }
+    Ok(())
+}
+
 impl BlockingEventLoop for StubLoop {
     type Target = GdbTarget;
     type Connection = Box<dyn ConnectionExt<Error = std::io::Error>>;
@@ -55,12 +68,7 @@ impl BlockingEventLoop for StubLoop {
         WaitForStopReasonError<super::Error, <Self::Connection as Connection>::Error>,
     > {
         loop {
-            for note in target.evictions.take_notes() {
-                tracing::warn!("gdb: {}", note.trim_end());
-                conn.write_all(&console_packet(&note))
-                    .and_then(|()| conn.flush())
-                    .map_err(WaitForStopReasonError::Connection)?;
-            }
+            send_notes(target, conn).map_err(WaitForStopReasonError::Connection)?;
             let stop = match target.queued.pop_front() {
                 Some(stop) => Some(stop),
                 None => target.stops.recv_timeout(POLL).ok(),
@@ -73,9 +81,13 @@ impl BlockingEventLoop for StubLoop {
                     target.session.pause("gdb stop");
                 }
                 target.session.wait_parked(PARK_TIMEOUT);
+                // A plan change just before the stop (a slot given back, then the hit) is told
+                // before the stop, not lost behind it.
+                send_notes(target, conn).map_err(WaitForStopReasonError::Connection)?;
                 return Ok(Event::TargetStopped(reason(stop)));
             }
             if target.session.is_finished() {
+                send_notes(target, conn).map_err(WaitForStopReasonError::Connection)?;
                 let code = target.session.exit_code().unwrap_or(0);
                 return Ok(Event::TargetStopped(MultiThreadStopReason::Exited(code)));
             }

@@ -8,12 +8,16 @@
 //! `s16 bp_offset`, then a `u16` of bit fields. An entry holds from its address up to the next
 //! entry's.
 //!
-//! The bit fields' layout is that of Linux 4.14 to 6.2: `sp_reg:4`, `bp_reg:4`, `type:2`
-//! (`CALL` 0, `REGS` 1, `REGS_PARTIAL` 2), `end:1`. Linux 6.3 added a `signal` bit and 6.4
-//! made `type` 3 bits wide (with `UNDEFINED` and `END_OF_STACK` types) and added
-//! `.orc_header`, a hash of the format; those are refused by name, as is a kernel whose
-//! version banner cannot be found (the layout cannot be told without it), and a table with
-//! an entry that sets a bit this layout leaves clear.
+//! The bit fields have had three layouts ([`Layout`]), told apart by the kernel's version
+//! banner:
+//! - Linux 4.14 to 6.2: `sp_reg:4`, `bp_reg:4`, `type:2` (`CALL` 0, `REGS` 1, `REGS_PARTIAL`
+//!   2), `end:1`;
+//! - 6.3: a `signal` bit before `end` (the caller's address is exact, not a return address);
+//! - 6.4 on: `type:3` (`UNDEFINED` 0, `END_OF_STACK` 1, `CALL` 2, `REGS` 3, `REGS_PARTIAL` 4),
+//!   `signal:1`, no `end`, and an `.orc_header` section (a hash of the format).
+//!
+//! A kernel whose version banner cannot be found is refused (the layout cannot be told without
+//! it), and so is a table with an entry that sets a bit its layout leaves clear.
 //!
 //! A run keeps the sections as they are ([`OrcSections`], found and checked at start) and
 //! decodes them into an [`OrcTable`] only for its first backtrace ([`super::LazyOrc`]); the
@@ -39,7 +43,7 @@ pub enum Error {
         entry_bytes: usize,
     },
     /// A format this reader does not know.
-    #[error("the kernel's ORC data is in a format drvisor does not read: {0}; only that of Linux 4.14 to 6.2 is")]
+    #[error("the kernel's ORC data is in a format drvisor does not read: {0}")]
     UnknownFormat(String),
 }
 
@@ -78,6 +82,37 @@ impl Reg {
     }
 }
 
+/// The layout of an entry's bit fields, by kernel version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// Linux 4.14 to 6.2.
+    #[default]
+    Linux4_14,
+    /// Linux 6.3.
+    Linux6_3,
+    /// Linux 6.4 and later.
+    Linux6_4,
+}
+
+impl Layout {
+    /// The layout of Linux `major.minor`.
+    pub fn of_version(major: u32, minor: u32) -> Layout {
+        match (major, minor) {
+            v if v < (6, 3) => Layout::Linux4_14,
+            (6, 3) => Layout::Linux6_3,
+            _ => Layout::Linux6_4,
+        }
+    }
+
+    /// The flag bits this layout leaves clear.
+    fn unused_bits(self) -> u16 {
+        match self {
+            Layout::Linux4_14 => 0xf800,
+            Layout::Linux6_3 | Layout::Linux6_4 => 0xf000,
+        }
+    }
+}
+
 /// What kind of frame an entry describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -87,7 +122,11 @@ pub enum Kind {
     Regs,
     /// The hardware's IRET frame part of `pt_regs` only.
     RegsPartial,
-    /// A value the format does not define (3).
+    /// No ORC data for this code (6.4 on: `UNDEFINED`).
+    Undefined,
+    /// A task's first function: nothing above (6.4 on: `END_OF_STACK`; before, the `end` bit).
+    EndOfStack,
+    /// A value the format does not define.
     Unknown(u8),
 }
 
@@ -106,24 +145,58 @@ pub struct Entry {
     pub kind: Kind,
     /// The last frame of a stack (with `sp_reg` undefined): a task's first function.
     pub end: bool,
+    /// The caller's address, found through this entry, is where it was interrupted, not a
+    /// return address (look it up as it is, not one byte before). Before 6.3, every `pt_regs`
+    /// frame and no other.
+    pub signal: bool,
 }
 
 impl Entry {
     /// An entry from its 6 bytes, in the layout of Linux 4.14 to 6.2.
     pub fn from_bytes(b: [u8; 6]) -> Entry {
+        Entry::from_bytes_in(Layout::Linux4_14, b)
+    }
+
+    /// An entry from its 6 bytes, in `layout`.
+    pub fn from_bytes_in(layout: Layout, b: [u8; 6]) -> Entry {
         let bits = u16::from_le_bytes([b[4], b[5]]);
+        let two_bit_kind = |t: u16| match t {
+            0 => Kind::Call,
+            1 => Kind::Regs,
+            2 => Kind::RegsPartial,
+            n => Kind::Unknown(n as u8),
+        };
+        let (kind, end, signal) = match layout {
+            Layout::Linux4_14 => {
+                let kind = two_bit_kind((bits >> 8) & 3);
+                let regs = matches!(kind, Kind::Regs | Kind::RegsPartial);
+                (kind, bits & (1 << 10) != 0, regs)
+            }
+            Layout::Linux6_3 => (
+                two_bit_kind((bits >> 8) & 3),
+                bits & (1 << 11) != 0,
+                bits & (1 << 10) != 0,
+            ),
+            Layout::Linux6_4 => {
+                let kind = match (bits >> 8) & 7 {
+                    0 => Kind::Undefined,
+                    1 => Kind::EndOfStack,
+                    2 => Kind::Call,
+                    3 => Kind::Regs,
+                    4 => Kind::RegsPartial,
+                    n => Kind::Unknown(n as u8),
+                };
+                (kind, kind == Kind::EndOfStack, bits & (1 << 11) != 0)
+            }
+        };
         Entry {
             sp_offset: i16::from_le_bytes([b[0], b[1]]),
             bp_offset: i16::from_le_bytes([b[2], b[3]]),
             sp_reg: Reg::from_bits(bits & 0xf),
             bp_reg: Reg::from_bits((bits >> 4) & 0xf),
-            kind: match (bits >> 8) & 3 {
-                0 => Kind::Call,
-                1 => Kind::Regs,
-                2 => Kind::RegsPartial,
-                n => Kind::Unknown(n as u8),
-            },
-            end: bits & (1 << 10) != 0,
+            kind,
+            end,
+            signal,
         }
     }
 }
@@ -143,6 +216,8 @@ pub struct OrcTable {
 /// ([`OrcSections::decode`]).
 #[derive(Debug)]
 pub struct OrcSections {
+    /// The entries' layout.
+    layout: Layout,
     /// Where `.orc_unwind_ip` is loaded.
     ip_base: u64,
     /// `.orc_unwind_ip`'s bytes.
@@ -156,36 +231,34 @@ impl OrcSections {
     /// why it has none this reader can decode.
     pub fn from_elf(elf: &[u8]) -> Result<OrcSections, Error> {
         let file = object::File::parse(elf).map_err(|e| Error::NotElf(e.to_string()))?;
-        if file.section_by_name(".orc_header").is_some() {
-            return Err(Error::UnknownFormat(
-                "it has an .orc_header (the format of Linux 6.4 and later)".into(),
-            ));
-        }
         let ip_section = file
             .section_by_name(".orc_unwind_ip")
             .ok_or(Error::NoSection(".orc_unwind_ip"))?;
         let entry_section = file
             .section_by_name(".orc_unwind")
             .ok_or(Error::NoSection(".orc_unwind"))?;
-        match banner_version(&file) {
-            Some(v) if v >= (6, 3) => {
-                return Err(Error::UnknownFormat(format!(
-                    "the kernel is Linux {}.{} (the ORC layout changed in 6.3)",
-                    v.0, v.1
-                )))
-            }
-            Some(_) => {}
+        let layout = match banner_version(&file) {
+            Some((major, minor)) => Layout::of_version(major, minor),
             None => {
                 return Err(Error::UnknownFormat(
                     "no `Linux version` banner in its .rodata, so its version is not known".into(),
                 ))
             }
+        };
+        // 6.4 and later carry `.orc_header`; one elsewhere means the banner misled.
+        if file.section_by_name(".orc_header").is_some() && layout != Layout::Linux6_4 {
+            return Err(Error::UnknownFormat(format!(
+                "it has an .orc_header (Linux 6.4 and later), but its banner says {layout:?}"
+            )));
         }
-        OrcSections::from_sections(
-            ip_section.address(),
-            section_data(&ip_section)?,
-            section_data(&entry_section)?,
-        )
+        Ok(OrcSections {
+            layout,
+            ..OrcSections::from_sections(
+                ip_section.address(),
+                section_data(&ip_section)?,
+                section_data(&entry_section)?,
+            )?
+        })
     }
 
     /// `.orc_unwind_ip` (its bytes `ips`, loaded at `ip_base`) and `.orc_unwind`
@@ -193,6 +266,7 @@ impl OrcSections {
     pub fn from_sections(ip_base: u64, ips: &[u8], entries: &[u8]) -> Result<OrcSections, Error> {
         check_sizes(ips, entries)?;
         Ok(OrcSections {
+            layout: Layout::default(),
             ip_base,
             ips: ips.to_vec(),
             entries: entries.to_vec(),
@@ -211,7 +285,12 @@ impl OrcSections {
 
     /// The table they hold.
     pub fn decode(&self) -> Result<OrcTable, Error> {
-        OrcTable::from_sections(self.ip_base, &self.ips, &self.entries)
+        OrcTable::from_sections_in(self.layout, self.ip_base, &self.ips, &self.entries)
+    }
+
+    /// The entries' layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 }
 
@@ -233,14 +312,26 @@ impl OrcTable {
     /// The table from `.orc_unwind_ip` (its bytes `ips`, loaded at `ip_base`) and
     /// `.orc_unwind` (`entries`).
     pub fn from_sections(ip_base: u64, ips: &[u8], entries: &[u8]) -> Result<OrcTable, Error> {
+        OrcTable::from_sections_in(Layout::Linux4_14, ip_base, ips, entries)
+    }
+
+    /// The same, with entries in `layout`.
+    pub fn from_sections_in(
+        layout: Layout,
+        ip_base: u64,
+        ips: &[u8],
+        entries: &[u8],
+    ) -> Result<OrcTable, Error> {
         check_sizes(ips, entries)?;
-        // The layout leaves bits 11-15 clear; 6.3's moved `end` to bit 11.
+        // Bits the layout leaves clear: a set one means another layout (6.3 moved `end` from
+        // bit 10 to 11).
+        let unused = layout.unused_bits();
         if let Some(at) = entries
             .chunks_exact(6)
-            .position(|e| u16::from_le_bytes([e[4], e[5]]) >> 11 != 0)
+            .position(|e| u16::from_le_bytes([e[4], e[5]]) & unused != 0)
         {
             return Err(Error::UnknownFormat(format!(
-                "entry {at} sets bits 11-15 of its flags, which that layout leaves clear"
+                "entry {at} sets flag bits {unused:#06x}, which the {layout:?} layout leaves clear"
             )));
         }
         let mut pairs: Vec<(u64, Entry)> = ips
@@ -250,7 +341,7 @@ impl OrcTable {
             .map(|(i, (ip, e))| {
                 let rel = i32::from_le_bytes([ip[0], ip[1], ip[2], ip[3]]);
                 let at = ip_base.wrapping_add(4 * i as u64);
-                let entry = Entry::from_bytes([e[0], e[1], e[2], e[3], e[4], e[5]]);
+                let entry = Entry::from_bytes_in(layout, [e[0], e[1], e[2], e[3], e[4], e[5]]);
                 (at.wrapping_add_signed(i64::from(rel)), entry)
             })
             .collect();

@@ -43,7 +43,8 @@ fn entries_decode_every_field() {
             sp_reg: Reg::Sp,
             bp_reg: Reg::PrevSp,
             kind: Kind::Call,
-            end: false
+            end: false,
+            signal: false,
         }
     );
     let e = Entry::from_bytes(entry_bytes(0, 0, 0, 0, 0, true));
@@ -64,6 +65,72 @@ fn entries_decode_every_field() {
     assert_eq!(
         Entry::from_bytes(entry_bytes(0, 0, 5, 0, 3, false)).kind,
         Kind::Unknown(3)
+    );
+    // Before 6.3 a `pt_regs` frame is a signal frame, and only it.
+    assert!(Entry::from_bytes(entry_bytes(0, 0, 5, 0, 1, false)).signal);
+    assert!(!Entry::from_bytes(entry_bytes(0, 0, 5, 0, 0, false)).signal);
+}
+
+/// An entry's 6 bytes with raw flag bits.
+fn raw_entry(sp_offset: i16, flags: u16) -> [u8; 6] {
+    let mut b = [0u8; 6];
+    b[..2].copy_from_slice(&sp_offset.to_le_bytes());
+    b[4..].copy_from_slice(&flags.to_le_bytes());
+    b
+}
+
+#[test]
+fn the_6_3_layout_has_signal_at_bit_10_and_end_at_bit_11() {
+    let e = Entry::from_bytes_in(Layout::Linux6_3, raw_entry(8, 5 | (1 << 10)));
+    assert_eq!(
+        (e.sp_reg, e.kind, e.signal, e.end),
+        (Reg::Sp, Kind::Call, true, false)
+    );
+    let e = Entry::from_bytes_in(Layout::Linux6_3, raw_entry(0, 1 << 11));
+    assert_eq!((e.sp_reg, e.end, e.signal), (Reg::Undefined, true, false));
+    let e = Entry::from_bytes_in(Layout::Linux6_3, raw_entry(0, 5 | (2 << 8)));
+    assert_eq!((e.kind, e.signal), (Kind::RegsPartial, false));
+}
+
+#[test]
+fn the_6_4_layout_has_a_3_bit_type_and_signal_at_bit_11() {
+    let kind = |t: u16| Entry::from_bytes_in(Layout::Linux6_4, raw_entry(8, 5 | (t << 8))).kind;
+    assert_eq!(
+        [0, 1, 2, 3, 4, 5, 7].map(kind),
+        [
+            Kind::Undefined,
+            Kind::EndOfStack,
+            Kind::Call,
+            Kind::Regs,
+            Kind::RegsPartial,
+            Kind::Unknown(5),
+            Kind::Unknown(7)
+        ]
+    );
+    let e = Entry::from_bytes_in(Layout::Linux6_4, raw_entry(0, 1 << 8));
+    assert!(e.end, "END_OF_STACK ends the stack");
+    let e = Entry::from_bytes_in(Layout::Linux6_4, raw_entry(16, 5 | (3 << 8) | (1 << 11)));
+    assert_eq!((e.kind, e.signal, e.end), (Kind::Regs, true, false));
+}
+
+#[test]
+fn layouts_by_version_and_their_unused_bits_refused() {
+    assert_eq!(Layout::of_version(4, 14), Layout::Linux4_14);
+    assert_eq!(Layout::of_version(6, 2), Layout::Linux4_14);
+    assert_eq!(Layout::of_version(6, 3), Layout::Linux6_3);
+    assert_eq!(Layout::of_version(6, 4), Layout::Linux6_4);
+    assert_eq!(Layout::of_version(6, 12), Layout::Linux6_4);
+    assert_eq!(Layout::of_version(7, 0), Layout::Linux6_4);
+    let ips = ip_section(BASE, &[TEXT]);
+    // Bit 11 is 6.3's `end` and 6.4's `signal`, but nothing before 6.3.
+    let flags_11 = raw_entry(8, 5 | (2 << 8) | (1 << 11)).to_vec();
+    assert!(OrcTable::from_sections_in(Layout::Linux4_14, BASE, &ips, &flags_11).is_err());
+    assert!(OrcTable::from_sections_in(Layout::Linux6_4, BASE, &ips, &flags_11).is_ok());
+    let flags_12 = raw_entry(8, 5 | (1 << 12)).to_vec();
+    let err = OrcTable::from_sections_in(Layout::Linux6_4, BASE, &ips, &flags_12).unwrap_err();
+    assert!(
+        err.to_string().contains("Linux6_4 layout leaves clear"),
+        "{err}"
     );
 }
 
@@ -120,7 +187,7 @@ fn an_entry_with_a_bit_beyond_the_layout_is_an_unknown_format() {
     entries[11] |= 1 << 3;
     let err = OrcTable::from_sections(BASE, &ips, &entries).unwrap_err();
     assert!(
-        matches!(&err, Error::UnknownFormat(why) if why.contains("entry 1 sets bits 11-15")),
+        matches!(&err, Error::UnknownFormat(why) if why.contains("entry 1 sets flag bits 0xf800, which the Linux4_14 layout leaves clear")),
         "{err}"
     );
 }

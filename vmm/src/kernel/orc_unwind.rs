@@ -112,7 +112,9 @@ pub fn unwind(table: &OrcTable, start: Start, mem: &impl Memory, max: usize) -> 
                 if frames.len() >= max {
                     break Stop::Limit;
                 }
-                (ip, sp, bp, returns) = (next_ip, next_sp, next_bp, !from_regs);
+                // The next address is a return address unless this entry says the caller was
+                // interrupted there (`signal`).
+                (ip, sp, bp, returns) = (next_ip, next_sp, next_bp, !entry.signal);
             }
             Ok(Next::End(stop)) | Err(stop) => break stop,
         }
@@ -134,6 +136,16 @@ enum Next {
 fn step(entry: &Entry, sp: u64, bp: u64, mem: &impl Memory) -> Result<Next, Stop> {
     let read = |at: u64| mem.read_u64(at).ok_or(Stop::Unreadable(at));
     let off = |base: u64, by: i16| base.wrapping_add_signed(i64::from(by));
+    // The type first, as the kernel's `unwind_next_frame` checks it (6.4 on).
+    match entry.kind {
+        Kind::EndOfStack => return Ok(Next::End(Stop::EndOfStack)),
+        Kind::Undefined => {
+            return Err(Stop::Cannot(
+                "an ORC entry that marks its code as having no unwind data".into(),
+            ))
+        }
+        _ => {}
+    }
     let prev_sp = match entry.sp_reg {
         Reg::Undefined if entry.end => return Ok(Next::End(Stop::EndOfStack)),
         Reg::Undefined => {
@@ -175,6 +187,10 @@ fn step(entry: &Entry, sp: u64, bp: u64, mem: &impl Memory) -> Result<Next, Stop
             )
         }
         Kind::Unknown(n) => return Err(Stop::Cannot(format!("an ORC entry of unknown type {n}"))),
+        // Taken care of before the stack pointer.
+        Kind::EndOfStack | Kind::Undefined => {
+            return Err(Stop::Cannot(format!("{:?}", entry.kind)))
+        }
     };
     let bp = match entry.bp_reg {
         Reg::Undefined => regs_bp.unwrap_or(bp),

@@ -272,3 +272,60 @@ fn hostile_registers_and_stacks_end_the_walk_without_panicking() {
         }
     }
 }
+
+/// A table in the layout of Linux 6.4 on: `(start, sp_off, sp_reg, type, signal)`.
+fn table_6_4(entries: &[(u64, i16, u16, u16, bool)]) -> OrcTable {
+    let mut ips = Vec::new();
+    let mut raw = Vec::new();
+    for (i, &(ip, sp_off, sp_reg, kind, signal)) in entries.iter().enumerate() {
+        let slot = BASE + 4 * i as u64;
+        ips.extend((ip.wrapping_sub(slot) as i64 as i32).to_le_bytes());
+        let bits = sp_reg | (kind << 8) | (u16::from(signal) << 11);
+        raw.extend(sp_off.to_le_bytes());
+        raw.extend(0i16.to_le_bytes());
+        raw.extend(bits.to_le_bytes());
+    }
+    OrcTable::from_sections_in(crate::kernel::orc::Layout::Linux6_4, BASE, &ips, &raw).unwrap()
+}
+
+#[test]
+fn on_6_4_a_signal_call_frame_names_its_caller_exactly_and_end_of_stack_is_a_type() {
+    const UNDEFINED: u16 = 0;
+    const END_OF_STACK: u16 = 1;
+    const CALL_6_4: u16 = 2;
+    // `leaf` at its first instruction, marked `signal`: its caller's address is where that
+    // caller was interrupted, at the first byte of `top` (looked up as it is: one byte before
+    // would be `mid`'s). `top` ends the stack; past 0x400 nothing is known.
+    let t = table_6_4(&[
+        (TEXT + 0x100, 8, SP, CALL_6_4, true),
+        (TEXT + 0x200, 8, SP, CALL_6_4, false),
+        (TEXT + 0x300, 0, UNDEF, END_OF_STACK, false),
+        (TEXT + 0x400, 0, UNDEF, UNDEFINED, false),
+    ]);
+    let mut mem = Fake::default();
+    mem.0.insert(STACK, TEXT + 0x300);
+    let start = Start {
+        rip: TEXT + 0x100,
+        rsp: STACK,
+        rbp: 0,
+    };
+    let bt = unwind(&t, start, &mem, 16);
+    assert_eq!(ips(&bt), [TEXT + 0x100, TEXT + 0x300]);
+    assert!(
+        !bt.frames[1].returns,
+        "a signal frame's caller is not a return address"
+    );
+    assert_eq!(bt.stop, Stop::EndOfStack);
+    // Code whose entry is UNDEFINED has no unwind data.
+    let start = Start {
+        rip: TEXT + 0x400,
+        rsp: STACK,
+        rbp: 0,
+    };
+    let bt = unwind(&t, start, &mem, 16);
+    assert!(
+        matches!(&bt.stop, Stop::Cannot(why) if why.contains("no unwind data")),
+        "{:?}",
+        bt.stop
+    );
+}

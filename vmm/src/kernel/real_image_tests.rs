@@ -124,23 +124,13 @@ fn orc_table_agrees(kernel: &RealKernel) {
     let elf = payload::vmlinux(&kernel.bzimage).unwrap();
     // What a run does at start (find and check the sections), then at its first backtrace.
     let start = std::time::Instant::now();
-    let sections = match OrcSections::from_elf(&elf) {
-        Ok(s) => s,
-        Err(e) => {
-            // 6.3 and later change the entry's layout; drvisor refuses it by name.
-            eprintln!("{name}: no ORC backtraces: {e}");
-            assert!(
-                e.to_string().contains("only that of Linux 4.14 to 6.2"),
-                "{name}: {e}"
-            );
-            return;
-        }
-    };
+    let sections = OrcSections::from_elf(&elf).unwrap();
     let found = start.elapsed();
     let table = sections.decode().unwrap();
     eprintln!(
-        "{} ORC entries: found in {} ms, decoded in {} ms more",
+        "{name}: {} ORC entries ({:?}): found in {} ms, decoded in {} ms more",
         table.len(),
+        sections.layout(),
         found.as_millis(),
         (start.elapsed() - found).as_millis()
     );
@@ -151,16 +141,22 @@ fn orc_table_agrees(kernel: &RealKernel) {
     // Every entry is of a known type, its base registers ones the format defines; few end a stack.
     let mut ends = 0;
     for (ip, e) in table.entries() {
-        assert!(!matches!(e.kind, Kind::Unknown(_)), "{ip:#x}: {e:?}");
+        assert!(
+            !matches!(e.kind, Kind::Unknown(_)),
+            "{name}: {ip:#x}: {e:?}"
+        );
         for reg in [e.sp_reg, e.bp_reg] {
             assert!(
                 !matches!(reg, Reg::Other(n) if ![2, 3, 6, 7].contains(&n)),
-                "{ip:#x}: {e:?}"
+                "{name}: {ip:#x}: {e:?}"
             );
         }
         ends += usize::from(e.end);
     }
-    assert!((1..100).contains(&ends), "{ends} entries end a stack");
+    assert!(
+        (1..100).contains(&ends),
+        "{name}: {ends} entries end a stack"
+    );
     // At a C function's first instruction the return address is at SP: the caller's SP is
     // SP + 8, and BP has not changed.
     for sym in [
