@@ -11,6 +11,7 @@
 //!
 //! PVH and multiboot kernels take modules: `--initrd` is module 0, then each `--module`.
 
+pub mod acpi;
 pub mod bzimage;
 pub mod e820;
 pub mod elf;
