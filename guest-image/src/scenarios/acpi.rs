@@ -4,14 +4,15 @@
 //! summing to 0), follows the XSDT to every table it lists, the FADT to the FACS and the DSDT,
 //! checks each table's checksum over its length, counts the MADT's enabled local APICs, I/O
 //! APICs and interrupt source overrides, and reads the FADT's PM timer port until it has
-//! advanced by [`WINDOW`] ticks (50 ms at 3.579545 MHz), with the TSC read just before the first
-//! and just after the last read. Prints:
+//! advanced by [`WINDOW`] ticks (50 ms at 3.579545 MHz), each read between two TSC reads, so the
+//! TSC ticks between the first and the last read are known to lie in `tsc_min..=tsc_max`.
+//! Prints:
 //! ```text
 //! drv: acpi rsdp=0x.. revision=R checksum=ok|bad xsdt=0x..
 //! drv: acpi table=SIG addr=0x.. length=N checksum=ok|bad     (XSDT, each listed table, DSDT, FACS)
 //! drv: acpi fadt pm_tmr_blk=0x.. pm_tmr_len=N tmr_val_ext=0|1 hw_reduced=0|1 sci_int=N
 //! drv: acpi madt lapics=N ioapics=N overrides=N
-//! drv: acpi pm_timer port=0x.. reads=N backwards=N delta=D tsc_delta=T
+//! drv: acpi pm_timer port=0x.. reads=N backwards=N delta=D tsc_min=A tsc_max=B
 //! ```
 //! Status 0 iff the RSDP is there, every checksum holds, the FADT, MADT, FACS and DSDT are found,
 //! the machine is not hardware-reduced, the PM timer is 4 bytes wide, it never went backwards and
@@ -218,13 +219,18 @@ pub fn run(cfg: &Config) -> ! {
         .dec(overrides);
     good &= counts.is_some() && lapics == u64::from(cfg.ncpus) && ioapics == 1;
 
-    // The PM timer: read until it has moved WINDOW ticks, each read no earlier than the last.
+    // The PM timer: read until it has moved WINDOW ticks, each read no earlier than the last,
+    // each read bracketed by TSC reads (before, after).
     let port = port as u16;
-    let tsc0 = rdtsc();
+    let before_first = rdtsc();
     let first = inl(port);
-    let (mut last, mut reads, mut backwards) = (first, 1u64, 0u64);
+    let after_first = rdtsc();
+    let (mut last, mut before_last, mut after_last) = (first, before_first, after_first);
+    let (mut reads, mut backwards) = (1u64, 0u64);
     while reads < MAX_READS && last.wrapping_sub(first) < WINDOW {
+        before_last = rdtsc();
         let now = inl(port);
+        after_last = rdtsc();
         reads += 1;
         // A 32-bit counter that went back by less than half its range went backwards.
         if now.wrapping_sub(last) > u32::MAX / 2 {
@@ -232,8 +238,9 @@ pub fn run(cfg: &Config) -> ! {
         }
         last = now;
     }
-    let tsc1 = rdtsc();
     let delta = last.wrapping_sub(first);
+    // The TSC ticks between the two reads that gave `delta`: at least `tsc_min`, at most
+    // `tsc_max`.
     serial::line()
         .s("acpi pm_timer port=")
         .hex(u64::from(port))
@@ -243,8 +250,10 @@ pub fn run(cfg: &Config) -> ! {
         .dec(backwards)
         .s(" delta=")
         .dec(u64::from(delta))
-        .s(" tsc_delta=")
-        .dec(tsc1.wrapping_sub(tsc0));
+        .s(" tsc_min=")
+        .dec(before_last.wrapping_sub(after_first))
+        .s(" tsc_max=")
+        .dec(after_last.wrapping_sub(before_first));
     good &= backwards == 0 && delta >= WINDOW;
     crate::finish(if good { 0 } else { 1 })
 }
