@@ -161,8 +161,71 @@ fn a_bad_value_is_refused() -> Result<(), Failed> {
     ensure(run.guest_lines(&["acpi"]).is_empty(), || run.to_string())
 }
 
+/// The u64 at `addr` in the guest memory of a VM built (not run) from `config`.
+fn u64_in_guest(config: drvisor::VmConfig, addr: u64) -> Result<u64, Failed> {
+    use vm_memory::Bytes;
+    let vm = drvisor::Vm::try_from(config)?;
+    Ok(vm.memory().read_obj(vm_memory::GuestAddress(addr))?)
+}
+
+/// A bzImage finds the RSDP's address in its zero page (`acpi_rsdp_addr`, at 0x70), a PVH
+/// kernel in `hvm_start_info.rsdp_paddr` (at 32); with ACPI off both stay 0 and nothing is at
+/// 0xe0000.
+fn kernels_are_told_where_the_rsdp_is() -> Result<(), Failed> {
+    use drvisor::boot::{Entry, KernelImage};
+    let bz = || -> Result<drvisor::VmConfig, Failed> {
+        let image = crate::bzimage::synthetic_bzimage(&[0xf4], 8192);
+        Ok(drvisor::VmConfig::new(
+            KernelImage::from_bytes("bz", image)?,
+            "",
+        ))
+    };
+    let pvh = || drvisor::VmConfig::new(drvisor::guest_image::kernel(), "");
+    let zero_page = drvisor::layout::ZERO_PAGE + 0x70;
+    let start_info = drvisor::layout::PVH_START_INFO + 32;
+    let rsdp = drvisor::layout::ACPI_START;
+    ensure(u64_in_guest(bz()?, zero_page)? == rsdp, || {
+        "bzImage: acpi_rsdp_addr".into()
+    })?;
+    ensure(u64_in_guest(pvh(), start_info)? == rsdp, || {
+        "PVH: rsdp_paddr".into()
+    })?;
+    ensure(
+        u64_in_guest(pvh(), rsdp)? == u64::from_le_bytes(*b"RSD PTR "),
+        || "no RSDP at 0xe0000".into(),
+    )?;
+    let off = |mut c: drvisor::VmConfig| {
+        c.acpi = false;
+        c
+    };
+    ensure(u64_in_guest(off(bz()?), zero_page)? == 0, || {
+        "--acpi off: bzImage acpi_rsdp_addr set".into()
+    })?;
+    ensure(u64_in_guest(off(pvh()), start_info)? == 0, || {
+        "--acpi off: PVH rsdp_paddr set".into()
+    })?;
+    ensure(u64_in_guest(off(pvh()), rsdp)? == 0, || {
+        "--acpi off: something at 0xe0000".into()
+    })?;
+    // The entries are the ones whose fields were read.
+    let vm = drvisor::Vm::try_from(pvh())?;
+    ensure(
+        matches!(vm.entry(), Entry::Pvh { start_info, .. } if start_info == drvisor::layout::PVH_START_INFO),
+        || format!("{:?}", vm.entry()),
+    )?;
+    let vm = drvisor::Vm::try_from(bz()?)?;
+    ensure(
+        matches!(vm.entry(), Entry::Linux64 { zero_page, .. } if zero_page == drvisor::layout::ZERO_PAGE),
+        || format!("{:?}", vm.entry()),
+    )
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
+        Trial::test(
+            "acpi::kernels_are_told_where_the_rsdp_is",
+            kernels_are_told_where_the_rsdp_is,
+        ),
         Trial::test("acpi::finds_the_tables_and_the_pm_timer_1_vcpu", || {
             finds_the_tables_and_the_pm_timer(1)
         }),
