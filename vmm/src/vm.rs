@@ -221,8 +221,9 @@ impl TryFrom<VmConfig> for Vm {
             &config.modules,
             &config.cmdline,
         )?;
-        // Every format gets the MP table, as QEMU's firmware gives one: Linux finds its APs and
-        // the I/O APIC there; a kernel that does not look never sees it.
+        // Every format gets the MP table, as QEMU's firmware gives one, and unless turned off the
+        // ACPI tables: Linux finds its APs and the I/O APIC in the MADT (or, without ACPI, the MP
+        // table); a kernel that looks for neither never sees them.
         boot::mptable::write(&mem, config.vcpus)?;
         if config.acpi {
             let rsdp = boot::acpi::write(&mem, config.vcpus)?;
