@@ -3,6 +3,7 @@
 //! Tests this host cannot run are listed as *ignored*, with the reason printed first: the probe
 //! decides, never an assumption about the host.
 
+mod acpi;
 mod bad_input;
 mod bounded;
 mod bzimage;
@@ -79,6 +80,7 @@ fn main() {
     trials.extend(who_and_where::trials());
     trials.extend(tiny_kernels::trials());
     trials.extend(cmos_clock::trials());
+    trials.extend(acpi::trials());
     trials.extend(cpu_features::trials(&ctx));
     trials.extend(symbol_specs::trials());
     trials.extend(kernel_own_symbols::trials());

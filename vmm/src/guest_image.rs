@@ -41,6 +41,7 @@ pub const SCENARIOS: &[&str] = &[
     "ktap",
     "irq-line",
     "cpuid",
+    "acpi",
 ];
 
 /// The embedded guest as a kernel image.

@@ -30,6 +30,11 @@ pub const CMDLINE: u64 = 0x20000;
 pub const CMDLINE_MAX: usize = 0x1000;
 /// End of the low boot area that e820 reports as RAM (the EBDA starts here).
 pub const EBDA_START: u64 = 0x9fc00;
+/// The ACPI tables, the RSDP first, in the BIOS area where Linux and kvm-unit-tests scan for
+/// the RSDP (0xe0000-0xfffff); e820 reserves them with the rest of the legacy area.
+pub const ACPI_START: u64 = 0xe_0000;
+/// End of the ACPI tables' room (exclusive).
+pub const ACPI_END: u64 = 0xf_0000;
 /// The Intel MP table (floating pointer, then configuration table) in the BIOS area, where
 /// Linux scans for it; e820 reserves it with the rest of the legacy area.
 pub const MPTABLE_START: u64 = 0xf_0000;
@@ -127,5 +132,9 @@ mod tests {
         }
         // The MP table lies in the reserved area above the EBDA, below the kernels.
         const { assert!(EBDA_START <= MPTABLE_START && MPTABLE_END <= HIMEM_START) };
+        // So do the ACPI tables, below the MP table, where the RSDP scan looks.
+        const { assert!(EBDA_START <= ACPI_START && ACPI_END <= MPTABLE_START) };
+        const { assert!(ACPI_START >= 0xe_0000) };
+        assert_eq!(ACPI_START % 64, 0);
     }
 }

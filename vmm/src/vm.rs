@@ -14,10 +14,10 @@ use crate::cpu;
 use crate::debug::{DebugCaps, DebugController};
 use crate::devices::{
     CmosRtc, ExitPort, ExitStatus, FwCfg, HostClock, HostSignal, HostSignalPort, MmioBus,
-    MprotectFlush, PioBus, SerialConsole, TestDevIomem, TestDevIrqLines, TestDevPort, CMOS_PORT,
-    CMOS_PORTS, COM1_BASE, COM1_GSI, EXIT_PORT, EXIT_PORTS, FW_CFG_PORT, FW_CFG_PORTS,
-    HOST_SIGNAL_PORT, IOMEM_BASE, IOMEM_LEN, IRQ_LINE_PORT, IRQ_LINE_PORTS, TESTDEV_PORT,
-    TESTDEV_PORTS,
+    MprotectFlush, PioBus, Pm1Registers, PmTimer, SerialConsole, TestDevIomem, TestDevIrqLines,
+    TestDevPort, CMOS_PORT, CMOS_PORTS, COM1_BASE, COM1_GSI, EXIT_PORT, EXIT_PORTS, FW_CFG_PORT,
+    FW_CFG_PORTS, HOST_SIGNAL_PORT, IOMEM_BASE, IOMEM_LEN, IRQ_LINE_PORT, IRQ_LINE_PORTS,
+    PM1_EVT_PORT, PM1_PORTS, PM_TIMER_PORT, PM_TIMER_PORTS, TESTDEV_PORT, TESTDEV_PORTS,
 };
 use crate::event_loop::{self, Subscriber};
 use crate::events::{Event, EventBus};
@@ -143,6 +143,11 @@ pub struct VmConfig {
     /// re-plans its guest DR file ([`crate::debug::GUEST_DR_RESYNC`] by default); zero turns
     /// the kicks off (then the guest's changes are seen only at the vCPU's own exits).
     pub guest_dr_resync: std::time::Duration,
+    /// Give the guest ACPI tables and the ACPI PM registers (the default): the RSDP in the BIOS
+    /// area, the FADT's PM timer and PM1 blocks at ports 0x600-0x60b, the MADT
+    /// ([`crate::boot::acpi`]). `false` leaves the MP table as the only description of the
+    /// machine and the ports unowned, as before ACPI.
+    pub acpi: bool,
     /// Run the debug hooks on every vCPU (the default). `false` detaches them entirely, as if
     /// drvisor had no debug support; it exists to measure what attaching costs.
     pub debug_attached: bool,
@@ -167,6 +172,7 @@ impl VmConfig {
             cpuid: cpu::CpuidMode::default(),
             cpu_features: cpu::FeatureEdits::default(),
             debug_attached: true,
+            acpi: true,
             guest_dr_resync: crate::debug::GUEST_DR_RESYNC,
             memslot_limit: None,
             inject_fault: None,
@@ -215,9 +221,14 @@ impl TryFrom<VmConfig> for Vm {
             &config.modules,
             &config.cmdline,
         )?;
-        // Every format gets the MP table, as QEMU's firmware gives one: Linux finds its APs and
-        // the I/O APIC there; a kernel that does not look never sees it.
+        // Every format gets the MP table, as QEMU's firmware gives one, and unless turned off the
+        // ACPI tables: Linux finds its APs and the I/O APIC in the MADT (or, without ACPI, the MP
+        // table); a kernel that looks for neither never sees them.
         boot::mptable::write(&mem, config.vcpus)?;
+        if config.acpi {
+            let rsdp = boot::acpi::write(&mem, config.vcpus)?;
+            boot::acpi::hand_over(&mem, &entry, rsdp)?;
+        }
 
         let vm_fd = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
         pc_platform::setup(&kvm, &vm_fd, &pc_platform::BEFORE_VCPUS)?;
@@ -325,6 +336,19 @@ impl TryFrom<VmConfig> for Vm {
             CMOS_PORTS,
             Arc::new(Mutex::new(CmosRtc::new(Box::new(HostClock)))),
         );
+        if config.acpi {
+            // The FADT's fixed hardware: PM1 event and control registers, and the PM timer.
+            bus.insert(
+                PM1_EVT_PORT,
+                PM1_PORTS,
+                Arc::new(Mutex::new(Pm1Registers::default())),
+            );
+            bus.insert(
+                PM_TIMER_PORT,
+                PM_TIMER_PORTS,
+                Arc::new(Mutex::new(PmTimer::default())),
+            );
+        }
         let mut mmio = MmioBus::default();
         if !vm_memory::GuestMemoryBackend::address_in_range(
             &mem,

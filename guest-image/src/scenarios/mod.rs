@@ -1,5 +1,6 @@
 //! One module per scenario; `run` dispatches on `scenario=`.
 
+pub mod acpi;
 pub mod args;
 pub mod cpuid;
 pub mod dr7_storm;
@@ -32,6 +33,7 @@ pub fn run(cfg: &Config) -> ! {
     match cfg.scenario {
         b"hello" => hello::run(cfg),
         b"cpuid" => cpuid::run(cfg),
+        b"acpi" => acpi::run(cfg),
         b"exec" => exec::run(cfg),
         b"args" => args::run(cfg),
         b"write" => write::run(cfg),

@@ -11,6 +11,7 @@
 //!
 //! PVH and multiboot kernels take modules: `--initrd` is module 0, then each `--module`.
 
+pub mod acpi;
 pub mod bzimage;
 pub mod e820;
 pub mod elf;
@@ -123,6 +124,12 @@ pub enum Error {
         /// Why.
         source: mptable::Error,
     },
+    /// The ACPI tables cannot describe this VM.
+    #[error("the ACPI tables: {source}")]
+    Acpi {
+        /// Why.
+        source: acpi::Error,
+    },
 }
 
 impl Error {
@@ -135,6 +142,7 @@ impl Error {
                 | Error::GuestWrite { .. }
                 | Error::ZeroPage { .. }
                 | Error::MpTable { .. }
+                | Error::Acpi { .. }
         )
     }
 

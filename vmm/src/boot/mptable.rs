@@ -1,6 +1,7 @@
 //! The Intel MultiProcessor Specification 1.4 table, from which a kernel without ACPI (drvisor
-//! writes none) learns its CPUs and its I/O APIC: Linux counts its CPUs from it
-//! (`smpboot: Allowing N CPUs`) and without it runs on the boot CPU alone.
+//! under `--acpi off`, or a kernel that does not read ACPI) learns its CPUs and its I/O APIC:
+//! Linux counts its CPUs from it (`smpboot: Allowing N CPUs`) and without it, or ACPI's MADT
+//! ([`super::acpi`]), runs on the boot CPU alone.
 //!
 //! As QEMU's firmware and Firecracker write it: the floating pointer at [`MPTABLE_START`] in the
 //! BIOS area (which Linux scans, 16 bytes at a time, for `_MP_`), the configuration table right

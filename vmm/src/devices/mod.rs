@@ -8,6 +8,8 @@ mod fw_cfg;
 mod host_signal;
 mod mmio;
 mod pc_testdev;
+mod pm1;
+mod pm_timer;
 mod serial;
 
 pub use bus::{PioBus, PioDevice, PortAccess};
@@ -19,5 +21,10 @@ pub use mmio::{MmioBus, MmioDevice};
 pub use pc_testdev::{
     IrqLines, MprotectFlush, PageFlush, TestDevIomem, TestDevIrqLines, TestDevPort, IOMEM_BASE,
     IOMEM_LEN, IRQ_LINE_PORT, IRQ_LINE_PORTS, TESTDEV_PORT, TESTDEV_PORTS,
+};
+pub use pm1::{Pm1Registers, PM1_CNT_LEN, PM1_CNT_PORT, PM1_EVT_LEN, PM1_EVT_PORT, PM1_PORTS};
+pub use pm_timer::{
+    ticks as pm_timer_ticks, Elapsed, PmTimer, SinceStart, PM_TIMER_HZ, PM_TIMER_PORT,
+    PM_TIMER_PORTS,
 };
 pub use serial::{SerialConsole, COM1_BASE, COM1_GSI};

@@ -154,6 +154,11 @@ pub struct RunArgs {
         allow_hyphen_values = true
     )]
     pub cpu_features: Vec<String>,
+    /// ACPI tables for the guest (RSDP in the BIOS area, XSDT, FADT, FACS, DSDT, MADT) and the
+    /// ACPI PM timer and PM1 registers at ports 0x600-0x60b; `off` leaves the MP table as the
+    /// only description of the machine.
+    #[arg(long, default_value = "on", value_name = "on|off")]
+    pub acpi: AcpiArg,
     /// Where the host cannot show drvisor the guest's own debug-register writes in time (SVM),
     /// a vCPU running host breakpoints with no exit for this many microseconds is kicked out
     /// so they are read and placed (each one found late is a `guest-dr-late` event). 0: never
@@ -199,6 +204,15 @@ pub struct RunArgs {
     /// resume` or SIGUSR1), so breakpoints can be set before the first instruction.
     #[arg(long)]
     pub paused: bool,
+}
+
+/// `--acpi`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AcpiArg {
+    /// ACPI tables and the PM registers.
+    On,
+    /// Neither: the MP table only.
+    Off,
 }
 
 /// `--engine`.
