@@ -30,13 +30,7 @@ qemu_ok() {
 }
 
 if ! qemu_ok || ! ls /boot/vmlinuz-*-amd64 >/dev/null 2>&1; then
-  if [ ! -f /etc/apt/sources.list.d/backports.sources ] && [ -f /etc/apt/sources.list.d/debian.sources ]; then
-    # The machine's own Debian mirror, with the suite changed.
-    awk '/^Types:/ && !t {t=$0} /^URIs:/ && !u {u=$0} END {print t; print u;
-         print "Suites: bookworm-backports"; print "Components: main";
-         print "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"}' \
-      /etc/apt/sources.list.d/debian.sources > /etc/apt/sources.list.d/backports.sources
-  fi
+  "$(dirname "$0")/../../ci/debian-backports.sh"
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
   apt-get install -y -qq --no-install-recommends linux-image-amd64 busybox-static >/dev/null
