@@ -29,12 +29,23 @@ fn specs_in(dir: &Path) -> Vec<String> {
 
 /// `drvisor ci ARGS... --json FILE`: the run and the parsed report.
 fn ci(args: &[String]) -> Result<(Run, serde_json::Value), Failed> {
+    ci_within(args, None)
+}
+
+/// [`ci`], killed only after `limit` if given.
+fn ci_within(
+    args: &[String],
+    limit: Option<std::time::Duration>,
+) -> Result<(Run, serde_json::Value), Failed> {
     let json = temp_path("ci.json");
     let mut all: Vec<&str> = vec!["ci"];
     all.extend(args.iter().map(String::as_str));
     let j = json.display().to_string();
     all.extend(["--json", &j]);
-    let run = drvisor(&all);
+    let run = match limit {
+        Some(limit) => drvisor_within(&all, limit),
+        None => drvisor(&all),
+    };
     let report = std::fs::read_to_string(&json)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -657,7 +668,7 @@ fn cpu_features_in_a_spec() -> Result<(), Failed> {
 fn debian_kernel() -> Result<(), Failed> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/linux");
     let present = dir.join("cache/vmlinuz").is_file() && dir.join("cache/System.map").is_file();
-    let (run, report) = ci(&specs_in(&dir))?;
+    let (run, report) = ci_within(&specs_in(&dir), Some(LINUX_BOOT_TIMEOUT))?;
     if !present {
         run.expect_code(3)?;
         return ensure(run.stdout.contains("is not a file"), || run.to_string());

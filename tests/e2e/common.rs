@@ -13,6 +13,12 @@ pub const DRVISOR: &str = env!("CARGO_BIN_EXE_drvisor");
 /// No scenario takes more than a few seconds here; this only stops a hung test.
 const TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The limit for a run that boots a stock Linux kernel: on hosts like ours (guest CPL0 code
+/// emulated at a few million instructions a second) the Debian kernel takes 2-5 minutes to reach
+/// `setup_arch`, more when the suite runs beside it. Longer than the runs' own timeouts, so that
+/// drvisor, not the harness, ends them.
+pub const LINUX_BOOT_TIMEOUT: Duration = Duration::from_secs(900);
+
 /// What the host delivers, probed once per test run.
 pub struct Context {
     pub probe: ProbeReport,
@@ -40,17 +46,24 @@ pub fn drvisor(args: &[&str]) -> Run {
     run_command(Command::new(DRVISOR).args(args))
 }
 
+/// Runs `drvisor` with `args`, stdin closed, killed only after `limit`.
+pub fn drvisor_within(args: &[&str], limit: Duration) -> Run {
+    run_command_within(Command::new(DRVISOR).args(args), None, limit)
+}
+
 /// Runs `drvisor` with `args`, `input` on its stdin (then closed).
 pub fn drvisor_with_stdin(args: &[&str], input: &[u8]) -> Run {
-    run_command_with_input(Command::new(DRVISOR).args(args), Some(input))
+    run_command_within(Command::new(DRVISOR).args(args), Some(input), TIMEOUT)
 }
 
 /// Runs `cmd` to completion (or kills it after [`TIMEOUT`]), stdin closed.
 pub fn run_command(cmd: &mut Command) -> Run {
-    run_command_with_input(cmd, None)
+    run_command_within(cmd, None, TIMEOUT)
 }
 
-fn run_command_with_input(cmd: &mut Command, input: Option<&[u8]>) -> Run {
+/// Runs `cmd` with `input` on its stdin (then closed), killing it after `limit`; a killed
+/// run says so at the end of its stderr.
+fn run_command_within(cmd: &mut Command, input: Option<&[u8]>, limit: Duration) -> Run {
     let stdin = if input.is_some() {
         Stdio::piped()
     } else {
@@ -80,20 +93,26 @@ fn run_command_with_input(cmd: &mut Command, input: Option<&[u8]>) -> Run {
         s
     });
     let start = Instant::now();
+    let mut killed = false;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
-        if start.elapsed() > TIMEOUT {
+        if start.elapsed() > limit {
+            killed = true;
             let _ = child.kill();
             break child.wait().expect("wait");
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    let mut stderr = err_reader.join().unwrap_or_default();
+    if killed {
+        stderr += &format!("\n(killed by the test harness after {limit:?})\n");
+    }
     Run {
         code: status.code().unwrap_or(-1),
         stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
+        stderr,
     }
 }
 
@@ -225,11 +244,19 @@ fn shorten(line: &str) -> &str {
 /// Runs drvisor with `args` plus `--events`, and returns the run and its events; fails if a
 /// line of the events file is not JSON.
 pub fn drvisor_with_events(args: &[&str]) -> Result<(Run, Vec<serde_json::Value>), Failed> {
+    drvisor_with_events_within(args, TIMEOUT)
+}
+
+/// [`drvisor_with_events`], killed only after `limit`.
+pub fn drvisor_with_events_within(
+    args: &[&str],
+    limit: Duration,
+) -> Result<(Run, Vec<serde_json::Value>), Failed> {
     let path = temp_path("events.jsonl");
     let mut all: Vec<&str> = args.to_vec();
     let p = path.to_str().unwrap_or_default().to_owned();
     all.extend(["--events", &p]);
-    let run = drvisor(&all);
+    let run = drvisor_within(&all, limit);
     let events = read_events(&path);
     let _ = std::fs::remove_file(&path);
     let events = events.map_err(|e| format!("{}\n{run}", e.message().unwrap_or_default()))?;

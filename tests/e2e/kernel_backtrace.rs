@@ -7,7 +7,10 @@
 
 use std::path::PathBuf;
 
-use crate::common::{drvisor_with_hits, ensure, skipped, Failed, Run, Trial};
+use crate::common::{
+    drvisor_with_events_within, drvisor_with_hits, ensure, hits_only, skipped, Failed, Run, Trial,
+    LINUX_BOOT_TIMEOUT,
+};
 
 fn kernel() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ci/linux/cache/vmlinuz")
@@ -21,25 +24,29 @@ fn function(frame: &serde_json::Value) -> &str {
 
 fn debian_setup_arch_backtrace() -> Result<(), Failed> {
     let kernel = kernel();
-    let (run, hits) = drvisor_with_hits(&[
-        "run",
-        "--kernel",
-        kernel.to_str().unwrap_or_default(),
-        "--cmdline",
-        "console=ttyS0 earlyprintk=serial,ttyS0 nokaslr",
-        "--mem",
-        "512",
-        "--break",
-        "do_early_exception",
-        "--capture",
-        "512",
-        "--break",
-        "setup_arch",
-        "--capture",
-        "512",
-        "--action",
-        "stop",
-    ])?;
+    let (run, events) = drvisor_with_events_within(
+        &[
+            "run",
+            "--kernel",
+            kernel.to_str().unwrap_or_default(),
+            "--cmdline",
+            "console=ttyS0 earlyprintk=serial,ttyS0 nokaslr",
+            "--mem",
+            "512",
+            "--break",
+            "do_early_exception",
+            "--capture",
+            "512",
+            "--break",
+            "setup_arch",
+            "--capture",
+            "512",
+            "--action",
+            "stop",
+        ],
+        LINUX_BOOT_TIMEOUT,
+    )?;
+    let hits = hits_only(events);
     run.expect_code(74)?;
     let of = |label: &str| -> Vec<&serde_json::Value> {
         hits.iter().filter(|h| h["label"] == label).collect()
