@@ -264,20 +264,7 @@ fn they_lie_in_reserved_memory_apart_from_all_other_boot_data() {
 
 #[test]
 fn loading_a_kernel_and_the_mp_table_leave_the_tables_whole() {
-    use crate::boot::elf::ElfClass;
-    use crate::boot::test_elf::{build as elf, multiboot_header};
-    let code = [0xf4u8; 16];
-    let kernels = [
-        elf(ElfClass::Elf64, 0x10_0000, &code, Some(0x10_0000), &[]),
-        elf(
-            ElfClass::Elf32,
-            0x10_0000,
-            &code,
-            None,
-            &multiboot_header(0, &[]),
-        ),
-    ];
-    for bytes in kernels {
+    for bytes in crate::boot::test_elf::pvh_and_multiboot() {
         let mem = crate::memory::create(64).unwrap();
         write(&mem, 4).unwrap();
         let kernel = crate::boot::KernelImage::from_bytes("k", bytes).unwrap();

@@ -376,20 +376,7 @@ mod tests {
         // PVH and multiboot kernels with an initrd and a command line: the boot data the
         // loaders write (start info, memory map, module list, strings, command line) and the
         // kernel and modules all stay clear of the table.
-        use crate::boot::elf::ElfClass;
-        use crate::boot::test_elf::{build as elf, multiboot_header};
-        let code = [0xf4u8; 16];
-        let kernels = [
-            elf(ElfClass::Elf64, 0x10_0000, &code, Some(0x10_0000), &[]),
-            elf(
-                ElfClass::Elf32,
-                0x10_0000,
-                &code,
-                None,
-                &multiboot_header(0, &[]),
-            ),
-        ];
-        for bytes in kernels {
+        for bytes in crate::boot::test_elf::pvh_and_multiboot() {
             let mem = crate::memory::create(64).unwrap();
             write(&mem, 4).unwrap();
             let kernel = crate::boot::KernelImage::from_bytes("k", bytes).unwrap();

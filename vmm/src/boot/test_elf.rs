@@ -355,6 +355,22 @@ pub const MULTIBOOT_MAGIC: u32 = 0x1bad_b002;
 /// Multiboot flag 16: the header's own load addresses (the a.out kludge) follow.
 pub const AOUT_KLUDGE: u32 = 1 << 16;
 
+/// Two tiny kernels at 1 MiB that halt: a PVH ELF64 and a multiboot ELF32. The loaders write
+/// different boot data for each (start info or boot information, strings, module list).
+pub fn pvh_and_multiboot() -> [Vec<u8>; 2] {
+    let code = [0xf4u8; 16];
+    [
+        build(ElfClass::Elf64, 0x10_0000, &code, Some(0x10_0000), &[]),
+        build(
+            ElfClass::Elf32,
+            0x10_0000,
+            &code,
+            None,
+            &multiboot_header(0, &[]),
+        ),
+    ]
+}
+
 /// A multiboot v1 header with `flags`, its checksum, and, for the a.out kludge, its five
 /// address fields.
 pub fn multiboot_header(flags: u32, addresses: &[u32]) -> Vec<u8> {

@@ -6,6 +6,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::gdt;
 use crate::boot::Entry;
+use crate::guest_paging::bits::{CR0_PG, EFER_LMA, LARGE, PRESENT, WRITABLE};
 use crate::layout::{BOOT_GDT, BOOT_IDT, PD, PDPT, PML4};
 
 /// Errors setting a vCPU's boot state.
@@ -21,14 +22,12 @@ pub enum Error {
 
 const CR0_PE: u64 = 1;
 const CR0_ET: u64 = 1 << 4;
-const CR0_PG: u64 = 1 << 31;
 const CR4_PAE: u64 = 1 << 5;
 const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
 /// Bit 1 of RFLAGS is reserved and reads as 1.
 const RFLAGS_FIXED: u64 = 2;
-const PTE_PRESENT_RW: u64 = 0x3;
-const PDE_2M: u64 = 0x83;
+const PTE_PRESENT_RW: u64 = PRESENT | WRITABLE;
+const PDE_2M: u64 = PRESENT | WRITABLE | LARGE;
 
 /// Writes the boot tables to `mem` (idempotent; every vCPU may call it).
 fn write_tables(mem: &GuestMemoryMmap, entry: &Entry) -> Result<(), Error> {

@@ -38,14 +38,13 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::emulate::{self, Emulable};
 use super::kvm_vcpu::{DebugVcpu, Result};
+use crate::guest_paging::bits::{CR0_PG, EFER_LMA};
 use crate::guest_paging::page_walk::{self, Access};
 
 const RFLAGS_TF: u64 = 1 << 8;
 const RFLAGS_RF: u64 = 1 << 16;
 const RFLAGS_AC: u64 = 1 << 18;
-const CR0_PG: u64 = 1 << 31;
 const CR4_CET: u64 = 1 << 23;
-const EFER_LMA: u64 = 1 << 10;
 /// The longest x86 instruction.
 const MAX_INSN: usize = 15;
 

@@ -13,11 +13,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory};
 use crate::guest_paging::page_walk::{self, CR4_LA57};
 use crate::guest_paging::SystemRegisters;
 
-const PRESENT: u64 = 1;
-const LARGE: u64 = 1 << 7;
-const ADDR: u64 = 0x000f_ffff_ffff_f000;
-const CR0_PG: u64 = 1 << 31;
-const EFER_LMA: u64 = 1 << 10;
+use super::bits::{ADDR, CR0_PG, EFER_LMA, LARGE, PRESENT};
 /// A bound on the walk: a big guest's tables have tens of thousands of pages.
 const MAX_TABLE_PAGES: usize = 1 << 17;
 

@@ -3,6 +3,7 @@
 //! emulation needs ([`page_walk`]), the pages the CPU itself reads and a plain translation
 //! ([`cpu_structures`]), and reading guest-virtual bytes through them ([`read()`]).
 
+pub mod bits;
 pub mod cpu_structures;
 pub mod page_walk;
 pub(crate) mod read;

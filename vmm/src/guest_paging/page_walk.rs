@@ -8,18 +8,10 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const USER: u64 = 1 << 2;
-const ACCESSED: u64 = 1 << 5;
-const DIRTY: u64 = 1 << 6;
-const LARGE: u64 = 1 << 7;
-const NX: u64 = 1 << 63;
-/// Physical-address bits 12-51 of an entry.
-const ADDR: u64 = 0x000f_ffff_ffff_f000;
+pub use super::bits::CR4_LA57;
+use super::bits::{ACCESSED, ADDR, DIRTY, LARGE, NX, PRESENT, USER, WRITABLE};
 
-/// CR4 bits the walk reads.
-pub const CR4_LA57: u64 = 1 << 12;
+/// CR4 bits the walk reads besides LA57.
 const CR4_SMEP: u64 = 1 << 20;
 const CR4_SMAP: u64 = 1 << 21;
 

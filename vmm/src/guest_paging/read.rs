@@ -65,8 +65,7 @@ pub(crate) mod tests {
     use super::*;
     use vm_memory::GuestMemoryMmap;
 
-    const CR0_PG: u64 = 1 << 31;
-    const EFER_LMA: u64 = 1 << 10;
+    use crate::guest_paging::bits::{CR0_PG, EFER_LMA};
 
     /// 8 MiB of RAM: PML4 at 0x1000 -> PDPT 0x2000 -> PD 0x3000, whose entry 0 maps virtual
     /// 0..2 MiB to physical 2..4 MiB with a 2 MiB page; 2..4 MiB virtual is not mapped.

@@ -605,8 +605,7 @@ impl PageWatchEngine {
             }
             WatchRange::Physical { gpa, len } => Ok(vec![(gpa, len)]),
             WatchRange::Virtual { gva, len } => {
-                const CR0_PG: u64 = 1 << 31;
-                const EFER_LMA: u64 = 1 << 10;
+                use crate::guest_paging::bits::{CR0_PG, EFER_LMA};
                 let walkable = |r: &crate::guest_paging::SystemRegisters| {
                     r.cr0 & CR0_PG == 0 || r.efer & EFER_LMA != 0
                 };

@@ -40,7 +40,7 @@ type Ranges = Vec<(u64, u64)>;
 const UNSET: u64 = u64::MAX;
 /// CR3's page-table base (bits 12-51), without the PCID or the flags.
 const CR3_BASE: u64 = 0x000f_ffff_ffff_f000;
-const CR0_PG: u64 = 1 << 31;
+use crate::guest_paging::bits::CR0_PG;
 
 /// What following one guest-virtual watch needs.
 pub(super) struct Followed {
@@ -188,7 +188,7 @@ mod tests {
     use super::*;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-    const EFER_LMA: u64 = 1 << 10;
+    use crate::guest_paging::bits::EFER_LMA;
     const P: u64 = 0x3;
 
     /// PML4 at 0x1000 -> PDPT 0x2000 -> PD 0x3000 -> PT 0x4000, whose entry 5 maps
