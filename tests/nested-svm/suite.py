@@ -110,9 +110,16 @@ def judge_flakes(flaky, known, l0_defects):
 
 
 # Run first in every boot: L1's kernel release, and where its kvm_amd's __svm_vcpu_run (the
-# code around VMRUN) was loaded (nothing on a VMX L1).
+# code around VMRUN) was loaded (nothing on a VMX L1). Then L1's ftrace records every guest
+# shutdown (triple fault) exit with the guest RIP the VMCB held, which KVM resets before drvisor
+# can read it (SVM_EXIT_SHUTDOWN is 0x7f; a VMX L1 has no such exit and records nothing).
 L1_FACTS = ("{{ uname -r; grep -w __svm_vcpu_run /proc/kallsyms; }} > {out}/l1-facts.{number}.txt "
-            "2>/dev/null")
+            "2>/dev/null; T=/sys/kernel/tracing; mount -t tracefs nodev $T 2>/dev/null; "
+            "{{ echo 'exit_reason == 127' > $T/events/kvm/kvm_exit/filter && "
+            "echo 1 > $T/events/kvm/kvm_exit/enable && echo 1 > $T/tracing_on; }} 2>/dev/null")
+# Run last in every boot: the shutdown exits L1 recorded.
+L1_SHUTDOWNS = "cat /sys/kernel/tracing/trace > {out}/l1-shutdowns.{number}.txt 2>/dev/null"
+SHUTDOWN_AT = re.compile(r"kvm_exit: vcpu \d+ reason shutdown rip 0x([0-9a-f]+)")
 
 # drvisor's report of a guest triple fault, with the RIP of the vCPU's exit before it.
 TRIPLE_FAULT_AFTER = re.compile(r"guest triple fault on vCPU \d+; .*its previous exit was at "
@@ -142,12 +149,13 @@ def vmrun_return_offset(release):
 
 
 def l0_rip_defects(out, flaky):
-    """{test: reason} for flaky tests whose failure was a guest triple fault right after an exit
-    at which KVM reported, as the guest's RIP, the address in L1's own kvm_amd just past its
-    VMRUN instruction (the host RIP that VMRUN saves for its #VMEXIT). No code in drvisor or in
-    the guest can produce an L1 kernel address; L0, QEMU's TCG emulation of SVM, wrote L1's
-    return address into the guest's saved state. Checked exactly, per boot: L1's
-    __svm_vcpu_run from its /proc/kallsyms plus the offset in the module it loaded."""
+    """{test: reason} for flaky tests whose failure was a guest triple fault with the guest's RIP
+    at the address in L1's own kvm_amd just past its VMRUN instruction (the host RIP that VMRUN
+    saves for its #VMEXIT): either at the exit drvisor saw before the fault, or at the shutdown
+    exit itself, as L1's ftrace recorded it in that boot (one recorded shutdown per test). No
+    code in drvisor or in the guest can produce an L1 kernel address; L0, QEMU's TCG emulation
+    of SVM, wrote L1's return address into the guest's saved state. Checked exactly, per boot:
+    L1's __svm_vcpu_run from its /proc/kallsyms plus the offset in the module it loaded."""
     if not flaky:
         return {}
     returns = set()
@@ -160,6 +168,10 @@ def l0_rip_defects(out, flaky):
     # A failure's message is in its boot's libtest log (results.N.txt), after `---- TEST ----`.
     for log in sorted(out.glob("results.*.txt")):
         text = log.read_text(errors="replace")
+        number = log.name.split(".")[1]
+        trace = out / f"l1-shutdowns.{number}.txt"
+        shutdowns = [int(m.group(1), 16) for m in
+                     SHUTDOWN_AT.finditer(trace.read_text(errors="replace"))] if trace.exists() else []
         for t in flaky:
             head = f"---- {t} ----\n"
             block = text.split(head, 1)[1].split("\n---- ", 1)[0] if head in text else ""
@@ -168,6 +180,13 @@ def l0_rip_defects(out, flaky):
                     found[t] = (f"L0 defect: KVM reported rip=0x{m.group(1)}, L1's own return "
                                 "address from VMRUN in kvm_amd, as the guest's RIP; the guest ran "
                                 "on from there and triple-faulted (QEMU's TCG emulation of SVM)")
+            at = next((r for r in shutdowns if r in returns), None)
+            if t not in found and "guest triple fault on vCPU" in block and at is not None:
+                shutdowns.remove(at)
+                found[t] = (f"L0 defect: L1 recorded this boot's guest shutdown at rip=0x{at:x}, "
+                            "L1's own return address from VMRUN in kvm_amd, as the guest's RIP; "
+                            "the guest ran from there and triple-faulted (QEMU's TCG emulation "
+                            "of SVM)")
     return found
 
 
@@ -220,7 +239,8 @@ def main():
     wanted = sys.argv[4] if len(sys.argv) > 4 else ""
     deadline = time.time() + int(os.environ.get("NESTED_TIMEOUT", "3600"))
     for pattern in ("tests.txt", "selected.txt", "results.*.txt", "e2e.*.txt", "e2e-retry.txt",
-                    "retry.*.txt", "l1-console*.txt", "durations.txt", "l1-facts.*.txt"):
+                    "retry.*.txt", "l1-console*.txt", "durations.txt", "l1-facts.*.txt",
+                    "l1-shutdowns.*.txt"):
         for stale in out.glob(pattern):
             stale.unlink()
 
@@ -247,7 +267,7 @@ def main():
         log = out / f"results.{number}.txt"
         lines.append(" ".join([e2e, "--test-threads", "1", "--logfile", str(log), *choice,
                                ">", f"{out}/e2e.{number}.txt", "2>&1"]))
-        lines.append("exit 0")
+        lines += [L1_SHUTDOWNS.format(out=out, number=number), "exit 0"]
         status = boot(out, number, lines, deadline, durations)
         finished, running = read_results(log)
         results.update(finished)
@@ -281,7 +301,8 @@ def main():
         lines += [" ".join([e2e, "--test-threads", "1", "--exact", quote(t), "--logfile",
                             f"{out}/retry.{i}.txt", ">>", f"{out}/e2e-retry.txt", "2>&1"])
                   for i, t in enumerate(failed)]
-        boot(out, number, lines + ["exit 0"], deadline, {})
+        boot(out, number, lines + [L1_SHUTDOWNS.format(out=out, number=number), "exit 0"],
+             deadline, {})
         for i, t in enumerate(failed):
             again, _ = read_results(out / f"retry.{i}.txt")
             (flaky if again.get(t) == "ok" else failed_again).append(t)
