@@ -238,16 +238,10 @@ fn they_lie_in_reserved_memory_apart_from_all_other_boot_data() {
     let start = layout::ACPI_START;
     let end = start + build(MAX_CPUS, start).unwrap().bytes.len() as u64;
     assert!(end <= layout::ACPI_END, "{end:#x}");
-    for ram in [2 << 20, 64 << 20, 3 << 30, 1 << 40] {
-        let map = crate::boot::e820::memory_map(ram);
-        assert!(
-            map.iter()
-                .any(|r| r.kind == crate::boot::e820::Kind::Reserved
-                    && r.addr <= start
-                    && layout::ACPI_END <= r.addr + r.size),
-            "{ram:#x}"
-        );
-    }
+    assert!(crate::boot::e820::reserved_at_every_ram_size(
+        start,
+        layout::ACPI_END
+    ));
     let others = [
         (
             "low boot data",

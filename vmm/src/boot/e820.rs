@@ -64,6 +64,19 @@ pub fn memory_map(ram: u64) -> Vec<Range> {
     map
 }
 
+/// Whether `start..end` lies in one reserved range of the map, whatever the RAM size (from
+/// 2 MiB to 1 TiB): for the tests of what drvisor keeps in low memory.
+#[cfg(test)]
+pub(crate) fn reserved_at_every_ram_size(start: u64, end: u64) -> bool {
+    [2 << 20, 64 << 20, 3 << 30, 1u64 << 40]
+        .into_iter()
+        .all(|ram| {
+            memory_map(ram)
+                .iter()
+                .any(|r| r.kind == Kind::Reserved && r.addr <= start && end <= r.addr + r.size)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
