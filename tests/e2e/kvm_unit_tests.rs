@@ -273,7 +273,7 @@ fn sieve_as_far_as_qemu(dir: &Path) -> Result<(), Failed> {
 }
 
 /// The result lines of a kvm-unit-tests log, counted.
-fn results(log: &str) -> BTreeMap<String, usize> {
+pub(crate) fn results(log: &str) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for line in log.lines() {
         if ["PASS: ", "FAIL: ", "SKIP: "]
@@ -288,15 +288,18 @@ fn results(log: &str) -> BTreeMap<String, usize> {
 
 /// drvisor's results against QEMU's: what is better, what is worse.
 #[derive(Debug, Default, PartialEq)]
-struct Comparison {
-    better: Vec<String>,
-    worse: Vec<String>,
+pub(crate) struct Comparison {
+    pub(crate) better: Vec<String>,
+    pub(crate) worse: Vec<String>,
 }
 
 /// Lines only QEMU printed are worse unless they are QEMU's failures; lines only drvisor
 /// printed are better unless they are failures. With `qemu_finished` false, QEMU hung, so
 /// drvisor's further passes are better too.
-fn compare(qemu: &BTreeMap<String, usize>, ours: &BTreeMap<String, usize>) -> Comparison {
+pub(crate) fn compare(
+    qemu: &BTreeMap<String, usize>,
+    ours: &BTreeMap<String, usize>,
+) -> Comparison {
     let mut c = Comparison::default();
     let count = |m: &BTreeMap<String, usize>, l: &str| m.get(l).copied().unwrap_or(0);
     let lines: std::collections::BTreeSet<&String> = qemu.keys().chain(ours.keys()).collect();
@@ -350,15 +353,15 @@ fn comparison_rules() -> Result<(), Failed> {
 }
 
 /// A run's output so far, and its status once it ended.
-struct Watched {
-    stdout: String,
-    stderr: String,
-    status: Option<i32>,
+pub(crate) struct Watched {
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) status: Option<i32>,
 }
 
 /// Runs `program` with `args` until it exits, `deadline` passes, or `done(stdout)` has been true
 /// for `grace`; then kills it.
-fn run_watched(
+pub(crate) fn run_watched(
     program: &str,
     args: &[String],
     deadline: Duration,

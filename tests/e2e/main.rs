@@ -25,6 +25,7 @@ mod hostile_guests;
 mod kernel_backtrace;
 mod kernel_own_symbols;
 mod kvm_unit_tests;
+mod kvm_unit_tests_cfg;
 mod live_changes;
 mod one_door;
 mod page_watches;
@@ -73,6 +74,7 @@ fn main() {
     trials.extend(debug_regs_port::trials(&ctx));
     trials.extend(page_watches::trials(&ctx));
     trials.extend(kvm_unit_tests::trials(&ctx));
+    trials.extend(kvm_unit_tests_cfg::trials(&ctx));
     trials.extend(rest_api::trials());
     trials.extend(gdb_stub::trials(&ctx));
     trials.extend(seccomp::trials());

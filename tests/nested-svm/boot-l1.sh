@@ -8,7 +8,8 @@
 #
 #   tests/nested-svm/boot-l1.sh OUTDIR 'COMMAND'
 #
-# OUTDIR is shared read-write with L1; COMMAND runs there as root, in the current directory, and
+# KVM_AMD_PARAMS, when set, reloads L1's kvm_amd with those parameters (default: as loaded, with
+# nested=1). OUTDIR is shared read-write with L1; COMMAND runs there as root, in the current directory, and
 # should leave its results in OUTDIR. Exit status: COMMAND's, or 90 if L1 could not be set up.
 # Installs what it needs on a fresh Debian 12 machine: QEMU >= 9.1 from bookworm-backports
 # (Debian 12's own 7.2 never fires debug-register breakpoints in the nested guest: its VMRUN
@@ -42,7 +43,8 @@ kernel=$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -n 1)
 
 cat > "$out/.inside.sh" <<INNER
 #!/bin/bash
-if ! modprobe kvm_amd nested=1; then echo "kvm_amd did not load" > "$out/.l1-error"; exit 90; fi
+${KVM_AMD_PARAMS:+modprobe -r kvm_amd}
+if ! modprobe kvm_amd ${KVM_AMD_PARAMS:-nested=1}; then echo "kvm_amd did not load" > "$out/.l1-error"; exit 90; fi
 cd "$PWD"
 ( $cmd )
 echo \$? > "$out/.status"

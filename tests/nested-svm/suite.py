@@ -190,6 +190,25 @@ def l0_rip_defects(out, flaky):
     return found
 
 
+def shutdown_evidence(out):
+    """Per boot, L1's kernel, where its __svm_vcpu_run is, and every guest shutdown exit its
+    ftrace recorded: what a triple fault that l0_rip_defects could not explain leaves to read."""
+    lines = []
+    for facts in sorted(out.glob("l1-facts.*.txt")):
+        number = facts.name.split(".")[1]
+        words = facts.read_text(errors="replace").split()
+        offset = vmrun_return_offset(words[0]) if words else None
+        trace = out / f"l1-shutdowns.{number}.txt"
+        records = [l.strip() for l in trace.read_text(errors="replace").splitlines()
+                   if SHUTDOWN_AT.search(l)] if trace.exists() else []
+        where = (f"__svm_vcpu_run at 0x{words[1]}, VMRUN returns to +0x{offset:x}"
+                 if len(words) > 1 and offset is not None else "no kvm_amd facts")
+        lines.append(f"  boot {number}: {' '.join(words[:1]) or '?'}; {where}; "
+                     f"{len(records)} shutdown(s){'' if trace.exists() else ' (no trace file)'}\n")
+        lines += [f"    {r}\n" for r in records]
+    return "".join(lines)
+
+
 def boot(out, number, script_lines, deadline, durations):
     """Runs the lines as a script inside a fresh L1; returns boot-l1.sh's status. While it
     runs, the boot's results log is watched from here, and each test's wall time (from its
@@ -315,6 +334,10 @@ def main():
         if flakes:
             print(f"== {title}:")
             print("".join(f"  {t}: {why}\n" for t, why in flakes), end="")
+    evidence = shutdown_evidence(out)
+    if evidence and (refused or failed_again):
+        print("== what L1 recorded of its guests' shutdowns (triple faults), and its VMRUN return:")
+        print(evidence, end="")
     if skipped:
         print(f"== {len(skipped)} tests not run on {NAME}:")
         print("".join(f"test {t} ... skipped ({skip[t]})\n" for t in skipped), end="")

@@ -40,8 +40,24 @@ pub const ACPI_END: u64 = 0xf_0000;
 pub const MPTABLE_START: u64 = 0xf_0000;
 /// End of the MP table's room (exclusive).
 pub const MPTABLE_END: u64 = 0xf_2000;
+/// The BIOS's interrupt handlers a multiboot kernel's vector table points at
+/// ([`crate::bios_handoff`]): a few bytes in the BIOS area, which e820 reserves.
+pub const BIOS_STUBS: u64 = 0xf_f000;
 /// Start of high memory, where kernels are loaded.
 pub const HIMEM_START: u64 = 0x10_0000;
+/// What a multiboot kernel may not load over below [`HIMEM_START`], named for messages. The
+/// rest of low RAM is its own, as under QEMU's `-kernel`: drvisor moves the multiboot
+/// information out of its way, and puts modules above 1 MiB.
+pub const MULTIBOOT_KEEP_OUT: [(&str, std::ops::Range<u64>); 2] = [
+    (
+        "the real-mode IVT, the BIOS data area and drvisor's boot GDT and IDT",
+        0..0x1000,
+    ),
+    (
+        "the EBDA, VGA and BIOS area, where the ACPI and MP tables are",
+        EBDA_START..HIMEM_START,
+    ),
+];
 /// Start of the hole below 4 GiB that holds no RAM: past 3 GiB of RAM, the rest goes above
 /// 4 GiB, as QEMU's pc machine places it. The hole holds the test device's MMIO RAM
 /// ([`crate::devices::IOMEM_BASE`]) and KVM's [`IDENTITY_MAP`] and [`VMX_TSS`].

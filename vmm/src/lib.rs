@@ -4,6 +4,7 @@
 //! the pure `drvisor-debug` crate; this one applies them.
 #![deny(missing_docs)]
 
+pub mod bios_handoff;
 pub mod boot;
 pub mod condition;
 pub mod console_lines;

@@ -225,6 +225,11 @@ impl TryFrom<VmConfig> for Vm {
         // ACPI tables: Linux finds its APs and the I/O APIC in the MADT (or, without ACPI, the MP
         // table); a kernel that looks for neither never sees them.
         boot::mptable::write(&mem, config.vcpus)?;
+        let bios_handoff = matches!(config.kernel.format(), boot::KernelFormat::Multiboot(_));
+        if bios_handoff {
+            crate::bios_handoff::write_memory(&mem)
+                .map_err(boot::Error::guest_write("the BIOS vector table"))?;
+        }
         if config.acpi {
             let rsdp = boot::acpi::write(&mem, config.vcpus)?;
             boot::acpi::hand_over(&mem, &entry, rsdp)?;
@@ -276,6 +281,11 @@ impl TryFrom<VmConfig> for Vm {
             .create_irq_chip()
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
         pc_platform::setup(&kvm, &vm_fd, &pc_platform::AFTER_IRQCHIP)?;
+        if bios_handoff && kvm.check_extension(kvm_ioctls::Cap::Pit2) {
+            crate::bios_handoff::program_timers(&vm_fd).map_err(kvm_err(
+                "KVM_SET_IRQCHIP and KVM_SET_PIT2 (the BIOS's PIC and PIT)",
+            ))?;
+        }
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK)?;
         vm_fd
             .register_irqfd(&serial_irq, COM1_GSI)

@@ -13,7 +13,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::elf::{ElfClass, ElfError, ElfKernel, Segment};
 use super::multiboot::{self, MultibootError};
 use super::Error;
-use crate::layout::HIMEM_START;
+use crate::layout::{HIMEM_START, MULTIBOOT_KEEP_OUT};
 
 /// The formats drvisor boots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,15 +60,33 @@ pub enum Unbootable {
     /// No `PT_LOAD` segment.
     #[error("an ELF with nothing to load (no PT_LOAD segment)")]
     NothingToLoad,
-    /// A segment in the boot area.
-    #[error("loads a segment at {0:#x}, below 1 MiB, where drvisor keeps boot data")]
+    /// A PVH segment in the boot area.
+    #[error(
+        "loads a segment at {0:#x}, below 1 MiB, where drvisor keeps boot data for a PVH kernel"
+    )]
     SegmentBelow1M(u64),
+    /// A multiboot segment over what must stay below 1 MiB.
+    #[error("loads a segment at {start:#x}..{end:#x}, over {what} ({}); link it elsewhere below 0x9fc00, or at 1 MiB or above", fmt_range(.range))]
+    SegmentOverLowMemory {
+        /// The segment's first byte.
+        start: u64,
+        /// Its end (exclusive).
+        end: u64,
+        /// What it would overwrite.
+        what: &'static str,
+        /// Where that is.
+        range: std::ops::Range<u64>,
+    },
     /// A segment a 32-bit entry cannot reach.
     #[error("loads a segment at {0:#x}, beyond the 4 GiB a 32-bit entry can reach")]
     SegmentAbove4G(u64),
     /// An entry above 4 GiB.
     #[error("its entry {0:#x} is beyond 4 GiB: a 32-bit entry cannot reach it")]
     EntryAbove4G(u64),
+}
+
+fn fmt_range(r: &std::ops::Range<u64>) -> String {
+    format!("{:#x}..{:#x}", r.start, r.end)
 }
 
 const ELF_MAGIC: &[u8] = b"\x7fELF";
@@ -143,7 +161,20 @@ impl KernelImage {
             return Err(refuse(Unbootable::NothingToLoad));
         }
         for s in &self.segments {
-            if s.paddr < HIMEM_START {
+            let end = s.paddr.saturating_add(s.memsz);
+            if let KernelFormat::Multiboot(_) = self.format {
+                let over = MULTIBOOT_KEEP_OUT
+                    .iter()
+                    .find(|(_, r)| s.paddr < r.end && r.start < end);
+                if let Some((what, range)) = over {
+                    return Err(refuse(Unbootable::SegmentOverLowMemory {
+                        start: s.paddr,
+                        end,
+                        what,
+                        range: range.clone(),
+                    }));
+                }
+            } else if s.paddr < HIMEM_START {
                 return Err(refuse(Unbootable::SegmentBelow1M(s.paddr)));
             }
             if s.paddr.saturating_add(s.memsz) > 1 << 32 {
@@ -221,6 +252,13 @@ impl KernelImage {
         Ok(())
     }
 
+    /// Whether a loaded segment overlaps `range`.
+    pub(super) fn overlaps(&self, range: &std::ops::Range<u64>) -> bool {
+        self.segments
+            .iter()
+            .any(|s| s.paddr < range.end && range.start < s.paddr.saturating_add(s.memsz))
+    }
+
     /// The highest guest-physical byte the image occupies once loaded, plus one.
     pub fn load_end(&self) -> Result<u64, Error> {
         match self.format {
@@ -292,6 +330,38 @@ mod tests {
             .iter()
             .flat_map(|w| w.to_le_bytes())
             .collect()
+    }
+
+    /// A multiboot kernel may load anywhere in low RAM but the first page and the EBDA/BIOS
+    /// area; one over the boot information gets it above itself, with its modules after it.
+    #[test]
+    fn multiboot_kernels_may_load_below_1_mib() {
+        use vm_memory::{Bytes, GuestAddress};
+        let image = |at| build(ElfClass::Elf32, at, &[0xf4; 0x5000], None, &mb_header(0));
+        let low = KernelImage::from_bytes("k", image(0x8000)).expect("accepted at 0x8000");
+        assert!(low.overlaps(&(crate::layout::BOOT_INFO..crate::layout::BOOT_INFO_END)));
+        let mem = crate::memory::create(64).unwrap();
+        let entry = crate::boot::load(&mem, &low, Some(&[7; 100]), &[], "x").unwrap();
+        let crate::boot::Entry::Multiboot { info, .. } = entry else {
+            panic!("{entry:?}")
+        };
+        assert!(
+            (HIMEM_START..HIMEM_START + 0x4000).contains(&info),
+            "the information above the kernel and 1 MiB: {info:#x}"
+        );
+        let code: u8 = mem.read_obj(GuestAddress(0xc000)).unwrap();
+        assert_eq!(code, 0xf4, "the kernel is not overwritten");
+        let mods_addr: u32 = mem.read_obj(GuestAddress(info + 24)).unwrap();
+        let module: u32 = mem.read_obj(GuestAddress(u64::from(mods_addr))).unwrap();
+        assert!(u64::from(module) >= HIMEM_START + 0x4000, "{module:#x}");
+        for (at, what) in [(0x800, "boot GDT"), (0x9f000, "EBDA")] {
+            let (why, text) = refused(image(at));
+            assert!(
+                matches!(why, Unbootable::SegmentOverLowMemory { start, .. } if start == at),
+                "{text}"
+            );
+            assert!(text.contains(what), "{text}");
+        }
     }
 
     /// Why `bytes` is refused, and the whole message.

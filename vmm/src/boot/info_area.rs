@@ -1,5 +1,6 @@
 //! The boot-information area: the multiboot information or the PVH module list, with the
-//! strings they point to, packed into [`crate::layout::BOOT_INFO`]..[`crate::layout::BOOT_INFO_END`].
+//! strings they point to, packed into [`crate::layout::BOOT_INFO`]..[`crate::layout::BOOT_INFO_END`],
+//! or the same room above a kernel that loads over it.
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -9,23 +10,38 @@ use crate::layout::{BOOT_INFO, BOOT_INFO_END};
 /// A bump allocator over the boot-information area.
 pub struct InfoArea {
     next: u64,
+    end: u64,
 }
 
 impl Default for InfoArea {
     fn default() -> Self {
-        InfoArea { next: BOOT_INFO }
+        InfoArea::at(BOOT_INFO)
     }
 }
 
+/// The area's size, wherever it is.
+const ROOM: u64 = BOOT_INFO_END - BOOT_INFO;
+
 impl InfoArea {
+    /// The area at `start` instead: for a kernel that loads over [`BOOT_INFO`].
+    pub fn at(start: u64) -> Self {
+        InfoArea {
+            next: start,
+            end: start + ROOM,
+        }
+    }
+
+    /// Where the area is.
+    pub fn range(&self) -> std::ops::Range<u64> {
+        self.end - ROOM..self.end
+    }
+
     /// Writes `bytes` at the next `align`-aligned address and returns that address.
     pub fn push(&mut self, mem: &GuestMemoryMmap, bytes: &[u8], align: u64) -> Result<u64, Error> {
         let addr = self.next.div_ceil(align) * align;
         let end = addr + bytes.len() as u64;
-        if end > BOOT_INFO_END {
-            return Err(Error::BootInfoFull {
-                room: BOOT_INFO_END - BOOT_INFO,
-            });
+        if end > self.end {
+            return Err(Error::BootInfoFull { room: ROOM });
         }
         mem.write_slice(bytes, GuestAddress(addr))
             .map_err(Error::guest_write("the boot information"))?;

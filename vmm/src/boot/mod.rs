@@ -229,8 +229,15 @@ pub fn load(
         .into_iter()
         .chain(modules.iter().cloned())
         .collect();
-    let placed = modules::place(mem, kernel.load_end()?, &all)?;
+    // Modules go above the kernel and never below 1 MiB; a kernel that loads over the boot
+    // information's usual place (a multiboot image in low memory) gets it above itself too.
     let mut area = info_area::InfoArea::default();
+    let mut free = kernel.load_end()?.max(crate::layout::HIMEM_START);
+    if kernel.overlaps(&area.range()) {
+        area = info_area::InfoArea::at(free.div_ceil(0x1000) * 0x1000);
+        free = area.range().end;
+    }
+    let placed = modules::place(mem, free, &all)?;
     match kernel.format() {
         KernelFormat::Multiboot(_) => {
             // QEMU's convention: the command line starts with the kernel's file name, which
