@@ -32,4 +32,7 @@ drvisor=$(dirname "$(dirname "$e2e")")/drvisor
 
 # The suite runs in L1 with one test at a time (L1 has two CPUs and TCG makes each slow; the SMP
 # tests bring their own parallelism), across as many L1 boots as it takes: see suite.py.
+# The promise suites run in boots of their own, with L1's kvm_amd on shadow paging (npt=0):
+# see PROMISE_PARAMS in suite.py. NESTED_PROMISE_PARAMS= (empty) runs every test alike.
+export NESTED_PROMISE_PARAMS=${NESTED_PROMISE_PARAMS-nested=1 npt=0}
 exec python3 tests/nested-svm/suite.py "$out" "$e2e" "$drvisor" "$@"

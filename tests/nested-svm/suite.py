@@ -45,12 +45,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BOOT_L1 = Path(os.environ.get("NESTED_BOOT_L1", HERE / "boot-l1.sh"))
 NAME = os.environ.get("NESTED_NAME", "nested SVM")
-MAX_BOOTS = 4
+MAX_BOOTS = 5
 MIN_BOOT = 180
 L1_DEATHS_PER_TEST = 2
 # The suites whose tests are drvisor's promise: a test there that fails once fails the run.
 PROMISE_SUITES = ("guest_and_host::", "host_bp::", "page::", "events::", "emulation::",
                   "live_changes::")
+# L1's kvm_amd parameters for the promise suites' boots (NESTED_PROMISE_PARAMS; empty: one kind
+# of boot for every test). run-e2e.sh asks for `npt=0`: with nested paging, QEMU's TCG emulation
+# of it (L0) now and then makes a VMRUN deliver a #PF that cannot be delivered, a triple fault
+# no guest or VMM state explains (docs/testing.md). The other tests keep nested paging, as
+# users' hosts have it; under shadow paging in TCG a Linux boot takes many minutes.
+PROMISE_PARAMS = os.environ.get("NESTED_PROMISE_PARAMS", "")
 # `TEST  REASON` lines: the only flakes allowed, each with the host defect behind it.
 # The nested VMX suite names its own list (NESTED_KNOWN_DEFECTS).
 KNOWN_HOST_DEFECTS = Path(os.environ.get("NESTED_KNOWN_DEFECTS", HERE / "known-host-defects.txt"))
@@ -209,14 +215,18 @@ def shutdown_evidence(out):
     return "".join(lines)
 
 
-def boot(out, number, script_lines, deadline, durations):
-    """Runs the lines as a script inside a fresh L1; returns boot-l1.sh's status. While it
-    runs, the boot's results log is watched from here, and each test's wall time (from its
-    `test NAME ...` line to the next) goes into `durations`."""
+def boot(out, number, script_lines, deadline, durations, params=""):
+    """Runs the lines as a script inside a fresh L1, its kvm_amd reloaded with `params` if
+    any; returns boot-l1.sh's status. While it runs, the boot's results log is watched from
+    here, and each test's wall time (from its `test NAME ...` line to the next) goes into
+    `durations`."""
     script = out / f".boot{number}.sh"
     script.write_text("#!/bin/bash\n" + "\n".join(script_lines) + "\n")
     script.chmod(0o755)
     env = dict(os.environ, NESTED_TIMEOUT=str(int(deadline - time.time())))
+    env.pop("KVM_AMD_PARAMS", None)
+    if params:
+        env["KVM_AMD_PARAMS"] = params
     child = subprocess.Popen([BOOT_L1, out, script], env=env)
     log = out / f"results.{number}.txt"
     current, since = None, time.time()
@@ -274,20 +284,28 @@ def main():
                      f"{e2e} --list --format terse > {every} 2>/dev/null",
                      f"{e2e} --list --format terse {' '.join(map(quote, selection))} > {selected} 2>/dev/null"]
             choice = list(map(quote, selection))
+            if PROMISE_PARAMS:
+                choice += [arg for suite in PROMISE_SUITES for arg in ("--skip", suite)]
+            params = ""
         else:
             remaining = [t for t in listed(selected) if t not in results and t not in died_twice]
             if not remaining:
                 break
+            others = [t for t in remaining if not t.startswith(PROMISE_SUITES)]
+            group, params = ((others, "") if others or not PROMISE_PARAMS
+                             else (remaining, PROMISE_PARAMS))
             lines = []
-            choice = ["--exact"] + [quote(arg) for t in listed(every) if t not in remaining
+            choice = ["--exact"] + [quote(arg) for t in listed(every) if t not in group
                                     for arg in ("--skip", t)]
+            print(f"suite: boot {number + 1}: {len(group)} tests, L1's kvm_amd "
+                  f"{params or 'as it loads'}")
         number += 1
         lines.insert(0, L1_FACTS.format(out=out, number=number))
         log = out / f"results.{number}.txt"
         lines.append(" ".join([e2e, "--test-threads", "1", "--logfile", str(log), *choice,
                                ">", f"{out}/e2e.{number}.txt", "2>&1"]))
         lines += [L1_SHUTDOWNS.format(out=out, number=number), "exit 0"]
-        status = boot(out, number, lines, deadline, durations)
+        status = boot(out, number, lines, deadline, durations, params)
         finished, running = read_results(log)
         results.update(finished)
         console = f"{out}/l1-console.{number}.txt"
@@ -320,8 +338,9 @@ def main():
         lines += [" ".join([e2e, "--test-threads", "1", "--exact", quote(t), "--logfile",
                             f"{out}/retry.{i}.txt", ">>", f"{out}/e2e-retry.txt", "2>&1"])
                   for i, t in enumerate(failed)]
+        promises_only = all(t.startswith(PROMISE_SUITES) for t in failed)
         boot(out, number, lines + [L1_SHUTDOWNS.format(out=out, number=number), "exit 0"],
-             deadline, {})
+             deadline, {}, PROMISE_PARAMS if promises_only else "")
         for i, t in enumerate(failed):
             again, _ = read_results(out / f"retry.{i}.txt")
             (flaky if again.get(t) == "ok" else failed_again).append(t)

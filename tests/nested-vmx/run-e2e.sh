@@ -63,4 +63,5 @@ export VMX_FILES="$e2e $drvisor $PWD/ci $PWD/tests/data/kvm-unit-tests $PWD/vmm/
   $gdb $(command -v curl) $(command -v setpriv) $cc_files"
 export NESTED_BOOT_L1=$here/boot-l1.sh NESTED_NAME="nested VMX" NESTED_SKIP=$here/smp-tests.txt:$here/no-exit-tests.txt
 export NESTED_KNOWN_DEFECTS=$here/known-host-defects.txt NESTED_TIMEOUT=${NESTED_TIMEOUT:-1500}
+export NESTED_PROMISE_PARAMS=
 exec python3 tests/nested-svm/suite.py "$out" "$e2e" "$drvisor" "$@"
