@@ -7,7 +7,9 @@ L1 is a Linux guest under QEMU's TCG emulator, and TCG makes it mortal: in one C
 guest (or the emulator under it) died 25 minutes into the suite, and every result after that
 point was lost with it. So no result here depends on one boot surviving:
 
-- Each boot runs, in one libtest process, every selected test that has no result yet. The
+- Each boot runs, in one libtest process, every selected test that has no result yet (with
+  NESTED_PROMISE_PARAMS set, the promise suites wait for boots of their own, whose kvm_amd is
+  reloaded with those parameters; see PROMISE_PARAMS). The
   results go to a log file of their own (`--logfile`), written as they happen, so a boot that
   dies leaves every finished result and the name of the test it died in.
 - A test that L1 died in runs again in the next boot. If L1 dies in it a second time, it fails
