@@ -211,9 +211,10 @@ const KNOWN_WORSE: &[(&str, &str)] = &[
     ),
 ];
 
-/// Grace for a run QEMU finished: twice the entry's timeout, so that a loaded machine does not
-/// turn a finish into a timeout.
-const FINISH_FACTOR: u32 = 2;
+/// drvisor's time: twice the entry's timeout, so that a loaded machine turns neither a finish
+/// into a timeout nor QEMU's last result before its timeout into one drvisor did not reach. A
+/// run QEMU never finished is stopped soon after it has printed QEMU's results.
+const TIME_FACTOR: u32 = 2;
 /// How long to watch a run that QEMU never finished, after it printed all QEMU's results.
 const GRACE_AFTER_QEMU_RESULTS: Duration = Duration::from_secs(10);
 
@@ -239,7 +240,7 @@ fn run_entry(
             run_watched(
                 DRVISOR,
                 &args,
-                entry.timeout,
+                entry.timeout * TIME_FACTOR,
                 |out| compare(&qemu, &results(out)).worse.is_empty(),
                 GRACE_AFTER_QEMU_RESULTS,
             )
@@ -247,7 +248,7 @@ fn run_entry(
             run_watched(
                 DRVISOR,
                 &args,
-                entry.timeout * FINISH_FACTOR,
+                entry.timeout * TIME_FACTOR,
                 |_| false,
                 Duration::ZERO,
             )
