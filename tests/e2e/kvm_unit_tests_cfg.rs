@@ -271,6 +271,9 @@ fn run_entry(
             _ => break run,
         }
     };
+    for note in notes {
+        println!("  {}: {note}", entry.name);
+    }
     let show = || format!("--- stdout\n{}--- stderr\n{}---", run.stdout, run.stderr);
     let cmp = compare(&qemu, &results(&run.stdout));
     ensure(cmp.worse.is_empty(), || {
@@ -289,9 +292,6 @@ fn run_entry(
             show()
         )
     })?;
-    for note in notes {
-        println!("  {}: {note}", entry.name);
-    }
     let qemu_end = if base.timed_out {
         "timed out".into()
     } else {

@@ -45,6 +45,19 @@ pub struct Segment {
     pub exec: bool,
 }
 
+impl Segment {
+    /// The guest-physical bytes it occupies once loaded.
+    pub fn span(&self) -> std::ops::Range<u64> {
+        self.paddr..self.paddr.saturating_add(self.memsz)
+    }
+
+    /// Whether it occupies any byte of `range`.
+    pub fn overlaps(&self, range: &std::ops::Range<u64>) -> bool {
+        let span = self.span();
+        span.start < range.end && range.start < span.end
+    }
+}
+
 /// Why a file is no ELF kernel drvisor can read.
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {

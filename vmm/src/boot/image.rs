@@ -66,7 +66,7 @@ pub enum Unbootable {
     )]
     SegmentBelow1M(u64),
     /// A multiboot segment over what must stay below 1 MiB.
-    #[error("loads a segment at {start:#x}..{end:#x}, over {what} ({}); link it elsewhere below 0x9fc00, or at 1 MiB or above", fmt_range(.range))]
+    #[error("loads a segment at {start:#x}..{end:#x}, over {what} ({range:#x?}); link it elsewhere below 0x9fc00, or at 1 MiB or above")]
     SegmentOverLowMemory {
         /// The segment's first byte.
         start: u64,
@@ -83,10 +83,6 @@ pub enum Unbootable {
     /// An entry above 4 GiB.
     #[error("its entry {0:#x} is beyond 4 GiB: a 32-bit entry cannot reach it")]
     EntryAbove4G(u64),
-}
-
-fn fmt_range(r: &std::ops::Range<u64>) -> String {
-    format!("{:#x}..{:#x}", r.start, r.end)
 }
 
 const ELF_MAGIC: &[u8] = b"\x7fELF";
@@ -161,15 +157,12 @@ impl KernelImage {
             return Err(refuse(Unbootable::NothingToLoad));
         }
         for s in &self.segments {
-            let end = s.paddr.saturating_add(s.memsz);
             if let KernelFormat::Multiboot(_) = self.format {
-                let over = MULTIBOOT_KEEP_OUT
-                    .iter()
-                    .find(|(_, r)| s.paddr < r.end && r.start < end);
+                let over = MULTIBOOT_KEEP_OUT.iter().find(|(_, r)| s.overlaps(r));
                 if let Some((what, range)) = over {
                     return Err(refuse(Unbootable::SegmentOverLowMemory {
                         start: s.paddr,
-                        end,
+                        end: s.span().end,
                         what,
                         range: range.clone(),
                     }));
@@ -177,7 +170,7 @@ impl KernelImage {
             } else if s.paddr < HIMEM_START {
                 return Err(refuse(Unbootable::SegmentBelow1M(s.paddr)));
             }
-            if s.paddr.saturating_add(s.memsz) > 1 << 32 {
+            if s.span().end > 1 << 32 {
                 return Err(refuse(Unbootable::SegmentAbove4G(s.paddr)));
             }
         }
@@ -254,9 +247,7 @@ impl KernelImage {
 
     /// Whether a loaded segment overlaps `range`.
     pub(super) fn overlaps(&self, range: &std::ops::Range<u64>) -> bool {
-        self.segments
-            .iter()
-            .any(|s| s.paddr < range.end && range.start < s.paddr.saturating_add(s.memsz))
+        self.segments.iter().any(|s| s.overlaps(range))
     }
 
     /// The highest guest-physical byte the image occupies once loaded, plus one.
@@ -294,7 +285,7 @@ impl KernelImage {
                 .segments
                 .iter()
                 .filter(|s| s.exec)
-                .map(|s| s.paddr..s.paddr.saturating_add(s.memsz))
+                .map(Segment::span)
                 .collect(),
         }
     }
