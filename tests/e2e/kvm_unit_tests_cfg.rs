@@ -199,10 +199,12 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
 const KNOWN_WORSE: &[(&str, &str)] = &[
     (
         "ioapic",
-        "three I/O APIC checks on pins 14 and 15 fail (simultaneous edge interrupts, an \
-         unmasked level interrupt, retriggered level interrupts with mask), as they did under \
-         QEMU 10 by hand with `-device pc-testdev` alone, but not under run_tests.sh's options \
-         (pci-testdev, the PIT's lost ticks discarded); not yet explained",
+        "with x2APIC on the boot CPU (the cfg's `+x2apic`), the `physical destination mode` \
+         check's level interrupt to CPU 1 usually reaches its handler twice (gdb shows \
+         g_isr_85 == 2), so the test's wait for exactly one never ends and the results QEMU \
+         printed after it are missing (it got past in 1 of 6 runs with 2-4 vCPUs); without \
+         x2APIC every check runs as under QEMU, and the FAILs before it are QEMU's too; not \
+         yet explained",
     ),
     (
         "s3",

@@ -642,16 +642,27 @@ fn running_vm_states_and_stop() -> Result<(), Failed> {
         running == Some((Some(409), Some("vm-not-paused".into()))),
         || format!("registers while running: {running:?}"),
     )?;
-    ensure(c.pause()?.state == VmState::Paused, || "not paused".into())?;
+    // The boot vCPU runs the guest in long mode, its RIP inside the kernel image. A pause that
+    // comes before its first instruction (a loaded host may not have scheduled it yet) finds it
+    // at the entry with EFER.LMA clear: resume and pause again, for up to 10 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let regs = loop {
+        ensure(c.pause()?.state == VmState::Paused, || "not paused".into())?;
+        let regs = c.registers(0)?;
+        let in_long_mode = regs.efer & 0x400 != 0;
+        if in_long_mode || Instant::now() > deadline {
+            break regs;
+        }
+        c.resume()?;
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    ensure(regs.efer & 0x400 != 0 && regs.regs.rip >= 0x100000, || {
+        format!("vCPU 0 paused at {regs:?}")
+    })?;
     for vcpu in 0..2 {
         let regs = c.registers(vcpu)?;
         ensure(regs.vcpu == vcpu, || format!("{regs:?}"))?;
     }
-    // The boot vCPU runs the guest in long mode; its RIP is inside the kernel image.
-    let regs = c.registers(0)?;
-    ensure(regs.efer & 0x400 != 0 && regs.regs.rip >= 0x100000, || {
-        format!("vCPU 0 paused at {regs:?}")
-    })?;
     let missing = c.registers(5).err().and_then(|e| e.status());
     ensure(missing == Some(404), || format!("vCPU 5 of 2: {missing:?}"))?;
     let dr = c.debugregs(1)?;

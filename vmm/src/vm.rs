@@ -148,6 +148,10 @@ pub struct VmConfig {
     /// ([`crate::boot::acpi`]). `false` leaves the MP table as the only description of the
     /// machine and the ports unowned, as before ACPI.
     pub acpi: bool,
+    /// Give the guest the in-kernel 8254 PIT (the default; Linux calibrates with it). `false`
+    /// leaves its ports unowned; a VM without it also ends faster, since destroying the PIT
+    /// waits for SRCU grace periods (BENCHMARKS.md, start-up).
+    pub pit: bool,
     /// Run the debug hooks on every vCPU (the default). `false` detaches them entirely, as if
     /// drvisor had no debug support; it exists to measure what attaching costs.
     pub debug_attached: bool,
@@ -173,6 +177,7 @@ impl VmConfig {
             cpu_features: cpu::FeatureEdits::default(),
             debug_attached: true,
             acpi: true,
+            pit: true,
             guest_dr_resync: crate::debug::GUEST_DR_RESYNC,
             memslot_limit: None,
             inject_fault: None,
@@ -280,8 +285,10 @@ impl TryFrom<VmConfig> for Vm {
         vm_fd
             .create_irq_chip()
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-        pc_platform::setup(&kvm, &vm_fd, &pc_platform::AFTER_IRQCHIP)?;
-        if bios_handoff && kvm.check_extension(kvm_ioctls::Cap::Pit2) {
+        if config.pit {
+            pc_platform::setup(&kvm, &vm_fd, &pc_platform::AFTER_IRQCHIP)?;
+        }
+        if bios_handoff && config.pit && kvm.check_extension(kvm_ioctls::Cap::Pit2) {
             crate::bios_handoff::program_timers(&vm_fd).map_err(kvm_err(
                 "KVM_SET_IRQCHIP and KVM_SET_PIT2 (the BIOS's PIC and PIT)",
             ))?;

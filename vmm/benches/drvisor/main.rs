@@ -4,7 +4,7 @@
 //! This is a measurement, not a test: it asserts nothing about speed.
 //!
 //! `cargo bench -p drvisor -- NAME` runs only the groups whose name contains NAME (`debug`,
-//! `breakdown`, `hits`, `watch`, `rest`, `streams`, `conditions`); the exit baselines always run, since every ratio
+//! `breakdown`, `hits`, `watch`, `rest`, `streams`, `conditions`, `startup`); the exit baselines always run, since every ratio
 //! divides by them.
 
 mod baseline;
@@ -14,6 +14,7 @@ mod debug;
 mod hits;
 mod measure;
 mod rest;
+mod startup;
 mod streams;
 mod watch;
 
@@ -46,5 +47,8 @@ fn main() {
     }
     if wanted("conditions") {
         conditions::run(&base);
+    }
+    if wanted("startup") {
+        startup::run();
     }
 }

@@ -159,6 +159,11 @@ pub struct RunArgs {
     /// only description of the machine.
     #[arg(long, default_value = "on", value_name = "on|off")]
     pub acpi: AcpiArg,
+    /// The in-kernel 8254 PIT at ports 0x40-0x43 and 0x61. Default: on with --kernel, off for
+    /// the embedded test guest, which never touches it (its teardown is most of a short run's
+    /// end). `on` or `off` overrides.
+    #[arg(long, value_name = "on|off")]
+    pub pit: Option<PitArg>,
     /// Where the host cannot show drvisor the guest's own debug-register writes in time (SVM),
     /// a vCPU running host breakpoints with no exit for this many microseconds is kicked out
     /// so they are read and placed (each one found late is a `guest-dr-late` event). 0: never
@@ -213,6 +218,22 @@ pub enum AcpiArg {
     On,
     /// Neither: the MP table only.
     Off,
+}
+
+/// `--pit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PitArg {
+    /// The PIT, with a dummy speaker.
+    On,
+    /// No PIT: accesses to its ports are unowned.
+    Off,
+}
+
+impl RunArgs {
+    /// Whether the guest gets a PIT: as asked, else only a kernel of the user's own does.
+    pub fn pit(&self) -> bool {
+        self.pit.map_or(self.kernel.is_some(), |p| p == PitArg::On)
+    }
 }
 
 /// `--engine`.

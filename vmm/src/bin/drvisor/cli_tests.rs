@@ -257,3 +257,23 @@ fn cmdline_may_begin_with_a_hyphen() {
     assert_eq!(cmdline(&["--cmdline", "-x"]), Ok(("-x".to_owned(), 1)));
     assert_eq!(cmdline(&["--cmdline=-x"]), Ok(("-x".to_owned(), 1)));
 }
+
+#[test]
+fn the_pit_follows_the_guest_unless_asked() {
+    use clap::Parser;
+
+    let parse = |extra: &[&str]| {
+        let args = ["drvisor", "run"].iter().chain(extra).copied();
+        match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Run(run)) => Ok(run.pit()),
+            Ok(_) => Err("not run".to_owned()),
+            Err(e) => Err(e.kind().to_string()),
+        }
+    };
+    // The embedded test guest never touches the PIT; a kernel of the user's own gets one.
+    assert_eq!(parse(&[]), Ok(false));
+    assert_eq!(parse(&["--kernel", "k"]), Ok(true));
+    assert_eq!(parse(&["--pit", "on"]), Ok(true));
+    assert_eq!(parse(&["--kernel", "k", "--pit", "off"]), Ok(false));
+    assert!(parse(&["--pit", "maybe"]).is_err());
+}

@@ -282,6 +282,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.cpuid = args.cpuid.into();
     config.cpu_features = cpu_features.clone();
     config.acpi = args.acpi == cli::AcpiArg::On;
+    config.pit = args.pit();
     config.probe_cache = probe::cache::default_dir();
     config.guest_dr_resync = std::time::Duration::from_micros(args.guest_dr_resync_us);
     config.inject_fault = drvisor::fault_injection::InjectedFault::from_env()
