@@ -15,8 +15,6 @@
 //! elsewhere (VMX, SVM) the trials are ignored, and `kvm_unit_tests` compares its images with a
 //! QEMU run there.
 
-mod cfg;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,7 +23,7 @@ use drvisor::debug::DebugCaps;
 
 use crate::common::{ensure, skipped, Context, Failed, Trial, DRVISOR};
 use crate::kvm_unit_tests::{compare, results, run_watched};
-use cfg::{Entry, Translation};
+use drvisor_ci::kut_cfg::{self as cfg, Entry, Translation};
 
 /// The vendored build: `unittests.cfg`, the images, and QEMU's results.
 fn build_dir() -> PathBuf {
@@ -102,10 +100,8 @@ fn verdict_of(status: Option<i32>) -> Verdict {
 
 pub fn trials(ctx: &Context) -> Vec<Trial> {
     let mut trials = vec![
-        Trial::test("kvm_unit_tests_cfg::translation_rules", || {
-            cfg::translation_rules().map_err(Failed::from)
-        }),
         Trial::test("kvm_unit_tests_cfg::verdict_rules", verdict_rules),
+        Trial::test("kvm_unit_tests_cfg::through_drvisor_ci", through_drvisor_ci),
     ];
     let dir = build_dir();
     let loaded = std::fs::read_to_string(dir.join("unittests.cfg"))
@@ -146,7 +142,7 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             continue;
         }
         let args = match cfg::translate(&entry) {
-            Translation::Run(args) => args,
+            Translation::Run(vm) => vm.args(),
             Translation::Cannot(what) => {
                 trials.push(skipped(
                     &name,
@@ -309,6 +305,76 @@ fn run_entry(
         );
     }
     Ok(())
+}
+
+/// Upstream's own entries, copied from the vendored cfg into one of their own beside the images,
+/// run by `drvisor ci`: two that run on every host (`setjmp`, `smptest` on 2 vCPUs), one that
+/// needs Hyper-V and one for i386 alone, which are skipped with their reasons.
+fn through_drvisor_ci() -> Result<(), Failed> {
+    let upstream = std::fs::read_to_string(build_dir().join("unittests.cfg"))
+        .map_err(|e| format!("the vendored cfg: {e}"))?;
+    let wanted = ["setjmp", "smptest", "hyperv_synic", "cmpxchg8b"];
+    let dir = crate::common::temp_path("kut-cfg");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut cfg = String::new();
+    for name in wanted {
+        let section = cfg_section(&upstream, name).ok_or(format!("no [{name}] upstream"))?;
+        let file = section
+            .lines()
+            .find_map(|l| l.strip_prefix("file = "))
+            .ok_or(format!("[{name}] names no file"))?;
+        std::os::unix::fs::symlink(build_dir().join(file), dir.join(file))
+            .map_err(|e| e.to_string())?;
+        cfg.push_str(&section);
+    }
+    let path = dir.join("unittests.cfg");
+    std::fs::write(&path, &cfg).map_err(|e| e.to_string())?;
+    let junit = dir.join("junit.xml");
+    let run = crate::common::drvisor(&[
+        "ci",
+        "--jobs",
+        "2",
+        &path.to_string_lossy(),
+        "--junit",
+        &junit.to_string_lossy(),
+    ]);
+    let show = || {
+        format!(
+            "{cfg}\n--- stdout\n{}--- stderr\n{}",
+            run.stdout, run.stderr
+        )
+    };
+    ensure(run.code == 0, || format!("exit {}\n{}", run.code, show()))?;
+    for line in [
+        "PASS  setjmp::results/actual 9 == expected 9",
+        "PASS  setjmp::status 0",
+        "PASS  smptest::results",
+        "PASS  smptest::status 0",
+        "SKIP  hyperv_synic::(run): needs Hyper-V enlightenments",
+        "SKIP  cmpxchg8b::(run): a 32-bit (i386) test",
+        "drvisor ci: 4 spec(s)",
+    ] {
+        ensure(run.stdout.lines().any(|l| l.starts_with(line)), || {
+            format!("no line `{line}`\n{}", show())
+        })?;
+    }
+    let xml = std::fs::read_to_string(&junit).map_err(|e| e.to_string())?;
+    ensure(xml.matches("<testsuite ").count() == 4, || xml.clone())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// `[name]` and its lines, up to the next section, from a cfg.
+fn cfg_section(cfg: &str, name: &str) -> Option<String> {
+    let header = format!("[{name}]");
+    let mut lines = cfg.lines().skip_while(|l| l.trim() != header);
+    let first = lines.next()?;
+    let mut out = format!("{first}\n");
+    for l in lines.take_while(|l| !l.trim_start().starts_with('[')) {
+        out.push_str(l);
+        out.push('\n');
+    }
+    Some(out)
 }
 
 /// `extra` with `+feature` taken out of its `--cpu-features=` list (and the option dropped

@@ -1,6 +1,6 @@
 //! The CI harness behind `drvisor ci`, in three rooms, as kunit.py keeps them: the spec
-//! ([`spec`]: TOML in, a validated spec or one error at its line out), the run, and the
-//! report.
+//! ([`spec`]: TOML in, a validated spec or one error at its line out; [`kut_cfg`]: each entry
+//! of kvm-unit-tests' `unittests.cfg` as a spec), the run, and the report.
 //!
 //! The run: [`plan`] turns a spec and what the host delivers into a `drvisor run` command
 //! line, [`child`] runs it as a child process with its [`events_file`] and kills it at the
@@ -24,6 +24,7 @@ pub mod judge;
 pub mod junit;
 pub mod ktap;
 pub mod kut;
+pub mod kut_cfg;
 pub mod names;
 pub mod plan;
 pub mod report;

@@ -38,7 +38,7 @@ impl Runner<'_> {
     /// One spec: skip what the host cannot deliver, run the rest, judge.
     pub fn run(&self, spec: &Spec) -> SpecResult {
         let start = Instant::now();
-        if let Some(reason) = &spec.vm.missing {
+        if let Some(reason) = &spec.vm.not_run {
             return SpecResult {
                 path: spec.path.clone(),
                 name: spec.name.clone(),
@@ -223,7 +223,7 @@ mod tests {
             interrupted: &AtomicBool::new(false),
         };
         let mut s = spec();
-        s.vm.missing = Some("kernel /k is not there".into());
+        s.vm.not_run = Some("kernel /k is not there".into());
         let r = runner.run(&s);
         assert!(fake.args.lock().expect("not poisoned").is_empty());
         assert_eq!(r.end, "not run: kernel /k is not there");

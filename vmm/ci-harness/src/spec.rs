@@ -67,9 +67,10 @@ pub struct VmSpec {
     pub accept_exit: Vec<i32>,
     /// Whether reaching `timeout` is an accepted end (a kernel that never powers off).
     pub accept_timeout: bool,
-    /// With `inputs_missing = "skip"`: the input file that is not there. Every check is then
+    /// Why the spec cannot run here: with `inputs_missing = "skip"`, the input file that is not
+    /// there; for a kvm-unit-tests cfg entry, what it needs that drvisor lacks. Every check is then
     /// skipped with this reason instead of the spec being an error.
-    pub missing: Option<String>,
+    pub not_run: Option<String>,
 }
 
 /// One `[[check]]`.
@@ -436,10 +437,10 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
         timeout,
         accept_exit: vm.accept_exit,
         accept_timeout: vm.accept_timeout,
-        missing: None,
+        not_run: None,
     };
     let vm_spec = VmSpec {
-        missing: missing.into_inner(),
+        not_run: missing.into_inner(),
         ..vm_spec
     };
     let mut checks: Vec<Check> = Vec::new();
@@ -930,7 +931,7 @@ exit_status = 0
     fn missing_inputs_can_be_a_skip() {
         let text = "[vm]\nkernel = \"k\"\ninputs_missing = \"skip\"\n[[check]]\nname = \"e\"\nexit_status = 0\n";
         let s = parse(Path::new("/s/x.toml"), text, &|_| false).expect("a skip, not an error");
-        assert_eq!(s.vm.missing.as_deref(), Some("kernel /s/k is not a file"));
+        assert_eq!(s.vm.not_run.as_deref(), Some("kernel /s/k is not a file"));
     }
 
     #[test]

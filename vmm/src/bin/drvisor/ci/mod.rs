@@ -21,7 +21,7 @@ macro_rules! say {
 mod progress;
 mod symbols;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,8 +39,9 @@ use serde::Serialize;
 /// `drvisor ci`.
 #[derive(Debug, Args)]
 pub struct CiArgs {
-    /// Spec files (TOML).
-    #[arg(required = true, value_name = "SPEC.toml")]
+    /// Spec files (TOML), or kvm-unit-tests' `unittests.cfg` files (`*.cfg`: each entry a
+    /// spec, its image in the cfg's folder).
+    #[arg(required = true, value_name = "SPEC.toml|unittests.cfg")]
     pub specs: Vec<PathBuf>,
     /// Write JUnit XML here.
     #[arg(long, value_name = "FILE")]
@@ -99,6 +100,16 @@ fn host_support(probe: &ProbeReport) -> HostSupport {
     }
 }
 
+/// Every entry of a kvm-unit-tests `unittests.cfg` as a spec.
+fn load_kvm_unit_tests_cfg(path: &Path) -> Result<Vec<spec::Spec>, spec::SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|e| spec::SpecError {
+        file: path.to_owned(),
+        at: None,
+        message: format!("cannot read it: {e}"),
+    })?;
+    drvisor_ci::kut_cfg::specs(path, &text)
+}
+
 /// Runs the suite; returns the exit code.
 pub fn main(args: CiArgs) -> u8 {
     let start = Instant::now();
@@ -106,6 +117,16 @@ pub fn main(args: CiArgs) -> u8 {
     let mut specs = Vec::new();
     let mut errors = 0;
     for p in &paths {
+        if p.extension().is_some_and(|e| e == "cfg") {
+            match load_kvm_unit_tests_cfg(p) {
+                Ok(entries) => specs.extend(entries),
+                Err(e) => {
+                    say!("ERROR {e}");
+                    errors += 1;
+                }
+            }
+            continue;
+        }
         match spec::load(p) {
             Ok(s) => match bad_condition(&s) {
                 None => specs.push(s),
