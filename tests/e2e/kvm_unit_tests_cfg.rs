@@ -198,9 +198,12 @@ const KNOWN_WORSE: &[(&str, &str)] = &[
         "with x2APIC on the boot CPU (the cfg's `+x2apic`), the `physical destination mode` \
          check's level interrupt to CPU 1 usually reaches its handler twice (gdb shows \
          g_isr_85 == 2), so the test's wait for exactly one never ends and the results QEMU \
-         printed after it are missing (it got past in 1 of 6 runs with 2-4 vCPUs); without \
-         x2APIC every check runs as under QEMU, and the FAILs before it are QEMU's too; not \
-         yet explained",
+         printed after it are missing (it got past in 1 of 6 runs with 2-4 vCPUs). QEMU on \
+         this host does the same with the host's CPUID (`-cpu host,+x2apic`: 0 of 3 runs got \
+         past) but not with the cfg's `qemu64,+x2apic` (3 of 3), and drvisor gives the guest \
+         the host's CPUID; halves of the host's features added to qemu64 hang now and then, so \
+         no one feature was found. Without x2APIC every check runs as under QEMU, and the \
+         FAILs before it are QEMU's too",
     ),
     (
         "s3",
