@@ -25,37 +25,21 @@ shift || true
 [ "${1:-}" = "--" ] && shift
 mkdir -p "$out"
 out=$(realpath "$out")
-marker='drvisor-l2: userspace reached'
+. tests/nested-svm/initramfs.sh
+# /init (marker_init) prints the marker line, then writes 0 to the exit port; without /dev/port
+# it reboots, a triple fault with `reboot=t`, and drvisor exits 70 after the fallback line.
+marker=$userspace_marker
+fallback=$reboot_fallback
 cpus=${DEBIAN_CPUS:-}
 case "$cpus" in
   '' | [1-9] | [1-9][0-9] | [1-9][0-9][0-9]) ;;
   *) echo "debian-kernel: DEBIAN_CPUS must be a CPU count, not '$cpus'" >&2; exit 2 ;;
 esac
-# A kernel without /dev/port (Debian's cloud kernel has no CONFIG_DEVPORT) cannot reach the exit
-# port from a shell; it reboots instead, and `reboot=t` makes that a triple fault, which ends the
-# run with drvisor's exit code 70 (a halt would wait for the timeout: HLT stays in KVM).
-fallback='drvisor-l2: no exit port, rebooting (reboot=t: a triple fault ends the run)'
 
-. tests/nested-svm/initramfs.sh
 drvisor=$(release_drvisor)
 root="$out/initramfs"
 rm -rf "$root"
-mkdir -p "$root"
-cat > "$root/init" <<EOF
-#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-echo "$marker, uname -r=\$(uname -r), uptime=\$(cut -d' ' -f1 /proc/uptime)s, cpus=\$(grep -c ^processor /proc/cpuinfo)"
-head -n 20 /proc/cpuinfo
-if [ -c /dev/port ]; then
-  echo "drvisor-l2: powering off through the exit port 0xf4"
-  printf '\\000' | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
-fi
-echo "$fallback"
-reboot -f
-EOF
+marker_init "$root"
 initramfs "$root" "$out/initramfs.cpio.gz" || exit 90
 
 # The kernel is chosen inside L1: boot-l1.sh installs one on a machine that has none.

@@ -15,6 +15,39 @@ initramfs() {
   (cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) > "$archive"
 }
 
+# The start of the line /init (from `marker_init`) prints once userspace is reached, and the line
+# it prints before its fallback, a reboot.
+userspace_marker='drvisor-l2: userspace reached'
+reboot_fallback='drvisor-l2: no exit port, rebooting (reboot=t: a triple fault ends the run)'
+
+# `marker_init ROOT [COMMANDS]` writes ROOT/init, a static-busybox script: it prints
+# `$userspace_marker, uname -r=..., uptime=...s, cpus=N` and the head of /proc/cpuinfo, runs the
+# shell COMMANDS if given, then ends the run by writing 0 to port 0xf4 through /dev/port
+# (drvisor's exit port; QEMU's with `-device isa-debug-exit,iobase=0xf4`). A kernel without
+# /dev/port (Debian's cloud kernel has no CONFIG_DEVPORT) cannot reach the port from a shell; it
+# reboots instead, and `reboot=t` on its command line makes that a triple fault, which ends a
+# drvisor run with exit code 70 (a halt would wait for the timeout: HLT stays in KVM).
+marker_init() {
+  local root=$1 commands=${2:-}
+  mkdir -p "$root"
+  cat > "$root/init" <<EOF
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "$userspace_marker, uname -r=\$(uname -r), uptime=\$(cut -d' ' -f1 /proc/uptime)s, cpus=\$(grep -c ^processor /proc/cpuinfo)"
+head -n 20 /proc/cpuinfo
+$commands
+if [ -c /dev/port ]; then
+  echo "drvisor-l2: powering off through the exit port 0xf4"
+  printf '\\000' | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
+fi
+echo "$reboot_fallback"
+reboot -f
+EOF
+}
+
 # `getppid_loop FILE`: a static program that calls getppid() N times (its first argument) and
 # then prints `drvisor-l2: ARGV0 called getppid N times`.
 getppid_loop() {
