@@ -116,7 +116,7 @@ pub fn trials() -> Vec<Trial> {
         case("missing_argument_of_ci", || {
             one_line_usage_error(
                 &drvisor(&["ci"]),
-                "the following required arguments were not provided: <SPEC.toml>... (see drvisor ci --help)",
+                "the following required arguments were not provided: <SPEC.toml|unittests.cfg>... (see drvisor ci --help)",
             )
         }),
         case("missing_argument_of_ctl_break_add", || {

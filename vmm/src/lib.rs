@@ -11,6 +11,7 @@ pub mod console_lines;
 pub mod control;
 pub mod cpu;
 pub mod debug;
+pub mod deferred;
 pub mod devices;
 pub mod event_loop;
 pub mod events;

@@ -29,7 +29,7 @@ pub enum KernelFormat {
 /// A kernel image read into memory.
 pub struct KernelImage {
     name: String,
-    bytes: Vec<u8>,
+    bytes: std::sync::Arc<Vec<u8>>,
     format: KernelFormat,
     /// Where the image's bytes go (PVH and multiboot; empty for a bzImage).
     segments: Vec<Segment>,
@@ -99,7 +99,7 @@ impl KernelImage {
         };
         let mut image = KernelImage {
             name: name.clone(),
-            bytes,
+            bytes: std::sync::Arc::new(bytes),
             format: KernelFormat::BzImage,
             segments: Vec::new(),
             entry: 0,
@@ -196,6 +196,11 @@ impl KernelImage {
         &self.bytes
     }
 
+    /// The image's bytes, shared: for reading the image on another thread while it boots.
+    pub fn shared_bytes(&self) -> std::sync::Arc<Vec<u8>> {
+        self.bytes.clone()
+    }
+
     /// The image's format.
     pub fn format(&self) -> KernelFormat {
         self.format
@@ -214,7 +219,7 @@ impl KernelImage {
         L::load(
             mem,
             None,
-            &mut Cursor::new(&self.bytes),
+            &mut Cursor::new(self.bytes.as_slice()),
             Some(GuestAddress(HIMEM_START)),
         )
         .map_err(|source| Error::Loader {

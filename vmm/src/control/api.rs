@@ -85,7 +85,7 @@ impl Session {
         } else {
             location::address
         };
-        let addr = address(&target, &self.symbols).map_err(|e| {
+        let addr = address(&target, self.symbols()).map_err(|e| {
             let code = match e {
                 crate::symbols::Error::Unknown { .. } => "unknown-symbol",
                 crate::symbols::Error::NotCode { .. } => "not-code",
@@ -271,7 +271,7 @@ impl Control for Session {
             None => (false, req.location.as_str()),
         };
         let (target, addr) = self.parse_location(text, false)?;
-        let len = match req.len.or_else(|| location::size(&target, &self.symbols)) {
+        let len = match req.len.or_else(|| location::size(&target, self.symbols())) {
             Some(0) => return Err(unprocessable("bad-length", "len must be at least 1 byte")),
             Some(len) => len,
             None => {

@@ -17,4 +17,4 @@ pub mod snippet;
 pub use guest_view::{MemoryError, StepError};
 pub use hits::{hit_event, reporter};
 pub use request::{Error, Request, What};
-pub use session::{Facts, Session, PAUSE_TIMEOUT, RING_CAPACITY, RING_VAR};
+pub use session::{Facts, ImageKnowledge, Session, PAUSE_TIMEOUT, RING_CAPACITY, RING_VAR};

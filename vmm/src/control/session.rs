@@ -29,6 +29,7 @@ use super::announce::Announcement;
 use super::hits::{reporter, StackNames};
 use super::request::{arm, Error, Request, What};
 use crate::debug::{DebugController, OnHit};
+use crate::deferred::Deferred;
 use crate::events::{Event, EventBus};
 use crate::kernel::{LazyOrc, TaskLayout};
 use crate::outcome::Outcome;
@@ -80,7 +81,8 @@ pub struct Session {
     pub(super) control: Arc<RunControl>,
     pub(super) parked: Arc<ParkedRegs>,
     pub(super) mem: GuestMemoryMmap,
-    pub(super) symbols: Arc<SymbolTable>,
+    /// The kernel image's symbols, task layout and ORC table, read while the VM starts.
+    image: Arc<Deferred<ImageKnowledge>>,
     pub(super) probe: Option<ProbeReport>,
     pub(super) facts: Facts,
     pub(super) started: Instant,
@@ -93,15 +95,23 @@ pub struct Session {
     door: Mutex<()>,
     /// Told of each real pause and resume after the bus (see [`Session::observe_pauses`]).
     pause_observer: Arc<OnceLock<PauseListener>>,
-    /// Where a Linux guest keeps its current task (from the image's BTF), for conditions on
-    /// `comm`, `pid` and `tgid`; `None` until known.
-    task_layout: OnceLock<TaskLayout>,
     /// The code symbols by address, to name a captured stack's words; made at the first
     /// breakpoint that captures.
     code_index: OnceLock<Arc<CodeIndex>>,
-    /// The kernel's ORC unwind table (or why it has none), for a capturing hit's backtrace;
-    /// unset until the kernel image was read.
-    orc: OnceLock<Arc<LazyOrc>>,
+}
+
+/// What drvisor knows of the guest's kernel from its image: a bzImage's payload must be
+/// decompressed for it, so it is read while the VM starts ([`Deferred`]), and the first command
+/// that needs it waits for it.
+pub struct ImageKnowledge {
+    /// The symbols: a given System.map, else the kernel's own.
+    pub symbols: SymbolTable,
+    /// Where a Linux guest keeps its current task (from the image's BTF), for conditions on
+    /// `comm`, `pid` and `tgid`; `None` when the image does not say.
+    pub task_layout: Option<TaskLayout>,
+    /// The kernel's ORC unwind table (or why it has none), for a capturing hit's backtrace,
+    /// decoded at the first.
+    pub orc: Arc<LazyOrc>,
 }
 
 impl Session {
@@ -110,7 +120,7 @@ impl Session {
     pub fn new(
         vm: &Vm,
         facts: Facts,
-        symbols: Arc<SymbolTable>,
+        image: Arc<Deferred<ImageKnowledge>>,
         stream: bool,
     ) -> std::io::Result<Arc<Self>> {
         let capacity = match cfg!(feature = "test-hooks") {
@@ -151,7 +161,7 @@ impl Session {
             control: vm.run_control().clone(),
             parked: vm.parked().clone(),
             mem: vm.memory().clone(),
-            symbols,
+            image,
             probe: vm.probe().cloned(),
             facts,
             started: Instant::now(),
@@ -162,9 +172,7 @@ impl Session {
             book: Mutex::new(BTreeMap::new()),
             door: Mutex::new(()),
             pause_observer,
-            task_layout: OnceLock::new(),
             code_index: OnceLock::new(),
-            orc: OnceLock::new(),
         });
         // What the guest's page tables do to a guest-virtual watch (armed at last, moved,
         // left behind) reaches every client.
@@ -214,23 +222,17 @@ impl Session {
     /// The address of a location as every client writes it: a symbol, or an address in `0x`
     /// hex or decimal; the error says what is wrong with it.
     pub fn resolve_location(&self, text: &str) -> Result<u64, super::location::ResolveError> {
-        super::location::resolve(text, &self.symbols)
+        super::location::resolve(text, self.symbols())
     }
 
-    /// Sets the guest's task layout (conditions on `comm`, `pid`, `tgid`); `false` if set.
-    pub fn set_task_layout(&self, layout: TaskLayout) -> bool {
-        self.task_layout.set(layout).is_ok()
+    /// The guest's symbols (waiting, the first time, until the image is read).
+    pub fn symbols(&self) -> &SymbolTable {
+        &self.image.get().symbols
     }
 
-    /// Sets the kernel's ORC table, decoded at the first capturing hit that needs a backtrace;
-    /// `false` if set.
-    pub fn set_orc(&self, table: Arc<LazyOrc>) -> bool {
-        self.orc.set(table).is_ok()
-    }
-
-    /// The guest's task layout, if known.
+    /// The guest's task layout, if its image gives one.
     pub fn task_layout(&self) -> Option<TaskLayout> {
-        self.task_layout.get().copied()
+        self.image.get().task_layout
     }
 
     /// The callback a breakpoint with `req`'s action reports its hits through (only those at
@@ -246,13 +248,13 @@ impl Session {
             (req.capture > 0)
                 .then(|| {
                     self.code_index
-                        .get_or_init(|| Arc::new(CodeIndex::new(&self.symbols)))
+                        .get_or_init(|| Arc::new(CodeIndex::new(self.symbols())))
                         .clone()
                 })
                 .filter(|index| !index.is_empty())
                 .map(|code| StackNames {
                     code,
-                    orc: self.orc.get().cloned(),
+                    orc: Some(self.image.get().orc.clone()),
                 }),
         )
     }

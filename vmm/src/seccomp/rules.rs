@@ -28,7 +28,7 @@ pub enum ThreadKind {
     /// The events writer.
     Events,
     /// The small helpers: timers, the console-lines reader, the stream feeder, the signal
-    /// thread.
+    /// thread, the kernel image's reader (decompression and parsing: memory calls only).
     Helper,
 }
 

@@ -2,16 +2,21 @@
 //!
 //! [`open_all`] runs every check that needs no content (each file open, regular and within its
 //! limit); [`Opened::read`] then reads them, the kernel first, so that modules the kernel
-//! cannot take are refused before they are read.
+//! cannot take are refused before they are read. What the kernel image says about itself (its
+//! symbols, task layout and ORC table; a bzImage's payload decompressed for them) is read on a
+//! thread of its own while the VM starts.
 
 use std::borrow::Cow;
 use std::path::Path;
+use std::sync::Arc;
 
 use drvisor::boot::{KernelFormat, KernelImage, Module};
+use drvisor::control::ImageKnowledge;
+use drvisor::deferred::Deferred;
 use drvisor::guest_image;
 use drvisor::input_file::{self, InputFile, Limit};
-use drvisor::kernel::orc::OrcSections;
-use drvisor::kernel::{Source, TaskLayout};
+use drvisor::kernel::{LazyOrc, Source};
+use drvisor::seccomp::ThreadKind;
 use drvisor::symbols::SymbolTable;
 
 use crate::cli::RunArgs;
@@ -122,13 +127,8 @@ pub struct Inputs {
     pub kernel: KernelImage,
     pub initrd: Option<Vec<u8>>,
     pub modules: Vec<Module>,
-    pub symbols: SymbolTable,
-    /// Where a Linux kernel keeps the current task (conditions on `comm`, `pid`, `tgid`), or
-    /// why it is not known.
-    pub task_layout: Result<TaskLayout, drvisor::kernel::LayoutError>,
-    /// The sections of the kernel's ORC unwind table (backtraces at capturing hits, decoded
-    /// at the first), or why it has none.
-    pub orc: Result<OrcSections, drvisor::kernel::OrcError>,
+    /// The kernel's symbols, task layout and ORC table, being read on a thread of their own.
+    pub image: Deferred<ImageKnowledge>,
 }
 
 /// Reads an input file opened here; its errors are usage errors.
@@ -169,14 +169,12 @@ impl Opened {
                 })
             })
             .collect::<Result<Vec<_>, Failure>>()?;
-        let facts = read_image_facts(self.symbols, kernel.bytes(), Some(cmdline))?;
+        let image = read_image_knowledge(self.symbols, kernel.shared_bytes(), cmdline)?;
         Ok(Inputs {
             kernel,
             initrd,
             modules,
-            symbols: facts.symbols,
-            task_layout: facts.layout,
-            orc: facts.orc,
+            image,
         })
     }
 }
@@ -208,18 +206,39 @@ pub fn read_symbols(
 }
 
 /// [`read_symbols`], and what else the kernel image says about itself: where it keeps the
-/// current task and its pid and comm (from its BTF; `Err` with the reason for a kernel without
-/// BTF, or not Linux) and its ORC unwind table's sections (backtraces, decoded at the first),
-/// reading a bzImage's payload once for all.
-pub fn read_image_facts(
+/// current task and its pid and comm (from its BTF, for a Linux kernel that has it) and its ORC
+/// unwind table's sections (backtraces, decoded at the first), reading a bzImage's payload
+/// once for all, on a thread of its own under the helpers' seccomp filter. A System.map is read
+/// here, so that its mistakes end the run before it starts.
+fn read_image_knowledge(
     file: Option<InputFile>,
-    kernel: &[u8],
-    cmdline: Option<&str>,
-) -> Result<drvisor::kernel::ImageFacts, Failure> {
+    kernel: Arc<Vec<u8>>,
+    cmdline: &str,
+) -> Result<Deferred<ImageKnowledge>, Failure> {
     let given = file.map(read_system_map).transpose()?;
-    let facts = drvisor::kernel::image_facts(kernel, given);
-    say_where_from(&facts.source, cmdline);
-    Ok(facts)
+    let cmdline = cmdline.to_owned();
+    // The thread's messages go through the process's console, made here: making it stats
+    // stdout and may start a thread, which the thread's filter forbids.
+    drvisor::console_lines::ConsoleLines::stdio();
+    Deferred::spawn("drvisor-image", move || {
+        drvisor::seccomp::enter_or_exit(ThreadKind::Helper);
+        let facts = drvisor::kernel::image_facts(&kernel, given);
+        say_where_from(&facts.source, Some(&cmdline));
+        let task_layout = facts
+            .layout
+            .inspect_err(|why| tracing::debug!("no task layout (comm, pid, tgid): {why}"))
+            .ok();
+        ImageKnowledge {
+            symbols: facts.symbols,
+            task_layout,
+            orc: Arc::new(LazyOrc::new(facts.orc)),
+        }
+    })
+    .map_err(|e| {
+        Failure::vmm(format!(
+            "cannot start the thread that reads the kernel image: {e}"
+        ))
+    })
 }
 
 fn read_system_map(file: InputFile) -> Result<SymbolTable, Failure> {

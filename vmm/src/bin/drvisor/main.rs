@@ -25,7 +25,6 @@ use std::sync::Arc;
 use clap::{CommandFactory, FromArgMatches, ValueEnum};
 use drvisor::control::{Facts, Session};
 use drvisor::debug::plan_view;
-use drvisor::kernel::LazyOrc;
 use drvisor::quote::cut;
 use drvisor::watch::Engine;
 use drvisor::{exit_code, memory, probe, Console, Vm, VmConfig};
@@ -263,11 +262,14 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         kernel,
         initrd,
         modules,
-        symbols,
-        task_layout,
-        orc,
+        image,
     } = opened.read(&cmdline)?;
-    let requests = requests::resolve(parsed, &symbols).map_err(Failure::usage)?;
+    let image = Arc::new(image);
+    // Only breakpoints given here wait for the symbols before the VM starts.
+    let requests = match parsed.is_empty() {
+        true => Vec::new(),
+        false => requests::resolve(parsed, &image.get().symbols).map_err(Failure::usage)?,
+    };
     let sink = events_out::open(args.events.as_deref())?;
 
     let mut config = VmConfig::new(kernel, cmdline);
@@ -295,7 +297,6 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     warn_unhideable_features(&vm, &cpu_features);
     stopper.attach(vm.run_control().clone());
     let events = events_out::EventsOut::start(sink, vm.events().clone(), vm.run_control().clone())?;
-    let symbols = Arc::new(symbols);
     let facts = Facts {
         kernel: args.kernel.as_ref().map_or_else(
             || "embedded test guest".to_owned(),
@@ -309,29 +310,16 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         vcpus: args.vcpus as u32,
     };
     let streaming = args.api_sock.is_some() || args.api_tcp.is_some();
-    let session = Session::new(&vm, facts, symbols.clone(), streaming)
+    let session = Session::new(&vm, facts, image.clone(), streaming)
         .map_err(|e| Failure::vmm(format!("cannot start the event stream: {e}")))?;
-    // Conditions on `comm`, `pid` and `tgid` need it; without it they are refused, with why.
-    match task_layout {
-        Ok(layout) => {
-            session.set_task_layout(layout);
-        }
-        Err(why) => tracing::debug!("no task layout (comm, pid, tgid): {why}"),
-    }
-    // A capturing hit's backtrace needs it, decoded at the first such hit; without it the hit
-    // events say only which stack words point into code, and why there is no backtrace (here
-    // in one line, where a breakpoint given here captures).
-    match &orc {
-        Ok(sections) => tracing::debug!(
-            "{} ORC entries, decoded at the first capturing hit, for backtraces",
-            sections.len()
-        ),
-        Err(why) if requests.iter().any(|r| r.capture > 0) => {
+    // A capturing hit's backtrace needs the ORC table, decoded at the first such hit; without
+    // it the hit events say only which stack words point into code, and why there is no
+    // backtrace (here in one line, where a breakpoint given here captures).
+    if requests.iter().any(|r| r.capture > 0) {
+        if let Some(why) = image.get().orc.missing() {
             announce::say(format!("hit events carry no backtrace: {why}"));
         }
-        Err(why) => tracing::debug!("no backtraces: {why}"),
     }
-    session.set_orc(Arc::new(LazyOrc::new(orc)));
     if args.paused || args.gdb_wait {
         // No vCPU has run yet: the gate is closed before the first entry.
         session.pause_before_run(if args.paused {
@@ -451,13 +439,16 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
             ));
         }
     }
+    // The image's reading ends before the run does: its line (where the symbols came from)
+    // is never lost to a short run.
+    let symbols = &image.get().symbols;
     if !args.quiet {
         for line in summary::lines(&session.breakpoints(), traps, &outcome) {
             announce::say(line);
         }
     }
     if !outcome.is_guest_status() {
-        announce::say(announce::outcome(&outcome, &labels, &symbols));
+        announce::say(announce::outcome(&outcome, &labels, symbols));
     }
     Ok(outcome.exit_code_under(exit_status))
 }
