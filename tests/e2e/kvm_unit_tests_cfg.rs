@@ -205,11 +205,6 @@ const KNOWN_WORSE: &[(&str, &str)] = &[
          no one feature was found. Without x2APIC every check runs as under QEMU, and the \
          FAILs before it are QEMU's too",
     ),
-    (
-        "s3",
-        "no ACPI S3 sleep: a write of SLP_TYP|SLP_EN to PM1 control stops nothing, and no RTC \
-         alarm wakes the guest to its FACS waking vector, so the test waits until its timeout",
-    ),
 ];
 
 /// drvisor's time: twice the entry's timeout, so that a loaded machine turns neither a finish

@@ -32,6 +32,7 @@ pub mod pc_platform;
 pub mod probe;
 pub mod quote;
 pub mod run_control;
+pub mod sleep;
 pub mod seccomp;
 pub mod stack_words;
 pub mod symbols;

@@ -317,6 +317,31 @@ impl VcpuDebug {
         }
     }
 
+    /// The vCPU was reset (a wake from S3): its own debug registers are at their reset values
+    /// (DR0-3 0, DR6 0xffff0ff0, DR7 0x400). They reach KVM and the controller through the same
+    /// door as an emulated guest MOV DR, so the plan drops the guest's slots and the host's
+    /// breakpoints stay armed. A step-over or guest #DB under way belonged to code the reset
+    /// abandoned: both are dropped.
+    pub fn reset_guest(&mut self, vcpu: &impl DebugVcpu) -> Result<()> {
+        self.step_over = None;
+        self.deferred_db = false;
+        self.guest = GuestDrFile::default();
+        let mut d = vcpu.debugregs()?;
+        d.db = self.guest.dr;
+        d.dr6 = self.guest.dr6.bits();
+        d.dr7 = self.guest.dr7.bits();
+        vcpu.set_debugregs(&d)?;
+        self.ctl.guest_changed(self.index, self.guest);
+        // Install what the plan holds now, with the step-over's slots armed again.
+        let (generation, plan, targets) = self.ctl.vcpu_plan(self.index);
+        self.plan = plan;
+        self.targets = targets;
+        self.install(vcpu)?;
+        self.applied = generation;
+        self.ctl.ack(self.index, generation);
+        Ok(())
+    }
+
     /// Dispatches a `KVM_EXIT_DEBUG` with physical `dr6` at linear address `pc` (the exit's
     /// `debug.arch.pc`): every bit to its owner.
     pub fn on_debug_exit(&mut self, dr6: u64, pc: u64, vcpu: &impl DebugVcpu) -> Result<Verdict> {
