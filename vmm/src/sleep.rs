@@ -117,7 +117,7 @@ impl SleepControl {
                 return false;
             }
         };
-        tracing::info!("the guest wakes from S3 ({event:?}), resuming at {entry:?}");
+        tracing::info!("the guest wakes from S3 ({event:?}), resuming at {entry}");
         let State::Asleep(held) = std::mem::replace(&mut *state, State::Awake) else {
             return false;
         };
@@ -191,7 +191,14 @@ mod tests {
     use super::*;
     use crate::devices::{PioDevice, Pm1Registers, RTC_EN};
 
-    fn setup(vcpus: usize) -> (Arc<SleepControl>, Arc<VcpuGate>, Pm1Registers, GuestMemoryMmap) {
+    fn setup(
+        vcpus: usize,
+    ) -> (
+        Arc<SleepControl>,
+        Arc<VcpuGate>,
+        Pm1Registers,
+        GuestMemoryMmap,
+    ) {
         let control = Arc::new(RunControl::new().unwrap());
         let gate = Arc::new(VcpuGate::new(vcpus, control.clone()));
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();

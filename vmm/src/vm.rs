@@ -13,14 +13,13 @@ use crate::console_lines::{ConsoleLines, GuestConsole};
 use crate::cpu;
 use crate::debug::{DebugCaps, DebugController};
 use crate::devices::{
-    spawn_rtc_timer, AlarmSignal, CmosRtc, ExitPort, ExitStatus, FwCfg, HostClock, HostSignal, HostSignalPort, MmioBus,
-    MprotectFlush, PioBus, Pm1Registers, PmTimer, SerialConsole, TestDevIomem, TestDevIrqLines,
-    TestDevPort, CMOS_PORT, CMOS_PORTS, COM1_BASE, COM1_GSI, EXIT_PORT, EXIT_PORTS, FW_CFG_PORT,
-    FW_CFG_PORTS, HOST_SIGNAL_PORT, IOMEM_BASE, IOMEM_LEN, IRQ_LINE_PORT, IRQ_LINE_PORTS,
-    PM1_EVT_PORT, PM1_PORTS, PM_TIMER_PORT, PM_TIMER_PORTS, TESTDEV_PORT, TESTDEV_PORTS,
-    Pm1Events, RTC_GSI, Sleeper, WakeEvent,
+    spawn_rtc_timer, AlarmSignal, CmosRtc, ExitPort, ExitStatus, FwCfg, HostClock, HostSignal,
+    HostSignalPort, MmioBus, MprotectFlush, PioBus, Pm1Events, Pm1Registers, PmTimer,
+    SerialConsole, Sleeper, TestDevIomem, TestDevIrqLines, TestDevPort, WakeEvent, CMOS_PORT,
+    CMOS_PORTS, COM1_BASE, COM1_GSI, EXIT_PORT, EXIT_PORTS, FW_CFG_PORT, FW_CFG_PORTS,
+    HOST_SIGNAL_PORT, IOMEM_BASE, IOMEM_LEN, IRQ_LINE_PORT, IRQ_LINE_PORTS, PM1_EVT_PORT,
+    PM1_PORTS, PM_TIMER_PORT, PM_TIMER_PORTS, RTC_GSI, TESTDEV_PORT, TESTDEV_PORTS,
 };
-use crate::sleep::SleepControl;
 use crate::event_loop::{self, Subscriber};
 use crate::events::{Event, EventBus};
 use crate::fault_injection::InjectedFault;
@@ -29,6 +28,7 @@ use crate::outcome::Outcome;
 use crate::pc_platform;
 use crate::probe;
 use crate::run_control::RunControl;
+use crate::sleep::SleepControl;
 use crate::vcpu::parked::ParkedRegs;
 use crate::vcpu::{UnknownAccessPolicy, Vcpu, VcpuGate, VcpuShared};
 use crate::watch::{PageWatchEngine, Translator};

@@ -234,6 +234,17 @@ pub enum WakingVector {
     Protected32(u32),
 }
 
+impl std::fmt::Display for WakingVector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WakingVector::RealMode { cs, ip } => write!(f, "{cs:04x}:{ip:04x} in real mode"),
+            WakingVector::Protected32(eip) => {
+                write!(f, "{eip:#x} in 32-bit protected mode, paging off")
+            }
+        }
+    }
+}
+
 /// Why the FACS gives no place to resume.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WakingVectorError {
@@ -253,7 +264,11 @@ pub enum WakingVectorError {
 
 /// The waking vector the FACS fields give: `X_Firmware_Waking_Vector` when it is not 0 (the
 /// specification's rule for firmware that sees both), else `Firmware_Waking_Vector`.
-pub fn waking_vector(vector: u32, x_vector: u64, ospm_flags: u32) -> Result<WakingVector, WakingVectorError> {
+pub fn waking_vector(
+    vector: u32,
+    x_vector: u64,
+    ospm_flags: u32,
+) -> Result<WakingVector, WakingVectorError> {
     if x_vector != 0 {
         if ospm_flags & OSPM_64BIT_WAKE != 0 {
             return Err(WakingVectorError::SixtyFourBit);

@@ -174,9 +174,7 @@ fn the_dsdt_holds_an_empty_system_bus_scope_and_the_s3_package() {
     // (ByteConst 1, then ZeroOp twice: the encoder's shortest forms).
     assert_eq!(
         &d[43..],
-        [
-            0x08, b'\\', b'_', b'S', b'3', b'_', 0x12, 0x06, 0x04, 0x01, 0x01, 0x00, 0x00
-        ]
+        [0x08, b'\\', b'_', b'S', b'3', b'_', 0x12, 0x06, 0x04, 0x01, 0x01, 0x00, 0x00]
     );
 }
 
@@ -189,14 +187,16 @@ fn the_fadt_says_the_rtc_wake_status_is_in_pm1() {
 
 #[test]
 fn the_waking_vector_follows_the_facs_rules() {
-    use super::{waking_vector, WakingVector, WakingVectorError};
     assert_eq!(
         waking_vector(0x1000, 0, 0),
         Ok(WakingVector::RealMode { cs: 0x100, ip: 0 })
     );
     assert_eq!(
         waking_vector(0x9_abcd, 0, 0),
-        Ok(WakingVector::RealMode { cs: 0x9abc, ip: 0xd })
+        Ok(WakingVector::RealMode {
+            cs: 0x9abc,
+            ip: 0xd
+        })
     );
     // The X vector wins when it is set.
     assert_eq!(
@@ -216,6 +216,10 @@ fn the_waking_vector_follows_the_facs_rules() {
         waking_vector(0x10_0000, 0, 0),
         Err(WakingVectorError::AboveRealMode(0x10_0000))
     );
+    assert_eq!(
+        WakingVector::RealMode { cs: 0x100, ip: 0 }.to_string(),
+        "0100:0000 in real mode"
+    );
 }
 
 #[test]
@@ -223,7 +227,11 @@ fn the_facs_fields_are_where_the_specification_puts_them() {
     let t = build(1, 0xe_0000).unwrap();
     let facs = (t.placed.facs - t.base) as usize;
     assert_eq!(&t.bytes[facs..facs + 4], b"FACS");
-    for at in [super::FACS_WAKING_VECTOR, super::FACS_X_WAKING_VECTOR, super::FACS_OSPM_FLAGS] {
+    for at in [
+        super::FACS_WAKING_VECTOR,
+        super::FACS_X_WAKING_VECTOR,
+        super::FACS_OSPM_FLAGS,
+    ] {
         assert_eq!(t.bytes[facs + at as usize], 0, "{at}");
     }
     assert_eq!(u32_at(&t.bytes[facs..], 4), 64, "length");

@@ -126,7 +126,13 @@ mod tests {
         assert_eq!(sregs.efer, 0);
         assert_eq!(sregs.ds.base, 0);
         assert_eq!(sregs.apic_base, 0xfee0_0900);
-        let (regs, sregs) = resume_state(&p, WakingVector::RealMode { cs: 0x9abc, ip: 0xd });
+        let (regs, sregs) = resume_state(
+            &p,
+            WakingVector::RealMode {
+                cs: 0x9abc,
+                ip: 0xd,
+            },
+        );
         assert_eq!((sregs.cs.base, regs.rip), (0x9_abc0, 0xd));
     }
 
@@ -136,7 +142,10 @@ mod tests {
         assert_eq!(regs.rip, 0x20_0000);
         assert_eq!(sregs.cr0, CR0_PE | CR0_ET);
         assert_eq!(sregs.efer, 0);
-        assert_eq!((sregs.cs.base, sregs.cs.limit, sregs.cs.db), (0, 0xffff_ffff, 1));
+        assert_eq!(
+            (sregs.cs.base, sregs.cs.limit, sregs.cs.db),
+            (0, 0xffff_ffff, 1)
+        );
         assert_eq!((sregs.ss.base, sregs.ss.limit), (0, 0xffff_ffff));
         assert_eq!(sregs.cs.l, 0);
     }

@@ -864,8 +864,9 @@ fn a_reset_gives_the_guest_reset_drs_and_the_host_its_slot_back() {
         rig.vcpu.before_entry(&rig.fake).unwrap();
         let host = rig.add(exec(0x1000), HitAction::Continue);
         assert_eq!(rig.ctl.plan().vcpus[0].phys_of_host(host), None, "{caps:?}");
-        // A wake from S3 resets the vCPU.
+        // A wake from S3 resets the vCPU; then, as always, the plan is installed before entry.
         rig.vcpu.reset_guest(&rig.fake).unwrap();
+        rig.vcpu.before_entry(&rig.fake).unwrap();
         let d = rig.fake.0.borrow().debugregs;
         assert_eq!((d.db, d.dr6, d.dr7), ([0; 4], DR6_INIT, 0x400), "{caps:?}");
         let (file, _, _) = rig.ctl.vcpu_view(0).unwrap();
@@ -887,8 +888,12 @@ fn a_reset_mid_step_over_rearms_the_host_breakpoint() {
     rig.exit(DR6_INIT | 1 << 3, 0x1000);
     assert!(rig.fake.installed().single_step, "stepping over");
     rig.vcpu.reset_guest(&rig.fake).unwrap();
+    rig.vcpu.before_entry(&rig.fake).unwrap();
     let after = rig.fake.installed();
-    assert!(!after.single_step, "the step-over belonged to abandoned code");
+    assert!(
+        !after.single_step,
+        "the step-over belonged to abandoned code"
+    );
     assert_ne!(after.dr7 & 0xc0, 0, "slot 3 armed again");
     assert_eq!(rig.fake.0.borrow().debugregs.dr7, 0x400);
 }

@@ -659,14 +659,22 @@ mod tests {
         let (mut rtc, clock) = rtc_at(T, 0);
         assert_eq!(read(&mut rtc, REG_C), 0, "no update yet");
         clock.set(T + 1, 0);
-        assert_eq!(read(&mut rtc, REG_C), C_UF, "an update; no alarm matches 00:00:00");
+        assert_eq!(
+            read(&mut rtc, REG_C),
+            C_UF,
+            "an update; no alarm matches 00:00:00"
+        );
         assert_eq!(read(&mut rtc, REG_C), 0, "reading cleared it");
         // An alarm one second ahead (13:07:11), in BCD; no interrupt enabled.
         write(&mut rtc, HOURS_ALARM, 0x13);
         write(&mut rtc, MINUTES_ALARM, 0x07);
         write(&mut rtc, SECONDS_ALARM, 0x11);
         clock.set(T + 2, 500_000_000);
-        assert_eq!(read(&mut rtc, REG_C), C_AF | C_UF, "AF without IRQF: AIE is off");
+        assert_eq!(
+            read(&mut rtc, REG_C),
+            C_AF | C_UF,
+            "AF without IRQF: AIE is off"
+        );
         clock.set(T + 3, 0);
         assert_eq!(read(&mut rtc, REG_C), C_UF, "13:07:12 does not match");
     }
@@ -692,7 +700,10 @@ mod tests {
         );
         assert_eq!(irq.read().unwrap(), 1, "one edge");
         clock.set(T + 2, 0);
-        assert!(rtc.catch_up().alarm_interrupt, "the alarm fires every second");
+        assert!(
+            rtc.catch_up().alarm_interrupt,
+            "the alarm fires every second"
+        );
         assert!(irq.read().is_err(), "IRQF still up: no new edge");
         assert_eq!(read(&mut rtc, REG_C), C_IRQF | C_AF | C_UF);
         clock.set(T + 3, 0);

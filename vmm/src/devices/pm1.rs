@@ -173,7 +173,10 @@ impl PioDevice for Pm1Registers {
                 }
                 2 | 3 => {
                     let e = &self.events.enable;
-                    e.store(with_byte(e.load(Ordering::SeqCst), shift, b), Ordering::SeqCst);
+                    e.store(
+                        with_byte(e.load(Ordering::SeqCst), shift, b),
+                        Ordering::SeqCst,
+                    );
                 }
                 4 | 5 => {
                     self.control = with_byte(self.control, shift, b);
@@ -273,7 +276,11 @@ mod tests {
         assert_eq!(sleep_request(0x2400), Some(SleepState::S3));
         assert_eq!(sleep_request(0x2401), Some(SleepState::S3));
         assert_eq!(sleep_request(0x0400), None, "no SLP_EN");
-        assert_eq!(sleep_request(0x2000), None, "SLP_TYP 0 (S5 on QEMU): not honoured");
+        assert_eq!(
+            sleep_request(0x2000),
+            None,
+            "SLP_TYP 0 (S5 on QEMU): not honoured"
+        );
         assert_eq!(sleep_request(0x2800), None, "SLP_TYP 2");
         assert_eq!(sleep_request(0x3c00), None, "SLP_TYP 7");
     }
@@ -283,7 +290,10 @@ mod tests {
         let sleeper = Arc::new(Recorder::default());
         let mut dev = Pm1Registers::new(Arc::default(), Some(sleeper.clone()));
         dev.write(4, &0x0400u16.to_le_bytes());
-        assert!(sleeper.0.lock().unwrap().is_empty(), "SLP_TYP without SLP_EN");
+        assert!(
+            sleeper.0.lock().unwrap().is_empty(),
+            "SLP_TYP without SLP_EN"
+        );
         // The high byte alone, with SLP_TYP = 1 stored: a request (as kvm-unit-tests' outw).
         dev.write(5, &[0x24]);
         assert_eq!(*sleeper.0.lock().unwrap(), [SleepState::S3]);

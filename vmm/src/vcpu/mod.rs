@@ -184,7 +184,10 @@ impl Vcpu {
                     debug.is_some_and(VcpuDebug::has_news)
                         || shared.gate.has_pass(index)
                         || (!snapped && shared.gate.is_paused())
-                        || shared.sleep.as_ref().is_some_and(|s| s.reset_due(index).is_some())
+                        || shared
+                            .sleep
+                            .as_ref()
+                            .is_some_and(|s| s.reset_due(index).is_some())
                 });
                 // Leaving the park (to run, or to look at news and park again): the registers
                 // are the vCPU's own again, with what a client wrote meanwhile.

@@ -4,7 +4,9 @@
 //! ([`crate::cpu::power_on`]), the debug registers through the debug engine, and it either
 //! starts at the waking vector (the boot vCPU) or waits for INIT and SIPI.
 
-use kvm_bindings::{kvm_debugregs, kvm_mp_state, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE};
+use kvm_bindings::{
+    kvm_debugregs, kvm_mp_state, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
+};
 
 use super::{Vcpu, VcpuShared};
 use crate::cpu::power_on::resume_state;
@@ -37,7 +39,8 @@ impl Vcpu {
         let fd = &self.fd;
         fd.set_vcpu_events(&power_on.events)
             .map_err(kvm("KVM_SET_VCPU_EVENTS"))?;
-        fd.set_lapic(&power_on.lapic).map_err(kvm("KVM_SET_LAPIC"))?;
+        fd.set_lapic(&power_on.lapic)
+            .map_err(kvm("KVM_SET_LAPIC"))?;
         fd.set_sregs(&sregs).map_err(kvm("KVM_SET_SREGS"))?;
         fd.set_regs(&regs).map_err(kvm("KVM_SET_REGS"))?;
         fd.set_fpu(&power_on.fpu).map_err(kvm("KVM_SET_FPU"))?;
