@@ -75,6 +75,9 @@ pub struct Config {
     /// kfunc: the guest's breakpoints go on each function's `lock inc` (`gbp=inc`) instead of
     /// its entry (`gbp=entry`, the default).
     pub gbp_inc: bool,
+    /// s3: sleep with no wake event enabled (`wake=none`) instead of the RTC alarm
+    /// (`wake=rtc`, the default).
+    pub wake_none: bool,
     pub error: Option<Error>,
 }
 
@@ -96,6 +99,7 @@ pub fn parse(start_info_paddr: u32) -> Config {
         status: 0,
         line: 14,
         gbp_inc: false,
+        wake_none: false,
         error: None,
     };
     if start_info_paddr == 0 {
@@ -166,6 +170,13 @@ pub fn parse(start_info_paddr: u32) -> Config {
             b"watch" => match value {
                 b"exec" | b"write" => {
                     cfg.watch_write = value == b"write";
+                    true
+                }
+                _ => false,
+            },
+            b"wake" => match value {
+                b"rtc" | b"none" => {
+                    cfg.wake_none = value == b"none";
                     true
                 }
                 _ => false,
