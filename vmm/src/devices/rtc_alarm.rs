@@ -48,10 +48,19 @@ impl Alarm {
     /// alarm fires, if it ever does.
     pub fn next_after(&self, after: i64) -> Option<i64> {
         let today = after.div_euclid(DAY) * DAY;
+        // The hour and minute of `after`: earlier ones today cannot come after it.
+        let now = (after - today) as u32;
+        let (now_h, now_m) = (now / 3600, now / 60 % 60);
         // Every field combination recurs daily: today's or tomorrow's first one after `after`.
         for day in [today, today + DAY] {
             for h in self.hour.values(24) {
+                if day == today && h < now_h {
+                    continue;
+                }
                 for m in self.minute.values(60) {
+                    if day == today && (h, m) < (now_h, now_m) {
+                        continue;
+                    }
                     for s in self.second.values(60) {
                         let t = day + i64::from(h * 3600 + m * 60 + s);
                         if t > after {
@@ -127,6 +136,49 @@ mod tests {
         };
         assert_eq!(never.next_after(0), None);
         assert!(!never.fires_within(0, 10 * DAY));
+    }
+
+    #[test]
+    fn the_answer_is_the_first_match_whatever_the_time_of_day() {
+        // Against a second-by-second scan, at times all over a day, for patterns of each kind.
+        let patterns = [
+            ANY,
+            Alarm {
+                second: Field::Is(30),
+                ..ANY
+            },
+            Alarm {
+                hour: Field::Is(23),
+                minute: Field::Is(59),
+                second: Field::Any,
+            },
+            Alarm {
+                hour: Field::Any,
+                minute: Field::Is(0),
+                second: Field::Is(0),
+            },
+            Alarm {
+                hour: Field::Is(0),
+                minute: Field::Any,
+                second: Field::Is(59),
+            },
+        ];
+        for alarm in patterns {
+            for after in (5 * DAY..6 * DAY)
+                .step_by(1_237)
+                .chain([6 * DAY - 1, 5 * DAY])
+            {
+                let scan = (after + 1..after + 2 * DAY + 1).find(|&t| {
+                    let (h, m, s) = (t % DAY / 3600, t % 3600 / 60, t % 60);
+                    let hit = |f: Field, v: i64| match f {
+                        Field::Any => true,
+                        Field::Is(x) => i64::from(x) == v,
+                    };
+                    hit(alarm.hour, h) && hit(alarm.minute, m) && hit(alarm.second, s)
+                });
+                assert_eq!(alarm.next_after(after), scan, "{alarm:?} after {after}");
+            }
+        }
     }
 
     #[test]
