@@ -2,8 +2,9 @@
 //! puts its real-mode resume code in the FACS's waking vector, sets the CMOS alarm to fire at
 //! every update, and sleeps. The resume code checks what the wake left: the guest's DR7 and DR0
 //! at their reset values (the debug engine's reset), CR0 at its reset value, `PM1_STS` =
-//! `WAK_STS | RTC_STS`, and no instruction run after the sleep request. Without `RTC_EN`
-//! nothing wakes it, and drvisor says so.
+//! `WAK_STS | RTC_STS`, and no instruction run after the sleep request; with `vector=x` the
+//! same in 32-bit code at `X_Firmware_Waking_Vector`. Without `RTC_EN` nothing wakes it, and
+//! drvisor says so.
 
 use std::time::Duration;
 
@@ -30,6 +31,10 @@ fn wakes_reset_at_the_waking_vector() -> Result<(), Failed> {
     let hits = hits_only(read_events(&events)?);
     let _ = std::fs::remove_file(&events);
     run.expect_code(ALL_RESET)?;
+    ensure(
+        run.guest_lines(&["s3", "resumed", "mode=16"]).len() == 1,
+        || run.to_string(),
+    )?;
     ensure(run.guest_lines(&["s3", "sleeping"]).len() == 1, || {
         run.to_string()
     })?;
@@ -41,6 +46,17 @@ fn wakes_reset_at_the_waking_vector() -> Result<(), Failed> {
     ensure(
         hit["addr"] == 0x3000 && hit["regs"]["rip"] == 0 && hit["regs"]["rflags"] == 2,
         || format!("not the boot vCPU at reset at 0300:0000: {hit}"),
+    )
+}
+
+/// A guest that sets `X_Firmware_Waking_Vector` resumes there, in flat 32-bit protected mode
+/// with paging off, and finds the same reset otherwise.
+fn the_x_vector_wins_in_protected_mode() -> Result<(), Failed> {
+    let run = drvisor(&["run", "--scenario", "s3", "--cmdline", "vector=x"]);
+    run.expect_code(ALL_RESET)?;
+    ensure(
+        run.guest_lines(&["s3", "resumed", "mode=32"]).len() == 1,
+        || run.to_string(),
     )
 }
 
@@ -76,6 +92,10 @@ pub fn trials() -> Vec<Trial> {
         Trial::test(
             "acpi_s3::wakes_reset_at_the_waking_vector",
             wakes_reset_at_the_waking_vector,
+        ),
+        Trial::test(
+            "acpi_s3::the_x_vector_wins_in_protected_mode",
+            the_x_vector_wins_in_protected_mode,
         ),
         Trial::test(
             "acpi_s3::without_a_wake_event_it_sleeps_and_says_so",

@@ -4,24 +4,29 @@
 //! the marker byte at [`MARKER`], sets the CMOS alarm to fire at every update (all three bytes
 //! "don't care") with `AIE`, and, unless `wake=none`, sets `PM1_EN.RTC_EN`. Then it writes
 //! `SLP_EN | SLP_TYP=1` to `PM1_CNT`, and after that write stores 1 in the marker for ever.
+//! With `vector=x` it also puts 32-bit resume code at [`RESUME32_AT`] in the FACS's
+//! `X_Firmware_Waking_Vector`, which then wins (entered in flat protected mode, paging off).
 //! Prints:
 //! ```text
-//! drv: s3 facs=0x.. pm1a_evt=0x.. pm1a_cnt=0x.. wake=rtc|none
+//! drv: s3 facs=0x.. pm1a_evt=0x.. pm1a_cnt=0x.. wake=rtc|none vector=real|x
 //! drv: s3 sleeping
+//! drv: s3 resumed mode=16|32                (from the resume code)
 //! ```
 //! The resume code ends the run with status 0x20 plus a bit for each check that failed: 1 DR7
-//! is not 0x400, 2 DR0 is not 0, 4 CR0 is not 0x60000010, 8 `PM1_STS` is not `WAK_STS |
-//! RTC_STS`, 16 the marker is not 0 (an instruction after the sleep's `out` ran). Status 0x20
-//! (32): all as after a reset. With `wake=none` nothing wakes it: the run goes on until stopped. No
+//! is not 0x400, 2 DR0 is not 0, 4 CR0 is not 0x60000010 (real mode) or 0x11 (PE and ET: 32-bit),
+//! 8 `PM1_STS` is not `WAK_STS | RTC_STS`, 16 the marker is not 0 (an instruction after the
+//! sleep's `out` ran). Status 0x20 (32): all as after a reset. With `wake=none` nothing wakes it: the run goes on until stopped. No
 //! FADT: `drv: s3 error no FADT`, status 1.
 
 use crate::cmdline::Config;
 use crate::scenarios::acpi::{find_rsdp, read32, read64, sig};
 use crate::serial;
 
-/// Where the resume code runs: free low RAM (the AP trampoline is at 0x1000, drvisor's
-/// `hvm_start_info` at 0x6000).
+/// Where the real-mode resume code runs: free low RAM (the AP trampoline is at 0x1000,
+/// drvisor's `hvm_start_info` at 0x6000).
 const RESUME_AT: u64 = 0x3000;
+/// Where the 32-bit resume code runs (`vector=x`).
+const RESUME32_AT: u64 = 0x3400;
 /// The byte the code after the sleep request would change.
 const MARKER: u64 = 0x3800;
 /// The guest's own breakpoint address (never executed: only the DR file matters).
@@ -29,12 +34,18 @@ const GUEST_BP: u64 = 0x12_3450;
 
 core::arch::global_asm!(
     r#"
-    .pushsection .rodata.drv_s3_resume, "a"
-    .code16
-    .globl drv_s3_resume_start
-    .globl drv_s3_resume_end
-drv_s3_resume_start:
-    xorl %ecx, %ecx
+    /* The checks, in 16- or 32-bit code: prints `drv: s3 resumed mode=M` (the message at
+       `msg`, an address after the copy), then exits with 0x20 plus a bit per failed check. */
+    .macro drv_s3_checks cr0, msg
+    movl $\msg, %esi
+    movw $0x3f8, %dx
+7:  movb (%esi), %al
+    testb %al, %al
+    jz 8f
+    outb %al, %dx
+    incl %esi
+    jmp 7b
+8:  xorl %ecx, %ecx
     movl %dr7, %eax
     cmpl $0x400, %eax
     je 1f
@@ -44,7 +55,7 @@ drv_s3_resume_start:
     jz 2f
     orb $2, %cl
 2:  movl %cr0, %eax
-    cmpl $0x60000010, %eax
+    cmpl $\cr0, %eax
     je 3f
     orb $4, %cl
 3:  movw $0x600, %dx
@@ -60,7 +71,25 @@ drv_s3_resume_start:
     outb %al, $0xf4
 6:  hlt
     jmp 6b
-drv_s3_resume_end:
+    .endm
+
+    .pushsection .rodata.drv_s3_resume, "a"
+    .globl drv_s3_resume16_start
+    .globl drv_s3_resume16_end
+    .globl drv_s3_resume32_start
+    .globl drv_s3_resume32_end
+    .code16
+drv_s3_resume16_start:
+    drv_s3_checks 0x60000010, (0x3000 + drv_s3_msg16 - drv_s3_resume16_start)
+drv_s3_msg16:
+    .asciz "drv: s3 resumed mode=16\n"
+drv_s3_resume16_end:
+    .code32
+drv_s3_resume32_start:
+    drv_s3_checks 0x11, (0x3400 + drv_s3_msg32 - drv_s3_resume32_start)
+drv_s3_msg32:
+    .asciz "drv: s3 resumed mode=32\n"
+drv_s3_resume32_end:
     .code64
     .popsection
 "#,
@@ -68,8 +97,10 @@ drv_s3_resume_end:
 );
 
 extern "C" {
-    static drv_s3_resume_start: u8;
-    static drv_s3_resume_end: u8;
+    static drv_s3_resume16_start: u8;
+    static drv_s3_resume16_end: u8;
+    static drv_s3_resume32_start: u8;
+    static drv_s3_resume32_end: u8;
 }
 
 /// The FADT's address: the XSDT entry with signature `FACP`.
@@ -126,15 +157,34 @@ pub fn run(cfg: &Config) -> ! {
             " wake=none"
         } else {
             " wake=rtc"
+        })
+        .s(if cfg.s3_x_vector {
+            " vector=x"
+        } else {
+            " vector=real"
         });
     // SAFETY: the resume code's bounds come from the asm above; the copy goes to identity-mapped
     // low RAM nothing else uses (see RESUME_AT); the FACS and the marker are RAM too.
     unsafe {
-        let start = &raw const drv_s3_resume_start;
-        let len = (&raw const drv_s3_resume_end as usize) - (start as usize);
-        core::ptr::copy_nonoverlapping(start, RESUME_AT as *mut u8, len);
+        let copy = |start: *const u8, end: *const u8, to: u64| {
+            let len = end as usize - start as usize;
+            core::ptr::copy_nonoverlapping(start, to as *mut u8, len);
+        };
+        copy(
+            &raw const drv_s3_resume16_start,
+            &raw const drv_s3_resume16_end,
+            RESUME_AT,
+        );
+        copy(
+            &raw const drv_s3_resume32_start,
+            &raw const drv_s3_resume32_end,
+            RESUME32_AT,
+        );
         core::ptr::write_volatile(MARKER as *mut u8, 0);
         core::ptr::write_volatile((facs + 12) as *mut u32, RESUME_AT as u32);
+        // X_Firmware_Waking_Vector, which wins over the 32-bit one when it is not 0.
+        let x_vector = if cfg.s3_x_vector { RESUME32_AT } else { 0 };
+        core::ptr::write_volatile((facs + 24) as *mut u64, x_vector);
     }
     // SAFETY: the guest's own debug registers: an exec breakpoint on an address never run.
     unsafe {
