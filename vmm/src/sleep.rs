@@ -42,7 +42,9 @@ enum State {
     },
 }
 
-/// The machine's sleep state, shared by the PM1 registers, the RTC thread and the vCPUs.
+/// The machine's sleep state, shared by the PM1 registers, the RTC thread and the vCPUs. Its
+/// lock is taken under the gate's (a parked vCPU's wake condition calls
+/// [`SleepControl::reset_due`]), so nothing here takes the gate's lock while holding it.
 pub struct SleepControl {
     state: Mutex<State>,
     /// vCPU `i` must reset before it enters again.
@@ -155,12 +157,16 @@ impl SleepControl {
         if !due.swap(false, Ordering::SeqCst) {
             return;
         }
-        if let State::Waking { left, .. } = &mut *state {
-            *left -= 1;
-            if *left == 0 {
-                // Dropping the hold lets every vCPU in.
-                *state = State::Awake;
-            }
+        let State::Waking { left, .. } = &mut *state else {
+            return;
+        };
+        *left -= 1;
+        if *left == 0 {
+            let woken = std::mem::replace(&mut *state, State::Awake);
+            // The hold goes after the lock: dropping it takes the gate's lock, under which
+            // parked vCPUs call `reset_due` (which takes this one).
+            drop(state);
+            drop(woken);
         }
     }
 }
