@@ -50,9 +50,18 @@ fn wakes_reset_at_the_waking_vector() -> Result<(), Failed> {
 }
 
 /// A guest that sets `X_Firmware_Waking_Vector` resumes there, in flat 32-bit protected mode
-/// with paging off, and finds the same reset otherwise.
+/// with paging off, and finds the same reset otherwise; on two vCPUs, so the AP's reset (to
+/// wait for SIPI) runs too.
 fn the_x_vector_wins_in_protected_mode() -> Result<(), Failed> {
-    let run = drvisor(&["run", "--scenario", "s3", "--cmdline", "vector=x"]);
+    let run = drvisor(&[
+        "run",
+        "--scenario",
+        "s3",
+        "--vcpus",
+        "2",
+        "--cmdline",
+        "vector=x",
+    ]);
     run.expect_code(ALL_RESET)?;
     ensure(
         run.guest_lines(&["s3", "resumed", "mode=32"]).len() == 1,
