@@ -1,7 +1,8 @@
 //! ACPI S3 in a real VM, with the test guest's `s3` scenario: it arms a breakpoint of its own,
 //! puts its real-mode resume code in the FACS's waking vector, sets the CMOS alarm to fire at
 //! every update, and sleeps. The resume code checks what the wake left: the guest's DR7 and DR0
-//! at their reset values (the debug engine's reset), CR0 at its reset value, `PM1_STS` =
+//! at their reset values (the debug engine's reset), CR0 at its reset value, the local APIC
+//! back in xAPIC mode (the guest turns x2APIC on before it sleeps, where it can), `PM1_STS` =
 //! `WAK_STS | RTC_STS`, and no instruction run after the sleep request; with `vector=x` the
 //! same in 32-bit code at `X_Firmware_Waking_Vector`. Without `RTC_EN` nothing wakes it, and
 //! drvisor says so.

@@ -9,12 +9,14 @@
 //! Prints:
 //! ```text
 //! drv: s3 facs=0x.. pm1a_evt=0x.. pm1a_cnt=0x.. wake=rtc|none vector=real|x
+//! drv: s3 x2apic=0|1                         (whether it turned x2APIC on)
 //! drv: s3 sleeping
 //! drv: s3 resumed mode=16|32                (from the resume code)
 //! ```
 //! The resume code ends the run with status 0x20 plus a bit for each check that failed: 1 DR7
-//! is not 0x400, 2 DR0 is not 0, 4 CR0 is not 0x60000010 (real mode) or 0x11 (PE and ET: 32-bit),
-//! 8 `PM1_STS` is not `WAK_STS | RTC_STS`, 16 the marker is not 0 (an instruction after the
+//! is not 0x400, 2 DR0 is not 0, 4 CR0 is not 0x60000010 (real mode) or 0x11 (PE and ET: 32-bit)
+//! or `IA32_APIC_BASE` is not 0xfee00900 (the BSP's, enabled, xAPIC: the guest turns x2APIC on
+//! before it sleeps where CPUID offers it), 8 `PM1_STS` is not `WAK_STS | RTC_STS`, 16 the marker is not 0 (an instruction after the
 //! sleep's `out` ran). Status 0x20 (32): all as after a reset. With `wake=none` nothing wakes it: the run goes on until stopped. No
 //! FADT: `drv: s3 error no FADT`, status 1.
 
@@ -45,28 +47,33 @@ core::arch::global_asm!(
     outb %al, %dx
     incl %esi
     jmp 7b
-8:  xorl %ecx, %ecx
+8:  xorl %ebx, %ebx
     movl %dr7, %eax
     cmpl $0x400, %eax
     je 1f
-    orb $1, %cl
+    orb $1, %bl
 1:  movl %dr0, %eax
     testl %eax, %eax
     jz 2f
-    orb $2, %cl
+    orb $2, %bl
 2:  movl %cr0, %eax
     cmpl $\cr0, %eax
+    jne 9f
+    /* IA32_APIC_BASE: the BSP's, enabled, xAPIC (the guest left x2APIC on if it could). */
+    movl $0x1b, %ecx
+    rdmsr
+    cmpl $0xfee00900, %eax
     je 3f
-    orb $4, %cl
+9:  orb $4, %bl
 3:  movw $0x600, %dx
     inw %dx, %ax
     cmpw $0x8400, %ax
     je 4f
-    orb $8, %cl
+    orb $8, %bl
 4:  cmpb $0, 0x3800
     je 5f
-    orb $16, %cl
-5:  movb %cl, %al
+    orb $16, %bl
+5:  movb %bl, %al
     orb $0x20, %al
     outb %al, $0xf4
 6:  hlt
@@ -101,6 +108,12 @@ extern "C" {
     static drv_s3_resume16_end: u8;
     static drv_s3_resume32_start: u8;
     static drv_s3_resume32_end: u8;
+}
+
+/// CPUID leaf 1's ECX.
+fn cpuid1_ecx() -> u32 {
+    // SAFETY: CPUID leaf 1 has no side effect.
+    unsafe { core::arch::x86_64::__cpuid(1).ecx }
 }
 
 /// The FADT's address: the XSDT entry with signature `FACP`.
@@ -186,6 +199,18 @@ pub fn run(cfg: &Config) -> ! {
         let x_vector = if cfg.s3_x_vector { RESUME32_AT } else { 0 };
         core::ptr::write_volatile((facs + 24) as *mut u64, x_vector);
     }
+    // x2APIC on, where the CPU has it: the wake must bring the local APIC back to xAPIC.
+    let x2apic = cpuid1_ecx() & (1 << 21) != 0;
+    if x2apic {
+        // SAFETY: IA32_APIC_BASE with EXTD set on top of EN: the architectural way into x2APIC
+        // mode; nothing in this scenario uses the local APIC afterwards.
+        unsafe {
+            let (lo, hi): (u32, u32);
+            core::arch::asm!("rdmsr", in("ecx") 0x1bu32, out("eax") lo, out("edx") hi, options(nomem, nostack));
+            core::arch::asm!("wrmsr", in("ecx") 0x1bu32, in("eax") lo | 0xc00, in("edx") hi, options(nomem, nostack));
+        }
+    }
+    serial::line().s("s3 x2apic=").dec(u64::from(x2apic));
     // SAFETY: the guest's own debug registers: an exec breakpoint on an address never run.
     unsafe {
         core::arch::asm!("mov dr0, {}", in(reg) GUEST_BP, options(nomem, nostack));

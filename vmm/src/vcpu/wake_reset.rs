@@ -39,9 +39,12 @@ impl Vcpu {
         let fd = &self.fd;
         fd.set_vcpu_events(&power_on.events)
             .map_err(kvm("KVM_SET_VCPU_EVENTS"))?;
+        // The APIC base (in the system registers) first: KVM reads the LAPIC state in the mode
+        // the base sets, and the state was captured in xAPIC mode (a guest may have left
+        // x2APIC on). QEMU orders its reset the same way.
+        fd.set_sregs(&sregs).map_err(kvm("KVM_SET_SREGS"))?;
         fd.set_lapic(&power_on.lapic)
             .map_err(kvm("KVM_SET_LAPIC"))?;
-        fd.set_sregs(&sregs).map_err(kvm("KVM_SET_SREGS"))?;
         fd.set_regs(&regs).map_err(kvm("KVM_SET_REGS"))?;
         fd.set_fpu(&power_on.fpu).map_err(kvm("KVM_SET_FPU"))?;
         match debug {
