@@ -75,6 +75,12 @@ pub struct Config {
     /// kfunc: the guest's breakpoints go on each function's `lock inc` (`gbp=inc`) instead of
     /// its entry (`gbp=entry`, the default).
     pub gbp_inc: bool,
+    /// s3: sleep with no wake event enabled (`wake=none`) instead of the RTC alarm
+    /// (`wake=rtc`, the default).
+    pub wake_none: bool,
+    /// s3: resume through `X_Firmware_Waking_Vector` in 32-bit code (`vector=x`) instead of
+    /// the real-mode `Firmware_Waking_Vector` (`vector=real`, the default).
+    pub s3_x_vector: bool,
     pub error: Option<Error>,
 }
 
@@ -96,6 +102,8 @@ pub fn parse(start_info_paddr: u32) -> Config {
         status: 0,
         line: 14,
         gbp_inc: false,
+        wake_none: false,
+        s3_x_vector: false,
         error: None,
     };
     if start_info_paddr == 0 {
@@ -166,6 +174,20 @@ pub fn parse(start_info_paddr: u32) -> Config {
             b"watch" => match value {
                 b"exec" | b"write" => {
                     cfg.watch_write = value == b"write";
+                    true
+                }
+                _ => false,
+            },
+            b"wake" => match value {
+                b"rtc" | b"none" => {
+                    cfg.wake_none = value == b"none";
+                    true
+                }
+                _ => false,
+            },
+            b"vector" => match value {
+                b"real" | b"x" => {
+                    cfg.s3_x_vector = value == b"x";
                     true
                 }
                 _ => false,

@@ -192,10 +192,9 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
 
 /// Entries where drvisor does worse than QEMU today, each with what it lacks. They are listed
 /// as ignored, with the reason, so that the gap stays in sight until it is closed.
-const KNOWN_WORSE: &[(&str, &str)] = &[
-    (
-        "ioapic",
-        "with x2APIC on the boot CPU (the cfg's `+x2apic`), the `physical destination mode` \
+const KNOWN_WORSE: &[(&str, &str)] = &[(
+    "ioapic",
+    "with x2APIC on the boot CPU (the cfg's `+x2apic`), the `physical destination mode` \
          check's level interrupt to CPU 1 usually reaches its handler twice (gdb shows \
          g_isr_85 == 2), so the test's wait for exactly one never ends and the results QEMU \
          printed after it are missing (it got past in 1 of 6 runs with 2-4 vCPUs). QEMU on \
@@ -204,13 +203,7 @@ const KNOWN_WORSE: &[(&str, &str)] = &[
          the host's CPUID; halves of the host's features added to qemu64 hang now and then, so \
          no one feature was found. Without x2APIC every check runs as under QEMU, and the \
          FAILs before it are QEMU's too",
-    ),
-    (
-        "s3",
-        "no ACPI S3 sleep: a write of SLP_TYP|SLP_EN to PM1 control stops nothing, and no RTC \
-         alarm wakes the guest to its FACS waking vector, so the test waits until its timeout",
-    ),
-];
+)];
 
 /// drvisor's time: twice the entry's timeout, so that a loaded machine turns neither a finish
 /// into a timeout nor QEMU's last result before its timeout into one drvisor did not reach. A

@@ -50,6 +50,19 @@ impl Drop for Held<'_> {
     }
 }
 
+/// A [`Held`] that owns its gate, to keep across threads (a sleep: taken by the vCPU that asks
+/// for it, dropped by the thread that wakes the machine).
+pub struct OwnedHeld {
+    gate: Arc<VcpuGate>,
+}
+
+impl Drop for OwnedHeld {
+    fn drop(&mut self) {
+        self.gate.holds.fetch_sub(1, SeqCst);
+        self.gate.notify();
+    }
+}
+
 /// While alive, no vCPU is inside `KVM_RUN` (or the run has ended): a [`Held`] gate that was
 /// also waited empty. Dropping it lets them back in.
 pub struct Quiesced<'a> {
@@ -217,6 +230,18 @@ impl VcpuGate {
         Held { gate: self }
     }
 
+    /// [`VcpuGate::hold`], with a guard that owns the gate.
+    pub fn hold_owned(self: &Arc<Self>) -> OwnedHeld {
+        self.holds.fetch_add(1, SeqCst);
+        OwnedHeld { gate: self.clone() }
+    }
+
+    /// Wakes the parked vCPUs to look at their `wake` condition again (see
+    /// [`VcpuGate::park`]) without opening the gate.
+    pub fn wake_parked(&self) {
+        self.notify();
+    }
+
     /// Keeps every vCPU out of the guest until the returned guard is dropped. Returns once none
     /// is inside `KVM_RUN` (or the run has ended). Callable from a vCPU thread: that one is, by
     /// definition, not inside `KVM_RUN`.
@@ -306,6 +331,16 @@ mod tests {
         }
         g.end_pass(1);
         assert!(!g.try_enter(1), "then it parks with the others");
+    }
+
+    #[test]
+    fn an_owned_hold_keeps_vcpus_out_until_dropped_on_any_thread() {
+        let g = Arc::new(gate(1));
+        let held = g.hold_owned();
+        assert!(!g.try_enter(0));
+        std::thread::spawn(move || drop(held)).join().unwrap();
+        assert!(g.try_enter(0));
+        g.leave(0);
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub const SCENARIOS: &[&str] = &[
     "irq-line",
     "cpuid",
     "acpi",
+    "s3",
 ];
 
 /// The embedded guest as a kernel image.

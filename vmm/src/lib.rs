@@ -34,6 +34,7 @@ pub mod probe;
 pub mod quote;
 pub mod run_control;
 pub mod seccomp;
+pub mod sleep;
 pub mod stack_words;
 pub mod symbols;
 pub mod trace_events;

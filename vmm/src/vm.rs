@@ -13,11 +13,12 @@ use crate::console_lines::{ConsoleLines, GuestConsole};
 use crate::cpu;
 use crate::debug::{DebugCaps, DebugController};
 use crate::devices::{
-    CmosRtc, ExitPort, ExitStatus, FwCfg, HostClock, HostSignal, HostSignalPort, MmioBus,
-    MprotectFlush, PioBus, Pm1Registers, PmTimer, SerialConsole, TestDevIomem, TestDevIrqLines,
-    TestDevPort, CMOS_PORT, CMOS_PORTS, COM1_BASE, COM1_GSI, EXIT_PORT, EXIT_PORTS, FW_CFG_PORT,
-    FW_CFG_PORTS, HOST_SIGNAL_PORT, IOMEM_BASE, IOMEM_LEN, IRQ_LINE_PORT, IRQ_LINE_PORTS,
-    PM1_EVT_PORT, PM1_PORTS, PM_TIMER_PORT, PM_TIMER_PORTS, TESTDEV_PORT, TESTDEV_PORTS,
+    spawn_rtc_timer, AlarmSignal, CmosRtc, ExitPort, ExitStatus, FwCfg, HostClock, HostSignal,
+    HostSignalPort, MmioBus, MprotectFlush, PioBus, Pm1Events, Pm1Registers, PmTimer,
+    SerialConsole, Sleeper, TestDevIomem, TestDevIrqLines, TestDevPort, WakeEvent, CMOS_PORT,
+    CMOS_PORTS, COM1_BASE, COM1_GSI, EXIT_PORT, EXIT_PORTS, FW_CFG_PORT, FW_CFG_PORTS,
+    HOST_SIGNAL_PORT, IOMEM_BASE, IOMEM_LEN, IRQ_LINE_PORT, IRQ_LINE_PORTS, PM1_EVT_PORT,
+    PM1_PORTS, PM_TIMER_PORT, PM_TIMER_PORTS, RTC_GSI, TESTDEV_PORT, TESTDEV_PORTS,
 };
 use crate::event_loop::{self, Subscriber};
 use crate::events::{Event, EventBus};
@@ -27,6 +28,7 @@ use crate::outcome::Outcome;
 use crate::pc_platform;
 use crate::probe;
 use crate::run_control::RunControl;
+use crate::sleep::SleepControl;
 use crate::vcpu::parked::ParkedRegs;
 use crate::vcpu::{UnknownAccessPolicy, Vcpu, VcpuGate, VcpuShared};
 use crate::watch::{PageWatchEngine, Translator};
@@ -197,6 +199,8 @@ pub struct Vm {
     watch: Arc<PageWatchEngine>,
     host_signal: Arc<HostSignal>,
     events: Arc<EventBus<Event>>,
+    rtc: Arc<Mutex<CmosRtc>>,
+    rtc_signal: Arc<AlarmSignal>,
     guest_dr_resync: std::time::Duration,
     probe: Option<probe::ProbeReport>,
     cpu_features_also_hidden: Vec<&'static str>,
@@ -235,10 +239,13 @@ impl TryFrom<VmConfig> for Vm {
             crate::bios_handoff::write_memory(&mem)
                 .map_err(boot::Error::guest_write("the BIOS vector table"))?;
         }
-        if config.acpi {
-            let rsdp = boot::acpi::write(&mem, config.vcpus)?;
-            boot::acpi::hand_over(&mem, &entry, rsdp)?;
-        }
+        let facs = if config.acpi {
+            let placed = boot::acpi::write(&mem, config.vcpus)?;
+            boot::acpi::hand_over(&mem, &entry, placed.rsdp)?;
+            Some(placed.facs)
+        } else {
+            None
+        };
 
         let vm_fd = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
         pc_platform::setup(&kvm, &vm_fd, &pc_platform::BEFORE_VCPUS)?;
@@ -347,18 +354,35 @@ impl TryFrom<VmConfig> for Vm {
             IRQ_LINE_PORTS,
             Arc::new(Mutex::new(TestDevIrqLines::new(vm_fd.clone()))),
         );
-        // The PC's clock, which Linux reads at boot (and waits for where there is none).
-        bus.insert(
-            CMOS_PORT,
-            CMOS_PORTS,
-            Arc::new(Mutex::new(CmosRtc::new(Box::new(HostClock)))),
-        );
-        if config.acpi {
+        // The PC's clock, which Linux reads at boot (and waits for where there is none), with
+        // its IRQ 8 for the alarm and update interrupts.
+        let rtc_irq = EventFd::new(libc::EFD_NONBLOCK)?;
+        vm_fd
+            .register_irqfd(&rtc_irq, RTC_GSI)
+            .map_err(kvm_err("KVM_IRQFD (the RTC's IRQ 8)"))?;
+        let rtc_signal = Arc::new(AlarmSignal::default());
+        let rtc = Arc::new(Mutex::new(
+            CmosRtc::new(Box::new(HostClock)).with_irq(rtc_irq, rtc_signal.clone()),
+        ));
+        bus.insert(CMOS_PORT, CMOS_PORTS, rtc.clone());
+        let sleep = facs.map(|facs| {
+            let events = Arc::new(Pm1Events::default());
+            let sleep = Arc::new(SleepControl::new(
+                gate.clone(),
+                control.clone(),
+                events.clone(),
+                mem.clone(),
+                facs,
+            ));
+            (events, sleep)
+        });
+        if let Some((events, sleep)) = &sleep {
             // The FADT's fixed hardware: PM1 event and control registers, and the PM timer.
+            let sleeper: Arc<dyn Sleeper> = sleep.clone();
             bus.insert(
                 PM1_EVT_PORT,
                 PM1_PORTS,
-                Arc::new(Mutex::new(Pm1Registers::default())),
+                Arc::new(Mutex::new(Pm1Registers::new(events.clone(), Some(sleeper)))),
             );
             bus.insert(
                 PM_TIMER_PORT,
@@ -416,6 +440,13 @@ impl TryFrom<VmConfig> for Vm {
             }
             cpu::lapic::setup(&fd)
                 .map_err(kvm_err("KVM_GET_LAPIC/KVM_SET_LAPIC (LINT0, LINT1)"))?;
+            // What a wake from S3 resets the vCPU to: only a VM with ACPI can sleep.
+            let power_on = match &sleep {
+                Some(_) => Some(cpu::power_on::PowerOn::capture(&fd).map_err(kvm_err(
+                    "KVM_GET_REGS/SREGS/FPU/LAPIC/VCPU_EVENTS (the power-on state)",
+                ))?),
+                None => None,
+            };
             cpu::msrs::setup(&fd, host_msrs.as_slice())?;
             start_state(&fd, &mem, &entry, index)?;
             if sync_regs {
@@ -424,7 +455,9 @@ impl TryFrom<VmConfig> for Vm {
                 let boot = fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
                 watch.note_paging(index.into(), &(&boot).into());
             }
-            vcpus.push(Vcpu::new(index.into(), fd, sync_regs));
+            let mut vcpu = Vcpu::new(index.into(), fd, sync_regs);
+            vcpu.power_on = power_on;
+            vcpus.push(vcpu);
         }
 
         // Where the VMM cannot walk the tables (KVM does not sync the system registers with
@@ -465,6 +498,7 @@ impl TryFrom<VmConfig> for Vm {
             gate,
             watch: watch.clone(),
             parked,
+            sleep: sleep.map(|(_, sleep)| sleep),
         });
         Ok(Vm {
             _kvm: kvm,
@@ -477,6 +511,8 @@ impl TryFrom<VmConfig> for Vm {
             watch,
             host_signal,
             events,
+            rtc,
+            rtc_signal,
             probe,
             cpu_features_also_hidden,
             guest_dr_resync: config.guest_dr_resync,
@@ -607,10 +643,22 @@ impl Vm {
             _vm_fd,
             debug,
             guest_dr_resync,
+            rtc,
+            rtc_signal,
             ..
         } = self;
         let done = shared.control.done_evt.try_clone()?;
         let mapping_timer = shared.watch.spawn_mapping_timer(shared.control.clone())?;
+        let sleep = shared.sleep.clone();
+        let rtc_timer = spawn_rtc_timer(
+            rtc,
+            rtc_signal.clone(),
+            Box::new(move || {
+                if let Some(sleep) = &sleep {
+                    sleep.wake(WakeEvent::RtcAlarm);
+                }
+            }),
+        )?;
         let caps = debug.caps();
         let resync_timer = if !guest_dr_resync.is_zero()
             && shared.debug_attached
@@ -656,6 +704,8 @@ impl Vm {
             let _ = t.join();
         }
         let _ = mapping_timer.join();
+        rtc_signal.stop();
+        let _ = rtc_timer.join();
         if let Some(t) = resync_timer {
             let _ = t.join();
         }

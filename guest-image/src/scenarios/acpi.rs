@@ -30,21 +30,21 @@ const WINDOW: u32 = 178_977;
 /// Reads of the PM timer before giving up (each is an exit to the VMM).
 const MAX_READS: u64 = 200_000;
 
-fn read8(addr: u64) -> u8 {
+pub(crate) fn read8(addr: u64) -> u8 {
     // SAFETY: `addr` lies in the first 4 GiB, identity-mapped by the boot page tables; the
     // tables are RAM (or, unwritten, zeros).
     unsafe { core::ptr::read_volatile(addr as *const u8) }
 }
 
-fn read16(addr: u64) -> u16 {
+pub(crate) fn read16(addr: u64) -> u16 {
     u16::from(read8(addr)) | u16::from(read8(addr + 1)) << 8
 }
 
-fn read32(addr: u64) -> u32 {
+pub(crate) fn read32(addr: u64) -> u32 {
     u32::from(read16(addr)) | u32::from(read16(addr + 2)) << 16
 }
 
-fn read64(addr: u64) -> u64 {
+pub(crate) fn read64(addr: u64) -> u64 {
     u64::from(read32(addr)) | u64::from(read32(addr + 4)) << 32
 }
 
@@ -75,12 +75,12 @@ fn rdtsc() -> u64 {
     u64::from(hi) << 32 | u64::from(lo)
 }
 
-fn sig(s: &[u8; 4]) -> u32 {
+pub(crate) fn sig(s: &[u8; 4]) -> u32 {
     u32::from_le_bytes(*s)
 }
 
 /// The RSDP's address, scanning as Linux's `acpi_find_root_pointer` scans the BIOS area.
-fn find_rsdp() -> Option<u64> {
+pub(crate) fn find_rsdp() -> Option<u64> {
     let want = u64::from_le_bytes(*b"RSD PTR ");
     let mut at = 0xe_0000;
     while at < 0x10_0000 {

@@ -19,6 +19,7 @@ pub mod late_map;
 pub mod mixed;
 pub mod ranges;
 pub mod remap;
+pub mod s3;
 pub mod smp;
 pub mod soak;
 pub mod spin;
@@ -34,6 +35,7 @@ pub fn run(cfg: &Config) -> ! {
         b"hello" => hello::run(cfg),
         b"cpuid" => cpuid::run(cfg),
         b"acpi" => acpi::run(cfg),
+        b"s3" => s3::run(cfg),
         b"exec" => exec::run(cfg),
         b"args" => args::run(cfg),
         b"write" => write::run(cfg),

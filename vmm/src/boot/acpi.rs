@@ -6,8 +6,10 @@
 //!   PM1 event and control blocks and the 32-bit PM timer at their I/O ports
 //!   ([`crate::devices::PM_TIMER_PORT`]), the CMOS century register, and boot flags for the
 //!   legacy devices drvisor has (no 8042, no VGA);
-//! - the FACS (64-byte aligned, no waking vector: drvisor has no sleep states);
-//! - a minimal DSDT: an empty `\_SB` scope, in AML;
+//! - the FACS (64-byte aligned), where the OS leaves the waking vector for a resume from S3
+//!   ([`waking_vector`]);
+//! - a minimal DSDT: an empty `\_SB` scope and the `\_S3` sleep package ([`SLP_TYP_S3`]), in
+//!   AML;
 //! - the MADT: one enabled local APIC per vCPU (APIC ids 0..n-1, as the MP table says), the
 //!   I/O APIC (GSIs 0-23), the SCI's override (IRQ 9, level, active high, as QEMU gives it),
 //!   and LINT1 as NMI on every CPU. IRQ 0 has no override: KVM's default interrupt routing,
@@ -25,7 +27,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use zerocopy::{Immutable, IntoBytes};
 
 use super::mptable::{IOAPIC_ADDR, IOAPIC_ID, LAPIC_ADDR, MAX_CPUS};
-use crate::devices::{PM1_CNT_LEN, PM1_CNT_PORT, PM1_EVT_LEN, PM1_EVT_PORT, PM_TIMER_PORT};
+use crate::devices::{
+    PM1_CNT_LEN, PM1_CNT_PORT, PM1_EVT_LEN, PM1_EVT_PORT, PM_TIMER_PORT, SLP_TYP_S3,
+};
 use crate::layout::{ACPI_END, ACPI_START};
 
 /// The OEM id in every table's header.
@@ -163,12 +167,16 @@ pub fn madt(cpus: usize) -> Result<Vec<u8>, Error> {
     Ok(bytes)
 }
 
-/// The DSDT: its header and an empty `\_SB` scope, the namespace's system bus.
+/// The DSDT: its header, an empty `\_SB` scope (the namespace's system bus), and `\_S3`:
+/// the `SLP_TYP` values for PM1a and PM1b control that put the machine in S3 (the only sleep
+/// state drvisor has, so the only `\_Sx` object).
 pub fn dsdt() -> Vec<u8> {
     // Revision 2: integers are 64 bits wide.
     let mut dsdt = Sdt::new(*b"DSDT", 36, 2, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     let mut body = Vec::new();
     aml::Scope::new("\\_SB_".into(), vec![]).to_aml_bytes(&mut body);
+    let s3 = aml::Package::new(vec![&SLP_TYP_S3, &SLP_TYP_S3, &0u8, &0u8]);
+    aml::Name::new("\\_S3_".into(), &s3).to_aml_bytes(&mut body);
     dsdt.append_slice(&body);
     dsdt.as_slice().to_vec()
 }
@@ -180,10 +188,9 @@ pub fn fadt(facs: u32, dsdt: u32) -> Vec<u8> {
         .firmware_ctrl_32(facs)
         .flag(Flags::Wbinvd)
         .flag(Flags::ProcC1)
-        // No fixed-feature power or sleep button, and no RTC wake status.
+        // No fixed-feature power or sleep button (the RTC's wake status is in PM1_STS).
         .flag(Flags::PwrButton)
         .flag(Flags::SlpButton)
-        .flag(Flags::FixRtc)
         // The PM timer counts 32 bits.
         .flag(Flags::TmrValExt);
     // Both DSDT fields, equal (as QEMU fills them): a reader of either finds it.
@@ -201,6 +208,85 @@ pub fn fadt(facs: u32, dsdt: u32) -> Vec<u8> {
     f.century = CMOS_CENTURY;
     f.iapc_boot_arch = (BOOT_LEGACY_DEVICES | BOOT_NO_VGA).into();
     bytes_of(&f.finalize())
+}
+
+/// Offset of the FACS's 32-bit `Firmware_Waking_Vector`.
+pub const FACS_WAKING_VECTOR: u64 = 12;
+/// Offset of the FACS's 64-bit `X_Firmware_Waking_Vector`.
+pub const FACS_X_WAKING_VECTOR: u64 = 24;
+/// Offset of the FACS's `OSPM Flags`.
+pub const FACS_OSPM_FLAGS: u64 = 36;
+/// `OSPM Flags.64BIT_WAKE_F`: the OS asks to be resumed in 64-bit mode.
+const OSPM_64BIT_WAKE: u32 = 1;
+
+/// Where a resume from S3 starts the boot vCPU, from the FACS (ACPI 6.5, 5.2.10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WakingVector {
+    /// `Firmware_Waking_Vector`: real mode, CS = vector >> 4, IP = vector & 0xf.
+    RealMode {
+        /// The CS selector (its base is selector << 4).
+        cs: u16,
+        /// IP.
+        ip: u16,
+    },
+    /// `X_Firmware_Waking_Vector`: 32-bit protected mode, paging off, flat 4 GiB segments, at
+    /// this physical address.
+    Protected32(u32),
+}
+
+impl std::fmt::Display for WakingVector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WakingVector::RealMode { cs, ip } => write!(f, "{cs:04x}:{ip:04x} in real mode"),
+            WakingVector::Protected32(eip) => {
+                write!(f, "{eip:#x} in 32-bit protected mode, paging off")
+            }
+        }
+    }
+}
+
+/// Why the FACS gives no place to resume.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WakingVectorError {
+    /// Both vectors are 0.
+    #[error("the guest went to S3 without a waking vector in the FACS (both Firmware_Waking_Vector and X_Firmware_Waking_Vector are 0); drvisor has no firmware to boot instead")]
+    None,
+    /// The OS asked for a 64-bit resume, which the FACS does not offer.
+    #[error("the FACS's OSPM flags ask for a 64-bit resume (64BIT_WAKE_F), which drvisor does not offer (its FACS flags leave 64BIT_WAKE_SUPPORTED_F clear)")]
+    SixtyFourBit,
+    /// The 32-bit vector lies above the first MiB, out of reach of real mode.
+    #[error("the FACS's Firmware_Waking_Vector {0:#x} lies above 0xfffff, out of reach of the real mode it is entered in")]
+    AboveRealMode(u32),
+    /// The X vector lies above 4 GiB, where 32-bit protected mode cannot reach.
+    #[error("the FACS's X_Firmware_Waking_Vector {0:#x} lies above 4 GiB, out of reach of the 32-bit protected mode it is entered in")]
+    Above4G(u64),
+}
+
+/// The waking vector the FACS fields give: `X_Firmware_Waking_Vector` when it is not 0 (the
+/// specification's rule for firmware that sees both), else `Firmware_Waking_Vector`.
+pub fn waking_vector(
+    vector: u32,
+    x_vector: u64,
+    ospm_flags: u32,
+) -> Result<WakingVector, WakingVectorError> {
+    if x_vector != 0 {
+        if ospm_flags & OSPM_64BIT_WAKE != 0 {
+            return Err(WakingVectorError::SixtyFourBit);
+        }
+        return u32::try_from(x_vector)
+            .map(WakingVector::Protected32)
+            .map_err(|_| WakingVectorError::Above4G(x_vector));
+    }
+    if vector == 0 {
+        return Err(WakingVectorError::None);
+    }
+    if vector > 0xf_ffff {
+        return Err(WakingVectorError::AboveRealMode(vector));
+    }
+    Ok(WakingVector::RealMode {
+        cs: (vector >> 4) as u16,
+        ip: (vector & 0xf) as u16,
+    })
 }
 
 /// Lays tables out from a base address: each at the next boundary of its alignment.
@@ -265,14 +351,14 @@ pub fn build(cpus: usize, base: u64) -> Result<Tables, Error> {
     })
 }
 
-/// Writes the tables for `cpus` vCPUs at [`ACPI_START`]; returns the RSDP's address.
-pub fn write(mem: &GuestMemoryMmap, cpus: usize) -> Result<u64, super::Error> {
+/// Writes the tables for `cpus` vCPUs at [`ACPI_START`]; returns where each went.
+pub fn write(mem: &GuestMemoryMmap, cpus: usize) -> Result<Placed, super::Error> {
     let tables = build(cpus, ACPI_START).map_err(|source| super::Error::Acpi { source })?;
     // Fits: at most a few KiB (tests).
     debug_assert!(ACPI_START + tables.bytes.len() as u64 <= ACPI_END);
     mem.write_slice(&tables.bytes, GuestAddress(ACPI_START))
         .map_err(super::Error::guest_write("the ACPI tables"))?;
-    Ok(tables.placed.rsdp)
+    Ok(tables.placed)
 }
 
 /// Hands the RSDP's address to the kernel where its boot protocol has a field for it: the zero

@@ -162,14 +162,79 @@ fn the_fadt_points_at_the_pm_timer_facs_and_dsdt() {
 }
 
 #[test]
-fn the_dsdt_holds_an_empty_system_bus_scope() {
+fn the_dsdt_holds_an_empty_system_bus_scope_and_the_s3_package() {
     let d = dsdt();
     assert_eq!(&d[..4], b"DSDT");
     assert_eq!(u32_at(&d, 4) as usize, d.len());
     assert_eq!(d[8], 2, "revision 2: 64-bit integers");
     assert_eq!(sum(&d), 0);
     // ScopeOp, PkgLength 6, \_SB_.
-    assert_eq!(&d[36..], [0x10, 0x06, b'\\', b'_', b'S', b'B', b'_']);
+    assert_eq!(&d[36..43], [0x10, 0x06, b'\\', b'_', b'S', b'B', b'_']);
+    // NameOp \_S3_, PackageOp PkgLength 6, 4 elements: SLP_TYP 1 for PM1a and PM1b, 0, 0
+    // (ByteConst 1, then ZeroOp twice: the encoder's shortest forms).
+    assert_eq!(
+        &d[43..],
+        [0x08, b'\\', b'_', b'S', b'3', b'_', 0x12, 0x06, 0x04, 0x01, 0x01, 0x00, 0x00]
+    );
+}
+
+#[test]
+fn the_fadt_says_the_rtc_wake_status_is_in_pm1() {
+    let mem = memory_with(1);
+    let (_, f) = find(&mem, b"FACP");
+    assert_eq!(u32_at(&f, 112) & 1 << 6, 0, "FIX_RTC clear");
+}
+
+#[test]
+fn the_waking_vector_follows_the_facs_rules() {
+    assert_eq!(
+        waking_vector(0x1000, 0, 0),
+        Ok(WakingVector::RealMode { cs: 0x100, ip: 0 })
+    );
+    assert_eq!(
+        waking_vector(0x9_abcd, 0, 0),
+        Ok(WakingVector::RealMode {
+            cs: 0x9abc,
+            ip: 0xd
+        })
+    );
+    // The X vector wins when it is set.
+    assert_eq!(
+        waking_vector(0x1000, 0x20_0000, 0),
+        Ok(WakingVector::Protected32(0x20_0000))
+    );
+    assert_eq!(waking_vector(0, 0, 0), Err(WakingVectorError::None));
+    assert_eq!(
+        waking_vector(0, 0x20_0000, 1),
+        Err(WakingVectorError::SixtyFourBit)
+    );
+    assert_eq!(
+        waking_vector(0, 1 << 32, 0),
+        Err(WakingVectorError::Above4G(1 << 32))
+    );
+    assert_eq!(
+        waking_vector(0x10_0000, 0, 0),
+        Err(WakingVectorError::AboveRealMode(0x10_0000))
+    );
+    assert_eq!(
+        WakingVector::RealMode { cs: 0x100, ip: 0 }.to_string(),
+        "0100:0000 in real mode"
+    );
+}
+
+#[test]
+fn the_facs_fields_are_where_the_specification_puts_them() {
+    let t = build(1, 0xe_0000).unwrap();
+    let facs = (t.placed.facs - t.base) as usize;
+    assert_eq!(&t.bytes[facs..facs + 4], b"FACS");
+    for at in [
+        super::FACS_WAKING_VECTOR,
+        super::FACS_X_WAKING_VECTOR,
+        super::FACS_OSPM_FLAGS,
+    ] {
+        assert_eq!(t.bytes[facs + at as usize], 0, "{at}");
+    }
+    assert_eq!(u32_at(&t.bytes[facs..], 4), 64, "length");
 }
 
 #[test]

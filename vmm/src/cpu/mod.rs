@@ -9,6 +9,7 @@ mod gdt;
 pub mod lapic;
 pub mod mce;
 pub mod msrs;
+pub mod power_on;
 #[cfg(test)]
 mod test_entries;
 

@@ -69,6 +69,17 @@ impl Rig {
         id
     }
 
+    /// A rig under `GuestFirst` whose guest arms all four slots, and a host exec breakpoint at
+    /// 0x1000 that they leave without a slot (checked).
+    fn host_evicted_by_four_guest_slots(caps: DebugCaps) -> (Rig, HostBpId) {
+        let mut rig = Rig::new(caps, Policy::GuestFirst);
+        rig.guest_programs([0x5000, 0x6000, 0x7000, 0x8000], 0x400 | 0x55);
+        rig.vcpu.before_entry(&rig.fake).unwrap();
+        let host = rig.add(exec(0x1000), HitAction::Continue);
+        assert_eq!(rig.ctl.plan().vcpus[0].phys_of_host(host), None, "{caps:?}");
+        (rig, host)
+    }
+
     /// The guest programs its own DRs (as KVM_GET_DEBUGREGS would then report).
     fn guest_programs(&mut self, dr: [u64; 4], dr7: u64) {
         let mut s = self.fake.0.borrow_mut();
@@ -598,13 +609,9 @@ fn a_plan_with_guest_slots_only_runs_with_guest_debug_off() {
 #[test]
 fn a_host_breakpoint_evicted_by_the_guest_gets_its_slot_back_with_guest_debug_off() {
     for caps in [DebugCaps::svm_like(), DebugCaps::vmx_like()] {
-        let mut rig = Rig::new(caps, Policy::GuestFirst);
-        rig.guest_programs([0x5000, 0x6000, 0x7000, 0x8000], 0x400 | 0x55);
-        rig.vcpu.before_entry(&rig.fake).unwrap();
-        let host = rig.add(exec(0x1000), HitAction::Continue);
         // Host debugging came on for the host's breakpoint, and the guest's four slots evicted
         // it at once: guest slots only, so guest debug is off again.
-        assert_eq!(rig.ctl.plan().vcpus[0].phys_of_host(host), None, "{caps:?}");
+        let (mut rig, host) = Rig::host_evicted_by_four_guest_slots(caps);
         assert!(!rig.fake.installed().is_on(), "{caps:?}");
         // The guest frees its slots; the next exit of any kind must notice.
         rig.guest_programs([0; 4], 0x400);
@@ -853,4 +860,43 @@ fn a_re_execution_step_keeps_rf_across_a_step_exit_that_made_no_progress() {
         0,
         "RF set again: the guest's own breakpoint, already delivered, must not fire twice"
     );
+}
+
+#[test]
+fn a_reset_gives_the_guest_reset_drs_and_the_host_its_slot_back() {
+    // Where guest slots are carried physically, the guest's four evict the host's breakpoint.
+    for caps in [DebugCaps::svm_like(), DebugCaps::vmx_like()] {
+        let (mut rig, host) = Rig::host_evicted_by_four_guest_slots(caps);
+        // A wake from S3 resets the vCPU; then, as always, the plan is installed before entry.
+        rig.vcpu.reset_guest(&rig.fake).unwrap();
+        rig.vcpu.before_entry(&rig.fake).unwrap();
+        let d = rig.fake.0.borrow().debugregs;
+        assert_eq!((d.db, d.dr6, d.dr7), ([0; 4], DR6_INIT, 0x400), "{caps:?}");
+        let (file, _, _) = rig.ctl.vcpu_view(0).unwrap();
+        assert_eq!(file, drvisor_debug::GuestDrFile::default(), "{caps:?}");
+        // The guest's slots are gone from the plan; the host's breakpoint is armed again.
+        let slot = rig.ctl.plan().vcpus[0].phys_of_host(host);
+        let slot = slot.unwrap_or_else(|| panic!("host breakpoint unarmed: {caps:?}"));
+        let installed = rig.fake.installed();
+        assert!(installed.hw_bp, "{caps:?}");
+        assert_eq!(installed.dr[slot.index()], 0x1000, "{caps:?}");
+        assert_ne!(installed.dr7 & (3 << (2 * slot.index())), 0, "{caps:?}");
+    }
+}
+
+#[test]
+fn a_reset_mid_step_over_rearms_the_host_breakpoint() {
+    let mut rig = Rig::new(THIS_HOST, Policy::HostFirst);
+    rig.add(exec(0x1000), HitAction::Continue);
+    rig.exit(DR6_INIT | 1 << 3, 0x1000);
+    assert!(rig.fake.installed().single_step, "stepping over");
+    rig.vcpu.reset_guest(&rig.fake).unwrap();
+    rig.vcpu.before_entry(&rig.fake).unwrap();
+    let after = rig.fake.installed();
+    assert!(
+        !after.single_step,
+        "the step-over belonged to abandoned code"
+    );
+    assert_ne!(after.dr7 & 0xc0, 0, "slot 3 armed again");
+    assert_eq!(rig.fake.0.borrow().debugregs.dr7, 0x400);
 }

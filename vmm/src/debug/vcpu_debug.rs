@@ -317,6 +317,33 @@ impl VcpuDebug {
         }
     }
 
+    /// The vCPU was reset (a wake from S3): its own debug registers are at their reset values
+    /// (DR0-3 0, DR6 0xffff0ff0, DR7 0x400). They reach KVM and the controller through the same
+    /// door as an emulated guest MOV DR ([`VcpuDebug::publish_guest_file`]), so the plan drops
+    /// the guest's slots while the host's breakpoints stay armed; the next
+    /// [`VcpuDebug::before_entry`] installs the plan that follows. A step-over or guest #DB
+    /// under way belonged to code the reset abandoned: both are dropped.
+    pub fn reset_guest(&mut self, vcpu: &impl DebugVcpu) -> Result<()> {
+        self.step_over = None;
+        self.deferred_db = false;
+        self.guest = GuestDrFile::default();
+        self.publish_guest_file(vcpu)?;
+        // Without the step-over: its disarmed slots are armed again.
+        self.install(vcpu)
+    }
+
+    /// The guest's DR file as drvisor holds it goes to KVM (the guest's own view) and to the
+    /// controller, which re-plans if what claims slots changed.
+    fn publish_guest_file(&mut self, vcpu: &impl DebugVcpu) -> Result<()> {
+        let mut d = vcpu.debugregs()?;
+        d.db = self.guest.dr;
+        d.dr6 = self.guest.dr6.bits();
+        d.dr7 = self.guest.dr7.bits();
+        vcpu.set_debugregs(&d)?;
+        self.ctl.guest_changed(self.index, self.guest);
+        Ok(())
+    }
+
     /// Dispatches a `KVM_EXIT_DEBUG` with physical `dr6` at linear address `pc` (the exit's
     /// `debug.arch.pc`): every bit to its owner.
     pub fn on_debug_exit(&mut self, dr6: u64, pc: u64, vcpu: &impl DebugVcpu) -> Result<Verdict> {
@@ -686,12 +713,7 @@ impl VcpuDebug {
             return Ok(MovDrDone::Injected);
         }
         if insn.to_dr {
-            let mut d = vcpu.debugregs()?;
-            d.db = self.guest.dr;
-            d.dr6 = self.guest.dr6.bits();
-            d.dr7 = self.guest.dr7.bits();
-            vcpu.set_debugregs(&d)?;
-            self.ctl.guest_changed(self.index, self.guest);
+            self.publish_guest_file(vcpu)?;
         }
         regs.rip += u64::from(insn.len);
         vcpu.set_regs(regs)?;

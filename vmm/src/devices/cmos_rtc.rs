@@ -5,21 +5,36 @@
 //! a valid battery (register D), and the NVRAM bytes 0x0e-0x7f as plain storage.
 //!
 //! A guest that writes the time moves its clock, not the host's: drvisor keeps the difference.
-//! Registers C's interrupt flags never rise and IRQ 8 is never raised (no periodic, alarm or
-//! update interrupts): nothing that boots needs them.
+//!
+//! The alarm ([`super::rtc_alarm`]) and the update-ended event set register C's `AF` and `UF`
+//! at each second's update (as a guest reading register C finds them: they are worked out when
+//! it reads); with `AIE` or `UIE` in register B, `IRQF` rises with them and IRQ 8 is raised
+//! (an edge through the in-kernel irqchip, when [`CmosRtc::with_irq`] gave it a line; the
+//! [`super::rtc_timer`] thread raises it on time). An alarm interrupt also wakes the machine
+//! from S3 when `PM1_EN.RTC_EN` allows. The periodic interrupt (`PIE`, `PF`) is not modelled.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use vmm_sys_util::eventfd::EventFd;
+
+use super::rtc_alarm::{dont_care, Alarm, Field};
+use super::rtc_timer::AlarmSignal;
 use super::PioDevice;
 
 /// The index port; the data port follows it.
 pub const CMOS_PORT: u16 = 0x70;
 /// Index and data.
 pub const CMOS_PORTS: u16 = 2;
+/// The RTC's interrupt: ISA IRQ 8, GSI 8 (no MADT override).
+pub const RTC_GSI: u32 = 8;
 
 const SECONDS: u8 = 0x00;
+const SECONDS_ALARM: u8 = 0x01;
 const MINUTES: u8 = 0x02;
+const MINUTES_ALARM: u8 = 0x03;
 const HOURS: u8 = 0x04;
+const HOURS_ALARM: u8 = 0x05;
 const DAY_OF_WEEK: u8 = 0x06;
 const DAY_OF_MONTH: u8 = 0x07;
 const MONTH: u8 = 0x08;
@@ -34,6 +49,16 @@ const A_UIP: u8 = 0x80;
 /// Register A at reset: 32.768 kHz time base, 1024 Hz periodic rate (what a BIOS leaves).
 const A_DEFAULT: u8 = 0x26;
 const B_SET: u8 = 0x80;
+/// Alarm interrupt enable.
+const B_AIE: u8 = 0x20;
+/// Update-ended interrupt enable.
+const B_UIE: u8 = 0x10;
+/// Register C: an enabled event happened (the IRQ is asserted).
+const C_IRQF: u8 = 0x80;
+/// Register C: the alarm fired.
+const C_AF: u8 = 0x20;
+/// Register C: an update ended.
+const C_UF: u8 = 0x10;
 const B_BINARY: u8 = 0x04;
 const B_24H: u8 = 0x02;
 /// Register B at reset: 24-hour, BCD (as QEMU's and a PC BIOS's).
@@ -141,6 +166,21 @@ pub struct CmosRtc {
     /// While register B's SET bit is on, the time the guest is setting (updates stop).
     frozen: Option<i64>,
     ram: [u8; 128],
+    /// Register C's event flags (`IRQF`, `AF`, `UF`) until the guest reads them.
+    flags: u8,
+    /// The guest second up to which updates have set the flags.
+    checked: i64,
+    /// IRQ 8: written once per rising `IRQF` (an irqfd on GSI 8).
+    irq: Option<EventFd>,
+    /// Told when the time of the next interrupt may have changed.
+    signal: Option<Arc<AlarmSignal>>,
+}
+
+/// What the updates since the last look brought.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RtcEvents {
+    /// The alarm fired with its interrupt enabled (a wake event).
+    pub alarm_interrupt: bool,
 }
 
 impl CmosRtc {
@@ -150,6 +190,7 @@ impl CmosRtc {
         ram[usize::from(REG_A)] = A_DEFAULT;
         ram[usize::from(REG_B)] = B_DEFAULT;
         ram[usize::from(REG_D)] = D_VRT;
+        let checked = clock.now().0;
         CmosRtc {
             clock,
             index: 0,
@@ -157,6 +198,108 @@ impl CmosRtc {
             offset: 0,
             frozen: None,
             ram,
+            flags: 0,
+            checked,
+            irq: None,
+            signal: None,
+        }
+    }
+
+    /// The RTC raising IRQ 8 on `irq` and telling `signal` when its next interrupt moves.
+    pub fn with_irq(mut self, irq: EventFd, signal: Arc<AlarmSignal>) -> CmosRtc {
+        self.irq = Some(irq);
+        self.signal = Some(signal);
+        self
+    }
+
+    fn reg(&self, index: u8) -> u8 {
+        self.ram[usize::from(index)]
+    }
+
+    /// The alarm bytes, decoded as register B says.
+    fn alarm(&self) -> Alarm {
+        let field = |byte: u8, decode: &dyn Fn(u8) -> u32| {
+            if dont_care(byte) {
+                Field::Any
+            } else {
+                Field::Is(decode(byte))
+            }
+        };
+        Alarm {
+            hour: field(self.reg(HOURS_ALARM), &|b| self.decode_hour(b)),
+            minute: field(self.reg(MINUTES_ALARM), &|b| self.decode(b)),
+            second: field(self.reg(SECONDS_ALARM), &|b| self.decode(b)),
+        }
+    }
+
+    /// `IRQF` as the flags and register B's enables make it.
+    fn irqf(&self) -> u8 {
+        let enabled = self.reg(REG_B) & (B_AIE | B_UIE);
+        // AIE and UIE are AF and UF's bits in register B.
+        if self.flags & enabled & (C_AF | C_UF) != 0 {
+            C_IRQF
+        } else {
+            0
+        }
+    }
+
+    /// Sets `IRQF` from the flags; raises IRQ 8 if it rose.
+    fn update_irq(&mut self) {
+        let was = self.flags & C_IRQF;
+        self.flags = (self.flags & !C_IRQF) | self.irqf();
+        if was == 0 && self.flags & C_IRQF != 0 {
+            if let Some(irq) = &self.irq {
+                if let Err(e) = irq.write(1) {
+                    tracing::warn!("cannot raise the RTC's IRQ 8: {e}");
+                }
+            }
+        }
+    }
+
+    /// Applies the updates (one a second) since the last look: `UF` and `AF`, then `IRQF`.
+    pub fn catch_up(&mut self) -> RtcEvents {
+        if self.frozen.is_some() {
+            // SET stops the updates.
+            return RtcEvents::default();
+        }
+        let now = self.guest_now().0;
+        if now <= self.checked {
+            // Not a second later, or the guest set the clock back.
+            self.checked = now;
+            return RtcEvents::default();
+        }
+        let alarm = self.alarm().fires_within(self.checked, now);
+        self.checked = now;
+        self.flags |= C_UF | if alarm { C_AF } else { 0 };
+        self.update_irq();
+        RtcEvents {
+            alarm_interrupt: alarm && self.reg(REG_B) & B_AIE != 0,
+        }
+    }
+
+    /// How long until the next update that can raise IRQ 8 (its alarm or update-ended
+    /// interrupt is enabled), on the host's clock; `None` if none can.
+    pub fn next_interrupt(&self) -> Option<Duration> {
+        if self.frozen.is_some() {
+            return None;
+        }
+        let b = self.reg(REG_B);
+        let now = self.guest_now().0;
+        let next = match (b & B_UIE != 0, b & B_AIE != 0) {
+            (true, _) => now + 1,
+            (false, true) => self.alarm().next_after(now)?,
+            (false, false) => return None,
+        };
+        let (host_secs, host_nanos) = self.clock.now();
+        let host_at = next - self.offset;
+        let ahead = u64::try_from(host_at - host_secs).unwrap_or(0);
+        Some(Duration::from_secs(ahead).saturating_sub(Duration::from_nanos(host_nanos.into())))
+    }
+
+    /// Tells the timer that the next interrupt may have moved.
+    fn moved(&self) {
+        if let Some(signal) = &self.signal {
+            signal.changed();
         }
     }
 
@@ -231,8 +374,11 @@ impl CmosRtc {
                 let updating = self.frozen.is_none() && nanos >= 1_000_000_000 - UIP_BEFORE_NS;
                 self.ram[usize::from(REG_A)] & !A_UIP | if updating { A_UIP } else { 0 }
             }
-            // No interrupt source ever fires; reading clears what there would be.
-            REG_C => 0,
+            // Reading clears the flags (and lowers IRQ 8).
+            REG_C => {
+                self.catch_up();
+                std::mem::take(&mut self.flags)
+            }
             REG_D => D_VRT,
             i => self.ram[usize::from(i & 0x7f)],
         }
@@ -251,14 +397,25 @@ impl CmosRtc {
                 if set && !was_set {
                     self.frozen = Some(self.guest_now().0);
                 }
+                // The updates so far count with the enables as they were.
+                self.catch_up();
                 self.ram[usize::from(REG_B)] = value;
                 if !set {
                     if let Some(t) = self.frozen.take() {
                         self.offset = t - self.clock.now().0;
+                        self.checked = self.guest_now().0;
                     }
                 }
+                // An enable set with its flag already up asserts the IRQ now.
+                self.update_irq();
+                self.moved();
             }
             REG_C | REG_D => {}
+            SECONDS_ALARM | MINUTES_ALARM | HOURS_ALARM => {
+                self.catch_up();
+                self.ram[usize::from(index)] = value;
+                self.moved();
+            }
             i => self.ram[usize::from(i & 0x7f)] = value,
         }
     }
@@ -281,7 +438,13 @@ impl CmosRtc {
         let target = t.to_unix();
         match self.frozen {
             Some(_) => self.frozen = Some(target),
-            None => self.offset = target - self.clock.now().0,
+            None => {
+                self.catch_up();
+                self.offset = target - self.clock.now().0;
+                // A new time is no update: the next one is a second after it.
+                self.checked = target;
+                self.moved();
+            }
         }
     }
 }
@@ -483,5 +646,105 @@ mod tests {
         write(&mut rtc, REG_D, 0);
         assert_eq!(read(&mut rtc, REG_C), 0);
         assert_eq!(read(&mut rtc, REG_D), D_VRT);
+    }
+
+    fn dont_care_alarm(rtc: &mut CmosRtc) {
+        for reg in [SECONDS_ALARM, MINUTES_ALARM, HOURS_ALARM] {
+            write(rtc, reg, 0xc0);
+        }
+    }
+
+    #[test]
+    fn register_c_reports_updates_and_the_alarm_then_clears() {
+        let (mut rtc, clock) = rtc_at(T, 0);
+        assert_eq!(read(&mut rtc, REG_C), 0, "no update yet");
+        clock.set(T + 1, 0);
+        assert_eq!(
+            read(&mut rtc, REG_C),
+            C_UF,
+            "an update; no alarm matches 00:00:00"
+        );
+        assert_eq!(read(&mut rtc, REG_C), 0, "reading cleared it");
+        // An alarm one second ahead (13:07:11), in BCD; no interrupt enabled.
+        write(&mut rtc, HOURS_ALARM, 0x13);
+        write(&mut rtc, MINUTES_ALARM, 0x07);
+        write(&mut rtc, SECONDS_ALARM, 0x11);
+        clock.set(T + 2, 500_000_000);
+        assert_eq!(
+            read(&mut rtc, REG_C),
+            C_AF | C_UF,
+            "AF without IRQF: AIE is off"
+        );
+        clock.set(T + 3, 0);
+        assert_eq!(read(&mut rtc, REG_C), C_UF, "13:07:12 does not match");
+    }
+
+    #[test]
+    fn an_enabled_alarm_raises_irqf_and_irq_8_once_until_read() {
+        let (rtc, clock) = rtc_at(T, 0);
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let signal = Arc::new(AlarmSignal::default());
+        let mut rtc = rtc.with_irq(irq.try_clone().unwrap(), signal);
+        assert_eq!(rtc.next_interrupt(), None, "nothing enabled");
+        dont_care_alarm(&mut rtc);
+        write(&mut rtc, REG_B, B_DEFAULT | B_AIE);
+        clock.set(T, 250_000_000);
+        assert_eq!(rtc.next_interrupt(), Some(Duration::from_millis(750)));
+        assert!(irq.read().is_err(), "no IRQ before the update");
+        clock.set(T + 1, 0);
+        assert_eq!(
+            rtc.catch_up(),
+            RtcEvents {
+                alarm_interrupt: true
+            }
+        );
+        assert_eq!(irq.read().unwrap(), 1, "one edge");
+        clock.set(T + 2, 0);
+        assert!(
+            rtc.catch_up().alarm_interrupt,
+            "the alarm fires every second"
+        );
+        assert!(irq.read().is_err(), "IRQF still up: no new edge");
+        assert_eq!(read(&mut rtc, REG_C), C_IRQF | C_AF | C_UF);
+        clock.set(T + 3, 0);
+        assert_eq!(read(&mut rtc, REG_C), C_IRQF | C_AF | C_UF);
+        assert_eq!(irq.read().unwrap(), 1, "a new edge after the read");
+    }
+
+    #[test]
+    fn enabling_the_alarm_interrupt_with_af_up_raises_it_at_once() {
+        let (rtc, clock) = rtc_at(T, 0);
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut rtc = rtc.with_irq(irq.try_clone().unwrap(), Arc::default());
+        dont_care_alarm(&mut rtc);
+        clock.set(T + 1, 0);
+        assert!(!rtc.catch_up().alarm_interrupt, "AIE off: no interrupt");
+        assert!(irq.read().is_err());
+        write(&mut rtc, REG_B, B_DEFAULT | B_AIE);
+        assert_eq!(irq.read().unwrap(), 1);
+        assert_eq!(read(&mut rtc, REG_C), C_IRQF | C_AF | C_UF);
+    }
+
+    #[test]
+    fn the_update_interrupt_is_due_at_the_next_second_and_set_stops_it() {
+        let (mut rtc, clock) = rtc_at(T, 900_000_000);
+        write(&mut rtc, REG_B, B_DEFAULT | B_UIE);
+        assert_eq!(rtc.next_interrupt(), Some(Duration::from_millis(100)));
+        clock.set(T + 1, 0);
+        assert_eq!(read(&mut rtc, REG_C), C_IRQF | C_UF);
+        write(&mut rtc, REG_B, B_SET | B_DEFAULT | B_UIE);
+        assert_eq!(rtc.next_interrupt(), None, "SET stops the updates");
+        clock.set(T + 5, 0);
+        assert_eq!(read(&mut rtc, REG_C), 0);
+    }
+
+    #[test]
+    fn setting_the_time_is_not_an_update() {
+        let (mut rtc, clock) = rtc_at(T, 0);
+        dont_care_alarm(&mut rtc);
+        write(&mut rtc, HOURS, 0x08);
+        assert_eq!(read(&mut rtc, REG_C), 0, "the clock moved back five hours");
+        clock.set(T + 1, 0);
+        assert_eq!(read(&mut rtc, REG_C), C_AF | C_UF);
     }
 }

@@ -6,6 +6,7 @@ mod fpu;
 mod page_hits;
 pub mod parked;
 mod stuck;
+mod wake_reset;
 
 pub use crate::gate::{Held, PauseListener, Quiesced, VcpuGate};
 pub use exit::{classify, classify_elements, GuestMmio, Step, UnknownAccessPolicy};
@@ -43,6 +44,8 @@ pub struct VcpuShared {
     pub watch: Arc<PageWatchEngine>,
     /// The registers of paused vCPUs, for clients.
     pub parked: Arc<parked::ParkedRegs>,
+    /// ACPI S3: the sleep, and the resets at the wake (`None` without ACPI).
+    pub sleep: Option<Arc<crate::sleep::SleepControl>>,
 }
 
 /// One vCPU and its index.
@@ -70,6 +73,8 @@ pub struct Vcpu {
     pub(crate) fail_first_entry: Option<u64>,
     /// Test-only fault: make a system call no vCPU filter allows, once its filter is on.
     pub(crate) forbidden_call: bool,
+    /// The state KVM created the vCPU in, to reset it to at a wake from S3.
+    pub(crate) power_on: Option<crate::cpu::power_on::PowerOn>,
 }
 
 impl Vcpu {
@@ -93,6 +98,7 @@ impl Vcpu {
             sync_regs,
             fail_first_entry: None,
             forbidden_call: false,
+            power_on: None,
         }
     }
 
@@ -178,6 +184,10 @@ impl Vcpu {
                     debug.is_some_and(VcpuDebug::has_news)
                         || shared.gate.has_pass(index)
                         || (!snapped && shared.gate.is_paused())
+                        || shared
+                            .sleep
+                            .as_ref()
+                            .is_some_and(|s| s.reset_due(index).is_some())
                 });
                 // Leaving the park (to run, or to look at news and park again): the registers
                 // are the vCPU's own again, with what a client wrote meanwhile.
@@ -186,6 +196,19 @@ impl Vcpu {
                     if let Err(e) = self.load_written(shared, &written) {
                         control.finish(self.vmm_error(e));
                         break;
+                    }
+                }
+                // A wake from S3: reset before entering again (the gate stays closed until
+                // every vCPU has).
+                if let Some(sleep) = &shared.sleep {
+                    if let Some(target) = sleep.reset_due(self.index) {
+                        if let Err(e) =
+                            self.reset_for_wake(target, shared, ctx.debug.as_deref_mut())
+                        {
+                            control.finish(self.vmm_error(e));
+                            break;
+                        }
+                        sleep.reset_done(self.index);
                     }
                 }
                 continue;

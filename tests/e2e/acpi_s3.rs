@@ -1,0 +1,115 @@
+//! ACPI S3 in a real VM, with the test guest's `s3` scenario: it arms a breakpoint of its own,
+//! puts its real-mode resume code in the FACS's waking vector, sets the CMOS alarm to fire at
+//! every update, and sleeps. The resume code checks what the wake left: the guest's DR7 and DR0
+//! at their reset values (the debug engine's reset), CR0 at its reset value, the local APIC
+//! back in xAPIC mode (the guest turns x2APIC on before it sleeps, where it can), `PM1_STS` =
+//! `WAK_STS | RTC_STS`, and no instruction run after the sleep request; with `vector=x` the
+//! same in 32-bit code at `X_Firmware_Waking_Vector`. Without `RTC_EN` nothing wakes it, and
+//! drvisor says so.
+
+use std::time::Duration;
+
+use crate::common::{drvisor, ensure, hits_only, read_events, temp_path, Failed, Trial, DRVISOR};
+use crate::kvm_unit_tests::run_watched;
+
+/// The scenario's status when every check holds (0x20; each failed check adds a bit).
+const ALL_RESET: i32 = 0x20;
+
+/// The guest wakes at its waking vector, reset, and a host breakpoint placed there before the
+/// run fires once on the way: it stayed armed through the vCPU's reset.
+fn wakes_reset_at_the_waking_vector() -> Result<(), Failed> {
+    let events = temp_path("s3-events.jsonl");
+    let ev = events.to_str().unwrap_or_default();
+    let run = drvisor(&[
+        "run",
+        "--scenario",
+        "s3",
+        "--break",
+        "0x3000",
+        "--events",
+        ev,
+    ]);
+    let hits = hits_only(read_events(&events)?);
+    let _ = std::fs::remove_file(&events);
+    run.expect_code(ALL_RESET)?;
+    ensure(
+        run.guest_lines(&["s3", "resumed", "mode=16"]).len() == 1,
+        || run.to_string(),
+    )?;
+    ensure(run.guest_lines(&["s3", "sleeping"]).len() == 1, || {
+        run.to_string()
+    })?;
+    ensure(hits.len() == 1, || {
+        format!("wanted one hit at 0x3000: {hits:?}\n{run}")
+    })?;
+    let hit = &hits[0];
+    // Linear 0x3000 at IP 0: CS 0x300, real mode; RFLAGS as at reset.
+    ensure(
+        hit["addr"] == 0x3000 && hit["regs"]["rip"] == 0 && hit["regs"]["rflags"] == 2,
+        || format!("not the boot vCPU at reset at 0300:0000: {hit}"),
+    )
+}
+
+/// A guest that sets `X_Firmware_Waking_Vector` resumes there, in flat 32-bit protected mode
+/// with paging off, and finds the same reset otherwise; on two vCPUs, so the AP's reset (to
+/// wait for SIPI) runs too.
+fn the_x_vector_wins_in_protected_mode() -> Result<(), Failed> {
+    let run = drvisor(&[
+        "run",
+        "--scenario",
+        "s3",
+        "--vcpus",
+        "2",
+        "--cmdline",
+        "vector=x",
+    ]);
+    run.expect_code(ALL_RESET)?;
+    ensure(
+        run.guest_lines(&["s3", "resumed", "mode=32"]).len() == 1,
+        || run.to_string(),
+    )
+}
+
+/// With `PM1_EN.RTC_EN` clear the alarm (every second) does not wake the guest: it sleeps until
+/// the run is stopped, and drvisor's warning says why.
+fn without_a_wake_event_it_sleeps_and_says_so() -> Result<(), Failed> {
+    let args: Vec<String> = ["run", "--scenario", "s3", "--cmdline", "wake=none"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    // Four alarms' worth: each would have woken it, were RTC_EN ignored.
+    let run = run_watched(
+        DRVISOR,
+        &args,
+        Duration::from_secs(4),
+        |_| false,
+        Duration::ZERO,
+    );
+    let context = || format!("status {:?}\n{}{}", run.status, run.stdout, run.stderr);
+    ensure(run.status.is_none(), || {
+        format!("the run ended by itself: {}", context())
+    })?;
+    ensure(run.stdout.contains("drv: s3 sleeping"), context)?;
+    ensure(!run.stdout.contains("summary"), context)?;
+    ensure(
+        run.stderr.contains("no wake event enabled in PM1_EN"),
+        context,
+    )
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        Trial::test(
+            "acpi_s3::wakes_reset_at_the_waking_vector",
+            wakes_reset_at_the_waking_vector,
+        ),
+        Trial::test(
+            "acpi_s3::the_x_vector_wins_in_protected_mode",
+            the_x_vector_wins_in_protected_mode,
+        ),
+        Trial::test(
+            "acpi_s3::without_a_wake_event_it_sleeps_and_says_so",
+            without_a_wake_event_it_sleeps_and_says_so,
+        ),
+    ]
+}
