@@ -112,8 +112,7 @@ extern "C" {
 
 /// CPUID leaf 1's ECX.
 fn cpuid1_ecx() -> u32 {
-    // SAFETY: CPUID leaf 1 has no side effect.
-    unsafe { core::arch::x86_64::__cpuid(1).ecx }
+    core::arch::x86_64::__cpuid(1).ecx
 }
 
 /// The FADT's address: the XSDT entry with signature `FACP`.
