@@ -195,7 +195,10 @@ fn a_missing_argument_is_named_with_its_subcommands_help() {
     let missing = "the following required arguments were not provided:";
     for (args, want) in [
         (&["ctl", "vm"][..], "--sock <PATH> (see drvisor ctl --help)"),
-        (&["ci"], "<SPEC.toml|unittests.cfg>... (see drvisor ci --help)"),
+        (
+            &["ci"],
+            "<SPEC.toml|unittests.cfg>... (see drvisor ci --help)",
+        ),
         (
             &["ctl", "--sock", "/x", "break", "add"],
             "<LOCATION> (see drvisor ctl break add --help)",

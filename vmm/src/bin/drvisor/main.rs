@@ -266,9 +266,10 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     } = opened.read(&cmdline)?;
     let image = Arc::new(image);
     // Only breakpoints given here wait for the symbols before the VM starts.
-    let requests = match parsed.is_empty() {
-        true => Vec::new(),
-        false => requests::resolve(parsed, &image.get().symbols).map_err(Failure::usage)?,
+    let requests = if parsed.is_empty() {
+        Vec::new()
+    } else {
+        requests::resolve(parsed, &image.get().symbols).map_err(Failure::usage)?
     };
     let sink = events_out::open(args.events.as_deref())?;
 
