@@ -84,7 +84,7 @@ fn main() {
     trials.extend(tiny_kernels::trials());
     trials.extend(cmos_clock::trials());
     trials.extend(acpi::trials());
-    trials.extend(acpi_s3::trials());
+    trials.extend(acpi_s3::trials(&ctx));
     trials.extend(cpu_features::trials(&ctx));
     trials.extend(symbol_specs::trials());
     trials.extend(kernel_own_symbols::trials());
