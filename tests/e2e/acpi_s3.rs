@@ -103,14 +103,15 @@ fn without_a_wake_event_it_sleeps_and_says_so() -> Result<(), Failed> {
 
 /// Why a wake from S3 is not run on this host, if it is not: the trials were written and pass on
 /// this project's own hosts (whose KVM emulates guest CPL0 code). In their first CI run on the
-/// nested SVM host, each of five L1 boots died at a wake (`kvm_unit_tests`' `s3` and
-/// `wakes_reset_at_the_waking_vector`), with nothing on L1's console; not yet explained, and
-/// not yet tried on VMX. The sleep without a wake runs everywhere.
+/// nested SVM host, each L1 boot that ran a wake to real mode (`kvm_unit_tests`' `s3`,
+/// `wakes_reset_at_the_waking_vector`) died at it, with nothing on L1's console, while the wake
+/// to 32-bit code (`the_x_vector_wins_in_protected_mode`) passed; not yet explained, and not yet
+/// tried on VMX. The sleep without a wake runs everywhere.
 pub fn wake_not_run_here(ctx: &Context) -> Option<&'static str> {
     (DebugCaps::from_probe(&ctx.probe) != DebugCaps::pvm_like()).then_some(
         "a wake from S3 is checked only on this project's own hosts so far: on the nested SVM \
-         host each L1 boot that ran one died at the wake (its console empty), not yet \
-         explained; not yet tried on VMX",
+         host each L1 boot that ran a wake to real mode died at it (L1's console empty), while \
+         the wake to 32-bit code passed; not yet explained, not yet tried on VMX",
     )
 }
 
