@@ -4,7 +4,7 @@
 //! Which trials run depends on this host's `KVM_GET_SUPPORTED_CPUID` and on the probe: a trial
 //! that needs a feature KVM does not offer is listed as ignored with the reason.
 
-use drvisor::cpu::{feature_table, CpuFeature};
+use drvisor::cpu::{feature_table, CpuFeature, CpuModel, FeatureEdits};
 use kvm_bindings::CpuId;
 
 use crate::common::{drvisor, ensure, field, skipped, Context, Failed, Run, Trial};
@@ -148,6 +148,54 @@ fn requiring_x2apic() -> Result<(), Failed> {
     })
 }
 
+/// `--cpu-model qemu64` hides every named feature qemu64 lacks exactly as `--cpu-features`
+/// hiding them does (on hosts where `KVM_SET_CPUID2` cannot clear a bit, both leave it), keeps
+/// its own as the host's CPU shows them, and changes what this guest sees; a feature the user
+/// requires stays.
+fn qemu64_model() -> Result<(), Failed> {
+    let host = cpuid_run(&[])?;
+    let qemu64 = cpuid_run(&["--cpu-model", "qemu64"])?;
+    let hides: Vec<String> = CpuModel::Qemu64
+        .hides(&FeatureEdits::default())
+        .iter()
+        .map(|f| format!("-{}", f.name))
+        .collect();
+    let hidden = cpuid_run(&["--cpu-features", &hides.join(",")])?;
+    let own = CpuModel::Qemu64.features().unwrap_or_default();
+    let mut gone = Vec::new();
+    for feature in feature_table::FEATURES {
+        let name = feature.name;
+        let (on_host, on_qemu64) = (guest_sees(&host, name)?, guest_sees(&qemu64, name)?);
+        let want = if own.contains(&name) {
+            on_host
+        } else {
+            guest_sees(&hidden, name)?
+        };
+        ensure(on_qemu64 == want, || {
+            format!("{name}: qemu64 shows {on_qemu64}, want {want}\n{qemu64}")
+        })?;
+        if on_host && !on_qemu64 {
+            gone.push(name);
+        }
+    }
+    ensure(!gone.is_empty(), || {
+        format!("qemu64 changed nothing the guest sees\n{qemu64}")
+    })?;
+    println!("  qemu64 hides here: {}", gone.join(" "));
+    let kept = cpuid_run(&[
+        "--cpu-model",
+        "qemu64",
+        "--cpu-features",
+        &format!("+{}", gone[0]),
+    ])?;
+    ensure(guest_sees(&kept, gone[0])?, || {
+        format!(
+            "qemu64 with +{}: the guest does not see it\n{kept}",
+            gone[0]
+        )
+    })
+}
+
 /// `-xsave` takes AVX along and says so on one line.
 fn hiding_xsave_hides_avx() -> Result<(), Failed> {
     let run = cpuid_run(&["--cpuid", "host", "--cpu-features", "-xsave"])?;
@@ -249,6 +297,10 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
         ));
         trials.push(skipped("cpu_features::requiring_x2apic_keeps_it", why));
     }
+    trials.push(Trial::test(
+        "cpu_features::qemu64_model_shows_only_its_features",
+        qemu64_model,
+    ));
     let name = "cpu_features::hiding_the_hypervisor_bit";
     if offers(&kvm, "hypervisor") {
         trials.push(Trial::test(name, hiding_the_hypervisor_bit));

@@ -197,12 +197,16 @@ const KNOWN_WORSE: &[(&str, &str)] = &[(
     "with x2APIC on the boot CPU (the cfg's `+x2apic`), the `physical destination mode` \
          check's level interrupt to CPU 1 usually reaches its handler twice (gdb shows \
          g_isr_85 == 2), so the test's wait for exactly one never ends and the results QEMU \
-         printed after it are missing (it got past in 1 of 6 runs with 2-4 vCPUs). QEMU on \
-         this host does the same with the host's CPUID (`-cpu host,+x2apic`: 0 of 3 runs got \
-         past) but not with the cfg's `qemu64,+x2apic` (3 of 3), and drvisor gives the guest \
-         the host's CPUID; halves of the host's features added to qemu64 hang now and then, so \
-         no one feature was found. Without x2APIC every check runs as under QEMU, and the \
-         FAILs before it are QEMU's too",
+         printed after it are missing. KVM's own trace (kvm_set_irq, kvm_apic_accept_irq, \
+         kvm_eoi) shows why: CPU 1's EOI of vector 0x85 reaches KVM before the handler's \
+         `outb` that lowers the line, which comes before it in the handler, so KVM delivers \
+         the still-high level interrupt again. That is this host's KVM running guest CPL0 \
+         code by emulation, and it is timing: with those tracepoints on, the test passes as \
+         under QEMU. QEMU on this host does the same with `-cpu host,+x2apic` (0 of 3 runs got \
+         past) but not with `qemu64,+x2apic` (3 of 3); drvisor's `--cpu-model qemu64` does not \
+         change it (0 of 3), since this KVM shows the guest most host CPUID bits whatever \
+         KVM_SET_CPUID2 says. Without x2APIC every check runs as under QEMU, and the FAILs \
+         before it are QEMU's too",
 )];
 
 /// drvisor's time: twice the entry's timeout, so that a loaded machine turns neither a finish

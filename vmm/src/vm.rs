@@ -135,6 +135,8 @@ pub struct VmConfig {
     /// Features to hide from the guest's CPUID (with all that need them) or to require in it,
     /// applied after `cpuid`.
     pub cpu_features: cpu::FeatureEdits,
+    /// The CPU model the guest is shown (`--cpu-model`); the features above edit it.
+    pub cpu_model: cpu::CpuModel,
     /// The most memslots the watch engine may use; `None` for all KVM offers
     /// (`KVM_CAP_NR_MEMSLOTS`). A lower limit leaves slots for other users of the VM.
     pub memslot_limit: Option<usize>,
@@ -177,6 +179,7 @@ impl VmConfig {
             probe_cache: None,
             cpuid: cpu::CpuidMode::default(),
             cpu_features: cpu::FeatureEdits::default(),
+            cpu_model: cpu::CpuModel::default(),
             debug_attached: true,
             acpi: true,
             pit: true,
@@ -415,6 +418,7 @@ impl TryFrom<VmConfig> for Vm {
             }
         };
         let filtered = cpu::with_hypervisor_leaves(&cpu::hide_features(&supported, &hidden));
+        let filtered = config.cpu_model.shape(&filtered, &config.cpu_features);
         let cpu::Applied {
             cpuid: supported,
             also_hidden: cpu_features_also_hidden,

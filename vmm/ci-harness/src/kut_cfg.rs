@@ -113,6 +113,8 @@ pub struct EntryVm {
     pub mem_mib: u64,
     /// `-cpu`'s `+feature` and `-feature` options, in order.
     pub cpu_features: Vec<String>,
+    /// `-cpu qemu64`: drvisor's model of it; `None` for the host's CPU.
+    pub cpu_model: Option<String>,
     /// `test_args`.
     pub cmdline: Option<String>,
 }
@@ -126,6 +128,9 @@ impl EntryVm {
             "--mem".to_owned(),
             self.mem_mib.to_string(),
         ];
+        if let Some(model) = &self.cpu_model {
+            args.extend(["--cpu-model".to_owned(), model.clone()]);
+        }
         if !self.cpu_features.is_empty() {
             args.push(format!("--cpu-features={}", self.cpu_features.join(",")));
         }
@@ -142,8 +147,10 @@ const QEMU_DEFAULT_MEM_MIB: u64 = 128;
 
 /// drvisor's options for `entry`, read from its QEMU options:
 /// - `-smp` and `-m` become `--vcpus` and `--mem`;
-/// - `-cpu MODEL,+f,-f` becomes `--cpu-features +f,-f` (drvisor gives the guest the host's
-///   CPU, as `-cpu host`; `max` and `qemu64` differ from it only in features the entries name);
+/// - `-cpu qemu64,+f,-f` becomes `--cpu-model qemu64 --cpu-features +f,-f`; any other model
+///   becomes the host's CPU with the features (`host` and `max` are it; the few entries that
+///   name an older model, `IvyBridge`, `Opteron_G1`, `Skylake-Server`, test what their options
+///   add or take away);
 ///   `host-phys-bits` and `migratable=no` describe what drvisor does anyway, as `-machine
 ///   pit=off` changes nothing its one entry measures;
 /// - what drvisor lacks (Hyper-V enlightenments, the VMware backdoor, other `-device`s and
@@ -151,6 +158,7 @@ const QEMU_DEFAULT_MEM_MIB: u64 = 128;
 pub fn translate(entry: &Entry) -> Translation {
     let mut mem = QEMU_DEFAULT_MEM_MIB;
     let mut features: Vec<String> = Vec::new();
+    let mut model = None;
     let mut words = entry.qemu_params.split_whitespace();
     while let Some(word) = words.next() {
         let Some(value) = (match word {
@@ -166,6 +174,9 @@ pub fn translate(entry: &Entry) -> Translation {
                 None => return Translation::Cannot(format!("the memory size `-m {value}`")),
             },
             "-cpu" => {
+                if value.split(',').next() == Some("qemu64") {
+                    model = Some("qemu64".to_owned());
+                }
                 for option in value.split(',').skip(1) {
                     match option {
                         "host-phys-bits" | "migratable=no" => {}
@@ -194,6 +205,7 @@ pub fn translate(entry: &Entry) -> Translation {
         vcpus: entry.smp,
         mem_mib: mem,
         cpu_features: features,
+        cpu_model: model,
         cmdline: entry.test_args.clone(),
     })
 }
@@ -229,6 +241,7 @@ fn spec(path: &Path, dir: &Path, entry: &Entry) -> Spec {
                 vm.vcpus = u32::try_from(t.vcpus).unwrap_or(u32::MAX);
                 vm.mem = t.mem_mib;
                 vm.cpu_features = (!t.cpu_features.is_empty()).then(|| t.cpu_features.join(","));
+                vm.cpu_model = t.cpu_model;
                 vm.cmdline = t.cmdline.unwrap_or_default();
             }
             Translation::Cannot(what) => {
@@ -303,6 +316,8 @@ mod tests {
                 "2",
                 "--mem",
                 "2048",
+                "--cpu-model",
+                "qemu64",
                 "--cpu-features=+x2apic,-pku",
                 "--cmdline=-x y"
             ]
@@ -334,6 +349,7 @@ mod tests {
         assert_eq!(a.vm.kernel.as_deref(), Some(Path::new("/k/apic.flat")));
         assert_eq!((a.vm.vcpus, a.vm.mem, a.vm.timeout), (2, 2048, 30.0));
         assert_eq!(a.vm.cpu_features.as_deref(), Some("+x2apic,-pku"));
+        assert_eq!(a.vm.cpu_model.as_deref(), Some("qemu64"));
         assert_eq!(a.vm.cmdline, "-x y");
         assert_eq!(a.vm.not_run, None);
         assert!(matches!(

@@ -82,6 +82,9 @@ pub fn run_args(spec: &Spec, skips: &BTreeMap<String, String>, events: &Path) ->
     push("--vcpus", vm.vcpus.to_string());
     push("--mem", vm.mem.to_string());
     push("--events", events.display().to_string());
+    if let Some(m) = &vm.cpu_model {
+        push("--cpu-model", m.clone());
+    }
     if let Some(f) = &vm.cpu_features {
         // One word: the list begins with `-` or `+`.
         args.push(format!("--cpu-features={f}"));
@@ -220,6 +223,8 @@ mod tests {
 [vm]
 scenario = "write"
 cmdline = "count=3"
+cpu_model = "qemu64"
+cpu_features = "-pcid"
 [[check]]
 name = "a"
 break = "f"
@@ -247,7 +252,8 @@ break = "skipped"
         let args = run_args(&s, &skips, Path::new("/tmp/ev"));
         assert_eq!(
             args.join(" "),
-            "run --scenario write --vcpus 1 --mem 64 --events /tmp/ev --cmdline=count=3 \
+            "run --scenario write --vcpus 1 --mem 64 --events /tmp/ev --cpu-model qemu64 \
+             --cpu-features=-pcid --cmdline=count=3 \
              --break f --action stop --watch w:w --engine page --break g --vcpu 0"
         );
     }

@@ -59,6 +59,8 @@ pub struct VmSpec {
     pub vcpus: u32,
     /// `--cpu-features`: CPU features hidden from (`-NAME`) or required for (`+NAME`) the guest.
     pub cpu_features: Option<String>,
+    /// `--cpu-model`: the CPU the guest is shown (`host` or `qemu64`).
+    pub cpu_model: Option<String>,
     pub mem: u64,
     /// Wall-clock limit for the whole run, in seconds.
     pub timeout: f64,
@@ -248,6 +250,8 @@ pub const MAX_TIMEOUT: f64 = 7.0 * 24.0 * 3600.0;
 /// A `cmdline` must be shorter than this many bytes: the x86 boot protocol's command line
 /// size, which drvisor's loader applies to the whole line (its own words included).
 pub const CMDLINE_MAX: usize = 4096;
+/// The models `cpu_model` takes, as `drvisor run --cpu-model` does.
+pub const CPU_MODELS: &[&str] = &["host", "qemu64"];
 
 /// The largest spec file read.
 pub const SPEC_FILE_MAX: u64 = 1024 * 1024;
@@ -271,6 +275,7 @@ struct RawVm {
     scenario: Option<Spanned<String>>,
     vcpus: Option<Spanned<u32>>,
     cpu_features: Option<Spanned<String>>,
+    cpu_model: Option<Spanned<String>>,
     mem: Option<Spanned<u64>>,
     timeout: Option<Spanned<f64>>,
     #[serde(default)]
@@ -425,6 +430,20 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
             ),
         ));
     }
+    if let Some(m) = vm
+        .cpu_model
+        .as_ref()
+        .filter(|m| !CPU_MODELS.contains(&m.get_ref().as_str()))
+    {
+        return Err(err(
+            Some(m.span()),
+            format!(
+                "`cpu_model` {:?} is not a model drvisor has; use one of {}",
+                m.get_ref(),
+                CPU_MODELS.join(", ")
+            ),
+        ));
+    }
     let vm_spec = VmSpec {
         kernel: resolve(&vm.kernel, "kernel")?,
         initrd: resolve(&vm.initrd, "initrd")?,
@@ -433,6 +452,7 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
         scenario: vm.scenario.map(Spanned::into_inner),
         vcpus: vm.vcpus.map_or(1, Spanned::into_inner),
         cpu_features: vm.cpu_features.map(Spanned::into_inner),
+        cpu_model: vm.cpu_model.map(Spanned::into_inner),
         mem: vm.mem.map_or(64, Spanned::into_inner),
         timeout,
         accept_exit: vm.accept_exit,
@@ -1014,6 +1034,18 @@ exit_status = 0
         assert!(e.len() < 500, "{} bytes: {e:.400}", e.len());
         assert!(e.contains("characters left out"), "{e}");
         assert!(e.contains("u32"), "{e}");
+    }
+
+    #[test]
+    fn cpu_model_is_one_drvisor_has() {
+        let e = parse_err(
+            "[vm]\nscenario = \"exec\"\ncpu_model = \"Skylake\"\n[[check]]\nname = \"a\"\nexit_status = 0\n",
+        );
+        assert!(
+            e.starts_with("/s/x.toml:3:13: `cpu_model` \"Skylake\""),
+            "{e}"
+        );
+        assert!(e.contains("host, qemu64"), "{e}");
     }
 
     #[test]

@@ -170,6 +170,30 @@ impl FeatureEdits {
         Ok(edits)
     }
 
+    /// Edits that hide `features` and require nothing.
+    pub(super) fn hiding(features: Vec<&'static NamedFeature>) -> Self {
+        FeatureEdits {
+            hide: features,
+            require: Vec::new(),
+        }
+    }
+
+    /// The names required, with every feature they need, directly or through another.
+    pub(super) fn required_with_needs(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = Vec::new();
+        let mut todo: Vec<&'static str> = self.required();
+        while let Some(name) = todo.pop() {
+            if names.contains(&name) {
+                continue;
+            }
+            names.push(name);
+            if let Some(feature) = feature_table::lookup(name) {
+                todo.extend(feature.requires);
+            }
+        }
+        names
+    }
+
     /// Whether there is nothing to hide or require.
     pub fn is_empty(&self) -> bool {
         self.hide.is_empty() && self.require.is_empty()

@@ -8,6 +8,7 @@ pub mod feature_table;
 mod gdt;
 pub mod lapic;
 pub mod mce;
+mod models;
 pub mod msrs;
 pub mod power_on;
 #[cfg(test)]
@@ -16,3 +17,4 @@ mod test_entries;
 pub use boot_state::{configure, Error};
 pub use cpuid::{hide_features, per_vcpu_cpuid, with_hypervisor_leaves, CpuFeature, CpuidMode};
 pub use feature_edits::{Applied, ApplyError, FeatureEdits, ParseError as FeatureListError};
+pub use models::CpuModel;

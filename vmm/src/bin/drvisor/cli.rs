@@ -144,6 +144,11 @@ pub struct RunArgs {
     /// KVM_GET_SUPPORTED_CPUID through unchanged.
     #[arg(long, default_value = "filtered", value_name = "filtered|host")]
     pub cpuid: CpuidArg,
+    /// The CPU the guest is shown: `host` (the host's, as KVM offers it) or `qemu64` (QEMU's
+    /// `-cpu qemu64` under KVM: family 15 model 107, SSE3, CX16, x2APIC, nothing newer; what
+    /// this host lacks stays absent). `--cpu-features` edits it.
+    #[arg(long = "cpu-model", default_value = "host", value_name = "host|qemu64")]
+    pub cpu_model: CpuModelArg,
     /// CPU features to hide from the guest's CPUID or require in it, QEMU's `-cpu` way:
     /// `-x2apic,-avx512f,+tsc-deadline` (repeatable). Hiding a feature hides what needs it
     /// (-xsave takes AVX along, -avx AVX2 and AVX-512); a required one this host's KVM cannot
@@ -316,6 +321,24 @@ impl From<PolicyArg> for Policy {
             PolicyArg::HostFirst => Policy::HostFirst,
             PolicyArg::GuestFirst => Policy::GuestFirst,
             PolicyArg::Deny => Policy::Deny,
+        }
+    }
+}
+
+/// `--cpu-model`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CpuModelArg {
+    /// The host's CPU.
+    Host,
+    /// QEMU's `qemu64`.
+    Qemu64,
+}
+
+impl From<CpuModelArg> for drvisor::cpu::CpuModel {
+    fn from(m: CpuModelArg) -> Self {
+        match m {
+            CpuModelArg::Host => drvisor::cpu::CpuModel::Host,
+            CpuModelArg::Qemu64 => drvisor::cpu::CpuModel::Qemu64,
         }
     }
 }

@@ -284,6 +284,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.policy = policy;
     config.cpuid = args.cpuid.into();
     config.cpu_features = cpu_features.clone();
+    config.cpu_model = args.cpu_model.into();
     config.acpi = args.acpi == cli::AcpiArg::On;
     config.pit = args.pit();
     config.probe_cache = probe::cache::default_dir();
@@ -295,7 +296,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     if let Some(line) = announce::also_hidden(vm.cpu_features_also_hidden()) {
         announce::say(line);
     }
-    warn_unhideable_features(&vm, &cpu_features);
+    warn_unhideable_features(&vm, &cpu_features, args.cpu_model.into());
     stopper.attach(vm.run_control().clone());
     let events = events_out::EventsOut::start(sink, vm.events().clone(), vm.run_control().clone())?;
     let facts = Facts {
@@ -555,25 +556,37 @@ fn announce_hidden_features(vm: &Vm, cpuid: cli::CpuidArg) {
     }
 }
 
-/// Warns about features `--cpu-features` hides that the guest sees all the same: the probe
-/// found this KVM showing them although `KVM_GET_SUPPORTED_CPUID` does not list them, and
-/// `KVM_SET_CPUID2` decides only the bits of that list.
-fn warn_unhideable_features(vm: &Vm, edits: &drvisor::cpu::FeatureEdits) {
+/// Warns about features `--cpu-features` or `--cpu-model` hide that the guest sees all the
+/// same: the probe found this KVM showing them although `KVM_GET_SUPPORTED_CPUID` does not
+/// list them, and `KVM_SET_CPUID2` decides only the bits of that list.
+fn warn_unhideable_features(
+    vm: &Vm,
+    edits: &drvisor::cpu::FeatureEdits,
+    model: drvisor::cpu::CpuModel,
+) {
     let Some(report) = vm.probe() else { return };
-    let hidden = edits.hidden_with_dependents();
-    let seen: Vec<&str> = report
+    let unhideable: Vec<&str> = report
         .instructions
         .iter()
         .filter(|r| r.offered && !r.hideable)
         .filter_map(|r| drvisor::cpu::feature_table::lookup(r.feature.name()))
         .map(|f| f.name)
-        .filter(|name| hidden.contains(name))
         .collect();
-    if !seen.is_empty() {
-        announce::say(format!(
-            "warning: --cpu-features cannot hide {} here: this KVM shows the guest the host CPU's bit where KVM_GET_SUPPORTED_CPUID has none, and KVM_SET_CPUID2 cannot clear it (see `drvisor probe`)",
-            seen.join(", ")
-        ));
+    let by_features = edits.hidden_with_dependents();
+    let by_model: Vec<&str> = model.hides(edits).iter().map(|f| f.name).collect();
+    let option = format!("--cpu-model {}", model.name());
+    for (flag, hidden) in [("--cpu-features", by_features), (option.as_str(), by_model)] {
+        let seen: Vec<&str> = unhideable
+            .iter()
+            .copied()
+            .filter(|name| hidden.contains(name))
+            .collect();
+        if !seen.is_empty() {
+            announce::say(format!(
+                "warning: {flag} cannot hide {} here: this KVM shows the guest the host CPU's bit where KVM_GET_SUPPORTED_CPUID has none, and KVM_SET_CPUID2 cannot clear it (see `drvisor probe`)",
+                seen.join(", ")
+            ));
+        }
     }
 }
 
