@@ -182,6 +182,26 @@ fn qemu64_model() -> Result<(), Failed> {
         format!("qemu64 changed nothing the guest sees\n{qemu64}")
     })?;
     println!("  qemu64 hides here: {}", gone.join(" "));
+    let identity = |run: &Run, key: &str| -> Result<String, Failed> {
+        let lines = run.guest_lines(&["cpuid", "identity"]);
+        let line = lines
+            .first()
+            .ok_or_else(|| format!("no identity line\n{run}"))?;
+        Ok(field(line, key).unwrap_or_default().to_owned())
+    };
+    ensure(identity(&qemu64, "signature")? == "0x60fb1", || {
+        format!("qemu64 is family 15, model 107, stepping 1 (0x60fb1)\n{qemu64}")
+    })?;
+    ensure(identity(&qemu64, "max")? == "0xd", || {
+        format!("max leaf\n{qemu64}")
+    })?;
+    ensure(identity(&qemu64, "max_ext")? == "0x8000000a", || {
+        format!("max extended leaf\n{qemu64}")
+    })?;
+    ensure(
+        identity(&qemu64, "vendor")? == identity(&host, "vendor")?,
+        || format!("qemu64 keeps the host's vendor\n{qemu64}"),
+    )?;
     let kept = cpuid_run(&[
         "--cpu-model",
         "qemu64",
@@ -193,6 +213,23 @@ fn qemu64_model() -> Result<(), Failed> {
             "qemu64 with +{}: the guest does not see it\n{kept}",
             gone[0]
         )
+    })
+}
+
+/// `--cpu-vendor` is the guest's vendor string, the other vendor's as well as the host's.
+fn cpu_vendor() -> Result<(), Failed> {
+    for vendor in ["GenuineIntel", "AuthenticAMD"] {
+        let run = cpuid_run(&["--cpu-vendor", vendor])?;
+        let lines = run.guest_lines(&["cpuid", "identity"]);
+        ensure(
+            lines.len() == 1 && field(lines[0], "vendor") == Some(vendor),
+            || format!("--cpu-vendor {vendor}: the guest sees otherwise\n{run}"),
+        )?;
+    }
+    let bad = drvisor(&["run", "--scenario", "cpuid", "--cpu-vendor", "Intel"]);
+    bad.expect_code(2)?;
+    ensure(bad.stderr.contains("12 printable ASCII"), || {
+        bad.to_string()
     })
 }
 
@@ -300,6 +337,10 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
     trials.push(Trial::test(
         "cpu_features::qemu64_model_shows_only_its_features",
         qemu64_model,
+    ));
+    trials.push(Trial::test(
+        "cpu_features::cpu_vendor_is_the_guests_vendor",
+        cpu_vendor,
     ));
     let name = "cpu_features::hiding_the_hypervisor_bit";
     if offers(&kvm, "hypervisor") {

@@ -137,6 +137,8 @@ pub struct VmConfig {
     pub cpu_features: cpu::FeatureEdits,
     /// The CPU model the guest is shown (`--cpu-model`); the features above edit it.
     pub cpu_model: cpu::CpuModel,
+    /// The vendor string the guest is shown (`--cpu-vendor`); `None` keeps the host's.
+    pub cpu_vendor: Option<cpu::CpuVendor>,
     /// The most memslots the watch engine may use; `None` for all KVM offers
     /// (`KVM_CAP_NR_MEMSLOTS`). A lower limit leaves slots for other users of the VM.
     pub memslot_limit: Option<usize>,
@@ -180,6 +182,7 @@ impl VmConfig {
             cpuid: cpu::CpuidMode::default(),
             cpu_features: cpu::FeatureEdits::default(),
             cpu_model: cpu::CpuModel::default(),
+            cpu_vendor: None,
             debug_attached: true,
             acpi: true,
             pit: true,
@@ -418,6 +421,10 @@ impl TryFrom<VmConfig> for Vm {
             }
         };
         let filtered = cpu::with_hypervisor_leaves(&cpu::hide_features(&supported, &hidden));
+        let filtered = match config.cpu_vendor {
+            Some(vendor) => vendor.apply(&filtered),
+            None => filtered,
+        };
         let filtered = config.cpu_model.shape(&filtered, &config.cpu_features);
         let cpu::Applied {
             cpuid: supported,

@@ -1,5 +1,6 @@
 //! `cpuid`: prints the feature leaves the guest's CPUID reports, then status 0:
-//! `drv: cpuid leaf=1 ecx=0x... edx=0x...`, `drv: cpuid leaf=7 ebx=0x... ecx=0x... edx=0x...`
+//! `drv: cpuid identity vendor=GenuineIntel signature=0x... max=0x... max_ext=0x...` (leaf 0's
+//! vendor and highest leaf, leaf 1's EAX, leaf 0x80000000's highest leaf), `drv: cpuid leaf=1 ecx=0x... edx=0x...`, `drv: cpuid leaf=7 ebx=0x... ecx=0x... edx=0x...`
 //! (subleaf 0; all zero where the maximum basic leaf is below 7) and
 //! `drv: cpuid leaf=0x80000001 ecx=0x... edx=0x...` (zero where the maximum extended leaf is
 //! below it). It lets the VMM's tests check what `--cpuid` and `--cpu-features` give a guest.
@@ -30,6 +31,20 @@ fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
 pub fn run(_cfg: &Config) -> ! {
     let max_basic = cpuid(0, 0)[0];
     let max_extended = cpuid(0x8000_0000, 0)[0];
+    let [_, b, c, d] = cpuid(0, 0);
+    let mut vendor = [0u8; 12];
+    for (at, word) in [b, d, c].into_iter().enumerate() {
+        vendor[at * 4..at * 4 + 4].copy_from_slice(&word.to_le_bytes());
+    }
+    serial::line()
+        .s("cpuid identity vendor=")
+        .s(core::str::from_utf8(&vendor).unwrap_or("?"))
+        .s(" signature=")
+        .hex(u64::from(cpuid(1, 0)[0]))
+        .s(" max=")
+        .hex(u64::from(max_basic))
+        .s(" max_ext=")
+        .hex(u64::from(max_extended));
     let [_, _, ecx1, edx1] = cpuid(1, 0);
     serial::line()
         .s("cpuid leaf=1 ecx=")

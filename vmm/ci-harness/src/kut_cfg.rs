@@ -115,6 +115,8 @@ pub struct EntryVm {
     pub cpu_features: Vec<String>,
     /// `-cpu qemu64`: drvisor's model of it; `None` for the host's CPU.
     pub cpu_model: Option<String>,
+    /// `-cpu ...,vendor=`.
+    pub cpu_vendor: Option<String>,
     /// `test_args`.
     pub cmdline: Option<String>,
 }
@@ -130,6 +132,9 @@ impl EntryVm {
         ];
         if let Some(model) = &self.cpu_model {
             args.extend(["--cpu-model".to_owned(), model.clone()]);
+        }
+        if let Some(vendor) = &self.cpu_vendor {
+            args.extend(["--cpu-vendor".to_owned(), vendor.clone()]);
         }
         if !self.cpu_features.is_empty() {
             args.push(format!("--cpu-features={}", self.cpu_features.join(",")));
@@ -147,7 +152,8 @@ const QEMU_DEFAULT_MEM_MIB: u64 = 128;
 
 /// drvisor's options for `entry`, read from its QEMU options:
 /// - `-smp` and `-m` become `--vcpus` and `--mem`;
-/// - `-cpu qemu64,+f,-f` becomes `--cpu-model qemu64 --cpu-features +f,-f`; any other model
+/// - `-cpu qemu64,+f,-f` becomes `--cpu-model qemu64 --cpu-features +f,-f`, `vendor=V`
+///   `--cpu-vendor V`; any other model
 ///   becomes the host's CPU with the features (`host` and `max` are it; the few entries that
 ///   name an older model, `IvyBridge`, `Opteron_G1`, `Skylake-Server`, test what their options
 ///   add or take away);
@@ -159,6 +165,7 @@ pub fn translate(entry: &Entry) -> Translation {
     let mut mem = QEMU_DEFAULT_MEM_MIB;
     let mut features: Vec<String> = Vec::new();
     let mut model = None;
+    let mut vendor = None;
     let mut words = entry.qemu_params.split_whitespace();
     while let Some(word) = words.next() {
         let Some(value) = (match word {
@@ -180,6 +187,7 @@ pub fn translate(entry: &Entry) -> Translation {
                 for option in value.split(',').skip(1) {
                     match option {
                         "host-phys-bits" | "migratable=no" => {}
+                        o if o.starts_with("vendor=") => vendor = Some(o["vendor=".len()..].into()),
                         o if o.starts_with("hv_") => {
                             return Translation::Cannot(
                                 "Hyper-V enlightenments (`-cpu ...,hv_passthrough`)".into(),
@@ -206,6 +214,7 @@ pub fn translate(entry: &Entry) -> Translation {
         mem_mib: mem,
         cpu_features: features,
         cpu_model: model,
+        cpu_vendor: vendor,
         cmdline: entry.test_args.clone(),
     })
 }
@@ -242,6 +251,7 @@ fn spec(path: &Path, dir: &Path, entry: &Entry) -> Spec {
                 vm.mem = t.mem_mib;
                 vm.cpu_features = (!t.cpu_features.is_empty()).then(|| t.cpu_features.join(","));
                 vm.cpu_model = t.cpu_model;
+                vm.cpu_vendor = t.cpu_vendor;
                 vm.cmdline = t.cmdline.unwrap_or_default();
             }
             Translation::Cannot(what) => {
@@ -279,7 +289,7 @@ mod tests {
     use super::*;
 
     const CFG: &str = "# c\n[a]\nfile = apic.flat\nsmp = 2\n\
-                       qemu_params = -cpu qemu64,+x2apic,-pku -m 2g\n\
+                       qemu_params = -cpu qemu64,vendor=GenuineIntel,+x2apic,-pku -m 2g\n\
                        test_args = '-x y'\ntimeout = 30\ngroups = apic\n\n[b]\nfile = b.flat\n\
                        qemu_params = -cpu host,hv_passthrough -device hyperv-testdev\narch = i386\n\
                        [c]\nfile = c.flat\nqemu_params = -machine vmport=on\n\
@@ -292,7 +302,7 @@ mod tests {
             name: "a".into(),
             file: "apic.flat".into(),
             smp: 2,
-            qemu_params: "-cpu qemu64,+x2apic,-pku -m 2g".into(),
+            qemu_params: "-cpu qemu64,vendor=GenuineIntel,+x2apic,-pku -m 2g".into(),
             test_args: Some("-x y".into()),
             arch: None,
             timeout: Duration::from_secs(30),
@@ -318,6 +328,8 @@ mod tests {
                 "2048",
                 "--cpu-model",
                 "qemu64",
+                "--cpu-vendor",
+                "GenuineIntel",
                 "--cpu-features=+x2apic,-pku",
                 "--cmdline=-x y"
             ]

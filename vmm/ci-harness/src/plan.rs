@@ -85,6 +85,9 @@ pub fn run_args(spec: &Spec, skips: &BTreeMap<String, String>, events: &Path) ->
     if let Some(m) = &vm.cpu_model {
         push("--cpu-model", m.clone());
     }
+    if let Some(v) = &vm.cpu_vendor {
+        push("--cpu-vendor", v.clone());
+    }
     if let Some(f) = &vm.cpu_features {
         // One word: the list begins with `-` or `+`.
         args.push(format!("--cpu-features={f}"));
@@ -224,6 +227,7 @@ mod tests {
 scenario = "write"
 cmdline = "count=3"
 cpu_model = "qemu64"
+cpu_vendor = "GenuineIntel"
 cpu_features = "-pcid"
 [[check]]
 name = "a"
@@ -253,7 +257,7 @@ break = "skipped"
         assert_eq!(
             args.join(" "),
             "run --scenario write --vcpus 1 --mem 64 --events /tmp/ev --cpu-model qemu64 \
-             --cpu-features=-pcid --cmdline=count=3 \
+             --cpu-vendor GenuineIntel --cpu-features=-pcid --cmdline=count=3 \
              --break f --action stop --watch w:w --engine page --break g --vcpu 0"
         );
     }

@@ -61,6 +61,8 @@ pub struct VmSpec {
     pub cpu_features: Option<String>,
     /// `--cpu-model`: the CPU the guest is shown (`host` or `qemu64`).
     pub cpu_model: Option<String>,
+    /// `--cpu-vendor`: the vendor string the guest is shown.
+    pub cpu_vendor: Option<String>,
     pub mem: u64,
     /// Wall-clock limit for the whole run, in seconds.
     pub timeout: f64,
@@ -276,6 +278,7 @@ struct RawVm {
     vcpus: Option<Spanned<u32>>,
     cpu_features: Option<Spanned<String>>,
     cpu_model: Option<Spanned<String>>,
+    cpu_vendor: Option<Spanned<String>>,
     mem: Option<Spanned<u64>>,
     timeout: Option<Spanned<f64>>,
     #[serde(default)]
@@ -444,6 +447,16 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
             ),
         ));
     }
+    if let Some(v) = vm.cpu_vendor.as_ref().filter(|v| {
+        let b = v.get_ref().as_bytes();
+        b.len() != 12 || !b.iter().all(u8::is_ascii_graphic)
+    }) {
+        return Err(err(
+            Some(v.span()),
+            "`cpu_vendor` takes exactly 12 printable ASCII characters, e.g. \"GenuineIntel\""
+                .into(),
+        ));
+    }
     let vm_spec = VmSpec {
         kernel: resolve(&vm.kernel, "kernel")?,
         initrd: resolve(&vm.initrd, "initrd")?,
@@ -453,6 +466,7 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
         vcpus: vm.vcpus.map_or(1, Spanned::into_inner),
         cpu_features: vm.cpu_features.map(Spanned::into_inner),
         cpu_model: vm.cpu_model.map(Spanned::into_inner),
+        cpu_vendor: vm.cpu_vendor.map(Spanned::into_inner),
         mem: vm.mem.map_or(64, Spanned::into_inner),
         timeout,
         accept_exit: vm.accept_exit,
@@ -1046,6 +1060,13 @@ exit_status = 0
             "{e}"
         );
         assert!(e.contains("host, qemu64"), "{e}");
+        let e = parse_err(
+            "[vm]\nscenario = \"exec\"\ncpu_vendor = \"Intel\"\n[[check]]\nname = \"a\"\nexit_status = 0\n",
+        );
+        assert!(
+            e.starts_with("/s/x.toml:3:14: `cpu_vendor` takes exactly 12"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -13,8 +13,10 @@ pub mod msrs;
 pub mod power_on;
 #[cfg(test)]
 mod test_entries;
+mod vendor;
 
 pub use boot_state::{configure, Error};
 pub use cpuid::{hide_features, per_vcpu_cpuid, with_hypervisor_leaves, CpuFeature, CpuidMode};
 pub use feature_edits::{Applied, ApplyError, FeatureEdits, ParseError as FeatureListError};
 pub use models::CpuModel;
+pub use vendor::{CpuVendor, VendorError};

@@ -156,7 +156,8 @@ fn is_amd(cpuid: &CpuId) -> bool {
 fn qemu64_entry(mut e: kvm_cpuid_entry2, amd: bool) -> kvm_cpuid_entry2 {
     let named = |reg: Reg| named_bits(e.function, e.index, reg);
     match e.function {
-        0 => e.eax = e.eax.min(qemu64::LEVEL),
+        // QEMU's levels whatever the host's: a leaf KVM is not given reads as zeros.
+        0 => e.eax = qemu64::LEVEL,
         1 => {
             e.eax = qemu64::SIGNATURE;
             e.ecx &= named(Reg::Ecx);
@@ -172,7 +173,7 @@ fn qemu64_entry(mut e: kvm_cpuid_entry2, amd: bool) -> kvm_cpuid_entry2 {
             e.ecx &= named(Reg::Ecx);
             e.edx &= named(Reg::Edx);
         }
-        0x8000_0000 => e.eax = e.eax.min(qemu64::XLEVEL),
+        0x8000_0000 => e.eax = qemu64::XLEVEL,
         0x8000_0001 => {
             let aliases = if amd {
                 qemu64::AMD_ALIASES & qemu64::LEAF1_EDX

@@ -149,6 +149,10 @@ pub struct RunArgs {
     /// this host lacks stays absent). `--cpu-features` edits it.
     #[arg(long = "cpu-model", default_value = "host", value_name = "host|qemu64")]
     pub cpu_model: CpuModelArg,
+    /// The CPU vendor string the guest is shown, 12 characters (`GenuineIntel`,
+    /// `AuthenticAMD`), as QEMU's `-cpu ...,vendor=`; default: the host's.
+    #[arg(long = "cpu-vendor", value_name = "VENDOR")]
+    pub cpu_vendor: Option<drvisor::cpu::CpuVendor>,
     /// CPU features to hide from the guest's CPUID or require in it, QEMU's `-cpu` way:
     /// `-x2apic,-avx512f,+tsc-deadline` (repeatable). Hiding a feature hides what needs it
     /// (-xsave takes AVX along, -avx AVX2 and AVX-512); a required one this host's KVM cannot

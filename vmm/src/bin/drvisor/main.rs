@@ -285,6 +285,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.cpuid = args.cpuid.into();
     config.cpu_features = cpu_features.clone();
     config.cpu_model = args.cpu_model.into();
+    config.cpu_vendor = args.cpu_vendor;
     config.acpi = args.acpi == cli::AcpiArg::On;
     config.pit = args.pit();
     config.probe_cache = probe::cache::default_dir();
