@@ -202,17 +202,18 @@ fn qemu64_model() -> Result<(), Failed> {
         identity(&qemu64, "vendor")? == identity(&host, "vendor")?,
         || format!("qemu64 keeps the host's vendor\n{qemu64}"),
     )?;
+    // osxsave and ospke follow CR4 and cannot be required.
+    let Some(wanted) = gone.iter().find(|n| !["osxsave", "ospke"].contains(n)) else {
+        return Ok(());
+    };
     let kept = cpuid_run(&[
         "--cpu-model",
         "qemu64",
         "--cpu-features",
-        &format!("+{}", gone[0]),
+        &format!("+{wanted}"),
     ])?;
-    ensure(guest_sees(&kept, gone[0])?, || {
-        format!(
-            "qemu64 with +{}: the guest does not see it\n{kept}",
-            gone[0]
-        )
+    ensure(guest_sees(&kept, wanted)?, || {
+        format!("qemu64 with +{wanted}: the guest does not see it\n{kept}")
     })
 }
 
