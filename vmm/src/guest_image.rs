@@ -47,6 +47,5 @@ pub const SCENARIOS: &[&str] = &[
 
 /// The embedded guest as a kernel image.
 pub fn kernel() -> KernelImage {
-    KernelImage::from_bytes("the embedded test guest", ELF.to_vec())
-        .expect("build.rs embeds an ELF")
+    KernelImage::from_bytes("the embedded test guest", ELF).expect("build.rs embeds an ELF")
 }

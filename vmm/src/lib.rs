@@ -13,6 +13,7 @@ pub mod cpu;
 pub mod debug;
 pub mod deferred;
 pub mod devices;
+pub mod early_vm;
 pub mod event_loop;
 pub mod events;
 pub mod exit_status;
@@ -43,4 +44,4 @@ pub mod vm;
 pub mod watch;
 
 pub use outcome::{exit_code, Outcome};
-pub use vm::{Console, Vm, VmConfig};
+pub use vm::{Console, EarlyVm, Vm, VmConfig};

@@ -20,6 +20,7 @@ use crate::devices::{
     HOST_SIGNAL_PORT, IOMEM_BASE, IOMEM_LEN, IRQ_LINE_PORT, IRQ_LINE_PORTS, PM1_EVT_PORT,
     PM1_PORTS, PM_TIMER_PORT, PM_TIMER_PORTS, RTC_GSI, TESTDEV_PORT, TESTDEV_PORTS,
 };
+pub use crate::early_vm::{EarlyVm, Shape};
 use crate::event_loop::{self, Subscriber};
 use crate::events::{Event, EventBus};
 use crate::fault_injection::InjectedFault;
@@ -76,6 +77,17 @@ pub enum Error {
     /// A feature required of the guest's CPUID that it cannot have.
     #[error(transparent)]
     CpuFeatures(#[from] cpu::ApplyError),
+    /// [`Vm::build`] was given an [`EarlyVm`] made for another configuration (a bug in the
+    /// caller).
+    #[error(
+        "the VM started early was made for {early:?}, and its configuration asks for {config:?}"
+    )]
+    ShapeMismatch {
+        /// What the early VM was made for.
+        early: Shape,
+        /// What the configuration asks for.
+        config: Shape,
+    },
     /// The host refused an EventFd, a thread or epoll.
     #[error("host resource: {0}")]
     Host(#[from] std::io::Error),
@@ -220,15 +232,41 @@ impl TryFrom<VmConfig> for Vm {
     type Error = Error;
 
     fn try_from(config: VmConfig) -> Result<Self, Error> {
-        let kvm = Kvm::new().map_err(Error::KvmAccess)?;
-        let max = kvm.get_max_vcpus();
-        if config.vcpus == 0 || config.vcpus > max || config.vcpus > u8::MAX as usize {
-            return Err(Error::VcpuCount {
-                asked: config.vcpus,
-                max: max.min(u8::MAX as usize),
+        let early = EarlyVm::create(config.shape())?;
+        Vm::build(early, config)
+    }
+}
+
+impl VmConfig {
+    /// What [`EarlyVm::create`] needs of this configuration.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            vcpus: self.vcpus,
+            mem_mib: self.mem_mib,
+            pit: self.pit,
+            memslot_limit: self.memslot_limit,
+        }
+    }
+}
+
+impl Vm {
+    /// Finishes `early` as `config` asks: loads the kernel, adds the devices and the vCPUs,
+    /// then guest RAM's memslots (see [`crate::early_vm`]). `early` must have been made for
+    /// `config`'s [`shape`](VmConfig::shape).
+    pub fn build(early: EarlyVm, config: VmConfig) -> Result<Self, Error> {
+        if early.shape != config.shape() {
+            return Err(Error::ShapeMismatch {
+                early: early.shape,
+                config: config.shape(),
             });
         }
-        let mem = memory::create(config.mem_mib)?;
+        let EarlyVm {
+            kvm,
+            vm_fd,
+            mem,
+            max_slots,
+            ..
+        } = early;
         let entry = boot::load(
             &mem,
             &config.kernel,
@@ -252,9 +290,11 @@ impl TryFrom<VmConfig> for Vm {
         } else {
             None
         };
-
-        let vm_fd = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
-        pc_platform::setup(&kvm, &vm_fd, &pc_platform::BEFORE_VCPUS)?;
+        if bios_handoff && config.pit && kvm.check_extension(kvm_ioctls::Cap::Pit2) {
+            crate::bios_handoff::program_timers(&vm_fd).map_err(kvm_err(
+                "KVM_SET_IRQCHIP and KVM_SET_PIT2 (the BIOS's PIC and PIT)",
+            ))?;
+        }
 
         let cache = config.probe_cache.as_deref();
         let ask_probe = || {
@@ -280,31 +320,6 @@ impl TryFrom<VmConfig> for Vm {
         ));
         if !config.debug_attached {
             debug.detach();
-        }
-        // Guest RAM becomes memslots through the watch engine, which owns the layout from here.
-        let watch = Arc::new(PageWatchEngine::install(
-            vm_fd.clone(),
-            mem.clone(),
-            gate.clone(),
-            debug.clone(),
-            config
-                .memslot_limit
-                .map_or(kvm.get_nr_memslots(), |l| l.min(kvm.get_nr_memslots())),
-            config.kernel.executable_ranges(),
-        )?);
-        // The irqchip and the PIT come after guest RAM's memslots: a memslot set soon after
-        // them waits, as if for the SRCU grace period they leave pending (6-10 ms at every start
-        // on a `kvm_pvm` host), while in this order each call is fast (BENCHMARKS.md, start-up).
-        vm_fd
-            .create_irq_chip()
-            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-        if config.pit {
-            pc_platform::setup(&kvm, &vm_fd, &pc_platform::AFTER_IRQCHIP)?;
-        }
-        if bios_handoff && config.pit && kvm.check_extension(kvm_ioctls::Cap::Pit2) {
-            crate::bios_handoff::program_timers(&vm_fd).map_err(kvm_err(
-                "KVM_SET_IRQCHIP and KVM_SET_PIT2 (the BIOS's PIC and PIT)",
-            ))?;
         }
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK)?;
         vm_fd
@@ -440,6 +455,7 @@ impl TryFrom<VmConfig> for Vm {
             .get_msr_index_list()
             .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?;
         let mut vcpus = Vec::with_capacity(config.vcpus);
+        let mut boot_paging = Vec::new();
         for index in 0..count {
             let fd = vm_fd
                 .create_vcpu(u64::from(index))
@@ -461,16 +477,28 @@ impl TryFrom<VmConfig> for Vm {
             cpu::msrs::setup(&fd, host_msrs.as_slice())?;
             start_state(&fd, &mem, &entry, index)?;
             if sync_regs {
-                // Guest-virtual addresses translate with the vCPU's paging registers, from its
-                // boot state until its first exit brings the live ones (see watch::paging).
-                let boot = fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
-                watch.note_paging(index.into(), &(&boot).into());
+                boot_paging.push((index, fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?));
             }
             let mut vcpu = Vcpu::new(index.into(), fd, sync_regs);
             vcpu.power_on = power_on;
             vcpus.push(vcpu);
         }
 
+        // Guest RAM becomes memslots last (see crate::early_vm), through the watch engine, which
+        // owns the layout from here.
+        let watch = Arc::new(PageWatchEngine::install(
+            vm_fd.clone(),
+            mem.clone(),
+            gate.clone(),
+            debug.clone(),
+            max_slots,
+            config.kernel.executable_ranges(),
+        )?);
+        for (index, boot) in &boot_paging {
+            // Guest-virtual addresses translate with the vCPU's paging registers, from its
+            // boot state until its first exit brings the live ones (see watch::paging).
+            watch.note_paging((*index).into(), &boot.into());
+        }
         // Where the VMM cannot walk the tables (KVM does not sync the system registers with
         // every exit, or the guest pages in 32-bit or PAE mode), translations go through
         // KVM_TRANSLATE on vCPU 0 instead, with the vCPUs out of the guest.

@@ -4,6 +4,7 @@
 //! Formats are tried in QEMU's `-kernel` order: a bzImage by its setup header, then an ELF's
 //! Xen PVH note, then a multiboot header. Every refusal names the real reason.
 
+use std::borrow::Cow;
 use std::io::Cursor;
 use std::path::Path;
 
@@ -29,7 +30,8 @@ pub enum KernelFormat {
 /// A kernel image read into memory.
 pub struct KernelImage {
     name: String,
-    bytes: std::sync::Arc<Vec<u8>>,
+    /// Borrowed for the embedded test guest (no copy at start), owned for a file's.
+    bytes: std::sync::Arc<Cow<'static, [u8]>>,
     format: KernelFormat,
     /// Where the image's bytes go (PVH and multiboot; empty for a bzImage).
     segments: Vec<Segment>,
@@ -90,8 +92,12 @@ const ELF_MAGIC: &[u8] = b"\x7fELF";
 const SETUP_HEADER_MAGIC: &[u8] = b"HdrS";
 
 impl KernelImage {
-    /// Takes `bytes` as a kernel named `name` (used in messages).
-    pub fn from_bytes(name: impl Into<String>, bytes: Vec<u8>) -> Result<Self, Error> {
+    /// Takes `bytes` (a file's, or bytes built into drvisor) as a kernel named `name` (used in
+    /// messages).
+    pub fn from_bytes(
+        name: impl Into<String>,
+        bytes: impl Into<Cow<'static, [u8]>>,
+    ) -> Result<Self, Error> {
         let name = name.into();
         let refuse = |reason: Unbootable| Error::NotBootable {
             what: name.clone(),
@@ -99,7 +105,7 @@ impl KernelImage {
         };
         let mut image = KernelImage {
             name: name.clone(),
-            bytes: std::sync::Arc::new(bytes),
+            bytes: std::sync::Arc::new(bytes.into()),
             format: KernelFormat::BzImage,
             segments: Vec::new(),
             entry: 0,
@@ -197,7 +203,7 @@ impl KernelImage {
     }
 
     /// The image's bytes, shared: for reading the image on another thread while it boots.
-    pub fn shared_bytes(&self) -> std::sync::Arc<Vec<u8>> {
+    pub fn shared_bytes(&self) -> std::sync::Arc<Cow<'static, [u8]>> {
         self.bytes.clone()
     }
 
@@ -219,7 +225,7 @@ impl KernelImage {
         L::load(
             mem,
             None,
-            &mut Cursor::new(self.bytes.as_slice()),
+            &mut Cursor::new(&self.bytes[..]),
             Some(GuestAddress(HIMEM_START)),
         )
         .map_err(|source| Error::Loader {

@@ -1,8 +1,9 @@
 //! The event bus: every hit and state change leaves the vCPU thread once, here, with a sequence
 //! number, and each client reads it through a bounded view of its own.
 //!
-//! - [`EventBus::publish`] never takes a lock the readers hold: it numbers the event and offers
-//!   it to every view with a send into that view's bounded queue. A full queue of a lossy view
+//! - [`EventBus::publish`] never waits for a lossy view's reader: it numbers the event and
+//!   offers it to every view with a send into that view's bounded queue (whose lock a reader
+//!   holds only to take one event out). A full queue of a lossy view
 //!   ([`EventBus::subscribe`], the REST stream) does not slow the publisher (a vCPU thread): the
 //!   view counts the loss. A full queue of a lossless view ([`EventBus::subscribe_lossless`],
 //!   the `--events` record) makes the publisher wait until its reader has taken one event: the
@@ -17,9 +18,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub use std::sync::mpsc::RecvTimeoutError;
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{TryRecvError, TrySendError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+
+use super::queue::{self, Receiver, Sender};
 
 /// One event as the bus numbered it.
 #[derive(Debug)]
@@ -52,7 +55,7 @@ pub enum Record<T> {
 }
 
 struct View<T> {
-    tx: SyncSender<Sequenced<T>>,
+    tx: Sender<Sequenced<T>>,
     loss: Arc<Loss>,
     /// A full queue makes the publisher wait instead of losing the event.
     lossless: bool,
@@ -108,7 +111,7 @@ impl<T: Send + Sync> EventBus<T> {
     }
 
     fn view(&self, capacity: usize, lossless: bool) -> Subscription<T> {
-        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
+        let (tx, rx) = queue::bounded(capacity);
         let loss = Arc::new(Loss::default());
         let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
         // Publishes numbered before this are not offered to it.

@@ -6,6 +6,7 @@
 
 mod bus;
 mod event;
+mod queue;
 mod writer;
 
 #[cfg(test)]

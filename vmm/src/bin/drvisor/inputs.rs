@@ -212,7 +212,7 @@ pub fn read_symbols(
 /// here, so that its mistakes end the run before it starts.
 fn read_image_knowledge(
     file: Option<InputFile>,
-    kernel: Arc<Vec<u8>>,
+    kernel: Arc<std::borrow::Cow<'static, [u8]>>,
     cmdline: &str,
 ) -> Result<Deferred<ImageKnowledge>, Failure> {
     let given = file.map(read_system_map).transpose()?;

@@ -227,8 +227,6 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     // Before any thread starts: each installs its filter as it starts.
     drvisor::seccomp::set_mode(args.seccomp.into())
         .map_err(|e| Failure::vmm(format!("--seccomp: {e}")))?;
-    let stopper =
-        signals::install().map_err(|e| Failure::vmm(format!("cannot handle signals: {e}")))?;
     // Checks of the flags alone come first: no file is opened before they pass.
     let ram_bytes = memory::size_of(args.mem)
         .map_err(|e| Failure::usage(format!("--mem {}: {e}", args.mem)))?;
@@ -255,6 +253,18 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         .map(drvisor::gdb::parse_listen)
         .transpose()
         .map_err(|e| Failure::usage(format!("--gdb: {e}")))?;
+
+    // The VM, its RAM and its irqchip now, before the files are read: destroying the VM at the
+    // run's end waits for a grace period that the irqchip starts (drvisor::early_vm). Its error
+    // waits its turn, at the VM's build below, behind any error in the inputs.
+    let early = drvisor::EarlyVm::create(drvisor::vm::Shape {
+        vcpus: args.vcpus,
+        mem_mib: args.mem,
+        pit: args.pit(),
+        memslot_limit: None,
+    });
+    let stopper =
+        signals::install().map_err(|e| Failure::vmm(format!("cannot handle signals: {e}")))?;
 
     // Then the checks of the input files that need no content, then their content.
     let opened = inputs::open_all(&args, ram_bytes)?;
@@ -292,7 +302,9 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
     config.guest_dr_resync = std::time::Duration::from_micros(args.guest_dr_resync_us);
     config.inject_fault = drvisor::fault_injection::InjectedFault::from_env()
         .map_err(|e| Failure::usage(e.to_string()))?;
-    let vm = Vm::try_from(config).map_err(vm_failure)?;
+    let vm = early
+        .and_then(|early| Vm::build(early, config))
+        .map_err(vm_failure)?;
     announce_hidden_features(&vm, args.cpuid);
     if let Some(line) = announce::also_hidden(vm.cpu_features_also_hidden()) {
         announce::say(line);
