@@ -233,26 +233,18 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
     }));
     // The image of upstream's current build, which the cfg comparison runs too.
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/kvm-unit-tests/x86");
-    for (name, with_breakpoint, not_here) in [
-        (
-            "kvm_unit_tests::s3_wakes_every_vcpu_at_the_waking_vector",
-            false,
-            crate::acpi_s3::wake_not_run_here(ctx),
-        ),
-        (
-            "kvm_unit_tests::s3_host_breakpoint_at_the_waking_vector",
-            true,
-            crate::acpi_s3::real_mode_breakpoint_not_run_here(ctx),
-        ),
-    ] {
-        let d = d.clone();
-        trials.push(match not_here {
+    let d2 = d.clone();
+    trials.push(Trial::test(
+        "kvm_unit_tests::s3_wakes_every_vcpu_at_the_waking_vector",
+        move || s3_wakes_at_the_waking_vector(&d2, false),
+    ));
+    let name = "kvm_unit_tests::s3_host_breakpoint_at_the_waking_vector";
+    trials.push(
+        match crate::acpi_s3::real_mode_breakpoint_not_run_here(ctx) {
             Some(why) => skipped(name, why),
-            None => Trial::test(name, move || {
-                s3_wakes_at_the_waking_vector(&d, with_breakpoint)
-            }),
-        });
-    }
+            None => Trial::test(name, move || s3_wakes_at_the_waking_vector(&d, true)),
+        },
+    );
     // Opt-in: it runs for up to QEMU's 120 s. `cargo test -p drvisor --test e2e -- --ignored
     // kvm_unit_tests::sieve` runs it.
     println!(
