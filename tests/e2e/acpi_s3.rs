@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use drvisor::debug::DebugCaps;
+use drvisor::probe::Mechanism;
 
 use crate::common::{
     drvisor, ensure, hits_only, read_events, skipped, temp_path, Context, Failed, Trial, DRVISOR,
@@ -19,9 +20,24 @@ use crate::kvm_unit_tests::run_watched;
 /// The scenario's status when every check holds (0x20; each failed check adds a bit).
 const ALL_RESET: i32 = 0x20;
 
-/// The guest wakes at its waking vector, reset, and a host breakpoint placed there before the
-/// run fires once on the way: it stayed armed through the vCPU's reset.
+/// The guest wakes at its waking vector (0300:0000, real mode), reset, with nothing run after
+/// its sleep request.
 fn wakes_reset_at_the_waking_vector() -> Result<(), Failed> {
+    let run = drvisor(&["run", "--scenario", "s3"]);
+    run.expect_code(ALL_RESET)?;
+    ensure(
+        run.guest_lines(&["s3", "resumed", "mode=16"]).len() == 1,
+        || run.to_string(),
+    )?;
+    ensure(run.guest_lines(&["s3", "sleeping"]).len() == 1, || {
+        run.to_string()
+    })
+}
+
+/// A host breakpoint placed at the waking vector before the run fires once, after the wake, on
+/// the boot vCPU in its reset state at 0300:0000: it stayed armed through the vCPU's reset, and
+/// the wake went on to the same checks.
+fn a_host_breakpoint_at_the_waking_vector_fires_after_the_reset() -> Result<(), Failed> {
     let events = temp_path("s3-events.jsonl");
     let ev = events.to_str().unwrap_or_default();
     let run = drvisor(&[
@@ -40,9 +56,6 @@ fn wakes_reset_at_the_waking_vector() -> Result<(), Failed> {
         run.guest_lines(&["s3", "resumed", "mode=16"]).len() == 1,
         || run.to_string(),
     )?;
-    ensure(run.guest_lines(&["s3", "sleeping"]).len() == 1, || {
-        run.to_string()
-    })?;
     ensure(hits.len() == 1, || {
         format!("wanted one hit at 0x3000: {hits:?}\n{run}")
     })?;
@@ -101,18 +114,32 @@ fn without_a_wake_event_it_sleeps_and_says_so() -> Result<(), Failed> {
     )
 }
 
-/// Why a wake from S3 is not run on this host, if it is not: the trials were written and pass on
-/// this project's own hosts (whose KVM emulates guest CPL0 code). In their first CI run on the
-/// nested SVM host, each L1 boot that ran a wake to real mode (`kvm_unit_tests`' `s3`,
-/// `wakes_reset_at_the_waking_vector`) died at it, with nothing on L1's console, while the wake
-/// to 32-bit code (`the_x_vector_wins_in_protected_mode`) passed; not yet explained, and not yet
-/// tried on VMX. The sleep without a wake runs everywhere.
-pub fn wake_not_run_here(ctx: &Context) -> Option<&'static str> {
-    (DebugCaps::from_probe(&ctx.probe) != DebugCaps::pvm_like()).then_some(
-        "a wake from S3 is checked only on this project's own hosts so far: on the nested SVM \
-         host each L1 boot that ran a wake to real mode died at it (L1's console empty), while \
-         the wake to 32-bit code passed; not yet explained, not yet tried on VMX",
+/// Why a host breakpoint in the real-mode code at the waking vector (CS 0x300 or 0x100: a
+/// segment base that is not 0) is not run on this host, if it is not. On SVM under an emulator,
+/// which can only be QEMU's TCG (the nested SVM host; the nested VMX host's Bochs is Intel), it
+/// would end the outer QEMU: TCG stops at the breakpoint's linear address, but its #DB check
+/// then compares DR0-3 with EIP alone, finds no breakpoint there, and hands the stop to its gdb
+/// stub, which with no gdb attached segfaults (QEMU 7.2 and 10.0;
+/// `tests/nested-svm/tcg-segment-breakpoint.sh` shows it with a boot sector and no KVM at all).
+/// With flat segments (a base of 0) EIP is the linear address and every other host breakpoint
+/// test runs there.
+pub fn real_mode_breakpoint_not_run_here(ctx: &Context) -> Option<&'static str> {
+    let pvm = DebugCaps::from_probe(&ctx.probe) == DebugCaps::pvm_like();
+    let native = ctx.probe.delivers(Mechanism::NativeCpl0, 0);
+    (!pvm && !native && !cpu_is_intel()).then_some(
+        "a host breakpoint in real-mode code with a CS base other than 0 would crash the outer \
+         QEMU of a KVM nested under TCG (the nested SVM host): TCG matches DR0-3 against EIP, \
+         not the linear address, and hands the unmatched stop to its gdb stub, which segfaults \
+         (tests/nested-svm/tcg-segment-breakpoint.sh shows it without KVM); the wake itself \
+         runs here",
     )
+}
+
+/// Whether the CPU these tests run on is Intel's (VMX) rather than AMD's (SVM): the nested
+/// hosts' emulated CPUs say which they are (Bochs' Haswell, QEMU's `-cpu max` AMD).
+fn cpu_is_intel() -> bool {
+    let id = std::arch::x86_64::__cpuid(0);
+    (id.ebx, id.edx, id.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e)
 }
 
 pub fn trials(ctx: &Context) -> Vec<Trial> {
@@ -129,11 +156,16 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
         ),
     ];
     for (name, test) in wakes {
-        trials.push(match wake_not_run_here(ctx) {
-            Some(why) => skipped(name, why),
-            None => Trial::test(name, test),
-        });
+        trials.push(Trial::test(name, test));
     }
+    let name = "acpi_s3::a_host_breakpoint_at_the_waking_vector_fires_after_the_reset";
+    trials.push(match real_mode_breakpoint_not_run_here(ctx) {
+        Some(why) => skipped(name, why),
+        None => Trial::test(
+            name,
+            a_host_breakpoint_at_the_waking_vector_fires_after_the_reset,
+        ),
+    });
     trials.push(Trial::test(
         "acpi_s3::without_a_wake_event_it_sleeps_and_says_so",
         without_a_wake_event_it_sleeps_and_says_so,

@@ -369,6 +369,30 @@ fn mov_to_dr7_is_emulated_where_gd_traps() {
     ));
 }
 
+/// Real-mode code, as at an S3 waking vector entered at 0300:0000: the exit's pc is the
+/// linear address (CS's base plus IP), RIP only the IP, and the MOV is fetched at the first.
+#[test]
+fn mov_dr_in_real_mode_is_fetched_at_its_linear_address() {
+    let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);
+    rig.guest_programs([0; 4], 0x400);
+    rig.add(exec(0x3000), HitAction::Continue);
+    {
+        let mut s = rig.fake.0.borrow_mut();
+        s.code.insert(0x3018, vec![0x66, 0x0f, 0x21, 0xf8]); // mov eax, dr7 (16-bit code)
+        s.regs.rip = 0x18;
+        s.regs.rax = 0xdead;
+    }
+    let verdict = rig
+        .vcpu
+        .on_debug_exit(DR6_INIT | BD, 0x3018, &rig.fake)
+        .unwrap();
+    rig.vcpu.after_exit(&rig.fake).unwrap();
+    assert_eq!(verdict, Verdict::Resume);
+    let s = rig.fake.0.borrow();
+    assert_eq!(s.regs.rax, 0x400, "EAX holds the guest's DR7");
+    assert_eq!(s.regs.rip, 0x1c, "IP stepped past the 4-byte MOV");
+}
+
 #[test]
 fn mov_from_dr_reads_the_guests_view() {
     let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);

@@ -422,7 +422,7 @@ impl VcpuDebug {
                 // delivered before the instruction ran. Re-arming then would report the same
                 // execution twice, so keep stepping.
                 VmmEvent::SingleStep => guest_dr6 = self.finish_step(pc, guest_dr6),
-                VmmEvent::DrAccess => match self.emulate_mov_dr(vcpu, &mut regs, guest_dr6)? {
+                VmmEvent::DrAccess => match self.emulate_mov_dr(vcpu, pc, &mut regs, guest_dr6)? {
                     MovDrDone::Performed => {}
                     MovDrDone::Injected => injected = true,
                     MovDrDone::Undecodable(bytes) => {
@@ -666,13 +666,15 @@ impl VcpuDebug {
         Ok(())
     }
 
-    /// BD with the host's GD trap: the guest executed MOV DR. Emulate it against the guest's
+    /// BD with the host's GD trap: the guest executed MOV DR, at linear address `pc` (the
+    /// exit's: CS's base plus RIP, which differ in real mode). Emulate it against the guest's
     /// DR file and step past it, unless the guest's own GD wants the #DB (then attribution
     /// hands the guest its BD and the access is not performed, as on hardware). Returns whether
     /// it injected the guest's #DB.
     fn emulate_mov_dr(
         &mut self,
         vcpu: &impl DebugVcpu,
+        pc: u64,
         regs: &mut kvm_regs,
         guest_dr6: Option<Dr6>,
     ) -> Result<MovDrDone> {
@@ -687,7 +689,7 @@ impl VcpuDebug {
             self.deferred_db = !vcpu.inject_db()?;
             return Ok(MovDrDone::Injected);
         }
-        let bytes = vcpu.fetch(regs.rip);
+        let bytes = vcpu.fetch(pc);
         let Some(insn) = mov_dr::decode(&bytes) else {
             return Ok(MovDrDone::Undecodable(bytes));
         };
