@@ -219,6 +219,8 @@ fn spec(path: &Path, dir: &Path, entry: &Entry) -> Spec {
         timeout: entry.timeout.as_secs_f64(),
         vcpus: 1,
         mem: QEMU_DEFAULT_MEM_MIB,
+        // QEMU runs without a `+feature` the host's KVM lacks, after a warning.
+        drop_unoffered_features: true,
         ..VmSpec::default()
     };
     if entry.arch.as_deref() == Some("i386") {
@@ -336,6 +338,7 @@ mod tests {
         assert_eq!(a.vm.cpu_features.as_deref(), Some("+x2apic,-pku"));
         assert_eq!(a.vm.cmdline, "-x y");
         assert_eq!(a.vm.not_run, None);
+        assert!(a.vm.drop_unoffered_features);
         assert!(matches!(
             a.checks[0].kind,
             CheckKind::Results(ResultsFormat::KvmUnitTests)
