@@ -256,11 +256,11 @@ fn run_ci() -> Result<BTreeMap<String, CiEntry>, String> {
             run.stderr
         )
     };
-    let text = std::fs::read_to_string(&json)
-        .map_err(|e| format!("no JSON report ({e}) from {}", show()))?;
+    let text = std::fs::read_to_string(&json);
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = text.map_err(|e| format!("no JSON report ({e}) from {}", show()))?;
     let report: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("the JSON report: {e}\n{}", show()))?;
-    let _ = std::fs::remove_dir_all(&dir);
     let specs = report["specs"]
         .as_array()
         .ok_or_else(|| format!("the JSON report has no `specs`\n{}", show()))?;
@@ -304,15 +304,14 @@ fn judge_entry(name: &str, base: &Baseline) -> Result<(), Failed> {
     let run = report
         .get(name)
         .ok_or_else(|| format!("drvisor ci's report has no [{name}]"))?;
-    // One print per trial: the trials print at once, when the shared run ends.
-    let mut said: String = run
+    let notes: String = run
         .dropped
         .iter()
         .map(|(feature, why)| format!("  {name}: drvisor ci ran it without {feature}: {why}\n"))
         .collect();
     let show = || {
         format!(
-            "drvisor ci: {} after {:.1} s\n--- console\n{}---",
+            "{notes}drvisor ci: {} after {:.1} s\n--- console\n{}---",
             run.end, run.seconds, run.console
         )
     };
@@ -335,6 +334,8 @@ fn judge_entry(name: &str, base: &Baseline) -> Result<(), Failed> {
     } else {
         format!("{:?}", base.verdict)
     };
+    // One print per trial: the trials print at once, when the shared run ends.
+    let mut said = notes.clone();
     if cmp.better.is_empty() && ours == base.verdict {
         said += &format!(
             "  {name}: same as QEMU (QEMU {qemu_end}; drvisor {ours:?} after {:.0} s)",
