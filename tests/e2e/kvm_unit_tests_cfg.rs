@@ -8,22 +8,28 @@
 //! - and in its verdict, as run_tests.sh gives it: PASS over SKIP over FAIL (a timeout is a
 //!   FAIL; QEMU's `FAIL` of a test that drvisor passes is better).
 //!
+//! Every entry runs through one `drvisor ci` of the whole vendored cfg (`--jobs 2`), as a user
+//! would run it; the first trial that needs its JSON report starts it, the others wait for it,
+//! and each entry's trial reads its own result (console, guest status, notes) from it. Entries
+//! QEMU ran out of time on run their whole timeout, as under run_tests.sh.
+//!
 //! Where an entry needs what drvisor lacks (PCI devices, Hyper-V enlightenments, the VMware
-//! backdoor), its trial is ignored with that reason. Where drvisor refuses a `+feature` this
-//! host's KVM cannot give (QEMU warns and runs without it), the run is repeated without it, and
-//! the test says so. The verdicts were recorded on a host whose KVM emulates guest CPL0 code;
-//! elsewhere (VMX, SVM) the trials are ignored, and `kvm_unit_tests` compares its images with a
-//! QEMU run there.
+//! backdoor), its trial is ignored with that reason. A `+feature` this host's KVM cannot give
+//! is dropped by `drvisor ci`, as QEMU drops it after a warning; the report says so (a skipped
+//! case `+feature`), and so does the trial. The verdicts were recorded on a host whose KVM
+//! emulates guest CPL0 code; elsewhere (VMX, SVM) the trials are ignored, and `kvm_unit_tests`
+//! compares its images with a QEMU run there.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use drvisor::debug::DebugCaps;
 
-use crate::common::{ensure, skipped, Context, Failed, Trial, DRVISOR};
-use crate::kvm_unit_tests::{compare, results, run_watched};
-use drvisor_ci::kut_cfg::{self as cfg, Entry, Translation};
+use crate::common::{ensure, skipped, Context, Failed, Trial};
+use crate::kvm_unit_tests::{compare, results};
+use drvisor_ci::kut_cfg::{self as cfg, Translation};
 
 /// The vendored build: `unittests.cfg`, the images, and QEMU's results.
 fn build_dir() -> PathBuf {
@@ -87,11 +93,11 @@ fn verdicts(summary: &str) -> BTreeMap<String, QemuRun> {
     out
 }
 
-/// drvisor's verdict from its status under `--exit-status qemu`, as run_tests.sh reads QEMU's:
-/// `(code << 1) | 1` with code 0 a PASS and 38 a SKIP; anything else, drvisor's own (even)
-/// codes and a run that was stopped included, a FAIL.
-fn verdict_of(status: Option<i32>) -> Verdict {
-    match status {
+/// drvisor's verdict from the guest's status, as run_tests.sh reads QEMU's `(status << 1) | 1`:
+/// 1 (status 0) a PASS and 77 (status 38) a SKIP; anything else, a run that did not end by the
+/// guest's own exit (a timeout, drvisor's own end) included, a FAIL.
+fn verdict_of(guest_status: Option<i32>) -> Verdict {
+    match guest_status.map(|s| (s << 1) | 1) {
         Some(1) => Verdict::Pass,
         Some(77) => Verdict::Skip,
         _ => Verdict::Fail,
@@ -141,16 +147,13 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             ));
             continue;
         }
-        let args = match cfg::translate(&entry) {
-            Translation::Run(vm) => vm.args(),
-            Translation::Cannot(what) => {
-                trials.push(skipped(
-                    &name,
-                    &format!("needs {what}, which drvisor lacks"),
-                ));
-                continue;
-            }
-        };
+        if let Translation::Cannot(what) = cfg::translate(&entry) {
+            trials.push(skipped(
+                &name,
+                &format!("needs {what}, which drvisor lacks"),
+            ));
+            continue;
+        }
         let (verdict, timed_out) = match qemu.get(&entry.name) {
             Some(QemuRun::Ran { verdict, timed_out }) => (*verdict, *timed_out),
             Some(QemuRun::NotRun(why)) => {
@@ -195,7 +198,7 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
                 timed_out,
                 log,
             };
-            run_entry(&dir, &entry, args, &base)
+            judge_entry(&entry.name, &base)
         }));
     }
     trials
@@ -220,83 +223,123 @@ const KNOWN_WORSE: &[(&str, &str)] = &[(
          before it are QEMU's too",
 )];
 
-/// drvisor's time: twice the entry's timeout, so that a loaded machine turns neither a finish
-/// into a timeout nor QEMU's last result before its timeout into one drvisor did not reach. A
-/// run QEMU never finished is stopped soon after it has printed QEMU's results.
-const TIME_FACTOR: u32 = 2;
-/// How long to watch a run that QEMU never finished, after it printed all QEMU's results.
-const GRACE_AFTER_QEMU_RESULTS: Duration = Duration::from_secs(10);
+/// What `drvisor ci` reported for one entry.
+struct CiEntry {
+    /// The guest's exit status, when the guest ended the run itself.
+    guest_status: Option<i32>,
+    /// How the run ended, in `drvisor ci`'s words.
+    end: String,
+    console: String,
+    /// Each `+feature` drvisor ci dropped (this host's KVM lacks it), with its reason.
+    dropped: Vec<(String, String)>,
+    seconds: f64,
+}
 
-fn run_entry(
-    dir: &Path,
-    entry: &Entry,
-    mut extra: Vec<String>,
-    base: &Baseline,
-) -> Result<(), Failed> {
-    let qemu = results(&base.log);
-    let mut notes = Vec::new();
-    let run = loop {
-        let kernel = dir.join(&entry.file);
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "--kernel".into(),
-            kernel.to_string_lossy().into_owned(),
-            "--exit-status".into(),
-            "qemu".into(),
-        ];
-        args.extend(extra.iter().cloned());
-        let run = if base.timed_out {
-            run_watched(
-                DRVISOR,
-                &args,
-                entry.timeout * TIME_FACTOR,
-                |out| compare(&qemu, &results(out)).worse.is_empty(),
-                GRACE_AFTER_QEMU_RESULTS,
-            )
-        } else {
-            run_watched(
-                DRVISOR,
-                &args,
-                entry.timeout * TIME_FACTOR,
-                |_| false,
-                Duration::ZERO,
-            )
-        };
-        // QEMU warns about a `+feature` the host lacks and runs without it; drvisor refuses.
-        let refused = run.stderr.lines().find_map(|l| {
-            l.split("cannot give the guest ")
-                .nth(1)?
-                .split(' ')
-                .next()
-                .map(str::to_owned)
-        });
-        match refused {
-            Some(feature)
-                if run.status == Some(2) && extra.iter().any(|a| a.contains(&feature)) =>
-            {
-                notes.push(format!("drvisor refuses +{feature} (this host's KVM lacks it), as QEMU warned; run without it"));
-                extra = without_feature(&extra, &feature);
-            }
-            _ => break run,
-        }
+/// The whole cfg's run can take as long as every entry's timeout one after the other on one
+/// job; this only stops a harness that hangs.
+const CI_LIMIT: Duration = Duration::from_secs(3600);
+
+/// The one `drvisor ci` run of the vendored cfg, by entry; the first trial that asks starts it,
+/// the others wait for it.
+fn ci_report() -> &'static Result<BTreeMap<String, CiEntry>, String> {
+    static REPORT: OnceLock<Result<BTreeMap<String, CiEntry>, String>> = OnceLock::new();
+    REPORT.get_or_init(run_ci)
+}
+
+fn run_ci() -> Result<BTreeMap<String, CiEntry>, String> {
+    let dir = crate::common::temp_path("kut-cfg-ci");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let json = dir.join("report.json");
+    let cfg = build_dir().join("unittests.cfg");
+    let args = [
+        "ci",
+        &cfg.to_string_lossy(),
+        "--jobs",
+        "2",
+        "--json",
+        &json.to_string_lossy(),
+    ];
+    let start = Instant::now();
+    let run = crate::common::drvisor_within(&args, CI_LIMIT);
+    let took = start.elapsed();
+    let show = || {
+        format!(
+            "drvisor {} (exit {})\n--- stdout\n{}--- stderr\n{}",
+            args.join(" "),
+            run.code,
+            run.stdout,
+            run.stderr
+        )
     };
-    for note in notes {
-        println!("  {}: {note}", entry.name);
+    let text = std::fs::read_to_string(&json);
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = text.map_err(|e| format!("no JSON report ({e}) from {}", show()))?;
+    let report: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("the JSON report: {e}\n{}", show()))?;
+    let specs = report["specs"]
+        .as_array()
+        .ok_or_else(|| format!("the JSON report has no `specs`\n{}", show()))?;
+    let mut out = BTreeMap::new();
+    for s in specs {
+        let name = s["name"].as_str().unwrap_or_default().to_owned();
+        let dropped = s["cases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                let case = c["name"].as_str()?;
+                case.starts_with('+').then(|| {
+                    let why = c["reason"].as_str().unwrap_or_default();
+                    (case.to_owned(), why.to_owned())
+                })
+            })
+            .collect();
+        let entry = CiEntry {
+            guest_status: s["guest_status"]
+                .as_i64()
+                .and_then(|v| i32::try_from(v).ok()),
+            end: s["end"].as_str().unwrap_or_default().to_owned(),
+            console: s["console"].as_str().unwrap_or_default().to_owned(),
+            dropped,
+            seconds: s["run_seconds"].as_f64().unwrap_or_default(),
+        };
+        out.insert(name, entry);
     }
-    let show = || format!("--- stdout\n{}--- stderr\n{}---", run.stdout, run.stderr);
-    let cmp = compare(&qemu, &results(&run.stdout));
+    let summary = run.stdout.lines().last().unwrap_or_default();
+    println!(
+        "  drvisor ci, the whole cfg, --jobs 2: {:.0} s for every trial below ({summary})",
+        took.as_secs_f64()
+    );
+    Ok(out)
+}
+
+/// One entry's result in the shared `drvisor ci` run, against QEMU's.
+fn judge_entry(name: &str, base: &Baseline) -> Result<(), Failed> {
+    let report = ci_report().as_ref().map_err(|e| Failed::from(e.as_str()))?;
+    let run = report
+        .get(name)
+        .ok_or_else(|| format!("drvisor ci's report has no [{name}]"))?;
+    let notes: String = run
+        .dropped
+        .iter()
+        .map(|(feature, why)| format!("  {name}: drvisor ci ran it without {feature}: {why}\n"))
+        .collect();
+    let show = || {
+        format!(
+            "{notes}drvisor ci: {} after {:.1} s\n--- console\n{}---",
+            run.end, run.seconds, run.console
+        )
+    };
+    let qemu = results(&base.log);
+    let cmp = compare(&qemu, &results(&run.console));
     ensure(cmp.worse.is_empty(), || {
         format!("worse than QEMU:\n  {}\n{}", cmp.worse.join("\n  "), show())
     })?;
-    let ours = if base.timed_out && run.status.is_none() {
-        Verdict::Fail
-    } else {
-        verdict_of(run.status)
-    };
+    let ours = verdict_of(run.guest_status);
     ensure(ours >= base.verdict, || {
         format!(
-            "verdict {ours:?} (status {:?}), QEMU's {:?}\n{}",
-            run.status,
+            "verdict {ours:?} (guest status {:?}), QEMU's {:?}\n{}",
+            run.guest_status,
             base.verdict,
             show()
         )
@@ -306,15 +349,21 @@ fn run_entry(
     } else {
         format!("{:?}", base.verdict)
     };
+    // One print per trial: the trials print at once, when the shared run ends.
+    let mut said = notes.clone();
     if cmp.better.is_empty() && ours == base.verdict {
-        println!("  {}: same as QEMU ({qemu_end})", entry.name);
+        said += &format!(
+            "  {name}: same as QEMU (QEMU {qemu_end}; drvisor {ours:?} after {:.0} s)",
+            run.seconds
+        );
     } else {
-        println!(
-            "  {}: better than QEMU ({qemu_end}; drvisor {ours:?}):\n    {}",
-            entry.name,
+        said += &format!(
+            "  {name}: better than QEMU (QEMU {qemu_end}; drvisor {ours:?} after {:.0} s):\n    {}",
+            run.seconds,
             cmp.better.join("\n    ")
         );
     }
+    println!("{said}");
     Ok(())
 }
 
@@ -385,24 +434,6 @@ fn cfg_section(cfg: &str, name: &str) -> Option<String> {
     Some(out)
 }
 
-/// `extra` with `+feature` taken out of its `--cpu-features=` list (and the option dropped
-/// when nothing is left).
-fn without_feature(extra: &[String], feature: &str) -> Vec<String> {
-    extra
-        .iter()
-        .filter_map(|a| match a.strip_prefix("--cpu-features=") {
-            Some(list) => {
-                let kept: Vec<&str> = list
-                    .split(',')
-                    .filter(|f| *f != format!("+{feature}"))
-                    .collect();
-                (!kept.is_empty()).then(|| format!("--cpu-features={}", kept.join(",")))
-            }
-            None => Some(a.clone()),
-        })
-        .collect()
-}
-
 fn verdict_rules() -> Result<(), Failed> {
     let v = verdicts(
         "PASS a (3 tests)\nFAIL b (timeout; duration=30)\nSKIP c (i386 only)\n\
@@ -420,19 +451,11 @@ fn verdict_rules() -> Result<(), Failed> {
         || format!("{v:?}"),
     )?;
     ensure(
-        verdict_of(Some(1)) == Verdict::Pass
-            && verdict_of(Some(77)) == Verdict::Skip
+        verdict_of(Some(0)) == Verdict::Pass
+            && verdict_of(Some(38)) == Verdict::Skip
+            && verdict_of(Some(1)) == Verdict::Fail
             && verdict_of(Some(3)) == Verdict::Fail
-            && verdict_of(Some(70)) == Verdict::Fail
             && verdict_of(None) == Verdict::Fail,
         || "statuses".into(),
-    )?;
-    let extra: Vec<String> = ["--vcpus", "1", "--cpu-features=+vmx,-pku"]
-        .map(String::from)
-        .into();
-    ensure(
-        without_feature(&extra, "vmx") == ["--vcpus", "1", "--cpu-features=-pku"]
-            && without_feature(&without_feature(&extra, "vmx")[..2], "x") == ["--vcpus", "1"],
-        || "without_feature".into(),
     )
 }

@@ -334,6 +334,8 @@ mod tests {
             seconds: 1.5,
             run_seconds: 1.0,
             end: "the guest exited with status 0".into(),
+            guest_status: Some(0),
+            console: String::new(),
             run_end: None,
             spec_error: None,
             cases,

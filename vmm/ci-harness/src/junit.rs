@@ -79,6 +79,8 @@ mod tests {
             seconds: 0.5,
             run_seconds: 0.4,
             end: "the guest exited with status 0".into(),
+            guest_status: Some(0),
+            console: String::new(),
             run_end: None,
             spec_error: None,
             cases: vec![

@@ -240,6 +240,8 @@ fn spec(path: &Path, dir: &Path, entry: &Entry) -> Spec {
         timeout: entry.timeout.as_secs_f64(),
         vcpus: 1,
         mem: QEMU_DEFAULT_MEM_MIB,
+        // QEMU runs without a `+feature` the host's KVM lacks, after a warning.
+        drop_unoffered_features: true,
         ..VmSpec::default()
     };
     if entry.arch.as_deref() == Some("i386") {
@@ -364,6 +366,7 @@ mod tests {
         assert_eq!(a.vm.cpu_model.as_deref(), Some("qemu64"));
         assert_eq!(a.vm.cmdline, "-x y");
         assert_eq!(a.vm.not_run, None);
+        assert!(a.vm.drop_unoffered_features);
         assert!(matches!(
             a.checks[0].kind,
             CheckKind::Results(ResultsFormat::KvmUnitTests)

@@ -1,6 +1,7 @@
 //! The CI harness behind `drvisor ci`, in three rooms, as kunit.py keeps them: the spec
 //! ([`spec`]: TOML in, a validated spec or one error at its line out; [`kut_cfg`]: each entry
-//! of kvm-unit-tests' `unittests.cfg` as a spec), the run, and the report.
+//! of kvm-unit-tests' `unittests.cfg` as a spec, whose `+feature`s this host's KVM lacks
+//! [`qemu_cpu`] drops as QEMU does), the run, and the report.
 //!
 //! The run: [`plan`] turns a spec and what the host delivers into a `drvisor run` command
 //! line, [`child`] runs it as a child process with its [`events_file`] and kills it at the
@@ -27,6 +28,7 @@ pub mod kut;
 pub mod kut_cfg;
 pub mod names;
 pub mod plan;
+pub mod qemu_cpu;
 pub mod report;
 pub mod run;
 pub mod run_end;

@@ -32,6 +32,11 @@ pub struct SpecResult {
     pub run_seconds: f64,
     /// How the run ended, in words.
     pub end: String,
+    /// The status the guest exited with, when the run ended by the guest's own exit (none for
+    /// a timeout, drvisor's own end, or a spec that did not run).
+    pub guest_status: Option<i32>,
+    /// The guest's console, as `drvisor run` printed it (empty for a spec that did not run).
+    pub console: String,
     #[serde(skip)]
     pub run_end: Option<RunEnd>,
     /// A run-time spec error (drvisor refused a location), with file and line.
@@ -218,6 +223,8 @@ mod tests {
             seconds: 0.0,
             run_seconds: 0.0,
             end: end.to_string(),
+            guest_status: None,
+            console: String::new(),
             run_end: Some(end),
             spec_error: None,
             cases: cases

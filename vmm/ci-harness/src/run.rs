@@ -6,10 +6,11 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use crate::events_file;
-use crate::judge::{self, Observation};
+use crate::judge::{self, Observation, RunEnd};
 use crate::names::{GuestSymbols, SpecNames};
 use crate::plan::{self, HostSupport};
-use crate::report::{CaseReport, SpecResult};
+use crate::qemu_cpu::DroppedFeature;
+use crate::report::{CaseReport, SpecResult, Status};
 use crate::spec::{self, Spec};
 use crate::timeline;
 
@@ -45,6 +46,8 @@ impl Runner<'_> {
                 seconds: 0.0,
                 run_seconds: 0.0,
                 end: format!("not run: {reason}"),
+                guest_status: None,
+                console: String::new(),
                 run_end: None,
                 spec_error: None,
                 cases: judge::all_skipped(spec, reason)
@@ -62,22 +65,43 @@ impl Runner<'_> {
             _ => None,
         };
         let names = SpecNames::new(&spec.vm, self.symbols);
-        let cases: Vec<CaseReport> = judge::judge(spec, &obs, &skips, &|a| names.name(a))
+        let mut cases: Vec<CaseReport> = judge::judge(spec, &obs, &skips, &|a| names.name(a))
             .into_iter()
             .map(CaseReport::from)
             .collect();
+        // Right after `(run)`: what the run went without.
+        let dropped = spec.vm.dropped_features.iter().map(dropped_case);
+        cases.splice(1.min(cases.len())..1.min(cases.len()), dropped);
         let timeline = timeline::of(spec, &obs, &skips);
+        let guest_status = match obs.end {
+            RunEnd::Guest(s) => Some(s),
+            _ => None,
+        };
         SpecResult {
             path: spec.path.clone(),
             name: spec.name.clone(),
             seconds: start.elapsed().as_secs_f64(),
             run_seconds: obs.seconds,
             end: obs.end.to_string(),
+            guest_status,
+            console: obs.console,
             run_end: Some(obs.end),
             spec_error,
             cases,
             timeline,
         }
+    }
+}
+
+/// A feature the run went without ([`crate::qemu_cpu`]), as a skipped case named after it.
+fn dropped_case(d: &DroppedFeature) -> CaseReport {
+    CaseReport {
+        name: d.feature.clone(),
+        status: Status::Skipped,
+        expected: None,
+        observed: None,
+        context: None,
+        reason: Some(d.reason.clone()),
     }
 }
 
@@ -104,9 +128,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::judge::RunEnd;
     use crate::names::NoSymbols;
-    use crate::report::Status;
 
     /// A stand-in for `drvisor run`: ends every run as told, and keeps the arguments it got.
     pub(crate) struct Fake {
@@ -127,7 +149,7 @@ mod tests {
         fn launch(&self, args: &[String], _: f64, _: &AtomicBool) -> Observation {
             self.args.lock().expect("not poisoned").push(args.to_vec());
             Observation {
-                console: String::new(),
+                console: "booted\n".into(),
                 hits: Vec::new(),
                 hit_ns: Vec::new(),
                 end: self.end.clone(),
@@ -210,6 +232,40 @@ mod tests {
             r.spec_error.as_deref(),
             Some("/s/t.toml:4: unknown symbol 'drv_target_9'; did you mean 'drv_target_0'?")
         );
+    }
+
+    /// A feature dropped before the run (a cfg entry's `+vmx` on a host without VMX) is a
+    /// skipped case right after `(run)`, with its reason; the guest's status and console are
+    /// in the result.
+    #[test]
+    fn a_dropped_feature_is_a_skipped_case_and_the_console_is_kept() {
+        let fake = Fake::ending(RunEnd::Guest(3));
+        let runner = Runner {
+            launch: &fake,
+            host: &HostSupport::default(),
+            symbols: &NoSymbols,
+            interrupted: &AtomicBool::new(false),
+        };
+        let mut s = spec();
+        s.vm.dropped_features = vec![DroppedFeature {
+            feature: "+vmx".into(),
+            reason: "no VMX here".into(),
+        }];
+        let r = runner.run(&s);
+        assert_eq!(
+            &statuses(&r)[..2],
+            [("(run)", Status::Passed), ("+vmx", Status::Skipped)]
+        );
+        assert_eq!(r.cases[1].reason.as_deref(), Some("no VMX here"));
+        assert_eq!(r.guest_status, Some(3));
+        assert_eq!(r.console, "booted\n");
+        let timed_out = Fake::ending(RunEnd::TimedOut(1.0));
+        let r = Runner {
+            launch: &timed_out,
+            ..runner
+        }
+        .run(&s);
+        assert_eq!(r.guest_status, None);
     }
 
     /// A spec whose inputs are missing (`inputs_missing = "skip"`) starts no VM.

@@ -75,6 +75,13 @@ pub struct VmSpec {
     /// there; for a kvm-unit-tests cfg entry, what it needs that drvisor lacks. Every check is then
     /// skipped with this reason instead of the spec being an error.
     pub not_run: Option<String>,
+    /// Whether a `+feature` of `cpu_features` that this host's KVM cannot give is dropped
+    /// before the run, with a note in the report ([`crate::qemu_cpu`]), as QEMU's `-cpu` drops
+    /// it with a warning: set for a kvm-unit-tests cfg entry. Otherwise (every TOML spec)
+    /// `drvisor run` refuses such a feature.
+    pub drop_unoffered_features: bool,
+    /// The features dropped so, each with its note; filled by [`crate::qemu_cpu`].
+    pub dropped_features: Vec<crate::qemu_cpu::DroppedFeature>,
 }
 
 /// One `[[check]]`.
@@ -472,6 +479,8 @@ pub fn parse(path: &Path, text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<
         accept_exit: vm.accept_exit,
         accept_timeout: vm.accept_timeout,
         not_run: None,
+        drop_unoffered_features: false,
+        dropped_features: Vec::new(),
     };
     let vm_spec = VmSpec {
         not_run: missing.into_inner(),

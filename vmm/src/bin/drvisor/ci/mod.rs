@@ -2,9 +2,10 @@
 //! page, plain lines and an exit code). The harness is the `drvisor-ci` library: the spec, the
 //! run (planning each `drvisor run`, running it as a child, the parallel schedule) and the
 //! report. This command parses its flags, checks the specs' conditions in drvisor's language,
-//! asks the host probe what this host delivers ([`host_support`]), reads the guests' symbols
-//! for the library ([`symbols`]), handles signals, shows the progress ([`progress`]), writes
-//! the reports and picks the exit code.
+//! asks the host probe what this host delivers ([`host_support`]), drops the `+feature`s a cfg
+//! entry asks for and this host's KVM lacks ([`drop_what_kvm_lacks`]), reads the guests'
+//! symbols for the library ([`symbols`]), handles signals, shows the progress ([`progress`]),
+//! writes the reports and picks the exit code.
 //!
 //! Each spec runs as a child `drvisor run` (this same binary), one VM per child: a run that
 //! hangs or crashes is killed or reported without touching the harness or the other specs.
@@ -33,7 +34,7 @@ use drvisor_ci::plan::HostSupport;
 use drvisor_ci::report::{code, SpecResult};
 use drvisor_ci::run::Runner;
 use drvisor_ci::shard::Shard;
-use drvisor_ci::{html, junit, report, schedule, shard, spec};
+use drvisor_ci::{html, junit, qemu_cpu, report, schedule, shard, spec};
 use serde::Serialize;
 
 /// `drvisor ci`.
@@ -100,6 +101,26 @@ fn host_support(probe: &ProbeReport) -> HostSupport {
     }
 }
 
+/// Takes the `+feature`s this host's KVM cannot give out of the specs that run as QEMU would
+/// (a kvm-unit-tests cfg's entries), each with a note in its report ([`qemu_cpu`]).
+fn drop_what_kvm_lacks(kvm: &kvm_ioctls::Kvm, specs: &mut [spec::Spec]) -> Result<(), String> {
+    if !specs.iter().any(|s| s.vm.drop_unoffered_features) {
+        return Ok(());
+    }
+    let supported = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID failed: {e}"))?;
+    let offer = |name: &str| match drvisor::cpu::feature_table::lookup(name) {
+        None => qemu_cpu::Offer::Unknown,
+        Some(f) if f.offered_by(&supported) => qemu_cpu::Offer::Offered,
+        Some(_) => qemu_cpu::Offer::Lacking,
+    };
+    for s in specs {
+        qemu_cpu::drop_unoffered(&mut s.vm, &offer);
+    }
+    Ok(())
+}
+
 /// Every entry of a kvm-unit-tests `unittests.cfg` as a spec.
 fn load_kvm_unit_tests_cfg(path: &Path) -> Result<Vec<spec::Spec>, spec::SpecError> {
     let text = std::fs::read_to_string(path).map_err(|e| spec::SpecError {
@@ -148,7 +169,8 @@ pub fn main(args: CiArgs) -> u8 {
         );
         return code::SPEC_ERROR;
     }
-    let probe = match kvm_ioctls::Kvm::new() {
+    let kvm = match kvm_ioctls::Kvm::new() {
+        Ok(kvm) => kvm,
         Err(e) => {
             say!(
                 "drvisor ci: this host cannot run the suite: {} (exit {})",
@@ -157,22 +179,26 @@ pub fn main(args: CiArgs) -> u8 {
             );
             return code::CANNOT_RUN;
         }
-        Ok(kvm) => match probe::cache::answers(
-            &kvm,
-            probe::cache::default_dir().as_deref(),
-            probe::cache::Want::All,
-            false,
-        ) {
-            Ok((p, _)) => p,
-            Err(e) => {
-                say!(
-                    "drvisor ci: the host probe failed: {e} (exit {})",
-                    code::INFRASTRUCTURE
-                );
-                return code::INFRASTRUCTURE;
-            }
-        },
     };
+    let probe = match probe::cache::answers(
+        &kvm,
+        probe::cache::default_dir().as_deref(),
+        probe::cache::Want::All,
+        false,
+    ) {
+        Ok((p, _)) => p,
+        Err(e) => {
+            say!(
+                "drvisor ci: the host probe failed: {e} (exit {})",
+                code::INFRASTRUCTURE
+            );
+            return code::INFRASTRUCTURE;
+        }
+    };
+    if let Err(e) = drop_what_kvm_lacks(&kvm, &mut specs) {
+        say!("drvisor ci: {e} (exit {})", code::INFRASTRUCTURE);
+        return code::INFRASTRUCTURE;
+    }
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
