@@ -13,7 +13,6 @@ pub mod cpu;
 pub mod debug;
 pub mod deferred;
 pub mod devices;
-pub mod early_vm;
 pub mod event_loop;
 pub mod events;
 pub mod exit_status;

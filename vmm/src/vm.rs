@@ -20,7 +20,6 @@ use crate::devices::{
     HOST_SIGNAL_PORT, IOMEM_BASE, IOMEM_LEN, IRQ_LINE_PORT, IRQ_LINE_PORTS, PM1_EVT_PORT,
     PM1_PORTS, PM_TIMER_PORT, PM_TIMER_PORTS, RTC_GSI, TESTDEV_PORT, TESTDEV_PORTS,
 };
-pub use crate::early_vm::{EarlyVm, Shape};
 use crate::event_loop::{self, Subscriber};
 use crate::events::{Event, EventBus};
 use crate::fault_injection::InjectedFault;
@@ -34,6 +33,9 @@ use crate::vcpu::parked::ParkedRegs;
 use crate::vcpu::{UnknownAccessPolicy, Vcpu, VcpuGate, VcpuShared};
 use crate::watch::{PageWatchEngine, Translator};
 
+mod early;
+
+pub use early::{EarlyVm, Shape};
 /// Errors building or running a VM.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -251,7 +253,7 @@ impl VmConfig {
 
 impl Vm {
     /// Finishes `early` as `config` asks: loads the kernel, adds the devices and the vCPUs,
-    /// then guest RAM's memslots (see [`crate::early_vm`]). `early` must have been made for
+    /// then guest RAM's memslots (see [`EarlyVm`]). `early` must have been made for
     /// `config`'s [`shape`](VmConfig::shape).
     pub fn build(early: EarlyVm, config: VmConfig) -> Result<Self, Error> {
         if early.shape != config.shape() {
@@ -484,7 +486,7 @@ impl Vm {
             vcpus.push(vcpu);
         }
 
-        // Guest RAM becomes memslots last (see crate::early_vm), through the watch engine, which
+        // Guest RAM becomes memslots last (see EarlyVm), through the watch engine, which
         // owns the layout from here.
         let watch = Arc::new(PageWatchEngine::install(
             vm_fd.clone(),

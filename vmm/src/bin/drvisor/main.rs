@@ -255,7 +255,7 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> Result<u8, Failure> {
         .map_err(|e| Failure::usage(format!("--gdb: {e}")))?;
 
     // The VM, its RAM and its irqchip now, before the files are read: destroying the VM at the
-    // run's end waits for a grace period that the irqchip starts (drvisor::early_vm). Its error
+    // run's end waits for a grace period that the irqchip starts (drvisor::vm::EarlyVm). Its error
     // waits its turn, at the VM's build below, behind any error in the inputs.
     let early = drvisor::EarlyVm::create(drvisor::vm::Shape {
         vcpus: args.vcpus,

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
 
+use super::Error;
 use crate::memory;
 use crate::pc_platform;
-use crate::vm::Error;
 
 /// What the early steps need to know of the VM: the parts of a [`crate::VmConfig`] they use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
