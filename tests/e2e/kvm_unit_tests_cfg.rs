@@ -217,7 +217,8 @@ const KNOWN_WORSE: &[(&str, &str)] = &[(
          the still-high level interrupt again. That is this host's KVM running guest CPL0 \
          code by emulation, and it is timing: with those tracepoints on, the test passes as \
          under QEMU. QEMU on this host does the same with `-cpu host,+x2apic` (0 of 3 runs got \
-         past) but not with `qemu64,+x2apic` (3 of 3); drvisor's `--cpu-model qemu64` does not \
+         past); with the cfg's `qemu64,+x2apic` it got past in 3 of 3 on a quiet host and in 0 \
+         of 2 beside a CI run (QEMU 10.0.2, 2026-12-06); drvisor's `--cpu-model qemu64` does not \
          change it (0 of 3), since this KVM shows the guest most host CPUID bits whatever \
          KVM_SET_CPUID2 says. Without x2APIC every check runs as under QEMU, and the FAILs \
          before it are QEMU's too",
