@@ -72,6 +72,9 @@ pub struct Config {
     pub status: u8,
     /// irq-line: the interrupt line (I/O APIC pin) to raise, 0-23 (`line=N`, default 14).
     pub line: u32,
+    /// irq-line: the pin is level-triggered (`trigger=level`) instead of edge-triggered
+    /// (`trigger=edge`, the default).
+    pub level: bool,
     /// kfunc: the guest's breakpoints go on each function's `lock inc` (`gbp=inc`) instead of
     /// its entry (`gbp=entry`, the default).
     pub gbp_inc: bool,
@@ -101,6 +104,7 @@ pub fn parse(start_info_paddr: u32) -> Config {
         delay: 0,
         status: 0,
         line: 14,
+        level: false,
         gbp_inc: false,
         wake_none: false,
         s3_x_vector: false,
@@ -165,6 +169,13 @@ pub fn parse(start_info_paddr: u32) -> Config {
             b"line" => match parse_u64(value) {
                 Some(n) if n <= 23 => {
                     cfg.line = n as u32;
+                    true
+                }
+                _ => false,
+            },
+            b"trigger" => match value {
+                b"edge" | b"level" => {
+                    cfg.level = value == b"level";
                     true
                 }
                 _ => false,

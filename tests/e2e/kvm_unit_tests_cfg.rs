@@ -181,12 +181,11 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
             ));
             continue;
         }
-        if let Some((_, why)) = KNOWN_WORSE.iter().find(|(n, _)| *n == entry.name) {
-            trials.push(skipped(
-                &name,
-                &format!("known to be worse than QEMU here: {why}"),
-            ));
-            continue;
+        if entry.name == "ioapic" {
+            if let Some(why) = crate::kvm_unit_tests::ioapic_by_chance_here() {
+                trials.push(skipped(&name, &why));
+                continue;
+            }
         }
         let dir = dir.clone();
         trials.push(Trial::test(name, move || {
@@ -203,26 +202,6 @@ pub fn trials(ctx: &Context) -> Vec<Trial> {
     }
     trials
 }
-
-/// Entries where drvisor does worse than QEMU today, each with what it lacks. They are listed
-/// as ignored, with the reason, so that the gap stays in sight until it is closed.
-const KNOWN_WORSE: &[(&str, &str)] = &[(
-    "ioapic",
-    "with x2APIC on the boot CPU (the cfg's `+x2apic`), the `physical destination mode` \
-         check's level interrupt to CPU 1 usually reaches its handler twice (gdb shows \
-         g_isr_85 == 2), so the test's wait for exactly one never ends and the results QEMU \
-         printed after it are missing. KVM's own trace (kvm_set_irq, kvm_apic_accept_irq, \
-         kvm_eoi) shows why: CPU 1's EOI of vector 0x85 reaches KVM before the handler's \
-         `outb` that lowers the line, which comes before it in the handler, so KVM delivers \
-         the still-high level interrupt again. That is this host's KVM running guest CPL0 \
-         code by emulation, and it is timing: with those tracepoints on, the test passes as \
-         under QEMU. QEMU on this host does the same with `-cpu host,+x2apic` (0 of 3 runs got \
-         past); with the cfg's `qemu64,+x2apic` it got past in 3 of 3 on a quiet host and in 0 \
-         of 2 beside a CI run (QEMU 10.0.2, 2026-12-06); drvisor's `--cpu-model qemu64` does not \
-         change it (0 of 3), since this KVM shows the guest most host CPUID bits whatever \
-         KVM_SET_CPUID2 says. Without x2APIC every check runs as under QEMU, and the FAILs \
-         before it are QEMU's too",
-)];
 
 /// What `drvisor ci` reported for one entry.
 struct CiEntry {

@@ -82,17 +82,72 @@ fn ram_past_the_hole() -> Result<(), Failed> {
     })
 }
 
+/// The guest's `irq-line` report for `cmdline`: the run, and its `interrupts=` and
+/// `in-service=` counts.
+fn irq_line(cmdline: &str) -> Result<(crate::common::Run, u64, u64), Failed> {
+    let run = drvisor(&["run", "--scenario", "irq-line", "--cmdline", cmdline]);
+    let counts = run.guest_lines(&["irq-line"]).first().and_then(|l| {
+        let count = |key| field(l, key).and_then(|v| v.parse::<u64>().ok());
+        Some((count("interrupts")?, count("in-service")?))
+    });
+    match counts {
+        Some((interrupts, in_service)) => Ok((run, interrupts, in_service)),
+        None => Err(format!("no irq-line report\n{run}").into()),
+    }
+}
+
+/// Whether this host's KVM ends each interrupt as it delivers it: the guest's handler of an
+/// edge-triggered interrupt finds the local APIC's in-service bit of its vector already clear,
+/// which the handler's own EOI should do. Seen on hosts whose KVM emulates guest CPL0 code
+/// (KVM's trace there: `apic_write APIC_EOI` as the interrupt is delivered, before the
+/// handler's first instruction, under QEMU as under drvisor). A level-triggered interrupt whose
+/// handler lowers the line before its EOI then comes twice: the I/O APIC sees the EOI while
+/// the line is high.
+pub fn interrupts_end_as_delivered() -> bool {
+    static ENDED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENDED.get_or_init(|| {
+        irq_line("trigger=edge").is_ok_and(|(_, interrupts, in_service)| in_service < interrupts)
+    })
+}
+
+/// Why the level-triggered checks cannot run on such a host.
+pub const INTERRUPTS_END_AS_DELIVERED: &str = "this host's KVM ends each interrupt as it \
+     delivers it (the guest's handler finds the local APIC's in-service bit already clear; \
+     KVM's trace shows an EOI write before the handler's first instruction, under QEMU as under \
+     drvisor), so a level-triggered interrupt whose handler lowers its line before its EOI comes \
+     twice: the I/O APIC sees the EOI while the line is still high";
+
 /// pc-testdev's line ports drive the in-kernel I/O APIC: two rising edges on line `line`, made
 /// by the guest's writes of 1, 0, 1 to port 0x2000+line, are two interrupts (see the guest's
 /// `irq-line` scenario).
 fn irq_line_raises_interrupts(line: &str) -> Result<(), Failed> {
-    let cmdline = format!("line={line}");
-    let run = drvisor(&["run", "--scenario", "irq-line", "--cmdline", &cmdline]);
+    let (run, interrupts, _) = irq_line(&format!("line={line}"))?;
     run.expect_code(0)?;
-    let want = format!("drv: irq-line line={line} interrupts=2");
-    ensure(run.stdout.lines().any(|l| l == want), || {
-        format!("wanted `{want}`\n{run}")
+    let wanted = [format!("line={line}"), "trigger=edge".into()];
+    let parts: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    ensure(
+        interrupts == 2 && run.guest_lines(&parts).len() == 1,
+        || format!("wanted 2 interrupts on line {line}, edge-triggered\n{run}"),
+    )
+}
+
+/// A level-triggered line comes as one interrupt when the handler lowers it and then ends the
+/// interrupt, as kvm-unit-tests' `ioapic` handlers do: the I/O APIC delivers it again only if
+/// the line is still high at the EOI. The interrupt is in service in its handler.
+fn level_interrupt_comes_once(line: &str) -> Result<(), Failed> {
+    let (run, interrupts, in_service) = irq_line(&format!("line={line} trigger=level"))?;
+    run.expect_code(0)?;
+    ensure(interrupts == 1 && in_service == 1, || {
+        format!("wanted one interrupt, in service in its handler\n{run}")
     })
+}
+
+fn level_trial(line: &'static str) -> Trial {
+    let name = format!("scenario::irq_line_{line}_level_interrupt_comes_once");
+    if interrupts_end_as_delivered() {
+        return crate::common::skipped(&name, INTERRUPTS_END_AS_DELIVERED);
+    }
+    Trial::test(name, move || level_interrupt_comes_once(line))
 }
 
 pub fn trials() -> Vec<Trial> {
@@ -103,6 +158,8 @@ pub fn trials() -> Vec<Trial> {
         Trial::test("scenario::irq_line_23_raises_interrupts", || {
             irq_line_raises_interrupts("23")
         }),
+        level_trial("14"),
+        level_trial("23"),
         scenario("hello", &[]),
         scenario("exec", &[]),
         scenario("write", &[]),

@@ -1,9 +1,19 @@
 //! `irq-line`: QEMU's pc-testdev interrupt-line ports, seen from the guest. The I/O APIC's pin
-//! `line=N` (default 14) is routed, edge-triggered, to vector 31 on this CPU (the 8259s are
-//! masked); then the guest raises the line with a byte to port 0x2000+N and waits for the
-//! interrupt, lowers it, and raises it again: two rising edges, two interrupts. A line that the
-//! port did not raise, or did not lower (no second edge), gives fewer.
-//! Prints `drv: irq-line line=N interrupts=K` and exits 0 if K is 2, else 1.
+//! `line=N` (default 14) is routed to vector 31 on this CPU (the 8259s are masked).
+//!
+//! - `trigger=edge` (the default): the guest raises the line with a byte to port 0x2000+N,
+//!   waits for the interrupt, lowers it, and raises it again: two rising edges, two
+//!   interrupts. A line that the port did not raise, or did not lower (no second edge), gives
+//!   fewer.
+//! - `trigger=level`: the guest raises the line once; the handler lowers it, then ends the
+//!   interrupt at the local APIC, as kvm-unit-tests' `ioapic` handlers do: one interrupt. A
+//!   second one means the I/O APIC saw the end of the interrupt while the line was still high.
+//!
+//! The handler also looks at the local APIC's in-service bit of its vector, which the interrupt
+//! sets as it is delivered and the handler's EOI clears; a host whose KVM ends each interrupt
+//! as it delivers it shows the bit clear (`in-service` counts the interrupts that saw it set).
+//! Prints `drv: irq-line line=N trigger=edge|level interrupts=K in-service=S` and exits 0 if K
+//! is as above, else 1.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,19 +27,35 @@ const IOAPIC_SELECT: usize = 0xfec0_0000;
 const IOAPIC_WINDOW: usize = 0xfec0_0010;
 const APIC_EOI: usize = 0xfee0_00b0;
 const APIC_SVR: usize = 0xfee0_00f0;
+/// The in-service register holding vectors 0-31.
+const APIC_ISR0: usize = 0xfee0_0100;
 const LINE_PORT: u16 = 0x2000;
 
 static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+static IN_SERVICE: AtomicU64 = AtomicU64::new(0);
 static OWNED: AtomicU64 = AtomicU64::new(0);
+/// trigger=level: the port the handler lowers the line with (0: edge, the guest lowers it).
+static LEVEL_PORT: AtomicU64 = AtomicU64::new(0);
 
 /// Whether vector 31 is this scenario's.
 pub fn owns_vector(vector: u64) -> bool {
     vector == VECTOR && OWNED.load(Ordering::SeqCst) != 0
 }
 
-/// The interrupt: count it, end it at the local APIC.
+/// The interrupt: count it and whether it is in service; lower a level-triggered line; end
+/// it at the local APIC.
 pub fn on_interrupt() {
     INTERRUPTS.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: the xAPIC ISR register, identity-mapped; KVM's in-kernel LAPIC serves it.
+    let isr = unsafe { core::ptr::read_volatile(APIC_ISR0 as *const u32) };
+    if isr & (1 << VECTOR) != 0 {
+        IN_SERVICE.fetch_add(1, Ordering::SeqCst);
+    }
+    let port = LEVEL_PORT.load(Ordering::SeqCst);
+    if port != 0 {
+        // SAFETY: the pc-testdev line port: its only effect is the interrupt line.
+        unsafe { outb(port as u16, 0) };
+    }
     // SAFETY: the xAPIC EOI register, identity-mapped; KVM's in-kernel LAPIC serves it.
     unsafe { core::ptr::write_volatile(APIC_EOI as *mut u32, 0) };
 }
@@ -48,15 +74,24 @@ fn ioapic_write(register: u32, value: u32) {
 /// line never rose, quickly (tenths of a second of emulated CPL0 code here).
 const WAIT_ROUNDS: u64 = 100_000;
 
+/// How many more windows a level-triggered run opens after its interrupt, for a second one
+/// that should not come. One would do: a second delivery is pending by the time the handler
+/// returns.
+const SETTLE_ROUNDS: u64 = 1_000;
+
 /// Waits with interrupts on until `n` interrupts have come, or [`WAIT_ROUNDS`] went by.
 fn wait_for(n: u64) {
     for _ in 0..WAIT_ROUNDS {
         if INTERRUPTS.load(Ordering::SeqCst) >= n {
             return;
         }
-        // SAFETY: opens an interrupt window of one instruction; `cli` closes it again.
-        unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+        interrupt_window();
     }
+}
+
+fn interrupt_window() {
+    // SAFETY: opens an interrupt window of one instruction; `cli` closes it again.
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
 }
 
 pub fn run(cfg: &Config) -> ! {
@@ -70,22 +105,41 @@ pub fn run(cfg: &Config) -> ! {
         outb(0xa1, 0xff);
         core::ptr::write_volatile(APIC_SVR as *mut u32, 0x1ff);
     }
-    // Redirection entry: vector 31, fixed, physical destination APIC 0, edge, active high.
+    // Redirection entry: vector 31, fixed, physical destination APIC 0, active high, edge or
+    // level (bit 15).
+    let trigger = if cfg.level { 1 << 15 } else { 0 };
     ioapic_write(0x11 + 2 * line, 0);
-    ioapic_write(0x10 + 2 * line, VECTOR as u32);
+    ioapic_write(0x10 + 2 * line, VECTOR as u32 | trigger);
     let port = LINE_PORT + line as u16;
-    for n in 1..=2 {
+    let want = if cfg.level {
+        LEVEL_PORT.store(u64::from(port), Ordering::SeqCst);
         // SAFETY: the pc-testdev line port: its only effect is the interrupt line.
         unsafe { outb(port, 1) };
-        wait_for(n);
-        // SAFETY: as above.
-        unsafe { outb(port, 0) };
-    }
+        wait_for(1);
+        (0..SETTLE_ROUNDS).for_each(|_| interrupt_window());
+        1
+    } else {
+        for n in 1..=2 {
+            // SAFETY: as above.
+            unsafe { outb(port, 1) };
+            wait_for(n);
+            // SAFETY: as above.
+            unsafe { outb(port, 0) };
+        }
+        2
+    };
     let got = INTERRUPTS.load(Ordering::SeqCst);
     serial::line()
         .s("irq-line line=")
         .dec(u64::from(line))
+        .s(if cfg.level {
+            " trigger=level"
+        } else {
+            " trigger=edge"
+        })
         .s(" interrupts=")
-        .dec(got);
-    crate::finish(if got == 2 { 0 } else { 1 })
+        .dec(got)
+        .s(" in-service=")
+        .dec(IN_SERVICE.load(Ordering::SeqCst));
+    crate::finish(if got == want { 0 } else { 1 })
 }

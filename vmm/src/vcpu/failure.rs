@@ -191,7 +191,7 @@ impl Vcpu {
         // refusal at arm time knows only the kernel image's code, so say it here too.
         let note = self
             .fd
-            .translate_gva(rip)
+            .translate_gva(self.code_address(rip))
             .ok()
             .filter(|t| t.valid != 0 && shared.watch.is_hole(t.physical_address))
             .map(|t| {
@@ -209,9 +209,16 @@ impl Vcpu {
         }
     }
 
+    /// The linear address of the instruction at `rip` in the vCPU's code segment now.
+    fn code_address(&self, rip: u64) -> u64 {
+        self.fd
+            .get_sregs()
+            .map_or(rip, |sregs| code_address(&sregs.cs, rip))
+    }
+
     /// Up to 15 bytes (the longest x86 instruction) at the guest's RIP, if it translates.
     fn bytes_at_rip(&self, mem: &GuestMemoryMmap, rip: u64) -> Vec<u8> {
-        let Ok(t) = self.fd.translate_gva(rip) else {
+        let Ok(t) = self.fd.translate_gva(self.code_address(rip)) else {
             return Vec::new();
         };
         if t.valid == 0 {
@@ -222,5 +229,48 @@ impl Vcpu {
             Ok(()) => buf.to_vec(),
             Err(_) => Vec::new(),
         }
+    }
+}
+
+/// The linear address of the instruction at `rip` in the code segment `cs`: RIP itself in
+/// 64-bit code, where CS's base does not count; CS's base plus RIP, in 32 bits, elsewhere (real
+/// mode, where the base is the selector times 16, and 16- or 32-bit protected mode).
+fn code_address(cs: &kvm_bindings::kvm_segment, rip: u64) -> u64 {
+    if cs.l == 1 {
+        rip
+    } else {
+        cs.base.wrapping_add(rip) & 0xffff_ffff
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::code_address;
+
+    fn cs(base: u64, l: u8) -> kvm_bindings::kvm_segment {
+        kvm_bindings::kvm_segment {
+            base,
+            l,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn real_mode_code_is_at_cs_base_plus_rip() {
+        // 0300:0010, as at an S3 waking vector entered at 0300:0000.
+        assert_eq!(code_address(&cs(0x3000, 0), 0x10), 0x3010);
+    }
+
+    #[test]
+    fn long_mode_code_is_at_rip_whatever_the_base() {
+        assert_eq!(
+            code_address(&cs(0x1234, 1), 0xffff_ffff_8100_0000),
+            0xffff_ffff_8100_0000
+        );
+    }
+
+    #[test]
+    fn protected_mode_addresses_wrap_at_4_gib() {
+        assert_eq!(code_address(&cs(0xffff_f000, 0), 0x2000), 0x1000);
     }
 }
