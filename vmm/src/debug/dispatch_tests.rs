@@ -393,6 +393,31 @@ fn mov_dr_in_real_mode_is_fetched_at_its_linear_address() {
     assert_eq!(s.regs.rip, 0x1c, "IP stepped past the 4-byte MOV");
 }
 
+/// A client's single-step in real-mode code (CS base 0x3000): the step exit's pc is linear and
+/// RIP only the IP. The step ends when RIP moves, not at the first exit, which compares
+/// linear with IP (a `rep` iteration keeps it going).
+#[test]
+fn client_step_in_real_mode_ends_when_ip_moves() {
+    let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);
+    rig.fake.0.borrow_mut().regs.rip = 0x18;
+    rig.ctl.step_one(0);
+    rig.vcpu.before_entry(&rig.fake).unwrap();
+    // A `rep movsb` iteration: IP still 0x18, linear 0x3018.
+    rig.vcpu
+        .on_debug_exit(DR6_INIT | BS, 0x3018, &rig.fake)
+        .unwrap();
+    assert_eq!(
+        rig.vcpu.client_steps(),
+        0,
+        "IP did not move: still stepping"
+    );
+    rig.fake.0.borrow_mut().regs.rip = 0x1a;
+    rig.vcpu
+        .on_debug_exit(DR6_INIT | BS, 0x301a, &rig.fake)
+        .unwrap();
+    assert_eq!(rig.vcpu.client_steps(), 1, "IP moved: the step is done");
+}
+
 #[test]
 fn mov_from_dr_reads_the_guests_view() {
     let mut rig = Rig::new(DebugCaps::vmx_like(), Policy::HostFirst);

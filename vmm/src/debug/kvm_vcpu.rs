@@ -273,24 +273,7 @@ impl DebugVcpu for KvmDebugVcpu<'_> {
     }
 
     fn fetch(&self, rip: u64) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(MAX_INSN);
-        for (va, len) in fetch_pieces(rip) {
-            count_ioctl();
-            let Ok(t) = self.fd.translate_gva(va) else {
-                break;
-            };
-            let mut chunk = vec![0u8; len];
-            if t.valid == 0
-                || self
-                    .mem
-                    .read_slice(&mut chunk, GuestAddress(t.physical_address))
-                    .is_err()
-            {
-                break;
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        bytes
+        code_bytes(self.fd, self.mem, rip)
     }
 
     fn sregs(&self) -> Option<kvm_sregs> {
@@ -308,6 +291,28 @@ impl DebugVcpu for KvmDebugVcpu<'_> {
     fn plain_ram(&self, gpa: u64) -> bool {
         !self.watch.is_some_and(|w| w.traps(gpa))
     }
+}
+
+/// Up to 15 bytes (the longest x86 instruction) of guest code at linear address `at`: as many
+/// as translate, through the vCPU's page tables, to guest RAM.
+pub(crate) fn code_bytes(fd: &VcpuFd, mem: &GuestMemoryMmap, at: u64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(MAX_INSN);
+    for (va, len) in fetch_pieces(at) {
+        count_ioctl();
+        let Ok(t) = fd.translate_gva(va) else {
+            break;
+        };
+        let mut chunk = vec![0u8; len];
+        if t.valid == 0
+            || mem
+                .read_slice(&mut chunk, GuestAddress(t.physical_address))
+                .is_err()
+        {
+            break;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    bytes
 }
 
 /// The pieces, one per guest page, of the longest instruction at guest-virtual `rip`: an

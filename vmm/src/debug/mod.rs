@@ -28,6 +28,7 @@ pub use controller::{
     PlanListener, PlanObserver, GUEST_DR_RESYNC,
 };
 pub use engine::Engine;
+pub(crate) use kvm_vcpu::code_bytes;
 pub use kvm_vcpu::{
     exit_regs, seam_ioctls, DebugVcpu, GuestDebug, KvmDebugVcpu, KvmError, TrappedPages,
 };

@@ -364,7 +364,7 @@ impl VcpuDebug {
         if attribution.host_hits.is_empty() && attribution.vmm_events == [VmmEvent::SingleStep] {
             // Unless the stepped instruction was itself a MOV DR.
             self.skip_resync = !self.step_over.as_ref().is_some_and(|s| s.mov_dr);
-            let guest_dr6 = self.finish_step(pc, attribution.guest_dr6);
+            let guest_dr6 = self.finish_step(vcpu, pc, attribution.guest_dr6)?;
             if let Some(guest_dr6) = guest_dr6 {
                 self.inject(vcpu, guest_dr6)?;
             }
@@ -421,7 +421,7 @@ impl VcpuDebug {
                 // iteration, or (seen on this project's hosts under SMP load) a step exit
                 // delivered before the instruction ran. Re-arming then would report the same
                 // execution twice, so keep stepping.
-                VmmEvent::SingleStep => guest_dr6 = self.finish_step(pc, guest_dr6),
+                VmmEvent::SingleStep => guest_dr6 = self.finish_step(vcpu, pc, guest_dr6)?,
                 VmmEvent::DrAccess => match self.emulate_mov_dr(vcpu, pc, &mut regs, guest_dr6)? {
                     MovDrDone::Performed => {}
                     MovDrDone::Injected => injected = true,
@@ -512,13 +512,19 @@ impl VcpuDebug {
     /// RFLAGS.TF at a hit cannot be told apart from KVM's own single-step flag leaking into the
     /// frame the guest's #DB handler pushed (adding it delivered one spurious BS per hit), and
     /// the guest's TF is not tracked elsewhere. docs/design.md (Known limits) says so.
-    fn finish_step(&mut self, pc: u64, guest_dr6: Option<Dr6>) -> Option<Dr6> {
+    fn finish_step(
+        &mut self,
+        vcpu: &impl DebugVcpu,
+        pc: u64,
+        guest_dr6: Option<Dr6>,
+    ) -> Result<Option<Dr6>> {
         // A client's step ends once RIP has moved: one instruction has run. A step exit with
         // RIP still there is a `rep` iteration or (seen on this project's hosts under SMP
         // load) an exit before the instruction ran, as for the step-over below; a jump to
-        // itself never moves, so a few such exits end it too.
+        // itself never moves, so a few such exits end it too. RIP, not `pc`: the step began
+        // from RIP, and the two differ where CS's base is not 0 (real mode).
         if let Some(step) = &mut self.client_step {
-            if step.from == pc && step.stalled < CLIENT_STEP_STALLS {
+            if step.from == vcpu.regs()?.rip && step.stalled < CLIENT_STEP_STALLS {
                 step.stalled += 1;
             } else {
                 self.client_step = None;
@@ -529,7 +535,7 @@ impl VcpuDebug {
         if self.step_over.as_ref().is_some_and(|s| s.rip != pc) {
             self.step_over = None;
         }
-        guest_dr6
+        Ok(guest_dr6)
     }
 
     /// Runs the breakpoint's action; `Some` if it stops the run.

@@ -1,6 +1,6 @@
 //! Reporting a guest instruction KVM could not run (`KVM_EXIT_INTERNAL_ERROR`).
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
 
 use super::{Vcpu, VcpuShared};
 use crate::outcome::Outcome;
@@ -184,14 +184,15 @@ impl Vcpu {
             let len = usize::from(packed[0]).min(15);
             insn = packed[1..=len].to_vec();
         }
+        let pc = self.code_address(rip);
         if insn.is_empty() {
-            insn = self.bytes_at_rip(mem, rip);
+            insn = crate::debug::code_bytes(&self.fd, mem, pc);
         }
         // Instruction fetch from a page a read or access watch unmapped cannot work; the
         // refusal at arm time knows only the kernel image's code, so say it here too.
         let note = self
             .fd
-            .translate_gva(self.code_address(rip))
+            .translate_gva(pc)
             .ok()
             .filter(|t| t.valid != 0 && shared.watch.is_hole(t.physical_address))
             .map(|t| {
@@ -213,64 +214,66 @@ impl Vcpu {
     fn code_address(&self, rip: u64) -> u64 {
         self.fd
             .get_sregs()
-            .map_or(rip, |sregs| code_address(&sregs.cs, rip))
+            .map_or(rip, |sregs| linear_rip(&sregs, rip))
     }
 
-    /// Up to 15 bytes (the longest x86 instruction) at the guest's RIP, if it translates.
+    /// Up to 15 bytes (the longest x86 instruction) at the guest's RIP, as far as they
+    /// translate.
     fn bytes_at_rip(&self, mem: &GuestMemoryMmap, rip: u64) -> Vec<u8> {
-        let Ok(t) = self.fd.translate_gva(self.code_address(rip)) else {
-            return Vec::new();
-        };
-        if t.valid == 0 {
-            return Vec::new();
-        }
-        let mut buf = [0u8; 15];
-        match mem.read_slice(&mut buf, GuestAddress(t.physical_address)) {
-            Ok(()) => buf.to_vec(),
-            Err(_) => Vec::new(),
-        }
+        crate::debug::code_bytes(&self.fd, mem, self.code_address(rip))
     }
 }
 
-/// The linear address of the instruction at `rip` in the code segment `cs`: RIP itself in
-/// 64-bit code, where CS's base does not count; CS's base plus RIP, in 32 bits, elsewhere (real
-/// mode, where the base is the selector times 16, and 16- or 32-bit protected mode).
-fn code_address(cs: &kvm_bindings::kvm_segment, rip: u64) -> u64 {
-    if cs.l == 1 {
+/// The linear address of the instruction at `rip`: RIP itself in 64-bit code (EFER.LMA and
+/// CS.L), where CS's base does not count; CS's base plus RIP, in 32 bits, elsewhere (real mode,
+/// where the base is the selector times 16; 16- and 32-bit protected mode; compatibility mode).
+fn linear_rip(sregs: &kvm_bindings::kvm_sregs, rip: u64) -> u64 {
+    if sregs.efer & EFER_LMA != 0 && sregs.cs.l == 1 {
         rip
     } else {
-        cs.base.wrapping_add(rip) & 0xffff_ffff
+        sregs.cs.base.wrapping_add(rip) & 0xffff_ffff
     }
 }
+
+/// EFER.LMA: long mode is active.
+const EFER_LMA: u64 = 1 << 10;
 
 #[cfg(test)]
 mod tests {
-    use super::code_address;
+    use super::{linear_rip, EFER_LMA};
 
-    fn cs(base: u64, l: u8) -> kvm_bindings::kvm_segment {
-        kvm_bindings::kvm_segment {
-            base,
-            l,
+    fn sregs(efer: u64, base: u64, l: u8) -> kvm_bindings::kvm_sregs {
+        kvm_bindings::kvm_sregs {
+            efer,
+            cs: kvm_bindings::kvm_segment {
+                base,
+                l,
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
 
     #[test]
-    fn real_mode_code_is_at_cs_base_plus_rip() {
+    fn real_mode_code_is_at_cs_base_plus_ip() {
         // 0300:0010, as at an S3 waking vector entered at 0300:0000.
-        assert_eq!(code_address(&cs(0x3000, 0), 0x10), 0x3010);
+        assert_eq!(linear_rip(&sregs(0, 0x3000, 0), 0x10), 0x3010);
     }
 
     #[test]
     fn long_mode_code_is_at_rip_whatever_the_base() {
-        assert_eq!(
-            code_address(&cs(0x1234, 1), 0xffff_ffff_8100_0000),
-            0xffff_ffff_8100_0000
-        );
+        let rip = 0xffff_ffff_8100_0000;
+        assert_eq!(linear_rip(&sregs(EFER_LMA, 0x1234, 1), rip), rip);
+    }
+
+    #[test]
+    fn compatibility_mode_and_a_stray_l_bit_count_the_base() {
+        assert_eq!(linear_rip(&sregs(EFER_LMA, 0x1000, 0), 0x20), 0x1020);
+        assert_eq!(linear_rip(&sregs(0, 0x1000, 1), 0x20), 0x1020);
     }
 
     #[test]
     fn protected_mode_addresses_wrap_at_4_gib() {
-        assert_eq!(code_address(&cs(0xffff_f000, 0), 0x2000), 0x1000);
+        assert_eq!(linear_rip(&sregs(0, 0xffff_f000, 0), 0x2000), 0x1000);
     }
 }
