@@ -534,20 +534,22 @@ fn drvisor_args(dir: &Path, image: &str, vcpus: usize, extra: &[&str]) -> Vec<St
     args
 }
 
+fn read_log(path: &Path) -> Result<String, Failed> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read QEMU's log: {e}").into())
+}
+
 /// QEMU's answers for `c`: recorded, or from running QEMU here.
 fn baseline(dir: &Path, c: &Case, source: &Source) -> Result<Baseline, Failed> {
     match source {
         Source::Recorded => Ok(Baseline {
-            log: std::fs::read_to_string(recorded_log(dir, c))
-                .map_err(|e| format!("cannot read QEMU's log: {e}"))?,
+            log: read_log(&recorded_log(dir, c))?,
             status: c.qemu_status,
             stops_at: c.stops_at.map(str::to_owned),
         }),
         Source::RealKvm => {
             let (log, status) = c.real_kvm_log.ok_or("no log from a real KVM")?;
             Ok(Baseline {
-                log: std::fs::read_to_string(dir.join(format!("{log}.log")))
-                    .map_err(|e| format!("cannot read QEMU's log: {e}"))?,
+                log: read_log(&dir.join(format!("{log}.log")))?,
                 status: Some(status),
                 stops_at: None,
             })
