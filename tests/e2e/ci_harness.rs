@@ -166,9 +166,11 @@ fn failing_examples() -> Result<(), Failed> {
         run.stdout.contains("observed: value 0x3 written (hit #3)"),
         || run.to_string(),
     )?;
+    // The spinning guest's place, from drvisor's closing line, symbolized.
     ensure(
         run.stdout
-            .contains("timed out after 2 s; the VM was killed"),
+            .contains("timed out after 2 s with vCPU 0 at rip=0x")
+            && run.stdout.contains("); the VM was killed"),
         || run.to_string(),
     )
 }

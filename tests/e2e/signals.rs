@@ -62,6 +62,13 @@ fn stops_in_order(signal: i32, name: &'static str, code: i32) -> Result<(), Fail
         run.stderr.contains(&format!("drvisor: stopped by {name}")),
         || format!("no closing message\n{run}"),
     )?;
+    // Where the vCPU was, named by the embedded guest's symbols: a hung guest says where.
+    ensure(
+        run.stderr
+            .contains("the vCPUs were stopped (vCPU 0 at rip=0x")
+            && run.stderr.contains("+0x"),
+        || format!("the closing message does not say where vCPU 0 was\n{run}"),
+    )?;
     ensure(run.stdout.contains("drv: scenario=spin started"), || {
         run.to_string()
     })?;
@@ -125,6 +132,13 @@ fn stops_while_paused() -> Result<(), Failed> {
     let _ = std::fs::remove_file(&events);
     let run = run?;
     run.expect_code(143)?;
+    // Paused at the breakpoint, so it was stopped exactly there.
+    ensure(
+        run.stderr
+            .contains("the vCPUs were stopped (vCPU 0 at rip=0x")
+            && run.stderr.contains("(drv_target_0+0x0))"),
+        || format!("the closing message does not put vCPU 0 at drv_target_0\n{run}"),
+    )?;
     let all = all?;
     let kinds: Vec<&str> = all.iter().filter_map(|e| e["event"].as_str()).collect();
     ensure(

@@ -97,6 +97,9 @@ pub enum Outcome {
     Signalled {
         /// The signal's number.
         signal: i32,
+        /// Where each vCPU was when it stopped, by index (`None`: its registers could not be
+        /// read). Empty until the vCPUs have stopped: a run that hangs says where.
+        stopped_at: Vec<Option<u64>>,
     },
     /// An event could not be written to its sink (a full disk, `/dev/full`, a closed pipe):
     /// the run was stopped rather than go on losing events.
@@ -129,7 +132,7 @@ impl Outcome {
             Outcome::UnknownPort { .. } => exit_code::UNKNOWN_PORT,
             Outcome::HostStop { .. } => exit_code::HOST_STOP,
             Outcome::Requested => 0,
-            Outcome::Signalled { signal } => {
+            Outcome::Signalled { signal, .. } => {
                 exit_code::SIGNAL_BASE.saturating_add(u8::try_from(*signal).unwrap_or(0))
             }
             Outcome::VmmError { .. } => exit_code::VMM_ERROR,
@@ -322,8 +325,19 @@ impl fmt::Display for Described<'_> {
                 write!(f, " stopped the run on vCPU {vcpu} at {}", Rip(*rip, names))
             }
             Outcome::Requested => write!(f, "the run was ended on request"),
-            Outcome::Signalled { signal } => {
-                write!(f, "stopped by {}; the vCPUs were stopped and the events written", signal_name(*signal))
+            Outcome::Signalled { signal, stopped_at } => {
+                write!(f, "stopped by {}; the vCPUs were stopped", signal_name(*signal))?;
+                for (vcpu, rip) in stopped_at.iter().enumerate() {
+                    let sep = if vcpu == 0 { " (" } else { ", " };
+                    match rip {
+                        Some(rip) => write!(f, "{sep}vCPU {vcpu} at {}", Rip(*rip, names))?,
+                        None => write!(f, "{sep}vCPU {vcpu} where its registers could not be read")?,
+                    }
+                }
+                if !stopped_at.is_empty() {
+                    f.write_str(")")?;
+                }
+                f.write_str(" and the events written")
             }
             Outcome::EventsUnwritable { sink, message } => write!(
                 f,
@@ -453,8 +467,35 @@ mod tests {
     }
 
     #[test]
+    fn a_signalled_stop_says_where_each_vcpu_was() {
+        let names = Names {
+            label: &|_| None,
+            symbol: &|rip| (rip >= 0x1000).then(|| format!("spin+{:#x}", rip - 0x1000)),
+        };
+        let stopped = |stopped_at| Outcome::Signalled {
+            signal: libc::SIGTERM,
+            stopped_at,
+        };
+        assert_eq!(
+            stopped(vec![Some(0x1004), None]).describe(names),
+            "stopped by SIGTERM; the vCPUs were stopped (vCPU 0 at rip=0x1004 (spin+0x4), vCPU 1 \
+             where its registers could not be read) and the events written"
+        );
+        assert_eq!(
+            stopped(vec![]).to_string(),
+            "stopped by SIGTERM; the vCPUs were stopped and the events written"
+        );
+    }
+
+    #[test]
     fn signals_exit_as_shells_expect() {
-        let code = |signal| Outcome::Signalled { signal }.exit_code();
+        let code = |signal| {
+            Outcome::Signalled {
+                signal,
+                stopped_at: vec![],
+            }
+            .exit_code()
+        };
         assert_eq!(code(libc::SIGHUP), 129);
         assert_eq!(code(libc::SIGINT), 130);
         assert_eq!(code(libc::SIGTERM), 143);

@@ -722,12 +722,13 @@ impl Vm {
                 let index = vcpu.index;
                 let result =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vcpu.run(&shared)));
-                if result.is_err() {
+                result.unwrap_or_else(|_| {
                     shared.control.finish(Outcome::VmmError {
                         vcpu: Some(index),
                         message: "the vCPU thread panicked".into(),
                     });
-                }
+                    None
+                })
             })?);
         }
         // Every long-lived thread is started: the main thread's own filter goes last (a thread
@@ -741,9 +742,10 @@ impl Vm {
                 message: "the event loop failed".into(),
             });
         }
-        for t in threads {
-            let _ = t.join();
-        }
+        let stopped_at: Vec<Option<u64>> = threads
+            .into_iter()
+            .map(|t| t.join().ok().flatten())
+            .collect();
         let _ = mapping_timer.join();
         rtc_signal.stop();
         let _ = rtc_timer.join();
@@ -752,10 +754,14 @@ impl Vm {
         }
         serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
         looped?;
-        Ok(shared.control.outcome().unwrap_or(Outcome::VmmError {
+        let mut outcome = shared.control.outcome().unwrap_or(Outcome::VmmError {
             vcpu: None,
             message: "the run ended without an outcome".into(),
-        }))
+        });
+        if let Outcome::Signalled { stopped_at: at, .. } = &mut outcome {
+            *at = stopped_at;
+        }
+        Ok(outcome)
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::events_file::{self, EventsFile};
 use crate::judge::{Observation, RunEnd};
 use crate::run::Launch;
-use crate::run_end::end_of;
+use crate::run_end::{end_of, last_seen};
 
 /// How long a killed run gets to write its events after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(2);
@@ -175,7 +175,10 @@ fn run(
     let messages = stderr.join().unwrap_or_default();
     let (hits, hit_ns) = events_file::hit_events(&events.read());
     let end = if timed_out {
-        RunEnd::TimedOut(timeout)
+        RunEnd::TimedOut {
+            seconds: timeout,
+            last_seen: last_seen(&messages),
+        }
     } else if stopped {
         RunEnd::Aborted(
             code,
@@ -264,7 +267,13 @@ mod tests {
     fn a_run_past_its_timeout_is_killed() {
         let start = Instant::now();
         let obs = sh("sleep 30", 0.2, false);
-        assert_eq!(obs.end, RunEnd::TimedOut(0.2));
+        assert_eq!(
+            obs.end,
+            RunEnd::TimedOut {
+                seconds: 0.2,
+                last_seen: None
+            }
+        );
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "{:?}",

@@ -18,8 +18,13 @@ pub enum RunEnd {
     Guest(i32),
     /// A breakpoint's `stop` action ended it (drvisor's closing line).
     Stopped(String),
-    /// It passed the spec's timeout and was killed.
-    TimedOut(f64),
+    /// It passed the spec's timeout (in seconds) and was killed.
+    TimedOut {
+        seconds: f64,
+        /// Where drvisor's closing line put the vCPUs (`vCPU 0 at rip=... (symbol)`), if it
+        /// wrote one before the kill.
+        last_seen: Option<String>,
+    },
     /// drvisor ended it for a reason of the guest's (a triple fault, an emulation failure...):
     /// its exit code and closing line.
     Aborted(i32, String),
@@ -34,7 +39,13 @@ impl std::fmt::Display for RunEnd {
         match self {
             RunEnd::Guest(s) => write!(f, "the guest exited with status {s}"),
             RunEnd::Stopped(m) => write!(f, "stopped by a breakpoint: {m}"),
-            RunEnd::TimedOut(t) => write!(f, "timed out after {t} s; the VM was killed"),
+            RunEnd::TimedOut { seconds, last_seen } => {
+                write!(f, "timed out after {seconds} s")?;
+                if let Some(at) = last_seen {
+                    write!(f, " with {at}")?;
+                }
+                f.write_str("; the VM was killed")
+            }
             RunEnd::Aborted(code, m) => write!(f, "drvisor ended the run with code {code}: {m}"),
             RunEnd::Refused(m) => write!(f, "drvisor refused the run: {m}"),
             RunEnd::Infrastructure(m) => write!(f, "the VM could not run: {m}"),
@@ -164,7 +175,7 @@ fn run_verdict(end: &RunEnd, stop_expected: bool, vm: &VmSpec) -> Verdict {
         RunEnd::Guest(_) => pass(end.to_string()),
         RunEnd::Stopped(_) if stop_expected => pass(end.to_string()),
         RunEnd::Aborted(code, _) if vm.accept_exit.contains(code) => accepted(end),
-        RunEnd::TimedOut(_) if vm.accept_timeout => accepted(end),
+        RunEnd::TimedOut { .. } if vm.accept_timeout => accepted(end),
         _ => Verdict::Fail {
             expected: "the guest runs to its exit".into(),
             observed: end.to_string(),
@@ -858,7 +869,10 @@ mod tests {
             hit_ns: Vec::new(),
             console: String::new(),
             hits: vec![],
-            end: RunEnd::TimedOut(2.0),
+            end: RunEnd::TimedOut {
+                seconds: 2.0,
+                last_seen: None,
+            },
             seconds: 0.0,
         };
         assert_eq!(

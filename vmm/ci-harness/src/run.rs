@@ -259,7 +259,10 @@ mod tests {
         assert_eq!(r.cases[1].reason.as_deref(), Some("no VMX here"));
         assert_eq!(r.guest_status, Some(3));
         assert_eq!(r.console, "booted\n");
-        let timed_out = Fake::ending(RunEnd::TimedOut(1.0));
+        let timed_out = Fake::ending(RunEnd::TimedOut {
+            seconds: 1.0,
+            last_seen: None,
+        });
         let r = Runner {
             launch: &timed_out,
             ..runner

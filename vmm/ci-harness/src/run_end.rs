@@ -4,6 +4,16 @@ use drvisor_api::exit_code;
 
 use crate::judge::RunEnd;
 
+/// Where drvisor's closing line after a stop by signal put the vCPUs: `vCPU 0 at rip=0x...
+/// (symbol+0x...), vCPU 1 at ...`, or None without such a line.
+pub fn last_seen(messages: &str) -> Option<String> {
+    messages.lines().rev().find_map(|l| {
+        let (_, rest) = l.split_once("; the vCPUs were stopped (")?;
+        let at = rest.strip_suffix(") and the events written")?;
+        Some(at.to_owned())
+    })
+}
+
 /// What `drvisor run`'s exit code and messages mean. drvisor's own codes always come with a
 /// `drvisor:` line; without one, the code is the guest's status (docs/cli.md, "Exit codes").
 pub fn end_of(code: i32, messages: &str) -> RunEnd {
@@ -41,6 +51,25 @@ pub fn end_of(code: i32, messages: &str) -> RunEnd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn where_the_closing_line_put_the_vcpus() {
+        let messages = "drvisor: SIGTERM: stopping the run (send it again to exit at once)\n\
+            drvisor: summary: #1 f (exec): hw slot 3, armed, 0 hits\n\
+            drvisor: stopped by SIGTERM; the vCPUs were stopped (vCPU 0 at rip=0x1004 (spin+0x4), \
+            vCPU 1 at rip=0x2000) and the events written\n";
+        assert_eq!(
+            last_seen(messages).as_deref(),
+            Some("vCPU 0 at rip=0x1004 (spin+0x4), vCPU 1 at rip=0x2000")
+        );
+        assert_eq!(
+            last_seen(
+                "drvisor: stopped by SIGTERM; the vCPUs were stopped and the events written\n"
+            ),
+            None
+        );
+        assert_eq!(last_seen(""), None);
+    }
 
     #[test]
     fn exit_codes_by_table() {

@@ -142,8 +142,9 @@ struct Ctx<'a> {
 
 impl Vcpu {
     /// Runs this vCPU on the calling thread until the run finishes. Never panics on guest
-    /// behaviour: every way the guest can stop becomes an [`Outcome`].
-    pub fn run(mut self, shared: &VcpuShared) {
+    /// behaviour: every way the guest can stop becomes an [`Outcome`]. Returns its RIP when it
+    /// stopped, if its registers can be read.
+    pub fn run(mut self, shared: &VcpuShared) -> Option<u64> {
         let control = &shared.control;
         let mut debug = VcpuDebug::new(self.index, shared.debug.clone());
         // Declared after `self` (a parameter), so dropped first, also when unwinding: no kick
@@ -295,6 +296,12 @@ impl Vcpu {
                 }
             }
         }
+        // The sync area is filled at every return from KVM_RUN, a kick's included; before
+        // the first exit, ask KVM.
+        let synced = self.sync_regs && self.last_structures.is_some();
+        crate::debug::exit_regs(&self.fd, synced)
+            .ok()
+            .map(|r| r.rip)
     }
 
     /// Loads what a client wrote while this vCPU was parked: the x87/SSE state, then the

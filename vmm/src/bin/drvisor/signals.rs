@@ -49,7 +49,10 @@ impl Stopper {
                 crate::announce::say(format!(
                     "{name}: stopping the run (send it again to exit at once)"
                 ));
-                run.finish(Outcome::Signalled { signal });
+                run.finish(Outcome::Signalled {
+                    signal,
+                    stopped_at: Vec::new(),
+                });
             }
             None => {
                 eprintln!("drvisor: {name} before the guest started: exiting");
