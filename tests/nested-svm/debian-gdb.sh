@@ -87,7 +87,8 @@ continue
 echo drvisor-gdb: the end\n
 EOF
 
-cmdline='console=ttyS0 earlyprintk=serial,ttyS0 nokaslr reboot=t'
+# `quiet`: see debian-comm.sh.
+cmdline='console=ttyS0 nokaslr quiet reboot=t'
 sock=/tmp/drvisor-gdb.sock
 rm -f "$out/console.txt" "$out/gdb.txt"
 start=$(date +%s)

@@ -10,10 +10,10 @@
 # `drvisor-l2: userspace reached, uname -r=...` and the head of /proc/cpuinfo, then ends the run
 # by writing 0 to drvisor's exit port 0xf4 through /dev/port (without /dev/port, with a triple
 # fault). The kernel is the newest /boot/vmlinuz-*-amd64 (the one L1 boots too), or
-# DEBIAN_KERNEL; its command line DEBIAN_CMDLINE (default `console=ttyS0 earlyprintk=serial,ttyS0
-# nokaslr`), plus `reboot=t`. Flags after `--` go to `drvisor run` (e.g. `--cpuid host`). Results
-# land in OUTDIR (default target/nested-svm-kernel): console.txt (the guest's serial console and
-# drvisor's messages) and l1-console.txt. DEBIAN_CPUS=N also requires `cpus=N` in the marker
+# DEBIAN_KERNEL; its command line DEBIAN_CMDLINE (default `console=ttyS0 nokaslr quiet`; see
+# debian-comm.sh for `quiet`), plus `reboot=t`. Flags after `--` go to `drvisor run` (e.g.
+# `--cpuid host`). Results land in OUTDIR (default target/nested-svm-kernel): console.txt (the
+# guest's serial console and drvisor's messages) and l1-console.txt. DEBIAN_CPUS=N also requires `cpus=N` in the marker
 # line (e.g. `DEBIAN_CPUS=2 tests/nested-svm/debian-kernel.sh OUT -- --vcpus 2`). Exit status: 0
 # when the marker line came (with DEBIAN_CPUS's count, if given) and drvisor ended as /init asked
 # (0, or 70 after the triple-fault fallback), 1 when not, 90 if L1 could not be set up or died
@@ -44,7 +44,7 @@ initramfs "$root" "$out/initramfs.cpio.gz" || exit 90
 
 # The kernel is chosen inside L1: boot-l1.sh installs one on a machine that has none.
 kernel=${DEBIAN_KERNEL:-'$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -n 1)'}
-cmdline=${DEBIAN_CMDLINE:-console=ttyS0 earlyprintk=serial,ttyS0 nokaslr}
+cmdline=${DEBIAN_CMDLINE:-console=ttyS0 nokaslr quiet}
 extra=
 [ $# -gt 0 ] && extra=$(printf '%q ' "$@")
 rm -f "$out/console.txt"
