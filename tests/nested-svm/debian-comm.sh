@@ -66,7 +66,7 @@ kernel = "$kernel"
 initrd = "$out/initramfs.cpio.gz"
 cmdline = "$cmdline"
 mem = 512
-timeout = 1200
+timeout = 300
 accept_exit = [70]
 
 [[check]]
@@ -91,9 +91,9 @@ T=/sys/kernel/tracing; mount -t tracefs nodev \$T 2>/dev/null; \
 { echo 'exit_reason == 127' > \$T/events/kvm/kvm_exit/filter && \
 echo 1 > \$T/events/kvm/kvm_exit/enable && echo 1 > \$T/tracing_on; } 2>/dev/null; "
 status=0
-NESTED_TIMEOUT=${NESTED_TIMEOUT:-2400} tests/nested-svm/boot-l1.sh "$out" \
+NESTED_TIMEOUT=${NESTED_TIMEOUT:-900} tests/nested-svm/boot-l1.sh "$out" \
   "$l1_trace$drvisor ci $out/comm.toml --json $out/report.json --html $out/report.html > $out/ci.txt 2>&1; echo \"ci exited \$?\" >> $out/ci.txt; \
-timeout 1200 $drvisor run --kernel $kernel --initrd $out/initramfs.cpio.gz --mem 512 \
+timeout 300 $drvisor run --kernel $kernel --initrd $out/initramfs.cpio.gz --mem 512 \
 --cmdline '$cmdline' --break __x64_sys_getppid --if 'comm == \"getppid-loop\"' --capture 256 \
 --events $out/events.jsonl > $out/run.txt 2>&1; echo \"run exited \$?\" >> $out/run.txt; \
 $drvisor trace $out/events.jsonl -o $out/trace.json >> $out/run.txt 2>&1; \

@@ -93,12 +93,13 @@ sock=/tmp/drvisor-gdb.sock
 rm -f "$out/console.txt" "$out/gdb.txt"
 start=$(date +%s)
 status=0
-NESTED_TIMEOUT=${NESTED_TIMEOUT:-2400} tests/nested-svm/boot-l1.sh "$out" \
+NESTED_TIMEOUT=${NESTED_TIMEOUT:-900} tests/nested-svm/boot-l1.sh "$out" \
   "$drvisor run --kernel $kernel --initrd $out/initramfs.cpio.gz --mem 512 \
 --cmdline '$cmdline' --gdb unix:$sock --gdb-wait > $out/console.txt 2>&1 & d=\$!; \
 for i in \$(seq 300); do [ -S $sock ] && break; sleep 0.1; done; \
-timeout 1500 gdb -q -batch -nx -x $out/session.gdb > $out/gdb.txt 2>&1; \
-echo \"gdb exited \$?\" >> $out/gdb.txt; wait \$d" || status=$?
+timeout 300 gdb -q -batch -nx -x $out/session.gdb > $out/gdb.txt 2>&1; \
+echo \"gdb exited \$?\" >> $out/gdb.txt; \
+timeout 120 tail --pid=\$d -f /dev/null || kill -TERM \$d; wait \$d" || status=$?
 echo "debian-gdb: drvisor exited $status after $(( $(date +%s) - start )) s (L1's boot included)"
 [ "$status" -eq 90 ] && exit 90
 cat "$out/gdb.txt" 2>/dev/null | grep -v '^\(rax\|rbx\|rcx\|rdx\|rsi\|rdi\|rbp\|rsp\|r[0-9]*\) ' || true

@@ -51,8 +51,8 @@ rm -f "$out/console.txt"
 start=$(date +%s)
 status=0
 # 1500 s bounds the guest (a boot took under a minute in L1 on 2026-12-02); L1 gets the rest.
-NESTED_TIMEOUT=${NESTED_TIMEOUT:-2400} tests/nested-svm/boot-l1.sh "$out" \
-  "timeout 1500 $drvisor run --kernel $kernel --initrd $out/initramfs.cpio.gz --mem 512 \
+NESTED_TIMEOUT=${NESTED_TIMEOUT:-900} tests/nested-svm/boot-l1.sh "$out" \
+  "timeout 300 $drvisor run --kernel $kernel --initrd $out/initramfs.cpio.gz --mem 512 \
 --cmdline '$cmdline reboot=t' $extra> $out/console.txt 2>&1" || status=$?
 echo "debian-kernel: drvisor exited $status after $(( $(date +%s) - start )) s (L1's boot included)"
 tail -n 25 "$out/console.txt" 2>/dev/null || true
