@@ -8,15 +8,14 @@
 #
 # Builds drvisor here (optimized) and a tiny initramfs whose /init is static busybox: it prints
 # `drvisor-l2: userspace reached, uname -r=...` and the head of /proc/cpuinfo, then ends the run
-# by writing 0 to drvisor's exit port 0xf4 through /dev/port (without /dev/port, with a triple
-# fault). The kernel is the newest /boot/vmlinuz-*-amd64 (the one L1 boots too), or
+# by writing 0 to drvisor's exit port 0xf4 (initramfs.sh's exit-port). The kernel is the newest /boot/vmlinuz-*-amd64 (the one L1 boots too), or
 # DEBIAN_KERNEL; its command line DEBIAN_CMDLINE (default `console=ttyS0 nokaslr quiet`; see
 # debian-comm.sh for `quiet`), plus `reboot=t`. Flags after `--` go to `drvisor run` (e.g.
 # `--cpuid host`). Results land in OUTDIR (default target/nested-svm-kernel): console.txt (the
 # guest's serial console and drvisor's messages) and l1-console.txt. DEBIAN_CPUS=N also requires `cpus=N` in the marker
 # line (e.g. `DEBIAN_CPUS=2 tests/nested-svm/debian-kernel.sh OUT -- --vcpus 2`). Exit status: 0
 # when the marker line came (with DEBIAN_CPUS's count, if given) and drvisor ended as /init asked
-# (0, or 70 after the triple-fault fallback), 1 when not, 90 if L1 could not be set up or died
+# (status 0), 1 when not, 90 if L1 could not be set up or died
 # before drvisor ended.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,10 +25,8 @@ shift || true
 mkdir -p "$out"
 out=$(realpath "$out")
 . tests/nested-svm/initramfs.sh
-# /init (marker_init) prints the marker line, then writes 0 to the exit port; without /dev/port
-# it reboots, a triple fault with `reboot=t`, and drvisor exits 70 after the fallback line.
+# /init (marker_init) prints the marker line, then writes 0 to the exit port.
 marker=$userspace_marker
-fallback=$reboot_fallback
 cpus=${DEBIAN_CPUS:-}
 case "$cpus" in
   '' | [1-9] | [1-9][0-9] | [1-9][0-9][0-9]) ;;
@@ -57,8 +54,7 @@ NESTED_TIMEOUT=${NESTED_TIMEOUT:-900} tests/nested-svm/boot-l1.sh "$out" \
 echo "debian-kernel: drvisor exited $status after $(( $(date +%s) - start )) s (L1's boot included)"
 tail -n 25 "$out/console.txt" 2>/dev/null || true
 [ "$status" -eq 90 ] && exit 90
-if grep -q "^$marker" "$out/console.txt" && { [ "$status" -eq 0 ] ||
-   { [ "$status" -eq 70 ] && grep -q "^$fallback" "$out/console.txt"; }; }; then
+if grep -q "^$marker" "$out/console.txt" && [ "$status" -eq 0 ]; then
   # The kernel's own console lines can land mid-line; the marker ends where one begins.
   line=$(sed -n "s/^\($marker[^[]*\).*/\1/p" "$out/console.txt" | head -n 1)
   if [ -n "$cpus" ] && ! grep -q "cpus=$cpus\b" <<<"$line"; then

@@ -19,17 +19,20 @@ initramfs() {
 # it prints before its fallback, a reboot.
 userspace_marker='drvisor-l2: userspace reached'
 reboot_fallback='drvisor-l2: no exit port, rebooting (reboot=t: a triple fault ends the run)'
+# The end of every /init here: `exit-port 0` (exit_port) ends the run with status 0; if it
+# cannot, the fallback line, and a reboot that `reboot=t` makes a triple fault (drvisor exits
+# 70, which no check accepts; a halt would wait for the timeout instead: HLT stays in KVM).
+init_end="/bin/exit-port 0
+echo \"$reboot_fallback\"
+reboot -f"
 
 # `marker_init ROOT [COMMANDS]` writes ROOT/init, a static-busybox script: it prints
 # `$userspace_marker, uname -r=..., uptime=...s, cpus=N` and the head of /proc/cpuinfo, runs the
-# shell COMMANDS if given, then ends the run by writing 0 to port 0xf4 through /dev/port
-# (drvisor's exit port; QEMU's with `-device isa-debug-exit,iobase=0xf4`). A kernel without
-# /dev/port (Debian's cloud kernel has no CONFIG_DEVPORT) cannot reach the port from a shell; it
-# reboots instead, and `reboot=t` on its command line makes that a triple fault, which ends a
-# drvisor run with exit code 70 (a halt would wait for the timeout: HLT stays in KVM).
+# shell COMMANDS if given, then ends the run with status 0 (init_end).
 marker_init() {
   local root=$1 commands=${2:-}
-  mkdir -p "$root"
+  mkdir -p "$root/bin"
+  exit_port "$root/bin/exit-port"
   cat > "$root/init" <<EOF
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -39,13 +42,34 @@ mount -t devtmpfs devtmpfs /dev
 echo "$userspace_marker, uname -r=\$(uname -r), uptime=\$(cut -d' ' -f1 /proc/uptime)s, cpus=\$(grep -c ^processor /proc/cpuinfo)"
 head -n 20 /proc/cpuinfo
 $commands
-if [ -c /dev/port ]; then
-  echo "drvisor-l2: powering off through the exit port 0xf4"
-  printf '\\000' | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
-fi
-echo "$reboot_fallback"
-reboot -f
+$init_end
 EOF
+}
+
+# `exit_port FILE`: a static program, `exit-port STATUS`, that ends a drvisor run with STATUS by
+# writing it to drvisor's exit port 0xf4 (QEMU's with `-device isa-debug-exit,iobase=0xf4`)
+# after ioperm(2), which needs only root: a shell cannot reach the port without /dev/port, and
+# Debian's cloud kernel has no CONFIG_DEVPORT. It says why when it cannot.
+exit_port() {
+  local src
+  src=$(mktemp --suffix=.c)
+  cat > "$src" <<'C'
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/io.h>
+int main(int argc, char **argv) {
+  int status = argc > 1 ? atoi(argv[1]) : 0;
+  if (ioperm(0xf4, 1, 1) != 0) {
+    perror("drvisor-l2: exit-port: ioperm(0xf4)");
+    return 1;
+  }
+  outb(status, 0xf4);
+  fprintf(stderr, "drvisor-l2: exit-port: the run went on after the write to port 0xf4\n");
+  return 1;
+}
+C
+  cc -static -O2 -o "$1" "$src"
+  rm -f "$src"
 }
 
 # `getppid_loop FILE`: a static program that calls getppid() N times (its first argument) and
