@@ -52,9 +52,10 @@ INNER
 chmod +x "$out/.inside.sh"
 
 # -cpu max on TCG is AuthenticAMD with svm, npt and vgif. Two vCPUs, since the e2e suite has
-# SMP tests.
+# SMP tests. --verbose puts L1's kernel log in l1-console.txt: without it, an L1 that dies
+# leaves that file empty.
 timeout "${NESTED_TIMEOUT:-2400}" vng --run "$kernel" --disable-kvm --cpus 2 --memory 2G \
-  --force-9p --rwdir "$out" --qemu-opts="-cpu max" --exec "$out/.inside.sh" \
+  --force-9p --rwdir "$out" --qemu-opts="-cpu max" --verbose --exec "$out/.inside.sh" \
   > "$out/l1-console.txt" 2>&1 || true
 if [ -f "$out/.l1-error" ]; then
   cat "$out/.l1-error" >&2; exit 90
