@@ -1,7 +1,5 @@
 //! Reporting a guest instruction KVM could not run (`KVM_EXIT_INTERNAL_ERROR`).
 
-use vm_memory::GuestMemoryMmap;
-
 use super::{Vcpu, VcpuShared};
 use crate::outcome::Outcome;
 
@@ -25,8 +23,9 @@ impl Vcpu {
             return None;
         }
         let (gpa, _) = read?;
-        let Some(insn) = super::stuck::descriptor_load(&self.bytes_at_rip(&shared.mem, rip), rip)
-        else {
+        let (pc, bitness) = self.code_at(rip);
+        let bytes = crate::debug::code_bytes(&self.fd, &shared.mem, pc);
+        let Some(insn) = super::stuck::descriptor_load(&bytes, bitness, rip) else {
             // Not a descriptor load: stuck only if the page is one the CPU itself reads (a page
             // walk KVM keeps retrying); a guest polling a watched variable goes on.
             return self.cpu_structure_watched(shared, Some(gpa & !0xfff), false);
@@ -184,7 +183,7 @@ impl Vcpu {
             let len = usize::from(packed[0]).min(15);
             insn = packed[1..=len].to_vec();
         }
-        let pc = self.code_address(rip);
+        let (pc, _) = self.code_at(rip);
         if insn.is_empty() {
             insn = crate::debug::code_bytes(&self.fd, mem, pc);
         }
@@ -210,17 +209,24 @@ impl Vcpu {
         }
     }
 
-    /// The linear address of the instruction at `rip` in the vCPU's code segment now.
-    fn code_address(&self, rip: u64) -> u64 {
-        self.fd
-            .get_sregs()
-            .map_or(rip, |sregs| linear_rip(&sregs, rip))
+    /// The linear address of the instruction at `rip` in the vCPU's code segment now, and that
+    /// segment's code size in bits (64-bit code where the segments cannot be read).
+    fn code_at(&self, rip: u64) -> (u64, u32) {
+        self.fd.get_sregs().map_or((rip, 64), |sregs| {
+            (linear_rip(&sregs, rip), code_bitness(&sregs))
+        })
     }
+}
 
-    /// Up to 15 bytes (the longest x86 instruction) at the guest's RIP, as far as they
-    /// translate.
-    fn bytes_at_rip(&self, mem: &GuestMemoryMmap, rip: u64) -> Vec<u8> {
-        crate::debug::code_bytes(&self.fd, mem, self.code_address(rip))
+/// How the instruction at CS:RIP decodes: 64-bit code (EFER.LMA and CS.L), else 32-bit where
+/// CS.D is set, else 16-bit (real mode, 16-bit protected mode).
+fn code_bitness(sregs: &kvm_bindings::kvm_sregs) -> u32 {
+    if sregs.efer & EFER_LMA != 0 && sregs.cs.l == 1 {
+        64
+    } else if sregs.cs.db == 1 {
+        32
+    } else {
+        16
     }
 }
 
@@ -240,7 +246,7 @@ const EFER_LMA: u64 = 1 << 10;
 
 #[cfg(test)]
 mod tests {
-    use super::{linear_rip, EFER_LMA};
+    use super::{code_bitness, linear_rip, EFER_LMA};
 
     fn sregs(efer: u64, base: u64, l: u8) -> kvm_bindings::kvm_sregs {
         kvm_bindings::kvm_sregs {
@@ -270,6 +276,18 @@ mod tests {
     fn compatibility_mode_and_a_stray_l_bit_count_the_base() {
         assert_eq!(linear_rip(&sregs(EFER_LMA, 0x1000, 0), 0x20), 0x1020);
         assert_eq!(linear_rip(&sregs(0, 0x1000, 1), 0x20), 0x1020);
+    }
+
+    #[test]
+    fn code_decodes_in_the_code_segment_s_size() {
+        assert_eq!(code_bitness(&sregs(EFER_LMA, 0, 1)), 64);
+        assert_eq!(code_bitness(&sregs(0, 0x3000, 0)), 16);
+        let mut flat32 = sregs(0, 0, 0);
+        flat32.cs.db = 1;
+        assert_eq!(code_bitness(&flat32), 32);
+        // Compatibility mode: a 32-bit segment under long mode.
+        flat32.efer = EFER_LMA;
+        assert_eq!(code_bitness(&flat32), 32);
     }
 
     #[test]

@@ -33,10 +33,10 @@ impl RepeatedReads {
     }
 }
 
-/// The mnemonic of the instruction in `bytes` (64-bit code at `rip`), if it is a
-/// descriptor-table load that KVM cannot complete from a trapped page.
-pub fn descriptor_load(bytes: &[u8], rip: u64) -> Option<&'static str> {
-    let insn = Decoder::with_ip(64, bytes, rip, DecoderOptions::NONE).decode();
+/// The mnemonic of the instruction in `bytes` (`bitness`-bit code, 16, 32 or 64, at `rip`), if
+/// it is a descriptor-table load that KVM cannot complete from a trapped page.
+pub fn descriptor_load(bytes: &[u8], bitness: u32, rip: u64) -> Option<&'static str> {
+    let insn = Decoder::with_ip(bitness, bytes, rip, DecoderOptions::NONE).decode();
     match insn.mnemonic() {
         Mnemonic::Lgdt => Some("lgdt"),
         Mnemonic::Lidt => Some("lidt"),
@@ -74,7 +74,20 @@ mod tests {
             (&[0x8b, 0x00], None),               // mov eax, [rax]
         ];
         for (bytes, want) in table {
-            assert_eq!(descriptor_load(bytes, 0x1000), want, "{bytes:02x?}");
+            assert_eq!(descriptor_load(bytes, 64, 0x1000), want, "{bytes:02x?}");
         }
+    }
+
+    #[test]
+    fn the_code_size_decides_what_the_bytes_are() {
+        // 64-bit: REX.W lgdt [rax]; 32-bit: dec eax, then the lgdt, which is not at RIP.
+        let rex_lgdt = [0x48, 0x0f, 0x01, 0x10];
+        assert_eq!(descriptor_load(&rex_lgdt, 64, 0x1000), Some("lgdt"));
+        assert_eq!(descriptor_load(&rex_lgdt, 32, 0x1000), None);
+        // Real mode: lgdt [0xf018], with a 16-bit displacement.
+        assert_eq!(
+            descriptor_load(&[0x0f, 0x01, 0x16, 0x18, 0xf0], 16, 0x10),
+            Some("lgdt")
+        );
     }
 }
