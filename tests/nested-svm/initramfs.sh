@@ -22,7 +22,8 @@ reboot_fallback='drvisor-l2: no exit port, rebooting (reboot=t: a triple fault e
 # The end of every /init here: `exit-port 0` (exit_port) ends the run with status 0; if it
 # cannot, the fallback line, and a reboot that `reboot=t` makes a triple fault (drvisor exits
 # 70, which no check accepts; a halt would wait for the timeout instead: HLT stays in KVM).
-init_end="/bin/exit-port 0
+init_end="echo 'drvisor-l2: powering off through the exit port 0xf4'
+/bin/exit-port 0
 echo \"$reboot_fallback\"
 reboot -f"
 
