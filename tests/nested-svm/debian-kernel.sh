@@ -8,15 +8,15 @@
 #
 # Builds drvisor here (optimized) and a tiny initramfs whose /init is static busybox: it prints
 # `drvisor-l2: userspace reached, uname -r=...` and the head of /proc/cpuinfo, then ends the run
-# by writing 0 to drvisor's exit port 0xf4 (initramfs.sh's exit-port). The kernel is the newest /boot/vmlinuz-*-amd64 (the one L1 boots too), or
-# DEBIAN_KERNEL; its command line DEBIAN_CMDLINE (default `console=ttyS0 nokaslr quiet`; see
-# debian-comm.sh for `quiet`), plus `reboot=t`. Flags after `--` go to `drvisor run` (e.g.
-# `--cpuid host`). Results land in OUTDIR (default target/nested-svm-kernel): console.txt (the
-# guest's serial console and drvisor's messages) and l1-console.txt. DEBIAN_CPUS=N also requires `cpus=N` in the marker
-# line (e.g. `DEBIAN_CPUS=2 tests/nested-svm/debian-kernel.sh OUT -- --vcpus 2`). Exit status: 0
-# when the marker line came (with DEBIAN_CPUS's count, if given) and drvisor ended as /init asked
-# (status 0), 1 when not, 90 if L1 could not be set up or died
-# before drvisor ended.
+# by writing 0 to drvisor's exit port 0xf4 (initramfs.sh's exit-port). The kernel is the newest
+# /boot/vmlinuz-*-amd64 (the one L1 boots too), or DEBIAN_KERNEL; its command line
+# DEBIAN_CMDLINE (default `console=ttyS0 nokaslr quiet`; see debian-comm.sh for `quiet`), plus
+# `reboot=t`. Flags after `--` go to `drvisor run` (e.g. `--cpuid host`). Results land in OUTDIR
+# (default target/nested-svm-kernel): console.txt (the guest's serial console and drvisor's
+# messages) and l1-console.txt. DEBIAN_CPUS=N also requires `cpus=N` in the marker line (e.g.
+# `DEBIAN_CPUS=2 tests/nested-svm/debian-kernel.sh OUT -- --vcpus 2`). Exit status: 0 when the
+# marker line came (with DEBIAN_CPUS's count, if given) and drvisor ended as /init asked (status
+# 0), 1 when not, 90 if L1 could not be set up or died before drvisor ended.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-target/nested-svm-kernel}
@@ -47,7 +47,7 @@ extra=
 rm -f "$out/console.txt"
 start=$(date +%s)
 status=0
-# 1500 s bounds the guest (a boot took under a minute in L1 on 2026-12-02); L1 gets the rest.
+# 300 s bounds the guest (a run takes under 45 s with L1's boot); L1 gets the rest.
 NESTED_TIMEOUT=${NESTED_TIMEOUT:-900} tests/nested-svm/boot-l1.sh "$out" \
   "timeout 300 $drvisor run --kernel $kernel --initrd $out/initramfs.cpio.gz --mem 512 \
 --cmdline '$cmdline reboot=t' $extra> $out/console.txt 2>&1" || status=$?
