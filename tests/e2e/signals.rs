@@ -40,6 +40,14 @@ fn wait_for_events(path: &std::path::Path, n: usize) -> Result<(), Failed> {
     Ok(())
 }
 
+/// The function (`name+0xoffset`) where drvisor's closing line puts vCPU 0:
+/// `the vCPUs were stopped (vCPU 0 at rip=0x... (name+0x...)`.
+fn vcpu0_stopped_in(stderr: &str) -> Option<&str> {
+    let (_, rest) = stderr.split_once("the vCPUs were stopped (vCPU 0 at rip=0x")?;
+    let (_, rest) = rest.split_once(" (")?;
+    rest.split_once(')').map(|(function, _)| function)
+}
+
 fn kill(pid: u32, signal: i32) {
     // SAFETY: kill has no memory preconditions; `pid` is our own child, not yet reaped.
     unsafe { libc::kill(pid as libc::pid_t, signal) };
@@ -64,9 +72,7 @@ fn stops_in_order(signal: i32, name: &'static str, code: i32) -> Result<(), Fail
     )?;
     // Where the vCPU was, named by the embedded guest's symbols: a hung guest says where.
     ensure(
-        run.stderr
-            .contains("the vCPUs were stopped (vCPU 0 at rip=0x")
-            && run.stderr.contains("+0x"),
+        vcpu0_stopped_in(&run.stderr).is_some_and(|f| f.contains("+0x")),
         || format!("the closing message does not say where vCPU 0 was\n{run}"),
     )?;
     ensure(run.stdout.contains("drv: scenario=spin started"), || {
@@ -134,9 +140,7 @@ fn stops_while_paused() -> Result<(), Failed> {
     run.expect_code(143)?;
     // Paused at the breakpoint, so it was stopped exactly there.
     ensure(
-        run.stderr
-            .contains("the vCPUs were stopped (vCPU 0 at rip=0x")
-            && run.stderr.contains("(drv_target_0+0x0))"),
+        vcpu0_stopped_in(&run.stderr) == Some("drv_target_0+0x0"),
         || format!("the closing message does not put vCPU 0 at drv_target_0\n{run}"),
     )?;
     let all = all?;
