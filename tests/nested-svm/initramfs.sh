@@ -52,9 +52,7 @@ EOF
 # after ioperm(2), which needs only root: a shell cannot reach the port without /dev/port, and
 # Debian's cloud kernel has no CONFIG_DEVPORT. It says why when it cannot.
 exit_port() {
-  local src
-  src=$(mktemp --suffix=.c)
-  cat > "$src" <<'C'
+  static_c "$1" <<'C'
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/io.h>
@@ -69,16 +67,12 @@ int main(int argc, char **argv) {
   return 1;
 }
 C
-  cc -static -O2 -o "$1" "$src"
-  rm -f "$src"
 }
 
 # `getppid_loop FILE`: a static program that calls getppid() N times (its first argument) and
 # then prints `drvisor-l2: ARGV0 called getppid N times`.
 getppid_loop() {
-  local src
-  src=$(mktemp --suffix=.c)
-  cat > "$src" <<'C'
+  static_c "$1" <<'C'
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
@@ -90,6 +84,14 @@ int main(int argc, char **argv) {
   return 0;
 }
 C
+}
+
+# `static_c FILE`: compiles the C source on standard input into the static program FILE (the
+# guest's initramfs has no libc to link against).
+static_c() {
+  local src
+  src=$(mktemp --suffix=.c)
+  cat > "$src"
   cc -static -O2 -o "$1" "$src"
   rm -f "$src"
 }
