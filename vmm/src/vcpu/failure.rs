@@ -1,6 +1,7 @@
 //! Reporting a guest instruction KVM could not run (`KVM_EXIT_INTERNAL_ERROR`).
 
 use super::{Vcpu, VcpuShared};
+use crate::guest_paging::bits::EFER_LMA;
 use crate::outcome::Outcome;
 
 /// `KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES` (Documentation/virt/kvm/api.rst,
@@ -234,15 +235,12 @@ fn code_bitness(sregs: &kvm_bindings::kvm_sregs) -> u32 {
 /// CS.L), where CS's base does not count; CS's base plus RIP, in 32 bits, elsewhere (real mode,
 /// where the base is the selector times 16; 16- and 32-bit protected mode; compatibility mode).
 fn linear_rip(sregs: &kvm_bindings::kvm_sregs, rip: u64) -> u64 {
-    if sregs.efer & EFER_LMA != 0 && sregs.cs.l == 1 {
+    if code_bitness(sregs) == 64 {
         rip
     } else {
         sregs.cs.base.wrapping_add(rip) & 0xffff_ffff
     }
 }
-
-/// EFER.LMA: long mode is active.
-const EFER_LMA: u64 = 1 << 10;
 
 #[cfg(test)]
 mod tests {

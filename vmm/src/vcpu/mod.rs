@@ -106,6 +106,12 @@ impl Vcpu {
     fn regs(&self) -> Result<kvm_bindings::kvm_regs, kvm_ioctls::Error> {
         crate::debug::exit_regs(&self.fd, self.sync_regs)
     }
+
+    /// Whether kvm_run's sync area holds this vCPU's registers: KVM fills it at every return
+    /// from KVM_RUN (a kick's included), so not before the first.
+    fn synced(&self) -> bool {
+        self.sync_regs && self.last_structures.is_some()
+    }
 }
 
 /// The calling thread runs vCPU `index`: it may be kicked, and the controller waits for it.
@@ -169,8 +175,8 @@ impl Vcpu {
             if !shared.gate.try_enter(self.index) {
                 let snapped = shared.gate.is_paused();
                 if snapped {
-                    // The sync area is filled at exits: before the first, ask KVM.
-                    let synced = self.sync_regs && self.last_structures.is_some();
+                    // Before the first exit, ask KVM.
+                    let synced = self.synced();
                     let steps = ctx.debug.as_deref().map_or(0, VcpuDebug::client_steps);
                     if let Some((regs, system)) = parked::snapshot(self.index, &mut self.fd, synced)
                     {
@@ -296,10 +302,7 @@ impl Vcpu {
                 }
             }
         }
-        // The sync area is filled at every return from KVM_RUN, a kick's included; before
-        // the first exit, ask KVM.
-        let synced = self.sync_regs && self.last_structures.is_some();
-        crate::debug::exit_regs(&self.fd, synced)
+        crate::debug::exit_regs(&self.fd, self.synced())
             .ok()
             .map(|r| r.rip)
     }
@@ -329,8 +332,7 @@ impl Vcpu {
         use crate::debug::DebugVcpu;
         // Before the first exit the sync area is empty and a parked read asks KVM: write
         // through KVM too, so that read sees it.
-        let synced = self.sync_regs && self.last_structures.is_some();
-        if !synced {
+        if !self.synced() {
             let mut r = self
                 .fd
                 .get_regs()
