@@ -366,7 +366,44 @@ def main():
     (out / "durations.txt").write_text("".join(f"{d:8.1f} s  {t}\n" for t, d in slowest))
     print(f"== the slowest tests (all in {out}/durations.txt; {sum(durations.values()):.0f} s in all)")
     print("".join(f"{d:8.1f} s  {t}\n" for t, d in slowest[:12]), end="")
+    # Last, so that a log cut to its head and tail still says why the run failed.
+    failing = failed_again + [t for t, _ in refused]
+    if failing:
+        print(f"== why, in short (each failure's first lines; whole above and in {out}):")
+        print(why_in_short(out, failing), end="")
     return 1 if failed_again or refused else 0
+
+
+FAILURE_HEADER = re.compile(r"^---- (\S+) ----$", re.M)
+
+
+def failure_messages(text):
+    """{test: message} from the failures section of one libtest log."""
+    start, end = text.find("\nfailures:\n"), text.rfind("\nfailures:\n")
+    if start < 0:
+        return {}
+    section = text[start:end] if end > start else text[start:]
+    headers = list(FAILURE_HEADER.finditer(section))
+    return {h.group(1): section[h.end():(headers[i + 1].start() if i + 1 < len(headers)
+                                          else len(section))].strip("\n")
+            for i, h in enumerate(headers)}
+
+
+def why_in_short(out, tests, lines_each=8):
+    """The first lines of each test's failure messages, from every boot and retry log."""
+    text = []
+    for t in tests:
+        found = False
+        for log in sorted(out.glob("results.*.txt")) + sorted(out.glob("retry.*.txt")):
+            message = failure_messages(log.read_text(errors="replace")).get(t)
+            if message is None:
+                continue
+            found = True
+            text.append(f"{t} ({log.name}):\n")
+            text += [f"  {line[:160]}\n" for line in message.splitlines()[:lines_each]]
+        if not found:
+            text.append(f"{t}: no failure message (L1 died in it, or it never ran)\n")
+    return "".join(text)
 
 
 def quote(word):
