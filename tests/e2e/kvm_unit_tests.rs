@@ -599,9 +599,47 @@ fn baseline(dir: &Path, c: &Case, source: &Source) -> Result<Baseline, Failed> {
     }
 }
 
+/// How many more times QEMU runs, on a live baseline, when drvisor's results are worse than its
+/// first run's. On a KVM that itself runs under an emulator (the nested guests), QEMU does not
+/// always get the same results from the same image; a check that QEMU itself passes in one run
+/// and fails in another cannot judge drvisor. drvisor must then be the same as or better than one
+/// of QEMU's runs, and the test prints where QEMU disagreed with itself.
+const QEMU_RERUNS: usize = 2;
+
+/// QEMU run again (at most [`QEMU_RERUNS`] times) where drvisor's results `ours` are worse than
+/// QEMU's first run's, `first`: the first rerun that `ours` are the same as or better than, if
+/// any. Every rerun that differs from the first is printed.
+fn qemu_run_no_better(
+    dir: &Path,
+    c: &Case,
+    source: &Source,
+    first: &BTreeMap<String, usize>,
+    ours: &BTreeMap<String, usize>,
+) -> Result<Option<Baseline>, Failed> {
+    for rerun in 1..=QEMU_RERUNS {
+        let again = baseline(dir, c, source)?;
+        let again_results = results(&again.log);
+        let itself = compare(first, &again_results);
+        if itself == Comparison::default() {
+            continue;
+        }
+        let changed: Vec<String> = itself.worse.into_iter().chain(itself.better).collect();
+        println!(
+            "  {}: QEMU's run {} differs from its first here:\n    {}",
+            c.name,
+            rerun + 1,
+            changed.join("\n    ")
+        );
+        if compare(&again_results, ours).worse.is_empty() {
+            return Ok(Some(again));
+        }
+    }
+    Ok(None)
+}
+
 fn run_case(dir: &Path, c: &Case, source: &Source) -> Result<(), Failed> {
-    let base = baseline(dir, c, source)?;
-    let qemu = results(&base.log);
+    let mut base = baseline(dir, c, source)?;
+    let mut qemu = results(&base.log);
     let cpu: &[&str] = if c.x2apic {
         &["--cpu-features", "+x2apic"]
     } else {
@@ -619,8 +657,25 @@ fn run_case(dir: &Path, c: &Case, source: &Source) -> Result<(), Failed> {
             GRACE_AFTER_QEMU_RESULTS,
         ),
     };
-    let show = || format!("--- stdout\n{}--- stderr\n{}---", run.stdout, run.stderr);
-    let cmp = compare(&qemu, &results(&run.stdout));
+    let ours = results(&run.stdout);
+    let mut cmp = compare(&qemu, &ours);
+    if !cmp.worse.is_empty() && matches!(source, Source::Live) {
+        if let Some(again) = qemu_run_no_better(dir, c, source, &qemu, &ours)? {
+            qemu = results(&again.log);
+            cmp = compare(&qemu, &ours);
+            base = again;
+        }
+    }
+    let show = || {
+        let qemu_lines: Vec<String> = qemu.iter().map(|(l, n)| format!("{l} ({n}x)")).collect();
+        format!(
+            "--- QEMU's results (status {:?})\n{}\n--- stdout\n{}--- stderr\n{}---",
+            base.status,
+            qemu_lines.join("\n"),
+            run.stdout,
+            run.stderr
+        )
+    };
     ensure(cmp.worse.is_empty(), || {
         format!("worse than QEMU:\n  {}\n{}", cmp.worse.join("\n  "), show())
     })?;
