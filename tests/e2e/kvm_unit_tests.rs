@@ -396,28 +396,30 @@ pub(crate) fn compare(
     ours: &BTreeMap<String, usize>,
 ) -> Comparison {
     let mut c = Comparison::default();
-    let count = |m: &BTreeMap<String, usize>, l: &str| m.get(l).copied().unwrap_or(0);
-    let lines: std::collections::BTreeSet<&String> = qemu.keys().chain(ours.keys()).collect();
-    for line in lines {
-        let (q, o) = (count(qemu, line), count(ours, line));
-        let fail = line.starts_with("FAIL: ");
-        if o < q {
-            let what = format!("{line} (QEMU {q}x, drvisor {o}x)");
-            if fail {
-                c.better.push(what);
-            } else {
-                c.worse.push(what);
-            }
-        } else if o > q {
-            let what = format!("{line} (QEMU {q}x, drvisor {o}x)");
-            if fail {
-                c.worse.push(what);
-            } else {
-                c.better.push(what);
-            }
+    for (line, q, o) in differing_lines(qemu, ours) {
+        let what = format!("{line} (QEMU {q}x, drvisor {o}x)");
+        // Fewer passes, or more failures, is worse.
+        if (o < q) != line.starts_with("FAIL: ") {
+            c.worse.push(what);
+        } else {
+            c.better.push(what);
         }
     }
     c
+}
+
+/// The result lines counted differently in `a` and `b`: (line, count in `a`, count in `b`).
+fn differing_lines<'m>(
+    a: &'m BTreeMap<String, usize>,
+    b: &'m BTreeMap<String, usize>,
+) -> Vec<(&'m str, usize, usize)> {
+    let count = |m: &BTreeMap<String, usize>, l: &str| m.get(l).copied().unwrap_or(0);
+    let lines: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    lines
+        .into_iter()
+        .map(|l| (l.as_str(), count(a, l), count(b, l)))
+        .filter(|(_, x, y)| x != y)
+        .collect()
 }
 
 /// QEMU's process status and drvisor's for the same end. With `--no-reboot`, QEMU exits 0
@@ -747,12 +749,9 @@ fn judge(c: &Case, base: &Baseline, run: &Watched) -> Result<Comparison, String>
 /// How two QEMU runs of the same image differ: result lines and exit status.
 fn qemu_differences(first: &Baseline, again: &Baseline) -> Vec<String> {
     let (a, b) = (results(&first.log), results(&again.log));
-    let lines: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    let count = |m: &BTreeMap<String, usize>, l: &str| m.get(l).copied().unwrap_or(0);
-    let mut differences: Vec<String> = lines
+    let mut differences: Vec<String> = differing_lines(&a, &b)
         .into_iter()
-        .filter(|l| count(&a, l) != count(&b, l))
-        .map(|l| format!("{l} ({}x, then {}x)", count(&a, l), count(&b, l)))
+        .map(|(l, x, y)| format!("{l} ({x}x, then {y}x)"))
         .collect();
     if first.status != again.status {
         differences.push(format!(
